@@ -1,0 +1,20 @@
+//! `dispatch-core`: the domain every dispatch binary shares.
+//!
+//! - [`plan`]: the seed's plan.md checklist (parse, render, rewrite);
+//! - [`task_id`]: task-id rules (kebab-case, ≤ 63 characters, derived from a prompt);
+//! - [`prompt`]: the seed's worker prompt template;
+//! - [`task`]: task states and how a worker's exit maps to one;
+//! - [`backend`]: the built-in backends and the seed's model → backend rules;
+//! - [`limits`]: size limits on every input.
+//!
+//! No network and no async here; file I/O only on paths a caller hands in.
+
+pub mod backend;
+pub mod limits;
+pub mod plan;
+pub mod prompt;
+pub mod task;
+pub mod task_id;
+
+pub use plan::{Item, ItemStatus, Plan};
+pub use task::TaskState;

@@ -1,0 +1,93 @@
+//! Limits on every input, checked where the input enters (CLI, coordinator, agent).
+
+use thiserror::Error;
+
+/// Largest prompt, in bytes.
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+/// Largest plan.md, in bytes.
+pub const MAX_PLAN_BYTES: usize = 256 * 1024;
+/// Most checklist items in a plan.
+pub const MAX_PLAN_ITEMS: usize = 500;
+/// Largest single step text, in bytes.
+pub const MAX_STEP_BYTES: usize = 4 * 1024;
+/// Largest question, answer or note, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest log chunk an agent sends in one event, in bytes.
+pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;
+/// Longest node name, label key, backend or model name, in bytes.
+pub const MAX_NAME_BYTES: usize = 63;
+/// Longest label value or command template, in bytes.
+pub const MAX_VALUE_BYTES: usize = 4 * 1024;
+/// Most labels on a node.
+pub const MAX_LABELS: usize = 64;
+/// Longest workdir path, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// An input that breaks a limit or a format rule. The message names the input and the rule.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+#[error("{what}: {problem}")]
+pub struct InvalidInput {
+    /// Which input (e.g. "prompt", "task id `x`").
+    pub what: String,
+    /// What is wrong and what would be accepted.
+    pub problem: String,
+}
+
+impl InvalidInput {
+    /// Builds an error for `what` with the `problem` text.
+    pub fn new(what: impl Into<String>, problem: impl Into<String>) -> Self {
+        InvalidInput {
+            what: what.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Checks that `value` is at most `max` bytes.
+pub fn check_len(what: &str, value: &str, max: usize) -> Result<(), InvalidInput> {
+    if value.len() > max {
+        return Err(InvalidInput::new(
+            what,
+            format!("is {} bytes, over the limit of {} bytes", value.len(), max),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a name (node, backend, model, label key): 1–63 bytes of `[A-Za-z0-9._-]`.
+pub fn check_name(what: &str, value: &str) -> Result<(), InvalidInput> {
+    if value.is_empty() {
+        return Err(InvalidInput::new(what, "must not be empty"));
+    }
+    check_len(what, value, MAX_NAME_BYTES)?;
+    if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':')))
+    {
+        return Err(InvalidInput::new(
+            format!("{what} `{value}`"),
+            format!("contains {c:?}; use letters, digits, '.', '_', '-', '/' or ':'"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("node", "build-box.1").is_ok());
+        assert!(check_name("model", "gpt-5.3-codex").is_ok());
+        assert!(check_name("node", "").is_err());
+        assert!(check_name("node", "a b").is_err());
+        assert!(check_name("node", &"a".repeat(64)).is_err());
+        assert!(
+            check_len("prompt", "abc", 2)
+                .unwrap_err()
+                .to_string()
+                .contains("limit of 2")
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! Conversions between wire (`dispatch.v1`) and domain (`dispatch-core`) types.
+
+use crate::v1;
+use dispatch_core::{ItemStatus, Plan, TaskState};
+
+/// Domain task state → wire enum.
+pub fn state_to_proto(s: TaskState) -> v1::TaskState {
+    match s {
+        TaskState::Queued => v1::TaskState::Queued,
+        TaskState::Assigned => v1::TaskState::Assigned,
+        TaskState::Running => v1::TaskState::Running,
+        TaskState::Waiting => v1::TaskState::Waiting,
+        TaskState::Completed => v1::TaskState::Completed,
+        TaskState::Failed => v1::TaskState::Failed,
+        TaskState::Blocked => v1::TaskState::Blocked,
+        TaskState::Cancelled => v1::TaskState::Cancelled,
+        TaskState::Lost => v1::TaskState::Lost,
+    }
+}
+
+/// Wire enum value → domain task state; `None` for unspecified or unknown values.
+pub fn state_from_proto(v: i32) -> Option<TaskState> {
+    Some(match v1::TaskState::try_from(v).ok()? {
+        v1::TaskState::Unspecified => return None,
+        v1::TaskState::Queued => TaskState::Queued,
+        v1::TaskState::Assigned => TaskState::Assigned,
+        v1::TaskState::Running => TaskState::Running,
+        v1::TaskState::Waiting => TaskState::Waiting,
+        v1::TaskState::Completed => TaskState::Completed,
+        v1::TaskState::Failed => TaskState::Failed,
+        v1::TaskState::Blocked => TaskState::Blocked,
+        v1::TaskState::Cancelled => TaskState::Cancelled,
+        v1::TaskState::Lost => TaskState::Lost,
+    })
+}
+
+/// Domain item status → wire enum.
+pub fn item_status_to_proto(s: ItemStatus) -> v1::ItemStatus {
+    match s {
+        ItemStatus::Pending => v1::ItemStatus::Pending,
+        ItemStatus::Done => v1::ItemStatus::Done,
+        ItemStatus::Blocked => v1::ItemStatus::Blocked,
+        ItemStatus::Error => v1::ItemStatus::Error,
+    }
+}
+
+/// Wire enum value → domain item status (unknown values read as pending).
+pub fn item_status_from_proto(v: i32) -> ItemStatus {
+    match v1::ItemStatus::try_from(v) {
+        Ok(v1::ItemStatus::Done) => ItemStatus::Done,
+        Ok(v1::ItemStatus::Blocked) => ItemStatus::Blocked,
+        Ok(v1::ItemStatus::Error) => ItemStatus::Error,
+        _ => ItemStatus::Pending,
+    }
+}
+
+/// plan.md text → wire plan (title, items, and the markdown itself).
+pub fn plan_to_proto(markdown: &str) -> v1::Plan {
+    let plan = Plan::parse(markdown);
+    v1::Plan {
+        title: plan.title().unwrap_or_default().to_string(),
+        items: plan
+            .items()
+            .iter()
+            .map(|i| v1::PlanItem {
+                text: i.text.clone(),
+                status: item_status_to_proto(i.status) as i32,
+                note: i.note.clone(),
+                depth: i.depth,
+            })
+            .collect(),
+        markdown: markdown.to_string(),
+    }
+}
+
+impl v1::Task {
+    /// The task's state as a domain value (queued when the wire value is unknown).
+    pub fn task_state(&self) -> TaskState {
+        state_from_proto(self.state).unwrap_or(TaskState::Queued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip() {
+        for s in TaskState::ALL {
+            assert_eq!(state_from_proto(state_to_proto(s) as i32), Some(s));
+        }
+        assert_eq!(state_from_proto(0), None);
+        assert_eq!(state_from_proto(99), None);
+        for s in [
+            ItemStatus::Pending,
+            ItemStatus::Done,
+            ItemStatus::Blocked,
+            ItemStatus::Error,
+        ] {
+            assert_eq!(item_status_from_proto(item_status_to_proto(s) as i32), s);
+        }
+        let p = plan_to_proto("# T\n- [x] a\n  n\n");
+        assert_eq!(p.title, "T");
+        assert_eq!(p.items[0].note, "n");
+    }
+}
