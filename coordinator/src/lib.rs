@@ -1,1 +1,107 @@
+//! The dispatch coordinator: stores every task, plan, question and answer durably, routes
+//! tasks to agent nodes, and streams progress to any number of watchers.
+//!
+//! [`Coordinator`] is the shared state; [`serve`] runs the gRPC services on TCP and/or a Unix
+//! socket until a shutdown signal.
 
+pub mod convert;
+pub mod error;
+pub mod nodes;
+pub mod registry;
+pub mod router;
+pub mod scheduler;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod tasks;
+
+use dispatch_proto::v1;
+use registry::NodeRegistry;
+use scheduler::SchedulerHandle;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use store::Store;
+use tokio::sync::broadcast;
+
+pub use server::{Listener, serve};
+
+/// Version reported to nodes and clients.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Tunables of a coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Where the SQLite database lives.
+    pub data_dir: PathBuf,
+    /// How often nodes send heartbeats.
+    pub heartbeat_interval: Duration,
+    /// How long a node may stay away before its running tasks are marked `lost`.
+    pub node_timeout: Duration,
+}
+
+impl CoordinatorConfig {
+    /// Defaults for `data_dir`: heartbeats every 5 s, tasks lost after 60 s without their node.
+    pub fn new(data_dir: PathBuf) -> Self {
+        CoordinatorConfig { data_dir, heartbeat_interval: Duration::from_secs(5), node_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// A log chunk as fanned out to `dispatch logs -f` followers.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// Task the output belongs to.
+    pub task_id: String,
+    /// Event seq of the chunk.
+    pub seq: u64,
+    /// Raw bytes.
+    pub data: Arc<[u8]>,
+}
+
+/// Shared coordinator state.
+pub struct Coordinator {
+    /// Durable store.
+    pub store: Store,
+    /// Connected nodes.
+    pub registry: NodeRegistry,
+    /// Task changes for watchers.
+    pub watch_tx: broadcast::Sender<v1::WatchEvent>,
+    /// Log output for followers.
+    pub log_tx: broadcast::Sender<LogLine>,
+    /// Wakes the scheduler.
+    pub scheduler: SchedulerHandle,
+    /// Tunables.
+    pub config: CoordinatorConfig,
+    /// When this process started, ms since the epoch.
+    pub started_ms: i64,
+}
+
+impl Coordinator {
+    /// Opens the store under `config.data_dir` and starts the scheduler.
+    pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Arc<Coordinator>> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+        let db = config.data_dir.join("dispatch.db");
+        let store = Store::open(&db).await.map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", db.display()))?;
+        let (watch_tx, _) = broadcast::channel(4096);
+        let (log_tx, _) = broadcast::channel(4096);
+        let (scheduler, rx) = SchedulerHandle::new();
+        let c = Arc::new(Coordinator {
+            store,
+            registry: NodeRegistry::default(),
+            watch_tx,
+            log_tx,
+            scheduler,
+            config,
+            started_ms: now_ms(),
+        });
+        scheduler::spawn(Arc::downgrade(&c), rx);
+        c.scheduler.kick();
+        Ok(c)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

@@ -1,1 +1,76 @@
-fn main() {}
+//! `dispatch-coordinator`: stores tasks and routes them to agent nodes.
+
+use clap::Parser;
+use dispatch_coordinator::{Coordinator, CoordinatorConfig, Listener, serve};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The dispatch coordinator: stores every task, plan, question and answer durably (SQLite in
+/// --data-dir) and routes tasks to the agent nodes that connect to it.
+///
+/// Nodes run `dispatch-agent --coordinator http://HOST:PORT`; users point the CLI at the same
+/// address with `dispatch --coordinator http://HOST:PORT` (or DISPATCH_COORDINATOR).
+#[derive(Parser, Debug)]
+#[command(name = "dispatch-coordinator", version, about, long_about)]
+struct Args {
+    /// TCP address to listen on (port 0 picks a free port; the bound address is printed and
+    /// written to DATA_DIR/coordinator.addr).
+    #[arg(long, env = "DISPATCH_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: String,
+
+    /// Directory for the SQLite store (created if missing).
+    #[arg(long, env = "DISPATCH_DATA_DIR")]
+    data_dir: PathBuf,
+
+    /// Also listen on this Unix socket (mode 0600).
+    #[arg(long, env = "DISPATCH_SOCKET")]
+    socket: Option<PathBuf>,
+
+    /// How often agent nodes send heartbeats (e.g. 5s, 500ms).
+    #[arg(long, env = "DISPATCH_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = dispatch_core::duration::parse)]
+    heartbeat_interval: Duration,
+
+    /// How long a node may stay disconnected before its running tasks are marked lost.
+    #[arg(long, env = "DISPATCH_NODE_TIMEOUT", default_value = "60s", value_parser = dispatch_core::duration::parse)]
+    node_timeout: Duration,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISPATCH_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing();
+    let mut config = CoordinatorConfig::new(args.data_dir.clone());
+    config.heartbeat_interval = args.heartbeat_interval;
+    config.node_timeout = args.node_timeout;
+    let coordinator = Coordinator::start(config).await?;
+
+    let tcp = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another address with --listen", args.listen))?;
+    let addr = tcp.local_addr()?;
+    let mut listeners = vec![Listener::Tcp(tcp)];
+    if let Some(path) = &args.socket {
+        listeners.push(Listener::Unix(dispatch_coordinator::server::bind_unix(path)?));
+    }
+    let addr_file = args.data_dir.join("coordinator.addr");
+    std::fs::write(&addr_file, format!("http://{addr}\n"))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", addr_file.display()))?;
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "coordinator listening on http://{addr}");
+    serve(coordinator, listeners, shutdown_signal()).await?;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

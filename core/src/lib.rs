@@ -10,6 +10,7 @@
 //! No network and no async here; file I/O only on paths a caller hands in.
 
 pub mod backend;
+pub mod duration;
 pub mod limits;
 pub mod plan;
 pub mod prompt;

@@ -82,15 +82,14 @@ pub fn make_unique(base: &str, taken: impl Fn(&str) -> bool) -> String {
     if !taken(base) {
         return base.to_string();
     }
-    for n in 2u32.. {
-        let suffix = format!("-{n}");
-        let keep = base.len().min(MAX_TASK_ID_LEN - suffix.len());
-        let candidate = format!("{}{suffix}", base[..keep].trim_end_matches('-'));
-        if !taken(&candidate) {
-            return candidate;
-        }
-    }
-    unreachable!("u32 suffixes exhausted")
+    (2u32..).map(|n| with_suffix(base, n)).find(|c| !taken(c)).expect("u32 suffixes exhausted")
+}
+
+/// `base-n`, shortening `base` so the result stays within the length limit.
+pub fn with_suffix(base: &str, n: u32) -> String {
+    let suffix = format!("-{n}");
+    let keep = base.len().min(MAX_TASK_ID_LEN - suffix.len());
+    format!("{}{suffix}", base[..keep].trim_end_matches('-'))
 }
 
 #[cfg(test)]

@@ -1,0 +1,59 @@
+//! Store records → wire messages.
+
+use crate::store::{NodeRecord, QuestionRecord, TaskRecord};
+use dispatch_proto::convert::{plan_to_proto, state_to_proto};
+use dispatch_proto::v1;
+
+/// A stored task (and its questions) as the wire `Task`.
+pub fn task_to_proto(t: &TaskRecord, questions: &[QuestionRecord], queue_position: u32) -> v1::Task {
+    v1::Task {
+        id: t.id.clone(),
+        state: state_to_proto(t.state) as i32,
+        title: t.title.clone(),
+        prompt: t.prompt.clone(),
+        node: t.node.clone(),
+        remote: t.remote.clone(),
+        backend: t.backend.clone(),
+        model: t.model.clone(),
+        workdir: t.workdir.clone(),
+        after: t.after.clone(),
+        plan: Some(plan_to_proto(&t.plan_md)),
+        questions: questions
+            .iter()
+            .map(|q| v1::Question {
+                seq: q.seq,
+                text: q.text.clone(),
+                answer: q.answer.clone(),
+                asked_at_ms: q.asked_ms,
+                answered_at_ms: q.answered_ms,
+            })
+            .collect(),
+        reason: t.reason.clone(),
+        exit_code: t.exit_code,
+        created_at_ms: t.created_ms,
+        updated_at_ms: t.updated_ms,
+        started_at_ms: t.started_ms,
+        ended_at_ms: t.ended_ms,
+        queue_position,
+        priority: t.priority,
+    }
+}
+
+/// A stored node as the wire `Node`.
+pub fn node_to_proto(n: &NodeRecord, running: Option<u32>) -> v1::Node {
+    v1::Node {
+        name: n.name.clone(),
+        labels: n.labels.clone().into_iter().collect(),
+        backends: n
+            .backends
+            .iter()
+            .map(|b| v1::Backend { name: b.name.clone(), command: b.command.clone(), models: b.models.clone() })
+            .collect(),
+        running: running.unwrap_or(0),
+        capacity: n.capacity,
+        connected: running.is_some(),
+        last_seen_ms: n.last_seen_ms,
+        version: n.version.clone(),
+        hostname: n.hostname.clone(),
+    }
+}

@@ -1,0 +1,125 @@
+//! Connected nodes: their outbound channel, capabilities and the tasks holding their slots.
+//!
+//! One std mutex with short critical sections; nothing awaits while holding it.
+
+use crate::store::NodeRecord;
+use dispatch_proto::v1;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+/// Messages to one node's stream.
+pub type NodeSender = mpsc::Sender<Result<v1::CoordinatorMessage, tonic::Status>>;
+
+struct Connected {
+    record: NodeRecord,
+    tx: NodeSender,
+    conn_id: u64,
+    running: HashSet<String>,
+}
+
+/// What the router needs to know about one connected node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSlot {
+    /// Node name.
+    pub name: String,
+    /// Backend names it offers.
+    pub backends: Vec<String>,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Max concurrent tasks.
+    pub capacity: u32,
+    /// Tasks holding a slot now.
+    pub running: u32,
+}
+
+/// The set of nodes connected right now.
+#[derive(Default)]
+pub struct NodeRegistry {
+    nodes: Mutex<HashMap<String, Connected>>,
+    next_conn: AtomicU64,
+}
+
+impl NodeRegistry {
+    /// Registers a node's new connection (replacing an older one of the same name, whose
+    /// stream then ends). Returns the connection id to pass to [`NodeRegistry::disconnect`].
+    pub fn connect(&self, record: NodeRecord, tx: NodeSender, running: HashSet<String>) -> u64 {
+        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = record.name.clone();
+        self.nodes.lock().unwrap().insert(name, Connected { record, tx, conn_id, running });
+        conn_id
+    }
+
+    /// Forgets a connection, unless a newer connection of the node replaced it.
+    /// Returns true when the node is now disconnected.
+    pub fn disconnect(&self, name: &str, conn_id: u64) -> bool {
+        let mut nodes = self.nodes.lock().unwrap();
+        if nodes.get(name).is_some_and(|c| c.conn_id == conn_id) {
+            nodes.remove(name);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True when the node has a live connection.
+    pub fn is_connected(&self, name: &str) -> bool {
+        self.nodes.lock().unwrap().contains_key(name)
+    }
+
+    /// Number of connected nodes.
+    pub fn connected_count(&self) -> usize {
+        self.nodes.lock().unwrap().len()
+    }
+
+    /// Capacity view of every connected node.
+    pub fn slots(&self) -> Vec<NodeSlot> {
+        let nodes = self.nodes.lock().unwrap();
+        let mut out: Vec<NodeSlot> = nodes
+            .values()
+            .map(|c| NodeSlot {
+                name: c.record.name.clone(),
+                backends: c.record.backends.iter().map(|b| b.name.clone()).collect(),
+                labels: c.record.labels.clone(),
+                capacity: c.record.capacity,
+                running: c.running.len() as u32,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Running count of a node, when connected.
+    pub fn running(&self, name: &str) -> Option<u32> {
+        self.nodes.lock().unwrap().get(name).map(|c| c.running.len() as u32)
+    }
+
+    /// Marks a slot of `name` taken by `task`.
+    pub fn reserve(&self, name: &str, task: &str) {
+        if let Some(c) = self.nodes.lock().unwrap().get_mut(name) {
+            c.running.insert(task.to_string());
+        }
+    }
+
+    /// Frees the slot `task` held on `name`. Returns true when it held one.
+    pub fn release(&self, name: &str, task: &str) -> bool {
+        self.nodes.lock().unwrap().get_mut(name).is_some_and(|c| c.running.remove(task))
+    }
+
+    /// Queues a message to a node without waiting. A node whose channel is full is
+    /// disconnected (it will reconnect and get every unacked command again).
+    pub fn send(&self, name: &str, msg: v1::CoordinatorMessage) -> bool {
+        let mut nodes = self.nodes.lock().unwrap();
+        let Some(c) = nodes.get(name) else { return false };
+        match c.tx.try_send(Ok(msg)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(node = name, "node is not reading its stream; dropping the connection");
+                nodes.remove(name);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Picks the node for a task: pinned node, backend, free capacity, least loaded first.
+
+use crate::registry::NodeSlot;
+use crate::store::TaskRecord;
+use dispatch_core::backend::{BUILTIN, SIM};
+
+/// The backend a node would use for a task that named none: the seed's CLIs in order of
+/// preference, then any custom backend; never the scripted `sim` worker.
+pub fn preferred_backend(backends: &[String]) -> Option<&str> {
+    for b in BUILTIN {
+        if backends.iter().any(|n| n == b.name) {
+            return Some(b.name);
+        }
+    }
+    backends.iter().map(String::as_str).find(|b| *b != SIM)
+}
+
+/// The backend `task` would run with on a node offering `backends`, if it can run there.
+pub fn backend_on(task: &TaskRecord, backends: &[String]) -> Option<String> {
+    if task.backend.is_empty() {
+        preferred_backend(backends).map(str::to_string)
+    } else {
+        backends.iter().any(|b| *b == task.backend).then(|| task.backend.clone())
+    }
+}
+
+/// Chooses a node with a free slot for `task`: (index into `slots`, backend).
+/// Among eligible nodes the least loaded (running / capacity) wins; ties go by name.
+pub fn route(task: &TaskRecord, slots: &[NodeSlot]) -> Option<(usize, String)> {
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| task.remote.is_empty() || s.name == task.remote)
+        .filter(|(_, s)| s.running < s.capacity)
+        .filter_map(|(i, s)| backend_on(task, &s.backends).map(|b| (i, b)))
+        .min_by(|(a, _), (b, _)| {
+            let (sa, sb) = (&slots[*a], &slots[*b]);
+            // Compare running/capacity without floats: ra/ca < rb/cb  <=>  ra*cb < rb*ca.
+            let la = u64::from(sa.running) * u64::from(sb.capacity.max(1));
+            let lb = u64::from(sb.running) * u64::from(sa.capacity.max(1));
+            la.cmp(&lb).then(sa.running.cmp(&sb.running)).then(sa.name.cmp(&sb.name))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(name: &str, backends: &[&str], capacity: u32, running: u32) -> NodeSlot {
+        NodeSlot {
+            name: name.into(),
+            backends: backends.iter().map(|s| s.to_string()).collect(),
+            labels: Default::default(),
+            capacity,
+            running,
+        }
+    }
+
+    fn task(remote: &str, backend: &str) -> TaskRecord {
+        TaskRecord { remote: remote.into(), backend: backend.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn pinned_backend_capacity_and_load() {
+        let slots = vec![slot("a", &["sim", "claude"], 2, 1), slot("b", &["sim"], 4, 1), slot("c", &["codex", "sim"], 1, 1)];
+        assert_eq!(route(&task("", "sim"), &slots), Some((1, "sim".into())));
+        assert_eq!(route(&task("a", "sim"), &slots), Some((0, "sim".into())));
+        assert_eq!(route(&task("c", "sim"), &slots), None, "c is full");
+        assert_eq!(route(&task("", ""), &slots), Some((0, "claude".into())), "only a has a real CLI with room");
+        assert_eq!(route(&task("", "cursor"), &slots), None);
+        assert_eq!(route(&task("zz", "sim"), &slots), None);
+        let tie = vec![slot("y", &["sim"], 1, 0), slot("x", &["sim"], 1, 0)];
+        assert_eq!(route(&task("", "sim"), &tie).unwrap().0, 1, "ties go by name");
+    }
+
+    #[test]
+    fn preference() {
+        let b = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(preferred_backend(&b(&["sim", "codex", "claude"])), Some("claude"));
+        assert_eq!(preferred_backend(&b(&["sim", "mine"])), Some("mine"));
+        assert_eq!(preferred_backend(&b(&["sim"])), None);
+    }
+}

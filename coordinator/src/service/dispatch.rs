@@ -1,0 +1,191 @@
+//! `DispatchService`: what the CLI calls.
+
+use crate::Coordinator;
+use crate::error::CoordinatorError;
+use dispatch_core::TaskState;
+use dispatch_proto::convert::state_from_proto;
+use dispatch_proto::v1;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Serves the CLI.
+pub struct DispatchSvc(pub Arc<Coordinator>);
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Watchers and log followers buffer this many messages before the sender waits.
+const CLIENT_QUEUE: usize = 256;
+
+async fn snapshots(c: &Coordinator, task_id: &str) -> Result<Vec<v1::Task>, CoordinatorError> {
+    let records = if task_id.is_empty() {
+        c.store.list_tasks(&[TaskState::Queued, TaskState::Assigned, TaskState::Running, TaskState::Waiting], 0).await?
+    } else {
+        vec![c.task(task_id).await?]
+    };
+    let mut out = Vec::with_capacity(records.len());
+    for r in &records {
+        out.push(c.task_view(r).await?);
+    }
+    Ok(out)
+}
+
+#[tonic::async_trait]
+impl v1::dispatch_service_server::DispatchService for DispatchSvc {
+    async fn submit(&self, req: Request<v1::SubmitRequest>) -> Result<Response<v1::SubmitResponse>, Status> {
+        let t = self.0.submit(req.into_inner()).await?;
+        Ok(Response::new(v1::SubmitResponse { task: Some(self.0.task_view(&t).await?) }))
+    }
+
+    async fn get_task(&self, req: Request<v1::GetTaskRequest>) -> Result<Response<v1::Task>, Status> {
+        let t = self.0.task(&req.into_inner().id).await?;
+        Ok(Response::new(self.0.task_view(&t).await?))
+    }
+
+    async fn list_tasks(&self, req: Request<v1::ListTasksRequest>) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let req = req.into_inner();
+        let mut states = Vec::new();
+        for s in req.states {
+            states.push(state_from_proto(s).ok_or_else(|| Status::invalid_argument(format!("unknown task state {s}")))?);
+        }
+        let records = self.0.store.list_tasks(&states, req.limit).await.map_err(Status::from)?;
+        let queued: Vec<String> = self.0.store.queued_tasks().await.map_err(Status::from)?.into_iter().map(|t| t.id).collect();
+        let mut tasks = Vec::with_capacity(records.len());
+        for r in &records {
+            let questions = self.0.store.questions(&r.id).await.map_err(Status::from)?;
+            let pos = queued.iter().position(|q| *q == r.id).map(|p| p as u32 + 1).unwrap_or(0);
+            tasks.push(crate::convert::task_to_proto(r, &questions, pos));
+        }
+        Ok(Response::new(v1::ListTasksResponse { tasks }))
+    }
+
+    type WatchStream = BoxStream<v1::WatchEvent>;
+
+    async fn watch(&self, req: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let task_id = req.into_inner().task_id;
+        let c = Arc::clone(&self.0);
+        // Subscribe before reading the snapshot so no change falls between them.
+        let mut rx = c.watch_tx.subscribe();
+        let initial = snapshots(&c, &task_id).await?;
+        let (tx, out) = mpsc::channel(CLIENT_QUEUE);
+        tokio::spawn(async move {
+            for t in initial {
+                if tx.send(Ok(v1::WatchEvent { task: Some(t), change: "snapshot".into(), seq: 0 })).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        let matches = task_id.is_empty() || ev.task.as_ref().is_some_and(|t| t.id == task_id);
+                        if matches && tx.send(Ok(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        // Too slow to see every change: send the current state instead.
+                        tracing::debug!(skipped = n, "watcher lagged; resending snapshots");
+                        let Ok(now) = snapshots(&c, &task_id).await else { return };
+                        for t in now {
+                            if tx.send(Ok(v1::WatchEvent { task: Some(t), change: "snapshot".into(), seq: 0 })).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn cancel(&self, req: Request<v1::CancelRequest>) -> Result<Response<v1::Task>, Status> {
+        let t = self.0.cancel(&req.into_inner().id).await?;
+        Ok(Response::new(self.0.task_view(&t).await?))
+    }
+
+    async fn list_nodes(&self, _req: Request<v1::ListNodesRequest>) -> Result<Response<v1::ListNodesResponse>, Status> {
+        Ok(Response::new(v1::ListNodesResponse { nodes: self.0.list_nodes().await? }))
+    }
+
+    type LogsStream = BoxStream<v1::LogsResponse>;
+
+    async fn logs(&self, req: Request<v1::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let req = req.into_inner();
+        let c = Arc::clone(&self.0);
+        let task = c.task(&req.id).await?;
+        let mut log_rx = c.log_tx.subscribe();
+        let mut watch_rx = c.watch_tx.subscribe();
+        let (tx, out) = mpsc::channel(CLIENT_QUEUE);
+        tokio::spawn(async move {
+            let mut last = 0u64;
+            let send_stored = |after: u64| {
+                let c = Arc::clone(&c);
+                let id = task.id.clone();
+                async move { c.store.log_chunks(&id, after).await }
+            };
+            let Ok(chunks) = send_stored(0).await else { return };
+            for (seq, data) in chunks {
+                last = seq;
+                if tx.send(Ok(v1::LogsResponse { data })).await.is_err() {
+                    return;
+                }
+            }
+            let ended = c.store.get_task(&task.id).await.ok().flatten().is_none_or(|t| t.state.is_terminal() && t.ended_ms > 0);
+            if !req.follow || ended {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    line = log_rx.recv() => match line {
+                        Ok(l) if l.task_id == task.id && l.seq > last => {
+                            last = l.seq;
+                            if tx.send(Ok(v1::LogsResponse { data: l.data.to_vec() })).await.is_err() { return; }
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let Ok(chunks) = send_stored(last).await else { return };
+                            for (seq, data) in chunks {
+                                last = seq;
+                                if tx.send(Ok(v1::LogsResponse { data })).await.is_err() { return; }
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    ev = watch_rx.recv() => {
+                        let done = match &ev {
+                            Ok(ev) => ev.task.as_ref().is_some_and(|t| t.id == task.id && t.task_state().is_terminal() && (ev.seq > 0 || t.node.is_empty() || t.task_state() == TaskState::Lost)),
+                            Err(broadcast::error::RecvError::Lagged(_)) => false,
+                            Err(broadcast::error::RecvError::Closed) => true,
+                        };
+                        if done {
+                            // The exit is the node's last event; every log chunk before it is stored.
+                            if let Ok(chunks) = send_stored(last).await {
+                                for (_, data) in chunks {
+                                    if tx.send(Ok(v1::LogsResponse { data })).await.is_err() { return; }
+                                }
+                            }
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn info(&self, _req: Request<v1::InfoRequest>) -> Result<Response<v1::InfoResponse>, Status> {
+        let c = &self.0;
+        Ok(Response::new(v1::InfoResponse {
+            version: crate::VERSION.to_string(),
+            pid: std::process::id(),
+            started_at_ms: c.started_ms,
+            active_tasks: c.store.count_active().await?,
+            connected_nodes: c.registry.connected_count() as u32,
+            data_dir: c.config.data_dir.display().to_string(),
+        }))
+    }
+}

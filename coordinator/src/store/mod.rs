@@ -1,0 +1,336 @@
+//! Durable state: tasks, events (plan snapshots, logs, exits), nodes, commands and questions.
+//!
+//! SQLite in WAL mode, one writer connection (writes are serialized by SQLite anyway; one
+//! connection avoids busy retries) and a small pool of readers. Schema changes are numbered
+//! migrations applied on open (`PRAGMA user_version` holds the version).
+
+mod records;
+
+pub use records::{BackendRecord, NodeRecord, QuestionRecord, TaskRecord};
+
+use crate::error::{CoordinatorError, Result};
+use dispatch_core::TaskState;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool as Pool};
+use std::path::Path;
+use std::time::Duration;
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+
+/// Outcome of recording one agent event.
+#[derive(Debug)]
+pub enum EventOutcome {
+    /// Committed; the task as it is now.
+    Applied(Box<TaskRecord>),
+    /// Already committed before (a resend): nothing changed.
+    Duplicate,
+    /// An earlier event of the task is missing; the agent must resend from `expected`.
+    Gap {
+        /// The seq the store expects next.
+        expected: u64,
+    },
+    /// The task does not exist.
+    UnknownTask,
+}
+
+/// The coordinator's store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    writer: Pool,
+    reader: Pool,
+}
+
+fn options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // With WAL, NORMAL survives a process crash; only an OS crash can lose the last commits.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(false)
+}
+
+impl Store {
+    /// Opens (creating and migrating) the database at `path`.
+    pub async fn open(path: &Path) -> Result<Store> {
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options(path))
+            .await?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options(path).read_only(true))
+            .await?;
+        Ok(Store { writer, reader })
+    }
+
+    /// Inserts a new task. Fails with `AlreadyExists` when the id is taken.
+    pub async fn insert_task(&self, t: &TaskRecord) -> Result<()> {
+        let res = records::bind_task(sqlx::query(
+            "INSERT INTO tasks (id, state, title, prompt, worker_prompt, plan_md, node, remote, backend, model, \
+             workdir, after_id, priority, reason, exit_code, created_ms, updated_ms, started_ms, ended_ms, last_seq, submit_order) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
+             (SELECT COALESCE(MAX(submit_order), 0) + 1 FROM tasks))",
+        ), t)
+        .execute(&self.writer)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(CoordinatorError::AlreadyExists(format!(
+                    "task id `{}` already exists; choose another with --id, or see it with `dispatch status {}`",
+                    t.id, t.id
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes every column of an existing task.
+    pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
+        records::bind_task(sqlx::query(records::UPDATE_TASK), t).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    /// One task by id.
+    pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?1").bind(id).fetch_optional(&self.reader).await?;
+        row.map(|r| records::task_from_row(&r)).transpose()
+    }
+
+    /// True when a task with this id exists.
+    pub async fn task_exists(&self, id: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE id = ?1").bind(id).fetch_one(&self.reader).await?;
+        Ok(n > 0)
+    }
+
+    /// The most recent `limit` tasks (all when `limit` is 0) in the given states (all when
+    /// empty), oldest first.
+    pub async fn list_tasks(&self, states: &[TaskState], limit: u32) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query("SELECT * FROM (SELECT * FROM tasks ORDER BY submit_order DESC LIMIT ?1) ORDER BY submit_order")
+            .bind(if limit == 0 { -1 } else { i64::from(limit) })
+            .fetch_all(&self.reader)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let t = records::task_from_row(&r)?;
+            if states.is_empty() || states.contains(&t.state) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tasks waiting for a node, in queue order (priority, then submission).
+    pub async fn queued_tasks(&self) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query("SELECT * FROM tasks WHERE state = 'queued' ORDER BY priority DESC, submit_order")
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter().map(records::task_from_row).collect()
+    }
+
+    /// Tasks on `node` that hold a slot there (assigned, running, waiting).
+    pub async fn active_tasks_on(&self, node: &str) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query("SELECT * FROM tasks WHERE node = ?1 AND state IN ('assigned', 'running', 'waiting')")
+            .bind(node)
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter().map(records::task_from_row).collect()
+    }
+
+    /// Number of tasks that are not in a terminal state.
+    pub async fn count_active(&self) -> Result<u32> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'assigned', 'running', 'waiting')")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(n as u32)
+    }
+
+    /// Marks a task assigned to `node` and stores the Assign command in one transaction.
+    /// Returns the command id.
+    pub async fn assign(&self, t: &TaskRecord, command: &[u8]) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        records::bind_task(sqlx::query(records::UPDATE_TASK), t).execute(&mut *tx).await?;
+        let id = insert_command(&mut tx, &t.node, &t.id, command, t.updated_ms).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Updates a task and stores a command for its node in one transaction.
+    pub async fn update_with_command(&self, t: &TaskRecord, node: &str, command: &[u8]) -> Result<u64> {
+        let mut tx = self.writer.begin().await?;
+        records::bind_task(sqlx::query(records::UPDATE_TASK), t).execute(&mut *tx).await?;
+        let id = insert_command(&mut tx, node, &t.id, command, t.updated_ms).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Marks a command acknowledged by its node.
+    pub async fn ack_command(&self, id: u64, now_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE commands SET acked_ms = ?2 WHERE id = ?1 AND acked_ms IS NULL")
+            .bind(id as i64)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Commands for `node` not yet acked, oldest first: (id, task id, encoded command).
+    pub async fn pending_commands(&self, node: &str) -> Result<Vec<(u64, String, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT id, task_id, body FROM commands WHERE node = ?1 AND acked_ms IS NULL ORDER BY id")
+            .bind(node)
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// Records an agent event exactly once: checks its seq against the task's last committed
+    /// one, stores it, lets `apply` update the task, and commits all of it together.
+    pub async fn record_event(
+        &self,
+        task_id: &str,
+        seq: u64,
+        kind: &str,
+        at_ms: i64,
+        body: &[u8],
+        apply: impl FnOnce(&mut TaskRecord) -> Option<QuestionRecord>,
+    ) -> Result<EventOutcome> {
+        let mut tx = self.writer.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM tasks WHERE id = ?1").bind(task_id).fetch_optional(&mut *tx).await? else {
+            return Ok(EventOutcome::UnknownTask);
+        };
+        let mut task = records::task_from_row(&row)?;
+        if seq <= task.last_seq {
+            return Ok(EventOutcome::Duplicate);
+        }
+        if seq != task.last_seq + 1 {
+            return Ok(EventOutcome::Gap { expected: task.last_seq + 1 });
+        }
+        sqlx::query("INSERT INTO events (task_id, seq, kind, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(task_id)
+            .bind(seq as i64)
+            .bind(kind)
+            .bind(at_ms)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        task.last_seq = seq;
+        if let Some(q) = apply(&mut task) {
+            sqlx::query("INSERT OR IGNORE INTO questions (task_id, seq, text, asked_ms) VALUES (?1, ?2, ?3, ?4)")
+                .bind(&q.task_id)
+                .bind(i64::from(q.seq))
+                .bind(&q.text)
+                .bind(q.asked_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        records::bind_task(sqlx::query(records::UPDATE_TASK), &task).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(EventOutcome::Applied(Box::new(task)))
+    }
+
+    /// Highest committed event seq of a task (0 when none or unknown).
+    pub async fn committed_seq(&self, task_id: &str) -> Result<u64> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM tasks WHERE id = ?1")
+            .bind(task_id)
+            .fetch_optional(&self.writer)
+            .await?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+
+    /// Log output of a task after event `after_seq`: (seq, bytes), in order.
+    pub async fn log_chunks(&self, task_id: &str, after_seq: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        let rows = sqlx::query("SELECT seq, body FROM events WHERE task_id = ?1 AND kind = 'log' AND seq > ?2 ORDER BY seq")
+            .bind(task_id)
+            .bind(after_seq as i64)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get(1)?))).collect()
+    }
+
+    /// Questions a task asked, by seq.
+    pub async fn questions(&self, task_id: &str) -> Result<Vec<QuestionRecord>> {
+        let rows = sqlx::query("SELECT task_id, seq, text, asked_ms, answer, answered_ms FROM questions WHERE task_id = ?1 ORDER BY seq")
+            .bind(task_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(records::question_from_row).collect()
+    }
+
+    /// Inserts or refreshes a node's registration.
+    pub async fn upsert_node(&self, n: &NodeRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO nodes (name, labels, backends, capacity, version, hostname, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT(name) DO UPDATE SET labels = ?2, backends = ?3, capacity = ?4, version = ?5, hostname = ?6, last_seen_ms = ?7",
+        )
+        .bind(&n.name)
+        .bind(serde_json::to_string(&n.labels).unwrap_or_default())
+        .bind(serde_json::to_string(&n.backends).unwrap_or_default())
+        .bind(i64::from(n.capacity))
+        .bind(&n.version)
+        .bind(&n.hostname)
+        .bind(n.last_seen_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Updates a node's last-seen time.
+    pub async fn touch_node(&self, name: &str, now_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1").bind(name).bind(now_ms).execute(&self.writer).await?;
+        Ok(())
+    }
+
+    /// Every node that ever registered, by name.
+    pub async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        let rows = sqlx::query("SELECT name, labels, backends, capacity, version, hostname, last_seen_ms FROM nodes ORDER BY name")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(records::node_from_row).collect()
+    }
+}
+
+async fn insert_command(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    node: &str,
+    task_id: &str,
+    body: &[u8],
+    now_ms: i64,
+) -> Result<u64> {
+    let id: i64 = sqlx::query_scalar("INSERT INTO commands (node, task_id, body, created_ms) VALUES (?1, ?2, ?3, ?4) RETURNING id")
+        .bind(node)
+        .bind(task_id)
+        .bind(body)
+        .bind(now_ms)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(id as u64)
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(pool).await?;
+    if version as usize > MIGRATIONS.len() {
+        return Err(CoordinatorError::Corrupt(format!(
+            "the database has schema version {version}, newer than this coordinator knows ({}); run a newer dispatch-coordinator",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&mut *tx).await?;
+        tx.commit().await?;
+        tracing::info!(version = i + 1, "applied store migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,424 @@
+//! Task operations: submit, look up, cancel, and record what agents report.
+
+use crate::convert::task_to_proto;
+use crate::error::{CoordinatorError, Result};
+use crate::router::preferred_backend;
+use crate::store::{EventOutcome, NodeRecord, QuestionRecord, TaskRecord};
+use crate::{Coordinator, LogLine, now_ms};
+use dispatch_core::limits::{self, check_len, check_name};
+use dispatch_core::plan::{self, Plan};
+use dispatch_core::{TaskState, prompt, task, task_id};
+use dispatch_proto::v1;
+use dispatch_proto::v1::task_event::Kind as EventKind;
+
+const MAX_TITLE_CHARS: usize = 80;
+
+fn first_line(text: &str) -> &str {
+    text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("")
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", s[..i].trim_end()),
+        None => s.to_string(),
+    }
+}
+
+fn describe_backends(nodes: &[NodeRecord]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            let b: Vec<&str> = n.backends.iter().map(|b| b.name.as_str()).collect();
+            format!("{}: {}", n.name, if b.is_empty() { "none".to_string() } else { b.join(", ") })
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Coordinator {
+    /// Validates and stores a new task, then runs a scheduling pass so the returned task
+    /// already shows its node when one was free.
+    pub async fn submit(&self, req: v1::SubmitRequest) -> Result<TaskRecord> {
+        let prompt_text = req.prompt.trim_end().to_string();
+        check_len("prompt", &prompt_text, limits::MAX_PROMPT_BYTES)?;
+        check_len("plan", &req.plan_markdown, limits::MAX_PLAN_BYTES)?;
+        check_len("title", &req.title, limits::MAX_STEP_BYTES)?;
+        check_len("workdir", &req.workdir, limits::MAX_PATH_BYTES)?;
+        if prompt_text.trim().is_empty() && req.plan_markdown.trim().is_empty() && req.steps.is_empty() {
+            return Err(CoordinatorError::Invalid(
+                "the prompt is empty: say what the worker should do, or give a plan with --plan or --step".into(),
+            ));
+        }
+        if req.steps.len() > limits::MAX_PLAN_ITEMS {
+            return Err(CoordinatorError::Invalid(format!(
+                "{} steps given; the limit is {}",
+                req.steps.len(),
+                limits::MAX_PLAN_ITEMS
+            )));
+        }
+        for (i, s) in req.steps.iter().enumerate() {
+            check_len(&format!("step {}", i + 1), s, limits::MAX_STEP_BYTES)?;
+            if s.trim().is_empty() {
+                return Err(CoordinatorError::Invalid(format!("step {} is empty", i + 1)));
+            }
+        }
+        if !req.id.is_empty() {
+            task_id::validate(&req.id)?;
+        }
+        if !req.model.is_empty() {
+            check_name("model", &req.model)?;
+        }
+        if !req.workdir.is_empty() && !req.workdir.starts_with('/') {
+            return Err(CoordinatorError::Invalid(format!(
+                "workdir `{}` is not an absolute path; give the full path of the directory on the node",
+                req.workdir
+            )));
+        }
+        self.check_placement(&req.remote, &req.backend).await?;
+        if !req.after.is_empty() {
+            task_id::validate(&req.after)?;
+            if !self.store.task_exists(&req.after).await? {
+                return Err(CoordinatorError::NotFound(format!(
+                    "--after names task `{}`, which does not exist; see `dispatch status`",
+                    req.after
+                )));
+            }
+        }
+
+        let id = if req.id.is_empty() {
+            let base = task_id::derive(&prompt_text);
+            let mut candidate = base.clone();
+            let mut n = 1;
+            while self.store.task_exists(&candidate).await? {
+                n += 1;
+                candidate = task_id::with_suffix(&base, n);
+            }
+            candidate
+        } else {
+            if self.store.task_exists(&req.id).await? {
+                return Err(CoordinatorError::AlreadyExists(format!(
+                    "task id `{}` already exists; choose another with --id, or see it with `dispatch status {}`",
+                    req.id, req.id
+                )));
+            }
+            req.id.clone()
+        };
+
+        let (plan_md, plan_title) = if !req.plan_markdown.trim().is_empty() {
+            let p = Plan::parse(&req.plan_markdown);
+            if p.items().is_empty() {
+                return Err(CoordinatorError::Invalid(
+                    "the plan has no checklist items; write items as `- [ ] step` lines".into(),
+                ));
+            }
+            if p.items().len() > limits::MAX_PLAN_ITEMS {
+                return Err(CoordinatorError::Invalid(format!(
+                    "the plan has {} items; the limit is {}",
+                    p.items().len(),
+                    limits::MAX_PLAN_ITEMS
+                )));
+            }
+            (req.plan_markdown.clone(), p.title().map(str::to_string))
+        } else {
+            let mut items: Vec<String> = if !req.steps.is_empty() {
+                req.steps.iter().map(|s| s.trim().to_string()).collect()
+            } else {
+                let listed = plan::list_in_text(&prompt_text);
+                if listed.is_empty() {
+                    vec![truncate_chars(first_line(&prompt_text), limits::MAX_STEP_BYTES / 4)]
+                } else {
+                    listed
+                }
+            };
+            if items.len() >= limits::MAX_PLAN_ITEMS {
+                items.truncate(limits::MAX_PLAN_ITEMS - 1);
+            }
+            items.push(prompt::summary_item(&id));
+            let title = self.title_for(&req, &prompt_text, &id);
+            (plan::render_new(&title, &items), Some(title))
+        };
+        let title = if !req.title.trim().is_empty() {
+            req.title.trim().to_string()
+        } else {
+            plan_title.unwrap_or_else(|| self.title_for(&req, &prompt_text, &id))
+        };
+
+        let now = now_ms();
+        let record = TaskRecord {
+            id: id.clone(),
+            state: TaskState::Queued,
+            title,
+            worker_prompt: prompt::worker_prompt(&id, &prompt_text, None),
+            prompt: prompt_text,
+            plan_md,
+            remote: req.remote.clone(),
+            backend: req.backend.clone(),
+            model: req.model.clone(),
+            workdir: req.workdir.clone(),
+            after: req.after.clone(),
+            priority: req.priority,
+            created_ms: now,
+            updated_ms: now,
+            ..Default::default()
+        };
+        self.store.insert_task(&record).await?;
+        tracing::info!(task = %id, remote = %record.remote, backend = %record.backend, "submitted");
+        self.publish(&record, "state", 0).await;
+        self.scheduler.pass().await;
+        Ok(self.store.get_task(&id).await?.unwrap_or(record))
+    }
+
+    fn title_for(&self, req: &v1::SubmitRequest, prompt_text: &str, id: &str) -> String {
+        if !req.title.trim().is_empty() {
+            return req.title.trim().to_string();
+        }
+        let line = first_line(prompt_text).trim_start_matches(['-', '*', '+', ' ']).trim_end_matches(':').trim();
+        if line.is_empty() { id.to_string() } else { truncate_chars(line, MAX_TITLE_CHARS) }
+    }
+
+    /// Refuses a `--remote` or `--backend` that no known node can satisfy, naming what exists.
+    async fn check_placement(&self, remote: &str, backend: &str) -> Result<()> {
+        let nodes = self.store.list_nodes().await?;
+        if !remote.is_empty() {
+            check_name("--remote node name", remote)?;
+            if !nodes.iter().any(|n| n.name == remote) {
+                let known: Vec<String> = nodes
+                    .iter()
+                    .map(|n| format!("{} ({})", n.name, if self.registry.is_connected(&n.name) { "connected" } else { "offline" }))
+                    .collect();
+                return Err(CoordinatorError::NotFound(if known.is_empty() {
+                    format!("no node named `{remote}`: no node has connected to this coordinator yet; start `dispatch-agent --name {remote} --coordinator URL` on that machine")
+                } else {
+                    format!("no node named `{remote}`; known nodes: {}", known.join(", "))
+                }));
+            }
+        }
+        let candidates: Vec<NodeRecord> = nodes.into_iter().filter(|n| remote.is_empty() || n.name == remote).collect();
+        if candidates.is_empty() {
+            // No node has ever connected: the task waits for the first one.
+            return Ok(());
+        }
+        let where_ = if remote.is_empty() { "no node".to_string() } else { format!("node `{remote}`") };
+        if !backend.is_empty() {
+            check_name("backend", backend)?;
+            if !candidates.iter().any(|n| n.backends.iter().any(|b| b.name == backend)) {
+                return Err(CoordinatorError::Invalid(format!(
+                    "{where_} has backend `{backend}`; nodes and their backends: {}",
+                    describe_backends(&candidates)
+                )));
+            }
+        } else if !candidates.iter().any(|n| preferred_backend(&n.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>()).is_some()) {
+            return Err(CoordinatorError::Invalid(format!(
+                "{where_} has an agent CLI (claude, agent, codex) installed; nodes and their backends: {}. \
+                 Install one on a node, or pass --backend sim to run the scripted sim worker",
+                describe_backends(&candidates)
+            )));
+        }
+        Ok(())
+    }
+
+    /// A task by id, or a not-found error that says how to list tasks.
+    pub async fn task(&self, id: &str) -> Result<TaskRecord> {
+        task_id::validate(id)?;
+        self.store.get_task(id).await?.ok_or_else(|| {
+            CoordinatorError::NotFound(format!("no task `{id}`; `dispatch status` lists every task"))
+        })
+    }
+
+    /// The wire view of a task: with its questions and, while queued, its queue position.
+    pub async fn task_view(&self, t: &TaskRecord) -> Result<v1::Task> {
+        let questions: Vec<QuestionRecord> = self.store.questions(&t.id).await?;
+        let position = if t.state == TaskState::Queued {
+            let queued = self.store.queued_tasks().await?;
+            queued.iter().position(|q| q.id == t.id).map(|p| p as u32 + 1).unwrap_or(0)
+        } else {
+            0
+        };
+        Ok(task_to_proto(t, &questions, position))
+    }
+
+    /// Sends a task's new state to watchers.
+    pub async fn publish(&self, t: &TaskRecord, change: &str, seq: u64) {
+        if self.watch_tx.receiver_count() == 0 {
+            return;
+        }
+        match self.task_view(t).await {
+            Ok(task) => {
+                let _ = self.watch_tx.send(v1::WatchEvent { task: Some(task), change: change.to_string(), seq });
+            }
+            Err(e) => tracing::warn!(task = %t.id, error = %e, "could not build the watch view"),
+        }
+    }
+
+    /// Ends a task that holds no node slot (queued, or its dependency failed).
+    pub(crate) async fn finish_without_node(&self, t: &mut TaskRecord, state: TaskState, reason: String) -> Result<()> {
+        let now = now_ms();
+        t.state = state;
+        t.reason = reason;
+        t.updated_ms = now;
+        t.ended_ms = now;
+        self.store.update_task(t).await?;
+        tracing::info!(task = %t.id, state = %state, reason = %t.reason, "task ended");
+        self.publish(t, "state", 0).await;
+        Ok(())
+    }
+
+    /// Cancels a task: a queued one at once; a running one by telling its node to kill the
+    /// worker's process group (the slot frees when the node reports the exit).
+    pub async fn cancel(&self, id: &str) -> Result<TaskRecord> {
+        let mut t = self.task(id).await?;
+        if t.state.is_terminal() {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "task `{id}` already ended ({}); there is nothing to cancel",
+                t.state
+            )));
+        }
+        if t.state == TaskState::Queued {
+            self.finish_without_node(&mut t, TaskState::Cancelled, "cancelled before it started".into()).await?;
+        } else {
+            let now = now_ms();
+            t.state = TaskState::Cancelled;
+            t.reason = format!("cancelled; the worker on node `{}` is being stopped", t.node);
+            t.updated_ms = now;
+            t.ended_ms = now;
+            let mut cmd = v1::Command { id: 0, kind: Some(v1::command::Kind::Cancel(v1::CancelTask { task_id: t.id.clone() })) };
+            let node = t.node.clone();
+            cmd.id = self.store.update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd)).await?;
+            self.registry.send(&node, v1::CoordinatorMessage { kind: Some(v1::coordinator_message::Kind::Command(cmd)) });
+            tracing::info!(task = %t.id, node = %node, "cancel sent");
+            self.publish(&t, "state", 0).await;
+        }
+        self.scheduler.kick();
+        Ok(t)
+    }
+
+    /// Records one event from `node` exactly once and returns the seq to ack.
+    pub async fn record_agent_event(&self, node: &str, ev: v1::TaskEvent) -> Result<u64> {
+        task_id::validate(&ev.task_id)?;
+        let Some(kind) = ev.kind.as_ref() else {
+            return Err(CoordinatorError::Invalid(format!("event {} of task `{}` has no kind", ev.seq, ev.task_id)));
+        };
+        let Some(current) = self.store.get_task(&ev.task_id).await? else {
+            tracing::warn!(task = %ev.task_id, node, "event for an unknown task; acking so the node drops it");
+            return Ok(ev.seq);
+        };
+        if current.node != node {
+            tracing::warn!(task = %ev.task_id, node, owner = %current.node, "event from a node that does not own the task; dropped");
+            return Ok(ev.seq);
+        }
+        let (kind_name, change) = match kind {
+            EventKind::Started(_) => ("started", "state"),
+            EventKind::Plan(_) => ("plan", "plan"),
+            EventKind::Log(_) => ("log", "log"),
+            EventKind::Exited(_) => ("exited", "state"),
+            EventKind::StartFailed(_) => ("start_failed", "state"),
+            EventKind::Question(_) => ("question", "question"),
+            EventKind::AnswerDelivered(_) => ("answer_delivered", "answer"),
+        };
+        // An event over a limit is still recorded (as rejected, with no effect) so the
+        // node's sequence stays gap free and it does not resend it forever.
+        let rejected = match kind {
+            EventKind::Plan(p) => check_len("plan snapshot", &p.markdown, limits::MAX_PLAN_BYTES).err(),
+            EventKind::Exited(x) => check_len("final plan", &x.markdown, limits::MAX_PLAN_BYTES).err(),
+            EventKind::Question(q) => check_len("question", &q.text, limits::MAX_MESSAGE_BYTES).err(),
+            EventKind::Log(l) if l.data.len() > limits::MAX_LOG_CHUNK_BYTES => {
+                Some(limits::InvalidInput::new("log chunk", format!("is {} bytes, over the limit", l.data.len())))
+            }
+            _ => None,
+        };
+        let (kind_name, change) = match &rejected {
+            Some(e) => {
+                tracing::warn!(task = %ev.task_id, node, seq = ev.seq, error = %e, "rejected an event from a node");
+                ("rejected", "rejected")
+            }
+            None => (kind_name, change),
+        };
+        let body = prost::Message::encode_to_vec(&ev);
+        let at = if ev.at_ms > 0 { ev.at_ms } else { now_ms() };
+        let node_name = node.to_string();
+        let outcome = self
+            .store
+            .record_event(&ev.task_id, ev.seq, kind_name, at, &body, |t| {
+                if rejected.is_some() { None } else { apply_event(t, kind, &node_name, at) }
+            })
+            .await?;
+        match outcome {
+            EventOutcome::Applied(t) if rejected.is_some() => Ok(t.last_seq),
+            EventOutcome::Applied(t) => {
+                match kind {
+                    EventKind::Log(l) => {
+                        let _ = self.log_tx.send(LogLine { task_id: t.id.clone(), seq: ev.seq, data: l.data.clone().into() });
+                    }
+                    EventKind::Exited(_) | EventKind::StartFailed(_) => {
+                        self.registry.release(node, &t.id);
+                        tracing::info!(task = %t.id, node, state = %t.state, reason = %t.reason, "worker ended");
+                        self.publish(&t, change, ev.seq).await;
+                        self.scheduler.kick();
+                    }
+                    _ => self.publish(&t, change, ev.seq).await,
+                }
+                Ok(t.last_seq)
+            }
+            EventOutcome::Duplicate => Ok(self.store.committed_seq(&ev.task_id).await?),
+            EventOutcome::Gap { expected } => {
+                tracing::error!(task = %ev.task_id, node, seq = ev.seq, expected, "event gap; the node will resend on reconnect");
+                Ok(expected - 1)
+            }
+            EventOutcome::UnknownTask => Ok(ev.seq),
+        }
+    }
+}
+
+/// How one agent event changes the stored task.
+fn apply_event(t: &mut TaskRecord, kind: &EventKind, node: &str, at: i64) -> Option<QuestionRecord> {
+    t.updated_ms = now_ms();
+    match kind {
+        EventKind::Started(_) => {
+            if t.state == TaskState::Assigned {
+                t.state = TaskState::Running;
+            }
+            t.started_ms = at;
+        }
+        EventKind::Plan(p) => t.plan_md = p.markdown.clone(),
+        EventKind::Log(_) => {}
+        EventKind::Exited(x) => {
+            if !x.markdown.is_empty() {
+                t.plan_md = x.markdown.clone();
+            }
+            t.exit_code = x.exit_code;
+            if !t.state.is_terminal() {
+                let (state, reason) = if x.cancelled {
+                    (TaskState::Cancelled, "cancelled".to_string())
+                } else {
+                    task::outcome(&Plan::parse(&t.plan_md), x.done_marker, x.exit_code, x.signal)
+                };
+                t.state = state;
+                t.reason = reason;
+            } else if t.state == TaskState::Cancelled {
+                t.reason = format!("cancelled; the worker on node `{node}` was stopped");
+            }
+            if t.ended_ms == 0 {
+                t.ended_ms = at;
+            }
+        }
+        EventKind::StartFailed(f) => {
+            if !t.state.is_terminal() {
+                t.state = TaskState::Failed;
+                t.reason = format!("the worker could not start on node `{node}`: {}", f.error);
+                t.ended_ms = at;
+            }
+        }
+        EventKind::Question(q) => {
+            if matches!(t.state, TaskState::Running | TaskState::Assigned) {
+                t.state = TaskState::Waiting;
+            }
+            return Some(QuestionRecord { task_id: t.id.clone(), seq: q.seq, text: q.text.clone(), asked_ms: at, answer: None, answered_ms: 0 });
+        }
+        EventKind::AnswerDelivered(_) => {
+            if t.state == TaskState::Waiting {
+                t.state = TaskState::Running;
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,38 @@
+//! Human durations for flags and config: `500ms`, `5s`, `2m`, `1h`, or plain seconds.
+
+use std::time::Duration;
+
+/// Parses `500ms`, `5s`, `2m`, `1h` or a plain number of seconds.
+pub fn parse(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration; write e.g. 500ms, 5s, 2m or 1h"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("`{s}` has unknown unit `{other}`; use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse("5 parsecs").is_err());
+        assert!(parse("").is_err());
+    }
+}
