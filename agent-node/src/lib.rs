@@ -1,1 +1,15 @@
+//! The dispatch agent node: connects out to a coordinator, reports what this machine can run,
+//! and runs a worker (an agent CLI) for each task it is assigned, streaming the checklist,
+//! questions, logs and exit back over one bidirectional gRPC stream.
 
+pub mod backends;
+pub mod channel;
+pub mod node;
+pub mod runner;
+pub mod sim;
+pub mod spool;
+
+pub use node::{AgentConfig, run};
+
+/// Version reported in Hello.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

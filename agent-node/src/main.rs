@@ -1,1 +1,138 @@
-fn main() {}
+//! `dispatch-agent`: runs agent CLIs for a coordinator's tasks on this machine.
+
+use clap::{Parser, Subcommand};
+use dispatch_agent::{AgentConfig, backends};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A dispatch agent node: connects out to a coordinator, reports which agent CLIs this machine
+/// has (claude, agent, codex on PATH, plus the scripted `sim` worker), and runs a worker for
+/// each task it is assigned in the seed's `.dispatch/tasks/<id>/` layout.
+#[derive(Parser, Debug)]
+#[command(
+    name = "dispatch-agent",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Coordinator address: http://HOST:PORT or unix:/PATH.
+    #[arg(
+        long,
+        env = "DISPATCH_COORDINATOR",
+        required_unless_present = "command"
+    )]
+    coordinator: Option<String>,
+
+    /// This node's unique name (what `dispatch --remote NAME` uses). Defaults to the host name.
+    #[arg(long, env = "DISPATCH_AGENT_NAME")]
+    name: Option<String>,
+
+    /// A label for pool selection, as key=value (repeatable).
+    #[arg(long = "label", env = "DISPATCH_AGENT_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+
+    /// How many tasks may run at once.
+    #[arg(long, env = "DISPATCH_AGENT_MAX_TASKS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_tasks: u32,
+
+    /// Directory tasks run in when they name none (default: the current directory).
+    #[arg(long, env = "DISPATCH_AGENT_WORKDIR")]
+    workdir: Option<PathBuf>,
+
+    /// Directory for the event spool and worker logs.
+    #[arg(long, env = "DISPATCH_AGENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Longest wait between reconnect attempts (e.g. 5s).
+    #[arg(long, env = "DISPATCH_AGENT_MAX_BACKOFF", default_value = "5s", value_parser = dispatch_core::duration::parse)]
+    max_backoff: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the scripted sim worker on a worker prompt (what the `sim` backend runs).
+    SimWorker {
+        /// `[--model M] PROMPT`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("label `{s}` is not key=value"))?;
+    dispatch_core::limits::check_name("label key", k.trim()).map_err(|e| e.to_string())?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISPATCH_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::SimWorker { args }) = &args.command {
+        std::process::exit(dispatch_agent::sim::main(args));
+    }
+    init_tracing();
+    let name = match args.name {
+        Some(n) => n,
+        None => nix::unistd::gethostname()?
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("the host name is not UTF-8; pass --name"))?,
+    };
+    dispatch_core::limits::check_name("--name", &name)?;
+    let workdir = match args.workdir {
+        Some(w) => w,
+        None => std::env::current_dir()?,
+    };
+    let workdir = std::fs::canonicalize(&workdir)
+        .map_err(|e| anyhow::anyhow!("--workdir {}: {e}", workdir.display()))?;
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => dirs_home()?.join(".dispatch").join("agent"),
+    };
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create --data-dir {}: {e}", data_dir.display()))?;
+    let cfg = AgentConfig {
+        coordinator: args.coordinator.expect("clap requires --coordinator"),
+        name,
+        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        max_tasks: args.max_tasks,
+        workdir,
+        data_dir,
+        backends: backends::detect(backends::sim_command_for_current_exe()),
+        max_backoff: args.max_backoff,
+    };
+    let found: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
+    tracing::info!(node = %cfg.name, backends = %found.join(", "), max_tasks = cfg.max_tasks, workdir = %cfg.workdir.display(), "agent starting");
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(dispatch_agent::run(cfg, shutdown_signal()))
+}
+
+fn dirs_home() -> anyhow::Result<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow::anyhow!("HOME is not set; pass --data-dir"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -5,7 +5,11 @@ use dispatch_proto::convert::{plan_to_proto, state_to_proto};
 use dispatch_proto::v1;
 
 /// A stored task (and its questions) as the wire `Task`.
-pub fn task_to_proto(t: &TaskRecord, questions: &[QuestionRecord], queue_position: u32) -> v1::Task {
+pub fn task_to_proto(
+    t: &TaskRecord,
+    questions: &[QuestionRecord],
+    queue_position: u32,
+) -> v1::Task {
     v1::Task {
         id: t.id.clone(),
         state: state_to_proto(t.state) as i32,
@@ -47,7 +51,11 @@ pub fn node_to_proto(n: &NodeRecord, running: Option<u32>) -> v1::Node {
         backends: n
             .backends
             .iter()
-            .map(|b| v1::Backend { name: b.name.clone(), command: b.command.clone(), models: b.models.clone() })
+            .map(|b| v1::Backend {
+                name: b.name.clone(),
+                command: b.command.clone(),
+                models: b.models.clone(),
+            })
             .collect(),
         running: running.unwrap_or(0),
         capacity: n.capacity,

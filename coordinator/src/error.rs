@@ -41,7 +41,9 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
             CoordinatorError::Store(e) => {
                 tracing::error!(error = %e, "store error");
-                tonic::Status::unavailable(format!("the coordinator's store failed: {e}; check the coordinator's log and disk"))
+                tonic::Status::unavailable(format!(
+                    "the coordinator's store failed: {e}; check the coordinator's log and disk"
+                ))
             }
             CoordinatorError::Corrupt(m) => tonic::Status::internal(m),
         }

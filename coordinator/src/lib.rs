@@ -43,7 +43,11 @@ pub struct CoordinatorConfig {
 impl CoordinatorConfig {
     /// Defaults for `data_dir`: heartbeats every 5 s, tasks lost after 60 s without their node.
     pub fn new(data_dir: PathBuf) -> Self {
-        CoordinatorConfig { data_dir, heartbeat_interval: Duration::from_secs(5), node_timeout: Duration::from_secs(60) }
+        CoordinatorConfig {
+            data_dir,
+            heartbeat_interval: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -79,10 +83,16 @@ pub struct Coordinator {
 impl Coordinator {
     /// Opens the store under `config.data_dir` and starts the scheduler.
     pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Arc<Coordinator>> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create data directory {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
         let db = config.data_dir.join("dispatch.db");
-        let store = Store::open(&db).await.map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", db.display()))?;
+        let store = Store::open(&db)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", db.display()))?;
         let (watch_tx, _) = broadcast::channel(4096);
         let (log_tx, _) = broadcast::channel(4096);
         let (scheduler, rx) = SchedulerHandle::new();
@@ -103,5 +113,8 @@ impl Coordinator {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

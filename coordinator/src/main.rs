@@ -36,8 +36,12 @@ struct Args {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DISPATCH_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISPATCH_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 #[tokio::main]
@@ -51,11 +55,18 @@ async fn main() -> anyhow::Result<()> {
 
     let tcp = tokio::net::TcpListener::bind(&args.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}; choose another address with --listen", args.listen))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}: {e}; choose another address with --listen",
+                args.listen
+            )
+        })?;
     let addr = tcp.local_addr()?;
     let mut listeners = vec![Listener::Tcp(tcp)];
     if let Some(path) = &args.socket {
-        listeners.push(Listener::Unix(dispatch_coordinator::server::bind_unix(path)?));
+        listeners.push(Listener::Unix(dispatch_coordinator::server::bind_unix(
+            path,
+        )?));
     }
     let addr_file = args.data_dir.join("coordinator.addr");
     std::fs::write(&addr_file, format!("http://{addr}\n"))

@@ -15,13 +15,20 @@ use std::sync::Arc;
 fn command_message(id: u64, body: &[u8]) -> Option<v1::CoordinatorMessage> {
     let mut cmd: v1::Command = prost::Message::decode(body).ok()?;
     cmd.id = id;
-    Some(v1::CoordinatorMessage { kind: Some(v1::coordinator_message::Kind::Command(cmd)) })
+    Some(v1::CoordinatorMessage {
+        kind: Some(v1::coordinator_message::Kind::Command(cmd)),
+    })
 }
 
 fn validate_hello(h: &v1::Hello) -> Result<()> {
     check_name("node name", &h.name)?;
     if h.labels.len() > limits::MAX_LABELS {
-        return Err(CoordinatorError::Invalid(format!("node `{}` has {} labels; the limit is {}", h.name, h.labels.len(), limits::MAX_LABELS)));
+        return Err(CoordinatorError::Invalid(format!(
+            "node `{}` has {} labels; the limit is {}",
+            h.name,
+            h.labels.len(),
+            limits::MAX_LABELS
+        )));
     }
     for (k, v) in &h.labels {
         check_name("label key", k)?;
@@ -29,10 +36,17 @@ fn validate_hello(h: &v1::Hello) -> Result<()> {
     }
     for b in &h.backends {
         check_name("backend name", &b.name)?;
-        check_len(&format!("backend `{}` command", b.name), &b.command, limits::MAX_VALUE_BYTES)?;
+        check_len(
+            &format!("backend `{}` command", b.name),
+            &b.command,
+            limits::MAX_VALUE_BYTES,
+        )?;
     }
     if h.capacity == 0 {
-        return Err(CoordinatorError::Invalid(format!("node `{}` reports capacity 0; set --max-tasks to 1 or more", h.name)));
+        return Err(CoordinatorError::Invalid(format!(
+            "node `{}` reports capacity 0; set --max-tasks to 1 or more",
+            h.name
+        )));
     }
     Ok(())
 }
@@ -50,7 +64,11 @@ impl Coordinator {
             backends: hello
                 .backends
                 .iter()
-                .map(|b| BackendRecord { name: b.name.clone(), command: b.command.clone(), models: b.models.clone() })
+                .map(|b| BackendRecord {
+                    name: b.name.clone(),
+                    command: b.command.clone(),
+                    models: b.models.clone(),
+                })
                 .collect(),
             capacity: hello.capacity,
             version: hello.version.clone(),
@@ -59,12 +77,22 @@ impl Coordinator {
         };
         self.store.upsert_node(&record).await?;
 
-        let agent_tasks: HashMap<&str, &v1::TaskCursor> = hello.tasks.iter().map(|t| (t.task_id.as_str(), t)).collect();
+        let agent_tasks: HashMap<&str, &v1::TaskCursor> = hello
+            .tasks
+            .iter()
+            .map(|t| (t.task_id.as_str(), t))
+            .collect();
         let pending = self.store.pending_commands(&hello.name).await?;
         let pending_assign: HashSet<String> = pending
             .iter()
             .filter(|(_, _, body)| {
-                matches!(prost::Message::decode(body.as_slice()), Ok(v1::Command { kind: Some(v1::command::Kind::Assign(_)), .. }))
+                matches!(
+                    prost::Message::decode(body.as_slice()),
+                    Ok(v1::Command {
+                        kind: Some(v1::command::Kind::Assign(_)),
+                        ..
+                    })
+                )
             })
             .map(|(_, task, _)| task.clone())
             .collect();
@@ -77,7 +105,10 @@ impl Coordinator {
             .collect();
         for mut t in self.store.active_tasks_on(&hello.name).await? {
             if !running.contains(&t.id) && !agent_tasks.contains_key(t.id.as_str()) {
-                let reason = format!("node `{}` reconnected without this task (it restarted and lost it)", hello.name);
+                let reason = format!(
+                    "node `{}` reconnected without this task (it restarted and lost it)",
+                    hello.name
+                );
                 t.state = TaskState::Lost;
                 t.reason = reason;
                 t.updated_ms = now;
@@ -92,14 +123,30 @@ impl Coordinator {
 
         let mut committed = Vec::with_capacity(hello.tasks.len());
         for t in &hello.tasks {
-            committed.push(v1::TaskCursor { task_id: t.task_id.clone(), seq: self.store.committed_seq(&t.task_id).await?, running: t.running });
+            committed.push(v1::TaskCursor {
+                task_id: t.task_id.clone(),
+                seq: self.store.committed_seq(&t.task_id).await?,
+                running: t.running,
+            });
         }
-        let welcome = v1::Welcome { heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64, committed };
-        let mut out = vec![v1::CoordinatorMessage { kind: Some(v1::coordinator_message::Kind::Welcome(welcome)) }];
-        out.extend(pending.iter().filter_map(|(id, _, body)| command_message(*id, body)));
+        let welcome = v1::Welcome {
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+            committed,
+        };
+        let mut out = vec![v1::CoordinatorMessage {
+            kind: Some(v1::coordinator_message::Kind::Welcome(welcome)),
+        }];
+        out.extend(
+            pending
+                .iter()
+                .filter_map(|(id, _, body)| command_message(*id, body)),
+        );
         for m in out {
             if tx.send(Ok(m)).await.is_err() {
-                return Err(CoordinatorError::FailedPrecondition(format!("node `{}` went away during registration", hello.name)));
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "node `{}` went away during registration",
+                    hello.name
+                )));
             }
         }
         let conn = self.registry.connect(record, tx.clone(), running);
@@ -123,9 +170,14 @@ impl Coordinator {
             if c.registry.is_connected(&name) {
                 return;
             }
-            let Ok(tasks) = c.store.active_tasks_on(&name).await else { return };
+            let Ok(tasks) = c.store.active_tasks_on(&name).await else {
+                return;
+            };
             for mut t in tasks {
-                let reason = format!("node `{name}` went away and did not come back within {:?}", c.config.node_timeout);
+                let reason = format!(
+                    "node `{name}` went away and did not come back within {:?}",
+                    c.config.node_timeout
+                );
                 if let Err(e) = c.finish_without_node(&mut t, TaskState::Lost, reason).await {
                     tracing::error!(task = %t.id, error = %e, "could not mark the task lost");
                 }
@@ -137,6 +189,9 @@ impl Coordinator {
     /// Every node that ever connected, with live running counts for connected ones.
     pub async fn list_nodes(&self) -> Result<Vec<v1::Node>> {
         let nodes = self.store.list_nodes().await?;
-        Ok(nodes.iter().map(|n| node_to_proto(n, self.registry.running(&n.name))).collect())
+        Ok(nodes
+            .iter()
+            .map(|n| node_to_proto(n, self.registry.running(&n.name)))
+            .collect())
     }
 }

@@ -47,7 +47,15 @@ impl NodeRegistry {
     pub fn connect(&self, record: NodeRecord, tx: NodeSender, running: HashSet<String>) -> u64 {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let name = record.name.clone();
-        self.nodes.lock().unwrap().insert(name, Connected { record, tx, conn_id, running });
+        self.nodes.lock().unwrap().insert(
+            name,
+            Connected {
+                record,
+                tx,
+                conn_id,
+                running,
+            },
+        );
         conn_id
     }
 
@@ -92,7 +100,11 @@ impl NodeRegistry {
 
     /// Running count of a node, when connected.
     pub fn running(&self, name: &str) -> Option<u32> {
-        self.nodes.lock().unwrap().get(name).map(|c| c.running.len() as u32)
+        self.nodes
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|c| c.running.len() as u32)
     }
 
     /// Marks a slot of `name` taken by `task`.
@@ -104,18 +116,27 @@ impl NodeRegistry {
 
     /// Frees the slot `task` held on `name`. Returns true when it held one.
     pub fn release(&self, name: &str, task: &str) -> bool {
-        self.nodes.lock().unwrap().get_mut(name).is_some_and(|c| c.running.remove(task))
+        self.nodes
+            .lock()
+            .unwrap()
+            .get_mut(name)
+            .is_some_and(|c| c.running.remove(task))
     }
 
     /// Queues a message to a node without waiting. A node whose channel is full is
     /// disconnected (it will reconnect and get every unacked command again).
     pub fn send(&self, name: &str, msg: v1::CoordinatorMessage) -> bool {
         let mut nodes = self.nodes.lock().unwrap();
-        let Some(c) = nodes.get(name) else { return false };
+        let Some(c) = nodes.get(name) else {
+            return false;
+        };
         match c.tx.try_send(Ok(msg)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(node = name, "node is not reading its stream; dropping the connection");
+                tracing::warn!(
+                    node = name,
+                    "node is not reading its stream; dropping the connection"
+                );
                 nodes.remove(name);
                 false
             }

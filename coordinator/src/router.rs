@@ -20,7 +20,10 @@ pub fn backend_on(task: &TaskRecord, backends: &[String]) -> Option<String> {
     if task.backend.is_empty() {
         preferred_backend(backends).map(str::to_string)
     } else {
-        backends.iter().any(|b| *b == task.backend).then(|| task.backend.clone())
+        backends
+            .iter()
+            .any(|b| *b == task.backend)
+            .then(|| task.backend.clone())
     }
 }
 
@@ -38,7 +41,9 @@ pub fn route(task: &TaskRecord, slots: &[NodeSlot]) -> Option<(usize, String)> {
             // Compare running/capacity without floats: ra/ca < rb/cb  <=>  ra*cb < rb*ca.
             let la = u64::from(sa.running) * u64::from(sb.capacity.max(1));
             let lb = u64::from(sb.running) * u64::from(sa.capacity.max(1));
-            la.cmp(&lb).then(sa.running.cmp(&sb.running)).then(sa.name.cmp(&sb.name))
+            la.cmp(&lb)
+                .then(sa.running.cmp(&sb.running))
+                .then(sa.name.cmp(&sb.name))
         })
 }
 
@@ -57,26 +62,45 @@ mod tests {
     }
 
     fn task(remote: &str, backend: &str) -> TaskRecord {
-        TaskRecord { remote: remote.into(), backend: backend.into(), ..Default::default() }
+        TaskRecord {
+            remote: remote.into(),
+            backend: backend.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn pinned_backend_capacity_and_load() {
-        let slots = vec![slot("a", &["sim", "claude"], 2, 1), slot("b", &["sim"], 4, 1), slot("c", &["codex", "sim"], 1, 1)];
+        let slots = vec![
+            slot("a", &["sim", "claude"], 2, 1),
+            slot("b", &["sim"], 4, 1),
+            slot("c", &["codex", "sim"], 1, 1),
+        ];
         assert_eq!(route(&task("", "sim"), &slots), Some((1, "sim".into())));
         assert_eq!(route(&task("a", "sim"), &slots), Some((0, "sim".into())));
         assert_eq!(route(&task("c", "sim"), &slots), None, "c is full");
-        assert_eq!(route(&task("", ""), &slots), Some((0, "claude".into())), "only a has a real CLI with room");
+        assert_eq!(
+            route(&task("", ""), &slots),
+            Some((0, "claude".into())),
+            "only a has a real CLI with room"
+        );
         assert_eq!(route(&task("", "cursor"), &slots), None);
         assert_eq!(route(&task("zz", "sim"), &slots), None);
         let tie = vec![slot("y", &["sim"], 1, 0), slot("x", &["sim"], 1, 0)];
-        assert_eq!(route(&task("", "sim"), &tie).unwrap().0, 1, "ties go by name");
+        assert_eq!(
+            route(&task("", "sim"), &tie).unwrap().0,
+            1,
+            "ties go by name"
+        );
     }
 
     #[test]
     fn preference() {
         let b = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(preferred_backend(&b(&["sim", "codex", "claude"])), Some("claude"));
+        assert_eq!(
+            preferred_backend(&b(&["sim", "codex", "claude"])),
+            Some("claude")
+        );
         assert_eq!(preferred_backend(&b(&["sim", "mine"])), Some("mine"));
         assert_eq!(preferred_backend(&b(&["sim"])), None);
     }

@@ -64,20 +64,38 @@ async fn schedule(c: &Coordinator) -> Result<()> {
         if !task.after.is_empty() {
             match c.store.get_task(&task.after).await? {
                 Some(dep) if dep.state == TaskState::Completed => {}
-                Some(dep) if matches!(dep.state, TaskState::Failed | TaskState::Cancelled | TaskState::Lost) => {
-                    let reason = format!("dependency `{}` ended {}{}", dep.id, dep.state, if dep.reason.is_empty() { String::new() } else { format!(": {}", dep.reason) });
-                    c.finish_without_node(&mut task, TaskState::Failed, reason).await?;
+                Some(dep)
+                    if matches!(
+                        dep.state,
+                        TaskState::Failed | TaskState::Cancelled | TaskState::Lost
+                    ) =>
+                {
+                    let reason = format!(
+                        "dependency `{}` ended {}{}",
+                        dep.id,
+                        dep.state,
+                        if dep.reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", dep.reason)
+                        }
+                    );
+                    c.finish_without_node(&mut task, TaskState::Failed, reason)
+                        .await?;
                     continue;
                 }
                 Some(_) => continue,
                 None => {
                     let reason = format!("dependency `{}` does not exist", task.after);
-                    c.finish_without_node(&mut task, TaskState::Failed, reason).await?;
+                    c.finish_without_node(&mut task, TaskState::Failed, reason)
+                        .await?;
                     continue;
                 }
             }
         }
-        let Some((i, backend)) = route(&task, &slots) else { continue };
+        let Some((i, backend)) = route(&task, &slots) else {
+            continue;
+        };
         let node = slots[i].name.clone();
         task.state = TaskState::Assigned;
         task.node = node.clone();
@@ -91,12 +109,20 @@ async fn schedule(c: &Coordinator) -> Result<()> {
             plan_markdown: task.plan_md.clone(),
             workdir: task.workdir.clone(),
         };
-        let mut cmd = v1::Command { id: 0, kind: Some(v1::command::Kind::Assign(assign)) };
+        let mut cmd = v1::Command {
+            id: 0,
+            kind: Some(v1::command::Kind::Assign(assign)),
+        };
         let body = prost::Message::encode_to_vec(&cmd);
         cmd.id = c.store.assign(&task, &body).await?;
         slots[i].running += 1;
         c.registry.reserve(&node, &task.id);
-        c.registry.send(&node, v1::CoordinatorMessage { kind: Some(v1::coordinator_message::Kind::Command(cmd)) });
+        c.registry.send(
+            &node,
+            v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Command(cmd)),
+            },
+        );
         tracing::info!(task = %task.id, node = %node, backend = %task.backend, "assigned");
         c.publish(&task, "state", 0).await;
     }

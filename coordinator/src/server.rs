@@ -21,7 +21,11 @@ pub enum Listener {
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// Serves the coordinator on every listener until `shutdown` resolves.
-pub async fn serve(c: Arc<Coordinator>, listeners: Vec<Listener>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    c: Arc<Coordinator>,
+    listeners: Vec<Listener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -33,16 +37,30 @@ pub async fn serve(c: Arc<Coordinator>, listeners: Vec<Listener>, shutdown: impl
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(AgentServiceServer::new(AgentSvc(Arc::clone(&c))).max_decoding_message_size(MAX_MESSAGE))
-            .add_service(DispatchServiceServer::new(DispatchSvc(Arc::clone(&c))).max_decoding_message_size(MAX_MESSAGE));
+            .add_service(
+                AgentServiceServer::new(AgentSvc(Arc::clone(&c)))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                DispatchServiceServer::new(DispatchSvc(Arc::clone(&c)))
+                    .max_decoding_message_size(MAX_MESSAGE),
+            );
         let mut stop = stop_rx.clone();
         let signal = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
         servers.push(tokio::spawn(async move {
             match l {
-                Listener::Tcp(t) => router.serve_with_incoming_shutdown(TcpListenerStream::new(t), signal).await,
-                Listener::Unix(u) => router.serve_with_incoming_shutdown(UnixListenerStream::new(u), signal).await,
+                Listener::Tcp(t) => {
+                    router
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(t), signal)
+                        .await
+                }
+                Listener::Unix(u) => {
+                    router
+                        .serve_with_incoming_shutdown(UnixListenerStream::new(u), signal)
+                        .await
+                }
             }
         }));
     }
@@ -58,14 +76,19 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListe
     use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!("{} is in use by another running process; stop it first or choose another --socket", path.display());
+            anyhow::bail!(
+                "{} is in use by another running process; stop it first or choose another --socket",
+                path.display()
+            );
         }
-        std::fs::remove_file(path).map_err(|e| anyhow::anyhow!("cannot remove stale socket {}: {e}", path.display()))?;
+        std::fs::remove_file(path)
+            .map_err(|e| anyhow::anyhow!("cannot remove stale socket {}: {e}", path.display()))?;
     }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let l = tokio::net::UnixListener::bind(path).map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
+    let l = tokio::net::UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
 }

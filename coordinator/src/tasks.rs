@@ -14,7 +14,10 @@ use dispatch_proto::v1::task_event::Kind as EventKind;
 const MAX_TITLE_CHARS: usize = 80;
 
 fn first_line(text: &str) -> &str {
-    text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("")
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
 }
 
 fn truncate_chars(s: &str, max: usize) -> String {
@@ -29,7 +32,15 @@ fn describe_backends(nodes: &[NodeRecord]) -> String {
         .iter()
         .map(|n| {
             let b: Vec<&str> = n.backends.iter().map(|b| b.name.as_str()).collect();
-            format!("{}: {}", n.name, if b.is_empty() { "none".to_string() } else { b.join(", ") })
+            format!(
+                "{}: {}",
+                n.name,
+                if b.is_empty() {
+                    "none".to_string()
+                } else {
+                    b.join(", ")
+                }
+            )
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -44,7 +55,10 @@ impl Coordinator {
         check_len("plan", &req.plan_markdown, limits::MAX_PLAN_BYTES)?;
         check_len("title", &req.title, limits::MAX_STEP_BYTES)?;
         check_len("workdir", &req.workdir, limits::MAX_PATH_BYTES)?;
-        if prompt_text.trim().is_empty() && req.plan_markdown.trim().is_empty() && req.steps.is_empty() {
+        if prompt_text.trim().is_empty()
+            && req.plan_markdown.trim().is_empty()
+            && req.steps.is_empty()
+        {
             return Err(CoordinatorError::Invalid(
                 "the prompt is empty: say what the worker should do, or give a plan with --plan or --step".into(),
             ));
@@ -59,7 +73,10 @@ impl Coordinator {
         for (i, s) in req.steps.iter().enumerate() {
             check_len(&format!("step {}", i + 1), s, limits::MAX_STEP_BYTES)?;
             if s.trim().is_empty() {
-                return Err(CoordinatorError::Invalid(format!("step {} is empty", i + 1)));
+                return Err(CoordinatorError::Invalid(format!(
+                    "step {} is empty",
+                    i + 1
+                )));
             }
         }
         if !req.id.is_empty() {
@@ -125,7 +142,10 @@ impl Coordinator {
             } else {
                 let listed = plan::list_in_text(&prompt_text);
                 if listed.is_empty() {
-                    vec![truncate_chars(first_line(&prompt_text), limits::MAX_STEP_BYTES / 4)]
+                    vec![truncate_chars(
+                        first_line(&prompt_text),
+                        limits::MAX_STEP_BYTES / 4,
+                    )]
                 } else {
                     listed
                 }
@@ -172,8 +192,15 @@ impl Coordinator {
         if !req.title.trim().is_empty() {
             return req.title.trim().to_string();
         }
-        let line = first_line(prompt_text).trim_start_matches(['-', '*', '+', ' ']).trim_end_matches(':').trim();
-        if line.is_empty() { id.to_string() } else { truncate_chars(line, MAX_TITLE_CHARS) }
+        let line = first_line(prompt_text)
+            .trim_start_matches(['-', '*', '+', ' '])
+            .trim_end_matches(':')
+            .trim();
+        if line.is_empty() {
+            id.to_string()
+        } else {
+            truncate_chars(line, MAX_TITLE_CHARS)
+        }
     }
 
     /// Refuses a `--remote` or `--backend` that no known node can satisfy, naming what exists.
@@ -184,30 +211,63 @@ impl Coordinator {
             if !nodes.iter().any(|n| n.name == remote) {
                 let known: Vec<String> = nodes
                     .iter()
-                    .map(|n| format!("{} ({})", n.name, if self.registry.is_connected(&n.name) { "connected" } else { "offline" }))
+                    .map(|n| {
+                        format!(
+                            "{} ({})",
+                            n.name,
+                            if self.registry.is_connected(&n.name) {
+                                "connected"
+                            } else {
+                                "offline"
+                            }
+                        )
+                    })
                     .collect();
                 return Err(CoordinatorError::NotFound(if known.is_empty() {
-                    format!("no node named `{remote}`: no node has connected to this coordinator yet; start `dispatch-agent --name {remote} --coordinator URL` on that machine")
+                    format!(
+                        "no node named `{remote}`: no node has connected to this coordinator yet; start `dispatch-agent --name {remote} --coordinator URL` on that machine"
+                    )
                 } else {
-                    format!("no node named `{remote}`; known nodes: {}", known.join(", "))
+                    format!(
+                        "no node named `{remote}`; known nodes: {}",
+                        known.join(", ")
+                    )
                 }));
             }
         }
-        let candidates: Vec<NodeRecord> = nodes.into_iter().filter(|n| remote.is_empty() || n.name == remote).collect();
+        let candidates: Vec<NodeRecord> = nodes
+            .into_iter()
+            .filter(|n| remote.is_empty() || n.name == remote)
+            .collect();
         if candidates.is_empty() {
             // No node has ever connected: the task waits for the first one.
             return Ok(());
         }
-        let where_ = if remote.is_empty() { "no node".to_string() } else { format!("node `{remote}`") };
+        let where_ = if remote.is_empty() {
+            "no node".to_string()
+        } else {
+            format!("node `{remote}`")
+        };
         if !backend.is_empty() {
             check_name("backend", backend)?;
-            if !candidates.iter().any(|n| n.backends.iter().any(|b| b.name == backend)) {
+            if !candidates
+                .iter()
+                .any(|n| n.backends.iter().any(|b| b.name == backend))
+            {
                 return Err(CoordinatorError::Invalid(format!(
                     "{where_} has backend `{backend}`; nodes and their backends: {}",
                     describe_backends(&candidates)
                 )));
             }
-        } else if !candidates.iter().any(|n| preferred_backend(&n.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>()).is_some()) {
+        } else if !candidates.iter().any(|n| {
+            preferred_backend(
+                &n.backends
+                    .iter()
+                    .map(|b| b.name.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .is_some()
+        }) {
             return Err(CoordinatorError::Invalid(format!(
                 "{where_} has an agent CLI (claude, agent, codex) installed; nodes and their backends: {}. \
                  Install one on a node, or pass --backend sim to run the scripted sim worker",
@@ -221,7 +281,9 @@ impl Coordinator {
     pub async fn task(&self, id: &str) -> Result<TaskRecord> {
         task_id::validate(id)?;
         self.store.get_task(id).await?.ok_or_else(|| {
-            CoordinatorError::NotFound(format!("no task `{id}`; `dispatch status` lists every task"))
+            CoordinatorError::NotFound(format!(
+                "no task `{id}`; `dispatch status` lists every task"
+            ))
         })
     }
 
@@ -230,7 +292,11 @@ impl Coordinator {
         let questions: Vec<QuestionRecord> = self.store.questions(&t.id).await?;
         let position = if t.state == TaskState::Queued {
             let queued = self.store.queued_tasks().await?;
-            queued.iter().position(|q| q.id == t.id).map(|p| p as u32 + 1).unwrap_or(0)
+            queued
+                .iter()
+                .position(|q| q.id == t.id)
+                .map(|p| p as u32 + 1)
+                .unwrap_or(0)
         } else {
             0
         };
@@ -244,14 +310,23 @@ impl Coordinator {
         }
         match self.task_view(t).await {
             Ok(task) => {
-                let _ = self.watch_tx.send(v1::WatchEvent { task: Some(task), change: change.to_string(), seq });
+                let _ = self.watch_tx.send(v1::WatchEvent {
+                    task: Some(task),
+                    change: change.to_string(),
+                    seq,
+                });
             }
             Err(e) => tracing::warn!(task = %t.id, error = %e, "could not build the watch view"),
         }
     }
 
     /// Ends a task that holds no node slot (queued, or its dependency failed).
-    pub(crate) async fn finish_without_node(&self, t: &mut TaskRecord, state: TaskState, reason: String) -> Result<()> {
+    pub(crate) async fn finish_without_node(
+        &self,
+        t: &mut TaskRecord,
+        state: TaskState,
+        reason: String,
+    ) -> Result<()> {
         let now = now_ms();
         t.state = state;
         t.reason = reason;
@@ -274,17 +349,38 @@ impl Coordinator {
             )));
         }
         if t.state == TaskState::Queued {
-            self.finish_without_node(&mut t, TaskState::Cancelled, "cancelled before it started".into()).await?;
+            self.finish_without_node(
+                &mut t,
+                TaskState::Cancelled,
+                "cancelled before it started".into(),
+            )
+            .await?;
         } else {
             let now = now_ms();
             t.state = TaskState::Cancelled;
-            t.reason = format!("cancelled; the worker on node `{}` is being stopped", t.node);
+            t.reason = format!(
+                "cancelled; the worker on node `{}` is being stopped",
+                t.node
+            );
             t.updated_ms = now;
             t.ended_ms = now;
-            let mut cmd = v1::Command { id: 0, kind: Some(v1::command::Kind::Cancel(v1::CancelTask { task_id: t.id.clone() })) };
+            let mut cmd = v1::Command {
+                id: 0,
+                kind: Some(v1::command::Kind::Cancel(v1::CancelTask {
+                    task_id: t.id.clone(),
+                })),
+            };
             let node = t.node.clone();
-            cmd.id = self.store.update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd)).await?;
-            self.registry.send(&node, v1::CoordinatorMessage { kind: Some(v1::coordinator_message::Kind::Command(cmd)) });
+            cmd.id = self
+                .store
+                .update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd))
+                .await?;
+            self.registry.send(
+                &node,
+                v1::CoordinatorMessage {
+                    kind: Some(v1::coordinator_message::Kind::Command(cmd)),
+                },
+            );
             tracing::info!(task = %t.id, node = %node, "cancel sent");
             self.publish(&t, "state", 0).await;
         }
@@ -296,7 +392,10 @@ impl Coordinator {
     pub async fn record_agent_event(&self, node: &str, ev: v1::TaskEvent) -> Result<u64> {
         task_id::validate(&ev.task_id)?;
         let Some(kind) = ev.kind.as_ref() else {
-            return Err(CoordinatorError::Invalid(format!("event {} of task `{}` has no kind", ev.seq, ev.task_id)));
+            return Err(CoordinatorError::Invalid(format!(
+                "event {} of task `{}` has no kind",
+                ev.seq, ev.task_id
+            )));
         };
         let Some(current) = self.store.get_task(&ev.task_id).await? else {
             tracing::warn!(task = %ev.task_id, node, "event for an unknown task; acking so the node drops it");
@@ -318,11 +417,20 @@ impl Coordinator {
         // An event over a limit is still recorded (as rejected, with no effect) so the
         // node's sequence stays gap free and it does not resend it forever.
         let rejected = match kind {
-            EventKind::Plan(p) => check_len("plan snapshot", &p.markdown, limits::MAX_PLAN_BYTES).err(),
-            EventKind::Exited(x) => check_len("final plan", &x.markdown, limits::MAX_PLAN_BYTES).err(),
-            EventKind::Question(q) => check_len("question", &q.text, limits::MAX_MESSAGE_BYTES).err(),
+            EventKind::Plan(p) => {
+                check_len("plan snapshot", &p.markdown, limits::MAX_PLAN_BYTES).err()
+            }
+            EventKind::Exited(x) => {
+                check_len("final plan", &x.markdown, limits::MAX_PLAN_BYTES).err()
+            }
+            EventKind::Question(q) => {
+                check_len("question", &q.text, limits::MAX_MESSAGE_BYTES).err()
+            }
             EventKind::Log(l) if l.data.len() > limits::MAX_LOG_CHUNK_BYTES => {
-                Some(limits::InvalidInput::new("log chunk", format!("is {} bytes, over the limit", l.data.len())))
+                Some(limits::InvalidInput::new(
+                    "log chunk",
+                    format!("is {} bytes, over the limit", l.data.len()),
+                ))
             }
             _ => None,
         };
@@ -339,7 +447,11 @@ impl Coordinator {
         let outcome = self
             .store
             .record_event(&ev.task_id, ev.seq, kind_name, at, &body, |t| {
-                if rejected.is_some() { None } else { apply_event(t, kind, &node_name, at) }
+                if rejected.is_some() {
+                    None
+                } else {
+                    apply_event(t, kind, &node_name, at)
+                }
             })
             .await?;
         match outcome {
@@ -347,7 +459,11 @@ impl Coordinator {
             EventOutcome::Applied(t) => {
                 match kind {
                     EventKind::Log(l) => {
-                        let _ = self.log_tx.send(LogLine { task_id: t.id.clone(), seq: ev.seq, data: l.data.clone().into() });
+                        let _ = self.log_tx.send(LogLine {
+                            task_id: t.id.clone(),
+                            seq: ev.seq,
+                            data: l.data.clone().into(),
+                        });
                     }
                     EventKind::Exited(_) | EventKind::StartFailed(_) => {
                         self.registry.release(node, &t.id);
@@ -370,7 +486,12 @@ impl Coordinator {
 }
 
 /// How one agent event changes the stored task.
-fn apply_event(t: &mut TaskRecord, kind: &EventKind, node: &str, at: i64) -> Option<QuestionRecord> {
+fn apply_event(
+    t: &mut TaskRecord,
+    kind: &EventKind,
+    node: &str,
+    at: i64,
+) -> Option<QuestionRecord> {
     t.updated_ms = now_ms();
     match kind {
         EventKind::Started(_) => {
@@ -386,11 +507,22 @@ fn apply_event(t: &mut TaskRecord, kind: &EventKind, node: &str, at: i64) -> Opt
                 t.plan_md = x.markdown.clone();
             }
             t.exit_code = x.exit_code;
-            if !t.state.is_terminal() {
+            // A task marked lost whose real exit arrives later gets its real outcome.
+            if !t.state.is_terminal() || t.state == TaskState::Lost {
                 let (state, reason) = if x.cancelled {
                     (TaskState::Cancelled, "cancelled".to_string())
                 } else {
-                    task::outcome(&Plan::parse(&t.plan_md), x.done_marker, x.exit_code, x.signal)
+                    task::outcome(
+                        &Plan::parse(&t.plan_md),
+                        x.done_marker,
+                        x.exit_code,
+                        x.signal,
+                    )
+                };
+                let reason = if x.detail.is_empty() || state == TaskState::Completed {
+                    reason
+                } else {
+                    format!("{reason} ({})", x.detail)
                 };
                 t.state = state;
                 t.reason = reason;
@@ -412,7 +544,14 @@ fn apply_event(t: &mut TaskRecord, kind: &EventKind, node: &str, at: i64) -> Opt
             if matches!(t.state, TaskState::Running | TaskState::Assigned) {
                 t.state = TaskState::Waiting;
             }
-            return Some(QuestionRecord { task_id: t.id.clone(), seq: q.seq, text: q.text.clone(), asked_ms: at, answer: None, answered_ms: 0 });
+            return Some(QuestionRecord {
+                task_id: t.id.clone(),
+                seq: q.seq,
+                text: q.text.clone(),
+                asked_ms: at,
+                answer: None,
+                answered_ms: 0,
+            });
         }
         EventKind::AnswerDelivered(_) => {
             if t.state == TaskState::Waiting {

@@ -5,15 +5,23 @@ use std::time::Duration;
 /// Parses `500ms`, `5s`, `2m`, `1h` or a plain number of seconds.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration; write e.g. 500ms, 5s, 2m or 1h"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; write e.g. 500ms, 5s, 2m or 1h"))?;
     let secs = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("`{s}` has unknown unit `{other}`; use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "`{s}` has unknown unit `{other}`; use ms, s, m or h"
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
         return Err(format!("`{s}` is out of range"));

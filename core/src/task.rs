@@ -6,7 +6,9 @@ use std::str::FromStr;
 
 /// Where a task is in its life:
 /// `queued → assigned → running ⇄ waiting → completed | failed | blocked | cancelled | lost`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
     /// Waiting for a node with a free slot (or for its `--after` dependency).

@@ -82,7 +82,10 @@ pub fn make_unique(base: &str, taken: impl Fn(&str) -> bool) -> String {
     if !taken(base) {
         return base.to_string();
     }
-    (2u32..).map(|n| with_suffix(base, n)).find(|c| !taken(c)).expect("u32 suffixes exhausted")
+    (2u32..)
+        .map(|n| with_suffix(base, n))
+        .find(|c| !taken(c))
+        .expect("u32 suffixes exhausted")
 }
 
 /// `base-n`, shortening `base` so the result stays within the length limit.

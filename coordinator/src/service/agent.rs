@@ -25,13 +25,26 @@ type OutStream = Pin<Box<dyn Stream<Item = Result<v1::CoordinatorMessage, Status
 impl v1::agent_service_server::AgentService for AgentSvc {
     type SessionStream = OutStream;
 
-    async fn session(&self, req: Request<Streaming<v1::AgentMessage>>) -> Result<Response<OutStream>, Status> {
+    async fn session(
+        &self,
+        req: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<OutStream>, Status> {
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(v1::AgentMessage { kind: Some(Kind::Hello(h)) }))) => h,
-            Ok(Ok(_)) => return Err(Status::invalid_argument("the first message on an agent stream must be Hello")),
+            Ok(Ok(Some(v1::AgentMessage {
+                kind: Some(Kind::Hello(h)),
+            }))) => h,
+            Ok(Ok(_)) => {
+                return Err(Status::invalid_argument(
+                    "the first message on an agent stream must be Hello",
+                ));
+            }
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(Status::deadline_exceeded("no Hello within 10 s of opening the stream")),
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "no Hello within 10 s of opening the stream",
+                ));
+            }
         };
         let (tx, rx) = mpsc::channel(NODE_QUEUE);
         let c = Arc::clone(&self.0);
@@ -55,7 +68,9 @@ impl v1::agent_service_server::AgentService for AgentSvc {
                 };
                 match msg.kind {
                     Some(Kind::Heartbeat(_)) | None => {}
-                    Some(Kind::Hello(_)) => tracing::warn!(node = %name, "ignoring a second Hello on the same stream"),
+                    Some(Kind::Hello(_)) => {
+                        tracing::warn!(node = %name, "ignoring a second Hello on the same stream")
+                    }
                     Some(Kind::CommandAck(ack)) => {
                         if !ack.error.is_empty() {
                             tracing::warn!(node = %name, command = ack.command_id, error = %ack.error, "node could not apply a command");
@@ -69,7 +84,9 @@ impl v1::agent_service_server::AgentService for AgentSvc {
                         match c.record_agent_event(&name, ev).await {
                             Ok(seq) => {
                                 let ack = v1::CoordinatorMessage {
-                                    kind: Some(v1::coordinator_message::Kind::EventAck(v1::EventAck { task_id, seq })),
+                                    kind: Some(v1::coordinator_message::Kind::EventAck(
+                                        v1::EventAck { task_id, seq },
+                                    )),
                                 };
                                 if tx.send(Ok(ack)).await.is_err() {
                                     break;

@@ -22,7 +22,17 @@ const CLIENT_QUEUE: usize = 256;
 
 async fn snapshots(c: &Coordinator, task_id: &str) -> Result<Vec<v1::Task>, CoordinatorError> {
     let records = if task_id.is_empty() {
-        c.store.list_tasks(&[TaskState::Queued, TaskState::Assigned, TaskState::Running, TaskState::Waiting], 0).await?
+        c.store
+            .list_tasks(
+                &[
+                    TaskState::Queued,
+                    TaskState::Assigned,
+                    TaskState::Running,
+                    TaskState::Waiting,
+                ],
+                0,
+            )
+            .await?
     } else {
         vec![c.task(task_id).await?]
     };
@@ -35,28 +45,59 @@ async fn snapshots(c: &Coordinator, task_id: &str) -> Result<Vec<v1::Task>, Coor
 
 #[tonic::async_trait]
 impl v1::dispatch_service_server::DispatchService for DispatchSvc {
-    async fn submit(&self, req: Request<v1::SubmitRequest>) -> Result<Response<v1::SubmitResponse>, Status> {
+    async fn submit(
+        &self,
+        req: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
         let t = self.0.submit(req.into_inner()).await?;
-        Ok(Response::new(v1::SubmitResponse { task: Some(self.0.task_view(&t).await?) }))
+        Ok(Response::new(v1::SubmitResponse {
+            task: Some(self.0.task_view(&t).await?),
+        }))
     }
 
-    async fn get_task(&self, req: Request<v1::GetTaskRequest>) -> Result<Response<v1::Task>, Status> {
+    async fn get_task(
+        &self,
+        req: Request<v1::GetTaskRequest>,
+    ) -> Result<Response<v1::Task>, Status> {
         let t = self.0.task(&req.into_inner().id).await?;
         Ok(Response::new(self.0.task_view(&t).await?))
     }
 
-    async fn list_tasks(&self, req: Request<v1::ListTasksRequest>) -> Result<Response<v1::ListTasksResponse>, Status> {
+    async fn list_tasks(
+        &self,
+        req: Request<v1::ListTasksRequest>,
+    ) -> Result<Response<v1::ListTasksResponse>, Status> {
         let req = req.into_inner();
         let mut states = Vec::new();
         for s in req.states {
-            states.push(state_from_proto(s).ok_or_else(|| Status::invalid_argument(format!("unknown task state {s}")))?);
+            states.push(
+                state_from_proto(s)
+                    .ok_or_else(|| Status::invalid_argument(format!("unknown task state {s}")))?,
+            );
         }
-        let records = self.0.store.list_tasks(&states, req.limit).await.map_err(Status::from)?;
-        let queued: Vec<String> = self.0.store.queued_tasks().await.map_err(Status::from)?.into_iter().map(|t| t.id).collect();
+        let records = self
+            .0
+            .store
+            .list_tasks(&states, req.limit)
+            .await
+            .map_err(Status::from)?;
+        let queued: Vec<String> = self
+            .0
+            .store
+            .queued_tasks()
+            .await
+            .map_err(Status::from)?
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
         let mut tasks = Vec::with_capacity(records.len());
         for r in &records {
             let questions = self.0.store.questions(&r.id).await.map_err(Status::from)?;
-            let pos = queued.iter().position(|q| *q == r.id).map(|p| p as u32 + 1).unwrap_or(0);
+            let pos = queued
+                .iter()
+                .position(|q| *q == r.id)
+                .map(|p| p as u32 + 1)
+                .unwrap_or(0);
             tasks.push(crate::convert::task_to_proto(r, &questions, pos));
         }
         Ok(Response::new(v1::ListTasksResponse { tasks }))
@@ -64,7 +105,10 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
 
     type WatchStream = BoxStream<v1::WatchEvent>;
 
-    async fn watch(&self, req: Request<v1::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<v1::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let task_id = req.into_inner().task_id;
         let c = Arc::clone(&self.0);
         // Subscribe before reading the snapshot so no change falls between them.
@@ -73,14 +117,23 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
         tokio::spawn(async move {
             for t in initial {
-                if tx.send(Ok(v1::WatchEvent { task: Some(t), change: "snapshot".into(), seq: 0 })).await.is_err() {
+                if tx
+                    .send(Ok(v1::WatchEvent {
+                        task: Some(t),
+                        change: "snapshot".into(),
+                        seq: 0,
+                    }))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
             loop {
                 match rx.recv().await {
                     Ok(ev) => {
-                        let matches = task_id.is_empty() || ev.task.as_ref().is_some_and(|t| t.id == task_id);
+                        let matches =
+                            task_id.is_empty() || ev.task.as_ref().is_some_and(|t| t.id == task_id);
                         if matches && tx.send(Ok(ev)).await.is_err() {
                             return;
                         }
@@ -88,9 +141,19 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         // Too slow to see every change: send the current state instead.
                         tracing::debug!(skipped = n, "watcher lagged; resending snapshots");
-                        let Ok(now) = snapshots(&c, &task_id).await else { return };
+                        let Ok(now) = snapshots(&c, &task_id).await else {
+                            return;
+                        };
                         for t in now {
-                            if tx.send(Ok(v1::WatchEvent { task: Some(t), change: "snapshot".into(), seq: 0 })).await.is_err() {
+                            if tx
+                                .send(Ok(v1::WatchEvent {
+                                    task: Some(t),
+                                    change: "snapshot".into(),
+                                    seq: 0,
+                                }))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -107,13 +170,21 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         Ok(Response::new(self.0.task_view(&t).await?))
     }
 
-    async fn list_nodes(&self, _req: Request<v1::ListNodesRequest>) -> Result<Response<v1::ListNodesResponse>, Status> {
-        Ok(Response::new(v1::ListNodesResponse { nodes: self.0.list_nodes().await? }))
+    async fn list_nodes(
+        &self,
+        _req: Request<v1::ListNodesRequest>,
+    ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        Ok(Response::new(v1::ListNodesResponse {
+            nodes: self.0.list_nodes().await?,
+        }))
     }
 
     type LogsStream = BoxStream<v1::LogsResponse>;
 
-    async fn logs(&self, req: Request<v1::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+    async fn logs(
+        &self,
+        req: Request<v1::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         let req = req.into_inner();
         let c = Arc::clone(&self.0);
         let task = c.task(&req.id).await?;
@@ -127,14 +198,22 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
                 let id = task.id.clone();
                 async move { c.store.log_chunks(&id, after).await }
             };
-            let Ok(chunks) = send_stored(0).await else { return };
+            let Ok(chunks) = send_stored(0).await else {
+                return;
+            };
             for (seq, data) in chunks {
                 last = seq;
                 if tx.send(Ok(v1::LogsResponse { data })).await.is_err() {
                     return;
                 }
             }
-            let ended = c.store.get_task(&task.id).await.ok().flatten().is_none_or(|t| t.state.is_terminal() && t.ended_ms > 0);
+            let ended = c
+                .store
+                .get_task(&task.id)
+                .await
+                .ok()
+                .flatten()
+                .is_none_or(|t| t.state.is_terminal() && t.ended_ms > 0);
             if !req.follow || ended {
                 return;
             }
@@ -177,7 +256,10 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 
-    async fn info(&self, _req: Request<v1::InfoRequest>) -> Result<Response<v1::InfoResponse>, Status> {
+    async fn info(
+        &self,
+        _req: Request<v1::InfoRequest>,
+    ) -> Result<Response<v1::InfoResponse>, Status> {
         let c = &self.0;
         Ok(Response::new(v1::InfoResponse {
             version: crate::VERSION.to_string(),

@@ -10,7 +10,9 @@ pub use records::{BackendRecord, NodeRecord, QuestionRecord, TaskRecord};
 
 use crate::error::{CoordinatorError, Result};
 use dispatch_core::TaskState;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool as Pool};
 use std::path::Path;
 use std::time::Duration;
@@ -93,19 +95,27 @@ impl Store {
 
     /// Writes every column of an existing task.
     pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
-        records::bind_task(sqlx::query(records::UPDATE_TASK), t).execute(&self.writer).await?;
+        records::bind_task(sqlx::query(records::UPDATE_TASK), t)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
     /// One task by id.
     pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>> {
-        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?1").bind(id).fetch_optional(&self.reader).await?;
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
         row.map(|r| records::task_from_row(&r)).transpose()
     }
 
     /// True when a task with this id exists.
     pub async fn task_exists(&self, id: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE id = ?1").bind(id).fetch_one(&self.reader).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE id = ?1")
+            .bind(id)
+            .fetch_one(&self.reader)
+            .await?;
         Ok(n > 0)
     }
 
@@ -128,18 +138,22 @@ impl Store {
 
     /// Tasks waiting for a node, in queue order (priority, then submission).
     pub async fn queued_tasks(&self) -> Result<Vec<TaskRecord>> {
-        let rows = sqlx::query("SELECT * FROM tasks WHERE state = 'queued' ORDER BY priority DESC, submit_order")
-            .fetch_all(&self.writer)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE state = 'queued' ORDER BY priority DESC, submit_order",
+        )
+        .fetch_all(&self.writer)
+        .await?;
         rows.iter().map(records::task_from_row).collect()
     }
 
     /// Tasks on `node` that hold a slot there (assigned, running, waiting).
     pub async fn active_tasks_on(&self, node: &str) -> Result<Vec<TaskRecord>> {
-        let rows = sqlx::query("SELECT * FROM tasks WHERE node = ?1 AND state IN ('assigned', 'running', 'waiting')")
-            .bind(node)
-            .fetch_all(&self.writer)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE node = ?1 AND state IN ('assigned', 'running', 'waiting')",
+        )
+        .bind(node)
+        .fetch_all(&self.writer)
+        .await?;
         rows.iter().map(records::task_from_row).collect()
     }
 
@@ -155,16 +169,25 @@ impl Store {
     /// Returns the command id.
     pub async fn assign(&self, t: &TaskRecord, command: &[u8]) -> Result<u64> {
         let mut tx = self.writer.begin().await?;
-        records::bind_task(sqlx::query(records::UPDATE_TASK), t).execute(&mut *tx).await?;
+        records::bind_task(sqlx::query(records::UPDATE_TASK), t)
+            .execute(&mut *tx)
+            .await?;
         let id = insert_command(&mut tx, &t.node, &t.id, command, t.updated_ms).await?;
         tx.commit().await?;
         Ok(id)
     }
 
     /// Updates a task and stores a command for its node in one transaction.
-    pub async fn update_with_command(&self, t: &TaskRecord, node: &str, command: &[u8]) -> Result<u64> {
+    pub async fn update_with_command(
+        &self,
+        t: &TaskRecord,
+        node: &str,
+        command: &[u8],
+    ) -> Result<u64> {
         let mut tx = self.writer.begin().await?;
-        records::bind_task(sqlx::query(records::UPDATE_TASK), t).execute(&mut *tx).await?;
+        records::bind_task(sqlx::query(records::UPDATE_TASK), t)
+            .execute(&mut *tx)
+            .await?;
         let id = insert_command(&mut tx, node, &t.id, command, t.updated_ms).await?;
         tx.commit().await?;
         Ok(id)
@@ -203,7 +226,11 @@ impl Store {
         apply: impl FnOnce(&mut TaskRecord) -> Option<QuestionRecord>,
     ) -> Result<EventOutcome> {
         let mut tx = self.writer.begin().await?;
-        let Some(row) = sqlx::query("SELECT * FROM tasks WHERE id = ?1").bind(task_id).fetch_optional(&mut *tx).await? else {
+        let Some(row) = sqlx::query("SELECT * FROM tasks WHERE id = ?1")
+            .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
             return Ok(EventOutcome::UnknownTask);
         };
         let mut task = records::task_from_row(&row)?;
@@ -211,16 +238,20 @@ impl Store {
             return Ok(EventOutcome::Duplicate);
         }
         if seq != task.last_seq + 1 {
-            return Ok(EventOutcome::Gap { expected: task.last_seq + 1 });
+            return Ok(EventOutcome::Gap {
+                expected: task.last_seq + 1,
+            });
         }
-        sqlx::query("INSERT INTO events (task_id, seq, kind, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .bind(task_id)
-            .bind(seq as i64)
-            .bind(kind)
-            .bind(at_ms)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO events (task_id, seq, kind, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(task_id)
+        .bind(seq as i64)
+        .bind(kind)
+        .bind(at_ms)
+        .bind(body)
+        .execute(&mut *tx)
+        .await?;
         task.last_seq = seq;
         if let Some(q) = apply(&mut task) {
             sqlx::query("INSERT OR IGNORE INTO questions (task_id, seq, text, asked_ms) VALUES (?1, ?2, ?3, ?4)")
@@ -231,7 +262,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        records::bind_task(sqlx::query(records::UPDATE_TASK), &task).execute(&mut *tx).await?;
+        records::bind_task(sqlx::query(records::UPDATE_TASK), &task)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(EventOutcome::Applied(Box::new(task)))
     }
@@ -252,7 +285,9 @@ impl Store {
             .bind(after_seq as i64)
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get(1)?))).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get(1)?)))
+            .collect()
     }
 
     /// Questions a task asked, by seq.
@@ -284,7 +319,11 @@ impl Store {
 
     /// Updates a node's last-seen time.
     pub async fn touch_node(&self, name: &str, now_ms: i64) -> Result<()> {
-        sqlx::query("UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1").bind(name).bind(now_ms).execute(&self.writer).await?;
+        sqlx::query("UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1")
+            .bind(name)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 
@@ -315,7 +354,9 @@ async fn insert_command(
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(pool).await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(pool)
+        .await?;
     if version as usize > MIGRATIONS.len() {
         return Err(CoordinatorError::Corrupt(format!(
             "the database has schema version {version}, newer than this coordinator knows ({}); run a newer dispatch-coordinator",
@@ -324,8 +365,15 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let mut tx = pool.begin().await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&mut *tx).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            i + 1
+        )))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         tracing::info!(version = i + 1, "applied store migration");
     }

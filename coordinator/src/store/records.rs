@@ -160,8 +160,10 @@ pub(super) fn node_from_row(r: &SqliteRow) -> Result<NodeRecord> {
     let backends: String = r.try_get(2)?;
     Ok(NodeRecord {
         name: r.try_get(0)?,
-        labels: serde_json::from_str(&labels).map_err(|e| CoordinatorError::Corrupt(format!("node labels: {e}")))?,
-        backends: serde_json::from_str(&backends).map_err(|e| CoordinatorError::Corrupt(format!("node backends: {e}")))?,
+        labels: serde_json::from_str(&labels)
+            .map_err(|e| CoordinatorError::Corrupt(format!("node labels: {e}")))?,
+        backends: serde_json::from_str(&backends)
+            .map_err(|e| CoordinatorError::Corrupt(format!("node backends: {e}")))?,
         capacity: r.try_get::<i64, _>(3)? as u32,
         version: r.try_get(4)?,
         hostname: r.try_get(5)?,

@@ -22,27 +22,62 @@ async fn tasks_events_and_commands_survive_reopen() {
         s.insert_task(&task("b")).await.unwrap();
         let dup = s.insert_task(&task("a")).await.unwrap_err();
         assert!(matches!(dup, CoordinatorError::AlreadyExists(_)), "{dup}");
-        let q: Vec<_> = s.queued_tasks().await.unwrap().into_iter().map(|t| t.id).collect();
+        let q: Vec<_> = s
+            .queued_tasks()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
         assert_eq!(q, ["a", "b"]);
 
-        let out = s.record_event("a", 1, "plan", 5, b"x", |t| { t.plan_md = "- [x] a\n".into(); None }).await.unwrap();
+        let out = s
+            .record_event("a", 1, "plan", 5, b"x", |t| {
+                t.plan_md = "- [x] a\n".into();
+                None
+            })
+            .await
+            .unwrap();
         assert!(matches!(out, EventOutcome::Applied(_)));
-        assert!(matches!(s.record_event("a", 1, "plan", 5, b"x", |_| None).await.unwrap(), EventOutcome::Duplicate));
-        assert!(matches!(s.record_event("a", 3, "plan", 5, b"x", |_| None).await.unwrap(), EventOutcome::Gap { expected: 2 }));
-        assert!(matches!(s.record_event("zz", 1, "plan", 5, b"x", |_| None).await.unwrap(), EventOutcome::UnknownTask));
-        s.record_event("a", 2, "log", 6, b"hello", |_| None).await.unwrap();
+        assert!(matches!(
+            s.record_event("a", 1, "plan", 5, b"x", |_| None)
+                .await
+                .unwrap(),
+            EventOutcome::Duplicate
+        ));
+        assert!(matches!(
+            s.record_event("a", 3, "plan", 5, b"x", |_| None)
+                .await
+                .unwrap(),
+            EventOutcome::Gap { expected: 2 }
+        ));
+        assert!(matches!(
+            s.record_event("zz", 1, "plan", 5, b"x", |_| None)
+                .await
+                .unwrap(),
+            EventOutcome::UnknownTask
+        ));
+        s.record_event("a", 2, "log", 6, b"hello", |_| None)
+            .await
+            .unwrap();
 
         let mut t = s.get_task("b").await.unwrap().unwrap();
         t.state = TaskState::Assigned;
         t.node = "n1".into();
         let cid = s.assign(&t, b"cmd").await.unwrap();
-        assert_eq!(s.pending_commands("n1").await.unwrap(), vec![(cid, "b".to_string(), b"cmd".to_vec())]);
+        assert_eq!(
+            s.pending_commands("n1").await.unwrap(),
+            vec![(cid, "b".to_string(), b"cmd".to_vec())]
+        );
     }
     let s = Store::open(&path).await.unwrap();
     let a = s.get_task("a").await.unwrap().unwrap();
     assert_eq!(a.plan_md, "- [x] a\n");
     assert_eq!(a.last_seq, 2);
-    assert_eq!(s.log_chunks("a", 0).await.unwrap(), vec![(2, b"hello".to_vec())]);
+    assert_eq!(
+        s.log_chunks("a", 0).await.unwrap(),
+        vec![(2, b"hello".to_vec())]
+    );
     assert_eq!(s.queued_tasks().await.unwrap().len(), 1);
     let pending = s.pending_commands("n1").await.unwrap();
     s.ack_command(pending[0].0, 9).await.unwrap();

@@ -1,0 +1,387 @@
+//! The node's connection loop: one owner of the spool and the running tasks, fed by the
+//! coordinator's stream and by the runners' events. Reconnects with exponential backoff;
+//! events keep being spooled while disconnected and are resent after reconnecting.
+
+use crate::backends::BackendSpec;
+use crate::runner::{self, RunContext, TaskHandle, event};
+use crate::spool::EventSpool;
+use dispatch_proto::v1;
+use dispatch_proto::v1::coordinator_message::Kind as In;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+/// Everything a node needs to run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `http://host:port` or `unix:/path`.
+    pub coordinator: String,
+    /// Unique node name.
+    pub name: String,
+    /// Labels for pool selection.
+    pub labels: BTreeMap<String, String>,
+    /// Max concurrent tasks.
+    pub max_tasks: u32,
+    /// Default workdir for tasks that name none.
+    pub workdir: PathBuf,
+    /// Spool and logs live here.
+    pub data_dir: PathBuf,
+    /// Backends offered.
+    pub backends: Vec<BackendSpec>,
+    /// Longest wait between reconnect attempts.
+    pub max_backoff: Duration,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+struct Session {
+    out: mpsc::Sender<v1::AgentMessage>,
+    inbound: Streaming<v1::CoordinatorMessage>,
+    heartbeat: tokio::time::Interval,
+}
+
+enum FromSession {
+    Message(Result<Option<v1::CoordinatorMessage>, tonic::Status>),
+    HeartbeatDue,
+}
+
+impl Session {
+    async fn next(&mut self) -> FromSession {
+        tokio::select! {
+            m = self.inbound.message() => FromSession::Message(m),
+            _ = self.heartbeat.tick() => FromSession::HeartbeatDue,
+        }
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
+}
+
+fn msg(kind: v1::agent_message::Kind) -> v1::AgentMessage {
+    v1::AgentMessage { kind: Some(kind) }
+}
+
+/// A small jitter (0–25 %) from the clock, so many nodes do not reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+struct Node {
+    cfg: AgentConfig,
+    spool: EventSpool,
+    tasks: HashMap<String, TaskHandle>,
+    ctx: RunContext,
+}
+
+impl Node {
+    fn hello(&self) -> v1::Hello {
+        let mut cursors: BTreeMap<String, v1::TaskCursor> = self
+            .spool
+            .cursors()
+            .into_iter()
+            .map(|(id, seq)| {
+                (
+                    id.clone(),
+                    v1::TaskCursor {
+                        task_id: id,
+                        seq,
+                        running: false,
+                    },
+                )
+            })
+            .collect();
+        for id in self.tasks.keys() {
+            cursors
+                .entry(id.clone())
+                .or_insert_with(|| v1::TaskCursor {
+                    task_id: id.clone(),
+                    seq: 0,
+                    running: true,
+                })
+                .running = true;
+        }
+        v1::Hello {
+            name: self.cfg.name.clone(),
+            labels: self.cfg.labels.clone().into_iter().collect(),
+            backends: self
+                .cfg
+                .backends
+                .iter()
+                .map(|b| v1::Backend {
+                    name: b.name.clone(),
+                    command: b.command.clone(),
+                    models: vec![],
+                })
+                .collect(),
+            capacity: self.cfg.max_tasks,
+            version: crate::VERSION.to_string(),
+            hostname: hostname(),
+            tasks: cursors.into_values().collect(),
+        }
+    }
+
+    async fn connect(&mut self) -> Result<Session, String> {
+        let channel = crate::channel::connect(&self.cfg.coordinator).await?;
+        let mut client = v1::agent_service_client::AgentServiceClient::new(channel);
+        let (out, rx) = mpsc::channel(1024);
+        out.send(msg(v1::agent_message::Kind::Hello(self.hello())))
+            .await
+            .map_err(|_| "stream closed".to_string())?;
+        let mut inbound = client
+            .session(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| format!("the coordinator refused the session: {}", s.message()))?
+            .into_inner();
+        let welcome = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+            Ok(Ok(Some(v1::CoordinatorMessage {
+                kind: Some(In::Welcome(w)),
+            }))) => w,
+            Ok(Ok(Some(v1::CoordinatorMessage {
+                kind: Some(In::Reject(r)),
+            }))) => return Err(format!("the coordinator rejected this node: {}", r.reason)),
+            Ok(Ok(_)) => return Err("the coordinator did not answer Hello with Welcome".into()),
+            Ok(Err(s)) => {
+                return Err(format!(
+                    "the coordinator refused this node: {}",
+                    s.message()
+                ));
+            }
+            Err(_) => return Err("no Welcome from the coordinator within 10 s".into()),
+        };
+        for c in &welcome.committed {
+            self.spool.ack(&c.task_id, c.seq);
+        }
+        let resend: Vec<v1::TaskEvent> = self.spool.unacked().cloned().collect();
+        if !resend.is_empty() {
+            tracing::info!(events = resend.len(), "resending spooled events");
+        }
+        for ev in resend {
+            out.send(msg(v1::agent_message::Kind::Event(ev)))
+                .await
+                .map_err(|_| "stream closed".to_string())?;
+        }
+        let every = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(100, 60_000));
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(Session {
+            out,
+            inbound,
+            heartbeat,
+        })
+    }
+
+    /// Applies a command; the returned string is empty on success.
+    fn apply(&mut self, cmd: v1::Command) -> String {
+        use v1::command::Kind as C;
+        match cmd.kind {
+            Some(C::Assign(a)) => {
+                if self.tasks.contains_key(&a.task_id) || self.spool.knows(&a.task_id) {
+                    return String::new();
+                }
+                if let Err(e) = dispatch_core::task_id::validate(&a.task_id) {
+                    return e.to_string();
+                }
+                tracing::info!(task = %a.task_id, backend = %a.backend, "assigned");
+                let id = a.task_id.clone();
+                let handle = runner::start(self.ctx.clone(), a);
+                self.tasks.insert(id, handle);
+                String::new()
+            }
+            Some(C::Cancel(c)) => {
+                if let Some(t) = self.tasks.get(&c.task_id) {
+                    t.cancel.notify_one();
+                }
+                String::new()
+            }
+            Some(C::Answer(a)) => match self.tasks.get(&a.task_id) {
+                Some(t) => runner::deliver_answer(&t.task_dir, a.seq, &a.text)
+                    .err()
+                    .unwrap_or_default(),
+                None => format!(
+                    "task `{}` is not running on node `{}`",
+                    a.task_id, self.cfg.name
+                ),
+            },
+            Some(C::Note(n)) => match self.tasks.get(&n.task_id) {
+                Some(t) => runner::append_note(&t.task_dir, &n.text)
+                    .err()
+                    .unwrap_or_default(),
+                None => format!(
+                    "task `{}` is not running on node `{}`",
+                    n.task_id, self.cfg.name
+                ),
+            },
+            None => "empty command".into(),
+        }
+    }
+
+    /// Spools a runner's event (assigning its seq) and forgets tasks whose worker ended.
+    fn spool_event(&mut self, ev: v1::TaskEvent) -> Option<v1::TaskEvent> {
+        let ended = matches!(
+            ev.kind,
+            Some(v1::task_event::Kind::Exited(_)) | Some(v1::task_event::Kind::StartFailed(_))
+        );
+        let id = ev.task_id.clone();
+        let ev = match self.spool.append(ev) {
+            Ok(ev) => Some(ev),
+            Err(e) => {
+                tracing::error!(task = %id, error = %e, "cannot spool an event; it is lost");
+                None
+            }
+        };
+        if ended {
+            self.tasks.remove(&id);
+        }
+        ev
+    }
+}
+
+/// Runs the node until `shutdown` resolves. On shutdown every worker's process group is
+/// stopped and their exits are flushed to the coordinator (best effort, 3 s).
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let spool = EventSpool::open(&cfg.data_dir.join("spool")).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the event spool in {}: {e}",
+            cfg.data_dir.display()
+        )
+    })?;
+    let (events_tx, mut events_rx) = mpsc::channel(1024);
+    let ctx = RunContext {
+        node: cfg.name.clone(),
+        log_dir: cfg.data_dir.join("logs"),
+        default_workdir: cfg.workdir.clone(),
+        backends: Arc::new(cfg.backends.clone()),
+        events: events_tx,
+        stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let mut node = Node {
+        cfg,
+        spool,
+        tasks: HashMap::new(),
+        ctx,
+    };
+
+    // Workers of an earlier run of this agent are not ours any more: report how they ended.
+    for (id, workdir) in node.spool.unfinished() {
+        let dir = runner::task_dir(std::path::Path::new(&workdir), &id);
+        let markdown = std::fs::read(dir.join("plan.md"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let exited = v1::WorkerExited {
+            exit_code: None,
+            signal: None,
+            markdown,
+            done_marker: dir.join("ipc/.done").exists(),
+            cancelled: false,
+            detail: format!(
+                "the agent on node `{}` restarted while the worker ran; its exit status is unknown",
+                node.cfg.name
+            ),
+        };
+        node.spool_event(event(&id, v1::task_event::Kind::Exited(exited)));
+    }
+
+    let mut session: Option<Session> = None;
+    let mut backoff = MIN_BACKOFF;
+    let mut next_attempt = Instant::now();
+    let mut stopping: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        if let Some(deadline) = stopping {
+            let flushed = node.tasks.is_empty() && node.spool.unacked().next().is_none();
+            if flushed || Instant::now() >= deadline {
+                break;
+            }
+        }
+        if session.is_none() && Instant::now() >= next_attempt {
+            match node.connect().await {
+                Ok(s) => {
+                    tracing::info!(coordinator = %node.cfg.coordinator, node = %node.cfg.name, "connected");
+                    session = Some(s);
+                    backoff = MIN_BACKOFF;
+                }
+                Err(e) => {
+                    tracing::warn!(coordinator = %node.cfg.coordinator, "{e}; retrying in {:?}", backoff);
+                    next_attempt = Instant::now() + jitter(backoff);
+                    backoff = (backoff * 2).min(node.cfg.max_backoff);
+                }
+            }
+        }
+        let stop_at = stopping.unwrap_or_else(Instant::now);
+        tokio::select! {
+            Some(ev) = events_rx.recv() => {
+                if let Some(ev) = node.spool_event(ev) {
+                    if let Some(s) = &session {
+                        if s.out.send(msg(v1::agent_message::Kind::Event(ev))).await.is_err() {
+                            session = None;
+                        }
+                    }
+                }
+            }
+            from = async { session.as_mut().expect("guarded by the branch condition").next().await }, if session.is_some() => {
+                let m = match from {
+                    FromSession::Message(m) => m,
+                    FromSession::HeartbeatDue => {
+                        let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32 }));
+                        if session.as_ref().expect("connected").out.send(hb).await.is_err() {
+                            session = None;
+                            next_attempt = Instant::now() + jitter(backoff);
+                        }
+                        continue;
+                    }
+                };
+                match m {
+                    Ok(Some(v1::CoordinatorMessage { kind: Some(In::EventAck(a)) })) => node.spool.ack(&a.task_id, a.seq),
+                    Ok(Some(v1::CoordinatorMessage { kind: Some(In::Command(cmd)) })) => {
+                        let command_id = cmd.id;
+                        let error = node.apply(cmd);
+                        if !error.is_empty() {
+                            tracing::warn!(command = command_id, %error, "command not applied");
+                        }
+                        let ack = msg(v1::agent_message::Kind::CommandAck(v1::CommandAck { command_id, error }));
+                        if session.as_ref().expect("connected").out.send(ack).await.is_err() {
+                            session = None;
+                        }
+                    }
+                    Ok(Some(v1::CoordinatorMessage { kind: Some(In::Reject(r)) })) => {
+                        tracing::error!(reason = %r.reason, "the coordinator dropped this node");
+                        session = None;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => {
+                        tracing::warn!("lost the connection to the coordinator; reconnecting");
+                        session = None;
+                    }
+                }
+                if session.is_none() {
+                    next_attempt = Instant::now() + jitter(backoff);
+                }
+            }
+            _ = tokio::time::sleep_until(next_attempt), if session.is_none() && stopping.is_none() => {}
+            _ = tokio::time::sleep_until(stop_at), if stopping.is_some() => {}
+            _ = &mut shutdown, if stopping.is_none() => {
+                tracing::info!(running = node.tasks.len(), "shutting down: stopping workers");
+                node.ctx.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                for t in node.tasks.values() {
+                    t.cancel.notify_one();
+                }
+                stopping = Some(Instant::now() + Duration::from_secs(3));
+            }
+        }
+    }
+    Ok(())
+}

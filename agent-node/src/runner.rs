@@ -1,0 +1,429 @@
+//! Runs one task: prepares the seed's task directory, spawns the worker in its own session
+//! (own process group), and reports plan snapshots, questions, log output and the exit.
+
+use crate::backends::{BackendSpec, on_path};
+use crate::sim::write_atomic;
+use dispatch_core::backend::appends_model;
+use dispatch_core::limits::MAX_LOG_CHUNK_BYTES;
+use dispatch_proto::v1;
+use dispatch_proto::v1::task_event::Kind;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use notify::Watcher;
+use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+
+/// How long a cancelled worker gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Safety re-scan interval in case a file notification is missed.
+const RESCAN: Duration = Duration::from_secs(1);
+
+/// What every runner of a node shares.
+#[derive(Clone)]
+pub struct RunContext {
+    /// Node name (for error messages).
+    pub node: String,
+    /// Where worker logs go (`<data-dir>/logs/<task>.log`).
+    pub log_dir: PathBuf,
+    /// Workdir for tasks that name none.
+    pub default_workdir: PathBuf,
+    /// Backends this node offers.
+    pub backends: Arc<Vec<BackendSpec>>,
+    /// Unsequenced events to the node's connection loop.
+    pub events: mpsc::Sender<v1::TaskEvent>,
+    /// Set when the agent itself is shutting down (a stop is then not a user's cancel).
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A running task, as the connection loop sees it.
+pub struct TaskHandle {
+    /// Wakes the runner to kill the worker's process group.
+    pub cancel: Arc<Notify>,
+    /// `<workdir>/.dispatch/tasks/<id>`.
+    pub task_dir: PathBuf,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A fresh (unsequenced) event for `task`.
+pub fn event(task: &str, kind: Kind) -> v1::TaskEvent {
+    v1::TaskEvent {
+        task_id: task.to_string(),
+        seq: 0,
+        at_ms: now_ms(),
+        kind: Some(kind),
+    }
+}
+
+/// The task directory of `task` under `workdir`.
+pub fn task_dir(workdir: &Path, task: &str) -> PathBuf {
+    workdir.join(".dispatch").join("tasks").join(task)
+}
+
+/// Starts running `assign`; returns at once.
+pub fn start(ctx: RunContext, assign: v1::Assign) -> TaskHandle {
+    let workdir = if assign.workdir.is_empty() {
+        ctx.default_workdir.clone()
+    } else {
+        PathBuf::from(&assign.workdir)
+    };
+    let handle = TaskHandle {
+        cancel: Arc::new(Notify::new()),
+        task_dir: task_dir(&workdir, &assign.task_id),
+    };
+    let cancel = Arc::clone(&handle.cancel);
+    tokio::spawn(async move {
+        let id = assign.task_id.clone();
+        let events = ctx.events.clone();
+        if let Err(error) = run(ctx, assign, workdir, cancel).await {
+            tracing::warn!(task = %id, %error, "worker could not start");
+            let _ = events
+                .send(event(
+                    &id,
+                    Kind::StartFailed(v1::WorkerStartFailed { error }),
+                ))
+                .await;
+        }
+    });
+    handle
+}
+
+fn prepare(
+    ctx: &RunContext,
+    assign: &v1::Assign,
+    workdir: &Path,
+) -> Result<(PathBuf, BackendSpec), String> {
+    let node = &ctx.node;
+    if !workdir.is_dir() {
+        return Err(format!(
+            "workdir {} does not exist on node `{node}`",
+            workdir.display()
+        ));
+    }
+    let backend = ctx
+        .backends
+        .iter()
+        .find(|b| b.name == assign.backend)
+        .cloned()
+        .ok_or_else(|| {
+            let have: Vec<&str> = ctx.backends.iter().map(|b| b.name.as_str()).collect();
+            format!(
+                "backend `{}` is not available on node `{node}` (it has: {})",
+                assign.backend,
+                have.join(", ")
+            )
+        })?;
+    if let Some(program) = &backend.program {
+        if on_path(program).is_none() {
+            return Err(format!(
+                "`{program}` (backend `{}`) is not on PATH on node `{node}`; install it or fix PATH",
+                backend.name
+            ));
+        }
+    }
+    let dir = task_dir(workdir, &assign.task_id);
+    std::fs::create_dir_all(dir.join("ipc"))
+        .map_err(|e| format!("cannot create {} on node `{node}`: {e}", dir.display()))?;
+    write_atomic(&dir.join("plan.md"), assign.plan_markdown.as_bytes()).map_err(|e| {
+        format!(
+            "cannot write {}/plan.md on node `{node}`: {e}",
+            dir.display()
+        )
+    })?;
+    Ok((dir, backend))
+}
+
+struct Watched {
+    task: String,
+    dir: PathBuf,
+    log: PathBuf,
+    log_offset: u64,
+    last_plan: Vec<u8>,
+    questions: BTreeSet<u32>,
+    acked: BTreeSet<u32>,
+    events: mpsc::Sender<v1::TaskEvent>,
+}
+
+impl Watched {
+    async fn send(&self, kind: Kind) {
+        let _ = self.events.send(event(&self.task, kind)).await;
+    }
+
+    /// Reports whatever changed on disk since the last look.
+    async fn scan(&mut self) {
+        self.scan_log().await;
+        if let Ok(plan) = std::fs::read(self.dir.join("plan.md")) {
+            if plan != self.last_plan {
+                self.last_plan = plan;
+                let markdown = String::from_utf8_lossy(&self.last_plan).into_owned();
+                self.send(Kind::Plan(v1::PlanUpdated { markdown })).await;
+            }
+        }
+        self.scan_ipc().await;
+    }
+
+    async fn scan_log(&mut self) {
+        let Ok(mut f) = std::fs::File::open(&self.log) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(self.log_offset)).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; MAX_LOG_CHUNK_BYTES];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    self.log_offset += n as u64;
+                    self.send(Kind::Log(v1::LogChunk {
+                        data: buf[..n].to_vec(),
+                    }))
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// The seed's IPC: `NNN.question` once renamed into place (never `.tmp`), `NNN.done` once
+    /// the worker took the answer.
+    async fn scan_ipc(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("ipc")) else {
+            return;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let Some((num, ext)) = name.split_once('.') else {
+                continue;
+            };
+            let Ok(seq) = num.parse::<u32>() else {
+                continue;
+            };
+            if num.len() < 3 || !num.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            match ext {
+                "question" if !self.questions.contains(&seq) => {
+                    let Ok(text) = std::fs::read(self.dir.join("ipc").join(&name)) else {
+                        continue;
+                    };
+                    self.questions.insert(seq);
+                    let text = String::from_utf8_lossy(&text).trim_end().to_string();
+                    self.send(Kind::Question(v1::QuestionAsked { seq, text }))
+                        .await;
+                }
+                "done" if self.questions.contains(&seq) && !self.acked.contains(&seq) => {
+                    self.acked.insert(seq);
+                    self.send(Kind::AnswerDelivered(v1::AnswerDelivered { seq }))
+                        .await;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Watches the task directory, its ipc/ and the log file; falls back to polling where the
+/// filesystem has no inotify.
+fn watch(paths: &[&Path], wake: mpsc::Sender<()>) -> Option<Box<dyn Watcher + Send>> {
+    let handler = move |_res: notify::Result<notify::Event>| {
+        let _ = wake.try_send(());
+    };
+    let watch_all = |w: &mut dyn Watcher| {
+        paths
+            .iter()
+            .all(|p| w.watch(p, notify::RecursiveMode::NonRecursive).is_ok())
+    };
+    if let Ok(mut w) = notify::recommended_watcher(handler.clone()) {
+        if watch_all(&mut w) {
+            return Some(Box::new(w));
+        }
+    }
+    tracing::info!("inotify unavailable here; polling the task directory every 250 ms");
+    let config = notify::Config::default().with_poll_interval(Duration::from_millis(250));
+    let mut w = notify::PollWatcher::new(handler, config).ok()?;
+    watch_all(&mut w).then(|| Box::new(w) as Box<dyn Watcher + Send>)
+}
+
+async fn run(
+    ctx: RunContext,
+    assign: v1::Assign,
+    workdir: PathBuf,
+    cancel: Arc<Notify>,
+) -> Result<(), String> {
+    let (dir, backend) = prepare(&ctx, &assign, &workdir)?;
+    std::fs::create_dir_all(&ctx.log_dir)
+        .map_err(|e| format!("cannot create {}: {e}", ctx.log_dir.display()))?;
+    let log = ctx.log_dir.join(format!("{}.log", assign.task_id));
+    let log_file =
+        std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
+
+    // The prompt is its own argv element ("$@"), never spliced into shell text.
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("{} \"$@\"", backend.command))
+        .arg("dispatch-worker");
+    let mut shown = backend.command.clone();
+    if appends_model(&backend.name) && !assign.model.is_empty() {
+        cmd.arg("--model").arg(&assign.model);
+        shown.push_str(&format!(" --model {}", assign.model));
+    }
+    cmd.arg(&assign.worker_prompt)
+        .current_dir(&workdir)
+        .env("DISPATCH_TASK_ID", &assign.task_id)
+        .env("DISPATCH_TASK_DIR", &dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file)
+        .stderr(log_err)
+        .kill_on_drop(false);
+    // SAFETY: setsid is async-signal-safe; it gives the worker its own session and process
+    // group, so cancel can kill the whole tree and the worker survives the agent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run `sh` on node `{}`: {e}", ctx.node))?;
+    let pid = child.id().unwrap_or(0);
+    tracing::info!(task = %assign.task_id, pid, backend = %backend.name, workdir = %workdir.display(), "worker started");
+    let _ = ctx
+        .events
+        .send(event(
+            &assign.task_id,
+            Kind::Started(v1::WorkerStarted {
+                pid,
+                command: format!("{shown} <prompt>"),
+                workdir: workdir.display().to_string(),
+            }),
+        ))
+        .await;
+
+    let mut w = Watched {
+        task: assign.task_id.clone(),
+        dir: dir.clone(),
+        log,
+        log_offset: 0,
+        last_plan: assign.plan_markdown.clone().into_bytes(),
+        questions: BTreeSet::new(),
+        acked: BTreeSet::new(),
+        events: ctx.events.clone(),
+    };
+    let (wake_tx, mut wake_rx) = mpsc::channel(1);
+    let ipc = dir.join("ipc");
+    let _watcher = watch(&[dir.as_path(), ipc.as_path(), w.log.as_path()], wake_tx);
+    let mut rescan = tokio::time::interval(RESCAN);
+    let mut cancelled = false;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = wake_rx.recv() => w.scan().await,
+            _ = rescan.tick() => w.scan().await,
+            _ = cancel.notified(), if !cancelled => {
+                cancelled = true;
+                tracing::info!(task = %assign.task_id, pid, "cancelling: SIGTERM to the worker's process group");
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
+            }
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => {
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                kill_at = None;
+            }
+        }
+    };
+    if cancelled {
+        // Whatever of the tree outlived the worker goes too.
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    w.scan().await;
+    let status = status.map_err(|e| format!("lost track of the worker: {e}"))?;
+    let exit_code = status.code();
+    if exit_code == Some(127) && w.last_plan == assign.plan_markdown.as_bytes() && !cancelled {
+        let tail = std::fs::read_to_string(&w.log).unwrap_or_default();
+        let last = tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_string();
+        return Err(format!(
+            "the `{}` backend command was not found on node `{}` (exit status 127): {last}",
+            backend.name, ctx.node
+        ));
+    }
+    let agent_stop = cancelled && ctx.stopping.load(std::sync::atomic::Ordering::SeqCst);
+    let exited = v1::WorkerExited {
+        exit_code,
+        signal: status.signal(),
+        markdown: String::from_utf8_lossy(&w.last_plan).into_owned(),
+        done_marker: ipc.join(".done").exists(),
+        cancelled: cancelled && !agent_stop,
+        detail: if agent_stop {
+            format!(
+                "the agent on node `{}` shut down and stopped the worker",
+                ctx.node
+            )
+        } else {
+            String::new()
+        },
+    };
+    tracing::info!(task = %assign.task_id, ?exit_code, signal = ?status.signal(), cancelled, "worker exited");
+    let _ = ctx
+        .events
+        .send(event(&assign.task_id, Kind::Exited(exited)))
+        .await;
+    Ok(())
+}
+
+/// Writes the answer to `NNN.answer` the seed's way (temp file, fsync, rename). Writing the
+/// same answer again is a no-op; a different answer to an answered question is an error.
+pub fn deliver_answer(task_dir: &Path, seq: u32, text: &str) -> Result<(), String> {
+    let path = task_dir.join("ipc").join(format!("{seq:03}.answer"));
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if existing.trim_end() == text.trim_end() {
+            return Ok(());
+        }
+        return Err(format!(
+            "{} already holds a different answer",
+            path.display()
+        ));
+    }
+    let mut body = text.trim_end().to_string();
+    body.push('\n');
+    write_atomic(&path, body.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Appends `> **Note from dispatcher:** text` to plan.md with an atomic rewrite that keeps
+/// whatever the worker wrote.
+pub fn append_note(task_dir: &Path, text: &str) -> Result<(), String> {
+    let path = task_dir.join("plan.md");
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let line = format!("> **Note from dispatcher:** {}", text.trim());
+    if String::from_utf8_lossy(&bytes).contains(&line) {
+        return Ok(());
+    }
+    let mut plan = dispatch_core::Plan::parse_bytes(&bytes);
+    plan.append_line(&line);
+    write_atomic(&path, plan.render().as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}

@@ -1,0 +1,207 @@
+//! The event spool: every task event is appended to a per-task file before it is sent and
+//! dropped only once the coordinator acks it, so nothing is lost across reconnects and agent
+//! restarts.
+//!
+//! File format: `spool/<task-id>.events`, a sequence of `u32` little-endian length + encoded
+//! `TaskEvent`. Appends are not fsynced (they survive a process crash, not an OS crash, like
+//! the coordinator's WAL with synchronous=NORMAL).
+
+use dispatch_proto::v1;
+use prost::Message;
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Default)]
+struct TaskSpool {
+    next_seq: u64,
+    acked: u64,
+    unacked: VecDeque<v1::TaskEvent>,
+    finished: bool,
+    workdir: String,
+}
+
+/// Unacked events of every task, backed by files.
+pub struct EventSpool {
+    dir: PathBuf,
+    tasks: BTreeMap<String, TaskSpool>,
+}
+
+fn is_final(ev: &v1::TaskEvent) -> bool {
+    matches!(
+        ev.kind,
+        Some(v1::task_event::Kind::Exited(_)) | Some(v1::task_event::Kind::StartFailed(_))
+    )
+}
+
+impl EventSpool {
+    /// Opens the spool directory, loading every event left by an earlier run.
+    pub fn open(dir: &Path) -> std::io::Result<EventSpool> {
+        std::fs::create_dir_all(dir)?;
+        let mut tasks = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".events"))
+            else {
+                continue;
+            };
+            if dispatch_core::task_id::validate(id).is_err() {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            std::fs::File::open(&path)?.read_to_end(&mut bytes)?;
+            let mut spool = TaskSpool::default();
+            let mut at = 0;
+            // A torn last record (crash mid-write) is ignored.
+            while at + 4 <= bytes.len() {
+                let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                if at + 4 + len > bytes.len() {
+                    break;
+                }
+                if let Ok(ev) = v1::TaskEvent::decode(&bytes[at + 4..at + 4 + len]) {
+                    spool.next_seq = spool.next_seq.max(ev.seq);
+                    spool.finished |= is_final(&ev);
+                    if let Some(v1::task_event::Kind::Started(st)) = &ev.kind {
+                        spool.workdir = st.workdir.clone();
+                    }
+                    spool.unacked.push_back(ev);
+                }
+                at += 4 + len;
+            }
+            tasks.insert(id.to_string(), spool);
+        }
+        Ok(EventSpool {
+            dir: dir.to_path_buf(),
+            tasks,
+        })
+    }
+
+    fn path(&self, task: &str) -> PathBuf {
+        self.dir.join(format!("{task}.events"))
+    }
+
+    /// Assigns the next seq to `ev`, appends it to the task's file and keeps it until acked.
+    pub fn append(&mut self, mut ev: v1::TaskEvent) -> std::io::Result<v1::TaskEvent> {
+        let path = self.path(&ev.task_id);
+        let spool = self.tasks.entry(ev.task_id.clone()).or_default();
+        spool.next_seq += 1;
+        ev.seq = spool.next_seq;
+        spool.finished |= is_final(&ev);
+        let body = ev.encode_to_vec();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let mut rec = Vec::with_capacity(body.len() + 4);
+        rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&body);
+        f.write_all(&rec)?;
+        spool.unacked.push_back(ev.clone());
+        Ok(ev)
+    }
+
+    /// Drops every event of `task` up to `seq`. A finished task with nothing left unacked is
+    /// forgotten and its file removed.
+    pub fn ack(&mut self, task: &str, seq: u64) {
+        let Some(spool) = self.tasks.get_mut(task) else {
+            return;
+        };
+        spool.acked = spool.acked.max(seq);
+        // The coordinator may know more than we did (after our restart): continue after it.
+        spool.next_seq = spool.next_seq.max(seq);
+        while spool.unacked.front().is_some_and(|e| e.seq <= seq) {
+            spool.unacked.pop_front();
+        }
+        if spool.finished && spool.unacked.is_empty() {
+            self.tasks.remove(task);
+            let _ = std::fs::remove_file(self.path(task));
+        }
+    }
+
+    /// Events not yet acked, every task in order.
+    pub fn unacked(&self) -> impl Iterator<Item = &v1::TaskEvent> {
+        self.tasks.values().flat_map(|s| s.unacked.iter())
+    }
+
+    /// (task, highest seq) of every task the spool knows.
+    pub fn cursors(&self) -> Vec<(String, u64)> {
+        self.tasks
+            .iter()
+            .map(|(id, s)| (id.clone(), s.next_seq))
+            .collect()
+    }
+
+    /// Tasks with spooled events whose worker end was never recorded: (task, workdir the
+    /// worker started in, or "" when it never started).
+    pub fn unfinished(&self) -> Vec<(String, String)> {
+        self.tasks
+            .iter()
+            .filter(|(_, s)| !s.finished)
+            .map(|(id, s)| (id.clone(), s.workdir.clone()))
+            .collect()
+    }
+
+    /// True when the spool has ever seen `task` (and not forgotten it).
+    pub fn knows(&self, task: &str) -> bool {
+        self.tasks.contains_key(task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(task: &str, kind: v1::task_event::Kind) -> v1::TaskEvent {
+        v1::TaskEvent {
+            task_id: task.into(),
+            seq: 0,
+            at_ms: 0,
+            kind: Some(kind),
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_forgets_finished_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = EventSpool::open(dir.path()).unwrap();
+            let a = s
+                .append(ev(
+                    "t",
+                    v1::task_event::Kind::Log(v1::LogChunk {
+                        data: b"1".to_vec(),
+                    }),
+                ))
+                .unwrap();
+            let b = s
+                .append(ev(
+                    "t",
+                    v1::task_event::Kind::Log(v1::LogChunk {
+                        data: b"2".to_vec(),
+                    }),
+                ))
+                .unwrap();
+            assert_eq!((a.seq, b.seq), (1, 2));
+            s.ack("t", 1);
+            assert_eq!(s.unacked().count(), 1);
+        }
+        let mut s = EventSpool::open(dir.path()).unwrap();
+        // Acks are not persisted: the coordinator's Welcome says what it has.
+        assert_eq!(s.unacked().count(), 2);
+        s.ack("t", 1);
+        assert_eq!(s.unfinished(), vec![("t".to_string(), String::new())]);
+        let c = s
+            .append(ev(
+                "t",
+                v1::task_event::Kind::Exited(v1::WorkerExited::default()),
+            ))
+            .unwrap();
+        assert_eq!(c.seq, 3);
+        s.ack("t", 3);
+        assert!(!s.knows("t"));
+        assert!(!dir.path().join("t.events").exists());
+    }
+}
