@@ -1,1 +1,43 @@
-fn main() {}
+//! `dispatch`: send coding-agent tasks to any machine and watch them.
+
+mod args;
+mod client;
+mod commands;
+mod daemon;
+mod render;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    if let Some(args::Command::SimWorker { args }) = &cli.command {
+        return ExitCode::from(dispatch_agent::sim::main(args).clamp(0, 255) as u8);
+    }
+    if let Some(args::Command::Daemon {
+        action: args::DaemonAction::Run { idle_timeout },
+    }) = &cli.command
+    {
+        return match daemon::run_foreground(&cli.global, *idle_timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dispatch daemon: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", render::error_text(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Command-line syntax.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Send coding-agent tasks (Claude Code, Codex, Cursor, or any CLI that takes a prompt) to any
+/// machine, and watch their checklists, questions and logs.
+///
+/// With no coordinator configured, `dispatch` starts a local daemon (coordinator + an agent
+/// node named `local`) on a Unix socket under DISPATCH_HOME, and tasks run in the directory
+/// where you ran `dispatch`. Point it at a shared coordinator with --coordinator or
+/// DISPATCH_COORDINATOR to send work to other machines (`--remote build-box`).
+///
+/// Examples:
+///   dispatch "do a security review of this project"
+///   dispatch --remote build-box --backend codex "fix the flaky test in ci.rs"
+///   dispatch --step "scan for secrets" --step "review auth" "security review"
+///   dispatch watch security-review
+///   dispatch demo
+#[derive(Parser, Debug)]
+#[command(name = "dispatch", version, about, long_about, verbatim_doc_comment)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Global {
+    /// Coordinator to use: http://HOST:PORT or unix:/PATH. Without it, a local daemon is used
+    /// (started on demand).
+    #[arg(long, global = true, env = "DISPATCH_COORDINATOR")]
+    pub(crate) coordinator: Option<String>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// Where dispatch keeps its config, local daemon socket, store and logs.
+    #[arg(long, global = true, env = "DISPATCH_HOME", hide_env_values = true)]
+    pub(crate) home: Option<PathBuf>,
+}
+
+/// Options of `dispatch run` (also accepted by plain `dispatch "<prompt>"`).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct RunArgs {
+    /// What the worker should do. A numbered or bulleted list in it becomes the checklist;
+    /// otherwise its first line is the one item. `-` reads it from stdin.
+    #[arg(value_name = "PROMPT")]
+    pub(crate) prompt: Vec<String>,
+
+    /// Run on this node only (see `dispatch nodes`).
+    #[arg(long, value_name = "NODE")]
+    pub(crate) remote: Option<String>,
+
+    /// Backend to run: claude, cursor, codex, sim, or one a node configures. Default: the
+    /// node's preferred installed CLI (claude, then cursor, then codex).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) backend: Option<String>,
+
+    /// Model to use (passed as --model to cursor and codex; claude picks its own).
+    #[arg(long, value_name = "M")]
+    pub(crate) model: Option<String>,
+
+    /// Task id (kebab-case, at most 63 characters). Default: derived from the prompt.
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+
+    /// A checklist item (repeatable); replaces the items taken from the prompt.
+    #[arg(long = "step", value_name = "TEXT")]
+    pub(crate) steps: Vec<String>,
+
+    /// Use this plan.md as is (`-` reads it from stdin).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) plan: Option<String>,
+
+    /// Start only after this task has completed (fail if it fails).
+    #[arg(long, value_name = "ID")]
+    pub(crate) after: Option<String>,
+
+    /// Directory the worker runs in, on the node. Default: here (local daemon) or the node's
+    /// --workdir (remote coordinator).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) workdir: Option<PathBuf>,
+
+    /// Title of the plan (default: the prompt's first line).
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) title: Option<String>,
+
+    /// Queue priority; higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub(crate) priority: i32,
+
+    /// Stay and show the checklist until the task ends (exit status as `dispatch watch`).
+    #[arg(long)]
+    pub(crate) wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Dispatch a task (the default command: `dispatch "<prompt>"`).
+    Run(RunArgs),
+
+    /// Show one task in detail, or list tasks.
+    Status {
+        /// Task to show; all recent tasks when omitted.
+        id: Option<String>,
+        /// With no ID: how many recent tasks to list.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+
+    /// Follow a task's checklist live until it ends.
+    ///
+    /// Exit status: 0 completed, 11 blocked, 12 failed or lost, 13 cancelled.
+    Watch {
+        /// Task to watch.
+        id: String,
+    },
+
+    /// Print a task's worker output.
+    Logs {
+        /// Task whose output to print.
+        id: String,
+        /// Keep printing new output until the task ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+
+    /// Cancel a task; a running worker's whole process group is stopped.
+    Cancel {
+        /// Task to cancel.
+        id: String,
+    },
+
+    /// List agent nodes: backends, capacity and load.
+    Nodes,
+
+    /// Run a short end-to-end demo: three scripted tasks on the local daemon, shown live.
+    Demo,
+
+    /// Manage the local daemon (used when no coordinator is configured).
+    Daemon {
+        #[command(subcommand)]
+        action: DaemonAction,
+    },
+
+    /// Run the scripted sim worker on a worker prompt (what the `sim` backend runs).
+    #[command(hide = true)]
+    SimWorker {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DaemonAction {
+    /// Is the local daemon running? (pid, socket, active tasks)
+    Status,
+    /// Stop the local daemon.
+    Stop {
+        /// Stop even though tasks are still running (their workers are stopped too).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the daemon in the foreground (what `dispatch` starts in the background).
+    #[command(hide = true)]
+    Run {
+        /// Exit after this long with no active task.
+        #[arg(long, env = "DISPATCH_DAEMON_IDLE_TIMEOUT", default_value = "10m", value_parser = dispatch_core::duration::parse)]
+        idle_timeout: Duration,
+    },
+}

@@ -1,0 +1,527 @@
+//! What each command does.
+
+use crate::args::{Cli, Command, DaemonAction, Global, RunArgs};
+use crate::client::{Target, connect};
+use crate::render::{self, fancy};
+use anyhow::{Context, Result, anyhow, bail};
+use dispatch_core::{TaskState, limits, task_id};
+use dispatch_proto::v1;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read, Write};
+
+/// Runs the parsed command line; returns the exit status.
+pub(crate) async fn run(cli: Cli) -> Result<u8> {
+    let g = cli.global;
+    match cli.command {
+        None => {
+            if cli.run.prompt.is_empty() && cli.run.plan.is_none() && cli.run.steps.is_empty() {
+                bail!("say what to dispatch: dispatch \"<prompt>\" (see `dispatch --help`)");
+            }
+            submit(&g, cli.run).await
+        }
+        Some(Command::Run(args)) => submit(&g, args).await,
+        Some(Command::Status { id, limit }) => status(&g, id, limit).await,
+        Some(Command::Watch { id }) => {
+            task_id::validate(&id)?;
+            let mut t = connect(&g, false).await?;
+            follow(&mut t, &[id], g.json).await
+        }
+        Some(Command::Logs { id, follow }) => logs(&g, &id, follow).await,
+        Some(Command::Cancel { id }) => cancel(&g, &id).await,
+        Some(Command::Nodes) => nodes(&g).await,
+        Some(Command::Demo) => demo(&g).await,
+        Some(Command::Daemon {
+            action: DaemonAction::Status,
+        }) => crate::daemon::status(&g).await,
+        Some(Command::Daemon {
+            action: DaemonAction::Stop { force },
+        }) => crate::daemon::stop(&g, force).await,
+        Some(Command::Daemon {
+            action: DaemonAction::Run { .. },
+        })
+        | Some(Command::SimWorker { .. }) => {
+            unreachable!("handled before the runtime starts")
+        }
+    }
+}
+
+fn read_source(what: &str, path: &str) -> Result<String> {
+    if path == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .with_context(|| format!("cannot read the {what} from stdin"))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the {what} from {path}"))
+    }
+}
+
+/// Validates a run's arguments without contacting anyone, then builds the request.
+fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitRequest> {
+    let mut prompt = args.prompt.join(" ");
+    if prompt == "-" {
+        prompt = read_source("prompt", "-")?;
+    }
+    limits::check_len("prompt", &prompt, limits::MAX_PROMPT_BYTES)?;
+    if let Some(id) = &args.id {
+        task_id::validate(id)?;
+    }
+    if let Some(after) = &args.after {
+        task_id::validate(after).map_err(|e| anyhow!("--after: {e}"))?;
+    }
+    let plan_markdown = match &args.plan {
+        Some(p) => {
+            let md = read_source("plan", p)?;
+            limits::check_len("plan", &md, limits::MAX_PLAN_BYTES)?;
+            md
+        }
+        None => String::new(),
+    };
+    if prompt.trim().is_empty() && plan_markdown.trim().is_empty() && args.steps.is_empty() {
+        bail!("the prompt is empty: say what the worker should do");
+    }
+    let workdir = match &args.workdir {
+        Some(w) if local => std::fs::canonicalize(w)
+            .with_context(|| format!("--workdir {}", w.display()))?
+            .display()
+            .to_string(),
+        Some(w) if w.is_absolute() => w.display().to_string(),
+        Some(w) => bail!(
+            "--workdir {} is relative; with a remote coordinator give the absolute path on the node",
+            w.display()
+        ),
+        None if local => std::env::current_dir()
+            .context("cannot read the current directory")?
+            .display()
+            .to_string(),
+        None => String::new(),
+    };
+    Ok(v1::SubmitRequest {
+        id: args.id.clone().unwrap_or_default(),
+        prompt,
+        steps: args.steps.clone(),
+        plan_markdown,
+        remote: args.remote.clone().unwrap_or_default(),
+        backend: args.backend.clone().unwrap_or_default(),
+        model: args.model.clone().unwrap_or_default(),
+        after: args.after.clone().unwrap_or_default(),
+        workdir,
+        priority: args.priority,
+        title: args.title.clone().unwrap_or_default(),
+    })
+}
+
+/// The seed's one-liner: "Dispatched `id` using opus on build-box. Plan: 1) … 2) …".
+fn dispatched_line(t: &v1::Task) -> String {
+    let using = [t.model.as_str(), t.backend.as_str()]
+        .into_iter()
+        .find(|s| !s.is_empty());
+    let mut line = format!("Dispatched `{}`", t.id);
+    if let Some(u) = using {
+        line.push_str(&format!(" using {u}"));
+    }
+    match t.task_state() {
+        TaskState::Queued if !t.after.is_empty() => {
+            line.push_str(&format!("; it starts when `{}` completes", t.after))
+        }
+        TaskState::Queued => line.push_str(&format!(
+            "; queued (#{}) until a node has a free slot",
+            t.queue_position.max(1)
+        )),
+        _ if !t.node.is_empty() => line.push_str(&format!(" on {}", t.node)),
+        _ => {}
+    }
+    line.push_str(". Plan:");
+    if let Some(p) = &t.plan {
+        for (i, item) in p.items.iter().enumerate() {
+            line.push_str(&format!(" {}) {}", i + 1, item.text));
+        }
+    }
+    line
+}
+
+async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
+    let local = g.coordinator.is_none();
+    let req = build_request(&args, local)?;
+    let mut target = connect(g, true).await?;
+    let task = target
+        .client
+        .submit(req)
+        .await?
+        .into_inner()
+        .task
+        .ok_or_else(|| anyhow!("the coordinator returned no task"))?;
+    if g.json && !args.wait {
+        println!("{}", render::task_json(&task));
+        return Ok(0);
+    }
+    if !g.json {
+        println!("{}", dispatched_line(&task));
+        if !args.wait && std::io::stdout().is_terminal() {
+            println!("Follow it with `dispatch watch {}`.", task.id);
+        }
+    }
+    if args.wait {
+        return follow(&mut target, &[task.id], g.json).await;
+    }
+    Ok(0)
+}
+
+async fn status(g: &Global, id: Option<String>, limit: u32) -> Result<u8> {
+    if let Some(id) = &id {
+        task_id::validate(id)?;
+    }
+    let mut t = connect(g, false).await?;
+    match id {
+        Some(id) => {
+            let task = t
+                .client
+                .get_task(v1::GetTaskRequest { id })
+                .await?
+                .into_inner();
+            if g.json {
+                println!("{}", render::task_json(&task));
+            } else {
+                for line in render::task_detail(&task, fancy()) {
+                    println!("{line}");
+                }
+            }
+        }
+        None => {
+            let tasks = t
+                .client
+                .list_tasks(v1::ListTasksRequest {
+                    states: vec![],
+                    limit,
+                })
+                .await?
+                .into_inner()
+                .tasks;
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(tasks.iter().map(render::task_json).collect())
+                );
+            } else if tasks.is_empty() {
+                println!("no tasks yet; dispatch one with `dispatch \"<prompt>\"`");
+            } else {
+                println!("{:<28} {:<22} {:>5}  TITLE", "ID", "STATE", "DONE");
+                for task in &tasks {
+                    println!("{}", render::task_row(task));
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Shows `ids` live until every one has ended; returns the watch exit status (the worst).
+pub(crate) async fn follow(target: &mut Target, ids: &[String], json: bool) -> Result<u8> {
+    let one = if ids.len() == 1 {
+        ids[0].clone()
+    } else {
+        String::new()
+    };
+    let mut stream = target
+        .client
+        .watch(v1::WatchRequest { task_id: one })
+        .await?
+        .into_inner();
+    let mut tasks: BTreeMap<String, v1::Task> = BTreeMap::new();
+    for id in ids {
+        let t = target
+            .client
+            .get_task(v1::GetTaskRequest { id: id.clone() })
+            .await?
+            .into_inner();
+        tasks.insert(id.clone(), t);
+    }
+    let mut view = LiveView::new(json);
+    view.show(ids, &tasks, None);
+    while !tasks.values().all(|t| t.task_state().is_terminal()) {
+        let Some(ev) = stream
+            .message()
+            .await
+            .map_err(|s| anyhow!("the watch stream broke: {}", render::status_text(&s)))?
+        else {
+            bail!("the coordinator closed the watch stream; run `dispatch watch` again");
+        };
+        let Some(t) = ev.task else { continue };
+        let Some(old) = tasks.get(&t.id) else {
+            continue;
+        };
+        // Never go back to an older view (a snapshot can race a change).
+        if t.updated_at_ms < old.updated_at_ms
+            || (old.task_state().is_terminal() && !t.task_state().is_terminal())
+        {
+            continue;
+        }
+        let changed = t.id.clone();
+        tasks.insert(t.id.clone(), t);
+        view.show(ids, &tasks, Some(&changed));
+    }
+    view.finish(ids, &tasks);
+    Ok(tasks
+        .values()
+        .map(|t| render::exit_code_for(t.task_state()))
+        .max()
+        .unwrap_or(0))
+}
+
+/// Live rendering: redrawn in place on a terminal, one line per change otherwise, JSON lines
+/// with --json.
+struct LiveView {
+    json: bool,
+    fancy: bool,
+    drawn: usize,
+    last_rows: BTreeMap<String, String>,
+}
+
+impl LiveView {
+    fn new(json: bool) -> Self {
+        LiveView {
+            json,
+            fancy: !json && fancy(),
+            drawn: 0,
+            last_rows: BTreeMap::new(),
+        }
+    }
+
+    fn show(&mut self, ids: &[String], tasks: &BTreeMap<String, v1::Task>, changed: Option<&str>) {
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            for id in ids {
+                if changed.is_none_or(|c| c == id) {
+                    let _ = writeln!(out, "{}", render::task_json(&tasks[id]));
+                }
+            }
+        } else if self.fancy {
+            if self.drawn > 0 {
+                let _ = write!(out, "\x1b[{}A\x1b[J", self.drawn);
+            }
+            let lines: Vec<String> = ids
+                .iter()
+                .flat_map(|id| render::task_detail(&tasks[id], true))
+                .collect();
+            for l in &lines {
+                let _ = writeln!(out, "{l}");
+            }
+            self.drawn = lines.len();
+        } else {
+            for id in ids {
+                let t = &tasks[id];
+                let current = t
+                    .plan
+                    .as_ref()
+                    .and_then(|p| {
+                        p.items.iter().find(|i| {
+                            dispatch_proto::convert::item_status_from_proto(i.status)
+                                != dispatch_core::ItemStatus::Done
+                        })
+                    })
+                    .map(|i| i.text.clone())
+                    .unwrap_or_default();
+                let row = format!(
+                    "{}: {} {} {}",
+                    t.id,
+                    render::whereabouts(t),
+                    render::progress(t),
+                    current
+                );
+                if self.last_rows.get(id) != Some(&row) {
+                    let _ = writeln!(out, "{row}");
+                    self.last_rows.insert(id.clone(), row);
+                }
+            }
+        }
+        let _ = out.flush();
+    }
+
+    fn finish(&mut self, ids: &[String], tasks: &BTreeMap<String, v1::Task>) {
+        if self.json || self.fancy {
+            return;
+        }
+        for id in ids {
+            for line in render::task_detail(&tasks[id], false) {
+                println!("{line}");
+            }
+        }
+    }
+}
+
+async fn logs(g: &Global, id: &str, follow: bool) -> Result<u8> {
+    task_id::validate(id)?;
+    let mut t = connect(g, false).await?;
+    let mut stream = t
+        .client
+        .logs(v1::LogsRequest {
+            id: id.to_string(),
+            follow,
+        })
+        .await?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow!(render::status_text(&s)))?
+    {
+        out.write_all(&chunk.data)?;
+        out.flush()?;
+    }
+    Ok(0)
+}
+
+async fn cancel(g: &Global, id: &str) -> Result<u8> {
+    task_id::validate(id)?;
+    let mut t = connect(g, false).await?;
+    let task = t
+        .client
+        .cancel(v1::CancelRequest { id: id.to_string() })
+        .await?
+        .into_inner();
+    if g.json {
+        println!("{}", render::task_json(&task));
+    } else {
+        println!("Cancelled `{}`: {}", task.id, task.reason);
+    }
+    Ok(0)
+}
+
+async fn nodes(g: &Global) -> Result<u8> {
+    let mut t = connect(g, false).await?;
+    let nodes = t
+        .client
+        .list_nodes(v1::ListNodesRequest {})
+        .await?
+        .into_inner()
+        .nodes;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::Value::Array(nodes.iter().map(render::node_json).collect())
+        );
+        return Ok(0);
+    }
+    if nodes.is_empty() {
+        println!(
+            "no node has connected to {} yet; start one with `dispatch-agent --coordinator {} --name NAME`",
+            t.url, t.url
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<10} {:>7}  {:<28} {:<20} LAST SEEN",
+        "NAME", "STATUS", "RUNNING", "BACKENDS", "LABELS"
+    );
+    for n in &nodes {
+        let backends: Vec<&str> = n.backends.iter().map(|b| b.name.as_str()).collect();
+        let mut labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        println!(
+            "{:<20} {:<10} {:>7}  {:<28} {:<20} {}",
+            n.name,
+            if n.connected { "connected" } else { "offline" },
+            format!("{}/{}", n.running, n.capacity),
+            backends.join(","),
+            if labels.is_empty() {
+                "-".into()
+            } else {
+                labels.join(",")
+            },
+            if n.connected {
+                "now".to_string()
+            } else {
+                render::ago(n.last_seen_ms)
+            }
+        );
+    }
+    Ok(0)
+}
+
+async fn demo(g: &Global) -> Result<u8> {
+    let mut target = connect(g, true).await?;
+    let workdir = if target.local {
+        let dir = crate::client::home(g)?.join("demo");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        dir.display().to_string()
+    } else {
+        String::new()
+    };
+    let steps = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let plans = [
+        (
+            "Demo: security review",
+            steps(&[
+                "Scan for hardcoded secrets (sleep 700ms)",
+                "Review auth logic (sleep 900ms)",
+                "Check dependencies (sleep 600ms)",
+            ]),
+        ),
+        (
+            "Demo: update the README",
+            steps(&[
+                "Outline the new sections (sleep 800ms)",
+                "Draft the quick start (sleep 1s)",
+            ]),
+        ),
+        (
+            "Demo: add tests after the README",
+            steps(&[
+                "Write tests for the examples (sleep 600ms)",
+                "Run them (sleep 500ms)",
+            ]),
+        ),
+    ];
+    let mut ids: Vec<String> = Vec::new();
+    println!(
+        "Dispatching {} sim tasks to {}…",
+        plans.len(),
+        if target.local {
+            "the local daemon".to_string()
+        } else {
+            target.url.clone()
+        }
+    );
+    for (i, (prompt, steps)) in plans.into_iter().enumerate() {
+        let req = v1::SubmitRequest {
+            prompt: prompt.to_string(),
+            steps,
+            backend: dispatch_core::backend::SIM.into(),
+            workdir: workdir.clone(),
+            after: if i == 2 {
+                ids[1].clone()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        };
+        let task = target
+            .client
+            .submit(req)
+            .await?
+            .into_inner()
+            .task
+            .ok_or_else(|| anyhow!("the coordinator returned no task"))?;
+        println!("{}", dispatched_line(&task));
+        ids.push(task.id);
+    }
+    println!();
+    let code = follow(&mut target, &ids, g.json).await?;
+    if !g.json {
+        println!();
+        if code == 0 {
+            println!("All {} demo tasks completed.", ids.len());
+        }
+        if !workdir.is_empty() {
+            println!("Their plans and output.md files are under {workdir}/.dispatch/tasks/");
+        }
+        println!(
+            "Try `dispatch status`, `dispatch logs {}` or `dispatch nodes`.",
+            ids[0]
+        );
+    }
+    Ok(code)
+}

@@ -1,0 +1,284 @@
+//! The local daemon: a coordinator and an agent node named `local` in one detached process,
+//! serving on a Unix socket under DISPATCH_HOME. Started on demand, exits by itself when idle.
+
+use crate::args::Global;
+use anyhow::{Context, Result, anyhow, bail};
+use dispatch_agent::AgentConfig;
+use dispatch_coordinator::{Coordinator, CoordinatorConfig, Listener};
+use dispatch_proto::v1;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// Set in the daemon's environment: a process that has it never starts another daemon.
+const DAEMON_CHILD_ENV: &str = "DISPATCH_DAEMON_CHILD";
+
+/// Name of the embedded node.
+pub(crate) const LOCAL_NODE: &str = "local";
+
+fn socket(home: &Path) -> PathBuf {
+    home.join("daemon.sock")
+}
+
+/// `unix:` URL of the daemon's socket.
+pub(crate) fn socket_url(home: &Path) -> String {
+    format!("unix:{}", socket(home).display())
+}
+
+fn log_path(home: &Path) -> PathBuf {
+    home.join("daemon.log")
+}
+
+/// Connects to a running daemon.
+pub(crate) async fn connect_existing(home: &Path) -> Result<Channel> {
+    let url = socket_url(home);
+    dispatch_agent::channel::connect(&url)
+        .await
+        .map_err(|e| anyhow!(e))
+}
+
+async fn info(channel: Channel) -> Result<v1::InfoResponse> {
+    let mut c = v1::dispatch_service_client::DispatchServiceClient::new(channel);
+    Ok(c.info(v1::InfoRequest {}).await?.into_inner())
+}
+
+/// Connects to the daemon, starting it first when it is not running, and waits until its
+/// local node has connected (so the first task can be routed at once).
+pub(crate) async fn ensure_running(home: &Path) -> Result<Channel> {
+    if let Ok(ch) = connect_existing(home).await {
+        if info(ch.clone()).await.is_ok_and(|i| i.connected_nodes > 0) {
+            return Ok(ch);
+        }
+    }
+    if std::env::var_os(DAEMON_CHILD_ENV).is_some() {
+        bail!(
+            "the local daemon is not answering on {} and this process was started by a daemon; refusing to start another",
+            socket(home).display()
+        );
+    }
+    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
+    spawn_detached(home)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut last_err = String::from("it did not answer");
+    while tokio::time::Instant::now() < deadline {
+        match connect_existing(home).await {
+            Ok(ch) => match info(ch.clone()).await {
+                Ok(i) if i.connected_nodes > 0 => return Ok(ch),
+                Ok(_) => last_err = "its local node has not connected yet".into(),
+                Err(e) => last_err = e.to_string(),
+            },
+            Err(e) => last_err = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!(
+        "the local daemon did not start within 15 s ({last_err}); see {}",
+        log_path(home).display()
+    )
+}
+
+fn spawn_detached(home: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()
+        .context("cannot find the dispatch executable to start the daemon")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(home))
+        .with_context(|| format!("cannot open {}", log_path(home).display()))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--home").arg(home).arg("daemon").arg("run");
+    cmd.env_remove("DISPATCH_COORDINATOR")
+        .env(DAEMON_CHILD_ENV, "1");
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .current_dir(home);
+    // SAFETY: setsid is async-signal-safe. The daemon gets its own session: it never holds
+    // the caller's terminal, and a signal to the caller's process group does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd.spawn().context("cannot start the local daemon")?;
+    // Not waited for: the daemon outlives this command by design. Reap it if it exits early
+    // so no zombie stays while this process lives.
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
+/// `dispatch daemon run`: serves until idle for `idle_timeout`, or SIGTERM.
+pub(crate) fn run_foreground(g: &Global, idle_timeout: Duration) -> Result<()> {
+    let home = crate::client::home(g)?;
+    std::fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.join("daemon.lock"))?;
+    let _lock =
+        match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err(_) => {
+                eprintln!(
+                    "another local daemon already runs for {}; leaving it be",
+                    home.display()
+                );
+                return Ok(());
+            }
+        };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DISPATCH_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(serve(home, idle_timeout))
+}
+
+async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
+    let coordinator = Coordinator::start(CoordinatorConfig::new(home.join("coordinator"))).await?;
+    let listener = dispatch_coordinator::server::bind_unix(&socket(&home))?;
+    let pid_file = home.join("daemon.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
+    tracing::info!(socket = %socket(&home).display(), pid = std::process::id(), "local daemon serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(dispatch_coordinator::serve(
+        coordinator.clone(),
+        vec![Listener::Unix(listener)],
+        stop_signal(stop_rx.clone()),
+    ));
+
+    let workdir = std::env::current_dir().unwrap_or_else(|_| home.clone());
+    let max_tasks = std::env::var("DISPATCH_LOCAL_MAX_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4u32)
+        .max(1);
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "dispatch".into());
+    let agent_cfg = AgentConfig {
+        coordinator: socket_url(&home),
+        name: LOCAL_NODE.into(),
+        labels: Default::default(),
+        max_tasks,
+        workdir,
+        data_dir: home.join("agent"),
+        backends: dispatch_agent::backends::detect(format!(
+            "{} sim-worker",
+            dispatch_agent::backends::shell_quote(&exe)
+        )),
+        max_backoff: Duration::from_secs(1),
+    };
+    let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
+
+    // Idle exit, driven by task changes: no active task for `idle_timeout` ends the daemon.
+    let mut changes = coordinator.watch_tx.subscribe();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let active = coordinator.store.count_active().await.unwrap_or(1);
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = tokio::signal::ctrl_c() => break,
+            r = changes.recv() => {
+                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) { break; }
+            }
+            _ = tokio::time::sleep(idle_timeout), if active == 0 => {
+                if coordinator.store.count_active().await.unwrap_or(1) == 0 {
+                    tracing::info!(?idle_timeout, "idle: no active task; exiting");
+                    break;
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = agent.await;
+    let _ = server.await;
+    let _ = std::fs::remove_file(socket(&home));
+    let _ = std::fs::remove_file(&pid_file);
+    Ok(())
+}
+
+/// `dispatch daemon status`.
+pub(crate) async fn status(g: &Global) -> Result<u8> {
+    let home = crate::client::home(g)?;
+    let running = match connect_existing(&home).await {
+        Ok(ch) => info(ch).await.ok(),
+        Err(_) => None,
+    };
+    if g.json {
+        let v = match &running {
+            Some(i) => {
+                serde_json::json!({"running": true, "pid": i.pid, "socket": socket(&home), "active_tasks": i.active_tasks, "started_at_ms": i.started_at_ms, "log": log_path(&home)})
+            }
+            None => serde_json::json!({"running": false, "socket": socket(&home)}),
+        };
+        println!("{v}");
+        return Ok(0);
+    }
+    match running {
+        Some(i) => {
+            let up = (dispatch_coordinator::now_ms() - i.started_at_ms).max(0) / 1000;
+            println!(
+                "local daemon running: pid {}, up {}, {} active task(s)",
+                i.pid,
+                crate::render::human_secs(up),
+                i.active_tasks
+            );
+            println!(
+                "socket: {}\nlog:    {}",
+                socket(&home).display(),
+                log_path(&home).display()
+            );
+        }
+        None => {
+            println!("local daemon not running (it starts with the first `dispatch \"<prompt>\"`)")
+        }
+    }
+    Ok(0)
+}
+
+/// `dispatch daemon stop`.
+pub(crate) async fn stop(g: &Global, force: bool) -> Result<u8> {
+    let home = crate::client::home(g)?;
+    let Ok(ch) = connect_existing(&home).await else {
+        println!("local daemon not running");
+        return Ok(0);
+    };
+    let i = info(ch).await?;
+    if i.active_tasks > 0 && !force {
+        bail!(
+            "{} task(s) are still active on the local daemon; cancel them (`dispatch status` lists them) or pass --force to stop their workers too",
+            i.active_tasks
+        );
+    }
+    let pid = nix::unistd::Pid::from_raw(i.pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+        .with_context(|| format!("cannot signal the daemon (pid {})", i.pid))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while nix::sys::signal::kill(pid, None).is_ok() {
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "the daemon (pid {}) did not stop within 15 s; see {}",
+                i.pid,
+                log_path(&home).display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("local daemon stopped");
+    Ok(0)
+}

@@ -1,0 +1,237 @@
+//! Human and JSON output.
+
+use dispatch_core::{ItemStatus, TaskState};
+use dispatch_proto::convert::item_status_from_proto;
+use dispatch_proto::v1;
+use serde_json::{Value, json};
+use std::io::IsTerminal;
+
+/// The message of an error, with gRPC statuses shown as their message (not their debug form).
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    if let Some(s) = e.downcast_ref::<tonic::Status>() {
+        return status_text(s);
+    }
+    format!("{e:#}")
+}
+
+/// A gRPC status as a user-facing sentence.
+pub(crate) fn status_text(s: &tonic::Status) -> String {
+    match s.code() {
+        tonic::Code::Unavailable if s.message().is_empty() || s.message().contains("transport") => {
+            format!("the coordinator is unreachable ({})", s.message())
+        }
+        _ => s.message().to_string(),
+    }
+}
+
+/// True when colour and cursor movement are wanted on stdout.
+pub(crate) fn fancy() -> bool {
+    std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
+fn paint(code: &str, s: &str, on: bool) -> String {
+    if on {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+/// `3m 12s`-style duration.
+pub(crate) fn human_secs(secs: i64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// Age of a timestamp in ms, as `5s ago`.
+pub(crate) fn ago(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".into();
+    }
+    format!(
+        "{} ago",
+        human_secs((dispatch_coordinator::now_ms() - ms).max(0) / 1000)
+    )
+}
+
+/// A task as the stable JSON object of `--json`.
+pub(crate) fn task_json(t: &v1::Task) -> Value {
+    let items: Vec<Value> = t
+        .plan
+        .as_ref()
+        .map(|p| {
+            p.items
+                .iter()
+                .map(|i| json!({"text": i.text, "status": item_status_from_proto(i.status).as_str(), "note": i.note}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let questions: Vec<Value> = t
+        .questions
+        .iter()
+        .map(|q| json!({"seq": q.seq, "text": q.text, "answer": q.answer}))
+        .collect();
+    json!({
+        "id": t.id,
+        "state": t.task_state().as_str(),
+        "title": t.title,
+        "node": t.node,
+        "remote": t.remote,
+        "backend": t.backend,
+        "model": t.model,
+        "workdir": t.workdir,
+        "after": t.after,
+        "priority": t.priority,
+        "queue_position": t.queue_position,
+        "reason": t.reason,
+        "exit_code": t.exit_code,
+        "created_at_ms": t.created_at_ms,
+        "updated_at_ms": t.updated_at_ms,
+        "started_at_ms": t.started_at_ms,
+        "ended_at_ms": t.ended_at_ms,
+        "items": items,
+        "questions": questions,
+    })
+}
+
+/// A node as the stable JSON object of `nodes --json`.
+pub(crate) fn node_json(n: &v1::Node) -> Value {
+    json!({
+        "name": n.name,
+        "labels": n.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "backends": n.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+        "running": n.running,
+        "capacity": n.capacity,
+        "connected": n.connected,
+        "last_seen_ms": n.last_seen_ms,
+        "hostname": n.hostname,
+        "version": n.version,
+    })
+}
+
+fn state_colour(s: TaskState) -> &'static str {
+    match s {
+        TaskState::Completed => "32",
+        TaskState::Failed | TaskState::Lost => "31",
+        TaskState::Blocked | TaskState::Waiting => "33",
+        TaskState::Cancelled => "90",
+        _ => "36",
+    }
+}
+
+/// `running 2/4` etc.
+pub(crate) fn progress(t: &v1::Task) -> String {
+    let (done, total) = t.plan.as_ref().map_or((0, 0), |p| {
+        (
+            p.items
+                .iter()
+                .filter(|i| item_status_from_proto(i.status) == ItemStatus::Done)
+                .count(),
+            p.items.len(),
+        )
+    });
+    format!("{done}/{total}")
+}
+
+/// Where a task is, in a few words: `running on build-box`, `queued (#2)`.
+pub(crate) fn whereabouts(t: &v1::Task) -> String {
+    let s = t.task_state();
+    match s {
+        TaskState::Queued if !t.after.is_empty() => format!("queued (waits for `{}`)", t.after),
+        TaskState::Queued if t.queue_position > 0 => format!("queued (#{})", t.queue_position),
+        TaskState::Queued => "queued".into(),
+        _ if !t.node.is_empty() => format!("{s} on {}", t.node),
+        _ => s.to_string(),
+    }
+}
+
+/// The checklist of a task as lines (with markers in colour when `fancy`).
+pub(crate) fn checklist(t: &v1::Task, fancy: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(plan) = &t.plan else { return out };
+    let first_open = plan
+        .items
+        .iter()
+        .position(|i| item_status_from_proto(i.status) != ItemStatus::Done);
+    let running = matches!(t.task_state(), TaskState::Running | TaskState::Waiting);
+    for (n, item) in plan.items.iter().enumerate() {
+        let indent = "  ".repeat(item.depth as usize + 1);
+        let marker = match item_status_from_proto(item.status) {
+            ItemStatus::Done => paint("32", "[x]", fancy),
+            ItemStatus::Error => paint("31", "[!]", fancy),
+            ItemStatus::Blocked => paint("33", "[?]", fancy),
+            ItemStatus::Pending if running && Some(n) == first_open => paint("36", "[>]", fancy),
+            ItemStatus::Pending => "[ ]".to_string(),
+        };
+        out.push(format!("{indent}{marker} {}", item.text));
+        for line in item.note.lines() {
+            out.push(format!("{indent}    {}", paint("90", line, fancy)));
+        }
+    }
+    out
+}
+
+/// The detailed view of one task.
+pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
+    let s = t.task_state();
+    let mut out = Vec::new();
+    let mut head = format!(
+        "{} — {}",
+        paint("1", &t.id, fancy),
+        paint(state_colour(s), &whereabouts(t), fancy)
+    );
+    let runs_with: Vec<&str> = [t.backend.as_str(), t.model.as_str()]
+        .into_iter()
+        .filter(|x| !x.is_empty())
+        .collect();
+    if !runs_with.is_empty() {
+        head.push_str(&format!(" ({})", runs_with.join(", ")));
+    }
+    out.push(head);
+    if !t.title.is_empty() {
+        out.push(format!("  {}", t.title));
+    }
+    out.extend(checklist(t, fancy));
+    for q in &t.questions {
+        match &q.answer {
+            Some(a) => out.push(format!("  question {:03}: {} → {}", q.seq, q.text, a)),
+            None => out.push(paint(
+                "33",
+                &format!("  question {:03} (unanswered): {}", q.seq, q.text),
+                fancy,
+            )),
+        }
+    }
+    if !t.reason.is_empty() {
+        out.push(format!("  {}", paint(state_colour(s), &t.reason, fancy)));
+    }
+    out
+}
+
+/// One-line summary for lists.
+pub(crate) fn task_row(t: &v1::Task) -> String {
+    format!(
+        "{:<28} {:<22} {:>5}  {}",
+        t.id,
+        whereabouts(t),
+        progress(t),
+        t.title
+    )
+}
+
+/// The exit status a watcher returns for a task that ended in `s`.
+pub(crate) fn exit_code_for(s: TaskState) -> u8 {
+    match s {
+        TaskState::Completed => 0,
+        TaskState::Blocked => 11,
+        TaskState::Failed | TaskState::Lost => 12,
+        TaskState::Cancelled => 13,
+        _ => 1,
+    }
+}
