@@ -1,6 +1,6 @@
 //! `dispatch-agent`: runs agent CLIs for a coordinator's tasks on this machine.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use dispatch_agent::{AgentConfig, backends};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,11 +22,7 @@ struct Args {
     command: Option<Command>,
 
     /// Coordinator address: http://HOST:PORT or unix:/PATH.
-    #[arg(
-        long,
-        env = "DISPATCH_COORDINATOR",
-        required_unless_present = "command"
-    )]
+    #[arg(long, env = "DISPATCH_COORDINATOR")]
     coordinator: Option<String>,
 
     /// This node's unique name (what `dispatch --remote NAME` uses). Defaults to the host name.
@@ -87,6 +83,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(Command::SimWorker { args }) = &args.command {
         std::process::exit(dispatch_agent::sim::main(args));
     }
+    let Some(coordinator) = args.coordinator else {
+        Args::command()
+            .error(clap::error::ErrorKind::MissingRequiredArgument, "--coordinator (or DISPATCH_COORDINATOR) is required: the address of the coordinator to connect to, e.g. http://build-server:7070")
+            .exit();
+    };
     init_tracing();
     let name = match args.name {
         Some(n) => n,
@@ -108,7 +109,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create --data-dir {}: {e}", data_dir.display()))?;
     let cfg = AgentConfig {
-        coordinator: args.coordinator.expect("clap requires --coordinator"),
+        coordinator,
         name,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
         max_tasks: args.max_tasks,

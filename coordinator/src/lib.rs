@@ -78,6 +78,7 @@ pub struct Coordinator {
     pub config: CoordinatorConfig,
     /// When this process started, ms since the epoch.
     pub started_ms: i64,
+    stop_tx: tokio::sync::watch::Sender<bool>,
 }
 
 impl Coordinator {
@@ -104,10 +105,27 @@ impl Coordinator {
             scheduler,
             config,
             started_ms: now_ms(),
+            stop_tx: tokio::sync::watch::channel(false).0,
         });
         scheduler::spawn(Arc::downgrade(&c), rx);
         c.scheduler.kick();
         Ok(c)
+    }
+}
+
+impl Coordinator {
+    /// Ends every long-lived stream (node sessions, watches, log follows) so a graceful
+    /// server shutdown does not wait for clients that never hang up.
+    pub fn begin_shutdown(&self) {
+        let _ = self.stop_tx.send(true);
+    }
+
+    /// Resolves once [`Coordinator::begin_shutdown`] was called.
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop_tx.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
 }
 

@@ -27,8 +27,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let owner = Arc::clone(&c);
     tokio::spawn(async move {
         shutdown.await;
+        owner.begin_shutdown();
         let _ = stop_tx.send(true);
     });
     let mut servers = Vec::new();

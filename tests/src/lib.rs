@@ -1,1 +1,377 @@
+//! A small cluster builder for end-to-end tests: starts the real `dispatch-coordinator`,
+//! `dispatch-agent` and `dispatch` binaries as separate processes on loopback (random ports,
+//! temp directories) and talks to them the way users do. Every wait has a deadline and fails
+//! with a message saying what never happened.
 
+use dispatch_proto::v1;
+use dispatch_proto::v1::dispatch_service_client::DispatchServiceClient;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// How long any single wait in a test may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Path of a workspace binary next to the test executable (target/<profile>/NAME).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests with `cargo nextest run --workspace` (or `cargo build --workspace` first)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it returns Some, or panics after `DEADLINE` naming `what`.
+pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// A child process that is killed when dropped.
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).expect("log file");
+        cmd.stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Proc { child, log }
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits (up to the deadline) for it to exit.
+    pub fn terminate(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        wait_until("a process to exit after SIGTERM", || {
+            self.child.try_wait().ok().flatten()
+        });
+    }
+
+    /// What the process logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // Agents stop their workers' process groups on SIGTERM; give them a moment.
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            self.kill();
+        }
+    }
+}
+
+/// A test cluster: one coordinator and any number of agent nodes, each in its own temp dir.
+// Fields drop in order: agents stop (and stop their workers) before the coordinator, and the
+// temp directory goes last.
+pub struct Cluster {
+    /// Agents by name.
+    pub agents: Vec<(String, Proc)>,
+    // The test's own client connections close with the runtime, before the coordinator stops.
+    rt: tokio::runtime::Runtime,
+    /// The coordinator.
+    pub coordinator: Proc,
+    /// Its URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    /// Root temp directory.
+    pub dir: tempfile::TempDir,
+}
+
+/// Options for one agent node.
+#[derive(Debug, Clone)]
+pub struct AgentOpts {
+    /// Node name.
+    pub name: String,
+    /// Max concurrent tasks.
+    pub max_tasks: u32,
+    /// Labels (`k=v`).
+    pub labels: Vec<String>,
+}
+
+impl AgentOpts {
+    /// A node named `name` with capacity `max_tasks`.
+    pub fn new(name: &str, max_tasks: u32) -> Self {
+        AgentOpts {
+            name: name.into(),
+            max_tasks,
+            labels: vec![],
+        }
+    }
+}
+
+fn start_coordinator(root: &Path, listen: &str) -> (Proc, String) {
+    let data = root.join("coordinator");
+    std::fs::create_dir_all(&data).unwrap();
+    let addr_file = data.join("coordinator.addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let mut cmd = Command::new(bin("dispatch-coordinator"));
+    cmd.arg("--listen")
+        .arg(listen)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--heartbeat-interval")
+        .arg("500ms")
+        .arg("--node-timeout")
+        .arg("20s");
+    cmd.env("DISPATCH_LOG", "info,dispatch_coordinator=debug");
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = root.join(format!("coordinator-{n}.log"));
+    let mut p = Proc::spawn(cmd, log);
+    let url = wait_until("the coordinator to write its address", || {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            panic!("the coordinator exited ({status}): {}", p.log_text());
+        }
+        std::fs::read_to_string(&addr_file)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    });
+    (p, url)
+}
+
+impl Cluster {
+    /// Starts a coordinator on a random loopback port.
+    pub fn new() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (coordinator, url) = start_coordinator(dir.path(), "127.0.0.1:0");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Cluster {
+            dir,
+            coordinator,
+            url,
+            agents: vec![],
+            rt,
+        }
+    }
+
+    /// Starts a coordinator and one agent node `node` with capacity 2.
+    pub fn with_node(node: &str) -> Cluster {
+        let mut c = Cluster::new();
+        c.add_agent(AgentOpts::new(node, 2));
+        c
+    }
+
+    /// Kills the coordinator (SIGKILL) and starts it again on the same port and data dir.
+    pub fn restart_coordinator(&mut self) {
+        self.coordinator.kill();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let (p, url) = start_coordinator(self.dir.path(), &listen);
+        assert_eq!(url, self.url);
+        self.coordinator = p;
+    }
+
+    /// The workdir agents run tasks in by default.
+    pub fn workdir(&self) -> PathBuf {
+        let w = self.dir.path().join("work");
+        std::fs::create_dir_all(&w).unwrap();
+        w
+    }
+
+    /// Starts an agent node and waits until the coordinator lists it as connected.
+    pub fn add_agent(&mut self, o: AgentOpts) {
+        let data = self.dir.path().join(format!("agent-{}", o.name));
+        std::fs::create_dir_all(&data).unwrap();
+        let mut cmd = Command::new(bin("dispatch-agent"));
+        cmd.arg("--coordinator")
+            .arg(&self.url)
+            .arg("--name")
+            .arg(&o.name)
+            .arg("--max-tasks")
+            .arg(o.max_tasks.to_string());
+        cmd.arg("--workdir")
+            .arg(self.workdir())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--max-backoff")
+            .arg("300ms");
+        for l in &o.labels {
+            cmd.arg("--label").arg(l);
+        }
+        // Only the sim backend: tests must not depend on which agent CLIs the machine has.
+        cmd.env("PATH", "/usr/bin:/bin");
+        cmd.env("DISPATCH_LOG", "info,dispatch_agent=debug");
+        let p = Proc::spawn(cmd, self.dir.path().join(format!("agent-{}.log", o.name)));
+        self.agents.push((o.name.clone(), p));
+        self.wait_node_connected(&o.name);
+    }
+
+    /// Waits until the coordinator lists `name` as connected.
+    pub fn wait_node_connected(&self, name: &str) {
+        wait_until(&format!("node `{name}` to connect"), || {
+            let nodes = self.rt.block_on(async {
+                let mut c = self.client().await.ok()?;
+                c.list_nodes(v1::ListNodesRequest {})
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner().nodes)
+            })?;
+            nodes
+                .iter()
+                .any(|n| n.name == name && n.connected)
+                .then_some(())
+        });
+    }
+
+    /// The agent process of node `name`.
+    pub fn agent(&mut self, name: &str) -> &mut Proc {
+        &mut self
+            .agents
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("no such agent")
+            .1
+    }
+
+    /// A gRPC client of the coordinator.
+    pub async fn client(&self) -> Result<DispatchServiceClient<Channel>, tonic::transport::Error> {
+        DispatchServiceClient::connect(self.url.clone()).await
+    }
+
+    /// Runs a future on the cluster's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// A `dispatch` command pointed at this cluster's coordinator.
+    pub fn cli(&self) -> Command {
+        let mut cmd = Command::new(bin("dispatch"));
+        cmd.env("DISPATCH_COORDINATOR", &self.url)
+            .env("DISPATCH_HOME", self.dir.path().join("home"))
+            .env("NO_COLOR", "1");
+        cmd.current_dir(self.workdir());
+        cmd
+    }
+
+    /// Runs `dispatch ARGS` and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cli().args(args).output().expect("run dispatch")
+    }
+
+    /// Runs `dispatch ARGS`, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "dispatch {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// `dispatch status ID --json`.
+    pub fn status(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["status", id, "--json"])).expect("status --json is JSON")
+    }
+
+    /// Waits (on the coordinator's watch stream) until task `id` satisfies `pred`; returns it.
+    pub fn wait_task(&self, id: &str, what: &str, pred: impl Fn(&v1::Task) -> bool) -> v1::Task {
+        self.rt.block_on(async {
+            let mut c = self.client().await.expect("connect to the coordinator");
+            let fut = async {
+                let mut s = c
+                    .watch(v1::WatchRequest { task_id: id.into() })
+                    .await
+                    .expect("watch")
+                    .into_inner();
+                while let Some(ev) = s.message().await.expect("watch stream") {
+                    if let Some(t) = ev.task {
+                        if pred(&t) {
+                            return t;
+                        }
+                    }
+                }
+                panic!("the watch stream of `{id}` ended before {what}");
+            };
+            tokio::time::timeout(DEADLINE, fut)
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for task `{id}`: {what}"))
+        })
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster::new()
+    }
+}
+
+/// Lossy UTF-8 of process output.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// True while `pid` is a live (not zombie) process.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // Field 3, after the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Parent pid of `pid`.
+pub fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

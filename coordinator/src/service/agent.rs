@@ -52,9 +52,15 @@ impl v1::agent_service_server::AgentService for AgentSvc {
         let name = hello.name.clone();
         // A node that sends nothing (not even heartbeats) for three intervals is gone.
         let silence = c.config.heartbeat_interval * 3;
+        let stopping = c.stopping();
         tokio::spawn(async move {
+            tokio::pin!(stopping);
             loop {
-                let msg = match tokio::time::timeout(silence, inbound.message()).await {
+                let next = tokio::select! {
+                    _ = &mut stopping => break,
+                    m = tokio::time::timeout(silence, inbound.message()) => m,
+                };
+                let msg = match next {
                     Ok(Ok(Some(m))) => m,
                     Ok(Ok(None)) => break,
                     Ok(Err(e)) => {

@@ -115,51 +115,57 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let mut rx = c.watch_tx.subscribe();
         let initial = snapshots(&c, &task_id).await?;
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
+        let stopping = c.stopping();
         tokio::spawn(async move {
-            for t in initial {
-                if tx
-                    .send(Ok(v1::WatchEvent {
-                        task: Some(t),
-                        change: "snapshot".into(),
-                        seq: 0,
-                    }))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            loop {
-                match rx.recv().await {
-                    Ok(ev) => {
-                        let matches =
-                            task_id.is_empty() || ev.task.as_ref().is_some_and(|t| t.id == task_id);
-                        if matches && tx.send(Ok(ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        // Too slow to see every change: send the current state instead.
-                        tracing::debug!(skipped = n, "watcher lagged; resending snapshots");
-                        let Ok(now) = snapshots(&c, &task_id).await else {
-                            return;
-                        };
-                        for t in now {
-                            if tx
-                                .send(Ok(v1::WatchEvent {
-                                    task: Some(t),
-                                    change: "snapshot".into(),
-                                    seq: 0,
-                                }))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
+            tokio::select! {
+              _ = stopping => {}
+              _ = async {
+              for t in initial {
+                  if tx
+                      .send(Ok(v1::WatchEvent {
+                          task: Some(t),
+                          change: "snapshot".into(),
+                          seq: 0,
+                      }))
+                      .await
+                      .is_err()
+                  {
+                      return;
+                  }
+              }
+              loop {
+                  match rx.recv().await {
+                      Ok(ev) => {
+                          let matches =
+                              task_id.is_empty() || ev.task.as_ref().is_some_and(|t| t.id == task_id);
+                          if matches && tx.send(Ok(ev)).await.is_err() {
+                              return;
+                          }
+                      }
+                      Err(broadcast::error::RecvError::Lagged(n)) => {
+                          // Too slow to see every change: send the current state instead.
+                          tracing::debug!(skipped = n, "watcher lagged; resending snapshots");
+                          let Ok(now) = snapshots(&c, &task_id).await else {
+                              return;
+                          };
+                          for t in now {
+                              if tx
+                                  .send(Ok(v1::WatchEvent {
+                                      task: Some(t),
+                                      change: "snapshot".into(),
+                                      seq: 0,
+                                  }))
+                                  .await
+                                  .is_err()
+                              {
+                                  return;
+                              }
+                          }
+                      }
+                      Err(broadcast::error::RecvError::Closed) => return,
+                  }
+              }
+              } => {}
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
@@ -191,66 +197,72 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let mut log_rx = c.log_tx.subscribe();
         let mut watch_rx = c.watch_tx.subscribe();
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
+        let stopping = c.stopping();
         tokio::spawn(async move {
-            let mut last = 0u64;
-            let send_stored = |after: u64| {
-                let c = Arc::clone(&c);
-                let id = task.id.clone();
-                async move { c.store.log_chunks(&id, after).await }
-            };
-            let Ok(chunks) = send_stored(0).await else {
-                return;
-            };
-            for (seq, data) in chunks {
-                last = seq;
-                if tx.send(Ok(v1::LogsResponse { data })).await.is_err() {
-                    return;
-                }
-            }
-            let ended = c
-                .store
-                .get_task(&task.id)
-                .await
-                .ok()
-                .flatten()
-                .is_none_or(|t| t.state.is_terminal() && t.ended_ms > 0);
-            if !req.follow || ended {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    line = log_rx.recv() => match line {
-                        Ok(l) if l.task_id == task.id && l.seq > last => {
-                            last = l.seq;
-                            if tx.send(Ok(v1::LogsResponse { data: l.data.to_vec() })).await.is_err() { return; }
-                        }
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let Ok(chunks) = send_stored(last).await else { return };
-                            for (seq, data) in chunks {
-                                last = seq;
-                                if tx.send(Ok(v1::LogsResponse { data })).await.is_err() { return; }
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    ev = watch_rx.recv() => {
-                        let done = match &ev {
-                            Ok(ev) => ev.task.as_ref().is_some_and(|t| t.id == task.id && t.task_state().is_terminal() && (ev.seq > 0 || t.node.is_empty() || t.task_state() == TaskState::Lost)),
-                            Err(broadcast::error::RecvError::Lagged(_)) => false,
-                            Err(broadcast::error::RecvError::Closed) => true,
-                        };
-                        if done {
-                            // The exit is the node's last event; every log chunk before it is stored.
-                            if let Ok(chunks) = send_stored(last).await {
-                                for (_, data) in chunks {
-                                    if tx.send(Ok(v1::LogsResponse { data })).await.is_err() { return; }
-                                }
-                            }
-                            return;
-                        }
-                    }
-                }
+            tokio::select! {
+              _ = stopping => {}
+              _ = async move {
+              let mut last = 0u64;
+              let send_stored = |after: u64| {
+                  let c = Arc::clone(&c);
+                  let id = task.id.clone();
+                  async move { c.store.log_chunks(&id, after).await }
+              };
+              let Ok(chunks) = send_stored(0).await else {
+                  return;
+              };
+              for (seq, data) in chunks {
+                  last = seq;
+                  if tx.send(Ok(v1::LogsResponse { data })).await.is_err() {
+                      return;
+                  }
+              }
+              let ended = c
+                  .store
+                  .get_task(&task.id)
+                  .await
+                  .ok()
+                  .flatten()
+                  .is_none_or(|t| t.state.is_terminal() && t.ended_ms > 0);
+              if !req.follow || ended {
+                  return;
+              }
+              loop {
+                  tokio::select! {
+                      line = log_rx.recv() => match line {
+                          Ok(l) if l.task_id == task.id && l.seq > last => {
+                              last = l.seq;
+                              if tx.send(Ok(v1::LogsResponse { data: l.data.to_vec() })).await.is_err() { return; }
+                          }
+                          Ok(_) => {}
+                          Err(broadcast::error::RecvError::Lagged(_)) => {
+                              let Ok(chunks) = send_stored(last).await else { return };
+                              for (seq, data) in chunks {
+                                  last = seq;
+                                  if tx.send(Ok(v1::LogsResponse { data })).await.is_err() { return; }
+                              }
+                          }
+                          Err(broadcast::error::RecvError::Closed) => return,
+                      },
+                      ev = watch_rx.recv() => {
+                          let done = match &ev {
+                              Ok(ev) => ev.task.as_ref().is_some_and(|t| t.id == task.id && t.task_state().is_terminal() && (ev.seq > 0 || t.node.is_empty() || t.task_state() == TaskState::Lost)),
+                              Err(broadcast::error::RecvError::Lagged(_)) => false,
+                              Err(broadcast::error::RecvError::Closed) => true,
+                          };
+                          if done {
+                              // The exit is the node's last event; every log chunk before it is stored.
+                              if let Ok(chunks) = send_stored(last).await {
+                                  for (_, data) in chunks {
+                                      if tx.send(Ok(v1::LogsResponse { data })).await.is_err() { return; }
+                                  }
+                              }
+                              return;
+                          }
+                      }
+                  }
+              }
+              } => {}
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))

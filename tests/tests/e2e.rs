@@ -1,0 +1,445 @@
+//! End to end: the real binaries as separate processes on loopback.
+
+use dispatch_proto::v1;
+use dispatch_tests::{AgentOpts, Cluster, alive, ppid, text, wait_until};
+
+fn done_count(t: &v1::Task) -> usize {
+    t.plan.as_ref().map_or(0, |p| {
+        p.items
+            .iter()
+            .filter(|i| i.status == v1::ItemStatus::Done as i32)
+            .count()
+    })
+}
+
+#[test]
+fn submit_runs_to_completion_and_every_snapshot_arrives_in_order() {
+    let c = Cluster::with_node("box");
+    let plan = "# Three steps\n\n- [ ] first (sleep 150ms)\n- [ ] second (sleep 150ms)\n- [ ] third (sleep 150ms)\n- [ ] Write summary to .dispatch/tasks/steps/output.md (sleep 150ms)\n";
+    let plan_file = c.dir.path().join("plan.md");
+    std::fs::write(&plan_file, plan).unwrap();
+
+    // Watch everything from before the submit, as a second user would.
+    let events = c.block_on(async {
+        let mut client = c.client().await.unwrap();
+        let mut stream = client
+            .watch(v1::WatchRequest {
+                task_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let out = c.ok(&[
+            "--backend",
+            "sim",
+            "--id",
+            "steps",
+            "--plan",
+            plan_file.to_str().unwrap(),
+            "work through three steps",
+        ]);
+        assert!(
+            out.starts_with(
+                "Dispatched `steps` using sim on box. Plan: 1) first (sleep 150ms) 2) second"
+            ),
+            "{out}"
+        );
+        let mut seen = Vec::new();
+        let collect = async {
+            while let Some(ev) = stream.message().await.unwrap() {
+                let t = ev.task.clone().unwrap();
+                if t.id != "steps" {
+                    continue;
+                }
+                let end = t.task_state().is_terminal();
+                seen.push(ev);
+                if end {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(dispatch_tests::DEADLINE, collect)
+            .await
+            .expect("the task never ended");
+        seen
+    });
+    let states: Vec<&str> = events
+        .iter()
+        .filter(|e| e.change == "state")
+        .map(|e| e.task.as_ref().unwrap().task_state().as_str())
+        .collect();
+    assert_eq!(states.first(), Some(&"queued"), "{states:?}");
+    assert!(states.contains(&"running"), "{states:?}");
+    assert_eq!(states.last(), Some(&"completed"), "{states:?}");
+    let plans: Vec<(u64, usize)> = events
+        .iter()
+        .filter(|e| e.change == "plan")
+        .map(|e| (e.seq, done_count(e.task.as_ref().unwrap())))
+        .collect();
+    assert_eq!(
+        plans.iter().map(|p| p.1).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4],
+        "every checklist snapshot, in order: {plans:?}"
+    );
+    assert!(
+        plans.windows(2).all(|w| w[0].0 < w[1].0),
+        "event seqs increase: {plans:?}"
+    );
+
+    let task_dir = c.workdir().join(".dispatch/tasks/steps");
+    assert!(task_dir.join("output.md").exists(), "output.md was written");
+    assert!(task_dir.join("ipc/.done").exists());
+    let status = c.status("steps");
+    assert_eq!(status["state"], "completed");
+    assert_eq!(status["node"], "box");
+    assert_eq!(status["backend"], "sim");
+    assert!(
+        status["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["status"] == "done")
+    );
+    assert!(c.ok(&["logs", "steps"]).contains("sim: all items checked"));
+    // Watching an ended task returns at once with its exit status.
+    let out = c.run(&["watch", "steps"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn remote_pins_a_node_and_a_full_node_drains_its_queue_in_order() {
+    let mut c = Cluster::new();
+    c.add_agent(AgentOpts::new("alpha", 1));
+    c.add_agent(AgentOpts::new("beta", 1));
+
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--remote",
+        "beta",
+        "--id",
+        "pinned",
+        "--wait",
+        "pinned to beta",
+    ]);
+    assert_eq!(c.status("pinned")["node"], "beta");
+
+    let ids = ["q1", "q2", "q3"];
+    for id in ids {
+        c.ok(&[
+            "--backend",
+            "sim",
+            "--remote",
+            "alpha",
+            "--id",
+            id,
+            "--step",
+            "work (sleep 300ms)",
+            "queued work",
+        ]);
+    }
+    let q3 = c.status("q3");
+    assert_eq!(q3["state"], "queued");
+    assert_eq!(q3["queue_position"], 2);
+    let tasks: Vec<v1::Task> = ids
+        .iter()
+        .map(|id| c.wait_task(id, "completed", |t| t.task_state().is_terminal()))
+        .collect();
+    for t in &tasks {
+        assert_eq!(
+            t.task_state().as_str(),
+            "completed",
+            "{}: {}",
+            t.id,
+            t.reason
+        );
+        assert_eq!(t.node, "alpha");
+    }
+    for w in tasks.windows(2) {
+        assert!(
+            w[1].started_at_ms >= w[0].ended_at_ms,
+            "{} started before {} ended",
+            w[1].id,
+            w[0].id
+        );
+        eprintln!(
+            "queue hand-off {} -> {}: {} ms",
+            w[0].id,
+            w[1].id,
+            w[1].started_at_ms - w[0].ended_at_ms
+        );
+    }
+}
+
+#[test]
+fn cancel_kills_the_workers_whole_process_tree() {
+    let c = Cluster::with_node("box");
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "long",
+        "--step",
+        "wait a long time (child-sleep 120s)",
+        "long job",
+    ]);
+    let t = c.wait_task("long", "the sim worker to start its child", |t| {
+        t.plan
+            .as_ref()
+            .is_some_and(|p| p.items[0].note.starts_with("child pid "))
+    });
+    let child: i32 = t.plan.unwrap().items[0]
+        .note
+        .trim_start_matches("child pid ")
+        .parse()
+        .unwrap();
+    let worker = ppid(child).expect("the child's parent");
+    assert!(alive(child) && alive(worker));
+
+    let out = c.ok(&["cancel", "long"]);
+    assert!(out.starts_with("Cancelled `long`"), "{out}");
+    let t = c.wait_task("long", "the node to report the worker's exit", |t| {
+        t.exit_code.is_some() || t.reason.contains("was stopped")
+    });
+    assert_eq!(t.task_state().as_str(), "cancelled");
+    wait_until("the worker and its child to be gone", || {
+        (!alive(child) && !alive(worker)).then_some(())
+    });
+    let again = c.run(&["cancel", "long"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already ended (cancelled)"),
+        "{}",
+        text(&again.stderr)
+    );
+}
+
+#[test]
+fn a_failed_item_fails_the_task_with_its_reason() {
+    let c = Cluster::with_node("box");
+    let out = c.run(&[
+        "--backend",
+        "sim",
+        "--id",
+        "broken",
+        "--step",
+        "fine",
+        "--step",
+        "explode (fail: disk is full)",
+        "--wait",
+        "fail on purpose",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let s = c.status("broken");
+    assert_eq!(s["state"], "failed");
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("explode (fail: disk is full) — disk is full"),
+        "{}",
+        s["reason"]
+    );
+    assert_eq!(s["items"][1]["status"], "error");
+    assert_eq!(s["items"][1]["note"], "disk is full");
+}
+
+#[test]
+fn a_coordinator_restart_between_submit_and_completion_loses_nothing() {
+    let mut c = Cluster::with_node("box");
+    let steps = [
+        "--step",
+        "a (sleep 400ms)",
+        "--step",
+        "b (sleep 400ms)",
+        "--step",
+        "c (sleep 400ms)",
+    ];
+    let mut args = vec!["--backend", "sim", "--id", "survivor"];
+    args.extend(steps);
+    args.push("survive a restart");
+    c.ok(&args);
+    c.wait_task("survivor", "the worker to check off its first item", |t| {
+        done_count(t) >= 1
+    });
+    c.restart_coordinator();
+    let t = c.wait_task("survivor", "completion after the restart", |t| {
+        t.task_state().is_terminal()
+    });
+    assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
+    assert_eq!(done_count(&t), 4);
+    let logs = c.ok(&["logs", "survivor"]);
+    for item in ["a (sleep 400ms)", "b (sleep 400ms)", "c (sleep 400ms)"] {
+        assert_eq!(
+            logs.matches(item).count(),
+            1,
+            "the log line for {item} arrived exactly once:\n{logs}"
+        );
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let c = Cluster::with_node("box");
+    c.ok(&["--backend", "sim", "--id", "taken", "the one task"]);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--id".into(), "Not Kebab".into(), "x".into()],
+            "kebab-case",
+        ),
+        (
+            vec!["--id".into(), "../../etc".into(), "x".into()],
+            "kebab-case",
+        ),
+        (
+            vec![
+                "--backend".into(),
+                "sim".into(),
+                "--id".into(),
+                "taken".into(),
+                "again".into(),
+            ],
+            "task id `taken` already exists",
+        ),
+        (
+            vec!["--backend".into(), "sim".into(), "y".repeat(70 * 1024)],
+            "over the limit of 65536 bytes",
+        ),
+        (
+            vec![
+                "--backend".into(),
+                "sim".into(),
+                "--remote".into(),
+                "nowhere".into(),
+                "x".into(),
+            ],
+            "no node named `nowhere`; known nodes: box (connected)",
+        ),
+        (
+            vec!["--backend".into(), "gemini-cli".into(), "x".into()],
+            "no node has backend `gemini-cli`; nodes and their backends: box: sim",
+        ),
+        (
+            vec!["x".into()],
+            "no node has an agent CLI (claude, agent, codex) installed; nodes and their backends: box: sim",
+        ),
+        (
+            vec![
+                "--backend".into(),
+                "sim".into(),
+                "--after".into(),
+                "ghost".into(),
+                "x".into(),
+            ],
+            "--after names task `ghost`, which does not exist",
+        ),
+        (
+            vec![
+                "--backend".into(),
+                "sim".into(),
+                "--plan".into(),
+                "/nonexistent/plan.md".into(),
+                "x".into(),
+            ],
+            "cannot read the plan from /nonexistent/plan.md",
+        ),
+        (
+            vec!["--backend".into(), "sim".into(), "".into()],
+            "the prompt is empty",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = c.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {err}");
+        assert!(
+            err.contains(want),
+            "{:?}: expected {want:?} in: {err}",
+            &args[..args.len().min(4)]
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let unreachable = c
+        .cli()
+        .env("DISPATCH_COORDINATOR", "http://127.0.0.1:9")
+        .args(["--backend", "sim", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(
+        text(&unreachable.stderr)
+            .contains("cannot connect to the coordinator at http://127.0.0.1:9"),
+        "{}",
+        text(&unreachable.stderr)
+    );
+    let all: serde_json::Value = serde_json::from_str(&c.ok(&["status", "--json"])).unwrap();
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["taken"], "nothing else was stored");
+}
+
+#[test]
+fn a_hostile_prompt_reaches_the_worker_byte_for_byte_and_runs_nothing() {
+    let c = Cluster::with_node("box");
+    let trap = c.dir.path().join("trap");
+    std::fs::create_dir_all(&trap).unwrap();
+    std::fs::write(trap.join("keep"), "x").unwrap();
+    let t = trap.display();
+    let prompt = format!(
+        "Review $(touch {t}/p1) and `touch {t}/p2` \"dq\" 'sq' ; rm -f {t}/keep && touch {t}/p3 | cat \\ $HOME ${{IFS}} \n- [ ] not a real step"
+    );
+    let out = c.run(&["--backend", "sim", "--id", "hostile", "--wait", &prompt]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let output =
+        std::fs::read_to_string(c.workdir().join(".dispatch/tasks/hostile/output.md")).unwrap();
+    assert!(
+        output.contains(&format!("Context:\n{prompt}\n")),
+        "the worker got the prompt verbatim:\n{output}"
+    );
+    for f in ["p1", "p2", "p3"] {
+        assert!(!trap.join(f).exists(), "{f} was created: the prompt ran");
+    }
+    assert!(
+        trap.join("keep").exists(),
+        "keep was removed: the prompt ran"
+    );
+}
+
+#[test]
+fn nodes_lists_backends_capacity_and_load() {
+    let mut c = Cluster::new();
+    let mut o = AgentOpts::new("gpu-box", 3);
+    o.labels = vec!["gpu=a100".into(), "zone=eu".into()];
+    c.add_agent(o);
+    let nodes: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+    let n = &nodes[0];
+    assert_eq!(n["name"], "gpu-box");
+    assert_eq!(n["capacity"], 3);
+    assert_eq!(n["running"], 0);
+    assert_eq!(n["backends"], serde_json::json!(["sim"]));
+    assert_eq!(
+        n["labels"],
+        serde_json::json!({"gpu": "a100", "zone": "eu"})
+    );
+    let table = c.ok(&["nodes"]);
+    assert!(
+        table.contains("gpu-box") && table.contains("0/3") && table.contains("gpu=a100,zone=eu"),
+        "{table}"
+    );
+}
