@@ -324,13 +324,11 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         let stop_at = stopping.unwrap_or_else(Instant::now);
         tokio::select! {
             Some(ev) = events_rx.recv() => {
-                if let Some(ev) = node.spool_event(ev) {
-                    if let Some(s) = &session {
-                        if s.out.send(msg(v1::agent_message::Kind::Event(ev))).await.is_err() {
+                if let Some(ev) = node.spool_event(ev)
+                    && let Some(s) = &session
+                        && s.out.send(msg(v1::agent_message::Kind::Event(ev))).await.is_err() {
                             session = None;
                         }
-                    }
-                }
             }
             from = async { session.as_mut().expect("guarded by the branch condition").next().await }, if session.is_some() => {
                 let m = match from {

@@ -124,14 +124,13 @@ fn prepare(
                 have.join(", ")
             )
         })?;
-    if let Some(program) = &backend.program {
-        if on_path(program).is_none() {
+    if let Some(program) = &backend.program
+        && on_path(program).is_none() {
             return Err(format!(
                 "`{program}` (backend `{}`) is not on PATH on node `{node}`; install it or fix PATH",
                 backend.name
             ));
         }
-    }
     let dir = task_dir(workdir, &assign.task_id);
     std::fs::create_dir_all(dir.join("ipc"))
         .map_err(|e| format!("cannot create {} on node `{node}`: {e}", dir.display()))?;
@@ -163,13 +162,12 @@ impl Watched {
     /// Reports whatever changed on disk since the last look.
     async fn scan(&mut self) {
         self.scan_log().await;
-        if let Ok(plan) = std::fs::read(self.dir.join("plan.md")) {
-            if plan != self.last_plan {
+        if let Ok(plan) = std::fs::read(self.dir.join("plan.md"))
+            && plan != self.last_plan {
                 self.last_plan = plan;
                 let markdown = String::from_utf8_lossy(&self.last_plan).into_owned();
                 self.send(Kind::Plan(v1::PlanUpdated { markdown })).await;
             }
-        }
         self.scan_ipc().await;
     }
 
@@ -248,11 +246,10 @@ fn watch(paths: &[&Path], wake: mpsc::Sender<()>) -> Option<Box<dyn Watcher + Se
             .iter()
             .all(|p| w.watch(p, notify::RecursiveMode::NonRecursive).is_ok())
     };
-    if let Ok(mut w) = notify::recommended_watcher(handler.clone()) {
-        if watch_all(&mut w) {
+    if let Ok(mut w) = notify::recommended_watcher(handler.clone())
+        && watch_all(&mut w) {
             return Some(Box::new(w));
         }
-    }
     tracing::info!("inotify unavailable here; polling the task directory every 250 ms");
     let config = notify::Config::default().with_poll_interval(Duration::from_millis(250));
     let mut w = notify::PollWatcher::new(handler, config).ok()?;

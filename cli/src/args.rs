@@ -106,7 +106,7 @@ pub(crate) struct RunArgs {
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Dispatch a task (the default command: `dispatch "<prompt>"`).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 
     /// Show one task in detail, or list tasks.
     Status {

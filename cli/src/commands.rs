@@ -19,7 +19,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             }
             submit(&g, cli.run).await
         }
-        Some(Command::Run(args)) => submit(&g, args).await,
+        Some(Command::Run(args)) => submit(&g, *args).await,
         Some(Command::Status { id, limit }) => status(&g, id, limit).await,
         Some(Command::Watch { id }) => {
             task_id::validate(&id)?;

@@ -20,9 +20,7 @@ pub fn backend_on(task: &TaskRecord, backends: &[String]) -> Option<String> {
     if task.backend.is_empty() {
         preferred_backend(backends).map(str::to_string)
     } else {
-        backends
-            .iter()
-            .any(|b| *b == task.backend)
+        backends.contains(&task.backend)
             .then(|| task.backend.clone())
     }
 }

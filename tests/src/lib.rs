@@ -324,11 +324,10 @@ impl Cluster {
                     .expect("watch")
                     .into_inner();
                 while let Some(ev) = s.message().await.expect("watch stream") {
-                    if let Some(t) = ev.task {
-                        if pred(&t) {
+                    if let Some(t) = ev.task
+                        && pred(&t) {
                             return t;
                         }
-                    }
                 }
                 panic!("the watch stream of `{id}` ended before {what}");
             };
