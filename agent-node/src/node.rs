@@ -85,7 +85,12 @@ struct Node {
     spool: EventSpool,
     tasks: HashMap<String, TaskHandle>,
     ctx: RunContext,
+    /// Tasks whose worker ended in this run, so a resent Assign never runs one twice.
+    finished: std::collections::VecDeque<String>,
 }
+
+/// How many ended tasks a node remembers for de-duplicating Assign.
+const REMEMBER_FINISHED: usize = 4096;
 
 impl Node {
     fn hello(&self) -> v1::Hello {
@@ -189,7 +194,10 @@ impl Node {
         use v1::command::Kind as C;
         match cmd.kind {
             Some(C::Assign(a)) => {
-                if self.tasks.contains_key(&a.task_id) || self.spool.knows(&a.task_id) {
+                if self.tasks.contains_key(&a.task_id)
+                    || self.spool.knows(&a.task_id)
+                    || self.finished.contains(&a.task_id)
+                {
                     return String::new();
                 }
                 if let Err(e) = dispatch_core::task_id::validate(&a.task_id) {
@@ -245,6 +253,10 @@ impl Node {
         };
         if ended {
             self.tasks.remove(&id);
+            if self.finished.len() == REMEMBER_FINISHED {
+                self.finished.pop_front();
+            }
+            self.finished.push_back(id);
         }
         ev
     }
@@ -273,6 +285,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         spool,
         tasks: HashMap::new(),
         ctx,
+        finished: Default::default(),
     };
 
     // Workers of an earlier run of this agent are not ours any more: report how they ended.

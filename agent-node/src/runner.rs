@@ -125,12 +125,13 @@ fn prepare(
             )
         })?;
     if let Some(program) = &backend.program
-        && on_path(program).is_none() {
-            return Err(format!(
-                "`{program}` (backend `{}`) is not on PATH on node `{node}`; install it or fix PATH",
-                backend.name
-            ));
-        }
+        && on_path(program).is_none()
+    {
+        return Err(format!(
+            "`{program}` (backend `{}`) is not on PATH on node `{node}`; install it or fix PATH",
+            backend.name
+        ));
+    }
     let dir = task_dir(workdir, &assign.task_id);
     std::fs::create_dir_all(dir.join("ipc"))
         .map_err(|e| format!("cannot create {} on node `{node}`: {e}", dir.display()))?;
@@ -163,11 +164,12 @@ impl Watched {
     async fn scan(&mut self) {
         self.scan_log().await;
         if let Ok(plan) = std::fs::read(self.dir.join("plan.md"))
-            && plan != self.last_plan {
-                self.last_plan = plan;
-                let markdown = String::from_utf8_lossy(&self.last_plan).into_owned();
-                self.send(Kind::Plan(v1::PlanUpdated { markdown })).await;
-            }
+            && plan != self.last_plan
+        {
+            self.last_plan = plan;
+            let markdown = String::from_utf8_lossy(&self.last_plan).into_owned();
+            self.send(Kind::Plan(v1::PlanUpdated { markdown })).await;
+        }
         self.scan_ipc().await;
     }
 
@@ -247,9 +249,10 @@ fn watch(paths: &[&Path], wake: mpsc::Sender<()>) -> Option<Box<dyn Watcher + Se
             .all(|p| w.watch(p, notify::RecursiveMode::NonRecursive).is_ok())
     };
     if let Ok(mut w) = notify::recommended_watcher(handler.clone())
-        && watch_all(&mut w) {
-            return Some(Box::new(w));
-        }
+        && watch_all(&mut w)
+    {
+        return Some(Box::new(w));
+    }
     tracing::info!("inotify unavailable here; polling the task directory every 250 ms");
     let config = notify::Config::default().with_poll_interval(Duration::from_millis(250));
     let mut w = notify::PollWatcher::new(handler, config).ok()?;

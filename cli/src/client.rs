@@ -1,7 +1,7 @@
 //! Finding and connecting to the coordinator: the configured one, or the local daemon.
 
 use crate::args::Global;
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use dispatch_proto::v1::dispatch_service_client::DispatchServiceClient;
 use std::path::PathBuf;
 use tonic::transport::Channel;
@@ -34,9 +34,9 @@ fn client_for(channel: Channel) -> Client {
     DispatchServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024)
 }
 
-/// Connects to the configured coordinator, or to the local daemon (starting it when
-/// `start_daemon` is set and it is not running).
-pub(crate) async fn connect(g: &Global, start_daemon: bool) -> Result<Target> {
+/// Connects to the configured coordinator, or to the local daemon (starting it when it is not
+/// running: its store keeps every task, so `status` works the day after too).
+pub(crate) async fn connect(g: &Global) -> Result<Target> {
     if let Some(url) = &g.coordinator {
         let channel = dispatch_agent::channel::connect(url).await.map_err(|e| {
             anyhow!("{e}\nIs dispatch-coordinator running there? Check --coordinator or DISPATCH_COORDINATOR.")
@@ -48,13 +48,7 @@ pub(crate) async fn connect(g: &Global, start_daemon: bool) -> Result<Target> {
         });
     }
     let home = home(g)?;
-    let channel = if start_daemon {
-        crate::daemon::ensure_running(&home).await?
-    } else {
-        crate::daemon::connect_existing(&home).await.with_context(
-            || "the local daemon is not running (it starts with the first `dispatch \"<prompt>\"`)",
-        )?
-    };
+    let channel = crate::daemon::ensure_running(&home).await?;
     Ok(Target {
         url: crate::daemon::socket_url(&home),
         local: true,

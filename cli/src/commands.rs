@@ -23,7 +23,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Status { id, limit }) => status(&g, id, limit).await,
         Some(Command::Watch { id }) => {
             task_id::validate(&id)?;
-            let mut t = connect(&g, false).await?;
+            let mut t = connect(&g).await?;
             follow(&mut t, &[id], g.json).await
         }
         Some(Command::Logs { id, follow }) => logs(&g, &id, follow).await,
@@ -144,7 +144,7 @@ fn dispatched_line(t: &v1::Task) -> String {
 async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
     let local = g.coordinator.is_none();
     let req = build_request(&args, local)?;
-    let mut target = connect(g, true).await?;
+    let mut target = connect(g).await?;
     let task = target
         .client
         .submit(req)
@@ -172,7 +172,7 @@ async fn status(g: &Global, id: Option<String>, limit: u32) -> Result<u8> {
     if let Some(id) = &id {
         task_id::validate(id)?;
     }
-    let mut t = connect(g, false).await?;
+    let mut t = connect(g).await?;
     match id {
         Some(id) => {
             let task = t
@@ -352,7 +352,7 @@ impl LiveView {
 
 async fn logs(g: &Global, id: &str, follow: bool) -> Result<u8> {
     task_id::validate(id)?;
-    let mut t = connect(g, false).await?;
+    let mut t = connect(g).await?;
     let mut stream = t
         .client
         .logs(v1::LogsRequest {
@@ -375,7 +375,7 @@ async fn logs(g: &Global, id: &str, follow: bool) -> Result<u8> {
 
 async fn cancel(g: &Global, id: &str) -> Result<u8> {
     task_id::validate(id)?;
-    let mut t = connect(g, false).await?;
+    let mut t = connect(g).await?;
     let task = t
         .client
         .cancel(v1::CancelRequest { id: id.to_string() })
@@ -390,7 +390,7 @@ async fn cancel(g: &Global, id: &str) -> Result<u8> {
 }
 
 async fn nodes(g: &Global) -> Result<u8> {
-    let mut t = connect(g, false).await?;
+    let mut t = connect(g).await?;
     let nodes = t
         .client
         .list_nodes(v1::ListNodesRequest {})
@@ -441,7 +441,7 @@ async fn nodes(g: &Global) -> Result<u8> {
 }
 
 async fn demo(g: &Global) -> Result<u8> {
-    let mut target = connect(g, true).await?;
+    let mut target = connect(g).await?;
     let workdir = if target.local {
         let dir = crate::client::home(g)?.join("demo");
         std::fs::create_dir_all(&dir)

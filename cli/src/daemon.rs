@@ -46,9 +46,10 @@ async fn info(channel: Channel) -> Result<v1::InfoResponse> {
 /// local node has connected (so the first task can be routed at once).
 pub(crate) async fn ensure_running(home: &Path) -> Result<Channel> {
     if let Ok(ch) = connect_existing(home).await
-        && info(ch.clone()).await.is_ok_and(|i| i.connected_nodes > 0) {
-            return Ok(ch);
-        }
+        && info(ch.clone()).await.is_ok_and(|i| i.connected_nodes > 0)
+    {
+        return Ok(ch);
+    }
     if std::env::var_os(DAEMON_CHILD_ENV).is_some() {
         bail!(
             "the local daemon is not answering on {} and this process was started by a daemon; refusing to start another",

@@ -20,7 +20,8 @@ pub fn backend_on(task: &TaskRecord, backends: &[String]) -> Option<String> {
     if task.backend.is_empty() {
         preferred_backend(backends).map(str::to_string)
     } else {
-        backends.contains(&task.backend)
+        backends
+            .contains(&task.backend)
             .then(|| task.backend.clone())
     }
 }

@@ -186,11 +186,13 @@ impl Plan {
             if in_fence {
                 continue;
             }
-            if self.title.is_none() && self.items.is_empty()
-                && let Some(t) = text.strip_prefix("# ") {
-                    self.title = Some(t.trim().to_string());
-                    continue;
-                }
+            if self.title.is_none()
+                && self.items.is_empty()
+                && let Some(t) = text.strip_prefix("# ")
+            {
+                self.title = Some(t.trim().to_string());
+                continue;
+            }
             if let Some((_, marker_col, status, item_text)) = parse_item_line(text) {
                 let indent = indent_width(text);
                 while stack.last().is_some_and(|top| *top >= indent) {
@@ -297,9 +299,10 @@ impl Plan {
     pub fn append_line(&mut self, text: &str) {
         let nl = self.newline();
         if let Some(last) = self.lines.last_mut()
-            && last.ending.is_empty() {
-                last.ending = nl;
-            }
+            && last.ending.is_empty()
+        {
+            last.ending = nl;
+        }
         if self.lines.last().is_some_and(|l| !l.text.trim().is_empty()) {
             self.lines.push(Line {
                 text: String::new(),

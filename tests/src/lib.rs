@@ -325,9 +325,10 @@ impl Cluster {
                     .into_inner();
                 while let Some(ev) = s.message().await.expect("watch stream") {
                     if let Some(t) = ev.task
-                        && pred(&t) {
-                            return t;
-                        }
+                        && pred(&t)
+                    {
+                        return t;
+                    }
                 }
                 panic!("the watch stream of `{id}` ended before {what}");
             };

@@ -11,7 +11,10 @@ struct Local {
 
 impl Local {
     fn new() -> Local {
-        Local { home: tempfile::tempdir().unwrap(), here: tempfile::tempdir().unwrap() }
+        Local {
+            home: tempfile::tempdir().unwrap(),
+            here: tempfile::tempdir().unwrap(),
+        }
     }
 
     /// Runs `dispatch ARGS` in `here` and fails the test if it does not return: a daemon that
@@ -29,7 +32,9 @@ impl Local {
         std::thread::spawn(move || {
             let _ = tx.send(cmd.output().expect("run dispatch"));
         });
-        rx.recv_timeout(DEADLINE).unwrap_or_else(|_| panic!("dispatch {args:?} did not return: is the daemon holding its pipes?"))
+        rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            panic!("dispatch {args:?} did not return: is the daemon holding its pipes?")
+        })
     }
 
     fn daemon_pid(&self) -> Option<i32> {
@@ -48,30 +53,74 @@ impl Drop for Local {
 #[test]
 fn the_first_dispatch_starts_a_detached_daemon_that_runs_tasks_here_and_exits_when_idle() {
     let l = Local::new();
-    let out = l.run(&["--backend", "sim", "--id", "here-task", "--step", "look around (sleep 100ms)", "local work"]);
+    let out = l.run(&[
+        "--backend",
+        "sim",
+        "--id",
+        "here-task",
+        "--step",
+        "look around (sleep 100ms)",
+        "local work",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("Dispatched `here-task` using sim on local. Plan: 1) look around (sleep 100ms) 2) Write summary"), "{}", text(&out.stdout));
     let pid = l.daemon_pid().expect("the daemon runs");
     let watched = l.run(&["watch", "here-task"]);
-    assert_eq!(watched.status.code(), Some(0), "{}{}", text(&watched.stdout), text(&watched.stderr));
-    assert!(text(&watched.stdout).contains("[x] look around"), "{}", text(&watched.stdout));
+    assert_eq!(
+        watched.status.code(),
+        Some(0),
+        "{}{}",
+        text(&watched.stdout),
+        text(&watched.stderr)
+    );
+    assert!(
+        text(&watched.stdout).contains("[x] look around"),
+        "{}",
+        text(&watched.stdout)
+    );
     let task_dir = l.here.path().join(".dispatch/tasks/here-task");
-    assert!(task_dir.join("output.md").exists(), "the task ran in the directory where dispatch was run");
+    assert!(
+        task_dir.join("output.md").exists(),
+        "the task ran in the directory where dispatch was run"
+    );
     assert!(task_dir.join("plan.md").exists());
     // The daemon's session is its own, and it goes away by itself once idle.
-    assert_eq!(nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid))).ok().map(|s| s.as_raw()), Some(pid));
+    assert_eq!(
+        nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid)))
+            .ok()
+            .map(|s| s.as_raw()),
+        Some(pid)
+    );
     wait_until("the idle daemon to exit", || (!alive(pid)).then_some(()));
-    assert!(!l.home.path().join("daemon.sock").exists(), "the socket was removed");
+    assert!(
+        !l.home.path().join("daemon.sock").exists(),
+        "the socket was removed"
+    );
     let status = text(&l.run(&["daemon", "status"]).stdout);
     assert!(status.contains("not running"), "{status}");
     // The store survives: the next command starts a new daemon that still knows the task.
-    let again = l.run(&["--backend", "sim", "--id", "second", "--step", "again (sleep 3s)", "more"]);
+    let again = l.run(&[
+        "--backend",
+        "sim",
+        "--id",
+        "second",
+        "--step",
+        "again (sleep 3s)",
+        "more",
+    ]);
     assert!(again.status.success(), "{}", text(&again.stderr));
     let listed = text(&l.run(&["status"]).stdout);
-    assert!(listed.contains("here-task") && listed.contains("completed") && listed.contains("second"), "{listed}");
+    assert!(
+        listed.contains("here-task") && listed.contains("completed") && listed.contains("second"),
+        "{listed}"
+    );
     let stop = l.run(&["daemon", "stop"]);
     assert!(!stop.status.success(), "stop refuses while a task runs");
-    assert!(text(&stop.stderr).contains("1 task(s) are still active"), "{}", text(&stop.stderr));
+    assert!(
+        text(&stop.stderr).contains("1 task(s) are still active"),
+        "{}",
+        text(&stop.stderr)
+    );
     let stop = l.run(&["daemon", "stop", "--force"]);
     assert!(stop.status.success(), "{}", text(&stop.stderr));
 }
@@ -83,6 +132,14 @@ fn the_demo_runs_end_to_end_on_the_local_daemon() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("All 3 demo tasks completed."), "{stdout}");
-    assert!(stdout.contains("Dispatched `demo-security-review` using sim on local."), "{stdout}");
-    assert!(l.home.path().join("demo/.dispatch/tasks/demo-security-review/output.md").exists());
+    assert!(
+        stdout.contains("Dispatched `demo-security-review` using sim on local."),
+        "{stdout}"
+    );
+    assert!(
+        l.home
+            .path()
+            .join("demo/.dispatch/tasks/demo-security-review/output.md")
+            .exists()
+    );
 }
