@@ -85,8 +85,8 @@ struct Node {
     spool: EventSpool,
     tasks: HashMap<String, TaskHandle>,
     ctx: RunContext,
-    /// Tasks whose worker ended in this run, so a resent Assign never runs one twice.
-    finished: std::collections::VecDeque<String>,
+    /// (task, attempt) of workers that ended in this run, so a resent Assign never runs one twice.
+    finished: std::collections::VecDeque<(String, u32)>,
 }
 
 /// How many ended tasks a node remembers for de-duplicating Assign.
@@ -194,15 +194,14 @@ impl Node {
         use v1::command::Kind as C;
         match cmd.kind {
             Some(C::Assign(a)) => {
-                if self.tasks.contains_key(&a.task_id)
-                    || self.spool.knows(&a.task_id)
-                    || self.finished.contains(&a.task_id)
-                {
+                let run = (a.task_id.clone(), a.attempt.max(1));
+                if self.tasks.contains_key(&a.task_id) || self.finished.contains(&run) {
                     return String::new();
                 }
                 if let Err(e) = dispatch_core::task_id::validate(&a.task_id) {
                     return e.to_string();
                 }
+                self.spool.begin(&a.task_id, a.last_seq);
                 tracing::info!(task = %a.task_id, backend = %a.backend, "assigned");
                 let id = a.task_id.clone();
                 let handle = runner::start(self.ctx.clone(), a);
@@ -252,11 +251,12 @@ impl Node {
             }
         };
         if ended {
-            self.tasks.remove(&id);
-            if self.finished.len() == REMEMBER_FINISHED {
-                self.finished.pop_front();
+            if let Some(t) = self.tasks.remove(&id) {
+                if self.finished.len() == REMEMBER_FINISHED {
+                    self.finished.pop_front();
+                }
+                self.finished.push_back((id, t.attempt));
             }
-            self.finished.push_back(id);
         }
         ev
     }

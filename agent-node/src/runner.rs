@@ -46,6 +46,8 @@ pub struct TaskHandle {
     pub cancel: Arc<Notify>,
     /// `<workdir>/.dispatch/tasks/<id>`.
     pub task_dir: PathBuf,
+    /// Which worker run of the task this is.
+    pub attempt: u32,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -81,6 +83,7 @@ pub fn start(ctx: RunContext, assign: v1::Assign) -> TaskHandle {
     let handle = TaskHandle {
         cancel: Arc::new(Notify::new()),
         task_dir: task_dir(&workdir, &assign.task_id),
+        attempt: assign.attempt.max(1),
     };
     let cancel = Arc::clone(&handle.cancel);
     tokio::spawn(async move {

@@ -133,6 +133,21 @@ impl Sim {
         Ok(None)
     }
 
+    /// A worker started after a blocked question was answered finds the answer in its prompt
+    /// (the seed's legacy fallback) instead of asking again.
+    fn resumed_answer(&self, question: &str) -> Option<Option<String>> {
+        let marker = format!("The question was: \"{question}\". The answer is: \"");
+        let start = self.prompt.find(&marker)? + marker.len();
+        let end = self.prompt[start..].find("\". Continue from the blocked item.")?;
+        let answer = self.prompt[start..start + end].to_string();
+        let context = std::fs::read_to_string(self.task_dir.join("context.md")).unwrap_or_default();
+        println!(
+            "sim: resuming with the answer to {question:?}: {answer} (context.md: {} bytes)",
+            context.len()
+        );
+        Some(Some(answer))
+    }
+
     fn write_output(&self) -> Result<(), String> {
         let mut out = String::from("# Summary\n\nThe sim worker completed these items:\n\n");
         for d in &self.done {
@@ -184,7 +199,11 @@ impl Sim {
                         println!("sim: item failed: {reason}");
                         return Ok(1);
                     }
-                    Directive::Ask(question, timeout) => match self.ask(&question, timeout)? {
+                    Directive::Ask(question, timeout) => match self
+                        .resumed_answer(&question)
+                        .map(Ok)
+                        .unwrap_or_else(|| self.ask(&question, timeout))?
+                    {
                         Some(answer) => note = Some(format!("answer: {answer}")),
                         None => {
                             let context = format!(

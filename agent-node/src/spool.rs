@@ -103,6 +103,15 @@ impl EventSpool {
         Ok(ev)
     }
 
+    /// Prepares for a new worker run of `task` whose events continue after `last_seq` (the
+    /// coordinator's highest committed seq of the task).
+    pub fn begin(&mut self, task: &str, last_seq: u64) {
+        let spool = self.tasks.entry(task.to_string()).or_default();
+        spool.next_seq = spool.next_seq.max(last_seq);
+        spool.acked = spool.acked.max(last_seq);
+        spool.finished = false;
+    }
+
     /// Drops every event of `task` up to `seq`. A finished task with nothing left unacked is
     /// forgotten and its file removed.
     pub fn ack(&mut self, task: &str, seq: u64) {

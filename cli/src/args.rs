@@ -143,6 +143,54 @@ pub(crate) enum Command {
     /// List agent nodes: backends, capacity and load.
     Nodes,
 
+    /// Answer a worker's question (written to its ipc/NNN.answer on the node).
+    ///
+    /// The text comes from the arguments, else from stdin when it is not a terminal, else from
+    /// $VISUAL/$EDITOR. Without --seq, the oldest unanswered question is answered. Answering a
+    /// blocked task (its worker gave up waiting) starts a new worker that continues with the
+    /// answer.
+    Answer {
+        /// Task whose question to answer.
+        id: String,
+        /// Question number (the NNN of NNN.question).
+        #[arg(long)]
+        seq: Option<u32>,
+        /// The answer.
+        text: Vec<String>,
+    },
+
+    /// Add a note to a running task: appended to its plan.md as
+    /// "> **Note from dispatcher:** TEXT", which the worker reads before its next items.
+    Note {
+        /// Task to add the note to.
+        id: String,
+        /// The note (one line).
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+
+    /// Every unanswered question across all tasks and nodes, oldest first; on a terminal,
+    /// answer them in turn.
+    Inbox {
+        /// Only list, even on a terminal.
+        #[arg(long)]
+        list: bool,
+    },
+
+    /// Block until a task needs you, then exit with a code that says why.
+    ///
+    /// Exit status: 0 every task completed, 10 a question is waiting (printed), 11 a task is
+    /// blocked, 12 a task failed or was lost, 13 a task was cancelled, 2 usage error (or an
+    /// unknown task), 124 --timeout reached. Rides the coordinator's watch stream: no polling.
+    Wait {
+        /// Tasks to wait for.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Give up after this long (e.g. 30m) with exit status 124.
+        #[arg(long, value_parser = dispatch_core::duration::parse)]
+        timeout: Option<Duration>,
+    },
+
     /// Run a short end-to-end demo: three scripted tasks on the local daemon, shown live.
     Demo,
 

@@ -29,6 +29,10 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Logs { id, follow }) => logs(&g, &id, follow).await,
         Some(Command::Cancel { id }) => cancel(&g, &id).await,
         Some(Command::Nodes) => nodes(&g).await,
+        Some(Command::Answer { id, seq, text }) => crate::ask::answer(&g, &id, seq, text).await,
+        Some(Command::Note { id, text }) => crate::ask::note(&g, &id, &text.join(" ")).await,
+        Some(Command::Inbox { list }) => crate::ask::inbox(&g, list).await,
+        Some(Command::Wait { ids, timeout }) => crate::ask::wait(&g, &ids, timeout).await,
         Some(Command::Demo) => demo(&g).await,
         Some(Command::Daemon {
             action: DaemonAction::Status,

@@ -1,6 +1,7 @@
 //! `dispatch`: send coding-agent tasks to any machine and watch them.
 
 mod args;
+mod ask;
 mod client;
 mod commands;
 mod daemon;

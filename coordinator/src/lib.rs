@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod error;
 pub mod nodes;
+pub mod questions;
 pub mod registry;
 pub mod router;
 pub mod scheduler;

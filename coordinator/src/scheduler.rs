@@ -108,6 +108,8 @@ async fn schedule(c: &Coordinator) -> Result<()> {
             worker_prompt: task.worker_prompt.clone(),
             plan_markdown: task.plan_md.clone(),
             workdir: task.workdir.clone(),
+            last_seq: task.last_seq,
+            attempt: task.attempt.max(1),
         };
         let mut cmd = v1::Command {
             id: 0,

@@ -179,6 +179,7 @@ impl Coordinator {
             priority: req.priority,
             created_ms: now,
             updated_ms: now,
+            attempt: 1,
             ..Default::default()
         };
         self.store.insert_task(&record).await?;
@@ -444,13 +445,24 @@ impl Coordinator {
         let body = prost::Message::encode_to_vec(&ev);
         let at = if ev.at_ms > 0 { ev.at_ms } else { now_ms() };
         let node_name = node.to_string();
+        // Questions other than the acknowledged one that still wait for an answer.
+        let open_others = match kind {
+            EventKind::AnswerDelivered(a) => self
+                .store
+                .questions(&ev.task_id)
+                .await?
+                .iter()
+                .filter(|q| q.answer.is_none() && q.seq != a.seq)
+                .count(),
+            _ => 0,
+        };
         let outcome = self
             .store
             .record_event(&ev.task_id, ev.seq, kind_name, at, &body, |t| {
                 if rejected.is_some() {
                     None
                 } else {
-                    apply_event(t, kind, &node_name, at)
+                    apply_event(t, kind, &node_name, at, open_others)
                 }
             })
             .await?;
@@ -491,6 +503,7 @@ fn apply_event(
     kind: &EventKind,
     node: &str,
     at: i64,
+    open_others: usize,
 ) -> Option<QuestionRecord> {
     t.updated_ms = now_ms();
     match kind {
@@ -554,7 +567,7 @@ fn apply_event(
             });
         }
         EventKind::AnswerDelivered(_) => {
-            if t.state == TaskState::Waiting {
+            if t.state == TaskState::Waiting && open_others == 0 {
                 t.state = TaskState::Running;
             }
         }

@@ -40,6 +40,20 @@ pub fn worker_prompt(task_id: &str, context: &str, alias_prompt: Option<&str>) -
     out
 }
 
+/// The `Context:` of a worker that continues a blocked task (the seed's legacy fallback): the
+/// user's request, then where the previous worker left off and the answer it was waiting for.
+pub fn resume_context(task_id: &str, request: &str, question: &str, answer: &str) -> String {
+    let dir = task_dir(task_id);
+    format!(
+        "{}\n\nThis task was blocked on a question and a previous worker stopped. Read the plan file, then {dir}/context.md \
+         (the previous worker's context, if it exists). The question was: \"{}\". The answer is: \"{}\". \
+         Continue from the blocked item.",
+        request.trim(),
+        question.trim(),
+        answer.trim()
+    )
+}
+
 /// Finds the plan path a worker prompt points at (`.dispatch/tasks/<id>/plan.md`), as a
 /// worker written for the seed would.
 pub fn plan_path_in(prompt: &str) -> Option<&str> {
@@ -75,5 +89,10 @@ mod tests {
         );
         assert_eq!(plan_path_in("no plan here"), None);
         assert!(!worker_prompt("x", "", None).contains("Context:"));
+        let r = resume_context("t", "do it", "which db?", "postgres");
+        assert!(r.starts_with("do it\n\nThis task was blocked"));
+        assert!(
+            r.contains(".dispatch/tasks/t/context.md") && r.contains("The answer is: \"postgres\"")
+        );
     }
 }

@@ -268,6 +268,30 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 
+    async fn answer(&self, req: Request<v1::AnswerRequest>) -> Result<Response<v1::Task>, Status> {
+        let req = req.into_inner();
+        let t = self.0.answer(&req.id, req.seq, &req.text).await?;
+        Ok(Response::new(self.0.task_view(&t).await?))
+    }
+
+    async fn add_note(
+        &self,
+        req: Request<v1::AddNoteRequest>,
+    ) -> Result<Response<v1::Task>, Status> {
+        let req = req.into_inner();
+        let t = self.0.add_note(&req.id, &req.text).await?;
+        Ok(Response::new(self.0.task_view(&t).await?))
+    }
+
+    async fn list_questions(
+        &self,
+        _req: Request<v1::ListQuestionsRequest>,
+    ) -> Result<Response<v1::ListQuestionsResponse>, Status> {
+        Ok(Response::new(v1::ListQuestionsResponse {
+            questions: self.0.pending_questions().await?,
+        }))
+    }
+
     async fn info(
         &self,
         _req: Request<v1::InfoRequest>,

@@ -17,7 +17,10 @@ use sqlx::{Row, SqlitePool as Pool};
 use std::path::Path;
 use std::time::Duration;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_attempts.sql"),
+];
 
 /// Outcome of recording one agent event.
 #[derive(Debug)]
@@ -75,8 +78,8 @@ impl Store {
     pub async fn insert_task(&self, t: &TaskRecord) -> Result<()> {
         let res = records::bind_task(sqlx::query(
             "INSERT INTO tasks (id, state, title, prompt, worker_prompt, plan_md, node, remote, backend, model, \
-             workdir, after_id, priority, reason, exit_code, created_ms, updated_ms, started_ms, ended_ms, last_seq, submit_order) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, \
+             workdir, after_id, priority, reason, exit_code, created_ms, updated_ms, started_ms, ended_ms, last_seq, attempt, submit_order) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
              (SELECT COALESCE(MAX(submit_order), 0) + 1 FROM tasks))",
         ), t)
         .execute(&self.writer)
@@ -296,6 +299,36 @@ impl Store {
             .bind(task_id)
             .fetch_all(&self.reader)
             .await?;
+        rows.iter().map(records::question_from_row).collect()
+    }
+
+    /// Records the answer to question `seq` of `task_id` (only if it had none). Returns false
+    /// when it was already answered.
+    pub async fn answer_question(
+        &self,
+        task_id: &str,
+        seq: u32,
+        text: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let r = sqlx::query("UPDATE questions SET answer = ?3, answered_ms = ?4 WHERE task_id = ?1 AND seq = ?2 AND answer IS NULL")
+            .bind(task_id)
+            .bind(i64::from(seq))
+            .bind(text)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Every unanswered question of a task that is still waiting or blocked, oldest first.
+    pub async fn open_questions(&self) -> Result<Vec<QuestionRecord>> {
+        let rows = sqlx::query(
+            "SELECT q.task_id, q.seq, q.text, q.asked_ms, q.answer, q.answered_ms FROM questions q JOIN tasks t ON t.id = q.task_id \
+             WHERE q.answer IS NULL AND t.state IN ('running', 'waiting', 'blocked') ORDER BY q.asked_ms, q.task_id, q.seq",
+        )
+        .fetch_all(&self.reader)
+        .await?;
         rows.iter().map(records::question_from_row).collect()
     }
 

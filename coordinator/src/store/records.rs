@@ -49,6 +49,8 @@ pub struct TaskRecord {
     pub ended_ms: i64,
     /// Highest committed agent event seq.
     pub last_seq: u64,
+    /// Worker run: 1, then 2 after a blocked question was answered, …
+    pub attempt: u32,
 }
 
 /// A node as stored (its last Hello).
@@ -101,7 +103,7 @@ pub struct QuestionRecord {
 
 pub(super) const UPDATE_TASK: &str = "UPDATE tasks SET state = ?2, title = ?3, prompt = ?4, worker_prompt = ?5, plan_md = ?6, \
      node = ?7, remote = ?8, backend = ?9, model = ?10, workdir = ?11, after_id = ?12, priority = ?13, reason = ?14, \
-     exit_code = ?15, created_ms = ?16, updated_ms = ?17, started_ms = ?18, ended_ms = ?19, last_seq = ?20 WHERE id = ?1";
+     exit_code = ?15, created_ms = ?16, updated_ms = ?17, started_ms = ?18, ended_ms = ?19, last_seq = ?20, attempt = ?21 WHERE id = ?1";
 
 pub(super) fn bind_task<'q>(
     q: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
@@ -127,6 +129,7 @@ pub(super) fn bind_task<'q>(
         .bind(t.started_ms)
         .bind(t.ended_ms)
         .bind(t.last_seq as i64)
+        .bind(i64::from(t.attempt.max(1)))
 }
 
 pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
@@ -152,6 +155,7 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
         started_ms: r.try_get("started_ms")?,
         ended_ms: r.try_get("ended_ms")?,
         last_seq: r.try_get::<i64, _>("last_seq")? as u64,
+        attempt: r.try_get::<i64, _>("attempt")? as u32,
     })
 }
 

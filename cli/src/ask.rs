@@ -1,0 +1,334 @@
+//! The question-and-answer side: answer, note, inbox, wait.
+
+use crate::args::Global;
+use crate::client::connect;
+use crate::render;
+use anyhow::{Context, Result, anyhow, bail};
+use dispatch_core::{TaskState, task_id};
+use dispatch_proto::v1;
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::time::Duration;
+
+/// Reads an answer from $VISUAL/$EDITOR, showing the question as comment lines.
+fn answer_from_editor(question: &str) -> Result<String> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let file = tempfile::Builder::new()
+        .prefix("dispatch-answer-")
+        .suffix(".md")
+        .tempfile()?;
+    let mut header =
+        String::from("\n# Write your answer above. Lines starting with '#' are ignored.\n#\n");
+    for l in question.lines() {
+        header.push_str(&format!("# {l}\n"));
+    }
+    std::fs::write(file.path(), header)?;
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("editor")
+        .arg(file.path())
+        .status()
+        .with_context(|| format!("cannot run the editor `{editor}`"))?;
+    if !status.success() {
+        bail!("the editor `{editor}` exited with {status}; nothing was sent");
+    }
+    let text = std::fs::read_to_string(file.path())?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string())
+}
+
+pub(crate) async fn answer(
+    g: &Global,
+    id: &str,
+    seq: Option<u32>,
+    words: Vec<String>,
+) -> Result<u8> {
+    task_id::validate(id)?;
+    let mut target = connect(g).await?;
+    let mut text = words.join(" ");
+    if text.trim().is_empty() {
+        if !std::io::stdin().is_terminal() {
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the answer from stdin")?;
+        } else {
+            let task = target
+                .client
+                .get_task(v1::GetTaskRequest { id: id.into() })
+                .await?
+                .into_inner();
+            let q = task
+                .questions
+                .iter()
+                .find(|q| seq.map_or(q.answer.is_none(), |s| q.seq == s))
+                .ok_or_else(|| anyhow!("task `{id}` has no unanswered question"))?;
+            text = answer_from_editor(&format!("Question {:03} from `{id}`:\n{}", q.seq, q.text))?;
+        }
+    }
+    if text.trim().is_empty() {
+        bail!("the answer is empty; nothing was sent");
+    }
+    let task = target
+        .client
+        .answer(v1::AnswerRequest {
+            id: id.into(),
+            seq: seq.unwrap_or(0),
+            text,
+        })
+        .await?
+        .into_inner();
+    if g.json {
+        println!("{}", render::task_json(&task));
+    } else if task.reason.starts_with("answered; a new worker") {
+        println!(
+            "Answered `{}`; a new worker continues from the blocked item ({}).",
+            task.id,
+            render::whereabouts(&task)
+        );
+    } else {
+        println!(
+            "Answered `{}`; the worker on {} picks it up.",
+            task.id, task.node
+        );
+    }
+    Ok(0)
+}
+
+pub(crate) async fn note(g: &Global, id: &str, text: &str) -> Result<u8> {
+    task_id::validate(id)?;
+    let mut target = connect(g).await?;
+    let task = target
+        .client
+        .add_note(v1::AddNoteRequest {
+            id: id.into(),
+            text: text.into(),
+        })
+        .await?
+        .into_inner();
+    if g.json {
+        println!("{}", render::task_json(&task));
+    } else {
+        println!(
+            "Noted on `{}` (node {}): > **Note from dispatcher:** {}",
+            task.id,
+            task.node,
+            text.trim()
+        );
+    }
+    Ok(0)
+}
+
+pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
+    let mut target = connect(g).await?;
+    let questions = target
+        .client
+        .list_questions(v1::ListQuestionsRequest {})
+        .await?
+        .into_inner()
+        .questions;
+    if g.json {
+        let v: Vec<serde_json::Value> = questions
+            .iter()
+            .map(|q| serde_json::json!({"task": q.task_id, "node": q.node, "seq": q.seq, "text": q.text, "asked_at_ms": q.asked_at_ms, "title": q.title}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(0);
+    }
+    if questions.is_empty() {
+        println!("No question is waiting for you.");
+        return Ok(0);
+    }
+    let interactive =
+        !list_only && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if !interactive {
+        println!(
+            "{:<28} {:<16} {:>4} {:>10}  QUESTION",
+            "TASK", "NODE", "SEQ", "AGE"
+        );
+        for q in &questions {
+            println!(
+                "{:<28} {:<16} {:>4} {:>10}  {}",
+                q.task_id,
+                q.node,
+                format!("{:03}", q.seq),
+                render::ago(q.asked_at_ms),
+                q.text.replace('\n', " ")
+            );
+        }
+        return Ok(0);
+    }
+    let stdin = std::io::stdin();
+    let mut answered = 0;
+    for (n, q) in questions.iter().enumerate() {
+        println!(
+            "\n[{}/{}] `{}` on {} asks (question {:03}, {}):",
+            n + 1,
+            questions.len(),
+            q.task_id,
+            q.node,
+            q.seq,
+            render::ago(q.asked_at_ms)
+        );
+        for l in q.text.lines() {
+            println!("    {l}");
+        }
+        print!("answer (empty to skip, q to stop): ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 || line.trim() == "q" {
+            break;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        match target
+            .client
+            .answer(v1::AnswerRequest {
+                id: q.task_id.clone(),
+                seq: q.seq,
+                text: line.trim().into(),
+            })
+            .await
+        {
+            Ok(_) => {
+                answered += 1;
+                println!("sent.");
+            }
+            Err(s) => println!("not sent: {}", render::status_text(&s)),
+        }
+    }
+    println!("\nAnswered {answered} of {} question(s).", questions.len());
+    Ok(0)
+}
+
+/// Exit status of `wait` for a set of tasks, or None while none needs the user yet.
+fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
+    let mut worst: Option<(u8, String)> = None;
+    let mut consider = |code: u8, msg: String| {
+        // A question first (10), then blocked (11), failed (12), cancelled (13).
+        if worst.as_ref().is_none_or(|(c, _)| code < *c) {
+            worst = Some((code, msg));
+        }
+    };
+    for t in tasks.values() {
+        let s = t.task_state();
+        if s == TaskState::Waiting {
+            if let Some(q) = t.questions.iter().find(|q| q.answer.is_none()) {
+                consider(
+                    10,
+                    format!(
+                        "`{}` asks (question {:03}): {}\nAnswer with: dispatch answer {} \"…\"",
+                        t.id, q.seq, q.text, t.id
+                    ),
+                );
+                continue;
+            }
+        }
+        match s {
+            TaskState::Blocked => consider(11, format!("`{}` is blocked: {}", t.id, t.reason)),
+            TaskState::Failed | TaskState::Lost => {
+                consider(12, format!("`{}` {}: {}", t.id, s, t.reason))
+            }
+            TaskState::Cancelled => consider(13, format!("`{}` was cancelled", t.id)),
+            _ => {}
+        }
+    }
+    if worst.is_none()
+        && tasks
+            .values()
+            .all(|t| t.task_state() == TaskState::Completed)
+    {
+        let ids: Vec<&str> = tasks.keys().map(String::as_str).collect();
+        return Some((0, format!("completed: {}", ids.join(", "))));
+    }
+    worst
+}
+
+pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) -> Result<u8> {
+    for id in ids {
+        if let Err(e) = task_id::validate(id) {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    }
+    let mut target = connect(g).await?;
+    let one = if ids.len() == 1 {
+        ids[0].clone()
+    } else {
+        String::new()
+    };
+    let mut stream = match target.client.watch(v1::WatchRequest { task_id: one }).await {
+        Ok(s) => s.into_inner(),
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            eprintln!("error: {}", s.message());
+            return Ok(2);
+        }
+        Err(s) => return Err(s.into()),
+    };
+    let mut tasks = BTreeMap::new();
+    for id in ids {
+        match target
+            .client
+            .get_task(v1::GetTaskRequest { id: id.clone() })
+            .await
+        {
+            Ok(t) => {
+                tasks.insert(id.clone(), t.into_inner());
+            }
+            Err(s)
+                if s.code() == tonic::Code::NotFound
+                    || s.code() == tonic::Code::InvalidArgument =>
+            {
+                eprintln!("error: {}", s.message());
+                return Ok(2);
+            }
+            Err(s) => return Err(s.into()),
+        }
+    }
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    loop {
+        if let Some((code, msg)) = wait_outcome(&tasks) {
+            if g.json {
+                let v: Vec<serde_json::Value> = tasks.values().map(render::task_json).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"exit": code, "message": msg, "tasks": v})
+                );
+            } else {
+                println!("{msg}");
+            }
+            return Ok(code);
+        }
+        let next = async { stream.message().await };
+        let ev = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, next).await {
+                Ok(r) => r,
+                Err(_) => {
+                    eprintln!("timed out; nothing needs you yet");
+                    return Ok(124);
+                }
+            },
+            None => next.await,
+        };
+        let Some(ev) =
+            ev.map_err(|s| anyhow!("the watch stream broke: {}", render::status_text(&s)))?
+        else {
+            bail!("the coordinator closed the watch stream; run `dispatch wait` again");
+        };
+        if let Some(t) = ev.task {
+            if let Some(old) = tasks.get(&t.id) {
+                if t.updated_at_ms >= old.updated_at_ms {
+                    tasks.insert(t.id.clone(), t);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Questions and answers, notes to running workers, and the legacy `[?]` fallback.
+
+use crate::error::{CoordinatorError, Result};
+use crate::store::TaskRecord;
+use crate::{Coordinator, now_ms};
+use dispatch_core::limits::{self, check_len};
+use dispatch_core::plan::{ItemStatus, Plan};
+use dispatch_core::{TaskState, prompt};
+use dispatch_proto::convert::state_to_proto;
+use dispatch_proto::v1;
+
+impl Coordinator {
+    fn send_command(&self, node: &str, cmd: v1::Command) {
+        self.registry.send(
+            node,
+            v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Command(cmd)),
+            },
+        );
+    }
+
+    /// Answers question `seq` of task `id` (the oldest unanswered one when `seq` is 0).
+    ///
+    /// A waiting task gets the answer written to `NNN.answer` on its node (the command is
+    /// stored first and resent until the node acks it). A blocked task (its worker timed out
+    /// and exited) is queued again on the same node with a new worker that is told the answer
+    /// and to continue from the blocked item.
+    pub async fn answer(&self, id: &str, seq: u32, text: &str) -> Result<TaskRecord> {
+        check_len("answer", text, limits::MAX_MESSAGE_BYTES)?;
+        if text.trim().is_empty() {
+            return Err(CoordinatorError::Invalid("the answer is empty".into()));
+        }
+        let mut t = self.task(id).await?;
+        if t.state.is_terminal() && t.state != TaskState::Blocked {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "task `{id}` already ended ({}); there is no worker to answer",
+                t.state
+            )));
+        }
+        let questions = self.store.questions(id).await?;
+        let q = if seq == 0 {
+            questions
+                .iter()
+                .find(|q| q.answer.is_none())
+                .ok_or_else(|| {
+                    CoordinatorError::FailedPrecondition(format!(
+                        "task `{id}` has no unanswered question"
+                    ))
+                })?
+        } else {
+            questions.iter().find(|q| q.seq == seq).ok_or_else(|| {
+                let have: Vec<String> = questions.iter().map(|q| format!("{:03}", q.seq)).collect();
+                CoordinatorError::NotFound(if have.is_empty() {
+                    format!("task `{id}` has asked no question")
+                } else {
+                    format!(
+                        "task `{id}` has no question {seq:03}; its questions: {}",
+                        have.join(", ")
+                    )
+                })
+            })?
+        };
+        if let Some(a) = &q.answer {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "question {:03} of `{id}` was already answered: \"{a}\"",
+                q.seq
+            )));
+        }
+        let now = now_ms();
+        if !self
+            .store
+            .answer_question(id, q.seq, text.trim_end(), now)
+            .await?
+        {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "question {:03} of `{id}` was answered by someone else just now",
+                q.seq
+            )));
+        }
+        tracing::info!(task = id, seq = q.seq, state = %t.state, "answered");
+        if t.state == TaskState::Blocked {
+            self.resume_blocked(&mut t, &q.text, text).await?;
+        } else {
+            let cmd = v1::Command {
+                id: 0,
+                kind: Some(v1::command::Kind::Answer(v1::DeliverAnswer {
+                    task_id: id.into(),
+                    seq: q.seq,
+                    text: text.trim_end().into(),
+                })),
+            };
+            t.updated_ms = now;
+            let node = t.node.clone();
+            let cmd_id = self
+                .store
+                .update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd))
+                .await?;
+            self.send_command(&node, v1::Command { id: cmd_id, ..cmd });
+            self.publish(&t, "answer", 0).await;
+        }
+        Ok(t)
+    }
+
+    /// The seed's legacy fallback: a new worker on the same node (where plan.md and
+    /// context.md are) continues from the `[?]` item with the answer in its prompt.
+    async fn resume_blocked(&self, t: &mut TaskRecord, question: &str, answer: &str) -> Result<()> {
+        let mut plan = Plan::parse(&t.plan_md);
+        if let Some(i) = plan
+            .items()
+            .iter()
+            .position(|i| i.status == ItemStatus::Blocked)
+        {
+            plan.set_status(i, ItemStatus::Pending);
+        }
+        t.plan_md = plan.render();
+        let context = prompt::resume_context(&t.id, &t.prompt, question, answer);
+        t.worker_prompt = prompt::worker_prompt(&t.id, &context, None);
+        t.state = TaskState::Queued;
+        t.remote = t.node.clone();
+        t.attempt = t.attempt.max(1) + 1;
+        t.reason = format!("answered; a new worker continues on node `{}`", t.node);
+        t.ended_ms = 0;
+        t.exit_code = None;
+        t.updated_ms = now_ms();
+        self.store.update_task(t).await?;
+        tracing::info!(task = %t.id, attempt = t.attempt, node = %t.node, "blocked task resumes with its answer");
+        self.publish(t, "state", 0).await;
+        self.scheduler.pass().await;
+        if let Some(fresh) = self.store.get_task(&t.id).await? {
+            *t = fresh;
+        }
+        Ok(())
+    }
+
+    /// Appends a dispatcher note to a running task's plan.md on its node.
+    pub async fn add_note(&self, id: &str, text: &str) -> Result<TaskRecord> {
+        check_len("note", text, limits::MAX_MESSAGE_BYTES)?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(CoordinatorError::Invalid("the note is empty".into()));
+        }
+        if text.contains('\n') {
+            return Err(CoordinatorError::Invalid(
+                "a note is one line; send several notes for several lines".into(),
+            ));
+        }
+        let mut t = self.task(id).await?;
+        if !t.state.holds_slot() {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "task `{id}` is {}; notes reach only a running worker (assigned, running or waiting)",
+                t.state
+            )));
+        }
+        let cmd = v1::Command {
+            id: 0,
+            kind: Some(v1::command::Kind::Note(v1::AppendNote {
+                task_id: id.into(),
+                text: text.into(),
+            })),
+        };
+        t.updated_ms = now_ms();
+        let node = t.node.clone();
+        let cmd_id = self
+            .store
+            .update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd))
+            .await?;
+        self.send_command(&node, v1::Command { id: cmd_id, ..cmd });
+        tracing::info!(task = id, node = %node, "note sent");
+        Ok(t)
+    }
+
+    /// Every unanswered question of every waiting or blocked task, oldest first.
+    pub async fn pending_questions(&self) -> Result<Vec<v1::PendingQuestion>> {
+        let mut out = Vec::new();
+        for q in self.store.open_questions().await? {
+            let Some(t) = self.store.get_task(&q.task_id).await? else {
+                continue;
+            };
+            out.push(v1::PendingQuestion {
+                task_id: q.task_id,
+                node: t.node.clone(),
+                seq: q.seq,
+                text: q.text,
+                asked_at_ms: q.asked_ms,
+                title: t.title.clone(),
+                state: state_to_proto(t.state) as i32,
+            });
+        }
+        Ok(out)
+    }
+}
