@@ -250,13 +250,11 @@ impl Node {
                 None
             }
         };
-        if ended {
-            if let Some(t) = self.tasks.remove(&id) {
-                if self.finished.len() == REMEMBER_FINISHED {
-                    self.finished.pop_front();
-                }
-                self.finished.push_back((id, t.attempt));
+        if ended && let Some(t) = self.tasks.remove(&id) {
+            if self.finished.len() == REMEMBER_FINISHED {
+                self.finished.pop_front();
             }
+            self.finished.push_back((id, t.attempt));
         }
         ev
     }

@@ -220,17 +220,17 @@ fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
     };
     for t in tasks.values() {
         let s = t.task_state();
-        if s == TaskState::Waiting {
-            if let Some(q) = t.questions.iter().find(|q| q.answer.is_none()) {
-                consider(
-                    10,
-                    format!(
-                        "`{}` asks (question {:03}): {}\nAnswer with: dispatch answer {} \"…\"",
-                        t.id, q.seq, q.text, t.id
-                    ),
-                );
-                continue;
-            }
+        if s == TaskState::Waiting
+            && let Some(q) = t.questions.iter().find(|q| q.answer.is_none())
+        {
+            consider(
+                10,
+                format!(
+                    "`{}` asks (question {:03}): {}\nAnswer with: dispatch answer {} \"…\"",
+                    t.id, q.seq, q.text, t.id
+                ),
+            );
+            continue;
         }
         match s {
             TaskState::Blocked => consider(11, format!("`{}` is blocked: {}", t.id, t.reason)),
@@ -323,12 +323,11 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
         else {
             bail!("the coordinator closed the watch stream; run `dispatch wait` again");
         };
-        if let Some(t) = ev.task {
-            if let Some(old) = tasks.get(&t.id) {
-                if t.updated_at_ms >= old.updated_at_ms {
-                    tasks.insert(t.id.clone(), t);
-                }
-            }
+        if let Some(t) = ev.task
+            && let Some(old) = tasks.get(&t.id)
+            && t.updated_at_ms >= old.updated_at_ms
+        {
+            tasks.insert(t.id.clone(), t);
         }
     }
 }
