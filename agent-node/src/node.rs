@@ -5,6 +5,7 @@
 use crate::backends::BackendSpec;
 use crate::runner::{self, RunContext, TaskHandle, event};
 use crate::spool::EventSpool;
+use crate::worker_record::RunRecord;
 use dispatch_proto::v1;
 use dispatch_proto::v1::coordinator_message::Kind as In;
 use std::collections::{BTreeMap, HashMap};
@@ -260,8 +261,8 @@ impl Node {
     }
 }
 
-/// Runs the node until `shutdown` resolves. On shutdown every worker's process group is
-/// stopped and their exits are flushed to the coordinator (best effort, 3 s).
+/// Runs the node until `shutdown` resolves. Shutting down flushes spooled events (best effort,
+/// 3 s) and leaves workers running: the next start of the agent re-attaches to them.
 pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let spool = EventSpool::open(&cfg.data_dir.join("spool")).map_err(|e| {
         anyhow::anyhow!(
@@ -276,7 +277,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         default_workdir: cfg.workdir.clone(),
         backends: Arc::new(cfg.backends.clone()),
         events: events_tx,
-        stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        run_dir: cfg.data_dir.join("running"),
     };
     let mut node = Node {
         cfg,
@@ -286,8 +287,20 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         finished: Default::default(),
     };
 
-    // Workers of an earlier run of this agent are not ours any more: report how they ended.
+    // Workers outlive the agent: re-attach to those still running, and report how the others
+    // ended (the seed's startup reconciliation; their questions are reported again by the scan).
+    let (live, _gone) = RunRecord::load_all(&node.ctx.run_dir);
+    for record in live {
+        let offset = node.spool.log_bytes(&record.task_id);
+        let id = record.task_id.clone();
+        node.spool.begin(&id, 0);
+        let handle = runner::reattach(node.ctx.clone(), record, offset);
+        node.tasks.insert(id, handle);
+    }
     for (id, workdir) in node.spool.unfinished() {
+        if node.tasks.contains_key(&id) {
+            continue;
+        }
         let dir = runner::task_dir(std::path::Path::new(&workdir), &id);
         let markdown = std::fs::read(dir.join("plan.md"))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -299,7 +312,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             done_marker: dir.join("ipc/.done").exists(),
             cancelled: false,
             detail: format!(
-                "the agent on node `{}` restarted while the worker ran; its exit status is unknown",
+                "the worker ended while the agent on node `{}` was down; its exit status is unknown",
                 node.cfg.name
             ),
         };
@@ -313,7 +326,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     tokio::pin!(shutdown);
     loop {
         if let Some(deadline) = stopping {
-            let flushed = node.tasks.is_empty() && node.spool.unacked().next().is_none();
+            let flushed = node.spool.unacked().next().is_none();
             if flushed || Instant::now() >= deadline {
                 break;
             }
@@ -383,11 +396,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             _ = tokio::time::sleep_until(next_attempt), if session.is_none() && stopping.is_none() => {}
             _ = tokio::time::sleep_until(stop_at), if stopping.is_some() => {}
             _ = &mut shutdown, if stopping.is_none() => {
-                tracing::info!(running = node.tasks.len(), "shutting down: stopping workers");
-                node.ctx.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-                for t in node.tasks.values() {
-                    t.cancel.notify_one();
-                }
+                // Workers keep running in their own sessions; the next start of this agent
+                // re-attaches to them.
+                tracing::info!(running = node.tasks.len(), "shutting down; running workers continue and are re-attached on the next start");
                 stopping = Some(Instant::now() + Duration::from_secs(3));
             }
         }

@@ -3,6 +3,7 @@
 
 use crate::backends::{BackendSpec, on_path};
 use crate::sim::write_atomic;
+use crate::worker_record::RunRecord;
 use dispatch_core::backend::appends_model;
 use dispatch_core::limits::MAX_LOG_CHUNK_BYTES;
 use dispatch_proto::v1;
@@ -36,8 +37,8 @@ pub struct RunContext {
     pub backends: Arc<Vec<BackendSpec>>,
     /// Unsequenced events to the node's connection loop.
     pub events: mpsc::Sender<v1::TaskEvent>,
-    /// Set when the agent itself is shutting down (a stop is then not a user's cancel).
-    pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Where running workers are recorded for re-attaching after an agent restart.
+    pub run_dir: PathBuf,
 }
 
 /// A running task, as the connection loop sees it.
@@ -159,6 +160,26 @@ struct Watched {
 }
 
 impl Watched {
+    fn new(
+        task: &str,
+        dir: PathBuf,
+        log: PathBuf,
+        log_offset: u64,
+        last_plan: Vec<u8>,
+        events: mpsc::Sender<v1::TaskEvent>,
+    ) -> Watched {
+        Watched {
+            task: task.to_string(),
+            dir,
+            log,
+            log_offset,
+            last_plan,
+            questions: BTreeSet::new(),
+            acked: BTreeSet::new(),
+            events,
+        }
+    }
+
     async fn send(&self, kind: Kind) {
         let _ = self.events.send(event(&self.task, kind)).await;
     }
@@ -303,7 +324,7 @@ async fn run(
                 .map_err(std::io::Error::from)
         });
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| format!("cannot run `sh` on node `{}`: {e}", ctx.node))?;
     let pid = child.id().unwrap_or(0);
@@ -320,30 +341,107 @@ async fn run(
         ))
         .await;
 
-    let mut w = Watched {
-        task: assign.task_id.clone(),
-        dir: dir.clone(),
-        log,
-        log_offset: 0,
-        last_plan: assign.plan_markdown.clone().into_bytes(),
-        questions: BTreeSet::new(),
-        acked: BTreeSet::new(),
-        events: ctx.events.clone(),
+    let record = RunRecord {
+        task_id: assign.task_id.clone(),
+        attempt: assign.attempt.max(1),
+        pid,
+        start_time: crate::worker_record::start_time(pid).unwrap_or(0),
+        task_dir: dir.clone(),
+        log: log.clone(),
     };
+    if let Err(e) = record.save(&ctx.run_dir) {
+        tracing::warn!(task = %assign.task_id, error = %e, "cannot record the worker for re-attaching after an agent restart");
+    }
+    let w = Watched::new(
+        &assign.task_id,
+        dir,
+        log,
+        0,
+        assign.plan_markdown.clone().into_bytes(),
+        ctx.events.clone(),
+    );
+    let initial_plan = assign.plan_markdown.into_bytes();
+    supervise(
+        ctx,
+        w,
+        Exit::Child(child),
+        pid,
+        cancel,
+        Some((initial_plan, backend.name)),
+    )
+    .await
+}
+
+/// How a supervised worker's end is observed.
+enum Exit {
+    /// Our own child: its exit status is known.
+    Child(tokio::process::Child),
+    /// A worker of an earlier agent run: only that it ended is known.
+    Adopted(crate::worker_record::ProcessExit),
+}
+
+/// Starts supervising a worker left running by an earlier run of this agent.
+pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHandle {
+    let handle = TaskHandle {
+        cancel: Arc::new(Notify::new()),
+        task_dir: record.task_dir.clone(),
+        attempt: record.attempt,
+    };
+    let cancel = Arc::clone(&handle.cancel);
+    tokio::spawn(async move {
+        let exit = Exit::Adopted(crate::worker_record::ProcessExit::new(record.pid));
+        // An empty last plan makes the first scan report the plan as it is now.
+        let w = Watched::new(
+            &record.task_id,
+            record.task_dir.clone(),
+            record.log.clone(),
+            log_offset,
+            Vec::new(),
+            ctx.events.clone(),
+        );
+        tracing::info!(task = %record.task_id, pid = record.pid, "re-attached to a running worker");
+        let id = record.task_id.clone();
+        if let Err(e) = supervise(ctx, w, exit, record.pid, cancel, None).await {
+            tracing::warn!(task = %id, error = %e, "lost the re-attached worker");
+        }
+    });
+    handle
+}
+
+/// Watches a worker until it exits (reporting plan, questions and logs as they change), kills
+/// its process group on cancel, then reports the exit. `fresh` holds the assigned plan and the
+/// backend name for a worker this agent started (to recognise a command that was not found).
+async fn supervise(
+    ctx: RunContext,
+    mut w: Watched,
+    mut exit: Exit,
+    pid: u32,
+    cancel: Arc<Notify>,
+    fresh: Option<(Vec<u8>, String)>,
+) -> Result<(), String> {
     let (wake_tx, mut wake_rx) = mpsc::channel(1);
-    let ipc = dir.join("ipc");
-    let _watcher = watch(&[dir.as_path(), ipc.as_path(), w.log.as_path()], wake_tx);
+    let ipc = w.dir.join("ipc");
+    let _watcher = watch(&[w.dir.as_path(), ipc.as_path(), w.log.as_path()], wake_tx);
     let mut rescan = tokio::time::interval(RESCAN);
     let mut cancelled = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let status = loop {
+        let ended = async {
+            match &mut exit {
+                Exit::Child(child) => child.wait().await.map(|s| (s.code(), s.signal())),
+                Exit::Adopted(p) => {
+                    p.wait().await;
+                    Ok((None, None))
+                }
+            }
+        };
         tokio::select! {
-            status = child.wait() => break status,
+            status = ended => break status,
             _ = wake_rx.recv() => w.scan().await,
             _ = rescan.tick() => w.scan().await,
             _ = cancel.notified(), if !cancelled => {
                 cancelled = true;
-                tracing::info!(task = %assign.task_id, pid, "cancelling: SIGTERM to the worker's process group");
+                tracing::info!(task = %w.task, pid, "cancelling: SIGTERM to the worker's process group");
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
                 kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
             }
@@ -358,42 +456,40 @@ async fn run(
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
     w.scan().await;
-    let status = status.map_err(|e| format!("lost track of the worker: {e}"))?;
-    let exit_code = status.code();
-    if exit_code == Some(127) && w.last_plan == assign.plan_markdown.as_bytes() && !cancelled {
-        let tail = std::fs::read_to_string(&w.log).unwrap_or_default();
-        let last = tail
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .to_string();
-        return Err(format!(
-            "the `{}` backend command was not found on node `{}` (exit status 127): {last}",
-            backend.name, ctx.node
-        ));
+    RunRecord::remove(&ctx.run_dir, &w.task);
+    let (exit_code, signal) = status.map_err(|e| format!("lost track of the worker: {e}"))?;
+    if let Some((initial_plan, backend)) = &fresh {
+        if exit_code == Some(127) && w.last_plan == *initial_plan && !cancelled {
+            let tail = std::fs::read_to_string(&w.log).unwrap_or_default();
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string();
+            return Err(format!(
+                "the `{backend}` backend command was not found on node `{}` (exit status 127): {last}",
+                ctx.node
+            ));
+        }
     }
-    let agent_stop = cancelled && ctx.stopping.load(std::sync::atomic::Ordering::SeqCst);
     let exited = v1::WorkerExited {
         exit_code,
-        signal: status.signal(),
+        signal,
         markdown: String::from_utf8_lossy(&w.last_plan).into_owned(),
         done_marker: ipc.join(".done").exists(),
-        cancelled: cancelled && !agent_stop,
-        detail: if agent_stop {
+        cancelled,
+        detail: if fresh.is_none() {
             format!(
-                "the agent on node `{}` shut down and stopped the worker",
+                "the agent on node `{}` restarted while the worker ran, so its exit status is unknown",
                 ctx.node
             )
         } else {
             String::new()
         },
     };
-    tracing::info!(task = %assign.task_id, ?exit_code, signal = ?status.signal(), cancelled, "worker exited");
-    let _ = ctx
-        .events
-        .send(event(&assign.task_id, Kind::Exited(exited)))
-        .await;
+    tracing::info!(task = %w.task, ?exit_code, ?signal, cancelled, "worker exited");
+    let _ = ctx.events.send(event(&w.task, Kind::Exited(exited))).await;
     Ok(())
 }
 

@@ -112,6 +112,20 @@ impl EventSpool {
         spool.finished = false;
     }
 
+    /// Bytes of worker output spooled for `task` (right after [`EventSpool::open`], before any
+    /// ack, that is all the output of its current worker run: where to resume reading its log).
+    pub fn log_bytes(&self, task: &str) -> u64 {
+        self.tasks.get(task).map_or(0, |s| {
+            s.unacked
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    Some(v1::task_event::Kind::Log(l)) => Some(l.data.len() as u64),
+                    _ => None,
+                })
+                .sum()
+        })
+    }
+
     /// Drops every event of `task` up to `seq`. A finished task with nothing left unacked is
     /// forgotten and its file removed.
     pub fn ack(&mut self, task: &str, seq: u64) {

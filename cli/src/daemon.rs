@@ -251,6 +251,53 @@ pub(crate) async fn status(g: &Global) -> Result<u8> {
     Ok(0)
 }
 
+/// Cancels every active task and waits (up to 15 s) until each worker's end is recorded.
+async fn cancel_all(ch: Channel) -> Result<()> {
+    use dispatch_core::TaskState;
+    let mut c = v1::dispatch_service_client::DispatchServiceClient::new(ch);
+    let active = [
+        TaskState::Queued,
+        TaskState::Assigned,
+        TaskState::Running,
+        TaskState::Waiting,
+    ]
+    .map(|s| dispatch_proto::convert::state_to_proto(s) as i32)
+    .to_vec();
+    let tasks = c
+        .list_tasks(v1::ListTasksRequest {
+            states: active,
+            limit: 0,
+        })
+        .await?
+        .into_inner()
+        .tasks;
+    for t in &tasks {
+        let cancelled = c
+            .cancel(v1::CancelRequest { id: t.id.clone() })
+            .await?
+            .into_inner();
+        if cancelled.node.is_empty() {
+            continue;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = c
+                .get_task(v1::GetTaskRequest { id: t.id.clone() })
+                .await?
+                .into_inner();
+            if now.exit_code.is_some() || now.reason.contains("was stopped") {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the worker of `{}` did not stop within 15 s", t.id);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!("cancelled `{}`", t.id);
+    }
+    Ok(())
+}
+
 /// `dispatch daemon stop`.
 pub(crate) async fn stop(g: &Global, force: bool) -> Result<u8> {
     let home = crate::client::home(g)?;
@@ -258,12 +305,15 @@ pub(crate) async fn stop(g: &Global, force: bool) -> Result<u8> {
         println!("local daemon not running");
         return Ok(0);
     };
-    let i = info(ch).await?;
+    let i = info(ch.clone()).await?;
     if i.active_tasks > 0 && !force {
         bail!(
             "{} task(s) are still active on the local daemon; cancel them (`dispatch status` lists them) or pass --force to stop their workers too",
             i.active_tasks
         );
+    }
+    if i.active_tasks > 0 {
+        cancel_all(ch).await?;
     }
     let pid = nix::unistd::Pid::from_raw(i.pid as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)

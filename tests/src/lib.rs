@@ -215,6 +215,14 @@ impl Cluster {
         w
     }
 
+    /// Kills node `name`'s agent with SIGKILL (its workers keep running) and starts it again
+    /// with the same options and data dir; waits until it has reconnected.
+    pub fn restart_agent(&mut self, name: &str, o: AgentOpts) {
+        self.agent(name).kill();
+        self.agents.retain(|(n, _)| n != name);
+        self.add_agent(o);
+    }
+
     /// Starts an agent node and waits until the coordinator lists it as connected.
     pub fn add_agent(&mut self, o: AgentOpts) {
         let data = self.dir.path().join(format!("agent-{}", o.name));
@@ -238,7 +246,11 @@ impl Cluster {
         // Only the sim backend: tests must not depend on which agent CLIs the machine has.
         cmd.env("PATH", "/usr/bin:/bin");
         cmd.env("DISPATCH_LOG", "info,dispatch_agent=debug");
-        let p = Proc::spawn(cmd, self.dir.path().join(format!("agent-{}.log", o.name)));
+        let log = self
+            .dir
+            .path()
+            .join(format!("agent-{}-{}.log", o.name, self.agents.len()));
+        let p = Proc::spawn(cmd, log);
         self.agents.push((o.name.clone(), p));
         self.wait_node_connected(&o.name);
     }
@@ -336,6 +348,37 @@ impl Cluster {
                 .await
                 .unwrap_or_else(|_| panic!("timed out waiting for task `{id}`: {what}"))
         })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Workers outlive their agent by design; a test leaves none behind.
+        let names: Vec<String> = self.agents.iter().map(|(n, _)| n.clone()).collect();
+        self.agents.clear();
+        for name in names {
+            kill_recorded_workers(&self.dir.path().join(format!("agent-{name}")));
+        }
+    }
+}
+
+/// Kills the process group of every worker recorded in an agent's data dir.
+pub fn kill_recorded_workers(agent_data: &Path) {
+    let Ok(entries) = std::fs::read_dir(agent_data.join("running")) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if let Some(pid) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pid="))
+            .and_then(|p| p.parse::<i32>().ok())
+        {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 

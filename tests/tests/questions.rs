@@ -365,3 +365,61 @@ fn the_inbox_lists_every_unanswered_question_across_nodes() {
     c.wait_task("qb", "completion", |t| t.task_state().is_terminal());
     assert!(c.ok(&["inbox"]).contains("No question is waiting"));
 }
+
+#[test]
+fn an_agent_killed_while_a_question_is_pending_reattaches_and_nothing_is_lost_or_doubled() {
+    let mut c = Cluster::with_node("box");
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "survive",
+        "--step",
+        "ask (ask: Keep going?)",
+        "--step",
+        "after (sleep 100ms)",
+        "outlive the agent",
+    ]);
+    c.wait_task("survive", "the question", |t| open_question(t).is_some());
+    let run_file = c.dir.path().join("agent-box/running/survive.run");
+    let pid: i32 = std::fs::read_to_string(&run_file)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("pid="))
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    c.restart_agent("box", dispatch_tests::AgentOpts::new("box", 2));
+    assert!(
+        dispatch_tests::alive(pid),
+        "the worker survived the agent's SIGKILL"
+    );
+    let inbox: serde_json::Value = serde_json::from_str(&c.ok(&["inbox", "--json"])).unwrap();
+    assert_eq!(
+        inbox.as_array().unwrap().len(),
+        1,
+        "the question is listed once: {inbox}"
+    );
+    assert_eq!(inbox[0]["task"], "survive");
+
+    c.ok(&["answer", "survive", "yes"]);
+    let t = c.wait_task("survive", "completion", |t| t.task_state().is_terminal());
+    assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
+    assert_eq!(t.questions.len(), 1);
+    assert_eq!(t.questions[0].answer.as_deref(), Some("yes"));
+    let ipc = c.workdir().join(".dispatch/tasks/survive/ipc");
+    assert_eq!(
+        std::fs::read_to_string(ipc.join("001.answer")).unwrap(),
+        "yes\n"
+    );
+    assert!(ipc.join("001.done").exists() && !ipc.join("002.question").exists());
+    let logs = c.ok(&["logs", "survive"]);
+    assert_eq!(
+        logs.matches("asked question 001").count(),
+        1,
+        "no log line doubled:\n{logs}"
+    );
+    assert_eq!(logs.matches("got answer 001: yes").count(), 1, "{logs}");
+    assert!(!run_file.exists(), "the finished worker's record is gone");
+}

@@ -1,0 +1,208 @@
+//! Workers outlive their agent (each has its own session). A running worker is recorded in
+//! `<data-dir>/running/<task>.run`; an agent that restarts re-attaches to every recorded worker
+//! whose process is still the same one (pid and start time), and watches for its exit through
+//! a pidfd.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One running worker, as recorded on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    /// Task id.
+    pub task_id: String,
+    /// Worker run of the task.
+    pub attempt: u32,
+    /// Process id (also its process group and session id).
+    pub pid: u32,
+    /// Start time of the process in clock ticks since boot (from /proc), against pid reuse.
+    pub start_time: u64,
+    /// `<workdir>/.dispatch/tasks/<id>`.
+    pub task_dir: PathBuf,
+    /// The worker's log file.
+    pub log: PathBuf,
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .unwrap_or("");
+    state != "Z" && state != "X"
+}
+
+impl RunRecord {
+    fn path(dir: &Path, task: &str) -> PathBuf {
+        dir.join(format!("{task}.run"))
+    }
+
+    /// Writes the record (atomically).
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let body = format!(
+            "task={}\nattempt={}\npid={}\nstart_time={}\ntask_dir={}\nlog={}\n",
+            self.task_id,
+            self.attempt,
+            self.pid,
+            self.start_time,
+            self.task_dir.display(),
+            self.log.display()
+        );
+        crate::sim::write_atomic(&Self::path(dir, &self.task_id), body.as_bytes())
+    }
+
+    /// Forgets the record of `task`.
+    pub fn remove(dir: &Path, task: &str) {
+        let _ = std::fs::remove_file(Self::path(dir, task));
+    }
+
+    fn parse(text: &str) -> Option<RunRecord> {
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+        };
+        let task_id = get("task")?.to_string();
+        dispatch_core::task_id::validate(&task_id).ok()?;
+        Some(RunRecord {
+            task_id,
+            attempt: get("attempt")?.parse().ok()?,
+            pid: get("pid")?.parse().ok()?,
+            start_time: get("start_time")?.parse().ok()?,
+            task_dir: PathBuf::from(get("task_dir")?),
+            log: PathBuf::from(get("log")?),
+        })
+    }
+
+    /// Every record in `dir`, split into workers still running (same process) and records of
+    /// workers that are gone (those files are removed).
+    pub fn load_all(dir: &Path) -> (Vec<RunRecord>, Vec<RunRecord>) {
+        let (mut live, mut gone) = (Vec::new(), Vec::new());
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return (live, gone);
+        };
+        for e in entries.filter_map(Result::ok) {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("run") {
+                continue;
+            }
+            let Some(r) = std::fs::read_to_string(&path)
+                .ok()
+                .as_deref()
+                .and_then(RunRecord::parse)
+            else {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            if alive(r.pid) && start_time(r.pid) == Some(r.start_time) {
+                live.push(r);
+            } else {
+                let _ = std::fs::remove_file(&path);
+                gone.push(r);
+            }
+        }
+        (live, gone)
+    }
+}
+
+/// Waits for a process that is not our child to end: a pidfd becomes readable when it exits
+/// (Linux ≥ 5.3); where pidfds are unavailable, /proc is checked every 200 ms.
+pub struct ProcessExit {
+    pid: u32,
+    fd: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
+}
+
+impl ProcessExit {
+    /// Watches `pid`.
+    pub fn new(pid: u32) -> ProcessExit {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        let fd = if raw >= 0 {
+            // SAFETY: the syscall returned a fresh fd that nothing else owns.
+            let owned = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+            // SAFETY: the AsyncFd owns `owned`, which stays open and unchanged until it is dropped.
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    owned,
+                    tokio::io::Interest::READABLE,
+                )
+            }
+            .ok()
+        } else {
+            None
+        };
+        ProcessExit { pid, fd }
+    }
+
+    /// Resolves once the process has exited.
+    pub async fn wait(&mut self) {
+        if let Some(fd) = &self.fd {
+            if let Ok(mut guard) = fd.readable().await {
+                guard.retain_ready();
+                return;
+            }
+        }
+        while alive(self.pid) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_dead_workers_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let live = RunRecord {
+            task_id: "t1".into(),
+            attempt: 2,
+            pid: me,
+            start_time: start_time(me).unwrap(),
+            task_dir: "/w/.dispatch/tasks/t1".into(),
+            log: "/d/logs/t1.log".into(),
+        };
+        live.save(dir.path()).unwrap();
+        let dead = RunRecord {
+            task_id: "t2".into(),
+            pid: me,
+            start_time: 1,
+            ..live.clone()
+        };
+        dead.save(dir.path()).unwrap();
+        let (l, g) = RunRecord::load_all(dir.path());
+        assert_eq!(l, vec![live]);
+        assert_eq!(g.len(), 1, "a reused pid is not our worker");
+        assert!(!dir.path().join("t2.run").exists());
+    }
+
+    #[tokio::test]
+    async fn notices_a_foreign_process_exit() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let mut exit = ProcessExit::new(child.id());
+        let reaper = std::thread::spawn(move || child.wait());
+        tokio::time::timeout(Duration::from_secs(10), exit.wait())
+            .await
+            .expect("the exit was noticed");
+        reaper.join().unwrap().unwrap();
+    }
+}
