@@ -458,20 +458,22 @@ async fn supervise(
     w.scan().await;
     RunRecord::remove(&ctx.run_dir, &w.task);
     let (exit_code, signal) = status.map_err(|e| format!("lost track of the worker: {e}"))?;
-    if let Some((initial_plan, backend)) = &fresh {
-        if exit_code == Some(127) && w.last_plan == *initial_plan && !cancelled {
-            let tail = std::fs::read_to_string(&w.log).unwrap_or_default();
-            let last = tail
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .to_string();
-            return Err(format!(
-                "the `{backend}` backend command was not found on node `{}` (exit status 127): {last}",
-                ctx.node
-            ));
-        }
+    if let Some((initial_plan, backend)) = &fresh
+        && exit_code == Some(127)
+        && w.last_plan == *initial_plan
+        && !cancelled
+    {
+        let tail = std::fs::read_to_string(&w.log).unwrap_or_default();
+        let last = tail
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .to_string();
+        return Err(format!(
+            "the `{backend}` backend command was not found on node `{}` (exit status 127): {last}",
+            ctx.node
+        ));
     }
     let exited = v1::WorkerExited {
         exit_code,

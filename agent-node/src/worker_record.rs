@@ -150,11 +150,11 @@ impl ProcessExit {
 
     /// Resolves once the process has exited.
     pub async fn wait(&mut self) {
-        if let Some(fd) = &self.fd {
-            if let Ok(mut guard) = fd.readable().await {
-                guard.retain_ready();
-                return;
-            }
+        if let Some(fd) = &self.fd
+            && let Ok(mut guard) = fd.readable().await
+        {
+            guard.retain_ready();
+            return;
         }
         while alive(self.pid) {
             tokio::time::sleep(Duration::from_millis(200)).await;
