@@ -21,6 +21,8 @@ use tokio::sync::{Notify, mpsc};
 
 /// How long a cancelled worker gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
+/// A worker that fails within this long without touching its plan counts as not started.
+const QUICK_EXIT: Duration = Duration::from_secs(10);
 /// Safety re-scan interval in case a file notification is missed.
 const RESCAN: Duration = Duration::from_secs(1);
 
@@ -419,6 +421,7 @@ async fn supervise(
     cancel: Arc<Notify>,
     fresh: Option<(Vec<u8>, String)>,
 ) -> Result<(), String> {
+    let began = std::time::Instant::now();
     let (wake_tx, mut wake_rx) = mpsc::channel(1);
     let ipc = w.dir.join("ipc");
     let _watcher = watch(&[w.dir.as_path(), ipc.as_path(), w.log.as_path()], wake_tx);
@@ -458,22 +461,30 @@ async fn supervise(
     w.scan().await;
     RunRecord::remove(&ctx.run_dir, &w.task);
     let (exit_code, signal) = status.map_err(|e| format!("lost track of the worker: {e}"))?;
+    // A worker that exits at once with an error and never touched its plan did not start:
+    // a missing CLI (status 127) or one that refuses to run (e.g. not logged in).
     if let Some((initial_plan, backend)) = &fresh
-        && exit_code == Some(127)
-        && w.last_plan == *initial_plan
         && !cancelled
+        && w.last_plan == *initial_plan
+        && (exit_code == Some(127) || (exit_code != Some(0) && began.elapsed() < QUICK_EXIT))
     {
         let tail = std::fs::read_to_string(&w.log).unwrap_or_default();
-        let last = tail
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .to_string();
-        return Err(format!(
-            "the `{backend}` backend command was not found on node `{}` (exit status 127): {last}",
-            ctx.node
-        ));
+        let last: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
+        let last = last[last.len().saturating_sub(3)..].join(" | ");
+        return Err(if exit_code == Some(127) {
+            format!(
+                "the `{backend}` backend command was not found on node `{}` (exit status 127): {last}",
+                ctx.node
+            )
+        } else {
+            let status = exit_code.map_or_else(
+                || format!("signal {}", signal.unwrap_or(0)),
+                |c| format!("status {c}"),
+            );
+            format!(
+                "the `{backend}` worker exited at once ({status}) without touching its plan; its last output: {last}"
+            )
+        });
     }
     let exited = v1::WorkerExited {
         exit_code,

@@ -143,6 +143,21 @@ pub(crate) enum Command {
     /// List agent nodes: backends, capacity and load.
     Nodes,
 
+    /// Run a failed, lost, cancelled or blocked task again: its unchecked items, same plan.
+    Retry {
+        /// Task to retry.
+        id: String,
+        /// Use this model instead.
+        #[arg(long)]
+        model: Option<String>,
+        /// Use this backend instead.
+        #[arg(long)]
+        backend: Option<String>,
+        /// Run it on this node.
+        #[arg(long, value_name = "NODE")]
+        remote: Option<String>,
+    },
+
     /// Answer a worker's question (written to its ipc/NNN.answer on the node).
     ///
     /// The text comes from the arguments, else from stdin when it is not a terminal, else from

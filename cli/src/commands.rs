@@ -29,6 +29,12 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Logs { id, follow }) => logs(&g, &id, follow).await,
         Some(Command::Cancel { id }) => cancel(&g, &id).await,
         Some(Command::Nodes) => nodes(&g).await,
+        Some(Command::Retry {
+            id,
+            model,
+            backend,
+            remote,
+        }) => retry(&g, &id, model, backend, remote).await,
         Some(Command::Answer { id, seq, text }) => crate::ask::answer(&g, &id, seq, text).await,
         Some(Command::Note { id, text }) => crate::ask::note(&g, &id, &text.join(" ")).await,
         Some(Command::Inbox { list }) => crate::ask::inbox(&g, list).await,
@@ -389,6 +395,33 @@ async fn cancel(g: &Global, id: &str) -> Result<u8> {
         println!("{}", render::task_json(&task));
     } else {
         println!("Cancelled `{}`: {}", task.id, task.reason);
+    }
+    Ok(0)
+}
+
+async fn retry(
+    g: &Global,
+    id: &str,
+    model: Option<String>,
+    backend: Option<String>,
+    remote: Option<String>,
+) -> Result<u8> {
+    task_id::validate(id)?;
+    let mut t = connect(g).await?;
+    let req = v1::RetryRequest {
+        id: id.into(),
+        model: model.unwrap_or_default(),
+        backend: backend.unwrap_or_default(),
+        remote: remote.unwrap_or_default(),
+    };
+    let task = t.client.retry(req).await?.into_inner();
+    if g.json {
+        println!("{}", render::task_json(&task));
+    } else {
+        println!(
+            "Retrying: {}",
+            dispatched_line(&task).trim_start_matches("Dispatched ")
+        );
     }
     Ok(0)
 }

@@ -189,3 +189,79 @@ impl Coordinator {
         Ok(out)
     }
 }
+
+impl Coordinator {
+    /// Runs an ended task again from its unchecked items, with the same plan, optionally on
+    /// another backend, model or node.
+    pub async fn retry(
+        &self,
+        id: &str,
+        backend: &str,
+        model: &str,
+        remote: &str,
+    ) -> Result<TaskRecord> {
+        let mut t = self.task(id).await?;
+        match t.state {
+            TaskState::Failed | TaskState::Lost | TaskState::Cancelled | TaskState::Blocked => {}
+            TaskState::Completed => {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "task `{id}` completed; there is nothing to retry (dispatch a new task instead)"
+                )));
+            }
+            s => {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "task `{id}` is {s}; only a failed, lost, cancelled or blocked task can be retried"
+                )));
+            }
+        }
+        if !model.is_empty() {
+            limits::check_name("model", model)?;
+        }
+        let backend = if backend.is_empty() {
+            t.backend.clone()
+        } else {
+            backend.to_string()
+        };
+        let remote = if remote.is_empty() {
+            t.remote.clone()
+        } else {
+            remote.to_string()
+        };
+        self.check_placement(&remote, &backend).await?;
+        let mut plan = Plan::parse(&t.plan_md);
+        for i in 0..plan.items().len() {
+            if matches!(
+                plan.items()[i].status,
+                ItemStatus::Error | ItemStatus::Blocked
+            ) {
+                plan.set_status(i, ItemStatus::Pending);
+            }
+        }
+        let previous = if t.reason.is_empty() {
+            t.state.to_string()
+        } else {
+            format!("{}: {}", t.state, t.reason)
+        };
+        t.plan_md = plan.render();
+        t.worker_prompt =
+            prompt::worker_prompt(&t.id, &prompt::retry_context(&t.prompt, &previous), None);
+        t.backend = backend;
+        if !model.is_empty() {
+            t.model = model.to_string();
+        }
+        t.remote = remote;
+        t.node = String::new();
+        t.state = TaskState::Queued;
+        t.attempt = t.attempt.max(1) + 1;
+        t.reason = format!("retry (worker run {})", t.attempt);
+        t.exit_code = None;
+        t.started_ms = 0;
+        t.ended_ms = 0;
+        t.updated_ms = now_ms();
+        self.store.update_task(&t).await?;
+        tracing::info!(task = id, attempt = t.attempt, "retrying");
+        self.publish(&t, "state", 0).await;
+        self.scheduler.pass().await;
+        Ok(self.store.get_task(id).await?.unwrap_or(t))
+    }
+}

@@ -205,7 +205,7 @@ impl Coordinator {
     }
 
     /// Refuses a `--remote` or `--backend` that no known node can satisfy, naming what exists.
-    async fn check_placement(&self, remote: &str, backend: &str) -> Result<()> {
+    pub(crate) async fn check_placement(&self, remote: &str, backend: &str) -> Result<()> {
         let nodes = self.store.list_nodes().await?;
         if !remote.is_empty() {
             check_name("--remote node name", remote)?;
@@ -276,6 +276,38 @@ impl Coordinator {
             )));
         }
         Ok(())
+    }
+
+    /// Where a task that could not start on `node` could run instead, as advice.
+    async fn alternatives(&self, node: &str, task: &str) -> Result<String> {
+        let others: Vec<String> = self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.name != node && self.registry.is_connected(&n.name))
+            .map(|n| {
+                format!(
+                    "{}: {}",
+                    n.name,
+                    n.backends
+                        .iter()
+                        .map(|b| b.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        Ok(if others.is_empty() {
+            format!(
+                "No other node is connected; install or fix the CLI (or its login) on `{node}`, or pick another backend, then `dispatch retry {task} [--backend B]`"
+            )
+        } else {
+            format!(
+                "Other nodes offer: {}. Run it there with `dispatch retry {task} --remote NODE [--backend B]`",
+                others.join("; ")
+            )
+        })
     }
 
     /// A task by id, or a not-found error that says how to list tasks.
@@ -445,6 +477,11 @@ impl Coordinator {
         let body = prost::Message::encode_to_vec(&ev);
         let at = if ev.at_ms > 0 { ev.at_ms } else { now_ms() };
         let node_name = node.to_string();
+        // Proactive recovery: say where else the task could run.
+        let elsewhere = match kind {
+            EventKind::StartFailed(_) => self.alternatives(node, &ev.task_id).await?,
+            _ => String::new(),
+        };
         // Questions other than the acknowledged one that still wait for an answer.
         let open_others = match kind {
             EventKind::AnswerDelivered(a) => self
@@ -462,7 +499,7 @@ impl Coordinator {
                 if rejected.is_some() {
                     None
                 } else {
-                    apply_event(t, kind, &node_name, at, open_others)
+                    apply_event(t, kind, &node_name, at, open_others, &elsewhere)
                 }
             })
             .await?;
@@ -504,6 +541,7 @@ fn apply_event(
     node: &str,
     at: i64,
     open_others: usize,
+    elsewhere: &str,
 ) -> Option<QuestionRecord> {
     t.updated_ms = now_ms();
     match kind {
@@ -549,7 +587,10 @@ fn apply_event(
         EventKind::StartFailed(f) => {
             if !t.state.is_terminal() {
                 t.state = TaskState::Failed;
-                t.reason = format!("the worker could not start on node `{node}`: {}", f.error);
+                t.reason = format!(
+                    "the worker could not start on node `{node}`: {}. {elsewhere}",
+                    f.error
+                );
                 t.ended_ms = at;
             }
         }

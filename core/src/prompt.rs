@@ -54,6 +54,16 @@ pub fn resume_context(task_id: &str, request: &str, question: &str, answer: &str
     )
 }
 
+/// The `Context:` of a worker that retries a task whose previous worker stopped early.
+pub fn retry_context(request: &str, previous: &str) -> String {
+    format!(
+        "{}\n\nA previous worker stopped before finishing ({}). Items already checked in the plan are done; \
+         continue with the unchecked items.",
+        request.trim(),
+        previous.trim()
+    )
+}
+
 /// Finds the plan path a worker prompt points at (`.dispatch/tasks/<id>/plan.md`), as a
 /// worker written for the seed would.
 pub fn plan_path_in(prompt: &str) -> Option<&str> {

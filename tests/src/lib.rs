@@ -130,6 +130,8 @@ pub struct AgentOpts {
     pub max_tasks: u32,
     /// Labels (`k=v`).
     pub labels: Vec<String>,
+    /// A directory put first on the agent's PATH (stub agent CLIs).
+    pub path_prefix: Option<PathBuf>,
 }
 
 impl AgentOpts {
@@ -139,6 +141,7 @@ impl AgentOpts {
             name: name.into(),
             max_tasks,
             labels: vec![],
+            path_prefix: None,
         }
     }
 }
@@ -243,8 +246,13 @@ impl Cluster {
         for l in &o.labels {
             cmd.arg("--label").arg(l);
         }
-        // Only the sim backend: tests must not depend on which agent CLIs the machine has.
-        cmd.env("PATH", "/usr/bin:/bin");
+        // Only the sim backend (and stubs a test provides): tests must not depend on which
+        // agent CLIs the machine has.
+        let path = match &o.path_prefix {
+            Some(p) => format!("{}:/usr/bin:/bin", p.display()),
+            None => "/usr/bin:/bin".to_string(),
+        };
+        cmd.env("PATH", path);
         cmd.env("DISPATCH_LOG", "info,dispatch_agent=debug");
         let log = self
             .dir

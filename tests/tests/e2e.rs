@@ -443,3 +443,80 @@ fn nodes_lists_backends_capacity_and_load() {
         "{table}"
     );
 }
+
+#[test]
+fn a_worker_that_cannot_start_says_where_else_it_could_run_and_retry_moves_it() {
+    let mut c = Cluster::new();
+    // A `claude` that refuses to run, as one that is not logged in does.
+    let stubs = c.dir.path().join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let claude = stubs.join("claude");
+    std::fs::write(
+        &claude,
+        "#!/bin/sh\necho 'Invalid API key · Please run /login' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut broken = AgentOpts::new("laptop", 1);
+    broken.path_prefix = Some(stubs);
+    c.add_agent(broken);
+    c.add_agent(AgentOpts::new("build-box", 1));
+
+    let out = c.run(&[
+        "--remote",
+        "laptop",
+        "--id",
+        "review",
+        "--step",
+        "look",
+        "--wait",
+        "review it",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(12),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let s = c.status("review");
+    assert_eq!(s["state"], "failed");
+    assert_eq!(
+        s["backend"], "claude",
+        "no --backend: the node's installed CLI"
+    );
+    let reason = s["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("could not start on node `laptop`"),
+        "{reason}"
+    );
+    assert!(reason.contains("Invalid API key"), "{reason}");
+    assert!(
+        reason.contains("Other nodes offer: build-box: sim"),
+        "{reason}"
+    );
+
+    let out = c.ok(&[
+        "retry",
+        "review",
+        "--remote",
+        "build-box",
+        "--backend",
+        "sim",
+    ]);
+    assert!(
+        out.starts_with("Retrying: `review` using sim on build-box."),
+        "{out}"
+    );
+    let t = c.wait_task("review", "the retry to finish", |t| {
+        t.task_state().is_terminal()
+    });
+    assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
+    assert_eq!(t.node, "build-box");
+    let again = c.run(&["retry", "review"]);
+    assert!(
+        text(&again.stderr).contains("task `review` completed; there is nothing to retry"),
+        "{}",
+        text(&again.stderr)
+    );
+}

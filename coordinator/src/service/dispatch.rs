@@ -292,6 +292,15 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         }))
     }
 
+    async fn retry(&self, req: Request<v1::RetryRequest>) -> Result<Response<v1::Task>, Status> {
+        let req = req.into_inner();
+        let t = self
+            .0
+            .retry(&req.id, &req.backend, &req.model, &req.remote)
+            .await?;
+        Ok(Response::new(self.0.task_view(&t).await?))
+    }
+
     async fn info(
         &self,
         _req: Request<v1::InfoRequest>,
