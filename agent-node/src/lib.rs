@@ -9,6 +9,7 @@ pub mod runner;
 pub mod sim;
 pub mod spool;
 pub mod worker_record;
+pub mod worktree;
 
 pub use node::{AgentConfig, run};
 

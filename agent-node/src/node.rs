@@ -233,6 +233,20 @@ impl Node {
                     n.task_id, self.cfg.name
                 ),
             },
+            Some(C::RemoveWorktree(r)) => {
+                let workdir = if r.path.is_empty() {
+                    self.cfg.workdir.clone()
+                } else {
+                    PathBuf::from(&r.path)
+                };
+                match crate::worktree::remove(&workdir, &r.task_id) {
+                    Ok(()) => {
+                        tracing::info!(task = %r.task_id, "worktree removed");
+                        String::new()
+                    }
+                    Err(e) => format!("{e} (on node `{}`)", self.cfg.name),
+                }
+            }
             None => "empty command".into(),
         }
     }

@@ -83,9 +83,15 @@ pub fn start(ctx: RunContext, assign: v1::Assign) -> TaskHandle {
     } else {
         PathBuf::from(&assign.workdir)
     };
+    // A worktree task runs (and keeps its task directory) in its worktree, made in run().
+    let cwd = if assign.worktree {
+        crate::worktree::path(&workdir, &assign.task_id).unwrap_or_else(|_| workdir.clone())
+    } else {
+        workdir.clone()
+    };
     let handle = TaskHandle {
         cancel: Arc::new(Notify::new()),
-        task_dir: task_dir(&workdir, &assign.task_id),
+        task_dir: task_dir(&cwd, &assign.task_id),
         attempt: assign.attempt.max(1),
     };
     let cancel = Arc::clone(&handle.cancel);
@@ -291,6 +297,24 @@ async fn run(
     workdir: PathBuf,
     cancel: Arc<Notify>,
 ) -> Result<(), String> {
+    let branch = if assign.worktree {
+        crate::worktree::branch(&assign.task_id)
+    } else {
+        String::new()
+    };
+    let workdir = if assign.worktree {
+        if !workdir.is_dir() {
+            return Err(format!(
+                "workdir {} does not exist on node `{}`",
+                workdir.display(),
+                ctx.node
+            ));
+        }
+        crate::worktree::ensure(&workdir, &assign.task_id)
+            .map_err(|e| format!("{e} (on node `{}`)", ctx.node))?
+    } else {
+        workdir
+    };
     let (dir, backend) = prepare(&ctx, &assign, &workdir)?;
     std::fs::create_dir_all(&ctx.log_dir)
         .map_err(|e| format!("cannot create {}: {e}", ctx.log_dir.display()))?;
@@ -339,6 +363,7 @@ async fn run(
                 pid,
                 command: format!("{shown} <prompt>"),
                 workdir: workdir.display().to_string(),
+                branch,
             }),
         ))
         .await;

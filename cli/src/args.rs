@@ -101,6 +101,11 @@ pub(crate) struct RunArgs {
     /// Stay and show the checklist until the task ends (exit status as `dispatch watch`).
     #[arg(long)]
     pub(crate) wait: bool,
+
+    /// Run the worker in a git worktree on branch dispatch/<id> (also when the prompt says
+    /// "in a worktree" or "use a worktree"); kept for review until `dispatch clean ID`.
+    #[arg(long)]
+    pub(crate) worktree: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +147,12 @@ pub(crate) enum Command {
 
     /// List agent nodes: backends, capacity and load.
     Nodes,
+
+    /// Remove an ended worktree task's worktree on its node (its branch dispatch/<id> stays).
+    Clean {
+        /// Task whose worktree to remove.
+        id: String,
+    },
 
     /// Run a failed, lost, cancelled or blocked task again: its unchecked items, same plan.
     Retry {

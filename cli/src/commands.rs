@@ -29,6 +29,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Logs { id, follow }) => logs(&g, &id, follow).await,
         Some(Command::Cancel { id }) => cancel(&g, &id).await,
         Some(Command::Nodes) => nodes(&g).await,
+        Some(Command::Clean { id }) => clean(&g, &id).await,
         Some(Command::Retry {
             id,
             model,
@@ -119,6 +120,7 @@ fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitRequest> {
         workdir,
         priority: args.priority,
         title: args.title.clone().unwrap_or_default(),
+        worktree: args.worktree,
     })
 }
 
@@ -421,6 +423,25 @@ async fn retry(
         println!(
             "Retrying: {}",
             dispatched_line(&task).trim_start_matches("Dispatched ")
+        );
+    }
+    Ok(0)
+}
+
+async fn clean(g: &Global, id: &str) -> Result<u8> {
+    task_id::validate(id)?;
+    let mut t = connect(g).await?;
+    let task = t
+        .client
+        .clean(v1::CleanRequest { id: id.into() })
+        .await?
+        .into_inner();
+    if g.json {
+        println!("{}", render::task_json(&task));
+    } else {
+        println!(
+            "Removed the worktree of `{}` on {}; branch `{}` keeps its work.",
+            task.id, task.node, task.branch
         );
     }
     Ok(0)

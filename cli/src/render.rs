@@ -95,6 +95,9 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "updated_at_ms": t.updated_at_ms,
         "started_at_ms": t.started_at_ms,
         "ended_at_ms": t.ended_at_ms,
+        "worktree": t.worktree,
+        "branch": t.branch,
+        "cleaned": t.cleaned,
         "items": items,
         "questions": questions,
     })
@@ -196,6 +199,14 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
     out.push(head);
     if !t.title.is_empty() {
         out.push(format!("  {}", t.title));
+    }
+    if !t.branch.is_empty() {
+        let note = if t.cleaned {
+            "worktree removed"
+        } else {
+            "worktree kept for review; `dispatch clean` removes it"
+        };
+        out.push(format!("  branch {} ({note})", t.branch));
     }
     out.extend(checklist(t, fancy));
     for q in &t.questions {

@@ -40,6 +40,9 @@ pub fn task_to_proto(
         ended_at_ms: t.ended_ms,
         queue_position,
         priority: t.priority,
+        branch: t.branch.clone(),
+        worktree: t.worktree,
+        cleaned: t.cleaned,
     }
 }
 

@@ -80,6 +80,9 @@ pub struct Coordinator {
     /// When this process started, ms since the epoch.
     pub started_ms: i64,
     stop_tx: tokio::sync::watch::Sender<bool>,
+    /// Callers waiting for a node to ack a command: command id → the ack's error text.
+    ack_waiters:
+        std::sync::Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
 }
 
 impl Coordinator {
@@ -107,6 +110,7 @@ impl Coordinator {
             config,
             started_ms: now_ms(),
             stop_tx: tokio::sync::watch::channel(false).0,
+            ack_waiters: Default::default(),
         });
         scheduler::spawn(Arc::downgrade(&c), rx);
         c.scheduler.kick();
@@ -115,6 +119,22 @@ impl Coordinator {
 }
 
 impl Coordinator {
+    /// Records a node's ack of a command and wakes whoever waits for it.
+    pub async fn command_acked(&self, id: u64, error: String) -> error::Result<()> {
+        self.store.ack_command(id, now_ms()).await?;
+        if let Some(w) = self.ack_waiters.lock().unwrap().remove(&id) {
+            let _ = w.send(error);
+        }
+        Ok(())
+    }
+
+    /// Registers interest in the ack of command `id`.
+    pub(crate) fn await_ack(&self, id: u64) -> tokio::sync::oneshot::Receiver<String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ack_waiters.lock().unwrap().insert(id, tx);
+        rx
+    }
+
     /// Ends every long-lived stream (node sessions, watches, log follows) so a graceful
     /// server shutdown does not wait for clients that never hang up.
     pub fn begin_shutdown(&self) {

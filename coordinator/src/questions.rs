@@ -265,3 +265,68 @@ impl Coordinator {
         Ok(self.store.get_task(id).await?.unwrap_or(t))
     }
 }
+
+impl Coordinator {
+    /// Removes an ended worktree task's worktree on its node (the branch, with the work, stays)
+    /// and waits up to 30 s for the node to confirm.
+    pub async fn clean(&self, id: &str) -> Result<TaskRecord> {
+        let mut t = self.task(id).await?;
+        if !t.worktree {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "task `{id}` did not run in a worktree; there is nothing to clean"
+            )));
+        }
+        if !t.state.is_terminal() {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "task `{id}` is {}; cancel it first or wait until it ends (its worktree is kept for review until then)",
+                t.state
+            )));
+        }
+        if t.cleaned {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "the worktree of `{id}` was already removed (branch `{}` is kept)",
+                t.branch
+            )));
+        }
+        if t.node.is_empty() || t.branch.is_empty() {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "task `{id}` never started, so it has no worktree"
+            )));
+        }
+        if !self.registry.is_connected(&t.node) {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "node `{}`, which has the worktree of `{id}`, is not connected; try again when it is",
+                t.node
+            )));
+        }
+        let cmd = v1::Command {
+            id: 0,
+            kind: Some(v1::command::Kind::RemoveWorktree(v1::RemoveWorktree {
+                task_id: id.into(),
+                path: t.workdir.clone(),
+            })),
+        };
+        let node = t.node.clone();
+        let cmd_id = self
+            .store
+            .update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd))
+            .await?;
+        let ack = self.await_ack(cmd_id);
+        self.send_command(&node, v1::Command { id: cmd_id, ..cmd });
+        match tokio::time::timeout(std::time::Duration::from_secs(30), ack).await {
+            Ok(Ok(error)) if error.is_empty() => {}
+            Ok(Ok(error)) => return Err(CoordinatorError::FailedPrecondition(error)),
+            _ => {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "node `{node}` did not confirm within 30 s; it removes the worktree of `{id}` when it gets the command"
+                )));
+            }
+        }
+        t.cleaned = true;
+        t.updated_ms = now_ms();
+        self.store.update_task(&t).await?;
+        tracing::info!(task = id, node = %node, "worktree removed");
+        self.publish(&t, "state", 0).await;
+        Ok(t)
+    }
+}

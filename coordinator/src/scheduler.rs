@@ -110,6 +110,7 @@ async fn schedule(c: &Coordinator) -> Result<()> {
             workdir: task.workdir.clone(),
             last_seq: task.last_seq,
             attempt: task.attempt.max(1),
+            worktree: task.worktree,
         };
         let mut cmd = v1::Command {
             id: 0,

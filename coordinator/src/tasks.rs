@@ -180,6 +180,7 @@ impl Coordinator {
             created_ms: now,
             updated_ms: now,
             attempt: 1,
+            worktree: req.worktree || prompt::wants_worktree(&req.prompt),
             ..Default::default()
         };
         self.store.insert_task(&record).await?;
@@ -545,9 +546,13 @@ fn apply_event(
 ) -> Option<QuestionRecord> {
     t.updated_ms = now_ms();
     match kind {
-        EventKind::Started(_) => {
+        EventKind::Started(st) => {
             if t.state == TaskState::Assigned {
                 t.state = TaskState::Running;
+            }
+            if !st.branch.is_empty() {
+                t.branch = st.branch.clone();
+                t.cleaned = false;
             }
             t.started_ms = at;
         }

@@ -64,6 +64,20 @@ pub fn retry_context(request: &str, previous: &str) -> String {
     )
 }
 
+/// The seed's worktree directive: a prompt that says "in a worktree" or "use a worktree".
+pub fn wants_worktree(prompt: &str) -> bool {
+    let p = prompt.to_lowercase();
+    [
+        "in a worktree",
+        "use a worktree",
+        "using a worktree",
+        "in a git worktree",
+        "use a git worktree",
+    ]
+    .iter()
+    .any(|d| p.contains(d))
+}
+
 /// Finds the plan path a worker prompt points at (`.dispatch/tasks/<id>/plan.md`), as a
 /// worker written for the seed would.
 pub fn plan_path_in(prompt: &str) -> Option<&str> {
@@ -99,6 +113,9 @@ mod tests {
         );
         assert_eq!(plan_path_in("no plan here"), None);
         assert!(!worker_prompt("x", "", None).contains("Context:"));
+        assert!(wants_worktree("Fix the bug in a worktree please"));
+        assert!(wants_worktree("Use a worktree for this"));
+        assert!(!wants_worktree("work on the tree"));
         let r = resume_context("t", "do it", "which db?", "postgres");
         assert!(r.starts_with("do it\n\nThis task was blocked"));
         assert!(

@@ -520,3 +520,111 @@ fn a_worker_that_cannot_start_says_where_else_it_could_run_and_retry_moves_it() 
         text(&again.stderr)
     );
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_worktree_task_runs_on_its_own_branch_and_clean_removes_the_worktree() {
+    let c = Cluster::with_node("box");
+    let repo = c.workdir();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(
+        &repo,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "init",
+        ],
+    );
+
+    let out = c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "isolated",
+        "--step",
+        "edit (sleep 50ms)",
+        "--wait",
+        "fix it, use a worktree",
+    ]);
+    assert!(out.contains("branch dispatch/isolated"), "{out}");
+    let s = c.status("isolated");
+    assert_eq!(s["state"], "completed");
+    assert_eq!(
+        s["worktree"], true,
+        "the prompt's directive asked for a worktree"
+    );
+    assert_eq!(s["branch"], "dispatch/isolated");
+    let wt = repo.join(".dispatch/worktrees/isolated");
+    assert_eq!(
+        git(&wt, &["rev-parse", "--abbrev-ref", "HEAD"]),
+        "dispatch/isolated"
+    );
+    assert!(
+        wt.join(".dispatch/tasks/isolated/output.md").exists(),
+        "the worker ran in the worktree"
+    );
+    assert!(!repo.join(".dispatch/tasks/isolated").exists());
+    assert_eq!(
+        git(&repo, &["status", "--porcelain"]),
+        "",
+        "task files stay out of git status"
+    );
+
+    let out = c.ok(&["clean", "isolated"]);
+    assert!(
+        out.contains(
+            "Removed the worktree of `isolated` on box; branch `dispatch/isolated` keeps its work."
+        ),
+        "{out}"
+    );
+    assert!(!wt.exists());
+    assert_eq!(
+        git(&repo, &["branch", "--list", "dispatch/isolated"]),
+        "dispatch/isolated"
+    );
+    let again = c.run(&["clean", "isolated"]);
+    assert!(
+        text(&again.stderr).contains("was already removed"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // --worktree outside a git repository fails the task saying so.
+    let plain = c.dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let out = c.run(&[
+        "--backend",
+        "sim",
+        "--id",
+        "no-repo",
+        "--worktree",
+        "--workdir",
+        plain.to_str().unwrap(),
+        "--step",
+        "x",
+        "--wait",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(12));
+    let reason = c.status("no-repo")["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("is not in a git repository, which a worktree task needs"),
+        "{reason}"
+    );
+}

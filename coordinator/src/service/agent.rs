@@ -81,7 +81,7 @@ impl v1::agent_service_server::AgentService for AgentSvc {
                         if !ack.error.is_empty() {
                             tracing::warn!(node = %name, command = ack.command_id, error = %ack.error, "node could not apply a command");
                         }
-                        if let Err(e) = c.store.ack_command(ack.command_id, crate::now_ms()).await {
+                        if let Err(e) = c.command_acked(ack.command_id, ack.error.clone()).await {
                             tracing::error!(node = %name, error = %e, "could not record a command ack");
                         }
                     }

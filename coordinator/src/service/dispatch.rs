@@ -301,6 +301,11 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         Ok(Response::new(self.0.task_view(&t).await?))
     }
 
+    async fn clean(&self, req: Request<v1::CleanRequest>) -> Result<Response<v1::Task>, Status> {
+        let t = self.0.clean(&req.into_inner().id).await?;
+        Ok(Response::new(self.0.task_view(&t).await?))
+    }
+
     async fn info(
         &self,
         _req: Request<v1::InfoRequest>,

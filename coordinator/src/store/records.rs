@@ -51,6 +51,12 @@ pub struct TaskRecord {
     pub last_seq: u64,
     /// Worker run: 1, then 2 after a blocked question was answered, …
     pub attempt: u32,
+    /// Runs in a git worktree on branch `dispatch/<id>`.
+    pub worktree: bool,
+    /// The worktree's branch, once the node created it.
+    pub branch: String,
+    /// The worktree was removed by `dispatch clean`.
+    pub cleaned: bool,
 }
 
 /// A node as stored (its last Hello).
@@ -103,7 +109,7 @@ pub struct QuestionRecord {
 
 pub(super) const UPDATE_TASK: &str = "UPDATE tasks SET state = ?2, title = ?3, prompt = ?4, worker_prompt = ?5, plan_md = ?6, \
      node = ?7, remote = ?8, backend = ?9, model = ?10, workdir = ?11, after_id = ?12, priority = ?13, reason = ?14, \
-     exit_code = ?15, created_ms = ?16, updated_ms = ?17, started_ms = ?18, ended_ms = ?19, last_seq = ?20, attempt = ?21 WHERE id = ?1";
+     exit_code = ?15, created_ms = ?16, updated_ms = ?17, started_ms = ?18, ended_ms = ?19, last_seq = ?20, attempt = ?21, worktree = ?22, branch = ?23, cleaned = ?24 WHERE id = ?1";
 
 pub(super) fn bind_task<'q>(
     q: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
@@ -130,6 +136,9 @@ pub(super) fn bind_task<'q>(
         .bind(t.ended_ms)
         .bind(t.last_seq as i64)
         .bind(i64::from(t.attempt.max(1)))
+        .bind(t.worktree)
+        .bind(t.branch.clone())
+        .bind(t.cleaned)
 }
 
 pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
@@ -156,6 +165,9 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
         ended_ms: r.try_get("ended_ms")?,
         last_seq: r.try_get::<i64, _>("last_seq")? as u64,
         attempt: r.try_get::<i64, _>("attempt")? as u32,
+        worktree: r.try_get("worktree")?,
+        branch: r.try_get("branch")?,
+        cleaned: r.try_get("cleaned")?,
     })
 }
 

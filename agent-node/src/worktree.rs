@@ -1,0 +1,175 @@
+//! Worktree isolation: a task can run in `git worktree add` on branch `dispatch/<task-id>`,
+//! at `<repo>/.dispatch/worktrees/<task-id>`, kept after the task for review.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .map_err(|e| {
+            format!("cannot run git ({e}); worktree tasks need git installed on the node")
+        })?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The repository root of `workdir`.
+pub fn repo_root(workdir: &Path) -> Result<PathBuf, String> {
+    git(workdir, &["rev-parse", "--show-toplevel"])
+        .map(PathBuf::from)
+        .map_err(|e| {
+            format!(
+                "{} is not in a git repository, which a worktree task needs ({e})",
+                workdir.display()
+            )
+        })
+}
+
+/// Branch of a task's worktree.
+pub fn branch(task: &str) -> String {
+    format!("dispatch/{task}")
+}
+
+/// Where the worktree of `task` lives for `workdir`.
+pub fn path(workdir: &Path, task: &str) -> Result<PathBuf, String> {
+    Ok(repo_root(workdir)?
+        .join(".dispatch")
+        .join("worktrees")
+        .join(task))
+}
+
+/// Creates (or reuses) the worktree of `task`; returns its path.
+pub fn ensure(workdir: &Path, task: &str) -> Result<PathBuf, String> {
+    let root = repo_root(workdir)?;
+    let dir = root.join(".dispatch").join("worktrees").join(task);
+    exclude_dispatch_dir(&root)?;
+    if dir.join(".git").exists() {
+        return Ok(dir);
+    }
+    let b = branch(task);
+    let d = dir.display().to_string();
+    let has_branch = git(
+        &root,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/heads/{b}"),
+        ],
+    )
+    .is_ok();
+    let res = if has_branch {
+        git(&root, &["worktree", "add", &d, &b])
+    } else {
+        git(&root, &["worktree", "add", "-b", &b, &d])
+    };
+    res.map_err(|e| format!("git worktree add {d} failed: {e}"))?;
+    Ok(dir)
+}
+
+/// Keeps `.dispatch/` (task files, worktrees) out of `git status` in the repository and all
+/// its worktrees, through the shared `info/exclude`.
+fn exclude_dispatch_dir(root: &Path) -> Result<(), String> {
+    let common = PathBuf::from(git(root, &["rev-parse", "--git-common-dir"])?);
+    let common = if common.is_absolute() {
+        common
+    } else {
+        root.join(common)
+    };
+    let exclude = common.join("info").join("exclude");
+    let current = std::fs::read_to_string(&exclude).unwrap_or_default();
+    if current.lines().any(|l| {
+        matches!(
+            l.trim(),
+            ".dispatch/" | "/.dispatch/" | ".dispatch" | "/.dispatch"
+        )
+    }) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(common.join("info")).map_err(|e| e.to_string())?;
+    let mut body = current;
+    if !body.is_empty() && !body.ends_with('\n') {
+        body.push('\n');
+    }
+    body.push_str("# dispatch task files and worktrees\n.dispatch/\n");
+    std::fs::write(&exclude, body).map_err(|e| format!("cannot update {}: {e}", exclude.display()))
+}
+
+/// Removes the worktree of `task` (its branch stays, with the work on it).
+pub fn remove(workdir: &Path, task: &str) -> Result<(), String> {
+    let root = repo_root(workdir)?;
+    let dir = root.join(".dispatch").join("worktrees").join(task);
+    if !dir.exists() {
+        let _ = git(&root, &["worktree", "prune"]);
+        return Ok(());
+    }
+    git(
+        &root,
+        &["worktree", "remove", "--force", &dir.display().to_string()],
+    )
+    .map(|_| ())
+    .map_err(|e| format!("git worktree remove failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_reuse_and_remove() {
+        let repo = tempfile::tempdir().unwrap();
+        let r = repo.path();
+        for args in [
+            vec!["init", "-q", "-b", "main"],
+            vec![
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "init",
+            ],
+        ] {
+            git(r, &args.iter().map(|s| *s).collect::<Vec<_>>()).unwrap();
+        }
+        let sub = r.join("src");
+        std::fs::create_dir_all(&sub).unwrap();
+        let wt = ensure(&sub, "t1").unwrap();
+        assert_eq!(
+            wt,
+            std::fs::canonicalize(r)
+                .unwrap()
+                .join(".dispatch/worktrees/t1")
+        );
+        assert_eq!(
+            git(&wt, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap(),
+            "dispatch/t1"
+        );
+        assert_eq!(ensure(&sub, "t1").unwrap(), wt, "reused");
+        assert_eq!(
+            git(r, &["status", "--porcelain"]).unwrap(),
+            "",
+            ".dispatch/ is excluded"
+        );
+        remove(&sub, "t1").unwrap();
+        assert!(!wt.exists());
+        assert!(
+            git(r, &["rev-parse", "--verify", "dispatch/t1"]).is_ok(),
+            "the branch stays"
+        );
+        let again = ensure(&sub, "t1").unwrap();
+        assert!(
+            again.exists(),
+            "a worktree can be made again on the kept branch"
+        );
+    }
+}
