@@ -139,7 +139,7 @@ mod tests {
                 "init",
             ],
         ] {
-            git(r, &args.iter().map(|s| *s).collect::<Vec<_>>()).unwrap();
+            git(r, &args).unwrap();
         }
         let sub = r.join("src");
         std::fs::create_dir_all(&sub).unwrap();
