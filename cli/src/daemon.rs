@@ -50,6 +50,8 @@ pub(crate) async fn ensure_running(home: &Path) -> Result<Channel> {
     {
         return Ok(ch);
     }
+    // A config the daemon would refuse is reported here, not in its log.
+    dispatch_core::notify::load(&home.join("config.yaml")).map_err(|e| anyhow!(e))?;
     if std::env::var_os(DAEMON_CHILD_ENV).is_some() {
         bail!(
             "the local daemon is not answering on {} and this process was started by a daemon; refusing to start another",
@@ -145,7 +147,10 @@ pub(crate) fn run_foreground(g: &Global, idle_timeout: Duration) -> Result<()> {
 }
 
 async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
-    let coordinator = Coordinator::start(CoordinatorConfig::new(home.join("coordinator"))).await?;
+    let mut config = CoordinatorConfig::new(home.join("coordinator"));
+    config.notify =
+        dispatch_core::notify::load(&home.join("config.yaml")).map_err(|e| anyhow!(e))?;
+    let coordinator = Coordinator::start(config).await?;
     let listener = dispatch_coordinator::server::bind_unix(&socket(&home))?;
     let pid_file = home.join("daemon.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;

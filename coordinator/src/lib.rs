@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod error;
 pub mod nodes;
+pub mod notify;
 pub mod questions;
 pub mod registry;
 pub mod router;
@@ -39,6 +40,8 @@ pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     /// How long a node may stay away before its running tasks are marked `lost`.
     pub node_timeout: Duration,
+    /// Where to send notifications of questions and ended tasks.
+    pub notify: dispatch_core::notify::NotifyConfig,
 }
 
 impl CoordinatorConfig {
@@ -48,6 +51,7 @@ impl CoordinatorConfig {
             data_dir,
             heartbeat_interval: Duration::from_secs(5),
             node_timeout: Duration::from_secs(60),
+            notify: Default::default(),
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct Coordinator {
     pub scheduler: SchedulerHandle,
     /// Tunables.
     pub config: CoordinatorConfig,
+    /// Question and task-end notifications.
+    pub notifier: notify::Notifier,
     /// When this process started, ms since the epoch.
     pub started_ms: i64,
     stop_tx: tokio::sync::watch::Sender<bool>,
@@ -107,6 +113,7 @@ impl Coordinator {
             watch_tx,
             log_tx,
             scheduler,
+            notifier: notify::Notifier::start(config.notify.clone()),
             config,
             started_ms: now_ms(),
             stop_tx: tokio::sync::watch::channel(false).0,

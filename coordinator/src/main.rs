@@ -30,6 +30,21 @@ struct Args {
     #[arg(long, env = "DISPATCH_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = dispatch_core::duration::parse)]
     heartbeat_interval: Duration,
 
+    /// A YAML config file; its `notify:` section (command and/or webhook) is used.
+    #[arg(long, env = "DISPATCH_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Command to run (with `sh -c`) when a question arrives or a task ends; details are in
+    /// DISPATCH_EVENT, DISPATCH_TASK_ID, DISPATCH_NODE, DISPATCH_STATE, DISPATCH_REASON,
+    /// DISPATCH_QUESTION_SEQ and DISPATCH_QUESTION. Overrides the config file's notify.command.
+    #[arg(long, env = "DISPATCH_NOTIFY_COMMAND")]
+    notify_command: Option<String>,
+
+    /// http:// URL to POST a JSON notification to when a question arrives or a task ends.
+    /// Overrides the config file's notify.webhook.
+    #[arg(long, env = "DISPATCH_NOTIFY_WEBHOOK")]
+    notify_webhook: Option<String>,
+
     /// How long a node may stay disconnected before its running tasks are marked lost.
     #[arg(long, env = "DISPATCH_NODE_TIMEOUT", default_value = "60s", value_parser = dispatch_core::duration::parse)]
     node_timeout: Duration,
@@ -52,6 +67,18 @@ async fn main() -> anyhow::Result<()> {
     let mut config = CoordinatorConfig::new(args.data_dir.clone());
     config.heartbeat_interval = args.heartbeat_interval;
     config.node_timeout = args.node_timeout;
+    let mut notify = match &args.config {
+        Some(path) => dispatch_core::notify::load(path).map_err(|e| anyhow::anyhow!(e))?,
+        None => Default::default(),
+    };
+    if args.notify_command.is_some() {
+        notify.command = args.notify_command.clone();
+    }
+    if args.notify_webhook.is_some() {
+        notify.webhook = args.notify_webhook.clone();
+    }
+    notify.validate().map_err(|e| anyhow::anyhow!(e))?;
+    config.notify = notify;
     let coordinator = Coordinator::start(config).await?;
 
     let tcp = tokio::net::TcpListener::bind(&args.listen)

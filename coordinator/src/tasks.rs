@@ -337,8 +337,20 @@ impl Coordinator {
         Ok(task_to_proto(t, &questions, position))
     }
 
-    /// Sends a task's new state to watchers.
+    /// Sends a task's new state to watchers (and, for a question or an ended task, to the
+    /// configured notifications).
     pub async fn publish(&self, t: &TaskRecord, change: &str, seq: u64) {
+        if change == "state" && t.state.is_terminal() {
+            let n = crate::notify::Notification::ended(
+                &t.id,
+                &t.title,
+                &t.node,
+                t.state.as_str(),
+                &t.reason,
+                t.attempt,
+            );
+            self.notifier.send(n);
+        }
         if self.watch_tx.receiver_count() == 0 {
             return;
         }
@@ -520,6 +532,12 @@ impl Coordinator {
                         tracing::info!(task = %t.id, node, state = %t.state, reason = %t.reason, "worker ended");
                         self.publish(&t, change, ev.seq).await;
                         self.scheduler.kick();
+                    }
+                    EventKind::Question(q) => {
+                        self.notifier.send(crate::notify::Notification::question(
+                            &t.id, &t.title, node, q.seq, &q.text,
+                        ));
+                        self.publish(&t, change, ev.seq).await
                     }
                     _ => self.publish(&t, change, ev.seq).await,
                 }

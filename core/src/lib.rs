@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod duration;
 pub mod limits;
+pub mod notify;
 pub mod plan;
 pub mod prompt;
 pub mod task;

@@ -117,6 +117,7 @@ pub struct Cluster {
     pub coordinator: Proc,
     /// Its URL (`http://127.0.0.1:PORT`).
     pub url: String,
+    coordinator_args: Vec<String>,
     /// Root temp directory.
     pub dir: tempfile::TempDir,
 }
@@ -146,7 +147,7 @@ impl AgentOpts {
     }
 }
 
-fn start_coordinator(root: &Path, listen: &str) -> (Proc, String) {
+fn start_coordinator(root: &Path, listen: &str, extra: &[String]) -> (Proc, String) {
     let data = root.join("coordinator");
     std::fs::create_dir_all(&data).unwrap();
     let addr_file = data.join("coordinator.addr");
@@ -160,6 +161,7 @@ fn start_coordinator(root: &Path, listen: &str) -> (Proc, String) {
         .arg("500ms")
         .arg("--node-timeout")
         .arg("20s");
+    cmd.args(extra);
     cmd.env("DISPATCH_LOG", "info,dispatch_coordinator=debug");
     static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -180,8 +182,14 @@ fn start_coordinator(root: &Path, listen: &str) -> (Proc, String) {
 impl Cluster {
     /// Starts a coordinator on a random loopback port.
     pub fn new() -> Cluster {
+        Cluster::with_coordinator_args(&[])
+    }
+
+    /// Starts a coordinator with extra flags on a random loopback port.
+    pub fn with_coordinator_args(extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (coordinator, url) = start_coordinator(dir.path(), "127.0.0.1:0");
+        let coordinator_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (coordinator, url) = start_coordinator(dir.path(), "127.0.0.1:0", &coordinator_args);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -190,6 +198,7 @@ impl Cluster {
             dir,
             coordinator,
             url,
+            coordinator_args,
             agents: vec![],
             rt,
         }
@@ -206,7 +215,7 @@ impl Cluster {
     pub fn restart_coordinator(&mut self) {
         self.coordinator.kill();
         let listen = self.url.trim_start_matches("http://").to_string();
-        let (p, url) = start_coordinator(self.dir.path(), &listen);
+        let (p, url) = start_coordinator(self.dir.path(), &listen, &self.coordinator_args);
         assert_eq!(url, self.url);
         self.coordinator = p;
     }

@@ -1,0 +1,130 @@
+//! Notifications: a command (details in env vars only) and an http webhook, with retries.
+
+use dispatch_tests::{AgentOpts, Cluster, text, wait_until};
+use std::io::{BufRead, BufReader, Read, Write};
+
+#[test]
+fn the_notify_command_hears_of_questions_and_ended_tasks_without_running_their_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("notified.txt");
+    let trap = dir.path().join("pwned");
+    let cmd = format!(
+        "printf '%s|%s|%s|%s|%s\\n' \"$DISPATCH_EVENT\" \"$DISPATCH_TASK_ID\" \"$DISPATCH_QUESTION_SEQ\" \"$DISPATCH_QUESTION\" \"$DISPATCH_STATE\" >> {}",
+        log.display()
+    );
+    let mut c = Cluster::with_coordinator_args(&["--notify-command", &cmd]);
+    c.add_agent(AgentOpts::new("box", 2));
+    // (The sim's directive ends at the first closing parenthesis, so the hostile part uses
+    // backticks.)
+    let question = format!("Ok to run `touch {}` and $HOME now?", trap.display());
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "notified",
+        "--step",
+        &format!("(ask: {question})"),
+        "notify me",
+    ]);
+    let line = wait_until("the question notification", || {
+        std::fs::read_to_string(&log).ok().filter(|l| !l.is_empty())
+    });
+    assert_eq!(line, format!("question|notified|001|{question}|waiting\n"));
+    c.ok(&["answer", "notified", "yes"]);
+    wait_until("the task-ended notification", || {
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.lines().count() == 2)
+    });
+    let all = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(all.lines().nth(1), Some("task_ended|notified|||completed"));
+    assert!(!trap.exists(), "the question's text was never run");
+}
+
+#[test]
+fn the_webhook_gets_json_and_a_failed_post_is_retried() {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/dispatch", server.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // First request: 500 (must be retried); then 200s.
+        for (i, conn) in server.incoming().enumerate() {
+            let mut conn = conn.unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let status = if i == 0 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            conn.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                .unwrap();
+            tx.send((head, String::from_utf8(body).unwrap())).unwrap();
+        }
+    });
+    let mut c = Cluster::with_coordinator_args(&["--notify-webhook", &url]);
+    c.add_agent(AgentOpts::new("box", 2));
+    let out = c.run(&[
+        "--backend",
+        "sim",
+        "--id",
+        "hooked",
+        "--step",
+        "(fail: no disk)",
+        "--wait",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out.stderr));
+    let (head1, body1) = rx
+        .recv_timeout(dispatch_tests::DEADLINE)
+        .expect("the webhook was called");
+    let (_, body2) = rx
+        .recv_timeout(dispatch_tests::DEADLINE)
+        .expect("the failed POST was retried");
+    assert!(
+        head1.starts_with("POST /hooks/dispatch HTTP/1.1\r\n"),
+        "{head1}"
+    );
+    assert_eq!(body1, body2);
+    let v: serde_json::Value = serde_json::from_str(&body1).unwrap();
+    assert_eq!(v["event"], "task_ended");
+    assert_eq!(v["task"], "hooked");
+    assert_eq!(v["state"], "failed");
+    assert!(v["reason"].as_str().unwrap().contains("no disk"));
+}
+
+#[test]
+fn a_bad_notify_config_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "notify:\n  webhok: http://x\n").unwrap();
+    let out = std::process::Command::new(dispatch_tests::bin("dispatch-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("config.yaml")
+            && err.contains("unknown field `webhok`")
+            && err.contains("line 2"),
+        "{err}"
+    );
+}
