@@ -7,7 +7,7 @@ use dispatch_proto::v1::dispatch_service_server::DispatchServiceServer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 
 /// A bound listener to serve on.
 pub enum Listener {
@@ -53,10 +53,11 @@ pub async fn serve(
         };
         servers.push(tokio::spawn(async move {
             match l {
+                // Nagle's algorithm with delayed ACKs adds ~40 ms to small messages.
                 Listener::Tcp(t) => {
-                    router
-                        .serve_with_incoming_shutdown(TcpListenerStream::new(t), signal)
-                        .await
+                    let incoming =
+                        tonic::transport::server::TcpIncoming::from(t).with_nodelay(Some(true));
+                    router.serve_with_incoming_shutdown(incoming, signal).await
                 }
                 Listener::Unix(u) => {
                     router

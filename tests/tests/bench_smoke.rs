@@ -1,0 +1,31 @@
+//! The benchmark harness runs (small counts, no thresholds) so it never rots.
+
+use std::process::Command;
+
+#[test]
+fn the_bench_scenarios_run() {
+    for args in [
+        &["questions", "--count", "3", "--baseline", "0"][..],
+        &["dispatch", "--count", "3"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_dispatch-bench"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("| measure"), "{stdout}");
+        assert_eq!(
+            stdout
+                .lines()
+                .filter(|l| l.starts_with("| ") && !l.starts_with("| measure"))
+                .count(),
+            if args[0] == "questions" { 2 } else { 1 },
+            "{stdout}"
+        );
+    }
+}
