@@ -96,6 +96,33 @@ fn questions(args: &[String]) -> Vec<Stats> {
         t.task_state().as_str() == "running"
     });
     let ipc = c.workdir().join(".dispatch/tasks/security-review/ipc");
+    // Baseline first, on the fresh task directory: the seed's own monitor (3 s polling),
+    // verbatim, watching the same directory.
+    let mut polled = None;
+    if baseline > 0 {
+        let monitor = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seed-monitor.sh");
+        let mut st = Stats {
+            name: "seed monitor script: question → monitor exits (ms)".into(),
+            samples: vec![],
+        };
+        for i in 0..baseline {
+            let seq = 1 + i as u32;
+            let mut child = std::process::Command::new("bash")
+                .arg(monitor)
+                .current_dir(c.workdir())
+                .spawn()
+                .unwrap();
+            // Write the question at different phases of the monitor's 3 s cycle.
+            std::thread::sleep(Duration::from_millis(700 * (i as u64 % 4) + 100));
+            let t0 = Instant::now();
+            write_atomic(&ipc.join(format!("{seq:03}.question")), "baseline?");
+            child.wait().unwrap();
+            st.samples.push(ms(t0.elapsed()));
+            std::fs::write(ipc.join(format!("{seq:03}.answer")), "x").unwrap();
+        }
+        polled = Some(st);
+    }
+    let first = baseline as u32 + 1;
     let mut seen = Stats {
         name: "question renamed into place → seen by a watcher (ms)".into(),
         samples: vec![],
@@ -113,7 +140,7 @@ fn questions(args: &[String]) -> Vec<Stats> {
             .await
             .unwrap()
             .into_inner();
-        for seq in 1..=count as u32 {
+        for seq in first..first + count as u32 {
             let q = ipc.join(format!("{seq:03}.question"));
             let t0 = Instant::now();
             write_atomic(&q, &format!("question {seq}?"));
@@ -146,30 +173,7 @@ fn questions(args: &[String]) -> Vec<Stats> {
         }
     });
     let mut out = vec![seen, answered];
-    if baseline > 0 {
-        // The seed's own monitor (3 s polling), verbatim, watching the same directory.
-        let monitor = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seed-monitor.sh");
-        let mut polled = Stats {
-            name: "seed monitor script: question → monitor exits (ms)".into(),
-            samples: vec![],
-        };
-        for i in 0..baseline {
-            let seq = count as u32 + 1 + i as u32;
-            let mut child = std::process::Command::new("bash")
-                .arg(monitor)
-                .current_dir(c.workdir())
-                .spawn()
-                .unwrap();
-            // Let the monitor settle into its polling rhythm at a random phase.
-            std::thread::sleep(Duration::from_millis(700 * (i as u64 % 4) + 100));
-            let t0 = Instant::now();
-            write_atomic(&ipc.join(format!("{seq:03}.question")), "baseline?");
-            child.wait().unwrap();
-            polled.samples.push(ms(t0.elapsed()));
-            std::fs::write(ipc.join(format!("{seq:03}.answer")), "x").unwrap();
-        }
-        out.push(polled);
-    }
+    out.extend(polled);
     c.ok(&["cancel", "security-review"]);
     out
 }
