@@ -10,11 +10,13 @@
 //! No network and no async here; file I/O only on paths a caller hands in.
 
 pub mod backend;
+pub mod config;
 pub mod duration;
 pub mod limits;
 pub mod notify;
 pub mod plan;
 pub mod prompt;
+pub mod resolve;
 pub mod task;
 pub mod task_id;
 
