@@ -194,17 +194,17 @@ pub fn resolve(
     // The last configured model id or alias named in the prompt wins.
     let mut best: Option<(usize, String, bool)> = None;
     for (id, _) in &cfg.models {
-        if let Some(p) = last_word(prompt, id) {
-            if best.as_ref().is_none_or(|b| p >= b.0) {
-                best = Some((p, id.clone(), false));
-            }
+        if let Some(p) = last_word(prompt, id)
+            && best.as_ref().is_none_or(|b| p >= b.0)
+        {
+            best = Some((p, id.clone(), false));
         }
     }
     for (name, _) in &cfg.aliases {
-        if let Some(p) = last_word(prompt, name) {
-            if best.as_ref().is_none_or(|b| p >= b.0) {
-                best = Some((p, name.clone(), true));
-            }
+        if let Some(p) = last_word(prompt, name)
+            && best.as_ref().is_none_or(|b| p >= b.0)
+        {
+            best = Some((p, name.clone(), true));
         }
     }
     if let Some((_, word, is_alias)) = best {
