@@ -49,21 +49,26 @@ pub fn last_word(text: &str, word: &str) -> Option<usize> {
     let hay = text.to_ascii_lowercase();
     let needle = word.to_ascii_lowercase();
     let bytes = hay.as_bytes();
-    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    // A '.' between two letters or digits is part of a word (`gpt-5.3`); at the end of a
+    // sentence it is not.
+    let word_at = |i: usize| {
+        let b = bytes[i];
+        b.is_ascii_alphanumeric()
+            || b == b'_'
+            || b == b'-'
+            || (b == b'.'
+                && i > 0
+                && i + 1 < bytes.len()
+                && bytes[i - 1].is_ascii_alphanumeric()
+                && bytes[i + 1].is_ascii_alphanumeric())
+    };
     let mut found = None;
     let mut from = 0;
     while let Some(rel) = hay[from..].find(&needle) {
         let start = from + rel;
         let end = start + needle.len();
-        let before_ok = start == 0 || {
-            let b = bytes[start - 1];
-            !is_word(b) && !(b == b'.' && start >= 2 && bytes[start - 2].is_ascii_alphanumeric())
-        };
-        let after_ok = end >= bytes.len() || {
-            let a = bytes[end];
-            !is_word(a)
-                && !(a == b'.' && end + 1 < bytes.len() && bytes[end + 1].is_ascii_alphanumeric())
-        };
+        let before_ok = start == 0 || !word_at(start - 1);
+        let after_ok = end >= bytes.len() || !word_at(end);
         if before_ok && after_ok {
             found = Some(start);
         }
