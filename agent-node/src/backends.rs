@@ -12,6 +12,8 @@ pub struct BackendSpec {
     pub command: String,
     /// Executable that must be on PATH for the backend to work, when known.
     pub program: Option<String>,
+    /// Models it offers (discovered on this machine), empty when unknown.
+    pub models: Vec<String>,
 }
 
 /// Finds `program` on PATH.
@@ -47,14 +49,88 @@ pub fn detect(sim_command: String) -> Vec<BackendSpec> {
             name: b.name.into(),
             command: b.command.into(),
             program: Some(b.program.into()),
+            models: discover_models(b.name),
         })
         .collect();
     out.push(BackendSpec {
         name: SIM.into(),
         command: sim_command,
         program: None,
+        models: vec![],
     });
     out
+}
+
+/// Models a backend offers here: the Claude CLI's stable aliases, the seed's Codex ids, and
+/// whatever `agent models` lists for Cursor (run with a 15 s limit).
+pub fn discover_models(backend: &str) -> Vec<String> {
+    match backend {
+        "claude" => dispatch_core::backend::CLAUDE_MODELS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        "codex" => dispatch_core::backend::CODEX_MODELS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        "cursor" => {
+            match run_with_limit("agent", &["models"], std::time::Duration::from_secs(15)) {
+                Ok(out) => dispatch_core::backend::parse_agent_models(&out)
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(
+                        "`agent models` failed: {e}; cursor models are unknown on this node"
+                    );
+                    vec![]
+                }
+            }
+        }
+        _ => vec![],
+    }
+}
+
+/// Runs `program args` and returns its stdout and stderr, killing it after `limit`.
+pub fn run_with_limit(
+    program: &str,
+    args: &[&str],
+    limit: std::time::Duration,
+) -> Result<String, String> {
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            return if out.status.success() {
+                Ok(text)
+            } else {
+                Err(format!(
+                    "`{program} {}` exited with {}: {}",
+                    args.join(" "),
+                    out.status,
+                    text.trim()
+                ))
+            };
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "`{program} {}` did not finish within {limit:?}",
+                args.join(" ")
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The command that runs this executable's `sim-worker` subcommand.

@@ -130,7 +130,7 @@ impl Node {
                 .map(|b| v1::Backend {
                     name: b.name.clone(),
                     command: b.command.clone(),
-                    models: vec![],
+                    models: b.models.clone(),
                 })
                 .collect(),
             capacity: self.cfg.max_tasks,

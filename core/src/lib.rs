@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod config_edit;
 pub mod duration;
 pub mod limits;
 pub mod notify;

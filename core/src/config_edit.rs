@@ -1,0 +1,315 @@
+//! Writing the user's config: the seed's layout for a new file, and line edits that keep the
+//! user's comments and order for changes to an existing one. Every edit is checked by parsing
+//! the result; an edit that cannot be made in place returns `None` so the caller can fall back
+//! to [`render`] (and say that comments were not kept).
+
+use crate::backend::{BUILTIN, provider};
+use crate::config::Config;
+
+/// The seed's layout: default, backends, models grouped by provider with `# Claude`,
+/// `# GPT / OpenAI`, … comments, then aliases.
+pub fn render(cfg: &Config) -> String {
+    let mut out = String::from(
+        "# ~/.dispatch/config.yaml\n# Worker configuration for dispatch (the seed's schema).\n#\n\
+         # This file was written by dispatch; edit it freely.\n\n",
+    );
+    if let Some(d) = &cfg.default {
+        out.push_str(&format!(
+            "default: {d}  # Default model (by name or alias)\n\n"
+        ));
+    }
+    for (key, value) in [
+        ("coordinator", &cfg.coordinator),
+        ("remote", &cfg.remote),
+        ("tls", &cfg.tls),
+    ] {
+        if let Some(v) = value {
+            out.push_str(&format!("{key}: {v}\n"));
+        }
+    }
+    if let Some(c) = cfg.confirm_default {
+        out.push_str(&format!("confirm_default: {c}\n"));
+    }
+    out.push_str("# Backends: CLI commands for each provider.\n# --model <id> is appended for cursor and codex, never for claude.\nbackends:\n");
+    for (name, b) in &cfg.backends {
+        out.push_str(&format!(
+            "  {name}:\n    command: >\n      {}\n\n",
+            b.command.trim()
+        ));
+    }
+    out.push_str("# Models: each model maps to a backend.\nmodels:\n");
+    let mut groups: Vec<&str> = Vec::new();
+    for (id, _) in &cfg.models {
+        let p = provider(id);
+        if !groups.contains(&p) {
+            groups.push(p);
+        }
+    }
+    for g in groups {
+        out.push_str(&format!("  # {g}\n"));
+        for (id, m) in cfg.models.iter().filter(|(id, _)| provider(id) == g) {
+            out.push_str(&format!("  {id}: {{ backend: {} }}\n", m.backend));
+        }
+        out.push('\n');
+    }
+    if !cfg.aliases.is_empty() {
+        out.push_str("# Aliases: named shortcuts with optional prompt additions.\naliases:\n");
+        for (name, a) in &cfg.aliases {
+            out.push_str(&format!("  {name}:\n    model: {}\n", a.model));
+            if let Some(p) = &a.prompt {
+                out.push_str(if p.trim().contains('\n') {
+                    "    prompt: |\n"
+                } else {
+                    "    prompt: >\n"
+                });
+                for l in p.trim().lines() {
+                    out.push_str(&format!("      {l}\n"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The seed's backend commands, for a new config.
+pub fn default_backends(names: &[&str]) -> Vec<(String, crate::config::BackendConfig)> {
+    BUILTIN
+        .iter()
+        .filter(|b| names.contains(&b.name))
+        .map(|b| {
+            (
+                b.name.to_string(),
+                crate::config::BackendConfig {
+                    command: b.command.to_string(),
+                },
+            )
+        })
+        .collect()
+}
+
+fn top_level_line(line: &str, key: &str) -> bool {
+    line.starts_with(&format!("{key}:"))
+}
+
+fn section_bounds(lines: &[&str], section: &str) -> Option<(usize, usize)> {
+    let start = lines.iter().position(|l| top_level_line(l, section))?;
+    let mut end = lines.len();
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        if !l.is_empty() && !l.starts_with([' ', '\t', '#']) {
+            end = i;
+            break;
+        }
+    }
+    // Trailing blank and comment lines belong to what follows.
+    while end > start + 1
+        && (lines[end - 1].trim().is_empty() || lines[end - 1].trim_start().starts_with('#'))
+    {
+        end -= 1;
+    }
+    Some((start, end))
+}
+
+fn checked(text: String, ok: impl Fn(&Config) -> bool) -> Option<String> {
+    Config::parse(&text).ok().filter(ok).map(|_| text)
+}
+
+fn join(lines: &[String]) -> String {
+    let mut s = lines.join("\n");
+    s.push('\n');
+    s
+}
+
+/// Sets `default:` in place (keeping a trailing comment).
+pub fn set_default(text: &str, model: &str) -> Option<String> {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    match lines.iter().position(|l| top_level_line(l, "default")) {
+        Some(i) => {
+            // Keep whatever follows the value (spacing and comment) as it was.
+            let after = lines[i]["default:".len()..].trim_start();
+            let comment = after
+                .find(char::is_whitespace)
+                .map(|c| after[c..].to_string())
+                .unwrap_or_default();
+            lines[i] = format!("default: {model}{comment}");
+        }
+        None => lines.insert(0, format!("default: {model}")),
+    }
+    checked(join(&lines), |c| c.default.as_deref() == Some(model))
+}
+
+/// Adds `id: { backend: B }` at the end of `models:` (creating the section if needed), or
+/// changes an existing entry's backend.
+pub fn add_model(text: &str, id: &str, backend: &str) -> Option<String> {
+    let src: Vec<&str> = text.lines().collect();
+    let mut lines: Vec<String> = src.iter().map(|s| s.to_string()).collect();
+    let entry = format!("  {id}: {{ backend: {backend} }}");
+    match section_bounds(&src, "models") {
+        Some((start, end)) => {
+            if let Some(i) =
+                (start + 1..end).find(|&i| src[i].trim_start().starts_with(&format!("{id}:")))
+            {
+                if !src[i].contains('{') {
+                    return None;
+                }
+                lines[i] = entry;
+            } else {
+                lines.insert(end, entry);
+            }
+        }
+        None => {
+            lines.push("models:".into());
+            lines.push(entry);
+        }
+    }
+    checked(join(&lines), |c| {
+        c.model(id).is_some_and(|m| m.backend == backend)
+    })
+}
+
+fn remove_entry(text: &str, section: &str, name: &str) -> Option<String> {
+    let src: Vec<&str> = text.lines().collect();
+    let (start, end) = section_bounds(&src, section)?;
+    let first = (start + 1..end).find(|&i| src[i].trim_start().starts_with(&format!("{name}:")))?;
+    let indent = src[first].len() - src[first].trim_start().len();
+    let mut last = first + 1;
+    while last < end
+        && (src[last].trim().is_empty() || src[last].len() - src[last].trim_start().len() > indent)
+    {
+        last += 1;
+    }
+    let lines: Vec<String> = src
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i < first || *i >= last)
+        .map(|(_, s)| s.to_string())
+        .collect();
+    Some(join(&lines))
+}
+
+/// Removes a model entry.
+pub fn remove_model(text: &str, id: &str) -> Option<String> {
+    checked(remove_entry(text, "models", id)?, |c| c.model(id).is_none())
+}
+
+/// Adds (or replaces) an alias at the end of `aliases:`.
+pub fn add_alias(text: &str, name: &str, model: &str, prompt: Option<&str>) -> Option<String> {
+    let base = if Config::parse(text).ok()?.alias(name).is_some() {
+        remove_entry(text, "aliases", name)?
+    } else {
+        text.to_string()
+    };
+    let src: Vec<&str> = base.lines().collect();
+    let mut block = vec![format!("  {name}:"), format!("    model: {model}")];
+    if let Some(p) = prompt {
+        // `>` folds lines into one (the seed's style); `|` keeps a multi-line prompt's lines.
+        block.push(if p.trim().contains('\n') {
+            "    prompt: |".into()
+        } else {
+            "    prompt: >".into()
+        });
+        block.extend(p.trim().lines().map(|l| format!("      {l}")));
+    }
+    let mut lines: Vec<String> = src.iter().map(|s| s.to_string()).collect();
+    match section_bounds(&src, "aliases") {
+        Some((_, end)) => {
+            for (k, l) in block.into_iter().enumerate() {
+                lines.insert(end + k, l);
+            }
+        }
+        None => {
+            lines.push("aliases:".into());
+            lines.extend(block);
+        }
+    }
+    checked(join(&lines), |c| {
+        c.alias(name).is_some_and(|a| a.model == model)
+    })
+}
+
+/// Removes an alias.
+pub fn remove_alias(text: &str, name: &str) -> Option<String> {
+    checked(remove_entry(text, "aliases", name)?, |c| {
+        c.alias(name).is_none()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = include_str!("../../../shared/seed/config-example.yaml");
+
+    #[test]
+    fn edits_keep_comments_and_order() {
+        let t = set_default(SEED, "sonnet").unwrap();
+        assert!(t.contains("default: sonnet  # Default model (by name or alias)"));
+        assert!(t.contains("# Cursor CLI flags:"), "comments kept");
+        let t = add_model(&t, "sonnet-4.6", "claude").unwrap();
+        assert!(t.contains("  sonnet-4.6: { backend: claude }\n"));
+        let c = Config::parse(&t).unwrap();
+        assert_eq!(c.models.last().unwrap().0, "sonnet-4.6");
+        assert!(t.contains("# Aliases: named shortcuts"), "{t}");
+        let t = remove_model(&t, "gpt-5.2").unwrap();
+        assert!(!t.contains("gpt-5.2:") && t.contains("gpt-5.3-codex-spark:"));
+        let t = add_alias(
+            &t,
+            "reviewer",
+            "gpt-5.3-codex",
+            Some("Focus on naming.\nAnd tests."),
+        )
+        .unwrap();
+        let c = Config::parse(&t).unwrap();
+        assert_eq!(
+            c.alias("reviewer")
+                .unwrap()
+                .prompt
+                .as_deref()
+                .unwrap()
+                .trim(),
+            "Focus on naming.\nAnd tests."
+        );
+        assert!(c.alias("security-reviewer").is_some() && c.alias("quick").is_some());
+        let t = remove_alias(&t, "security-reviewer").unwrap();
+        let c = Config::parse(&t).unwrap();
+        assert!(
+            c.alias("security-reviewer").is_none()
+                && c.alias("quick").is_some()
+                && c.alias("reviewer").is_some()
+        );
+        assert!(remove_model(SEED, "nope").is_none());
+    }
+
+    #[test]
+    fn render_groups_by_provider_and_round_trips() {
+        let mut c = Config::parse(SEED).unwrap();
+        c.models.push((
+            "grok-4".into(),
+            crate::config::ModelConfig {
+                backend: "cursor".into(),
+            },
+        ));
+        let text = render(&c);
+        assert!(text.contains("  # Claude\n  opus: { backend: claude }"));
+        assert!(text.contains("  # GPT / OpenAI\n  gpt-5.3-codex: { backend: codex }"));
+        assert!(text.contains("  # Grok\n  grok-4: { backend: cursor }"));
+        let back = Config::parse(&text).unwrap();
+        assert_eq!(back.models.len(), c.models.len());
+        assert_eq!(
+            back.aliases,
+            c.aliases
+                .iter()
+                .map(|(n, a)| (
+                    n.clone(),
+                    crate::config::AliasConfig {
+                        model: a.model.clone(),
+                        prompt: a.prompt.as_ref().map(|p| format!("{}\n", p.trim()))
+                    }
+                ))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            back.backend("claude").unwrap().command.trim(),
+            c.backend("claude").unwrap().command.trim()
+        );
+    }
+}
