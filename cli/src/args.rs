@@ -61,11 +61,20 @@ pub(crate) struct RunArgs {
     pub(crate) remote: Option<String>,
 
     /// Backend to run: claude, cursor, codex, sim, or one a node configures. Default: the
-    /// node's preferred installed CLI (claude, then cursor, then codex).
+    /// backend of the model from your config (see --model).
     #[arg(long, value_name = "NAME")]
     pub(crate) backend: Option<String>,
 
-    /// Model to use (passed as --model to cursor and codex; claude picks its own).
+    /// Use a configured alias (its model, and its prompt addition).
+    #[arg(long, value_name = "NAME", conflicts_with = "model")]
+    pub(crate) alias: Option<String>,
+
+    /// Use the default model without asking.
+    #[arg(short = 'y', long)]
+    pub(crate) yes: bool,
+
+    /// Model to use (passed as --model to cursor and codex; claude picks its own). Default:
+    /// the last model or alias from your config named in the prompt, else your default.
     #[arg(long, value_name = "M")]
     pub(crate) model: Option<String>,
 
@@ -147,6 +156,12 @@ pub(crate) enum Command {
 
     /// List agent nodes: backends, capacity and load.
     Nodes,
+
+    /// Show or change your config (DISPATCH_HOME/config.yaml, the seed's schema).
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
 
     /// Remove an ended worktree task's worktree on its node (its branch dispatch/<id> stays).
     Clean {
@@ -232,6 +247,56 @@ pub(crate) enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ConfigAction {
+    /// Print the config: default, backends, models and aliases.
+    Show,
+    /// First-run setup: detect agent, claude and codex (here and on the coordinator's nodes),
+    /// list their models, ask for the default, write the config.
+    Init {
+        /// Replace an existing config.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set the default model (or alias).
+    SetDefault {
+        /// A configured model or alias.
+        model: String,
+    },
+    /// Add a model (backend by the seed's rules unless given).
+    AddModel {
+        /// Model id.
+        model: String,
+        /// Backend that runs it.
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// Remove a model.
+    RemoveModel {
+        /// Model id.
+        model: String,
+    },
+    /// Add (or replace) an alias: a name for a model plus an optional prompt addition.
+    AddAlias {
+        /// Alias name.
+        name: String,
+        /// Model it stands for.
+        #[arg(long)]
+        model: String,
+        /// Text prepended to the worker prompt.
+        #[arg(long)]
+        prompt: Option<String>,
+    },
+    /// Remove an alias.
+    RemoveAlias {
+        /// Alias name.
+        name: String,
+    },
+    /// Upgrade an old `agents:` config to the current schema (the old file is kept as
+    /// config.yaml.old).
+    Migrate,
 }
 
 #[derive(Subcommand, Debug)]

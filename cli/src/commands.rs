@@ -29,6 +29,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Logs { id, follow }) => logs(&g, &id, follow).await,
         Some(Command::Cancel { id }) => cancel(&g, &id).await,
         Some(Command::Nodes) => nodes(&g).await,
+        Some(Command::Config { action }) => crate::config_cmd::run(&g, action).await,
         Some(Command::Clean { id }) => clean(&g, &id).await,
         Some(Command::Retry {
             id,
@@ -121,6 +122,7 @@ fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitRequest> {
         priority: args.priority,
         title: args.title.clone().unwrap_or_default(),
         worktree: args.worktree,
+        alias_prompt: String::new(),
     })
 }
 
@@ -155,8 +157,21 @@ fn dispatched_line(t: &v1::Task) -> String {
 
 async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
     let local = g.coordinator.is_none();
-    let req = build_request(&args, local)?;
+    let mut req = build_request(&args, local)?;
     let mut target = connect(g).await?;
+    if args.backend.is_none()
+        && !crate::config_cmd::resolve_for_submit(
+            g,
+            &mut target,
+            &mut req,
+            args.alias.as_deref(),
+            args.yes,
+        )
+        .await?
+    {
+        println!("Not dispatched.");
+        return Ok(1);
+    }
     let task = target
         .client
         .submit(req)

@@ -4,6 +4,7 @@ mod args;
 mod ask;
 mod client;
 mod commands;
+mod config_cmd;
 mod daemon;
 mod render;
 

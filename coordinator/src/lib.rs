@@ -142,6 +142,11 @@ impl Coordinator {
         rx
     }
 
+    /// Stops waiting for the ack of command `id`.
+    pub(crate) fn forget_ack(&self, id: u64) {
+        self.ack_waiters.lock().unwrap().remove(&id);
+    }
+
     /// Ends every long-lived stream (node sessions, watches, log follows) so a graceful
     /// server shutdown does not wait for clients that never hang up.
     pub fn begin_shutdown(&self) {

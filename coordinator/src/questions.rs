@@ -95,8 +95,21 @@ impl Coordinator {
                 .store
                 .update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd))
                 .await?;
+            let delivered = self.await_ack(cmd_id);
             self.send_command(&node, v1::Command { id: cmd_id, ..cmd });
             self.publish(&t, "answer", 0).await;
+            // Return once NNN.answer is on the node (as the seed's dispatcher writes it before
+            // it respawns its monitor). A node that is away gets it when it reconnects.
+            match tokio::time::timeout(std::time::Duration::from_secs(5), delivered).await {
+                Ok(Ok(e)) if !e.is_empty() => {
+                    tracing::warn!(task = id, node = %node, error = %e, "the node could not write the answer")
+                }
+                Ok(Ok(_)) => {}
+                _ => {
+                    self.forget_ack(cmd_id);
+                    tracing::info!(task = id, node = %node, "answer stored; the node writes it when it is back")
+                }
+            }
         }
         Ok(t)
     }
@@ -245,10 +258,13 @@ impl Coordinator {
         t.plan_md = plan.render();
         t.worker_prompt =
             prompt::worker_prompt(&t.id, &prompt::retry_context(&t.prompt, &previous), None);
-        t.backend = backend;
         if !model.is_empty() {
             t.model = model.to_string();
+        } else if backend != t.backend {
+            // The old model belonged to the old backend.
+            t.model = String::new();
         }
+        t.backend = backend;
         t.remote = remote;
         t.node = String::new();
         t.state = TaskState::Queued;
@@ -317,6 +333,7 @@ impl Coordinator {
             Ok(Ok(error)) if error.is_empty() => {}
             Ok(Ok(error)) => return Err(CoordinatorError::FailedPrecondition(error)),
             _ => {
+                self.forget_ack(cmd_id);
                 return Err(CoordinatorError::FailedPrecondition(format!(
                     "node `{node}` did not confirm within 30 s; it removes the worktree of `{id}` when it gets the command"
                 )));

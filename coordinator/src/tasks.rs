@@ -54,6 +54,7 @@ impl Coordinator {
         check_len("prompt", &prompt_text, limits::MAX_PROMPT_BYTES)?;
         check_len("plan", &req.plan_markdown, limits::MAX_PLAN_BYTES)?;
         check_len("title", &req.title, limits::MAX_STEP_BYTES)?;
+        check_len("alias prompt", &req.alias_prompt, limits::MAX_PROMPT_BYTES)?;
         check_len("workdir", &req.workdir, limits::MAX_PATH_BYTES)?;
         if prompt_text.trim().is_empty()
             && req.plan_markdown.trim().is_empty()
@@ -168,7 +169,11 @@ impl Coordinator {
             id: id.clone(),
             state: TaskState::Queued,
             title,
-            worker_prompt: prompt::worker_prompt(&id, &prompt_text, None),
+            worker_prompt: prompt::worker_prompt(
+                &id,
+                &prompt_text,
+                Some(req.alias_prompt.as_str()).filter(|p| !p.trim().is_empty()),
+            ),
             prompt: prompt_text,
             plan_md,
             remote: req.remote.clone(),

@@ -327,7 +327,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         (
             vec!["x".into()],
-            "no node has an agent CLI (claude, agent, codex) installed; nodes and their backends: box: sim",
+            "No agent CLI found (looked for `agent`, `claude` and `codex` on PATH and on the connected nodes)",
         ),
         (
             vec![
