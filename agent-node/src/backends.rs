@@ -14,6 +14,8 @@ pub struct BackendSpec {
     pub program: Option<String>,
     /// Models it offers (discovered on this machine), empty when unknown.
     pub models: Vec<String>,
+    /// At most this many of its tasks at once (0: no cap beyond the node's).
+    pub max_tasks: u32,
 }
 
 /// Finds `program` on PATH.
@@ -50,6 +52,7 @@ pub fn detect(sim_command: String) -> Vec<BackendSpec> {
             command: b.command.into(),
             program: Some(b.program.into()),
             models: discover_models(b.name),
+            max_tasks: 0,
         })
         .collect();
     out.push(BackendSpec {
@@ -57,6 +60,7 @@ pub fn detect(sim_command: String) -> Vec<BackendSpec> {
         command: sim_command,
         program: None,
         models: vec![],
+        max_tasks: 0,
     });
     out
 }
@@ -131,6 +135,43 @@ pub fn run_with_limit(
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Applies the config file's `backends:` to the detected ones: caps, models and commands for
+/// detected backends, and custom backends (which need a `command`).
+pub fn configure(
+    mut detected: Vec<BackendSpec>,
+    file: &std::collections::BTreeMap<String, dispatch_core::agent_config::AgentBackend>,
+) -> Result<Vec<BackendSpec>, String> {
+    for (name, b) in file {
+        dispatch_core::limits::check_name("backend name", name).map_err(|e| e.to_string())?;
+        match detected.iter_mut().find(|d| d.name == *name) {
+            Some(d) => {
+                if let Some(c) = &b.command {
+                    d.command = c.clone();
+                }
+                if let Some(m) = &b.models {
+                    d.models = m.clone();
+                }
+                d.max_tasks = b.max_tasks.unwrap_or(0);
+            }
+            None => {
+                let Some(command) = &b.command else {
+                    return Err(format!(
+                        "backend `{name}` in the config is not installed here and has no `command`; give its command or remove it"
+                    ));
+                };
+                detected.push(BackendSpec {
+                    name: name.clone(),
+                    command: command.clone(),
+                    program: None,
+                    models: b.models.clone().unwrap_or_default(),
+                    max_tasks: b.max_tasks.unwrap_or(0),
+                });
+            }
+        }
+    }
+    Ok(detected)
 }
 
 /// The command that runs this executable's `sim-worker` subcommand.

@@ -2,7 +2,6 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 use dispatch_agent::{AgentConfig, backends};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -21,6 +20,11 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
 
+    /// A YAML config file (name, coordinator, labels, max_tasks, workdir, data_dir,
+    /// workspace_roots, backends with command/models/max_tasks); flags and env override it.
+    #[arg(long, env = "DISPATCH_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+
     /// Coordinator address: http://HOST:PORT or unix:/PATH.
     #[arg(long, env = "DISPATCH_COORDINATOR")]
     coordinator: Option<String>,
@@ -33,9 +37,9 @@ struct Args {
     #[arg(long = "label", env = "DISPATCH_AGENT_LABELS", value_delimiter = ',', value_parser = parse_label)]
     labels: Vec<(String, String)>,
 
-    /// How many tasks may run at once.
-    #[arg(long, env = "DISPATCH_AGENT_MAX_TASKS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    max_tasks: u32,
+    /// How many tasks may run at once (default 2).
+    #[arg(long, env = "DISPATCH_AGENT_MAX_TASKS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_tasks: Option<u32>,
 
     /// Directory tasks run in when they name none (default: the current directory).
     #[arg(long, env = "DISPATCH_AGENT_WORKDIR")]
@@ -83,40 +87,59 @@ fn main() -> anyhow::Result<()> {
     if let Some(Command::SimWorker { args }) = &args.command {
         std::process::exit(dispatch_agent::sim::main(args));
     }
-    let Some(coordinator) = args.coordinator else {
+    let file = match &args.config {
+        Some(p) => {
+            dispatch_core::agent_config::AgentFile::load(p).map_err(|e| anyhow::anyhow!(e))?
+        }
+        None => Default::default(),
+    };
+    let Some(coordinator) = args.coordinator.or(file.coordinator.clone()) else {
         Args::command()
-            .error(clap::error::ErrorKind::MissingRequiredArgument, "--coordinator (or DISPATCH_COORDINATOR) is required: the address of the coordinator to connect to, e.g. http://build-server:7070")
+            .error(clap::error::ErrorKind::MissingRequiredArgument, "--coordinator (or DISPATCH_COORDINATOR, or `coordinator:` in --config) is required: the address of the coordinator to connect to, e.g. http://build-server:7070")
             .exit();
     };
     init_tracing();
-    let name = match args.name {
+    let name = match args.name.or(file.name.clone()) {
         Some(n) => n,
         None => nix::unistd::gethostname()?
             .into_string()
             .map_err(|_| anyhow::anyhow!("the host name is not UTF-8; pass --name"))?,
     };
     dispatch_core::limits::check_name("--name", &name)?;
-    let workdir = match args.workdir {
+    let workdir = match args.workdir.or(file.workdir.as_ref().map(PathBuf::from)) {
         Some(w) => w,
         None => std::env::current_dir()?,
     };
     let workdir = std::fs::canonicalize(&workdir)
         .map_err(|e| anyhow::anyhow!("--workdir {}: {e}", workdir.display()))?;
-    let data_dir = match args.data_dir {
+    let data_dir = match args.data_dir.or(file.data_dir.as_ref().map(PathBuf::from)) {
         Some(d) => d,
         None => dirs_home()?.join(".dispatch").join("agent"),
     };
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create --data-dir {}: {e}", data_dir.display()))?;
+    let mut labels = file.labels.clone();
+    labels.extend(args.labels);
+    let mut roots = Vec::new();
+    for r in &file.workspace_roots {
+        roots.push(
+            std::fs::canonicalize(r).map_err(|e| anyhow::anyhow!("workspace root {r}: {e}"))?,
+        );
+    }
     let cfg = AgentConfig {
         coordinator,
         name,
-        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
-        max_tasks: args.max_tasks,
+        labels,
+        max_tasks: args.max_tasks.or(file.max_tasks).unwrap_or(2),
         workdir,
         data_dir,
-        backends: backends::detect(backends::sim_command_for_current_exe()),
+        backends: backends::configure(
+            backends::detect(backends::sim_command_for_current_exe()),
+            &file.backends,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
         max_backoff: args.max_backoff,
+        workspace_roots: roots,
     };
     let found: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     tracing::info!(node = %cfg.name, backends = %found.join(", "), max_tasks = cfg.max_tasks, workdir = %cfg.workdir.display(), "agent starting");

@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub backends: Vec<BackendSpec>,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
+    /// A task's own workdir must be under one of these (empty: any).
+    pub workspace_roots: Vec<PathBuf>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -131,6 +133,7 @@ impl Node {
                     name: b.name.clone(),
                     command: b.command.clone(),
                     models: b.models.clone(),
+                    max_tasks: b.max_tasks,
                 })
                 .collect(),
             capacity: self.cfg.max_tasks,
@@ -292,6 +295,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         backends: Arc::new(cfg.backends.clone()),
         events: events_tx,
         run_dir: cfg.data_dir.join("running"),
+        workspace_roots: Arc::new(cfg.workspace_roots.clone()),
     };
     let mut node = Node {
         cfg,

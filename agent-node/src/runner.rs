@@ -41,6 +41,8 @@ pub struct RunContext {
     pub events: mpsc::Sender<v1::TaskEvent>,
     /// Where running workers are recorded for re-attaching after an agent restart.
     pub run_dir: PathBuf,
+    /// A task's own workdir must be under one of these (empty: any).
+    pub workspace_roots: Arc<Vec<PathBuf>>,
 }
 
 /// A running task, as the connection loop sees it.
@@ -297,6 +299,23 @@ async fn run(
     workdir: PathBuf,
     cancel: Arc<Notify>,
 ) -> Result<(), String> {
+    if !assign.workdir.is_empty() && !ctx.workspace_roots.is_empty() {
+        let real = std::fs::canonicalize(&workdir)
+            .map_err(|e| format!("workdir {} on node `{}`: {e}", workdir.display(), ctx.node))?;
+        if !ctx.workspace_roots.iter().any(|r| real.starts_with(r)) {
+            let roots: Vec<String> = ctx
+                .workspace_roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect();
+            return Err(format!(
+                "workdir {} is not under the workspace roots node `{}` allows ({})",
+                real.display(),
+                ctx.node,
+                roots.join(", ")
+            ));
+        }
+    }
     let branch = if assign.worktree {
         crate::worktree::branch(&assign.task_id)
     } else {

@@ -56,6 +56,10 @@ pub(crate) struct RunArgs {
     #[arg(value_name = "PROMPT")]
     pub(crate) prompt: Vec<String>,
 
+    /// Run only on nodes whose labels include all of these (`gpu=a100,zone=eu`).
+    #[arg(long, value_name = "K=V[,K=V]", value_parser = parse_pool)]
+    pub(crate) pool: Option<std::collections::BTreeMap<String, String>>,
+
     /// Run on this node only (see `dispatch nodes`).
     #[arg(long, value_name = "NODE")]
     pub(crate) remote: Option<String>,
@@ -247,6 +251,21 @@ pub(crate) enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+}
+
+fn parse_pool(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not key=value"))?;
+        dispatch_core::limits::check_name("label", k.trim()).map_err(|e| e.to_string())?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    if out.is_empty() {
+        return Err("give at least one key=value".into());
+    }
+    Ok(out)
 }
 
 #[derive(Subcommand, Debug)]

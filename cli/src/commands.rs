@@ -123,6 +123,7 @@ fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitRequest> {
         title: args.title.clone().unwrap_or_default(),
         worktree: args.worktree,
         alias_prompt: String::new(),
+        pool: args.pool.clone().unwrap_or_default().into_iter().collect(),
     })
 }
 

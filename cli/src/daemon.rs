@@ -187,6 +187,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
             dispatch_agent::backends::shell_quote(&exe)
         )),
         max_backoff: Duration::from_secs(1),
+        workspace_roots: vec![],
     };
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 

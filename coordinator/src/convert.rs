@@ -43,6 +43,7 @@ pub fn task_to_proto(
         branch: t.branch.clone(),
         worktree: t.worktree,
         cleaned: t.cleaned,
+        pool: t.pool.clone().into_iter().collect(),
     }
 }
 
@@ -58,6 +59,7 @@ pub fn node_to_proto(n: &NodeRecord, running: Option<u32>) -> v1::Node {
                 name: b.name.clone(),
                 command: b.command.clone(),
                 models: b.models.clone(),
+                max_tasks: b.max_tasks,
             })
             .collect(),
         running: running.unwrap_or(0),

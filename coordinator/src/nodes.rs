@@ -68,6 +68,7 @@ impl Coordinator {
                     name: b.name.clone(),
                     command: b.command.clone(),
                     models: b.models.clone(),
+                    max_tasks: b.max_tasks,
                 })
                 .collect(),
             capacity: hello.capacity,
@@ -119,7 +120,14 @@ impl Coordinator {
             }
         }
         // Only tasks the store knows on this node hold its slots.
-        running.retain(|id| !id.is_empty());
+        let mut running_on: HashMap<String, String> = HashMap::new();
+        for id in running.drain() {
+            if let Some(t) = self.store.get_task(&id).await?
+                && t.node == hello.name
+            {
+                running_on.insert(id, t.backend);
+            }
+        }
 
         let mut committed = Vec::with_capacity(hello.tasks.len());
         for t in &hello.tasks {
@@ -149,7 +157,7 @@ impl Coordinator {
                 )));
             }
         }
-        let conn = self.registry.connect(record, tx.clone(), running);
+        let conn = self.registry.connect(record, tx.clone(), running_on);
         tracing::info!(node = %hello.name, capacity = hello.capacity, backends = hello.backends.len(), resent = pending.len(), "node connected");
         self.scheduler.kick();
         Ok(conn)

@@ -240,7 +240,20 @@ impl Coordinator {
         } else {
             remote.to_string()
         };
-        self.check_placement(&remote, &backend).await?;
+        let probe = TaskRecord {
+            remote: remote.clone(),
+            backend: backend.clone(),
+            model: if !model.is_empty() {
+                model.to_string()
+            } else if backend != t.backend {
+                String::new()
+            } else {
+                t.model.clone()
+            },
+            pool: t.pool.clone(),
+            ..Default::default()
+        };
+        self.check_placement(&probe).await?;
         let mut plan = Plan::parse(&t.plan_md);
         for i in 0..plan.items().len() {
             if matches!(

@@ -4,7 +4,7 @@
 
 use crate::store::NodeRecord;
 use dispatch_proto::v1;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
@@ -16,7 +16,8 @@ struct Connected {
     record: NodeRecord,
     tx: NodeSender,
     conn_id: u64,
-    running: HashSet<String>,
+    /// Task → backend of every task holding a slot.
+    running: HashMap<String, String>,
 }
 
 /// What the router needs to know about one connected node.
@@ -27,11 +28,17 @@ pub struct NodeSlot {
     /// Backend names it offers.
     pub backends: Vec<String>,
     /// Labels.
-    pub labels: std::collections::BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
     /// Max concurrent tasks.
     pub capacity: u32,
     /// Tasks holding a slot now.
     pub running: u32,
+    /// Per-backend caps (absent or 0: none).
+    pub backend_caps: BTreeMap<String, u32>,
+    /// Tasks holding a slot, per backend.
+    pub backend_running: BTreeMap<String, u32>,
+    /// Models each backend lists (empty: unknown, any).
+    pub models: BTreeMap<String, Vec<String>>,
 }
 
 /// The set of nodes connected right now.
@@ -44,7 +51,12 @@ pub struct NodeRegistry {
 impl NodeRegistry {
     /// Registers a node's new connection (replacing an older one of the same name, whose
     /// stream then ends). Returns the connection id to pass to [`NodeRegistry::disconnect`].
-    pub fn connect(&self, record: NodeRecord, tx: NodeSender, running: HashSet<String>) -> u64 {
+    pub fn connect(
+        &self,
+        record: NodeRecord,
+        tx: NodeSender,
+        running: HashMap<String, String>,
+    ) -> u64 {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let name = record.name.clone();
         self.nodes.lock().unwrap().insert(
@@ -92,6 +104,23 @@ impl NodeRegistry {
                 labels: c.record.labels.clone(),
                 capacity: c.record.capacity,
                 running: c.running.len() as u32,
+                backend_caps: c
+                    .record
+                    .backends
+                    .iter()
+                    .filter(|b| b.max_tasks > 0)
+                    .map(|b| (b.name.clone(), b.max_tasks))
+                    .collect(),
+                backend_running: c.running.values().fold(BTreeMap::new(), |mut m, b| {
+                    *m.entry(b.clone()).or_insert(0) += 1;
+                    m
+                }),
+                models: c
+                    .record
+                    .backends
+                    .iter()
+                    .map(|b| (b.name.clone(), b.models.clone()))
+                    .collect(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -107,10 +136,10 @@ impl NodeRegistry {
             .map(|c| c.running.len() as u32)
     }
 
-    /// Marks a slot of `name` taken by `task`.
-    pub fn reserve(&self, name: &str, task: &str) {
+    /// Marks a slot of `name` taken by `task` (running on `backend`).
+    pub fn reserve(&self, name: &str, task: &str, backend: &str) {
         if let Some(c) = self.nodes.lock().unwrap().get_mut(name) {
-            c.running.insert(task.to_string());
+            c.running.insert(task.to_string(), backend.to_string());
         }
     }
 
@@ -120,7 +149,7 @@ impl NodeRegistry {
             .lock()
             .unwrap()
             .get_mut(name)
-            .is_some_and(|c| c.running.remove(task))
+            .is_some_and(|c| c.running.remove(task).is_some())
     }
 
     /// Queues a message to a node without waiting. A node whose channel is full is

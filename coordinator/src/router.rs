@@ -26,15 +26,40 @@ pub fn backend_on(task: &TaskRecord, backends: &[String]) -> Option<String> {
     }
 }
 
+/// True when a node with `labels` matches the task's `--pool` selector.
+pub fn in_pool(task: &TaskRecord, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    task.pool.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// True when `backend` on a node that lists `models` can run the task's model. Only backends
+/// that get `--model` care; a node that lists no models accepts any.
+pub fn runs_model(task: &TaskRecord, backend: &str, models: Option<&Vec<String>>) -> bool {
+    task.model.is_empty()
+        || !dispatch_core::backend::appends_model(backend)
+        || models.is_none_or(|m| m.is_empty() || m.contains(&task.model))
+}
+
+/// True when a node could ever run `task` (ignoring how busy it is).
+pub fn can_run(task: &TaskRecord, s: &NodeSlot) -> bool {
+    (task.remote.is_empty() || s.name == task.remote)
+        && in_pool(task, &s.labels)
+        && backend_on(task, &s.backends).is_some_and(|b| runs_model(task, &b, s.models.get(&b)))
+}
+
 /// Chooses a node with a free slot for `task`: (index into `slots`, backend).
 /// Among eligible nodes the least loaded (running / capacity) wins; ties go by name.
 pub fn route(task: &TaskRecord, slots: &[NodeSlot]) -> Option<(usize, String)> {
     slots
         .iter()
         .enumerate()
-        .filter(|(_, s)| task.remote.is_empty() || s.name == task.remote)
-        .filter(|(_, s)| s.running < s.capacity)
+        .filter(|(_, s)| s.running < s.capacity && can_run(task, s))
         .filter_map(|(i, s)| backend_on(task, &s.backends).map(|b| (i, b)))
+        .filter(|(i, b)| {
+            let s = &slots[*i];
+            s.backend_caps
+                .get(b)
+                .is_none_or(|cap| s.backend_running.get(b).copied().unwrap_or(0) < *cap)
+        })
         .min_by(|(a, _), (b, _)| {
             let (sa, sb) = (&slots[*a], &slots[*b]);
             // Compare running/capacity without floats: ra/ca < rb/cb  <=>  ra*cb < rb*ca.
@@ -57,6 +82,9 @@ mod tests {
             labels: Default::default(),
             capacity,
             running,
+            backend_caps: Default::default(),
+            backend_running: Default::default(),
+            models: Default::default(),
         }
     }
 
@@ -91,6 +119,40 @@ mod tests {
             1,
             "ties go by name"
         );
+    }
+
+    #[test]
+    fn pools_caps_and_models() {
+        let mut gpu = slot("gpu", &["sim", "codex"], 4, 1);
+        gpu.labels = [
+            ("gpu".to_string(), "a100".to_string()),
+            ("zone".to_string(), "eu".to_string()),
+        ]
+        .into();
+        gpu.backend_caps = [("codex".to_string(), 1)].into();
+        gpu.backend_running = [("codex".to_string(), 1)].into();
+        gpu.models = [("codex".to_string(), vec!["gpt-5.2".to_string()])].into();
+        let cpu = slot("cpu", &["sim", "codex"], 4, 0);
+        let slots = vec![gpu, cpu];
+        let mut t = task("", "sim");
+        t.pool = [("gpu".to_string(), "a100".to_string())].into();
+        assert_eq!(route(&t, &slots).unwrap().0, 0, "only gpu is in the pool");
+        t.pool = [("gpu".to_string(), "h100".to_string())].into();
+        assert_eq!(route(&t, &slots), None);
+        let mut t = task("gpu", "codex");
+        assert_eq!(
+            route(&t, &slots),
+            None,
+            "codex is at its per-backend cap on gpu"
+        );
+        t.remote = String::new();
+        assert_eq!(route(&t, &slots).unwrap().0, 1);
+        t.model = "gpt-9".into();
+        assert!(
+            !can_run(&t, &slots[0]),
+            "gpu's codex lists its models and gpt-9 is not one"
+        );
+        assert!(can_run(&t, &slots[1]), "cpu lists none: any model");
     }
 
     #[test]

@@ -119,7 +119,11 @@ async fn schedule(c: &Coordinator) -> Result<()> {
         let body = prost::Message::encode_to_vec(&cmd);
         cmd.id = c.store.assign(&task, &body).await?;
         slots[i].running += 1;
-        c.registry.reserve(&node, &task.id);
+        *slots[i]
+            .backend_running
+            .entry(task.backend.clone())
+            .or_insert(0) += 1;
+        c.registry.reserve(&node, &task.id, &task.backend);
         c.registry.send(
             &node,
             v1::CoordinatorMessage {

@@ -2,7 +2,8 @@
 
 use crate::convert::task_to_proto;
 use crate::error::{CoordinatorError, Result};
-use crate::router::preferred_backend;
+use crate::registry::NodeSlot;
+use crate::router::{backend_on, can_run, in_pool, preferred_backend};
 use crate::store::{EventOutcome, NodeRecord, QuestionRecord, TaskRecord};
 use crate::{Coordinator, LogLine, now_ms};
 use dispatch_core::limits::{self, check_len, check_name};
@@ -92,7 +93,20 @@ impl Coordinator {
                 req.workdir
             )));
         }
-        self.check_placement(&req.remote, &req.backend).await?;
+        let mut pool = std::collections::BTreeMap::new();
+        for (k, v) in &req.pool {
+            check_name("--pool label", k)?;
+            check_len(&format!("--pool label `{k}`"), v, limits::MAX_VALUE_BYTES)?;
+            pool.insert(k.clone(), v.clone());
+        }
+        let probe = TaskRecord {
+            remote: req.remote.clone(),
+            backend: req.backend.clone(),
+            model: req.model.clone(),
+            pool: pool.clone(),
+            ..Default::default()
+        };
+        self.check_placement(&probe).await?;
         if !req.after.is_empty() {
             task_id::validate(&req.after)?;
             if !self.store.task_exists(&req.after).await? {
@@ -186,6 +200,7 @@ impl Coordinator {
             updated_ms: now,
             attempt: 1,
             worktree: req.worktree || prompt::wants_worktree(&req.prompt),
+            pool,
             ..Default::default()
         };
         self.store.insert_task(&record).await?;
@@ -210,13 +225,15 @@ impl Coordinator {
         }
     }
 
-    /// Refuses a `--remote` or `--backend` that no known node can satisfy, naming what exists.
-    pub(crate) async fn check_placement(&self, remote: &str, backend: &str) -> Result<()> {
-        let nodes = self.store.list_nodes().await?;
+    /// Refuses a task that no connected node can ever run (pinned node, pool labels, backend,
+    /// model), saying what the connected nodes have.
+    pub(crate) async fn check_placement(&self, probe: &TaskRecord) -> Result<()> {
+        let remote = probe.remote.as_str();
+        let known = self.store.list_nodes().await?;
         if !remote.is_empty() {
             check_name("--remote node name", remote)?;
-            if !nodes.iter().any(|n| n.name == remote) {
-                let known: Vec<String> = nodes
+            if !known.iter().any(|n| n.name == remote) {
+                let names: Vec<String> = known
                     .iter()
                     .map(|n| {
                         format!(
@@ -230,58 +247,111 @@ impl Coordinator {
                         )
                     })
                     .collect();
-                return Err(CoordinatorError::NotFound(if known.is_empty() {
+                return Err(CoordinatorError::NotFound(if names.is_empty() {
                     format!(
                         "no node named `{remote}`: no node has connected to this coordinator yet; start `dispatch-agent --name {remote} --coordinator URL` on that machine"
                     )
                 } else {
                     format!(
                         "no node named `{remote}`; known nodes: {}",
-                        known.join(", ")
+                        names.join(", ")
                     )
                 }));
             }
         }
-        let candidates: Vec<NodeRecord> = nodes
+        let slots: Vec<NodeSlot> = self
+            .registry
+            .slots()
             .into_iter()
-            .filter(|n| remote.is_empty() || n.name == remote)
+            .filter(|s| remote.is_empty() || s.name == remote)
             .collect();
-        if candidates.is_empty() {
-            // No node has ever connected: the task waits for the first one.
+        if slots.is_empty() {
+            return Err(CoordinatorError::FailedPrecondition(if remote.is_empty() {
+                "no node is connected to this coordinator; start `dispatch-agent --coordinator URL` on a machine, then dispatch again".to_string()
+            } else {
+                format!(
+                    "node `{remote}` is not connected; start its agent (`dispatch nodes` shows when it was last seen)"
+                )
+            }));
+        }
+        if slots.iter().any(|s| can_run(probe, s)) {
             return Ok(());
         }
+        let records: Vec<NodeRecord> = known
+            .into_iter()
+            .filter(|n| slots.iter().any(|s| s.name == n.name))
+            .collect();
         let where_ = if remote.is_empty() {
-            "no node".to_string()
+            "no connected node".to_string()
         } else {
             format!("node `{remote}`")
         };
+        let pooled: Vec<&NodeSlot> = slots.iter().filter(|s| in_pool(probe, &s.labels)).collect();
+        if pooled.is_empty() {
+            let want: Vec<String> = probe.pool.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let have: Vec<String> = slots
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{}: {}",
+                        s.name,
+                        if s.labels.is_empty() {
+                            "no labels".to_string()
+                        } else {
+                            s.labels
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        }
+                    )
+                })
+                .collect();
+            return Err(CoordinatorError::Invalid(format!(
+                "{where_} has the labels {}; nodes and their labels: {}",
+                want.join(","),
+                have.join("; ")
+            )));
+        }
+        let backend = probe.backend.as_str();
         if !backend.is_empty() {
             check_name("backend", backend)?;
-            if !candidates
+            if !pooled
                 .iter()
-                .any(|n| n.backends.iter().any(|b| b.name == backend))
+                .any(|s| s.backends.iter().any(|b| b == backend))
             {
                 return Err(CoordinatorError::Invalid(format!(
                     "{where_} has backend `{backend}`; nodes and their backends: {}",
-                    describe_backends(&candidates)
+                    describe_backends(&records)
                 )));
             }
-        } else if !candidates.iter().any(|n| {
-            preferred_backend(
-                &n.backends
-                    .iter()
-                    .map(|b| b.name.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .is_some()
-        }) {
+        } else if !pooled
+            .iter()
+            .any(|s| preferred_backend(&s.backends).is_some())
+        {
             return Err(CoordinatorError::Invalid(format!(
                 "{where_} has an agent CLI (claude, agent, codex) installed; nodes and their backends: {}. \
                  Install one on a node, or pass --backend sim to run the scripted sim worker",
-                describe_backends(&candidates)
+                describe_backends(&records)
             )));
         }
-        Ok(())
+        let lists: Vec<String> = pooled
+            .iter()
+            .filter_map(|s| {
+                backend_on(probe, &s.backends).map(|b| {
+                    format!(
+                        "{} ({b}): {}",
+                        s.name,
+                        s.models.get(&b).map(|m| m.join(", ")).unwrap_or_default()
+                    )
+                })
+            })
+            .collect();
+        Err(CoordinatorError::Invalid(format!(
+            "{where_} offers model `{}`; models by node: {}",
+            probe.model,
+            lists.join("; ")
+        )))
     }
 
     /// Where a task that could not start on `node` could run instead, as advice.

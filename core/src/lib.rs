@@ -9,6 +9,7 @@
 //!
 //! No network and no async here; file I/O only on paths a caller hands in.
 
+pub mod agent_config;
 pub mod backend;
 pub mod config;
 pub mod config_edit;

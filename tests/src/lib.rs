@@ -134,6 +134,8 @@ pub struct AgentOpts {
     pub labels: Vec<String>,
     /// A directory put first on the agent's PATH (stub agent CLIs).
     pub path_prefix: Option<PathBuf>,
+    /// An agent config file (`--config`).
+    pub config: Option<PathBuf>,
 }
 
 impl AgentOpts {
@@ -144,6 +146,7 @@ impl AgentOpts {
             max_tasks,
             labels: vec![],
             path_prefix: None,
+            config: None,
         }
     }
 }
@@ -255,6 +258,9 @@ impl Cluster {
             .arg("300ms");
         for l in &o.labels {
             cmd.arg("--label").arg(l);
+        }
+        if let Some(c) = &o.config {
+            cmd.arg("--config").arg(c);
         }
         // Only the sim backend (and stubs a test provides): tests must not depend on which
         // agent CLIs the machine has.

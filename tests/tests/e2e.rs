@@ -323,7 +323,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
         (
             vec!["--backend".into(), "gemini-cli".into(), "x".into()],
-            "no node has backend `gemini-cli`; nodes and their backends: box: sim",
+            "no connected node has backend `gemini-cli`; nodes and their backends: box: sim",
         ),
         (
             vec!["x".into()],

@@ -57,6 +57,8 @@ pub struct TaskRecord {
     pub branch: String,
     /// The worktree was removed by `dispatch clean`.
     pub cleaned: bool,
+    /// Label selector: only nodes with all these labels run the task.
+    pub pool: BTreeMap<String, String>,
 }
 
 /// A node as stored (its last Hello).
@@ -88,6 +90,9 @@ pub struct BackendRecord {
     /// Models it lists (may be empty: any).
     #[serde(default)]
     pub models: Vec<String>,
+    /// Per-backend cap on concurrent tasks (0: none).
+    #[serde(default)]
+    pub max_tasks: u32,
 }
 
 /// A question a worker asked.
@@ -109,7 +114,7 @@ pub struct QuestionRecord {
 
 pub(super) const UPDATE_TASK: &str = "UPDATE tasks SET state = ?2, title = ?3, prompt = ?4, worker_prompt = ?5, plan_md = ?6, \
      node = ?7, remote = ?8, backend = ?9, model = ?10, workdir = ?11, after_id = ?12, priority = ?13, reason = ?14, \
-     exit_code = ?15, created_ms = ?16, updated_ms = ?17, started_ms = ?18, ended_ms = ?19, last_seq = ?20, attempt = ?21, worktree = ?22, branch = ?23, cleaned = ?24 WHERE id = ?1";
+     exit_code = ?15, created_ms = ?16, updated_ms = ?17, started_ms = ?18, ended_ms = ?19, last_seq = ?20, attempt = ?21, worktree = ?22, branch = ?23, cleaned = ?24, pool = ?25 WHERE id = ?1";
 
 pub(super) fn bind_task<'q>(
     q: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
@@ -139,6 +144,7 @@ pub(super) fn bind_task<'q>(
         .bind(t.worktree)
         .bind(t.branch.clone())
         .bind(t.cleaned)
+        .bind(serde_json::to_string(&t.pool).unwrap_or_else(|_| "{}".into()))
 }
 
 pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
@@ -168,6 +174,8 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
         worktree: r.try_get("worktree")?,
         branch: r.try_get("branch")?,
         cleaned: r.try_get("cleaned")?,
+        pool: serde_json::from_str(&r.try_get::<String, _>("pool")?)
+            .map_err(|e| CoordinatorError::Corrupt(format!("task pool: {e}")))?,
     })
 }
 

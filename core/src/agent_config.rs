@@ -1,0 +1,118 @@
+//! An agent node's config file (`dispatch-agent --config FILE`). Flags and `DISPATCH_AGENT_*`
+//! environment variables override it.
+//!
+//! ```yaml
+//! name: build-box
+//! coordinator: http://dispatch.internal:7070
+//! labels: { gpu: a100, zone: eu }
+//! max_tasks: 4
+//! workdir: /srv/src/app
+//! workspace_roots: [/srv/src]      # a task's --workdir must be under one of these
+//! backends:
+//!   claude: { max_tasks: 1 }       # cap a detected backend
+//!   mycli:                         # a custom backend
+//!     command: mycli run --yes
+//!     models: [fast, smart]
+//! ```
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One backend entry: overrides for a detected backend, or a custom one (with `command`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentBackend {
+    /// Command template (required for a backend that is not detected).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Models it offers.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// At most this many of its tasks at once.
+    #[serde(default)]
+    pub max_tasks: Option<u32>,
+}
+
+/// The agent's config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentFile {
+    /// Node name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Coordinator address.
+    #[serde(default)]
+    pub coordinator: Option<String>,
+    /// Token (reserved for authenticated coordinators).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Concurrent tasks.
+    #[serde(default)]
+    pub max_tasks: Option<u32>,
+    /// Default workdir.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    /// Spool and logs.
+    #[serde(default)]
+    pub data_dir: Option<String>,
+    /// Directories a task's `--workdir` must be under (none: any).
+    #[serde(default)]
+    pub workspace_roots: Vec<String>,
+    /// Backend overrides and custom backends.
+    #[serde(default)]
+    pub backends: BTreeMap<String, AgentBackend>,
+}
+
+impl AgentFile {
+    /// Parses the file at `path`; errors name the file, line and column.
+    pub fn load(path: &Path) -> Result<AgentFile, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> Result<AgentFile, String> {
+        if text.trim().is_empty() {
+            return Ok(AgentFile::default());
+        }
+        let f: AgentFile = serde_norway::from_str(text).map_err(|e| match e.location() {
+            Some(l) => format!("line {}, column {}: {e}", l.line(), l.column()),
+            None => e.to_string(),
+        })?;
+        if f.max_tasks == Some(0) {
+            return Err("max_tasks must be at least 1".into());
+        }
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let f = AgentFile::parse(
+            "name: build-box\nlabels: { gpu: a100 }\nmax_tasks: 4\nworkspace_roots: [/srv/src]\nbackends:\n  claude: { max_tasks: 1 }\n  mycli:\n    command: mycli run\n    models: [fast]\n",
+        )
+        .unwrap();
+        assert_eq!(f.name.as_deref(), Some("build-box"));
+        assert_eq!(f.labels["gpu"], "a100");
+        assert_eq!(f.backends["claude"].max_tasks, Some(1));
+        assert_eq!(
+            f.backends["mycli"].models.as_deref(),
+            Some(&["fast".to_string()][..])
+        );
+        let e = AgentFile::parse("name: x\nmax_taks: 3\n").unwrap_err();
+        assert!(
+            e.contains("line 2") && e.contains("unknown field `max_taks`"),
+            "{e}"
+        );
+        assert!(AgentFile::parse("max_tasks: 0\n").is_err());
+    }
+}
