@@ -296,6 +296,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         events: events_tx,
         run_dir: cfg.data_dir.join("running"),
         workspace_roots: Arc::new(cfg.workspace_roots.clone()),
+        repo_cache: cfg.data_dir.join("repos"),
+        workspaces: cfg.data_dir.join("workspaces"),
     };
     let mut node = Node {
         cfg,

@@ -43,6 +43,10 @@ pub struct RunContext {
     pub run_dir: PathBuf,
     /// A task's own workdir must be under one of these (empty: any).
     pub workspace_roots: Arc<Vec<PathBuf>>,
+    /// Clones of remote repositories (`<data-dir>/repos`).
+    pub repo_cache: PathBuf,
+    /// Worktrees of remote-workspace tasks (`<data-dir>/workspaces`).
+    pub workspaces: PathBuf,
 }
 
 /// A running task, as the connection loop sees it.
@@ -85,8 +89,13 @@ pub fn start(ctx: RunContext, assign: v1::Assign) -> TaskHandle {
     } else {
         PathBuf::from(&assign.workdir)
     };
-    // A worktree task runs (and keeps its task directory) in its worktree, made in run().
-    let cwd = if assign.worktree {
+    // A worktree or remote-workspace task runs (and keeps its task directory) in its worktree,
+    // made in run().
+    let from_repo =
+        assign.workdir.is_empty() && assign.repo.as_ref().is_some_and(|r| !r.url.is_empty());
+    let cwd = if from_repo {
+        ctx.workspaces.join(&assign.task_id)
+    } else if assign.worktree {
         crate::worktree::path(&workdir, &assign.task_id).unwrap_or_else(|_| workdir.clone())
     } else {
         workdir.clone()
@@ -316,6 +325,26 @@ async fn run(
             ));
         }
     }
+    let workdir = match &assign.repo {
+        Some(r) if assign.workdir.is_empty() && !r.url.is_empty() => {
+            let mut checkouts = vec![ctx.default_workdir.clone()];
+            checkouts.extend(ctx.workspace_roots.iter().cloned());
+            let (cache, spaces, url, commit, task) = (
+                ctx.repo_cache.clone(),
+                ctx.workspaces.clone(),
+                r.url.clone(),
+                r.commit.clone(),
+                assign.task_id.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                crate::worktree::repo_workspace(&checkouts, &cache, &spaces, &url, &commit, &task)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{e} (on node `{}`)", ctx.node))?
+        }
+        _ => workdir,
+    };
     let branch = if assign.worktree {
         crate::worktree::branch(&assign.task_id)
     } else {

@@ -173,3 +173,92 @@ mod tests {
         );
     }
 }
+
+fn normalize_url(url: &str) -> String {
+    url.trim()
+        .trim_end_matches('/')
+        .trim_end_matches(".git")
+        .to_string()
+}
+
+/// Remote workspaces: a worktree at `commit` of the repository at `url`, made from a checkout
+/// the node has (one of `checkouts` whose `origin` matches) or from a clone in `cache`
+/// (`git clone --filter=blob:none`). The worktree is `workspaces/<task>`. Errors carry git's
+/// message.
+pub fn repo_workspace(
+    checkouts: &[PathBuf],
+    cache: &Path,
+    workspaces: &Path,
+    url: &str,
+    commit: &str,
+    task: &str,
+) -> Result<PathBuf, String> {
+    let dest = workspaces.join(task);
+    if dest.join(".git").exists() {
+        return Ok(dest);
+    }
+    let want = normalize_url(url);
+    let existing = checkouts.iter().find_map(|c| {
+        let root = repo_root(c).ok()?;
+        let origin = git(&root, &["remote", "get-url", "origin"]).ok()?;
+        (normalize_url(&origin) == want).then_some(root)
+    });
+    let base = match existing {
+        Some(root) => root,
+        None => {
+            let name: String = want
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let dir = cache.join(name);
+            if !dir.join(".git").exists() && !dir.join("HEAD").exists() {
+                std::fs::create_dir_all(cache)
+                    .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+                let d = dir.display().to_string();
+                git(
+                    cache,
+                    &[
+                        "clone",
+                        "--quiet",
+                        "--filter=blob:none",
+                        "--no-checkout",
+                        "--",
+                        url,
+                        &d,
+                    ],
+                )
+                .map_err(|e| format!("git clone {url} failed: {e}"))?;
+            }
+            dir
+        }
+    };
+    let have = |c: &str| git(&base, &["cat-file", "-e", &format!("{c}^{{commit}}")]).is_ok();
+    if !have(commit) {
+        git(&base, &["fetch", "--quiet", "--filter=blob:none", "origin"])
+            .map_err(|e| format!("git fetch from {url} failed: {e}"))?;
+        if !have(commit) {
+            // A commit no branch points to any more can still be fetched by id from most servers.
+            git(
+                &base,
+                &["fetch", "--quiet", "--filter=blob:none", "origin", commit],
+            )
+            .map_err(|e| format!("commit {commit} is not in {url} ({e}); push it first"))?;
+        }
+    }
+    std::fs::create_dir_all(workspaces)
+        .map_err(|e| format!("cannot create {}: {e}", workspaces.display()))?;
+    let d = dest.display().to_string();
+    git(
+        &base,
+        &["worktree", "add", "--quiet", "--detach", &d, commit],
+    )
+    .map_err(|e| format!("git worktree add at {commit} failed: {e}"))?;
+    exclude_dispatch_dir(&base)?;
+    Ok(dest)
+}

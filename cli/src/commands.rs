@@ -124,6 +124,43 @@ fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitRequest> {
         worktree: args.worktree,
         alias_prompt: String::new(),
         pool: args.pool.clone().unwrap_or_default().into_iter().collect(),
+        // With a remote coordinator and no --workdir, the node works on this repository at
+        // this commit.
+        repo: if local || args.workdir.is_some() {
+            None
+        } else {
+            current_repo()
+        },
+    })
+}
+
+fn git_out(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The repository `dispatch` runs in: origin URL, branch, commit.
+fn current_repo() -> Option<v1::Repo> {
+    let url = git_out(&["remote", "get-url", "origin"])?;
+    let commit = git_out(&["rev-parse", "HEAD"])?;
+    let branch = git_out(&["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_default();
+    if git_out(&["status", "--porcelain"]).is_some() {
+        eprintln!(
+            "note: the node works on commit {} of {url}; your uncommitted changes stay here (commit and push them first if it needs them)",
+            &commit[..commit.len().min(12)]
+        );
+    }
+    Some(v1::Repo {
+        url,
+        branch,
+        commit,
     })
 }
 

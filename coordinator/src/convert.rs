@@ -44,6 +44,11 @@ pub fn task_to_proto(
         worktree: t.worktree,
         cleaned: t.cleaned,
         pool: t.pool.clone().into_iter().collect(),
+        repo: (!t.repo.0.is_empty()).then(|| v1::Repo {
+            url: t.repo.0.clone(),
+            branch: t.repo.1.clone(),
+            commit: t.repo.2.clone(),
+        }),
     }
 }
 

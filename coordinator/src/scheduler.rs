@@ -111,6 +111,11 @@ async fn schedule(c: &Coordinator) -> Result<()> {
             last_seq: task.last_seq,
             attempt: task.attempt.max(1),
             worktree: task.worktree,
+            repo: (!task.repo.0.is_empty()).then(|| v1::Repo {
+                url: task.repo.0.clone(),
+                branch: task.repo.1.clone(),
+                commit: task.repo.2.clone(),
+            }),
         };
         let mut cmd = v1::Command {
             id: 0,

@@ -99,6 +99,28 @@ impl Coordinator {
             check_len(&format!("--pool label `{k}`"), v, limits::MAX_VALUE_BYTES)?;
             pool.insert(k.clone(), v.clone());
         }
+        let repo = match &req.repo {
+            Some(r) if !r.url.is_empty() => {
+                check_len("repository URL", &r.url, limits::MAX_PATH_BYTES)?;
+                check_len("branch", &r.branch, limits::MAX_VALUE_BYTES)?;
+                if !(r.commit.len() == 40 || r.commit.len() == 64)
+                    || !r.commit.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return Err(CoordinatorError::Invalid(format!(
+                        "`{}` is not a full commit id",
+                        r.commit
+                    )));
+                }
+                if r.url.starts_with('-') {
+                    return Err(CoordinatorError::Invalid(format!(
+                        "`{}` is not a repository URL",
+                        r.url
+                    )));
+                }
+                (r.url.clone(), r.branch.clone(), r.commit.clone())
+            }
+            _ => Default::default(),
+        };
         let probe = TaskRecord {
             remote: req.remote.clone(),
             backend: req.backend.clone(),
@@ -201,6 +223,7 @@ impl Coordinator {
             attempt: 1,
             worktree: req.worktree || prompt::wants_worktree(&req.prompt),
             pool,
+            repo,
             ..Default::default()
         };
         self.store.insert_task(&record).await?;

@@ -156,3 +156,131 @@ fn pools_backends_caps_queue_order_and_after_chains() {
         tasks[2].started_at_ms - tasks[1].ended_at_ms
     );
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_task_for_a_repository_the_node_lacks_is_cloned_and_run_at_the_sent_commit() {
+    let c = Cluster::with_node("box");
+    let root = c.dir.path();
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    std::fs::write(src.join("hello.txt"), "v1\n").unwrap();
+    git(&src, &["add", "."]);
+    git(
+        &src,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            "v1",
+        ],
+    );
+    let bare = root.join("remote.git");
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    let mine = root.join("mine");
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            mine.to_str().unwrap(),
+        ],
+    );
+    let commit = git(&mine, &["rev-parse", "HEAD"]);
+
+    let out = c
+        .cli()
+        .current_dir(&mine)
+        .args([
+            "--backend",
+            "sim",
+            "--id",
+            "remote-ws",
+            "--step",
+            "read hello.txt",
+            "--wait",
+            "work on the repo",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let ws = root.join("agent-box/workspaces/remote-ws");
+    assert_eq!(
+        git(&ws, &["rev-parse", "HEAD"]),
+        commit,
+        "the worktree is at the sent commit"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("hello.txt")).unwrap(),
+        "v1\n"
+    );
+    assert!(
+        ws.join(".dispatch/tasks/remote-ws/output.md").exists(),
+        "the worker ran in the worktree"
+    );
+    assert!(
+        root.join("agent-box/repos").read_dir().unwrap().count() == 1,
+        "cloned into the node's cache"
+    );
+
+    // A repository the node cannot reach fails the task with git's message.
+    git(
+        &mine,
+        &["remote", "set-url", "origin", "/nonexistent/nowhere.git"],
+    );
+    let out = c
+        .cli()
+        .current_dir(&mine)
+        .args([
+            "--backend",
+            "sim",
+            "--id",
+            "unreachable",
+            "--step",
+            "x",
+            "--wait",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out.stderr));
+    let reason = c.status("unreachable")["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("git clone /nonexistent/nowhere.git failed")
+            && reason.contains("does not exist"),
+        "{reason}"
+    );
+}

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_attempts.sql"),
     include_str!("../../migrations/0003_worktrees.sql"),
     include_str!("../../migrations/0004_pools.sql"),
+    include_str!("../../migrations/0005_repos.sql"),
 ];
 
 /// Outcome of recording one agent event.
@@ -80,8 +81,8 @@ impl Store {
     pub async fn insert_task(&self, t: &TaskRecord) -> Result<()> {
         let res = records::bind_task(sqlx::query(
             "INSERT INTO tasks (id, state, title, prompt, worker_prompt, plan_md, node, remote, backend, model, \
-             workdir, after_id, priority, reason, exit_code, created_ms, updated_ms, started_ms, ended_ms, last_seq, attempt, worktree, branch, cleaned, pool, submit_order) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, \
+             workdir, after_id, priority, reason, exit_code, created_ms, updated_ms, started_ms, ended_ms, last_seq, attempt, worktree, branch, cleaned, pool, repo_url, repo_branch, repo_commit, submit_order) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, \
              (SELECT COALESCE(MAX(submit_order), 0) + 1 FROM tasks))",
         ), t)
         .execute(&self.writer)

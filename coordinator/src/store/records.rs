@@ -59,6 +59,8 @@ pub struct TaskRecord {
     pub cleaned: bool,
     /// Label selector: only nodes with all these labels run the task.
     pub pool: BTreeMap<String, String>,
+    /// Repository to run in: URL, branch, commit (all empty: none).
+    pub repo: (String, String, String),
 }
 
 /// A node as stored (its last Hello).
@@ -114,7 +116,7 @@ pub struct QuestionRecord {
 
 pub(super) const UPDATE_TASK: &str = "UPDATE tasks SET state = ?2, title = ?3, prompt = ?4, worker_prompt = ?5, plan_md = ?6, \
      node = ?7, remote = ?8, backend = ?9, model = ?10, workdir = ?11, after_id = ?12, priority = ?13, reason = ?14, \
-     exit_code = ?15, created_ms = ?16, updated_ms = ?17, started_ms = ?18, ended_ms = ?19, last_seq = ?20, attempt = ?21, worktree = ?22, branch = ?23, cleaned = ?24, pool = ?25 WHERE id = ?1";
+     exit_code = ?15, created_ms = ?16, updated_ms = ?17, started_ms = ?18, ended_ms = ?19, last_seq = ?20, attempt = ?21, worktree = ?22, branch = ?23, cleaned = ?24, pool = ?25, repo_url = ?26, repo_branch = ?27, repo_commit = ?28 WHERE id = ?1";
 
 pub(super) fn bind_task<'q>(
     q: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
@@ -145,6 +147,9 @@ pub(super) fn bind_task<'q>(
         .bind(t.branch.clone())
         .bind(t.cleaned)
         .bind(serde_json::to_string(&t.pool).unwrap_or_else(|_| "{}".into()))
+        .bind(t.repo.0.clone())
+        .bind(t.repo.1.clone())
+        .bind(t.repo.2.clone())
 }
 
 pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
@@ -174,6 +179,11 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
         worktree: r.try_get("worktree")?,
         branch: r.try_get("branch")?,
         cleaned: r.try_get("cleaned")?,
+        repo: (
+            r.try_get("repo_url")?,
+            r.try_get("repo_branch")?,
+            r.try_get("repo_commit")?,
+        ),
         pool: serde_json::from_str(&r.try_get::<String, _>("pool")?)
             .map_err(|e| CoordinatorError::Corrupt(format!("task pool: {e}")))?,
     })
