@@ -50,14 +50,14 @@ struct Session {
 }
 
 enum FromSession {
-    Message(Result<Option<v1::CoordinatorMessage>, tonic::Status>),
+    Message(Box<Result<Option<v1::CoordinatorMessage>, tonic::Status>>),
     HeartbeatDue,
 }
 
 impl Session {
     async fn next(&mut self) -> FromSession {
         tokio::select! {
-            m = self.inbound.message() => FromSession::Message(m),
+            m = self.inbound.message() => FromSession::Message(Box::new(m)),
             _ = self.heartbeat.tick() => FromSession::HeartbeatDue,
         }
     }
@@ -376,7 +376,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             }
             from = async { session.as_mut().expect("guarded by the branch condition").next().await }, if session.is_some() => {
                 let m = match from {
-                    FromSession::Message(m) => m,
+                    FromSession::Message(m) => *m,
                     FromSession::HeartbeatDue => {
                         let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32 }));
                         if session.as_ref().expect("connected").out.send(hb).await.is_err() {
