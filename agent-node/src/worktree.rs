@@ -117,63 +117,6 @@ pub fn remove(workdir: &Path, task: &str) -> Result<(), String> {
     .map_err(|e| format!("git worktree remove failed: {e}"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn create_reuse_and_remove() {
-        let repo = tempfile::tempdir().unwrap();
-        let r = repo.path();
-        for args in [
-            vec!["init", "-q", "-b", "main"],
-            vec![
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@t",
-                "commit",
-                "-q",
-                "--allow-empty",
-                "-m",
-                "init",
-            ],
-        ] {
-            git(r, &args).unwrap();
-        }
-        let sub = r.join("src");
-        std::fs::create_dir_all(&sub).unwrap();
-        let wt = ensure(&sub, "t1").unwrap();
-        assert_eq!(
-            wt,
-            std::fs::canonicalize(r)
-                .unwrap()
-                .join(".dispatch/worktrees/t1")
-        );
-        assert_eq!(
-            git(&wt, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap(),
-            "dispatch/t1"
-        );
-        assert_eq!(ensure(&sub, "t1").unwrap(), wt, "reused");
-        assert_eq!(
-            git(r, &["status", "--porcelain"]).unwrap(),
-            "",
-            ".dispatch/ is excluded"
-        );
-        remove(&sub, "t1").unwrap();
-        assert!(!wt.exists());
-        assert!(
-            git(r, &["rev-parse", "--verify", "dispatch/t1"]).is_ok(),
-            "the branch stays"
-        );
-        let again = ensure(&sub, "t1").unwrap();
-        assert!(
-            again.exists(),
-            "a worktree can be made again on the kept branch"
-        );
-    }
-}
-
 fn normalize_url(url: &str) -> String {
     url.trim()
         .trim_end_matches('/')
@@ -261,4 +204,61 @@ pub fn repo_workspace(
     .map_err(|e| format!("git worktree add at {commit} failed: {e}"))?;
     exclude_dispatch_dir(&base)?;
     Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_reuse_and_remove() {
+        let repo = tempfile::tempdir().unwrap();
+        let r = repo.path();
+        for args in [
+            vec!["init", "-q", "-b", "main"],
+            vec![
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "init",
+            ],
+        ] {
+            git(r, &args).unwrap();
+        }
+        let sub = r.join("src");
+        std::fs::create_dir_all(&sub).unwrap();
+        let wt = ensure(&sub, "t1").unwrap();
+        assert_eq!(
+            wt,
+            std::fs::canonicalize(r)
+                .unwrap()
+                .join(".dispatch/worktrees/t1")
+        );
+        assert_eq!(
+            git(&wt, &["rev-parse", "--abbrev-ref", "HEAD"]).unwrap(),
+            "dispatch/t1"
+        );
+        assert_eq!(ensure(&sub, "t1").unwrap(), wt, "reused");
+        assert_eq!(
+            git(r, &["status", "--porcelain"]).unwrap(),
+            "",
+            ".dispatch/ is excluded"
+        );
+        remove(&sub, "t1").unwrap();
+        assert!(!wt.exists());
+        assert!(
+            git(r, &["rev-parse", "--verify", "dispatch/t1"]).is_ok(),
+            "the branch stays"
+        );
+        let again = ensure(&sub, "t1").unwrap();
+        assert!(
+            again.exists(),
+            "a worktree can be made again on the kept branch"
+        );
+    }
 }
