@@ -11,15 +11,30 @@ use std::io::{IsTerminal, Read, Write};
 
 /// Runs the parsed command line; returns the exit status.
 pub(crate) async fn run(cli: Cli) -> Result<u8> {
-    let g = cli.global;
+    let mut g = cli.global;
+    // The config's `coordinator:` applies when neither --coordinator nor DISPATCH_COORDINATOR
+    // is given (a broken config is reported by the commands that read it).
+    let file = crate::config_cmd::path(&g)
+        .ok()
+        .and_then(|p| dispatch_core::config::Config::load(&p).ok().flatten());
+    if g.coordinator.is_none() {
+        g.coordinator = file.as_ref().and_then(|c| c.coordinator.clone());
+    }
+    let default_remote = file.and_then(|c| c.remote);
+    let with_remote = |mut a: RunArgs| {
+        if a.remote.is_none() && g.coordinator.is_some() {
+            a.remote = default_remote.clone();
+        }
+        a
+    };
     match cli.command {
         None => {
             if cli.run.prompt.is_empty() && cli.run.plan.is_none() && cli.run.steps.is_empty() {
                 bail!("say what to dispatch: dispatch \"<prompt>\" (see `dispatch --help`)");
             }
-            submit(&g, cli.run).await
+            submit(&g, with_remote(cli.run)).await
         }
-        Some(Command::Run(args)) => submit(&g, *args).await,
+        Some(Command::Run(args)) => submit(&g, with_remote(*args)).await,
         Some(Command::Status { id, limit }) => status(&g, id, limit).await,
         Some(Command::Watch { id }) => {
             task_id::validate(&id)?;
@@ -527,7 +542,18 @@ async fn nodes(g: &Global) -> Result<u8> {
         "NAME", "STATUS", "RUNNING", "BACKENDS", "LABELS"
     );
     for n in &nodes {
-        let backends: Vec<&str> = n.backends.iter().map(|b| b.name.as_str()).collect();
+        // `cursor(12)`: a backend and how many models it lists.
+        let backends: Vec<String> = n
+            .backends
+            .iter()
+            .map(|b| {
+                if b.models.is_empty() {
+                    b.name.clone()
+                } else {
+                    format!("{}({})", b.name, b.models.len())
+                }
+            })
+            .collect();
         let mut labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         labels.sort();
         println!(

@@ -4,6 +4,7 @@
 //! cargo build --release --workspace --bins
 //! ./target/release/dispatch-bench questions [--count 500] [--baseline 5] [--json FILE]
 //! ./target/release/dispatch-bench dispatch [--count 1000] [--json FILE]
+//! ./target/release/dispatch-bench handoff [--count 200] [--json FILE]
 //! ```
 //!
 //! All times are taken in this one process (same clock) except the worker start, which the
@@ -222,6 +223,64 @@ fn dispatch(args: &[String]) -> Vec<Stats> {
     vec![lat]
 }
 
+fn handoff(args: &[String]) -> Vec<Stats> {
+    let count = arg(args, "--count", 200);
+    let mut c = Cluster::new();
+    c.add_agent(AgentOpts::new("bench", 1));
+    let mut st = Stats {
+        name: "queued task: slot freed → next worker started (ms)".into(),
+        samples: vec![],
+    };
+    c.block_on(async {
+        let mut client = c.client().await.unwrap();
+        for i in 0..count {
+            let req = v1::SubmitRequest {
+                id: format!("h-{i}"),
+                prompt: "bench".into(),
+                steps: vec!["work (sleep 20ms)".into()],
+                backend: "sim".into(),
+                ..Default::default()
+            };
+            client.submit(req).await.unwrap();
+        }
+        let last = format!("h-{}", count - 1);
+        let mut stream = client
+            .watch(v1::WatchRequest { task_id: last })
+            .await
+            .unwrap()
+            .into_inner();
+        while !stream
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .task
+            .unwrap()
+            .task_state()
+            .is_terminal()
+        {}
+        let tasks = client
+            .list_tasks(v1::ListTasksRequest {
+                states: vec![],
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks;
+        let mut by_id: Vec<v1::Task> = tasks
+            .into_iter()
+            .filter(|t| t.id.starts_with("h-"))
+            .collect();
+        by_id.sort_by_key(|t| t.id.trim_start_matches("h-").parse::<usize>().unwrap());
+        for w in by_id.windows(2) {
+            st.samples
+                .push((w[1].started_at_ms - w[0].ended_at_ms) as f64);
+        }
+    });
+    vec![st]
+}
+
 fn dispatch_coordinator_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -236,9 +295,10 @@ fn main() {
     let stats = match scenario {
         "questions" => questions(&args),
         "dispatch" => dispatch(&args),
+        "handoff" => handoff(&args),
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch [--count N] [--baseline N] [--json FILE]"
+                "usage: dispatch-bench questions|dispatch|handoff [--count N] [--baseline N] [--json FILE]"
             );
             std::process::exit(2);
         }
