@@ -112,60 +112,14 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let task_id = req.into_inner().task_id;
         let c = Arc::clone(&self.0);
         // Subscribe before reading the snapshot so no change falls between them.
-        let mut rx = c.watch_tx.subscribe();
+        let rx = c.watch_tx.subscribe();
         let initial = snapshots(&c, &task_id).await?;
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
         let stopping = c.stopping();
         tokio::spawn(async move {
             tokio::select! {
-              _ = stopping => {}
-              _ = async {
-              for t in initial {
-                  if tx
-                      .send(Ok(v1::WatchEvent {
-                          task: Some(t),
-                          change: "snapshot".into(),
-                          seq: 0,
-                      }))
-                      .await
-                      .is_err()
-                  {
-                      return;
-                  }
-              }
-              loop {
-                  match rx.recv().await {
-                      Ok(ev) => {
-                          let matches =
-                              task_id.is_empty() || ev.task.as_ref().is_some_and(|t| t.id == task_id);
-                          if matches && tx.send(Ok(ev)).await.is_err() {
-                              return;
-                          }
-                      }
-                      Err(broadcast::error::RecvError::Lagged(n)) => {
-                          // Too slow to see every change: send the current state instead.
-                          tracing::debug!(skipped = n, "watcher lagged; resending snapshots");
-                          let Ok(now) = snapshots(&c, &task_id).await else {
-                              return;
-                          };
-                          for t in now {
-                              if tx
-                                  .send(Ok(v1::WatchEvent {
-                                      task: Some(t),
-                                      change: "snapshot".into(),
-                                      seq: 0,
-                                  }))
-                                  .await
-                                  .is_err()
-                              {
-                                  return;
-                              }
-                          }
-                      }
-                      Err(broadcast::error::RecvError::Closed) => return,
-                  }
-              }
-              } => {}
+                _ = stopping => {}
+                _ = pump_watch(&c, &task_id, rx, initial, tx) => {}
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
@@ -194,75 +148,14 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let req = req.into_inner();
         let c = Arc::clone(&self.0);
         let task = c.task(&req.id).await?;
-        let mut log_rx = c.log_tx.subscribe();
-        let mut watch_rx = c.watch_tx.subscribe();
+        let log_rx = c.log_tx.subscribe();
+        let watch_rx = c.watch_tx.subscribe();
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
         let stopping = c.stopping();
         tokio::spawn(async move {
             tokio::select! {
-              _ = stopping => {}
-              _ = async move {
-              let mut last = 0u64;
-              let send_stored = |after: u64| {
-                  let c = Arc::clone(&c);
-                  let id = task.id.clone();
-                  async move { c.store.log_chunks(&id, after).await }
-              };
-              let Ok(chunks) = send_stored(0).await else {
-                  return;
-              };
-              for (seq, data) in chunks {
-                  last = seq;
-                  if tx.send(Ok(v1::LogsResponse { data })).await.is_err() {
-                      return;
-                  }
-              }
-              let ended = c
-                  .store
-                  .get_task(&task.id)
-                  .await
-                  .ok()
-                  .flatten()
-                  .is_none_or(|t| t.state.is_terminal() && t.ended_ms > 0);
-              if !req.follow || ended {
-                  return;
-              }
-              loop {
-                  tokio::select! {
-                      line = log_rx.recv() => match line {
-                          Ok(l) if l.task_id == task.id && l.seq > last => {
-                              last = l.seq;
-                              if tx.send(Ok(v1::LogsResponse { data: l.data.to_vec() })).await.is_err() { return; }
-                          }
-                          Ok(_) => {}
-                          Err(broadcast::error::RecvError::Lagged(_)) => {
-                              let Ok(chunks) = send_stored(last).await else { return };
-                              for (seq, data) in chunks {
-                                  last = seq;
-                                  if tx.send(Ok(v1::LogsResponse { data })).await.is_err() { return; }
-                              }
-                          }
-                          Err(broadcast::error::RecvError::Closed) => return,
-                      },
-                      ev = watch_rx.recv() => {
-                          let done = match &ev {
-                              Ok(ev) => ev.task.as_ref().is_some_and(|t| t.id == task.id && t.task_state().is_terminal() && (ev.seq > 0 || t.node.is_empty() || t.task_state() == TaskState::Lost)),
-                              Err(broadcast::error::RecvError::Lagged(_)) => false,
-                              Err(broadcast::error::RecvError::Closed) => true,
-                          };
-                          if done {
-                              // The exit is the node's last event; every log chunk before it is stored.
-                              if let Ok(chunks) = send_stored(last).await {
-                                  for (_, data) in chunks {
-                                      if tx.send(Ok(v1::LogsResponse { data })).await.is_err() { return; }
-                                  }
-                              }
-                              return;
-                          }
-                      }
-                  }
-              }
-              } => {}
+                _ = stopping => {}
+                _ = pump_logs(&c, &task.id, req.follow, log_rx, watch_rx, tx) => {}
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
@@ -319,5 +212,129 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
             connected_nodes: c.registry.connected_count() as u32,
             data_dir: c.config.data_dir.display().to_string(),
         }))
+    }
+}
+
+type Sender<T> = mpsc::Sender<Result<T, Status>>;
+
+/// Sends `tasks` as snapshot events; false when the client has gone.
+async fn send_snapshots(tx: &Sender<v1::WatchEvent>, tasks: Vec<v1::Task>) -> bool {
+    for t in tasks {
+        let ev = v1::WatchEvent {
+            task: Some(t),
+            change: "snapshot".into(),
+            seq: 0,
+        };
+        if tx.send(Ok(ev)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Feeds one watcher: the snapshot, then every change of its task (or of all tasks); a
+/// watcher too slow to see every change gets the current state again instead.
+async fn pump_watch(
+    c: &Coordinator,
+    task_id: &str,
+    mut rx: broadcast::Receiver<v1::WatchEvent>,
+    initial: Vec<v1::Task>,
+    tx: Sender<v1::WatchEvent>,
+) {
+    if !send_snapshots(&tx, initial).await {
+        return;
+    }
+    loop {
+        match rx.recv().await {
+            Ok(ev) => {
+                let matches =
+                    task_id.is_empty() || ev.task.as_ref().is_some_and(|t| t.id == task_id);
+                if matches && tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::debug!(skipped = n, "watcher lagged; resending snapshots");
+                let Ok(now) = snapshots(c, task_id).await else {
+                    return;
+                };
+                if !send_snapshots(&tx, now).await {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Sends the stored log chunks of `task` after `after`; returns the last seq sent, or None
+/// when the client has gone.
+async fn send_stored_logs(
+    c: &Coordinator,
+    task: &str,
+    after: u64,
+    tx: &Sender<v1::LogsResponse>,
+) -> Option<u64> {
+    let mut last = after;
+    for (seq, data) in c.store.log_chunks(task, after).await.ok()? {
+        last = seq;
+        tx.send(Ok(v1::LogsResponse { data })).await.ok()?;
+    }
+    Some(last)
+}
+
+/// Feeds one `logs` client: what is stored, then (with `follow`) new output until the task ends.
+async fn pump_logs(
+    c: &Coordinator,
+    task: &str,
+    follow: bool,
+    mut log_rx: broadcast::Receiver<crate::LogLine>,
+    mut watch_rx: broadcast::Receiver<v1::WatchEvent>,
+    tx: Sender<v1::LogsResponse>,
+) {
+    let Some(mut last) = send_stored_logs(c, task, 0, &tx).await else {
+        return;
+    };
+    let ended = c
+        .store
+        .get_task(task)
+        .await
+        .ok()
+        .flatten()
+        .is_none_or(|t| t.state.is_terminal() && t.ended_ms > 0);
+    if !follow || ended {
+        return;
+    }
+    loop {
+        tokio::select! {
+            line = log_rx.recv() => match line {
+                Ok(l) if l.task_id == task && l.seq > last => {
+                    last = l.seq;
+                    if tx.send(Ok(v1::LogsResponse { data: l.data.to_vec() })).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let Some(l) = send_stored_logs(c, task, last, &tx).await else { return };
+                    last = l;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            ev = watch_rx.recv() => {
+                let done = match &ev {
+                    Ok(ev) => ev.task.as_ref().is_some_and(|t| {
+                        t.id == task && t.task_state().is_terminal() && (ev.seq > 0 || t.node.is_empty() || t.task_state() == TaskState::Lost)
+                    }),
+                    Err(broadcast::error::RecvError::Lagged(_)) => false,
+                    Err(broadcast::error::RecvError::Closed) => true,
+                };
+                if done {
+                    // The exit is the node's last event; every log chunk before it is stored.
+                    let _ = send_stored_logs(c, task, last, &tx).await;
+                    return;
+                }
+            }
+        }
     }
 }
