@@ -113,16 +113,16 @@ pub(crate) async fn note(g: &Global, id: &str, text: &str) -> Result<u8> {
         })
         .await?
         .into_inner();
-    if g.json {
-        println!("{}", render::task_json(&task));
-    } else {
-        println!(
+    render::report(
+        g.json,
+        &task,
+        format!(
             "Noted on `{}` (node {}): > **Note from dispatcher:** {}",
             task.id,
             task.node,
             text.trim()
-        );
-    }
+        ),
+    );
     Ok(0)
 }
 

@@ -461,11 +461,11 @@ async fn cancel(g: &Global, id: &str) -> Result<u8> {
         .cancel(v1::CancelRequest { id: id.to_string() })
         .await?
         .into_inner();
-    if g.json {
-        println!("{}", render::task_json(&task));
-    } else {
-        println!("Cancelled `{}`: {}", task.id, task.reason);
-    }
+    render::report(
+        g.json,
+        &task,
+        format!("Cancelled `{}`: {}", task.id, task.reason),
+    );
     Ok(0)
 }
 
@@ -485,14 +485,14 @@ async fn retry(
         remote: remote.unwrap_or_default(),
     };
     let task = t.client.retry(req).await?.into_inner();
-    if g.json {
-        println!("{}", render::task_json(&task));
-    } else {
-        println!(
+    render::report(
+        g.json,
+        &task,
+        format!(
             "Retrying: {}",
             dispatched_line(&task).trim_start_matches("Dispatched ")
-        );
-    }
+        ),
+    );
     Ok(0)
 }
 
@@ -504,14 +504,14 @@ async fn clean(g: &Global, id: &str) -> Result<u8> {
         .clean(v1::CleanRequest { id: id.into() })
         .await?
         .into_inner();
-    if g.json {
-        println!("{}", render::task_json(&task));
-    } else {
-        println!(
+    render::report(
+        g.json,
+        &task,
+        format!(
             "Removed the worktree of `{}` on {}; branch `{}` keeps its work.",
             task.id, task.node, task.branch
-        );
-    }
+        ),
+    );
     Ok(0)
 }
 

@@ -104,6 +104,15 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
     })
 }
 
+/// Prints a task after a command changed it: its JSON object with --json, else `line`.
+pub(crate) fn report(json: bool, task: &v1::Task, line: String) {
+    if json {
+        println!("{}", task_json(task));
+    } else {
+        println!("{line}");
+    }
+}
+
 /// A node as the stable JSON object of `nodes --json`.
 pub(crate) fn node_json(n: &v1::Node) -> Value {
     json!({
