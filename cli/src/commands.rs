@@ -538,7 +538,7 @@ async fn nodes(g: &Global) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<20} {:<10} {:>7}  {:<28} {:<20} LAST SEEN",
+        "{:<20} {:<10} {:>7}  {:<28} {:<20} LAST HEARD FROM",
         "NAME", "STATUS", "RUNNING", "BACKENDS", "LABELS"
     );
     for n in &nodes {
@@ -567,11 +567,7 @@ async fn nodes(g: &Global) -> Result<u8> {
             } else {
                 labels.join(",")
             },
-            if n.connected {
-                "now".to_string()
-            } else {
-                render::ago(n.last_seen_ms)
-            }
+            render::ago(n.last_seen_ms)
         );
     }
     Ok(0)

@@ -53,7 +53,8 @@ pub fn task_to_proto(
 }
 
 /// A stored node as the wire `Node`.
-pub fn node_to_proto(n: &NodeRecord, running: Option<u32>) -> v1::Node {
+/// `live` is (running, last heard from) for a connected node.
+pub fn node_to_proto(n: &NodeRecord, live: Option<(u32, i64)>) -> v1::Node {
     v1::Node {
         name: n.name.clone(),
         labels: n.labels.clone().into_iter().collect(),
@@ -67,10 +68,10 @@ pub fn node_to_proto(n: &NodeRecord, running: Option<u32>) -> v1::Node {
                 max_tasks: b.max_tasks,
             })
             .collect(),
-        running: running.unwrap_or(0),
+        running: live.map_or(0, |l| l.0),
         capacity: n.capacity,
-        connected: running.is_some(),
-        last_seen_ms: n.last_seen_ms,
+        connected: live.is_some(),
+        last_seen_ms: live.map_or(n.last_seen_ms, |l| l.1),
         version: n.version.clone(),
         hostname: n.hostname.clone(),
     }

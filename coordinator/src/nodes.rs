@@ -199,7 +199,7 @@ impl Coordinator {
         let nodes = self.store.list_nodes().await?;
         Ok(nodes
             .iter()
-            .map(|n| node_to_proto(n, self.registry.running(&n.name)))
+            .map(|n| node_to_proto(n, self.registry.liveness(&n.name)))
             .collect())
     }
 }

@@ -127,6 +127,22 @@ impl NodeRegistry {
         out
     }
 
+    /// Records that `name` was heard from now (any message, heartbeats included).
+    pub fn touch(&self, name: &str, now_ms: i64) {
+        if let Some(c) = self.nodes.lock().unwrap().get_mut(name) {
+            c.record.last_seen_ms = now_ms;
+        }
+    }
+
+    /// (running count, last heard from) of a node, when connected.
+    pub fn liveness(&self, name: &str) -> Option<(u32, i64)> {
+        self.nodes
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|c| (c.running.len() as u32, c.record.last_seen_ms))
+    }
+
     /// Running count of a node, when connected.
     pub fn running(&self, name: &str) -> Option<u32> {
         self.nodes

@@ -72,6 +72,7 @@ impl v1::agent_service_server::AgentService for AgentSvc {
                         break;
                     }
                 };
+                c.registry.touch(&name, crate::now_ms());
                 match msg.kind {
                     Some(Kind::Heartbeat(_)) | None => {}
                     Some(Kind::Hello(_)) => {
