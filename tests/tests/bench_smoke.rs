@@ -24,7 +24,11 @@ fn the_bench_scenarios_run() {
                 .lines()
                 .filter(|l| l.starts_with("| ") && !l.starts_with("| measure"))
                 .count(),
-            if args[0] == "questions" { 2 } else { 1 },
+            match args[0] {
+                "questions" => 2,
+                "throughput" => 3,
+                _ => 1,
+            },
             "{stdout}"
         );
     }

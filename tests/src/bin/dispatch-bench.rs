@@ -5,6 +5,7 @@
 //! ./target/release/dispatch-bench questions [--count 500] [--baseline 5] [--json FILE]
 //! ./target/release/dispatch-bench dispatch [--count 1000] [--json FILE]
 //! ./target/release/dispatch-bench handoff [--count 200] [--json FILE]
+//! ./target/release/dispatch-bench throughput [--tasks 100] [--events 200] [--watchers 10]
 //! ```
 //!
 //! All times are taken in this one process (same clock) except the worker start, which the
@@ -281,6 +282,162 @@ fn handoff(args: &[String]) -> Vec<Stats> {
     vec![st]
 }
 
+/// Plan snapshots committed and fanned out: one light in-process node (a real gRPC stream)
+/// runs 100 tasks and streams plan updates as fast as the coordinator acks them, while 10
+/// watchers count what arrives.
+fn throughput(args: &[String]) -> Vec<Stats> {
+    use tokio_stream::wrappers::ReceiverStream;
+    let tasks = arg(args, "--tasks", 100);
+    let per_task = arg(args, "--events", 200);
+    let watchers = arg(args, "--watchers", 10);
+    let total = tasks * per_task;
+    let c = Cluster::new();
+    let mut rate = Stats {
+        name: "plan snapshots committed per second".into(),
+        samples: vec![],
+    };
+    let mut fan = Stats {
+        name: "per watcher: plan events received per second".into(),
+        samples: vec![],
+    };
+    let mut lost = Stats {
+        name: "per watcher: plan events missed (then resynced)".into(),
+        samples: vec![],
+    };
+    c.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(c.url.clone())
+            .unwrap()
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .unwrap();
+        let mut agent = v1::agent_service_client::AgentServiceClient::new(channel.clone());
+        let (out, rx) = tokio::sync::mpsc::channel::<v1::AgentMessage>(4096);
+        let hello = v1::Hello {
+            name: "sim-node".into(),
+            capacity: tasks as u32,
+            backends: vec![v1::Backend {
+                name: "sim".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        out.send(v1::AgentMessage {
+            kind: Some(v1::agent_message::Kind::Hello(hello)),
+        })
+        .await
+        .unwrap();
+        let mut inbound = agent
+            .session(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        inbound.message().await.unwrap().unwrap(); // Welcome
+        let mut client = v1::dispatch_service_client::DispatchServiceClient::new(channel.clone());
+        for i in 0..tasks {
+            let req = v1::SubmitRequest {
+                id: format!("t-{i}"),
+                prompt: "x".into(),
+                steps: vec!["x".into()],
+                backend: "sim".into(),
+                ..Default::default()
+            };
+            client.submit(req).await.unwrap();
+        }
+        // Ack the Assign commands.
+        let mut assigned = 0;
+        while assigned < tasks {
+            if let Some(v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Command(cmd)),
+            }) = inbound.message().await.unwrap()
+            {
+                assigned += 1;
+                let ack = v1::AgentMessage {
+                    kind: Some(v1::agent_message::Kind::CommandAck(v1::CommandAck {
+                        command_id: cmd.id,
+                        error: String::new(),
+                    })),
+                };
+                out.send(ack).await.unwrap();
+            }
+        }
+        // Watchers.
+        let mut handles = Vec::new();
+        for _ in 0..watchers {
+            let mut w = v1::dispatch_service_client::DispatchServiceClient::new(channel.clone());
+            let mut stream = w
+                .watch(v1::WatchRequest {
+                    task_id: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            handles.push(tokio::spawn(async move {
+                let start = Instant::now();
+                let (mut got, mut resyncs) = (0usize, 0usize);
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while got < total && Instant::now() < deadline {
+                    match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+                        Ok(Ok(Some(ev))) if ev.change == "plan" => got += 1,
+                        Ok(Ok(Some(ev))) if ev.change == "snapshot" => resyncs += 1,
+                        Ok(Ok(Some(_))) => {}
+                        _ => break,
+                    }
+                }
+                let _ = resyncs;
+                (got, start.elapsed())
+            }));
+        }
+        let start = Instant::now();
+        let sender = tokio::spawn(async move {
+            for k in 1..=per_task as u64 {
+                for i in 0..tasks {
+                    let ev = v1::TaskEvent {
+                        task_id: format!("t-{i}"),
+                        seq: k,
+                        at_ms: 0,
+                        kind: Some(v1::task_event::Kind::Plan(v1::PlanUpdated {
+                            markdown: format!("# x\n\n- [ ] step {k}\n"),
+                        })),
+                    };
+                    if out
+                        .send(v1::AgentMessage {
+                            kind: Some(v1::agent_message::Kind::Event(ev)),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            // Keep the stream open until the acks are in.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        });
+        let mut acked = 0usize;
+        while acked < total {
+            if let Some(v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::EventAck(_)),
+            }) = inbound.message().await.unwrap()
+            {
+                acked += 1;
+            }
+        }
+        let committed = start.elapsed();
+        rate.samples.push(total as f64 / committed.as_secs_f64());
+        for h in handles {
+            let (got, took) = h.await.unwrap();
+            fan.samples.push(got as f64 / took.as_secs_f64());
+            lost.samples.push((total - got) as f64);
+        }
+        sender.abort();
+    });
+    println!(
+        "({tasks} tasks × {per_task} snapshots = {total} events, {watchers} watchers; the columns are rates or counts here, not ms)"
+    );
+    vec![rate, fan, lost]
+}
+
 fn dispatch_coordinator_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -296,9 +453,10 @@ fn main() {
         "questions" => questions(&args),
         "dispatch" => dispatch(&args),
         "handoff" => handoff(&args),
+        "throughput" => throughput(&args),
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff [--count N] [--baseline N] [--json FILE]"
+                "usage: dispatch-bench questions|dispatch|handoff|throughput [--count N] [--baseline N] [--json FILE]"
             );
             std::process::exit(2);
         }
