@@ -284,3 +284,60 @@ fn a_task_for_a_repository_the_node_lacks_is_cloned_and_run_at_the_sent_commit()
         "{reason}"
     );
 }
+
+#[test]
+fn priority_orders_the_queue() {
+    let c = Cluster::with_node("solo");
+    // Fill both slots, then queue a low- and a high-priority task: the high one goes first.
+    // Different lengths, so exactly one slot frees first.
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "busy-1",
+        "--step",
+        "hold (sleep 400ms)",
+        "busy",
+    ]);
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "busy-2",
+        "--step",
+        "hold (sleep 1500ms)",
+        "busy",
+    ]);
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "low",
+        "--priority",
+        "-5",
+        "--step",
+        "x",
+        "low",
+    ]);
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "high",
+        "--priority",
+        "10",
+        "--step",
+        "x",
+        "high",
+    ]);
+    assert_eq!(c.status("high")["queue_position"], 1);
+    assert_eq!(c.status("low")["queue_position"], 2);
+    let high = c.wait_task("high", "the end", |t| t.task_state().is_terminal());
+    let low = c.wait_task("low", "the end", |t| t.task_state().is_terminal());
+    assert!(
+        high.ended_at_ms <= low.started_at_ms,
+        "high started at {}, low at {}",
+        high.started_at_ms,
+        low.started_at_ms
+    );
+}
