@@ -4,13 +4,14 @@ use crate::convert::task_to_proto;
 use crate::error::{CoordinatorError, Result};
 use crate::registry::NodeSlot;
 use crate::router::{backend_on, can_run, in_pool, preferred_backend};
-use crate::store::{EventOutcome, NodeRecord, QuestionRecord, TaskRecord};
+use crate::store::{EventItem, EventOutcome, NodeRecord, QuestionRecord, TaskRecord};
 use crate::{Coordinator, LogLine, now_ms};
 use dispatch_core::limits::{self, check_len, check_name};
 use dispatch_core::plan::{self, Plan};
 use dispatch_core::{TaskState, prompt, task, task_id};
 use dispatch_proto::v1;
 use dispatch_proto::v1::task_event::Kind as EventKind;
+use std::collections::HashMap;
 
 const MAX_TITLE_CHARS: usize = 80;
 
@@ -534,120 +535,189 @@ impl Coordinator {
 
     /// Records one event from `node` exactly once and returns the seq to ack.
     pub async fn record_agent_event(&self, node: &str, ev: v1::TaskEvent) -> Result<u64> {
-        task_id::validate(&ev.task_id)?;
-        let Some(kind) = ev.kind.as_ref() else {
-            return Err(CoordinatorError::Invalid(format!(
-                "event {} of task `{}` has no kind",
-                ev.seq, ev.task_id
-            )));
-        };
-        let Some(current) = self.store.get_task(&ev.task_id).await? else {
-            tracing::warn!(task = %ev.task_id, node, "event for an unknown task; acking so the node drops it");
-            return Ok(ev.seq);
-        };
-        if current.node != node {
-            tracing::warn!(task = %ev.task_id, node, owner = %current.node, "event from a node that does not own the task; dropped");
-            return Ok(ev.seq);
+        let acks = self.record_agent_events(node, vec![ev]).await?;
+        Ok(acks.first().map_or(0, |a| a.1))
+    }
+
+    /// Records a batch of events from `node` in one transaction (group commit), then tells
+    /// watchers, followers and notifications. Returns, per task in the batch, the seq to ack.
+    pub async fn record_agent_events(
+        &self,
+        node: &str,
+        evs: Vec<v1::TaskEvent>,
+    ) -> Result<Vec<(String, u64)>> {
+        struct Prepared {
+            ev: v1::TaskEvent,
+            change: &'static str,
+            rejected: bool,
         }
-        let (kind_name, change) = match kind {
-            EventKind::Started(_) => ("started", "state"),
-            EventKind::Plan(_) => ("plan", "plan"),
-            EventKind::Log(_) => ("log", "log"),
-            EventKind::Exited(_) => ("exited", "state"),
-            EventKind::StartFailed(_) => ("start_failed", "state"),
-            EventKind::Question(_) => ("question", "question"),
-            EventKind::AnswerDelivered(_) => ("answer_delivered", "answer"),
-        };
-        // An event over a limit is still recorded (as rejected, with no effect) so the
-        // node's sequence stays gap free and it does not resend it forever.
-        let rejected = match kind {
-            EventKind::Plan(p) => {
-                check_len("plan snapshot", &p.markdown, limits::MAX_PLAN_BYTES).err()
-            }
-            EventKind::Exited(x) => {
-                check_len("final plan", &x.markdown, limits::MAX_PLAN_BYTES).err()
-            }
-            EventKind::Question(q) => {
-                check_len("question", &q.text, limits::MAX_MESSAGE_BYTES).err()
-            }
-            EventKind::Log(l) if l.data.len() > limits::MAX_LOG_CHUNK_BYTES => {
-                Some(limits::InvalidInput::new(
-                    "log chunk",
-                    format!("is {} bytes, over the limit", l.data.len()),
-                ))
-            }
-            _ => None,
-        };
-        let (kind_name, change) = match &rejected {
-            Some(e) => {
-                tracing::warn!(task = %ev.task_id, node, seq = ev.seq, error = %e, "rejected an event from a node");
-                ("rejected", "rejected")
-            }
-            None => (kind_name, change),
-        };
-        let body = prost::Message::encode_to_vec(&ev);
-        let at = if ev.at_ms > 0 { ev.at_ms } else { now_ms() };
-        let node_name = node.to_string();
-        // Proactive recovery: say where else the task could run.
-        let elsewhere = match kind {
-            EventKind::StartFailed(_) => self.alternatives(node, &ev.task_id).await?,
-            _ => String::new(),
-        };
-        // Questions other than the acknowledged one that still wait for an answer.
-        let open_others = match kind {
-            EventKind::AnswerDelivered(a) => self
-                .store
-                .questions(&ev.task_id)
-                .await?
-                .iter()
-                .filter(|q| q.answer.is_none() && q.seq != a.seq)
-                .count(),
-            _ => 0,
-        };
-        let outcome = self
-            .store
-            .record_event(&ev.task_id, ev.seq, kind_name, at, &body, |t| {
-                if rejected.is_some() {
-                    None
-                } else {
-                    apply_event(t, kind, &node_name, at, open_others, &elsewhere)
+        let mut prepared = Vec::with_capacity(evs.len());
+        let mut items = Vec::with_capacity(evs.len());
+        for ev in evs {
+            task_id::validate(&ev.task_id)?;
+            let Some(kind) = ev.kind.clone() else {
+                return Err(CoordinatorError::Invalid(format!(
+                    "event {} of task `{}` has no kind",
+                    ev.seq, ev.task_id
+                )));
+            };
+            let (kind_name, change) = match &kind {
+                EventKind::Started(_) => ("started", "state"),
+                EventKind::Plan(_) => ("plan", "plan"),
+                EventKind::Log(_) => ("log", "log"),
+                EventKind::Exited(_) => ("exited", "state"),
+                EventKind::StartFailed(_) => ("start_failed", "state"),
+                EventKind::Question(_) => ("question", "question"),
+                EventKind::AnswerDelivered(_) => ("answer_delivered", "answer"),
+            };
+            // An event over a limit is still recorded (as rejected, with no effect) so the
+            // node's sequence stays gap free and it does not resend it forever.
+            let rejected = match &kind {
+                EventKind::Plan(p) => {
+                    check_len("plan snapshot", &p.markdown, limits::MAX_PLAN_BYTES).err()
                 }
-            })
-            .await?;
-        match outcome {
-            EventOutcome::Applied(t) if rejected.is_some() => Ok(t.last_seq),
-            EventOutcome::Applied(t) => {
-                match kind {
-                    EventKind::Log(l) => {
-                        let _ = self.log_tx.send(LogLine {
-                            task_id: t.id.clone(),
+                EventKind::Exited(x) => {
+                    check_len("final plan", &x.markdown, limits::MAX_PLAN_BYTES).err()
+                }
+                EventKind::Question(q) => {
+                    check_len("question", &q.text, limits::MAX_MESSAGE_BYTES).err()
+                }
+                EventKind::Log(l) if l.data.len() > limits::MAX_LOG_CHUNK_BYTES => {
+                    Some(limits::InvalidInput::new(
+                        "log chunk",
+                        format!("is {} bytes, over the limit", l.data.len()),
+                    ))
+                }
+                _ => None,
+            };
+            let (kind_name, change) = match &rejected {
+                Some(e) => {
+                    tracing::warn!(task = %ev.task_id, node, seq = ev.seq, error = %e, "rejected an event from a node");
+                    ("rejected", "rejected")
+                }
+                None => (kind_name, change),
+            };
+            let at = if ev.at_ms > 0 { ev.at_ms } else { now_ms() };
+            // Proactive recovery: say where else the task could run.
+            let elsewhere = match &kind {
+                EventKind::StartFailed(_) => self.alternatives(node, &ev.task_id).await?,
+                _ => String::new(),
+            };
+            // Questions other than the acknowledged one that still wait for an answer.
+            let open_others = match &kind {
+                EventKind::AnswerDelivered(a) => self
+                    .store
+                    .questions(&ev.task_id)
+                    .await?
+                    .iter()
+                    .filter(|q| q.answer.is_none() && q.seq != a.seq)
+                    .count(),
+                _ => 0,
+            };
+            let node_name = node.to_string();
+            let is_rejected = rejected.is_some();
+            items.push(EventItem {
+                task_id: ev.task_id.clone(),
+                seq: ev.seq,
+                kind: kind_name,
+                at_ms: at,
+                body: prost::Message::encode_to_vec(&ev),
+                apply: Box::new(move |t: &mut TaskRecord| {
+                    if is_rejected {
+                        None
+                    } else {
+                        apply_event(t, &kind, &node_name, at, open_others, &elsewhere)
+                    }
+                }),
+            });
+            prepared.push(Prepared {
+                ev,
+                change,
+                rejected: is_rejected,
+            });
+        }
+        let outcomes = self.store.record_events(node, items).await?;
+
+        // Side effects, in order; the watchers' view of a task is built with one questions
+        // read per task per batch.
+        let mut questions: HashMap<String, Vec<QuestionRecord>> = HashMap::new();
+        let mut acks: Vec<(String, u64)> = Vec::new();
+        let mut ack = |task: &str, seq: u64| match acks.iter_mut().find(|a| a.0 == task) {
+            Some(a) => a.1 = seq,
+            None => acks.push((task.to_string(), seq)),
+        };
+        for (p, outcome) in prepared.into_iter().zip(outcomes) {
+            let ev = p.ev;
+            match outcome {
+                EventOutcome::Applied(t) => {
+                    ack(&t.id, t.last_seq);
+                    if p.rejected {
+                        continue;
+                    }
+                    let kind = ev.kind.as_ref().expect("checked above");
+                    match kind {
+                        EventKind::Log(l) => {
+                            let _ = self.log_tx.send(LogLine {
+                                task_id: t.id.clone(),
+                                seq: ev.seq,
+                                data: l.data.clone().into(),
+                            });
+                            continue;
+                        }
+                        EventKind::Exited(_) | EventKind::StartFailed(_) => {
+                            self.registry.release(node, &t.id);
+                            tracing::info!(task = %t.id, node, state = %t.state, reason = %t.reason, "worker ended");
+                            self.scheduler.kick();
+                        }
+                        EventKind::Question(q) => {
+                            questions.remove(&t.id);
+                            self.notifier.send(crate::notify::Notification::question(
+                                &t.id, &t.title, node, q.seq, &q.text,
+                            ));
+                        }
+                        _ => {}
+                    }
+                    if p.change == "state" && t.state.is_terminal() {
+                        self.notifier.send(crate::notify::Notification::ended(
+                            &t.id,
+                            &t.title,
+                            &t.node,
+                            t.state.as_str(),
+                            &t.reason,
+                            t.attempt,
+                        ));
+                    }
+                    if self.watch_tx.receiver_count() > 0 {
+                        if !questions.contains_key(&t.id) {
+                            questions.insert(t.id.clone(), self.store.questions(&t.id).await?);
+                        }
+                        let view = task_to_proto(&t, &questions[&t.id], 0);
+                        let _ = self.watch_tx.send(v1::WatchEvent {
+                            task: Some(view),
+                            change: p.change.to_string(),
                             seq: ev.seq,
-                            data: l.data.clone().into(),
                         });
                     }
-                    EventKind::Exited(_) | EventKind::StartFailed(_) => {
-                        self.registry.release(node, &t.id);
-                        tracing::info!(task = %t.id, node, state = %t.state, reason = %t.reason, "worker ended");
-                        self.publish(&t, change, ev.seq).await;
-                        self.scheduler.kick();
-                    }
-                    EventKind::Question(q) => {
-                        self.notifier.send(crate::notify::Notification::question(
-                            &t.id, &t.title, node, q.seq, &q.text,
-                        ));
-                        self.publish(&t, change, ev.seq).await
-                    }
-                    _ => self.publish(&t, change, ev.seq).await,
                 }
-                Ok(t.last_seq)
+                EventOutcome::Duplicate => {
+                    let seq = self.store.committed_seq(&ev.task_id).await?;
+                    ack(&ev.task_id, seq);
+                }
+                EventOutcome::Gap { expected } => {
+                    tracing::error!(task = %ev.task_id, node, seq = ev.seq, expected, "event gap; the node will resend on reconnect");
+                    ack(&ev.task_id, expected - 1);
+                }
+                EventOutcome::UnknownTask => {
+                    tracing::warn!(task = %ev.task_id, node, "event for an unknown task; acking so the node drops it");
+                    ack(&ev.task_id, ev.seq);
+                }
+                EventOutcome::NotOwner { owner } => {
+                    tracing::warn!(task = %ev.task_id, node, %owner, "event from a node that does not own the task; dropped");
+                    ack(&ev.task_id, ev.seq);
+                }
             }
-            EventOutcome::Duplicate => Ok(self.store.committed_seq(&ev.task_id).await?),
-            EventOutcome::Gap { expected } => {
-                tracing::error!(task = %ev.task_id, node, seq = ev.seq, expected, "event gap; the node will resend on reconnect");
-                Ok(expected - 1)
-            }
-            EventOutcome::UnknownTask => Ok(ev.seq),
         }
+        Ok(acks)
     }
 }
 

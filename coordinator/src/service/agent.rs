@@ -16,6 +16,63 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outbound messages buffered per node before the node counts as stuck.
 const NODE_QUEUE: usize = 1024;
 
+/// Most events recorded in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Records `batch` (emptying it) and acks it; false when the stream must end.
+async fn record_batch(
+    c: &Coordinator,
+    name: &str,
+    batch: &mut Vec<v1::TaskEvent>,
+    tx: &mpsc::Sender<Result<v1::CoordinatorMessage, Status>>,
+) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    let events = std::mem::take(batch);
+    let n = events.len();
+    match c.record_agent_events(name, events).await {
+        Ok(acks) => {
+            for (task_id, seq) in acks {
+                let ack = v1::CoordinatorMessage {
+                    kind: Some(v1::coordinator_message::Kind::EventAck(v1::EventAck {
+                        task_id,
+                        seq,
+                    })),
+                };
+                if tx.send(Ok(ack)).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        }
+        Err(e) => {
+            // Not acked: the node keeps them spooled and resends after reconnecting.
+            tracing::error!(node = %name, events = n, error = %e, "could not record events");
+            let _ = tx.send(Err(Status::from(e))).await;
+            false
+        }
+    }
+}
+
+/// Everything on a node's stream but events.
+async fn handle_other(c: &Coordinator, name: &str, kind: Option<Kind>) {
+    match kind {
+        Some(Kind::Heartbeat(_)) | None | Some(Kind::Event(_)) => {}
+        Some(Kind::Hello(_)) => {
+            tracing::warn!(node = %name, "ignoring a second Hello on the same stream")
+        }
+        Some(Kind::CommandAck(ack)) => {
+            if !ack.error.is_empty() {
+                tracing::warn!(node = %name, command = ack.command_id, error = %ack.error, "node could not apply a command");
+            }
+            if let Err(e) = c.command_acked(ack.command_id, ack.error.clone()).await {
+                tracing::error!(node = %name, error = %e, "could not record a command ack");
+            }
+        }
+    }
+}
+
 /// Serves agent nodes.
 pub struct AgentSvc(pub Arc<Coordinator>);
 
@@ -73,40 +130,35 @@ impl v1::agent_service_server::AgentService for AgentSvc {
                     }
                 };
                 c.registry.touch(&name, crate::now_ms());
-                match msg.kind {
-                    Some(Kind::Heartbeat(_)) | None => {}
-                    Some(Kind::Hello(_)) => {
-                        tracing::warn!(node = %name, "ignoring a second Hello on the same stream")
-                    }
-                    Some(Kind::CommandAck(ack)) => {
-                        if !ack.error.is_empty() {
-                            tracing::warn!(node = %name, command = ack.command_id, error = %ack.error, "node could not apply a command");
-                        }
-                        if let Err(e) = c.command_acked(ack.command_id, ack.error.clone()).await {
-                            tracing::error!(node = %name, error = %e, "could not record a command ack");
-                        }
-                    }
-                    Some(Kind::Event(ev)) => {
-                        let task_id = ev.task_id.clone();
-                        match c.record_agent_event(&name, ev).await {
-                            Ok(seq) => {
-                                let ack = v1::CoordinatorMessage {
-                                    kind: Some(v1::coordinator_message::Kind::EventAck(
-                                        v1::EventAck { task_id, seq },
-                                    )),
-                                };
-                                if tx.send(Ok(ack)).await.is_err() {
-                                    break;
+                // Group commit: take every event already waiting on the stream (up to a bound)
+                // and record them in one transaction.
+                let mut batch = Vec::new();
+                let mut alive = true;
+                let mut pending = Some(msg);
+                while let Some(m) = pending.take() {
+                    match m.kind {
+                        Some(Kind::Event(ev)) => {
+                            batch.push(ev);
+                            if batch.len() < MAX_BATCH {
+                                if let Ok(Ok(Some(more))) =
+                                    tokio::time::timeout(Duration::ZERO, inbound.message()).await
+                                {
+                                    pending = Some(more);
                                 }
                             }
-                            Err(e) => {
-                                // Not acked: the node keeps it spooled and resends after reconnecting.
-                                tracing::error!(node = %name, task = %task_id, error = %e, "could not record an event");
-                                let _ = tx.send(Err(Status::from(e))).await;
+                        }
+                        other => {
+                            // Events before this message are recorded before it is handled.
+                            if !record_batch(&c, &name, &mut batch, &tx).await {
+                                alive = false;
                                 break;
                             }
+                            handle_other(&c, &name, other).await;
                         }
                     }
+                }
+                if !alive || !record_batch(&c, &name, &mut batch, &tx).await {
+                    break;
                 }
             }
             c.node_gone(&name, conn).await;

@@ -39,6 +39,30 @@ pub enum EventOutcome {
     },
     /// The task does not exist.
     UnknownTask,
+    /// The task runs on another node; the event was not recorded.
+    NotOwner {
+        /// The node that owns the task.
+        owner: String,
+    },
+}
+
+/// How an event changes its task (and the question it records, if any).
+pub type ApplyEvent<'a> = Box<dyn FnOnce(&mut TaskRecord) -> Option<QuestionRecord> + Send + 'a>;
+
+/// One agent event to record in a group commit.
+pub struct EventItem<'a> {
+    /// Task the event belongs to.
+    pub task_id: String,
+    /// The agent's seq for it.
+    pub seq: u64,
+    /// Kind name stored with it.
+    pub kind: &'static str,
+    /// When it happened.
+    pub at_ms: i64,
+    /// The encoded event.
+    pub body: Vec<u8>,
+    /// Its effect on the task.
+    pub apply: ApplyEvent<'a>,
 }
 
 /// The coordinator's store.
@@ -273,6 +297,84 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(EventOutcome::Applied(Box::new(task)))
+    }
+
+    /// Records many events from `node` in one transaction (group commit): each task is read
+    /// once and written once however many of its events the batch holds. Outcomes come back in
+    /// the order of `items`.
+    pub async fn record_events(
+        &self,
+        node: &str,
+        items: Vec<EventItem<'_>>,
+    ) -> Result<Vec<EventOutcome>> {
+        let mut tx = self.writer.begin().await?;
+        let mut tasks: std::collections::HashMap<String, Option<TaskRecord>> =
+            std::collections::HashMap::new();
+        let mut touched: Vec<String> = Vec::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if !tasks.contains_key(&item.task_id) {
+                let row = sqlx::query("SELECT * FROM tasks WHERE id = ?1")
+                    .bind(&item.task_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let task = row.map(|r| records::task_from_row(&r)).transpose()?;
+                tasks.insert(item.task_id.clone(), task);
+            }
+            let Some(task) = tasks.get_mut(&item.task_id).and_then(Option::as_mut) else {
+                out.push(EventOutcome::UnknownTask);
+                continue;
+            };
+            if task.node != node {
+                out.push(EventOutcome::NotOwner {
+                    owner: task.node.clone(),
+                });
+                continue;
+            }
+            if item.seq <= task.last_seq {
+                out.push(EventOutcome::Duplicate);
+                continue;
+            }
+            if item.seq != task.last_seq + 1 {
+                out.push(EventOutcome::Gap {
+                    expected: task.last_seq + 1,
+                });
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO events (task_id, seq, kind, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(&item.task_id)
+            .bind(item.seq as i64)
+            .bind(item.kind)
+            .bind(item.at_ms)
+            .bind(&item.body)
+            .execute(&mut *tx)
+            .await?;
+            task.last_seq = item.seq;
+            if let Some(q) = (item.apply)(task) {
+                sqlx::query("INSERT OR IGNORE INTO questions (task_id, seq, text, asked_ms) VALUES (?1, ?2, ?3, ?4)")
+                    .bind(&q.task_id)
+                    .bind(i64::from(q.seq))
+                    .bind(&q.text)
+                    .bind(q.asked_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if !touched.contains(&item.task_id) {
+                touched.push(item.task_id.clone());
+            }
+            out.push(EventOutcome::Applied(Box::new(task.clone())));
+        }
+        for id in &touched {
+            if let Some(Some(t)) = tasks.get(id) {
+                records::bind_task(sqlx::query(records::UPDATE_TASK), t)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// Highest committed event seq of a task (0 when none or unknown).
