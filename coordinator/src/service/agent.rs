@@ -139,12 +139,11 @@ impl v1::agent_service_server::AgentService for AgentSvc {
                     match m.kind {
                         Some(Kind::Event(ev)) => {
                             batch.push(ev);
-                            if batch.len() < MAX_BATCH {
-                                if let Ok(Ok(Some(more))) =
+                            if batch.len() < MAX_BATCH
+                                && let Ok(Ok(Some(more))) =
                                     tokio::time::timeout(Duration::ZERO, inbound.message()).await
-                                {
-                                    pending = Some(more);
-                                }
+                            {
+                                pending = Some(more);
                             }
                         }
                         other => {
