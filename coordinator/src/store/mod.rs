@@ -244,61 +244,6 @@ impl Store {
             .collect()
     }
 
-    /// Records an agent event exactly once: checks its seq against the task's last committed
-    /// one, stores it, lets `apply` update the task, and commits all of it together.
-    pub async fn record_event(
-        &self,
-        task_id: &str,
-        seq: u64,
-        kind: &str,
-        at_ms: i64,
-        body: &[u8],
-        apply: impl FnOnce(&mut TaskRecord) -> Option<QuestionRecord>,
-    ) -> Result<EventOutcome> {
-        let mut tx = self.writer.begin().await?;
-        let Some(row) = sqlx::query("SELECT * FROM tasks WHERE id = ?1")
-            .bind(task_id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(EventOutcome::UnknownTask);
-        };
-        let mut task = records::task_from_row(&row)?;
-        if seq <= task.last_seq {
-            return Ok(EventOutcome::Duplicate);
-        }
-        if seq != task.last_seq + 1 {
-            return Ok(EventOutcome::Gap {
-                expected: task.last_seq + 1,
-            });
-        }
-        sqlx::query(
-            "INSERT INTO events (task_id, seq, kind, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(task_id)
-        .bind(seq as i64)
-        .bind(kind)
-        .bind(at_ms)
-        .bind(body)
-        .execute(&mut *tx)
-        .await?;
-        task.last_seq = seq;
-        if let Some(q) = apply(&mut task) {
-            sqlx::query("INSERT OR IGNORE INTO questions (task_id, seq, text, asked_ms) VALUES (?1, ?2, ?3, ?4)")
-                .bind(&q.task_id)
-                .bind(i64::from(q.seq))
-                .bind(&q.text)
-                .bind(q.asked_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
-        records::bind_task(sqlx::query(records::UPDATE_TASK), &task)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(EventOutcome::Applied(Box::new(task)))
-    }
-
     /// Records many events from `node` in one transaction (group commit): each task is read
     /// once and written once however many of its events the batch holds. Outcomes come back in
     /// the order of `items`.

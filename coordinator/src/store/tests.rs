@@ -31,35 +31,38 @@ async fn tasks_events_and_commands_survive_reopen() {
             .collect();
         assert_eq!(q, ["a", "b"]);
 
-        let out = s
-            .record_event("a", 1, "plan", 5, b"x", |t| {
-                t.plan_md = "- [x] a\n".into();
-                None
-            })
-            .await
-            .unwrap();
-        assert!(matches!(out, EventOutcome::Applied(_)));
-        assert!(matches!(
-            s.record_event("a", 1, "plan", 5, b"x", |_| None)
-                .await
-                .unwrap(),
-            EventOutcome::Duplicate
-        ));
-        assert!(matches!(
-            s.record_event("a", 3, "plan", 5, b"x", |_| None)
-                .await
-                .unwrap(),
-            EventOutcome::Gap { expected: 2 }
-        ));
-        assert!(matches!(
-            s.record_event("zz", 1, "plan", 5, b"x", |_| None)
-                .await
-                .unwrap(),
-            EventOutcome::UnknownTask
-        ));
-        s.record_event("a", 2, "log", 6, b"hello", |_| None)
-            .await
-            .unwrap();
+        let mut a = s.get_task("a").await.unwrap().unwrap();
+        a.node = "n1".into();
+        s.update_task(&a).await.unwrap();
+        let ev = |task: &str, seq: u64, kind: &'static str, body: &[u8]| EventItem {
+            task_id: task.into(),
+            seq,
+            kind,
+            at_ms: 5,
+            body: body.to_vec(),
+            apply: Box::new(|_| None),
+        };
+        let mut first = ev("a", 1, "plan", b"x");
+        first.apply = Box::new(|t| {
+            t.plan_md = "- [x] a\n".into();
+            None
+        });
+        // One group commit: applied, resent, a gap, an unknown task, another node's task, a log.
+        let batch = vec![
+            first,
+            ev("a", 1, "plan", b"x"),
+            ev("a", 3, "plan", b"x"),
+            ev("zz", 1, "plan", b"x"),
+            ev("b", 1, "plan", b"x"),
+            ev("a", 2, "log", b"hello"),
+        ];
+        let out = s.record_events("n1", batch).await.unwrap();
+        assert!(matches!(out[0], EventOutcome::Applied(_)));
+        assert!(matches!(out[1], EventOutcome::Duplicate));
+        assert!(matches!(out[2], EventOutcome::Gap { expected: 2 }));
+        assert!(matches!(out[3], EventOutcome::UnknownTask));
+        assert!(matches!(out[4], EventOutcome::NotOwner { .. }));
+        assert!(matches!(out[5], EventOutcome::Applied(_)));
 
         let mut t = s.get_task("b").await.unwrap().unwrap();
         t.state = TaskState::Assigned;
