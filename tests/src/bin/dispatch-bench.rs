@@ -414,13 +414,17 @@ fn throughput(args: &[String]) -> Vec<Stats> {
             // Keep the stream open until the acks are in.
             tokio::time::sleep(Duration::from_secs(3600)).await;
         });
-        let mut acked = 0usize;
-        while acked < total {
+        // An ack covers every event of its task up to its seq (the coordinator acks a group
+        // commit once per task).
+        let mut acked = std::collections::HashSet::new();
+        while acked.len() < tasks {
             if let Some(v1::CoordinatorMessage {
-                kind: Some(v1::coordinator_message::Kind::EventAck(_)),
+                kind: Some(v1::coordinator_message::Kind::EventAck(a)),
             }) = inbound.message().await.unwrap()
             {
-                acked += 1;
+                if a.seq == per_task as u64 {
+                    acked.insert(a.task_id);
+                }
             }
         }
         let committed = start.elapsed();
