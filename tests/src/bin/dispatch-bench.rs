@@ -421,10 +421,9 @@ fn throughput(args: &[String]) -> Vec<Stats> {
             if let Some(v1::CoordinatorMessage {
                 kind: Some(v1::coordinator_message::Kind::EventAck(a)),
             }) = inbound.message().await.unwrap()
+                && a.seq == per_task as u64
             {
-                if a.seq == per_task as u64 {
-                    acked.insert(a.task_id);
-                }
+                acked.insert(a.task_id);
             }
         }
         let committed = start.elapsed();
