@@ -59,11 +59,11 @@ fn the_first_dispatch_starts_a_detached_daemon_that_runs_tasks_here_and_exits_wh
         "--id",
         "here-task",
         "--step",
-        "look around (sleep 100ms)",
+        "look around (sleep 1s)",
         "local work",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("Dispatched `here-task` using sim on local. Plan: 1) look around (sleep 100ms) 2) Write summary"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).starts_with("Dispatched `here-task` using sim on local. Plan: 1) look around (sleep 1s) 2) Write summary"), "{}", text(&out.stdout));
     let pid = l.daemon_pid().expect("the daemon runs");
     let watched = l.run(&["watch", "here-task"]);
     assert_eq!(
