@@ -630,3 +630,40 @@ fn a_worktree_task_runs_on_its_own_branch_and_clean_removes_the_worktree() {
         "{reason}"
     );
 }
+
+#[test]
+fn logs_follow_streams_the_output_live_and_ends_with_the_task() {
+    let c = Cluster::with_node("box");
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "chatty",
+        "--step",
+        "one (sleep 300ms)",
+        "--step",
+        "two (sleep 300ms)",
+        "talk",
+    ]);
+    // Started while the worker runs: prints what was stored, then follows, then returns.
+    let out = c.run(&["logs", "-f", "chatty"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    for line in [
+        "sim: working on item 1: one (sleep 300ms)",
+        "sim: working on item 2: two (sleep 300ms)",
+        "sim: all items checked",
+    ] {
+        assert_eq!(log.matches(line).count(), 1, "{line:?} once in:\n{log}");
+    }
+    assert_eq!(
+        c.status("chatty")["state"],
+        "completed",
+        "logs -f returned when the task ended"
+    );
+    let table = c.ok(&["status"]);
+    assert!(
+        table.starts_with("ID") && table.contains("chatty") && table.contains("completed on box"),
+        "{table}"
+    );
+}
