@@ -161,10 +161,12 @@ fn start_coordinator(root: &Path, listen: &str, extra: &[String]) -> (Proc, Stri
         .arg(listen)
         .arg("--data-dir")
         .arg(&data)
-        .arg("--heartbeat-interval")
-        .arg("500ms")
         .arg("--node-timeout")
         .arg("20s");
+    // Tests use fast heartbeats unless the caller sets its own.
+    if !extra.iter().any(|a| a == "--heartbeat-interval") {
+        cmd.arg("--heartbeat-interval").arg("500ms");
+    }
     cmd.args(extra);
     cmd.env("DISPATCH_LOG", "info,dispatch_coordinator=debug");
     static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -7,6 +7,17 @@ fn the_bench_scenarios_run() {
     for args in [
         &["questions", "--count", "3", "--baseline", "0"][..],
         &["dispatch", "--count", "3"][..],
+        &["handoff", "--count", "3"][..],
+        &[
+            "throughput",
+            "--tasks",
+            "2",
+            "--events",
+            "3",
+            "--watchers",
+            "2",
+        ][..],
+        &["scale", "--nodes", "5", "--seconds", "1"][..],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_dispatch-bench"))
             .args(args)
@@ -26,7 +37,7 @@ fn the_bench_scenarios_run() {
                 .count(),
             match args[0] {
                 "questions" => 2,
-                "throughput" => 3,
+                "throughput" | "scale" => 3,
                 _ => 1,
             },
             "{stdout}"

@@ -6,6 +6,7 @@
 //! ./target/release/dispatch-bench dispatch [--count 1000] [--json FILE]
 //! ./target/release/dispatch-bench handoff [--count 200] [--json FILE]
 //! ./target/release/dispatch-bench throughput [--tasks 100] [--events 200] [--watchers 10]
+//! ./target/release/dispatch-bench scale [--nodes 1000] [--seconds 20]
 //! ```
 //!
 //! All times are taken in this one process (same clock) except the worker start, which the
@@ -441,6 +442,118 @@ fn throughput(args: &[String]) -> Vec<Stats> {
     vec![rate, fan, lost]
 }
 
+/// (RSS in MiB, CPU ticks used so far) of a process, from /proc.
+fn proc_usage(pid: u32) -> (f64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|r| r.1.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    (rss_kb / 1024.0, ticks)
+}
+
+/// Many light nodes (real gRPC streams from this process, one connection each) connected and
+/// heartbeating at the default interval: the coordinator's memory and CPU.
+fn scale(args: &[String]) -> Vec<Stats> {
+    use tokio_stream::wrappers::ReceiverStream;
+    let nodes = arg(args, "--nodes", 1000);
+    let seconds = arg(args, "--seconds", 20);
+    // One socket per node on both sides.
+    let want = (nodes as u64) * 2 + 1024;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed in.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = want.min(lim.rlim_max);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    let c = Cluster::with_coordinator_args(&["--heartbeat-interval", "5s"]);
+    let pid = c.coordinator.child.id();
+    let (idle_rss, _) = proc_usage(pid);
+    let mut rss = Stats {
+        name: format!("coordinator RSS with {nodes} nodes (MiB)"),
+        samples: vec![],
+    };
+    let mut cpu = Stats {
+        name: format!("coordinator CPU with {nodes} nodes heartbeating (% of one core)"),
+        samples: vec![],
+    };
+    let mut base = Stats {
+        name: "coordinator RSS with no node (MiB)".into(),
+        samples: vec![idle_rss],
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = c.url.clone();
+        let mut tasks = Vec::new();
+        for i in 0..nodes {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+                let mut agent = v1::agent_service_client::AgentServiceClient::new(channel);
+                let (out, rx) = tokio::sync::mpsc::channel::<v1::AgentMessage>(8);
+                let hello = v1::Hello { name: format!("n-{i}"), capacity: 1, backends: vec![v1::Backend { name: "sim".into(), ..Default::default() }], ..Default::default() };
+                out.send(v1::AgentMessage { kind: Some(v1::agent_message::Kind::Hello(hello)) }).await.unwrap();
+                let mut inbound = agent.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
+                let _welcome = inbound.message().await.unwrap();
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            let hb = v1::AgentMessage { kind: Some(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: 0 })) };
+                            if out.send(hb).await.is_err() { return; }
+                        }
+                        m = inbound.message() => if !matches!(m, Ok(Some(_))) { return; },
+                    }
+                }
+            }));
+            if i % 200 == 199 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut client = v1::dispatch_service_client::DispatchServiceClient::connect(url).await.unwrap();
+        let started = Instant::now();
+        loop {
+            let info = client.info(v1::InfoRequest {}).await.unwrap().into_inner();
+            if info.connected_nodes as usize >= nodes {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(300), "only {} of {nodes} nodes connected", info.connected_nodes);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!("({nodes} nodes connected in {:.1} s)", started.elapsed().as_secs_f64());
+        let (_, t0) = proc_usage(pid);
+        let w0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(seconds as u64)).await;
+        let (r, t1) = proc_usage(pid);
+        let hz = 100.0; // USER_HZ on Linux
+        rss.samples.push(r);
+        cpu.samples.push(100.0 * (t1 - t0) as f64 / hz / w0.elapsed().as_secs_f64());
+        for t in tasks {
+            t.abort();
+        }
+    });
+    base.name = "coordinator RSS with no node (MiB)".into();
+    vec![base, rss, cpu]
+}
+
 fn dispatch_coordinator_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -457,9 +570,10 @@ fn main() {
         "dispatch" => dispatch(&args),
         "handoff" => handoff(&args),
         "throughput" => throughput(&args),
+        "scale" => scale(&args),
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff|throughput [--count N] [--baseline N] [--json FILE]"
+                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale [--count N] [--baseline N] [--json FILE]"
             );
             std::process::exit(2);
         }
