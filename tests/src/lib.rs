@@ -414,6 +414,18 @@ impl Default for Cluster {
     }
 }
 
+/// Runs `git -C dir ARGS`, asserting success; returns its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
 /// Lossy UTF-8 of process output.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -1,7 +1,7 @@
 //! End to end: the real binaries as separate processes on loopback.
 
 use dispatch_proto::v1;
-use dispatch_tests::{AgentOpts, Cluster, alive, ppid, text, wait_until};
+use dispatch_tests::{AgentOpts, Cluster, alive, git, ppid, text, wait_until};
 
 fn done_count(t: &v1::Task) -> usize {
     t.plan.as_ref().map_or(0, |p| {
@@ -521,17 +521,6 @@ fn a_worker_that_cannot_start_says_where_else_it_could_run_and_retry_moves_it() 
         "{}",
         text(&again.stderr)
     );
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! per-backend caps, queue order and `--after` chains.
 
 use dispatch_proto::v1;
-use dispatch_tests::{AgentOpts, Cluster, text};
+use dispatch_tests::{AgentOpts, Cluster, git, text};
 
 #[test]
 fn pools_backends_caps_queue_order_and_after_chains() {
@@ -155,17 +155,6 @@ fn pools_backends_caps_queue_order_and_after_chains() {
         tasks[1].started_at_ms - tasks[0].ended_at_ms,
         tasks[2].started_at_ms - tasks[1].ended_at_ms
     );
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
 }
 
 #[test]
