@@ -18,6 +18,7 @@ fn the_bench_scenarios_run() {
             "2",
         ][..],
         &["scale", "--nodes", "5", "--seconds", "1"][..],
+        &["footprint", "--tasks", "20"][..],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_dispatch-bench"))
             .args(args)
@@ -37,7 +38,7 @@ fn the_bench_scenarios_run() {
                 .count(),
             match args[0] {
                 "questions" => 2,
-                "throughput" | "scale" => 3,
+                "throughput" | "scale" | "footprint" => 3,
                 _ => 1,
             },
             "{stdout}"

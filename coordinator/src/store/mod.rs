@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_worktrees.sql"),
     include_str!("../../migrations/0004_pools.sql"),
     include_str!("../../migrations/0005_repos.sql"),
+    include_str!("../../migrations/0006_submit_order_index.sql"),
 ];
 
 /// Outcome of recording one agent event.

@@ -7,6 +7,7 @@
 //! ./target/release/dispatch-bench handoff [--count 200] [--json FILE]
 //! ./target/release/dispatch-bench throughput [--tasks 100] [--events 200] [--watchers 10]
 //! ./target/release/dispatch-bench scale [--nodes 1000] [--seconds 20]
+//! ./target/release/dispatch-bench footprint [--tasks 100000]
 //! ```
 //!
 //! All times are taken in this one process (same clock) except the worker start, which the
@@ -554,6 +555,79 @@ fn scale(args: &[String]) -> Vec<Stats> {
     vec![base, rss, cpu]
 }
 
+/// Footprint: the agent's idle RSS, and a coordinator whose store holds many tasks: restart
+/// to serving, and `dispatch status` wall time.
+fn footprint(args: &[String]) -> Vec<Stats> {
+    let n = arg(args, "--tasks", 100_000);
+    let mut c = Cluster::new();
+    c.add_agent(AgentOpts::new("idle", 2));
+    let agent_pid = c.agents[0].1.child.id();
+    std::thread::sleep(Duration::from_secs(2));
+    let agent_rss = Stats {
+        name: "agent idle RSS (MiB)".into(),
+        samples: vec![proc_usage(agent_pid).0],
+    };
+    // Fill the store while the coordinator is down, then measure its restart.
+    c.coordinator.kill();
+    let db = c.dir.path().join("coordinator/dispatch.db");
+    let fill = Instant::now();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = dispatch_coordinator::store::Store::open(&db).await.unwrap();
+        let now = dispatch_coordinator_now_ms();
+        for i in 0..n {
+            let t = dispatch_coordinator::store::TaskRecord {
+                id: format!("task-{i}"),
+                state: dispatch_core::TaskState::Completed,
+                title: format!("task {i}"),
+                prompt: "a prompt of ordinary length that asks for a piece of work".into(),
+                worker_prompt: "the worker prompt".into(),
+                plan_md: "# task\n\n- [x] one\n- [x] two\n- [x] Write summary to output.md\n"
+                    .into(),
+                node: "idle".into(),
+                backend: "sim".into(),
+                created_ms: now,
+                updated_ms: now,
+                ended_ms: now,
+                attempt: 1,
+                ..Default::default()
+            };
+            store.insert_task(&t).await.unwrap();
+        }
+    });
+    println!(
+        "({n} tasks written in {:.1} s)",
+        fill.elapsed().as_secs_f64()
+    );
+    let t0 = Instant::now();
+    c.restart_coordinator();
+    let serving = c.block_on(async {
+        loop {
+            if let Ok(mut client) = c.client().await
+                && client.info(v1::InfoRequest {}).await.is_ok()
+            {
+                return t0.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let restart = Stats {
+        name: format!("coordinator restart → serving, {n} tasks (ms)"),
+        samples: vec![ms(serving)],
+    };
+    let mut status = Stats {
+        name: format!("`dispatch status` wall time, {n} tasks (ms)"),
+        samples: vec![],
+    };
+    for _ in 0..10 {
+        let t = Instant::now();
+        let out = c.run(&["status"]);
+        assert!(out.status.success());
+        status.samples.push(ms(t.elapsed()));
+    }
+    vec![agent_rss, restart, status]
+}
+
 fn dispatch_coordinator_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -571,9 +645,10 @@ fn main() {
         "handoff" => handoff(&args),
         "throughput" => throughput(&args),
         "scale" => scale(&args),
+        "footprint" => footprint(&args),
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale [--count N] [--baseline N] [--json FILE]"
+                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint [--count N] [--baseline N] [--json FILE]"
             );
             std::process::exit(2);
         }
