@@ -166,11 +166,6 @@ impl EventSpool {
             .map(|(id, s)| (id.clone(), s.workdir.clone()))
             .collect()
     }
-
-    /// True when the spool has ever seen `task` (and not forgotten it).
-    pub fn knows(&self, task: &str) -> bool {
-        self.tasks.contains_key(task)
-    }
 }
 
 #[cfg(test)]
@@ -224,7 +219,7 @@ mod tests {
             .unwrap();
         assert_eq!(c.seq, 3);
         s.ack("t", 3);
-        assert!(!s.knows("t"));
+        assert!(s.cursors().is_empty(), "the finished task is forgotten");
         assert!(!dir.path().join("t.events").exists());
     }
 }

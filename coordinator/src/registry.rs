@@ -143,15 +143,6 @@ impl NodeRegistry {
             .map(|c| (c.running.len() as u32, c.record.last_seen_ms))
     }
 
-    /// Running count of a node, when connected.
-    pub fn running(&self, name: &str) -> Option<u32> {
-        self.nodes
-            .lock()
-            .unwrap()
-            .get(name)
-            .map(|c| c.running.len() as u32)
-    }
-
     /// Marks a slot of `name` taken by `task` (running on `backend`).
     pub fn reserve(&self, name: &str, task: &str, backend: &str) {
         if let Some(c) = self.nodes.lock().unwrap().get_mut(name) {

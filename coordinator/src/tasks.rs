@@ -436,9 +436,8 @@ impl Coordinator {
         Ok(task_to_proto(t, &questions, position))
     }
 
-    /// Sends a task's new state to watchers (and, for a question or an ended task, to the
-    /// configured notifications).
-    pub async fn publish(&self, t: &TaskRecord, change: &str, seq: u64) {
+    /// Tells the configured notifications that a task ended (once per worker run and state).
+    fn notify_if_ended(&self, t: &TaskRecord, change: &str) {
         if change == "state" && t.state.is_terminal() {
             let n = crate::notify::Notification::ended(
                 &t.id,
@@ -450,6 +449,12 @@ impl Coordinator {
             );
             self.notifier.send(n);
         }
+    }
+
+    /// Sends a task's new state to watchers (and, for a question or an ended task, to the
+    /// configured notifications).
+    pub async fn publish(&self, t: &TaskRecord, change: &str, seq: u64) {
+        self.notify_if_ended(t, change);
         if self.watch_tx.receiver_count() == 0 {
             return;
         }
@@ -677,16 +682,7 @@ impl Coordinator {
                         }
                         _ => {}
                     }
-                    if p.change == "state" && t.state.is_terminal() {
-                        self.notifier.send(crate::notify::Notification::ended(
-                            &t.id,
-                            &t.title,
-                            &t.node,
-                            t.state.as_str(),
-                            &t.reason,
-                            t.attempt,
-                        ));
-                    }
+                    self.notify_if_ended(&t, p.change);
                     if self.watch_tx.receiver_count() > 0 {
                         if !questions.contains_key(&t.id) {
                             questions.insert(t.id.clone(), self.store.questions(&t.id).await?);
@@ -699,10 +695,7 @@ impl Coordinator {
                         });
                     }
                 }
-                EventOutcome::Duplicate => {
-                    let seq = self.store.committed_seq(&ev.task_id).await?;
-                    ack(&ev.task_id, seq);
-                }
+                EventOutcome::Duplicate { committed } => ack(&ev.task_id, committed),
                 EventOutcome::Gap { expected } => {
                     tracing::error!(task = %ev.task_id, node, seq = ev.seq, expected, "event gap; the node will resend on reconnect");
                     ack(&ev.task_id, expected - 1);

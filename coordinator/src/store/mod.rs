@@ -32,7 +32,10 @@ pub enum EventOutcome {
     /// Committed; the task as it is now.
     Applied(Box<TaskRecord>),
     /// Already committed before (a resend): nothing changed.
-    Duplicate,
+    Duplicate {
+        /// The task's highest committed seq.
+        committed: u64,
+    },
     /// An earlier event of the task is missing; the agent must resend from `expected`.
     Gap {
         /// The seq the store expects next.
@@ -278,7 +281,9 @@ impl Store {
                 continue;
             }
             if item.seq <= task.last_seq {
-                out.push(EventOutcome::Duplicate);
+                out.push(EventOutcome::Duplicate {
+                    committed: task.last_seq,
+                });
                 continue;
             }
             if item.seq != task.last_seq + 1 {

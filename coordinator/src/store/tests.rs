@@ -58,7 +58,7 @@ async fn tasks_events_and_commands_survive_reopen() {
         ];
         let out = s.record_events("n1", batch).await.unwrap();
         assert!(matches!(out[0], EventOutcome::Applied(_)));
-        assert!(matches!(out[1], EventOutcome::Duplicate));
+        assert!(matches!(out[1], EventOutcome::Duplicate { committed: 1 }));
         assert!(matches!(out[2], EventOutcome::Gap { expected: 2 }));
         assert!(matches!(out[3], EventOutcome::UnknownTask));
         assert!(matches!(out[4], EventOutcome::NotOwner { .. }));
