@@ -643,9 +643,22 @@ impl Coordinator {
         }
         let outcomes = self.store.record_events(node, items).await?;
 
-        // Side effects, in order; the watchers' view of a task is built with one questions
-        // read per task per batch.
-        let mut questions: HashMap<String, Vec<QuestionRecord>> = HashMap::new();
+        // Side effects, in order. The watchers' views are built with one questions read for
+        // the whole batch (after the commit, so they include the batch's own questions).
+        let questions = if self.watch_tx.receiver_count() > 0 {
+            let mut ids: Vec<&str> = Vec::new();
+            for o in &outcomes {
+                if let EventOutcome::Applied(t) = o
+                    && !ids.contains(&t.id.as_str())
+                {
+                    ids.push(&t.id);
+                }
+            }
+            self.store.questions_of(&ids).await?
+        } else {
+            HashMap::new()
+        };
+        let no_questions = Vec::new();
         let mut acks: Vec<(String, u64)> = Vec::new();
         let mut ack = |task: &str, seq: u64| match acks.iter_mut().find(|a| a.0 == task) {
             Some(a) => a.1 = seq,
@@ -675,7 +688,6 @@ impl Coordinator {
                             self.scheduler.kick();
                         }
                         EventKind::Question(q) => {
-                            questions.remove(&t.id);
                             self.notifier.send(crate::notify::Notification::question(
                                 &t.id, &t.title, node, q.seq, &q.text,
                             ));
@@ -684,10 +696,8 @@ impl Coordinator {
                     }
                     self.notify_if_ended(&t, p.change);
                     if self.watch_tx.receiver_count() > 0 {
-                        if !questions.contains_key(&t.id) {
-                            questions.insert(t.id.clone(), self.store.questions(&t.id).await?);
-                        }
-                        let view = task_to_proto(&t, &questions[&t.id], 0);
+                        let asked = questions.get(&t.id).unwrap_or(&no_questions);
+                        let view = task_to_proto(&t, asked, 0);
                         let _ = self.watch_tx.send(v1::WatchEvent {
                             task: Some(view),
                             change: p.change.to_string(),

@@ -26,6 +26,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_submit_order_index.sql"),
 ];
 
+/// Bound values per statement stay well under SQLite's limit (32,766): task ids per read,
+const TASKS_PER_STATEMENT: usize = 500;
+/// event rows per insert (5 values each),
+const EVENTS_PER_STATEMENT: usize = 400;
+/// and task rows per update (28 values each).
+const TASKS_PER_UPDATE: usize = 64;
+
 /// Outcome of recording one agent event.
 #[derive(Debug)]
 pub enum EventOutcome {
@@ -107,14 +114,9 @@ impl Store {
 
     /// Inserts a new task. Fails with `AlreadyExists` when the id is taken.
     pub async fn insert_task(&self, t: &TaskRecord) -> Result<()> {
-        let res = records::bind_task(sqlx::query(
-            "INSERT INTO tasks (id, state, title, prompt, worker_prompt, plan_md, node, remote, backend, model, \
-             workdir, after_id, priority, reason, exit_code, created_ms, updated_ms, started_ms, ended_ms, last_seq, attempt, worktree, branch, cleaned, pool, repo_url, repo_branch, repo_commit, submit_order) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, \
-             (SELECT COALESCE(MAX(submit_order), 0) + 1 FROM tasks))",
-        ), t)
-        .execute(&self.writer)
-        .await;
+        let res = records::bind_task(sqlx::query(records::INSERT_TASK.as_str()), t)
+            .execute(&self.writer)
+            .await;
         match res {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -129,7 +131,7 @@ impl Store {
 
     /// Writes every column of an existing task.
     pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
-        records::bind_task(sqlx::query(records::UPDATE_TASK), t)
+        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
             .execute(&self.writer)
             .await?;
         Ok(())
@@ -203,7 +205,7 @@ impl Store {
     /// Returns the command id.
     pub async fn assign(&self, t: &TaskRecord, command: &[u8]) -> Result<u64> {
         let mut tx = self.writer.begin().await?;
-        records::bind_task(sqlx::query(records::UPDATE_TASK), t)
+        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
             .execute(&mut *tx)
             .await?;
         let id = insert_command(&mut tx, &t.node, &t.id, command, t.updated_ms).await?;
@@ -219,7 +221,7 @@ impl Store {
         command: &[u8],
     ) -> Result<u64> {
         let mut tx = self.writer.begin().await?;
-        records::bind_task(sqlx::query(records::UPDATE_TASK), t)
+        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
             .execute(&mut *tx)
             .await?;
         let id = insert_command(&mut tx, node, &t.id, command, t.updated_ms).await?;
@@ -248,29 +250,46 @@ impl Store {
             .collect()
     }
 
-    /// Records many events from `node` in one transaction (group commit): each task is read
-    /// once and written once however many of its events the batch holds. Outcomes come back in
-    /// the order of `items`.
+    /// Records many events from `node` in one transaction (group commit): the batch's tasks
+    /// are read in one statement, its events inserted in as few statements as the bind limit
+    /// allows, and each task it touched written once. Outcomes come back in the order of
+    /// `items`.
     pub async fn record_events(
         &self,
         node: &str,
         items: Vec<EventItem<'_>>,
     ) -> Result<Vec<EventOutcome>> {
+        use std::collections::HashMap;
         let mut tx = self.writer.begin().await?;
-        let mut tasks: std::collections::HashMap<String, Option<TaskRecord>> =
-            std::collections::HashMap::new();
+        let mut ids: Vec<&str> = Vec::new();
+        for item in &items {
+            if !ids.contains(&item.task_id.as_str()) {
+                ids.push(&item.task_id);
+            }
+        }
+        let mut tasks: HashMap<String, TaskRecord> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(TASKS_PER_STATEMENT) {
+            let mut q =
+                sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM tasks WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            q.push(")");
+            for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
+                let t = records::task_from_row(&row)?;
+                tasks.insert(t.id.clone(), t);
+            }
+        }
+        drop(ids);
+
+        let mut rows: Vec<(String, u64, &'static str, i64, Vec<u8>)> =
+            Vec::with_capacity(items.len());
+        let mut asked: Vec<QuestionRecord> = Vec::new();
         let mut touched: Vec<String> = Vec::new();
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            if !tasks.contains_key(&item.task_id) {
-                let row = sqlx::query("SELECT * FROM tasks WHERE id = ?1")
-                    .bind(&item.task_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let task = row.map(|r| records::task_from_row(&r)).transpose()?;
-                tasks.insert(item.task_id.clone(), task);
-            }
-            let Some(task) = tasks.get_mut(&item.task_id).and_then(Option::as_mut) else {
+            let Some(task) = tasks.get_mut(&item.task_id) else {
                 out.push(EventOutcome::UnknownTask);
                 continue;
             };
@@ -292,37 +311,46 @@ impl Store {
                 });
                 continue;
             }
-            sqlx::query(
-                "INSERT INTO events (task_id, seq, kind, at_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(&item.task_id)
-            .bind(item.seq as i64)
-            .bind(item.kind)
-            .bind(item.at_ms)
-            .bind(&item.body)
-            .execute(&mut *tx)
-            .await?;
             task.last_seq = item.seq;
-            if let Some(q) = (item.apply)(task) {
-                sqlx::query("INSERT OR IGNORE INTO questions (task_id, seq, text, asked_ms) VALUES (?1, ?2, ?3, ?4)")
-                    .bind(&q.task_id)
-                    .bind(i64::from(q.seq))
-                    .bind(&q.text)
-                    .bind(q.asked_ms)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            asked.extend((item.apply)(task));
             if !touched.contains(&item.task_id) {
                 touched.push(item.task_id.clone());
             }
             out.push(EventOutcome::Applied(Box::new(task.clone())));
+            rows.push((item.task_id, item.seq, item.kind, item.at_ms, item.body));
         }
-        for id in &touched {
-            if let Some(Some(t)) = tasks.get(id) {
-                records::bind_task(sqlx::query(records::UPDATE_TASK), t)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO events (task_id, seq, kind, at_ms, body) ",
+            );
+            let chunk = rows.by_ref().take(EVENTS_PER_STATEMENT);
+            q.push_values(chunk, |mut row, (task_id, seq, kind, at_ms, body)| {
+                row.push_bind(task_id)
+                    .push_bind(seq as i64)
+                    .push_bind(kind)
+                    .push_bind(at_ms)
+                    .push_bind(body);
+            });
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        for a in &asked {
+            sqlx::query("INSERT OR IGNORE INTO questions (task_id, seq, text, asked_ms) VALUES (?1, ?2, ?3, ?4)")
+                .bind(&a.task_id)
+                .bind(i64::from(a.seq))
+                .bind(&a.text)
+                .bind(a.asked_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in touched.chunks(TASKS_PER_UPDATE) {
+            let mut q =
+                sqlx::QueryBuilder::<sqlx::Sqlite>::new(records::UPDATE_TASKS_FROM_HEAD.as_str());
+            q.push_values(chunk, |mut row, id| {
+                records::bind_task(&mut row, &tasks[id]);
+            });
+            q.push(records::UPDATE_TASKS_FROM_TAIL);
+            q.build().persistent(false).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -356,6 +384,33 @@ impl Store {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(records::question_from_row).collect()
+    }
+
+    /// Questions of many tasks, by task then seq, read in as few statements as the bind limit
+    /// allows. A task that asked none is absent.
+    pub async fn questions_of(
+        &self,
+        task_ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, Vec<QuestionRecord>>> {
+        let mut out: std::collections::HashMap<String, Vec<QuestionRecord>> =
+            std::collections::HashMap::new();
+        for chunk in task_ids.chunks(TASKS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT task_id, seq, text, asked_ms, answer, answered_ms FROM questions WHERE task_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            q.push(") ORDER BY task_id, seq");
+            for row in q.build().persistent(false).fetch_all(&self.reader).await? {
+                let question = records::question_from_row(&row)?;
+                out.entry(question.task_id.clone())
+                    .or_default()
+                    .push(question);
+            }
+        }
+        Ok(out)
     }
 
     /// Records the answer to question `seq` of `task_id` (only if it had none). Returns false

@@ -114,42 +114,124 @@ pub struct QuestionRecord {
     pub answered_ms: i64,
 }
 
-pub(super) const UPDATE_TASK: &str = "UPDATE tasks SET state = ?2, title = ?3, prompt = ?4, worker_prompt = ?5, plan_md = ?6, \
-     node = ?7, remote = ?8, backend = ?9, model = ?10, workdir = ?11, after_id = ?12, priority = ?13, reason = ?14, \
-     exit_code = ?15, created_ms = ?16, updated_ms = ?17, started_ms = ?18, ended_ms = ?19, last_seq = ?20, attempt = ?21, worktree = ?22, branch = ?23, cleaned = ?24, pool = ?25, repo_url = ?26, repo_branch = ?27, repo_commit = ?28 WHERE id = ?1";
+/// The task columns every write binds, in [`bind_task`]'s order (`id` first).
+pub(super) const TASK_COLUMNS: [&str; 28] = [
+    "id",
+    "state",
+    "title",
+    "prompt",
+    "worker_prompt",
+    "plan_md",
+    "node",
+    "remote",
+    "backend",
+    "model",
+    "workdir",
+    "after_id",
+    "priority",
+    "reason",
+    "exit_code",
+    "created_ms",
+    "updated_ms",
+    "started_ms",
+    "ended_ms",
+    "last_seq",
+    "attempt",
+    "worktree",
+    "branch",
+    "cleaned",
+    "pool",
+    "repo_url",
+    "repo_branch",
+    "repo_commit",
+];
 
-pub(super) fn bind_task<'q>(
-    q: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
-    t: &TaskRecord,
-) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
-    q.bind(t.id.clone())
-        .bind(t.state.as_str())
-        .bind(t.title.clone())
-        .bind(t.prompt.clone())
-        .bind(t.worker_prompt.clone())
-        .bind(t.plan_md.clone())
-        .bind(t.node.clone())
-        .bind(t.remote.clone())
-        .bind(t.backend.clone())
-        .bind(t.model.clone())
-        .bind(t.workdir.clone())
-        .bind(t.after.clone())
-        .bind(t.priority)
-        .bind(t.reason.clone())
-        .bind(t.exit_code)
-        .bind(t.created_ms)
-        .bind(t.updated_ms)
-        .bind(t.started_ms)
-        .bind(t.ended_ms)
-        .bind(t.last_seq as i64)
-        .bind(i64::from(t.attempt.max(1)))
-        .bind(t.worktree)
-        .bind(t.branch.clone())
-        .bind(t.cleaned)
-        .bind(serde_json::to_string(&t.pool).unwrap_or_else(|_| "{}".into()))
-        .bind(t.repo.0.clone())
-        .bind(t.repo.1.clone())
-        .bind(t.repo.2.clone())
+/// `UPDATE tasks SET <every column> = ?N WHERE id = ?1`, bound with [`bind_task`].
+pub(super) static UPDATE_TASK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let sets: Vec<String> = TASK_COLUMNS
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, c)| format!("{c} = ?{}", i + 1))
+        .collect();
+    format!("UPDATE tasks SET {} WHERE id = ?1", sets.join(", "))
+});
+
+/// `INSERT INTO tasks (<every column>, submit_order) VALUES (?1, …, next order)`.
+pub(super) static INSERT_TASK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let params: Vec<String> = (1..=TASK_COLUMNS.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO tasks ({}, submit_order) VALUES ({}, (SELECT COALESCE(MAX(submit_order), 0) + 1 FROM tasks))",
+        TASK_COLUMNS.join(", "),
+        params.join(", ")
+    )
+});
+
+/// `UPDATE tasks SET <every column> = v.<it> FROM (` — to be followed by a `VALUES` list of
+/// rows bound with [`bind_task`], then [`UPDATE_TASKS_FROM_TAIL`]: many tasks in one statement.
+pub(super) static UPDATE_TASKS_FROM_HEAD: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        let sets: Vec<String> = TASK_COLUMNS
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, c)| format!("{c} = v.column{}", i + 1))
+            .collect();
+        format!("UPDATE tasks SET {} FROM (", sets.join(", "))
+    });
+
+/// The end of a many-row task update (see [`UPDATE_TASKS_FROM_HEAD`]).
+pub(super) const UPDATE_TASKS_FROM_TAIL: &str = ") AS v WHERE tasks.id = v.column1";
+
+/// Something values can be bound to in order: a prepared query, or one row of a
+/// [`sqlx::QueryBuilder`]'s `VALUES` list. Lets one [`bind_task`] serve both.
+pub(super) trait Binder: Sized {
+    /// Binds the next value.
+    fn value<'t, T: sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>>(self, v: T) -> Self;
+}
+
+impl<'q> Binder for sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    fn value<'t, T: sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>>(self, v: T) -> Self {
+        self.bind(v)
+    }
+}
+
+impl<'a, 'qb> Binder for &'a mut sqlx::query_builder::Separated<'qb, Sqlite, &'static str> {
+    fn value<'t, T: sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>>(self, v: T) -> Self {
+        self.push_bind(v)
+    }
+}
+
+/// Binds every column of `t` in [`TASK_COLUMNS`] order.
+pub(super) fn bind_task<B: Binder>(q: B, t: &TaskRecord) -> B {
+    q.value(t.id.clone())
+        .value(t.state.as_str())
+        .value(t.title.clone())
+        .value(t.prompt.clone())
+        .value(t.worker_prompt.clone())
+        .value(t.plan_md.clone())
+        .value(t.node.clone())
+        .value(t.remote.clone())
+        .value(t.backend.clone())
+        .value(t.model.clone())
+        .value(t.workdir.clone())
+        .value(t.after.clone())
+        .value(t.priority)
+        .value(t.reason.clone())
+        .value(t.exit_code)
+        .value(t.created_ms)
+        .value(t.updated_ms)
+        .value(t.started_ms)
+        .value(t.ended_ms)
+        .value(t.last_seq as i64)
+        .value(i64::from(t.attempt.max(1)))
+        .value(t.worktree)
+        .value(t.branch.clone())
+        .value(t.cleaned)
+        .value(serde_json::to_string(&t.pool).unwrap_or_else(|_| "{}".into()))
+        .value(t.repo.0.clone())
+        .value(t.repo.1.clone())
+        .value(t.repo.2.clone())
 }
 
 pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {

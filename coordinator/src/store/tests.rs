@@ -87,3 +87,65 @@ async fn tasks_events_and_commands_survive_reopen() {
     assert!(s.pending_commands("n1").await.unwrap().is_empty());
     assert_eq!(s.count_active().await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("d.db")).await.unwrap();
+    // More tasks than one update statement takes, more events than one insert takes.
+    let tasks = TASKS_PER_UPDATE * 2 + 3;
+    let per_task = EVENTS_PER_STATEMENT / tasks + 3;
+    for i in 0..tasks {
+        let mut t = task(&format!("t-{i}"));
+        t.node = "n1".into();
+        s.insert_task(&t).await.unwrap();
+    }
+    let mut batch = Vec::new();
+    for seq in 1..=per_task as u64 {
+        for i in 0..tasks {
+            batch.push(EventItem {
+                task_id: format!("t-{i}"),
+                seq,
+                kind: "plan",
+                at_ms: 5,
+                body: format!("{i}/{seq}").into_bytes(),
+                apply: Box::new(move |t| {
+                    t.plan_md = format!("- [ ] step {seq}\n");
+                    t.reason = format!("task {i}");
+                    (seq == 2).then(|| QuestionRecord {
+                        task_id: t.id.clone(),
+                        seq: 1,
+                        text: format!("q{i}"),
+                        asked_ms: 7,
+                        answer: None,
+                        answered_ms: 0,
+                    })
+                }),
+            });
+        }
+    }
+    assert!(batch.len() > EVENTS_PER_STATEMENT);
+    let out = s.record_events("n1", batch).await.unwrap();
+    assert!(out.iter().all(|o| matches!(o, EventOutcome::Applied(_))));
+    for i in 0..tasks {
+        let t = s.get_task(&format!("t-{i}")).await.unwrap().unwrap();
+        assert_eq!(t.last_seq, per_task as u64, "{}", t.id);
+        assert_eq!(t.plan_md, format!("- [ ] step {per_task}\n"));
+        assert_eq!(t.reason, format!("task {i}"));
+        assert_eq!(t.title, "T", "columns the events did not change are kept");
+        let qs = s.questions(&t.id).await.unwrap();
+        assert_eq!(qs.len(), 1);
+        assert_eq!(qs[0].text, format!("q{i}"));
+    }
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&s.reader)
+        .await
+        .unwrap();
+    assert_eq!(n as usize, tasks * per_task);
+    let body: Vec<u8> =
+        sqlx::query_scalar("SELECT body FROM events WHERE task_id = 't-7' AND seq = 3")
+            .fetch_one(&s.reader)
+            .await
+            .unwrap();
+    assert_eq!(body, b"7/3");
+}
