@@ -81,14 +81,7 @@ async fn main() -> anyhow::Result<()> {
     config.notify = notify;
     let coordinator = Coordinator::start(config).await?;
 
-    let tcp = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {}: {e}; choose another address with --listen",
-                args.listen
-            )
-        })?;
+    let tcp = dispatch_coordinator::server::bind_tcp(&args.listen).await?;
     let addr = tcp.local_addr()?;
     let mut listeners = vec![Listener::Tcp(tcp)];
     if let Some(path) = &args.socket {

@@ -150,7 +150,7 @@ impl Coordinator {
                 .filter_map(|(id, _, body)| command_message(*id, body)),
         );
         for m in out {
-            if tx.send(Ok(m)).await.is_err() {
+            if tx.send(Ok(Box::new(m))).await.is_err() {
                 return Err(CoordinatorError::FailedPrecondition(format!(
                     "node `{}` went away during registration",
                     hello.name

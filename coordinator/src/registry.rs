@@ -10,7 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 /// Messages to one node's stream.
-pub type NodeSender = mpsc::Sender<Result<v1::CoordinatorMessage, tonic::Status>>;
+/// What goes down a node's stream. Boxed because a channel allocates its slots a block (32) at a
+/// time: unboxed, that first block is ~7.5 KiB per connected node (75 MiB at 10,000 nodes).
+pub type NodeMessage = Result<Box<v1::CoordinatorMessage>, Box<tonic::Status>>;
+/// The sending half of a node's stream.
+pub type NodeSender = mpsc::Sender<NodeMessage>;
 
 struct Connected {
     record: NodeRecord,
@@ -166,7 +170,7 @@ impl NodeRegistry {
         let Some(c) = nodes.get(name) else {
             return false;
         };
-        match c.tx.try_send(Ok(msg)) {
+        match c.tx.try_send(Ok(Box::new(msg))) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(

@@ -73,6 +73,43 @@ pub async fn serve(
     Ok(())
 }
 
+/// Connections the kernel may hold for the coordinator before it accepts them (capped by
+/// `net.core.somaxconn`). Tokio's default, 1,024, overflows when thousands of nodes reconnect
+/// at once after a coordinator restart; an overflowed handshake is reset.
+const TCP_BACKLOG: u32 = 8192;
+
+/// Binds TCP `addr` (host:port; a name resolves to each of its addresses in turn) with
+/// SO_REUSEADDR, so a restarted coordinator can take its port back at once, and a deep accept
+/// backlog.
+pub async fn bind_tcp(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot resolve --listen {addr}: {e}"))?
+    {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        };
+        let bound = socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(a)?;
+            s.listen(TCP_BACKLOG)
+        });
+        match bound {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => {
+            anyhow::anyhow!("cannot listen on {addr}: {e}; choose another address with --listen")
+        }
+        None => anyhow::anyhow!("--listen {addr} resolves to no address"),
+    })
+}
+
 /// Binds a Unix socket at `path` with mode 0600, replacing a stale socket file left by a
 /// process that is gone (but never a socket something still answers on).
 pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {

@@ -8,6 +8,7 @@ pub mod v1 {
     tonic::include_proto!("dispatch.v1");
 }
 
+pub mod codec;
 pub mod convert;
 
 pub use v1::*;

@@ -398,7 +398,10 @@ fn a_hostile_prompt_reaches_the_worker_byte_for_byte_and_runs_nothing() {
     std::fs::write(trap.join("keep"), "x").unwrap();
     let t = trap.display();
     let prompt = format!(
-        "Review $(touch {t}/p1) and `touch {t}/p2` \"dq\" 'sq' ; rm -f {t}/keep && touch {t}/p3 | cat \\ $HOME ${{IFS}} \n- [ ] not a real step"
+        "Review $(touch {t}/p1) and `touch {t}/p2` \"dq\" 'sq' ; rm -f {t}/keep && touch {t}/p3 | cat \\ $HOME ${{IFS}} \n- [ ] not a real step\n{}",
+        // Far larger than the codec's 1 KiB starting buffers, on every hop (Submit, the
+        // node's Assign, the plan and the worker's prompt).
+        "context line ✓ with \u{1F600}\n".repeat(1500)
     );
     let out = c.run(&["--backend", "sim", "--id", "hostile", "--wait", &prompt]);
     assert_eq!(

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 /// How long a node may take to send Hello after opening its stream.
@@ -19,12 +19,26 @@ const NODE_QUEUE: usize = 1024;
 /// Most events recorded in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// The next message if one is already decoded or buffered, without waiting (and without the
+/// timer a zero timeout would register per event).
+async fn ready_message(
+    inbound: &mut Streaming<v1::AgentMessage>,
+) -> Option<Result<v1::AgentMessage, Status>> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match Pin::new(&mut *inbound).poll_next(cx) {
+            std::task::Poll::Ready(m) => m,
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 /// Records `batch` (emptying it) and acks it; false when the stream must end.
 async fn record_batch(
     c: &Coordinator,
     name: &str,
     batch: &mut Vec<v1::TaskEvent>,
-    tx: &mpsc::Sender<Result<v1::CoordinatorMessage, Status>>,
+    tx: &crate::registry::NodeSender,
 ) -> bool {
     if batch.is_empty() {
         return true;
@@ -40,7 +54,7 @@ async fn record_batch(
                         seq,
                     })),
                 };
-                if tx.send(Ok(ack)).await.is_err() {
+                if tx.send(Ok(Box::new(ack))).await.is_err() {
                     return false;
                 }
             }
@@ -49,7 +63,7 @@ async fn record_batch(
         Err(e) => {
             // Not acked: the node keeps them spooled and resends after reconnecting.
             tracing::error!(node = %name, events = n, error = %e, "could not record events");
-            let _ = tx.send(Err(Status::from(e))).await;
+            let _ = tx.send(Err(Box::new(Status::from(e)))).await;
             false
         }
     }
@@ -140,8 +154,7 @@ impl v1::agent_service_server::AgentService for AgentSvc {
                         Some(Kind::Event(ev)) => {
                             batch.push(ev);
                             if batch.len() < MAX_BATCH
-                                && let Ok(Ok(Some(more))) =
-                                    tokio::time::timeout(Duration::ZERO, inbound.message()).await
+                                && let Some(Ok(more)) = ready_message(&mut inbound).await
                             {
                                 pending = Some(more);
                             }
@@ -162,6 +175,8 @@ impl v1::agent_service_server::AgentService for AgentSvc {
             }
             c.node_gone(&name, conn).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|m| m.map(|b| *b).map_err(|e| *e)),
+        )))
     }
 }

@@ -470,7 +470,6 @@ fn proc_usage(pid: u32) -> (f64, u64) {
 /// Many light nodes (real gRPC streams from this process, one connection each) connected and
 /// heartbeating at the default interval: the coordinator's memory and CPU.
 fn scale(args: &[String]) -> Vec<Stats> {
-    use tokio_stream::wrappers::ReceiverStream;
     let nodes = arg(args, "--nodes", 1000);
     let seconds = arg(args, "--seconds", 20);
     // One socket per node on both sides.
@@ -504,55 +503,111 @@ fn scale(args: &[String]) -> Vec<Stats> {
     rt.block_on(async {
         let url = c.url.clone();
         let mut tasks = Vec::new();
+        // A light node reconnects after a jittered pause, as real agents do.
+        let retried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for i in 0..nodes {
             let url = url.clone();
+            let retried = std::sync::Arc::clone(&retried);
             tasks.push(tokio::spawn(async move {
-                let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
-                let mut agent = v1::agent_service_client::AgentServiceClient::new(channel);
-                let (out, rx) = tokio::sync::mpsc::channel::<v1::AgentMessage>(8);
-                let hello = v1::Hello { name: format!("n-{i}"), capacity: 1, backends: vec![v1::Backend { name: "sim".into(), ..Default::default() }], ..Default::default() };
-                out.send(v1::AgentMessage { kind: Some(v1::agent_message::Kind::Hello(hello)) }).await.unwrap();
-                let mut inbound = agent.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
-                let _welcome = inbound.message().await.unwrap();
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
                 loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            let hb = v1::AgentMessage { kind: Some(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: 0 })) };
-                            if out.send(hb).await.is_err() { return; }
-                        }
-                        m = inbound.message() => if !matches!(m, Ok(Some(_))) { return; },
-                    }
+                    // Comes back after a failed handshake or a dropped stream alike.
+                    let _ = light_node(&url, i).await;
+                    retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200 + (i % 800) as u64)).await;
                 }
             }));
             if i % 200 == 199 {
                 tokio::task::yield_now().await;
             }
         }
-        let mut client = v1::dispatch_service_client::DispatchServiceClient::connect(url).await.unwrap();
+        let mut client = v1::dispatch_service_client::DispatchServiceClient::connect(url)
+            .await
+            .unwrap();
         let started = Instant::now();
         loop {
             let info = client.info(v1::InfoRequest {}).await.unwrap().into_inner();
             if info.connected_nodes as usize >= nodes {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(300), "only {} of {nodes} nodes connected", info.connected_nodes);
+            if started.elapsed() > Duration::from_secs(300) {
+                let log = c.coordinator.log_text();
+                let warnings: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                    .take(20)
+                    .collect();
+                panic!(
+                    "only {} of {nodes} nodes connected after 300 s; the coordinator's first warnings:\n{}",
+                    info.connected_nodes,
+                    warnings.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        println!("({nodes} nodes connected in {:.1} s)", started.elapsed().as_secs_f64());
+        println!(
+            "({nodes} nodes connected in {:.1} s; {} reconnects)",
+            started.elapsed().as_secs_f64(),
+            retried.load(std::sync::atomic::Ordering::Relaxed)
+        );
         let (_, t0) = proc_usage(pid);
         let w0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds as u64)).await;
         let (r, t1) = proc_usage(pid);
         let hz = 100.0; // USER_HZ on Linux
         rss.samples.push(r);
-        cpu.samples.push(100.0 * (t1 - t0) as f64 / hz / w0.elapsed().as_secs_f64());
+        cpu.samples
+            .push(100.0 * (t1 - t0) as f64 / hz / w0.elapsed().as_secs_f64());
         for t in tasks {
             t.abort();
         }
     });
     base.name = "coordinator RSS with no node (MiB)".into();
     vec![base, rss, cpu]
+}
+
+/// One light node: connects, says Hello, then heartbeats every 5 s until the stream ends
+/// (`Ok`) or the connection or handshake fails (`Err`).
+async fn light_node(url: &str, i: usize) -> Result<(), tonic::Status> {
+    use tokio_stream::wrappers::ReceiverStream;
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| tonic::Status::internal(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut agent = v1::agent_service_client::AgentServiceClient::new(channel);
+    let (out, rx) = tokio::sync::mpsc::channel::<v1::AgentMessage>(8);
+    let hello = v1::Hello {
+        name: format!("n-{i}"),
+        capacity: 1,
+        backends: vec![v1::Backend {
+            name: "sim".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let _ = out
+        .send(v1::AgentMessage {
+            kind: Some(v1::agent_message::Kind::Hello(hello)),
+        })
+        .await;
+    let mut inbound = agent.session(ReceiverStream::new(rx)).await?.into_inner();
+    inbound.message().await?; // Welcome
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let hb = v1::AgentMessage {
+                    kind: Some(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: 0 })),
+                };
+                if out.send(hb).await.is_err() {
+                    return Ok(());
+                }
+            }
+            m = inbound.message() => if !matches!(m, Ok(Some(_))) {
+                return Ok(());
+            },
+        }
+    }
 }
 
 /// Footprint: the agent's idle RSS, and a coordinator whose store holds many tasks: restart
