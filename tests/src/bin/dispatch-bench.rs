@@ -622,7 +622,9 @@ fn footprint(args: &[String]) -> Vec<Stats> {
         name: "agent idle RSS (MiB)".into(),
         samples: vec![proc_usage(agent_pid).0],
     };
-    // Fill the store while the coordinator is down, then measure its restart.
+    // Fill the store while the coordinator is down, then measure its restart (without the
+    // agent, whose reconnect would race the probe).
+    c.agents[0].1.terminate();
     c.coordinator.kill();
     let db = c.dir.path().join("coordinator/dispatch.db");
     let fill = Instant::now();
@@ -654,18 +656,34 @@ fn footprint(args: &[String]) -> Vec<Stats> {
         "({n} tasks written in {:.1} s)",
         fill.elapsed().as_secs_f64()
     );
+    // Serving = an `Info` RPC answers; probed every millisecond from another thread while the
+    // harness restarts the process (its own readiness wait polls more coarsely).
+    c.coordinator.kill();
+    let url = c.url.clone();
     let t0 = Instant::now();
-    c.restart_coordinator();
-    let serving = c.block_on(async {
-        loop {
-            if let Ok(mut client) = c.client().await
-                && client.info(v1::InfoRequest {}).await.is_ok()
-            {
-                return t0.elapsed();
+    let probe = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            loop {
+                if let Ok(mut client) =
+                    v1::dispatch_service_client::DispatchServiceClient::connect(url.clone()).await
+                    && client.info(v1::InfoRequest {}).await.is_ok()
+                {
+                    return t0.elapsed();
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(60),
+                    "the coordinator did not come back within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
     });
+    c.restart_coordinator();
+    let serving = probe.join().unwrap();
     let restart = Stats {
         name: format!("coordinator restart → serving, {n} tasks (ms)"),
         samples: vec![ms(serving)],
