@@ -472,8 +472,8 @@ fn proc_usage(pid: u32) -> (f64, u64) {
 fn scale(args: &[String]) -> Vec<Stats> {
     let nodes = arg(args, "--nodes", 1000);
     let seconds = arg(args, "--seconds", 20);
-    // One socket per node on both sides.
-    let want = (nodes as u64) * 2 + 1024;
+    // One socket per node in this process, and in the coordinator (which inherits the limit).
+    let want = nodes as u64 + 1024;
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -481,8 +481,14 @@ fn scale(args: &[String]) -> Vec<Stats> {
     // SAFETY: getrlimit/setrlimit read and write the struct passed in.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = want.min(lim.rlim_max);
+        lim.rlim_cur = lim.rlim_cur.max(want).min(lim.rlim_max);
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    if lim.rlim_cur < want {
+        eprintln!(
+            "warning: {nodes} nodes need {want} file descriptors but the hard limit is {}; raise it (`ulimit -Hn`) or expect connection failures",
+            lim.rlim_max
+        );
     }
     let c = Cluster::with_coordinator_args(&["--heartbeat-interval", "5s"]);
     let pid = c.coordinator.child.id();
