@@ -146,15 +146,23 @@ pub(super) const TASK_COLUMNS: [&str; 28] = [
     "repo_commit",
 ];
 
-/// `UPDATE tasks SET <every column> = ?N WHERE id = ?1`, bound with [`bind_task`].
-pub(super) static UPDATE_TASK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// `col2 = <value of 2>, col3 = …` for every column but `id` (1-based positions).
+fn set_every_column(value: impl Fn(usize) -> String) -> String {
     let sets: Vec<String> = TASK_COLUMNS
         .iter()
         .enumerate()
         .skip(1)
-        .map(|(i, c)| format!("{c} = ?{}", i + 1))
+        .map(|(i, c)| format!("{c} = {}", value(i + 1)))
         .collect();
-    format!("UPDATE tasks SET {} WHERE id = ?1", sets.join(", "))
+    sets.join(", ")
+}
+
+/// `UPDATE tasks SET <every column> = ?N WHERE id = ?1`, bound with [`bind_task`].
+pub(super) static UPDATE_TASK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE tasks SET {} WHERE id = ?1",
+        set_every_column(|n| format!("?{n}"))
+    )
 });
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES (?1, …, next order)`.
@@ -171,13 +179,10 @@ pub(super) static INSERT_TASK: std::sync::LazyLock<String> = std::sync::LazyLock
 /// rows bound with [`bind_task`], then [`UPDATE_TASKS_FROM_TAIL`]: many tasks in one statement.
 pub(super) static UPDATE_TASKS_FROM_HEAD: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| {
-        let sets: Vec<String> = TASK_COLUMNS
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(i, c)| format!("{c} = v.column{}", i + 1))
-            .collect();
-        format!("UPDATE tasks SET {} FROM (", sets.join(", "))
+        format!(
+            "UPDATE tasks SET {} FROM (",
+            set_every_column(|n| format!("v.column{n}"))
+        )
     });
 
 /// The end of a many-row task update (see [`UPDATE_TASKS_FROM_HEAD`]).
