@@ -553,20 +553,23 @@ impl Coordinator {
     ) -> Result<Vec<(String, u64)>> {
         struct Prepared {
             ev: v1::TaskEvent,
+            kind_name: &'static str,
             change: &'static str,
             rejected: bool,
+            at: i64,
+            open_others: usize,
+            elsewhere: String,
         }
         let mut prepared = Vec::with_capacity(evs.len());
-        let mut items = Vec::with_capacity(evs.len());
         for ev in evs {
             task_id::validate(&ev.task_id)?;
-            let Some(kind) = ev.kind.clone() else {
+            let Some(kind) = &ev.kind else {
                 return Err(CoordinatorError::Invalid(format!(
                     "event {} of task `{}` has no kind",
                     ev.seq, ev.task_id
                 )));
             };
-            let (kind_name, change) = match &kind {
+            let (kind_name, change) = match kind {
                 EventKind::Started(_) => ("started", "state"),
                 EventKind::Plan(_) => ("plan", "plan"),
                 EventKind::Log(_) => ("log", "log"),
@@ -577,7 +580,7 @@ impl Coordinator {
             };
             // An event over a limit is still recorded (as rejected, with no effect) so the
             // node's sequence stays gap free and it does not resend it forever.
-            let rejected = match &kind {
+            let rejected = match kind {
                 EventKind::Plan(p) => {
                     check_len("plan snapshot", &p.markdown, limits::MAX_PLAN_BYTES).err()
                 }
@@ -604,12 +607,12 @@ impl Coordinator {
             };
             let at = if ev.at_ms > 0 { ev.at_ms } else { now_ms() };
             // Proactive recovery: say where else the task could run.
-            let elsewhere = match &kind {
+            let elsewhere = match kind {
                 EventKind::StartFailed(_) => self.alternatives(node, &ev.task_id).await?,
                 _ => String::new(),
             };
             // Questions other than the acknowledged one that still wait for an answer.
-            let open_others = match &kind {
+            let open_others = match kind {
                 EventKind::AnswerDelivered(a) => self
                     .store
                     .questions(&ev.task_id)
@@ -619,28 +622,33 @@ impl Coordinator {
                     .count(),
                 _ => 0,
             };
-            let node_name = node.to_string();
-            let is_rejected = rejected.is_some();
-            items.push(EventItem {
-                task_id: ev.task_id.clone(),
-                seq: ev.seq,
-                kind: kind_name,
-                at_ms: at,
-                body: prost::Message::encode_to_vec(&ev),
-                apply: Box::new(move |t: &mut TaskRecord| {
-                    if is_rejected {
-                        None
-                    } else {
-                        apply_event(t, &kind, &node_name, at, open_others, &elsewhere)
-                    }
-                }),
-            });
             prepared.push(Prepared {
                 ev,
+                kind_name,
                 change,
-                rejected: is_rejected,
+                rejected: rejected.is_some(),
+                at,
+                open_others,
+                elsewhere,
             });
         }
+        // The effects borrow the prepared events (no copy of a plan per event).
+        let items = prepared
+            .iter()
+            .map(|p| EventItem {
+                task_id: p.ev.task_id.clone(),
+                seq: p.ev.seq,
+                kind: p.kind_name,
+                at_ms: p.at,
+                body: prost::Message::encode_to_vec(&p.ev),
+                apply: Box::new(move |t: &mut TaskRecord| match (&p.ev.kind, p.rejected) {
+                    (Some(kind), false) => {
+                        apply_event(t, kind, node, p.at, p.open_others, &p.elsewhere)
+                    }
+                    _ => None,
+                }),
+            })
+            .collect();
         let outcomes = self.store.record_events(node, items).await?;
 
         // Side effects, in order. The watchers' views are built with one questions read for
