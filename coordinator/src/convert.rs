@@ -10,11 +10,31 @@ pub fn task_to_proto(
     questions: &[QuestionRecord],
     queue_position: u32,
 ) -> v1::Task {
+    build_task(t, questions, queue_position, t.prompt.clone())
+}
+
+/// The task as a watch event after a change carries it: everything but the prompt, which never
+/// changes after submit (watchers have it from their snapshot). Each change goes to every
+/// watcher, so a 16 KiB prompt repeated in each plan snapshot cut the fan-out rate tenfold.
+pub fn task_change_to_proto(
+    t: &TaskRecord,
+    questions: &[QuestionRecord],
+    queue_position: u32,
+) -> v1::Task {
+    build_task(t, questions, queue_position, String::new())
+}
+
+fn build_task(
+    t: &TaskRecord,
+    questions: &[QuestionRecord],
+    queue_position: u32,
+    prompt: String,
+) -> v1::Task {
     v1::Task {
         id: t.id.clone(),
         state: state_to_proto(t.state) as i32,
         title: t.title.clone(),
-        prompt: t.prompt.clone(),
+        prompt,
         node: t.node.clone(),
         remote: t.remote.clone(),
         backend: t.backend.clone(),

@@ -1,6 +1,6 @@
 //! Task operations: submit, look up, cancel, and record what agents report.
 
-use crate::convert::task_to_proto;
+use crate::convert::{task_change_to_proto, task_to_proto};
 use crate::error::{CoordinatorError, Result};
 use crate::registry::NodeSlot;
 use crate::router::{backend_on, can_run, in_pool, preferred_backend};
@@ -459,7 +459,9 @@ impl Coordinator {
             return;
         }
         match self.task_view(t).await {
-            Ok(task) => {
+            Ok(mut task) => {
+                // Watchers have the prompt from their snapshot (see `task_change_to_proto`).
+                task.prompt = String::new();
                 let _ = self.watch_tx.send(v1::WatchEvent {
                     task: Some(task),
                     change: change.to_string(),
@@ -705,7 +707,7 @@ impl Coordinator {
                     self.notify_if_ended(&t, p.change);
                     if self.watch_tx.receiver_count() > 0 {
                         let asked = questions.get(&t.id).unwrap_or(&no_questions);
-                        let view = task_to_proto(&t, asked, 0);
+                        let view = task_change_to_proto(&t, asked, 0);
                         let _ = self.watch_tx.send(v1::WatchEvent {
                             task: Some(view),
                             change: p.change.to_string(),

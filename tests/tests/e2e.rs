@@ -87,6 +87,26 @@ fn submit_runs_to_completion_and_every_snapshot_arrives_in_order() {
         plans.windows(2).all(|w| w[0].0 < w[1].0),
         "event seqs increase: {plans:?}"
     );
+    // Changes leave out the prompt (it never changes); a watcher's snapshot carries it.
+    assert!(
+        events
+            .iter()
+            .all(|e| e.change != "snapshot" && e.task.as_ref().unwrap().prompt.is_empty()),
+        "change events carry no prompt"
+    );
+    let snapshot = c.block_on(async {
+        let mut client = c.client().await.unwrap();
+        let mut stream = client
+            .watch(v1::WatchRequest {
+                task_id: "steps".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        stream.message().await.unwrap().unwrap()
+    });
+    assert_eq!(snapshot.change, "snapshot");
+    assert_eq!(snapshot.task.unwrap().prompt, "work through three steps");
 
     let task_dir = c.workdir().join(".dispatch/tasks/steps");
     assert!(task_dir.join("output.md").exists(), "output.md was written");

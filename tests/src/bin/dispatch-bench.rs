@@ -5,7 +5,7 @@
 //! ./target/release/dispatch-bench questions [--count 500] [--baseline 5] [--json FILE]
 //! ./target/release/dispatch-bench dispatch [--count 1000] [--json FILE]
 //! ./target/release/dispatch-bench handoff [--count 200] [--json FILE]
-//! ./target/release/dispatch-bench throughput [--tasks 100] [--events 200] [--watchers 10]
+//! ./target/release/dispatch-bench throughput [--tasks 100] [--events 200] [--watchers 10] [--prompt-bytes 1]
 //! ./target/release/dispatch-bench scale [--nodes 1000] [--seconds 20]
 //! ./target/release/dispatch-bench footprint [--tasks 100000]
 //! ```
@@ -292,6 +292,8 @@ fn throughput(args: &[String]) -> Vec<Stats> {
     let tasks = arg(args, "--tasks", 100);
     let per_task = arg(args, "--events", 200);
     let watchers = arg(args, "--watchers", 10);
+    // Every watch event carries the whole task, prompt included.
+    let prompt_bytes = arg(args, "--prompt-bytes", 1).max(1);
     let total = tasks * per_task;
     let c = Cluster::new();
     let mut rate = Stats {
@@ -339,7 +341,7 @@ fn throughput(args: &[String]) -> Vec<Stats> {
         for i in 0..tasks {
             let req = v1::SubmitRequest {
                 id: format!("t-{i}"),
-                prompt: "x".into(),
+                prompt: "x".repeat(prompt_bytes),
                 steps: vec!["x".into()],
                 backend: "sim".into(),
                 ..Default::default()
