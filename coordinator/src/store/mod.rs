@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_pools.sql"),
     include_str!("../../migrations/0005_repos.sql"),
     include_str!("../../migrations/0006_submit_order_index.sql"),
+    include_str!("../../migrations/0007_task_texts.sql"),
 ];
 
 /// Bound values per statement stay well under SQLite's limit (32,766): task ids per read,
@@ -36,7 +37,8 @@ const TASKS_PER_UPDATE: usize = 64;
 /// Outcome of recording one agent event.
 #[derive(Debug)]
 pub enum EventOutcome {
-    /// Committed; the task as it is now.
+    /// Committed; the task as it is now, without its prompt and worker prompt (left empty:
+    /// events never change them, and the event path does not read them).
     Applied(Box<TaskRecord>),
     /// Already committed before (a resend): nothing changed.
     Duplicate {
@@ -114,32 +116,42 @@ impl Store {
 
     /// Inserts a new task. Fails with `AlreadyExists` when the id is taken.
     pub async fn insert_task(&self, t: &TaskRecord) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
         let res = records::bind_task(sqlx::query(records::INSERT_TASK.as_str()), t)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await;
         match res {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(CoordinatorError::AlreadyExists(format!(
+                return Err(CoordinatorError::AlreadyExists(format!(
                     "task id `{}` already exists; choose another with --id, or see it with `dispatch status {}`",
                     t.id, t.id
-                )))
+                )));
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        sqlx::query("INSERT INTO task_texts (task_id, prompt, worker_prompt) VALUES (?1, ?2, ?3)")
+            .bind(&t.id)
+            .bind(&t.prompt)
+            .bind(&t.worker_prompt)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
-    /// Writes every column of an existing task.
+    /// Writes every column of an existing task (its prompt never changes; its worker prompt
+    /// does on a resume or retry).
     pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
-        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
-            .execute(&self.writer)
-            .await?;
+        let mut tx = self.writer.begin().await?;
+        write_task(&mut tx, t).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// One task by id.
     pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>> {
-        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?1")
+        let row = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id WHERE t.id = ?1")
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
@@ -158,7 +170,7 @@ impl Store {
     /// The most recent `limit` tasks (all when `limit` is 0) in the given states (all when
     /// empty), oldest first.
     pub async fn list_tasks(&self, states: &[TaskState], limit: u32) -> Result<Vec<TaskRecord>> {
-        let rows = sqlx::query("SELECT * FROM (SELECT * FROM tasks ORDER BY submit_order DESC LIMIT ?1) ORDER BY submit_order")
+        let rows = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt FROM (SELECT * FROM tasks ORDER BY submit_order DESC LIMIT ?1) t JOIN task_texts x ON x.task_id = t.id ORDER BY t.submit_order")
             .bind(if limit == 0 { -1 } else { i64::from(limit) })
             .fetch_all(&self.reader)
             .await?;
@@ -175,7 +187,8 @@ impl Store {
     /// Tasks waiting for a node, in queue order (priority, then submission).
     pub async fn queued_tasks(&self) -> Result<Vec<TaskRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM tasks WHERE state = 'queued' ORDER BY priority DESC, submit_order",
+            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id \
+             WHERE t.state = 'queued' ORDER BY t.priority DESC, t.submit_order",
         )
         .fetch_all(&self.writer)
         .await?;
@@ -185,7 +198,8 @@ impl Store {
     /// Tasks on `node` that hold a slot there (assigned, running, waiting).
     pub async fn active_tasks_on(&self, node: &str) -> Result<Vec<TaskRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM tasks WHERE node = ?1 AND state IN ('assigned', 'running', 'waiting')",
+            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id \
+             WHERE t.node = ?1 AND t.state IN ('assigned', 'running', 'waiting')",
         )
         .bind(node)
         .fetch_all(&self.writer)
@@ -205,9 +219,7 @@ impl Store {
     /// Returns the command id.
     pub async fn assign(&self, t: &TaskRecord, command: &[u8]) -> Result<u64> {
         let mut tx = self.writer.begin().await?;
-        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
-            .execute(&mut *tx)
-            .await?;
+        write_task(&mut tx, t).await?;
         let id = insert_command(&mut tx, &t.node, &t.id, command, t.updated_ms).await?;
         tx.commit().await?;
         Ok(id)
@@ -221,9 +233,7 @@ impl Store {
         command: &[u8],
     ) -> Result<u64> {
         let mut tx = self.writer.begin().await?;
-        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
-            .execute(&mut *tx)
-            .await?;
+        write_task(&mut tx, t).await?;
         let id = insert_command(&mut tx, node, &t.id, command, t.updated_ms).await?;
         tx.commit().await?;
         Ok(id)
@@ -495,6 +505,20 @@ async fn insert_command(
         .fetch_one(&mut **tx)
         .await?;
     Ok(id as u64)
+}
+
+/// Writes a whole task record in `tx`: its row, and its worker prompt when it changed. An
+/// empty worker prompt (a record from the event path) leaves the stored one alone.
+async fn write_task(tx: &mut sqlx::SqliteConnection, t: &TaskRecord) -> Result<()> {
+    records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE task_texts SET worker_prompt = ?2 WHERE task_id = ?1 AND ?2 <> '' AND worker_prompt <> ?2")
+        .bind(&t.id)
+        .bind(&t.worker_prompt)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {

@@ -114,13 +114,12 @@ pub struct QuestionRecord {
     pub answered_ms: i64,
 }
 
-/// The task columns every write binds, in [`bind_task`]'s order (`id` first).
-pub(super) const TASK_COLUMNS: [&str; 28] = [
+/// The task columns every write binds, in [`bind_task`]'s order (`id` first). The prompt and
+/// worker prompt live in `task_texts` (see migration 7).
+pub(super) const TASK_COLUMNS: [&str; 26] = [
     "id",
     "state",
     "title",
-    "prompt",
-    "worker_prompt",
     "plan_md",
     "node",
     "remote",
@@ -212,8 +211,6 @@ pub(super) fn bind_task<B: Binder>(q: B, t: &TaskRecord) -> B {
     q.value(t.id.clone())
         .value(t.state.as_str())
         .value(t.title.clone())
-        .value(t.prompt.clone())
-        .value(t.worker_prompt.clone())
         .value(t.plan_md.clone())
         .value(t.node.clone())
         .value(t.remote.clone())
@@ -239,14 +236,24 @@ pub(super) fn bind_task<B: Binder>(q: B, t: &TaskRecord) -> B {
         .value(t.repo.2.clone())
 }
 
+/// A text column that a query may leave out (the task texts, which the event path does not
+/// read): empty when absent.
+fn optional_text(r: &SqliteRow, column: &str) -> Result<String> {
+    match r.try_get(column) {
+        Ok(v) => Ok(v),
+        Err(sqlx::Error::ColumnNotFound(_)) => Ok(String::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
     let state: String = r.try_get("state")?;
     Ok(TaskRecord {
         id: r.try_get("id")?,
         state: state.parse().map_err(CoordinatorError::Corrupt)?,
         title: r.try_get("title")?,
-        prompt: r.try_get("prompt")?,
-        worker_prompt: r.try_get("worker_prompt")?,
+        prompt: optional_text(r, "prompt")?,
+        worker_prompt: optional_text(r, "worker_prompt")?,
         plan_md: r.try_get("plan_md")?,
         node: r.try_get("node")?,
         remote: r.try_get("remote")?,

@@ -133,6 +133,7 @@ async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole() {
         assert_eq!(t.plan_md, format!("- [ ] step {per_task}\n"));
         assert_eq!(t.reason, format!("task {i}"));
         assert_eq!(t.title, "T", "columns the events did not change are kept");
+        assert_eq!(t.prompt, "p", "the texts are kept");
         let qs = s.questions(&t.id).await.unwrap();
         assert_eq!(qs.len(), 1);
         assert_eq!(qs[0].text, format!("q{i}"));
@@ -148,4 +149,74 @@ async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole() {
             .await
             .unwrap();
     assert_eq!(body, b"7/3");
+}
+
+#[tokio::test]
+async fn a_version_6_store_moves_its_texts_out_of_the_task_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.db");
+    {
+        // The schema as version 6 left it, with one task in it.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options(&path))
+            .await
+            .unwrap();
+        for sql in &MIGRATIONS[..6] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql("PRAGMA user_version = 6")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO tasks (id, state, title, prompt, worker_prompt, plan_md, node, remote, backend, model, workdir, after_id, priority, reason, created_ms, updated_ms, started_ms, ended_ms, last_seq, submit_order) \
+                     VALUES ('old', 'completed', 'Old', 'the prompt', 'the worker prompt', '- [x] a\n', 'n1', '', 'sim', '', '', '', 0, '', 1, 1, 1, 1, 3, 1)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let s = Store::open(&path).await.unwrap();
+    let t = s.get_task("old").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            t.prompt.as_str(),
+            t.worker_prompt.as_str(),
+            t.plan_md.as_str()
+        ),
+        ("the prompt", "the worker prompt", "- [x] a\n")
+    );
+    assert_eq!(t.last_seq, 3);
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('tasks')")
+        .fetch_all(&s.reader)
+        .await
+        .unwrap();
+    assert!(!columns.iter().any(|c| c.contains("prompt")), "{columns:?}");
+
+    // A record from the event path (no texts) written back leaves the texts alone; a changed
+    // worker prompt is stored.
+    let mut partial = t.clone();
+    partial.prompt.clear();
+    partial.worker_prompt.clear();
+    partial.reason = "again".into();
+    s.update_task(&partial).await.unwrap();
+    let t = s.get_task("old").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            t.prompt.as_str(),
+            t.worker_prompt.as_str(),
+            t.reason.as_str()
+        ),
+        ("the prompt", "the worker prompt", "again")
+    );
+    let mut resumed = t.clone();
+    resumed.worker_prompt = "resume from item 2".into();
+    s.update_task(&resumed).await.unwrap();
+    assert_eq!(
+        s.get_task("old").await.unwrap().unwrap().worker_prompt,
+        "resume from item 2"
+    );
 }
