@@ -23,7 +23,7 @@ use scheduler::SchedulerHandle;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use store::Store;
+use store::{Store, TaskRecord};
 use tokio::sync::broadcast;
 
 pub use server::{Listener, serve};
@@ -133,6 +133,56 @@ impl Coordinator {
             let _ = w.send(error);
         }
         Ok(())
+    }
+
+    /// Sends a stored command to `node` (a node that is away gets it when it reconnects).
+    pub(crate) fn send_command(&self, node: &str, cmd: v1::Command) {
+        self.registry.send(
+            node,
+            v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Command(cmd)),
+            },
+        );
+    }
+
+    /// Stores `t` together with a command for its node in one transaction (so the command is
+    /// resent on every reconnect until the node acks it), then sends it. Returns its id.
+    pub(crate) async fn command_node(
+        &self,
+        t: &TaskRecord,
+        kind: v1::command::Kind,
+    ) -> error::Result<u64> {
+        Ok(self.store_and_send(t, kind, |_| ()).await?.0)
+    }
+
+    /// [`Coordinator::command_node`], with the node's ack to wait for (registered before the
+    /// command goes out, so a fast ack is not missed).
+    pub(crate) async fn command_node_acked(
+        &self,
+        t: &TaskRecord,
+        kind: v1::command::Kind,
+    ) -> error::Result<(u64, tokio::sync::oneshot::Receiver<String>)> {
+        self.store_and_send(t, kind, |id| self.await_ack(id)).await
+    }
+
+    async fn store_and_send<R>(
+        &self,
+        t: &TaskRecord,
+        kind: v1::command::Kind,
+        before_send: impl FnOnce(u64) -> R,
+    ) -> error::Result<(u64, R)> {
+        let mut cmd = v1::Command {
+            id: 0,
+            kind: Some(kind),
+        };
+        cmd.id = self
+            .store
+            .update_with_command(t, &t.node, &prost::Message::encode_to_vec(&cmd))
+            .await?;
+        let id = cmd.id;
+        let r = before_send(id);
+        self.send_command(&t.node, cmd);
+        Ok((id, r))
     }
 
     /// Registers interest in the ack of command `id`.

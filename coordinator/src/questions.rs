@@ -10,15 +10,6 @@ use dispatch_proto::convert::state_to_proto;
 use dispatch_proto::v1;
 
 impl Coordinator {
-    fn send_command(&self, node: &str, cmd: v1::Command) {
-        self.registry.send(
-            node,
-            v1::CoordinatorMessage {
-                kind: Some(v1::coordinator_message::Kind::Command(cmd)),
-            },
-        );
-    }
-
     /// Answers question `seq` of task `id` (the oldest unanswered one when `seq` is 0).
     ///
     /// A waiting task gets the answer written to `NNN.answer` on its node (the command is
@@ -81,22 +72,18 @@ impl Coordinator {
         if t.state == TaskState::Blocked {
             self.resume_blocked(&mut t, &q.text, text).await?;
         } else {
-            let cmd = v1::Command {
-                id: 0,
-                kind: Some(v1::command::Kind::Answer(v1::DeliverAnswer {
-                    task_id: id.into(),
-                    seq: q.seq,
-                    text: text.trim_end().into(),
-                })),
-            };
             t.updated_ms = now;
             let node = t.node.clone();
-            let cmd_id = self
-                .store
-                .update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd))
+            let (cmd_id, delivered) = self
+                .command_node_acked(
+                    &t,
+                    v1::command::Kind::Answer(v1::DeliverAnswer {
+                        task_id: id.into(),
+                        seq: q.seq,
+                        text: text.trim_end().into(),
+                    }),
+                )
                 .await?;
-            let delivered = self.await_ack(cmd_id);
-            self.send_command(&node, v1::Command { id: cmd_id, ..cmd });
             self.publish(&t, "answer", 0).await;
             // Return once NNN.answer is on the node (as the seed's dispatcher writes it before
             // it respawns its monitor). A node that is away gets it when it reconnects.
@@ -135,7 +122,7 @@ impl Coordinator {
         t.ended_ms = 0;
         t.exit_code = None;
         t.updated_ms = now_ms();
-        self.store.update_task(t).await?;
+        self.store.update_task_and_worker_prompt(t).await?;
         tracing::info!(task = %t.id, attempt = t.attempt, node = %t.node, "blocked task resumes with its answer");
         self.publish(t, "state", 0).await;
         self.scheduler.pass().await;
@@ -164,21 +151,16 @@ impl Coordinator {
                 t.state
             )));
         }
-        let cmd = v1::Command {
-            id: 0,
-            kind: Some(v1::command::Kind::Note(v1::AppendNote {
+        t.updated_ms = now_ms();
+        self.command_node(
+            &t,
+            v1::command::Kind::Note(v1::AppendNote {
                 task_id: id.into(),
                 text: text.into(),
-            })),
-        };
-        t.updated_ms = now_ms();
-        let node = t.node.clone();
-        let cmd_id = self
-            .store
-            .update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd))
-            .await?;
-        self.send_command(&node, v1::Command { id: cmd_id, ..cmd });
-        tracing::info!(task = id, node = %node, "note sent");
+            }),
+        )
+        .await?;
+        tracing::info!(task = id, node = %t.node, "note sent");
         Ok(t)
     }
 
@@ -287,7 +269,7 @@ impl Coordinator {
         t.started_ms = 0;
         t.ended_ms = 0;
         t.updated_ms = now_ms();
-        self.store.update_task(&t).await?;
+        self.store.update_task_and_worker_prompt(&t).await?;
         tracing::info!(task = id, attempt = t.attempt, "retrying");
         self.publish(&t, "state", 0).await;
         self.scheduler.pass().await;
@@ -328,20 +310,16 @@ impl Coordinator {
                 t.node
             )));
         }
-        let cmd = v1::Command {
-            id: 0,
-            kind: Some(v1::command::Kind::RemoveWorktree(v1::RemoveWorktree {
-                task_id: id.into(),
-                path: t.workdir.clone(),
-            })),
-        };
         let node = t.node.clone();
-        let cmd_id = self
-            .store
-            .update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd))
+        let (cmd_id, ack) = self
+            .command_node_acked(
+                &t,
+                v1::command::Kind::RemoveWorktree(v1::RemoveWorktree {
+                    task_id: id.into(),
+                    path: t.workdir.clone(),
+                }),
+            )
             .await?;
-        let ack = self.await_ack(cmd_id);
-        self.send_command(&node, v1::Command { id: cmd_id, ..cmd });
         match tokio::time::timeout(std::time::Duration::from_secs(30), ack).await {
             Ok(Ok(error)) if error.is_empty() => {}
             Ok(Ok(error)) => return Err(CoordinatorError::FailedPrecondition(error)),

@@ -129,12 +129,7 @@ async fn schedule(c: &Coordinator) -> Result<()> {
             .entry(task.backend.clone())
             .or_insert(0) += 1;
         c.registry.reserve(&node, &task.id, &task.backend);
-        c.registry.send(
-            &node,
-            v1::CoordinatorMessage {
-                kind: Some(v1::coordinator_message::Kind::Command(cmd)),
-            },
-        );
+        c.send_command(&node, cmd);
         tracing::info!(task = %task.id, node = %node, backend = %task.backend, "assigned");
         c.publish(&task, "state", 0).await;
     }

@@ -422,18 +422,31 @@ impl Coordinator {
 
     /// The wire view of a task: with its questions and, while queued, its queue position.
     pub async fn task_view(&self, t: &TaskRecord) -> Result<v1::Task> {
+        self.view(t, task_to_proto).await
+    }
+
+    /// [`Coordinator::task_view`] as a watch event after a change carries it (no prompt).
+    async fn change_view(&self, t: &TaskRecord) -> Result<v1::Task> {
+        self.view(t, task_change_to_proto).await
+    }
+
+    async fn view(
+        &self,
+        t: &TaskRecord,
+        build: fn(&TaskRecord, &[QuestionRecord], u32) -> v1::Task,
+    ) -> Result<v1::Task> {
         let questions: Vec<QuestionRecord> = self.store.questions(&t.id).await?;
         let position = if t.state == TaskState::Queued {
-            let queued = self.store.queued_tasks().await?;
+            let queued = self.store.queued_ids().await?;
             queued
                 .iter()
-                .position(|q| q.id == t.id)
+                .position(|q| *q == t.id)
                 .map(|p| p as u32 + 1)
                 .unwrap_or(0)
         } else {
             0
         };
-        Ok(task_to_proto(t, &questions, position))
+        Ok(build(t, &questions, position))
     }
 
     /// Tells the configured notifications that a task ended (once per worker run and state).
@@ -458,10 +471,8 @@ impl Coordinator {
         if self.watch_tx.receiver_count() == 0 {
             return;
         }
-        match self.task_view(t).await {
-            Ok(mut task) => {
-                // Watchers have the prompt from their snapshot (see `task_change_to_proto`).
-                task.prompt = String::new();
+        match self.change_view(t).await {
+            Ok(task) => {
                 let _ = self.watch_tx.send(v1::WatchEvent {
                     task: Some(task),
                     change: change.to_string(),
@@ -516,24 +527,14 @@ impl Coordinator {
             );
             t.updated_ms = now;
             t.ended_ms = now;
-            let mut cmd = v1::Command {
-                id: 0,
-                kind: Some(v1::command::Kind::Cancel(v1::CancelTask {
+            self.command_node(
+                &t,
+                v1::command::Kind::Cancel(v1::CancelTask {
                     task_id: t.id.clone(),
-                })),
-            };
-            let node = t.node.clone();
-            cmd.id = self
-                .store
-                .update_with_command(&t, &node, &prost::Message::encode_to_vec(&cmd))
-                .await?;
-            self.registry.send(
-                &node,
-                v1::CoordinatorMessage {
-                    kind: Some(v1::coordinator_message::Kind::Command(cmd)),
-                },
-            );
-            tracing::info!(task = %t.id, node = %node, "cancel sent");
+                }),
+            )
+            .await?;
+            tracing::info!(task = %t.id, node = %t.node, "cancel sent");
             self.publish(&t, "state", 0).await;
         }
         self.scheduler.kick();
@@ -668,7 +669,6 @@ impl Coordinator {
         } else {
             HashMap::new()
         };
-        let no_questions = Vec::new();
         let mut acks: Vec<(String, u64)> = Vec::new();
         let mut ack = |task: &str, seq: u64| match acks.iter_mut().find(|a| a.0 == task) {
             Some(a) => a.1 = seq,
@@ -706,7 +706,7 @@ impl Coordinator {
                     }
                     self.notify_if_ended(&t, p.change);
                     if self.watch_tx.receiver_count() > 0 {
-                        let asked = questions.get(&t.id).unwrap_or(&no_questions);
+                        let asked = questions.get(&t.id).map(Vec::as_slice).unwrap_or_default();
                         let view = task_change_to_proto(&t, asked, 0);
                         let _ = self.watch_tx.send(v1::WatchEvent {
                             task: Some(view),

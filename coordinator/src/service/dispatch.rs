@@ -81,25 +81,26 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
             .list_tasks(&states, req.limit)
             .await
             .map_err(Status::from)?;
-        let queued: Vec<String> = self
+        let queued = self.0.store.queued_ids().await.map_err(Status::from)?;
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let questions = self
             .0
             .store
-            .queued_tasks()
+            .questions_of(&ids)
             .await
-            .map_err(Status::from)?
-            .into_iter()
-            .map(|t| t.id)
+            .map_err(Status::from)?;
+        let tasks = records
+            .iter()
+            .map(|r| {
+                let pos = queued
+                    .iter()
+                    .position(|q| *q == r.id)
+                    .map(|p| p as u32 + 1)
+                    .unwrap_or(0);
+                let asked = questions.get(&r.id).map(Vec::as_slice).unwrap_or_default();
+                crate::convert::task_to_proto(r, asked, pos)
+            })
             .collect();
-        let mut tasks = Vec::with_capacity(records.len());
-        for r in &records {
-            let questions = self.0.store.questions(&r.id).await.map_err(Status::from)?;
-            let pos = queued
-                .iter()
-                .position(|q| *q == r.id)
-                .map(|p| p as u32 + 1)
-                .unwrap_or(0);
-            tasks.push(crate::convert::task_to_proto(r, &questions, pos));
-        }
         Ok(Response::new(v1::ListTasksResponse { tasks }))
     }
 

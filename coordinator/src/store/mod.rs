@@ -140,11 +140,27 @@ impl Store {
         Ok(())
     }
 
-    /// Writes every column of an existing task (its prompt never changes; its worker prompt
-    /// does on a resume or retry).
+    /// Writes every column of an existing task's row. Its prompt and worker prompt (in
+    /// `task_texts`) are left as they are: the prompt never changes, and the worker prompt only
+    /// through [`Store::update_task_and_worker_prompt`].
     pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
+        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a task's row and its new worker prompt (a resume or retry) in one transaction.
+    pub async fn update_task_and_worker_prompt(&self, t: &TaskRecord) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        write_task(&mut tx, t).await?;
+        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE task_texts SET worker_prompt = ?2 WHERE task_id = ?1")
+            .bind(&t.id)
+            .bind(&t.worker_prompt)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -195,6 +211,15 @@ impl Store {
         rows.iter().map(records::task_from_row).collect()
     }
 
+    /// Ids of the tasks waiting for a node, in queue order (for queue positions).
+    pub async fn queued_ids(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE state = 'queued' ORDER BY priority DESC, submit_order",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
     /// Tasks on `node` that hold a slot there (assigned, running, waiting).
     pub async fn active_tasks_on(&self, node: &str) -> Result<Vec<TaskRecord>> {
         let rows = sqlx::query(
@@ -219,7 +244,9 @@ impl Store {
     /// Returns the command id.
     pub async fn assign(&self, t: &TaskRecord, command: &[u8]) -> Result<u64> {
         let mut tx = self.writer.begin().await?;
-        write_task(&mut tx, t).await?;
+        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
+            .execute(&mut *tx)
+            .await?;
         let id = insert_command(&mut tx, &t.node, &t.id, command, t.updated_ms).await?;
         tx.commit().await?;
         Ok(id)
@@ -233,7 +260,9 @@ impl Store {
         command: &[u8],
     ) -> Result<u64> {
         let mut tx = self.writer.begin().await?;
-        write_task(&mut tx, t).await?;
+        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
+            .execute(&mut *tx)
+            .await?;
         let id = insert_command(&mut tx, node, &t.id, command, t.updated_ms).await?;
         tx.commit().await?;
         Ok(id)
@@ -505,20 +534,6 @@ async fn insert_command(
         .fetch_one(&mut **tx)
         .await?;
     Ok(id as u64)
-}
-
-/// Writes a whole task record in `tx`: its row, and its worker prompt when it changed. An
-/// empty worker prompt (a record from the event path) leaves the stored one alone.
-async fn write_task(tx: &mut sqlx::SqliteConnection, t: &TaskRecord) -> Result<()> {
-    records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE task_texts SET worker_prompt = ?2 WHERE task_id = ?1 AND ?2 <> '' AND worker_prompt <> ?2")
-        .bind(&t.id)
-        .bind(&t.worker_prompt)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {

@@ -196,8 +196,8 @@ async fn a_version_6_store_moves_its_texts_out_of_the_task_rows() {
         .unwrap();
     assert!(!columns.iter().any(|c| c.contains("prompt")), "{columns:?}");
 
-    // A record from the event path (no texts) written back leaves the texts alone; a changed
-    // worker prompt is stored.
+    // A record from the event path (no texts) written back leaves the texts alone; a new
+    // worker prompt is stored by the call that says so.
     let mut partial = t.clone();
     partial.prompt.clear();
     partial.worker_prompt.clear();
@@ -214,7 +214,7 @@ async fn a_version_6_store_moves_its_texts_out_of_the_task_rows() {
     );
     let mut resumed = t.clone();
     resumed.worker_prompt = "resume from item 2".into();
-    s.update_task(&resumed).await.unwrap();
+    s.update_task_and_worker_prompt(&resumed).await.unwrap();
     assert_eq!(
         s.get_task("old").await.unwrap().unwrap().worker_prompt,
         "resume from item 2"
