@@ -1,7 +1,7 @@
 //! End to end: the real binaries as separate processes on loopback.
 
 use dispatch_proto::v1;
-use dispatch_tests::{AgentOpts, Cluster, alive, git, ppid, text, wait_until};
+use dispatch_tests::{AgentOpts, Cluster, alive, assert_exit, git, ppid, text, wait_until};
 
 fn done_count(t: &v1::Task) -> usize {
     t.plan.as_ref().map_or(0, |p| {
@@ -251,13 +251,7 @@ fn a_failed_item_fails_the_task_with_its_reason() {
         "--wait",
         "fail on purpose",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(12),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert_exit(&out, 12);
     let s = c.status("broken");
     assert_eq!(s["state"], "failed");
     assert!(
@@ -424,13 +418,7 @@ fn a_hostile_prompt_reaches_the_worker_byte_for_byte_and_runs_nothing() {
         "context line ✓ with \u{1F600}\n".repeat(1500)
     );
     let out = c.run(&["--backend", "sim", "--id", "hostile", "--wait", &prompt]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert_exit(&out, 0);
     let output =
         std::fs::read_to_string(c.workdir().join(".dispatch/tasks/hostile/output.md")).unwrap();
     assert!(
@@ -497,13 +485,7 @@ fn a_worker_that_cannot_start_says_where_else_it_could_run_and_retry_moves_it() 
         "--wait",
         "review it",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(12),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert_exit(&out, 12);
     let s = c.status("review");
     assert_eq!(s["state"], "failed");
     assert_eq!(
@@ -551,20 +533,7 @@ fn a_worktree_task_runs_on_its_own_branch_and_clean_removes_the_worktree() {
     let c = Cluster::with_node("box");
     let repo = c.workdir();
     git(&repo, &["init", "-q", "-b", "main"]);
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "init",
-        ],
-    );
+    git(&repo, &["commit", "-q", "--allow-empty", "-m", "init"]);
 
     let out = c.ok(&[
         "--backend",

@@ -1,6 +1,6 @@
 //! Embedded local mode: no coordinator configured, `dispatch` starts its own daemon.
 
-use dispatch_tests::{DEADLINE, alive, bin, text, wait_until};
+use dispatch_tests::{DEADLINE, alive, assert_exit, bin, text, wait_until};
 use std::process::{Command, Output};
 use std::sync::mpsc;
 
@@ -66,13 +66,7 @@ fn the_first_dispatch_starts_a_detached_daemon_that_runs_tasks_here_and_exits_wh
     assert!(text(&out.stdout).starts_with("Dispatched `here-task` using sim on local. Plan: 1) look around (sleep 1s) 2) Write summary"), "{}", text(&out.stdout));
     let pid = l.daemon_pid().expect("the daemon runs");
     let watched = l.run(&["watch", "here-task"]);
-    assert_eq!(
-        watched.status.code(),
-        Some(0),
-        "{}{}",
-        text(&watched.stdout),
-        text(&watched.stderr)
-    );
+    assert_exit(&watched, 0);
     assert!(
         text(&watched.stdout).contains("[x] look around"),
         "{}",

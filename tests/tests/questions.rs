@@ -1,7 +1,7 @@
 //! Questions, answers, notes, `dispatch wait` and the seed's legacy `[?]` fallback, end to end.
 
 use dispatch_proto::v1;
-use dispatch_tests::{Cluster, text, wait_until};
+use dispatch_tests::{Cluster, assert_exit, text, wait_until};
 use std::process::Command;
 
 fn open_question(t: &v1::Task) -> Option<&v1::Question> {
@@ -154,13 +154,7 @@ fn wait_exits_10_on_a_question_0_on_completion_and_12_on_failure() {
         "wait for me",
     ]);
     let out = c.run(&["wait", "w1"]);
-    assert_eq!(
-        out.status.code(),
-        Some(10),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert_exit(&out, 10);
     assert!(
         text(&out.stdout).contains("`w1` asks (question 001): Proceed?"),
         "{}",
@@ -168,13 +162,7 @@ fn wait_exits_10_on_a_question_0_on_completion_and_12_on_failure() {
     );
     c.ok(&["answer", "w1", "go"]);
     let out = c.run(&["wait", "w1"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert_exit(&out, 0);
 
     c.ok(&[
         "--backend",

@@ -166,19 +166,7 @@ fn a_task_for_a_repository_the_node_lacks_is_cloned_and_run_at_the_sent_commit()
     git(&src, &["init", "-q", "-b", "main"]);
     std::fs::write(src.join("hello.txt"), "v1\n").unwrap();
     git(&src, &["add", "."]);
-    git(
-        &src,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-q",
-            "-m",
-            "v1",
-        ],
-    );
+    git(&src, &["commit", "-q", "-m", "v1"]);
     let bare = root.join("remote.git");
     git(
         root,
