@@ -166,22 +166,21 @@ impl Coordinator {
 
     /// Every unanswered question of every waiting or blocked task, oldest first.
     pub async fn pending_questions(&self) -> Result<Vec<v1::PendingQuestion>> {
-        let mut out = Vec::new();
-        for q in self.store.open_questions().await? {
-            let Some(t) = self.store.get_task(&q.task_id).await? else {
-                continue;
-            };
-            out.push(v1::PendingQuestion {
-                task_id: q.task_id,
-                node: t.node.clone(),
-                seq: q.seq,
-                text: q.text,
-                asked_at_ms: q.asked_ms,
-                title: t.title.clone(),
-                state: state_to_proto(t.state) as i32,
-            });
-        }
-        Ok(out)
+        Ok(self
+            .store
+            .open_questions()
+            .await?
+            .into_iter()
+            .map(|o| v1::PendingQuestion {
+                task_id: o.question.task_id,
+                node: o.node,
+                seq: o.question.seq,
+                text: o.question.text,
+                asked_at_ms: o.question.asked_ms,
+                title: o.title,
+                state: state_to_proto(o.state) as i32,
+            })
+            .collect())
     }
 }
 

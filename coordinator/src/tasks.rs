@@ -422,31 +422,48 @@ impl Coordinator {
 
     /// The wire view of a task: with its questions and, while queued, its queue position.
     pub async fn task_view(&self, t: &TaskRecord) -> Result<v1::Task> {
-        self.view(t, task_to_proto).await
+        Ok(self
+            .views(std::slice::from_ref(t), task_to_proto)
+            .await?
+            .remove(0))
+    }
+
+    /// [`Coordinator::task_view`] of many tasks, with two store reads however many there are.
+    pub async fn task_views(&self, records: &[TaskRecord]) -> Result<Vec<v1::Task>> {
+        self.views(records, task_to_proto).await
     }
 
     /// [`Coordinator::task_view`] as a watch event after a change carries it (no prompt).
     async fn change_view(&self, t: &TaskRecord) -> Result<v1::Task> {
-        self.view(t, task_change_to_proto).await
+        Ok(self
+            .views(std::slice::from_ref(t), task_change_to_proto)
+            .await?
+            .remove(0))
     }
 
-    async fn view(
+    async fn views(
         &self,
-        t: &TaskRecord,
+        records: &[TaskRecord],
         build: fn(&TaskRecord, &[QuestionRecord], u32) -> v1::Task,
-    ) -> Result<v1::Task> {
-        let questions: Vec<QuestionRecord> = self.store.questions(&t.id).await?;
-        let position = if t.state == TaskState::Queued {
-            let queued = self.store.queued_ids().await?;
-            queued
-                .iter()
-                .position(|q| *q == t.id)
-                .map(|p| p as u32 + 1)
-                .unwrap_or(0)
+    ) -> Result<Vec<v1::Task>> {
+        let queued = if records.iter().any(|t| t.state == TaskState::Queued) {
+            self.store.queued_ids().await?
         } else {
-            0
+            Vec::new()
         };
-        Ok(build(t, &questions, position))
+        let ids: Vec<&str> = records.iter().map(|t| t.id.as_str()).collect();
+        let questions = self.store.questions_of(&ids).await?;
+        Ok(records
+            .iter()
+            .map(|t| {
+                let position = queued
+                    .iter()
+                    .position(|q| *q == t.id)
+                    .map_or(0, |p| p as u32 + 1);
+                let asked = questions.get(&t.id).map(Vec::as_slice).unwrap_or_default();
+                build(t, asked, position)
+            })
+            .collect())
     }
 
     /// Tells the configured notifications that a task ended (once per worker run and state).

@@ -36,11 +36,7 @@ async fn snapshots(c: &Coordinator, task_id: &str) -> Result<Vec<v1::Task>, Coor
     } else {
         vec![c.task(task_id).await?]
     };
-    let mut out = Vec::with_capacity(records.len());
-    for r in &records {
-        out.push(c.task_view(r).await?);
-    }
-    Ok(out)
+    c.task_views(&records).await
 }
 
 #[tonic::async_trait]
@@ -81,26 +77,7 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
             .list_tasks(&states, req.limit)
             .await
             .map_err(Status::from)?;
-        let queued = self.0.store.queued_ids().await.map_err(Status::from)?;
-        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
-        let questions = self
-            .0
-            .store
-            .questions_of(&ids)
-            .await
-            .map_err(Status::from)?;
-        let tasks = records
-            .iter()
-            .map(|r| {
-                let pos = queued
-                    .iter()
-                    .position(|q| *q == r.id)
-                    .map(|p| p as u32 + 1)
-                    .unwrap_or(0);
-                let asked = questions.get(&r.id).map(Vec::as_slice).unwrap_or_default();
-                crate::convert::task_to_proto(r, asked, pos)
-            })
-            .collect();
+        let tasks = self.0.task_views(&records).await?;
         Ok(Response::new(v1::ListTasksResponse { tasks }))
     }
 

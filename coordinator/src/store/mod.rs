@@ -27,6 +27,19 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_task_texts.sql"),
 ];
 
+/// An unanswered question and the task that asked it.
+#[derive(Debug)]
+pub struct OpenQuestion {
+    /// The question.
+    pub question: QuestionRecord,
+    /// Node the task runs on.
+    pub node: String,
+    /// The task's title.
+    pub title: String,
+    /// The task's state.
+    pub state: TaskState,
+}
+
 /// Bound values per statement stay well under SQLite's limit (32,766): task ids per read,
 const TASKS_PER_STATEMENT: usize = 500;
 /// event rows per insert (5 values each),
@@ -471,15 +484,27 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Every unanswered question of a task that is still waiting or blocked, oldest first.
-    pub async fn open_questions(&self) -> Result<Vec<QuestionRecord>> {
+    /// Every unanswered question of a task that is still waiting or blocked, oldest first,
+    /// with the asking task's node, title and state.
+    pub async fn open_questions(&self) -> Result<Vec<OpenQuestion>> {
         let rows = sqlx::query(
-            "SELECT q.task_id, q.seq, q.text, q.asked_ms, q.answer, q.answered_ms FROM questions q JOIN tasks t ON t.id = q.task_id \
+            "SELECT q.task_id, q.seq, q.text, q.asked_ms, q.answer, q.answered_ms, t.node, t.title, t.state \
+             FROM questions q JOIN tasks t ON t.id = q.task_id \
              WHERE q.answer IS NULL AND t.state IN ('running', 'waiting', 'blocked') ORDER BY q.asked_ms, q.task_id, q.seq",
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(records::question_from_row).collect()
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get(8)?;
+                Ok(OpenQuestion {
+                    question: records::question_from_row(r)?,
+                    node: r.try_get(6)?,
+                    title: r.try_get(7)?,
+                    state: state.parse().map_err(CoordinatorError::Corrupt)?,
+                })
+            })
+            .collect()
     }
 
     /// Inserts or refreshes a node's registration.
