@@ -67,17 +67,29 @@ fn write_atomic(path: &Path, body: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Waits for `path` to exist, checking every 50 µs (the resolution of the measurement).
-fn wait_file(path: &Path, deadline: Instant) -> Instant {
+/// The last lines of the coordinator's and the first agent's logs, for a failure message.
+fn logs(c: &Cluster) -> String {
+    let tail = |log: String| {
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+    format!(
+        "--- coordinator log:\n{}\n--- agent log:\n{}",
+        tail(c.coordinator.log_text()),
+        tail(c.agents[0].1.log_text())
+    )
+}
+
+/// Waits for `path` to exist, checking every 50 µs (the resolution of the measurement); None
+/// past `deadline`.
+fn wait_file(path: &Path, deadline: Instant) -> Option<Instant> {
     loop {
         if path.exists() {
-            return Instant::now();
+            return Some(Instant::now());
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_micros(50));
     }
 }
@@ -148,18 +160,29 @@ fn questions(args: &[String]) -> Vec<Stats> {
             let q = ipc.join(format!("{seq:03}.question"));
             let t0 = Instant::now();
             write_atomic(&q, &format!("question {seq}?"));
-            loop {
-                let ev = stream.message().await.unwrap().expect("watch stream");
-                if ev.change == "question"
-                    && ev
-                        .task
-                        .as_ref()
-                        .is_some_and(|t| t.questions.iter().any(|x| x.seq == seq))
-                {
-                    seen.samples.push(ms(t0.elapsed()));
-                    break;
+            let reported = async {
+                loop {
+                    let ev = stream.message().await.unwrap().expect("watch stream");
+                    if ev.change == "question"
+                        && ev
+                            .task
+                            .as_ref()
+                            .is_some_and(|t| t.questions.iter().any(|x| x.seq == seq))
+                    {
+                        return;
+                    }
                 }
+            };
+            if tokio::time::timeout(Duration::from_secs(10), reported)
+                .await
+                .is_err()
+            {
+                panic!(
+                    "question {seq:03} was not reported within 10 s\n{}",
+                    logs(&c)
+                );
             }
+            seen.samples.push(ms(t0.elapsed()));
             let t1 = Instant::now();
             client
                 .answer(v1::AnswerRequest {
@@ -169,10 +192,12 @@ fn questions(args: &[String]) -> Vec<Stats> {
                 })
                 .await
                 .unwrap();
-            let at = wait_file(
+            let Some(at) = wait_file(
                 &ipc.join(format!("{seq:03}.answer")),
                 t1 + Duration::from_secs(10),
-            );
+            ) else {
+                panic!("{seq:03}.answer never appeared on the node\n{}", logs(&c));
+            };
             answered.samples.push(ms(at - t1));
         }
     });
