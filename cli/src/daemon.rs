@@ -311,7 +311,15 @@ pub(crate) async fn stop(g: &Global, force: bool) -> Result<u8> {
         println!("local daemon not running");
         return Ok(0);
     };
-    let i = info(ch.clone()).await?;
+    let i = match info(ch.clone()).await {
+        Ok(i) => i,
+        // It exited (idle) between the connect and the call.
+        Err(_) if connect_existing(&home).await.is_err() => {
+            println!("local daemon not running");
+            return Ok(0);
+        }
+        Err(e) => return Err(e),
+    };
     if i.active_tasks > 0 && !force {
         bail!(
             "{} task(s) are still active on the local daemon; cancel them (`dispatch status` lists them) or pass --force to stop their workers too",
@@ -322,8 +330,13 @@ pub(crate) async fn stop(g: &Global, force: bool) -> Result<u8> {
         cancel_all(ch).await?;
     }
     let pid = nix::unistd::Pid::from_raw(i.pid as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
-        .with_context(|| format!("cannot signal the daemon (pid {})", i.pid))?;
+    match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+        // ESRCH: it exited on its own meanwhile.
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot signal the daemon (pid {})", i.pid));
+        }
+    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while nix::sys::signal::kill(pid, None).is_ok() {
         if tokio::time::Instant::now() >= deadline {

@@ -99,7 +99,7 @@ fn the_first_dispatch_starts_a_detached_daemon_that_runs_tasks_here_and_exits_wh
         "--id",
         "second",
         "--step",
-        "again (sleep 3s)",
+        "again (sleep 60s)",
         "more",
     ]);
     assert!(again.status.success(), "{}", text(&again.stderr));
