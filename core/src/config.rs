@@ -264,7 +264,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    const SEED: &str = include_str!("../../../shared/seed/config-example.yaml");
+    const SEED: &str = include_str!("../../tests/fixtures/seed/config-example.yaml");
 
     #[test]
     fn the_seed_example_loads_as_is() {

@@ -237,7 +237,7 @@ pub fn remove_alias(text: &str, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    const SEED: &str = include_str!("../../../shared/seed/config-example.yaml");
+    const SEED: &str = include_str!("../../tests/fixtures/seed/config-example.yaml");
 
     #[test]
     fn edits_keep_comments_and_order() {

@@ -97,7 +97,7 @@ mod tests {
                 .contains("https webhooks are not supported")
         );
         assert!(parse("notify: [1, 2").unwrap_err().contains("line"));
-        let seed = include_str!("../../../shared/seed/config-example.yaml");
+        let seed = include_str!("../../tests/fixtures/seed/config-example.yaml");
         assert!(
             parse(seed).unwrap().is_empty(),
             "the seed's example config loads"

@@ -27,7 +27,7 @@ fn config_init_detects_the_clis_and_models_and_writes_the_seed_layout() {
     std::fs::create_dir_all(&stubs).unwrap();
     let fixture = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/agent-models.txt"
+        "/fixtures/agent-models.txt"
     );
     stub(
         &stubs,
@@ -113,7 +113,7 @@ fn config_edits_keep_the_users_comments() {
     std::fs::copy(
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/seed/config-example.yaml"
+            "/fixtures/seed/config-example.yaml"
         ),
         home.join("config.yaml"),
     )
