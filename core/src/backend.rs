@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn agent_models_output() {
-        let m = parse_agent_models(include_str!("../../../shared/fixtures/agent-models.txt"));
+        let m = parse_agent_models(include_str!("../../tests/fixtures/agent-models.txt"));
         assert_eq!(m.len(), 13);
         assert_eq!(m[0], ("auto".to_string(), "Auto".to_string()));
         assert_eq!(
