@@ -37,8 +37,9 @@ pub async fn connect(url: &str) -> Result<Channel, String> {
         })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20));
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true);
     endpoint.connect().await.map_err(|e| {
         format!(
             "cannot connect to the coordinator at {url}: {}",

@@ -8,6 +8,7 @@ pub mod node;
 pub mod runner;
 pub mod sim;
 pub mod spool;
+pub mod watched;
 pub mod worker_record;
 pub mod worktree;
 

@@ -1,6 +1,10 @@
 //! The node's connection loop: one owner of the spool and the running tasks, fed by the
 //! coordinator's stream and by the runners' events. Reconnects with exponential backoff;
 //! events keep being spooled while disconnected and are resent after reconnecting.
+//!
+//! Every wait is bounded and sits in one `select!` with the shutdown signal: connecting
+//! (10 s), a coordinator that stops talking (three of its heartbeats), a stream that stops
+//! taking messages. SIGTERM is honoured in each of them.
 
 use crate::backends::BackendSpec;
 use crate::runner::{self, RunContext, TaskHandle, event};
@@ -12,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -42,24 +47,49 @@ pub struct AgentConfig {
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest a connection attempt (TCP, HTTP/2, Hello → Welcome) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outbound messages buffered for the stream.
+const OUT_QUEUE: usize = 1024;
+/// Worker output sent per task until a coordinator says its own cap.
+const DEFAULT_MAX_LOG: u64 = 64 * 1024 * 1024;
 
 struct Session {
     out: mpsc::Sender<v1::AgentMessage>,
     inbound: Streaming<v1::CoordinatorMessage>,
     heartbeat: tokio::time::Interval,
+    /// Silence after which the coordinator counts as gone (None: it sends no heartbeats).
+    silence: Option<Duration>,
+    last_heard: Instant,
 }
 
 enum FromSession {
     Message(Box<Result<Option<v1::CoordinatorMessage>, tonic::Status>>),
     HeartbeatDue,
+    Silent,
 }
 
 impl Session {
     async fn next(&mut self) -> FromSession {
+        let deadline = self.last_heard + self.silence.unwrap_or(Duration::from_secs(86400));
         tokio::select! {
-            m = self.inbound.message() => FromSession::Message(Box::new(m)),
+            m = self.inbound.message() => {
+                self.last_heard = Instant::now();
+                FromSession::Message(Box::new(m))
+            }
             _ = self.heartbeat.tick() => FromSession::HeartbeatDue,
+            _ = tokio::time::sleep_until(deadline), if self.silence.is_some() => FromSession::Silent,
         }
+    }
+
+    /// Queues `m` for the coordinator, waiting at most the silence time; false when the
+    /// stream does not take it (the session is then dropped and everything is resent).
+    async fn send(&self, m: v1::AgentMessage) -> bool {
+        let wait = self.silence.unwrap_or(Duration::from_secs(30));
+        matches!(
+            tokio::time::timeout(wait, self.out.send(m)).await,
+            Ok(Ok(()))
+        )
     }
 }
 
@@ -87,6 +117,8 @@ struct Node {
     cfg: AgentConfig,
     spool: EventSpool,
     tasks: HashMap<String, TaskHandle>,
+    /// Assigns of a newer worker run of a task whose older run is still stopping.
+    next_runs: HashMap<String, v1::Assign>,
     ctx: RunContext,
     /// (task, attempt) of workers that ended in this run, so a resent Assign never runs one twice.
     finished: std::collections::VecDeque<(String, u32)>,
@@ -145,8 +177,9 @@ impl Node {
 
     async fn connect(&mut self) -> Result<Session, String> {
         let channel = crate::channel::connect(&self.cfg.coordinator).await?;
-        let mut client = v1::agent_service_client::AgentServiceClient::new(channel);
-        let (out, rx) = mpsc::channel(1024);
+        let mut client = v1::agent_service_client::AgentServiceClient::new(channel)
+            .max_decoding_message_size(8 * 1024 * 1024);
+        let (out, rx) = mpsc::channel(OUT_QUEUE);
         out.send(msg(v1::agent_message::Kind::Hello(self.hello())))
             .await
             .map_err(|_| "stream closed".to_string())?;
@@ -155,82 +188,93 @@ impl Node {
             .await
             .map_err(|s| format!("the coordinator refused the session: {}", s.message()))?
             .into_inner();
-        let welcome = match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
-            Ok(Ok(Some(v1::CoordinatorMessage {
+        let welcome = match inbound.message().await {
+            Ok(Some(v1::CoordinatorMessage {
                 kind: Some(In::Welcome(w)),
-            }))) => w,
-            Ok(Ok(Some(v1::CoordinatorMessage {
+            })) => w,
+            Ok(Some(v1::CoordinatorMessage {
                 kind: Some(In::Reject(r)),
-            }))) => return Err(format!("the coordinator rejected this node: {}", r.reason)),
-            Ok(Ok(_)) => return Err("the coordinator did not answer Hello with Welcome".into()),
-            Ok(Err(s)) => {
+            })) => return Err(format!("the coordinator rejected this node: {}", r.reason)),
+            Ok(_) => return Err("the coordinator did not answer Hello with Welcome".into()),
+            Err(s) => {
                 return Err(format!(
                     "the coordinator refused this node: {}",
                     s.message()
                 ));
             }
-            Err(_) => return Err("no Welcome from the coordinator within 10 s".into()),
         };
         for c in &welcome.committed {
             self.spool.ack(&c.task_id, c.seq);
         }
+        if welcome.max_log_bytes > 0 {
+            self.ctx
+                .max_log_bytes
+                .store(welcome.max_log_bytes, Ordering::Relaxed);
+        }
+        let every = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(100, 60_000));
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let session = Session {
+            out,
+            inbound,
+            heartbeat,
+            silence: welcome.coordinator_heartbeats.then_some(every * 3),
+            last_heard: Instant::now(),
+        };
         let resend: Vec<v1::TaskEvent> = self.spool.unacked().cloned().collect();
         if !resend.is_empty() {
             tracing::info!(events = resend.len(), "resending spooled events");
         }
         for ev in resend {
-            out.send(msg(v1::agent_message::Kind::Event(ev)))
-                .await
-                .map_err(|_| "stream closed".to_string())?;
+            if !session.send(msg(v1::agent_message::Kind::Event(ev))).await {
+                return Err("the coordinator stopped taking events while they were resent".into());
+            }
         }
-        let every = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(100, 60_000));
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + every, every);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(Session {
-            out,
-            inbound,
-            heartbeat,
-        })
+        tracing::info!(epoch = welcome.epoch, "session open");
+        Ok(session)
     }
 
-    /// Applies a command; the returned string is empty on success.
-    fn apply(&mut self, cmd: v1::Command) -> String {
+    /// Applies a command; the returned string is empty on success. File work runs off the
+    /// async runtime.
+    async fn apply(&mut self, cmd: v1::Command) -> String {
         use v1::command::Kind as C;
         match cmd.kind {
-            Some(C::Assign(a)) => {
-                let run = (a.task_id.clone(), a.attempt.max(1));
-                if self.tasks.contains_key(&a.task_id) || self.finished.contains(&run) {
-                    return String::new();
-                }
-                if let Err(e) = dispatch_core::task_id::validate(&a.task_id) {
-                    return e.to_string();
-                }
-                self.spool.begin(&a.task_id, a.last_seq);
-                tracing::info!(task = %a.task_id, backend = %a.backend, "assigned");
-                let id = a.task_id.clone();
-                let handle = runner::start(self.ctx.clone(), a);
-                self.tasks.insert(id, handle);
-                String::new()
-            }
+            Some(C::Assign(a)) => self.assign(a),
             Some(C::Cancel(c)) => {
-                if let Some(t) = self.tasks.get(&c.task_id) {
+                if let Some(t) = self.tasks.get_mut(&c.task_id)
+                    && (c.attempt == 0 || c.attempt == t.attempt)
+                {
+                    t.cancelling = true;
                     t.cancel.notify_one();
+                }
+                if self
+                    .next_runs
+                    .get(&c.task_id)
+                    .is_some_and(|a| c.attempt == 0 || c.attempt == a.attempt)
+                {
+                    self.next_runs.remove(&c.task_id);
                 }
                 String::new()
             }
             Some(C::Answer(a)) => match self.tasks.get(&a.task_id) {
-                Some(t) => runner::deliver_answer(&t.task_dir, a.seq, &a.text)
-                    .err()
-                    .unwrap_or_default(),
+                Some(t) => {
+                    let workdir = t.workdir.clone();
+                    blocking(move || {
+                        crate::watched::deliver_answer(&workdir, &a.task_id, a.seq, &a.text)
+                    })
+                    .await
+                }
                 None => format!(
                     "task `{}` is not running on node `{}`",
                     a.task_id, self.cfg.name
                 ),
             },
             Some(C::Note(n)) => match self.tasks.get(&n.task_id) {
-                Some(t) => runner::append_note(&t.task_dir, &n.text)
-                    .err()
-                    .unwrap_or_default(),
+                Some(t) => {
+                    let workdir = t.workdir.clone();
+                    blocking(move || crate::watched::append_note(&workdir, &n.task_id, &n.text))
+                        .await
+                }
                 None => format!(
                     "task `{}` is not running on node `{}`",
                     n.task_id, self.cfg.name
@@ -242,16 +286,54 @@ impl Node {
                 } else {
                     PathBuf::from(&r.path)
                 };
-                match crate::worktree::remove(&workdir, &r.task_id) {
-                    Ok(()) => {
-                        tracing::info!(task = %r.task_id, "worktree removed");
-                        String::new()
-                    }
-                    Err(e) => format!("{e} (on node `{}`)", self.cfg.name),
-                }
+                let node = self.cfg.name.clone();
+                blocking(
+                    move || match crate::worktree::remove(&workdir, &r.task_id) {
+                        Ok(()) => {
+                            tracing::info!(task = %r.task_id, "worktree removed");
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("{e} (on node `{node}`)")),
+                    },
+                )
+                .await
             }
             None => "empty command".into(),
         }
+    }
+
+    fn assign(&mut self, a: v1::Assign) -> String {
+        if let Err(e) = dispatch_core::task_id::validate(&a.task_id) {
+            return e.to_string();
+        }
+        let attempt = a.attempt.max(1);
+        if self.finished.contains(&(a.task_id.clone(), attempt)) {
+            return String::new();
+        }
+        if let Some(running) = self.tasks.get_mut(&a.task_id) {
+            if attempt <= running.attempt {
+                // A resent Assign of this run (or of an older one).
+                return String::new();
+            }
+            // A newer run: the older one is fenced. Stop it; the new one starts when it exits.
+            if !running.cancelling {
+                running.cancelling = true;
+                running.cancel.notify_one();
+            }
+            tracing::info!(task = %a.task_id, attempt, "a newer worker run waits for the older one to stop");
+            self.next_runs.insert(a.task_id.clone(), a);
+            return String::new();
+        }
+        self.start(a);
+        String::new()
+    }
+
+    fn start(&mut self, a: v1::Assign) {
+        self.spool.begin(&a.task_id, a.last_seq);
+        tracing::info!(task = %a.task_id, backend = %a.backend, attempt = a.attempt, "assigned");
+        let id = a.task_id.clone();
+        let handle = runner::start(self.ctx.clone(), a);
+        self.tasks.insert(id, handle);
     }
 
     /// Spools a runner's event (assigning its seq) and forgets tasks whose worker ended.
@@ -261,6 +343,7 @@ impl Node {
             Some(v1::task_event::Kind::Exited(_)) | Some(v1::task_event::Kind::StartFailed(_))
         );
         let id = ev.task_id.clone();
+        let attempt = ev.attempt;
         let ev = match self.spool.append(ev) {
             Ok(ev) => Some(ev),
             Err(e) => {
@@ -268,13 +351,60 @@ impl Node {
                 None
             }
         };
-        if ended && let Some(t) = self.tasks.remove(&id) {
+        if ended && self.tasks.get(&id).is_some_and(|t| t.attempt == attempt) {
+            let t = self.tasks.remove(&id).expect("checked above");
             if self.finished.len() == REMEMBER_FINISHED {
                 self.finished.pop_front();
             }
-            self.finished.push_back((id, t.attempt));
+            self.finished.push_back((id.clone(), t.attempt));
+            if let Some(next) = self.next_runs.remove(&id) {
+                self.start(next);
+            }
         }
         ev
+    }
+
+    /// Answers a coordinator's Resend: the spooled events from `from` on, or what is gone.
+    fn resend(&self, task: &str, from: u64) -> Vec<v1::AgentMessage> {
+        match self.spool.resend_from(task, from) {
+            Ok(events) => {
+                tracing::warn!(
+                    task,
+                    from,
+                    events = events.len(),
+                    "the coordinator missed events; resending"
+                );
+                events
+                    .into_iter()
+                    .map(|e| msg(v1::agent_message::Kind::Event(e)))
+                    .collect()
+            }
+            Err(next) if next > from => {
+                tracing::error!(
+                    task,
+                    from,
+                    next,
+                    "events the coordinator asks for were already dropped; telling it"
+                );
+                vec![msg(v1::agent_message::Kind::Unavailable(
+                    v1::EventsUnavailable {
+                        task_id: task.to_string(),
+                        from_seq: from,
+                        next_seq: next,
+                    },
+                ))]
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Runs blocking file work off the runtime; an empty string on success.
+async fn blocking(f: impl FnOnce() -> Result<(), String> + Send + 'static) -> String {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(())) => String::new(),
+        Ok(Err(e)) => e,
+        Err(e) => format!("the command failed: {e}"),
     }
 }
 
@@ -298,11 +428,13 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         workspace_roots: Arc::new(cfg.workspace_roots.clone()),
         repo_cache: cfg.data_dir.join("repos"),
         workspaces: cfg.data_dir.join("workspaces"),
+        max_log_bytes: Arc::new(AtomicU64::new(DEFAULT_MAX_LOG)),
     };
     let mut node = Node {
         cfg,
         spool,
         tasks: HashMap::new(),
+        next_runs: HashMap::new(),
         ctx,
         finished: Default::default(),
     };
@@ -321,22 +453,27 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         if node.tasks.contains_key(&id) {
             continue;
         }
-        let dir = runner::task_dir(std::path::Path::new(&workdir), &id);
-        let markdown = std::fs::read(dir.join("plan.md"))
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let (markdown, done_marker) = if workdir.is_empty() {
+            (String::new(), false)
+        } else {
+            let (w, t) = (PathBuf::from(&workdir), id.clone());
+            tokio::task::spawn_blocking(move || crate::watched::read_plan(&w, &t))
+                .await
+                .unwrap_or_default()
+        };
         let exited = v1::WorkerExited {
             exit_code: None,
             signal: None,
             markdown,
-            done_marker: dir.join("ipc/.done").exists(),
+            done_marker,
             cancelled: false,
             detail: format!(
                 "the worker ended while the agent on node `{}` was down; its exit status is unknown",
                 node.cfg.name
             ),
+            fault: String::new(),
         };
-        node.spool_event(event(&id, v1::task_event::Kind::Exited(exited)));
+        node.spool_event(event(&id, 0, v1::task_event::Kind::Exited(exited)));
     }
 
     let mut session: Option<Session> = None;
@@ -347,42 +484,71 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     loop {
         if let Some(deadline) = stopping {
             let flushed = node.spool.unacked().next().is_none();
-            if flushed || Instant::now() >= deadline {
+            if flushed || Instant::now() >= deadline || session.is_none() {
                 break;
             }
         }
-        if session.is_none() && Instant::now() >= next_attempt {
-            match node.connect().await {
-                Ok(s) => {
+        if session.is_none() && stopping.is_none() && Instant::now() >= next_attempt {
+            let attempt = tokio::select! {
+                r = tokio::time::timeout(CONNECT_TIMEOUT, node.connect()) => Some(r),
+                _ = &mut shutdown => None,
+            };
+            match attempt {
+                None => {
+                    tracing::info!(
+                        running = node.tasks.len(),
+                        "shutting down while connecting; running workers continue and are re-attached on the next start"
+                    );
+                    break;
+                }
+                Some(Ok(Ok(s))) => {
                     tracing::info!(coordinator = %node.cfg.coordinator, node = %node.cfg.name, "connected");
                     session = Some(s);
                     backoff = MIN_BACKOFF;
                 }
-                Err(e) => {
+                Some(result) => {
+                    let e = match result {
+                        Ok(Err(e)) => e,
+                        _ => format!(
+                            "no answer from the coordinator at {} within {CONNECT_TIMEOUT:?}",
+                            node.cfg.coordinator
+                        ),
+                    };
                     tracing::warn!(coordinator = %node.cfg.coordinator, "{e}; retrying in {:?}", backoff);
                     next_attempt = Instant::now() + jitter(backoff);
                     backoff = (backoff * 2).min(node.cfg.max_backoff);
                 }
             }
+            continue;
         }
         let stop_at = stopping.unwrap_or_else(Instant::now);
         tokio::select! {
             Some(ev) = events_rx.recv() => {
                 if let Some(ev) = node.spool_event(ev)
                     && let Some(s) = &session
-                        && s.out.send(msg(v1::agent_message::Kind::Event(ev))).await.is_err() {
-                            session = None;
-                        }
+                    && !s.send(msg(v1::agent_message::Kind::Event(ev))).await
+                {
+                    tracing::warn!("the coordinator stopped taking events; reconnecting");
+                    session = None;
+                }
             }
             from = async { session.as_mut().expect("guarded by the branch condition").next().await }, if session.is_some() => {
                 let m = match from {
                     FromSession::Message(m) => *m,
                     FromSession::HeartbeatDue => {
                         let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32 }));
-                        if session.as_ref().expect("connected").out.send(hb).await.is_err() {
+                        if !session.as_ref().expect("connected").send(hb).await {
                             session = None;
+                        }
+                        if session.is_none() {
                             next_attempt = Instant::now() + jitter(backoff);
                         }
+                        continue;
+                    }
+                    FromSession::Silent => {
+                        tracing::warn!(coordinator = %node.cfg.coordinator, "no heartbeat from the coordinator for three intervals; reconnecting");
+                        session = None;
+                        next_attempt = Instant::now();
                         continue;
                     }
                 };
@@ -390,13 +556,21 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                     Ok(Some(v1::CoordinatorMessage { kind: Some(In::EventAck(a)) })) => node.spool.ack(&a.task_id, a.seq),
                     Ok(Some(v1::CoordinatorMessage { kind: Some(In::Command(cmd)) })) => {
                         let command_id = cmd.id;
-                        let error = node.apply(cmd);
+                        let error = node.apply(cmd).await;
                         if !error.is_empty() {
                             tracing::warn!(command = command_id, %error, "command not applied");
                         }
                         let ack = msg(v1::agent_message::Kind::CommandAck(v1::CommandAck { command_id, error }));
-                        if session.as_ref().expect("connected").out.send(ack).await.is_err() {
+                        if !session.as_ref().expect("connected").send(ack).await {
                             session = None;
+                        }
+                    }
+                    Ok(Some(v1::CoordinatorMessage { kind: Some(In::Resend(r)) })) => {
+                        for m in node.resend(&r.task_id, r.from_seq) {
+                            if !session.as_ref().expect("connected").send(m).await {
+                                session = None;
+                                break;
+                            }
                         }
                     }
                     Ok(Some(v1::CoordinatorMessage { kind: Some(In::Reject(r)) })) => {

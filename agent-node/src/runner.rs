@@ -1,30 +1,36 @@
 //! Runs one task: prepares the seed's task directory, spawns the worker in its own session
 //! (own process group), and reports plan snapshots, questions, log output and the exit.
+//!
+//! The worker is untrusted: its task directory is read through [`crate::watched`], off the
+//! async runtime; a file that breaks a rule stops the worker and fails the task with the
+//! reason. File notifications wake a scan only for writes and renames, never for reads, so a
+//! sleeping worker costs its agent nothing.
 
 use crate::backends::{BackendSpec, on_path};
-use crate::sim::write_atomic;
+use crate::watched::{Watched, workdir_of};
 use crate::worker_record::RunRecord;
 use dispatch_core::backend::appends_model;
-use dispatch_core::limits::MAX_LOG_CHUNK_BYTES;
+use dispatch_core::fs::TaskDir;
 use dispatch_proto::v1;
 use dispatch_proto::v1::task_event::Kind;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use notify::Watcher;
-use std::collections::BTreeSet;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
-/// How long a cancelled worker gets between SIGTERM and SIGKILL.
+/// How long a cancelled (or faulted) worker gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// A worker that fails within this long without touching its plan counts as not started.
 const QUICK_EXIT: Duration = Duration::from_secs(10);
 /// Safety re-scan interval in case a file notification is missed.
-const RESCAN: Duration = Duration::from_secs(1);
+const RESCAN: Duration = Duration::from_secs(2);
+/// Longest error text a start failure carries (it quotes the worker's last output).
+const MAX_START_ERROR: usize = 4096;
 
 /// What every runner of a node shares.
 #[derive(Clone)]
@@ -47,16 +53,20 @@ pub struct RunContext {
     pub repo_cache: PathBuf,
     /// Worktrees of remote-workspace tasks (`<data-dir>/workspaces`).
     pub workspaces: PathBuf,
+    /// Worker output sent per task at most (the coordinator's cap, from its Welcome).
+    pub max_log_bytes: Arc<AtomicU64>,
 }
 
 /// A running task, as the connection loop sees it.
 pub struct TaskHandle {
     /// Wakes the runner to kill the worker's process group.
     pub cancel: Arc<Notify>,
-    /// `<workdir>/.dispatch/tasks/<id>`.
-    pub task_dir: PathBuf,
+    /// Where its `.dispatch/tasks/<id>` lives.
+    pub workdir: PathBuf,
     /// Which worker run of the task this is.
     pub attempt: u32,
+    /// A cancel was sent already.
+    pub cancelling: bool,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -67,12 +77,13 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A fresh (unsequenced) event for `task`.
-pub fn event(task: &str, kind: Kind) -> v1::TaskEvent {
+/// A fresh (unsequenced) event of worker run `attempt` of `task`.
+pub fn event(task: &str, attempt: u32, kind: Kind) -> v1::TaskEvent {
     v1::TaskEvent {
         task_id: task.to_string(),
         seq: 0,
         at_ms: now_ms(),
+        attempt,
         kind: Some(kind),
     }
 }
@@ -102,18 +113,29 @@ pub fn start(ctx: RunContext, assign: v1::Assign) -> TaskHandle {
     };
     let handle = TaskHandle {
         cancel: Arc::new(Notify::new()),
-        task_dir: task_dir(&cwd, &assign.task_id),
+        workdir: cwd,
         attempt: assign.attempt.max(1),
+        cancelling: false,
     };
     let cancel = Arc::clone(&handle.cancel);
     tokio::spawn(async move {
         let id = assign.task_id.clone();
+        let attempt = assign.attempt.max(1);
         let events = ctx.events.clone();
-        if let Err(error) = run(ctx, assign, workdir, cancel).await {
+        if let Err(mut error) = run(ctx, assign, workdir, cancel).await {
             tracing::warn!(task = %id, %error, "worker could not start");
+            if error.len() > MAX_START_ERROR {
+                let mut cut = MAX_START_ERROR;
+                while !error.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                error.truncate(cut);
+                error.push('…');
+            }
             let _ = events
                 .send(event(
                     &id,
+                    attempt,
                     Kind::StartFailed(v1::WorkerStartFailed { error }),
                 ))
                 .await;
@@ -155,136 +177,31 @@ fn prepare(
             backend.name
         ));
     }
-    let dir = task_dir(workdir, &assign.task_id);
-    std::fs::create_dir_all(dir.join("ipc"))
-        .map_err(|e| format!("cannot create {} on node `{node}`: {e}", dir.display()))?;
-    write_atomic(&dir.join("plan.md"), assign.plan_markdown.as_bytes()).map_err(|e| {
-        format!(
-            "cannot write {}/plan.md on node `{node}`: {e}",
-            dir.display()
-        )
-    })?;
-    Ok((dir, backend))
-}
-
-struct Watched {
-    task: String,
-    dir: PathBuf,
-    log: PathBuf,
-    log_offset: u64,
-    last_plan: Vec<u8>,
-    questions: BTreeSet<u32>,
-    acked: BTreeSet<u32>,
-    events: mpsc::Sender<v1::TaskEvent>,
-}
-
-impl Watched {
-    fn new(
-        task: &str,
-        dir: PathBuf,
-        log: PathBuf,
-        log_offset: u64,
-        last_plan: Vec<u8>,
-        events: mpsc::Sender<v1::TaskEvent>,
-    ) -> Watched {
-        Watched {
-            task: task.to_string(),
-            dir,
-            log,
-            log_offset,
-            last_plan,
-            questions: BTreeSet::new(),
-            acked: BTreeSet::new(),
-            events,
-        }
-    }
-
-    async fn send(&self, kind: Kind) {
-        let _ = self.events.send(event(&self.task, kind)).await;
-    }
-
-    /// Reports whatever changed on disk since the last look.
-    async fn scan(&mut self) {
-        self.scan_log().await;
-        if let Ok(plan) = std::fs::read(self.dir.join("plan.md"))
-            && plan != self.last_plan
-        {
-            self.last_plan = plan;
-            let markdown = String::from_utf8_lossy(&self.last_plan).into_owned();
-            self.send(Kind::Plan(v1::PlanUpdated { markdown })).await;
-        }
-        self.scan_ipc().await;
-    }
-
-    async fn scan_log(&mut self) {
-        let Ok(mut f) = std::fs::File::open(&self.log) else {
-            return;
-        };
-        if f.seek(SeekFrom::Start(self.log_offset)).is_err() {
-            return;
-        }
-        let mut buf = vec![0u8; MAX_LOG_CHUNK_BYTES];
-        loop {
-            match f.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    self.log_offset += n as u64;
-                    self.send(Kind::Log(v1::LogChunk {
-                        data: buf[..n].to_vec(),
-                    }))
-                    .await;
-                }
-            }
-        }
-    }
-
-    /// The seed's IPC: `NNN.question` once renamed into place (never `.tmp`), `NNN.done` once
-    /// the worker took the answer.
-    async fn scan_ipc(&mut self) {
-        let Ok(entries) = std::fs::read_dir(self.dir.join("ipc")) else {
-            return;
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in names {
-            let Some((num, ext)) = name.split_once('.') else {
-                continue;
-            };
-            let Ok(seq) = num.parse::<u32>() else {
-                continue;
-            };
-            if num.len() < 3 || !num.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            match ext {
-                "question" if !self.questions.contains(&seq) => {
-                    let Ok(text) = std::fs::read(self.dir.join("ipc").join(&name)) else {
-                        continue;
-                    };
-                    self.questions.insert(seq);
-                    let text = String::from_utf8_lossy(&text).trim_end().to_string();
-                    self.send(Kind::Question(v1::QuestionAsked { seq, text }))
-                        .await;
-                }
-                "done" if self.questions.contains(&seq) && !self.acked.contains(&seq) => {
-                    self.acked.insert(seq);
-                    self.send(Kind::AnswerDelivered(v1::AnswerDelivered { seq }))
-                        .await;
-                }
-                _ => {}
-            }
-        }
-    }
+    // The checkout may carry a `.dispatch/` of its own: nothing in it is followed.
+    let dir = TaskDir::open(workdir, &assign.task_id, true)
+        .and_then(|d| {
+            d.ensure_dir("ipc")?;
+            d.write_atomic("plan.md", assign.plan_markdown.as_bytes())?;
+            Ok(d)
+        })
+        .map_err(|e| format!("cannot prepare the task directory on node `{node}`: {e}"))?;
+    Ok((dir.path().to_path_buf(), backend))
 }
 
 /// Watches the task directory, its ipc/ and the log file; falls back to polling where the
 /// filesystem has no inotify.
 fn watch(paths: &[&Path], wake: mpsc::Sender<()>) -> Option<Box<dyn Watcher + Send>> {
-    let handler = move |_res: notify::Result<notify::Event>| {
-        let _ = wake.try_send(());
+    use notify::EventKind as E;
+    // Only writes, creations, removals and renames matter. Opens and reads are ignored: each
+    // scan opens these files, and waking on that kept a core busy per sleeping worker.
+    let handler = move |res: notify::Result<notify::Event>| {
+        let wanted = match res {
+            Ok(ev) => !matches!(ev.kind, E::Access(_) | E::Other),
+            Err(_) => true,
+        };
+        if wanted {
+            let _ = wake.try_send(());
+        }
     };
     let watch_all = |w: &mut dyn Watcher| {
         paths
@@ -363,7 +280,12 @@ async fn run(
     } else {
         workdir
     };
-    let (dir, backend) = prepare(&ctx, &assign, &workdir)?;
+    let (dir, backend) = {
+        let (ctx, assign, workdir) = (ctx.clone(), assign.clone(), workdir.clone());
+        tokio::task::spawn_blocking(move || prepare(&ctx, &assign, &workdir))
+            .await
+            .map_err(|e| e.to_string())??
+    };
     std::fs::create_dir_all(&ctx.log_dir)
         .map_err(|e| format!("cannot create {}: {e}", ctx.log_dir.display()))?;
     let log = ctx.log_dir.join(format!("{}.log", assign.task_id));
@@ -403,10 +325,12 @@ async fn run(
         .map_err(|e| format!("cannot run `sh` on node `{}`: {e}", ctx.node))?;
     let pid = child.id().unwrap_or(0);
     tracing::info!(task = %assign.task_id, pid, backend = %backend.name, workdir = %workdir.display(), "worker started");
+    let attempt = assign.attempt.max(1);
     let _ = ctx
         .events
         .send(event(
             &assign.task_id,
+            attempt,
             Kind::Started(v1::WorkerStarted {
                 pid,
                 command: format!("{shown} <prompt>"),
@@ -429,16 +353,17 @@ async fn run(
     }
     let w = Watched::new(
         &assign.task_id,
-        dir,
+        workdir_of(&dir),
         log,
         0,
         assign.plan_markdown.clone().into_bytes(),
-        ctx.events.clone(),
+        Arc::clone(&ctx.max_log_bytes),
     );
     let initial_plan = assign.plan_markdown.into_bytes();
     supervise(
         ctx,
         w,
+        attempt,
         Exit::Child(child),
         pid,
         cancel,
@@ -459,8 +384,9 @@ enum Exit {
 pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHandle {
     let handle = TaskHandle {
         cancel: Arc::new(Notify::new()),
-        task_dir: record.task_dir.clone(),
+        workdir: workdir_of(&record.task_dir),
         attempt: record.attempt,
+        cancelling: false,
     };
     let cancel = Arc::clone(&handle.cancel);
     tokio::spawn(async move {
@@ -468,27 +394,61 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
         // An empty last plan makes the first scan report the plan as it is now.
         let w = Watched::new(
             &record.task_id,
-            record.task_dir.clone(),
+            workdir_of(&record.task_dir),
             record.log.clone(),
             log_offset,
             Vec::new(),
-            ctx.events.clone(),
+            Arc::clone(&ctx.max_log_bytes),
         );
         tracing::info!(task = %record.task_id, pid = record.pid, "re-attached to a running worker");
         let id = record.task_id.clone();
-        if let Err(e) = supervise(ctx, w, exit, record.pid, cancel, None).await {
+        if let Err(e) = supervise(ctx, w, record.attempt, exit, record.pid, cancel, None).await {
             tracing::warn!(task = %id, error = %e, "lost the re-attached worker");
         }
     });
     handle
 }
 
+/// Scans the task directory off the runtime and sends what changed; returns the watcher and
+/// the fault, if the directory broke a rule.
+async fn scan(ctx: &RunContext, mut w: Watched, attempt: u32) -> (Watched, Option<String>) {
+    let (w, events, fault) = match tokio::task::spawn_blocking(move || {
+        let (events, fault) = w.scan();
+        (w, events, fault)
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => panic!("a task-directory scan panicked: {e}"),
+    };
+    for kind in events {
+        let _ = ctx.events.send(event(&w.task, attempt, kind)).await;
+    }
+    (w, fault)
+}
+
+/// The last lines of a worker's output (read from the end: the log may be large).
+fn log_tail(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(8192)));
+        let _ = f.take(8192).read_to_end(&mut buf);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let last: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    last[last.len().saturating_sub(3)..].join(" | ")
+}
+
 /// Watches a worker until it exits (reporting plan, questions and logs as they change), kills
-/// its process group on cancel, then reports the exit. `fresh` holds the assigned plan and the
-/// backend name for a worker this agent started (to recognise a command that was not found).
+/// its process group on cancel or when its task directory breaks a rule, then reports the
+/// exit. `fresh` holds the assigned plan and the backend name for a worker this agent started
+/// (to recognise a command that was not found).
 async fn supervise(
     ctx: RunContext,
     mut w: Watched,
+    attempt: u32,
     mut exit: Exit,
     pid: u32,
     cancel: Arc<Notify>,
@@ -496,11 +456,21 @@ async fn supervise(
 ) -> Result<(), String> {
     let began = std::time::Instant::now();
     let (wake_tx, mut wake_rx) = mpsc::channel(1);
-    let ipc = w.dir.join("ipc");
-    let _watcher = watch(&[w.dir.as_path(), ipc.as_path(), w.log.as_path()], wake_tx);
+    let dir = dispatch_core::fs::TaskDir::open(&w.workdir, &w.task, false)
+        .map(|d| d.path().to_path_buf())
+        .unwrap_or_else(|_| task_dir(&w.workdir, &w.task));
+    let ipc = dir.join("ipc");
+    let _watcher = watch(&[dir.as_path(), ipc.as_path(), w.log.as_path()], wake_tx);
     let mut rescan = tokio::time::interval(RESCAN);
     let mut cancelled = false;
+    let mut fault: Option<String> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
+    let task = w.task.clone();
+    let stop = |why: &str, kill_at: &mut Option<tokio::time::Instant>| {
+        tracing::info!(%task, pid, "{why}: SIGTERM to the worker's process group");
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        *kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
+    };
     let status = loop {
         let ended = async {
             match &mut exit {
@@ -511,39 +481,56 @@ async fn supervise(
                 }
             }
         };
+        let mut scan_now = false;
         tokio::select! {
             status = ended => break status,
-            _ = wake_rx.recv() => w.scan().await,
-            _ = rescan.tick() => w.scan().await,
+            _ = wake_rx.recv() => scan_now = true,
+            _ = rescan.tick() => scan_now = true,
             _ = cancel.notified(), if !cancelled => {
                 cancelled = true;
-                tracing::info!(task = %w.task, pid, "cancelling: SIGTERM to the worker's process group");
-                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
-                kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
+                if kill_at.is_none() {
+                    stop("cancelling", &mut kill_at);
+                }
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => {
                 let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
                 kill_at = None;
             }
         }
+        if scan_now && fault.is_none() {
+            let (next, f) = scan(&ctx, w, attempt).await;
+            w = next;
+            if let Some(f) = f {
+                tracing::warn!(task = %w.task, fault = %f, "the task directory broke a rule; stopping the worker");
+                if kill_at.is_none() {
+                    stop("stopping it", &mut kill_at);
+                }
+                fault = Some(f);
+            }
+        }
     };
-    if cancelled {
+    if cancelled || fault.is_some() {
         // Whatever of the tree outlived the worker goes too.
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
-    w.scan().await;
+    if fault.is_none() {
+        let (next, f) = scan(&ctx, w, attempt).await;
+        w = next;
+        fault = f;
+    }
     RunRecord::remove(&ctx.run_dir, &w.task);
     let (exit_code, signal) = status.map_err(|e| format!("lost track of the worker: {e}"))?;
     // A worker that exits at once with an error and never touched its plan did not start:
-    // a missing CLI (status 127) or one that refuses to run (e.g. not logged in).
+    // a missing CLI (status 127) or one that refuses to run (e.g. not logged in). Not a
+    // resumed plan, though: its worker may fail fast on the next item, having started.
     if let Some((initial_plan, backend)) = &fresh
         && !cancelled
+        && fault.is_none()
         && w.last_plan == *initial_plan
+        && dispatch_core::Plan::parse_bytes(initial_plan).progress().0 == 0
         && (exit_code == Some(127) || (exit_code != Some(0) && began.elapsed() < QUICK_EXIT))
     {
-        let tail = std::fs::read_to_string(&w.log).unwrap_or_default();
-        let last: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
-        let last = last[last.len().saturating_sub(3)..].join(" | ");
+        let last = log_tail(&w.log);
         return Err(if exit_code == Some(127) {
             format!(
                 "the `{backend}` backend command was not found on node `{}` (exit status 127): {last}",
@@ -559,11 +546,17 @@ async fn supervise(
             )
         });
     }
+    let (w, done_marker) = tokio::task::spawn_blocking(move || {
+        let done = w.done_marker();
+        (w, done)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let exited = v1::WorkerExited {
         exit_code,
         signal,
         markdown: String::from_utf8_lossy(&w.last_plan).into_owned(),
-        done_marker: ipc.join(".done").exists(),
+        done_marker,
         cancelled,
         detail: if fresh.is_none() {
             format!(
@@ -573,42 +566,14 @@ async fn supervise(
         } else {
             String::new()
         },
+        fault: fault
+            .map(|f| format!("stopped by the agent on node `{}`: {f}", ctx.node))
+            .unwrap_or_default(),
     };
-    tracing::info!(task = %w.task, ?exit_code, ?signal, cancelled, "worker exited");
-    let _ = ctx.events.send(event(&w.task, Kind::Exited(exited))).await;
+    tracing::info!(task = %w.task, ?exit_code, ?signal, cancelled, fault = %exited.fault, "worker exited");
+    let _ = ctx
+        .events
+        .send(event(&w.task, attempt, Kind::Exited(exited)))
+        .await;
     Ok(())
-}
-
-/// Writes the answer to `NNN.answer` the seed's way (temp file, fsync, rename). Writing the
-/// same answer again is a no-op; a different answer to an answered question is an error.
-pub fn deliver_answer(task_dir: &Path, seq: u32, text: &str) -> Result<(), String> {
-    let path = task_dir.join("ipc").join(format!("{seq:03}.answer"));
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if existing.trim_end() == text.trim_end() {
-            return Ok(());
-        }
-        return Err(format!(
-            "{} already holds a different answer",
-            path.display()
-        ));
-    }
-    let mut body = text.trim_end().to_string();
-    body.push('\n');
-    write_atomic(&path, body.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// Appends `> **Note from dispatcher:** text` to plan.md with an atomic rewrite that keeps
-/// whatever the worker wrote.
-pub fn append_note(task_dir: &Path, text: &str) -> Result<(), String> {
-    let path = task_dir.join("plan.md");
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let line = format!("> **Note from dispatcher:** {}", text.trim());
-    if String::from_utf8_lossy(&bytes).contains(&line) {
-        return Ok(());
-    }
-    let mut plan = dispatch_core::Plan::parse_bytes(&bytes);
-    plan.append_line(&line);
-    write_atomic(&path, plan.render().as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -13,9 +13,9 @@
 //! - `(child-sleep 30s)`: run `sleep` as a child process for that long (a process tree);
 //! - `(exit N)`: exit at once with status N, leaving the item unchecked.
 
+use dispatch_core::fs::write_atomic;
 use dispatch_core::plan::{ItemStatus, Plan};
 use dispatch_core::prompt::plan_path_in;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -65,19 +65,6 @@ fn directives(text: &str) -> Vec<Directive> {
         out.extend(d);
     }
     out
-}
-
-/// Writes `path` the seed's way: to `<path>.tmp`, fsync, then rename over `path`.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 struct Sim {

@@ -4,7 +4,9 @@
 //!
 //! File format: `spool/<task-id>.events`, a sequence of `u32` little-endian length + encoded
 //! `TaskEvent`. Appends are not fsynced (they survive a process crash, not an OS crash, like
-//! the coordinator's WAL with synchronous=NORMAL).
+//! the coordinator's WAL with synchronous=NORMAL). A file whose acked part passes 1 MiB (and
+//! half the file) is rewritten with only the unacked events, so a long task's spool stays the
+//! size of what is in flight.
 
 use dispatch_proto::v1;
 use prost::Message;
@@ -16,9 +18,24 @@ use std::path::{Path, PathBuf};
 struct TaskSpool {
     next_seq: u64,
     acked: u64,
-    unacked: VecDeque<v1::TaskEvent>,
+    /// Unacked events with their size in the file.
+    unacked: VecDeque<(v1::TaskEvent, u64)>,
     finished: bool,
     workdir: String,
+    /// Bytes in the file, and of them those of unacked events.
+    file_bytes: u64,
+    live_bytes: u64,
+}
+
+/// A spool file is rewritten once its acked part passes this (and half the file).
+const COMPACT_AFTER: u64 = 1024 * 1024;
+
+fn record(ev: &v1::TaskEvent) -> Vec<u8> {
+    let body = ev.encode_to_vec();
+    let mut rec = Vec::with_capacity(body.len() + 4);
+    rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&body);
+    rec
 }
 
 /// Unacked events of every task, backed by files.
@@ -67,10 +84,12 @@ impl EventSpool {
                     if let Some(v1::task_event::Kind::Started(st)) = &ev.kind {
                         spool.workdir = st.workdir.clone();
                     }
-                    spool.unacked.push_back(ev);
+                    spool.live_bytes += 4 + len as u64;
+                    spool.unacked.push_back((ev, 4 + len as u64));
                 }
                 at += 4 + len;
             }
+            spool.file_bytes = at as u64;
             tasks.insert(id.to_string(), spool);
         }
         Ok(EventSpool {
@@ -90,16 +109,15 @@ impl EventSpool {
         spool.next_seq += 1;
         ev.seq = spool.next_seq;
         spool.finished |= is_final(&ev);
-        let body = ev.encode_to_vec();
+        let rec = record(&ev);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)?;
-        let mut rec = Vec::with_capacity(body.len() + 4);
-        rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&body);
         f.write_all(&rec)?;
-        spool.unacked.push_back(ev.clone());
+        spool.file_bytes += rec.len() as u64;
+        spool.live_bytes += rec.len() as u64;
+        spool.unacked.push_back((ev.clone(), rec.len() as u64));
         Ok(ev)
     }
 
@@ -118,7 +136,7 @@ impl EventSpool {
         self.tasks.get(task).map_or(0, |s| {
             s.unacked
                 .iter()
-                .filter_map(|e| match &e.kind {
+                .filter_map(|(e, _)| match &e.kind {
                     Some(v1::task_event::Kind::Log(l)) => Some(l.data.len() as u64),
                     _ => None,
                 })
@@ -135,18 +153,64 @@ impl EventSpool {
         spool.acked = spool.acked.max(seq);
         // The coordinator may know more than we did (after our restart): continue after it.
         spool.next_seq = spool.next_seq.max(seq);
-        while spool.unacked.front().is_some_and(|e| e.seq <= seq) {
+        while let Some((_, size)) = spool.unacked.front().filter(|(e, _)| e.seq <= seq) {
+            spool.live_bytes -= size;
             spool.unacked.pop_front();
         }
         if spool.finished && spool.unacked.is_empty() {
             self.tasks.remove(task);
             let _ = std::fs::remove_file(self.path(task));
+            return;
+        }
+        let dead = spool.file_bytes - spool.live_bytes;
+        if dead > COMPACT_AFTER && dead > spool.live_bytes {
+            let path = self.path(task);
+            let spool = self.tasks.get_mut(task).expect("looked up above");
+            let mut bytes = Vec::with_capacity(spool.live_bytes as usize);
+            for (e, _) in &spool.unacked {
+                bytes.extend(record(e));
+            }
+            match dispatch_core::fs::write_atomic(&path, &bytes) {
+                Ok(()) => spool.file_bytes = bytes.len() as u64,
+                Err(e) => {
+                    tracing::warn!(task, error = %e, "cannot compact the event spool; it keeps growing until the task ends")
+                }
+            }
         }
     }
 
     /// Events not yet acked, every task in order.
     pub fn unacked(&self) -> impl Iterator<Item = &v1::TaskEvent> {
-        self.tasks.values().flat_map(|s| s.unacked.iter())
+        self.tasks
+            .values()
+            .flat_map(|s| s.unacked.iter().map(|(e, _)| e))
+    }
+
+    /// The unacked events of `task` from seq `from` on, for a coordinator that is missing
+    /// them; `Err(next)` when the spool no longer has event `from`: it has nothing before
+    /// `next` (`next == from` when it knows nothing of the task at all).
+    pub fn resend_from(&self, task: &str, from: u64) -> Result<Vec<v1::TaskEvent>, u64> {
+        let Some(spool) = self.tasks.get(task) else {
+            return Err(from);
+        };
+        match spool.unacked.front() {
+            Some((first, _)) if first.seq <= from => Ok(spool
+                .unacked
+                .iter()
+                .filter(|(e, _)| e.seq >= from)
+                .map(|(e, _)| e.clone())
+                .collect()),
+            Some((first, _)) => Err(first.seq),
+            // Everything up to next_seq was sent and acked: what was asked for is gone, unless
+            // it was never made.
+            None if spool.next_seq >= from => Err(spool.next_seq + 1),
+            None => Err(from),
+        }
+    }
+
+    /// Bytes of the spool file of `task` (for tests and diagnostics).
+    pub fn file_bytes(&self, task: &str) -> u64 {
+        self.tasks.get(task).map_or(0, |s| s.file_bytes)
     }
 
     /// (task, highest seq) of every task the spool knows.
@@ -177,6 +241,7 @@ mod tests {
             task_id: task.into(),
             seq: 0,
             at_ms: 0,
+            attempt: 1,
             kind: Some(kind),
         }
     }
@@ -221,5 +286,61 @@ mod tests {
         s.ack("t", 3);
         assert!(s.cursors().is_empty(), "the finished task is forgotten");
         assert!(!dir.path().join("t.events").exists());
+    }
+
+    fn log(n: usize) -> v1::task_event::Kind {
+        v1::task_event::Kind::Log(v1::LogChunk {
+            data: vec![b'x'; n],
+        })
+    }
+
+    #[test]
+    fn resends_what_it_has_and_says_what_it_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = EventSpool::open(dir.path()).unwrap();
+        for _ in 0..5 {
+            s.append(ev("t", log(1))).unwrap();
+        }
+        let seqs = |r: Result<Vec<v1::TaskEvent>, u64>| -> Vec<u64> {
+            r.unwrap().iter().map(|e| e.seq).collect()
+        };
+        assert_eq!(seqs(s.resend_from("t", 3)), vec![3, 4, 5]);
+        s.ack("t", 3);
+        assert_eq!(
+            s.resend_from("t", 2).unwrap_err(),
+            4,
+            "1..3 were acked and dropped"
+        );
+        assert_eq!(seqs(s.resend_from("t", 4)), vec![4, 5]);
+        s.ack("t", 5);
+        assert_eq!(s.resend_from("t", 6).unwrap_err(), 6);
+        assert_eq!(s.resend_from("nope", 2).unwrap_err(), 2);
+    }
+
+    #[test]
+    fn a_long_task_keeps_only_what_is_in_flight_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = EventSpool::open(dir.path()).unwrap();
+        for i in 1..=200u64 {
+            s.append(ev("t", log(60 * 1024))).unwrap();
+            s.ack("t", i);
+        }
+        assert!(
+            s.file_bytes("t") < 2 * 1024 * 1024,
+            "12 MB written, all acked: the file is compacted ({} bytes)",
+            s.file_bytes("t")
+        );
+        let on_disk = std::fs::metadata(dir.path().join("t.events"))
+            .unwrap()
+            .len();
+        assert_eq!(on_disk, s.file_bytes("t"));
+        s.append(ev("t", log(10))).unwrap();
+        drop(s);
+        let s = EventSpool::open(dir.path()).unwrap();
+        assert_eq!(
+            s.unacked().map(|e| e.seq).max(),
+            Some(201),
+            "after a reopen the unacked events are all there"
+        );
     }
 }

@@ -63,7 +63,7 @@ impl RunRecord {
             self.task_dir.display(),
             self.log.display()
         );
-        crate::sim::write_atomic(&Self::path(dir, &self.task_id), body.as_bytes())
+        dispatch_core::fs::write_atomic(&Self::path(dir, &self.task_id), body.as_bytes())
     }
 
     /// Forgets the record of `task`.

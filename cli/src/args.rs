@@ -126,13 +126,16 @@ pub(crate) enum Command {
     /// Dispatch a task (the default command: `dispatch "<prompt>"`).
     Run(Box<RunArgs>),
 
-    /// Show one task in detail, or list tasks.
+    /// Show one task in detail, or list the most recent tasks.
     Status {
-        /// Task to show; all recent tasks when omitted.
+        /// Task to show; the most recent tasks when omitted.
         id: Option<String>,
-        /// With no ID: how many recent tasks to list.
-        #[arg(long, default_value_t = 50)]
+        /// With no ID: how many of the most recent tasks to list.
+        #[arg(long, default_value_t = 50, conflicts_with = "all")]
         limit: u32,
+        /// With no ID: list every task (read from the coordinator a page at a time).
+        #[arg(long)]
+        all: bool,
     },
 
     /// Follow a task's checklist live until it ends.

@@ -76,15 +76,19 @@ pub(crate) async fn answer(
     if text.trim().is_empty() {
         bail!("the answer is empty; nothing was sent");
     }
-    let task = target
-        .client
-        .answer(v1::AnswerRequest {
-            id: id.into(),
-            seq: seq.unwrap_or(0),
-            text,
-        })
-        .await?
-        .into_inner();
+    let req = v1::AnswerRequest {
+        id: id.into(),
+        seq: seq.unwrap_or(0),
+        text,
+        request_id: crate::retry::request_id(),
+    };
+    let client = target.client.clone();
+    let task = crate::retry::idempotent("answer", || {
+        let (mut c, r) = (client.clone(), req.clone());
+        async move { c.answer(r).await }
+    })
+    .await?
+    .into_inner();
     if g.json {
         println!("{}", render::task_json(&task));
     } else if task.reason.starts_with("answered; a new worker") {
@@ -195,6 +199,7 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
                 id: q.task_id.clone(),
                 seq: q.seq,
                 text: line.trim().into(),
+                request_id: crate::retry::request_id(),
             })
             .await
         {
@@ -323,8 +328,8 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
         else {
             bail!("the coordinator closed the watch stream; run `dispatch wait` again");
         };
-        if let Some(t) = ev.task
-            && let Some(old) = tasks.get(&t.id)
+        if let Some(old) = ev.task.as_ref().and_then(|t| tasks.get(&t.id))
+            && let Some(t) = dispatch_proto::convert::apply_watch_event(Some(old), &ev)
             && t.updated_at_ms >= old.updated_at_ms
         {
             tasks.insert(t.id.clone(), t);

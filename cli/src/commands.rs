@@ -35,7 +35,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             submit(&g, with_remote(cli.run)).await
         }
         Some(Command::Run(args)) => submit(&g, with_remote(*args)).await,
-        Some(Command::Status { id, limit }) => status(&g, id, limit).await,
+        Some(Command::Status { id, limit, all }) => status(&g, id, limit, all).await,
         Some(Command::Watch { id }) => {
             task_id::validate(&id)?;
             let mut t = connect(&g).await?;
@@ -101,6 +101,10 @@ fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitRequest> {
         Some(p) => {
             let md = read_source("plan", p)?;
             limits::check_len("plan", &md, limits::MAX_PLAN_BYTES)?;
+            // An empty file and a file without items are the same mistake.
+            if dispatch_core::Plan::parse(&md).items().is_empty() {
+                bail!("the plan in {p} has no checklist items; write items as `- [ ] step` lines");
+            }
             md
         }
         None => String::new(),
@@ -146,6 +150,8 @@ fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitRequest> {
         } else {
             current_repo()
         },
+        // The same id on every attempt: a retried submit never makes a second task.
+        request_id: crate::retry::request_id(),
     })
 }
 
@@ -225,13 +231,15 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
         println!("Not dispatched.");
         return Ok(1);
     }
-    let task = target
-        .client
-        .submit(req)
-        .await?
-        .into_inner()
-        .task
-        .ok_or_else(|| anyhow!("the coordinator returned no task"))?;
+    let client = target.client.clone();
+    let task = crate::retry::idempotent("submit", || {
+        let (mut c, r) = (client.clone(), req.clone());
+        async move { c.submit(r).await }
+    })
+    .await?
+    .into_inner()
+    .task
+    .ok_or_else(|| anyhow!("the coordinator returned no task"))?;
     if g.json && !args.wait {
         println!("{}", render::task_json(&task));
         return Ok(0);
@@ -248,7 +256,42 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
     Ok(0)
 }
 
-async fn status(g: &Global, id: Option<String>, limit: u32) -> Result<u8> {
+/// Tasks newest first, page by page, until `limit` of them (0: all) are read; with the number
+/// of tasks that match in all.
+pub(crate) async fn list_tasks(
+    client: &mut crate::client::Client,
+    states: Vec<i32>,
+    limit: u32,
+) -> Result<(Vec<v1::Task>, u64)> {
+    let mut tasks = Vec::new();
+    let mut total = 0;
+    let mut token = String::new();
+    loop {
+        let want = if limit == 0 {
+            1000
+        } else {
+            (limit as usize - tasks.len()).min(1000) as u32
+        };
+        let page = client
+            .list_tasks(v1::ListTasksRequest {
+                states: states.clone(),
+                limit: want,
+                page_token: token.clone(),
+            })
+            .await?
+            .into_inner();
+        if token.is_empty() {
+            total = page.total;
+        }
+        tasks.extend(page.tasks);
+        token = page.next_page_token;
+        if token.is_empty() || (limit > 0 && tasks.len() >= limit as usize) {
+            return Ok((tasks, total));
+        }
+    }
+}
+
+async fn status(g: &Global, id: Option<String>, limit: u32, all: bool) -> Result<u8> {
     if let Some(id) = &id {
         task_id::validate(id)?;
     }
@@ -269,15 +312,10 @@ async fn status(g: &Global, id: Option<String>, limit: u32) -> Result<u8> {
             }
         }
         None => {
-            let tasks = t
-                .client
-                .list_tasks(v1::ListTasksRequest {
-                    states: vec![],
-                    limit,
-                })
-                .await?
-                .into_inner()
-                .tasks;
+            let (mut tasks, total) =
+                list_tasks(&mut t.client, vec![], if all { 0 } else { limit.max(1) }).await?;
+            // Oldest first, the newest at the bottom where the eye ends.
+            tasks.reverse();
             if g.json {
                 println!(
                     "{}",
@@ -289,6 +327,12 @@ async fn status(g: &Global, id: Option<String>, limit: u32) -> Result<u8> {
                 println!("{:<28} {:<22} {:>5}  TITLE", "ID", "STATE", "DONE");
                 for task in &tasks {
                     println!("{}", render::task_row(task));
+                }
+                if (tasks.len() as u64) < total {
+                    println!(
+                        "(the {} most recent of {total} tasks; `dispatch status --all` lists every one)",
+                        tasks.len()
+                    );
                 }
             }
         }
@@ -327,8 +371,13 @@ pub(crate) async fn follow(target: &mut Target, ids: &[String], json: bool) -> R
         else {
             bail!("the coordinator closed the watch stream; run `dispatch watch` again");
         };
-        let Some(t) = ev.task else { continue };
-        let Some(old) = tasks.get(&t.id) else {
+        let Some(id) = ev.task.as_ref().map(|t| t.id.clone()) else {
+            continue;
+        };
+        let Some(old) = tasks.get(&id) else {
+            continue;
+        };
+        let Some(t) = dispatch_proto::convert::apply_watch_event(Some(old), &ev) else {
             continue;
         };
         // Never go back to an older view (a snapshot can race a change).

@@ -41,7 +41,7 @@ fn write(p: &Path, text: &str) -> Result<()> {
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    dispatch_agent::sim::write_atomic(p, text.as_bytes())
+    dispatch_core::fs::write_atomic(p, text.as_bytes())
         .with_context(|| format!("cannot write {}", p.display()))
 }
 

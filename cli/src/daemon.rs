@@ -192,7 +192,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 
     // Idle exit, driven by task changes: no active task for `idle_timeout` ends the daemon.
-    let mut changes = coordinator.watch_tx.subscribe();
+    let mut changes = coordinator.publisher.watch();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         let active = coordinator.store.count_active().await.unwrap_or(1);
@@ -266,17 +266,11 @@ async fn cancel_all(ch: Channel) -> Result<()> {
         TaskState::Assigned,
         TaskState::Running,
         TaskState::Waiting,
+        TaskState::Unreachable,
     ]
     .map(|s| dispatch_proto::convert::state_to_proto(s) as i32)
     .to_vec();
-    let tasks = c
-        .list_tasks(v1::ListTasksRequest {
-            states: active,
-            limit: 0,
-        })
-        .await?
-        .into_inner()
-        .tasks;
+    let (tasks, _) = crate::commands::list_tasks(&mut c, active, 0).await?;
     for t in &tasks {
         let cancelled = c
             .cancel(v1::CancelRequest { id: t.id.clone() })

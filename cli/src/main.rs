@@ -7,6 +7,7 @@ mod commands;
 mod config_cmd;
 mod daemon;
 mod render;
+mod retry;
 
 use clap::Parser;
 use std::process::ExitCode;

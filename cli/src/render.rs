@@ -134,7 +134,7 @@ fn state_colour(s: TaskState) -> &'static str {
     match s {
         TaskState::Completed => "32",
         TaskState::Failed | TaskState::Lost => "31",
-        TaskState::Blocked | TaskState::Waiting => "33",
+        TaskState::Blocked | TaskState::Waiting | TaskState::Unreachable => "33",
         TaskState::Cancelled => "90",
         _ => "36",
     }

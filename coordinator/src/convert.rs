@@ -1,40 +1,32 @@
-//! Store records → wire messages.
+//! Wire (`dispatch.v1`) ↔ domain. The only module besides `service/` that names `v1::` types.
 
-use crate::store::{NodeRecord, QuestionRecord, TaskRecord};
+use crate::domain::SubmitSpec;
+use crate::model::{
+    Assignment, BackendRecord, EventKind, NodeCommand, NodeHello, NodeRecord, OpenQuestion,
+    QuestionRecord, Repo, TaskChange, TaskCursor, TaskEvent, TaskRecord, WorkerExit,
+};
+use crate::registry::Liveness;
 use dispatch_proto::convert::{plan_to_proto, state_to_proto};
 use dispatch_proto::v1;
+use dispatch_proto::v1::task_event::Kind as K;
 
-/// A stored task (and its questions) as the wire `Task`.
+/// A stored task (and its questions) as the wire `Task`; `with_prompt` false leaves the prompt
+/// out (change events: it never changes, and repeating it to every watcher limited fan-out).
 pub fn task_to_proto(
     t: &TaskRecord,
     questions: &[QuestionRecord],
     queue_position: u32,
-) -> v1::Task {
-    build_task(t, questions, queue_position, t.prompt.clone())
-}
-
-/// The task as a watch event after a change carries it: everything but the prompt, which never
-/// changes after submit (watchers have it from their snapshot). Each change goes to every
-/// watcher, so a 16 KiB prompt repeated in each plan snapshot cut the fan-out rate tenfold.
-pub fn task_change_to_proto(
-    t: &TaskRecord,
-    questions: &[QuestionRecord],
-    queue_position: u32,
-) -> v1::Task {
-    build_task(t, questions, queue_position, String::new())
-}
-
-fn build_task(
-    t: &TaskRecord,
-    questions: &[QuestionRecord],
-    queue_position: u32,
-    prompt: String,
+    with_prompt: bool,
 ) -> v1::Task {
     v1::Task {
         id: t.id.clone(),
         state: state_to_proto(t.state) as i32,
         title: t.title.clone(),
-        prompt,
+        prompt: if with_prompt {
+            t.prompt.clone()
+        } else {
+            String::new()
+        },
         node: t.node.clone(),
         remote: t.remote.clone(),
         backend: t.backend.clone(),
@@ -42,16 +34,7 @@ fn build_task(
         workdir: t.workdir.clone(),
         after: t.after.clone(),
         plan: Some(plan_to_proto(&t.plan_md)),
-        questions: questions
-            .iter()
-            .map(|q| v1::Question {
-                seq: q.seq,
-                text: q.text.clone(),
-                answer: q.answer.clone(),
-                asked_at_ms: q.asked_ms,
-                answered_at_ms: q.answered_ms,
-            })
-            .collect(),
+        questions: questions.iter().map(question_to_proto).collect(),
         reason: t.reason.clone(),
         exit_code: t.exit_code,
         created_at_ms: t.created_ms,
@@ -69,12 +52,44 @@ fn build_task(
             branch: t.repo.1.clone(),
             commit: t.repo.2.clone(),
         }),
+        attempt: t.attempt,
     }
 }
 
-/// A stored node as the wire `Node`.
-/// `live` is (running, last heard from) for a connected node.
-pub fn node_to_proto(n: &NodeRecord, live: Option<(u32, i64)>) -> v1::Node {
+fn question_to_proto(q: &QuestionRecord) -> v1::Question {
+    v1::Question {
+        seq: q.seq,
+        text: q.text.clone(),
+        answer: q.answer.clone(),
+        asked_at_ms: q.asked_ms,
+        answered_at_ms: q.answered_ms,
+    }
+}
+
+/// A committed change as the watch event every watcher gets.
+pub fn change_to_proto(c: &TaskChange) -> v1::WatchEvent {
+    v1::WatchEvent {
+        task: Some(task_to_proto(&c.task, &c.questions, 0, false)),
+        change: c.kind.as_str().to_string(),
+        seq: c.seq,
+    }
+}
+
+/// An unanswered question as the inbox lists it.
+pub fn open_question_to_proto(o: OpenQuestion) -> v1::PendingQuestion {
+    v1::PendingQuestion {
+        task_id: o.question.task_id,
+        node: o.node,
+        seq: o.question.seq,
+        text: o.question.text,
+        asked_at_ms: o.question.asked_ms,
+        title: o.title,
+        state: state_to_proto(o.state) as i32,
+    }
+}
+
+/// A stored node as the wire `Node`, with its live session when it has one.
+pub fn node_to_proto(n: &NodeRecord, live: Option<&Liveness>) -> v1::Node {
     v1::Node {
         name: n.name.clone(),
         labels: n.labels.clone().into_iter().collect(),
@@ -88,11 +103,201 @@ pub fn node_to_proto(n: &NodeRecord, live: Option<(u32, i64)>) -> v1::Node {
                 max_tasks: b.max_tasks,
             })
             .collect(),
-        running: live.map_or(0, |l| l.0),
+        running: live.map_or(0, |l| l.running),
         capacity: n.capacity,
         connected: live.is_some(),
-        last_seen_ms: live.map_or(n.last_seen_ms, |l| l.1),
+        last_seen_ms: live.map_or(n.last_seen_ms, |l| l.last_seen_ms),
         version: n.version.clone(),
         hostname: n.hostname.clone(),
+        session_address: live.map(|l| l.addr.clone()).unwrap_or_default(),
+        session_started_ms: live.map_or(0, |l| l.started_ms),
+        epoch: live.map_or(n.epoch, |l| l.epoch),
+    }
+}
+
+/// A node's Hello in domain terms.
+pub fn hello_from_proto(h: v1::Hello) -> NodeHello {
+    NodeHello {
+        node: NodeRecord {
+            name: h.name,
+            labels: h.labels.into_iter().collect(),
+            backends: h
+                .backends
+                .into_iter()
+                .map(|b| BackendRecord {
+                    name: b.name,
+                    command: b.command,
+                    models: b.models,
+                    max_tasks: b.max_tasks,
+                })
+                .collect(),
+            capacity: h.capacity,
+            version: h.version,
+            hostname: h.hostname,
+            ..Default::default()
+        },
+        cursors: h
+            .tasks
+            .into_iter()
+            .map(|c| TaskCursor {
+                task_id: c.task_id,
+                seq: c.seq,
+                running: c.running,
+            })
+            .collect(),
+    }
+}
+
+/// An agent event in domain terms; an event without a kind is an error.
+pub fn event_from_proto(ev: v1::TaskEvent) -> Result<TaskEvent, String> {
+    let kind = match ev.kind {
+        None => {
+            return Err(format!(
+                "event {} of task `{}` has no kind",
+                ev.seq, ev.task_id
+            ));
+        }
+        Some(K::Started(s)) => EventKind::Started {
+            pid: s.pid,
+            command: s.command,
+            workdir: s.workdir,
+            branch: s.branch,
+        },
+        Some(K::Plan(p)) => EventKind::Plan {
+            markdown: p.markdown,
+        },
+        Some(K::Log(l)) => EventKind::Log { data: l.data },
+        Some(K::Exited(x)) => EventKind::Exited(WorkerExit {
+            exit_code: x.exit_code,
+            signal: x.signal,
+            markdown: x.markdown,
+            done_marker: x.done_marker,
+            cancelled: x.cancelled,
+            detail: x.detail,
+            fault: x.fault,
+        }),
+        Some(K::StartFailed(f)) => EventKind::StartFailed { error: f.error },
+        Some(K::Question(q)) => EventKind::Question {
+            seq: q.seq,
+            text: q.text,
+        },
+        Some(K::AnswerDelivered(a)) => EventKind::AnswerDelivered { seq: a.seq },
+    };
+    Ok(TaskEvent {
+        task_id: ev.task_id,
+        seq: ev.seq,
+        at_ms: ev.at_ms,
+        attempt: ev.attempt,
+        kind,
+    })
+}
+
+/// A stored command as the wire `Command` with its id.
+pub fn command_to_proto(id: u64, c: &NodeCommand) -> v1::Command {
+    use v1::command::Kind as C;
+    let kind = match c {
+        NodeCommand::Assign(a) => C::Assign(v1::Assign {
+            task_id: a.task_id.clone(),
+            backend: a.backend.clone(),
+            model: a.model.clone(),
+            worker_prompt: a.worker_prompt.clone(),
+            plan_markdown: a.plan_markdown.clone(),
+            workdir: a.workdir.clone(),
+            last_seq: a.last_seq,
+            attempt: a.attempt,
+            worktree: a.worktree,
+            repo: a.repo.as_ref().map(|r| v1::Repo {
+                url: r.url.clone(),
+                branch: r.branch.clone(),
+                commit: r.commit.clone(),
+            }),
+        }),
+        NodeCommand::Cancel { task_id, attempt } => C::Cancel(v1::CancelTask {
+            task_id: task_id.clone(),
+            attempt: *attempt,
+        }),
+        NodeCommand::Answer { task_id, seq, text } => C::Answer(v1::DeliverAnswer {
+            task_id: task_id.clone(),
+            seq: *seq,
+            text: text.clone(),
+        }),
+        NodeCommand::Note { task_id, text } => C::Note(v1::AppendNote {
+            task_id: task_id.clone(),
+            text: text.clone(),
+        }),
+        NodeCommand::RemoveWorktree { task_id, path } => C::RemoveWorktree(v1::RemoveWorktree {
+            task_id: task_id.clone(),
+            path: path.clone(),
+        }),
+    };
+    v1::Command {
+        id,
+        kind: Some(kind),
+    }
+}
+
+/// A wire command in domain terms (stores before schema 8 kept them encoded).
+pub fn command_from_proto(c: v1::Command) -> Result<NodeCommand, String> {
+    use v1::command::Kind as C;
+    Ok(match c.kind.ok_or("a command without a kind")? {
+        C::Assign(a) => NodeCommand::Assign(Assignment {
+            task_id: a.task_id,
+            backend: a.backend,
+            model: a.model,
+            worker_prompt: a.worker_prompt,
+            plan_markdown: a.plan_markdown,
+            workdir: a.workdir,
+            last_seq: a.last_seq,
+            attempt: a.attempt,
+            worktree: a.worktree,
+            repo: a.repo.map(|r| Repo {
+                url: r.url,
+                branch: r.branch,
+                commit: r.commit,
+            }),
+        }),
+        C::Cancel(x) => NodeCommand::Cancel {
+            task_id: x.task_id,
+            attempt: x.attempt,
+        },
+        C::Answer(a) => NodeCommand::Answer {
+            task_id: a.task_id,
+            seq: a.seq,
+            text: a.text,
+        },
+        C::Note(n) => NodeCommand::Note {
+            task_id: n.task_id,
+            text: n.text,
+        },
+        C::RemoveWorktree(r) => NodeCommand::RemoveWorktree {
+            task_id: r.task_id,
+            path: r.path,
+        },
+    })
+}
+
+/// A submit request in domain terms.
+pub fn submit_from_proto(r: v1::SubmitRequest) -> SubmitSpec {
+    SubmitSpec {
+        id: r.id,
+        prompt: r.prompt,
+        steps: r.steps,
+        plan_markdown: r.plan_markdown,
+        remote: r.remote,
+        backend: r.backend,
+        model: r.model,
+        after: r.after,
+        workdir: r.workdir,
+        priority: r.priority,
+        title: r.title,
+        worktree: r.worktree,
+        alias_prompt: r.alias_prompt,
+        pool: r.pool.into_iter().collect(),
+        repo: r.repo.filter(|r| !r.url.is_empty()).map(|r| Repo {
+            url: r.url,
+            branch: r.branch,
+            commit: r.commit,
+        }),
+        request_id: r.request_id,
     }
 }

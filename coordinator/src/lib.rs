@@ -1,30 +1,32 @@
 //! The dispatch coordinator: stores every task, plan, question and answer durably, routes
 //! tasks to agent nodes, and streams progress to any number of watchers.
 //!
-//! [`Coordinator`] is the shared state; [`serve`] runs the gRPC services on TCP and/or a Unix
-//! socket until a shutdown signal.
+//! A question's path, top to bottom: `service/agent.rs` (the node's stream) →
+//! `domain/events.rs` (the rules) → `store` (one transaction, returns the committed changes) →
+//! [`Coordinator::committed`] → `publish.rs` → `service/dispatch.rs` (`Watch`). Wire types stay
+//! in `service/` and `convert.rs`.
 
 pub mod convert;
+pub mod domain;
 pub mod error;
-pub mod nodes;
+pub mod model;
 pub mod notify;
-pub mod questions;
+pub mod publish;
 pub mod registry;
 pub mod router;
 pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;
-pub mod tasks;
 
-use dispatch_proto::v1;
+use model::{Change, Changes};
 use registry::NodeRegistry;
 use scheduler::SchedulerHandle;
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use store::{Store, TaskRecord};
-use tokio::sync::broadcast;
+use store::Store;
 
 pub use server::{Listener, serve};
 
@@ -36,63 +38,61 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct CoordinatorConfig {
     /// Where the SQLite database lives.
     pub data_dir: PathBuf,
-    /// How often nodes send heartbeats.
+    /// How often nodes and the coordinator send heartbeats; a side that hears nothing for
+    /// three intervals counts the other as gone.
     pub heartbeat_interval: Duration,
-    /// How long a node may stay away before its running tasks are marked `lost`.
+    /// How long a silent node's tasks stay `unreachable` before they are `lost`.
     pub node_timeout: Duration,
+    /// Worker output stored per task; past it, a marker (the node keeps the whole log).
+    pub max_log_bytes: u64,
+    /// How long an ended task keeps its event history (its plan, questions and logs stay).
+    pub history_retention: Duration,
     /// Where to send notifications of questions and ended tasks.
     pub notify: dispatch_core::notify::NotifyConfig,
 }
 
 impl CoordinatorConfig {
-    /// Defaults for `data_dir`: heartbeats every 5 s, tasks lost after 60 s without their node.
+    /// Defaults for `data_dir`: heartbeats every 3 s (a silent node is noticed within 9 s),
+    /// tasks lost after 60 s without their node, 64 MiB of output per task, 7 days of history.
     pub fn new(data_dir: PathBuf) -> Self {
         CoordinatorConfig {
             data_dir,
-            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(3),
             node_timeout: Duration::from_secs(60),
+            max_log_bytes: 64 * 1024 * 1024,
+            history_retention: Duration::from_secs(7 * 24 * 3600),
             notify: Default::default(),
         }
     }
-}
 
-/// A log chunk as fanned out to `dispatch logs -f` followers.
-#[derive(Debug, Clone)]
-pub struct LogLine {
-    /// Task the output belongs to.
-    pub task_id: String,
-    /// Event seq of the chunk.
-    pub seq: u64,
-    /// Raw bytes.
-    pub data: Arc<[u8]>,
+    /// How long a side may stay silent before it counts as gone: three heartbeats.
+    pub fn silence(&self) -> Duration {
+        self.heartbeat_interval * 3
+    }
 }
 
 /// Shared coordinator state.
 pub struct Coordinator {
     /// Durable store.
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     /// Connected nodes.
     pub registry: NodeRegistry,
-    /// Task changes for watchers.
-    pub watch_tx: broadcast::Sender<v1::WatchEvent>,
-    /// Log output for followers.
-    pub log_tx: broadcast::Sender<LogLine>,
+    /// Watchers, log followers and notifications.
+    pub publisher: publish::Publisher,
     /// Wakes the scheduler.
     pub scheduler: SchedulerHandle,
     /// Tunables.
     pub config: CoordinatorConfig,
-    /// Question and task-end notifications.
-    pub notifier: notify::Notifier,
     /// When this process started, ms since the epoch.
     pub started_ms: i64,
     stop_tx: tokio::sync::watch::Sender<bool>,
     /// Callers waiting for a node to ack a command: command id → the ack's error text.
-    ack_waiters:
-        std::sync::Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
+    ack_waiters: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
 }
 
 impl Coordinator {
-    /// Opens the store under `config.data_dir` and starts the scheduler.
+    /// Opens the SQLite store under `config.data_dir`, starts the scheduler and the timers of
+    /// the sessions the last run left open.
     pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Arc<Coordinator>> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             anyhow::anyhow!(
@@ -101,91 +101,65 @@ impl Coordinator {
             )
         })?;
         let db = config.data_dir.join("dispatch.db");
-        let store = Store::open(&db)
+        let store = store::SqliteStore::open(&db)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", db.display()))?;
-        let (watch_tx, _) = broadcast::channel(4096);
-        let (log_tx, _) = broadcast::channel(4096);
+        Coordinator::with_store(config, Arc::new(store)).await
+    }
+
+    /// Starts a coordinator on `store`.
+    pub async fn with_store(
+        config: CoordinatorConfig,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Arc<Coordinator>> {
         let (scheduler, rx) = SchedulerHandle::new();
         let c = Arc::new(Coordinator {
             store,
             registry: NodeRegistry::default(),
-            watch_tx,
-            log_tx,
+            publisher: publish::Publisher::new(notify::Notifier::start(config.notify.clone())),
             scheduler,
-            notifier: notify::Notifier::start(config.notify.clone()),
             config,
             started_ms: now_ms(),
             stop_tx: tokio::sync::watch::channel(false).0,
             ack_waiters: Default::default(),
         });
         scheduler::spawn(Arc::downgrade(&c), rx);
+        c.recover_sessions().await?;
+        domain::retention::spawn(Arc::downgrade(&c));
         c.scheduler.kick();
         Ok(c)
     }
-}
 
-impl Coordinator {
+    /// Hands what a write committed to everything that follows from it: slots freed on the
+    /// nodes, a scheduling pass when one was, then watchers, followers and notifications.
+    /// Every write's [`Changes`] come here; nothing else publishes.
+    pub fn committed(&self, changes: Changes) {
+        let mut kick = false;
+        for c in &changes.0 {
+            if let Change::Task(t) = c {
+                if let Some(node) = &t.freed_slot {
+                    self.registry.release(node, &t.task.id);
+                    kick = true;
+                }
+                if t.task.state != t.before && !t.task.state.holds_slot() {
+                    kick = true;
+                }
+            }
+        }
+        self.publisher.publish(changes.0);
+        if kick {
+            self.scheduler.kick();
+        }
+    }
+
     /// Records a node's ack of a command and wakes whoever waits for it.
-    pub async fn command_acked(&self, id: u64, error: String) -> error::Result<()> {
-        self.store.ack_command(id, now_ms()).await?;
+    pub fn command_acked(&self, id: u64, error: String) {
         if let Some(w) = self.ack_waiters.lock().unwrap().remove(&id) {
             let _ = w.send(error);
         }
-        Ok(())
     }
 
-    /// Sends a stored command to `node` (a node that is away gets it when it reconnects).
-    pub(crate) fn send_command(&self, node: &str, cmd: v1::Command) {
-        self.registry.send(
-            node,
-            v1::CoordinatorMessage {
-                kind: Some(v1::coordinator_message::Kind::Command(cmd)),
-            },
-        );
-    }
-
-    /// Stores `t` together with a command for its node in one transaction (so the command is
-    /// resent on every reconnect until the node acks it), then sends it. Returns its id.
-    pub(crate) async fn command_node(
-        &self,
-        t: &TaskRecord,
-        kind: v1::command::Kind,
-    ) -> error::Result<u64> {
-        Ok(self.store_and_send(t, kind, |_| ()).await?.0)
-    }
-
-    /// [`Coordinator::command_node`], with the node's ack to wait for (registered before the
-    /// command goes out, so a fast ack is not missed).
-    pub(crate) async fn command_node_acked(
-        &self,
-        t: &TaskRecord,
-        kind: v1::command::Kind,
-    ) -> error::Result<(u64, tokio::sync::oneshot::Receiver<String>)> {
-        self.store_and_send(t, kind, |id| self.await_ack(id)).await
-    }
-
-    async fn store_and_send<R>(
-        &self,
-        t: &TaskRecord,
-        kind: v1::command::Kind,
-        before_send: impl FnOnce(u64) -> R,
-    ) -> error::Result<(u64, R)> {
-        let mut cmd = v1::Command {
-            id: 0,
-            kind: Some(kind),
-        };
-        cmd.id = self
-            .store
-            .update_with_command(t, &t.node, &prost::Message::encode_to_vec(&cmd))
-            .await?;
-        let id = cmd.id;
-        let r = before_send(id);
-        self.send_command(&t.node, cmd);
-        Ok((id, r))
-    }
-
-    /// Registers interest in the ack of command `id`.
+    /// Registers interest in the ack of command `id` (before it can be sent).
     pub(crate) fn await_ack(&self, id: u64) -> tokio::sync::oneshot::Receiver<String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.ack_waiters.lock().unwrap().insert(id, tx);

@@ -26,8 +26,10 @@ struct Args {
     #[arg(long, env = "DISPATCH_SOCKET")]
     socket: Option<PathBuf>,
 
-    /// How often agent nodes send heartbeats (e.g. 5s, 500ms).
-    #[arg(long, env = "DISPATCH_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = dispatch_core::duration::parse)]
+    /// How often agent nodes and the coordinator send each other heartbeats (e.g. 3s, 500ms).
+    /// A side that hears nothing for three intervals counts the other as gone: a silent node's
+    /// tasks show `unreachable` within 3 × this, and an agent reconnects to a hung coordinator.
+    #[arg(long, env = "DISPATCH_HEARTBEAT_INTERVAL", default_value = "3s", value_parser = dispatch_core::duration::parse)]
     heartbeat_interval: Duration,
 
     /// A YAML config file; its `notify:` section (command and/or webhook) is used.
@@ -45,9 +47,43 @@ struct Args {
     #[arg(long, env = "DISPATCH_NOTIFY_WEBHOOK")]
     notify_webhook: Option<String>,
 
-    /// How long a node may stay disconnected before its running tasks are marked lost.
+    /// The grace of a silent node: its tasks stay `unreachable` this long (and go back to
+    /// running if it returns), then they are `lost`, their workers fenced and their slots free.
     #[arg(long, env = "DISPATCH_NODE_TIMEOUT", default_value = "60s", value_parser = dispatch_core::duration::parse)]
     node_timeout: Duration,
+
+    /// Worker output stored per task (e.g. 64MiB, 512KiB, or bytes); past it a marker says
+    /// where the rest is (the node keeps the whole log).
+    #[arg(long, env = "DISPATCH_MAX_LOG_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    max_log_bytes: u64,
+
+    /// How long an ended task keeps its event history (plan changes, questions asked, exits);
+    /// its final plan, questions, answers and stored output stay. 0 keeps it forever.
+    #[arg(long, env = "DISPATCH_HISTORY_RETENTION", default_value = "7d", value_parser = dispatch_core::duration::parse)]
+    history_retention: Duration,
+}
+
+/// `64MiB`, `512KiB`, `1GiB` or a plain number of bytes.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; write e.g. 64MiB, 512KiB or 1048576"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1024,
+        "MiB" | "M" | "MB" => 1024 * 1024,
+        "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "`{s}` has unknown unit `{other}`; use KiB, MiB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 fn init_tracing() {
@@ -67,6 +103,8 @@ async fn main() -> anyhow::Result<()> {
     let mut config = CoordinatorConfig::new(args.data_dir.clone());
     config.heartbeat_interval = args.heartbeat_interval;
     config.node_timeout = args.node_timeout;
+    config.max_log_bytes = args.max_log_bytes;
+    config.history_retention = args.history_retention;
     let mut notify = match &args.config {
         Some(path) => dispatch_core::notify::load(path).map_err(|e| anyhow::anyhow!(e))?,
         None => Default::default(),

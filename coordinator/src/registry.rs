@@ -1,27 +1,42 @@
-//! Connected nodes: their outbound channel, capabilities and the tasks holding their slots.
+//! Live node sessions: at most one per node name, each with its epoch, its outbound channel,
+//! the wake-up of its command pump, and the tasks holding its slots.
 //!
 //! One std mutex with short critical sections; nothing awaits while holding it.
 
-use crate::store::NodeRecord;
+use crate::model::NodeRecord;
 use dispatch_proto::v1;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, watch};
 
-/// Messages to one node's stream.
-/// What goes down a node's stream. Boxed because a channel allocates its slots a block (32) at a
-/// time: unboxed, that first block is ~7.5 KiB per connected node (75 MiB at 10,000 nodes).
+/// What goes down a node's stream. Boxed because a channel allocates its slots a block (32) at
+/// a time: unboxed, that first block is ~7.5 KiB per connected node (75 MiB at 10,000 nodes).
 pub type NodeMessage = Result<Box<v1::CoordinatorMessage>, Box<tonic::Status>>;
 /// The sending half of a node's stream.
 pub type NodeSender = mpsc::Sender<NodeMessage>;
 
-struct Connected {
+/// A Hello that has not finished registering blocks another for the same name this long.
+const JOINING_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Session {
     record: NodeRecord,
-    tx: NodeSender,
     conn_id: u64,
+    epoch: u64,
+    addr: String,
+    started_ms: i64,
+    last_seen_ms: i64,
+    wake: Arc<Notify>,
+    stop: watch::Sender<bool>,
     /// Task → backend of every task holding a slot.
     running: HashMap<String, String>,
+}
+
+enum Entry {
+    /// A Hello is registering this name.
+    Joining(Instant),
+    Live(Box<Session>),
 }
 
 /// What the router needs to know about one connected node.
@@ -29,6 +44,8 @@ struct Connected {
 pub struct NodeSlot {
     /// Node name.
     pub name: String,
+    /// Its live session's epoch.
+    pub epoch: u64,
     /// Backend names it offers.
     pub backends: Vec<String>,
     /// Labels.
@@ -45,65 +62,196 @@ pub struct NodeSlot {
     pub models: BTreeMap<String, Vec<String>>,
 }
 
-/// The set of nodes connected right now.
+/// A live session as `dispatch nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Liveness {
+    /// Tasks holding a slot.
+    pub running: u32,
+    /// Last heard from, ms since the epoch.
+    pub last_seen_ms: i64,
+    /// Peer address.
+    pub addr: String,
+    /// Session start.
+    pub started_ms: i64,
+    /// Session epoch.
+    pub epoch: u64,
+}
+
+/// Why a Hello cannot take a node name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// A live session holds it.
+    Live(Liveness),
+    /// Another Hello is registering it right now.
+    Joining,
+}
+
+/// A registered session as its stream's tasks hold it.
+#[derive(Debug)]
+pub struct Granted {
+    /// Connection id (to end exactly this session).
+    pub conn_id: u64,
+    /// Becomes true when the session must end (superseded, or coordinator stopping).
+    pub stop: watch::Receiver<bool>,
+    /// Wakes the session's command pump.
+    pub wake: Arc<Notify>,
+}
+
+/// The sessions live right now.
 #[derive(Default)]
 pub struct NodeRegistry {
-    nodes: Mutex<HashMap<String, Connected>>,
+    nodes: Mutex<HashMap<String, Entry>>,
     next_conn: AtomicU64,
 }
 
-impl NodeRegistry {
-    /// Registers a node's new connection (replacing an older one of the same name, whose
-    /// stream then ends). Returns the connection id to pass to [`NodeRegistry::disconnect`].
-    pub fn connect(
-        &self,
-        record: NodeRecord,
-        tx: NodeSender,
-        running: HashMap<String, String>,
-    ) -> u64 {
-        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
-        let name = record.name.clone();
-        self.nodes.lock().unwrap().insert(
-            name,
-            Connected {
-                record,
-                tx,
-                conn_id,
-                running,
-            },
-        );
-        conn_id
+/// The right to register `name`, held while its Hello is processed; dropped without
+/// [`Claim::activate`], it frees the name again.
+pub struct Claim<'a> {
+    registry: &'a NodeRegistry,
+    name: String,
+    done: bool,
+    superseded: Option<u64>,
+}
+
+impl Claim<'_> {
+    /// The epoch of the silent session this claim replaced, if it replaced one: should the
+    /// new session fail to open, that one's tasks still need their silence handled.
+    pub fn superseded(&self) -> Option<u64> {
+        self.superseded
     }
 
-    /// Forgets a connection, unless a newer connection of the node replaced it.
-    /// Returns true when the node is now disconnected.
-    pub fn disconnect(&self, name: &str, conn_id: u64) -> bool {
+    /// Makes the session live.
+    #[allow(clippy::too_many_arguments)]
+    pub fn activate(
+        mut self,
+        record: NodeRecord,
+        epoch: u64,
+        addr: String,
+        now_ms: i64,
+        running: HashMap<String, String>,
+    ) -> Granted {
+        let conn_id = self.registry.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let (stop, stop_rx) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let session = Session {
+            record,
+            conn_id,
+            epoch,
+            addr,
+            started_ms: now_ms,
+            last_seen_ms: now_ms,
+            wake: Arc::clone(&wake),
+            stop,
+            running,
+        };
+        self.registry
+            .nodes
+            .lock()
+            .unwrap()
+            .insert(self.name.clone(), Entry::Live(Box::new(session)));
+        self.done = true;
+        Granted {
+            conn_id,
+            stop: stop_rx,
+            wake,
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut nodes = self.registry.nodes.lock().unwrap();
+            if matches!(nodes.get(&self.name), Some(Entry::Joining(_))) {
+                nodes.remove(&self.name);
+            }
+        }
+    }
+}
+
+impl NodeRegistry {
+    /// Claims `name` for a new session. A live session that has been heard from within
+    /// `silent_after` keeps the name; a silent one is superseded (told to stop).
+    pub fn claim(
+        &self,
+        name: &str,
+        now_ms: i64,
+        silent_after: Duration,
+    ) -> Result<Claim<'_>, Refused> {
         let mut nodes = self.nodes.lock().unwrap();
-        if nodes.get(name).is_some_and(|c| c.conn_id == conn_id) {
-            nodes.remove(name);
-            true
-        } else {
-            false
+        let mut superseded = None;
+        match nodes.get(name) {
+            Some(Entry::Live(s)) if now_ms - s.last_seen_ms <= silent_after.as_millis() as i64 => {
+                return Err(Refused::Live(liveness(s)));
+            }
+            Some(Entry::Live(s)) => {
+                tracing::warn!(node = name, epoch = s.epoch, "superseding a silent session");
+                let _ = s.stop.send(true);
+                superseded = Some(s.epoch);
+            }
+            Some(Entry::Joining(since)) if since.elapsed() < JOINING_TIMEOUT => {
+                return Err(Refused::Joining);
+            }
+            _ => {}
+        }
+        nodes.insert(name.to_string(), Entry::Joining(Instant::now()));
+        Ok(Claim {
+            registry: self,
+            name: name.to_string(),
+            done: false,
+            superseded,
+        })
+    }
+
+    /// Forgets session `conn_id` of `name`, unless another replaced it. Returns its epoch when
+    /// it was the live session (the caller then starts the node's silence handling).
+    pub fn disconnect(&self, name: &str, conn_id: u64) -> Option<u64> {
+        let mut nodes = self.nodes.lock().unwrap();
+        match nodes.get(name) {
+            Some(Entry::Live(s)) if s.conn_id == conn_id => {
+                let epoch = s.epoch;
+                let _ = s.stop.send(true);
+                nodes.remove(name);
+                Some(epoch)
+            }
+            _ => None,
         }
     }
 
-    /// True when the node has a live connection.
+    fn with_live<R>(&self, name: &str, f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+        match self.nodes.lock().unwrap().get_mut(name) {
+            Some(Entry::Live(s)) => Some(f(s)),
+            _ => None,
+        }
+    }
+
+    /// True when the node has a live session.
     pub fn is_connected(&self, name: &str) -> bool {
-        self.nodes.lock().unwrap().contains_key(name)
+        self.with_live(name, |_| ()).is_some()
     }
 
-    /// Number of connected nodes.
+    /// Number of live sessions.
     pub fn connected_count(&self) -> usize {
-        self.nodes.lock().unwrap().len()
+        self.nodes
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| matches!(e, Entry::Live(_)))
+            .count()
     }
 
-    /// Capacity view of every connected node.
+    /// Capacity view of every connected node, by name.
     pub fn slots(&self) -> Vec<NodeSlot> {
         let nodes = self.nodes.lock().unwrap();
         let mut out: Vec<NodeSlot> = nodes
             .values()
+            .filter_map(|e| match e {
+                Entry::Live(c) => Some(c),
+                Entry::Joining(_) => None,
+            })
             .map(|c| NodeSlot {
                 name: c.record.name.clone(),
+                epoch: c.epoch,
                 backends: c.record.backends.iter().map(|b| b.name.clone()).collect(),
                 labels: c.record.labels.clone(),
                 capacity: c.record.capacity,
@@ -131,56 +279,88 @@ impl NodeRegistry {
         out
     }
 
-    /// Records that `name` was heard from now (any message, heartbeats included).
-    pub fn touch(&self, name: &str, now_ms: i64) {
-        if let Some(c) = self.nodes.lock().unwrap().get_mut(name) {
-            c.record.last_seen_ms = now_ms;
-        }
+    /// Records that session `conn_id` of `name` was heard from now.
+    pub fn touch(&self, name: &str, conn_id: u64, now_ms: i64) {
+        self.with_live(name, |s| {
+            if s.conn_id == conn_id {
+                s.last_seen_ms = now_ms;
+            }
+        });
     }
 
-    /// (running count, last heard from) of a node, when connected.
-    pub fn liveness(&self, name: &str) -> Option<(u32, i64)> {
-        self.nodes
-            .lock()
-            .unwrap()
-            .get(name)
-            .map(|c| (c.running.len() as u32, c.record.last_seen_ms))
+    /// The live session of a node, as `dispatch nodes` shows it.
+    pub fn liveness(&self, name: &str) -> Option<Liveness> {
+        self.with_live(name, |s| liveness(s))
     }
 
     /// Marks a slot of `name` taken by `task` (running on `backend`).
     pub fn reserve(&self, name: &str, task: &str, backend: &str) {
-        if let Some(c) = self.nodes.lock().unwrap().get_mut(name) {
-            c.running.insert(task.to_string(), backend.to_string());
-        }
+        self.with_live(name, |s| {
+            s.running.insert(task.to_string(), backend.to_string());
+        });
     }
 
     /// Frees the slot `task` held on `name`. Returns true when it held one.
     pub fn release(&self, name: &str, task: &str) -> bool {
-        self.nodes
-            .lock()
-            .unwrap()
-            .get_mut(name)
-            .is_some_and(|c| c.running.remove(task).is_some())
+        self.with_live(name, |s| s.running.remove(task).is_some())
+            .unwrap_or(false)
     }
 
-    /// Queues a message to a node without waiting. A node whose channel is full is
-    /// disconnected (it will reconnect and get every unacked command again).
-    pub fn send(&self, name: &str, msg: v1::CoordinatorMessage) -> bool {
-        let mut nodes = self.nodes.lock().unwrap();
-        let Some(c) = nodes.get(name) else {
-            return false;
-        };
-        match c.tx.try_send(Ok(Box::new(msg))) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
-                    node = name,
-                    "node is not reading its stream; dropping the connection"
-                );
-                nodes.remove(name);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+    /// Wakes the command pump of `name`'s live session (new commands are stored for it).
+    pub fn wake(&self, name: &str) {
+        self.with_live(name, |s| s.wake.notify_one());
+    }
+}
+
+fn liveness(s: &Session) -> Liveness {
+    Liveness {
+        running: s.running.len() as u32,
+        last_seen_ms: s.last_seen_ms,
+        addr: s.addr.clone(),
+        started_ms: s.started_ms,
+        epoch: s.epoch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> NodeRecord {
+        NodeRecord {
+            name: name.into(),
+            capacity: 1,
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_live_name_is_refused_and_a_silent_one_superseded() {
+        let r = NodeRegistry::default();
+        let silent_after = Duration::from_secs(9);
+        let g = r.claim("a", 1_000, silent_after).unwrap().activate(
+            record("a"),
+            1,
+            "10.0.0.1:5".into(),
+            1_000,
+            HashMap::new(),
+        );
+        match r.claim("a", 5_000, silent_after) {
+            Err(Refused::Live(l)) => assert_eq!((l.addr.as_str(), l.epoch), ("10.0.0.1:5", 1)),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        // Heard from at 8 s: still live at 16 s; silent at 18 s.
+        r.touch("a", g.conn_id, 8_000);
+        assert!(r.claim("a", 16_000, silent_after).is_err());
+        let claim = r.claim("a", 18_000, silent_after).unwrap();
+        assert!(*g.stop.borrow(), "the silent session is told to stop");
+        assert!(matches!(
+            r.claim("a", 18_000, silent_after),
+            Err(Refused::Joining)
+        ));
+        drop(claim);
+        assert!(!r.is_connected("a"));
+        assert_eq!(r.disconnect("a", g.conn_id), None, "it was replaced");
+        assert!(r.claim("a", 18_000, silent_after).is_ok());
     }
 }

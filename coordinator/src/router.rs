@@ -1,7 +1,7 @@
 //! Picks the node for a task: pinned node, backend, free capacity, least loaded first.
 
+use crate::model::TaskRecord;
 use crate::registry::NodeSlot;
-use crate::store::TaskRecord;
 use dispatch_core::backend::{BUILTIN, SIM};
 
 /// The backend a node would use for a task that named none: the seed's CLIs in order of
@@ -78,6 +78,7 @@ mod tests {
     fn slot(name: &str, backends: &[&str], capacity: u32, running: u32) -> NodeSlot {
         NodeSlot {
             name: name.into(),
+            epoch: 1,
             backends: backends.iter().map(|s| s.to_string()).collect(),
             labels: Default::default(),
             capacity,

@@ -1,11 +1,12 @@
 //! The scheduler: one task that assigns queued tasks to nodes whenever something changes
 //! (a submit, a node connecting, a slot freeing). Kicks coalesce; there is no polling loop.
 
-use crate::Coordinator;
 use crate::error::Result;
+use crate::model::{Assignment, NodeCommand, Repo, TaskRecord};
 use crate::router::route;
+use crate::store::AssignWrite;
+use crate::{Coordinator, now_ms};
 use dispatch_core::TaskState;
-use dispatch_proto::v1;
 use std::sync::Weak;
 use tokio::sync::{mpsc, oneshot};
 
@@ -60,7 +61,7 @@ async fn schedule(c: &Coordinator) -> Result<()> {
         return Ok(());
     }
     let mut slots = c.registry.slots();
-    for mut task in queued {
+    for task in queued {
         if !task.after.is_empty() {
             match c.store.get_task(&task.after).await? {
                 Some(dep) if dep.state == TaskState::Completed => {}
@@ -80,15 +81,13 @@ async fn schedule(c: &Coordinator) -> Result<()> {
                             format!(": {}", dep.reason)
                         }
                     );
-                    c.finish_without_node(&mut task, TaskState::Failed, reason)
-                        .await?;
+                    c.fail_queued(&task.id, reason).await?;
                     continue;
                 }
                 Some(_) => continue,
                 None => {
                     let reason = format!("dependency `{}` does not exist", task.after);
-                    c.finish_without_node(&mut task, TaskState::Failed, reason)
-                        .await?;
+                    c.fail_queued(&task.id, reason).await?;
                     continue;
                 }
             }
@@ -96,42 +95,39 @@ async fn schedule(c: &Coordinator) -> Result<()> {
         let Some((i, backend)) = route(&task, &slots) else {
             continue;
         };
-        let node = slots[i].name.clone();
-        task.state = TaskState::Assigned;
-        task.node = node.clone();
-        task.backend = backend.clone();
-        task.updated_ms = crate::now_ms();
-        let assign = v1::Assign {
+        let write = AssignWrite {
             task_id: task.id.clone(),
-            backend,
-            model: task.model.clone(),
-            worker_prompt: task.worker_prompt.clone(),
-            plan_markdown: task.plan_md.clone(),
-            workdir: task.workdir.clone(),
-            last_seq: task.last_seq,
-            attempt: task.attempt.max(1),
-            worktree: task.worktree,
-            repo: (!task.repo.0.is_empty()).then(|| v1::Repo {
-                url: task.repo.0.clone(),
-                branch: task.repo.1.clone(),
-                commit: task.repo.2.clone(),
-            }),
+            node: slots[i].name.clone(),
+            epoch: slots[i].epoch,
+            backend: backend.clone(),
         };
-        let mut cmd = v1::Command {
-            id: 0,
-            kind: Some(v1::command::Kind::Assign(assign)),
+        let command = |t: &TaskRecord| {
+            NodeCommand::Assign(Assignment {
+                task_id: t.id.clone(),
+                backend: t.backend.clone(),
+                model: t.model.clone(),
+                worker_prompt: t.worker_prompt.clone(),
+                plan_markdown: t.plan_md.clone(),
+                workdir: t.workdir.clone(),
+                last_seq: t.last_seq,
+                attempt: t.attempt.max(1),
+                worktree: t.worktree,
+                repo: (!t.repo.0.is_empty()).then(|| Repo {
+                    url: t.repo.0.clone(),
+                    branch: t.repo.1.clone(),
+                    commit: t.repo.2.clone(),
+                }),
+            })
         };
-        let body = prost::Message::encode_to_vec(&cmd);
-        cmd.id = c.store.assign(&task, &body).await?;
+        // None: the task is no longer queued (cancelled), or the node's session ended.
+        let Some(done) = c.store.assign(&write, now_ms(), &command).await? else {
+            continue;
+        };
         slots[i].running += 1;
-        *slots[i]
-            .backend_running
-            .entry(task.backend.clone())
-            .or_insert(0) += 1;
-        c.registry.reserve(&node, &task.id, &task.backend);
-        c.send_command(&node, cmd);
-        tracing::info!(task = %task.id, node = %node, backend = %task.backend, "assigned");
-        c.publish(&task, "state", 0).await;
+        *slots[i].backend_running.entry(backend.clone()).or_insert(0) += 1;
+        c.registry.reserve(&write.node, &task.id, &backend);
+        tracing::info!(task = %task.id, node = %write.node, %backend, "assigned");
+        c.finish(done);
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
-//! Human durations for flags and config: `500ms`, `5s`, `2m`, `1h`, or plain seconds.
+//! Human durations for flags and config: `500ms`, `5s`, `2m`, `1h`, `7d`, or plain seconds.
 
 use std::time::Duration;
 
-/// Parses `500ms`, `5s`, `2m`, `1h` or a plain number of seconds.
+/// Parses `500ms`, `5s`, `2m`, `1h`, `7d` or a plain number of seconds.
 pub fn parse(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t
@@ -11,15 +11,16 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     let (num, unit) = t.split_at(split);
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a duration; write e.g. 500ms, 5s, 2m or 1h"))?;
+        .map_err(|_| format!("`{s}` is not a duration; write e.g. 500ms, 5s, 2m, 1h or 7d"))?;
     let secs = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86400.0,
         other => {
             return Err(format!(
-                "`{s}` has unknown unit `{other}`; use ms, s, m or h"
+                "`{s}` has unknown unit `{other}`; use ms, s, m, h or d"
             ));
         }
     };
@@ -27,6 +28,25 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Writes a duration the way [`parse`] reads it, in its largest whole unit (`7d`, `90s`,
+/// `1500ms`).
+pub fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if s.is_multiple_of(n) {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    format!("{s}s")
 }
 
 #[cfg(test)]
@@ -42,5 +62,9 @@ mod tests {
         assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse("5 parsecs").is_err());
         assert!(parse("").is_err());
+        assert_eq!(parse("7d"), Ok(Duration::from_secs(7 * 86400)));
+        for d in ["7d", "90s", "1500ms", "2h", "3m", "0s"] {
+            assert_eq!(format(parse(d).unwrap()), d);
+        }
     }
 }

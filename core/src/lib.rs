@@ -5,7 +5,8 @@
 //! - [`prompt`]: the seed's worker prompt template;
 //! - [`task`]: task states and how a worker's exit maps to one;
 //! - [`backend`]: the built-in backends and the seed's model → backend rules;
-//! - [`limits`]: size limits on every input.
+//! - [`limits`]: size limits on every input;
+//! - [`fs`]: the seed's atomic write, and safe access to a worker's task directory.
 //!
 //! No network and no async here; file I/O only on paths a caller hands in.
 
@@ -14,6 +15,7 @@ pub mod backend;
 pub mod config;
 pub mod config_edit;
 pub mod duration;
+pub mod fs;
 pub mod limits;
 pub mod notify;
 pub mod plan;

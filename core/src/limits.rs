@@ -7,7 +7,11 @@ pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 /// Largest plan.md, in bytes.
 pub const MAX_PLAN_BYTES: usize = 256 * 1024;
 /// Most checklist items in a plan.
-pub const MAX_PLAN_ITEMS: usize = 500;
+pub const MAX_PLAN_ITEMS: usize = 1000;
+/// Most questions one task may ask (the seed numbers them `NNN`).
+pub const MAX_QUESTIONS: usize = 999;
+/// Longest client request id (idempotent Submit and Answer), in bytes.
+pub const MAX_REQUEST_ID_BYTES: usize = 64;
 /// Largest single step text, in bytes.
 pub const MAX_STEP_BYTES: usize = 4 * 1024;
 /// Largest question, answer or note, in bytes.
@@ -18,6 +22,8 @@ pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;
 pub const MAX_NAME_BYTES: usize = 63;
 /// Longest label value or command template, in bytes.
 pub const MAX_VALUE_BYTES: usize = 4 * 1024;
+/// Most tasks one node may run at once (what it may claim as its capacity).
+pub const MAX_NODE_CAPACITY: u32 = 1024;
 /// Most labels on a node.
 pub const MAX_LABELS: usize = 64;
 /// Longest workdir path, in bytes.

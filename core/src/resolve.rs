@@ -239,7 +239,10 @@ mod tests {
     use super::*;
 
     fn seed() -> Config {
-        Config::parse(include_str!("../../tests/fixtures/seed/config-example.yaml")).unwrap()
+        Config::parse(include_str!(
+            "../../tests/fixtures/seed/config-example.yaml"
+        ))
+        .unwrap()
     }
 
     fn all(_: &str) -> bool {

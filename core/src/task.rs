@@ -5,7 +5,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Where a task is in its life:
-/// `queued → assigned → running ⇄ waiting → completed | failed | blocked | cancelled | lost`.
+/// `queued → assigned → running ⇄ waiting → completed | failed | blocked | cancelled | lost`,
+/// and `unreachable` while the node of an active task is silent (back to where it was if the
+/// node returns within the grace, else `lost`).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
 )]
@@ -30,11 +32,14 @@ pub enum TaskState {
     Cancelled,
     /// The node running it went away and did not come back in time.
     Lost,
+    /// The node running it fell silent; the task is `lost` unless the node comes back within
+    /// the grace (`--node-timeout`).
+    Unreachable,
 }
 
 impl TaskState {
     /// All states, in lifecycle order.
-    pub const ALL: [TaskState; 9] = [
+    pub const ALL: [TaskState; 10] = [
         TaskState::Queued,
         TaskState::Assigned,
         TaskState::Running,
@@ -44,6 +49,7 @@ impl TaskState {
         TaskState::Blocked,
         TaskState::Cancelled,
         TaskState::Lost,
+        TaskState::Unreachable,
     ];
 
     /// True when the task will not change state again by itself.
@@ -62,7 +68,7 @@ impl TaskState {
     pub fn holds_slot(self) -> bool {
         matches!(
             self,
-            TaskState::Assigned | TaskState::Running | TaskState::Waiting
+            TaskState::Assigned | TaskState::Running | TaskState::Waiting | TaskState::Unreachable
         )
     }
 
@@ -78,6 +84,7 @@ impl TaskState {
             TaskState::Blocked => "blocked",
             TaskState::Cancelled => "cancelled",
             TaskState::Lost => "lost",
+            TaskState::Unreachable => "unreachable",
         }
     }
 }

@@ -15,6 +15,7 @@ pub fn state_to_proto(s: TaskState) -> v1::TaskState {
         TaskState::Blocked => v1::TaskState::Blocked,
         TaskState::Cancelled => v1::TaskState::Cancelled,
         TaskState::Lost => v1::TaskState::Lost,
+        TaskState::Unreachable => v1::TaskState::Unreachable,
     }
 }
 
@@ -31,6 +32,7 @@ pub fn state_from_proto(v: i32) -> Option<TaskState> {
         v1::TaskState::Blocked => TaskState::Blocked,
         v1::TaskState::Cancelled => TaskState::Cancelled,
         v1::TaskState::Lost => TaskState::Lost,
+        v1::TaskState::Unreachable => TaskState::Unreachable,
     })
 }
 
@@ -78,6 +80,28 @@ impl v1::Task {
     pub fn task_state(&self) -> TaskState {
         state_from_proto(self.state).unwrap_or(TaskState::Queued)
     }
+}
+
+/// The task a watcher holds after a watch event: a snapshot replaces what it had; a change
+/// carries neither the prompt nor the questions answered before it, so those are kept from
+/// `prev` (questions merged by seq).
+pub fn apply_watch_event(prev: Option<&v1::Task>, ev: &v1::WatchEvent) -> Option<v1::Task> {
+    let mut t = ev.task.clone()?;
+    if ev.change == "snapshot" {
+        return Some(t);
+    }
+    if let Some(prev) = prev.filter(|p| p.id == t.id) {
+        if t.prompt.is_empty() {
+            t.prompt = prev.prompt.clone();
+        }
+        for q in &prev.questions {
+            if !t.questions.iter().any(|n| n.seq == q.seq) {
+                t.questions.push(q.clone());
+            }
+        }
+        t.questions.sort_by_key(|q| q.seq);
+    }
+    Some(t)
 }
 
 #[cfg(test)]

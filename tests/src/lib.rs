@@ -361,11 +361,15 @@ impl Cluster {
                     .await
                     .expect("watch")
                     .into_inner();
+                // A change carries only the open questions and the one it is about: merge.
+                let mut seen: Option<v1::Task> = None;
                 while let Some(ev) = s.message().await.expect("watch stream") {
-                    if let Some(t) = ev.task
-                        && pred(&t)
+                    if let Some(t) = dispatch_proto::convert::apply_watch_event(seen.as_ref(), &ev)
                     {
-                        return t;
+                        if pred(&t) {
+                            return t;
+                        }
+                        seen = Some(t);
                     }
                 }
                 panic!("the watch stream of `{id}` ended before {what}");

@@ -25,10 +25,7 @@ fn config_init_detects_the_clis_and_models_and_writes_the_seed_layout() {
     let dir = tempfile::tempdir().unwrap();
     let stubs = dir.path().join("bin");
     std::fs::create_dir_all(&stubs).unwrap();
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/agent-models.txt"
-    );
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/agent-models.txt");
     stub(
         &stubs,
         "agent",

@@ -291,7 +291,7 @@ fn a_note_reaches_plan_md_on_the_node_while_the_worker_runs() {
     );
     let late = c.run(&["note", "noted", "too late"]);
     assert!(
-        text(&late.stderr).contains("notes reach only a running worker"),
+        text(&late.stderr).contains("notes reach only a worker that runs"),
         "{}",
         text(&late.stderr)
     );

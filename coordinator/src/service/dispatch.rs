@@ -1,10 +1,15 @@
-//! `DispatchService`: what the CLI calls.
+//! `DispatchService`: what the CLI calls. Thin: check the input, call the domain, convert.
 
+use super::views::{task_view, task_views};
 use crate::Coordinator;
+use crate::convert;
 use crate::error::CoordinatorError;
+use crate::publish::Published;
+use crate::store::TaskQuery;
 use dispatch_core::TaskState;
 use dispatch_proto::convert::state_from_proto;
 use dispatch_proto::v1;
+use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
@@ -19,24 +24,21 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Watchers and log followers buffer this many messages before the sender waits.
 const CLIENT_QUEUE: usize = 256;
+/// Tasks per ListTasks page unless the caller asks for fewer (or more, up to the maximum).
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+/// A ListTasks page stops before it would pass this many encoded bytes.
+const PAGE_BYTES: usize = 3 * 1024 * 1024;
+/// Stored output sent per read by `Logs`.
+const LOG_PAGE_BYTES: usize = 1024 * 1024;
 
 async fn snapshots(c: &Coordinator, task_id: &str) -> Result<Vec<v1::Task>, CoordinatorError> {
     let records = if task_id.is_empty() {
-        c.store
-            .list_tasks(
-                &[
-                    TaskState::Queued,
-                    TaskState::Assigned,
-                    TaskState::Running,
-                    TaskState::Waiting,
-                ],
-                0,
-            )
-            .await?
+        c.store.active_tasks().await?
     } else {
         vec![c.task(task_id).await?]
     };
-    c.task_views(&records).await
+    task_views(c, &records).await
 }
 
 #[tonic::async_trait]
@@ -45,9 +47,12 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         &self,
         req: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
-        let t = self.0.submit(req.into_inner()).await?;
+        let t = self
+            .0
+            .submit(convert::submit_from_proto(req.into_inner()))
+            .await?;
         Ok(Response::new(v1::SubmitResponse {
-            task: Some(self.0.task_view(&t).await?),
+            task: Some(task_view(&self.0, &t).await?),
         }))
     }
 
@@ -56,7 +61,7 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         req: Request<v1::GetTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
         let t = self.0.task(&req.into_inner().id).await?;
-        Ok(Response::new(self.0.task_view(&t).await?))
+        Ok(Response::new(task_view(&self.0, &t).await?))
     }
 
     async fn list_tasks(
@@ -71,14 +76,49 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
                     .ok_or_else(|| Status::invalid_argument(format!("unknown task state {s}")))?,
             );
         }
-        let records = self
+        let before = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(req.page_token.parse::<i64>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "page token `{}` is not one this coordinator gave out; start again without it",
+                    req.page_token
+                ))
+            })?)
+        };
+        let limit = match req.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let page = self
             .0
             .store
-            .list_tasks(&states, req.limit)
+            .list_tasks(&TaskQuery {
+                states,
+                limit,
+                before,
+                count: before.is_none(),
+            })
             .await
             .map_err(Status::from)?;
-        let tasks = self.0.task_views(&records).await?;
-        Ok(Response::new(v1::ListTasksResponse { tasks }))
+        let views = task_views(&self.0, &page.tasks).await?;
+        // A page stops before it would pass PAGE_BYTES (one task always fits a message).
+        let mut bytes = 0;
+        let mut tasks = Vec::with_capacity(views.len());
+        let mut next = page.next;
+        for (i, t) in views.into_iter().enumerate() {
+            bytes += t.encoded_len();
+            if i > 0 && bytes > PAGE_BYTES {
+                next = Some(page.positions[i - 1]);
+                break;
+            }
+            tasks.push(t);
+        }
+        Ok(Response::new(v1::ListTasksResponse {
+            tasks,
+            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+            total: page.total,
+        }))
     }
 
     type WatchStream = BoxStream<v1::WatchEvent>;
@@ -90,7 +130,7 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let task_id = req.into_inner().task_id;
         let c = Arc::clone(&self.0);
         // Subscribe before reading the snapshot so no change falls between them.
-        let rx = c.watch_tx.subscribe();
+        let rx = c.publisher.watch();
         let initial = snapshots(&c, &task_id).await?;
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
         let stopping = c.stopping();
@@ -105,15 +145,19 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
 
     async fn cancel(&self, req: Request<v1::CancelRequest>) -> Result<Response<v1::Task>, Status> {
         let t = self.0.cancel(&req.into_inner().id).await?;
-        Ok(Response::new(self.0.task_view(&t).await?))
+        Ok(Response::new(task_view(&self.0, &t).await?))
     }
 
     async fn list_nodes(
         &self,
         _req: Request<v1::ListNodesRequest>,
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        let nodes = self.0.list_nodes().await?;
         Ok(Response::new(v1::ListNodesResponse {
-            nodes: self.0.list_nodes().await?,
+            nodes: nodes
+                .iter()
+                .map(|(n, live)| convert::node_to_proto(n, live.as_ref()))
+                .collect(),
         }))
     }
 
@@ -126,8 +170,8 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let req = req.into_inner();
         let c = Arc::clone(&self.0);
         let task = c.task(&req.id).await?;
-        let log_rx = c.log_tx.subscribe();
-        let watch_rx = c.watch_tx.subscribe();
+        let log_rx = c.publisher.logs();
+        let watch_rx = c.publisher.watch();
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
         let stopping = c.stopping();
         tokio::spawn(async move {
@@ -141,8 +185,11 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
 
     async fn answer(&self, req: Request<v1::AnswerRequest>) -> Result<Response<v1::Task>, Status> {
         let req = req.into_inner();
-        let t = self.0.answer(&req.id, req.seq, &req.text).await?;
-        Ok(Response::new(self.0.task_view(&t).await?))
+        let t = self
+            .0
+            .answer(&req.id, req.seq, &req.text, &req.request_id)
+            .await?;
+        Ok(Response::new(task_view(&self.0, &t).await?))
     }
 
     async fn add_note(
@@ -151,7 +198,7 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
     ) -> Result<Response<v1::Task>, Status> {
         let req = req.into_inner();
         let t = self.0.add_note(&req.id, &req.text).await?;
-        Ok(Response::new(self.0.task_view(&t).await?))
+        Ok(Response::new(task_view(&self.0, &t).await?))
     }
 
     async fn list_questions(
@@ -159,7 +206,13 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         _req: Request<v1::ListQuestionsRequest>,
     ) -> Result<Response<v1::ListQuestionsResponse>, Status> {
         Ok(Response::new(v1::ListQuestionsResponse {
-            questions: self.0.pending_questions().await?,
+            questions: self
+                .0
+                .pending_questions()
+                .await?
+                .into_iter()
+                .map(convert::open_question_to_proto)
+                .collect(),
         }))
     }
 
@@ -169,12 +222,12 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
             .0
             .retry(&req.id, &req.backend, &req.model, &req.remote)
             .await?;
-        Ok(Response::new(self.0.task_view(&t).await?))
+        Ok(Response::new(task_view(&self.0, &t).await?))
     }
 
     async fn clean(&self, req: Request<v1::CleanRequest>) -> Result<Response<v1::Task>, Status> {
         let t = self.0.clean(&req.into_inner().id).await?;
-        Ok(Response::new(self.0.task_view(&t).await?))
+        Ok(Response::new(task_view(&self.0, &t).await?))
     }
 
     async fn info(
@@ -215,7 +268,7 @@ async fn send_snapshots(tx: &Sender<v1::WatchEvent>, tasks: Vec<v1::Task>) -> bo
 async fn pump_watch(
     c: &Coordinator,
     task_id: &str,
-    mut rx: broadcast::Receiver<v1::WatchEvent>,
+    mut rx: broadcast::Receiver<Arc<Published>>,
     initial: Vec<v1::Task>,
     tx: Sender<v1::WatchEvent>,
 ) {
@@ -224,10 +277,12 @@ async fn pump_watch(
     }
     loop {
         match rx.recv().await {
-            Ok(ev) => {
-                let matches =
-                    task_id.is_empty() || ev.task.as_ref().is_some_and(|t| t.id == task_id);
-                if matches && tx.send(Ok(ev)).await.is_err() {
+            Ok(p) => {
+                if !task_id.is_empty() && p.change.task.id != task_id {
+                    continue;
+                }
+                let ev = p.wire(convert::change_to_proto).clone();
+                if tx.send(Ok(ev)).await.is_err() {
                     return;
                 }
             }
@@ -245,8 +300,9 @@ async fn pump_watch(
     }
 }
 
-/// Sends the stored log chunks of `task` after `after`; returns the last seq sent, or None
-/// when the client has gone.
+/// Sends the stored output of `task` after event `after`, a page (about 1 MiB) at a time so
+/// memory stays flat however much is stored; returns the last seq sent, or None when the
+/// client has gone or the store failed (the client is told).
 async fn send_stored_logs(
     c: &Coordinator,
     task: &str,
@@ -254,11 +310,22 @@ async fn send_stored_logs(
     tx: &Sender<v1::LogsResponse>,
 ) -> Option<u64> {
     let mut last = after;
-    for (seq, data) in c.store.log_chunks(task, after).await.ok()? {
-        last = seq;
-        tx.send(Ok(v1::LogsResponse { data })).await.ok()?;
+    loop {
+        let page = match c.store.log_page(task, last, LOG_PAGE_BYTES).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(Status::from(e))).await;
+                return None;
+            }
+        };
+        if page.is_empty() {
+            return Some(last);
+        }
+        for (seq, data) in page {
+            last = seq;
+            tx.send(Ok(v1::LogsResponse { data })).await.ok()?;
+        }
     }
-    Some(last)
 }
 
 /// Feeds one `logs` client: what is stored, then (with `follow`) new output until the task ends.
@@ -266,8 +333,8 @@ async fn pump_logs(
     c: &Coordinator,
     task: &str,
     follow: bool,
-    mut log_rx: broadcast::Receiver<crate::LogLine>,
-    mut watch_rx: broadcast::Receiver<v1::WatchEvent>,
+    mut log_rx: broadcast::Receiver<crate::publish::LogLine>,
+    mut watch_rx: broadcast::Receiver<Arc<Published>>,
     tx: Sender<v1::LogsResponse>,
 ) {
     let Some(mut last) = send_stored_logs(c, task, 0, &tx).await else {
@@ -301,9 +368,10 @@ async fn pump_logs(
             },
             ev = watch_rx.recv() => {
                 let done = match &ev {
-                    Ok(ev) => ev.task.as_ref().is_some_and(|t| {
-                        t.id == task && t.task_state().is_terminal() && (ev.seq > 0 || t.node.is_empty() || t.task_state() == TaskState::Lost)
-                    }),
+                    Ok(p) => {
+                        let (t, seq) = (&p.change.task, p.change.seq);
+                        t.id == task && t.state.is_terminal() && (seq > 0 || t.node.is_empty() || t.state == TaskState::Lost)
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => false,
                     Err(broadcast::error::RecvError::Closed) => true,
                 };

@@ -1,4 +1,6 @@
-//! gRPC handlers: thin wrappers that check input, call the coordinator and map results.
+//! gRPC handlers: thin wrappers that check the caller and the input, call the domain and map
+//! the result. The only place, with `convert.rs`, that names `v1::` types.
 
 pub mod agent;
 pub mod dispatch;
+mod views;

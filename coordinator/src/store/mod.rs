@@ -1,592 +1,379 @@
-//! Durable state: tasks, events (plan snapshots, logs, exits), nodes, commands and questions.
+//! Durable state behind two traits: [`TaskStore`] (tasks, their events, questions and
+//! commands) and [`NodeStore`] (nodes and their sessions). [`sqlite::SqliteStore`] implements
+//! both; the scheduler and the domain never write SQL.
 //!
-//! SQLite in WAL mode, one writer connection (writes are serialized by SQLite anyway; one
-//! connection avoids busy retries) and a small pool of readers. Schema changes are numbered
-//! migrations applied on open (`PRAGMA user_version` holds the version).
+//! Who writes what (the rule every implementation keeps):
+//! - Every write is one transaction that decides on the rows as they are inside it — never on a
+//!   copy read before an `.await` — and writes only the columns the operation owns.
+//! - The event path ([`TaskStore::record_events`]) is the only writer of `last_seq`, and of the
+//!   plan while the task is active. A requeue (resume, retry) may rewrite the plan of an ended
+//!   task, to which no event applies.
+//! - A change and the node commands it implies commit together (an answer is never stored
+//!   without the command that delivers it).
+//! - Each write returns the [`Changes`] it committed, for the one publisher.
 
-mod records;
+pub mod patch;
+pub mod sqlite;
 
-pub use records::{BackendRecord, NodeRecord, QuestionRecord, TaskRecord};
-
-use crate::error::{CoordinatorError, Result};
-use dispatch_core::TaskState;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+use crate::error::Result;
+use crate::model::{
+    ChangeKind, Changes, IncomingEvent, NodeCommand, NodeHello, NodeRecord, OpenQuestion,
+    QuestionRecord, StoredCommand, TaskEvent, TaskRecord,
 };
-use sqlx::{Row, SqlitePool as Pool};
-use std::path::Path;
-use std::time::Duration;
+use dispatch_core::TaskState;
+use std::collections::HashMap;
 
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_init.sql"),
-    include_str!("../../migrations/0002_attempts.sql"),
-    include_str!("../../migrations/0003_worktrees.sql"),
-    include_str!("../../migrations/0004_pools.sql"),
-    include_str!("../../migrations/0005_repos.sql"),
-    include_str!("../../migrations/0006_submit_order_index.sql"),
-    include_str!("../../migrations/0007_task_texts.sql"),
-];
+pub use sqlite::SqliteStore;
 
-/// An unanswered question and the task that asked it.
+/// The columns of a task an operation may set (besides `updated_ms`, always set).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TaskUpdate {
+    /// New state.
+    pub state: Option<TaskState>,
+    /// New reason.
+    pub reason: Option<String>,
+    /// New node.
+    pub node: Option<String>,
+    /// New pinned node.
+    pub remote: Option<String>,
+    /// New backend.
+    pub backend: Option<String>,
+    /// New model.
+    pub model: Option<String>,
+    /// New worker run number.
+    pub attempt: Option<u32>,
+    /// New plan — only for an ended task (see the module rule).
+    pub plan_md: Option<String>,
+    /// New worker prompt.
+    pub worker_prompt: Option<String>,
+    /// New exit status.
+    pub exit_code: Option<Option<i32>>,
+    /// New start time.
+    pub started_ms: Option<i64>,
+    /// New end time.
+    pub ended_ms: Option<i64>,
+    /// Worktree removed.
+    pub cleaned: Option<bool>,
+}
+
+impl TaskUpdate {
+    /// True when nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == TaskUpdate::default()
+    }
+
+    /// Applies the update to `t` (what the row holds after the write).
+    pub fn apply_to(&self, t: &mut TaskRecord, now_ms: i64) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { t.$f = v.clone(); } )* };
+        }
+        set!(
+            state,
+            reason,
+            node,
+            remote,
+            backend,
+            model,
+            attempt,
+            plan_md,
+            worker_prompt,
+            exit_code,
+            started_ms,
+            ended_ms,
+            cleaned
+        );
+        t.updated_ms = now_ms;
+    }
+}
+
+/// What an operation does to one task, decided on the row as it is inside the transaction.
+#[derive(Debug, Default)]
+pub struct Transition {
+    /// Columns to write (nothing written when empty).
+    pub set: TaskUpdate,
+    /// Commands to store for nodes: (node, command).
+    pub commands: Vec<(String, NodeCommand)>,
+    /// The change to publish (none when nothing visible changed).
+    pub kind: Option<ChangeKind>,
+}
+
+/// Decides a [`Transition`] from the task as the transaction reads it; an error aborts it.
+pub type Decide<'a> = dyn Fn(&TaskRecord) -> Result<Transition> + Send + Sync + 'a;
+
+/// Decides an answer from the task and its questions: which question, and the transition.
+pub type DecideAnswer<'a> =
+    dyn Fn(&TaskRecord, &[QuestionRecord]) -> Result<(u32, Transition)> + Send + Sync + 'a;
+
+/// Builds the command that hands a task to its node, from the task as the transaction reads it.
+pub type MakeCommand<'a> = dyn Fn(&TaskRecord) -> NodeCommand + Send + Sync + 'a;
+
+/// What a committed transition produced.
 #[derive(Debug)]
-pub struct OpenQuestion {
-    /// The question.
-    pub question: QuestionRecord,
-    /// Node the task runs on.
-    pub node: String,
-    /// The task's title.
-    pub title: String,
-    /// The task's state.
-    pub state: TaskState,
+pub struct Transitioned {
+    /// The task after it (with its texts).
+    pub task: TaskRecord,
+    /// Ids of the commands stored, in order.
+    pub command_ids: Vec<u64>,
+    /// The node each of those commands is for.
+    pub command_nodes: Vec<String>,
+    /// What to publish.
+    pub changes: Changes,
 }
 
-/// Bound values per statement stay well under SQLite's limit (32,766): task ids per read,
-const TASKS_PER_STATEMENT: usize = 500;
-/// event rows per insert (5 values each),
-const EVENTS_PER_STATEMENT: usize = 400;
-/// and task rows per update (28 values each).
-const TASKS_PER_UPDATE: usize = 64;
-
-/// Outcome of recording one agent event.
+/// What an answer did.
 #[derive(Debug)]
-pub enum EventOutcome {
-    /// Committed; the task as it is now, without its prompt and worker prompt (left empty:
-    /// events never change them, and the event path does not read them).
-    Applied(Box<TaskRecord>),
-    /// Already committed before (a resend): nothing changed.
-    Duplicate {
-        /// The task's highest committed seq.
-        committed: u64,
-    },
-    /// An earlier event of the task is missing; the agent must resend from `expected`.
-    Gap {
-        /// The seq the store expects next.
-        expected: u64,
-    },
-    /// The task does not exist.
-    UnknownTask,
-    /// The task runs on another node; the event was not recorded.
-    NotOwner {
-        /// The node that owns the task.
-        owner: String,
-    },
-}
-
-/// How an event changes its task (and the question it records, if any).
-pub type ApplyEvent<'a> = Box<dyn FnOnce(&mut TaskRecord) -> Option<QuestionRecord> + Send + 'a>;
-
-/// One agent event to record in a group commit.
-pub struct EventItem<'a> {
-    /// Task the event belongs to.
-    pub task_id: String,
-    /// The agent's seq for it.
-    pub seq: u64,
-    /// Kind name stored with it.
-    pub kind: &'static str,
-    /// When it happened.
-    pub at_ms: i64,
-    /// The encoded event.
-    pub body: Vec<u8>,
-    /// Its effect on the task.
-    pub apply: ApplyEvent<'a>,
-}
-
-/// The coordinator's store.
-#[derive(Clone, Debug)]
-pub struct Store {
-    writer: Pool,
-    reader: Pool,
-}
-
-fn options(path: &Path) -> SqliteConnectOptions {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // With WAL, NORMAL survives a process crash; only an OS crash can lose the last commits.
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(false)
-}
-
-impl Store {
-    /// Opens (creating and migrating) the database at `path`.
-    pub async fn open(path: &Path) -> Result<Store> {
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options(path))
-            .await?;
-        migrate(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options(path).read_only(true))
-            .await?;
-        Ok(Store { writer, reader })
-    }
-
-    /// Inserts a new task. Fails with `AlreadyExists` when the id is taken.
-    pub async fn insert_task(&self, t: &TaskRecord) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        let res = records::bind_task(sqlx::query(records::INSERT_TASK.as_str()), t)
-            .execute(&mut *tx)
-            .await;
-        match res {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(CoordinatorError::AlreadyExists(format!(
-                    "task id `{}` already exists; choose another with --id, or see it with `dispatch status {}`",
-                    t.id, t.id
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        sqlx::query("INSERT INTO task_texts (task_id, prompt, worker_prompt) VALUES (?1, ?2, ?3)")
-            .bind(&t.id)
-            .bind(&t.prompt)
-            .bind(&t.worker_prompt)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Writes every column of an existing task's row. Its prompt and worker prompt (in
-    /// `task_texts`) are left as they are: the prompt never changes, and the worker prompt only
-    /// through [`Store::update_task_and_worker_prompt`].
-    pub async fn update_task(&self, t: &TaskRecord) -> Result<()> {
-        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    /// Writes a task's row and its new worker prompt (a resume or retry) in one transaction.
-    pub async fn update_task_and_worker_prompt(&self, t: &TaskRecord) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE task_texts SET worker_prompt = ?2 WHERE task_id = ?1")
-            .bind(&t.id)
-            .bind(&t.worker_prompt)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// One task by id.
-    pub async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>> {
-        let row = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id WHERE t.id = ?1")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(|r| records::task_from_row(&r)).transpose()
-    }
-
-    /// True when a task with this id exists.
-    pub async fn task_exists(&self, id: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE id = ?1")
-            .bind(id)
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(n > 0)
-    }
-
-    /// The most recent `limit` tasks (all when `limit` is 0) in the given states (all when
-    /// empty), oldest first.
-    pub async fn list_tasks(&self, states: &[TaskState], limit: u32) -> Result<Vec<TaskRecord>> {
-        let rows = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt FROM (SELECT * FROM tasks ORDER BY submit_order DESC LIMIT ?1) t JOIN task_texts x ON x.task_id = t.id ORDER BY t.submit_order")
-            .bind(if limit == 0 { -1 } else { i64::from(limit) })
-            .fetch_all(&self.reader)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let t = records::task_from_row(&r)?;
-            if states.is_empty() || states.contains(&t.state) {
-                out.push(t);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Tasks waiting for a node, in queue order (priority, then submission).
-    pub async fn queued_tasks(&self) -> Result<Vec<TaskRecord>> {
-        let rows = sqlx::query(
-            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id \
-             WHERE t.state = 'queued' ORDER BY t.priority DESC, t.submit_order",
-        )
-        .fetch_all(&self.writer)
-        .await?;
-        rows.iter().map(records::task_from_row).collect()
-    }
-
-    /// Ids of the tasks waiting for a node, in queue order (for queue positions).
-    pub async fn queued_ids(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE state = 'queued' ORDER BY priority DESC, submit_order",
-        )
-        .fetch_all(&self.reader)
-        .await?)
-    }
-
-    /// Tasks on `node` that hold a slot there (assigned, running, waiting).
-    pub async fn active_tasks_on(&self, node: &str) -> Result<Vec<TaskRecord>> {
-        let rows = sqlx::query(
-            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id \
-             WHERE t.node = ?1 AND t.state IN ('assigned', 'running', 'waiting')",
-        )
-        .bind(node)
-        .fetch_all(&self.writer)
-        .await?;
-        rows.iter().map(records::task_from_row).collect()
-    }
-
-    /// Number of tasks that are not in a terminal state.
-    pub async fn count_active(&self) -> Result<u32> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'assigned', 'running', 'waiting')")
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(n as u32)
-    }
-
-    /// Marks a task assigned to `node` and stores the Assign command in one transaction.
-    /// Returns the command id.
-    pub async fn assign(&self, t: &TaskRecord, command: &[u8]) -> Result<u64> {
-        let mut tx = self.writer.begin().await?;
-        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
-            .execute(&mut *tx)
-            .await?;
-        let id = insert_command(&mut tx, &t.node, &t.id, command, t.updated_ms).await?;
-        tx.commit().await?;
-        Ok(id)
-    }
-
-    /// Updates a task and stores a command for its node in one transaction.
-    pub async fn update_with_command(
-        &self,
-        t: &TaskRecord,
-        node: &str,
-        command: &[u8],
-    ) -> Result<u64> {
-        let mut tx = self.writer.begin().await?;
-        records::bind_task(sqlx::query(records::UPDATE_TASK.as_str()), t)
-            .execute(&mut *tx)
-            .await?;
-        let id = insert_command(&mut tx, node, &t.id, command, t.updated_ms).await?;
-        tx.commit().await?;
-        Ok(id)
-    }
-
-    /// Marks a command acknowledged by its node.
-    pub async fn ack_command(&self, id: u64, now_ms: i64) -> Result<()> {
-        sqlx::query("UPDATE commands SET acked_ms = ?2 WHERE id = ?1 AND acked_ms IS NULL")
-            .bind(id as i64)
-            .bind(now_ms)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    /// Commands for `node` not yet acked, oldest first: (id, task id, encoded command).
-    pub async fn pending_commands(&self, node: &str) -> Result<Vec<(u64, String, Vec<u8>)>> {
-        let rows = sqlx::query("SELECT id, task_id, body FROM commands WHERE node = ?1 AND acked_ms IS NULL ORDER BY id")
-            .bind(node)
-            .fetch_all(&self.writer)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get(1)?, r.try_get(2)?)))
-            .collect()
-    }
-
-    /// Records many events from `node` in one transaction (group commit): the batch's tasks
-    /// are read in one statement, its events inserted in as few statements as the bind limit
-    /// allows, and each task it touched written once. Outcomes come back in the order of
-    /// `items`.
-    pub async fn record_events(
-        &self,
-        node: &str,
-        items: Vec<EventItem<'_>>,
-    ) -> Result<Vec<EventOutcome>> {
-        use std::collections::HashMap;
-        let mut tx = self.writer.begin().await?;
-        let mut ids: Vec<&str> = Vec::new();
-        for item in &items {
-            if !ids.contains(&item.task_id.as_str()) {
-                ids.push(&item.task_id);
-            }
-        }
-        let mut tasks: HashMap<String, TaskRecord> = HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(TASKS_PER_STATEMENT) {
-            let mut q =
-                sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM tasks WHERE id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id.to_string());
-            }
-            q.push(")");
-            for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
-                let t = records::task_from_row(&row)?;
-                tasks.insert(t.id.clone(), t);
-            }
-        }
-        drop(ids);
-
-        let mut rows: Vec<(String, u64, &'static str, i64, Vec<u8>)> =
-            Vec::with_capacity(items.len());
-        let mut asked: Vec<QuestionRecord> = Vec::new();
-        let mut touched: Vec<String> = Vec::new();
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            let Some(task) = tasks.get_mut(&item.task_id) else {
-                out.push(EventOutcome::UnknownTask);
-                continue;
-            };
-            if task.node != node {
-                out.push(EventOutcome::NotOwner {
-                    owner: task.node.clone(),
-                });
-                continue;
-            }
-            if item.seq <= task.last_seq {
-                out.push(EventOutcome::Duplicate {
-                    committed: task.last_seq,
-                });
-                continue;
-            }
-            if item.seq != task.last_seq + 1 {
-                out.push(EventOutcome::Gap {
-                    expected: task.last_seq + 1,
-                });
-                continue;
-            }
-            task.last_seq = item.seq;
-            asked.extend((item.apply)(task));
-            if !touched.contains(&item.task_id) {
-                touched.push(item.task_id.clone());
-            }
-            out.push(EventOutcome::Applied(Box::new(task.clone())));
-            rows.push((item.task_id, item.seq, item.kind, item.at_ms, item.body));
-        }
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO events (task_id, seq, kind, at_ms, body) ",
-            );
-            let chunk = rows.by_ref().take(EVENTS_PER_STATEMENT);
-            q.push_values(chunk, |mut row, (task_id, seq, kind, at_ms, body)| {
-                row.push_bind(task_id)
-                    .push_bind(seq as i64)
-                    .push_bind(kind)
-                    .push_bind(at_ms)
-                    .push_bind(body);
-            });
-            q.build().persistent(false).execute(&mut *tx).await?;
-        }
-        for a in &asked {
-            sqlx::query("INSERT OR IGNORE INTO questions (task_id, seq, text, asked_ms) VALUES (?1, ?2, ?3, ?4)")
-                .bind(&a.task_id)
-                .bind(i64::from(a.seq))
-                .bind(&a.text)
-                .bind(a.asked_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for chunk in touched.chunks(TASKS_PER_UPDATE) {
-            let mut q =
-                sqlx::QueryBuilder::<sqlx::Sqlite>::new(records::UPDATE_TASKS_FROM_HEAD.as_str());
-            q.push_values(chunk, |mut row, id| {
-                records::bind_task(&mut row, &tasks[id]);
-            });
-            q.push(records::UPDATE_TASKS_FROM_TAIL);
-            q.build().persistent(false).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    /// Highest committed event seq of a task (0 when none or unknown).
-    pub async fn committed_seq(&self, task_id: &str) -> Result<u64> {
-        let n: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM tasks WHERE id = ?1")
-            .bind(task_id)
-            .fetch_optional(&self.writer)
-            .await?;
-        Ok(n.unwrap_or(0) as u64)
-    }
-
-    /// Log output of a task after event `after_seq`: (seq, bytes), in order.
-    pub async fn log_chunks(&self, task_id: &str, after_seq: u64) -> Result<Vec<(u64, Vec<u8>)>> {
-        let rows = sqlx::query("SELECT seq, body FROM events WHERE task_id = ?1 AND kind = 'log' AND seq > ?2 ORDER BY seq")
-            .bind(task_id)
-            .bind(after_seq as i64)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get(1)?)))
-            .collect()
-    }
-
-    /// Questions a task asked, by seq.
-    pub async fn questions(&self, task_id: &str) -> Result<Vec<QuestionRecord>> {
-        let rows = sqlx::query("SELECT task_id, seq, text, asked_ms, answer, answered_ms FROM questions WHERE task_id = ?1 ORDER BY seq")
-            .bind(task_id)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(records::question_from_row).collect()
-    }
-
-    /// Questions of many tasks, by task then seq, read in as few statements as the bind limit
-    /// allows. A task that asked none is absent.
-    pub async fn questions_of(
-        &self,
-        task_ids: &[&str],
-    ) -> Result<std::collections::HashMap<String, Vec<QuestionRecord>>> {
-        let mut out: std::collections::HashMap<String, Vec<QuestionRecord>> =
-            std::collections::HashMap::new();
-        for chunk in task_ids.chunks(TASKS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT task_id, seq, text, asked_ms, answer, answered_ms FROM questions WHERE task_id IN (",
-            );
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(id.to_string());
-            }
-            q.push(") ORDER BY task_id, seq");
-            for row in q.build().persistent(false).fetch_all(&self.reader).await? {
-                let question = records::question_from_row(&row)?;
-                out.entry(question.task_id.clone())
-                    .or_default()
-                    .push(question);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Records the answer to question `seq` of `task_id` (only if it had none). Returns false
-    /// when it was already answered.
-    pub async fn answer_question(
-        &self,
-        task_id: &str,
+pub enum Answered {
+    /// Stored (with its delivery, or the requeue of a blocked task).
+    Stored {
+        /// The transition that came with it.
+        done: Transitioned,
+        /// The question answered.
         seq: u32,
+    },
+    /// A retry of a request already done: nothing changed.
+    Repeated(TaskRecord),
+}
+
+/// A new task and, for an idempotent submit, its request id.
+#[derive(Debug)]
+pub enum Inserted {
+    /// Stored.
+    New(Changes),
+    /// The request id was seen before: the task it created.
+    Existing(String),
+}
+
+/// A task the scheduler gives to a node.
+#[derive(Debug, Clone)]
+pub struct AssignWrite {
+    /// The task.
+    pub task_id: String,
+    /// The node.
+    pub node: String,
+    /// The node's session epoch the scheduler saw: the write happens only while it is live.
+    pub epoch: u64,
+    /// Backend it runs with.
+    pub backend: String,
+}
+
+/// Filter and page of [`TaskStore::list_tasks`].
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery {
+    /// Only these states (all when empty).
+    pub states: Vec<TaskState>,
+    /// Most tasks in the page.
+    pub limit: u32,
+    /// Only tasks submitted before this position (from a page token); none for the newest.
+    pub before: Option<i64>,
+    /// Count every match too.
+    pub count: bool,
+}
+
+/// One page of tasks, newest first.
+#[derive(Debug, Default)]
+pub struct TaskPage {
+    /// The tasks (with their texts).
+    pub tasks: Vec<TaskRecord>,
+    /// Each task's place in submission order (what a page token holds).
+    pub positions: Vec<i64>,
+    /// Where the next page starts, when there is one.
+    pub next: Option<i64>,
+    /// Matching tasks in all (when counted).
+    pub total: u64,
+}
+
+/// The node session a batch of events arrived on.
+#[derive(Debug, Clone)]
+pub struct SessionKey {
+    /// Node name.
+    pub node: String,
+    /// Session epoch.
+    pub epoch: u64,
+}
+
+/// How a committed event changes its task.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Applied {
+    /// What to publish (none: nothing visible changed).
+    pub kind: Option<ChangeKind>,
+    /// The worker of the task's current run ended: its slot is free.
+    pub freed_slot: bool,
+}
+
+/// What the store knows when it applies an event.
+#[derive(Debug)]
+pub struct EventFacts<'a> {
+    /// The node that reported it.
+    pub node: &'a str,
+    /// For a question: it was never asked before (a question number is asked once).
+    pub new_question: bool,
+    /// Unanswered questions of the task (after this event's own effect on them).
+    pub open_questions: usize,
+}
+
+/// The domain's rules for events: how one committed event changes its task. The store runs
+/// them inside the transaction, on the row as it is there.
+pub trait EventRules: Sync {
+    /// Changes `task` for `ev` (already known to be the task's next event, from its session
+    /// and its current worker run, with the task still active).
+    fn apply(&self, task: &mut TaskRecord, ev: &TaskEvent, facts: &EventFacts<'_>) -> Applied;
+}
+
+/// What recording a batch of events did.
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    /// Per task, the seq to ack (everything up to it is committed or was dropped on purpose).
+    pub acks: Vec<(String, u64)>,
+    /// Tasks whose next event is missing: (task, the seq expected, the seq that came).
+    pub gaps: Vec<(String, u64, u64)>,
+    /// Events kept as history only: (task, seq, why).
+    pub fenced: Vec<(String, u64, &'static str)>,
+    /// What to publish.
+    pub changes: Changes,
+}
+
+/// What opening a node session did.
+#[derive(Debug)]
+pub struct OpenedSession {
+    /// The session's epoch.
+    pub epoch: u64,
+    /// Highest committed seq of every task the Hello mentioned.
+    pub committed: Vec<(String, u64)>,
+    /// Tasks holding a slot on the node now: task → backend.
+    pub holding: HashMap<String, String>,
+    /// What to publish (tasks claimed back from `unreachable`, tasks the node no longer has).
+    pub changes: Changes,
+}
+
+/// What a compaction removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    /// Event rows of ended tasks.
+    pub events: u64,
+    /// Acked commands.
+    pub commands: u64,
+    /// Remembered request ids.
+    pub requests: u64,
+}
+
+/// Tasks, their event history, questions and commands.
+#[async_trait::async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Stores a new task (and its request id); `AlreadyExists` when the id is taken.
+    async fn insert_task(&self, t: &TaskRecord, request_id: Option<&str>) -> Result<Inserted>;
+    /// The task a request id created, if it was seen.
+    async fn request_task(&self, request_id: &str) -> Result<Option<String>>;
+    /// One task, with its texts.
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>>;
+    /// True when the id is taken.
+    async fn task_exists(&self, id: &str) -> Result<bool>;
+    /// A page of tasks, newest first.
+    async fn list_tasks(&self, q: &TaskQuery) -> Result<TaskPage>;
+    /// Tasks that have not ended (queued, assigned, running, waiting, unreachable), oldest first.
+    async fn active_tasks(&self) -> Result<Vec<TaskRecord>>;
+    /// Queued tasks in queue order (priority, then submission), with their texts.
+    async fn queued_tasks(&self) -> Result<Vec<TaskRecord>>;
+    /// Ids of the queued tasks in queue order.
+    async fn queued_ids(&self) -> Result<Vec<String>>;
+    /// Number of tasks that have not ended.
+    async fn count_active(&self) -> Result<u32>;
+    /// Every question of these tasks, by task then seq.
+    async fn questions_of(&self, ids: &[&str]) -> Result<HashMap<String, Vec<QuestionRecord>>>;
+    /// Every unanswered question of a running, waiting, unreachable or blocked task.
+    async fn open_questions(&self) -> Result<Vec<OpenQuestion>>;
+    /// Stored worker output after `after_seq`, at most about `max_bytes` (at least one chunk).
+    async fn log_page(
+        &self,
+        task: &str,
+        after_seq: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>>;
+
+    /// Runs `decide` on task `id` inside one transaction and commits what it returns.
+    async fn transition(&self, id: &str, now_ms: i64, decide: &Decide<'_>) -> Result<Transitioned>;
+    /// Answers a question of task `id` and commits the transition `decide` returns with it.
+    async fn answer(
+        &self,
+        id: &str,
         text: &str,
+        request_id: Option<&str>,
         now_ms: i64,
-    ) -> Result<bool> {
-        let r = sqlx::query("UPDATE questions SET answer = ?3, answered_ms = ?4 WHERE task_id = ?1 AND seq = ?2 AND answer IS NULL")
-            .bind(task_id)
-            .bind(i64::from(seq))
-            .bind(text)
-            .bind(now_ms)
-            .execute(&self.writer)
-            .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    /// Every unanswered question of a task that is still waiting or blocked, oldest first,
-    /// with the asking task's node, title and state.
-    pub async fn open_questions(&self) -> Result<Vec<OpenQuestion>> {
-        let rows = sqlx::query(
-            "SELECT q.task_id, q.seq, q.text, q.asked_ms, q.answer, q.answered_ms, t.node, t.title, t.state \
-             FROM questions q JOIN tasks t ON t.id = q.task_id \
-             WHERE q.answer IS NULL AND t.state IN ('running', 'waiting', 'blocked') ORDER BY q.asked_ms, q.task_id, q.seq",
-        )
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let state: String = r.try_get(8)?;
-                Ok(OpenQuestion {
-                    question: records::question_from_row(r)?,
-                    node: r.try_get(6)?,
-                    title: r.try_get(7)?,
-                    state: state.parse().map_err(CoordinatorError::Corrupt)?,
-                })
-            })
-            .collect()
-    }
-
-    /// Inserts or refreshes a node's registration.
-    pub async fn upsert_node(&self, n: &NodeRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO nodes (name, labels, backends, capacity, version, hostname, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-             ON CONFLICT(name) DO UPDATE SET labels = ?2, backends = ?3, capacity = ?4, version = ?5, hostname = ?6, last_seen_ms = ?7",
-        )
-        .bind(&n.name)
-        .bind(serde_json::to_string(&n.labels).unwrap_or_default())
-        .bind(serde_json::to_string(&n.backends).unwrap_or_default())
-        .bind(i64::from(n.capacity))
-        .bind(&n.version)
-        .bind(&n.hostname)
-        .bind(n.last_seen_ms)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    /// Updates a node's last-seen time.
-    pub async fn touch_node(&self, name: &str, now_ms: i64) -> Result<()> {
-        sqlx::query("UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1")
-            .bind(name)
-            .bind(now_ms)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    /// Every node that ever registered, by name.
-    pub async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
-        let rows = sqlx::query("SELECT name, labels, backends, capacity, version, hostname, last_seen_ms FROM nodes ORDER BY name")
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(records::node_from_row).collect()
-    }
+        decide: &DecideAnswer<'_>,
+    ) -> Result<Answered>;
+    /// Gives a queued task to a node whose session `epoch` is still live, with its Assign
+    /// command; `None` when the task is no longer queued or the session is gone.
+    async fn assign(
+        &self,
+        a: &AssignWrite,
+        now_ms: i64,
+        command: &MakeCommand<'_>,
+    ) -> Result<Option<Transitioned>>;
+    /// Records a batch of events from one node session in one transaction.
+    async fn record_events(
+        &self,
+        session: &SessionKey,
+        events: Vec<IncomingEvent>,
+        rules: &dyn EventRules,
+        max_log_bytes: u64,
+    ) -> Result<EventBatch>;
+    /// The node said events `from_seq..next_seq` of a task are gone: continue after them.
+    /// False when the task is not where the node says.
+    async fn skip_events(
+        &self,
+        session: &SessionKey,
+        task: &str,
+        from_seq: u64,
+        next_seq: u64,
+    ) -> Result<bool>;
+    /// Drops the event history of tasks that ended before `ended_before_ms` (their logs,
+    /// questions and final plan stay), acked commands and request ids older than it.
+    async fn compact(&self, ended_before_ms: i64) -> Result<Compacted>;
 }
 
-async fn insert_command(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    node: &str,
-    task_id: &str,
-    body: &[u8],
-    now_ms: i64,
-) -> Result<u64> {
-    let id: i64 = sqlx::query_scalar("INSERT INTO commands (node, task_id, body, created_ms) VALUES (?1, ?2, ?3, ?4) RETURNING id")
-        .bind(node)
-        .bind(task_id)
-        .bind(body)
-        .bind(now_ms)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(id as u64)
+/// Nodes and their sessions, and the commands waiting for them.
+#[async_trait::async_trait]
+pub trait NodeStore: Send + Sync {
+    /// Opens a new session of a node (the caller made sure no other is live): a new epoch, the
+    /// node's active tasks claimed by the Hello move to it, and those it no longer has are lost.
+    async fn open_session(
+        &self,
+        hello: &NodeHello,
+        addr: &str,
+        now_ms: i64,
+    ) -> Result<OpenedSession>;
+    /// The session `epoch` of `node` fell silent: its active tasks become `unreachable`.
+    async fn session_silent(&self, node: &str, epoch: u64, now_ms: i64) -> Result<Changes>;
+    /// The grace of session `epoch` ran out: its unreachable tasks become `lost`, their pending
+    /// commands are dropped, and the node is told to stop their workers if it comes back.
+    async fn session_expired(
+        &self,
+        node: &str,
+        epoch: u64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Changes>;
+    /// Marks every session not live (a coordinator starting has none); returns (node, epoch)
+    /// of every node that has active tasks.
+    async fn reset_sessions(&self) -> Result<Vec<(String, u64)>>;
+    /// Every node that ever connected, by name.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+    /// Records when a node was last heard from.
+    async fn touch_node(&self, name: &str, now_ms: i64) -> Result<()>;
+    /// Unacked commands of `node` after id `after`, oldest first, at most `limit`.
+    async fn pending_commands(
+        &self,
+        node: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCommand>>;
+    /// Marks commands of `node` acked (commands of other nodes are left alone).
+    async fn ack_commands(&self, node: &str, ids: &[u64], now_ms: i64) -> Result<()>;
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<()> {
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(pool)
-        .await?;
-    if version as usize > MIGRATIONS.len() {
-        return Err(CoordinatorError::Corrupt(format!(
-            "the database has schema version {version}, newer than this coordinator knows ({}); run a newer dispatch-coordinator",
-            MIGRATIONS.len()
-        )));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let mut tx = pool.begin().await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {}",
-            i + 1
-        )))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        tracing::info!(version = i + 1, "applied store migration");
-    }
-    Ok(())
-}
+/// Both halves of the store.
+pub trait Store: TaskStore + NodeStore {}
+
+impl<T: TaskStore + NodeStore> Store for T {}
 
 #[cfg(test)]
 mod tests;

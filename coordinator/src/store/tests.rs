@@ -1,222 +1,582 @@
+use super::sqlite::SqliteStore;
 use super::*;
+use crate::error::CoordinatorError;
+use crate::model::{BackendRecord, Change, EventKind, TaskCursor, WorkerExit};
 
 fn task(id: &str) -> TaskRecord {
     TaskRecord {
         id: id.into(),
         title: "T".into(),
         prompt: "p".into(),
+        worker_prompt: "wp".into(),
         plan_md: "- [ ] a\n".into(),
         created_ms: 1,
         updated_ms: 1,
+        attempt: 1,
         ..Default::default()
+    }
+}
+
+fn hello(name: &str, cursors: &[(&str, bool)]) -> NodeHello {
+    NodeHello {
+        node: NodeRecord {
+            name: name.into(),
+            capacity: 4,
+            backends: vec![BackendRecord {
+                name: "sim".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        cursors: cursors
+            .iter()
+            .map(|(t, running)| TaskCursor {
+                task_id: t.to_string(),
+                seq: 0,
+                running: *running,
+            })
+            .collect(),
+    }
+}
+
+/// The rules of the domain, as the store runs them (kept here so the store is tested alone).
+struct TestRules;
+
+impl EventRules for TestRules {
+    fn apply(&self, t: &mut TaskRecord, ev: &TaskEvent, f: &EventFacts<'_>) -> Applied {
+        match &ev.kind {
+            EventKind::Plan { markdown } => {
+                t.plan_md = markdown.clone();
+                Applied {
+                    kind: Some(ChangeKind::Plan),
+                    freed_slot: false,
+                }
+            }
+            EventKind::Question { .. } if f.new_question => {
+                t.state = TaskState::Waiting;
+                Applied {
+                    kind: Some(ChangeKind::Question),
+                    freed_slot: false,
+                }
+            }
+            EventKind::Exited(_) => {
+                t.state = TaskState::Completed;
+                t.ended_ms = ev.at_ms;
+                Applied {
+                    kind: Some(ChangeKind::State),
+                    freed_slot: true,
+                }
+            }
+            _ => Applied::default(),
+        }
+    }
+}
+
+fn ev(task: &str, seq: u64, kind: EventKind) -> IncomingEvent {
+    IncomingEvent {
+        event: TaskEvent {
+            task_id: task.into(),
+            seq,
+            at_ms: 5,
+            attempt: 1,
+            kind,
+        },
+        rejected: None,
+    }
+}
+
+fn plan(md: &str) -> EventKind {
+    EventKind::Plan {
+        markdown: md.into(),
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("d.db")).await.unwrap()
+}
+
+/// A queued task given to `node` (session `epoch`).
+async fn assigned(s: &SqliteStore, id: &str, node: &str, epoch: u64) {
+    let _ = s.insert_task(&task(id), None).await.unwrap();
+    let w = AssignWrite {
+        task_id: id.into(),
+        node: node.into(),
+        epoch,
+        backend: "sim".into(),
+    };
+    let cmd = |t: &TaskRecord| NodeCommand::Cancel {
+        task_id: t.id.clone(),
+        attempt: 0,
+    };
+    assert!(s.assign(&w, 2, &cmd).await.unwrap().is_some());
+}
+
+fn key(node: &str, epoch: u64) -> SessionKey {
+    SessionKey {
+        node: node.into(),
+        epoch,
     }
 }
 
 #[tokio::test]
 async fn tasks_events_and_commands_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("d.db");
     {
-        let s = Store::open(&path).await.unwrap();
-        s.insert_task(&task("a")).await.unwrap();
-        s.insert_task(&task("b")).await.unwrap();
-        let dup = s.insert_task(&task("a")).await.unwrap_err();
-        assert!(matches!(dup, CoordinatorError::AlreadyExists(_)), "{dup}");
-        let q: Vec<_> = s
-            .queued_tasks()
+        let s = open(&dir).await;
+        let epoch = s
+            .open_session(&hello("n1", &[]), "a:1", 1)
             .await
             .unwrap()
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
-        assert_eq!(q, ["a", "b"]);
+            .epoch;
+        assert_eq!(epoch, 1);
+        assigned(&s, "a", "n1", epoch).await;
+        let _ = s.insert_task(&task("b"), None).await.unwrap();
+        let dup = s.insert_task(&task("a"), None).await.unwrap_err();
+        assert!(matches!(dup, CoordinatorError::AlreadyExists(_)), "{dup}");
+        assert_eq!(s.queued_ids().await.unwrap(), ["b"]);
 
-        let mut a = s.get_task("a").await.unwrap().unwrap();
-        a.node = "n1".into();
-        s.update_task(&a).await.unwrap();
-        let ev = |task: &str, seq: u64, kind: &'static str, body: &[u8]| EventItem {
-            task_id: task.into(),
-            seq,
-            kind,
-            at_ms: 5,
-            body: body.to_vec(),
-            apply: Box::new(|_| None),
-        };
-        let mut first = ev("a", 1, "plan", b"x");
-        first.apply = Box::new(|t| {
-            t.plan_md = "- [x] a\n".into();
-            None
-        });
         // One group commit: applied, resent, a gap, an unknown task, another node's task, a log.
         let batch = vec![
-            first,
-            ev("a", 1, "plan", b"x"),
-            ev("a", 3, "plan", b"x"),
-            ev("zz", 1, "plan", b"x"),
-            ev("b", 1, "plan", b"x"),
-            ev("a", 2, "log", b"hello"),
+            ev("a", 1, plan("- [x] a\n")),
+            ev("a", 1, plan("- [x] a\n")),
+            ev("a", 3, plan("nope")),
+            ev("zz", 1, plan("x")),
+            ev("b", 1, plan("x")),
+            ev(
+                "a",
+                2,
+                EventKind::Log {
+                    data: b"hello".to_vec(),
+                },
+            ),
         ];
-        let out = s.record_events("n1", batch).await.unwrap();
-        assert!(matches!(out[0], EventOutcome::Applied(_)));
-        assert!(matches!(out[1], EventOutcome::Duplicate { committed: 1 }));
-        assert!(matches!(out[2], EventOutcome::Gap { expected: 2 }));
-        assert!(matches!(out[3], EventOutcome::UnknownTask));
-        assert!(matches!(out[4], EventOutcome::NotOwner { .. }));
-        assert!(matches!(out[5], EventOutcome::Applied(_)));
-
-        let mut t = s.get_task("b").await.unwrap().unwrap();
-        t.state = TaskState::Assigned;
-        t.node = "n1".into();
-        let cid = s.assign(&t, b"cmd").await.unwrap();
+        let out = s
+            .record_events(&key("n1", epoch), batch, &TestRules, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(out.gaps, vec![("a".to_string(), 2, 3)]);
+        let ack = |t: &str| out.acks.iter().find(|a| a.0 == t).map(|a| a.1);
+        assert_eq!(ack("a"), Some(2));
         assert_eq!(
-            s.pending_commands("n1").await.unwrap(),
-            vec![(cid, "b".to_string(), b"cmd".to_vec())]
+            ack("zz"),
+            Some(1),
+            "an unknown task's event is acked so it is dropped"
         );
+        assert_eq!(
+            ack("b"),
+            Some(1),
+            "so is an event for a task the node does not run"
+        );
+        assert!(matches!(
+            &out.changes.0[..],
+            [Change::Task(_), Change::Log { .. }]
+        ));
+
+        // Commands: only their own node acks them.
+        let pending = s.pending_commands("n1", 0, 10).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        s.ack_commands("n2", &[pending[0].id], 9).await.unwrap();
+        assert_eq!(s.pending_commands("n1", 0, 10).await.unwrap().len(), 1);
     }
-    let s = Store::open(&path).await.unwrap();
+    let s = open(&dir).await;
     let a = s.get_task("a").await.unwrap().unwrap();
-    assert_eq!(a.plan_md, "- [x] a\n");
-    assert_eq!(a.last_seq, 2);
+    assert_eq!((a.plan_md.as_str(), a.last_seq), ("- [x] a\n", 2));
+    assert_eq!(a.prompt, "p", "the texts are kept");
     assert_eq!(
-        s.log_chunks("a", 0).await.unwrap(),
-        vec![(2, b"hello".to_vec())]
+        s.log_page("a", 0, 1 << 20).await.unwrap(),
+        vec![(2, b"hello".to_vec())],
+        "output comes back as the bytes the worker wrote"
     );
-    assert_eq!(s.queued_tasks().await.unwrap().len(), 1);
-    let pending = s.pending_commands("n1").await.unwrap();
-    s.ack_command(pending[0].0, 9).await.unwrap();
-    assert!(s.pending_commands("n1").await.unwrap().is_empty());
+    let pending = s.pending_commands("n1", 0, 10).await.unwrap();
+    s.ack_commands("n1", &[pending[0].id], 9).await.unwrap();
+    assert!(s.pending_commands("n1", 0, 10).await.unwrap().is_empty());
     assert_eq!(s.count_active().await.unwrap(), 2);
 }
 
 #[tokio::test]
 async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&dir.path().join("d.db")).await.unwrap();
-    // More tasks than one update statement takes, more events than one insert takes.
-    let tasks = TASKS_PER_UPDATE * 2 + 3;
-    let per_task = EVENTS_PER_STATEMENT / tasks + 3;
+    let s = open(&dir).await;
+    let epoch = s
+        .open_session(&hello("n1", &[]), "a:1", 1)
+        .await
+        .unwrap()
+        .epoch;
+    let tasks = 403;
+    let per_task = 3;
     for i in 0..tasks {
-        let mut t = task(&format!("t-{i}"));
-        t.node = "n1".into();
-        s.insert_task(&t).await.unwrap();
+        assigned(&s, &format!("t-{i}"), "n1", epoch).await;
     }
     let mut batch = Vec::new();
     for seq in 1..=per_task as u64 {
         for i in 0..tasks {
-            batch.push(EventItem {
-                task_id: format!("t-{i}"),
+            batch.push(ev(
+                &format!("t-{i}"),
                 seq,
-                kind: "plan",
-                at_ms: 5,
-                body: format!("{i}/{seq}").into_bytes(),
-                apply: Box::new(move |t| {
-                    t.plan_md = format!("- [ ] step {seq}\n");
-                    t.reason = format!("task {i}");
-                    (seq == 2).then(|| QuestionRecord {
-                        task_id: t.id.clone(),
-                        seq: 1,
-                        text: format!("q{i}"),
-                        asked_ms: 7,
-                        answer: None,
-                        answered_ms: 0,
-                    })
-                }),
-            });
+                plan(&format!("- [ ] {i}/{seq}\n")),
+            ));
         }
     }
-    assert!(batch.len() > EVENTS_PER_STATEMENT);
-    let out = s.record_events("n1", batch).await.unwrap();
-    assert!(out.iter().all(|o| matches!(o, EventOutcome::Applied(_))));
-    for i in 0..tasks {
-        let t = s.get_task(&format!("t-{i}")).await.unwrap().unwrap();
-        assert_eq!(t.last_seq, per_task as u64, "{}", t.id);
-        assert_eq!(t.plan_md, format!("- [ ] step {per_task}\n"));
-        assert_eq!(t.reason, format!("task {i}"));
-        assert_eq!(t.title, "T", "columns the events did not change are kept");
-        assert_eq!(t.prompt, "p", "the texts are kept");
-        let qs = s.questions(&t.id).await.unwrap();
-        assert_eq!(qs.len(), 1);
-        assert_eq!(qs[0].text, format!("q{i}"));
+    for seq in 1..=per_task as u64 {
+        batch.push(ev(
+            "t-7",
+            per_task as u64 + seq,
+            EventKind::Question {
+                seq: seq as u32,
+                text: format!("q{seq}"),
+            },
+        ));
     }
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(&s.reader)
+    let out = s
+        .record_events(&key("n1", epoch), batch, &TestRules, 1 << 20)
         .await
         .unwrap();
-    assert_eq!(n as usize, tasks * per_task);
-    let body: Vec<u8> =
-        sqlx::query_scalar("SELECT body FROM events WHERE task_id = 't-7' AND seq = 3")
-            .fetch_one(&s.reader)
-            .await
-            .unwrap();
-    assert_eq!(body, b"7/3");
+    assert!(out.gaps.is_empty());
+    for i in 0..tasks {
+        let t = s.get_task(&format!("t-{i}")).await.unwrap().unwrap();
+        assert_eq!(t.plan_md, format!("- [ ] {i}/{per_task}\n"));
+        assert_eq!(t.title, "T", "columns the events do not own are kept");
+    }
+    let t7 = s.get_task("t-7").await.unwrap().unwrap();
+    assert_eq!((t7.last_seq, t7.state), (6, TaskState::Waiting));
+    assert_eq!(s.questions_of(&["t-7"]).await.unwrap()["t-7"].len(), 3);
 }
 
 #[tokio::test]
-async fn a_version_6_store_moves_its_texts_out_of_the_task_rows() {
+async fn plan_history_costs_the_change_not_the_plan() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("d.db");
-    {
-        // The schema as version 6 left it, with one task in it.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options(&path))
-            .await
-            .unwrap();
-        for sql in &MIGRATIONS[..6] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
-        sqlx::raw_sql("PRAGMA user_version = 6")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO tasks (id, state, title, prompt, worker_prompt, plan_md, node, remote, backend, model, workdir, after_id, priority, reason, created_ms, updated_ms, started_ms, ended_ms, last_seq, submit_order) \
-                     VALUES ('old', 'completed', 'Old', 'the prompt', 'the worker prompt', '- [x] a\n', 'n1', '', 'sim', '', '', '', 0, '', 1, 1, 1, 1, 3, 1)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
+    let s = open(&dir).await;
+    let epoch = s
+        .open_session(&hello("n1", &[]), "a:1", 1)
+        .await
+        .unwrap()
+        .epoch;
+    assigned(&s, "big", "n1", epoch).await;
+    let mut md: String = (0..1000)
+        .map(|i| format!("- [ ] step {i:04} of a long plan\n"))
+        .collect();
+    let mut events = vec![ev("big", 1, plan(&md))];
+    for i in 0..1000 {
+        md = md.replacen("- [ ] step", "- [x] step", 1);
+        events.push(ev("big", i + 2, plan(&md)));
     }
-    let s = Store::open(&path).await.unwrap();
-    let t = s.get_task("old").await.unwrap().unwrap();
-    assert_eq!(
-        (
-            t.prompt.as_str(),
-            t.worker_prompt.as_str(),
-            t.plan_md.as_str()
-        ),
-        ("the prompt", "the worker prompt", "- [x] a\n")
+    for chunk in events.chunks(100) {
+        let batch: Vec<IncomingEvent> = chunk
+            .iter()
+            .map(|e| ev(&e.event.task_id, e.event.seq, e.event.kind.clone()))
+            .collect();
+        let _ = s
+            .record_events(&key("n1", epoch), batch, &TestRules, 1 << 20)
+            .await
+            .unwrap();
+    }
+    let bytes: i64 = sqlx::query_scalar(
+        "SELECT SUM(LENGTH(body)) FROM events WHERE task_id = 'big' AND seq > 1",
+    )
+    .fetch_one(s.raw())
+    .await
+    .unwrap();
+    assert!(
+        bytes < 1000 * 64,
+        "1,000 ticks of a {} KiB plan stored {bytes} bytes",
+        md.len() / 1024
     );
-    assert_eq!(t.last_seq, 3);
-    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('tasks')")
-        .fetch_all(&s.reader)
+    // The history replays to the plan.
+    let rows: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq, body FROM events WHERE task_id = 'big' ORDER BY seq")
+            .fetch_all(s.raw())
+            .await
+            .unwrap();
+    let mut replay = "- [ ] a\n".to_string();
+    for (_, body) in rows {
+        let p: patch::Patch = serde_json::from_slice(&body).unwrap();
+        replay = patch::apply(&replay, &p).unwrap();
+    }
+    assert_eq!(replay, md);
+    assert_eq!(s.get_task("big").await.unwrap().unwrap().plan_md, md);
+}
+
+#[tokio::test]
+async fn output_past_the_cap_leaves_a_marker_and_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let epoch = s
+        .open_session(&hello("n1", &[]), "a:1", 1)
+        .await
+        .unwrap()
+        .epoch;
+    assigned(&s, "chatty", "n1", epoch).await;
+    let batch = (1..=10)
+        .map(|i| {
+            ev(
+                "chatty",
+                i,
+                EventKind::Log {
+                    data: vec![b'x'; 400],
+                },
+            )
+        })
+        .collect();
+    let _ = s
+        .record_events(&key("n1", epoch), batch, &TestRules, 1000)
         .await
         .unwrap();
-    assert!(!columns.iter().any(|c| c.contains("prompt")), "{columns:?}");
+    let mut all = Vec::new();
+    let mut last = 0;
+    loop {
+        let page = s.log_page("chatty", last, 100).await.unwrap();
+        let Some((seq, _)) = page.last() else { break };
+        last = *seq;
+        for (_, data) in page {
+            all.extend(data);
+        }
+    }
+    let text = String::from_utf8(all).unwrap();
+    assert!(text.starts_with(&"x".repeat(1000)));
+    assert!(!text.starts_with(&"x".repeat(1001)));
+    assert!(
+        text.contains("keeps the first 1000 bytes of this task's output"),
+        "{text}"
+    );
+    assert_eq!(s.get_task("chatty").await.unwrap().unwrap().last_seq, 10);
+}
 
-    // A record from the event path (no texts) written back leaves the texts alone; a new
-    // worker prompt is stored by the call that says so.
-    let mut partial = t.clone();
-    partial.prompt.clear();
-    partial.worker_prompt.clear();
-    partial.reason = "again".into();
-    s.update_task(&partial).await.unwrap();
-    let t = s.get_task("old").await.unwrap().unwrap();
+#[tokio::test]
+async fn an_ended_task_keeps_its_state_and_a_question_is_asked_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let epoch = s
+        .open_session(&hello("n1", &[]), "a:1", 1)
+        .await
+        .unwrap()
+        .epoch;
+    assigned(&s, "t", "n1", epoch).await;
+    let q = |seq: u64| {
+        ev(
+            "t",
+            seq,
+            EventKind::Question {
+                seq: 1,
+                text: "which?".into(),
+            },
+        )
+    };
+    let out = s
+        .record_events(&key("n1", epoch), vec![q(1), q(2)], &TestRules, 1 << 20)
+        .await
+        .unwrap();
     assert_eq!(
-        (
-            t.prompt.as_str(),
-            t.worker_prompt.as_str(),
-            t.reason.as_str()
+        out.changes.0.len(),
+        1,
+        "the second report of question 001 changes nothing"
+    );
+    let exit = ev("t", 3, EventKind::Exited(WorkerExit::default()));
+    let _ = s
+        .record_events(&key("n1", epoch), vec![exit], &TestRules, 1 << 20)
+        .await
+        .unwrap();
+    let late = vec![ev("t", 4, plan("- [ ] undone\n")), ev("t", 9, plan("x"))];
+    let out = s
+        .record_events(&key("n1", epoch), late, &TestRules, 1 << 20)
+        .await
+        .unwrap();
+    assert!(out.changes.0.is_empty());
+    assert_eq!(out.fenced.len(), 2);
+    assert_eq!(out.acks, vec![("t".to_string(), 9)]);
+    let t = s.get_task("t").await.unwrap().unwrap();
+    assert_eq!(
+        (t.state, t.plan_md.as_str()),
+        (TaskState::Completed, "- [ ] a\n")
+    );
+}
+
+#[tokio::test]
+async fn sessions_fence_their_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let e1 = s
+        .open_session(&hello("n1", &[]), "a:1", 1)
+        .await
+        .unwrap()
+        .epoch;
+    assigned(&s, "kept", "n1", e1).await;
+    assigned(&s, "dropped", "n1", e1).await;
+    // The Assign commands are acked: only a Hello that names a task claims it now.
+    let ids: Vec<u64> = s
+        .pending_commands("n1", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    s.ack_commands("n1", &ids, 3).await.unwrap();
+
+    let silent = s.session_silent("n1", e1, 10).await.unwrap();
+    assert_eq!(silent.0.len(), 2);
+    assert_eq!(
+        s.get_task("kept").await.unwrap().unwrap().state,
+        TaskState::Unreachable
+    );
+    // A new session: it claims `kept` (back to its state) and `dropped` is lost.
+    let opened = s
+        .open_session(&hello("n1", &[("kept", true)]), "a:2", 20)
+        .await
+        .unwrap();
+    assert_eq!(opened.epoch, 2);
+    assert!(opened.holding.contains_key("kept"));
+    let kept = s.get_task("kept").await.unwrap().unwrap();
+    assert_eq!((kept.state, kept.epoch), (TaskState::Assigned, 2));
+    assert_eq!(
+        s.get_task("dropped").await.unwrap().unwrap().state,
+        TaskState::Lost
+    );
+    // The old session's events are neither recorded nor acked; the old grace is a no-op.
+    let out = s
+        .record_events(
+            &key("n1", e1),
+            vec![ev("kept", 1, plan("x"))],
+            &TestRules,
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    assert!(out.acks.is_empty());
+    assert_eq!(s.get_task("kept").await.unwrap().unwrap().last_seq, 0);
+    assert!(
+        s.session_expired("n1", e1, "gone", 30)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    // An assign for a session that is gone does nothing.
+    let _ = s.insert_task(&task("late"), None).await.unwrap();
+    let w = AssignWrite {
+        task_id: "late".into(),
+        node: "n1".into(),
+        epoch: e1,
+        backend: "sim".into(),
+    };
+    let cmd = |t: &TaskRecord| NodeCommand::Cancel {
+        task_id: t.id.clone(),
+        attempt: 0,
+    };
+    assert!(s.assign(&w, 31, &cmd).await.unwrap().is_none());
+
+    // Session 2 falls silent and its grace runs out: lost, and told to stop if it returns.
+    let _ = s.session_silent("n1", 2, 40).await.unwrap();
+    let lost = s
+        .session_expired("n1", 2, "gone for good", 50)
+        .await
+        .unwrap();
+    assert_eq!(lost.0.len(), 1);
+    let kept = s.get_task("kept").await.unwrap().unwrap();
+    assert_eq!(
+        (kept.state, kept.reason.as_str()),
+        (TaskState::Lost, "gone for good")
+    );
+    let pending = s.pending_commands("n1", 0, 10).await.unwrap();
+    assert!(matches!(
+        &pending[..],
+        [StoredCommand { command: NodeCommand::Cancel { task_id, attempt: 1 }, .. }] if task_id == "kept"
+    ));
+    // Restarting: no session is live; the node with active tasks is listed.
+    assert!(s.reset_sessions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn compaction_keeps_what_a_user_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    let epoch = s
+        .open_session(&hello("n1", &[]), "a:1", 1)
+        .await
+        .unwrap()
+        .epoch;
+    assigned(&s, "old", "n1", epoch).await;
+    let batch = vec![
+        ev("old", 1, plan("- [x] a\n")),
+        ev(
+            "old",
+            2,
+            EventKind::Log {
+                data: b"out".to_vec(),
+            },
         ),
-        ("the prompt", "the worker prompt", "again")
-    );
-    let mut resumed = t.clone();
-    resumed.worker_prompt = "resume from item 2".into();
-    s.update_task_and_worker_prompt(&resumed).await.unwrap();
+        ev("old", 3, EventKind::Exited(WorkerExit::default())),
+    ];
+    let _ = s
+        .record_events(&key("n1", epoch), batch, &TestRules, 1 << 20)
+        .await
+        .unwrap();
+    let ids: Vec<u64> = s
+        .pending_commands("n1", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    s.ack_commands("n1", &ids, 6).await.unwrap();
     assert_eq!(
-        s.get_task("old").await.unwrap().unwrap().worker_prompt,
-        "resume from item 2"
+        s.compact(1).await.unwrap(),
+        Compacted::default(),
+        "nothing that old"
     );
+    let done = s.compact(i64::MAX).await.unwrap();
+    assert_eq!((done.events, done.commands), (2, 1));
+    assert_eq!(s.log_page("old", 0, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        s.get_task("old").await.unwrap().unwrap().plan_md,
+        "- [x] a\n"
+    );
+}
+
+#[tokio::test]
+async fn list_tasks_pages_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    for i in 0..25 {
+        let _ = s
+            .insert_task(&task(&format!("t-{i:02}")), None)
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = s
+            .list_tasks(&TaskQuery {
+                states: vec![TaskState::Queued],
+                limit: 10,
+                before,
+                count: before.is_none(),
+            })
+            .await
+            .unwrap();
+        if before.is_none() {
+            assert_eq!(page.total, 25);
+        }
+        seen.extend(page.tasks.into_iter().map(|t| t.id));
+        match page.next {
+            Some(n) => before = Some(n),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (0..25).rev().map(|i| format!("t-{i:02}")).collect();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test]
+async fn a_request_id_makes_one_task_and_one_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(&dir).await;
+    assert!(matches!(
+        s.insert_task(&task("one"), Some("req-1")).await.unwrap(),
+        Inserted::New(_)
+    ));
+    match s.insert_task(&task("two"), Some("req-1")).await.unwrap() {
+        Inserted::Existing(id) => assert_eq!(id, "one"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.task_exists("two").await.unwrap());
 }

@@ -189,6 +189,7 @@ fn questions(args: &[String]) -> Vec<Stats> {
                     id: "security-review".into(),
                     seq,
                     text: format!("answer {seq}"),
+                    request_id: String::new(),
                 })
                 .await
                 .unwrap();
@@ -290,7 +291,8 @@ fn handoff(args: &[String]) -> Vec<Stats> {
         let tasks = client
             .list_tasks(v1::ListTasksRequest {
                 states: vec![],
-                limit: 0,
+                limit: 1000,
+                page_token: String::new(),
             })
             .await
             .unwrap()
@@ -425,6 +427,7 @@ fn throughput(args: &[String]) -> Vec<Stats> {
                         task_id: format!("t-{i}"),
                         seq: k,
                         at_ms: 0,
+                        attempt: 1,
                         kind: Some(v1::task_event::Kind::Plan(v1::PlanUpdated {
                             markdown: format!("# x\n\n- [ ] step {k}\n"),
                         })),
@@ -663,10 +666,13 @@ fn footprint(args: &[String]) -> Vec<Stats> {
     let fill = Instant::now();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let store = dispatch_coordinator::store::Store::open(&db).await.unwrap();
+        use dispatch_coordinator::store::TaskStore;
+        let store = dispatch_coordinator::store::SqliteStore::open(&db)
+            .await
+            .unwrap();
         let now = dispatch_coordinator_now_ms();
         for i in 0..n {
-            let t = dispatch_coordinator::store::TaskRecord {
+            let t = dispatch_coordinator::model::TaskRecord {
                 id: format!("task-{i}"),
                 state: dispatch_core::TaskState::Completed,
                 title: format!("task {i}"),
@@ -682,7 +688,7 @@ fn footprint(args: &[String]) -> Vec<Stats> {
                 attempt: 1,
                 ..Default::default()
             };
-            store.insert_task(&t).await.unwrap();
+            let _ = store.insert_task(&t, None).await.unwrap();
         }
     });
     println!(

@@ -1,0 +1,353 @@
+//! What a running task's directory says: plan snapshots, questions, answers taken, worker
+//! output. Everything here is blocking file work on hostile input (the worker wrote it): it runs
+//! off the async runtime, reads through [`TaskDir`] (no links followed, regular files only,
+//! capped), and a file that breaks a rule is a *fault* that ends the task with a clear reason.
+
+use dispatch_core::fs::{TaskDir, TaskFileError};
+use dispatch_core::limits::{
+    MAX_LOG_CHUNK_BYTES, MAX_MESSAGE_BYTES, MAX_PLAN_BYTES, MAX_QUESTIONS,
+};
+use dispatch_proto::v1;
+use dispatch_proto::v1::task_event::Kind;
+use std::collections::BTreeSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Most entries a task's `ipc/` may hold before the task is stopped (each scan lists it).
+const MAX_IPC_ENTRIES: usize = 4 * MAX_QUESTIONS + 16;
+
+/// The workdir a task directory (`<workdir>/.dispatch/tasks/<id>`) belongs to.
+pub fn workdir_of(task_dir: &Path) -> PathBuf {
+    task_dir
+        .ancestors()
+        .nth(3)
+        .map_or_else(|| task_dir.to_path_buf(), Path::to_path_buf)
+}
+
+/// A task's files as last seen.
+pub struct Watched {
+    /// Task id.
+    pub task: String,
+    /// Where its `.dispatch/` lives.
+    pub workdir: PathBuf,
+    dir: Option<TaskDir>,
+    /// The worker's output file (in the agent's data dir).
+    pub log: PathBuf,
+    log_offset: u64,
+    /// Stop sending output past this (the coordinator stores no more).
+    max_log: Arc<AtomicU64>,
+    /// plan.md as last reported.
+    pub last_plan: Vec<u8>,
+    questions: BTreeSet<u32>,
+    acked: BTreeSet<u32>,
+}
+
+impl Watched {
+    /// Starts watching; `last_plan` is what the node wrote (an empty one reports the plan as it
+    /// is at the first scan), `log_offset` where output reading resumes.
+    pub fn new(
+        task: &str,
+        workdir: PathBuf,
+        log: PathBuf,
+        log_offset: u64,
+        last_plan: Vec<u8>,
+        max_log: Arc<AtomicU64>,
+    ) -> Watched {
+        Watched {
+            task: task.to_string(),
+            workdir,
+            dir: None,
+            log,
+            log_offset,
+            max_log,
+            last_plan,
+            questions: BTreeSet::new(),
+            acked: BTreeSet::new(),
+        }
+    }
+
+    fn dir(&mut self) -> Result<&TaskDir, TaskFileError> {
+        if self.dir.is_none() {
+            self.dir = Some(TaskDir::open(&self.workdir, &self.task, false)?);
+        }
+        Ok(self.dir.as_ref().expect("opened above"))
+    }
+
+    /// Reports what changed since the last look; the second value is a fault that must stop
+    /// the worker (what was found before it is still reported).
+    pub fn scan(&mut self) -> (Vec<Kind>, Option<String>) {
+        let mut out = Vec::new();
+        self.scan_log(&mut out);
+        let fault = self.scan_files(&mut out).err();
+        (out, fault)
+    }
+
+    /// True when the worker wrote `ipc/.done`.
+    pub fn done_marker(&mut self) -> bool {
+        self.dir().is_ok_and(|d| d.is_file("ipc/.done"))
+    }
+
+    fn scan_log(&mut self, out: &mut Vec<Kind>) {
+        let cap = self.max_log.load(Ordering::Relaxed);
+        // Up to the cap and one chunk past it, so the coordinator sees the output was cut.
+        if self.log_offset > cap {
+            return;
+        }
+        let Ok(mut f) = std::fs::File::open(&self.log) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(self.log_offset)).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; MAX_LOG_CHUNK_BYTES];
+        while self.log_offset <= cap {
+            match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    self.log_offset += n as u64;
+                    out.push(Kind::Log(v1::LogChunk {
+                        data: buf[..n].to_vec(),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn scan_files(&mut self, out: &mut Vec<Kind>) -> Result<(), String> {
+        let fault = |e: TaskFileError| e.to_string();
+        let dir = match self.dir() {
+            Ok(d) => d,
+            Err(e) if e.is_violation() => return Err(fault(e)),
+            // Not there (yet, or any more): nothing to report.
+            Err(_) => return Ok(()),
+        };
+        match dir.read("plan.md", MAX_PLAN_BYTES as u64) {
+            Ok(Some(plan)) if plan != self.last_plan => {
+                let markdown = String::from_utf8_lossy(&plan).into_owned();
+                self.last_plan = plan;
+                out.push(Kind::Plan(v1::PlanUpdated { markdown }));
+            }
+            Ok(_) => {}
+            Err(e) if e.is_violation() => return Err(fault(e)),
+            Err(e) => tracing::debug!(task = %self.task, error = %e, "cannot read plan.md"),
+        }
+        self.scan_ipc(out)
+    }
+
+    /// The seed's IPC: `NNN.question` once renamed into place (never `.tmp`), `NNN.done` once
+    /// the worker took the answer.
+    fn scan_ipc(&mut self, out: &mut Vec<Kind>) -> Result<(), String> {
+        let dir = self.dir.as_ref().expect("opened by scan_files");
+        let entries = match dir.list("ipc") {
+            Ok(e) => e,
+            Err(e) if e.is_violation() => return Err(e.to_string()),
+            Err(_) => return Ok(()),
+        };
+        if entries.len() > MAX_IPC_ENTRIES {
+            return Err(format!(
+                "{}/ipc holds {} entries, over the limit of {MAX_IPC_ENTRIES}",
+                dir.path().display(),
+                entries.len()
+            ));
+        }
+        for (name, _) in entries {
+            let Some((num, ext)) = name.split_once('.') else {
+                continue;
+            };
+            if num.len() < 3 || !num.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(seq) = num.parse::<u32>() else {
+                continue;
+            };
+            if seq == 0 || seq as usize > MAX_QUESTIONS {
+                continue;
+            }
+            match ext {
+                "question" if !self.questions.contains(&seq) => {
+                    let text = match dir.read(&format!("ipc/{name}"), MAX_MESSAGE_BYTES as u64) {
+                        Ok(Some(t)) => t,
+                        Ok(None) => continue,
+                        Err(e) if e.is_violation() => return Err(e.to_string()),
+                        Err(_) => continue,
+                    };
+                    self.questions.insert(seq);
+                    let text = String::from_utf8_lossy(&text).trim_end().to_string();
+                    out.push(Kind::Question(v1::QuestionAsked { seq, text }));
+                }
+                "done" if self.questions.contains(&seq) && !self.acked.contains(&seq) => {
+                    self.acked.insert(seq);
+                    out.push(Kind::AnswerDelivered(v1::AnswerDelivered { seq }));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the answer to `NNN.answer` the seed's way (temp file, fsync, rename). Writing the
+/// same answer again is a no-op; a different answer to an answered question is an error. An
+/// entry the worker planted under that name (a link, a FIFO) is replaced, never followed.
+pub fn deliver_answer(workdir: &Path, task: &str, seq: u32, text: &str) -> Result<(), String> {
+    let dir = TaskDir::open(workdir, task, false).map_err(|e| e.to_string())?;
+    let name = format!("ipc/{seq:03}.answer");
+    match dir.read(&name, MAX_MESSAGE_BYTES as u64) {
+        Ok(Some(existing)) => {
+            if String::from_utf8_lossy(&existing).trim_end() == text.trim_end() {
+                return Ok(());
+            }
+            return Err(format!(
+                "{}/{name} already holds a different answer",
+                dir.path().display()
+            ));
+        }
+        Ok(None) => {}
+        Err(e) if e.is_violation() => {
+            tracing::warn!(task, error = %e, "replacing what the worker left at the answer's name");
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    let mut body = text.trim_end().to_string();
+    body.push('\n');
+    dir.write_atomic(&name, body.as_bytes())
+        .map_err(|e| e.to_string())
+}
+
+/// Appends `> **Note from dispatcher:** text` to plan.md with an atomic rewrite that keeps
+/// whatever the worker wrote.
+pub fn append_note(workdir: &Path, task: &str, text: &str) -> Result<(), String> {
+    let dir = TaskDir::open(workdir, task, false).map_err(|e| e.to_string())?;
+    let bytes = dir
+        .read("plan.md", MAX_PLAN_BYTES as u64)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}/plan.md is missing", dir.path().display()))?;
+    let line = format!("> **Note from dispatcher:** {}", text.trim());
+    if String::from_utf8_lossy(&bytes).contains(&line) {
+        return Ok(());
+    }
+    let mut plan = dispatch_core::Plan::parse_bytes(&bytes);
+    plan.append_line(&line);
+    let rendered = plan.render();
+    if rendered.len() > MAX_PLAN_BYTES {
+        return Err(format!(
+            "the note would make {}/plan.md larger than the {} limit",
+            dir.path().display(),
+            dispatch_core::fs::human_bytes(MAX_PLAN_BYTES as u64)
+        ));
+    }
+    dir.write_atomic("plan.md", rendered.as_bytes())
+        .map_err(|e| e.to_string())
+}
+
+/// plan.md of a task as it is on disk (empty when missing or unreadable), for an exit
+/// reported after an agent restart.
+pub fn read_plan(workdir: &Path, task: &str) -> (String, bool) {
+    match TaskDir::open(workdir, task, false) {
+        Ok(d) => (
+            d.read("plan.md", MAX_PLAN_BYTES as u64)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default(),
+            d.is_file("ipc/.done"),
+        ),
+        Err(_) => (String::new(), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Watched, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let td = TaskDir::open(d.path(), "t", true).unwrap();
+        td.ensure_dir("ipc").unwrap();
+        td.write_atomic("plan.md", b"- [ ] a\n").unwrap();
+        let path = td.path().to_path_buf();
+        let w = Watched::new(
+            "t",
+            d.path().to_path_buf(),
+            d.path().join("t.log"),
+            0,
+            b"- [ ] a\n".to_vec(),
+            Arc::new(AtomicU64::new(1 << 20)),
+        );
+        (d, w, path)
+    }
+
+    #[test]
+    fn reports_changes_once() {
+        let (_d, mut w, dir) = setup();
+        assert!(w.scan().0.is_empty());
+        std::fs::write(dir.join("plan.md"), "- [x] a\n").unwrap();
+        std::fs::write(dir.join("ipc/001.question"), "why?\n").unwrap();
+        let (events, fault) = w.scan();
+        assert!(fault.is_none());
+        assert!(matches!(&events[0], Kind::Plan(p) if p.markdown == "- [x] a\n"));
+        assert!(matches!(&events[1], Kind::Question(q) if q.seq == 1 && q.text == "why?"));
+        std::fs::write(dir.join("ipc/001.done"), "").unwrap();
+        let (events, _) = w.scan();
+        assert!(matches!(&events[..], [Kind::AnswerDelivered(a)] if a.seq == 1));
+        assert!(w.scan().0.is_empty());
+    }
+
+    #[test]
+    fn an_oversize_plan_a_fifo_or_a_link_is_a_fault() {
+        let (d, mut w, dir) = setup();
+        std::fs::write(dir.join("plan.md"), vec![b'x'; MAX_PLAN_BYTES + 1]).unwrap();
+        let (events, fault) = w.scan();
+        assert!(events.is_empty());
+        let fault = fault.unwrap();
+        assert!(
+            fault.contains("plan.md is 256.0 KiB, over the 256 KiB limit"),
+            "{fault}"
+        );
+
+        let (_d2, mut w, dir) = setup();
+        nix::unistd::mkfifo(
+            &dir.join("ipc/001.question"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let fault = w.scan().1.unwrap();
+        assert!(fault.contains("FIFO"), "{fault}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "never blocks"
+        );
+
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, "key").unwrap();
+        let (_d3, mut w, dir) = setup();
+        std::os::unix::fs::symlink(&secret, dir.join("ipc/002.question")).unwrap();
+        let fault = w.scan().1.unwrap();
+        assert!(fault.contains("symbolic link"), "{fault}");
+    }
+
+    #[test]
+    fn answers_and_notes_never_follow_a_planted_link() {
+        let (d, _w, dir) = setup();
+        let target = d.path().join("authorized_keys");
+        std::fs::write(&target, "mine").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("ipc/001.answer")).unwrap();
+        deliver_answer(d.path(), "t", 1, "yes").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "mine");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("ipc/001.answer")).unwrap(),
+            "yes\n"
+        );
+        deliver_answer(d.path(), "t", 1, "yes").unwrap();
+        assert!(deliver_answer(d.path(), "t", 1, "no").is_err());
+
+        std::fs::remove_file(dir.join("plan.md")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("plan.md")).unwrap();
+        let e = append_note(d.path(), "t", "hi").unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "mine");
+    }
+}

@@ -1,0 +1,198 @@
+//! What an agent's events do to a task: the rules the store runs inside the event path's
+//! transaction, and the checks an event passes before it gets there.
+
+use crate::model::{EventKind, IncomingEvent, TaskEvent, TaskRecord};
+use crate::store::{Applied, EventBatch, EventFacts, EventRules, SessionKey};
+use crate::{Coordinator, now_ms};
+use dispatch_core::limits::{self, check_len};
+use dispatch_core::plan::Plan;
+use dispatch_core::{TaskState, task};
+use std::collections::HashMap;
+
+use crate::model::ChangeKind;
+
+/// The event rules, with the advice a start failure gets (where else the task could run).
+pub(crate) struct Rules {
+    /// Per task that failed to start: which other nodes offer which backends.
+    advice: HashMap<String, String>,
+}
+
+impl EventRules for Rules {
+    fn apply(&self, t: &mut TaskRecord, ev: &TaskEvent, f: &EventFacts<'_>) -> Applied {
+        let node = f.node;
+        let at = ev.at_ms;
+        t.updated_ms = now_ms();
+        let kind = match &ev.kind {
+            EventKind::Started { branch, .. } => {
+                if t.state == TaskState::Assigned {
+                    t.state = TaskState::Running;
+                }
+                if !branch.is_empty() {
+                    t.branch = branch.clone();
+                    t.cleaned = false;
+                }
+                t.started_ms = at;
+                ChangeKind::State
+            }
+            EventKind::Plan { markdown } => {
+                t.plan_md = markdown.clone();
+                ChangeKind::Plan
+            }
+            // Stored by the store itself; nothing about the task changes.
+            EventKind::Log { .. } => return Applied::default(),
+            EventKind::Exited(x) => {
+                if !x.markdown.is_empty() {
+                    t.plan_md = x.markdown.clone();
+                }
+                t.exit_code = x.exit_code;
+                if t.state == TaskState::Cancelled {
+                    t.reason = format!("cancelled; the worker on node `{node}` was stopped");
+                } else {
+                    let (state, reason) = if !x.fault.is_empty() {
+                        (TaskState::Failed, x.fault.clone())
+                    } else if x.cancelled {
+                        (TaskState::Cancelled, "cancelled".to_string())
+                    } else {
+                        task::outcome(
+                            &Plan::parse(&t.plan_md),
+                            x.done_marker,
+                            x.exit_code,
+                            x.signal,
+                        )
+                    };
+                    t.reason = if x.detail.is_empty() || state == TaskState::Completed {
+                        reason
+                    } else {
+                        format!("{reason} ({})", x.detail)
+                    };
+                    t.state = state;
+                }
+                if t.ended_ms == 0 {
+                    t.ended_ms = at;
+                }
+                return Applied {
+                    kind: Some(ChangeKind::State),
+                    freed_slot: true,
+                };
+            }
+            EventKind::StartFailed { error } => {
+                if t.state != TaskState::Cancelled {
+                    t.state = TaskState::Failed;
+                    let advice = self.advice.get(&t.id).map(String::as_str).unwrap_or("");
+                    t.reason =
+                        format!("the worker could not start on node `{node}`: {error}. {advice}");
+                }
+                t.ended_ms = at;
+                return Applied {
+                    kind: Some(ChangeKind::State),
+                    freed_slot: true,
+                };
+            }
+            EventKind::Question { .. } => {
+                // A question number is asked once: a re-report (a resumed worker, a restarted
+                // agent) changes nothing.
+                if !f.new_question {
+                    return Applied::default();
+                }
+                if matches!(t.state, TaskState::Running | TaskState::Assigned) {
+                    t.state = TaskState::Waiting;
+                }
+                ChangeKind::Question
+            }
+            EventKind::AnswerDelivered { .. } => {
+                if t.state == TaskState::Waiting && f.open_questions == 0 {
+                    t.state = TaskState::Running;
+                }
+                ChangeKind::Answer
+            }
+        };
+        Applied {
+            kind: Some(kind),
+            freed_slot: false,
+        }
+    }
+}
+
+/// Why an event breaks a limit, if it does. Such an event is kept as history only (the node's
+/// sequence stays gap free and it is not resent forever), and its body is not stored.
+fn over_limit(kind: &EventKind) -> Option<String> {
+    let r = match kind {
+        EventKind::Plan { markdown } => check_len("plan.md", markdown, limits::MAX_PLAN_BYTES),
+        EventKind::Exited(x) => check_len("final plan.md", &x.markdown, limits::MAX_PLAN_BYTES)
+            .and(check_len(
+                "exit detail",
+                &x.detail,
+                limits::MAX_MESSAGE_BYTES,
+            ))
+            .and(check_len("exit fault", &x.fault, limits::MAX_MESSAGE_BYTES)),
+        EventKind::Question { seq, text } => {
+            if *seq == 0 || *seq as usize > limits::MAX_QUESTIONS {
+                return Some(format!(
+                    "question number {seq} is outside 1..={}",
+                    limits::MAX_QUESTIONS
+                ));
+            }
+            check_len("question", text, limits::MAX_MESSAGE_BYTES)
+        }
+        EventKind::Log { data } if data.len() > limits::MAX_LOG_CHUNK_BYTES => {
+            return Some(format!(
+                "log chunk is {} bytes, over the {} limit",
+                data.len(),
+                limits::MAX_LOG_CHUNK_BYTES
+            ));
+        }
+        EventKind::StartFailed { error } => {
+            check_len("start error", error, limits::MAX_MESSAGE_BYTES)
+        }
+        EventKind::Started {
+            command,
+            workdir,
+            branch,
+            ..
+        } => check_len("command", command, limits::MAX_VALUE_BYTES)
+            .and(check_len("workdir", workdir, limits::MAX_PATH_BYTES))
+            .and(check_len("branch", branch, limits::MAX_VALUE_BYTES)),
+        _ => Ok(()),
+    };
+    r.err().map(|e| e.to_string())
+}
+
+impl Coordinator {
+    /// Records a batch of events from one node session in one transaction (group commit) and
+    /// publishes what it changed. Returns what to ack and which gaps to heal.
+    pub async fn record_agent_events(
+        &self,
+        session: &SessionKey,
+        events: Vec<IncomingEvent>,
+    ) -> crate::error::Result<EventBatch> {
+        let mut advice = HashMap::new();
+        let mut incoming = Vec::with_capacity(events.len());
+        for IncomingEvent { event, rejected } in events {
+            let rejected = rejected.or_else(|| over_limit(&event.kind));
+            if let Some(r) = &rejected {
+                tracing::warn!(task = %event.task_id, node = %session.node, seq = event.seq, reason = %r, "event over a limit; kept as history only");
+            }
+            if let EventKind::StartFailed { .. } = event.kind
+                && !advice.contains_key(&event.task_id)
+            {
+                let a = self.alternatives(&session.node, &event.task_id).await?;
+                advice.insert(event.task_id.clone(), a);
+            }
+            incoming.push(IncomingEvent { event, rejected });
+        }
+        let mut batch = self
+            .store
+            .record_events(
+                session,
+                incoming,
+                &Rules { advice },
+                self.config.max_log_bytes,
+            )
+            .await?;
+        for (task, seq, why) in &batch.fenced {
+            tracing::info!(task = %task, node = %session.node, seq, why, "event kept as history only");
+        }
+        self.committed(std::mem::take(&mut batch.changes));
+        Ok(batch)
+    }
+}

@@ -1,0 +1,29 @@
+//! The rules of the coordinator, on its own types: submitting, what agent events do, questions
+//! and answers, cancel/retry/clean, node sessions, and history retention. Each operation
+//! decides inside one store transaction and hands the committed changes to
+//! [`crate::Coordinator::committed`].
+
+pub mod events;
+pub mod lifecycle;
+pub mod questions;
+pub mod retention;
+pub mod sessions;
+pub mod submit;
+
+pub use submit::SubmitSpec;
+
+use crate::Coordinator;
+use crate::model::TaskRecord;
+use crate::store::Transitioned;
+
+impl Coordinator {
+    /// Publishes a committed transition and wakes the command pumps of the nodes it stored
+    /// commands for; returns the task as it is now.
+    pub(crate) fn finish(&self, done: Transitioned) -> TaskRecord {
+        self.committed(done.changes);
+        for node in &done.command_nodes {
+            self.registry.wake(node);
+        }
+        done.task
+    }
+}

@@ -1,0 +1,271 @@
+//! Node sessions: one live session per node name, each with an epoch. A Hello for a name whose
+//! session is alive is refused; a silent session is superseded, and its tasks move to the new
+//! one only when the new Hello claims them. A session that ends or falls silent makes its
+//! tasks `unreachable`; after the grace (`--node-timeout`) they are `lost`, their worker is
+//! fenced (told to stop should the node return) and their slot is free.
+
+use crate::error::{CoordinatorError, Result};
+use crate::model::{NodeHello, NodeRecord};
+use crate::registry::{Granted, Liveness, Refused};
+use crate::store::SessionKey;
+use crate::{Coordinator, now_ms};
+use dispatch_core::limits::{self, check_len, check_name};
+use std::sync::Arc;
+
+/// A session the coordinator accepted.
+#[derive(Debug)]
+pub struct OpenSession {
+    /// Node and epoch.
+    pub key: SessionKey,
+    /// Highest committed seq of every task the Hello mentioned.
+    pub committed: Vec<(String, u64)>,
+    /// The registry's grant (stop signal, pump wake-up).
+    pub granted: Granted,
+}
+
+fn validate_hello(h: &NodeHello) -> Result<()> {
+    let n = &h.node;
+    check_name("node name", &n.name)?;
+    check_len("version", &n.version, limits::MAX_NAME_BYTES)?;
+    check_len("hostname", &n.hostname, limits::MAX_VALUE_BYTES)?;
+    if n.labels.len() > limits::MAX_LABELS {
+        return Err(CoordinatorError::Invalid(format!(
+            "node `{}` has {} labels; the limit is {}",
+            n.name,
+            n.labels.len(),
+            limits::MAX_LABELS
+        )));
+    }
+    for (k, v) in &n.labels {
+        check_name("label key", k)?;
+        check_len(&format!("label `{k}`"), v, limits::MAX_VALUE_BYTES)?;
+    }
+    if n.backends.len() > limits::MAX_LABELS {
+        return Err(CoordinatorError::Invalid(format!(
+            "node `{}` offers {} backends; the limit is {}",
+            n.name,
+            n.backends.len(),
+            limits::MAX_LABELS
+        )));
+    }
+    for b in &n.backends {
+        check_name("backend name", &b.name)?;
+        check_len(
+            &format!("backend `{}` command", b.name),
+            &b.command,
+            limits::MAX_VALUE_BYTES,
+        )?;
+        if b.models.len() > 1024 {
+            return Err(CoordinatorError::Invalid(format!(
+                "backend `{}` lists {} models; the limit is 1024",
+                b.name,
+                b.models.len()
+            )));
+        }
+        for m in &b.models {
+            check_name("model", m)?;
+        }
+    }
+    if n.capacity == 0 || n.capacity > limits::MAX_NODE_CAPACITY {
+        return Err(CoordinatorError::Invalid(format!(
+            "node `{}` reports capacity {}; set --max-tasks between 1 and {}",
+            n.name,
+            n.capacity,
+            limits::MAX_NODE_CAPACITY
+        )));
+    }
+    if h.cursors.len() > 100_000 {
+        return Err(CoordinatorError::Invalid(format!(
+            "node `{}` reports {} tasks in Hello; the limit is 100000",
+            n.name,
+            h.cursors.len()
+        )));
+    }
+    for c in &h.cursors {
+        dispatch_core::task_id::validate(&c.task_id)?;
+    }
+    Ok(())
+}
+
+fn when(ms: i64) -> String {
+    let secs = (now_ms() - ms).max(0) / 1000;
+    match secs {
+        0..60 => format!("{secs} s ago"),
+        60..3600 => format!("{} min ago", secs / 60),
+        _ => format!("{} h ago", secs / 3600),
+    }
+}
+
+impl Coordinator {
+    /// Opens a session for a node's Hello from `addr`.
+    pub async fn open_session(
+        self: &Arc<Self>,
+        hello: &NodeHello,
+        addr: &str,
+    ) -> Result<OpenSession> {
+        validate_hello(hello)?;
+        let name = &hello.node.name;
+        let now = now_ms();
+        let claim = match self.registry.claim(name, now, self.config.silence()) {
+            Ok(c) => c,
+            Err(Refused::Live(Liveness {
+                addr: live,
+                started_ms,
+                epoch,
+                ..
+            })) => {
+                return Err(CoordinatorError::AlreadyExists(format!(
+                    "node `{name}` is already connected from {live} (session {epoch}, started {}); \
+                     a second agent cannot take over a live node. Stop the other agent, or give this one \
+                     another --name",
+                    when(started_ms)
+                )));
+            }
+            Err(Refused::Joining) => {
+                return Err(CoordinatorError::AlreadyExists(format!(
+                    "another agent is registering as node `{name}` right now; give this one another --name"
+                )));
+            }
+        };
+        let superseded = claim.superseded();
+        let opened = match self.store.open_session(hello, addr, now).await {
+            Ok(o) => o,
+            Err(e) => {
+                drop(claim);
+                if let Some(epoch) = superseded {
+                    self.node_silent(name, epoch).await;
+                }
+                return Err(e);
+            }
+        };
+        let record = NodeRecord {
+            epoch: opened.epoch,
+            session_addr: addr.to_string(),
+            session_started_ms: now,
+            last_seen_ms: now,
+            ..hello.node.clone()
+        };
+        let granted = claim.activate(record, opened.epoch, addr.to_string(), now, opened.holding);
+        tracing::info!(node = %name, epoch = opened.epoch, %addr, capacity = hello.node.capacity, "node connected");
+        self.committed(opened.changes);
+        self.scheduler.kick();
+        Ok(OpenSession {
+            key: SessionKey {
+                node: name.clone(),
+                epoch: opened.epoch,
+            },
+            committed: opened.committed,
+            granted,
+        })
+    }
+
+    /// A session's stream ended (or fell silent, or stopped reading). When it was the node's
+    /// live session, its tasks become `unreachable`, and `lost` after the grace.
+    pub async fn session_ended(self: &Arc<Self>, key: &SessionKey, conn_id: u64) {
+        if self.registry.disconnect(&key.node, conn_id).is_none() {
+            return;
+        }
+        tracing::warn!(node = %key.node, epoch = key.epoch, "node disconnected");
+        let _ = self.store.touch_node(&key.node, now_ms()).await;
+        self.node_silent(&key.node, key.epoch).await;
+    }
+
+    /// Session `epoch` of `node` is gone: its tasks are `unreachable` now and `lost` once the
+    /// grace ends without the node back (a new session's epoch makes that a no-op).
+    async fn node_silent(self: &Arc<Self>, node: &str, epoch: u64) {
+        match self.store.session_silent(node, epoch, now_ms()).await {
+            Ok(changes) => self.committed(changes),
+            Err(e) => {
+                tracing::error!(node, error = %e, "could not mark the node's tasks unreachable")
+            }
+        }
+        let grace = self.config.node_timeout;
+        let node = node.to_string();
+        let store = Arc::clone(&self.store);
+        // The grace timer holds the store, not the coordinator: what it commits it hands back
+        // through a weak reference (a coordinator that stopped has no one to tell).
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let reason = format!(
+                "node `{node}` went away and did not come back within {}",
+                dispatch_core::duration::format(grace)
+            );
+            match store.session_expired(&node, epoch, &reason, now_ms()).await {
+                Ok(changes) => {
+                    if !changes.0.is_empty() {
+                        tracing::warn!(node = %node, tasks = changes.0.len(), "tasks lost: the node did not come back in time");
+                    }
+                    match me.upgrade() {
+                        Some(c) => {
+                            c.committed(changes);
+                            c.scheduler.kick();
+                        }
+                        None => drop(changes),
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(node = %node, error = %e, "could not mark the node's tasks lost")
+                }
+            }
+        });
+    }
+
+    /// At start no session is live: nodes that had tasks get the detection time to come back
+    /// before their tasks turn `unreachable` (and then the grace).
+    pub(crate) async fn recover_sessions(self: &Arc<Self>) -> Result<()> {
+        let open = self.store.reset_sessions().await?;
+        if open.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            nodes = open.len(),
+            "waiting for the nodes that ran tasks to reconnect"
+        );
+        let me = Arc::downgrade(self);
+        let wait = self.config.silence();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let Some(c) = me.upgrade() else { return };
+            for (node, epoch) in open {
+                if !c.registry.is_connected(&node) {
+                    c.node_silent(&node, epoch).await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// A node said events of a task are gone (answer to a resend): continue after them.
+    pub async fn events_unavailable(
+        &self,
+        key: &SessionKey,
+        task: &str,
+        from_seq: u64,
+        next_seq: u64,
+    ) -> Result<()> {
+        dispatch_core::task_id::validate(task)?;
+        if self
+            .store
+            .skip_events(key, task, from_seq, next_seq)
+            .await?
+        {
+            tracing::error!(node = %key.node, task, from_seq, next_seq, "the node lost events {from_seq}..{}; continuing after them", next_seq - 1);
+        }
+        Ok(())
+    }
+
+    /// Every node that ever connected, with its live session when it has one.
+    pub async fn list_nodes(&self) -> Result<Vec<(NodeRecord, Option<Liveness>)>> {
+        Ok(self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .map(|n| {
+                let live = self.registry.liveness(&n.name);
+                (n, live)
+            })
+            .collect())
+    }
+}

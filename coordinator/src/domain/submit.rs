@@ -1,0 +1,485 @@
+//! Submitting a task: validation, the plan, the id, and whether any node could ever run it.
+
+use crate::error::{CoordinatorError, Result};
+use crate::model::{NodeRecord, Repo, TaskRecord};
+use crate::registry::NodeSlot;
+use crate::router::{backend_on, can_run, in_pool, preferred_backend};
+use crate::store::Inserted;
+use crate::{Coordinator, now_ms};
+use dispatch_core::limits::{self, check_len, check_name};
+use dispatch_core::plan::{self, Plan};
+use dispatch_core::{TaskState, prompt, task_id};
+use std::collections::BTreeMap;
+
+const MAX_TITLE_CHARS: usize = 80;
+
+/// A request to run a task, as the domain sees it.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitSpec {
+    /// Explicit task id ("" to derive one from the prompt).
+    pub id: String,
+    /// What the worker should do.
+    pub prompt: String,
+    /// Checklist items (empty: from the plan or the prompt).
+    pub steps: Vec<String>,
+    /// A whole plan.md, used verbatim.
+    pub plan_markdown: String,
+    /// Node to pin to ("" for any).
+    pub remote: String,
+    /// Backend ("" for the node's preferred).
+    pub backend: String,
+    /// Model ("" for the backend's default).
+    pub model: String,
+    /// Task to wait for ("" for none).
+    pub after: String,
+    /// Workdir on the node ("" for its default).
+    pub workdir: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Title ("" to derive one).
+    pub title: String,
+    /// Run in a git worktree.
+    pub worktree: bool,
+    /// An alias's prompt, prepended to the worker prompt.
+    pub alias_prompt: String,
+    /// Label selector.
+    pub pool: BTreeMap<String, String>,
+    /// Repository the user ran in.
+    pub repo: Option<Repo>,
+    /// Client request id for an idempotent submit ("" for none).
+    pub request_id: String,
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", s[..i].trim_end()),
+        None => s.to_string(),
+    }
+}
+
+fn describe_backends(nodes: &[NodeRecord]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            let b: Vec<&str> = n.backends.iter().map(|b| b.name.as_str()).collect();
+            format!(
+                "{}: {}",
+                n.name,
+                if b.is_empty() {
+                    "none".to_string()
+                } else {
+                    b.join(", ")
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Coordinator {
+    /// Validates and stores a new task, then runs a scheduling pass so the returned task
+    /// already shows its node when one was free.
+    pub async fn submit(&self, req: SubmitSpec) -> Result<TaskRecord> {
+        // A retried request (same request id) gets the task the first one created.
+        let request = (!req.request_id.is_empty()).then_some(req.request_id.as_str());
+        if let Some(r) = request {
+            check_len("request id", r, limits::MAX_REQUEST_ID_BYTES)?;
+            if let Some(id) = self.store.request_task(r).await? {
+                return self.task(&id).await;
+            }
+        }
+        let prompt_text = req.prompt.trim_end().to_string();
+        check_len("prompt", &prompt_text, limits::MAX_PROMPT_BYTES)?;
+        check_len("plan", &req.plan_markdown, limits::MAX_PLAN_BYTES)?;
+        check_len("title", &req.title, limits::MAX_STEP_BYTES)?;
+        check_len("alias prompt", &req.alias_prompt, limits::MAX_PROMPT_BYTES)?;
+        check_len("workdir", &req.workdir, limits::MAX_PATH_BYTES)?;
+        if prompt_text.trim().is_empty()
+            && req.plan_markdown.trim().is_empty()
+            && req.steps.is_empty()
+        {
+            return Err(CoordinatorError::Invalid(
+                "the prompt is empty: say what the worker should do, or give a plan with --plan or --step".into(),
+            ));
+        }
+        if req.steps.len() > limits::MAX_PLAN_ITEMS {
+            return Err(CoordinatorError::Invalid(format!(
+                "{} steps given; the limit is {}",
+                req.steps.len(),
+                limits::MAX_PLAN_ITEMS
+            )));
+        }
+        for (i, s) in req.steps.iter().enumerate() {
+            check_len(&format!("step {}", i + 1), s, limits::MAX_STEP_BYTES)?;
+            if s.trim().is_empty() {
+                return Err(CoordinatorError::Invalid(format!(
+                    "step {} is empty",
+                    i + 1
+                )));
+            }
+        }
+        if !req.id.is_empty() {
+            task_id::validate(&req.id)?;
+        }
+        if !req.model.is_empty() {
+            check_name("model", &req.model)?;
+        }
+        if !req.workdir.is_empty() && !req.workdir.starts_with('/') {
+            return Err(CoordinatorError::Invalid(format!(
+                "workdir `{}` is not an absolute path; give the full path of the directory on the node",
+                req.workdir
+            )));
+        }
+        let mut pool = std::collections::BTreeMap::new();
+        for (k, v) in &req.pool {
+            check_name("--pool label", k)?;
+            check_len(&format!("--pool label `{k}`"), v, limits::MAX_VALUE_BYTES)?;
+            pool.insert(k.clone(), v.clone());
+        }
+        let repo = match &req.repo {
+            Some(r) if !r.url.is_empty() => {
+                check_len("repository URL", &r.url, limits::MAX_PATH_BYTES)?;
+                check_len("branch", &r.branch, limits::MAX_VALUE_BYTES)?;
+                if !(r.commit.len() == 40 || r.commit.len() == 64)
+                    || !r.commit.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    return Err(CoordinatorError::Invalid(format!(
+                        "`{}` is not a full commit id",
+                        r.commit
+                    )));
+                }
+                if r.url.starts_with('-') {
+                    return Err(CoordinatorError::Invalid(format!(
+                        "`{}` is not a repository URL",
+                        r.url
+                    )));
+                }
+                (r.url.clone(), r.branch.clone(), r.commit.clone())
+            }
+            _ => Default::default(),
+        };
+        let probe = TaskRecord {
+            remote: req.remote.clone(),
+            backend: req.backend.clone(),
+            model: req.model.clone(),
+            pool: pool.clone(),
+            ..Default::default()
+        };
+        self.check_placement(&probe).await?;
+        if !req.after.is_empty() {
+            task_id::validate(&req.after)?;
+            if !self.store.task_exists(&req.after).await? {
+                return Err(CoordinatorError::NotFound(format!(
+                    "--after names task `{}`, which does not exist; see `dispatch status`",
+                    req.after
+                )));
+            }
+        }
+
+        let id = if req.id.is_empty() {
+            let base = task_id::derive(&prompt_text);
+            let mut candidate = base.clone();
+            let mut n = 1;
+            while self.store.task_exists(&candidate).await? {
+                n += 1;
+                candidate = task_id::with_suffix(&base, n);
+            }
+            candidate
+        } else {
+            if self.store.task_exists(&req.id).await? {
+                return Err(CoordinatorError::AlreadyExists(format!(
+                    "task id `{}` already exists; choose another with --id, or see it with `dispatch status {}`",
+                    req.id, req.id
+                )));
+            }
+            req.id.clone()
+        };
+
+        let (plan_md, plan_title) = if !req.plan_markdown.trim().is_empty() {
+            let p = Plan::parse(&req.plan_markdown);
+            if p.items().is_empty() {
+                return Err(CoordinatorError::Invalid(
+                    "the plan has no checklist items; write items as `- [ ] step` lines".into(),
+                ));
+            }
+            if p.items().len() > limits::MAX_PLAN_ITEMS {
+                return Err(CoordinatorError::Invalid(format!(
+                    "the plan has {} items; the limit is {}",
+                    p.items().len(),
+                    limits::MAX_PLAN_ITEMS
+                )));
+            }
+            (req.plan_markdown.clone(), p.title().map(str::to_string))
+        } else {
+            let mut items: Vec<String> = if !req.steps.is_empty() {
+                req.steps.iter().map(|s| s.trim().to_string()).collect()
+            } else {
+                let listed = plan::list_in_text(&prompt_text);
+                if listed.is_empty() {
+                    vec![truncate_chars(
+                        first_line(&prompt_text),
+                        limits::MAX_STEP_BYTES / 4,
+                    )]
+                } else {
+                    listed
+                }
+            };
+            if items.len() >= limits::MAX_PLAN_ITEMS {
+                items.truncate(limits::MAX_PLAN_ITEMS - 1);
+            }
+            items.push(prompt::summary_item(&id));
+            let title = self.title_for(&req, &prompt_text, &id);
+            (plan::render_new(&title, &items), Some(title))
+        };
+        let title = if !req.title.trim().is_empty() {
+            req.title.trim().to_string()
+        } else {
+            plan_title.unwrap_or_else(|| self.title_for(&req, &prompt_text, &id))
+        };
+
+        let now = now_ms();
+        let record = TaskRecord {
+            id: id.clone(),
+            state: TaskState::Queued,
+            title,
+            worker_prompt: prompt::worker_prompt(
+                &id,
+                &prompt_text,
+                Some(req.alias_prompt.as_str()).filter(|p| !p.trim().is_empty()),
+            ),
+            prompt: prompt_text,
+            plan_md,
+            remote: req.remote.clone(),
+            backend: req.backend.clone(),
+            model: req.model.clone(),
+            workdir: req.workdir.clone(),
+            after: req.after.clone(),
+            priority: req.priority,
+            created_ms: now,
+            updated_ms: now,
+            attempt: 1,
+            worktree: req.worktree || prompt::wants_worktree(&req.prompt),
+            pool,
+            repo,
+            ..Default::default()
+        };
+        match self.store.insert_task(&record, request).await? {
+            Inserted::New(changes) => self.committed(changes),
+            Inserted::Existing(id) => return self.task(&id).await,
+        }
+        tracing::info!(task = %id, remote = %record.remote, backend = %record.backend, "submitted");
+        self.scheduler.pass().await;
+        Ok(self.store.get_task(&id).await?.unwrap_or(record))
+    }
+
+    fn title_for(&self, req: &SubmitSpec, prompt_text: &str, id: &str) -> String {
+        if !req.title.trim().is_empty() {
+            return req.title.trim().to_string();
+        }
+        let line = first_line(prompt_text)
+            .trim_start_matches(['-', '*', '+', ' '])
+            .trim_end_matches(':')
+            .trim();
+        if line.is_empty() {
+            id.to_string()
+        } else {
+            truncate_chars(line, MAX_TITLE_CHARS)
+        }
+    }
+
+    /// Refuses a task that no connected node can ever run (pinned node, pool labels, backend,
+    /// model), saying what the connected nodes have.
+    pub(crate) async fn check_placement(&self, probe: &TaskRecord) -> Result<()> {
+        let remote = probe.remote.as_str();
+        let known = self.store.list_nodes().await?;
+        if !remote.is_empty() {
+            check_name("--remote node name", remote)?;
+            if !known.iter().any(|n| n.name == remote) {
+                let names: Vec<String> = known
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "{} ({})",
+                            n.name,
+                            if self.registry.is_connected(&n.name) {
+                                "connected"
+                            } else {
+                                "offline"
+                            }
+                        )
+                    })
+                    .collect();
+                return Err(CoordinatorError::NotFound(if names.is_empty() {
+                    format!(
+                        "no node named `{remote}`: no node has connected to this coordinator yet; start `dispatch-agent --name {remote} --coordinator URL` on that machine"
+                    )
+                } else {
+                    format!(
+                        "no node named `{remote}`; known nodes: {}",
+                        names.join(", ")
+                    )
+                }));
+            }
+        }
+        let slots: Vec<NodeSlot> = self
+            .registry
+            .slots()
+            .into_iter()
+            .filter(|s| remote.is_empty() || s.name == remote)
+            .collect();
+        if slots.is_empty() {
+            return Err(CoordinatorError::FailedPrecondition(if remote.is_empty() {
+                "no node is connected to this coordinator; start `dispatch-agent --coordinator URL` on a machine, then dispatch again".to_string()
+            } else {
+                format!(
+                    "node `{remote}` is not connected; start its agent (`dispatch nodes` shows when it was last seen)"
+                )
+            }));
+        }
+        if slots.iter().any(|s| can_run(probe, s)) {
+            return Ok(());
+        }
+        let records: Vec<NodeRecord> = known
+            .into_iter()
+            .filter(|n| slots.iter().any(|s| s.name == n.name))
+            .collect();
+        let where_ = if remote.is_empty() {
+            "no connected node".to_string()
+        } else {
+            format!("node `{remote}`")
+        };
+        // "no connected node has X" reads right; a named node "has no X".
+        let lacks = |what: &str| {
+            if remote.is_empty() {
+                format!("{where_} has {what}")
+            } else {
+                format!("{where_} has no {what}")
+            }
+        };
+        let pooled: Vec<&NodeSlot> = slots.iter().filter(|s| in_pool(probe, &s.labels)).collect();
+        if pooled.is_empty() {
+            let want: Vec<String> = probe.pool.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let have: Vec<String> = slots
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{}: {}",
+                        s.name,
+                        if s.labels.is_empty() {
+                            "no labels".to_string()
+                        } else {
+                            s.labels
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        }
+                    )
+                })
+                .collect();
+            return Err(CoordinatorError::Invalid(format!(
+                "{}; nodes and their labels: {}",
+                lacks(&format!("the labels {}", want.join(","))),
+                have.join("; ")
+            )));
+        }
+        let backend = probe.backend.as_str();
+        if !backend.is_empty() {
+            check_name("backend", backend)?;
+            if !pooled
+                .iter()
+                .any(|s| s.backends.iter().any(|b| b == backend))
+            {
+                return Err(CoordinatorError::Invalid(format!(
+                    "{}; nodes and their backends: {}",
+                    lacks(&format!("backend `{backend}`")),
+                    describe_backends(&records)
+                )));
+            }
+        } else if !pooled
+            .iter()
+            .any(|s| preferred_backend(&s.backends).is_some())
+        {
+            return Err(CoordinatorError::Invalid(format!(
+                "{} installed; nodes and their backends: {}. \
+                 Install one on a node, or pass --backend sim to run the scripted sim worker",
+                if remote.is_empty() {
+                    format!("{where_} has an agent CLI (claude, agent, codex)")
+                } else {
+                    format!("{where_} has no agent CLI (claude, agent, codex)")
+                },
+                describe_backends(&records)
+            )));
+        }
+        let lists: Vec<String> = pooled
+            .iter()
+            .filter_map(|s| {
+                backend_on(probe, &s.backends).map(|b| {
+                    format!(
+                        "{} ({b}): {}",
+                        s.name,
+                        s.models.get(&b).map(|m| m.join(", ")).unwrap_or_default()
+                    )
+                })
+            })
+            .collect();
+        let offers = if remote.is_empty() {
+            format!("{where_} offers model `{}`", probe.model)
+        } else {
+            format!("{where_} does not offer model `{}`", probe.model)
+        };
+        Err(CoordinatorError::Invalid(format!(
+            "{offers}; models by node: {}",
+            lists.join("; ")
+        )))
+    }
+
+    /// Where a task that could not start on `node` could run instead, as advice.
+    pub(crate) async fn alternatives(&self, node: &str, task: &str) -> Result<String> {
+        let others: Vec<String> = self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.name != node && self.registry.is_connected(&n.name))
+            .map(|n| {
+                format!(
+                    "{}: {}",
+                    n.name,
+                    n.backends
+                        .iter()
+                        .map(|b| b.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        Ok(if others.is_empty() {
+            format!(
+                "No other node is connected; install or fix the CLI (or its login) on `{node}`, or pick another backend, then `dispatch retry {task} [--backend B]`"
+            )
+        } else {
+            format!(
+                "Other nodes offer: {}. Run it there with `dispatch retry {task} --remote NODE [--backend B]`",
+                others.join("; ")
+            )
+        })
+    }
+
+    /// A task by id, or a not-found error that says how to list tasks.
+    pub async fn task(&self, id: &str) -> Result<TaskRecord> {
+        task_id::validate(id)?;
+        self.store.get_task(id).await?.ok_or_else(|| {
+            CoordinatorError::NotFound(format!(
+                "no task `{id}`; `dispatch status` lists every task"
+            ))
+        })
+    }
+}

@@ -1,0 +1,464 @@
+//! The coordinator's own types: what a task, a node, an agent event and a node command are, and
+//! the changes a committed write produced. Wire types (`dispatch_proto::v1`) appear only in
+//! `service/` and `convert.rs`.
+
+use dispatch_core::TaskState;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskRecord {
+    /// Task id (kebab-case, unique).
+    pub id: String,
+    /// Lifecycle state.
+    pub state: TaskState,
+    /// Plan title.
+    pub title: String,
+    /// The user's prompt (empty where a read leaves the task texts out).
+    pub prompt: String,
+    /// The full prompt the worker gets (empty where a read leaves the task texts out).
+    pub worker_prompt: String,
+    /// plan.md: as submitted, then as the node last reported it.
+    pub plan_md: String,
+    /// Node running the task ("" while queued).
+    pub node: String,
+    /// Node the task is pinned to ("" for any).
+    pub remote: String,
+    /// Backend the task asked for, then the one it runs on ("" for the node's preferred).
+    pub backend: String,
+    /// Model ("" for the backend's default).
+    pub model: String,
+    /// Workdir on the node ("" for the node's default).
+    pub workdir: String,
+    /// Task this one waits for ("" for none).
+    pub after: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Why it ended as it did (or why it is unreachable).
+    pub reason: String,
+    /// Worker exit status, when it exited.
+    pub exit_code: Option<i32>,
+    /// Times, in ms since the Unix epoch (0 = not yet).
+    pub created_ms: i64,
+    /// Last change.
+    pub updated_ms: i64,
+    /// Worker start.
+    pub started_ms: i64,
+    /// Reached a terminal state.
+    pub ended_ms: i64,
+    /// Highest committed agent event seq.
+    pub last_seq: u64,
+    /// Worker run: 1, then one more for every resume or retry.
+    pub attempt: u32,
+    /// Runs in a git worktree on branch `dispatch/<id>`.
+    pub worktree: bool,
+    /// The worktree's branch, once the node created it.
+    pub branch: String,
+    /// The worktree was removed by `dispatch clean`.
+    pub cleaned: bool,
+    /// Label selector: only nodes with all these labels run the task.
+    pub pool: BTreeMap<String, String>,
+    /// Repository to run in: URL, branch, commit (all empty: none).
+    pub repo: (String, String, String),
+    /// The node session (epoch) whose events count for the task while it is active.
+    pub epoch: u64,
+    /// Worker output stored so far (past the cap, only a marker is stored).
+    pub log_bytes: u64,
+}
+
+/// A node as stored (its last Hello and session).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeRecord {
+    /// Unique node name.
+    pub name: String,
+    /// Labels for pool selection.
+    pub labels: BTreeMap<String, String>,
+    /// Backends it offers.
+    pub backends: Vec<BackendRecord>,
+    /// Max concurrent tasks.
+    pub capacity: u32,
+    /// Agent version.
+    pub version: String,
+    /// Machine host name.
+    pub hostname: String,
+    /// Last message from the node, ms since the epoch.
+    pub last_seen_ms: i64,
+    /// Epoch of its latest session (grows with every session).
+    pub epoch: u64,
+    /// Peer address of its latest session.
+    pub session_addr: String,
+    /// When its latest session started.
+    pub session_started_ms: i64,
+}
+
+/// One backend a node offers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BackendRecord {
+    /// Backend name.
+    pub name: String,
+    /// Command template.
+    pub command: String,
+    /// Models it lists (may be empty: any).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Per-backend cap on concurrent tasks (0: none).
+    #[serde(default)]
+    pub max_tasks: u32,
+}
+
+/// A question a worker asked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QuestionRecord {
+    /// Task that asked.
+    pub task_id: String,
+    /// The question's NNN.
+    pub seq: u32,
+    /// Question text.
+    pub text: String,
+    /// When it arrived.
+    pub asked_ms: i64,
+    /// The answer, once given.
+    pub answer: Option<String>,
+    /// When it was answered (0 = not yet).
+    pub answered_ms: i64,
+}
+
+/// An unanswered question and the task that asked it.
+#[derive(Debug, Clone)]
+pub struct OpenQuestion {
+    /// The question.
+    pub question: QuestionRecord,
+    /// Node the task runs on.
+    pub node: String,
+    /// The task's title.
+    pub title: String,
+    /// The task's state.
+    pub state: TaskState,
+}
+
+/// A repository a task runs in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Repo {
+    /// Remote URL.
+    pub url: String,
+    /// Branch the user was on.
+    pub branch: String,
+    /// Full commit id.
+    pub commit: String,
+}
+
+/// One event an agent reported for a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    /// The task.
+    pub task_id: String,
+    /// The agent's per-task sequence number.
+    pub seq: u64,
+    /// When it happened on the node.
+    pub at_ms: i64,
+    /// The worker run it comes from (0: not said).
+    pub attempt: u32,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What an agent event says happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The worker started.
+    Started {
+        /// Its pid.
+        pid: u32,
+        /// The command line (prompt elided).
+        command: String,
+        /// Where it runs.
+        workdir: String,
+        /// Its worktree branch, for a worktree task.
+        branch: String,
+    },
+    /// plan.md changed.
+    Plan {
+        /// plan.md as it is now.
+        markdown: String,
+    },
+    /// Worker output.
+    Log {
+        /// The bytes (stored raw, never in an event body).
+        #[serde(skip)]
+        data: Vec<u8>,
+    },
+    /// The worker exited.
+    Exited(WorkerExit),
+    /// The worker could not start.
+    StartFailed {
+        /// Why.
+        error: String,
+    },
+    /// `ipc/NNN.question` appeared.
+    Question {
+        /// NNN.
+        seq: u32,
+        /// Its text.
+        text: String,
+    },
+    /// The worker took the answer to question `seq` (`NNN.done`).
+    AnswerDelivered {
+        /// NNN.
+        seq: u32,
+    },
+}
+
+impl EventKind {
+    /// Stable name (stored with the event).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Started { .. } => "started",
+            EventKind::Plan { .. } => "plan",
+            EventKind::Log { .. } => "log",
+            EventKind::Exited(_) => "exited",
+            EventKind::StartFailed { .. } => "start_failed",
+            EventKind::Question { .. } => "question",
+            EventKind::AnswerDelivered { .. } => "answer_delivered",
+        }
+    }
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorkerExit {
+    /// Exit status, when it exited normally.
+    pub exit_code: Option<i32>,
+    /// Signal, when one killed it.
+    pub signal: Option<i32>,
+    /// plan.md as the worker left it.
+    pub markdown: String,
+    /// `ipc/.done` existed.
+    pub done_marker: bool,
+    /// The node stopped it on a cancel.
+    pub cancelled: bool,
+    /// Extra context for the reason.
+    pub detail: String,
+    /// The agent stopped it because its task directory broke a rule.
+    pub fault: String,
+}
+
+/// An event as it enters the store: checked against the limits first.
+#[derive(Debug)]
+pub struct IncomingEvent {
+    /// The event.
+    pub event: TaskEvent,
+    /// Why it breaks a limit: it is then kept as history only (its body is not stored).
+    pub rejected: Option<String>,
+}
+
+/// A command to a node: stored before it is sent, resent until acked, applied idempotently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NodeCommand {
+    /// Run a task.
+    Assign(Assignment),
+    /// Stop a task's worker (its process group).
+    Cancel {
+        /// The task.
+        task_id: String,
+        /// Only this worker run (0: whichever runs).
+        attempt: u32,
+    },
+    /// Write `NNN.answer`.
+    Answer {
+        /// The task.
+        task_id: String,
+        /// NNN.
+        seq: u32,
+        /// The answer.
+        text: String,
+    },
+    /// Append a dispatcher note to plan.md.
+    Note {
+        /// The task.
+        task_id: String,
+        /// The note (one line).
+        text: String,
+    },
+    /// Remove an ended task's worktree (its branch stays).
+    RemoveWorktree {
+        /// The task.
+        task_id: String,
+        /// The worktree directory as the node reported it.
+        path: String,
+    },
+}
+
+impl NodeCommand {
+    /// Stable name (stored with the command).
+    pub fn name(&self) -> &'static str {
+        match self {
+            NodeCommand::Assign(_) => "assign",
+            NodeCommand::Cancel { .. } => "cancel",
+            NodeCommand::Answer { .. } => "answer",
+            NodeCommand::Note { .. } => "note",
+            NodeCommand::RemoveWorktree { .. } => "remove_worktree",
+        }
+    }
+
+    /// The task the command is about.
+    pub fn task_id(&self) -> &str {
+        match self {
+            NodeCommand::Assign(a) => &a.task_id,
+            NodeCommand::Cancel { task_id, .. }
+            | NodeCommand::Answer { task_id, .. }
+            | NodeCommand::Note { task_id, .. }
+            | NodeCommand::RemoveWorktree { task_id, .. } => task_id,
+        }
+    }
+}
+
+/// What a node needs to run a task.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The task.
+    pub task_id: String,
+    /// Backend to run.
+    pub backend: String,
+    /// Model ("" for the backend's default).
+    pub model: String,
+    /// The worker prompt.
+    pub worker_prompt: String,
+    /// plan.md to write.
+    pub plan_markdown: String,
+    /// Workdir ("" for the node's default).
+    pub workdir: String,
+    /// Highest committed seq: the new worker's events continue after it.
+    pub last_seq: u64,
+    /// Worker run.
+    pub attempt: u32,
+    /// Run in a worktree.
+    pub worktree: bool,
+    /// Run in a worktree of this repository.
+    pub repo: Option<Repo>,
+}
+
+/// A command as stored, with its id.
+#[derive(Debug, Clone)]
+pub struct StoredCommand {
+    /// Id (increasing).
+    pub id: u64,
+    /// The command.
+    pub command: NodeCommand,
+}
+
+/// A node's Hello, in domain terms.
+#[derive(Debug, Clone, Default)]
+pub struct NodeHello {
+    /// What the node says it is (its session fields are filled by the store).
+    pub node: NodeRecord,
+    /// Tasks the node runs or has unacked events for.
+    pub cursors: Vec<TaskCursor>,
+}
+
+/// A node's view of one task in Hello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskCursor {
+    /// The task.
+    pub task_id: String,
+    /// Highest seq it has spooled.
+    pub seq: u64,
+    /// Its worker still runs there.
+    pub running: bool,
+}
+
+/// What about a task changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Its state (or node, reason, exit).
+    State,
+    /// Its plan.
+    Plan,
+    /// A new question.
+    Question,
+    /// An answer (given, or taken by the worker).
+    Answer,
+}
+
+impl ChangeKind {
+    /// Name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::State => "state",
+            ChangeKind::Plan => "plan",
+            ChangeKind::Question => "question",
+            ChangeKind::Answer => "answer",
+        }
+    }
+}
+
+/// A task after a committed change.
+#[derive(Debug, Clone)]
+pub struct TaskChange {
+    /// The task now, without its texts (prompt, worker prompt).
+    pub task: TaskRecord,
+    /// Its state before.
+    pub before: TaskState,
+    /// What changed.
+    pub kind: ChangeKind,
+    /// The agent event that changed it (0 for a change made by the coordinator).
+    pub seq: u64,
+    /// Its unanswered questions, and the question the change is about.
+    pub questions: Vec<QuestionRecord>,
+    /// The question the change is about, when there is one.
+    pub question: Option<u32>,
+    /// The node whose slot the task gave back (its worker ended there).
+    pub freed_slot: Option<String>,
+}
+
+impl TaskChange {
+    /// True when this change ended the task.
+    pub fn ended(&self) -> bool {
+        self.task.state.is_terminal() && self.task.state != self.before
+    }
+}
+
+/// One committed change.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A task changed.
+    Task(Box<TaskChange>),
+    /// Worker output was stored.
+    Log {
+        /// The task.
+        task_id: String,
+        /// Its event seq.
+        seq: u64,
+        /// The bytes.
+        data: Arc<[u8]>,
+    },
+}
+
+/// What a write committed: every change goes to [`crate::Coordinator::committed`], the one
+/// place that tells watchers, followers, notifications, slots and the scheduler.
+#[must_use = "committed changes must be handed to Coordinator::committed"]
+#[derive(Debug, Default)]
+pub struct Changes(pub Vec<Change>);
+
+impl Changes {
+    /// No change.
+    pub fn none() -> Changes {
+        Changes(Vec::new())
+    }
+
+    /// Adds `other`'s changes after these.
+    pub fn extend(&mut self, other: Changes) {
+        self.0.extend(other.0);
+    }
+
+    /// The last task change of `id`, if any.
+    pub fn task(&self, id: &str) -> Option<&TaskRecord> {
+        self.0.iter().rev().find_map(|c| match c {
+            Change::Task(t) if t.task.id == id => Some(&t.task),
+            _ => None,
+        })
+    }
+}

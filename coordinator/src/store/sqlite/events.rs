@@ -1,0 +1,416 @@
+//! The event path: a batch of one node session's events recorded in one transaction (group
+//! commit). It is the only writer of `last_seq`, and of the plan while a task is active.
+//!
+//! Event history is stored as changes: a plan event holds the edit from the previous plan, a log
+//! event the raw bytes (until the task's cap), every other event its fields as JSON.
+
+use super::tasks::task_change;
+use super::{ENDED_SQL, SqliteStore, TASKS_PER_STATEMENT, push_in_list, rows};
+use crate::error::Result;
+use crate::model::{
+    Change, EventKind, IncomingEvent, QuestionRecord, TaskEvent, TaskRecord, WorkerExit,
+};
+use crate::store::patch::{self, Patch};
+use crate::store::{Compacted, EventBatch, EventFacts, EventRules, SessionKey};
+use dispatch_core::TaskState;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Event rows per insert (5 values each).
+const EVENTS_PER_STATEMENT: usize = 400;
+/// Task rows per update (12 values each).
+const TASKS_PER_UPDATE: usize = 400;
+/// Rows deleted per statement when compacting (short write transactions).
+const COMPACT_BATCH: i64 = 5000;
+
+/// An exit as stored: its plan as the edit from the plan before it.
+#[derive(serde::Serialize)]
+struct StoredExit<'a> {
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    done_marker: bool,
+    cancelled: bool,
+    detail: &'a str,
+    fault: &'a str,
+    plan: Option<Patch>,
+}
+
+/// An event kept as history only.
+#[derive(serde::Serialize)]
+struct LateEvent {
+    kind: &'static str,
+    attempt: u32,
+    why: &'static str,
+}
+
+/// The stored body of an applied event (`old_plan`: the task's plan before it).
+pub(super) fn body(ev: &TaskEvent, old_plan: &str) -> (&'static str, Vec<u8>) {
+    fn json(v: &impl serde::Serialize) -> Vec<u8> {
+        serde_json::to_vec(v).unwrap_or_default()
+    }
+    match &ev.kind {
+        EventKind::Plan { markdown } => ("plan", json(&patch::diff(old_plan, markdown))),
+        EventKind::Exited(WorkerExit {
+            exit_code,
+            signal,
+            markdown,
+            done_marker,
+            cancelled,
+            detail,
+            fault,
+        }) => (
+            "exited",
+            json(&StoredExit {
+                exit_code: *exit_code,
+                signal: *signal,
+                done_marker: *done_marker,
+                cancelled: *cancelled,
+                detail,
+                fault,
+                plan: (!markdown.is_empty()).then(|| patch::diff(old_plan, markdown)),
+            }),
+        ),
+        EventKind::Log { data } => ("log", data.clone()),
+        other => (other.name(), json(other)),
+    }
+}
+
+/// The marker stored once a task's output passes the cap.
+fn log_marker(task: &str, cap: u64) -> Vec<u8> {
+    format!(
+        "\n[dispatch: the coordinator keeps the first {} of this task's output; the rest is only on its node, in the agent's data directory (logs/{task}.log)]\n",
+        dispatch_core::fs::human_bytes(cap)
+    )
+    .into_bytes()
+}
+
+struct Acks(Vec<(String, u64)>);
+
+impl Acks {
+    fn ack(&mut self, task: &str, seq: u64) {
+        match self.0.iter_mut().find(|a| a.0 == task) {
+            Some(a) => a.1 = a.1.max(seq),
+            None => self.0.push((task.to_string(), seq)),
+        }
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn record_events_impl(
+        &self,
+        session: &SessionKey,
+        events: Vec<IncomingEvent>,
+        rules: &dyn EventRules,
+        max_log_bytes: u64,
+    ) -> Result<EventBatch> {
+        let mut tx = self.writer.begin().await?;
+        let mut ids: Vec<&str> = Vec::new();
+        for e in &events {
+            if !ids.contains(&e.event.task_id.as_str()) {
+                ids.push(&e.event.task_id);
+            }
+        }
+        let mut tasks: HashMap<String, TaskRecord> = HashMap::with_capacity(ids.len());
+        let mut open: HashMap<String, Vec<QuestionRecord>> = HashMap::new();
+        for chunk in ids.chunks(TASKS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM tasks WHERE id IN ");
+            push_in_list(&mut q, chunk);
+            for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
+                let t = rows::task_from_row(&row)?;
+                tasks.insert(t.id.clone(), t);
+            }
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+                "SELECT {} FROM questions WHERE answer IS NULL AND task_id IN ",
+                rows::QUESTION_COLUMNS
+            ));
+            push_in_list(&mut q, chunk);
+            q.push(" ORDER BY task_id, seq");
+            for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
+                let question = rows::question_from_row(&row)?;
+                open.entry(question.task_id.clone())
+                    .or_default()
+                    .push(question);
+            }
+        }
+
+        let mut batch = EventBatch::default();
+        let mut acks = Acks(Vec::new());
+        let mut history: Vec<(String, u64, &'static str, i64, Vec<u8>)> =
+            Vec::with_capacity(events.len());
+        let mut touched: Vec<String> = Vec::new();
+        for IncomingEvent {
+            event: ev,
+            rejected,
+        } in events
+        {
+            let Some(task) = tasks.get_mut(&ev.task_id) else {
+                tracing::warn!(task = %ev.task_id, node = %session.node, "event for an unknown task; acking so the node drops it");
+                acks.ack(&ev.task_id, ev.seq);
+                continue;
+            };
+            if task.node != session.node {
+                acks.ack(&ev.task_id, ev.seq);
+                batch
+                    .fenced
+                    .push((ev.task_id, ev.seq, "the task runs on another node"));
+                continue;
+            }
+            let ended = task.state.is_terminal();
+            if !ended && task.epoch != session.epoch {
+                // A superseded session: the task's events count only from its own session,
+                // which will resend this one. Neither acked nor recorded.
+                batch
+                    .fenced
+                    .push((ev.task_id, ev.seq, "from a superseded session"));
+                continue;
+            }
+            if ev.seq <= task.last_seq {
+                acks.ack(&ev.task_id, task.last_seq);
+                continue;
+            }
+            if !ended && ev.seq != task.last_seq + 1 {
+                batch
+                    .gaps
+                    .push((ev.task_id.clone(), task.last_seq + 1, ev.seq));
+                acks.ack(&ev.task_id, task.last_seq);
+                continue;
+            }
+            // The seq is committed from here on, whatever the event does.
+            task.last_seq = ev.seq;
+            if !touched.contains(&ev.task_id) {
+                touched.push(ev.task_id.clone());
+            }
+            let stale_run = ev.attempt != 0 && ev.attempt != task.attempt;
+            let cancelled_exit = task.state == TaskState::Cancelled
+                && !stale_run
+                && matches!(
+                    ev.kind,
+                    EventKind::Exited(_) | EventKind::StartFailed { .. }
+                );
+            let why = if let Some(reason) = &rejected {
+                history.push((
+                    ev.task_id.clone(),
+                    ev.seq,
+                    "rejected",
+                    ev.at_ms,
+                    reason.as_bytes().to_vec(),
+                ));
+                continue;
+            } else if ended && !cancelled_exit {
+                Some("the task has ended")
+            } else if stale_run {
+                Some("from an earlier worker run")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                if !matches!(ev.kind, EventKind::Log { .. }) {
+                    let late = LateEvent {
+                        kind: ev.kind.name(),
+                        attempt: ev.attempt,
+                        why,
+                    };
+                    history.push((
+                        ev.task_id.clone(),
+                        ev.seq,
+                        "late",
+                        ev.at_ms,
+                        serde_json::to_vec(&late).unwrap_or_default(),
+                    ));
+                }
+                batch.fenced.push((ev.task_id.clone(), ev.seq, why));
+                continue;
+            }
+
+            if let EventKind::Log { data } = &ev.kind {
+                // Worker output is stored up to the cap, then a marker once; nothing after it.
+                let room = max_log_bytes.saturating_sub(task.log_bytes) as usize;
+                let stored: Option<Vec<u8>> = if task.log_bytes > max_log_bytes {
+                    None
+                } else if data.len() <= room {
+                    task.log_bytes += data.len() as u64;
+                    Some(data.clone())
+                } else {
+                    let mut cut = data[..room].to_vec();
+                    cut.extend(log_marker(&task.id, max_log_bytes));
+                    task.log_bytes = max_log_bytes + 1;
+                    Some(cut)
+                };
+                if let Some(bytes) = stored {
+                    let data: Arc<[u8]> = bytes.clone().into();
+                    history.push((ev.task_id.clone(), ev.seq, "log", ev.at_ms, bytes));
+                    batch.changes.0.push(Change::Log {
+                        task_id: ev.task_id.clone(),
+                        seq: ev.seq,
+                        data,
+                    });
+                }
+                continue;
+            }
+
+            let mut new_question = false;
+            if let EventKind::Question { seq, text } = &ev.kind {
+                let r = sqlx::query("INSERT OR IGNORE INTO questions (task_id, seq, text, asked_ms) VALUES (?1, ?2, ?3, ?4)")
+                    .bind(&ev.task_id)
+                    .bind(i64::from(*seq))
+                    .bind(text)
+                    .bind(ev.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                new_question = r.rows_affected() == 1;
+                if new_question {
+                    open.entry(ev.task_id.clone())
+                        .or_default()
+                        .push(QuestionRecord {
+                            task_id: ev.task_id.clone(),
+                            seq: *seq,
+                            text: text.clone(),
+                            asked_ms: ev.at_ms,
+                            answer: None,
+                            answered_ms: 0,
+                        });
+                }
+            }
+            let open_now = open.get(&ev.task_id).map_or(&[][..], Vec::as_slice);
+            let (kind_name, stored) = body(&ev, &task.plan_md);
+            history.push((ev.task_id.clone(), ev.seq, kind_name, ev.at_ms, stored));
+            let before = task.state;
+            let facts = EventFacts {
+                node: &session.node,
+                new_question,
+                open_questions: open_now.len(),
+            };
+            let applied = rules.apply(task, &ev, &facts);
+            if let Some(kind) = applied.kind {
+                let question = match &ev.kind {
+                    EventKind::Question { seq, .. } | EventKind::AnswerDelivered { seq } => {
+                        Some(*seq)
+                    }
+                    _ => None,
+                };
+                let mut change = task_change(task, before, kind, open_now.to_vec(), question);
+                if let Change::Task(c) = &mut change {
+                    c.seq = ev.seq;
+                    c.freed_slot = applied.freed_slot.then(|| session.node.clone());
+                }
+                batch.changes.0.push(change);
+            }
+        }
+        for (id, t) in &tasks {
+            if touched.contains(id) {
+                acks.ack(id, t.last_seq);
+            }
+        }
+        batch.acks = acks.0;
+
+        let mut history = history.into_iter().peekable();
+        while history.peek().is_some() {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT OR IGNORE INTO events (task_id, seq, kind, at_ms, body) ",
+            );
+            q.push_values(
+                history.by_ref().take(EVENTS_PER_STATEMENT),
+                |mut row, (task_id, seq, kind, at_ms, body)| {
+                    row.push_bind(task_id)
+                        .push_bind(seq as i64)
+                        .push_bind(kind)
+                        .push_bind(at_ms)
+                        .push_bind(body);
+                },
+            );
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        // Only the columns the event path owns.
+        for chunk in touched.chunks(TASKS_PER_UPDATE) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "UPDATE tasks SET state = v.column2, reason = v.column3, plan_md = v.column4, \
+                 exit_code = v.column5, started_ms = v.column6, ended_ms = v.column7, \
+                 updated_ms = v.column8, last_seq = v.column9, branch = v.column10, \
+                 cleaned = v.column11, log_bytes = v.column12 FROM (",
+            );
+            q.push_values(chunk, |mut row, id| {
+                let t = &tasks[id];
+                row.push_bind(t.id.clone())
+                    .push_bind(t.state.as_str())
+                    .push_bind(t.reason.clone())
+                    .push_bind(t.plan_md.clone())
+                    .push_bind(t.exit_code)
+                    .push_bind(t.started_ms)
+                    .push_bind(t.ended_ms)
+                    .push_bind(t.updated_ms)
+                    .push_bind(t.last_seq as i64)
+                    .push_bind(t.branch.clone())
+                    .push_bind(t.cleaned)
+                    .push_bind(t.log_bytes as i64);
+            });
+            q.push(") AS v WHERE tasks.id = v.column1");
+            q.build().persistent(false).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(batch)
+    }
+
+    pub(super) async fn log_page_impl(
+        &self,
+        task: &str,
+        after_seq: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        use sqlx::Row;
+        // Chunks are at most 64 KiB: this many rows stays near max_bytes.
+        let rows_wanted = (max_bytes / (64 * 1024)).clamp(1, 256) as i64;
+        let rows = sqlx::query("SELECT seq, body FROM events WHERE task_id = ?1 AND kind = 'log' AND seq > ?2 ORDER BY seq LIMIT ?3")
+            .bind(task)
+            .bind(after_seq as i64)
+            .bind(rows_wanted)
+            .fetch_all(&self.reader)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut bytes = 0;
+        for r in rows {
+            let data: Vec<u8> = r.try_get(1)?;
+            bytes += data.len();
+            out.push((r.try_get::<i64, _>(0)? as u64, data));
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn compact_impl(&self, ended_before_ms: i64) -> Result<Compacted> {
+        let mut done = Compacted::default();
+        loop {
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM events WHERE (task_id, seq) IN (SELECT e.task_id, e.seq FROM events e \
+                 JOIN tasks t ON t.id = e.task_id WHERE e.kind != 'log' AND t.ended_ms > 0 \
+                 AND t.ended_ms < ?1 AND t.state IN {ENDED_SQL} LIMIT ?2)"
+            )))
+            .bind(ended_before_ms)
+            .bind(COMPACT_BATCH)
+            .execute(&self.writer)
+            .await?;
+            done.events += r.rows_affected();
+            if (r.rows_affected() as i64) < COMPACT_BATCH {
+                break;
+            }
+        }
+        loop {
+            let r = sqlx::query("DELETE FROM commands WHERE id IN (SELECT id FROM commands WHERE acked_ms IS NOT NULL AND acked_ms < ?1 LIMIT ?2)")
+                .bind(ended_before_ms)
+                .bind(COMPACT_BATCH)
+                .execute(&self.writer)
+                .await?;
+            done.commands += r.rows_affected();
+            if (r.rows_affected() as i64) < COMPACT_BATCH {
+                break;
+            }
+        }
+        let r = sqlx::query("DELETE FROM requests WHERE created_ms < ?1")
+            .bind(ended_before_ms)
+            .execute(&self.writer)
+            .await?;
+        done.requests = r.rows_affected();
+        Ok(done)
+    }
+}

@@ -1,0 +1,436 @@
+//! The SQLite store: WAL mode, one writer connection (SQLite serializes writers anyway, and one
+//! connection makes every write transaction run alone: what it reads cannot change before it
+//! commits) and a small pool of readers. Schema changes are numbered migrations applied on
+//! open (`PRAGMA user_version` holds the version).
+
+mod events;
+mod legacy;
+mod nodes;
+mod rows;
+mod tasks;
+
+use super::*;
+use crate::error::CoordinatorError;
+use crate::model::OpenQuestion;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::Path;
+use std::time::Duration;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/0001_init.sql"),
+    include_str!("../../../migrations/0002_attempts.sql"),
+    include_str!("../../../migrations/0003_worktrees.sql"),
+    include_str!("../../../migrations/0004_pools.sql"),
+    include_str!("../../../migrations/0005_repos.sql"),
+    include_str!("../../../migrations/0006_submit_order_index.sql"),
+    include_str!("../../../migrations/0007_task_texts.sql"),
+    include_str!("../../../migrations/0008_sessions.sql"),
+];
+
+/// Bound values per statement stay well under SQLite's limit (32,766): task ids per read.
+const TASKS_PER_STATEMENT: usize = 500;
+
+/// States of a task that has not ended, as SQL.
+const ACTIVE_SQL: &str = "('queued', 'assigned', 'running', 'waiting', 'unreachable')";
+/// States of a task that holds a slot on its node, as SQL.
+const ON_NODE_SQL: &str = "('assigned', 'running', 'waiting', 'unreachable')";
+/// States of a task that has ended, as SQL.
+const ENDED_SQL: &str = "('completed', 'failed', 'blocked', 'cancelled', 'lost')";
+
+/// The SQLite store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // With WAL, NORMAL survives a process crash; only an OS crash can lose the last commits.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(false)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database at `path`.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options(path))
+            .await?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options(path).read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// The writer connection, for tests that look at the raw tables.
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &SqlitePool {
+        &self.writer
+    }
+}
+
+/// `(?, ?, …)` with `n` placeholders pushed onto `q`.
+fn push_in_list(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, ids: &[&str]) {
+    q.push("(");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    q.push(")");
+}
+
+#[async_trait::async_trait]
+impl TaskStore for SqliteStore {
+    async fn insert_task(&self, t: &TaskRecord, request_id: Option<&str>) -> Result<Inserted> {
+        self.insert_task_impl(t, request_id).await
+    }
+
+    async fn request_task(&self, request_id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT task_id FROM requests WHERE id = ?1")
+                .bind(request_id)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>> {
+        let row = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id WHERE t.id = ?1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| rows::task_from_row(&r)).transpose()
+    }
+
+    async fn task_exists(&self, id: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE id = ?1")
+            .bind(id)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn list_tasks(&self, q: &TaskQuery) -> Result<TaskPage> {
+        let states: Vec<&str> = q.states.iter().map(|s| s.as_str()).collect();
+        let filter = |b: &mut sqlx::QueryBuilder<sqlx::Sqlite>| {
+            b.push(" WHERE 1 = 1");
+            if !states.is_empty() {
+                b.push(" AND t.state IN (");
+                let mut l = b.separated(", ");
+                for s in &states {
+                    l.push_bind(*s);
+                }
+                b.push(")");
+            }
+        };
+        let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id",
+        );
+        filter(&mut b);
+        if let Some(before) = q.before {
+            b.push(" AND t.submit_order < ").push_bind(before);
+        }
+        b.push(" ORDER BY t.submit_order DESC LIMIT ")
+            .push_bind(i64::from(q.limit.max(1)) + 1);
+        let found = b.build().persistent(false).fetch_all(&self.reader).await?;
+        let mut page = TaskPage::default();
+        for row in found.iter().take(q.limit.max(1) as usize) {
+            page.tasks.push(rows::task_from_row(row)?);
+            page.positions.push(row.try_get("submit_order")?);
+        }
+        if found.len() > q.limit.max(1) as usize {
+            page.next = page.positions.last().copied();
+        }
+        if q.count {
+            let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT COUNT(*) FROM tasks t");
+            filter(&mut b);
+            let n: i64 = b
+                .build_query_scalar()
+                .persistent(false)
+                .fetch_one(&self.reader)
+                .await?;
+            page.total = n as u64;
+        }
+        Ok(page)
+    }
+
+    async fn active_tasks(&self) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id \
+             WHERE t.state IN {ACTIVE_SQL} ORDER BY t.submit_order"
+        )))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(rows::task_from_row).collect()
+    }
+
+    async fn queued_tasks(&self) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query(
+            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id \
+             WHERE t.state = 'queued' ORDER BY t.priority DESC, t.submit_order",
+        )
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(rows::task_from_row).collect()
+    }
+
+    async fn queued_ids(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE state = 'queued' ORDER BY priority DESC, submit_order",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn count_active(&self) -> Result<u32> {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM tasks WHERE state IN {ACTIVE_SQL}"
+        )))
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(n as u32)
+    }
+
+    async fn questions_of(&self, ids: &[&str]) -> Result<HashMap<String, Vec<QuestionRecord>>> {
+        let mut out: HashMap<String, Vec<QuestionRecord>> = HashMap::new();
+        for chunk in ids.chunks(TASKS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+                "SELECT {} FROM questions WHERE task_id IN ",
+                rows::QUESTION_COLUMNS
+            ));
+            push_in_list(&mut q, chunk);
+            q.push(" ORDER BY task_id, seq");
+            for row in q.build().persistent(false).fetch_all(&self.reader).await? {
+                let question = rows::question_from_row(&row)?;
+                out.entry(question.task_id.clone())
+                    .or_default()
+                    .push(question);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn open_questions(&self) -> Result<Vec<OpenQuestion>> {
+        let rows = sqlx::query(
+            "SELECT q.task_id, q.seq, q.text, q.asked_ms, q.answer, q.answered_ms, t.node, t.title, t.state \
+             FROM questions q JOIN tasks t ON t.id = q.task_id \
+             WHERE q.answer IS NULL AND t.state IN ('running', 'waiting', 'unreachable', 'blocked') \
+             ORDER BY q.asked_ms, q.task_id, q.seq",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get(8)?;
+                Ok(OpenQuestion {
+                    question: rows::question_from_row(r)?,
+                    node: r.try_get(6)?,
+                    title: r.try_get(7)?,
+                    state: state.parse().map_err(CoordinatorError::Corrupt)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn log_page(
+        &self,
+        task: &str,
+        after_seq: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.log_page_impl(task, after_seq, max_bytes).await
+    }
+
+    async fn transition(&self, id: &str, now_ms: i64, decide: &Decide<'_>) -> Result<Transitioned> {
+        self.transition_impl(id, now_ms, decide).await
+    }
+
+    async fn answer(
+        &self,
+        id: &str,
+        text: &str,
+        request_id: Option<&str>,
+        now_ms: i64,
+        decide: &DecideAnswer<'_>,
+    ) -> Result<Answered> {
+        self.answer_impl(id, text, request_id, now_ms, decide).await
+    }
+
+    async fn assign(
+        &self,
+        a: &AssignWrite,
+        now_ms: i64,
+        command: &MakeCommand<'_>,
+    ) -> Result<Option<Transitioned>> {
+        self.assign_impl(a, now_ms, command).await
+    }
+
+    async fn record_events(
+        &self,
+        session: &SessionKey,
+        events: Vec<IncomingEvent>,
+        rules: &dyn EventRules,
+        max_log_bytes: u64,
+    ) -> Result<EventBatch> {
+        self.record_events_impl(session, events, rules, max_log_bytes)
+            .await
+    }
+
+    async fn skip_events(
+        &self,
+        session: &SessionKey,
+        task: &str,
+        from_seq: u64,
+        next_seq: u64,
+    ) -> Result<bool> {
+        if next_seq <= from_seq || from_seq == 0 {
+            return Ok(false);
+        }
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET last_seq = ?4 - 1 WHERE id = ?1 AND node = ?2 AND last_seq = ?3 - 1 \
+             AND (epoch = ?5 OR state IN {ENDED_SQL})"
+        )))
+        .bind(task)
+        .bind(&session.node)
+        .bind(from_seq as i64)
+        .bind(next_seq as i64)
+        .bind(session.epoch as i64)
+        .execute(&self.writer)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn compact(&self, ended_before_ms: i64) -> Result<Compacted> {
+        self.compact_impl(ended_before_ms).await
+    }
+}
+
+#[async_trait::async_trait]
+impl NodeStore for SqliteStore {
+    async fn open_session(
+        &self,
+        hello: &NodeHello,
+        addr: &str,
+        now_ms: i64,
+    ) -> Result<OpenedSession> {
+        self.open_session_impl(hello, addr, now_ms).await
+    }
+
+    async fn session_silent(&self, node: &str, epoch: u64, now_ms: i64) -> Result<Changes> {
+        self.session_silent_impl(node, epoch, now_ms).await
+    }
+
+    async fn session_expired(
+        &self,
+        node: &str,
+        epoch: u64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Changes> {
+        self.session_expired_impl(node, epoch, reason, now_ms).await
+    }
+
+    async fn reset_sessions(&self) -> Result<Vec<(String, u64)>> {
+        sqlx::query("UPDATE nodes SET live = 0")
+            .execute(&self.writer)
+            .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT n.name, n.epoch FROM nodes n JOIN tasks t ON t.node = n.name \
+             WHERE t.state IN {ON_NODE_SQL} ORDER BY n.name"
+        )))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<i64, _>(1)? as u64)))
+            .collect()
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM nodes ORDER BY name",
+            rows::NODE_COLUMNS
+        )))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(rows::node_from_row).collect()
+    }
+
+    async fn touch_node(&self, name: &str, now_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1")
+            .bind(name)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn pending_commands(
+        &self,
+        node: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredCommand>> {
+        self.pending_commands_impl(node, after, limit).await
+    }
+
+    async fn ack_commands(&self, node: &str, ids: &[u64], now_ms: i64) -> Result<()> {
+        for chunk in ids.chunks(TASKS_PER_STATEMENT) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE commands SET acked_ms = ");
+            q.push_bind(now_ms)
+                .push(" WHERE acked_ms IS NULL AND node = ")
+                .push_bind(node)
+                .push(" AND id IN (");
+            let mut l = q.separated(", ");
+            for id in chunk {
+                l.push_bind(*id as i64);
+            }
+            q.push(")");
+            q.build().persistent(false).execute(&self.writer).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(pool)
+        .await?;
+    if version as usize > MIGRATIONS.len() {
+        return Err(CoordinatorError::Corrupt(format!(
+            "the database has schema version {version}, newer than this coordinator knows ({}); run a newer dispatch-coordinator",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *tx)
+            .await?;
+        if i + 1 == 8 {
+            legacy::convert_bodies(&mut tx).await?;
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            i + 1
+        )))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(version = i + 1, "applied store migration");
+    }
+    Ok(())
+}
