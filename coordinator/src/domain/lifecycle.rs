@@ -172,7 +172,8 @@ impl Coordinator {
                     model: Some(model),
                     backend: Some(backend),
                     remote: Some(remote),
-                    node: Some(String::new()),
+                    // The node is kept until the scheduler assigns the new run: events of the
+                    // old run that still arrive from it are kept as history, in order.
                     attempt: Some(attempt),
                     reason: Some(format!("retry (worker run {attempt})")),
                     exit_code: Some(None),

@@ -155,8 +155,11 @@ impl SqliteStore {
                     .push((ev.task_id, ev.seq, "the task runs on another node"));
                 continue;
             }
-            let ended = task.state.is_terminal();
-            if !ended && task.epoch != session.epoch {
+            // A run of the task is on the node now (its events count, in order, from its
+            // session only); otherwise (ended, or queued again) they are history.
+            let current = task.state.holds_slot();
+            let ended = !current;
+            if current && task.epoch != session.epoch {
                 // A superseded session: the task's events count only from its own session,
                 // which will resend this one. Neither acked nor recorded.
                 batch
@@ -168,7 +171,7 @@ impl SqliteStore {
                 acks.ack(&ev.task_id, task.last_seq);
                 continue;
             }
-            if !ended && ev.seq != task.last_seq + 1 {
+            if current && ev.seq != task.last_seq + 1 {
                 batch
                     .gaps
                     .push((ev.task_id.clone(), task.last_seq + 1, ev.seq));
@@ -197,7 +200,11 @@ impl SqliteStore {
                 ));
                 continue;
             } else if ended && !cancelled_exit {
-                Some("the task has ended")
+                Some(if task.state.is_terminal() {
+                    "the task has ended"
+                } else {
+                    "the task is queued for another worker run"
+                })
             } else if stale_run {
                 Some("from an earlier worker run")
             } else {
