@@ -3,6 +3,8 @@
 //! temp directories) and talks to them the way users do. Every wait has a deadline and fails
 //! with a message saying what never happened.
 
+pub mod proxy;
+
 use dispatch_proto::v1;
 use dispatch_proto::v1::dispatch_service_client::DispatchServiceClient;
 use std::path::{Path, PathBuf};
@@ -136,6 +138,10 @@ pub struct AgentOpts {
     pub path_prefix: Option<PathBuf>,
     /// An agent config file (`--config`).
     pub config: Option<PathBuf>,
+    /// Connect here instead of the coordinator's own URL (a fault-injecting proxy).
+    pub via: Option<String>,
+    /// Its own workdir instead of the cluster's shared one.
+    pub workdir: Option<PathBuf>,
 }
 
 impl AgentOpts {
@@ -147,6 +153,8 @@ impl AgentOpts {
             labels: vec![],
             path_prefix: None,
             config: None,
+            via: None,
+            workdir: None,
         }
     }
 }
@@ -243,17 +251,24 @@ impl Cluster {
 
     /// Starts an agent node and waits until the coordinator lists it as connected.
     pub fn add_agent(&mut self, o: AgentOpts) {
+        let p = self.spawn_agent(&o);
+        self.agents.push((o.name.clone(), p));
+        self.wait_node_connected(&o.name);
+    }
+
+    /// Starts an agent without waiting for it to connect (it may be refused).
+    pub fn spawn_agent(&self, o: &AgentOpts) -> Proc {
         let data = self.dir.path().join(format!("agent-{}", o.name));
         std::fs::create_dir_all(&data).unwrap();
         let mut cmd = Command::new(bin("dispatch-agent"));
         cmd.arg("--coordinator")
-            .arg(&self.url)
+            .arg(o.via.as_deref().unwrap_or(&self.url))
             .arg("--name")
             .arg(&o.name)
             .arg("--max-tasks")
             .arg(o.max_tasks.to_string());
         cmd.arg("--workdir")
-            .arg(self.workdir())
+            .arg(o.workdir.clone().unwrap_or_else(|| self.workdir()))
             .arg("--data-dir")
             .arg(&data)
             .arg("--max-backoff")
@@ -272,13 +287,13 @@ impl Cluster {
         };
         cmd.env("PATH", path);
         cmd.env("DISPATCH_LOG", "info,dispatch_agent=debug");
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self
             .dir
             .path()
-            .join(format!("agent-{}-{}.log", o.name, self.agents.len()));
-        let p = Proc::spawn(cmd, log);
-        self.agents.push((o.name.clone(), p));
-        self.wait_node_connected(&o.name);
+            .join(format!("agent-{}-{n}.log", o.name));
+        Proc::spawn(cmd, log)
     }
 
     /// Waits until the coordinator lists `name` as connected.

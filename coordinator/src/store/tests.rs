@@ -580,3 +580,111 @@ async fn a_request_id_makes_one_task_and_one_answer() {
     }
     assert!(!s.task_exists("two").await.unwrap());
 }
+
+#[tokio::test]
+async fn a_version_7_store_gets_its_bodies_converted() {
+    use dispatch_proto::v1;
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.db");
+    {
+        // The schema as version 7 left it: events and commands stored as wire messages.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(super::sqlite::options(&path))
+            .await
+            .unwrap();
+        for sql in &super::sqlite::MIGRATIONS[..7] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql("PRAGMA user_version = 7")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO tasks (id, state, title, plan_md, node, remote, backend, model, workdir, after_id, priority, reason, created_ms, updated_ms, started_ms, ended_ms, last_seq, submit_order) \
+                     VALUES ('old', 'running', 'Old', '- [x] a\n', 'n1', '', 'sim', '', '', '', 0, '', 1, 1, 1, 0, 3, 1)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO task_texts (task_id, prompt, worker_prompt) VALUES ('old', 'p', 'wp')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let event = |seq: u64, kind: v1::task_event::Kind| {
+            v1::TaskEvent {
+                task_id: "old".into(),
+                seq,
+                at_ms: 2,
+                attempt: 0,
+                kind: Some(kind),
+            }
+            .encode_to_vec()
+        };
+        let rows = [
+            (
+                1,
+                "plan",
+                event(
+                    1,
+                    v1::task_event::Kind::Plan(v1::PlanUpdated {
+                        markdown: "- [x] a\n".into(),
+                    }),
+                ),
+            ),
+            (
+                2,
+                "log",
+                event(
+                    2,
+                    v1::task_event::Kind::Log(v1::LogChunk {
+                        data: b"raw output\n".to_vec(),
+                    }),
+                ),
+            ),
+        ];
+        for (seq, kind, body) in rows {
+            sqlx::query("INSERT INTO events (task_id, seq, kind, at_ms, body) VALUES ('old', ?1, ?2, 2, ?3)")
+                .bind(seq)
+                .bind(kind)
+                .bind(body)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let cmd = v1::Command {
+            id: 0,
+            kind: Some(v1::command::Kind::Note(v1::AppendNote {
+                task_id: "old".into(),
+                text: "hello".into(),
+            })),
+        };
+        sqlx::query("INSERT INTO commands (node, task_id, body, created_ms) VALUES ('n1', 'old', ?1, 1)")
+            .bind(cmd.encode_to_vec())
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let s = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(
+        s.log_page("old", 0, 1 << 20).await.unwrap(),
+        vec![(2, b"raw output\n".to_vec())],
+        "old output reads back as the bytes the worker wrote, without wire framing"
+    );
+    let plan: Vec<u8> = sqlx::query_scalar("SELECT body FROM events WHERE seq = 1")
+        .fetch_one(s.raw())
+        .await
+        .unwrap();
+    let p: patch::Patch = serde_json::from_slice(&plan).unwrap();
+    assert_eq!(patch::apply("", &p).unwrap(), "- [x] a\n");
+    let pending = s.pending_commands("n1", 0, 10).await.unwrap();
+    assert!(matches!(
+        &pending[..],
+        [StoredCommand { command: NodeCommand::Note { text, .. }, .. }] if text == "hello"
+    ));
+    let t = s.get_task("old").await.unwrap().unwrap();
+    assert_eq!((t.epoch, t.log_bytes, t.last_seq), (0, 0, 3));
+}

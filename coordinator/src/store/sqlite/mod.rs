@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use std::path::Path;
 use std::time::Duration;
 
-const MIGRATIONS: &[&str] = &[
+pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0001_init.sql"),
     include_str!("../../../migrations/0002_attempts.sql"),
     include_str!("../../../migrations/0003_worktrees.sql"),
@@ -47,7 +47,7 @@ pub struct SqliteStore {
     reader: SqlitePool,
 }
 
-fn options(path: &Path) -> SqliteConnectOptions {
+pub(in crate::store) fn options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
