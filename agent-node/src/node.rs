@@ -3,7 +3,7 @@
 //! events keep being spooled while disconnected and are resent after reconnecting.
 //!
 //! Every wait is bounded and sits in one `select!` with the shutdown signal: connecting
-//! (10 s), a coordinator that stops talking (three of its heartbeats), a stream that stops
+//! (10 s), a coordinator that stops talking (2.5 of its heartbeats), a stream that stops
 //! taking messages. SIGTERM is honoured in each of them.
 
 use crate::backends::BackendSpec;
@@ -218,7 +218,7 @@ impl Node {
             out,
             inbound,
             heartbeat,
-            silence: welcome.coordinator_heartbeats.then_some(every * 3),
+            silence: welcome.coordinator_heartbeats.then_some(every * 5 / 2),
             last_heard: Instant::now(),
         };
         let resend: Vec<v1::TaskEvent> = self.spool.unacked().cloned().collect();
@@ -546,7 +546,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                         continue;
                     }
                     FromSession::Silent => {
-                        tracing::warn!(coordinator = %node.cfg.coordinator, "no heartbeat from the coordinator for three intervals; reconnecting");
+                        tracing::warn!(coordinator = %node.cfg.coordinator, "no heartbeat from the coordinator for 2.5 intervals; reconnecting");
                         session = None;
                         next_attempt = Instant::now();
                         continue;

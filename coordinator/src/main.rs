@@ -27,8 +27,9 @@ struct Args {
     socket: Option<PathBuf>,
 
     /// How often agent nodes and the coordinator send each other heartbeats (e.g. 3s, 500ms).
-    /// A side that hears nothing for three intervals counts the other as gone: a silent node's
-    /// tasks show `unreachable` within 3 × this, and an agent reconnects to a hung coordinator.
+    /// A side that hears nothing for 2.5 intervals counts the other as gone: a silent node's
+    /// tasks show `unreachable` within 2.5 × this, and an agent reconnects to a hung
+    /// coordinator.
     #[arg(long, env = "DISPATCH_HEARTBEAT_INTERVAL", default_value = "3s", value_parser = dispatch_core::duration::parse)]
     heartbeat_interval: Duration,
 

@@ -165,12 +165,10 @@ fn start_coordinator(root: &Path, listen: &str, extra: &[String]) -> (Proc, Stri
     let addr_file = data.join("coordinator.addr");
     let _ = std::fs::remove_file(&addr_file);
     let mut cmd = Command::new(bin("dispatch-coordinator"));
-    cmd.arg("--listen")
-        .arg(listen)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--node-timeout")
-        .arg("20s");
+    cmd.arg("--listen").arg(listen).arg("--data-dir").arg(&data);
+    if !extra.iter().any(|a| a == "--node-timeout") {
+        cmd.arg("--node-timeout").arg("20s");
+    }
     // Tests use fast heartbeats unless the caller sets its own.
     if !extra.iter().any(|a| a == "--heartbeat-interval") {
         cmd.arg("--heartbeat-interval").arg("500ms");
@@ -289,10 +287,7 @@ impl Cluster {
         cmd.env("DISPATCH_LOG", "info,dispatch_agent=debug");
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = self
-            .dir
-            .path()
-            .join(format!("agent-{}-{n}.log", o.name));
+        let log = self.dir.path().join(format!("agent-{}-{n}.log", o.name));
         Proc::spawn(cmd, log)
     }
 

@@ -62,7 +62,15 @@ fn a_5_mb_plan_fails_its_task_with_the_reason_and_the_node_runs_on() {
     // writing, under the limit, may be); the node is fine and runs the next task.
     assert!(t.plan.unwrap().markdown.len() <= 256 * 1024);
     assert!(node_connected(&c, "box"));
-    c.ok(&["--backend", "sim", "--id", "after", "--step", "one", "still fine"]);
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "after",
+        "--step",
+        "one",
+        "still fine",
+    ]);
     let t = c.wait_task("after", "the next task", |t| t.task_state().is_terminal());
     assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
     let log = c.agents[0].1.log_text();
@@ -137,15 +145,31 @@ fn a_second_agent_cannot_take_over_a_live_node() {
             .then_some(())
     });
     let log = impostor.log_text();
-    assert!(log.contains("started") && log.contains("another --name"), "{log}");
+    assert!(
+        log.contains("started") && log.contains("another --name"),
+        "{log}"
+    );
     // The real node keeps its task and gets the next pinned one.
     assert!(node_connected(&c, "box"));
-    c.ok(&["--backend", "sim", "--remote", "box", "--id", "next", "--step", "x", "x"]);
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--remote",
+        "box",
+        "--id",
+        "next",
+        "--step",
+        "x",
+        "x",
+    ]);
     for id in ["held", "next"] {
         let t = c.wait_task(id, "completion", |t| t.task_state().is_terminal());
         assert_eq!(t.task_state().as_str(), "completed", "{id}: {}", t.reason);
     }
-    assert!(!own.join(".dispatch").exists(), "nothing ran on the impostor");
+    assert!(
+        !own.join(".dispatch").exists(),
+        "nothing ran on the impostor"
+    );
 }
 
 #[test]
@@ -198,7 +222,9 @@ fn a_thousand_item_plan_ticked_one_by_one_stores_the_changes_only() {
         .collect();
     for i in 0..999 {
         args.push("--step".into());
-        args.push(format!("item {i:03} of a long checklist that a worker ticks one by one"));
+        args.push(format!(
+            "item {i:03} of a long checklist that a worker ticks one by one"
+        ));
     }
     args.push("tick them all".into());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -258,17 +284,34 @@ fn logs_print_exactly_the_bytes_the_worker_wrote() {
         "i=0; while [ $i -lt 300 ]; do printf '%s' \"$(seq -s, 1 60)\"; printf '\\001\\002\\377\\n'; i=$((i+1)); done; \
          sed -i 's/- \\[ \\]/- [x]/' \"$DISPATCH_TASK_DIR/plan.md\"",
     );
-    c.ok(&["--backend", "evil", "--id", "bytes", "--step", "print", "print bytes"]);
+    c.ok(&[
+        "--backend",
+        "evil",
+        "--id",
+        "bytes",
+        "--step",
+        "print",
+        "print bytes",
+    ]);
     let t = c.wait_task("bytes", "the end", |t| t.task_state().is_terminal());
     assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
     let out = c.run(&["logs", "bytes"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let line = format!("{}\u{1}\u{2}", (1..=60).map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+    let line = format!(
+        "{}\u{1}\u{2}",
+        (1..=60)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let mut want = Vec::new();
     for _ in 0..300 {
         want.extend(line.as_bytes());
         want.extend([0xff, b'\n']);
     }
     assert_eq!(out.stdout.len(), want.len());
-    assert!(out.stdout == want, "logs printed exactly what the worker wrote");
+    assert!(
+        out.stdout == want,
+        "logs printed exactly what the worker wrote"
+    );
 }

@@ -609,10 +609,12 @@ async fn a_version_7_store_gets_its_bodies_converted() {
             .execute(&pool)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO task_texts (task_id, prompt, worker_prompt) VALUES ('old', 'p', 'wp')")
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO task_texts (task_id, prompt, worker_prompt) VALUES ('old', 'p', 'wp')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
         let event = |seq: u64, kind: v1::task_event::Kind| {
             v1::TaskEvent {
                 task_id: "old".into(),
@@ -661,11 +663,13 @@ async fn a_version_7_store_gets_its_bodies_converted() {
                 text: "hello".into(),
             })),
         };
-        sqlx::query("INSERT INTO commands (node, task_id, body, created_ms) VALUES ('n1', 'old', ?1, 1)")
-            .bind(cmd.encode_to_vec())
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO commands (node, task_id, body, created_ms) VALUES ('n1', 'old', ?1, 1)",
+        )
+        .bind(cmd.encode_to_vec())
+        .execute(&pool)
+        .await
+        .unwrap();
         pool.close().await;
     }
     let s = SqliteStore::open(&path).await.unwrap();
