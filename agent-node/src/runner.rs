@@ -7,7 +7,7 @@
 //! sleeping worker costs its agent nothing.
 
 use crate::backends::{BackendSpec, on_path};
-use crate::watched::{Watched, workdir_of};
+use crate::watched::{Target, Watched, workdir_of};
 use crate::worker_record::RunRecord;
 use dispatch_core::backend::appends_model;
 use dispatch_core::fs::TaskDir;
@@ -190,19 +190,69 @@ fn prepare(
 
 /// Watches the task directory, its ipc/ and the log file; falls back to polling where the
 /// filesystem has no inotify.
-fn watch(paths: &[&Path], wake: mpsc::Sender<()>) -> Option<Box<dyn Watcher + Send>> {
+/// Files notifications named since the last scan, or "look at everything".
+#[derive(Default)]
+struct Woken {
+    targets: std::collections::BTreeSet<Target>,
+    everything: bool,
+}
+
+/// Names that pile up past this make the next scan a full one.
+const MAX_TARGETS: usize = 256;
+
+/// What a notification for `path` asks to look at (None: a file that does not matter, such
+/// as a `.tmp` before its rename).
+fn target(path: &Path, dir: &Path, ipc: &Path, log: &Path) -> Option<Target> {
+    if path == log {
+        return Some(Target::Log);
+    }
+    let parent = path.parent()?;
+    let name = path.file_name()?.to_str()?;
+    if parent == dir && name == "plan.md" {
+        Some(Target::Plan)
+    } else if parent == ipc && !name.ends_with(".tmp") && name != ".done" {
+        Some(Target::Ipc(name.to_string()))
+    } else {
+        None
+    }
+}
+
+fn watch(
+    dir: &Path,
+    ipc: &Path,
+    log: &Path,
+    woken: Arc<std::sync::Mutex<Woken>>,
+    wake: mpsc::Sender<()>,
+) -> Option<Box<dyn Watcher + Send>> {
     use notify::EventKind as E;
+    let (d, i, l) = (dir.to_path_buf(), ipc.to_path_buf(), log.to_path_buf());
     // Only writes, creations, removals and renames matter. Opens and reads are ignored: each
-    // scan opens these files, and waking on that kept a core busy per sleeping worker.
+    // scan opens these files, and waking on that kept a core busy per sleeping worker. The
+    // files an event names are noted, so a scan reads just those.
     let handler = move |res: notify::Result<notify::Event>| {
-        let wanted = match res {
-            Ok(ev) => !matches!(ev.kind, E::Access(_) | E::Other),
-            Err(_) => true,
-        };
-        if wanted {
-            let _ = wake.try_send(());
+        let mut w = woken.lock().unwrap();
+        match res {
+            Ok(ev) if matches!(ev.kind, E::Access(_) | E::Other) => return,
+            Ok(ev) if !ev.paths.is_empty() && !ev.need_rescan() => {
+                let found: Vec<Target> = ev
+                    .paths
+                    .iter()
+                    .filter_map(|p| target(p, &d, &i, &l))
+                    .collect();
+                if found.is_empty() {
+                    return;
+                }
+                w.targets.extend(found);
+                if w.targets.len() > MAX_TARGETS {
+                    w.everything = true;
+                }
+            }
+            _ => w.everything = true,
         }
+        drop(w);
+        let _ = wake.try_send(());
     };
+    let paths = [dir, ipc, log];
     let watch_all = |w: &mut dyn Watcher| {
         paths
             .iter()
@@ -409,11 +459,19 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
     handle
 }
 
-/// Scans the task directory off the runtime and sends what changed; returns the watcher and
-/// the fault, if the directory broke a rule.
-async fn scan(ctx: &RunContext, mut w: Watched, attempt: u32) -> (Watched, Option<String>) {
+/// Scans the task directory (all of it, or only `targets`) off the runtime and sends what
+/// changed; returns the watcher and the fault, if the directory broke a rule.
+async fn scan(
+    ctx: &RunContext,
+    mut w: Watched,
+    attempt: u32,
+    targets: Option<Vec<Target>>,
+) -> (Watched, Option<String>) {
     let (w, events, fault) = match tokio::task::spawn_blocking(move || {
-        let (events, fault) = w.scan();
+        let (events, fault) = match targets {
+            Some(t) => w.scan_targets(&t),
+            None => w.scan(),
+        };
         (w, events, fault)
     })
     .await
@@ -460,7 +518,8 @@ async fn supervise(
         .map(|d| d.path().to_path_buf())
         .unwrap_or_else(|_| task_dir(&w.workdir, &w.task));
     let ipc = dir.join("ipc");
-    let _watcher = watch(&[dir.as_path(), ipc.as_path(), w.log.as_path()], wake_tx);
+    let woken = Arc::new(std::sync::Mutex::new(Woken::default()));
+    let _watcher = watch(&dir, &ipc, &w.log, Arc::clone(&woken), wake_tx);
     let mut rescan = tokio::time::interval(RESCAN);
     let mut cancelled = false;
     let mut fault: Option<String> = None;
@@ -481,11 +540,16 @@ async fn supervise(
                 }
             }
         };
-        let mut scan_now = false;
+        // None: nothing to look at; Some(None): everything; Some(Some(t)): only `t`.
+        let mut scan_now: Option<Option<Vec<Target>>> = None;
         tokio::select! {
             status = ended => break status,
-            _ = wake_rx.recv() => scan_now = true,
-            _ = rescan.tick() => scan_now = true,
+            _ = wake_rx.recv() => {
+                let taken = std::mem::take(&mut *woken.lock().unwrap());
+                scan_now = Some((!taken.everything).then(|| taken.targets.into_iter().collect()));
+            }
+            // The safety net for a missed notification.
+            _ = rescan.tick() => scan_now = Some(None),
             _ = cancel.notified(), if !cancelled => {
                 cancelled = true;
                 if kill_at.is_none() {
@@ -497,8 +561,10 @@ async fn supervise(
                 kill_at = None;
             }
         }
-        if scan_now && fault.is_none() {
-            let (next, f) = scan(&ctx, w, attempt).await;
+        if let Some(targets) = scan_now
+            && fault.is_none()
+        {
+            let (next, f) = scan(&ctx, w, attempt, targets).await;
             w = next;
             if let Some(f) = f {
                 tracing::warn!(task = %w.task, fault = %f, "the task directory broke a rule; stopping the worker");
@@ -514,7 +580,7 @@ async fn supervise(
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
     if fault.is_none() {
-        let (next, f) = scan(&ctx, w, attempt).await;
+        let (next, f) = scan(&ctx, w, attempt, None).await;
         w = next;
         fault = f;
     }

@@ -26,6 +26,17 @@ pub fn workdir_of(task_dir: &Path) -> PathBuf {
         .map_or_else(|| task_dir.to_path_buf(), Path::to_path_buf)
 }
 
+/// One file a notification named: what a targeted scan looks at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// The worker's output file.
+    Log,
+    /// plan.md.
+    Plan,
+    /// An entry of `ipc/`, by name.
+    Ipc(String),
+}
+
 /// A task's files as last seen.
 pub struct Watched {
     /// Task id.
@@ -115,14 +126,60 @@ impl Watched {
         }
     }
 
-    fn scan_files(&mut self, out: &mut Vec<Kind>) -> Result<(), String> {
-        let fault = |e: TaskFileError| e.to_string();
-        let dir = match self.dir() {
-            Ok(d) => d,
-            Err(e) if e.is_violation() => return Err(fault(e)),
+    /// Looks only at the files a notification named (what a write costs then does not grow
+    /// with the number of questions the task asked).
+    pub fn scan_targets(&mut self, targets: &[Target]) -> (Vec<Kind>, Option<String>) {
+        let mut out = Vec::new();
+        let mut fault = None;
+        for t in targets {
+            let r = match t {
+                Target::Log => {
+                    self.scan_log(&mut out);
+                    Ok(())
+                }
+                Target::Plan => self.opened().and_then(|open| {
+                    if open {
+                        self.scan_plan(&mut out)
+                    } else {
+                        Ok(())
+                    }
+                }),
+                Target::Ipc(name) => self.opened().and_then(|open| {
+                    if open {
+                        self.scan_ipc_entry(name, &mut out)
+                    } else {
+                        Ok(())
+                    }
+                }),
+            };
+            if let Err(f) = r {
+                fault = Some(f);
+                break;
+            }
+        }
+        (out, fault)
+    }
+
+    /// Opens the task directory if it is not yet; false while it is not there.
+    fn opened(&mut self) -> Result<bool, String> {
+        match self.dir() {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_violation() => Err(e.to_string()),
             // Not there (yet, or any more): nothing to report.
-            Err(_) => return Ok(()),
-        };
+            Err(_) => Ok(false),
+        }
+    }
+
+    fn scan_files(&mut self, out: &mut Vec<Kind>) -> Result<(), String> {
+        if !self.opened()? {
+            return Ok(());
+        }
+        self.scan_plan(out)?;
+        self.scan_ipc(out)
+    }
+
+    fn scan_plan(&mut self, out: &mut Vec<Kind>) -> Result<(), String> {
+        let dir = self.dir.as_ref().expect("opened by the caller");
         match dir.read("plan.md", MAX_PLAN_BYTES as u64) {
             Ok(Some(plan)) if plan != self.last_plan => {
                 let markdown = String::from_utf8_lossy(&plan).into_owned();
@@ -130,10 +187,10 @@ impl Watched {
                 out.push(Kind::Plan(v1::PlanUpdated { markdown }));
             }
             Ok(_) => {}
-            Err(e) if e.is_violation() => return Err(fault(e)),
+            Err(e) if e.is_violation() => return Err(e.to_string()),
             Err(e) => tracing::debug!(task = %self.task, error = %e, "cannot read plan.md"),
         }
-        self.scan_ipc(out)
+        Ok(())
     }
 
     /// The seed's IPC: `NNN.question` once renamed into place (never `.tmp`), `NNN.done` once
@@ -153,36 +210,47 @@ impl Watched {
             ));
         }
         for (name, _) in entries {
-            let Some((num, ext)) = name.split_once('.') else {
-                continue;
-            };
-            if num.len() < 3 || !num.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
+            self.scan_ipc_entry(&name, out)?;
+        }
+        Ok(())
+    }
+
+    /// One `ipc/` entry: a question not seen yet, or the worker's `NNN.done`.
+    fn scan_ipc_entry(&mut self, name: &str, out: &mut Vec<Kind>) -> Result<(), String> {
+        let Some((num, ext)) = name.split_once('.') else {
+            return Ok(());
+        };
+        if num.len() < 3 || !num.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(());
+        }
+        let Ok(seq) = num.parse::<u32>() else {
+            return Ok(());
+        };
+        if seq == 0 || seq as usize > MAX_QUESTIONS {
+            return Ok(());
+        }
+        let dir = self.dir.as_ref().expect("opened by the caller");
+        match ext {
+            "question" if !self.questions.contains(&seq) => {
+                let text = match dir.read(&format!("ipc/{name}"), MAX_MESSAGE_BYTES as u64) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => return Ok(()),
+                    Err(e) if e.is_violation() => return Err(e.to_string()),
+                    Err(_) => return Ok(()),
+                };
+                self.questions.insert(seq);
+                let text = String::from_utf8_lossy(&text).trim_end().to_string();
+                out.push(Kind::Question(v1::QuestionAsked { seq, text }));
             }
-            let Ok(seq) = num.parse::<u32>() else {
-                continue;
-            };
-            if seq == 0 || seq as usize > MAX_QUESTIONS {
-                continue;
+            "done"
+                if self.questions.contains(&seq)
+                    && !self.acked.contains(&seq)
+                    && dir.is_file(&format!("ipc/{name}")) =>
+            {
+                self.acked.insert(seq);
+                out.push(Kind::AnswerDelivered(v1::AnswerDelivered { seq }));
             }
-            match ext {
-                "question" if !self.questions.contains(&seq) => {
-                    let text = match dir.read(&format!("ipc/{name}"), MAX_MESSAGE_BYTES as u64) {
-                        Ok(Some(t)) => t,
-                        Ok(None) => continue,
-                        Err(e) if e.is_violation() => return Err(e.to_string()),
-                        Err(_) => continue,
-                    };
-                    self.questions.insert(seq);
-                    let text = String::from_utf8_lossy(&text).trim_end().to_string();
-                    out.push(Kind::Question(v1::QuestionAsked { seq, text }));
-                }
-                "done" if self.questions.contains(&seq) && !self.acked.contains(&seq) => {
-                    self.acked.insert(seq);
-                    out.push(Kind::AnswerDelivered(v1::AnswerDelivered { seq }));
-                }
-                _ => {}
-            }
+            _ => {}
         }
         Ok(())
     }

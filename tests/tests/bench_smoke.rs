@@ -19,6 +19,7 @@ fn the_bench_scenarios_run() {
         ][..],
         &["scale", "--nodes", "5", "--seconds", "1"][..],
         &["footprint", "--tasks", "20"][..],
+        &["idle", "--tasks", "2", "--seconds", "1"][..],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_dispatch-bench"))
             .args(args)
@@ -37,8 +38,9 @@ fn the_bench_scenarios_run() {
                 .filter(|l| l.starts_with("| ") && !l.starts_with("| measure"))
                 .count(),
             match args[0] {
-                "questions" => 2,
+                "questions" => 4,
                 "throughput" | "scale" | "footprint" => 3,
+                "idle" => 4,
                 _ => 1,
             },
             "{stdout}"

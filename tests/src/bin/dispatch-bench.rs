@@ -8,6 +8,7 @@
 //! ./target/release/dispatch-bench throughput [--tasks 100] [--events 200] [--watchers 10] [--prompt-bytes 1]
 //! ./target/release/dispatch-bench scale [--nodes 1000] [--seconds 20]
 //! ./target/release/dispatch-bench footprint [--tasks 100000]
+//! ./target/release/dispatch-bench idle [--tasks 10] [--seconds 10]
 //! ```
 //!
 //! All times are taken in this one process (same clock) except the worker start, which the
@@ -147,6 +148,18 @@ fn questions(args: &[String]) -> Vec<Stats> {
         name: "Answer RPC → NNN.answer on the node (ms)".into(),
         samples: vec![],
     };
+    // The cost of a question must not grow with the task's history.
+    let mut early = Stats {
+        name: "  the same, questions 1–20 of the task (ms)".into(),
+        samples: vec![],
+    };
+    let mut late = Stats {
+        name: format!(
+            "  the same, questions {}–{count} of the task (ms)",
+            count.saturating_sub(19).max(21)
+        ),
+        samples: vec![],
+    };
     c.block_on(async {
         let mut client = c.client().await.unwrap();
         let mut stream = client
@@ -183,6 +196,12 @@ fn questions(args: &[String]) -> Vec<Stats> {
                 );
             }
             seen.samples.push(ms(t0.elapsed()));
+            let k = (seq - first) as usize;
+            if k < 20 {
+                early.samples.push(ms(t0.elapsed()));
+            } else if k + 20 >= count {
+                late.samples.push(ms(t0.elapsed()));
+            }
             let t1 = Instant::now();
             client
                 .answer(v1::AnswerRequest {
@@ -202,7 +221,7 @@ fn questions(args: &[String]) -> Vec<Stats> {
             answered.samples.push(ms(at - t1));
         }
     });
-    let mut out = vec![seen, answered];
+    let mut out = vec![seen, early, late, answered];
     out.extend(polled);
     c.ok(&["cancel", "security-review"]);
     out
@@ -497,6 +516,68 @@ fn proc_usage(pid: u32) -> (f64, u64) {
     (rss_kb / 1024.0, ticks)
 }
 
+/// CPU of an agent (and its coordinator) while its workers sleep: an idle worker must cost
+/// its agent about nothing.
+fn idle(args: &[String]) -> Vec<Stats> {
+    let tasks = arg(args, "--tasks", 10);
+    let seconds = arg(args, "--seconds", 10) as u64;
+    let mut c = Cluster::with_coordinator_args(&["--heartbeat-interval", "3s"]);
+    c.add_agent(AgentOpts::new("idle", tasks as u32));
+    for i in 0..tasks {
+        c.ok(&[
+            "--backend",
+            "sim",
+            "--id",
+            &format!("sleeper-{i}"),
+            "--step",
+            "sleep (sleep 3600s)",
+            "sleep",
+        ]);
+    }
+    for i in 0..tasks {
+        c.wait_task(&format!("sleeper-{i}"), "the worker to run", |t| {
+            t.task_state().as_str() == "running"
+        });
+    }
+    // Let the start settle, then count.
+    std::thread::sleep(Duration::from_secs(2));
+    let agent = c.agents[0].1.child.id();
+    let coordinator = c.coordinator.child.id();
+    let (_, a0) = proc_usage(agent);
+    let (_, c0) = proc_usage(coordinator);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let (rss, a1) = proc_usage(agent);
+    let (_, c1) = proc_usage(coordinator);
+    let wall = t0.elapsed().as_secs_f64();
+    // Clock ticks are 1/100 s.
+    let pct = |ticks: u64| ticks as f64 / 100.0 / wall * 100.0;
+    for i in 0..tasks {
+        c.ok(&["cancel", &format!("sleeper-{i}")]);
+    }
+    println!(
+        "({tasks} sleeping sim workers, measured over {wall:.1} s; the columns are % of one core or MiB, not ms)"
+    );
+    vec![
+        Stats {
+            name: format!("agent CPU, {tasks} workers asleep (% of one core)"),
+            samples: vec![pct(a1 - a0)],
+        },
+        Stats {
+            name: "agent CPU per sleeping worker (% of one core)".into(),
+            samples: vec![pct(a1 - a0) / tasks as f64],
+        },
+        Stats {
+            name: "coordinator CPU meanwhile (% of one core)".into(),
+            samples: vec![pct(c1 - c0)],
+        },
+        Stats {
+            name: "agent RSS (MiB)".into(),
+            samples: vec![rss],
+        },
+    ]
+}
+
 /// Many light nodes (real gRPC streams from this process, one connection each) connected and
 /// heartbeating at the default interval: the coordinator's memory and CPU.
 fn scale(args: &[String]) -> Vec<Stats> {
@@ -758,9 +839,10 @@ fn main() {
         "throughput" => throughput(&args),
         "scale" => scale(&args),
         "footprint" => footprint(&args),
+        "idle" => idle(&args),
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint [--count N] [--baseline N] [--json FILE]"
+                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle [--count N] [--baseline N] [--json FILE]"
             );
             std::process::exit(2);
         }
