@@ -127,6 +127,9 @@ pub(crate) fn node_json(n: &v1::Node) -> Value {
         "last_seen_ms": n.last_seen_ms,
         "hostname": n.hostname,
         "version": n.version,
+        "session_address": n.session_address,
+        "session_started_ms": n.session_started_ms,
+        "epoch": n.epoch,
     })
 }
 

@@ -111,6 +111,17 @@ async fn assigned(s: &SqliteStore, id: &str, node: &str, epoch: u64) {
     assert!(s.assign(&w, 2, &cmd).await.unwrap().is_some());
 }
 
+/// A store with node `n1`'s first session open; returns the store and the session's epoch.
+async fn with_node(dir: &tempfile::TempDir) -> (SqliteStore, u64) {
+    let s = open(dir).await;
+    let epoch = s
+        .open_session(&hello("n1", &[]), "a:1", 1)
+        .await
+        .unwrap()
+        .epoch;
+    (s, epoch)
+}
+
 fn key(node: &str, epoch: u64) -> SessionKey {
     SessionKey {
         node: node.into(),
@@ -122,12 +133,7 @@ fn key(node: &str, epoch: u64) -> SessionKey {
 async fn tasks_events_and_commands_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let s = open(&dir).await;
-        let epoch = s
-            .open_session(&hello("n1", &[]), "a:1", 1)
-            .await
-            .unwrap()
-            .epoch;
+        let (s, epoch) = with_node(&dir).await;
         assert_eq!(epoch, 1);
         assigned(&s, "a", "n1", epoch).await;
         let _ = s.insert_task(&task("b"), None).await.unwrap();
@@ -196,12 +202,7 @@ async fn tasks_events_and_commands_survive_reopen() {
 #[tokio::test]
 async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir).await;
-    let epoch = s
-        .open_session(&hello("n1", &[]), "a:1", 1)
-        .await
-        .unwrap()
-        .epoch;
+    let (s, epoch) = with_node(&dir).await;
     let tasks = 403;
     let per_task = 3;
     for i in 0..tasks {
@@ -245,12 +246,7 @@ async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole() {
 #[tokio::test]
 async fn plan_history_costs_the_change_not_the_plan() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir).await;
-    let epoch = s
-        .open_session(&hello("n1", &[]), "a:1", 1)
-        .await
-        .unwrap()
-        .epoch;
+    let (s, epoch) = with_node(&dir).await;
     assigned(&s, "big", "n1", epoch).await;
     let mut md: String = (0..1000)
         .map(|i| format!("- [ ] step {i:04} of a long plan\n"))
@@ -299,12 +295,7 @@ async fn plan_history_costs_the_change_not_the_plan() {
 #[tokio::test]
 async fn output_past_the_cap_leaves_a_marker_and_nothing_more() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir).await;
-    let epoch = s
-        .open_session(&hello("n1", &[]), "a:1", 1)
-        .await
-        .unwrap()
-        .epoch;
+    let (s, epoch) = with_node(&dir).await;
     assigned(&s, "chatty", "n1", epoch).await;
     let batch = (1..=10)
         .map(|i| {
@@ -344,12 +335,7 @@ async fn output_past_the_cap_leaves_a_marker_and_nothing_more() {
 #[tokio::test]
 async fn an_ended_task_keeps_its_state_and_a_question_is_asked_once() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir).await;
-    let epoch = s
-        .open_session(&hello("n1", &[]), "a:1", 1)
-        .await
-        .unwrap()
-        .epoch;
+    let (s, epoch) = with_node(&dir).await;
     assigned(&s, "t", "n1", epoch).await;
     let q = |seq: u64| {
         ev(
@@ -393,12 +379,7 @@ async fn an_ended_task_keeps_its_state_and_a_question_is_asked_once() {
 #[tokio::test]
 async fn sessions_fence_their_tasks() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir).await;
-    let e1 = s
-        .open_session(&hello("n1", &[]), "a:1", 1)
-        .await
-        .unwrap()
-        .epoch;
+    let (s, e1) = with_node(&dir).await;
     assigned(&s, "kept", "n1", e1).await;
     assigned(&s, "dropped", "n1", e1).await;
     // The Assign commands are acked: only a Hello that names a task claims it now.
@@ -487,12 +468,7 @@ async fn sessions_fence_their_tasks() {
 #[tokio::test]
 async fn compaction_keeps_what_a_user_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir).await;
-    let epoch = s
-        .open_session(&hello("n1", &[]), "a:1", 1)
-        .await
-        .unwrap()
-        .epoch;
+    let (s, epoch) = with_node(&dir).await;
     assigned(&s, "old", "n1", epoch).await;
     let batch = vec![
         ev("old", 1, plan("- [x] a\n")),

@@ -25,6 +25,46 @@ pub(super) async fn task_in(tx: &mut Tx<'_>, id: &str) -> Result<Option<TaskReco
     row.map(|r| rows::task_from_row(&r)).transpose()
 }
 
+/// A task that must exist, inside a transaction.
+async fn existing_task(tx: &mut Tx<'_>, id: &str) -> Result<TaskRecord> {
+    task_in(tx, id).await?.ok_or_else(|| {
+        CoordinatorError::NotFound(format!(
+            "no task `{id}`; `dispatch status` lists every task"
+        ))
+    })
+}
+
+/// The task a request id created, when the request was seen before.
+async fn seen_request(tx: &mut Tx<'_>, request_id: Option<&str>) -> Result<Option<String>> {
+    let Some(r) = request_id else {
+        return Ok(None);
+    };
+    Ok(
+        sqlx::query_scalar("SELECT task_id FROM requests WHERE id = ?1")
+            .bind(r)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
+}
+
+/// Remembers a request id (for a retry of the same request).
+async fn remember_request(
+    tx: &mut Tx<'_>,
+    request_id: Option<&str>,
+    task: &str,
+    now_ms: i64,
+) -> Result<()> {
+    if let Some(r) = request_id {
+        sqlx::query("INSERT INTO requests (id, task_id, created_ms) VALUES (?1, ?2, ?3)")
+            .bind(r)
+            .bind(task)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Unanswered questions of a task, by seq, inside a transaction.
 pub(super) async fn open_questions_in(tx: &mut Tx<'_>, id: &str) -> Result<Vec<QuestionRecord>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -156,15 +196,8 @@ impl SqliteStore {
         request_id: Option<&str>,
     ) -> Result<Inserted> {
         let mut tx = self.writer.begin().await?;
-        if let Some(r) = request_id {
-            let seen: Option<String> =
-                sqlx::query_scalar("SELECT task_id FROM requests WHERE id = ?1")
-                    .bind(r)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(task) = seen {
-                return Ok(Inserted::Existing(task));
-            }
+        if let Some(task) = seen_request(&mut tx, request_id).await? {
+            return Ok(Inserted::Existing(task));
         }
         let res = rows::bind_new_task(sqlx::query(rows::INSERT_TASK.as_str()), t)
             .execute(&mut *tx)
@@ -185,14 +218,7 @@ impl SqliteStore {
             .bind(&t.worker_prompt)
             .execute(&mut *tx)
             .await?;
-        if let Some(r) = request_id {
-            sqlx::query("INSERT INTO requests (id, task_id, created_ms) VALUES (?1, ?2, ?3)")
-                .bind(r)
-                .bind(&t.id)
-                .bind(t.created_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
+        remember_request(&mut tx, request_id, &t.id, t.created_ms).await?;
         tx.commit().await?;
         Ok(Inserted::New(Changes(vec![task_change(
             t,
@@ -251,11 +277,7 @@ impl SqliteStore {
         decide: &Decide<'_>,
     ) -> Result<Transitioned> {
         let mut tx = self.writer.begin().await?;
-        let t = task_in(&mut tx, id).await?.ok_or_else(|| {
-            CoordinatorError::NotFound(format!(
-                "no task `{id}`; `dispatch status` lists every task"
-            ))
-        })?;
+        let t = existing_task(&mut tx, id).await?;
         let tr = decide(&t)?;
         let done = Self::commit_transition(&mut tx, t, tr, now_ms, None).await?;
         tx.commit().await?;
@@ -271,20 +293,9 @@ impl SqliteStore {
         decide: &DecideAnswer<'_>,
     ) -> Result<Answered> {
         let mut tx = self.writer.begin().await?;
-        let t = task_in(&mut tx, id).await?.ok_or_else(|| {
-            CoordinatorError::NotFound(format!(
-                "no task `{id}`; `dispatch status` lists every task"
-            ))
-        })?;
-        if let Some(r) = request_id {
-            let seen: Option<String> =
-                sqlx::query_scalar("SELECT task_id FROM requests WHERE id = ?1")
-                    .bind(r)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if seen.is_some() {
-                return Ok(Answered::Repeated(t));
-            }
+        let t = existing_task(&mut tx, id).await?;
+        if seen_request(&mut tx, request_id).await?.is_some() {
+            return Ok(Answered::Repeated(t));
         }
         let questions: Vec<QuestionRecord> = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM questions WHERE task_id = ?1 ORDER BY seq",
@@ -309,14 +320,7 @@ impl SqliteStore {
                 "question {seq:03} of `{id}` has no open question to answer"
             )));
         }
-        if let Some(r) = request_id {
-            sqlx::query("INSERT INTO requests (id, task_id, created_ms) VALUES (?1, ?2, ?3)")
-                .bind(r)
-                .bind(id)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
+        remember_request(&mut tx, request_id, id, now_ms).await?;
         let mut answered = questions
             .into_iter()
             .find(|q| q.seq == seq)
