@@ -218,8 +218,9 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
     let local = g.coordinator.is_none();
     let mut req = build_request(&args, local)?;
     let mut target = connect(g).await?;
-    if args.backend.is_none()
-        && !crate::config_cmd::resolve_for_submit(
+    let mut new_model = None;
+    if args.backend.is_none() {
+        match crate::config_cmd::resolve_for_submit(
             g,
             &mut target,
             &mut req,
@@ -227,9 +228,13 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
             args.yes,
         )
         .await?
-    {
-        println!("Not dispatched.");
-        return Ok(1);
+        {
+            Some(m) => new_model = m,
+            None => {
+                println!("Not dispatched.");
+                return Ok(1);
+            }
+        }
     }
     let client = target.client.clone();
     let task = crate::retry::idempotent("submit", || {
@@ -240,6 +245,10 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
     .into_inner()
     .task
     .ok_or_else(|| anyhow!("the coordinator returned no task"))?;
+    // Only an accepted task's model goes into the config.
+    if let Some(m) = new_model {
+        m.save(g)?;
+    }
     if g.json && !args.wait {
         println!("{}", render::task_json(&task));
         return Ok(0);

@@ -415,14 +415,44 @@ pub(crate) async fn run(g: &Global, action: ConfigAction) -> Result<u8> {
 
 /// The seed's resolution at submit time: fills the request's backend, model and alias prompt.
 /// Returns false when the user declined the default.
+/// A model the config does not list yet, to add once the coordinator accepted the task that
+/// named it (a refused submit changes nothing).
+pub(crate) struct NewModel {
+    id: String,
+    backend: String,
+}
+
+impl NewModel {
+    /// Adds the model to the config file (keeping its comments) and says so.
+    pub(crate) fn save(&self, g: &Global) -> Result<()> {
+        let p = path(g)?;
+        let cfg = load(g)?.unwrap_or_default();
+        let (id, b) = (&self.id, &self.backend);
+        edit(
+            &p,
+            &cfg,
+            |t| config_edit::add_model(t, id, b),
+            |c| {
+                c.models
+                    .push((id.clone(), ModelConfig { backend: b.clone() }))
+            },
+        )?;
+        eprintln!("Added {id} ({b}) to {}.", p.display());
+        Ok(())
+    }
+}
+
+/// Resolves the task's backend, model and alias from the config, asking to confirm the default
+/// on a terminal. `None` when the user declined; else a model to add to the config after the
+/// submit is accepted, if the prompt named one it did not list.
 pub(crate) async fn resolve_for_submit(
     g: &Global,
     target: &mut Target,
     req: &mut v1::SubmitRequest,
     alias: Option<&str>,
     yes: bool,
-) -> Result<bool> {
-    let mut cfg = match load(g)? {
+) -> Result<Option<Option<NewModel>>> {
+    let cfg = match load(g)? {
         Some(c) => c,
         None => match init(g, Some(target), true).await? {
             Some(c) => c,
@@ -455,7 +485,7 @@ pub(crate) async fn resolve_for_submit(
             ))?;
             match answer.to_ascii_lowercase().as_str() {
                 "" | "y" | "yes" => {}
-                "n" | "no" => return Ok(false),
+                "n" | "no" => return Ok(None),
                 _ => {
                     r = resolve(&cfg, &req.prompt, Some(&answer), None, &installed)
                         .map_err(|e| anyhow!(e))?
@@ -465,25 +495,14 @@ pub(crate) async fn resolve_for_submit(
             eprintln!("Using {model} (your default).");
         }
     }
-    if let Some((id, b)) = &r.auto_added {
-        let p = path(g)?;
-        edit(
-            &p,
-            &cfg,
-            |t| config_edit::add_model(t, id, b),
-            |c| {
-                c.models
-                    .push((id.clone(), ModelConfig { backend: b.clone() }))
-            },
-        )?;
-        cfg.models
-            .push((id.clone(), ModelConfig { backend: b.clone() }));
-        eprintln!("Added {id} ({b}) to {}.", p.display());
-    }
+    let new_model = r.auto_added.as_ref().map(|(id, b)| NewModel {
+        id: id.clone(),
+        backend: b.clone(),
+    });
     req.backend = r.backend.clone();
     req.model = r.model.clone().unwrap_or_default();
     if let Some((_, Some(p))) = &r.alias {
         req.alias_prompt = p.trim().to_string();
     }
-    Ok(true)
+    Ok(Some(new_model))
 }

@@ -99,6 +99,7 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "worktree": t.worktree,
         "branch": t.branch,
         "cleaned": t.cleaned,
+        "attempt": t.attempt,
         "items": items,
         "questions": questions,
     })

@@ -4,18 +4,11 @@
 //! One std mutex with short critical sections; nothing awaits while holding it.
 
 use crate::model::NodeRecord;
-use dispatch_proto::v1;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc, watch};
-
-/// What goes down a node's stream. Boxed because a channel allocates its slots a block (32) at
-/// a time: unboxed, that first block is ~7.5 KiB per connected node (75 MiB at 10,000 nodes).
-pub type NodeMessage = Result<Box<v1::CoordinatorMessage>, Box<tonic::Status>>;
-/// The sending half of a node's stream.
-pub type NodeSender = mpsc::Sender<NodeMessage>;
+use tokio::sync::{Notify, watch};
 
 /// A Hello that has not finished registering blocks another for the same name this long.
 const JOINING_TIMEOUT: Duration = Duration::from_secs(30);
