@@ -648,3 +648,43 @@ fn logs_follow_streams_the_output_live_and_ends_with_the_task() {
         "{table}"
     );
 }
+
+#[test]
+fn status_lists_the_most_recent_tasks_and_all_of_them_on_request() {
+    let c = Cluster::with_node("box");
+    for i in 0..5 {
+        c.ok(&[
+            "--backend",
+            "sim",
+            "--id",
+            &format!("s-{i}"),
+            "--step",
+            "x",
+            "x",
+        ]);
+    }
+    let out = c.ok(&["status", "--limit", "2"]);
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("s-")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows[0].starts_with("s-3") && rows[1].starts_with("s-4"),
+        "{out}"
+    );
+    assert!(out.contains("the 2 most recent of 5 tasks"), "{out}");
+    let all = c.ok(&["status", "--all"]);
+    assert_eq!(
+        all.lines().filter(|l| l.starts_with("s-")).count(),
+        5,
+        "{all}"
+    );
+    assert!(!all.contains("most recent"), "{all}");
+    let json: serde_json::Value =
+        serde_json::from_str(&c.ok(&["status", "--json", "--limit", "3"])).unwrap();
+    let ids: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["s-2", "s-3", "s-4"]);
+}

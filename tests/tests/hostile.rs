@@ -359,3 +359,35 @@ fn logs_print_exactly_the_bytes_the_worker_wrote() {
         "logs printed exactly what the worker wrote"
     );
 }
+
+#[test]
+fn output_past_the_cap_is_cut_with_a_marker_and_the_node_keeps_it_all() {
+    let mut c = Cluster::with_coordinator_args(&["--max-log-bytes", "4KiB"]);
+    evil_node(
+        &mut c,
+        "box",
+        "i=0; while [ $i -lt 2000 ]; do echo \"line $i of a chatty worker\"; i=$((i+1)); done; \
+         sed -i 's/- \\[ \\]/- [x]/' \"$DISPATCH_TASK_DIR/plan.md\"",
+    );
+    c.ok(&[
+        "--backend",
+        "evil",
+        "--id",
+        "chatty",
+        "--step",
+        "talk",
+        "talk a lot",
+    ]);
+    let t = c.wait_task("chatty", "the end", |t| t.task_state().is_terminal());
+    assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
+    let out = c.run(&["logs", "chatty"]);
+    let shown = text(&out.stdout);
+    assert!(shown.starts_with("line 0 of a chatty worker\n"), "{shown}");
+    assert!(
+        shown.contains("[dispatch: the coordinator keeps the first 4 KiB of this task's output"),
+        "{shown}"
+    );
+    assert!(shown.len() < 4096 + 300, "{} bytes shown", shown.len());
+    let full = std::fs::read_to_string(c.dir.path().join("agent-box/logs/chatty.log")).unwrap();
+    assert!(full.contains("line 1999 of a chatty worker"));
+}

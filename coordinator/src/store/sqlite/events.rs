@@ -138,13 +138,14 @@ impl SqliteStore {
         let mut history: Vec<(String, u64, &'static str, i64, Vec<u8>)> =
             Vec::with_capacity(events.len());
         let mut touched: Vec<String> = Vec::new();
+        let mut unknown = 0usize;
         for IncomingEvent {
             event: ev,
             rejected,
         } in events
         {
             let Some(task) = tasks.get_mut(&ev.task_id) else {
-                tracing::warn!(task = %ev.task_id, node = %session.node, "event for an unknown task; acking so the node drops it");
+                unknown += 1;
                 acks.ack(&ev.task_id, ev.seq);
                 continue;
             };
@@ -302,6 +303,10 @@ impl SqliteStore {
                 }
                 batch.changes.0.push(change);
             }
+        }
+        if unknown > 0 {
+            // Once per batch: a node cannot flood the log.
+            tracing::warn!(node = %session.node, events = unknown, "events for unknown tasks; acked so the node drops them");
         }
         for (id, t) in &tasks {
             if touched.contains(id) {
