@@ -178,6 +178,11 @@ impl Coordinator {
         let _ = self.stop_tx.send(true);
     }
 
+    /// True once [`Coordinator::begin_shutdown`] was called.
+    pub fn is_stopping(&self) -> bool {
+        *self.stop_tx.borrow()
+    }
+
     /// Resolves once [`Coordinator::begin_shutdown`] was called.
     pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.stop_tx.subscribe();

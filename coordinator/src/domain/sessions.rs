@@ -165,6 +165,11 @@ impl Coordinator {
         if self.registry.disconnect(&key.node, conn_id).is_none() {
             return;
         }
+        if self.is_stopping() {
+            // The coordinator is going away, not the node: the next start gives every node the
+            // detection time to come back before its tasks turn unreachable.
+            return;
+        }
         tracing::warn!(node = %key.node, epoch = key.epoch, "node disconnected");
         let _ = self.store.touch_node(&key.node, now_ms()).await;
         self.node_silent(&key.node, key.epoch).await;
