@@ -1,15 +1,13 @@
 //! What an agent's events do to a task: the rules the store runs inside the event path's
 //! transaction, and the checks an event passes before it gets there.
 
-use crate::model::{EventKind, IncomingEvent, TaskEvent, TaskRecord};
+use crate::model::{ChangeKind, EventKind, IncomingEvent, TaskEvent, TaskRecord};
 use crate::store::{Applied, EventBatch, EventFacts, EventRules, SessionKey};
 use crate::{Coordinator, now_ms};
 use dispatch_core::limits::{self, check_len};
 use dispatch_core::plan::Plan;
 use dispatch_core::{TaskState, task};
 use std::collections::HashMap;
-
-use crate::model::ChangeKind;
 
 /// The event rules, with the advice a start failure gets (where else the task could run).
 pub(crate) struct Rules {
