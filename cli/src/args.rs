@@ -146,7 +146,8 @@ pub(crate) enum Command {
         id: String,
     },
 
-    /// Print a task's worker output.
+    /// Print a task's worker output: piped, exactly the bytes the worker wrote; on a terminal,
+    /// its colours but no other escape sequence (those are shown escaped, as `\x1b`).
     Logs {
         /// Task whose output to print.
         id: String,

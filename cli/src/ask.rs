@@ -4,6 +4,7 @@ use crate::args::Global;
 use crate::client::connect;
 use crate::render;
 use anyhow::{Context, Result, anyhow, bail};
+use dispatch_core::text::{printable, printable_line};
 use dispatch_core::{TaskState, task_id};
 use dispatch_proto::v1;
 use std::collections::BTreeMap;
@@ -100,7 +101,8 @@ pub(crate) async fn answer(
     } else {
         println!(
             "Answered `{}`; the worker on {} picks it up.",
-            task.id, task.node
+            task.id,
+            printable_line(&task.node)
         );
     }
     Ok(0)
@@ -161,10 +163,10 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
             println!(
                 "{:<28} {:<16} {:>4} {:>10}  {}",
                 q.task_id,
-                q.node,
+                printable_line(&q.node),
                 format!("{:03}", q.seq),
                 render::ago(q.asked_at_ms),
-                q.text.replace('\n', " ")
+                printable_line(&q.text)
             );
         }
         return Ok(0);
@@ -177,12 +179,12 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
             n + 1,
             questions.len(),
             q.task_id,
-            q.node,
+            printable_line(&q.node),
             q.seq,
             render::ago(q.asked_at_ms)
         );
         for l in q.text.lines() {
-            println!("    {l}");
+            println!("    {}", printable_line(l));
         }
         print!("answer (empty to skip, q to stop): ");
         std::io::stdout().flush()?;
@@ -232,15 +234,21 @@ fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
                 10,
                 format!(
                     "`{}` asks (question {:03}): {}\nAnswer with: dispatch answer {} \"…\"",
-                    t.id, q.seq, q.text, t.id
+                    t.id,
+                    q.seq,
+                    printable(&q.text),
+                    t.id
                 ),
             );
             continue;
         }
         match s {
-            TaskState::Blocked => consider(11, format!("`{}` is blocked: {}", t.id, t.reason)),
+            TaskState::Blocked => consider(
+                11,
+                format!("`{}` is blocked: {}", t.id, printable(&t.reason)),
+            ),
             TaskState::Failed | TaskState::Lost => {
-                consider(12, format!("`{}` {}: {}", t.id, s, t.reason))
+                consider(12, format!("`{}` {}: {}", t.id, s, printable(&t.reason)))
             }
             TaskState::Cancelled => consider(13, format!("`{}` was cancelled", t.id)),
             _ => {}

@@ -190,9 +190,10 @@ fn dispatched_line(t: &v1::Task) -> String {
     let using = [t.model.as_str(), t.backend.as_str()]
         .into_iter()
         .find(|s| !s.is_empty());
+    use dispatch_core::text::printable_line as l;
     let mut line = format!("Dispatched `{}`", t.id);
     if let Some(u) = using {
-        line.push_str(&format!(" using {u}"));
+        line.push_str(&format!(" using {}", l(u)));
     }
     match t.task_state() {
         TaskState::Queued if !t.after.is_empty() => {
@@ -202,13 +203,13 @@ fn dispatched_line(t: &v1::Task) -> String {
             "; queued (#{}) until a node has a free slot",
             t.queue_position.max(1)
         )),
-        _ if !t.node.is_empty() => line.push_str(&format!(" on {}", t.node)),
+        _ if !t.node.is_empty() => line.push_str(&format!(" on {}", l(&t.node))),
         _ => {}
     }
     line.push_str(". Plan:");
     if let Some(p) = &t.plan {
         for (i, item) in p.items.iter().enumerate() {
-            line.push_str(&format!(" {}) {}", i + 1, item.text));
+            line.push_str(&format!(" {}) {}", i + 1, l(&item.text)));
         }
     }
     line
@@ -458,7 +459,7 @@ impl LiveView {
                                 != dispatch_core::ItemStatus::Done
                         })
                     })
-                    .map(|i| i.text.clone())
+                    .map(|i| dispatch_core::text::printable_line(&i.text).into_owned())
                     .unwrap_or_default();
                 let row = format!(
                     "{}: {} {} {}",
@@ -499,13 +500,20 @@ async fn logs(g: &Global, id: &str, follow: bool) -> Result<u8> {
         })
         .await?
         .into_inner();
+    // Piped: exactly the bytes the worker wrote. On a terminal: its colours, but no escape
+    // sequence that could set the reader's clipboard, title or cursor.
+    let terminal = std::io::stdout().is_terminal();
     let mut out = std::io::stdout().lock();
     while let Some(chunk) = stream
         .message()
         .await
         .map_err(|s| anyhow!(render::status_text(&s)))?
     {
-        out.write_all(&chunk.data)?;
+        if terminal {
+            out.write_all(&dispatch_core::text::terminal_output(&chunk.data))?;
+        } else {
+            out.write_all(&chunk.data)?;
+        }
         out.flush()?;
     }
     Ok(0)
@@ -522,7 +530,11 @@ async fn cancel(g: &Global, id: &str) -> Result<u8> {
     render::report(
         g.json,
         &task,
-        format!("Cancelled `{}`: {}", task.id, task.reason),
+        format!(
+            "Cancelled `{}`: {}",
+            task.id,
+            dispatch_core::text::printable(&task.reason)
+        ),
     );
     Ok(0)
 }
@@ -612,7 +624,11 @@ async fn nodes(g: &Global) -> Result<u8> {
                 }
             })
             .collect();
-        let mut labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut labels: Vec<String> = n
+            .labels
+            .iter()
+            .map(|(k, v)| dispatch_core::text::printable_line(&format!("{k}={v}")).into_owned())
+            .collect();
         labels.sort();
         println!(
             "{:<20} {:<10} {:>7}  {:<28} {:<20} {}",

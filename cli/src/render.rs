@@ -1,5 +1,6 @@
 //! Human and JSON output.
 
+use dispatch_core::text::{printable, printable_line};
 use dispatch_core::{ItemStatus, TaskState};
 use dispatch_proto::convert::item_status_from_proto;
 use dispatch_proto::v1;
@@ -20,7 +21,8 @@ pub(crate) fn status_text(s: &tonic::Status) -> String {
         tonic::Code::Unavailable if s.message().is_empty() || s.message().contains("transport") => {
             format!("the coordinator is unreachable ({})", s.message())
         }
-        _ => s.message().to_string(),
+        // An error may quote what a worker or another user wrote.
+        _ => printable(s.message()).into_owned(),
     }
 }
 
@@ -162,10 +164,12 @@ pub(crate) fn progress(t: &v1::Task) -> String {
 pub(crate) fn whereabouts(t: &v1::Task) -> String {
     let s = t.task_state();
     match s {
-        TaskState::Queued if !t.after.is_empty() => format!("queued (waits for `{}`)", t.after),
+        TaskState::Queued if !t.after.is_empty() => {
+            format!("queued (waits for `{}`)", printable_line(&t.after))
+        }
         TaskState::Queued if t.queue_position > 0 => format!("queued (#{})", t.queue_position),
         TaskState::Queued => "queued".into(),
-        _ if !t.node.is_empty() => format!("{s} on {}", t.node),
+        _ if !t.node.is_empty() => format!("{s} on {}", printable_line(&t.node)),
         _ => s.to_string(),
     }
 }
@@ -188,9 +192,12 @@ pub(crate) fn checklist(t: &v1::Task, fancy: bool) -> Vec<String> {
             ItemStatus::Pending if running && Some(n) == first_open => paint("36", "[>]", fancy),
             ItemStatus::Pending => "[ ]".to_string(),
         };
-        out.push(format!("{indent}{marker} {}", item.text));
+        out.push(format!("{indent}{marker} {}", printable_line(&item.text)));
         for line in item.note.lines() {
-            out.push(format!("{indent}    {}", paint("90", line, fancy)));
+            out.push(format!(
+                "{indent}    {}",
+                paint("90", &printable_line(line), fancy)
+            ));
         }
     }
     out
@@ -205,16 +212,17 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
         paint("1", &t.id, fancy),
         paint(state_colour(s), &whereabouts(t), fancy)
     );
-    let runs_with: Vec<&str> = [t.backend.as_str(), t.model.as_str()]
+    let runs_with: Vec<String> = [t.backend.as_str(), t.model.as_str()]
         .into_iter()
         .filter(|x| !x.is_empty())
+        .map(|x| printable_line(x).into_owned())
         .collect();
     if !runs_with.is_empty() {
         head.push_str(&format!(" ({})", runs_with.join(", ")));
     }
     out.push(head);
     if !t.title.is_empty() {
-        out.push(format!("  {}", t.title));
+        out.push(format!("  {}", printable_line(&t.title)));
     }
     if !t.branch.is_empty() {
         let note = if t.cleaned {
@@ -222,21 +230,33 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
         } else {
             "worktree kept for review; `dispatch clean` removes it"
         };
-        out.push(format!("  branch {} ({note})", t.branch));
+        out.push(format!("  branch {} ({note})", printable_line(&t.branch)));
     }
     out.extend(checklist(t, fancy));
     for q in &t.questions {
         match &q.answer {
-            Some(a) => out.push(format!("  question {:03}: {} → {}", q.seq, q.text, a)),
+            Some(a) => out.push(format!(
+                "  question {:03}: {} → {}",
+                q.seq,
+                printable(&q.text),
+                printable(a)
+            )),
             None => out.push(paint(
                 "33",
-                &format!("  question {:03} (unanswered): {}", q.seq, q.text),
+                &format!(
+                    "  question {:03} (unanswered): {}",
+                    q.seq,
+                    printable(&q.text)
+                ),
                 fancy,
             )),
         }
     }
     if !t.reason.is_empty() {
-        out.push(format!("  {}", paint(state_colour(s), &t.reason, fancy)));
+        out.push(format!(
+            "  {}",
+            paint(state_colour(s), &printable(&t.reason), fancy)
+        ));
     }
     out
 }
@@ -248,7 +268,7 @@ pub(crate) fn task_row(t: &v1::Task) -> String {
         t.id,
         whereabouts(t),
         progress(t),
-        t.title
+        printable_line(&t.title)
     )
 }
 

@@ -6,7 +6,8 @@
 //! - [`task`]: task states and how a worker's exit maps to one;
 //! - [`backend`]: the built-in backends and the seed's model → backend rules;
 //! - [`limits`]: size limits on every input;
-//! - [`fs`]: the seed's atomic write, and safe access to a worker's task directory.
+//! - [`fs`]: the seed's atomic write, and safe access to a worker's task directory;
+//! - [`text`]: text from workers and other users, made safe for a terminal.
 //!
 //! No network and no async here; file I/O only on paths a caller hands in.
 
@@ -23,6 +24,7 @@ pub mod prompt;
 pub mod resolve;
 pub mod task;
 pub mod task_id;
+pub mod text;
 
 pub use plan::{Item, ItemStatus, Plan};
 pub use task::TaskState;
