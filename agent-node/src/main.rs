@@ -140,6 +140,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?,
         max_backoff: args.max_backoff,
         workspace_roots: roots,
+        repositories: file.repositories.clone(),
     };
     let found: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     tracing::info!(node = %cfg.name, backends = %found.join(", "), max_tasks = cfg.max_tasks, workdir = %cfg.workdir.display(), "agent starting");

@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// A task's own workdir must be under one of these (empty: any).
     pub workspace_roots: Vec<PathBuf>,
+    /// Which repositories tasks may name.
+    pub repositories: dispatch_core::repo_url::RepoPolicy,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -429,6 +431,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         repo_cache: cfg.data_dir.join("repos"),
         workspaces: cfg.data_dir.join("workspaces"),
         max_log_bytes: Arc::new(AtomicU64::new(DEFAULT_MAX_LOG)),
+        repositories: Arc::new(cfg.repositories.clone()),
     };
     let mut node = Node {
         cfg,

@@ -55,6 +55,8 @@ pub struct RunContext {
     pub workspaces: PathBuf,
     /// Worker output sent per task at most (the coordinator's cap, from its Welcome).
     pub max_log_bytes: Arc<AtomicU64>,
+    /// Which repositories tasks may name.
+    pub repositories: Arc<dispatch_core::repo_url::RepoPolicy>,
 }
 
 /// A running task, as the connection loop sees it.
@@ -296,15 +298,18 @@ async fn run(
         Some(r) if assign.workdir.is_empty() && !r.url.is_empty() => {
             let mut checkouts = vec![ctx.default_workdir.clone()];
             checkouts.extend(ctx.workspace_roots.iter().cloned());
-            let (cache, spaces, url, commit, task) = (
+            let (cache, spaces, url, commit, task, policy) = (
                 ctx.repo_cache.clone(),
                 ctx.workspaces.clone(),
                 r.url.clone(),
                 r.commit.clone(),
                 assign.task_id.clone(),
+                Arc::clone(&ctx.repositories),
             );
             tokio::task::spawn_blocking(move || {
-                crate::worktree::repo_workspace(&checkouts, &cache, &spaces, &url, &commit, &task)
+                crate::worktree::repo_workspace(
+                    &checkouts, &cache, &spaces, &policy, &url, &commit, &task,
+                )
             })
             .await
             .map_err(|e| e.to_string())?

@@ -1,14 +1,25 @@
 //! Worktree isolation: a task can run in `git worktree add` on branch `dispatch/<task-id>`,
 //! at `<repo>/.dispatch/worktrees/<task-id>`, kept after the task for review.
 
+use dispatch_core::repo_url::RepoPolicy;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("git")
+    git_with(dir, &[], args)
+}
+
+/// git with `-c` settings (the node's repository policy), never prompting for credentials.
+fn git_with(dir: &Path, config: &[String], args: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new("git");
+    for c in config {
+        cmd.arg("-c").arg(c);
+    }
+    let out = cmd
         .arg("-C")
         .arg(dir)
         .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
         .output()
         .map_err(|e| {
             format!("cannot run git ({e}); worktree tasks need git installed on the node")
@@ -70,7 +81,51 @@ pub fn ensure(workdir: &Path, task: &str) -> Result<PathBuf, String> {
         git(&root, &["worktree", "add", "-b", &b, &d])
     };
     res.map_err(|e| format!("git worktree add {d} failed: {e}"))?;
+    refuse_planted(&root, &dir)?;
     Ok(dir)
+}
+
+/// A checkout that carries its own `.dispatch/` (committed to the repository) is refused: the
+/// task directory would be the repository's, and its files could be links planted to make the
+/// node read or write something else. The worktree is removed again.
+fn refuse_planted(root: &Path, checkout: &Path) -> Result<(), String> {
+    if std::fs::symlink_metadata(checkout.join(".dispatch")).is_err() {
+        return Ok(());
+    }
+    let d = checkout.display().to_string();
+    let _ = git(root, &["worktree", "remove", "--force", &d]);
+    Err(format!(
+        "the repository's checkout carries its own .dispatch/ (it is committed there); dispatch does not run a task in it, since its task files could be planted links — remove .dispatch/ from the repository (and add it to .gitignore)"
+    ))
+}
+
+/// What a failed clone or fetch tells the submitter: the kind of failure, not git's text
+/// (which could carry what a probe of the node's network found). git's own message is in the
+/// node's log.
+fn clone_failure(what: &str, url: &str, git_says: &str) -> String {
+    tracing::warn!(%url, error = %git_says, "{what} failed");
+    let e = git_says.to_ascii_lowercase();
+    let kind = if e.contains("could not resolve host") {
+        "the host name does not resolve from the node"
+    } else if e.contains("authentication")
+        || e.contains("permission denied")
+        || e.contains("could not read username")
+    {
+        "the node has no access to it (its git credentials or SSH key)"
+    } else if e.contains("not found")
+        || e.contains("does not exist")
+        || e.contains("does not appear to be a git repository")
+    {
+        "no such repository, or the node has no access to it"
+    } else if e.contains("timed out")
+        || e.contains("connection refused")
+        || e.contains("unable to access")
+    {
+        "the node cannot reach it"
+    } else {
+        "git failed"
+    };
+    format!("{what} {url} failed: {kind}; the node's log has git's message")
 }
 
 /// Keeps `.dispatch/` (task files, worktrees) out of `git status` in the repository and all
@@ -132,6 +187,7 @@ pub fn repo_workspace(
     checkouts: &[PathBuf],
     cache: &Path,
     workspaces: &Path,
+    policy: &RepoPolicy,
     url: &str,
     commit: &str,
     task: &str,
@@ -140,11 +196,13 @@ pub fn repo_workspace(
     if dest.join(".git").exists() {
         return Ok(dest);
     }
-    let want = normalize_url(url);
+    let shown = policy.allows(url)?.redacted;
+    let config = policy.git_config();
+    let want = normalize_url(&shown);
     let existing = checkouts.iter().find_map(|c| {
         let root = repo_root(c).ok()?;
         let origin = git(&root, &["remote", "get-url", "origin"]).ok()?;
-        (normalize_url(&origin) == want).then_some(root)
+        (normalize_url(&dispatch_core::repo_url::redact(&origin)) == want).then_some(root)
     });
     let base = match existing {
         Some(root) => root,
@@ -164,8 +222,9 @@ pub fn repo_workspace(
                 std::fs::create_dir_all(cache)
                     .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
                 let d = dir.display().to_string();
-                git(
+                git_with(
                     cache,
+                    &config,
                     &[
                         "clone",
                         "--quiet",
@@ -176,22 +235,29 @@ pub fn repo_workspace(
                         &d,
                     ],
                 )
-                .map_err(|e| format!("git clone {url} failed: {e}"))?;
+                .map_err(|e| clone_failure("git clone", &shown, &e))?;
+                // The clone's origin keeps no credentials the URL carried.
+                let _ = git(&dir, &["remote", "set-url", "origin", &shown]);
             }
             dir
         }
     };
     let have = |c: &str| git(&base, &["cat-file", "-e", &format!("{c}^{{commit}}")]).is_ok();
     if !have(commit) {
-        git(&base, &["fetch", "--quiet", "--filter=blob:none", "origin"])
-            .map_err(|e| format!("git fetch from {url} failed: {e}"))?;
+        git_with(
+            &base,
+            &config,
+            &["fetch", "--quiet", "--filter=blob:none", "origin"],
+        )
+        .map_err(|e| clone_failure("git fetch from", &shown, &e))?;
         if !have(commit) {
             // A commit no branch points to any more can still be fetched by id from most servers.
-            git(
+            git_with(
                 &base,
+                &config,
                 &["fetch", "--quiet", "--filter=blob:none", "origin", commit],
             )
-            .map_err(|e| format!("commit {commit} is not in {url} ({e}); push it first"))?;
+            .map_err(|_| format!("commit {commit} is not in {shown}; push it first"))?;
         }
     }
     std::fs::create_dir_all(workspaces)
@@ -203,6 +269,7 @@ pub fn repo_workspace(
     )
     .map_err(|e| format!("git worktree add at {commit} failed: {e}"))?;
     exclude_dispatch_dir(&base)?;
+    refuse_planted(&base, &dest)?;
     Ok(dest)
 }
 

@@ -169,7 +169,8 @@ fn git_out(args: &[&str]) -> Option<String> {
 
 /// The repository `dispatch` runs in: origin URL, branch, commit.
 fn current_repo() -> Option<v1::Repo> {
-    let url = git_out(&["remote", "get-url", "origin"])?;
+    // Credentials in the origin URL never leave this machine: the node clones with its own.
+    let url = dispatch_core::repo_url::redact(&git_out(&["remote", "get-url", "origin"])?);
     let commit = git_out(&["rev-parse", "HEAD"])?;
     let branch = git_out(&["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_default();
     if git_out(&["status", "--porcelain"]).is_some() {

@@ -188,6 +188,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         )),
         max_backoff: Duration::from_secs(1),
         workspace_roots: vec![],
+        repositories: Default::default(),
     };
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 

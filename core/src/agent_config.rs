@@ -13,6 +13,9 @@
 //!   mycli:                         # a custom backend
 //!     command: mycli run --yes
 //!     models: [fast, smart]
+//! repositories:                    # which repositories tasks may name (this is the default)
+//!   schemes: [https, ssh]          # add `file` for repositories on this machine
+//!   hosts: []                      # only these hosts (none: any but this machine's network)
 //! ```
 
 use serde::Deserialize;
@@ -65,6 +68,9 @@ pub struct AgentFile {
     /// Backend overrides and custom backends.
     #[serde(default)]
     pub backends: BTreeMap<String, AgentBackend>,
+    /// Which repositories tasks may name.
+    #[serde(default)]
+    pub repositories: crate::repo_url::RepoPolicy,
 }
 
 impl AgentFile {
@@ -87,6 +93,7 @@ impl AgentFile {
         if f.max_tasks == Some(0) {
             return Err("max_tasks must be at least 1".into());
         }
+        f.repositories.validate()?;
         Ok(f)
     }
 }

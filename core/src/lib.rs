@@ -21,6 +21,7 @@ pub mod limits;
 pub mod notify;
 pub mod plan;
 pub mod prompt;
+pub mod repo_url;
 pub mod resolve;
 pub mod task;
 pub mod task_id;

@@ -159,7 +159,13 @@ fn pools_backends_caps_queue_order_and_after_chains() {
 
 #[test]
 fn a_task_for_a_repository_the_node_lacks_is_cloned_and_run_at_the_sent_commit() {
-    let c = Cluster::with_node("box");
+    // The repository is a path on this machine: the node must allow `file` repositories.
+    let mut c = Cluster::new();
+    let cfg = c.dir.path().join("agent.yaml");
+    std::fs::write(&cfg, "repositories:\n  schemes: [https, ssh, file]\n").unwrap();
+    let mut o = dispatch_tests::AgentOpts::new("box", 2);
+    o.config = Some(cfg);
+    c.add_agent(o);
     let root = c.dir.path();
     let src = root.join("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -255,9 +261,10 @@ fn a_task_for_a_repository_the_node_lacks_is_cloned_and_run_at_the_sent_commit()
         .as_str()
         .unwrap()
         .to_string();
+    // The kind of failure, not git's own text (that stays in the node's log).
     assert!(
         reason.contains("git clone /nonexistent/nowhere.git failed")
-            && reason.contains("does not exist"),
+            && reason.contains("no such repository, or the node has no access to it"),
         "{reason}"
     );
 }

@@ -82,3 +82,142 @@ fn escape_sequences_in_every_printed_field_are_shown_escaped() {
     let out = c.run(&["status", "fails"]);
     assert_inert("status of a failed task", &text(&out.stdout));
 }
+
+/// A repository with one commit in `root/src`, cloned to `root/mine` with `origin` set to
+/// `origin`; returns `mine`.
+fn checkout_with_origin(root: &std::path::Path, origin: &str) -> std::path::PathBuf {
+    use dispatch_tests::git;
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    std::fs::write(src.join("a.txt"), "a\n").unwrap();
+    git(&src, &["add", "."]);
+    git(&src, &["commit", "-q", "-m", "a"]);
+    let mine = root.join("mine");
+    git(
+        root,
+        &["clone", "-q", src.to_str().unwrap(), mine.to_str().unwrap()],
+    );
+    git(&mine, &["remote", "set-url", "origin", origin]);
+    mine
+}
+
+fn run_in(c: &Cluster, dir: &std::path::Path, id: &str) -> serde_json::Value {
+    let out = c
+        .cli()
+        .current_dir(dir)
+        .args(["--backend", "sim", "--id", id, "--step", "x", "--wait", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out.stderr));
+    c.status(id)
+}
+
+#[test]
+fn a_node_clones_only_what_its_policy_allows_and_never_shows_credentials() {
+    let c = Cluster::with_node("box");
+    let root = c.dir.path();
+    // A repository on the node itself (a path, or file://): refused by default.
+    let mine = checkout_with_origin(root, root.join("src").to_str().unwrap());
+    let t = run_in(&c, &mine, "local-path");
+    let reason = t["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("this node does not clone file repositories")
+            && reason.contains("repositories.schemes"),
+        "{reason}"
+    );
+    // The node probing its own network: http is not allowed, and https to a loopback host
+    // is refused before git runs.
+    dispatch_tests::git(
+        &mine,
+        &["remote", "set-url", "origin", "http://127.0.0.1:9/x.git"],
+    );
+    let t = run_in(&c, &mine, "probe-http");
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not clone http repositories"),
+        "{t}"
+    );
+    dispatch_tests::git(
+        &mine,
+        &["remote", "set-url", "origin", "https://127.0.0.1:9/x.git"],
+    );
+    let t = run_in(&c, &mine, "probe-https");
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .contains("host `127.0.0.1` is this node or its private network"),
+        "{t}"
+    );
+    // Credentials in the origin: never sent, stored, shown or logged.
+    dispatch_tests::git(
+        &mine,
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            "https://alice:s3cret-token@example.invalid/r.git",
+        ],
+    );
+    let t = run_in(&c, &mine, "with-creds");
+    let shown = t.to_string();
+    assert!(!shown.contains("s3cret"), "{shown}");
+    let detail = c.ok(&["status", "with-creds"]);
+    assert!(!detail.contains("s3cret"), "{detail}");
+    for log in [c.coordinator.log_text(), c.agents[0].1.log_text()] {
+        assert!(!log.contains("s3cret"), "a log holds the token:\n{log}");
+    }
+}
+
+#[test]
+fn a_repository_that_carries_its_own_dispatch_directory_is_refused() {
+    use dispatch_tests::git;
+    let mut c = Cluster::new();
+    let cfg = c.dir.path().join("agent.yaml");
+    std::fs::write(&cfg, "repositories:\n  schemes: [https, ssh, file]\n").unwrap();
+    let mut o = AgentOpts::new("box", 2);
+    o.config = Some(cfg);
+    c.add_agent(o);
+    let root = c.dir.path();
+    let keys = root.join("authorized_keys");
+    std::fs::write(&keys, "ssh-ed25519 AAAA mine\n").unwrap();
+    // The repository commits `.dispatch/tasks/planted/plan.md.tmp → authorized_keys`.
+    let src = root.join("src");
+    std::fs::create_dir_all(src.join(".dispatch/tasks/planted/ipc")).unwrap();
+    std::os::unix::fs::symlink(&keys, src.join(".dispatch/tasks/planted/plan.md.tmp")).unwrap();
+    std::fs::write(src.join("a.txt"), "a\n").unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    git(&src, &["add", "-f", "."]);
+    git(&src, &["commit", "-q", "-m", "planted"]);
+    let mine = root.join("mine");
+    git(
+        root,
+        &["clone", "-q", src.to_str().unwrap(), mine.to_str().unwrap()],
+    );
+    let out = c
+        .cli()
+        .current_dir(&mine)
+        .args([
+            "--backend",
+            "sim",
+            "--id",
+            "planted",
+            "--step",
+            "x",
+            "--wait",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12), "{}", text(&out.stderr));
+    let reason = c.status("planted")["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("carries its own .dispatch/"), "{reason}");
+    assert_eq!(
+        std::fs::read_to_string(&keys).unwrap(),
+        "ssh-ed25519 AAAA mine\n",
+        "the planted link's target is untouched"
+    );
+}

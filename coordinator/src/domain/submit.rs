@@ -155,13 +155,11 @@ impl Coordinator {
                         r.commit
                     )));
                 }
-                if r.url.starts_with('-') {
-                    return Err(CoordinatorError::Invalid(format!(
-                        "`{}` is not a repository URL",
-                        r.url
-                    )));
-                }
-                (r.url.clone(), r.branch.clone(), r.commit.clone())
+                // Stored, logged and shown without credentials; nodes clone with their own.
+                let url = dispatch_core::repo_url::parse(&r.url)
+                    .map_err(CoordinatorError::Invalid)?
+                    .redacted;
+                (url, r.branch.clone(), r.commit.clone())
             }
             _ => Default::default(),
         };
