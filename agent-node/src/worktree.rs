@@ -94,9 +94,10 @@ fn refuse_planted(root: &Path, checkout: &Path) -> Result<(), String> {
     }
     let d = checkout.display().to_string();
     let _ = git(root, &["worktree", "remove", "--force", &d]);
-    Err(format!(
+    Err(
         "the repository's checkout carries its own .dispatch/ (it is committed there); dispatch does not run a task in it, since its task files could be planted links — remove .dispatch/ from the repository (and add it to .gitignore)"
-    ))
+            .to_string(),
+    )
 }
 
 /// What a failed clone or fetch tells the submitter: the kind of failure, not git's text
