@@ -116,7 +116,7 @@ fn main() -> anyhow::Result<()> {
         Some(d) => d,
         None => dirs_home()?.join(".dispatch").join("agent"),
     };
-    std::fs::create_dir_all(&data_dir)
+    dispatch_core::fs::private_dir(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create --data-dir {}: {e}", data_dir.display()))?;
     let mut labels = file.labels.clone();
     labels.extend(args.labels);

@@ -341,11 +341,11 @@ async fn run(
             .await
             .map_err(|e| e.to_string())??
     };
-    std::fs::create_dir_all(&ctx.log_dir)
+    dispatch_core::fs::private_dir(&ctx.log_dir)
         .map_err(|e| format!("cannot create {}: {e}", ctx.log_dir.display()))?;
     let log = ctx.log_dir.join(format!("{}.log", assign.task_id));
-    let log_file =
-        std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let log_file = dispatch_core::fs::private_create(&log)
+        .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let log_err = log_file.try_clone().map_err(|e| e.to_string())?;
 
     // The prompt is its own argv element ("$@"), never spliced into shell text.

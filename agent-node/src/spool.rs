@@ -54,7 +54,7 @@ fn is_final(ev: &v1::TaskEvent) -> bool {
 impl EventSpool {
     /// Opens the spool directory, loading every event left by an earlier run.
     pub fn open(dir: &Path) -> std::io::Result<EventSpool> {
-        std::fs::create_dir_all(dir)?;
+        dispatch_core::fs::private_dir(dir)?;
         let mut tasks = BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -110,10 +110,7 @@ impl EventSpool {
         ev.seq = spool.next_seq;
         spool.finished |= is_final(&ev);
         let rec = record(&ev);
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let mut f = dispatch_core::fs::private_append(&path)?;
         f.write_all(&rec)?;
         spool.file_bytes += rec.len() as u64;
         spool.live_bytes += rec.len() as u64;
@@ -170,7 +167,7 @@ impl EventSpool {
             for (e, _) in &spool.unacked {
                 bytes.extend(record(e));
             }
-            match dispatch_core::fs::write_atomic(&path, &bytes) {
+            match dispatch_core::fs::write_private(&path, &bytes) {
                 Ok(()) => spool.file_bytes = bytes.len() as u64,
                 Err(e) => {
                     tracing::warn!(task, error = %e, "cannot compact the event spool; it keeps growing until the task ends")

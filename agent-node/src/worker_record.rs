@@ -53,7 +53,7 @@ impl RunRecord {
 
     /// Writes the record (atomically).
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
+        dispatch_core::fs::private_dir(dir)?;
         let body = format!(
             "task={}\nattempt={}\npid={}\nstart_time={}\ntask_dir={}\nlog={}\n",
             self.task_id,
@@ -63,7 +63,7 @@ impl RunRecord {
             self.task_dir.display(),
             self.log.display()
         );
-        dispatch_core::fs::write_atomic(&Self::path(dir, &self.task_id), body.as_bytes())
+        dispatch_core::fs::write_private(&Self::path(dir, &self.task_id), body.as_bytes())
     }
 
     /// Forgets the record of `task`.

@@ -39,9 +39,11 @@ pub(crate) fn load(g: &Global) -> Result<Option<Config>> {
 /// Writes `text` to the config file atomically.
 fn write(p: &Path, text: &str) -> Result<()> {
     if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        dispatch_core::fs::private_dir(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    dispatch_core::fs::write_atomic(p, text.as_bytes())
+    // A config may hold a token: new ones are 0600, edits keep the mode the file has.
+    dispatch_core::fs::write_keep_mode(p, text.as_bytes())
         .with_context(|| format!("cannot write {}", p.display()))
 }
 
@@ -397,7 +399,7 @@ pub(crate) async fn run(g: &Global, action: ConfigAction) -> Result<u8> {
             }
             let old = std::fs::read_to_string(&p)?;
             let backup = p.with_extension("yaml.old");
-            std::fs::write(&backup, old)
+            dispatch_core::fs::write_private(&backup, old.as_bytes())
                 .with_context(|| format!("cannot write {}", backup.display()))?;
             let mut target = if g.coordinator.is_some() {
                 Some(crate::client::connect(g).await?)

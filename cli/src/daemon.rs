@@ -58,7 +58,8 @@ pub(crate) async fn ensure_running(home: &Path) -> Result<Channel> {
             socket(home).display()
         );
     }
-    std::fs::create_dir_all(home).with_context(|| format!("cannot create {}", home.display()))?;
+    dispatch_core::fs::private_dir(home)
+        .with_context(|| format!("cannot create {}", home.display()))?;
     spawn_detached(home)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let mut last_err = String::from("it did not answer");
@@ -83,10 +84,7 @@ fn spawn_detached(home: &Path) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()
         .context("cannot find the dispatch executable to start the daemon")?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path(home))
+    let log = dispatch_core::fs::private_append(&log_path(home))
         .with_context(|| format!("cannot open {}", log_path(home).display()))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--home").arg(home).arg("daemon").arg("run");
@@ -118,12 +116,10 @@ fn spawn_detached(home: &Path) -> Result<()> {
 /// `dispatch daemon run`: serves until idle for `idle_timeout`, or SIGTERM.
 pub(crate) fn run_foreground(g: &Global, idle_timeout: Duration) -> Result<()> {
     let home = crate::client::home(g)?;
-    std::fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(home.join("daemon.lock"))?;
+    // Everything under DISPATCH_HOME is this user's alone: 0700 directories, 0600 files.
+    dispatch_core::fs::private_dir(&home)
+        .with_context(|| format!("cannot create {}", home.display()))?;
+    let lock_file = dispatch_core::fs::private_append(&home.join("daemon.lock"))?;
     let _lock =
         match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
@@ -153,7 +149,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
     let coordinator = Coordinator::start(config).await?;
     let listener = dispatch_coordinator::server::bind_unix(&socket(&home))?;
     let pid_file = home.join("daemon.pid");
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))?;
+    dispatch_core::fs::write_private(&pid_file, format!("{}\n", std::process::id()).as_bytes())?;
     tracing::info!(socket = %socket(&home).display(), pid = std::process::id(), "local daemon serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -95,7 +95,7 @@ impl Coordinator {
     /// Opens the SQLite store under `config.data_dir`, starts the scheduler and the timers of
     /// the sessions the last run left open.
     pub async fn start(config: CoordinatorConfig) -> anyhow::Result<Arc<Coordinator>> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        dispatch_core::fs::private_dir(&config.data_dir).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create data directory {}: {e}",
                 config.data_dir.display()

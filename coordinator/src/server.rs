@@ -61,7 +61,7 @@ pub async fn serve(
                 }
                 Listener::Unix(u) => {
                     router
-                        .serve_with_incoming_shutdown(UnixListenerStream::new(u), signal)
+                        .serve_with_incoming_shutdown(own_user_only(u), signal)
                         .await
                 }
             }
@@ -124,11 +124,43 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListe
         std::fs::remove_file(path)
             .map_err(|e| anyhow::anyhow!("cannot remove stale socket {}: {e}", path.display()))?;
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        dispatch_core::fs::private_dir(dir)?;
     }
-    let l = tokio::net::UnixListener::bind(path)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
+    // Created 0600 from the start (a umask for the bind), not chmod-ed after: no moment in
+    // which another user could connect.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = tokio::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let l = bound.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)
+}
+
+/// The connections of a Unix listener, but only from this process's own user (checked with
+/// the peer's credentials): the socket carries no token, so the kernel's word is the check.
+fn own_user_only(
+    l: tokio::net::UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    use tokio_stream::StreamExt;
+    let me = nix::unistd::Uid::current().as_raw();
+    UnixListenerStream::new(l).filter(move |conn| match conn {
+        Ok(s) => match s.peer_cred() {
+            Ok(c) if c.uid() == me => true,
+            Ok(c) => {
+                tracing::warn!(
+                    uid = c.uid(),
+                    "refused a connection to the socket from another user"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a socket connection whose peer is unknown");
+                false
+            }
+        },
+        Err(_) => true,
+    })
 }

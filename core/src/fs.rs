@@ -19,15 +19,76 @@ use thiserror::Error;
 /// Writes `path` the seed's way: to `<path>.tmp`, fsync, then rename over `path`. For files
 /// the caller trusts (its own); a task directory goes through [`TaskDir::write_atomic`].
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path, data, 0o666)
+}
+
+/// [`write_atomic`] of a file only its owner may read (0600): dispatch's own state.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_atomic_mode(path, data, 0o600)
+}
+
+/// [`write_atomic`] that keeps the permissions the file has (0600 for a new one): an edit of a
+/// file the user may have restricted (a config holding a token) never loosens it.
+pub fn write_keep_mode(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    write_atomic_mode(path, data, mode)?;
+    // The mode given at creation is filtered by the umask; set it as it was.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
+}
+
+/// Creates `dir` (and missing parents) for dispatch's own state: what it creates is 0700, and a
+/// `dir` that already exists with access for others is tightened to 0700.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Opens `path` for appending, creating it readable by its owner only (0600).
+pub fn private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Creates (or truncates) `path` for writing, readable by its owner only (0600).
+pub fn private_create(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// `5.0 MiB`, `256 KiB`, `12 bytes`.
@@ -469,6 +530,34 @@ mod tests {
                 .next()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn dispatch_keeps_its_own_files_private_and_keeps_a_users_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let home = d.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&home.join("a/b")).unwrap();
+        assert_eq!(mode(&home.join("a/b")), 0o700);
+        private_dir(&home).unwrap();
+        assert_eq!(
+            mode(&home),
+            0o700,
+            "a dispatch home others could read is tightened"
+        );
+        write_private(&home.join("state"), b"x").unwrap();
+        assert_eq!(mode(&home.join("state")), 0o600);
+        let cfg = home.join("config.yaml");
+        write_keep_mode(&cfg, b"token: x\n").unwrap();
+        assert_eq!(mode(&cfg), 0o600, "a new config is private");
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_keep_mode(&cfg, b"token: y\n").unwrap();
+        assert_eq!(mode(&cfg), 0o640, "an edit keeps the mode the user chose");
+        drop(private_append(&home.join("log")).unwrap());
+        assert_eq!(mode(&home.join("log")), 0o600);
     }
 
     #[test]

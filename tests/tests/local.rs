@@ -137,3 +137,80 @@ fn the_demo_runs_end_to_end_on_the_local_daemon() {
             .exists()
     );
 }
+
+#[test]
+fn local_mode_keeps_every_file_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let l = Local::new();
+    let home = l.home.path().join("dispatch-home");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(bin("dispatch"));
+        cmd.args(args)
+            .current_dir(l.here.path())
+            .env_remove("DISPATCH_COORDINATOR")
+            .env("DISPATCH_HOME", &home)
+            .env("NO_COLOR", "1")
+            .env("PATH", "/usr/bin:/bin");
+        cmd.output().unwrap()
+    };
+    let out = run(&[
+        "--backend",
+        "sim",
+        "--id",
+        "private",
+        "--step",
+        "one",
+        "--wait",
+        "a secret prompt",
+    ]);
+    assert_exit(&out, 0);
+    // An edit keeps the mode the user gave the config (it may hold a token).
+    let cfg = home.join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "default: opus\nmodels:\n  opus: { backend: claude }\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = run(&["config", "add-model", "sonnet", "--backend", "claude"]);
+    assert_exit(&out, 0);
+    assert!(std::fs::read_to_string(&cfg).unwrap().contains("sonnet"));
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&home), 0o700, "DISPATCH_HOME");
+    for dir in ["coordinator", "agent", "agent/logs", "agent/spool"] {
+        let p = home.join(dir);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o700, "{dir}");
+        }
+    }
+    assert_eq!(mode(&home.join("daemon.sock")), 0o600, "the socket");
+    for file in [
+        "daemon.log",
+        "config.yaml",
+        "coordinator/dispatch.db",
+        "coordinator/dispatch.db-wal",
+        "agent/logs/private.log",
+    ] {
+        let p = home.join(file);
+        assert_eq!(mode(&p), 0o600, "{file}");
+    }
+    // The task's own files in the user's project keep the usual mode.
+    let plan = l.here.path().join(".dispatch/tasks/private/plan.md");
+    assert_eq!(
+        mode(&plan) & 0o044,
+        0o044,
+        "plan.md is the project's, readable as usual"
+    );
+    let _ = run(&["daemon", "stop", "--force"]);
+}

@@ -221,3 +221,59 @@ fn a_repository_that_carries_its_own_dispatch_directory_is_refused() {
         "the planted link's target is untouched"
     );
 }
+
+#[test]
+fn the_unix_socket_serves_its_own_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    // Needs root: to start the client as another user, and to be sure file permissions are not
+    // what stops it (the socket is opened up to everyone below; only the peer check remains).
+    if !nix::unistd::Uid::effective().is_root()
+        || !std::path::Path::new("/usr/bin/setpriv").exists()
+    {
+        eprintln!("skipped: needs root and setpriv to connect as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("c.sock");
+    let data = dir.path().join("data");
+    let mut coordinator = std::process::Command::new(dispatch_tests::bin("dispatch-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--socket")
+        .arg(&sock)
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    dispatch_tests::wait_until("the socket", || sock.exists().then_some(()));
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let url = format!("unix:{}", sock.display());
+    let as_user = |uid: &str| {
+        let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+        cmd.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(dispatch_tests::bin("dispatch"))
+        .args(["--coordinator", &url, "nodes"])
+        .env("DISPATCH_HOME", dir.path().join(format!("home-{uid}")))
+        .env("HOME", dir.path());
+        cmd.output().unwrap()
+    };
+    let mine = as_user("0");
+    assert!(mine.status.success(), "{}", text(&mine.stderr));
+    let theirs = as_user("65534");
+    assert!(!theirs.status.success(), "another user was served");
+    coordinator.kill().unwrap();
+    let _ = coordinator.wait();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(
+        log.contains("refused a connection to the socket from another user"),
+        "{log}"
+    );
+}

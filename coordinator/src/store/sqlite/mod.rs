@@ -59,8 +59,11 @@ pub(in crate::store) fn options(path: &Path) -> SqliteConnectOptions {
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating) the database at `path`.
+    /// Opens (creating and migrating) the database at `path`. The database holds every prompt
+    /// and answer: it is readable by its owner only (0600), and SQLite gives its write-ahead
+    /// log and shared-memory files the database's mode.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
+        private_files(path)?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -81,6 +84,29 @@ impl SqliteStore {
     pub(crate) fn raw(&self) -> &SqlitePool {
         &self.writer
     }
+}
+
+/// Creates the database file 0600 (SQLite would create it 0644), and tightens a database and its
+/// WAL files that an earlier version left readable by others.
+fn private_files(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e: std::io::Error| {
+        CoordinatorError::Corrupt(format!("cannot secure {}: {e}", path.display()))
+    };
+    if !path.exists() {
+        drop(dispatch_core::fs::private_append(path).map_err(io)?);
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = std::path::PathBuf::from(p);
+        if let Ok(m) = std::fs::metadata(&p)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 /// `(?, ?, …)` with `n` placeholders pushed onto `q`.
