@@ -49,6 +49,12 @@ struct Args {
     #[arg(long, env = "DISPATCH_AGENT_DATA_DIR")]
     data_dir: Option<PathBuf>,
 
+    /// A file holding this node's token (made by an admin with `dispatch token create --node
+    /// NAME`). Without it: DISPATCH_AGENT_TOKEN, else `token:` in --config. A coordinator on a
+    /// TCP address needs one; its local socket does not.
+    #[arg(long, env = "DISPATCH_AGENT_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
     /// Longest wait between reconnect attempts (e.g. 5s).
     #[arg(long, env = "DISPATCH_AGENT_MAX_BACKOFF", default_value = "5s", value_parser = dispatch_core::duration::parse)]
     max_backoff: Duration,
@@ -141,6 +147,18 @@ fn main() -> anyhow::Result<()> {
         max_backoff: args.max_backoff,
         workspace_roots: roots,
         repositories: file.repositories.clone(),
+        token: match &args.token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read --token-file {}: {e}", p.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var("DISPATCH_AGENT_TOKEN")
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .or(file.token.clone()),
+        },
     };
     let found: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     tracing::info!(node = %cfg.name, backends = %found.join(", "), max_tasks = cfg.max_tasks, workdir = %cfg.workdir.display(), "agent starting");

@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub workspace_roots: Vec<PathBuf>,
     /// Which repositories tasks may name.
     pub repositories: dispatch_core::repo_url::RepoPolicy,
+    /// The node token for a coordinator that needs one (none over the local socket).
+    pub token: Option<String>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -185,8 +187,15 @@ impl Node {
         out.send(msg(v1::agent_message::Kind::Hello(self.hello())))
             .await
             .map_err(|_| "stream closed".to_string())?;
+        let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(t) = &self.cfg.token {
+            let v = format!("Bearer {}", t.trim())
+                .parse()
+                .map_err(|_| "the node token holds characters a header cannot carry".to_string())?;
+            req.metadata_mut().insert("authorization", v);
+        }
         let mut inbound = client
-            .session(ReceiverStream::new(rx))
+            .session(req)
             .await
             .map_err(|s| format!("the coordinator refused the session: {}", s.message()))?
             .into_inner();

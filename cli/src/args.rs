@@ -46,6 +46,15 @@ pub(crate) struct Global {
     /// Where dispatch keeps its config, local daemon socket, store and logs.
     #[arg(long, global = true, env = "DISPATCH_HOME", hide_env_values = true)]
     pub(crate) home: Option<PathBuf>,
+
+    /// A file holding the token for a remote coordinator. Without it: DISPATCH_TOKEN, else
+    /// `token:` in the config. (The local daemon needs none.)
+    #[arg(long, global = true, env = "DISPATCH_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) token_file: Option<PathBuf>,
+
+    /// The token in use (from --token-file, DISPATCH_TOKEN or the config).
+    #[arg(skip)]
+    pub(crate) token: Option<String>,
 }
 
 /// Options of `dispatch run` (also accepted by plain `dispatch "<prompt>"`).
@@ -243,6 +252,22 @@ pub(crate) enum Command {
     /// Run a short end-to-end demo: three scripted tasks on the local daemon, shown live.
     Demo,
 
+    /// Manage the coordinator's tokens (admins): who may connect, as what.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+
+    /// Every change made on the coordinator, who made it and when (admins), newest first.
+    Audit {
+        /// Only this task's records.
+        #[arg(long)]
+        task: Option<String>,
+        /// How many records.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+
     /// Manage the local daemon (used when no coordinator is configured).
     Daemon {
         #[command(subcommand)]
@@ -320,6 +345,34 @@ pub(crate) enum ConfigAction {
     /// Upgrade an old `agents:` config to the current schema (the old file is kept as
     /// config.yaml.old).
     Migrate,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum TokenAction {
+    /// Make a token, printed once (only a hash of it is stored): for a user with a role, or
+    /// for a node (it may connect as that name only; `NAME*` for a pool of names).
+    Create {
+        /// A user token for this user.
+        #[arg(long, conflicts_with = "node", required_unless_present = "node")]
+        user: Option<String>,
+        /// The user's role: admin (everything), member (submit; act on and read their own
+        /// tasks; summaries of others), viewer (summaries).
+        #[arg(long, requires = "user", value_parser = ["admin", "member", "viewer"])]
+        role: Option<String>,
+        /// A node token for this node name (a trailing * allows every name with that prefix).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only on these nodes may a member's tasks run (names or prefix*; repeatable).
+        #[arg(long = "allow-node", requires = "user", value_name = "NODE")]
+        allow_nodes: Vec<String>,
+    },
+    /// Every token: id, whom it is for, role, when it was made and by whom, revoked or not.
+    List,
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        /// The token's id (`dispatch token list`), the part after `dsp_`.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,10 +4,25 @@ use crate::args::Global;
 use anyhow::{Result, anyhow};
 use dispatch_proto::v1::dispatch_service_client::DispatchServiceClient;
 use std::path::PathBuf;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+/// Adds the token to every call (`authorization: Bearer …`), when there is one.
+#[derive(Clone)]
+pub(crate) struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
 /// Client of the coordinator's DispatchService.
-pub(crate) type Client = DispatchServiceClient<Channel>;
+pub(crate) type Client = DispatchServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// Where dispatch keeps its files: --home, DISPATCH_HOME, else ~/.dispatch.
 pub(crate) fn home(g: &Global) -> Result<PathBuf> {
@@ -30,8 +45,18 @@ pub(crate) struct Target {
     pub(crate) client: Client,
 }
 
-fn client_for(channel: Channel) -> Client {
-    DispatchServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024)
+/// A client on `channel` that sends `token` (none for the local daemon's socket).
+pub(crate) fn client_for(channel: Channel, token: Option<&str>) -> Result<Client> {
+    let header = token
+        .map(|t| {
+            MetadataValue::try_from(format!("Bearer {}", t.trim()))
+                .map_err(|_| anyhow!("the token holds characters a header cannot carry; check DISPATCH_TOKEN or the token file"))
+        })
+        .transpose()?;
+    Ok(
+        DispatchServiceClient::with_interceptor(channel, Bearer(header))
+            .max_decoding_message_size(16 * 1024 * 1024),
+    )
 }
 
 /// Connects to the configured coordinator, or to the local daemon (starting it when it is not
@@ -44,7 +69,7 @@ pub(crate) async fn connect(g: &Global) -> Result<Target> {
         return Ok(Target {
             url: url.clone(),
             local: false,
-            client: client_for(channel),
+            client: client_for(channel, g.token.as_deref())?,
         });
     }
     let home = home(g)?;
@@ -52,6 +77,6 @@ pub(crate) async fn connect(g: &Global) -> Result<Target> {
     Ok(Target {
         url: crate::daemon::socket_url(&home),
         local: true,
-        client: client_for(channel),
+        client: client_for(channel, None)?,
     })
 }

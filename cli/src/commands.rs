@@ -20,6 +20,19 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
     if g.coordinator.is_none() {
         g.coordinator = file.as_ref().and_then(|c| c.coordinator.clone());
     }
+    // The token: a file named on the command line, the environment, the config.
+    g.token = match &g.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read --token-file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("DISPATCH_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| file.as_ref().and_then(|c| c.token.clone())),
+    };
     let default_remote = file.and_then(|c| c.remote);
     let with_remote = |mut a: RunArgs| {
         if a.remote.is_none() && g.coordinator.is_some() {
@@ -57,6 +70,8 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Inbox { list }) => crate::ask::inbox(&g, list).await,
         Some(Command::Wait { ids, timeout }) => crate::ask::wait(&g, &ids, timeout).await,
         Some(Command::Demo) => demo(&g).await,
+        Some(Command::Token { action }) => crate::admin::token(&g, action).await,
+        Some(Command::Audit { task, limit }) => crate::admin::audit(&g, task, limit).await,
         Some(Command::Daemon {
             action: DaemonAction::Status,
         }) => crate::daemon::status(&g).await,

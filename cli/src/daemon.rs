@@ -185,6 +185,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         max_backoff: Duration::from_secs(1),
         workspace_roots: vec![],
         repositories: Default::default(),
+        token: None,
     };
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 
@@ -257,7 +258,7 @@ pub(crate) async fn status(g: &Global) -> Result<u8> {
 /// Cancels every active task and waits (up to 15 s) until each worker's end is recorded.
 async fn cancel_all(ch: Channel) -> Result<()> {
     use dispatch_core::TaskState;
-    let mut c = v1::dispatch_service_client::DispatchServiceClient::new(ch);
+    let mut c = crate::client::client_for(ch, None)?;
     let active = [
         TaskState::Queued,
         TaskState::Assigned,

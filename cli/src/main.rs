@@ -1,5 +1,6 @@
 //! `dispatch`: send coding-agent tasks to any machine and watch them.
 
+mod admin;
 mod args;
 mod ask;
 mod client;

@@ -53,6 +53,8 @@ pub fn task_to_proto(
             commit: t.repo.2.clone(),
         }),
         attempt: t.attempt,
+        owner: t.owner.clone(),
+        summary: false,
     }
 }
 

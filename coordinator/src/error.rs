@@ -18,6 +18,15 @@ pub enum CoordinatorError {
     /// The request is valid but not in the current state (e.g. cancelling a finished task).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller has no credential, or a bad one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A quota is spent.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The store failed.
     #[error("store error: {0}")]
     Store(#[from] sqlx::Error),
@@ -39,6 +48,9 @@ impl From<CoordinatorError> for tonic::Status {
             CoordinatorError::NotFound(m) => tonic::Status::not_found(m),
             CoordinatorError::AlreadyExists(m) => tonic::Status::already_exists(m),
             CoordinatorError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            CoordinatorError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
+            CoordinatorError::PermissionDenied(m) => tonic::Status::permission_denied(m),
+            CoordinatorError::ResourceExhausted(m) => tonic::Status::resource_exhausted(m),
             CoordinatorError::Store(e) => {
                 tracing::error!(error = %e, "store error");
                 tonic::Status::unavailable(format!(

@@ -49,6 +49,8 @@ pub struct CoordinatorConfig {
     pub history_retention: Duration,
     /// Where to send notifications of questions and ended tasks.
     pub notify: dispatch_core::notify::NotifyConfig,
+    /// Where the first admin token comes from on an empty store.
+    pub bootstrap: domain::access::Bootstrap,
 }
 
 impl CoordinatorConfig {
@@ -62,6 +64,7 @@ impl CoordinatorConfig {
             max_log_bytes: 64 * 1024 * 1024,
             history_retention: Duration::from_secs(7 * 24 * 3600),
             notify: Default::default(),
+            bootstrap: Default::default(),
         }
     }
 
@@ -86,6 +89,8 @@ pub struct Coordinator {
     pub config: CoordinatorConfig,
     /// When this process started, ms since the epoch.
     pub started_ms: i64,
+    /// The valid tokens.
+    pub tokens: domain::access::TokenCache,
     stop_tx: tokio::sync::watch::Sender<bool>,
     /// Callers waiting for a node to ack a command: command id → the ack's error text.
     ack_waiters: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
@@ -121,10 +126,12 @@ impl Coordinator {
             scheduler,
             config,
             started_ms: now_ms(),
+            tokens: Default::default(),
             stop_tx: tokio::sync::watch::channel(false).0,
             ack_waiters: Default::default(),
         });
         scheduler::spawn(Arc::downgrade(&c), rx);
+        c.load_tokens().await?;
         c.recover_sessions().await?;
         domain::retention::spawn(Arc::downgrade(&c));
         c.scheduler.kick();

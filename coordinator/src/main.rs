@@ -58,6 +58,12 @@ struct Args {
     #[arg(long, env = "DISPATCH_MAX_LOG_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     max_log_bytes: u64,
 
+    /// A file holding the first admin token (`dsp_<id>_<secret>`, e.g. from a Kubernetes
+    /// secret), used when the store has no token yet. Without it the first start makes one and
+    /// writes it to DATA_DIR/admin.token (0600).
+    #[arg(long, env = "DISPATCH_BOOTSTRAP_TOKEN_FILE", value_name = "FILE")]
+    bootstrap_token_file: Option<PathBuf>,
+
     /// How long an ended task keeps its event history (plan changes, questions asked, exits);
     /// its final plan, questions, answers and stored output stay. 0 keeps it forever.
     #[arg(long, env = "DISPATCH_HISTORY_RETENTION", default_value = "7d", value_parser = dispatch_core::duration::parse)]
@@ -105,6 +111,13 @@ async fn main() -> anyhow::Result<()> {
     config.heartbeat_interval = args.heartbeat_interval;
     config.node_timeout = args.node_timeout;
     config.max_log_bytes = args.max_log_bytes;
+    config.bootstrap = match &args.bootstrap_token_file {
+        Some(p) => dispatch_coordinator::domain::access::Bootstrap::Given(
+            dispatch_coordinator::domain::access::read_bootstrap(p)
+                .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+        None => dispatch_coordinator::domain::access::Bootstrap::Generate,
+    };
     config.history_retention = args.history_retention;
     let mut notify = match &args.config {
         Some(path) => dispatch_core::notify::load(path).map_err(|e| anyhow::anyhow!(e))?,

@@ -42,6 +42,11 @@ pub fn runs_model(task: &TaskRecord, backend: &str, models: Option<&Vec<String>>
 /// True when a node could ever run `task` (ignoring how busy it is).
 pub fn can_run(task: &TaskRecord, s: &NodeSlot) -> bool {
     (task.remote.is_empty() || s.name == task.remote)
+        && (task.allowed_nodes.is_empty()
+            || task
+                .allowed_nodes
+                .iter()
+                .any(|p| crate::model::node_matches(p, &s.name)))
         && in_pool(task, &s.labels)
         && backend_on(task, &s.backends).is_some_and(|b| runs_model(task, &b, s.models.get(&b)))
 }

@@ -1,6 +1,7 @@
 //! Runs the gRPC services on any number of listeners (TCP and Unix sockets).
 
 use crate::Coordinator;
+use crate::service::auth::authenticate;
 use crate::service::{agent::AgentSvc, dispatch::DispatchSvc};
 use dispatch_proto::v1::agent_service_server::AgentServiceServer;
 use dispatch_proto::v1::dispatch_service_server::DispatchServiceServer;
@@ -8,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::interceptor::InterceptedService;
 
 /// A bound listener to serve on.
 pub enum Listener {
@@ -39,14 +41,17 @@ pub async fn serve(
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(
+            // Every call is authenticated before its handler runs.
+            .add_service(InterceptedService::new(
                 AgentServiceServer::new(AgentSvc(Arc::clone(&c)))
                     .max_decoding_message_size(MAX_MESSAGE),
-            )
-            .add_service(
+                authenticate(Arc::clone(&c)),
+            ))
+            .add_service(InterceptedService::new(
                 DispatchServiceServer::new(DispatchSvc(Arc::clone(&c)))
                     .max_decoding_message_size(MAX_MESSAGE),
-            );
+                authenticate(Arc::clone(&c)),
+            ));
         let mut stop = stop_rx.clone();
         let signal = async move {
             let _ = stop.wait_for(|s| *s).await;

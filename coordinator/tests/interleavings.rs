@@ -17,8 +17,8 @@
 use dispatch_coordinator::domain::SubmitSpec;
 use dispatch_coordinator::model::TaskRecord;
 use dispatch_coordinator::model::{
-    BackendRecord, EventKind, IncomingEvent, NodeCommand, NodeHello, NodeRecord, TaskEvent,
-    WorkerExit,
+    BackendRecord, EventKind, IncomingEvent, NodeCommand, NodeHello, NodeRecord, Principal,
+    TaskEvent, WorkerExit,
 };
 use dispatch_coordinator::store::SessionKey;
 use dispatch_coordinator::{Coordinator, CoordinatorConfig};
@@ -298,13 +298,16 @@ async fn case(ops: Vec<Op>, batches: Vec<Batch>) {
         cursors: vec![],
     };
     let session = c.open_session(&hello, "model").await.unwrap();
-    c.submit(SubmitSpec {
-        id: TASK.into(),
-        prompt: "race the writers".into(),
-        steps: vec!["a".into()],
-        backend: "sim".into(),
-        ..Default::default()
-    })
+    c.submit(
+        SubmitSpec {
+            id: TASK.into(),
+            prompt: "race the writers".into(),
+            steps: vec!["a".into()],
+            backend: "sim".into(),
+            ..Default::default()
+        },
+        &Principal::Local,
+    )
     .await
     .unwrap();
     let mut node = NodeModel {
@@ -328,10 +331,16 @@ async fn case(ops: Vec<Op>, batches: Vec<Batch>) {
                 // Refusals (nothing to answer, already ended, …) are fine: the point is that
                 // whatever is accepted never undoes an event.
                 let _ = match op {
-                    Op::Answer => c.answer(TASK, 0, "yes", "").await.map(drop),
-                    Op::Note => c.add_note(TASK, "a note").await.map(drop),
-                    Op::Cancel => c.cancel(TASK).await.map(drop),
-                    Op::Retry => c.retry(TASK, "", "", "").await.map(drop),
+                    Op::Answer => c
+                        .answer(TASK, 0, "yes", "", &Principal::Local)
+                        .await
+                        .map(drop),
+                    Op::Note => c
+                        .add_note(TASK, "a note", &Principal::Local)
+                        .await
+                        .map(drop),
+                    Op::Cancel => c.cancel(TASK, &Principal::Local).await.map(drop),
+                    Op::Retry => c.retry(TASK, "", "", "", &Principal::Local).await.map(drop),
                     Op::Pause(n) => {
                         pause(n).await;
                         Ok(())

@@ -121,8 +121,56 @@ pub struct Cluster {
     /// Its URL (`http://127.0.0.1:PORT`).
     pub url: String,
     coordinator_args: Vec<String>,
+    /// The admin token the coordinator made at its first start.
+    pub admin_token: String,
+    /// Node tokens made for the agents, by node name.
+    node_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Root temp directory.
     pub dir: tempfile::TempDir,
+}
+
+/// Adds a bearer token to every call.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    /// Sends `token`.
+    pub fn new(token: &str) -> Bearer {
+        Bearer(format!("Bearer {token}").parse().expect("a token is ASCII"))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("authorization", self.0.clone());
+        Ok(req)
+    }
+}
+
+/// A `DispatchService` client that sends a token.
+pub type Client =
+    DispatchServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// A client of the coordinator at `url` sending `token` (fails fast while it is down).
+pub async fn client_with(url: &str, token: &str) -> Result<Client, tonic::transport::Error> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    Ok(DispatchServiceClient::with_interceptor(
+        channel,
+        Bearer::new(token),
+    ))
+}
+
+/// `request` with `token` as its bearer.
+pub fn with_token<T>(request: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(request);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("a token is ASCII"),
+    );
+    r
 }
 
 /// Options for one agent node.
@@ -206,14 +254,61 @@ impl Cluster {
             .enable_all()
             .build()
             .unwrap();
+        // The first start of an empty store makes an admin token and writes it here.
+        let admin_token = std::fs::read_to_string(dir.path().join("coordinator/admin.token"))
+            .expect("the coordinator wrote its first admin token")
+            .trim()
+            .to_string();
         Cluster {
             dir,
             coordinator,
             url,
             coordinator_args,
+            admin_token,
+            node_tokens: Default::default(),
             agents: vec![],
             rt,
         }
+    }
+
+    /// A token for node `name` (a pattern ending in `*` for many), made once by the admin.
+    pub fn node_token(&self, name: &str) -> String {
+        if let Some(t) = self.node_tokens.lock().unwrap().get(name) {
+            return t.clone();
+        }
+        let token = self.block_on(async {
+            let mut c = self.client().await.expect("connect to the coordinator");
+            c.create_token(v1::CreateTokenRequest {
+                node: name.to_string(),
+                ..Default::default()
+            })
+            .await
+            .expect("create a node token")
+            .into_inner()
+            .token
+        });
+        self.node_tokens
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), token.clone());
+        token
+    }
+
+    /// A token for user `name` with `role` (`nodes`: the nodes its tasks may use; empty: any).
+    pub fn user_token(&self, name: &str, role: &str, nodes: &[&str]) -> String {
+        self.block_on(async {
+            let mut c = self.client().await.expect("connect to the coordinator");
+            c.create_token(v1::CreateTokenRequest {
+                user: name.to_string(),
+                role: role.to_string(),
+                nodes: nodes.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("create a user token")
+            .into_inner()
+            .token
+        })
     }
 
     /// Starts a coordinator and one agent node `node` with capacity 2.
@@ -285,6 +380,7 @@ impl Cluster {
         };
         cmd.env("PATH", path);
         cmd.env("DISPATCH_LOG", "info,dispatch_agent=debug");
+        cmd.env("DISPATCH_AGENT_TOKEN", self.node_token(&o.name));
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.dir.path().join(format!("agent-{}-{n}.log", o.name));
@@ -318,9 +414,9 @@ impl Cluster {
             .1
     }
 
-    /// A gRPC client of the coordinator.
-    pub async fn client(&self) -> Result<DispatchServiceClient<Channel>, tonic::transport::Error> {
-        DispatchServiceClient::connect(self.url.clone()).await
+    /// A gRPC client of the coordinator, as its admin.
+    pub async fn client(&self) -> Result<Client, tonic::transport::Error> {
+        client_with(&self.url, &self.admin_token).await
     }
 
     /// Runs a future on the cluster's runtime.
@@ -333,6 +429,7 @@ impl Cluster {
         let mut cmd = Command::new(bin("dispatch"));
         cmd.env("DISPATCH_COORDINATOR", &self.url)
             .env("DISPATCH_HOME", self.dir.path().join("home"))
+            .env("DISPATCH_TOKEN", &self.admin_token)
             .env("NO_COLOR", "1");
         cmd.current_dir(self.workdir());
         cmd

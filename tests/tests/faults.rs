@@ -25,18 +25,37 @@ fn env_count(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A client of `url` whose calls may fail while the coordinator is down.
-async fn client(
-    url: &str,
-) -> Option<v1::dispatch_service_client::DispatchServiceClient<tonic::transport::Channel>> {
-    let ep = tonic::transport::Endpoint::from_shared(url.to_string())
+/// Where the coordinator is, and the admin token to reach it with.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    token: String,
+}
+
+impl Target {
+    fn of(c: &Cluster) -> Target {
+        Target {
+            url: c.url.clone(),
+            token: c.admin_token.clone(),
+        }
+    }
+}
+
+/// A client whose calls may fail while the coordinator is down (a call gives up after 10 s).
+async fn client(t: &Target) -> Option<dispatch_tests::Client> {
+    let channel = tonic::transport::Endpoint::from_shared(t.url.clone())
         .ok()?
         .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(10));
-    ep.connect()
+        .timeout(Duration::from_secs(10))
+        .connect()
         .await
-        .ok()
-        .map(v1::dispatch_service_client::DispatchServiceClient::new)
+        .ok()?;
+    Some(
+        v1::dispatch_service_client::DispatchServiceClient::with_interceptor(
+            channel,
+            dispatch_tests::Bearer::new(&t.token),
+        ),
+    )
 }
 
 fn answer_text(task: &str, seq: u32) -> String {
@@ -45,7 +64,7 @@ fn answer_text(task: &str, seq: u32) -> String {
 
 /// Submits `n` tasks that each ask two questions (retrying with the same request id through
 /// coordinator restarts).
-fn submit_all(url: &str, prefix: &str, n: usize) -> Vec<String> {
+fn submit_all(url: &Target, prefix: &str, n: usize) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
     rt.block_on(async {
@@ -98,7 +117,7 @@ enum Moment {
 /// Answers every open question until `stop`, each with one request id however often it is
 /// retried. Returns (task, seq) → how many distinct answers were accepted.
 fn answerer(
-    url: String,
+    url: Target,
     stop: Arc<AtomicBool>,
     moments: mpsc::Sender<Moment>,
 ) -> std::thread::JoinHandle<HashMap<(String, u32), u32>> {
@@ -166,7 +185,7 @@ fn answerer(
 }
 
 /// States of `ids` (None while the coordinator does not answer).
-fn states(url: &str, ids: &[String]) -> Option<BTreeMap<String, v1::Task>> {
+fn states(url: &Target, ids: &[String]) -> Option<BTreeMap<String, v1::Task>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -198,7 +217,7 @@ fn states(url: &str, ids: &[String]) -> Option<BTreeMap<String, v1::Task>> {
     })
 }
 
-fn all_ended(url: &str, ids: &[String]) -> Option<BTreeMap<String, v1::Task>> {
+fn all_ended(url: &Target, ids: &[String]) -> Option<BTreeMap<String, v1::Task>> {
     states(url, ids)
         .filter(|m| m.len() == ids.len() && m.values().all(|t| t.task_state().is_terminal()))
 }
@@ -325,8 +344,8 @@ fn a_coordinator_killed_every_few_seconds_loses_no_task_and_no_answer() {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let (moments_tx, moments) = mpsc::channel();
-    let answers = answerer(c.url.clone(), Arc::clone(&stop), moments_tx);
-    let url = c.url.clone();
+    let answers = answerer(Target::of(&c), Arc::clone(&stop), moments_tx);
+    let url = Target::of(&c);
     let submitter = std::thread::spawn(move || submit_all(&url, "crash", n));
 
     let start = Instant::now();
@@ -343,13 +362,13 @@ fn a_coordinator_killed_every_few_seconds_loses_no_task_and_no_answer() {
         assert!(
             start.elapsed() < WORKLOAD_DEADLINE,
             "not every task ended within {WORKLOAD_DEADLINE:?}: {:?}",
-            states(&c.url, &ids).map(|m| m
+            states(&Target::of(&c), &ids).map(|m| m
                 .values()
                 .filter(|t| !t.task_state().is_terminal())
                 .map(|t| format!("{} {}", t.id, t.task_state().as_str()))
                 .collect::<Vec<_>>())
         );
-        if let Some(done) = all_ended(&c.url, &ids) {
+        if let Some(done) = all_ended(&Target::of(&c), &ids) {
             break done;
         }
         // A third of the kills land right around an answer: just before the RPC goes out,
@@ -412,7 +431,7 @@ fn a_network_that_resets_stalls_and_delays_fails_no_task() {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let (moments_tx, _moments) = mpsc::channel();
-    let answers = answerer(c.url.clone(), Arc::clone(&stop), moments_tx);
+    let answers = answerer(Target::of(&c), Arc::clone(&stop), moments_tx);
     let start = Instant::now();
     let proxy = Arc::new(proxy);
     let schedule = {
@@ -420,21 +439,21 @@ fn a_network_that_resets_stalls_and_delays_fails_no_task() {
         let seconds = env_count("DISPATCH_FAULT_CHAOS_SECONDS", 45) as u64;
         std::thread::spawn(move || chaos(&proxy, seed, Duration::from_secs(seconds)))
     };
-    let ids = submit_all(&c.url, "net", n);
+    let ids = submit_all(&Target::of(&c), "net", n);
     let unreachable_seen = Arc::new(Mutex::new(0usize));
     let tasks = loop {
         assert!(
             start.elapsed() < WORKLOAD_DEADLINE,
             "not every task ended within {WORKLOAD_DEADLINE:?}"
         );
-        if let Some(m) = states(&c.url, &ids) {
+        if let Some(m) = states(&Target::of(&c), &ids) {
             *unreachable_seen.lock().unwrap() += m
                 .values()
                 .filter(|t| t.task_state().as_str() == "unreachable")
                 .count();
         }
         if schedule.is_finished()
-            && let Some(done) = all_ended(&c.url, &ids)
+            && let Some(done) = all_ended(&Target::of(&c), &ids)
         {
             break done;
         }

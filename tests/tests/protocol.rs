@@ -16,7 +16,7 @@ struct FakeNode {
     inbound: tonic::Streaming<v1::CoordinatorMessage>,
 }
 
-async fn fake_node(url: &str, name: &str) -> FakeNode {
+async fn fake_node(url: &str, name: &str, token: &str) -> FakeNode {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .unwrap()
         .connect()
@@ -36,7 +36,7 @@ async fn fake_node(url: &str, name: &str) -> FakeNode {
     .await
     .unwrap();
     let mut inbound = client
-        .session(ReceiverStream::new(rx))
+        .session(dispatch_tests::with_token(ReceiverStream::new(rx), token))
         .await
         .unwrap()
         .into_inner();
@@ -138,8 +138,9 @@ fn submit_pinned(c: &Cluster, id: &str, node: &str) {
 #[test]
 fn a_gap_is_asked_for_on_the_live_stream_and_healed() {
     let c = Cluster::new();
+    let token = c.node_token("fake");
     c.block_on(async {
-        let mut n = fake_node(&c.url, "fake").await;
+        let mut n = fake_node(&c.url, "fake", &token).await;
         submit_pinned(&c, "gappy", "fake");
         n.assigned("gappy").await;
         n.send(event("gappy", 1, plan("- [ ] one\n"))).await;
@@ -189,8 +190,9 @@ fn a_gap_is_asked_for_on_the_live_stream_and_healed() {
 #[test]
 fn an_event_over_a_limit_is_history_only_and_the_stream_goes_on() {
     let c = Cluster::new();
+    let token = c.node_token("fake");
     c.block_on(async {
-        let mut n = fake_node(&c.url, "fake").await;
+        let mut n = fake_node(&c.url, "fake", &token).await;
         submit_pinned(&c, "big", "fake");
         n.assigned("big").await;
         let huge = "?".repeat(70 * 1024);
@@ -220,9 +222,10 @@ fn an_event_over_a_limit_is_history_only_and_the_stream_goes_on() {
 #[test]
 fn a_node_cannot_ack_another_nodes_command() {
     let c = Cluster::new();
+    let (ta, tb) = (c.node_token("node-a"), c.node_token("node-b"));
     c.block_on(async {
-        let mut a = fake_node(&c.url, "node-a").await;
-        let b = fake_node(&c.url, "node-b").await;
+        let mut a = fake_node(&c.url, "node-a", &ta).await;
+        let b = fake_node(&c.url, "node-b", &tb).await;
         submit_pinned(&c, "theirs", "node-a");
         // node-a sees its Assign but does not ack it; node-b tries to.
         let id = loop {
@@ -252,7 +255,7 @@ fn a_node_cannot_ack_another_nodes_command() {
                 .iter()
                 .any(|n| n.name == "node-a" && !n.connected);
             if gone {
-                break fake_node(&c.url, "node-a").await;
+                break fake_node(&c.url, "node-a", &ta).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -268,8 +271,9 @@ fn a_node_cannot_ack_another_nodes_command() {
 #[test]
 fn a_node_that_stops_reading_is_disconnected_not_forgotten() {
     let c = Cluster::new();
+    let token = c.node_token("deaf");
     c.block_on(async {
-        let n = fake_node(&c.url, "deaf").await;
+        let n = fake_node(&c.url, "deaf", &token).await;
         // Acks for a node that heartbeats but never reads (events of unknown tasks are acked
         // one task at a time): more than its queue and the HTTP/2 windows hold. The
         // coordinator ends the session once a send has waited the silence time.

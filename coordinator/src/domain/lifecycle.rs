@@ -1,7 +1,8 @@
 //! Cancel, retry and clean a task, and end a queued one whose dependency failed.
 
+use super::must_own;
 use crate::error::{CoordinatorError, Result};
-use crate::model::{ChangeKind, NodeCommand, TaskRecord};
+use crate::model::{AuditEntry, ChangeKind, NodeCommand, Principal, TaskRecord};
 use crate::store::{TaskUpdate, Transition};
 use crate::{Coordinator, now_ms};
 use dispatch_core::limits;
@@ -14,10 +15,11 @@ const CLEAN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 impl Coordinator {
     /// Cancels a task: a queued one at once; one on a node by telling the node to kill the
     /// worker's process group (its slot frees when the node reports the exit).
-    pub async fn cancel(&self, id: &str) -> Result<TaskRecord> {
+    pub async fn cancel(&self, id: &str, who: &Principal) -> Result<TaskRecord> {
         task_id::validate(id)?;
         let now = now_ms();
         let decide = |t: &TaskRecord| {
+            must_own(who, t)?;
             if t.state.is_terminal() {
                 return Err(CoordinatorError::FailedPrecondition(format!(
                     "task `{id}` already ended ({}); there is nothing to cancel",
@@ -53,9 +55,13 @@ impl Coordinator {
                 kind: Some(ChangeKind::State),
             })
         };
-        let done = self.store.transition(id, now, &decide).await?;
+        let audit = AuditEntry::new(who, "cancel", id, "");
+        let done = self
+            .store
+            .transition(id, now, Some(&audit), &decide)
+            .await?;
         let t = self.finish(done);
-        tracing::info!(task = id, node = %t.node, "cancelled");
+        tracing::info!(task = id, node = %t.node, by = %who.name(), "cancelled");
         Ok(t)
     }
 
@@ -79,7 +85,7 @@ impl Coordinator {
                 Transition::default()
             })
         };
-        let done = self.store.transition(id, now, &decide).await?;
+        let done = self.store.transition(id, now, None, &decide).await?;
         let t = self.finish(done);
         tracing::info!(task = id, state = %t.state, reason = %t.reason, "task ended");
         Ok(())
@@ -93,8 +99,10 @@ impl Coordinator {
         backend: &str,
         model: &str,
         remote: &str,
+        who: &Principal,
     ) -> Result<TaskRecord> {
         let seen = self.task(id).await?;
+        must_own(who, &seen)?;
         let retryable = |t: &TaskRecord| match t.state {
             TaskState::Failed | TaskState::Lost | TaskState::Cancelled | TaskState::Blocked => {
                 Ok(())
@@ -143,6 +151,7 @@ impl Coordinator {
         })
         .await?;
         let decide = |t: &TaskRecord| {
+            must_own(who, t)?;
             retryable(t)?;
             let (backend, model, remote) = choose(t);
             let mut plan = Plan::parse(&t.plan_md);
@@ -185,18 +194,28 @@ impl Coordinator {
                 kind: Some(ChangeKind::State),
             })
         };
-        let done = self.store.transition(id, now_ms(), &decide).await?;
+        let audit = AuditEntry::new(
+            who,
+            "retry",
+            id,
+            format!("backend={backend} model={model} remote={remote}"),
+        );
+        let done = self
+            .store
+            .transition(id, now_ms(), Some(&audit), &decide)
+            .await?;
         let t = self.finish(done);
-        tracing::info!(task = id, attempt = t.attempt, "retrying");
+        tracing::info!(task = id, attempt = t.attempt, by = %who.name(), "retrying");
         self.scheduler.pass().await;
         self.task(id).await
     }
 
     /// Removes an ended worktree task's worktree on its node (the branch, with the work, stays)
     /// and waits up to 30 s for the node to confirm.
-    pub async fn clean(&self, id: &str) -> Result<TaskRecord> {
+    pub async fn clean(&self, id: &str, who: &Principal) -> Result<TaskRecord> {
         task_id::validate(id)?;
         let check = |t: &TaskRecord| {
+            must_own(who, t)?;
             if !t.worktree {
                 return Err(CoordinatorError::FailedPrecondition(format!(
                     "task `{id}` did not run in a worktree; there is nothing to clean"
@@ -242,7 +261,11 @@ impl Coordinator {
                 ..Default::default()
             })
         };
-        let done = self.store.transition(id, now_ms(), &ask).await?;
+        let audit = AuditEntry::new(who, "clean", id, "");
+        let done = self
+            .store
+            .transition(id, now_ms(), Some(&audit), &ask)
+            .await?;
         let cmd = done.command_ids[0];
         let ack = self.await_ack(cmd);
         let node = self.finish(done).node;
@@ -270,7 +293,7 @@ impl Coordinator {
                 }
             })
         };
-        let done = self.store.transition(id, now_ms(), &mark).await?;
+        let done = self.store.transition(id, now_ms(), None, &mark).await?;
         tracing::info!(task = id, node = %node, "worktree removed");
         Ok(self.finish(done))
     }

@@ -1,7 +1,10 @@
 //! Questions and answers, notes to running workers, and the legacy `[?]` fallback.
 
+use super::must_own;
 use crate::error::{CoordinatorError, Result};
-use crate::model::{ChangeKind, NodeCommand, OpenQuestion, QuestionRecord, TaskRecord};
+use crate::model::{
+    AuditEntry, ChangeKind, NodeCommand, OpenQuestion, Principal, QuestionRecord, TaskRecord,
+};
 use crate::store::{Answered, TaskUpdate, Transition};
 use crate::{Coordinator, now_ms};
 use dispatch_core::limits::{self, check_len};
@@ -90,6 +93,7 @@ impl Coordinator {
         seq: u32,
         text: &str,
         request_id: &str,
+        who: &Principal,
     ) -> Result<TaskRecord> {
         task_id::validate(id)?;
         check_len("answer", text, limits::MAX_MESSAGE_BYTES)?;
@@ -99,6 +103,7 @@ impl Coordinator {
             return Err(CoordinatorError::Invalid("the answer is empty".into()));
         }
         let decide = |t: &TaskRecord, questions: &[QuestionRecord]| {
+            must_own(who, t)?;
             if t.state.is_terminal() && t.state != TaskState::Blocked {
                 return Err(CoordinatorError::FailedPrecondition(format!(
                     "task `{id}` already ended ({}); there is no worker to answer",
@@ -125,9 +130,19 @@ impl Coordinator {
             Ok((q.seq, tr))
         };
         let request = (!request_id.is_empty()).then_some(request_id);
+        let audit = AuditEntry::new(
+            who,
+            "answer",
+            id,
+            if seq == 0 {
+                "the oldest open question".to_string()
+            } else {
+                format!("question {seq:03}")
+            },
+        );
         let (done, seq) = match self
             .store
-            .answer(id, text, request, now_ms(), &decide)
+            .answer(id, text, request, now_ms(), Some(&audit), &decide)
             .await?
         {
             Answered::Repeated(t) => {
@@ -171,7 +186,7 @@ impl Coordinator {
 
     /// Appends a dispatcher note to an active task's plan.md on its node (stored, and sent
     /// when the node is there).
-    pub async fn add_note(&self, id: &str, text: &str) -> Result<TaskRecord> {
+    pub async fn add_note(&self, id: &str, text: &str, who: &Principal) -> Result<TaskRecord> {
         task_id::validate(id)?;
         check_len("note", text, limits::MAX_MESSAGE_BYTES)?;
         let text = text.trim();
@@ -184,6 +199,7 @@ impl Coordinator {
             ));
         }
         let decide = |t: &TaskRecord| {
+            must_own(who, t)?;
             if !t.state.holds_slot() {
                 return Err(CoordinatorError::FailedPrecondition(format!(
                     "task `{id}` is {}; notes reach only a worker that runs (assigned, running, waiting or unreachable)",
@@ -201,7 +217,11 @@ impl Coordinator {
                 ..Default::default()
             })
         };
-        let done = self.store.transition(id, now_ms(), &decide).await?;
+        let audit = AuditEntry::new(who, "note", id, "");
+        let done = self
+            .store
+            .transition(id, now_ms(), Some(&audit), &decide)
+            .await?;
         let t = self.finish(done);
         tracing::info!(task = id, node = %t.node, "note stored for the node");
         Ok(t)

@@ -1,7 +1,7 @@
 //! Submitting a task: validation, the plan, the id, and whether any node could ever run it.
 
 use crate::error::{CoordinatorError, Result};
-use crate::model::{NodeRecord, Repo, TaskRecord};
+use crate::model::{AuditEntry, NodeRecord, Principal, Repo, TaskRecord, node_matches};
 use crate::registry::NodeSlot;
 use crate::router::{backend_on, can_run, in_pool, preferred_backend};
 use crate::store::Inserted;
@@ -86,7 +86,23 @@ fn describe_backends(nodes: &[NodeRecord]) -> String {
 impl Coordinator {
     /// Validates and stores a new task, then runs a scheduling pass so the returned task
     /// already shows its node when one was free.
-    pub async fn submit(&self, req: SubmitSpec) -> Result<TaskRecord> {
+    pub async fn submit(&self, req: SubmitSpec, who: &Principal) -> Result<TaskRecord> {
+        // The nodes the submitter's token allows (empty: any); a pinned node must be one.
+        let allowed_nodes = match who {
+            Principal::User { nodes, .. } => nodes.clone(),
+            _ => Vec::new(),
+        };
+        if !req.remote.is_empty()
+            && !allowed_nodes.is_empty()
+            && !allowed_nodes.iter().any(|p| node_matches(p, &req.remote))
+        {
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "{} may run tasks only on {}; node `{}` is not among them",
+                who.name(),
+                allowed_nodes.join(", "),
+                req.remote
+            )));
+        }
         // A retried request (same request id) gets the task the first one created.
         let request = (!req.request_id.is_empty()).then_some(req.request_id.as_str());
         if let Some(r) = request {
@@ -168,6 +184,7 @@ impl Coordinator {
             backend: req.backend.clone(),
             model: req.model.clone(),
             pool: pool.clone(),
+            allowed_nodes: allowed_nodes.clone(),
             ..Default::default()
         };
         self.check_placement(&probe).await?;
@@ -266,9 +283,24 @@ impl Coordinator {
             worktree: req.worktree || prompt::wants_worktree(&req.prompt),
             pool,
             repo,
+            owner: who.name(),
+            allowed_nodes,
             ..Default::default()
         };
-        match self.store.insert_task(&record, request).await? {
+        let audit = AuditEntry::new(
+            who,
+            "submit",
+            &id,
+            format!(
+                "remote={} backend={} model={}",
+                record.remote, record.backend, record.model
+            ),
+        );
+        match self
+            .store
+            .insert_task(&record, request, Some(&audit))
+            .await?
+        {
             Inserted::New(changes) => self.committed(changes),
             Inserted::Existing(id) => return self.task(&id).await,
         }

@@ -339,6 +339,8 @@ impl v1::agent_service_server::AgentService for AgentSvc {
         &self,
         req: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<OutStream>, Status> {
+        let who = super::auth::caller(&req)?;
+        super::auth::permit(&who, super::auth::Rpc::Session)?;
         let addr = req
             .remote_addr()
             .map_or_else(|| "the local socket".to_string(), |a| a.to_string());
@@ -359,6 +361,16 @@ impl v1::agent_service_server::AgentService for AgentSvc {
                 ));
             }
         };
+        // A node token connects only as its own name.
+        if let crate::model::Principal::Node { pattern } = &who
+            && !crate::model::node_matches(pattern, &hello.name)
+        {
+            return Err(Status::permission_denied(format!(
+                "this node token is for `{pattern}`; it cannot connect as `{}` (ask an admin for a token for that name: `dispatch token create --node {}`)",
+                dispatch_core::text::printable_line(&hello.name),
+                dispatch_core::text::printable_line(&hello.name)
+            )));
+        }
         let c = Arc::clone(&self.0);
         let session = c
             .open_session(&convert::hello_from_proto(hello), &addr)

@@ -1,9 +1,12 @@
 //! `DispatchService`: what the CLI calls. Thin: check the input, call the domain, convert.
 
-use super::views::{task_view, task_views};
+use super::auth::{Rpc, Sight, caller, permit, sees_all, summarize, summarize_node};
+use super::views::{Viewer, task_view, task_views};
 use crate::Coordinator;
 use crate::convert;
+use crate::domain::access::NewToken;
 use crate::error::CoordinatorError;
+use crate::model::Principal;
 use crate::publish::Published;
 use crate::store::TaskQuery;
 use dispatch_core::TaskState;
@@ -32,13 +35,37 @@ const PAGE_BYTES: usize = 3 * 1024 * 1024;
 /// Stored output sent per read by `Logs`.
 const LOG_PAGE_BYTES: usize = 1024 * 1024;
 
-async fn snapshots(c: &Coordinator, task_id: &str) -> Result<Vec<v1::Task>, CoordinatorError> {
+async fn snapshots(
+    c: &Coordinator,
+    task_id: &str,
+    viewer: Viewer<'_>,
+) -> Result<Vec<v1::Task>, CoordinatorError> {
     let records = if task_id.is_empty() {
         c.store.active_tasks().await?
     } else {
         vec![c.task(task_id).await?]
     };
-    task_views(c, &records).await
+    task_views(c, &records, viewer).await
+}
+
+fn token_info(t: &crate::model::TokenRecord) -> v1::TokenInfo {
+    v1::TokenInfo {
+        id: t.id.clone(),
+        kind: t.kind.clone(),
+        name: t.name.clone(),
+        role: t.role.clone(),
+        nodes: t.nodes.clone(),
+        created_at_ms: t.created_ms,
+        created_by: t.created_by.clone(),
+        revoked_at_ms: t.revoked_ms.unwrap_or(0),
+    }
+}
+
+/// The caller, if it may make a call of kind `rpc`, and what it sees.
+fn who<T>(req: &Request<T>, rpc: Rpc) -> Result<(Principal, Sight), Status> {
+    let who = caller(req)?;
+    let sight = permit(&who, rpc)?;
+    Ok((who, sight))
 }
 
 #[tonic::async_trait]
@@ -47,12 +74,13 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         &self,
         req: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let (who, sight) = who(&req, Rpc::Submit)?;
         let t = self
             .0
-            .submit(convert::submit_from_proto(req.into_inner()))
+            .submit(convert::submit_from_proto(req.into_inner()), &who)
             .await?;
         Ok(Response::new(v1::SubmitResponse {
-            task: Some(task_view(&self.0, &t).await?),
+            task: Some(task_view(&self.0, &t, (&who, sight)).await?),
         }))
     }
 
@@ -60,14 +88,16 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         &self,
         req: Request<v1::GetTaskRequest>,
     ) -> Result<Response<v1::Task>, Status> {
+        let (who, sight) = who(&req, Rpc::Read)?;
         let t = self.0.task(&req.into_inner().id).await?;
-        Ok(Response::new(task_view(&self.0, &t).await?))
+        Ok(Response::new(task_view(&self.0, &t, (&who, sight)).await?))
     }
 
     async fn list_tasks(
         &self,
         req: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let (who, sight) = who(&req, Rpc::Read)?;
         let req = req.into_inner();
         let mut states = Vec::new();
         for s in req.states {
@@ -101,7 +131,7 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
             })
             .await
             .map_err(Status::from)?;
-        let views = task_views(&self.0, &page.tasks).await?;
+        let views = task_views(&self.0, &page.tasks, (&who, sight)).await?;
         // A page stops before it would pass PAGE_BYTES (one task always fits a message).
         let mut bytes = 0;
         let mut tasks = Vec::with_capacity(views.len());
@@ -127,36 +157,45 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         &self,
         req: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let (who, sight) = who(&req, Rpc::Read)?;
         let task_id = req.into_inner().task_id;
         let c = Arc::clone(&self.0);
         // Subscribe before reading the snapshot so no change falls between them.
         let rx = c.publisher.watch();
-        let initial = snapshots(&c, &task_id).await?;
+        let initial = snapshots(&c, &task_id, (&who, sight)).await?;
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
         let stopping = c.stopping();
         tokio::spawn(async move {
             tokio::select! {
                 _ = stopping => {}
-                _ = pump_watch(&c, &task_id, rx, initial, tx) => {}
+                _ = pump_watch(&c, &task_id, (&who, sight), rx, initial, tx) => {}
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 
     async fn cancel(&self, req: Request<v1::CancelRequest>) -> Result<Response<v1::Task>, Status> {
-        let t = self.0.cancel(&req.into_inner().id).await?;
-        Ok(Response::new(task_view(&self.0, &t).await?))
+        let (who, sight) = who(&req, Rpc::Act)?;
+        let t = self.0.cancel(&req.into_inner().id, &who).await?;
+        Ok(Response::new(task_view(&self.0, &t, (&who, sight)).await?))
     }
 
     async fn list_nodes(
         &self,
-        _req: Request<v1::ListNodesRequest>,
+        req: Request<v1::ListNodesRequest>,
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        let (_, sight) = who(&req, Rpc::Nodes)?;
         let nodes = self.0.list_nodes().await?;
         Ok(Response::new(v1::ListNodesResponse {
             nodes: nodes
                 .iter()
-                .map(|(n, live)| convert::node_to_proto(n, live.as_ref()))
+                .map(|(n, live)| {
+                    let mut n = convert::node_to_proto(n, live.as_ref());
+                    if sight == Sight::Summaries {
+                        summarize_node(&mut n);
+                    }
+                    n
+                })
                 .collect(),
         }))
     }
@@ -167,9 +206,11 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         &self,
         req: Request<v1::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
+        let (who, _) = who(&req, Rpc::Logs)?;
         let req = req.into_inner();
         let c = Arc::clone(&self.0);
         let task = c.task(&req.id).await?;
+        crate::domain::must_own(&who, &task)?;
         let log_rx = c.publisher.logs();
         let watch_rx = c.publisher.watch();
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
@@ -184,56 +225,69 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
     }
 
     async fn answer(&self, req: Request<v1::AnswerRequest>) -> Result<Response<v1::Task>, Status> {
+        let (who, sight) = who(&req, Rpc::Act)?;
         let req = req.into_inner();
         let t = self
             .0
-            .answer(&req.id, req.seq, &req.text, &req.request_id)
+            .answer(&req.id, req.seq, &req.text, &req.request_id, &who)
             .await?;
-        Ok(Response::new(task_view(&self.0, &t).await?))
+        Ok(Response::new(task_view(&self.0, &t, (&who, sight)).await?))
     }
 
     async fn add_note(
         &self,
         req: Request<v1::AddNoteRequest>,
     ) -> Result<Response<v1::Task>, Status> {
+        let (who, sight) = who(&req, Rpc::Act)?;
         let req = req.into_inner();
-        let t = self.0.add_note(&req.id, &req.text).await?;
-        Ok(Response::new(task_view(&self.0, &t).await?))
+        let t = self.0.add_note(&req.id, &req.text, &who).await?;
+        Ok(Response::new(task_view(&self.0, &t, (&who, sight)).await?))
     }
 
     async fn list_questions(
         &self,
-        _req: Request<v1::ListQuestionsRequest>,
+        req: Request<v1::ListQuestionsRequest>,
     ) -> Result<Response<v1::ListQuestionsResponse>, Status> {
+        let (who, sight) = who(&req, Rpc::Read)?;
         Ok(Response::new(v1::ListQuestionsResponse {
             questions: self
                 .0
                 .pending_questions()
                 .await?
                 .into_iter()
-                .map(convert::open_question_to_proto)
+                .map(|o| {
+                    let full = sees_all(&who, sight, &o.owner);
+                    let mut q = convert::open_question_to_proto(o);
+                    if !full {
+                        q.text.clear();
+                    }
+                    q
+                })
                 .collect(),
         }))
     }
 
     async fn retry(&self, req: Request<v1::RetryRequest>) -> Result<Response<v1::Task>, Status> {
+        let (who, sight) = who(&req, Rpc::Act)?;
         let req = req.into_inner();
         let t = self
             .0
-            .retry(&req.id, &req.backend, &req.model, &req.remote)
+            .retry(&req.id, &req.backend, &req.model, &req.remote, &who)
             .await?;
-        Ok(Response::new(task_view(&self.0, &t).await?))
+        Ok(Response::new(task_view(&self.0, &t, (&who, sight)).await?))
     }
 
     async fn clean(&self, req: Request<v1::CleanRequest>) -> Result<Response<v1::Task>, Status> {
-        let t = self.0.clean(&req.into_inner().id).await?;
-        Ok(Response::new(task_view(&self.0, &t).await?))
+        let (who, sight) = who(&req, Rpc::Act)?;
+        let t = self.0.clean(&req.into_inner().id, &who).await?;
+        Ok(Response::new(task_view(&self.0, &t, (&who, sight)).await?))
     }
 
     async fn info(
         &self,
-        _req: Request<v1::InfoRequest>,
+        req: Request<v1::InfoRequest>,
     ) -> Result<Response<v1::InfoResponse>, Status> {
+        let (_, sight) = who(&req, Rpc::Nodes)?;
         let c = &self.0;
         Ok(Response::new(v1::InfoResponse {
             version: crate::VERSION.to_string(),
@@ -241,7 +295,78 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
             started_at_ms: c.started_ms,
             active_tasks: c.store.count_active().await?,
             connected_nodes: c.registry.connected_count() as u32,
-            data_dir: c.config.data_dir.display().to_string(),
+            data_dir: if sight == Sight::Summaries {
+                String::new()
+            } else {
+                c.config.data_dir.display().to_string()
+            },
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<v1::CreateTokenRequest>,
+    ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        let (who, _) = who(&req, Rpc::Admin)?;
+        let r = req.into_inner();
+        let spec = NewToken {
+            user: r.user,
+            role: r.role,
+            node: r.node,
+            nodes: r.nodes,
+        };
+        let (t, token) = self.0.create_token(&spec, &who).await?;
+        Ok(Response::new(v1::CreateTokenResponse {
+            info: Some(token_info(&t)),
+            token,
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<v1::ListTokensRequest>,
+    ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        who(&req, Rpc::Admin)?;
+        Ok(Response::new(v1::ListTokensResponse {
+            tokens: self.0.list_tokens().await?.iter().map(token_info).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<v1::RevokeTokenRequest>,
+    ) -> Result<Response<v1::TokenInfo>, Status> {
+        let (who, _) = who(&req, Rpc::Admin)?;
+        let t = self.0.revoke_token(&req.into_inner().id, &who).await?;
+        Ok(Response::new(token_info(&t)))
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<v1::ListAuditRequest>,
+    ) -> Result<Response<v1::ListAuditResponse>, Status> {
+        who(&req, Rpc::Admin)?;
+        let r = req.into_inner();
+        let records = self
+            .0
+            .audit_records(
+                Some(r.task_id.as_str()).filter(|t| !t.is_empty()),
+                (r.before_id > 0).then_some(r.before_id),
+                if r.limit == 0 { 100 } else { r.limit },
+            )
+            .await?;
+        Ok(Response::new(v1::ListAuditResponse {
+            records: records
+                .into_iter()
+                .map(|a| v1::AuditRecord {
+                    id: a.id,
+                    at_ms: a.at_ms,
+                    who: a.entry.who,
+                    action: a.entry.action,
+                    task_id: a.entry.task_id,
+                    detail: a.entry.detail,
+                })
+                .collect(),
         }))
     }
 }
@@ -268,6 +393,7 @@ async fn send_snapshots(tx: &Sender<v1::WatchEvent>, tasks: Vec<v1::Task>) -> bo
 async fn pump_watch(
     c: &Coordinator,
     task_id: &str,
+    viewer: Viewer<'_>,
     mut rx: broadcast::Receiver<Arc<Published>>,
     initial: Vec<v1::Task>,
     tx: Sender<v1::WatchEvent>,
@@ -281,14 +407,19 @@ async fn pump_watch(
                 if !task_id.is_empty() && p.change.task.id != task_id {
                     continue;
                 }
-                let ev = p.wire(convert::change_to_proto).clone();
+                let mut ev = p.wire(convert::change_to_proto).clone();
+                if !sees_all(viewer.0, viewer.1, &p.change.task.owner)
+                    && let Some(t) = &mut ev.task
+                {
+                    summarize(t);
+                }
                 if tx.send(Ok(ev)).await.is_err() {
                     return;
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::debug!(skipped = n, "watcher lagged; resending snapshots");
-                let Ok(now) = snapshots(c, task_id).await else {
+                let Ok(now) = snapshots(c, task_id, viewer).await else {
                     return;
                 };
                 if !send_snapshots(&tx, now).await {

@@ -2,5 +2,6 @@
 //! the result. The only place, with `convert.rs`, that names `v1::` types.
 
 pub mod agent;
+pub mod auth;
 pub mod dispatch;
 mod views;

@@ -1,19 +1,34 @@
 //! Tasks as the CLI sees them: each with its questions and, while queued, its queue position.
 
+use super::auth::{Sight, sees_all, summarize};
 use crate::Coordinator;
 use crate::convert::task_to_proto;
 use crate::error::Result;
-use crate::model::TaskRecord;
+use crate::model::{Principal, TaskRecord};
 use dispatch_core::TaskState;
 use dispatch_proto::v1;
 
-/// The wire view of one task.
-pub(crate) async fn task_view(c: &Coordinator, t: &TaskRecord) -> Result<v1::Task> {
-    Ok(task_views(c, std::slice::from_ref(t)).await?.remove(0))
+/// A caller and how much of tasks it may see.
+pub(crate) type Viewer<'a> = (&'a Principal, Sight);
+
+/// The wire view of one task, as `viewer` may see it.
+pub(crate) async fn task_view(
+    c: &Coordinator,
+    t: &TaskRecord,
+    viewer: Viewer<'_>,
+) -> Result<v1::Task> {
+    Ok(task_views(c, std::slice::from_ref(t), viewer)
+        .await?
+        .remove(0))
 }
 
-/// The wire views of many tasks, with two store reads however many there are.
-pub(crate) async fn task_views(c: &Coordinator, records: &[TaskRecord]) -> Result<Vec<v1::Task>> {
+/// The wire views of many tasks, as `viewer` may see them, with two store reads however many
+/// there are.
+pub(crate) async fn task_views(
+    c: &Coordinator,
+    records: &[TaskRecord],
+    (who, sight): Viewer<'_>,
+) -> Result<Vec<v1::Task>> {
     let queued = if records.iter().any(|t| t.state == TaskState::Queued) {
         c.store.queued_ids().await?
     } else {
@@ -29,7 +44,11 @@ pub(crate) async fn task_views(c: &Coordinator, records: &[TaskRecord]) -> Resul
                 .position(|q| *q == t.id)
                 .map_or(0, |p| p as u32 + 1);
             let asked = questions.get(&t.id).map(Vec::as_slice).unwrap_or_default();
-            task_to_proto(t, asked, position, true)
+            let mut view = task_to_proto(t, asked, position, true);
+            if !sees_all(who, sight, &t.owner) {
+                summarize(&mut view);
+            }
+            view
         })
         .collect())
 }

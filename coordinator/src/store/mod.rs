@@ -17,8 +17,8 @@ pub mod sqlite;
 
 use crate::error::Result;
 use crate::model::{
-    ChangeKind, Changes, IncomingEvent, NodeCommand, NodeHello, NodeRecord, OpenQuestion,
-    QuestionRecord, StoredCommand, TaskEvent, TaskRecord,
+    AuditEntry, AuditRecord, ChangeKind, Changes, IncomingEvent, NodeCommand, NodeHello,
+    NodeRecord, OpenQuestion, QuestionRecord, StoredCommand, TaskEvent, TaskRecord, TokenRecord,
 };
 use dispatch_core::TaskState;
 use std::collections::HashMap;
@@ -259,8 +259,14 @@ pub struct Compacted {
 /// Tasks, their event history, questions and commands.
 #[async_trait::async_trait]
 pub trait TaskStore: Send + Sync {
-    /// Stores a new task (and its request id); `AlreadyExists` when the id is taken.
-    async fn insert_task(&self, t: &TaskRecord, request_id: Option<&str>) -> Result<Inserted>;
+    /// Stores a new task (and its request id, and its audit record); `AlreadyExists` when the
+    /// id is taken.
+    async fn insert_task(
+        &self,
+        t: &TaskRecord,
+        request_id: Option<&str>,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Inserted>;
     /// The task a request id created, if it was seen.
     async fn request_task(&self, request_id: &str) -> Result<Option<String>>;
     /// One task, with its texts.
@@ -289,8 +295,15 @@ pub trait TaskStore: Send + Sync {
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>>;
 
-    /// Runs `decide` on task `id` inside one transaction and commits what it returns.
-    async fn transition(&self, id: &str, now_ms: i64, decide: &Decide<'_>) -> Result<Transitioned>;
+    /// Runs `decide` on task `id` inside one transaction and commits what it returns (with its
+    /// audit record, when the transition changes or commands anything).
+    async fn transition(
+        &self,
+        id: &str,
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+        decide: &Decide<'_>,
+    ) -> Result<Transitioned>;
     /// Answers a question of task `id` and commits the transition `decide` returns with it.
     async fn answer(
         &self,
@@ -298,6 +311,7 @@ pub trait TaskStore: Send + Sync {
         text: &str,
         request_id: Option<&str>,
         now_ms: i64,
+        audit: Option<&AuditEntry>,
         decide: &DecideAnswer<'_>,
     ) -> Result<Answered>;
     /// Gives a queued task to a node whose session `epoch` is still live, with its Assign
@@ -370,10 +384,30 @@ pub trait NodeStore: Send + Sync {
     async fn ack_commands(&self, node: &str, ids: &[u64], now_ms: i64) -> Result<()>;
 }
 
-/// Both halves of the store.
-pub trait Store: TaskStore + NodeStore {}
+/// Tokens and the audit.
+#[async_trait::async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Stores a new token (with its audit record).
+    async fn create_token(&self, t: &TokenRecord, audit: &AuditEntry, now_ms: i64) -> Result<()>;
+    /// Every token, revoked ones too.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Revokes token `id` (with its audit record); false when there is no such live token.
+    async fn revoke_token(&self, id: &str, audit: &AuditEntry, now_ms: i64) -> Result<bool>;
+    /// Records a change that no other write carries.
+    async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()>;
+    /// Audit records, newest first: of one task or all, before id `before`, at most `limit`.
+    async fn audit_records(
+        &self,
+        task: Option<&str>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>>;
+}
 
-impl<T: TaskStore + NodeStore> Store for T {}
+/// Every part of the store.
+pub trait Store: TaskStore + NodeStore + AccessStore {}
+
+impl<T: TaskStore + NodeStore + AccessStore> Store for T {}
 
 #[cfg(test)]
 mod tests;

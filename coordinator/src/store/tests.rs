@@ -97,7 +97,7 @@ async fn open(dir: &tempfile::TempDir) -> SqliteStore {
 
 /// A queued task given to `node` (session `epoch`).
 async fn assigned(s: &SqliteStore, id: &str, node: &str, epoch: u64) {
-    let _ = s.insert_task(&task(id), None).await.unwrap();
+    let _ = s.insert_task(&task(id), None, None).await.unwrap();
     let w = AssignWrite {
         task_id: id.into(),
         node: node.into(),
@@ -136,8 +136,8 @@ async fn tasks_events_and_commands_survive_reopen() {
         let (s, epoch) = with_node(&dir).await;
         assert_eq!(epoch, 1);
         assigned(&s, "a", "n1", epoch).await;
-        let _ = s.insert_task(&task("b"), None).await.unwrap();
-        let dup = s.insert_task(&task("a"), None).await.unwrap_err();
+        let _ = s.insert_task(&task("b"), None, None).await.unwrap();
+        let dup = s.insert_task(&task("a"), None, None).await.unwrap_err();
         assert!(matches!(dup, CoordinatorError::AlreadyExists(_)), "{dup}");
         assert_eq!(s.queued_ids().await.unwrap(), ["b"]);
 
@@ -431,7 +431,7 @@ async fn sessions_fence_their_tasks() {
             .is_empty()
     );
     // An assign for a session that is gone does nothing.
-    let _ = s.insert_task(&task("late"), None).await.unwrap();
+    let _ = s.insert_task(&task("late"), None, None).await.unwrap();
     let w = AssignWrite {
         task_id: "late".into(),
         node: "n1".into(),
@@ -513,7 +513,7 @@ async fn list_tasks_pages_newest_first() {
     let s = open(&dir).await;
     for i in 0..25 {
         let _ = s
-            .insert_task(&task(&format!("t-{i:02}")), None)
+            .insert_task(&task(&format!("t-{i:02}")), None, None)
             .await
             .unwrap();
     }
@@ -547,10 +547,16 @@ async fn a_request_id_makes_one_task_and_one_answer() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir).await;
     assert!(matches!(
-        s.insert_task(&task("one"), Some("req-1")).await.unwrap(),
+        s.insert_task(&task("one"), Some("req-1"), None)
+            .await
+            .unwrap(),
         Inserted::New(_)
     ));
-    match s.insert_task(&task("two"), Some("req-1")).await.unwrap() {
+    match s
+        .insert_task(&task("two"), Some("req-1"), None)
+        .await
+        .unwrap()
+    {
         Inserted::Existing(id) => assert_eq!(id, "one"),
         other => panic!("{other:?}"),
     }

@@ -354,6 +354,7 @@ fn throughput(args: &[String]) -> Vec<Stats> {
         name: "per watcher: plan events missed (then resynced)".into(),
         samples: vec![],
     };
+    let node_token = c.node_token("sim-node");
     c.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(c.url.clone())
             .unwrap()
@@ -378,12 +379,18 @@ fn throughput(args: &[String]) -> Vec<Stats> {
         .await
         .unwrap();
         let mut inbound = agent
-            .session(ReceiverStream::new(rx))
+            .session(dispatch_tests::with_token(
+                ReceiverStream::new(rx),
+                &node_token,
+            ))
             .await
             .unwrap()
             .into_inner();
         inbound.message().await.unwrap().unwrap(); // Welcome
-        let mut client = v1::dispatch_service_client::DispatchServiceClient::new(channel.clone());
+        let mut client = v1::dispatch_service_client::DispatchServiceClient::with_interceptor(
+            channel.clone(),
+            dispatch_tests::Bearer::new(&c.admin_token),
+        );
         for i in 0..tasks {
             let req = v1::SubmitRequest {
                 id: format!("t-{i}"),
@@ -414,7 +421,10 @@ fn throughput(args: &[String]) -> Vec<Stats> {
         // Watchers.
         let mut handles = Vec::new();
         for _ in 0..watchers {
-            let mut w = v1::dispatch_service_client::DispatchServiceClient::new(channel.clone());
+            let mut w = v1::dispatch_service_client::DispatchServiceClient::with_interceptor(
+                channel.clone(),
+                dispatch_tests::Bearer::new(&c.admin_token),
+            );
             let mut stream = w
                 .watch(v1::WatchRequest {
                     task_id: String::new(),
@@ -616,6 +626,8 @@ fn scale(args: &[String]) -> Vec<Stats> {
         name: "coordinator RSS with no node (MiB)".into(),
         samples: vec![idle_rss],
     };
+    // One token for the whole pool of light nodes: `n-*`.
+    let pool_token = c.node_token("n-*");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let url = c.url.clone();
@@ -624,11 +636,12 @@ fn scale(args: &[String]) -> Vec<Stats> {
         let retried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for i in 0..nodes {
             let url = url.clone();
+            let token = pool_token.clone();
             let retried = std::sync::Arc::clone(&retried);
             tasks.push(tokio::spawn(async move {
                 loop {
                     // Comes back after a failed handshake or a dropped stream alike.
-                    let _ = light_node(&url, i).await;
+                    let _ = light_node(&url, i, &token).await;
                     retried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(200 + (i % 800) as u64)).await;
                 }
@@ -637,7 +650,7 @@ fn scale(args: &[String]) -> Vec<Stats> {
                 tokio::task::yield_now().await;
             }
         }
-        let mut client = v1::dispatch_service_client::DispatchServiceClient::connect(url)
+        let mut client = dispatch_tests::client_with(&url, &c.admin_token)
             .await
             .unwrap();
         let started = Instant::now();
@@ -684,7 +697,7 @@ fn scale(args: &[String]) -> Vec<Stats> {
 
 /// One light node: connects, says Hello, then heartbeats every 5 s until the stream ends
 /// (`Ok`) or the connection or handshake fails (`Err`).
-async fn light_node(url: &str, i: usize) -> Result<(), tonic::Status> {
+async fn light_node(url: &str, i: usize, token: &str) -> Result<(), tonic::Status> {
     use tokio_stream::wrappers::ReceiverStream;
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|e| tonic::Status::internal(e.to_string()))?
@@ -707,7 +720,10 @@ async fn light_node(url: &str, i: usize) -> Result<(), tonic::Status> {
             kind: Some(v1::agent_message::Kind::Hello(hello)),
         })
         .await;
-    let mut inbound = agent.session(ReceiverStream::new(rx)).await?.into_inner();
+    let mut inbound = agent
+        .session(dispatch_tests::with_token(ReceiverStream::new(rx), token))
+        .await?
+        .into_inner();
     inbound.message().await?; // Welcome
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -769,7 +785,7 @@ fn footprint(args: &[String]) -> Vec<Stats> {
                 attempt: 1,
                 ..Default::default()
             };
-            let _ = store.insert_task(&t, None).await.unwrap();
+            let _ = store.insert_task(&t, None, None).await.unwrap();
         }
     });
     println!(
@@ -780,6 +796,7 @@ fn footprint(args: &[String]) -> Vec<Stats> {
     // harness restarts the process (its own readiness wait polls more coarsely).
     c.coordinator.kill();
     let url = c.url.clone();
+    let token = c.admin_token.clone();
     let t0 = Instant::now();
     let probe = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -788,8 +805,7 @@ fn footprint(args: &[String]) -> Vec<Stats> {
             .unwrap();
         rt.block_on(async {
             loop {
-                if let Ok(mut client) =
-                    v1::dispatch_service_client::DispatchServiceClient::connect(url.clone()).await
+                if let Ok(mut client) = dispatch_tests::client_with(&url, &token).await
                     && client.info(v1::InfoRequest {}).await.is_ok()
                 {
                     return t0.elapsed();

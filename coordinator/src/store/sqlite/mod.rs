@@ -3,6 +3,7 @@
 //! commits) and a small pool of readers. Schema changes are numbered migrations applied on
 //! open (`PRAGMA user_version` holds the version).
 
+mod access;
 mod events;
 mod legacy;
 mod nodes;
@@ -11,7 +12,7 @@ mod tasks;
 
 use super::*;
 use crate::error::CoordinatorError;
-use crate::model::OpenQuestion;
+use crate::model::{AuditEntry, OpenQuestion};
 use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -28,6 +29,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0006_submit_order_index.sql"),
     include_str!("../../../migrations/0007_task_texts.sql"),
     include_str!("../../../migrations/0008_sessions.sql"),
+    include_str!("../../../migrations/0009_access.sql"),
 ];
 
 /// Bound values per statement stay well under SQLite's limit (32,766): task ids per read.
@@ -121,8 +123,13 @@ fn push_in_list(q: &mut sqlx::QueryBuilder<sqlx::Sqlite>, ids: &[&str]) {
 
 #[async_trait::async_trait]
 impl TaskStore for SqliteStore {
-    async fn insert_task(&self, t: &TaskRecord, request_id: Option<&str>) -> Result<Inserted> {
-        self.insert_task_impl(t, request_id).await
+    async fn insert_task(
+        &self,
+        t: &TaskRecord,
+        request_id: Option<&str>,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Inserted> {
+        self.insert_task_impl(t, request_id, audit).await
     }
 
     async fn request_task(&self, request_id: &str) -> Result<Option<String>> {
@@ -252,7 +259,7 @@ impl TaskStore for SqliteStore {
 
     async fn open_questions(&self) -> Result<Vec<OpenQuestion>> {
         let rows = sqlx::query(
-            "SELECT q.task_id, q.seq, q.text, q.asked_ms, q.answer, q.answered_ms, t.node, t.title, t.state \
+            "SELECT q.task_id, q.seq, q.text, q.asked_ms, q.answer, q.answered_ms, t.node, t.title, t.state, t.owner \
              FROM questions q JOIN tasks t ON t.id = q.task_id \
              WHERE q.answer IS NULL AND t.state IN ('running', 'waiting', 'unreachable', 'blocked') \
              ORDER BY q.asked_ms, q.task_id, q.seq",
@@ -267,6 +274,7 @@ impl TaskStore for SqliteStore {
                     node: r.try_get(6)?,
                     title: r.try_get(7)?,
                     state: state.parse().map_err(CoordinatorError::Corrupt)?,
+                    owner: r.try_get(9)?,
                 })
             })
             .collect()
@@ -281,8 +289,14 @@ impl TaskStore for SqliteStore {
         self.log_page_impl(task, after_seq, max_bytes).await
     }
 
-    async fn transition(&self, id: &str, now_ms: i64, decide: &Decide<'_>) -> Result<Transitioned> {
-        self.transition_impl(id, now_ms, decide).await
+    async fn transition(
+        &self,
+        id: &str,
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+        decide: &Decide<'_>,
+    ) -> Result<Transitioned> {
+        self.transition_impl(id, now_ms, audit, decide).await
     }
 
     async fn answer(
@@ -291,9 +305,11 @@ impl TaskStore for SqliteStore {
         text: &str,
         request_id: Option<&str>,
         now_ms: i64,
+        audit: Option<&AuditEntry>,
         decide: &DecideAnswer<'_>,
     ) -> Result<Answered> {
-        self.answer_impl(id, text, request_id, now_ms, decide).await
+        self.answer_impl(id, text, request_id, now_ms, audit, decide)
+            .await
     }
 
     async fn assign(

@@ -7,7 +7,7 @@ use sqlx::{Row, Sqlite};
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 28] = [
+pub(super) const TASK_COLUMNS: [&str; 30] = [
     "id",
     "state",
     "title",
@@ -36,6 +36,8 @@ pub(super) const TASK_COLUMNS: [&str; 28] = [
     "repo_commit",
     "epoch",
     "log_bytes",
+    "owner",
+    "allowed_nodes",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES (?1, …, next order)`.
@@ -81,6 +83,8 @@ pub(super) fn bind_new_task<'q>(
         .bind(t.repo.2.clone())
         .bind(t.epoch as i64)
         .bind(t.log_bytes as i64)
+        .bind(t.owner.clone())
+        .bind(serde_json::to_string(&t.allowed_nodes).unwrap_or_else(|_| "[]".into()))
 }
 
 /// A text column that a query may leave out (the task texts, which the event path does not
@@ -130,6 +134,9 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
             .map_err(|e| CoordinatorError::Corrupt(format!("task pool: {e}")))?,
         epoch: r.try_get::<i64, _>("epoch")? as u64,
         log_bytes: r.try_get::<i64, _>("log_bytes")? as u64,
+        owner: r.try_get("owner")?,
+        allowed_nodes: serde_json::from_str(&r.try_get::<String, _>("allowed_nodes")?)
+            .map_err(|e| CoordinatorError::Corrupt(format!("task allowed nodes: {e}")))?,
     })
 }
 

@@ -5,7 +5,7 @@
 use super::{SqliteStore, rows};
 use crate::error::{CoordinatorError, Result};
 use crate::model::{
-    Change, ChangeKind, Changes, NodeCommand, QuestionRecord, TaskChange, TaskRecord,
+    AuditEntry, Change, ChangeKind, Changes, NodeCommand, QuestionRecord, TaskChange, TaskRecord,
 };
 use crate::store::{
     Answered, AssignWrite, Decide, DecideAnswer, Inserted, MakeCommand, TaskUpdate, Transition,
@@ -61,6 +61,27 @@ async fn remember_request(
             .bind(now_ms)
             .execute(&mut **tx)
             .await?;
+    }
+    Ok(())
+}
+
+/// Records an audit entry inside a transaction (the change and its record commit together).
+pub(super) async fn record_audit(
+    tx: &mut Tx<'_>,
+    entry: Option<&AuditEntry>,
+    now_ms: i64,
+) -> Result<()> {
+    if let Some(e) = entry {
+        sqlx::query(
+            "INSERT INTO audit (at_ms, who, action, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(now_ms)
+        .bind(&e.who)
+        .bind(&e.action)
+        .bind(&e.task_id)
+        .bind(&e.detail)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -194,6 +215,7 @@ impl SqliteStore {
         &self,
         t: &TaskRecord,
         request_id: Option<&str>,
+        audit: Option<&AuditEntry>,
     ) -> Result<Inserted> {
         let mut tx = self.writer.begin().await?;
         if let Some(task) = seen_request(&mut tx, request_id).await? {
@@ -219,6 +241,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         remember_request(&mut tx, request_id, &t.id, t.created_ms).await?;
+        record_audit(&mut tx, audit, t.created_ms).await?;
         tx.commit().await?;
         Ok(Inserted::New(Changes(vec![task_change(
             t,
@@ -274,11 +297,15 @@ impl SqliteStore {
         &self,
         id: &str,
         now_ms: i64,
+        audit: Option<&AuditEntry>,
         decide: &Decide<'_>,
     ) -> Result<Transitioned> {
         let mut tx = self.writer.begin().await?;
         let t = existing_task(&mut tx, id).await?;
         let tr = decide(&t)?;
+        if !tr.set.is_empty() || !tr.commands.is_empty() {
+            record_audit(&mut tx, audit, now_ms).await?;
+        }
         let done = Self::commit_transition(&mut tx, t, tr, now_ms, None).await?;
         tx.commit().await?;
         Ok(done)
@@ -290,6 +317,7 @@ impl SqliteStore {
         text: &str,
         request_id: Option<&str>,
         now_ms: i64,
+        audit: Option<&AuditEntry>,
         decide: &DecideAnswer<'_>,
     ) -> Result<Answered> {
         let mut tx = self.writer.begin().await?;
@@ -321,6 +349,7 @@ impl SqliteStore {
             )));
         }
         remember_request(&mut tx, request_id, id, now_ms).await?;
+        record_audit(&mut tx, audit, now_ms).await?;
         let mut answered = questions
             .into_iter()
             .find(|q| q.seq == seq)

@@ -1,0 +1,165 @@
+//! `dispatch token …` and `dispatch audit`: for admins of a shared coordinator.
+
+use crate::args::{Global, TokenAction};
+use crate::client::connect;
+use crate::render;
+use anyhow::{Result, bail};
+use dispatch_core::text::printable_line;
+use dispatch_proto::v1;
+
+fn when(ms: i64) -> String {
+    render::ago(ms)
+}
+
+pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
+    let mut t = connect(g).await?;
+    if t.local {
+        bail!(
+            "the local daemon needs no tokens (its socket serves only you); tokens are for a shared coordinator: set --coordinator"
+        );
+    }
+    match action {
+        TokenAction::Create {
+            user,
+            role,
+            node,
+            allow_nodes,
+        } => {
+            let role = match (&user, role) {
+                (Some(_), None) => {
+                    bail!("say the user's role: --role admin, member or viewer")
+                }
+                (_, r) => r.unwrap_or_default(),
+            };
+            let r = t
+                .client
+                .create_token(v1::CreateTokenRequest {
+                    user: user.unwrap_or_default(),
+                    role,
+                    node: node.unwrap_or_default(),
+                    nodes: allow_nodes,
+                })
+                .await?
+                .into_inner();
+            let info = r.info.unwrap_or_default();
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"id": info.id, "kind": info.kind, "name": info.name, "role": info.role, "nodes": info.nodes, "token": r.token})
+                );
+            } else {
+                eprintln!(
+                    "Token {} for {} `{}`{}. It is shown this once; the coordinator keeps only a hash of it:",
+                    info.id,
+                    info.kind,
+                    info.name,
+                    if info.kind == "user" {
+                        format!(" ({})", info.role)
+                    } else {
+                        String::new()
+                    }
+                );
+                println!("{}", r.token);
+            }
+        }
+        TokenAction::List => {
+            let tokens = t
+                .client
+                .list_tokens(v1::ListTokensRequest {})
+                .await?
+                .into_inner()
+                .tokens;
+            if g.json {
+                let v: Vec<serde_json::Value> = tokens
+                    .iter()
+                    .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+                return Ok(0);
+            }
+            println!(
+                "{:<14} {:<5} {:<20} {:<7} {:<14} {:<12} STATUS",
+                "ID", "KIND", "NAME", "ROLE", "MADE", "BY"
+            );
+            for i in &tokens {
+                println!(
+                    "{:<14} {:<5} {:<20} {:<7} {:<14} {:<12} {}",
+                    i.id,
+                    i.kind,
+                    printable_line(&i.name),
+                    i.role,
+                    when(i.created_at_ms),
+                    printable_line(&i.created_by),
+                    if i.revoked_at_ms > 0 {
+                        format!("revoked {}", when(i.revoked_at_ms))
+                    } else if i.nodes.is_empty() {
+                        "valid".into()
+                    } else {
+                        format!("valid, on {}", i.nodes.join(","))
+                    }
+                );
+            }
+        }
+        TokenAction::Revoke { id } => {
+            let id = id
+                .trim_start_matches("dsp_")
+                .split('_')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            let i = t
+                .client
+                .revoke_token(v1::RevokeTokenRequest { id })
+                .await?
+                .into_inner();
+            println!(
+                "Revoked token {} ({} `{}`): it no longer works.",
+                i.id,
+                i.kind,
+                printable_line(&i.name)
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub(crate) async fn audit(g: &Global, task: Option<String>, limit: u32) -> Result<u8> {
+    let mut t = connect(g).await?;
+    let records = t
+        .client
+        .list_audit(v1::ListAuditRequest {
+            task_id: task.unwrap_or_default(),
+            before_id: 0,
+            limit,
+        })
+        .await?
+        .into_inner()
+        .records;
+    if g.json {
+        let v: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| serde_json::json!({"id": r.id, "at_ms": r.at_ms, "who": r.who, "action": r.action, "task": r.task_id, "detail": r.detail}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+        return Ok(0);
+    }
+    if records.is_empty() {
+        println!("no change recorded yet");
+        return Ok(0);
+    }
+    println!(
+        "{:<14} {:<16} {:<13} {:<28} DETAIL",
+        "WHEN", "WHO", "WHAT", "TASK"
+    );
+    for r in &records {
+        println!(
+            "{:<14} {:<16} {:<13} {:<28} {}",
+            when(r.at_ms),
+            printable_line(&r.who),
+            r.action,
+            r.task_id,
+            printable_line(&r.detail)
+        );
+    }
+    Ok(0)
+}

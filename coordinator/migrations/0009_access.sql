@@ -1,0 +1,26 @@
+-- dispatch coordinator schema, version 9: who may do what. Tokens (only a hash of each secret
+-- is stored), the owner of every task, and an audit record of every change.
+ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+-- The nodes a task may run on, from its submitter's token (JSON patterns; empty: any).
+ALTER TABLE tasks ADD COLUMN allowed_nodes TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE tokens (
+    id           TEXT PRIMARY KEY NOT NULL,
+    kind         TEXT NOT NULL,            -- 'user' or 'node'
+    name         TEXT NOT NULL,            -- the user, or the node name (a trailing * matches a prefix)
+    role         TEXT NOT NULL,            -- admin, member, viewer; node for node tokens
+    hash         BLOB NOT NULL,            -- SHA-256 of the secret
+    nodes        TEXT NOT NULL DEFAULT '[]', -- a member's allowed nodes (JSON; empty: any)
+    created_ms   INTEGER NOT NULL,
+    created_by   TEXT NOT NULL,
+    revoked_ms   INTEGER,
+    last_used_ms INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms   INTEGER NOT NULL,
+    who     TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    task_id TEXT NOT NULL DEFAULT '',
+    detail  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX audit_task ON audit (task_id, id);

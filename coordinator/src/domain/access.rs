@@ -1,0 +1,335 @@
+//! Tokens: who a caller is. A token is `dsp_<id>_<secret>`; the store keeps the id and a
+//! SHA-256 of the secret, never the secret, and a presented secret is compared in constant time.
+//! Every valid token is also in a cache here (the coordinator is the only writer of tokens), so
+//! checking one costs no store read.
+
+use crate::error::{CoordinatorError, Result};
+use crate::model::{AuditEntry, AuditRecord, Principal, Role, TokenRecord};
+use crate::{Coordinator, now_ms};
+use dispatch_core::limits::check_name;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::RwLock;
+
+/// Where a coordinator's first admin token comes from, at the first start of an empty store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// None (the local daemon: its socket needs no token).
+    #[default]
+    Off,
+    /// Made up and written to `DATA_DIR/admin.token` (0600).
+    Generate,
+    /// This token, given by the operator (`--bootstrap-token-file`).
+    Given(String),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_hex(n: usize) -> Result<String> {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b)
+        .map_err(|e| CoordinatorError::Corrupt(format!("no system randomness for a token: {e}")))?;
+    Ok(hex(&b))
+}
+
+fn hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Constant-time equality of two hashes.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `(id, secret)` of a token string.
+fn split(token: &str) -> Option<(&str, &str)> {
+    let rest = token.trim().strip_prefix("dsp_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
+}
+
+/// The valid tokens, by id.
+#[derive(Default)]
+pub struct TokenCache {
+    tokens: RwLock<HashMap<String, TokenRecord>>,
+}
+
+impl TokenCache {
+    fn load(&self, all: Vec<TokenRecord>) {
+        let mut map = self.tokens.write().unwrap();
+        map.clear();
+        for t in all.into_iter().filter(|t| t.revoked_ms.is_none()) {
+            map.insert(t.id.clone(), t);
+        }
+    }
+
+    /// Who a presented token is; an error that says what to do when it is no valid token.
+    pub fn principal(&self, token: &str) -> Result<Principal> {
+        let invalid = || {
+            CoordinatorError::Unauthenticated(
+                "the token is not valid here (revoked, mistyped, or from another coordinator); ask an admin for one (`dispatch token create`)".into(),
+            )
+        };
+        let (id, secret) = split(token).ok_or_else(invalid)?;
+        let map = self.tokens.read().unwrap();
+        let t = map.get(id).ok_or_else(invalid)?;
+        if !same(&t.hash, &hash(secret)) {
+            return Err(invalid());
+        }
+        Ok(if t.kind == "node" {
+            Principal::Node {
+                pattern: t.name.clone(),
+            }
+        } else {
+            Principal::User {
+                name: t.name.clone(),
+                role: Role::parse(&t.role).unwrap_or(Role::Viewer),
+                nodes: t.nodes.clone(),
+            }
+        })
+    }
+
+    /// True when no token exists at all.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.read().unwrap().is_empty()
+    }
+}
+
+/// What `CreateToken` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewToken {
+    /// A user token: the user.
+    pub user: String,
+    /// Its role.
+    pub role: String,
+    /// A node token: the node name (or prefix*).
+    pub node: String,
+    /// A member's allowed nodes.
+    pub nodes: Vec<String>,
+}
+
+fn check_node_pattern(what: &str, p: &str) -> Result<()> {
+    check_name(
+        what,
+        p.strip_suffix('*').filter(|s| !s.is_empty()).unwrap_or(p),
+    )?;
+    Ok(())
+}
+
+impl Coordinator {
+    /// Loads the tokens into the cache and, on the first start of a store without any,
+    /// makes the first admin token as configured.
+    pub(crate) async fn load_tokens(&self) -> Result<()> {
+        let all = self.store.tokens().await?;
+        let empty = all.is_empty();
+        self.tokens.load(all);
+        if !empty {
+            return Ok(());
+        }
+        let secret_token = match &self.config.bootstrap {
+            Bootstrap::Off => return Ok(()),
+            Bootstrap::Generate => None,
+            Bootstrap::Given(t) => Some(t.clone()),
+        };
+        let spec = NewToken {
+            user: "admin".into(),
+            role: "admin".into(),
+            ..Default::default()
+        };
+        let (info, token) = self
+            .mint(&spec, &Principal::Local, secret_token.as_deref())
+            .await?;
+        if matches!(self.config.bootstrap, Bootstrap::Generate) {
+            let path = self.config.data_dir.join("admin.token");
+            dispatch_core::fs::write_private(&path, format!("{token}\n").as_bytes()).map_err(
+                |e| CoordinatorError::Corrupt(format!("cannot write {}: {e}", path.display())),
+            )?;
+            tracing::warn!(
+                token = %info.id,
+                file = %path.display(),
+                "no token existed: made the first admin token; it is in {} (0600) — use it, then make others with `dispatch token create` and delete the file",
+                path.display()
+            );
+        } else {
+            tracing::info!(token = %info.id, "made the first admin token from --bootstrap-token-file");
+        }
+        Ok(())
+    }
+
+    async fn mint(
+        &self,
+        spec: &NewToken,
+        who: &Principal,
+        given: Option<&str>,
+    ) -> Result<(TokenRecord, String)> {
+        let (kind, name, role) = match (spec.user.is_empty(), spec.node.is_empty()) {
+            (false, true) => {
+                check_name("user name", &spec.user)?;
+                let role = Role::parse(&spec.role).ok_or_else(|| {
+                    CoordinatorError::Invalid(format!(
+                        "`{}` is not a role; use admin, member or viewer",
+                        spec.role
+                    ))
+                })?;
+                ("user", spec.user.clone(), role.as_str().to_string())
+            }
+            (true, false) => {
+                check_node_pattern("node name", &spec.node)?;
+                if !spec.nodes.is_empty() || !spec.role.is_empty() {
+                    return Err(CoordinatorError::Invalid(
+                        "a node token has no role and no node list; give --user for a user token"
+                            .into(),
+                    ));
+                }
+                ("node", spec.node.clone(), "node".to_string())
+            }
+            _ => {
+                return Err(CoordinatorError::Invalid(
+                    "say whom the token is for: --user NAME --role ROLE, or --node NAME".into(),
+                ));
+            }
+        };
+        for n in &spec.nodes {
+            check_node_pattern("allowed node", n)?;
+        }
+        let (id, token) = match given.map(str::trim) {
+            Some(t) => {
+                let (id, _) = split(t).ok_or_else(|| {
+                    CoordinatorError::Invalid(
+                        "the bootstrap token must look like dsp_<id>_<secret> (make one with `dispatch token generate`)".into(),
+                    )
+                })?;
+                (id.to_string(), t.to_string())
+            }
+            None => {
+                let id = random_hex(6)?;
+                let token = format!("dsp_{id}_{}", random_hex(24)?);
+                (id, token)
+            }
+        };
+        let (_, secret) = split(&token).expect("made above");
+        let now = now_ms();
+        let record = TokenRecord {
+            id: id.clone(),
+            kind: kind.into(),
+            name: name.clone(),
+            role,
+            nodes: spec.nodes.clone(),
+            hash: hash(secret),
+            created_ms: now,
+            created_by: who.name(),
+            revoked_ms: None,
+        };
+        let audit = AuditEntry::new(who, "token-create", "", format!("{id} {kind} {name}"));
+        self.store.create_token(&record, &audit, now).await?;
+        self.tokens
+            .tokens
+            .write()
+            .unwrap()
+            .insert(id, record.clone());
+        Ok((record, token))
+    }
+
+    /// Makes a token (admins); returns it with its secret, shown this once.
+    pub async fn create_token(
+        &self,
+        spec: &NewToken,
+        who: &Principal,
+    ) -> Result<(TokenRecord, String)> {
+        let (t, token) = self.mint(spec, who, None).await?;
+        tracing::info!(token = %t.id, kind = %t.kind, name = %t.name, by = %who.name(), "token created");
+        Ok((t, token))
+    }
+
+    /// Revokes a token (admins); it stops working at once.
+    pub async fn revoke_token(&self, id: &str, who: &Principal) -> Result<TokenRecord> {
+        let audit = AuditEntry::new(who, "token-revoke", "", id);
+        if !self.store.revoke_token(id, &audit, now_ms()).await? {
+            return Err(CoordinatorError::NotFound(format!(
+                "no valid token `{id}`; `dispatch token list` shows them"
+            )));
+        }
+        self.tokens.tokens.write().unwrap().remove(id);
+        tracing::info!(token = id, by = %who.name(), "token revoked");
+        self.store
+            .tokens()
+            .await?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| CoordinatorError::NotFound(format!("no token `{id}`")))
+    }
+
+    /// Every token, revoked ones too (admins).
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.store.tokens().await
+    }
+
+    /// Audit records, newest first (admins).
+    pub async fn audit_records(
+        &self,
+        task: Option<&str>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        self.store.audit_records(task, before, limit).await
+    }
+}
+
+/// Reads a bootstrap token from `path` (its first line).
+pub fn read_bootstrap(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --bootstrap-token-file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if split(&token).is_none() {
+        return Err(format!(
+            "{} does not hold a token of the form dsp_<id>_<secret>",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
+
+/// A new token string, for operators who provision the first one themselves.
+pub fn generate() -> Result<String> {
+    Ok(format!("dsp_{}_{}", random_hex(6)?, random_hex(24)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_checked_by_its_hash() {
+        let cache = TokenCache::default();
+        let token = generate().unwrap();
+        let (id, secret) = split(&token).unwrap();
+        cache.load(vec![TokenRecord {
+            id: id.into(),
+            kind: "user".into(),
+            name: "ann".into(),
+            role: "member".into(),
+            nodes: vec![],
+            hash: hash(secret),
+            created_ms: 0,
+            created_by: "local".into(),
+            revoked_ms: None,
+        }]);
+        assert!(matches!(
+            cache.principal(&token).unwrap(),
+            Principal::User {
+                role: Role::Member,
+                ..
+            }
+        ));
+        let wrong = format!("dsp_{id}_{}", "0".repeat(48));
+        assert!(matches!(
+            cache.principal(&wrong),
+            Err(CoordinatorError::Unauthenticated(_))
+        ));
+        assert!(cache.principal("nonsense").is_err());
+        assert!(same(&hash("a"), &hash("a")) && !same(&hash("a"), &hash("b")));
+    }
+}

@@ -1,0 +1,109 @@
+//! Tokens and the audit.
+
+use super::SqliteStore;
+use super::tasks::record_audit;
+use crate::error::{CoordinatorError, Result};
+use crate::model::{AuditEntry, AuditRecord, TokenRecord};
+use crate::store::AccessStore;
+use sqlx::Row;
+
+#[async_trait::async_trait]
+impl AccessStore for SqliteStore {
+    async fn create_token(&self, t: &TokenRecord, audit: &AuditEntry, now_ms: i64) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+            .bind(&t.id)
+            .bind(&t.kind)
+            .bind(&t.name)
+            .bind(&t.role)
+            .bind(t.hash.as_slice())
+            .bind(serde_json::to_string(&t.nodes).unwrap_or_else(|_| "[]".into()))
+            .bind(t.created_ms)
+            .bind(&t.created_by)
+            .execute(&mut *tx)
+            .await?;
+        record_audit(&mut tx, Some(audit), now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query("SELECT id, kind, name, role, hash, nodes, created_ms, created_by, revoked_ms FROM tokens ORDER BY created_ms, id")
+            .fetch_all(&self.writer)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let hash: Vec<u8> = r.try_get(4)?;
+                let nodes: String = r.try_get(5)?;
+                Ok(TokenRecord {
+                    id: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    role: r.try_get(3)?,
+                    hash: hash.try_into().map_err(|_| {
+                        CoordinatorError::Corrupt("a token hash is not 32 bytes".into())
+                    })?,
+                    nodes: serde_json::from_str(&nodes)
+                        .map_err(|e| CoordinatorError::Corrupt(format!("token nodes: {e}")))?,
+                    created_ms: r.try_get(6)?,
+                    created_by: r.try_get(7)?,
+                    revoked_ms: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_token(&self, id: &str, audit: &AuditEntry, now_ms: i64) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let r =
+            sqlx::query("UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL")
+                .bind(id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        record_audit(&mut tx, Some(audit), now_ms).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        record_audit(&mut tx, Some(entry), now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_records(
+        &self,
+        task: Option<&str>,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, who, action, task_id, detail FROM audit \
+             WHERE (?1 IS NULL OR task_id = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(task)
+        .bind(before.map(|b| b as i64))
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: r.try_get::<i64, _>(0)? as u64,
+                    at_ms: r.try_get(1)?,
+                    entry: AuditEntry {
+                        who: r.try_get(2)?,
+                        action: r.try_get(3)?,
+                        task_id: r.try_get(4)?,
+                        detail: r.try_get(5)?,
+                    },
+                })
+            })
+            .collect()
+    }
+}
