@@ -140,6 +140,12 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
         .await?
         .into_inner()
         .questions;
+    // Another user's questions come without their text (only their owner and admins see it,
+    // and only they may answer): they are not this inbox's to show.
+    let questions: Vec<v1::PendingQuestion> = questions
+        .into_iter()
+        .filter(|q| !q.text.is_empty())
+        .collect();
     if g.json {
         let v: Vec<serde_json::Value> = questions
             .iter()

@@ -83,6 +83,8 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "id": t.id,
         "state": t.task_state().as_str(),
         "title": t.title,
+        "owner": t.owner,
+        "summary": t.summary,
         "node": t.node,
         "remote": t.remote,
         "backend": t.backend,
@@ -221,7 +223,9 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
         head.push_str(&format!(" ({})", runs_with.join(", ")));
     }
     out.push(head);
-    if !t.title.is_empty() {
+    if t.summary {
+        out.push(format!("  {}", hidden(t)));
+    } else if !t.title.is_empty() {
         out.push(format!("  {}", printable_line(&t.title)));
     }
     if !t.branch.is_empty() {
@@ -261,14 +265,27 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
     out
 }
 
+/// What stands for the content of a task the caller may see only as a summary.
+fn hidden(t: &v1::Task) -> String {
+    format!(
+        "({}'s task: its content is for its owner and admins)",
+        printable_line(&t.owner)
+    )
+}
+
 /// One-line summary for lists.
 pub(crate) fn task_row(t: &v1::Task) -> String {
+    let title = if t.summary {
+        hidden(t)
+    } else {
+        printable_line(&t.title).into_owned()
+    };
     format!(
         "{:<28} {:<22} {:>5}  {}",
         t.id,
         whereabouts(t),
         progress(t),
-        printable_line(&t.title)
+        title
     )
 }
 

@@ -129,20 +129,25 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
-/// Adds a bearer token to every call.
+/// Adds a bearer token to every call (none when the token is empty).
 #[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
 
 impl Bearer {
-    /// Sends `token`.
+    /// Sends `token` (nothing when it is empty).
     pub fn new(token: &str) -> Bearer {
-        Bearer(format!("Bearer {token}").parse().expect("a token is ASCII"))
+        Bearer(
+            (!token.is_empty())
+                .then(|| format!("Bearer {token}").parse().expect("a token is ASCII")),
+        )
     }
 }
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
         Ok(req)
     }
 }

@@ -140,10 +140,12 @@ pub fn sees_all(who: &Principal, sight: Sight, owner: &str) -> bool {
     }
 }
 
-/// A task as a summary: what it is and how far it got, none of its content (prompt, plan
-/// texts, questions, answers, reason) and no paths.
+/// A task as a summary: its id, owner, state, node and how far it got; none of its content
+/// (title, which may be the prompt's first line, prompt, plan texts, questions, answers,
+/// reason) and no paths.
 pub fn summarize(t: &mut v1::Task) {
     t.summary = true;
+    t.title.clear();
     t.prompt.clear();
     t.reason.clear();
     t.workdir.clear();

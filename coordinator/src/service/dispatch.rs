@@ -260,6 +260,7 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
                     let mut q = convert::open_question_to_proto(o);
                     if !full {
                         q.text.clear();
+                        q.title.clear();
                     }
                     q
                 })

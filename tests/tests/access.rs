@@ -1,0 +1,484 @@
+//! Who may call what, against the real coordinator over TCP: every RPC of both services, called
+//! with no token, a bad one, a revoked one, and as a viewer, a member (on another's task and on
+//! its own), an admin and a node, gets what the role table in README says; and every change is
+//! in the audit.
+
+use dispatch_proto::v1;
+use dispatch_proto::v1::agent_message::Kind as Out;
+use dispatch_proto::v1::agent_service_client::AgentServiceClient;
+use dispatch_tests::{Bearer, Cluster, client_with};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+/// What a call is expected to get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// Past authorization: it succeeds, or fails for a reason that is not about the caller.
+    Allowed,
+    /// `unauthenticated`.
+    Unauth,
+    /// `permission_denied`.
+    Denied,
+}
+use Want::*;
+
+fn got<T>(r: &Result<T, tonic::Status>) -> Want {
+    match r {
+        Ok(_) => Allowed,
+        Err(s) if s.code() == Code::Unauthenticated => Unauth,
+        Err(s) if s.code() == Code::PermissionDenied => Denied,
+        Err(_) => Allowed,
+    }
+}
+
+/// One caller and what the table grants it: reads as `read` (and whether it sees the other
+/// user's task in full), acts as `act`, and so on.
+struct Caller {
+    who: &'static str,
+    token: String,
+    submit: Want,
+    read: Want,
+    full: bool,
+    act: Want,
+    logs: Want,
+    nodes: Want,
+    paths: bool,
+    admin: Want,
+    session: Want,
+}
+
+/// Opens an agent session as `name` with `token`; the result of the call (past Hello).
+async fn session(url: &str, token: &str, name: &str) -> Result<(), tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = AgentServiceClient::with_interceptor(channel, Bearer::new(token));
+    let (out, rx) = tokio::sync::mpsc::channel(4);
+    out.send(v1::AgentMessage {
+        kind: Some(Out::Hello(v1::Hello {
+            name: name.into(),
+            capacity: 1,
+            backends: vec![v1::Backend {
+                name: "sim".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
+    // Past the handler's checks: the first message is the Welcome.
+    let first = inbound.message().await?;
+    assert!(
+        matches!(
+            first,
+            Some(v1::CoordinatorMessage {
+                kind: Some(v1::coordinator_message::Kind::Welcome(_))
+            })
+        ),
+        "expected Welcome, got {first:?}"
+    );
+    drop(out);
+    Ok(())
+}
+
+/// A task for the sim backend that takes its time (a minute per item unless answered or
+/// cancelled).
+fn submit_req(id: &str, prompt: &str) -> v1::SubmitRequest {
+    v1::SubmitRequest {
+        id: id.into(),
+        prompt: prompt.into(),
+        backend: "sim".into(),
+        remote: "box".into(),
+        steps: vec!["wait (sleep 60s)".into()],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_rpc_answers_each_role_as_the_table_says() {
+    let c = Cluster::with_node("box");
+    let bob = c.user_token("bob", "member", &[]);
+    let alice = c.user_token("alice", "member", &[]);
+    let viewer = c.user_token("vera", "viewer", &[]);
+    // The agent `box` runs the tasks; the matrix's sessions connect as `spare`.
+    let node = c.node_token("spare");
+    let revoked = c.user_token("rex", "admin", &[]);
+    let url = c.url.clone();
+    c.block_on(async {
+        let mut admin = client_with(&url, &c.admin_token).await.unwrap();
+        // The task everyone reaches for: bob's, with a secret in its prompt.
+        let mut b = client_with(&url, &bob).await.unwrap();
+        b.submit(v1::SubmitRequest {
+            steps: vec!["(ask: which SECRET-Q database?)".into()],
+            ..submit_req("bob-task", "deploy with SECRET-42")
+        })
+        .await
+        .expect("a member submits");
+        let rex = admin
+            .list_tokens(v1::ListTokensRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .tokens
+            .into_iter()
+            .find(|t| t.name == "rex")
+            .unwrap();
+        admin
+            .revoke_token(v1::RevokeTokenRequest { id: rex.id })
+            .await
+            .unwrap();
+    });
+
+    c.wait_task("bob-task", "bob's worker to ask", |t| {
+        t.questions.iter().any(|q| q.answer.is_none())
+    });
+
+    let none = |who, token: &str, w: Want| Caller {
+        who,
+        token: token.into(),
+        submit: w,
+        read: w,
+        full: false,
+        act: w,
+        logs: w,
+        nodes: w,
+        paths: false,
+        admin: w,
+        session: w,
+    };
+    let callers = vec![
+        none("no token", "", Unauth),
+        none("a bad token", "dsp_not-a-token", Unauth),
+        none("a revoked token", &revoked, Unauth),
+        Caller {
+            session: Allowed,
+            ..none("a node token", &node, Denied)
+        },
+        Caller {
+            read: Allowed,
+            nodes: Allowed,
+            ..none("a viewer", &viewer, Denied)
+        },
+        Caller {
+            who: "another member",
+            token: alice.clone(),
+            submit: Allowed,
+            read: Allowed,
+            full: false,
+            act: Denied,
+            logs: Denied,
+            nodes: Allowed,
+            paths: true,
+            admin: Denied,
+            session: Denied,
+        },
+        Caller {
+            who: "the owner",
+            token: bob.clone(),
+            submit: Allowed,
+            read: Allowed,
+            full: true,
+            act: Allowed,
+            logs: Allowed,
+            nodes: Allowed,
+            paths: true,
+            admin: Denied,
+            session: Denied,
+        },
+        Caller {
+            who: "an admin",
+            token: c.admin_token.clone(),
+            submit: Allowed,
+            read: Allowed,
+            full: true,
+            act: Allowed,
+            logs: Allowed,
+            nodes: Allowed,
+            paths: true,
+            admin: Allowed,
+            session: Denied,
+        },
+    ];
+
+    let mut failures = Vec::new();
+    for (n, k) in callers.iter().enumerate() {
+        c.block_on(async {
+            // Each caller cancels a task of bob's of its own.
+            let target = format!("bob-cancel-{n}");
+            let mut b = client_with(&url, &bob).await.unwrap();
+            b.submit(submit_req(&target, "to cancel")).await.unwrap();
+            let mut cl = client_with(&url, &k.token).await.unwrap();
+            let mut check = |rpc: &str, want: Want, got: Want| {
+                if want != got {
+                    failures.push(format!("{}: {rpc}: expected {want:?}, got {got:?}", k.who));
+                }
+            };
+
+            let r = cl.submit(submit_req(&format!("by-{n}"), "hello")).await;
+            check("Submit", k.submit, got(&r));
+
+            let r = cl
+                .get_task(v1::GetTaskRequest {
+                    id: "bob-task".into(),
+                })
+                .await;
+            check("GetTask", k.read, got(&r));
+            if let Ok(t) = &r {
+                let t = t.get_ref();
+                let full = t.prompt.contains("SECRET-42");
+                assert_eq!(
+                    t.title.contains("SECRET-42"),
+                    full,
+                    "{}: the title (the prompt's first line) is content",
+                    k.who
+                );
+                check(
+                    "GetTask in full",
+                    if k.full { Allowed } else { Denied },
+                    if full { Allowed } else { Denied },
+                );
+                assert_eq!(t.summary, !full, "{}: summary flag", k.who);
+                assert_eq!(t.owner, "bob", "{}: the owner is shown", k.who);
+            }
+
+            let r = cl.list_tasks(v1::ListTasksRequest::default()).await;
+            check("ListTasks", k.read, got(&r));
+            if let Ok(l) = &r {
+                let t = l
+                    .get_ref()
+                    .tasks
+                    .iter()
+                    .find(|t| t.id == "bob-task")
+                    .unwrap();
+                check(
+                    "ListTasks in full",
+                    if k.full { Allowed } else { Denied },
+                    if t.prompt.contains("SECRET-42") {
+                        Allowed
+                    } else {
+                        Denied
+                    },
+                );
+            }
+
+            let r = cl
+                .watch(v1::WatchRequest {
+                    task_id: "bob-task".into(),
+                })
+                .await;
+            check("Watch", k.read, got(&r));
+            if let Ok(s) = r {
+                let ev = s.into_inner().message().await.unwrap().unwrap();
+                let full = ev.task.unwrap().prompt.contains("SECRET-42");
+                check(
+                    "Watch in full",
+                    if k.full { Allowed } else { Denied },
+                    if full { Allowed } else { Denied },
+                );
+            }
+
+            let r = cl.list_questions(v1::ListQuestionsRequest {}).await;
+            check("ListQuestions", k.read, got(&r));
+            if let Ok(l) = &r
+                && let Some(q) = l
+                    .get_ref()
+                    .questions
+                    .iter()
+                    .find(|q| q.task_id == "bob-task")
+            {
+                check(
+                    "ListQuestions in full",
+                    if k.full { Allowed } else { Denied },
+                    if q.text.contains("SECRET-Q") {
+                        Allowed
+                    } else {
+                        Denied
+                    },
+                );
+            }
+
+            let r = cl
+                .logs(v1::LogsRequest {
+                    id: "bob-task".into(),
+                    follow: false,
+                })
+                .await;
+            check("Logs", k.logs, got(&r));
+
+            let r = cl
+                .answer(v1::AnswerRequest {
+                    id: "bob-task".into(),
+                    text: "yes".into(),
+                    ..Default::default()
+                })
+                .await;
+            check("Answer", k.act, got(&r));
+            let r = cl
+                .add_note(v1::AddNoteRequest {
+                    id: "bob-task".into(),
+                    text: "rm -rf".into(),
+                })
+                .await;
+            check("AddNote", k.act, got(&r));
+            let r = cl
+                .retry(v1::RetryRequest {
+                    id: "bob-task".into(),
+                    ..Default::default()
+                })
+                .await;
+            check("Retry", k.act, got(&r));
+            let r = cl
+                .clean(v1::CleanRequest {
+                    id: "bob-task".into(),
+                })
+                .await;
+            check("Clean", k.act, got(&r));
+            let r = cl.cancel(v1::CancelRequest { id: target.clone() }).await;
+            check("Cancel", k.act, got(&r));
+            let cancelled = admin_state(&url, &c.admin_token, &target).await;
+            assert_eq!(
+                cancelled,
+                k.act == Allowed,
+                "{}: the cancel took effect only when allowed",
+                k.who
+            );
+
+            let r = cl.list_nodes(v1::ListNodesRequest {}).await;
+            check("ListNodes", k.nodes, got(&r));
+            let r = cl.info(v1::InfoRequest {}).await;
+            check("Info", k.nodes, got(&r));
+            if let Ok(i) = &r {
+                assert_eq!(
+                    !i.get_ref().data_dir.is_empty(),
+                    k.paths,
+                    "{}: Info's data dir",
+                    k.who
+                );
+            }
+
+            let r = cl
+                .create_token(v1::CreateTokenRequest {
+                    user: format!("made-by-{n}"),
+                    role: "viewer".into(),
+                    ..Default::default()
+                })
+                .await;
+            check("CreateToken", k.admin, got(&r));
+            let r = cl.list_tokens(v1::ListTokensRequest {}).await;
+            check("ListTokens", k.admin, got(&r));
+            let r = cl
+                .revoke_token(v1::RevokeTokenRequest {
+                    id: "no-such-token".into(),
+                })
+                .await;
+            check("RevokeToken", k.admin, got(&r));
+            let r = cl.list_audit(v1::ListAuditRequest::default()).await;
+            check("ListAudit", k.admin, got(&r));
+
+            let r = session(&url, &k.token, "spare").await;
+            check("AgentService.Session", k.session, got(&r));
+        });
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// True when the admin sees task `id` cancelled.
+async fn admin_state(url: &str, admin: &str, id: &str) -> bool {
+    let mut a = client_with(url, admin).await.unwrap();
+    let t = a
+        .get_task(v1::GetTaskRequest { id: id.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    t.state == v1::TaskState::Cancelled as i32
+}
+
+#[test]
+fn a_node_token_connects_only_as_its_own_name() {
+    let c = Cluster::new();
+    let token = c.node_token("build-box");
+    let pool = c.node_token("k8s-*");
+    let url = c.url.clone();
+    c.block_on(async {
+        let err = session(&url, &token, "gpu-1")
+            .await
+            .expect_err("a build-box token cannot connect as gpu-1");
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(
+            err.message().contains("build-box") && err.message().contains("gpu-1"),
+            "the error names both: {}",
+            err.message()
+        );
+        session(&url, &token, "build-box").await.unwrap();
+        session(&url, &pool, "k8s-7").await.unwrap();
+        let err = session(&url, &pool, "k8s").await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+    });
+}
+
+#[test]
+fn a_member_submits_only_to_the_nodes_its_token_allows_and_changes_are_audited() {
+    let c = Cluster::with_node("box-2");
+    let m = c.user_token("mia", "member", &["box-*"]);
+    let url = c.url.clone();
+    c.block_on(async {
+        let mut cl = client_with(&url, &m).await.unwrap();
+        let err = cl
+            .submit(v1::SubmitRequest {
+                remote: "gpu-1".into(),
+                ..submit_req("to-gpu", "hi")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("box-*"), "{}", err.message());
+        cl.submit(v1::SubmitRequest {
+            remote: "box-2".into(),
+            ..submit_req("to-box", "hi")
+        })
+        .await
+        .unwrap();
+        cl.cancel(v1::CancelRequest {
+            id: "to-box".into(),
+        })
+        .await
+        .unwrap();
+    });
+    // Nothing was made of the refused submit.
+    let out = c.run(&["status", "to-gpu"]);
+    assert!(!out.status.success());
+    // The audit names who did what to which task, newest first.
+    let audit = c.ok(&["audit", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let rows: Vec<(String, String, String)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["who"].as_str().unwrap().to_string(),
+                r["action"].as_str().unwrap().to_string(),
+                r["task"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let pos = |who: &str, action: &str, task: &str| {
+        rows.iter()
+            .position(|r| r.0 == who && r.1 == action && r.2 == task)
+            .unwrap_or_else(|| panic!("no audit row {who} {action} {task} in {rows:?}"))
+    };
+    let cancel = pos("mia", "cancel", "to-box");
+    let submit = pos("mia", "submit", "to-box");
+    assert!(cancel < submit, "newest first: {rows:?}");
+    assert!(
+        !rows.iter().any(|r| r.2 == "to-gpu"),
+        "a refused call changes nothing: {rows:?}"
+    );
+    // The token made for mia is audited too, and the table view names it.
+    let table = c.ok(&["audit"]);
+    assert!(table.contains("mia"), "{table}");
+}
