@@ -150,7 +150,7 @@ fn every_rpc_answers_each_role_as_the_table_says() {
         admin: w,
         session: w,
     };
-    let callers = vec![
+    let callers = [
         none("no token", "", Unauth),
         none("a bad token", "dsp_not-a-token", Unauth),
         none("a revoked token", &revoked, Unauth),
