@@ -1,12 +1,111 @@
-//! gRPC channels to a coordinator over TCP (`http://host:port`) or a Unix socket
-//! (`unix:/path/to/socket`).
+//! gRPC channels to a coordinator over TCP (`http://host:port`), TLS (`https://host:port`) or
+//! a Unix socket (`unix:/path/to/socket`).
 
 use hyper_util::rt::TokioIo;
+use std::path::PathBuf;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-/// Opens a channel to the coordinator at `url`.
+/// How a client verifies (and, for mTLS, proves itself to) an `https://` coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The CA that signed the coordinator's certificate (PEM); none: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for a coordinator that takes node certificates.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+fn read_pem(what: &str, p: &std::path::Path) -> Result<Vec<u8>, String> {
+    let data =
+        std::fs::read(p).map_err(|e| format!("cannot read the {what} {}: {e}", p.display()))?;
+    if !data.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(format!(
+            "the {what} {} is not PEM (no `-----BEGIN` line)",
+            p.display()
+        ));
+    }
+    Ok(data)
+}
+
+impl ClientTls {
+    fn config(&self, url: &str) -> Result<ClientTlsConfig, String> {
+        let mut c = ClientTlsConfig::new();
+        c = match &self.ca {
+            Some(ca) => c.ca_certificate(Certificate::from_pem(read_pem("CA file", ca)?)),
+            None => c.with_native_roots(),
+        };
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                c = c.identity(Identity::from_pem(
+                    read_pem("certificate", cert)?,
+                    read_pem("key", key)?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(format!(
+                    "a client certificate for {url} needs both its certificate and its key (--tls-cert and --tls-key)"
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    fn any(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// Where the coordinator's certificate must chain to, for messages.
+    fn trust(&self) -> String {
+        match &self.ca {
+            Some(ca) => format!("the CA in {}", ca.display()),
+            None => "a CA in this system's roots".to_string(),
+        }
+    }
+}
+
+/// What a failed connection means, when it is about TLS.
+fn tls_hint(url: &str, err: &str, tls: &ClientTls) -> String {
+    let e = err.to_ascii_lowercase();
+    if e.contains("unknownissuer") || e.contains("unknown issuer") || e.contains("badsignature") {
+        format!(
+            "\nThe coordinator's certificate is not signed by {}: give the CA that signed it with --ca (or `tls: {{ ca: FILE }}` in the config)",
+            tls.trust()
+        )
+    } else if e.contains("notvalidforname") || e.contains("not valid for name") {
+        format!(
+            "\nThe coordinator's certificate does not name the host in {url}: connect with a name it holds, or make it again with that --host (`dispatch-coordinator certs init`)"
+        )
+    } else if e.contains("expired") || e.contains("notvalidyet") {
+        "\nThe coordinator's certificate is outside its validity period: check the clocks, or make a new one".to_string()
+    } else if url.starts_with("https://")
+        && (e.contains("corrupt message")
+            || e.contains("invalidcontenttype")
+            || e.contains("invalid content type"))
+    {
+        "\nThe coordinator does not speak TLS there: use an http:// URL, or start it with --tls-cert and --tls-key".to_string()
+    } else if url.starts_with("http://")
+        && (e.contains("connection reset")
+            || e.contains("frame with invalid size")
+            || e.contains("broken pipe")
+            || e.contains("h2 protocol error"))
+    {
+        "\nIf the coordinator serves TLS, its URL starts with https://".to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// Opens a channel to the coordinator at `url` (no TLS options: the system's roots for an
+/// `https://` URL).
 pub async fn connect(url: &str) -> Result<Channel, String> {
+    connect_with(url, &ClientTls::default()).await
+}
+
+/// Opens a channel to the coordinator at `url`, verifying an `https://` one as `tls` says.
+pub async fn connect_with(url: &str, tls: &ClientTls) -> Result<Channel, String> {
     if let Some(path) = url.strip_prefix("unix:") {
         let path = path.trim_start_matches("//").to_string();
         let shown = path.clone();
@@ -29,10 +128,21 @@ pub async fn connect(url: &str) -> Result<Channel, String> {
                 )
             });
     }
-    let endpoint = Endpoint::from_shared(url.to_string())
+    let https = url.starts_with("https://");
+    if !https && !url.starts_with("http://") {
+        return Err(format!(
+            "`{url}` is not a coordinator URL; write it as https://HOST:PORT, http://HOST:PORT or unix:/PATH"
+        ));
+    }
+    if !https && tls.any() {
+        return Err(format!(
+            "TLS options (a CA or a client certificate) are set but the coordinator URL `{url}` is http://; write it as https://"
+        ));
+    }
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| {
             format!(
-                "`{url}` is not a coordinator URL ({e}); write it as http://HOST:PORT or unix:/PATH"
+                "`{url}` is not a coordinator URL ({e}); write it as https://HOST:PORT, http://HOST:PORT or unix:/PATH"
             )
         })?
         .connect_timeout(Duration::from_secs(5))
@@ -40,10 +150,16 @@ pub async fn connect(url: &str) -> Result<Channel, String> {
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
+    if https {
+        endpoint = endpoint
+            .tls_config(tls.config(url)?)
+            .map_err(|e| format!("TLS for {url}: {}", source_chain(&e)))?;
+    }
     endpoint.connect().await.map_err(|e| {
+        let chain = source_chain(&e);
         format!(
-            "cannot connect to the coordinator at {url}: {}",
-            source_chain(&e)
+            "cannot connect to the coordinator at {url}: {chain}{}",
+            tls_hint(url, &chain, tls)
         )
     })
 }

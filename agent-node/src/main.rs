@@ -25,7 +25,7 @@ struct Args {
     #[arg(long, env = "DISPATCH_AGENT_CONFIG")]
     config: Option<PathBuf>,
 
-    /// Coordinator address: http://HOST:PORT or unix:/PATH.
+    /// Coordinator address: https://HOST:PORT (TLS), http://HOST:PORT or unix:/PATH.
     #[arg(long, env = "DISPATCH_COORDINATOR")]
     coordinator: Option<String>,
 
@@ -54,6 +54,31 @@ struct Args {
     /// TCP address needs one; its local socket does not.
     #[arg(long, env = "DISPATCH_AGENT_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
+
+    /// The CA that signed an https:// coordinator's certificate (PEM; e.g. ca.pem from
+    /// `dispatch-coordinator certs init`). Without it: `tls.ca` in --config, else the system's
+    /// roots.
+    #[arg(long, env = "DISPATCH_AGENT_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+
+    /// This node's certificate (PEM), for a coordinator started with --client-ca: the
+    /// certificate names the node, which then connects only as that name.
+    #[arg(
+        long,
+        env = "DISPATCH_AGENT_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "DISPATCH_AGENT_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 
     /// Longest wait between reconnect attempts (e.g. 5s).
     #[arg(long, env = "DISPATCH_AGENT_MAX_BACKOFF", default_value = "5s", value_parser = dispatch_core::duration::parse)]
@@ -132,7 +157,13 @@ fn main() -> anyhow::Result<()> {
             std::fs::canonicalize(r).map_err(|e| anyhow::anyhow!("workspace root {r}: {e}"))?,
         );
     }
+    let tls = dispatch_agent::channel::ClientTls {
+        ca: args.ca.or(file.tls.ca.as_ref().map(PathBuf::from)),
+        cert: args.tls_cert.or(file.tls.cert.as_ref().map(PathBuf::from)),
+        key: args.tls_key.or(file.tls.key.as_ref().map(PathBuf::from)),
+    };
     let cfg = AgentConfig {
+        tls,
         coordinator,
         name,
         labels,

@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub repositories: dispatch_core::repo_url::RepoPolicy,
     /// The node token for a coordinator that needs one (none over the local socket).
     pub token: Option<String>,
+    /// How an `https://` coordinator is verified, and this node's certificate for mTLS.
+    pub tls: crate::channel::ClientTls,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -180,7 +182,7 @@ impl Node {
     }
 
     async fn connect(&mut self) -> Result<Session, String> {
-        let channel = crate::channel::connect(&self.cfg.coordinator).await?;
+        let channel = crate::channel::connect_with(&self.cfg.coordinator, &self.cfg.tls).await?;
         let mut client = v1::agent_service_client::AgentServiceClient::new(channel)
             .max_decoding_message_size(8 * 1024 * 1024);
         let (out, rx) = mpsc::channel(OUT_QUEUE);

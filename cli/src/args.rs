@@ -34,8 +34,8 @@ pub(crate) struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Global {
-    /// Coordinator to use: http://HOST:PORT or unix:/PATH. Without it, a local daemon is used
-    /// (started on demand).
+    /// Coordinator to use: https://HOST:PORT (TLS), http://HOST:PORT or unix:/PATH. Without
+    /// it, a local daemon is used (started on demand).
     #[arg(long, global = true, env = "DISPATCH_COORDINATOR")]
     pub(crate) coordinator: Option<String>,
 
@@ -51,6 +51,12 @@ pub(crate) struct Global {
     /// `token:` in the config. (The local daemon needs none.)
     #[arg(long, global = true, env = "DISPATCH_TOKEN_FILE", value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
+
+    /// The CA (PEM) that signed an https:// coordinator's certificate (e.g. ca.pem from
+    /// `dispatch-coordinator certs init`). Without it: `tls: { ca: FILE }` in the config, else
+    /// the system's roots.
+    #[arg(long, global = true, env = "DISPATCH_CA", value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
 
     /// The token in use (from --token-file, DISPATCH_TOKEN or the config).
     #[arg(skip)]

@@ -63,9 +63,20 @@ pub(crate) fn client_for(channel: Channel, token: Option<&str>) -> Result<Client
 /// running: its store keeps every task, so `status` works the day after too).
 pub(crate) async fn connect(g: &Global) -> Result<Target> {
     if let Some(url) = &g.coordinator {
-        let channel = dispatch_agent::channel::connect(url).await.map_err(|e| {
-            anyhow!("{e}\nIs dispatch-coordinator running there? Check --coordinator or DISPATCH_COORDINATOR.")
-        })?;
+        let tls = dispatch_agent::channel::ClientTls {
+            ca: g.ca.clone(),
+            ..Default::default()
+        };
+        let channel = dispatch_agent::channel::connect_with(url, &tls)
+            .await
+            .map_err(|e| {
+                if e.contains('\n') {
+                    // It already says what to do (a TLS problem).
+                    anyhow!("{e}")
+                } else {
+                    anyhow!("{e}\nIs dispatch-coordinator running there? Check --coordinator or DISPATCH_COORDINATOR.")
+                }
+            })?;
         return Ok(Target {
             url: url.clone(),
             local: false,

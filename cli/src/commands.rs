@@ -33,6 +33,12 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             .filter(|t| !t.trim().is_empty())
             .or_else(|| file.as_ref().and_then(|c| c.token.clone())),
     };
+    if g.ca.is_none() {
+        g.ca = file
+            .as_ref()
+            .and_then(|c| c.tls.as_ref())
+            .map(std::path::PathBuf::from);
+    }
     let default_remote = file.and_then(|c| c.remote);
     let with_remote = |mut a: RunArgs| {
         if a.remote.is_none() && g.coordinator.is_some() {

@@ -186,6 +186,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         workspace_roots: vec![],
         repositories: Default::default(),
         token: None,
+        tls: Default::default(),
     };
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 

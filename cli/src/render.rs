@@ -21,6 +21,11 @@ pub(crate) fn status_text(s: &tonic::Status) -> String {
         tonic::Code::Unavailable if s.message().is_empty() || s.message().contains("transport") => {
             format!("the coordinator is unreachable ({})", s.message())
         }
+        // What an HTTP/2 client meets at a TLS port.
+        _ if s.message().contains("h2 protocol error") => format!(
+            "{}: the coordinator did not speak plain HTTP/2. If it serves TLS, its URL starts with https:// (give its CA with --ca)",
+            s.message()
+        ),
         // An error may quote what a worker or another user wrote.
         _ => printable(s.message()).into_owned(),
     }

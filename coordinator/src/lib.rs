@@ -6,6 +6,7 @@
 //! [`Coordinator::committed`] → `publish.rs` → `service/dispatch.rs` (`Watch`). Wire types stay
 //! in `service/` and `convert.rs`.
 
+pub mod certs;
 pub mod convert;
 pub mod domain;
 pub mod error;
@@ -119,10 +120,12 @@ impl Coordinator {
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Arc<Coordinator>> {
         let (scheduler, rx) = SchedulerHandle::new();
+        let notifier =
+            notify::Notifier::start(config.notify.clone()).map_err(anyhow::Error::msg)?;
         let c = Arc::new(Coordinator {
             store,
             registry: NodeRegistry::default(),
-            publisher: publish::Publisher::new(notify::Notifier::start(config.notify.clone())),
+            publisher: publish::Publisher::new(notifier),
             scheduler,
             config,
             started_ms: now_ms(),

@@ -1,6 +1,7 @@
 //! `dispatch-coordinator`: stores tasks and routes them to agent nodes.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
+use dispatch_coordinator::server::ServerTls;
 use dispatch_coordinator::{Coordinator, CoordinatorConfig, Listener, serve};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,19 +9,72 @@ use std::time::Duration;
 /// The dispatch coordinator: stores every task, plan, question and answer durably (SQLite in
 /// --data-dir) and routes tasks to the agent nodes that connect to it.
 ///
-/// Nodes run `dispatch-agent --coordinator http://HOST:PORT`; users point the CLI at the same
-/// address with `dispatch --coordinator http://HOST:PORT` (or DISPATCH_COORDINATOR).
+/// Nodes run `dispatch-agent --coordinator https://HOST:PORT`; users point the CLI at the same
+/// address with `dispatch --coordinator https://HOST:PORT` (or DISPATCH_COORDINATOR). Every
+/// caller over TCP needs a token (`dispatch token create`); a secure set-up:
+///
+///   dispatch-coordinator certs init /etc/dispatch/tls --host dispatch.example.com --node build-box
+///   dispatch-coordinator --listen 0.0.0.0:7070 --data-dir /var/lib/dispatch \
+///       --tls-cert /etc/dispatch/tls/server.pem --tls-key /etc/dispatch/tls/server.key
+///   dispatch-agent --coordinator https://dispatch.example.com:7070 --ca ca.pem --token-file node.token
 #[derive(Parser, Debug)]
-#[command(name = "dispatch-coordinator", version, about, long_about)]
+#[command(
+    name = "dispatch-coordinator",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+
     /// TCP address to listen on (port 0 picks a free port; the bound address is printed and
-    /// written to DATA_DIR/coordinator.addr).
+    /// written to DATA_DIR/coordinator.addr). An address other than loopback needs
+    /// --tls-cert and --tls-key, or --insecure.
     #[arg(long, env = "DISPATCH_LISTEN", default_value = "127.0.0.1:7070")]
     listen: String,
 
-    /// Directory for the SQLite store (created if missing).
+    /// Directory for the SQLite store (created if missing). Required to serve.
     #[arg(long, env = "DISPATCH_DATA_DIR")]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
+
+    /// The server certificate chain (PEM) to serve TLS with (e.g. server.pem from `certs
+    /// init`). Clients then use https:// URLs.
+    #[arg(
+        long,
+        env = "DISPATCH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "DISPATCH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+
+    /// A CA (PEM) whose client certificates identify nodes (mTLS): a node presenting one
+    /// connects only as the name in it, and needs no token. Clients without a certificate still
+    /// connect with a token.
+    #[arg(
+        long,
+        env = "DISPATCH_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    client_ca: Option<PathBuf>,
+
+    /// Serve plain HTTP/2 on a non-loopback --listen address. Tokens, prompts and answers
+    /// then cross the network readable by anyone on the path; a warning is logged at every
+    /// start. (Only for a network you trust completely, or behind a TLS-terminating proxy.)
+    #[arg(long, env = "DISPATCH_INSECURE")]
+    insecure: bool,
 
     /// Also listen on this Unix socket (mode 0600).
     #[arg(long, env = "DISPATCH_SOCKET")]
@@ -43,8 +97,9 @@ struct Args {
     #[arg(long, env = "DISPATCH_NOTIFY_COMMAND")]
     notify_command: Option<String>,
 
-    /// http:// URL to POST a JSON notification to when a question arrives or a task ends.
-    /// Overrides the config file's notify.webhook.
+    /// https:// (or http://) URL to POST a JSON notification to when a question arrives or a
+    /// task ends. Overrides the config file's notify.webhook; its `secret` (an HMAC-SHA256
+    /// signature header) and `ca` come from the config file.
     #[arg(long, env = "DISPATCH_NOTIFY_WEBHOOK")]
     notify_webhook: Option<String>,
 
@@ -68,6 +123,78 @@ struct Args {
     /// its final plan, questions, answers and stored output stay. 0 keeps it forever.
     #[arg(long, env = "DISPATCH_HISTORY_RETENTION", default_value = "7d", value_parser = dispatch_core::duration::parse)]
     history_retention: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Make TLS certificates: a private CA, the coordinator's server certificate and node
+    /// client certificates (no openssl needed).
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsAction {
+    /// Make a CA (ca.pem, ca.key), a server certificate (server.pem, server.key) for the
+    /// --host names plus localhost, and a client certificate per --node (node-NAME.pem,
+    /// node-NAME.key) in DIR. Keys are written 0600. Give ca.pem to clients (`--ca`).
+    Init {
+        /// Where to write the files (created 0700).
+        dir: PathBuf,
+        /// A name (DNS name or IP address) clients reach the coordinator by; repeatable.
+        #[arg(long = "host", value_name = "NAME", required = true)]
+        hosts: Vec<String>,
+        /// A node to make a client certificate for (used with --client-ca); repeatable.
+        #[arg(long = "node", value_name = "NAME")]
+        nodes: Vec<String>,
+        /// How long the server and node certificates are valid (the CA: twice as long).
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Replace a CA already in DIR (clients holding the old ca.pem stop trusting the
+        /// coordinator).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add node client certificates, signed by the CA in DIR.
+    Node {
+        /// The directory `certs init` wrote.
+        dir: PathBuf,
+        /// Node names; each gets node-NAME.pem and node-NAME.key.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// How long the certificates are valid.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+}
+
+fn certs(action: CertsAction) -> anyhow::Result<()> {
+    let (dir, written) = match action {
+        CertsAction::Init {
+            dir,
+            hosts,
+            nodes,
+            days,
+            force,
+        } => {
+            let w = dispatch_coordinator::certs::init(&dir, &hosts, &nodes, days, force)?;
+            (dir, w)
+        }
+        CertsAction::Node { dir, names, days } => {
+            let w = dispatch_coordinator::certs::add_nodes(&dir, &names, days)?;
+            (dir, w)
+        }
+    };
+    for f in &written {
+        println!("wrote {}", f.display());
+    }
+    let d = dir.display();
+    println!(
+        "\nServe with:   dispatch-coordinator --tls-cert {d}/server.pem --tls-key {d}/server.key [--client-ca {d}/ca.pem] …\nClients use:  https://HOST:PORT with --ca {d}/ca.pem (dispatch and dispatch-agent)\nNodes (mTLS): dispatch-agent --tls-cert {d}/node-NAME.pem --tls-key {d}/node-NAME.key …\nKeep ca.key here: it signs new node certificates (`certs node`)."
+    );
+    Ok(())
 }
 
 /// `64MiB`, `512KiB`, `1GiB` or a plain number of bytes.
@@ -106,8 +233,30 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Cmd::Certs { action }) = args.command {
+        return certs(action);
+    }
+    let Some(data_dir) = args.data_dir.clone() else {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--data-dir (or DISPATCH_DATA_DIR) is required: where the coordinator keeps its store",
+            )
+            .exit();
+    };
     init_tracing();
-    let mut config = CoordinatorConfig::new(args.data_dir.clone());
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            ServerTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.client_ca.clone(),
+            }
+            .load()?,
+        ),
+        _ => None,
+    };
+    let mut config = CoordinatorConfig::new(data_dir.clone());
     config.heartbeat_interval = args.heartbeat_interval;
     config.node_timeout = args.node_timeout;
     config.max_log_bytes = args.max_log_bytes;
@@ -135,16 +284,28 @@ async fn main() -> anyhow::Result<()> {
 
     let tcp = dispatch_coordinator::server::bind_tcp(&args.listen).await?;
     let addr = tcp.local_addr()?;
-    let mut listeners = vec![Listener::Tcp(tcp)];
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if tls.is_none() && !addr.ip().is_loopback() {
+        if !args.insecure {
+            anyhow::bail!(
+                "refusing to serve plain HTTP on {addr}: tokens, prompts and answers would cross the network readable by anyone on the path. Give --tls-cert and --tls-key (make them with `dispatch-coordinator certs init DIR --host NAME`), listen on a loopback address behind a TLS proxy, or pass --insecure to accept the risk"
+            );
+        }
+        tracing::warn!(%addr, "--insecure: serving plain HTTP on a non-loopback address; tokens, prompts and answers cross the network unencrypted");
+    }
+    let mut listeners = vec![match tls {
+        Some(t) => Listener::Tls(tcp, Box::new(t)),
+        None => Listener::Tcp(tcp),
+    }];
     if let Some(path) = &args.socket {
         listeners.push(Listener::Unix(dispatch_coordinator::server::bind_unix(
             path,
         )?));
     }
-    let addr_file = args.data_dir.join("coordinator.addr");
-    std::fs::write(&addr_file, format!("http://{addr}\n"))
+    let addr_file = data_dir.join("coordinator.addr");
+    std::fs::write(&addr_file, format!("{scheme}://{addr}\n"))
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", addr_file.display()))?;
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), "coordinator listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %data_dir.display(), "coordinator listening on {scheme}://{addr}");
     serve(coordinator, listeners, shutdown_signal()).await?;
     tracing::info!("coordinator stopped");
     Ok(())

@@ -1,5 +1,6 @@
-//! Notifications: a command and/or an http webhook, run when a question arrives or a task
-//! ends. They run on their own task with bounded retries and never hold up the event path.
+//! Notifications: a command and/or a webhook (https with rustls, or http; signed with
+//! HMAC-SHA256 when a secret is set), run when a question arrives or a task ends. They run on
+//! their own task with bounded retries and never hold up the event path.
 
 use dispatch_core::notify::NotifyConfig;
 use std::collections::HashSet;
@@ -82,24 +83,35 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// A notifier for `config` (doing nothing when it is empty).
-    pub fn start(config: NotifyConfig) -> Notifier {
+    /// A notifier for `config` (doing nothing when it is empty); an error when its webhook
+    /// cannot be used (a bad URL, an unreadable CA file).
+    pub fn start(config: NotifyConfig) -> Result<Notifier, String> {
         if config.is_empty() {
-            return Notifier {
+            return Ok(Notifier {
                 tx: None,
                 sent: Default::default(),
-            };
+            });
         }
+        let webhook = config
+            .webhook
+            .as_deref()
+            .map(|url| Webhook::new(url, &config))
+            .transpose()?;
         let (tx, mut rx) = mpsc::channel::<Notification>(QUEUE);
         tokio::spawn(async move {
             while let Some(n) = rx.recv().await {
-                deliver(&config, &n).await;
+                if let Some(cmd) = &config.command {
+                    retry("notify command", &n, || run_command(cmd, &n)).await;
+                }
+                if let Some(w) = &webhook {
+                    retry("notify webhook", &n, || w.post(&n)).await;
+                }
             }
         });
-        Notifier {
+        Ok(Notifier {
             tx: Some(tx),
             sent: Default::default(),
-        }
+        })
     }
 
     /// Queues `n` (once per task, event, question or worker run, and state).
@@ -121,15 +133,6 @@ impl Notifier {
         if tx.try_send(n).is_err() {
             tracing::warn!("notification queue full; a notification was dropped");
         }
-    }
-}
-
-async fn deliver(config: &NotifyConfig, n: &Notification) {
-    if let Some(cmd) = &config.command {
-        retry("notify command", n, || run_command(cmd, n)).await;
-    }
-    if let Some(url) = &config.webhook {
-        retry("notify webhook", n, || post(url, n)).await;
     }
 }
 
@@ -191,57 +194,229 @@ async fn run_command(cmd: &str, n: &Notification) -> Result<(), String> {
     }
 }
 
-/// A minimal HTTP/1.1 POST of the notification as JSON; any 2xx status is success.
-async fn post(url: &str, n: &Notification) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let body = serde_json::to_vec(n).map_err(|e| e.to_string())?;
-    let mut stream = tokio::net::TcpStream::connect(&addr)
-        .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: dispatch/{}\r\nConnection: close\r\n\r\n",
-        body.len(),
-        crate::VERSION
-    );
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.write_all(&body).await.map_err(|e| e.to_string())?;
-    let mut response = Vec::new();
-    let mut buf = [0u8; 1024];
-    // The status line is all we need.
-    while !response.windows(2).any(|w| w == b"\r\n") && response.len() < 8192 {
-        let k = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if k == 0 {
-            break;
-        }
-        response.extend_from_slice(&buf[..k]);
+/// The header that carries the body's signature.
+pub const SIGNATURE_HEADER: &str = "X-Dispatch-Signature-256";
+
+/// `sha256=<hex>` of HMAC-SHA256(`secret`, `body`): what a receiver recomputes and compares.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::from("sha256=");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
     }
-    let status_line = String::from_utf8_lossy(&response)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let code: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no HTTP status from {url}"))?;
-    if (200..300).contains(&code) {
-        Ok(())
-    } else {
-        Err(format!("{url} answered {status_line}"))
+    out
+}
+
+/// A webhook ready to post to.
+struct Webhook {
+    url: String,
+    /// host:port to connect to.
+    addr: String,
+    /// `Host:` header.
+    authority: String,
+    host: String,
+    path: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+    secret: Option<String>,
+}
+
+impl Webhook {
+    fn new(url: &str, config: &NotifyConfig) -> Result<Webhook, String> {
+        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!(
+                "notify.webhook `{url}` is not an https:// or http:// URL"
+            ));
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        if authority.is_empty() || authority.contains('@') {
+            return Err(format!(
+                "notify.webhook `{url}` has no host, or has credentials in it (use notify.secret to sign posts)"
+            ));
+        }
+        let default_port = if https { 443 } else { 80 };
+        let bad_port = |p: &str| format!("notify.webhook `{url}`: `{p}` is not a port");
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| {
+                format!("notify.webhook `{url}`: an IPv6 host needs its closing `]`")
+            })?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| bad_port(p))?,
+                None if after.is_empty() => default_port,
+                None => return Err(bad_port(after)),
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| bad_port(p))?),
+                None => (authority.to_string(), default_port),
+            }
+        };
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let tls = if https {
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            match &config.ca {
+                Some(ca) => {
+                    use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
+                    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+                        .and_then(|i| i.collect::<Result<_, _>>())
+                        .map_err(|e| format!("notify.ca {ca}: {e}"))?;
+                    if certs.is_empty() {
+                        return Err(format!("notify.ca {ca} holds no certificate"));
+                    }
+                    for c in certs {
+                        roots.add(c).map_err(|e| format!("notify.ca {ca}: {e}"))?;
+                    }
+                }
+                None => {
+                    for c in rustls_native_certs::load_native_certs().certs {
+                        let _ = roots.add(c);
+                    }
+                }
+            }
+            let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(
+                std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()),
+            )
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)))
+        } else {
+            if config.secret.is_some() {
+                tracing::warn!(%url, "the webhook is plain http: its signature proves who sent a post, but anyone on the path can read it");
+            }
+            None
+        };
+        Ok(Webhook {
+            url: url.to_string(),
+            addr,
+            authority: authority.to_string(),
+            host,
+            path,
+            tls,
+            secret: config.secret.clone(),
+        })
+    }
+
+    /// One HTTP/1.1 POST of the notification as JSON; any 2xx status is success.
+    async fn post(&self, n: &Notification) -> Result<(), String> {
+        let body = serde_json::to_vec(n).map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
+        match &self.tls {
+            Some(connector) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| format!("`{}` is not a TLS server name: {e}", self.host))?;
+                let stream = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {}: {e}", self.addr))?;
+                self.exchange(stream, &body).await
+            }
+            None => self.exchange(tcp, &body).await,
+        }
+    }
+
+    async fn exchange<S>(&self, mut stream: S, body: &[u8]) -> Result<(), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut head = format!(
+            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: dispatch/{}\r\nConnection: close\r\n",
+            self.path,
+            self.authority,
+            body.len(),
+            crate::VERSION
+        );
+        if let Some(secret) = &self.secret {
+            head.push_str(&format!(
+                "{SIGNATURE_HEADER}: {}\r\n",
+                signature(secret, body)
+            ));
+        }
+        head.push_str("\r\n");
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.write_all(body).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
+        let mut response = Vec::new();
+        let mut buf = [0u8; 1024];
+        // The status line is all we need.
+        while !response.windows(2).any(|w| w == b"\r\n") && response.len() < 8192 {
+            let k = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if k == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..k]);
+        }
+        let status_line = String::from_utf8_lossy(&response)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let code: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no HTTP status from {}", self.url))?;
+        if (200..300).contains(&code) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} answered {}",
+                self.url,
+                dispatch_core::text::printable_line(&status_line)
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_the_body() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn webhook_urls_are_checked() {
+        let cfg = NotifyConfig::default();
+        let w = Webhook::new("https://hooks.example:8443/x?y=1", &cfg).unwrap();
+        assert_eq!(
+            (w.addr.as_str(), w.path.as_str(), w.host.as_str()),
+            ("hooks.example:8443", "/x?y=1", "hooks.example")
+        );
+        let w = Webhook::new("http://[::1]:9000", &cfg).unwrap();
+        assert_eq!((w.addr.as_str(), w.path.as_str()), ("[::1]:9000", "/"));
+        let w = Webhook::new("https://hooks.example", &cfg).unwrap();
+        assert_eq!(w.addr, "hooks.example:443");
+        assert!(Webhook::new("https://u:p@hooks.example/", &cfg).is_err());
+        assert!(Webhook::new("https://hooks.example:http/", &cfg).is_err());
+        assert!(Webhook::new("ftp://x", &cfg).is_err());
     }
 }

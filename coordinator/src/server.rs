@@ -13,8 +13,13 @@ use tonic::service::interceptor::InterceptedService;
 
 /// A bound listener to serve on.
 pub enum Listener {
-    /// TCP (host:port).
+    /// TCP (host:port), plain.
     Tcp(tokio::net::TcpListener),
+    /// TCP with TLS.
+    Tls(
+        tokio::net::TcpListener,
+        Box<tonic::transport::ServerTlsConfig>,
+    ),
     /// A Unix domain socket (local mode; protected by file permissions).
     Unix(tokio::net::UnixListener),
 }
@@ -37,7 +42,13 @@ pub async fn serve(
     });
     let mut servers = Vec::new();
     for l in listeners {
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Listener::Tls(_, tls) = &l {
+            builder = builder
+                .tls_config((**tls).clone())
+                .map_err(|e| anyhow::anyhow!("TLS: {}", source_chain(&e)))?;
+        }
+        let router = builder
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -59,7 +70,7 @@ pub async fn serve(
         servers.push(tokio::spawn(async move {
             match l {
                 // Nagle's algorithm with delayed ACKs adds ~40 ms to small messages.
-                Listener::Tcp(t) => {
+                Listener::Tcp(t) | Listener::Tls(t, _) => {
                     let incoming =
                         tonic::transport::server::TcpIncoming::from(t).with_nodelay(Some(true));
                     router.serve_with_incoming_shutdown(incoming, signal).await
@@ -76,6 +87,89 @@ pub async fn serve(
         s.await??;
     }
     Ok(())
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// The coordinator's TLS files.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// Its certificate chain (PEM).
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
+    pub key: std::path::PathBuf,
+    /// The CA whose client certificates name nodes (mTLS); clients without a certificate
+    /// still connect (with a token).
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+impl ServerTls {
+    /// Reads and checks the files: each error names the file and what is wrong with it.
+    pub fn load(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let read = |what: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", p.display()))
+        };
+        let cert = read("--tls-cert", &self.cert)?;
+        let certs: Vec<CertificateDer<'_>> = CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("--tls-cert {}: {e}", self.cert.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!(
+                "--tls-cert {} holds no certificate (expected PEM `-----BEGIN CERTIFICATE-----`)",
+                self.cert.display()
+            );
+        }
+        let key = read("--tls-key", &self.key)?;
+        let parsed = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+            anyhow::anyhow!(
+                "--tls-key {} holds no private key ({e}; expected PEM `-----BEGIN PRIVATE KEY-----`)",
+                self.key.display()
+            )
+        })?;
+        // The key must be the certificate's: checked now, not at the first handshake.
+        let provider = tokio_rustls::rustls::crypto::ring::default_provider();
+        let signing = provider
+            .key_provider
+            .load_private_key(parsed)
+            .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", self.key.display()))?;
+        let certified = tokio_rustls::rustls::sign::CertifiedKey::new(
+            certs.into_iter().map(|c| c.into_owned()).collect(),
+            signing,
+        );
+        certified.keys_match().map_err(|e| {
+            anyhow::anyhow!(
+                "--tls-key {} is not the key of --tls-cert {} ({e})",
+                self.key.display(),
+                self.cert.display()
+            )
+        })?;
+        let mut cfg = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key));
+        if let Some(ca) = &self.client_ca {
+            let pem = read("--client-ca", ca)?;
+            let n = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("--client-ca {}: {e}", ca.display()))?
+                .len();
+            if n == 0 {
+                anyhow::bail!("--client-ca {} holds no certificate", ca.display());
+            }
+            cfg = cfg
+                .client_ca_root(tonic::transport::Certificate::from_pem(pem))
+                .client_auth_optional(true);
+        }
+        Ok(cfg)
+    }
 }
 
 /// Connections the kernel may hold for the coordinator before it accepts them (capped by

@@ -16,6 +16,10 @@
 //! repositories:                    # which repositories tasks may name (this is the default)
 //!   schemes: [https, ssh]          # add `file` for repositories on this machine
 //!   hosts: []                      # only these hosts (none: any but this machine's network)
+//! tls:                             # for an https:// coordinator
+//!   ca: /etc/dispatch/ca.pem       # the CA that signed it (none: the system's roots)
+//!   cert: /etc/dispatch/node.pem   # this node's certificate, for a coordinator with --client-ca
+//!   key: /etc/dispatch/node.key
 //! ```
 
 use serde::Deserialize;
@@ -37,6 +41,21 @@ pub struct AgentBackend {
     pub max_tasks: Option<u32>,
 }
 
+/// TLS settings for an `https://` coordinator (paths to PEM files).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The CA that signed the coordinator's certificate (none: the system's roots).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// This client's certificate (mTLS).
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// Its private key.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
 /// The agent's config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,9 +66,12 @@ pub struct AgentFile {
     /// Coordinator address.
     #[serde(default)]
     pub coordinator: Option<String>,
-    /// Token (reserved for authenticated coordinators).
+    /// The node's token.
     #[serde(default)]
     pub token: Option<String>,
+    /// TLS for an `https://` coordinator.
+    #[serde(default)]
+    pub tls: TlsFiles,
     /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -121,5 +143,9 @@ mod tests {
             "{e}"
         );
         assert!(AgentFile::parse("max_tasks: 0\n").is_err());
+        let f = AgentFile::parse("tls:\n  ca: /etc/ca.pem\n  cert: n.pem\n  key: n.key\n").unwrap();
+        assert_eq!(f.tls.ca.as_deref(), Some("/etc/ca.pem"));
+        assert_eq!(f.tls.key.as_deref(), Some("n.key"));
+        assert!(AgentFile::parse("tls: { cafile: x }\n").is_err());
     }
 }

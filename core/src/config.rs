@@ -56,13 +56,24 @@ struct Raw {
     #[serde(default)]
     token: Option<String>,
     #[serde(default)]
-    tls: Option<String>,
+    tls: Option<RawTls>,
     #[serde(default)]
     remote: Option<String>,
     #[serde(default)]
     confirm_default: Option<bool>,
     #[serde(default)]
     notify: Option<NotifyConfig>,
+}
+
+/// `tls: { ca: FILE }`, or (older files) `tls: FILE`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawTls {
+    Ca(String),
+    Map {
+        #[serde(default)]
+        ca: Option<String>,
+    },
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -96,7 +107,7 @@ pub struct Config {
     pub coordinator: Option<String>,
     /// Bearer token.
     pub token: Option<String>,
-    /// CA file for TLS.
+    /// The CA (PEM file) that signed an `https://` coordinator's certificate (`tls: { ca }`).
     pub tls: Option<String>,
     /// Default node for `--remote`.
     pub remote: Option<String>,
@@ -208,7 +219,11 @@ impl Config {
             agents: entries(text, "agents", raw.agents, &mut warnings)?,
             coordinator: raw.coordinator,
             token: raw.token,
-            tls: raw.tls,
+            tls: match raw.tls {
+                Some(RawTls::Ca(ca)) => Some(ca),
+                Some(RawTls::Map { ca }) => ca,
+                None => None,
+            },
             remote: raw.remote,
             confirm_default: raw.confirm_default,
             notify,

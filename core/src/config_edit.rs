@@ -18,13 +18,22 @@ pub fn render(cfg: &Config) -> String {
             "default: {d}  # Default model (by name or alias)\n\n"
         ));
     }
-    for (key, value) in [
-        ("coordinator", &cfg.coordinator),
-        ("remote", &cfg.remote),
-        ("tls", &cfg.tls),
-    ] {
+    for (key, value) in [("coordinator", &cfg.coordinator), ("remote", &cfg.remote)] {
         if let Some(v) = value {
             out.push_str(&format!("{key}: {v}\n"));
+        }
+    }
+    let q = quoted;
+    if let Some(t) = &cfg.token {
+        out.push_str(&format!("token: {}\n", q(t)));
+    }
+    if let Some(ca) = &cfg.tls {
+        out.push_str(&format!("tls:\n  ca: {}\n", q(ca)));
+    }
+    if !cfg.notify.is_empty() {
+        out.push_str("notify:\n");
+        for (key, value) in cfg.notify.entries() {
+            out.push_str(&format!("  {key}: {}\n", q(value)));
         }
     }
     if let Some(c) = cfg.confirm_default {
@@ -68,6 +77,23 @@ pub fn render(cfg: &Config) -> String {
             }
         }
     }
+    out
+}
+
+/// `v` as a YAML double-quoted scalar (for strings that may hold anything).
+fn quoted(v: &str) -> String {
+    let mut out = String::from("\"");
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
     out
 }
 
@@ -311,5 +337,18 @@ mod tests {
             back.backend("claude").unwrap().command.trim(),
             c.backend("claude").unwrap().command.trim()
         );
+    }
+
+    #[test]
+    fn a_rewrite_keeps_the_token_tls_and_notify_settings() {
+        let mut c = Config::parse(SEED).unwrap();
+        c.token = Some("dsp_ab12_se\"cr#et: x".into());
+        c.tls = Some("/etc/dispatch/ca.pem".into());
+        c.notify.command = Some("notify-send \"$DISPATCH_TASK_ID\"\necho done".into());
+        c.notify.webhook = Some("https://hooks.example/x".into());
+        let back = Config::parse(&render(&c)).unwrap();
+        assert_eq!(back.token, c.token);
+        assert_eq!(back.tls, c.tls);
+        assert_eq!(back.notify, c.notify);
     }
 }

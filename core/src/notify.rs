@@ -4,7 +4,9 @@
 //! ```yaml
 //! notify:
 //!   command: notify-send "dispatch" "$DISPATCH_TASK_ID: $DISPATCH_EVENT"
-//!   webhook: http://chat.internal/hooks/dispatch
+//!   webhook: https://chat.internal/hooks/dispatch
+//!   secret: a-long-random-string      # signs each POST: X-Dispatch-Signature-256
+//!   ca: /etc/dispatch/hooks-ca.pem    # the webhook's CA when it is not in the system roots
 //! ```
 
 use std::path::Path;
@@ -17,9 +19,16 @@ pub struct NotifyConfig {
     /// in the command text.
     #[serde(default)]
     pub command: Option<String>,
-    /// `http://` URL that gets a JSON POST.
+    /// `https://` (or `http://`) URL that gets a JSON POST.
     #[serde(default)]
     pub webhook: Option<String>,
+    /// With it, each POST carries `X-Dispatch-Signature-256: sha256=<hex HMAC-SHA256 of the
+    /// body>`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The CA (PEM file) of an `https://` webhook whose certificate is not in the system roots.
+    #[serde(default)]
+    pub ca: Option<String>,
 }
 
 impl NotifyConfig {
@@ -28,17 +37,38 @@ impl NotifyConfig {
         self.command.is_none() && self.webhook.is_none()
     }
 
+    /// The keys that are set, in the file's order (for writing a config back).
+    pub fn entries(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("command", &self.command),
+            ("webhook", &self.webhook),
+            ("secret", &self.secret),
+            ("ca", &self.ca),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+
     /// Checks what can be checked before the first event.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(w) = &self.webhook {
-            if w.starts_with("https://") {
-                return Err(format!(
-                    "notify.webhook `{w}`: https webhooks are not supported yet; use an http:// endpoint, or a notify.command such as `curl -d @- https://…`"
-                ));
-            }
-            if !w.starts_with("http://") {
-                return Err(format!("notify.webhook `{w}` is not an http:// URL"));
-            }
+        if let Some(w) = &self.webhook
+            && !w.starts_with("http://")
+            && !w.starts_with("https://")
+        {
+            return Err(format!(
+                "notify.webhook `{w}` is not an https:// (or http://) URL"
+            ));
+        }
+        if self.webhook.is_none() && (self.secret.is_some() || self.ca.is_some()) {
+            return Err("notify.secret and notify.ca are for a webhook; set notify.webhook".into());
+        }
+        if let Some(s) = &self.secret
+            && s.len() < 16
+        {
+            return Err(
+                "notify.secret is shorter than 16 characters; use a long random string (e.g. `openssl rand -hex 32`)".into(),
+            );
         }
         Ok(())
     }
@@ -91,10 +121,22 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown field `comand`")
         );
+        let n = parse("notify:\n  webhook: https://x/h\n  secret: 0123456789abcdef0\n").unwrap();
+        assert_eq!(n.secret.as_deref(), Some("0123456789abcdef0"));
         assert!(
-            parse("notify:\n  webhook: https://x\n")
+            parse("notify:\n  webhook: ftp://x\n")
                 .unwrap_err()
-                .contains("https webhooks are not supported")
+                .contains("not an https://")
+        );
+        assert!(
+            parse("notify:\n  webhook: https://x\n  secret: short\n")
+                .unwrap_err()
+                .contains("shorter than 16")
+        );
+        assert!(
+            parse("notify:\n  secret: 0123456789abcdef0\n")
+                .unwrap_err()
+                .contains("set notify.webhook")
         );
         assert!(parse("notify: [1, 2").unwrap_err().contains("line"));
         let seed = include_str!("../../tests/fixtures/seed/config-example.yaml");

@@ -121,6 +121,8 @@ pub struct Cluster {
     /// Its URL (`http://127.0.0.1:PORT`).
     pub url: String,
     coordinator_args: Vec<String>,
+    /// The CA of a coordinator serving TLS (its URL is then https://).
+    pub ca: Option<PathBuf>,
     /// The admin token the coordinator made at its first start.
     pub admin_token: String,
     /// Node tokens made for the agents, by node name.
@@ -158,12 +160,31 @@ pub type Client =
 
 /// A client of the coordinator at `url` sending `token` (fails fast while it is down).
 pub async fn client_with(url: &str, token: &str) -> Result<Client, tonic::transport::Error> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await?;
+    client_tls(url, token, None).await
+}
+
+/// A channel to `url`, verifying an https:// one against `ca`.
+pub async fn channel(url: &str, ca: Option<&Path>) -> Result<Channel, tonic::transport::Error> {
+    let mut e = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(2));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).expect("read the test CA");
+        e = e.tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )?;
+    }
+    e.connect().await
+}
+
+/// A client of the coordinator at `url` sending `token`, verifying TLS against `ca`.
+pub async fn client_tls(
+    url: &str,
+    token: &str,
+    ca: Option<&Path>,
+) -> Result<Client, tonic::transport::Error> {
     Ok(DispatchServiceClient::with_interceptor(
-        channel,
+        channel(url, ca).await?,
         Bearer::new(token),
     ))
 }
@@ -195,6 +216,10 @@ pub struct AgentOpts {
     pub via: Option<String>,
     /// Its own workdir instead of the cluster's shared one.
     pub workdir: Option<PathBuf>,
+    /// No node token (a node that proves itself with a certificate, or not at all).
+    pub no_token: bool,
+    /// A client certificate and key (mTLS).
+    pub cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl AgentOpts {
@@ -208,6 +233,8 @@ impl AgentOpts {
             config: None,
             via: None,
             workdir: None,
+            no_token: false,
+            cert: None,
         }
     }
 }
@@ -252,6 +279,25 @@ impl Cluster {
 
     /// Starts a coordinator with extra flags on a random loopback port.
     pub fn with_coordinator_args(extra: &[&str]) -> Cluster {
+        Cluster::start(extra, None)
+    }
+
+    /// Starts a coordinator serving TLS with the files `dispatch-coordinator certs init` wrote
+    /// to `certs` (server.pem, server.key; clients trust ca.pem), and extra flags.
+    pub fn with_tls(certs: &Path, extra: &[&str]) -> Cluster {
+        let cert = certs.join("server.pem");
+        let key = certs.join("server.key");
+        let mut args = vec![
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Cluster::start(&args, Some(certs.join("ca.pem")))
+    }
+
+    fn start(extra: &[&str], ca: Option<PathBuf>) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let coordinator_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (coordinator, url) = start_coordinator(dir.path(), "127.0.0.1:0", &coordinator_args);
@@ -269,6 +315,7 @@ impl Cluster {
             coordinator,
             url,
             coordinator_args,
+            ca,
             admin_token,
             node_tokens: Default::default(),
             agents: vec![],
@@ -326,7 +373,11 @@ impl Cluster {
     /// Kills the coordinator (SIGKILL) and starts it again on the same port and data dir.
     pub fn restart_coordinator(&mut self) {
         self.coordinator.kill();
-        let listen = self.url.trim_start_matches("http://").to_string();
+        let listen = self
+            .url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .to_string();
         let (p, url) = start_coordinator(self.dir.path(), &listen, &self.coordinator_args);
         assert_eq!(url, self.url);
         self.coordinator = p;
@@ -385,7 +436,15 @@ impl Cluster {
         };
         cmd.env("PATH", path);
         cmd.env("DISPATCH_LOG", "info,dispatch_agent=debug");
-        cmd.env("DISPATCH_AGENT_TOKEN", self.node_token(&o.name));
+        if !o.no_token {
+            cmd.env("DISPATCH_AGENT_TOKEN", self.node_token(&o.name));
+        }
+        if let Some(ca) = &self.ca {
+            cmd.arg("--ca").arg(ca);
+        }
+        if let Some((cert, key)) = &o.cert {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.dir.path().join(format!("agent-{}-{n}.log", o.name));
@@ -421,7 +480,7 @@ impl Cluster {
 
     /// A gRPC client of the coordinator, as its admin.
     pub async fn client(&self) -> Result<Client, tonic::transport::Error> {
-        client_with(&self.url, &self.admin_token).await
+        client_tls(&self.url, &self.admin_token, self.ca.as_deref()).await
     }
 
     /// Runs a future on the cluster's runtime.
@@ -436,6 +495,9 @@ impl Cluster {
             .env("DISPATCH_HOME", self.dir.path().join("home"))
             .env("DISPATCH_TOKEN", &self.admin_token)
             .env("NO_COLOR", "1");
+        if let Some(ca) = &self.ca {
+            cmd.env("DISPATCH_CA", ca);
+        }
         cmd.current_dir(self.workdir());
         cmd
     }

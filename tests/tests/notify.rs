@@ -128,3 +128,94 @@ fn a_bad_notify_config_is_refused_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn an_https_webhook_is_verified_and_each_post_is_signed() {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(dispatch_tests::bin("dispatch-coordinator"))
+        .args(["certs", "init"])
+        .arg(certs.path())
+        .args(["--host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certs.path().join("server.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_file(certs.path().join("server.key")).unwrap();
+    let tls = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap(),
+    );
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/hook", server.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let conn = conn.unwrap();
+            let session = rustls::ServerConnection::new(tls.clone()).unwrap();
+            let mut stream = rustls::StreamOwned::new(session, conn);
+            let mut reader = BufReader::new(&mut stream);
+            let mut head = String::new();
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            stream
+                .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+            tx.send((head, body)).unwrap();
+        }
+    });
+    let secret = "a-long-random-shared-secret";
+    let cfg = certs.path().join("coordinator.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "notify:\n  webhook: {url}\n  secret: {secret}\n  ca: {}\n",
+            certs.path().join("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let mut c = Cluster::with_coordinator_args(&["--config", cfg.to_str().unwrap()]);
+    c.add_agent(AgentOpts::new("box", 2));
+    c.ok(&[
+        "--backend", "sim", "--id", "signed", "--step", "one", "--wait", "x",
+    ]);
+    let (head, body) = rx
+        .recv_timeout(dispatch_tests::DEADLINE)
+        .expect("the https webhook was called");
+    let want = dispatch_coordinator::notify::signature(secret, &body);
+    let sig = head
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Dispatch-Signature-256: "))
+        .unwrap_or_else(|| panic!("no signature header in {head}"));
+    assert_eq!(sig, want);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["task"], "signed");
+    assert_eq!(v["state"], "completed");
+}

@@ -341,6 +341,7 @@ impl v1::agent_service_server::AgentService for AgentSvc {
     ) -> Result<Response<OutStream>, Status> {
         let who = super::auth::caller(&req)?;
         super::auth::permit(&who, super::auth::Rpc::Session)?;
+        let cert = req.extensions().get::<super::auth::CertName>().cloned();
         let addr = req
             .remote_addr()
             .map_or_else(|| "the local socket".to_string(), |a| a.to_string());
@@ -361,6 +362,17 @@ impl v1::agent_service_server::AgentService for AgentSvc {
                 ));
             }
         };
+        // A client certificate names its node, whatever token came with it.
+        if let Some(super::auth::CertName(name)) = &cert
+            && *name != hello.name
+        {
+            return Err(Status::permission_denied(format!(
+                "this connection's certificate is for node `{}`; it cannot connect as `{}` (make a certificate for that node: `dispatch-coordinator certs node DIR {}`)",
+                dispatch_core::text::printable_line(name),
+                dispatch_core::text::printable_line(&hello.name),
+                dispatch_core::text::printable_line(&hello.name)
+            )));
+        }
         // A node token connects only as its own name.
         if let crate::model::Principal::Node { pattern } = &who
             && !crate::model::node_matches(pattern, &hello.name)

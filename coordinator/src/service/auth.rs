@@ -101,8 +101,14 @@ pub fn caller<T>(req: &Request<T>) -> Result<Principal, Status> {
         .ok_or_else(|| Status::unauthenticated("the request was not authenticated"))
 }
 
+/// The node a verified client certificate names (mTLS): a connection that carries one may be
+/// an agent session of that node only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertName(pub String);
+
 /// The interceptor: a connection over the Unix socket is the local owner (the socket serves
-/// its own user only); anyone else must present a valid token as `authorization: Bearer …`.
+/// its own user only); anyone else must present a valid token as `authorization: Bearer …`,
+/// or a client certificate of the `--client-ca` (which names a node).
 pub fn authenticate(
     c: Arc<Coordinator>,
 ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
@@ -111,21 +117,31 @@ pub fn authenticate(
             .extensions()
             .get::<tonic::transport::server::UdsConnectInfo>()
             .is_some();
+        // rustls has verified the chain against --client-ca before any request is read.
+        let cert = req
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(|c| crate::certs::node_name(c)));
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         let who = if local {
             Principal::Local
-        } else {
-            let header = req
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| {
-                    Status::unauthenticated(
-                        "this coordinator needs a token: set DISPATCH_TOKEN (or `token:` in ~/.dispatch/config.yaml, or the agent's --token-file); an admin makes one with `dispatch token create`",
-                    )
-                })?;
+        } else if let Some(header) = header {
             let token = header.strip_prefix("Bearer ").unwrap_or(header);
             c.tokens.principal(token).map_err(Status::from)?
+        } else if let Some(name) = &cert {
+            Principal::Node {
+                pattern: name.clone(),
+            }
+        } else {
+            return Err(Status::unauthenticated(
+                "this coordinator needs a token: set DISPATCH_TOKEN (or `token:` in ~/.dispatch/config.yaml, or the agent's --token-file); an admin makes one with `dispatch token create`",
+            ));
         };
+        if let Some(name) = cert {
+            req.extensions_mut().insert(CertName(name));
+        }
         req.extensions_mut().insert(who);
         Ok(req)
     }
