@@ -24,6 +24,8 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
             role,
             node,
             allow_nodes,
+            submits_per_minute,
+            max_active,
         } => {
             let role = match (&user, role) {
                 (Some(_), None) => {
@@ -38,6 +40,8 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
                     role,
                     node: node.unwrap_or_default(),
                     nodes: allow_nodes,
+                    submits_per_minute: submits_per_minute.unwrap_or(0),
+                    max_active: max_active.unwrap_or(0),
                 })
                 .await?
                 .into_inner();
@@ -72,7 +76,7 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
             if g.json {
                 let v: Vec<serde_json::Value> = tokens
                     .iter()
-                    .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms}))
+                    .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "submits_per_minute": i.submits_per_minute, "max_active": i.max_active, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms}))
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
                 return Ok(0);
@@ -92,10 +96,18 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
                     printable_line(&i.created_by),
                     if i.revoked_at_ms > 0 {
                         format!("revoked {}", when(i.revoked_at_ms))
-                    } else if i.nodes.is_empty() {
-                        "valid".into()
                     } else {
-                        format!("valid, on {}", i.nodes.join(","))
+                        let mut s = String::from("valid");
+                        if !i.nodes.is_empty() {
+                            s.push_str(&format!(", on {}", i.nodes.join(",")));
+                        }
+                        if i.submits_per_minute > 0 {
+                            s.push_str(&format!(", {}/min", i.submits_per_minute));
+                        }
+                        if i.max_active > 0 {
+                            s.push_str(&format!(", {} active", i.max_active));
+                        }
+                        s
                     }
                 );
             }

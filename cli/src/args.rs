@@ -368,6 +368,14 @@ pub(crate) enum TokenAction {
         /// A node token for this node name (a trailing * allows every name with that prefix).
         #[arg(long)]
         node: Option<String>,
+        /// The token's own limit of submits a minute (default: the coordinator's
+        /// --submits-per-minute for members, none for admins).
+        #[arg(long, value_name = "N", requires = "user")]
+        submits_per_minute: Option<u32>,
+        /// The token's own limit of active (queued or running) tasks of its user (default:
+        /// the coordinator's --max-active-tasks for members, none for admins).
+        #[arg(long, value_name = "N", requires = "user")]
+        max_active: Option<u32>,
         /// Only on these nodes may a member's tasks run (names or prefix*; repeatable).
         #[arg(long = "allow-node", requires = "user", value_name = "NODE")]
         allow_nodes: Vec<String>,

@@ -63,6 +63,9 @@ pub(crate) fn client_for(channel: Channel, token: Option<&str>) -> Result<Client
 /// running: its store keeps every task, so `status` works the day after too).
 pub(crate) async fn connect(g: &Global) -> Result<Target> {
     if let Some(url) = &g.coordinator {
+        if url.starts_with("http://") {
+            let _ = crate::render::PLAIN_HTTP.set(url.clone());
+        }
         let tls = dispatch_agent::channel::ClientTls {
             ca: g.ca.clone(),
             ..Default::default()

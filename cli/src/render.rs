@@ -15,17 +15,40 @@ pub(crate) fn error_text(e: &anyhow::Error) -> String {
     format!("{e:#}")
 }
 
+/// Set when the command talks to a coordinator over plain `http://`: a connection cut at once
+/// there is most likely a TLS port, and the error says so.
+pub(crate) static PLAIN_HTTP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// A gRPC status as a user-facing sentence.
 pub(crate) fn status_text(s: &tonic::Status) -> String {
+    let text = status_sentence(s);
+    let cut = matches!(
+        s.code(),
+        tonic::Code::Cancelled
+            | tonic::Code::Unknown
+            | tonic::Code::Unavailable
+            | tonic::Code::Internal
+    ) && [
+        "h2 protocol error",
+        "operation was canceled",
+        "connection reset",
+        "broken pipe",
+    ]
+    .iter()
+    .any(|m| s.message().contains(m));
+    match PLAIN_HTTP.get() {
+        Some(url) if cut => format!(
+            "{text}\nThe connection to {url} was cut. If the coordinator serves TLS, its URL starts with https:// (and --ca names its CA)"
+        ),
+        _ => text,
+    }
+}
+
+fn status_sentence(s: &tonic::Status) -> String {
     match s.code() {
         tonic::Code::Unavailable if s.message().is_empty() || s.message().contains("transport") => {
             format!("the coordinator is unreachable ({})", s.message())
         }
-        // What an HTTP/2 client meets at a TLS port.
-        _ if s.message().contains("h2 protocol error") => format!(
-            "{}: the coordinator did not speak plain HTTP/2. If it serves TLS, its URL starts with https:// (give its CA with --ca)",
-            s.message()
-        ),
         // An error may quote what a worker or another user wrote.
         _ => printable(s.message()).into_owned(),
     }

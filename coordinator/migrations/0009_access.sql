@@ -13,8 +13,13 @@ CREATE TABLE tokens (
     created_ms   INTEGER NOT NULL,
     created_by   TEXT NOT NULL,
     revoked_ms   INTEGER,
-    last_used_ms INTEGER NOT NULL DEFAULT 0
+    last_used_ms INTEGER NOT NULL DEFAULT 0,
+    -- Quotas of the token (0: the coordinator's default).
+    submits_per_minute INTEGER NOT NULL DEFAULT 0,
+    max_active   INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+-- A submit counts its owner's active tasks (the active-task quota).
+CREATE INDEX tasks_owner_state ON tasks (owner, state);
 CREATE TABLE audit (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     at_ms   INTEGER NOT NULL,

@@ -52,6 +52,8 @@ pub struct CoordinatorConfig {
     pub notify: dispatch_core::notify::NotifyConfig,
     /// Where the first admin token comes from on an empty store.
     pub bootstrap: domain::access::Bootstrap,
+    /// Limits of each token that has none of its own.
+    pub quota: domain::access::Quota,
 }
 
 impl CoordinatorConfig {
@@ -66,6 +68,7 @@ impl CoordinatorConfig {
             history_retention: Duration::from_secs(7 * 24 * 3600),
             notify: Default::default(),
             bootstrap: Default::default(),
+            quota: Default::default(),
         }
     }
 

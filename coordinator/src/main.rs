@@ -119,6 +119,18 @@ struct Args {
     #[arg(long, env = "DISPATCH_BOOTSTRAP_TOKEN_FILE", value_name = "FILE")]
     bootstrap_token_file: Option<PathBuf>,
 
+    /// Submits a minute each member token may make, unless the token has its own limit
+    /// (`dispatch token create --submits-per-minute`). Admin tokens have only their own. 0: no
+    /// limit.
+    #[arg(long, env = "DISPATCH_SUBMITS_PER_MINUTE", default_value_t = 60)]
+    submits_per_minute: u32,
+
+    /// Active (queued or running) tasks each member token's user may have, unless the token
+    /// has its own limit (`--max-active` of `dispatch token create`). Admin tokens have only
+    /// their own. 0: no limit.
+    #[arg(long, env = "DISPATCH_MAX_ACTIVE_TASKS", default_value_t = 200)]
+    max_active_tasks: u32,
+
     /// How long an ended task keeps its event history (plan changes, questions asked, exits);
     /// its final plan, questions, answers and stored output stay. 0 keeps it forever.
     #[arg(long, env = "DISPATCH_HISTORY_RETENTION", default_value = "7d", value_parser = dispatch_core::duration::parse)]
@@ -127,6 +139,9 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Print a new random token (`dsp_<id>_<secret>`) for --bootstrap-token-file, e.g. to put
+    /// in a Kubernetes secret before the first start. Nothing is stored.
+    NewToken,
     /// Make TLS certificates: a private CA, the coordinator's server certificate and node
     /// client certificates (no openssl needed).
     Certs {
@@ -233,8 +248,16 @@ fn init_tracing() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Cmd::Certs { action }) = args.command {
-        return certs(action);
+    match args.command {
+        Some(Cmd::Certs { action }) => return certs(action),
+        Some(Cmd::NewToken) => {
+            println!(
+                "{}",
+                dispatch_coordinator::domain::access::generate().map_err(anyhow::Error::msg)?
+            );
+            return Ok(());
+        }
+        None => {}
     }
     let Some(data_dir) = args.data_dir.clone() else {
         Args::command()
@@ -268,6 +291,10 @@ async fn main() -> anyhow::Result<()> {
         None => dispatch_coordinator::domain::access::Bootstrap::Generate,
     };
     config.history_retention = args.history_retention;
+    config.quota = dispatch_coordinator::domain::access::Quota {
+        submits_per_minute: args.submits_per_minute,
+        max_active: args.max_active_tasks,
+    };
     let mut notify = match &args.config {
         Some(path) => dispatch_core::notify::load(path).map_err(|e| anyhow::anyhow!(e))?,
         None => Default::default(),

@@ -152,6 +152,8 @@ pub enum Principal {
     Local,
     /// A user token.
     User {
+        /// The token's id (quotas are per token).
+        token: String,
         /// User name.
         name: String,
         /// Role.
@@ -224,6 +226,10 @@ pub struct TokenRecord {
     pub created_by: String,
     /// When it was revoked.
     pub revoked_ms: Option<i64>,
+    /// Submits a minute it may make (0: the coordinator's default).
+    pub submits_per_minute: u32,
+    /// Active tasks its user may have (0: the coordinator's default).
+    pub max_active: u32,
 }
 
 /// A change to record in the audit.

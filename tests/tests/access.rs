@@ -482,3 +482,74 @@ fn a_member_submits_only_to_the_nodes_its_token_allows_and_changes_are_audited()
     let table = c.ok(&["audit"]);
     assert!(table.contains("mia"), "{table}");
 }
+
+#[test]
+fn quotas_limit_submits_a_minute_and_active_tasks_per_token_and_say_which() {
+    let c = Cluster::with_coordinator_args(&["--max-active-tasks", "2"]);
+    let mut c = c;
+    c.add_agent(dispatch_tests::AgentOpts::new("box", 1));
+    let member = c.user_token("mo", "member", &[]);
+    // A token with its own rate.
+    let burst = c.ok(&[
+        "token",
+        "create",
+        "--user",
+        "bo",
+        "--role",
+        "member",
+        "--submits-per-minute",
+        "2",
+        "--json",
+    ]);
+    let burst: serde_json::Value = serde_json::from_str(&burst).unwrap();
+    let burst = burst["token"].as_str().unwrap().to_string();
+    let url = c.url.clone();
+    c.block_on(async {
+        let mut m = client_with(&url, &member).await.unwrap();
+        m.submit(submit_req("m-1", "one")).await.unwrap();
+        m.submit(submit_req("m-2", "two")).await.unwrap();
+        let e = m.submit(submit_req("m-3", "three")).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(
+            e.message().contains("at most 2 active tasks") && e.message().contains("has 2"),
+            "{}",
+            e.message()
+        );
+        // Another user's tasks do not count against mo, and one ended frees a place.
+        let mut admin = client_with(&url, &c.admin_token).await.unwrap();
+        admin.submit(submit_req("a-1", "admin's")).await.unwrap();
+        m.cancel(v1::CancelRequest { id: "m-1".into() })
+            .await
+            .unwrap();
+        m.submit(submit_req("m-3", "three")).await.unwrap();
+
+        let mut b = client_with(&url, &burst).await.unwrap();
+        b.submit(submit_req("b-1", "one")).await.unwrap();
+        b.cancel(v1::CancelRequest { id: "b-1".into() })
+            .await
+            .unwrap();
+        b.submit(submit_req("b-2", "two")).await.unwrap();
+        let e = b.submit(submit_req("b-3", "three")).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(
+            e.message().contains("may submit 2 tasks a minute"),
+            "{}",
+            e.message()
+        );
+    });
+    // Nothing was stored of the refused submits.
+    assert!(!c.run(&["status", "b-3"]).status.success());
+    // The CLI shows the limit.
+    let out = c
+        .cli()
+        .env("DISPATCH_TOKEN", &burst)
+        .args(["--backend", "sim", "--remote", "box", "--id", "b-4", "four"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        dispatch_tests::text(&out.stderr).contains("tasks a minute"),
+        "{}",
+        dispatch_tests::text(&out.stderr)
+    );
+}

@@ -204,7 +204,14 @@ fn an_https_webhook_is_verified_and_each_post_is_signed() {
     let mut c = Cluster::with_coordinator_args(&["--config", cfg.to_str().unwrap()]);
     c.add_agent(AgentOpts::new("box", 2));
     c.ok(&[
-        "--backend", "sim", "--id", "signed", "--step", "one", "--wait", "x",
+        "--backend",
+        "sim",
+        "--id",
+        "signed",
+        "--step",
+        "one",
+        "--wait",
+        "x",
     ]);
     let (head, body) = rx
         .recv_timeout(dispatch_tests::DEADLINE)

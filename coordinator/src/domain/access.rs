@@ -51,10 +51,66 @@ fn split(token: &str) -> Option<(&str, &str)> {
     (!id.is_empty() && !secret.is_empty()).then_some((id, secret))
 }
 
+/// Limits of a token: submits a minute, and active (queued or running) tasks of its user.
+/// 0 is no limit. Member and viewer tokens get the coordinator's defaults unless they have
+/// their own; admin tokens only their own; the local socket none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Submits a minute.
+    pub submits_per_minute: u32,
+    /// Active tasks.
+    pub max_active: u32,
+}
+
+impl Default for Quota {
+    /// 60 submits a minute, 200 active tasks.
+    fn default() -> Self {
+        Quota {
+            submits_per_minute: 60,
+            max_active: 200,
+        }
+    }
+}
+
+/// A token bucket per token: `per_minute` submits, refilled evenly over the minute. In memory:
+/// a restart forgives, which is fine for a rate.
+#[derive(Default)]
+pub struct RateLimiter {
+    buckets: std::sync::Mutex<HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl RateLimiter {
+    /// Takes one submit for `token`; the wait until the next one otherwise.
+    pub fn take(
+        &self,
+        token: &str,
+        per_minute: u32,
+    ) -> std::result::Result<(), std::time::Duration> {
+        if per_minute == 0 {
+            return Ok(());
+        }
+        let cap = f64::from(per_minute);
+        let rate = cap / 60.0;
+        let now = std::time::Instant::now();
+        let mut b = self.buckets.lock().unwrap();
+        let (level, at) = b.entry(token.to_string()).or_insert((cap, now));
+        *level = (*level + now.duration_since(*at).as_secs_f64() * rate).min(cap);
+        *at = now;
+        if *level >= 1.0 {
+            *level -= 1.0;
+            Ok(())
+        } else {
+            Err(std::time::Duration::from_secs_f64((1.0 - *level) / rate))
+        }
+    }
+}
+
 /// The valid tokens, by id.
 #[derive(Default)]
 pub struct TokenCache {
     tokens: RwLock<HashMap<String, TokenRecord>>,
+    /// Submit rates, by token id.
+    pub rates: RateLimiter,
 }
 
 impl TokenCache {
@@ -85,11 +141,40 @@ impl TokenCache {
             }
         } else {
             Principal::User {
+                token: t.id.clone(),
                 name: t.name.clone(),
                 role: Role::parse(&t.role).unwrap_or(Role::Viewer),
                 nodes: t.nodes.clone(),
             }
         })
+    }
+
+    /// The limits of token `id` (its own where set, else `default`; admins: only their own).
+    pub fn quota(&self, id: &str, default: Quota) -> Quota {
+        let map = self.tokens.read().unwrap();
+        let Some(t) = map.get(id) else {
+            return default;
+        };
+        let base = if t.role == "admin" {
+            Quota {
+                submits_per_minute: 0,
+                max_active: 0,
+            }
+        } else {
+            default
+        };
+        Quota {
+            submits_per_minute: if t.submits_per_minute > 0 {
+                t.submits_per_minute
+            } else {
+                base.submits_per_minute
+            },
+            max_active: if t.max_active > 0 {
+                t.max_active
+            } else {
+                base.max_active
+            },
+        }
     }
 
     /// True when no token exists at all.
@@ -109,6 +194,10 @@ pub struct NewToken {
     pub node: String,
     /// A member's allowed nodes.
     pub nodes: Vec<String>,
+    /// Its own submit rate (0: the coordinator's default).
+    pub submits_per_minute: u32,
+    /// Its own active-task limit (0: the coordinator's default).
+    pub max_active: u32,
 }
 
 fn check_node_pattern(what: &str, p: &str) -> Result<()> {
@@ -184,6 +273,11 @@ impl Coordinator {
                             .into(),
                     ));
                 }
+                if spec.submits_per_minute > 0 || spec.max_active > 0 {
+                    return Err(CoordinatorError::Invalid(
+                        "a node token submits nothing; quotas are for user tokens".into(),
+                    ));
+                }
                 ("node", spec.node.clone(), "node".to_string())
             }
             _ => {
@@ -199,7 +293,7 @@ impl Coordinator {
             Some(t) => {
                 let (id, _) = split(t).ok_or_else(|| {
                     CoordinatorError::Invalid(
-                        "the bootstrap token must look like dsp_<id>_<secret> (make one with `dispatch token generate`)".into(),
+                        "the bootstrap token must look like dsp_<id>_<secret> (make one with `dispatch-coordinator new-token`)".into(),
                     )
                 })?;
                 (id.to_string(), t.to_string())
@@ -222,6 +316,8 @@ impl Coordinator {
             created_ms: now,
             created_by: who.name(),
             revoked_ms: None,
+            submits_per_minute: spec.submits_per_minute,
+            max_active: spec.max_active,
         };
         let audit = AuditEntry::new(who, "token-create", "", format!("{id} {kind} {name}"));
         self.store.create_token(&record, &audit, now).await?;
@@ -265,6 +361,34 @@ impl Coordinator {
     /// Every token, revoked ones too (admins).
     pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
         self.store.tokens().await
+    }
+
+    /// The active-task limit of `who`'s submits, if any.
+    pub(crate) fn active_quota(&self, who: &Principal) -> Option<u32> {
+        match who {
+            Principal::User { token, .. } => {
+                Some(self.tokens.quota(token, self.config.quota).max_active).filter(|m| *m > 0)
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes one submit from `who`'s rate; `ResourceExhausted` saying when the next one is
+    /// allowed.
+    pub(crate) fn take_submit(&self, who: &Principal) -> Result<()> {
+        let Principal::User { token, name, .. } = who else {
+            return Ok(());
+        };
+        let per_minute = self
+            .tokens
+            .quota(token, self.config.quota)
+            .submits_per_minute;
+        self.tokens.rates.take(token, per_minute).map_err(|wait| {
+            CoordinatorError::ResourceExhausted(format!(
+                "quota: `{name}`'s token may submit {per_minute} tasks a minute; the next is allowed in {} s (ask an admin for a token with a higher --submits-per-minute)",
+                wait.as_secs() + 1
+            ))
+        })
     }
 
     /// Audit records, newest first (admins).
@@ -316,7 +440,11 @@ mod tests {
             created_ms: 0,
             created_by: "local".into(),
             revoked_ms: None,
+            submits_per_minute: 0,
+            max_active: 3,
         }]);
+        let q = cache.quota(id, Quota::default());
+        assert_eq!((q.submits_per_minute, q.max_active), (60, 3));
         assert!(matches!(
             cache.principal(&token).unwrap(),
             Principal::User {

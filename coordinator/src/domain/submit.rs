@@ -87,6 +87,8 @@ impl Coordinator {
     /// Validates and stores a new task, then runs a scheduling pass so the returned task
     /// already shows its node when one was free.
     pub async fn submit(&self, req: SubmitSpec, who: &Principal) -> Result<TaskRecord> {
+        // Rate first: a flood costs no more than its refusals.
+        self.take_submit(who)?;
         // The nodes the submitter's token allows (empty: any); a pinned node must be one.
         let allowed_nodes = match who {
             Principal::User { nodes, .. } => nodes.clone(),
@@ -298,7 +300,7 @@ impl Coordinator {
         );
         match self
             .store
-            .insert_task(&record, request, Some(&audit))
+            .insert_task(&record, request, Some(&audit), self.active_quota(who))
             .await?
         {
             Inserted::New(changes) => self.committed(changes),

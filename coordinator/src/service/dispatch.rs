@@ -58,6 +58,8 @@ fn token_info(t: &crate::model::TokenRecord) -> v1::TokenInfo {
         created_at_ms: t.created_ms,
         created_by: t.created_by.clone(),
         revoked_at_ms: t.revoked_ms.unwrap_or(0),
+        submits_per_minute: t.submits_per_minute,
+        max_active: t.max_active,
     }
 }
 
@@ -315,6 +317,8 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
             role: r.role,
             node: r.node,
             nodes: r.nodes,
+            submits_per_minute: r.submits_per_minute,
+            max_active: r.max_active,
         };
         let (t, token) = self.0.create_token(&spec, &who).await?;
         Ok(Response::new(v1::CreateTokenResponse {

@@ -260,12 +260,15 @@ pub struct Compacted {
 #[async_trait::async_trait]
 pub trait TaskStore: Send + Sync {
     /// Stores a new task (and its request id, and its audit record); `AlreadyExists` when the
-    /// id is taken.
+    /// id is taken; `ResourceExhausted` when `max_active` is given and the task's owner already
+    /// has that many active tasks (counted in the insert's transaction, so concurrent submits
+    /// cannot pass the limit together).
     async fn insert_task(
         &self,
         t: &TaskRecord,
         request_id: Option<&str>,
         audit: Option<&AuditEntry>,
+        max_active: Option<u32>,
     ) -> Result<Inserted>;
     /// The task a request id created, if it was seen.
     async fn request_task(&self, request_id: &str) -> Result<Option<String>>;

@@ -97,7 +97,7 @@ async fn open(dir: &tempfile::TempDir) -> SqliteStore {
 
 /// A queued task given to `node` (session `epoch`).
 async fn assigned(s: &SqliteStore, id: &str, node: &str, epoch: u64) {
-    let _ = s.insert_task(&task(id), None, None).await.unwrap();
+    let _ = s.insert_task(&task(id), None, None, None).await.unwrap();
     let w = AssignWrite {
         task_id: id.into(),
         node: node.into(),
@@ -136,8 +136,11 @@ async fn tasks_events_and_commands_survive_reopen() {
         let (s, epoch) = with_node(&dir).await;
         assert_eq!(epoch, 1);
         assigned(&s, "a", "n1", epoch).await;
-        let _ = s.insert_task(&task("b"), None, None).await.unwrap();
-        let dup = s.insert_task(&task("a"), None, None).await.unwrap_err();
+        let _ = s.insert_task(&task("b"), None, None, None).await.unwrap();
+        let dup = s
+            .insert_task(&task("a"), None, None, None)
+            .await
+            .unwrap_err();
         assert!(matches!(dup, CoordinatorError::AlreadyExists(_)), "{dup}");
         assert_eq!(s.queued_ids().await.unwrap(), ["b"]);
 
@@ -431,7 +434,10 @@ async fn sessions_fence_their_tasks() {
             .is_empty()
     );
     // An assign for a session that is gone does nothing.
-    let _ = s.insert_task(&task("late"), None, None).await.unwrap();
+    let _ = s
+        .insert_task(&task("late"), None, None, None)
+        .await
+        .unwrap();
     let w = AssignWrite {
         task_id: "late".into(),
         node: "n1".into(),
@@ -513,7 +519,7 @@ async fn list_tasks_pages_newest_first() {
     let s = open(&dir).await;
     for i in 0..25 {
         let _ = s
-            .insert_task(&task(&format!("t-{i:02}")), None, None)
+            .insert_task(&task(&format!("t-{i:02}")), None, None, None)
             .await
             .unwrap();
     }
@@ -547,13 +553,13 @@ async fn a_request_id_makes_one_task_and_one_answer() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir).await;
     assert!(matches!(
-        s.insert_task(&task("one"), Some("req-1"), None)
+        s.insert_task(&task("one"), Some("req-1"), None, None)
             .await
             .unwrap(),
         Inserted::New(_)
     ));
     match s
-        .insert_task(&task("two"), Some("req-1"), None)
+        .insert_task(&task("two"), Some("req-1"), None, None)
         .await
         .unwrap()
     {
@@ -673,4 +679,32 @@ async fn a_version_7_store_gets_its_bodies_converted() {
     ));
     let t = s.get_task("old").await.unwrap().unwrap();
     assert_eq!((t.epoch, t.log_bytes, t.last_seq), (0, 0, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submits_cannot_pass_the_active_task_quota_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(open(&dir).await);
+    let mut joins = Vec::new();
+    for i in 0..24 {
+        let s = std::sync::Arc::clone(&s);
+        joins.push(tokio::spawn(async move {
+            let mut t = task(&format!("q-{i:02}"));
+            // Two owners, racing: each may have 5 active tasks.
+            t.owner = if i % 2 == 0 { "ann" } else { "bob" }.into();
+            s.insert_task(&t, None, None, Some(5)).await
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for j in joins {
+        match j.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(CoordinatorError::ResourceExhausted(m)) => {
+                assert!(m.contains("at most 5 active tasks"), "{m}");
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((ok, refused), (10, 14));
 }

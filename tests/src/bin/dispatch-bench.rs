@@ -785,7 +785,7 @@ fn footprint(args: &[String]) -> Vec<Stats> {
                 attempt: 1,
                 ..Default::default()
             };
-            let _ = store.insert_task(&t, None, None).await.unwrap();
+            let _ = store.insert_task(&t, None, None, None).await.unwrap();
         }
     });
     println!(

@@ -11,7 +11,7 @@ use sqlx::Row;
 impl AccessStore for SqliteStore {
     async fn create_token(&self, t: &TokenRecord, audit: &AuditEntry, now_ms: i64) -> Result<()> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+        sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by, submits_per_minute, max_active) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
             .bind(&t.id)
             .bind(&t.kind)
             .bind(&t.name)
@@ -20,6 +20,8 @@ impl AccessStore for SqliteStore {
             .bind(serde_json::to_string(&t.nodes).unwrap_or_else(|_| "[]".into()))
             .bind(t.created_ms)
             .bind(&t.created_by)
+            .bind(i64::from(t.submits_per_minute))
+            .bind(i64::from(t.max_active))
             .execute(&mut *tx)
             .await?;
         record_audit(&mut tx, Some(audit), now_ms).await?;
@@ -28,7 +30,7 @@ impl AccessStore for SqliteStore {
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query("SELECT id, kind, name, role, hash, nodes, created_ms, created_by, revoked_ms FROM tokens ORDER BY created_ms, id")
+        let rows = sqlx::query("SELECT id, kind, name, role, hash, nodes, created_ms, created_by, revoked_ms, submits_per_minute, max_active FROM tokens ORDER BY created_ms, id")
             .fetch_all(&self.writer)
             .await?;
         rows.iter()
@@ -48,6 +50,8 @@ impl AccessStore for SqliteStore {
                     created_ms: r.try_get(6)?,
                     created_by: r.try_get(7)?,
                     revoked_ms: r.try_get(8)?,
+                    submits_per_minute: r.try_get::<i64, _>(9)?.clamp(0, u32::MAX.into()) as u32,
+                    max_active: r.try_get::<i64, _>(10)?.clamp(0, u32::MAX.into()) as u32,
                 })
             })
             .collect()

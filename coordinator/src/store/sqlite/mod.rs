@@ -128,8 +128,10 @@ impl TaskStore for SqliteStore {
         t: &TaskRecord,
         request_id: Option<&str>,
         audit: Option<&AuditEntry>,
+        max_active: Option<u32>,
     ) -> Result<Inserted> {
-        self.insert_task_impl(t, request_id, audit).await
+        self.insert_task_impl(t, request_id, audit, max_active)
+            .await
     }
 
     async fn request_task(&self, request_id: &str) -> Result<Option<String>> {

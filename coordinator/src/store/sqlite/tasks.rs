@@ -216,10 +216,26 @@ impl SqliteStore {
         t: &TaskRecord,
         request_id: Option<&str>,
         audit: Option<&AuditEntry>,
+        max_active: Option<u32>,
     ) -> Result<Inserted> {
         let mut tx = self.writer.begin().await?;
         if let Some(task) = seen_request(&mut tx, request_id).await? {
             return Ok(Inserted::Existing(task));
+        }
+        if let Some(max) = max_active {
+            let active: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM tasks WHERE owner = ?1 AND state IN {}",
+                super::ACTIVE_SQL
+            )))
+            .bind(&t.owner)
+            .fetch_one(&mut *tx)
+            .await?;
+            if active >= i64::from(max) {
+                return Err(CoordinatorError::ResourceExhausted(format!(
+                    "quota: `{}` may have at most {max} active tasks (queued or running) and has {active}; wait for some to end or cancel some, or ask an admin for a token with a higher --max-active",
+                    t.owner
+                )));
+            }
         }
         let res = rows::bind_new_task(sqlx::query(rows::INSERT_TASK.as_str()), t)
             .execute(&mut *tx)
