@@ -33,6 +33,7 @@ pub(crate) fn status_text(s: &tonic::Status) -> String {
         "operation was canceled",
         "connection reset",
         "broken pipe",
+        "transport error",
     ]
     .iter()
     .any(|m| s.message().contains(m));
