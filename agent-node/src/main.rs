@@ -80,6 +80,13 @@ struct Args {
     )]
     tls_key: Option<PathBuf>,
 
+    /// A public key (`ed25519:<base64>`, from `dispatch keys show`) whose signed tasks this
+    /// node runs (repeatable; adds to `trusted_keys` in --config). With any trusted key the
+    /// node runs only tasks signed by one of them, exactly as signed: a coordinator cannot
+    /// make it run anything else.
+    #[arg(long = "trusted-key", env = "DISPATCH_AGENT_TRUSTED_KEYS", value_delimiter = ',', value_name = "KEY", value_parser = parse_key)]
+    trusted_keys: Vec<String>,
+
     /// Longest wait between reconnect attempts (e.g. 5s).
     #[arg(long, env = "DISPATCH_AGENT_MAX_BACKOFF", default_value = "5s", value_parser = dispatch_core::duration::parse)]
     max_backoff: Duration,
@@ -93,6 +100,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+}
+
+fn parse_key(s: &str) -> Result<String, String> {
+    dispatch_core::signing::parse_public(s)?;
+    Ok(s.trim().to_string())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -162,8 +174,11 @@ fn main() -> anyhow::Result<()> {
         cert: args.tls_cert.or(file.tls.cert.as_ref().map(PathBuf::from)),
         key: args.tls_key.or(file.tls.key.as_ref().map(PathBuf::from)),
     };
+    let mut trusted_keys = file.trusted_keys.clone();
+    trusted_keys.extend(args.trusted_keys);
     let cfg = AgentConfig {
         tls,
+        trusted_keys,
         coordinator,
         name,
         labels,
@@ -192,7 +207,7 @@ fn main() -> anyhow::Result<()> {
         },
     };
     let found: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
-    tracing::info!(node = %cfg.name, backends = %found.join(", "), max_tasks = cfg.max_tasks, workdir = %cfg.workdir.display(), "agent starting");
+    tracing::info!(node = %cfg.name, backends = %found.join(", "), max_tasks = cfg.max_tasks, workdir = %cfg.workdir.display(), signed_only = !cfg.trusted_keys.is_empty(), "agent starting");
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(dispatch_agent::run(cfg, shutdown_signal()))
 }

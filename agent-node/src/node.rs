@@ -50,6 +50,8 @@ pub struct AgentConfig {
     pub token: Option<String>,
     /// How an `https://` coordinator is verified, and this node's certificate for mTLS.
     pub tls: crate::channel::ClientTls,
+    /// Public keys whose signed tasks this node runs; when any are listed, nothing else runs.
+    pub trusted_keys: Vec<String>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -443,6 +445,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         workspaces: cfg.data_dir.join("workspaces"),
         max_log_bytes: Arc::new(AtomicU64::new(DEFAULT_MAX_LOG)),
         repositories: Arc::new(cfg.repositories.clone()),
+        trusted_keys: Arc::new(cfg.trusted_keys.clone()),
     };
     let mut node = Node {
         cfg,

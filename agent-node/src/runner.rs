@@ -57,6 +57,43 @@ pub struct RunContext {
     pub max_log_bytes: Arc<AtomicU64>,
     /// Which repositories tasks may name.
     pub repositories: Arc<dispatch_core::repo_url::RepoPolicy>,
+    /// Public keys whose signed tasks this node runs (empty: any task).
+    pub trusted_keys: Arc<Vec<String>>,
+}
+
+/// With trusted keys, a task runs only when it is signed by one of them and its assignment is
+/// what was signed; the reason it may not otherwise.
+fn check_signature(ctx: &RunContext, a: &v1::Assign) -> Result<(), String> {
+    if ctx.trusted_keys.is_empty() {
+        return Ok(());
+    }
+    let node = &ctx.node;
+    if a.signed_spec.is_empty() {
+        return Err(format!(
+            "node `{node}` runs only signed tasks and this one is not signed; make a key with `dispatch keys init`, add its public key to the node's trusted_keys, and dispatch again"
+        ));
+    }
+    let spec = dispatch_core::signing::verify(&a.signed_spec, &a.signature, &ctx.trusted_keys)
+        .map_err(|e| format!("node `{node}` refused the task: {e}"))?;
+    let repo = a.repo.clone().unwrap_or_default();
+    dispatch_core::signing::check(
+        &spec,
+        &dispatch_core::signing::Assigned {
+            task_id: &a.task_id,
+            attempt: a.attempt.max(1),
+            worker_prompt: &a.worker_prompt,
+            plan: &a.plan_markdown,
+            backend: &a.backend,
+            model: &a.model,
+            workdir: &a.workdir,
+            worktree: a.worktree,
+            repo_url: &repo.url,
+            commit: &repo.commit,
+            node,
+            now_ms: now_ms(),
+        },
+    )
+    .map_err(|e| format!("node `{node}` refused the task: {e}"))
 }
 
 /// A running task, as the connection loop sees it.
@@ -277,6 +314,7 @@ async fn run(
     workdir: PathBuf,
     cancel: Arc<Notify>,
 ) -> Result<(), String> {
+    check_signature(&ctx, &assign)?;
     if !assign.workdir.is_empty() && !ctx.workspace_roots.is_empty() {
         let real = std::fs::canonicalize(&workdir)
             .map_err(|e| format!("workdir {} on node `{}`: {e}", workdir.display(), ctx.node))?;

@@ -264,6 +264,13 @@ pub(crate) enum Command {
         action: TokenAction,
     },
 
+    /// Your task-signing key: with one, every task you dispatch is signed, and nodes that
+    /// trust its public key run it (and nodes with trusted keys run nothing unsigned).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+
     /// Every change made on the coordinator, who made it and when (admins), newest first.
     Audit {
         /// Only this task's records.
@@ -351,6 +358,20 @@ pub(crate) enum ConfigAction {
     /// Upgrade an old `agents:` config to the current schema (the old file is kept as
     /// config.yaml.old).
     Migrate,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeysAction {
+    /// Make an ed25519 signing key in DISPATCH_HOME/signing.key (0600) and print its public
+    /// key, for nodes' `trusted_keys` (or `dispatch-agent --trusted-key`).
+    Init {
+        /// Replace an existing key (tasks signed with the old one stop verifying on nodes
+        /// that trust only it).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the public key of your signing key.
+    Show,
 }
 
 #[derive(Subcommand, Debug)]

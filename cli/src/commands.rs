@@ -77,6 +77,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Wait { ids, timeout }) => crate::ask::wait(&g, &ids, timeout).await,
         Some(Command::Demo) => demo(&g).await,
         Some(Command::Token { action }) => crate::admin::token(&g, action).await,
+        Some(Command::Keys { action }) => crate::keys::run(&g, action),
         Some(Command::Audit { task, limit }) => crate::admin::audit(&g, task, limit).await,
         Some(Command::Daemon {
             action: DaemonAction::Status,
@@ -173,6 +174,8 @@ fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitRequest> {
         },
         // The same id on every attempt: a retried submit never makes a second task.
         request_id: crate::retry::request_id(),
+        signed_spec: Vec::new(),
+        signature: Vec::new(),
     })
 }
 
@@ -260,11 +263,33 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
         }
     }
     let client = target.client.clone();
-    let task = crate::retry::idempotent("submit", || {
-        let (mut c, r) = (client.clone(), req.clone());
-        async move { c.submit(r).await }
-    })
-    .await?
+    // With a signing key the task is signed: its id, plan and worker prompt are fixed here.
+    let key = crate::keys::load(g)?;
+    let derived_id = req.id.is_empty();
+    let mut attempt = 1;
+    let task = loop {
+        if let Some(k) = &key {
+            crate::keys::sign(k, &mut req, derived_id.then_some(attempt))?;
+        }
+        let sent = crate::retry::idempotent("submit", || {
+            let (mut c, r) = (client.clone(), req.clone());
+            async move { c.submit(r).await }
+        })
+        .await;
+        match sent {
+            // A derived id taken already: a signed task picks the next one itself.
+            Err(s)
+                if key.is_some()
+                    && derived_id
+                    && attempt < 50
+                    && s.code() == tonic::Code::AlreadyExists =>
+            {
+                attempt += 1;
+                req.request_id = crate::retry::request_id();
+            }
+            r => break r?,
+        }
+    }
     .into_inner()
     .task
     .ok_or_else(|| anyhow!("the coordinator returned no task"))?;

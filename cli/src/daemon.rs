@@ -187,6 +187,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         repositories: Default::default(),
         token: None,
         tls: Default::default(),
+        trusted_keys: vec![],
     };
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 

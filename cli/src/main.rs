@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod config_cmd;
 mod daemon;
+mod keys;
 mod render;
 mod retry;
 

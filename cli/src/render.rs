@@ -114,6 +114,7 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "title": t.title,
         "owner": t.owner,
         "summary": t.summary,
+        "signer": t.signer,
         "node": t.node,
         "remote": t.remote,
         "backend": t.backend,
@@ -256,6 +257,9 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
         out.push(format!("  {}", hidden(t)));
     } else if !t.title.is_empty() {
         out.push(format!("  {}", printable_line(&t.title)));
+    }
+    if !t.signer.is_empty() {
+        out.push(format!("  signed by {}", printable_line(&t.signer)));
     }
     if !t.branch.is_empty() {
         let note = if t.cleaned {

@@ -29,3 +29,8 @@ CREATE TABLE audit (
     detail  TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX audit_task ON audit (task_id, id);
+-- The public key that signed a task ("" when unsigned).
+ALTER TABLE tasks ADD COLUMN signer TEXT NOT NULL DEFAULT '';
+-- A signed task's spec (JSON, exactly as signed) and signature, forwarded to its node.
+ALTER TABLE task_texts ADD COLUMN signed_spec TEXT NOT NULL DEFAULT '';
+ALTER TABLE task_texts ADD COLUMN signature BLOB NOT NULL DEFAULT x'';

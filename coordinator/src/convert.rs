@@ -55,6 +55,7 @@ pub fn task_to_proto(
         attempt: t.attempt,
         owner: t.owner.clone(),
         summary: false,
+        signer: t.signer.clone(),
     }
 }
 
@@ -213,6 +214,8 @@ pub fn command_to_proto(id: u64, c: &NodeCommand) -> v1::Command {
                 branch: r.branch.clone(),
                 commit: r.commit.clone(),
             }),
+            signed_spec: a.signed_spec.clone().into_bytes(),
+            signature: a.signature.clone(),
         }),
         NodeCommand::Cancel { task_id, attempt } => C::Cancel(v1::CancelTask {
             task_id: task_id.clone(),
@@ -242,7 +245,7 @@ pub fn command_to_proto(id: u64, c: &NodeCommand) -> v1::Command {
 pub fn command_from_proto(c: v1::Command) -> Result<NodeCommand, String> {
     use v1::command::Kind as C;
     Ok(match c.kind.ok_or("a command without a kind")? {
-        C::Assign(a) => NodeCommand::Assign(Assignment {
+        C::Assign(a) => NodeCommand::Assign(Box::new(Assignment {
             task_id: a.task_id,
             backend: a.backend,
             model: a.model,
@@ -257,7 +260,9 @@ pub fn command_from_proto(c: v1::Command) -> Result<NodeCommand, String> {
                 branch: r.branch,
                 commit: r.commit,
             }),
-        }),
+            signed_spec: String::from_utf8(a.signed_spec).unwrap_or_default(),
+            signature: a.signature,
+        })),
         C::Cancel(x) => NodeCommand::Cancel {
             task_id: x.task_id,
             attempt: x.attempt,
@@ -301,5 +306,7 @@ pub fn submit_from_proto(r: v1::SubmitRequest) -> SubmitSpec {
             commit: r.commit,
         }),
         request_id: r.request_id,
+        signed_spec: r.signed_spec,
+        signature: r.signature,
     }
 }

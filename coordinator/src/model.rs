@@ -20,6 +20,12 @@ pub struct TaskRecord {
     pub prompt: String,
     /// The full prompt the worker gets (empty where a read leaves the task texts out).
     pub worker_prompt: String,
+    /// The public key that signed the task ("" when unsigned).
+    pub signer: String,
+    /// A signed task's spec (JSON, exactly as signed; "" when unsigned or left out).
+    pub signed_spec: String,
+    /// Its ed25519 signature.
+    pub signature: Vec<u8>,
     /// plan.md: as submitted, then as the node last reported it.
     pub plan_md: String,
     /// Node running the task ("" while queued).
@@ -421,7 +427,7 @@ pub struct IncomingEvent {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NodeCommand {
     /// Run a task.
-    Assign(Assignment),
+    Assign(Box<Assignment>),
     /// Stop a task's worker (its process group).
     Cancel {
         /// The task.
@@ -501,6 +507,12 @@ pub struct Assignment {
     pub worktree: bool,
     /// Run in a worktree of this repository.
     pub repo: Option<Repo>,
+    /// A signed task's spec and signature, forwarded untouched for the node to check.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signed_spec: String,
+    /// Its signature.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signature: Vec<u8>,
 }
 
 /// A command as stored, with its id.

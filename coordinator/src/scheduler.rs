@@ -102,7 +102,7 @@ async fn schedule(c: &Coordinator) -> Result<()> {
             backend: backend.clone(),
         };
         let command = |t: &TaskRecord| {
-            NodeCommand::Assign(Assignment {
+            NodeCommand::Assign(Box::new(Assignment {
                 task_id: t.id.clone(),
                 backend: t.backend.clone(),
                 model: t.model.clone(),
@@ -117,7 +117,9 @@ async fn schedule(c: &Coordinator) -> Result<()> {
                     branch: t.repo.1.clone(),
                     commit: t.repo.2.clone(),
                 }),
-            })
+                signed_spec: t.signed_spec.clone(),
+                signature: t.signature.clone(),
+            }))
         };
         // None: the task is no longer queued (cancelled), or the node's session ended.
         let Some(done) = c.store.assign(&write, now_ms(), &command).await? else {

@@ -16,6 +16,8 @@
 //! repositories:                    # which repositories tasks may name (this is the default)
 //!   schemes: [https, ssh]          # add `file` for repositories on this machine
 //!   hosts: []                      # only these hosts (none: any but this machine's network)
+//! trusted_keys:                    # run only tasks signed by one of these (`dispatch keys show`)
+//!   - ed25519:3q2+7w…
 //! tls:                             # for an https:// coordinator
 //!   ca: /etc/dispatch/ca.pem       # the CA that signed it (none: the system's roots)
 //!   cert: /etc/dispatch/node.pem   # this node's certificate, for a coordinator with --client-ca
@@ -72,6 +74,10 @@ pub struct AgentFile {
     /// TLS for an `https://` coordinator.
     #[serde(default)]
     pub tls: TlsFiles,
+    /// Public keys (`ed25519:<base64>`) whose signed tasks this node runs; with any listed,
+    /// it runs nothing else.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
     /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -116,6 +122,9 @@ impl AgentFile {
             return Err("max_tasks must be at least 1".into());
         }
         f.repositories.validate()?;
+        for k in &f.trusted_keys {
+            crate::signing::parse_public(k).map_err(|e| format!("trusted_keys: {e}"))?;
+        }
         Ok(f)
     }
 }

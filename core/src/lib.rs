@@ -23,6 +23,7 @@ pub mod plan;
 pub mod prompt;
 pub mod repo_url;
 pub mod resolve;
+pub mod signing;
 pub mod task;
 pub mod task_id;
 pub mod text;

@@ -334,6 +334,103 @@ impl Plan {
     }
 }
 
+/// Longest derived title, in characters.
+const MAX_TITLE_CHARS: usize = 80;
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", s[..i].trim_end()),
+        None => s.to_string(),
+    }
+}
+
+/// The title of a task with no `--title`: the prompt's first line (without a list marker or
+/// a trailing colon), else its id.
+fn derived_title(prompt_text: &str, id: &str) -> String {
+    let line = first_line(prompt_text)
+        .trim_start_matches(['-', '*', '+', ' '])
+        .trim_end_matches(':')
+        .trim();
+    if line.is_empty() {
+        id.to_string()
+    } else {
+        truncate_chars(line, MAX_TITLE_CHARS)
+    }
+}
+
+/// The plan.md and title a new task `id` gets: `plan_markdown` verbatim when given (it must
+/// have items), else a checklist of `steps` (or the list in the prompt, or its first line)
+/// with the seed's summary item appended. The coordinator's rule; a client that signs a task
+/// computes the same.
+pub fn for_new_task(
+    id: &str,
+    prompt_text: &str,
+    steps: &[String],
+    plan_markdown: &str,
+    title: &str,
+) -> Result<(String, String), String> {
+    use crate::limits;
+    let given_title = Some(title.trim()).filter(|t| !t.is_empty());
+    if !plan_markdown.trim().is_empty() {
+        let p = Plan::parse(plan_markdown);
+        if p.items().is_empty() {
+            return Err(
+                "the plan has no checklist items; write items as `- [ ] step` lines".into(),
+            );
+        }
+        if p.items().len() > limits::MAX_PLAN_ITEMS {
+            return Err(format!(
+                "the plan has {} items; the limit is {}",
+                p.items().len(),
+                limits::MAX_PLAN_ITEMS
+            ));
+        }
+        let title = given_title
+            .map(str::to_string)
+            .or_else(|| p.title().map(str::to_string))
+            .unwrap_or_else(|| derived_title(prompt_text, id));
+        return Ok((plan_markdown.to_string(), title));
+    }
+    let mut items: Vec<String> = if !steps.is_empty() {
+        steps.iter().map(|s| s.trim().to_string()).collect()
+    } else {
+        let listed = list_in_text(prompt_text);
+        if listed.is_empty() {
+            vec![truncate_chars(
+                first_line(prompt_text),
+                limits::MAX_STEP_BYTES / 4,
+            )]
+        } else {
+            listed
+        }
+    };
+    if items.len() >= limits::MAX_PLAN_ITEMS {
+        items.truncate(limits::MAX_PLAN_ITEMS - 1);
+    }
+    items.push(crate::prompt::summary_item(id));
+    let title = given_title
+        .map(str::to_string)
+        .unwrap_or_else(|| derived_title(prompt_text, id));
+    Ok((render_new(&title, &items), title))
+}
+
+/// The item texts of a plan, in order (what a signature fixes; states and notes change as the
+/// worker goes).
+pub fn item_texts(markdown: &str) -> Vec<String> {
+    Plan::parse(markdown)
+        .items()
+        .iter()
+        .map(|i| i.text.clone())
+        .collect()
+}
+
 /// Builds a new plan.md in the seed's shape: `# Title`, a blank line, then `- [ ]` items.
 pub fn render_new(title: &str, items: &[String]) -> String {
     let mut out = format!("# {}\n\n", title.trim());

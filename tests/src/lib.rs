@@ -372,7 +372,14 @@ impl Cluster {
 
     /// Kills the coordinator (SIGKILL) and starts it again on the same port and data dir.
     pub fn restart_coordinator(&mut self) {
+        self.restart_coordinator_with(|_| {});
+    }
+
+    /// Kills the coordinator, runs `between` with its data dir (to tamper with its store, as
+    /// a compromised coordinator would), and starts it again.
+    pub fn restart_coordinator_with(&mut self, between: impl FnOnce(&Path)) {
         self.coordinator.kill();
+        between(&self.dir.path().join("coordinator"));
         let listen = self
             .url
             .trim_start_matches("https://")

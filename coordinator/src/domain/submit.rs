@@ -7,11 +7,9 @@ use crate::router::{backend_on, can_run, in_pool, preferred_backend};
 use crate::store::Inserted;
 use crate::{Coordinator, now_ms};
 use dispatch_core::limits::{self, check_len, check_name};
-use dispatch_core::plan::{self, Plan};
+use dispatch_core::plan;
 use dispatch_core::{TaskState, prompt, task_id};
 use std::collections::BTreeMap;
-
-const MAX_TITLE_CHARS: usize = 80;
 
 /// A request to run a task, as the domain sees it.
 #[derive(Debug, Clone, Default)]
@@ -48,20 +46,10 @@ pub struct SubmitSpec {
     pub repo: Option<Repo>,
     /// Client request id for an idempotent submit ("" for none).
     pub request_id: String,
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
-}
-
-fn truncate_chars(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", s[..i].trim_end()),
-        None => s.to_string(),
-    }
+    /// A signed task: the spec as signed (JSON bytes) and its ed25519 signature.
+    pub signed_spec: Vec<u8>,
+    /// The signature.
+    pub signature: Vec<u8>,
 }
 
 fn describe_backends(nodes: &[NodeRecord]) -> String {
@@ -219,58 +207,60 @@ impl Coordinator {
             req.id.clone()
         };
 
-        let (plan_md, plan_title) = if !req.plan_markdown.trim().is_empty() {
-            let p = Plan::parse(&req.plan_markdown);
-            if p.items().is_empty() {
-                return Err(CoordinatorError::Invalid(
-                    "the plan has no checklist items; write items as `- [ ] step` lines".into(),
-                ));
-            }
-            if p.items().len() > limits::MAX_PLAN_ITEMS {
-                return Err(CoordinatorError::Invalid(format!(
-                    "the plan has {} items; the limit is {}",
-                    p.items().len(),
-                    limits::MAX_PLAN_ITEMS
-                )));
-            }
-            (req.plan_markdown.clone(), p.title().map(str::to_string))
-        } else {
-            let mut items: Vec<String> = if !req.steps.is_empty() {
-                req.steps.iter().map(|s| s.trim().to_string()).collect()
-            } else {
-                let listed = plan::list_in_text(&prompt_text);
-                if listed.is_empty() {
-                    vec![truncate_chars(
-                        first_line(&prompt_text),
-                        limits::MAX_STEP_BYTES / 4,
-                    )]
-                } else {
-                    listed
-                }
-            };
-            if items.len() >= limits::MAX_PLAN_ITEMS {
-                items.truncate(limits::MAX_PLAN_ITEMS - 1);
-            }
-            items.push(prompt::summary_item(&id));
-            let title = self.title_for(&req, &prompt_text, &id);
-            (plan::render_new(&title, &items), Some(title))
-        };
-        let title = if !req.title.trim().is_empty() {
-            req.title.trim().to_string()
-        } else {
-            plan_title.unwrap_or_else(|| self.title_for(&req, &prompt_text, &id))
-        };
+        let (plan_md, title) = plan::for_new_task(
+            &id,
+            &prompt_text,
+            &req.steps,
+            &req.plan_markdown,
+            &req.title,
+        )
+        .map_err(CoordinatorError::Invalid)?;
 
         let now = now_ms();
+        let worker_prompt = prompt::worker_prompt(
+            &id,
+            &prompt_text,
+            Some(req.alias_prompt.as_str()).filter(|p| !p.trim().is_empty()),
+        );
+        let worktree = req.worktree || prompt::wants_worktree(&req.prompt);
+        let (signer, signed_spec) = if req.signed_spec.is_empty() && req.signature.is_empty() {
+            (String::new(), String::new())
+        } else {
+            // The coordinator holds no trusted keys (nodes do): it checks that the spec is
+            // intact and is this task, so a mistake shows at submit and not on the node.
+            let bad = |e: String| CoordinatorError::Invalid(format!("signed task: {e}"));
+            let spec = dispatch_core::signing::verify(&req.signed_spec, &req.signature, &[])
+                .map_err(bad)?;
+            if spec.remote != req.remote {
+                return Err(bad("the signed node is not the one asked for".into()));
+            }
+            dispatch_core::signing::check(
+                &spec,
+                &dispatch_core::signing::Assigned {
+                    task_id: &id,
+                    attempt: 1,
+                    worker_prompt: &worker_prompt,
+                    plan: &plan_md,
+                    backend: &req.backend,
+                    model: &req.model,
+                    workdir: &req.workdir,
+                    worktree,
+                    repo_url: &repo.0,
+                    commit: &repo.2,
+                    node: &spec.remote,
+                    now_ms: now,
+                },
+            )
+            .map_err(|e| bad(format!("{e} (the spec and the request differ)")))?;
+            let text = String::from_utf8(req.signed_spec.clone())
+                .map_err(|_| bad("the spec is not UTF-8".into()))?;
+            (spec.key, text)
+        };
         let record = TaskRecord {
             id: id.clone(),
             state: TaskState::Queued,
             title,
-            worker_prompt: prompt::worker_prompt(
-                &id,
-                &prompt_text,
-                Some(req.alias_prompt.as_str()).filter(|p| !p.trim().is_empty()),
-            ),
+            worker_prompt,
             prompt: prompt_text,
             plan_md,
             remote: req.remote.clone(),
@@ -282,7 +272,10 @@ impl Coordinator {
             created_ms: now,
             updated_ms: now,
             attempt: 1,
-            worktree: req.worktree || prompt::wants_worktree(&req.prompt),
+            worktree,
+            signer,
+            signed_spec,
+            signature: req.signature.clone(),
             pool,
             repo,
             owner: who.name(),
@@ -309,21 +302,6 @@ impl Coordinator {
         tracing::info!(task = %id, remote = %record.remote, backend = %record.backend, "submitted");
         self.scheduler.pass().await;
         Ok(self.store.get_task(&id).await?.unwrap_or(record))
-    }
-
-    fn title_for(&self, req: &SubmitSpec, prompt_text: &str, id: &str) -> String {
-        if !req.title.trim().is_empty() {
-            return req.title.trim().to_string();
-        }
-        let line = first_line(prompt_text)
-            .trim_start_matches(['-', '*', '+', ' '])
-            .trim_end_matches(':')
-            .trim();
-        if line.is_empty() {
-            id.to_string()
-        } else {
-            truncate_chars(line, MAX_TITLE_CHARS)
-        }
     }
 
     /// Refuses a task that no connected node can ever run (pinned node, pool labels, backend,

@@ -144,7 +144,7 @@ impl TaskStore for SqliteStore {
     }
 
     async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>> {
-        let row = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id WHERE t.id = ?1")
+        let row = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt, x.signed_spec, x.signature FROM tasks t JOIN task_texts x ON x.task_id = t.id WHERE t.id = ?1")
             .bind(id)
             .fetch_optional(&self.reader)
             .await?;
@@ -173,7 +173,7 @@ impl TaskStore for SqliteStore {
             }
         };
         let mut b = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id",
+            "SELECT t.*, x.prompt, x.worker_prompt, x.signed_spec, x.signature FROM tasks t JOIN task_texts x ON x.task_id = t.id",
         );
         filter(&mut b);
         if let Some(before) = q.before {
@@ -205,7 +205,7 @@ impl TaskStore for SqliteStore {
 
     async fn active_tasks(&self) -> Result<Vec<TaskRecord>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id \
+            "SELECT t.*, x.prompt, x.worker_prompt, x.signed_spec, x.signature FROM tasks t JOIN task_texts x ON x.task_id = t.id \
              WHERE t.state IN {ACTIVE_SQL} ORDER BY t.submit_order"
         )))
         .fetch_all(&self.reader)
@@ -215,7 +215,7 @@ impl TaskStore for SqliteStore {
 
     async fn queued_tasks(&self) -> Result<Vec<TaskRecord>> {
         let rows = sqlx::query(
-            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id \
+            "SELECT t.*, x.prompt, x.worker_prompt, x.signed_spec, x.signature FROM tasks t JOIN task_texts x ON x.task_id = t.id \
              WHERE t.state = 'queued' ORDER BY t.priority DESC, t.submit_order",
         )
         .fetch_all(&self.writer)

@@ -67,7 +67,7 @@ impl SqliteStore {
             .collect();
 
         let active = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id \
+            "SELECT t.*, x.prompt, x.worker_prompt, x.signed_spec, x.signature FROM tasks t JOIN task_texts x ON x.task_id = t.id \
              WHERE t.node = ?1 AND t.state IN {ON_NODE_SQL}"
         )))
         .bind(&n.name)

@@ -7,7 +7,7 @@ use sqlx::{Row, Sqlite};
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 30] = [
+pub(super) const TASK_COLUMNS: [&str; 31] = [
     "id",
     "state",
     "title",
@@ -38,6 +38,7 @@ pub(super) const TASK_COLUMNS: [&str; 30] = [
     "log_bytes",
     "owner",
     "allowed_nodes",
+    "signer",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES (?1, …, next order)`.
@@ -85,6 +86,7 @@ pub(super) fn bind_new_task<'q>(
         .bind(t.log_bytes as i64)
         .bind(t.owner.clone())
         .bind(serde_json::to_string(&t.allowed_nodes).unwrap_or_else(|_| "[]".into()))
+        .bind(t.signer.clone())
 }
 
 /// A text column that a query may leave out (the task texts, which the event path does not
@@ -137,6 +139,13 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
         owner: r.try_get("owner")?,
         allowed_nodes: serde_json::from_str(&r.try_get::<String, _>("allowed_nodes")?)
             .map_err(|e| CoordinatorError::Corrupt(format!("task allowed nodes: {e}")))?,
+        signer: r.try_get("signer")?,
+        signed_spec: optional_text(r, "signed_spec")?,
+        signature: match r.try_get::<Vec<u8>, _>("signature") {
+            Ok(v) => v,
+            Err(sqlx::Error::ColumnNotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        },
     })
 }
 

@@ -18,7 +18,7 @@ type Tx<'a> = Transaction<'a, Sqlite>;
 
 /// Reads a task with its texts inside a transaction.
 pub(super) async fn task_in(tx: &mut Tx<'_>, id: &str) -> Result<Option<TaskRecord>> {
-    let row = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt FROM tasks t JOIN task_texts x ON x.task_id = t.id WHERE t.id = ?1")
+    let row = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt, x.signed_spec, x.signature FROM tasks t JOIN task_texts x ON x.task_id = t.id WHERE t.id = ?1")
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?;
@@ -250,10 +250,12 @@ impl SqliteStore {
             }
             Err(e) => return Err(e.into()),
         }
-        sqlx::query("INSERT INTO task_texts (task_id, prompt, worker_prompt) VALUES (?1, ?2, ?3)")
+        sqlx::query("INSERT INTO task_texts (task_id, prompt, worker_prompt, signed_spec, signature) VALUES (?1, ?2, ?3, ?4, ?5)")
             .bind(&t.id)
             .bind(&t.prompt)
             .bind(&t.worker_prompt)
+            .bind(&t.signed_spec)
+            .bind(&t.signature)
             .execute(&mut *tx)
             .await?;
         remember_request(&mut tx, request_id, &t.id, t.created_ms).await?;
