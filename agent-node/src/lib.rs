@@ -4,6 +4,8 @@
 
 pub mod backends;
 pub mod channel;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod node;
 pub mod runner;
 pub mod sim;

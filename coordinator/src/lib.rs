@@ -10,6 +10,8 @@ pub mod certs;
 pub mod convert;
 pub mod domain;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod notify;
 pub mod publish;

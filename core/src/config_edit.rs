@@ -15,12 +15,13 @@ pub fn render(cfg: &Config) -> String {
     );
     if let Some(d) = &cfg.default {
         out.push_str(&format!(
-            "default: {d}  # Default model (by name or alias)\n\n"
+            "default: {}  # Default model (by name or alias)\n\n",
+            scalar(d)
         ));
     }
     for (key, value) in [("coordinator", &cfg.coordinator), ("remote", &cfg.remote)] {
         if let Some(v) = value {
-            out.push_str(&format!("{key}: {v}\n"));
+            out.push_str(&format!("{key}: {}\n", scalar(v)));
         }
     }
     let q = quoted;
@@ -41,10 +42,19 @@ pub fn render(cfg: &Config) -> String {
     }
     out.push_str("# Backends: CLI commands for each provider.\n# --model <id> is appended for cursor and codex, never for claude.\nbackends:\n");
     for (name, b) in &cfg.backends {
-        out.push_str(&format!(
-            "  {name}:\n    command: >\n      {}\n\n",
-            b.command.trim()
-        ));
+        let cmd = b.command.trim();
+        if cmd.chars().any(char::is_control) {
+            out.push_str(&format!(
+                "  {}:\n    command: {}\n\n",
+                scalar(name),
+                quoted(cmd)
+            ));
+        } else {
+            out.push_str(&format!(
+                "  {}:\n    command: >\n      {cmd}\n\n",
+                scalar(name)
+            ));
+        }
     }
     out.push_str("# Models: each model maps to a backend.\nmodels:\n");
     let mut groups: Vec<&str> = Vec::new();
@@ -57,15 +67,34 @@ pub fn render(cfg: &Config) -> String {
     for g in groups {
         out.push_str(&format!("  # {g}\n"));
         for (id, m) in cfg.models.iter().filter(|(id, _)| provider(id) == g) {
-            out.push_str(&format!("  {id}: {{ backend: {} }}\n", m.backend));
+            out.push_str(&format!(
+                "  {}: {{ backend: {} }}\n",
+                scalar(id),
+                scalar(&m.backend)
+            ));
         }
         out.push('\n');
     }
     if !cfg.aliases.is_empty() {
         out.push_str("# Aliases: named shortcuts with optional prompt additions.\naliases:\n");
         for (name, a) in &cfg.aliases {
-            out.push_str(&format!("  {name}:\n    model: {}\n", a.model));
+            out.push_str(&format!(
+                "  {}:\n    model: {}\n",
+                scalar(name),
+                scalar(&a.model)
+            ));
             if let Some(p) = &a.prompt {
+                // A block keeps the prompt readable; what a block cannot hold as it is
+                // (control characters, lines that start or end with spaces) is quoted.
+                let plain_lines = p.trim().lines().all(|l| l.trim() == l && !l.is_empty())
+                    && !p.trim().chars().any(|c| c.is_control() && c != '\n');
+                if !plain_lines {
+                    out.push_str(&format!(
+                        "    prompt: {}\n",
+                        quoted(&format!("{}\n", p.trim()))
+                    ));
+                    continue;
+                }
                 out.push_str(if p.trim().contains('\n') {
                     "    prompt: |\n"
                 } else {
@@ -78,6 +107,26 @@ pub fn render(cfg: &Config) -> String {
         }
     }
     out
+}
+
+/// `v` as a YAML scalar: plain when it is a simple word (a name, a model id, a URL), quoted
+/// otherwise (so `0x10`, `yes`, `a: b` or `#x` read back as the same string).
+fn scalar(v: &str) -> String {
+    let simple = v.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-' | '@' | '+'))
+        && !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null"
+        );
+    let url = (v.starts_with("https://") || v.starts_with("http://") || v.starts_with("unix:"))
+        && !v.contains([' ', '#', '\'', '"', ',', '[', ']', '{', '}'])
+        && !v.chars().any(char::is_control);
+    if simple || url {
+        v.to_string()
+    } else {
+        quoted(v)
+    }
 }
 
 /// `v` as a YAML double-quoted scalar (for strings that may hold anything).

@@ -17,6 +17,8 @@ pub mod config;
 pub mod config_edit;
 pub mod duration;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod notify;
 pub mod plan;

@@ -113,7 +113,7 @@ impl EventRules for Rules {
 
 /// Why an event breaks a limit, if it does. Such an event is kept as history only (the node's
 /// sequence stays gap free and it is not resent forever), and its body is not stored.
-fn over_limit(kind: &EventKind) -> Option<String> {
+pub fn over_limit(kind: &EventKind) -> Option<String> {
     let r = match kind {
         EventKind::Plan { markdown } => check_len("plan.md", markdown, limits::MAX_PLAN_BYTES),
         EventKind::Exited(x) => check_len("final plan.md", &x.markdown, limits::MAX_PLAN_BYTES)

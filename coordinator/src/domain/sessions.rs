@@ -23,7 +23,8 @@ pub struct OpenSession {
     pub granted: Granted,
 }
 
-fn validate_hello(h: &NodeHello) -> Result<()> {
+/// Checks a Hello against the limits; what is wrong, naming the field, otherwise.
+pub fn validate_hello(h: &NodeHello) -> Result<()> {
     let n = &h.node;
     check_name("node name", &n.name)?;
     check_len("version", &n.version, limits::MAX_NAME_BYTES)?;

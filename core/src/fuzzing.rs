@@ -1,0 +1,53 @@
+//! Entry points for fuzzing (`fuzz/`, with cargo-fuzz) and for the property tests that run
+//! the same code in CI: each takes arbitrary bytes, must never panic, and checks what must
+//! hold whatever the input.
+
+use crate::plan::{ItemStatus, Plan};
+
+/// A plan.md as a worker may write it: parsed, rewritten, rendered and parsed again.
+pub fn plan(data: &[u8]) {
+    let mut p = Plan::parse_bytes(data);
+    let text = String::from_utf8_lossy(data);
+    // Rendering an untouched plan gives back its text.
+    if std::str::from_utf8(data).is_ok() {
+        assert_eq!(Plan::parse(&text).render(), text);
+    }
+    let n = p.items().len();
+    for i in 0..n {
+        p.set_status(i, ItemStatus::Done);
+        p.set_note(i, "a note\nover two lines");
+    }
+    let again = Plan::parse(&p.render());
+    assert_eq!(again.items().len(), n, "a rewrite keeps every item");
+    assert!(again.items().iter().all(|i| i.status == ItemStatus::Done));
+    let _ = crate::plan::list_in_text(&text);
+    let _ = crate::plan::item_texts(&text);
+}
+
+/// A config file: the user's, an agent's, the notify section. A user config that parses must
+/// survive being written back.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(c) = crate::config::Config::parse(text) {
+        let written = crate::config_edit::render(&c);
+        let back = crate::config::Config::parse(&written)
+            .unwrap_or_else(|e| panic!("a rewritten config does not parse: {e}\n{written}"));
+        assert_eq!(back.token, c.token);
+        assert_eq!(back.tls, c.tls);
+        assert_eq!(back.notify, c.notify);
+    }
+    let _ = crate::agent_config::AgentFile::parse(text);
+    let _ = crate::notify::parse(text);
+}
+
+/// A signed task spec and signature as a node receives them.
+pub fn signed_spec(data: &[u8]) {
+    let cut = data
+        .first()
+        .map_or(0, |b| usize::from(*b) % 80)
+        .min(data.len());
+    let (sig, spec) = data.split_at(cut);
+    assert!(crate::signing::verify(spec, sig, &[]).is_err() || sig.len() == 64);
+}
