@@ -9,6 +9,7 @@
 //! ./target/release/dispatch-bench scale [--nodes 1000] [--seconds 20]
 //! ./target/release/dispatch-bench footprint [--tasks 100000]
 //! ./target/release/dispatch-bench idle [--tasks 10] [--seconds 10]
+//! ./target/release/dispatch-bench security [--count 2000]
 //! ```
 //!
 //! All times are taken in this one process (same clock) except the worker start, which the
@@ -844,6 +845,105 @@ fn dispatch_coordinator_now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// What the trust layer costs: a call with a token over plain HTTP/2 and over TLS, a new
+/// connection (TCP, and the TLS handshake), and a submit unsigned and signed (the client signs,
+/// the coordinator checks the spec).
+fn security(args: &[String]) -> Vec<Stats> {
+    let count = arg(args, "--count", 2000);
+    let certs = tempfile::tempdir().unwrap();
+    dispatch_coordinator::certs::init(certs.path(), &["localhost".into()], &[], 30, false)
+        .unwrap();
+    let mut plain = Cluster::new();
+    plain.add_agent(AgentOpts::new("bench", 64));
+    let tls = Cluster::with_tls(certs.path(), &[]);
+    let mut out = Vec::new();
+    for (what, c) in [("plain HTTP/2", &plain), ("TLS", &tls)] {
+        let mut call = Stats {
+            name: format!("Info call, {what} + token (ms)"),
+            samples: vec![],
+        };
+        let mut conn = Stats {
+            name: format!("new connection + first call, {what} (ms)"),
+            samples: vec![],
+        };
+        c.block_on(async {
+            let mut client = c.client().await.unwrap();
+            for _ in 0..count {
+                let t = Instant::now();
+                client.info(v1::InfoRequest {}).await.unwrap();
+                call.samples.push(ms(t.elapsed()));
+            }
+            for _ in 0..(count / 10).max(1) {
+                let t = Instant::now();
+                let mut fresh = c.client().await.unwrap();
+                fresh.info(v1::InfoRequest {}).await.unwrap();
+                conn.samples.push(ms(t.elapsed()));
+            }
+        });
+        out.push(call);
+        out.push(conn);
+    }
+    let key = dispatch_core::signing::Key::generate().unwrap();
+    for signed in [false, true] {
+        let mut submit = Stats {
+            name: format!(
+                "Submit, {} (ms)",
+                if signed {
+                    "signed (sign + coordinator check)"
+                } else {
+                    "unsigned"
+                }
+            ),
+            samples: vec![],
+        };
+        plain.block_on(async {
+            let mut client = plain.client().await.unwrap();
+            for i in 0..(count / 4).max(1) {
+                let t = Instant::now();
+                let id = format!("s-{signed}-{i}");
+                let mut req = v1::SubmitRequest {
+                    id: id.clone(),
+                    prompt: "bench".into(),
+                    steps: vec!["noop".into()],
+                    backend: "sim".into(),
+                    ..Default::default()
+                };
+                if signed {
+                    let (plan, _) =
+                        dispatch_core::plan::for_new_task(&id, "bench", &req.steps, "", "")
+                            .unwrap();
+                    let mut spec = dispatch_core::signing::TaskSpec {
+                        v: 1,
+                        key: String::new(),
+                        task_id: id.clone(),
+                        prompt: "bench".into(),
+                        alias_prompt: String::new(),
+                        plan: plan.clone(),
+                        backend: "sim".into(),
+                        model: String::new(),
+                        workdir: String::new(),
+                        worktree: false,
+                        repo_url: String::new(),
+                        commit: String::new(),
+                        remote: String::new(),
+                        signed_at_ms: 0,
+                        expires_ms: i64::MAX,
+                    };
+                    let (bytes, sig) = key.sign(&mut spec);
+                    req.steps.clear();
+                    req.plan_markdown = plan;
+                    req.signed_spec = bytes;
+                    req.signature = sig;
+                }
+                client.submit(req).await.unwrap();
+                submit.samples.push(ms(t.elapsed()));
+            }
+        });
+        out.push(submit);
+    }
+    out
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let scenario = args.first().map(String::as_str).unwrap_or("");
@@ -856,9 +956,10 @@ fn main() {
         "scale" => scale(&args),
         "footprint" => footprint(&args),
         "idle" => idle(&args),
+        "security" => security(&args),
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle [--count N] [--baseline N] [--json FILE]"
+                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security [--count N] [--baseline N] [--json FILE]"
             );
             std::process::exit(2);
         }
