@@ -2,7 +2,7 @@
 
 use crate::args::{Global, KeysAction};
 use anyhow::{Result, anyhow, bail};
-use dispatch_core::signing::{DEFAULT_VALIDITY_MS, Key, TaskSpec};
+use dispatch_core::signing::{Key, TaskSpec};
 use dispatch_core::{plan, prompt, task_id};
 use dispatch_proto::v1;
 use std::path::PathBuf;
@@ -103,12 +103,7 @@ pub(crate) fn sign(key: &Key, req: &mut v1::SubmitRequest, attempt: Option<u32>)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let mut spec = TaskSpec {
-        v: 1,
-        key: String::new(),
-        task_id: req.id.clone(),
-        prompt: prompt_text,
         alias_prompt: req.alias_prompt.clone(),
-        plan: plan_md,
         backend: req.backend.clone(),
         model: req.model.clone(),
         workdir: req.workdir.clone(),
@@ -116,8 +111,7 @@ pub(crate) fn sign(key: &Key, req: &mut v1::SubmitRequest, attempt: Option<u32>)
         repo_url,
         commit: repo.commit,
         remote: req.remote.clone(),
-        signed_at_ms: now,
-        expires_ms: now + DEFAULT_VALIDITY_MS,
+        ..TaskSpec::new(&req.id, &prompt_text, &plan_md, now)
     };
     let (bytes, sig) = key.sign(&mut spec);
     req.signed_spec = bytes;

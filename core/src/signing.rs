@@ -56,6 +56,30 @@ pub struct TaskSpec {
     pub expires_ms: i64,
 }
 
+impl TaskSpec {
+    /// The spec of task `id` running `prompt` with `plan`, signed at `now_ms` and good for
+    /// [`DEFAULT_VALIDITY_MS`]; every other field empty (the node's defaults).
+    pub fn new(id: &str, prompt: &str, plan: &str, now_ms: i64) -> TaskSpec {
+        TaskSpec {
+            v: 1,
+            key: String::new(),
+            task_id: id.to_string(),
+            prompt: prompt.to_string(),
+            alias_prompt: String::new(),
+            plan: plan.to_string(),
+            backend: String::new(),
+            model: String::new(),
+            workdir: String::new(),
+            worktree: false,
+            repo_url: String::new(),
+            commit: String::new(),
+            remote: String::new(),
+            signed_at_ms: now_ms,
+            expires_ms: now_ms.saturating_add(DEFAULT_VALIDITY_MS),
+        }
+    }
+}
+
 /// A private signing key, as `dispatch keys init` stores it (base64 of the 32-byte seed).
 pub struct Key(SigningKey);
 
@@ -266,21 +290,9 @@ mod tests {
         let (plan, _) =
             crate::plan::for_new_task(id, "fix the build", &["fix it".into()], "", "").unwrap();
         TaskSpec {
-            v: 1,
-            key: String::new(),
-            task_id: id.into(),
-            prompt: "fix the build".into(),
-            alias_prompt: String::new(),
-            plan,
             backend: "sim".into(),
-            model: String::new(),
-            workdir: String::new(),
-            worktree: false,
-            repo_url: String::new(),
-            commit: String::new(),
-            remote: String::new(),
-            signed_at_ms: 1,
             expires_ms: 10_000,
+            ..TaskSpec::new(id, "fix the build", &plan, 1)
         }
     }
 

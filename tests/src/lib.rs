@@ -189,6 +189,51 @@ pub async fn client_tls(
     ))
 }
 
+/// An agent session a test drives by hand: what it sends, and what the coordinator sends.
+pub struct HandSession {
+    /// Messages to the coordinator (Hello is sent already).
+    pub out: tokio::sync::mpsc::Sender<v1::AgentMessage>,
+    /// Messages from the coordinator, after its Welcome.
+    pub inbound: tonic::Streaming<v1::CoordinatorMessage>,
+}
+
+/// Opens `AgentService.Session` on `channel` as node `name` (capacity `capacity`, the sim
+/// backend) with `token` (none when empty), and reads the Welcome; the coordinator's refusal
+/// otherwise.
+pub async fn hello_session(
+    channel: Channel,
+    token: &str,
+    name: &str,
+    capacity: u32,
+) -> Result<HandSession, tonic::Status> {
+    let mut client =
+        v1::agent_service_client::AgentServiceClient::with_interceptor(channel, Bearer::new(token));
+    let (out, rx) = tokio::sync::mpsc::channel(8192);
+    out.send(v1::AgentMessage {
+        kind: Some(v1::agent_message::Kind::Hello(v1::Hello {
+            name: name.into(),
+            capacity,
+            backends: vec![v1::Backend {
+                name: "sim".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("the stream is open");
+    let mut inbound = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    match inbound.message().await? {
+        Some(v1::CoordinatorMessage {
+            kind: Some(v1::coordinator_message::Kind::Welcome(_)),
+        }) => Ok(HandSession { out, inbound }),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
 /// `request` with `token` as its bearer.
 pub fn with_token<T>(request: T, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(request);

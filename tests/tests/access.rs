@@ -4,10 +4,7 @@
 //! in the audit.
 
 use dispatch_proto::v1;
-use dispatch_proto::v1::agent_message::Kind as Out;
-use dispatch_proto::v1::agent_service_client::AgentServiceClient;
-use dispatch_tests::{Bearer, Cluster, client_with};
-use tokio_stream::wrappers::ReceiverStream;
+use dispatch_tests::{Cluster, client_with, hello_session};
 use tonic::Code;
 
 /// What a call is expected to get.
@@ -49,40 +46,8 @@ struct Caller {
 
 /// Opens an agent session as `name` with `token`; the result of the call (past Hello).
 async fn session(url: &str, token: &str, name: &str) -> Result<(), tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = AgentServiceClient::with_interceptor(channel, Bearer::new(token));
-    let (out, rx) = tokio::sync::mpsc::channel(4);
-    out.send(v1::AgentMessage {
-        kind: Some(Out::Hello(v1::Hello {
-            name: name.into(),
-            capacity: 1,
-            backends: vec![v1::Backend {
-                name: "sim".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-    // Past the handler's checks: the first message is the Welcome.
-    let first = inbound.message().await?;
-    assert!(
-        matches!(
-            first,
-            Some(v1::CoordinatorMessage {
-                kind: Some(v1::coordinator_message::Kind::Welcome(_))
-            })
-        ),
-        "expected Welcome, got {first:?}"
-    );
-    drop(out);
-    Ok(())
+    let channel = dispatch_tests::channel(url, None).await.unwrap();
+    hello_session(channel, token, name, 1).await.map(drop)
 }
 
 /// A task for the sim backend that takes its time (a minute per item unless answered or

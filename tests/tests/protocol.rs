@@ -9,7 +9,6 @@ use dispatch_proto::v1::coordinator_message::Kind as In;
 use dispatch_tests::Cluster;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 struct FakeNode {
     out: mpsc::Sender<v1::AgentMessage>,
@@ -17,36 +16,14 @@ struct FakeNode {
 }
 
 async fn fake_node(url: &str, name: &str, token: &str) -> FakeNode {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .connect()
+    let channel = dispatch_tests::channel(url, None).await.unwrap();
+    let s = dispatch_tests::hello_session(channel, token, name, 2)
         .await
         .unwrap();
-    let mut client = v1::agent_service_client::AgentServiceClient::new(channel);
-    let (out, rx) = mpsc::channel(8192);
-    out.send(msg(Out::Hello(v1::Hello {
-        name: name.into(),
-        capacity: 2,
-        backends: vec![v1::Backend {
-            name: "sim".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    })))
-    .await
-    .unwrap();
-    let mut inbound = client
-        .session(dispatch_tests::with_token(ReceiverStream::new(rx), token))
-        .await
-        .unwrap()
-        .into_inner();
-    match inbound.message().await.unwrap() {
-        Some(v1::CoordinatorMessage {
-            kind: Some(In::Welcome(_)),
-        }) => {}
-        other => panic!("expected Welcome, got {other:?}"),
+    FakeNode {
+        out: s.out,
+        inbound: s.inbound,
     }
-    FakeNode { out, inbound }
 }
 
 fn msg(kind: Out) -> v1::AgentMessage {

@@ -184,21 +184,9 @@ fn the_coordinator_refuses_a_signed_spec_that_does_not_match_the_request() {
         let (plan, _) =
             dispatch_core::plan::for_new_task("t1", "hello", &["one".into()], "", "").unwrap();
         let mut spec = dispatch_core::signing::TaskSpec {
-            v: 1,
-            key: String::new(),
-            task_id: "t1".into(),
-            prompt: "hello".into(),
-            alias_prompt: String::new(),
-            plan: plan.clone(),
             backend: "sim".into(),
-            model: String::new(),
-            workdir: String::new(),
-            worktree: false,
-            repo_url: String::new(),
-            commit: String::new(),
-            remote: String::new(),
-            signed_at_ms: 0,
             expires_ms: i64::MAX,
+            ..dispatch_core::signing::TaskSpec::new("t1", "hello", &plan, 0)
         };
         let (bytes, sig) = key.sign(&mut spec);
         // The request runs another prompt than the one signed.

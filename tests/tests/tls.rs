@@ -3,13 +3,9 @@
 //! to do, mTLS node certificates that name their node, and a non-loopback listen without TLS
 //! refused.
 
-use dispatch_proto::v1;
-use dispatch_proto::v1::agent_message::Kind as Out;
-use dispatch_proto::v1::agent_service_client::AgentServiceClient;
-use dispatch_tests::{AgentOpts, Bearer, Cluster, bin, text, wait_until};
+use dispatch_tests::{AgentOpts, Cluster, bin, hello_session, text, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use tokio_stream::wrappers::ReceiverStream;
 
 /// `dispatch-coordinator certs init DIR --host localhost --node …`, as a user runs it.
 fn certs_init(dir: &Path, nodes: &[&str]) {
@@ -107,33 +103,7 @@ async fn session(
         .connect()
         .await
         .unwrap();
-    let mut client = AgentServiceClient::with_interceptor(channel, Bearer::new(token));
-    let (out, rx) = tokio::sync::mpsc::channel(4);
-    out.send(v1::AgentMessage {
-        kind: Some(Out::Hello(v1::Hello {
-            name: name.into(),
-            capacity: 1,
-            backends: vec![v1::Backend {
-                name: "sim".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-    let first = inbound.message().await?;
-    assert!(
-        matches!(
-            first,
-            Some(v1::CoordinatorMessage {
-                kind: Some(v1::coordinator_message::Kind::Welcome(_))
-            })
-        ),
-        "{first:?}"
-    );
-    Ok(())
+    hello_session(channel, token, name, 1).await.map(drop)
 }
 
 #[test]

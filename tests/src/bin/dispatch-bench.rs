@@ -851,8 +851,7 @@ fn dispatch_coordinator_now_ms() -> i64 {
 fn security(args: &[String]) -> Vec<Stats> {
     let count = arg(args, "--count", 2000);
     let certs = tempfile::tempdir().unwrap();
-    dispatch_coordinator::certs::init(certs.path(), &["localhost".into()], &[], 30, false)
-        .unwrap();
+    dispatch_coordinator::certs::init(certs.path(), &["localhost".into()], &[], 30, false).unwrap();
     let mut plain = Cluster::new();
     plain.add_agent(AgentOpts::new("bench", 64));
     let tls = Cluster::with_tls(certs.path(), &[]);
@@ -913,21 +912,8 @@ fn security(args: &[String]) -> Vec<Stats> {
                         dispatch_core::plan::for_new_task(&id, "bench", &req.steps, "", "")
                             .unwrap();
                     let mut spec = dispatch_core::signing::TaskSpec {
-                        v: 1,
-                        key: String::new(),
-                        task_id: id.clone(),
-                        prompt: "bench".into(),
-                        alias_prompt: String::new(),
-                        plan: plan.clone(),
                         backend: "sim".into(),
-                        model: String::new(),
-                        workdir: String::new(),
-                        worktree: false,
-                        repo_url: String::new(),
-                        commit: String::new(),
-                        remote: String::new(),
-                        signed_at_ms: 0,
-                        expires_ms: i64::MAX,
+                        ..dispatch_core::signing::TaskSpec::new(&id, "bench", &plan, 0)
                     };
                     let (bytes, sig) = key.sign(&mut spec);
                     req.steps.clear();
