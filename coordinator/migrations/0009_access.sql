@@ -13,7 +13,6 @@ CREATE TABLE tokens (
     created_ms   INTEGER NOT NULL,
     created_by   TEXT NOT NULL,
     revoked_ms   INTEGER,
-    last_used_ms INTEGER NOT NULL DEFAULT 0,
     -- Quotas of the token (0: the coordinator's default).
     submits_per_minute INTEGER NOT NULL DEFAULT 0,
     max_active   INTEGER NOT NULL DEFAULT 0
