@@ -249,6 +249,8 @@ fn target(path: &Path, dir: &Path, ipc: &Path, log: &Path) -> Option<Target> {
     let name = path.file_name()?.to_str()?;
     if parent == dir && name == "plan.md" {
         Some(Target::Plan)
+    } else if parent == dir && name == "output.md" {
+        Some(Target::Output)
     } else if parent == ipc && !name.ends_with(".tmp") && name != ".done" {
         Some(Target::Ipc(name.to_string()))
     } else {

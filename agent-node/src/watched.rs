@@ -5,7 +5,7 @@
 
 use dispatch_core::fs::{TaskDir, TaskFileError};
 use dispatch_core::limits::{
-    MAX_LOG_CHUNK_BYTES, MAX_MESSAGE_BYTES, MAX_PLAN_BYTES, MAX_QUESTIONS,
+    MAX_LOG_CHUNK_BYTES, MAX_MESSAGE_BYTES, MAX_OUTPUT_BYTES, MAX_PLAN_BYTES, MAX_QUESTIONS,
 };
 use dispatch_proto::v1;
 use dispatch_proto::v1::task_event::Kind;
@@ -33,6 +33,8 @@ pub enum Target {
     Log,
     /// plan.md.
     Plan,
+    /// output.md.
+    Output,
     /// An entry of `ipc/`, by name.
     Ipc(String),
 }
@@ -51,6 +53,8 @@ pub struct Watched {
     max_log: Arc<AtomicU64>,
     /// plan.md as last reported.
     pub last_plan: Vec<u8>,
+    /// output.md as last reported (its kept part, and its size).
+    last_output: Option<(Vec<u8>, u64)>,
     questions: BTreeSet<u32>,
     acked: BTreeSet<u32>,
 }
@@ -74,6 +78,7 @@ impl Watched {
             log_offset,
             max_log,
             last_plan,
+            last_output: None,
             questions: BTreeSet::new(),
             acked: BTreeSet::new(),
         }
@@ -144,6 +149,13 @@ impl Watched {
                         Ok(())
                     }
                 }),
+                Target::Output => self.opened().and_then(|open| {
+                    if open {
+                        self.scan_output(&mut out)
+                    } else {
+                        Ok(())
+                    }
+                }),
                 Target::Ipc(name) => self.opened().and_then(|open| {
                     if open {
                         self.scan_ipc_entry(name, &mut out)
@@ -175,7 +187,43 @@ impl Watched {
             return Ok(());
         }
         self.scan_plan(out)?;
+        self.scan_output(out)?;
         self.scan_ipc(out)
+    }
+
+    /// output.md, the seed's summary: its first [`MAX_OUTPUT_BYTES`] whenever it changes (a
+    /// larger file is cut, not a fault: the whole file stays here).
+    fn scan_output(&mut self, out: &mut Vec<Kind>) -> Result<(), String> {
+        let dir = self.dir.as_ref().expect("opened by the caller");
+        match dir.read_prefix("output.md", MAX_OUTPUT_BYTES as u64) {
+            Ok(Some((kept, size))) => {
+                if self
+                    .last_output
+                    .as_ref()
+                    .is_some_and(|(k, s)| *s == size && *k == kept)
+                {
+                    return Ok(());
+                }
+                // A multi-byte character cut at the limit is dropped, not mangled.
+                let markdown = match std::str::from_utf8(&kept) {
+                    Ok(s) => s.to_string(),
+                    Err(e) if size > kept.len() as u64 && e.error_len().is_none() => {
+                        String::from_utf8_lossy(&kept[..e.valid_up_to()]).into_owned()
+                    }
+                    Err(_) => String::from_utf8_lossy(&kept).into_owned(),
+                };
+                out.push(Kind::Output(v1::OutputUpdated {
+                    markdown,
+                    bytes: size,
+                    truncated: size > kept.len() as u64,
+                }));
+                self.last_output = Some((kept, size));
+            }
+            Ok(None) => {}
+            Err(e) if e.is_violation() => return Err(e.to_string()),
+            Err(e) => tracing::debug!(task = %self.task, error = %e, "cannot read output.md"),
+        }
+        Ok(())
     }
 
     fn scan_plan(&mut self, out: &mut Vec<Kind>) -> Result<(), String> {

@@ -171,6 +171,17 @@ pub(crate) enum Command {
         follow: bool,
     },
 
+    /// Print a task's output.md: the summary the seed's last plan item has the worker write
+    /// (the coordinator keeps its first 1 MiB; a larger file is on the task's node). Exits 1
+    /// when the task has none yet.
+    Output {
+        /// Task whose output.md to print.
+        id: String,
+        /// Print it again whenever the worker rewrites it, until the task ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+
     /// Cancel a task; a running worker's whole process group is stopped.
     Cancel {
         /// Task to cancel.

@@ -266,7 +266,22 @@ fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
             .all(|t| t.task_state() == TaskState::Completed)
     {
         let ids: Vec<&str> = tasks.keys().map(String::as_str).collect();
-        return Some((0, format!("completed: {}", ids.join(", "))));
+        let mut msg = format!("completed: {}", ids.join(", "));
+        for t in tasks.values().filter(|t| t.output_bytes > 0) {
+            msg.push_str(&format!("\nRead its summary: dispatch output {}", t.id));
+        }
+        return Some((0, msg));
+    }
+    if let Some((_, msg)) = &mut worst {
+        for t in tasks
+            .values()
+            .filter(|t| t.output_bytes > 0 && t.task_state().is_terminal())
+        {
+            msg.push_str(&format!(
+                "\nRead what `{}` wrote: dispatch output {}",
+                t.id, t.id
+            ));
+        }
     }
     worst
 }

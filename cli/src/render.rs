@@ -115,6 +115,7 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "owner": t.owner,
         "summary": t.summary,
         "signer": t.signer,
+        "output": (t.output_bytes > 0).then(|| json!({"bytes": t.output_bytes, "truncated": t.output_truncated})),
         "node": t.node,
         "remote": t.remote,
         "backend": t.backend,
@@ -257,6 +258,18 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
         out.push(format!("  {}", hidden(t)));
     } else if !t.title.is_empty() {
         out.push(format!("  {}", printable_line(&t.title)));
+    }
+    if t.output_bytes > 0 {
+        out.push(format!(
+            "  output.md: {}{} — `dispatch output {}`",
+            dispatch_core::fs::human_bytes(t.output_bytes),
+            if t.output_truncated {
+                " (the coordinator keeps its first 1 MiB)"
+            } else {
+                ""
+            },
+            t.id
+        ));
     }
     if !t.signer.is_empty() {
         out.push(format!("  signed by {}", printable_line(&t.signer)));

@@ -56,6 +56,8 @@ pub fn task_to_proto(
         owner: t.owner.clone(),
         summary: false,
         signer: t.signer.clone(),
+        output_bytes: t.output_bytes,
+        output_truncated: t.output_truncated,
     }
 }
 
@@ -185,6 +187,11 @@ pub fn event_from_proto(ev: v1::TaskEvent) -> Result<TaskEvent, String> {
             text: q.text,
         },
         Some(K::AnswerDelivered(a)) => EventKind::AnswerDelivered { seq: a.seq },
+        Some(K::Output(o)) => EventKind::Output {
+            markdown: o.markdown,
+            bytes: o.bytes,
+            truncated: o.truncated,
+        },
     };
     Ok(TaskEvent {
         task_id: ev.task_id,

@@ -22,6 +22,10 @@ pub struct TaskRecord {
     pub worker_prompt: String,
     /// The public key that signed the task ("" when unsigned).
     pub signer: String,
+    /// Size of its output.md on the node (0: none reported).
+    pub output_bytes: u64,
+    /// Whether the coordinator keeps only the first part of it.
+    pub output_truncated: bool,
     /// A signed task's spec (JSON, exactly as signed; "" when unsigned or left out).
     pub signed_spec: String,
     /// Its ed25519 signature.
@@ -372,6 +376,16 @@ pub enum EventKind {
         /// Its text.
         text: String,
     },
+    /// output.md changed (its first part; kept in its own table, never in an event body).
+    Output {
+        /// Its text (the first `MAX_OUTPUT_BYTES`).
+        #[serde(skip)]
+        markdown: String,
+        /// Its whole size on the node.
+        bytes: u64,
+        /// Whether `markdown` is only its first part.
+        truncated: bool,
+    },
     /// The worker took the answer to question `seq` (`NNN.done`).
     AnswerDelivered {
         /// NNN.
@@ -390,8 +404,20 @@ impl EventKind {
             EventKind::StartFailed { .. } => "start_failed",
             EventKind::Question { .. } => "question",
             EventKind::AnswerDelivered { .. } => "answer_delivered",
+            EventKind::Output { .. } => "output",
         }
     }
+}
+
+/// The part of a task's output.md the coordinator keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskOutput {
+    /// Its text (the first `MAX_OUTPUT_BYTES` when truncated).
+    pub markdown: String,
+    /// Its whole size on the node.
+    pub bytes: u64,
+    /// Whether `markdown` is only its first part.
+    pub truncated: bool,
 }
 
 /// How a worker ended.
@@ -555,6 +581,8 @@ pub enum ChangeKind {
     Question,
     /// An answer (given, or taken by the worker).
     Answer,
+    /// Its output.md.
+    Output,
 }
 
 impl ChangeKind {
@@ -565,6 +593,7 @@ impl ChangeKind {
             ChangeKind::Plan => "plan",
             ChangeKind::Question => "question",
             ChangeKind::Answer => "answer",
+            ChangeKind::Output => "output",
         }
     }
 }

@@ -311,6 +311,45 @@ impl TaskDir {
         Ok(Some(buf))
     }
 
+    /// The first `limit` bytes of a regular file and its whole size; `None` when it does not
+    /// exist. A link, a FIFO or a device is an error; a larger file is not (it is cut).
+    pub fn read_prefix(
+        &self,
+        rel: &str,
+        limit: u64,
+    ) -> Result<Option<(Vec<u8>, u64)>, TaskFileError> {
+        let path = self.full(rel);
+        check_rel(rel).map_err(|e| TaskFileError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let fd = match self.open_beneath(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(classify(&path, e, "regular file")),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| TaskFileError::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if kind != FileType::RegularFile {
+            return Err(TaskFileError::WrongType {
+                path,
+                kind: kind_name(kind),
+                expected: "regular file",
+            });
+        }
+        let size = st.st_size.max(0) as u64;
+        let mut buf = Vec::with_capacity(size.min(limit) as usize);
+        std::fs::File::from(fd)
+            .take(limit)
+            .read_to_end(&mut buf)
+            .map_err(|e| TaskFileError::Io { path, source: e })?;
+        let size = size.max(buf.len() as u64);
+        Ok(Some((buf, size)))
+    }
+
     /// True when `rel` exists as a regular file (a link or anything else does not count).
     pub fn is_file(&self, rel: &str) -> bool {
         check_rel(rel).is_ok()

@@ -14,6 +14,8 @@ pub const MAX_QUESTIONS: usize = 999;
 pub const MAX_REQUEST_ID_BYTES: usize = 64;
 /// Largest single step text, in bytes.
 pub const MAX_STEP_BYTES: usize = 4 * 1024;
+/// The part of a task's `output.md` the coordinator keeps, in bytes (the node keeps the file).
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 /// Largest question, answer or note, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest log chunk an agent sends in one event, in bytes.

@@ -103,6 +103,14 @@ impl EventRules for Rules {
                 }
                 ChangeKind::Answer
             }
+            // Its text is stored by the store (its own table); the task records its size.
+            EventKind::Output {
+                bytes, truncated, ..
+            } => {
+                t.output_bytes = *bytes;
+                t.output_truncated = *truncated;
+                ChangeKind::Output
+            }
         };
         Applied {
             kind: Some(kind),
@@ -131,6 +139,9 @@ pub fn over_limit(kind: &EventKind) -> Option<String> {
                 ));
             }
             check_len("question", text, limits::MAX_MESSAGE_BYTES)
+        }
+        EventKind::Output { markdown, .. } => {
+            check_len("output.md", markdown, limits::MAX_OUTPUT_BYTES)
         }
         EventKind::Log { data } if data.len() > limits::MAX_LOG_CHUNK_BYTES => {
             return Some(format!(

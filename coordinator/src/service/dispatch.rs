@@ -202,6 +202,30 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         }))
     }
 
+    type GetOutputStream = BoxStream<v1::OutputResponse>;
+
+    async fn get_output(
+        &self,
+        req: Request<v1::GetOutputRequest>,
+    ) -> Result<Response<Self::GetOutputStream>, Status> {
+        let (who, _) = who(&req, Rpc::Logs)?;
+        let req = req.into_inner();
+        let c = Arc::clone(&self.0);
+        let task = c.task(&req.id).await?;
+        crate::domain::must_own(&who, &task)?;
+        // Subscribe before the first read so no change falls between them.
+        let watch_rx = c.publisher.watch();
+        let (tx, out) = mpsc::channel(4);
+        let stopping = c.stopping();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stopping => {}
+                _ = pump_output(&c, task, req.follow, watch_rx, tx) => {}
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
     type LogsStream = BoxStream<v1::LogsResponse>;
 
     async fn logs(
@@ -428,6 +452,80 @@ async fn pump_watch(
                     return;
                 };
                 if !send_snapshots(&tx, now).await {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Sends task `t`'s output.md as stored (nothing when there is none yet); false when the
+/// client has gone or the store failed (the client is told).
+async fn send_output(
+    c: &Coordinator,
+    t: &crate::model::TaskRecord,
+    tx: &Sender<v1::OutputResponse>,
+) -> bool {
+    match c.store.output(&t.id).await {
+        Ok(Some(o)) => {
+            let path = if t.workdir.is_empty() {
+                format!(
+                    ".dispatch/tasks/{}/output.md (in the task's workspace)",
+                    t.id
+                )
+            } else {
+                format!("{}/.dispatch/tasks/{}/output.md", t.workdir, t.id)
+            };
+            tx.send(Ok(v1::OutputResponse {
+                markdown: o.markdown,
+                bytes: o.bytes,
+                truncated: o.truncated,
+                node: t.node.clone(),
+                path,
+            }))
+            .await
+            .is_ok()
+        }
+        Ok(None) => true,
+        Err(e) => {
+            let _ = tx.send(Err(Status::from(e))).await;
+            false
+        }
+    }
+}
+
+/// Feeds one `output` client: what is stored, then (with `follow`) every new version until the
+/// task ends.
+async fn pump_output(
+    c: &Coordinator,
+    task: crate::model::TaskRecord,
+    follow: bool,
+    mut watch_rx: broadcast::Receiver<Arc<Published>>,
+    tx: Sender<v1::OutputResponse>,
+) {
+    if !send_output(c, &task, &tx).await || !follow || task.state.is_terminal() {
+        return;
+    }
+    loop {
+        match watch_rx.recv().await {
+            Ok(p) if p.change.task.id == task.id => {
+                let t = &p.change.task;
+                if p.change.kind == crate::model::ChangeKind::Output
+                    && !send_output(c, t, &tx).await
+                {
+                    return;
+                }
+                if t.state.is_terminal() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let Ok(Some(now)) = c.store.get_task(&task.id).await else {
+                    return;
+                };
+                if !send_output(c, &now, &tx).await || now.state.is_terminal() {
                     return;
                 }
             }

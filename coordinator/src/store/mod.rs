@@ -290,6 +290,8 @@ pub trait TaskStore: Send + Sync {
     async fn questions_of(&self, ids: &[&str]) -> Result<HashMap<String, Vec<QuestionRecord>>>;
     /// Every unanswered question of a running, waiting, unreachable or blocked task.
     async fn open_questions(&self) -> Result<Vec<OpenQuestion>>;
+    /// The kept part of task `task`'s output.md, as its node last reported it.
+    async fn output(&self, task: &str) -> Result<Option<crate::model::TaskOutput>>;
     /// Stored worker output after `after_seq`, at most about `max_bytes` (at least one chunk).
     async fn log_page(
         &self,

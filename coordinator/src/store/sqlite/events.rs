@@ -288,6 +288,22 @@ impl SqliteStore {
                 new_question,
                 open_questions: open_now.len(),
             };
+            if let EventKind::Output {
+                markdown,
+                bytes,
+                truncated,
+            } = &ev.kind
+            {
+                sqlx::query("INSERT INTO task_outputs (task_id, body, bytes, truncated, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (task_id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes, truncated = excluded.truncated, updated_ms = excluded.updated_ms")
+                    .bind(&ev.task_id)
+                    .bind(markdown)
+                    .bind(*bytes as i64)
+                    .bind(*truncated)
+                    .bind(ev.at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let applied = rules.apply(task, &ev, &facts);
             if let Some(kind) = applied.kind {
                 let question = match &ev.kind {
@@ -338,7 +354,8 @@ impl SqliteStore {
                 "UPDATE tasks SET state = v.column2, reason = v.column3, plan_md = v.column4, \
                  exit_code = v.column5, started_ms = v.column6, ended_ms = v.column7, \
                  updated_ms = v.column8, last_seq = v.column9, branch = v.column10, \
-                 cleaned = v.column11, log_bytes = v.column12 FROM (",
+                 cleaned = v.column11, log_bytes = v.column12, output_bytes = v.column13, \
+                 output_truncated = v.column14 FROM (",
             );
             q.push_values(chunk, |mut row, id| {
                 let t = &tasks[id];
@@ -353,7 +370,9 @@ impl SqliteStore {
                     .push_bind(t.last_seq as i64)
                     .push_bind(t.branch.clone())
                     .push_bind(t.cleaned)
-                    .push_bind(t.log_bytes as i64);
+                    .push_bind(t.log_bytes as i64)
+                    .push_bind(t.output_bytes as i64)
+                    .push_bind(t.output_truncated);
             });
             q.push(") AS v WHERE tasks.id = v.column1");
             q.build().persistent(false).execute(&mut *tx).await?;

@@ -30,6 +30,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0007_task_texts.sql"),
     include_str!("../../../migrations/0008_sessions.sql"),
     include_str!("../../../migrations/0009_access.sql"),
+    include_str!("../../../migrations/0010_outputs.sql"),
 ];
 
 /// Bound values per statement stay well under SQLite's limit (32,766): task ids per read.
@@ -280,6 +281,22 @@ impl TaskStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn output(&self, task: &str) -> Result<Option<crate::model::TaskOutput>> {
+        use sqlx::Row;
+        let row = sqlx::query("SELECT body, bytes, truncated FROM task_outputs WHERE task_id = ?1")
+            .bind(task)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| {
+            Ok(crate::model::TaskOutput {
+                markdown: r.try_get(0)?,
+                bytes: r.try_get::<i64, _>(1)?.max(0) as u64,
+                truncated: r.try_get(2)?,
+            })
+        })
+        .transpose()
     }
 
     async fn log_page(

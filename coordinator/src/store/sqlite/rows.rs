@@ -7,7 +7,7 @@ use sqlx::{Row, Sqlite};
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 31] = [
+pub(super) const TASK_COLUMNS: [&str; 33] = [
     "id",
     "state",
     "title",
@@ -39,6 +39,8 @@ pub(super) const TASK_COLUMNS: [&str; 31] = [
     "owner",
     "allowed_nodes",
     "signer",
+    "output_bytes",
+    "output_truncated",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES (?1, …, next order)`.
@@ -87,6 +89,8 @@ pub(super) fn bind_new_task<'q>(
         .bind(t.owner.clone())
         .bind(serde_json::to_string(&t.allowed_nodes).unwrap_or_else(|_| "[]".into()))
         .bind(t.signer.clone())
+        .bind(t.output_bytes as i64)
+        .bind(t.output_truncated)
 }
 
 /// A text column that a query may leave out (the task texts, which the event path does not
@@ -140,6 +144,8 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
         allowed_nodes: serde_json::from_str(&r.try_get::<String, _>("allowed_nodes")?)
             .map_err(|e| CoordinatorError::Corrupt(format!("task allowed nodes: {e}")))?,
         signer: r.try_get("signer")?,
+        output_bytes: r.try_get::<i64, _>("output_bytes")?.max(0) as u64,
+        output_truncated: r.try_get("output_truncated")?,
         signed_spec: optional_text(r, "signed_spec")?,
         signature: match r.try_get::<Vec<u8>, _>("signature") {
             Ok(v) => v,
