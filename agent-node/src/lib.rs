@@ -3,6 +3,7 @@
 //! questions, logs and exit back over one bidirectional gRPC stream.
 
 pub mod backends;
+pub mod changes;
 pub mod channel;
 #[doc(hidden)]
 pub mod fuzzing;

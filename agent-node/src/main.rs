@@ -176,7 +176,21 @@ fn main() -> anyhow::Result<()> {
     };
     let mut trusted_keys = file.trusted_keys.clone();
     trusted_keys.extend(args.trusted_keys);
+    let mut changes = dispatch_agent::changes::Policy::for_node(&name);
+    if let Some(d) = &file.changes.deliver {
+        changes.deliver = dispatch_agent::changes::Deliver::parse(d).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(m) = file.changes.max_bundle_bytes {
+        changes.max_bundle_bytes = m;
+    }
+    if let Some(n) = &file.changes.name {
+        changes.name = n.clone();
+    }
+    if let Some(e) = &file.changes.email {
+        changes.email = e.clone();
+    }
     let cfg = AgentConfig {
+        changes,
         tls,
         trusted_keys,
         coordinator,

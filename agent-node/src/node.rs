@@ -52,6 +52,8 @@ pub struct AgentConfig {
     pub tls: crate::channel::ClientTls,
     /// Public keys whose signed tasks this node runs; when any are listed, nothing else runs.
     pub trusted_keys: Vec<String>,
+    /// How a worktree or workspace task's changes come home.
+    pub changes: crate::changes::Policy,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -446,6 +448,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         max_log_bytes: Arc::new(AtomicU64::new(DEFAULT_MAX_LOG)),
         repositories: Arc::new(cfg.repositories.clone()),
         trusted_keys: Arc::new(cfg.trusted_keys.clone()),
+        changes: Arc::new(cfg.changes.clone()),
     };
     let mut node = Node {
         cfg,

@@ -59,6 +59,8 @@ pub struct RunContext {
     pub repositories: Arc<dispatch_core::repo_url::RepoPolicy>,
     /// Public keys whose signed tasks this node runs (empty: any task).
     pub trusted_keys: Arc<Vec<String>>,
+    /// How a worktree or workspace task's changes come home.
+    pub changes: Arc<crate::changes::Policy>,
 }
 
 /// With trusted keys, a task runs only when it is signed by one of them and its assignment is
@@ -334,6 +336,15 @@ async fn run(
             ));
         }
     }
+    let deliver = match assign.deliver.as_str() {
+        "" => ctx.changes.deliver,
+        d => crate::changes::Deliver::parse(d)?,
+    };
+    let title = dispatch_core::Plan::parse(&assign.plan_markdown)
+        .title()
+        .map(str::to_string)
+        .unwrap_or_else(|| assign.task_id.clone());
+    let mut changes = None;
     let workdir = match &assign.repo {
         Some(r) if assign.workdir.is_empty() && !r.url.is_empty() => {
             let mut checkouts = vec![ctx.default_workdir.clone()];
@@ -346,14 +357,26 @@ async fn run(
                 assign.task_id.clone(),
                 Arc::clone(&ctx.repositories),
             );
-            tokio::task::spawn_blocking(move || {
-                crate::worktree::repo_workspace(
+            let base = commit.clone();
+            let dir = tokio::task::spawn_blocking(move || {
+                let dir = crate::worktree::repo_workspace(
                     &checkouts, &cache, &spaces, &policy, &url, &commit, &task,
-                )
+                )?;
+                // The worker's commits land on the task's branch.
+                crate::changes::start_branch(&dir, &task)?;
+                Ok::<_, String>(dir)
             })
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{e} (on node `{}`)", ctx.node))?
+            .map_err(|e| format!("{e} (on node `{}`)", ctx.node))?;
+            changes = Some(crate::changes::Spec {
+                dir: dir.clone(),
+                base,
+                root: PathBuf::new(),
+                title: title.clone(),
+                deliver,
+            });
+            dir
         }
         _ => workdir,
     };
@@ -370,8 +393,17 @@ async fn run(
                 ctx.node
             ));
         }
-        crate::worktree::ensure(&workdir, &assign.task_id)
-            .map_err(|e| format!("{e} (on node `{}`)", ctx.node))?
+        let tree = crate::worktree::ensure(&workdir, &assign.task_id)
+            .map_err(|e| format!("{e} (on node `{}`)", ctx.node))?;
+        changes = Some(crate::changes::Spec {
+            dir: tree.clone(),
+            base: String::new(),
+            root: crate::worktree::repo_root(&workdir)
+                .map_err(|e| format!("{e} (on node `{}`)", ctx.node))?,
+            title: title.clone(),
+            deliver,
+        });
+        tree
     } else {
         workdir
     };
@@ -442,6 +474,7 @@ async fn run(
         start_time: crate::worker_record::start_time(pid).unwrap_or(0),
         task_dir: dir.clone(),
         log: log.clone(),
+        changes: changes.clone(),
     };
     if let Err(e) = record.save(&ctx.run_dir) {
         tracing::warn!(task = %assign.task_id, error = %e, "cannot record the worker for re-attaching after an agent restart");
@@ -462,9 +495,21 @@ async fn run(
         Exit::Child(child),
         pid,
         cancel,
-        Some((initial_plan, backend.name)),
+        AfterExit {
+            fresh: Some((initial_plan, backend.name)),
+            changes,
+        },
     )
     .await
+}
+
+/// What to do when a worker ends, besides reporting its exit.
+struct AfterExit {
+    /// The assigned plan and the backend of a worker this agent started (to recognise a
+    /// command that was not found).
+    fresh: Option<(Vec<u8>, String)>,
+    /// Where a worktree or workspace task's changes are, to commit and deliver them.
+    changes: Option<crate::changes::Spec>,
 }
 
 /// How a supervised worker's end is observed.
@@ -497,11 +542,80 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
         );
         tracing::info!(task = %record.task_id, pid = record.pid, "re-attached to a running worker");
         let id = record.task_id.clone();
-        if let Err(e) = supervise(ctx, w, record.attempt, exit, record.pid, cancel, None).await {
+        let changes = record.changes.clone();
+        if let Err(e) = supervise(
+            ctx,
+            w,
+            record.attempt,
+            exit,
+            record.pid,
+            cancel,
+            AfterExit {
+                fresh: None,
+                changes,
+            },
+        )
+        .await
+        {
             tracing::warn!(task = %id, error = %e, "lost the re-attached worker");
         }
     });
     handle
+}
+
+/// Bundle bytes per event.
+const BUNDLE_CHUNK: usize = 1024 * 1024;
+/// The diff kept for `dispatch diff`.
+const MAX_DIFF: usize = dispatch_core::limits::MAX_DIFF_BYTES;
+
+/// Commits and delivers a worktree or workspace task's work (off the runtime), then reports
+/// it: a ChangesReady and, for a bundle, its bytes in chunks.
+async fn send_changes(ctx: &RunContext, task: &str, attempt: u32, spec: crate::changes::Spec) {
+    let (id, policy, repos) = (
+        task.to_string(),
+        Arc::clone(&ctx.changes),
+        Arc::clone(&ctx.repositories),
+    );
+    let c = match tokio::task::spawn_blocking(move || {
+        crate::changes::collect(&spec, &id, &policy, &repos, MAX_DIFF)
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(task, error = %e, "collecting the task's changes failed");
+            return;
+        }
+    };
+    if !c.error.is_empty() {
+        tracing::warn!(task, error = %c.error, "the task's changes did not come home");
+    } else if c.commits > 0 {
+        tracing::info!(task, commits = c.commits, files = c.files, delivery = %c.delivery, "changes committed on {}", c.branch);
+    }
+    let bundle = c.bundle;
+    let ready = Kind::Changes(v1::ChangesReady {
+        branch: c.branch,
+        base: c.base,
+        head: c.head,
+        commits: c.commits,
+        files: c.files,
+        insertions: c.insertions,
+        deletions: c.deletions,
+        diff: c.diff,
+        diff_truncated: c.diff_truncated,
+        delivery: c.delivery,
+        pushed_to: c.pushed_to,
+        bundle_bytes: bundle.len() as u64,
+        error: c.error,
+    });
+    let _ = ctx.events.send(event(task, attempt, ready)).await;
+    for (i, chunk) in bundle.chunks(BUNDLE_CHUNK).enumerate() {
+        let piece = Kind::Bundle(v1::BundleChunk {
+            offset: (i * BUNDLE_CHUNK) as u64,
+            data: chunk.to_vec(),
+        });
+        let _ = ctx.events.send(event(task, attempt, piece)).await;
+    }
 }
 
 /// Scans the task directory (all of it, or only `targets`) off the runtime and sends what
@@ -555,8 +669,9 @@ async fn supervise(
     mut exit: Exit,
     pid: u32,
     cancel: Arc<Notify>,
-    fresh: Option<(Vec<u8>, String)>,
+    after: AfterExit,
 ) -> Result<(), String> {
+    let AfterExit { fresh, changes } = after;
     let began = std::time::Instant::now();
     let (wake_tx, mut wake_rx) = mpsc::channel(1);
     let dir = dispatch_core::fs::TaskDir::open(&w.workdir, &w.task, false)
@@ -663,6 +778,12 @@ async fn supervise(
     })
     .await
     .map_err(|e| e.to_string())?;
+    // The work comes home before the exit is reported: an ended task has its changes.
+    if let Some(spec) = changes
+        && fault.is_none()
+    {
+        send_changes(&ctx, &w.task, attempt, spec).await;
+    }
     let exited = v1::WorkerExited {
         exit_code,
         signal,

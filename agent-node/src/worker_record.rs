@@ -22,6 +22,8 @@ pub struct RunRecord {
     pub task_dir: PathBuf,
     /// The worker's log file.
     pub log: PathBuf,
+    /// Where its changes are, for a worktree or workspace task.
+    pub changes: Option<crate::changes::Spec>,
 }
 
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -54,7 +56,7 @@ impl RunRecord {
     /// Writes the record (atomically).
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         dispatch_core::fs::private_dir(dir)?;
-        let body = format!(
+        let mut body = format!(
             "task={}\nattempt={}\npid={}\nstart_time={}\ntask_dir={}\nlog={}\n",
             self.task_id,
             self.attempt,
@@ -63,6 +65,12 @@ impl RunRecord {
             self.task_dir.display(),
             self.log.display()
         );
+        if let Some(c) = &self.changes {
+            body.push_str(&format!(
+                "changes={}\n",
+                serde_json::to_string(c).map_err(std::io::Error::other)?
+            ));
+        }
         dispatch_core::fs::write_private(&Self::path(dir, &self.task_id), body.as_bytes())
     }
 
@@ -85,6 +93,7 @@ impl RunRecord {
             start_time: get("start_time")?.parse().ok()?,
             task_dir: PathBuf::from(get("task_dir")?),
             log: PathBuf::from(get("log")?),
+            changes: get("changes").and_then(|c| serde_json::from_str(c).ok()),
         })
     }
 
@@ -177,6 +186,13 @@ mod tests {
             start_time: start_time(me).unwrap(),
             task_dir: "/w/.dispatch/tasks/t1".into(),
             log: "/d/logs/t1.log".into(),
+            changes: Some(crate::changes::Spec {
+                dir: "/w/.dispatch/worktrees/t1".into(),
+                base: String::new(),
+                root: "/w".into(),
+                title: "fix it\nnow".into(),
+                deliver: crate::changes::Deliver::Push,
+            }),
         };
         live.save(dir.path()).unwrap();
         let dead = RunRecord {

@@ -134,6 +134,13 @@ pub(crate) struct RunArgs {
     /// "in a worktree" or "use a worktree"); kept for review until `dispatch clean ID`.
     #[arg(long)]
     pub(crate) worktree: bool,
+
+    /// How a worktree or remote-workspace task's branch comes home: `bundle` (through the
+    /// coordinator; `dispatch fetch` takes it from there) or `push` (the node pushes
+    /// dispatch/<id> to the repository's origin with its own credentials). Default: the
+    /// node's setting (bundle unless its config says otherwise).
+    #[arg(long, value_name = "HOW", value_parser = ["bundle", "push"])]
+    pub(crate) deliver: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,6 +187,31 @@ pub(crate) enum Command {
         /// Print it again whenever the worker rewrites it, until the task ends.
         #[arg(short, long)]
         follow: bool,
+    },
+
+    /// Print what a worktree or remote-workspace task changed, as a patch (`git diff` of its
+    /// branch against the commit it started from); the counts go to stderr.
+    Diff {
+        /// The task.
+        id: String,
+    },
+
+    /// Bring a task's branch into this repository as `dispatch/<id>`: from the bundle its node
+    /// sent through the coordinator, or from origin when the node pushed it. Your current
+    /// branch is not touched.
+    Fetch {
+        /// The task.
+        id: String,
+    },
+
+    /// Fetch a task's branch and merge it into your current branch (needs a clean working
+    /// tree); a conflict is undone and reported, leaving the fetched branch to merge by hand.
+    Apply {
+        /// The task.
+        id: String,
+        /// Cherry-pick the task's commits instead of merging its branch.
+        #[arg(long)]
+        cherry_pick: bool,
     },
 
     /// Cancel a task; a running worker's whole process group is stopped.

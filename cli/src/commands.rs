@@ -62,6 +62,11 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         }
         Some(Command::Logs { id, follow }) => logs(&g, &id, follow).await,
         Some(Command::Output { id, follow }) => output(&g, &id, follow).await,
+        Some(Command::Diff { id }) => crate::changes::diff(&g, &id).await,
+        Some(Command::Fetch { id }) => crate::changes::fetch_cmd(&g, &id).await,
+        Some(Command::Apply { id, cherry_pick }) => {
+            crate::changes::apply(&g, &id, cherry_pick).await
+        }
         Some(Command::Cancel { id }) => cancel(&g, &id).await,
         Some(Command::Nodes) => nodes(&g).await,
         Some(Command::Config { action }) => crate::config_cmd::run(&g, action).await,
@@ -177,6 +182,7 @@ fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitRequest> {
         request_id: crate::retry::request_id(),
         signed_spec: Vec::new(),
         signature: Vec::new(),
+        deliver: args.deliver.clone().unwrap_or_default(),
     })
 }
 

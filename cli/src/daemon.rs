@@ -188,6 +188,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         token: None,
         tls: Default::default(),
         trusted_keys: vec![],
+        changes: dispatch_agent::changes::Policy::for_node(LOCAL_NODE),
     };
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 

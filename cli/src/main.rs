@@ -3,6 +3,7 @@
 mod admin;
 mod args;
 mod ask;
+mod changes;
 mod client;
 mod commands;
 mod config_cmd;

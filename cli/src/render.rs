@@ -116,6 +116,7 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "summary": t.summary,
         "signer": t.signer,
         "output": (t.output_bytes > 0).then(|| json!({"bytes": t.output_bytes, "truncated": t.output_truncated})),
+        "changes": t.changes.as_ref().map(|c| json!({"branch": c.branch, "base": c.base, "head": c.head, "commits": c.commits, "files": c.files, "insertions": c.insertions, "deletions": c.deletions, "delivery": c.delivery, "pushed_to": c.pushed_to, "bundle_bytes": c.bundle_bytes, "error": c.error})),
         "node": t.node,
         "remote": t.remote,
         "backend": t.backend,
@@ -270,6 +271,33 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
             },
             t.id
         ));
+    }
+    if let Some(c) = &t.changes {
+        if c.commits == 0 && c.error.is_empty() {
+            out.push("  changes: none".to_string());
+        } else if c.commits > 0 {
+            let how = match c.delivery.as_str() {
+                "push" => format!("pushed to {}", printable_line(&c.pushed_to)),
+                "bundle" if c.bundle_stored < c.bundle_bytes => "a bundle, still arriving".into(),
+                "bundle" => "a bundle".into(),
+                _ => "kept on the node".into(),
+            };
+            out.push(format!(
+                "  changes: {} commit{}, {} file{} (+{} −{}) on {}, {how} — `dispatch diff {}`, `dispatch apply {}`",
+                c.commits,
+                if c.commits == 1 { "" } else { "s" },
+                c.files,
+                if c.files == 1 { "" } else { "s" },
+                c.insertions,
+                c.deletions,
+                printable_line(&c.branch),
+                t.id,
+                t.id
+            ));
+        }
+        if !c.error.is_empty() {
+            out.push(format!("  changes: {}", printable(&c.error)));
+        }
     }
     if !t.signer.is_empty() {
         out.push(format!("  signed by {}", printable_line(&t.signer)));

@@ -2,8 +2,8 @@
 
 use crate::domain::SubmitSpec;
 use crate::model::{
-    Assignment, BackendRecord, EventKind, NodeCommand, NodeHello, NodeRecord, OpenQuestion,
-    QuestionRecord, Repo, TaskChange, TaskCursor, TaskEvent, TaskRecord, WorkerExit,
+    Assignment, BackendRecord, ChangesMeta, EventKind, NodeCommand, NodeHello, NodeRecord,
+    OpenQuestion, QuestionRecord, Repo, TaskChange, TaskCursor, TaskEvent, TaskRecord, WorkerExit,
 };
 use crate::registry::Liveness;
 use dispatch_proto::convert::{plan_to_proto, state_to_proto};
@@ -58,6 +58,27 @@ pub fn task_to_proto(
         signer: t.signer.clone(),
         output_bytes: t.output_bytes,
         output_truncated: t.output_truncated,
+        changes: t.changes.as_ref().map(changes_to_proto),
+        deliver: t.deliver.clone(),
+    }
+}
+
+/// What a task changed, on the wire.
+pub fn changes_to_proto(c: &ChangesMeta) -> v1::ChangesInfo {
+    v1::ChangesInfo {
+        branch: c.branch.clone(),
+        base: c.base.clone(),
+        head: c.head.clone(),
+        commits: c.commits,
+        files: c.files,
+        insertions: c.insertions,
+        deletions: c.deletions,
+        delivery: c.delivery.clone(),
+        pushed_to: c.pushed_to.clone(),
+        bundle_bytes: c.bundle_bytes,
+        bundle_stored: c.bundle_stored,
+        error: c.error.clone(),
+        diff_truncated: c.diff_truncated,
     }
 }
 
@@ -187,6 +208,26 @@ pub fn event_from_proto(ev: v1::TaskEvent) -> Result<TaskEvent, String> {
             text: q.text,
         },
         Some(K::AnswerDelivered(a)) => EventKind::AnswerDelivered { seq: a.seq },
+        Some(K::Changes(c)) => EventKind::Changes(Box::new(ChangesMeta {
+            branch: c.branch,
+            base: c.base,
+            head: c.head,
+            commits: c.commits,
+            files: c.files,
+            insertions: c.insertions,
+            deletions: c.deletions,
+            diff: c.diff,
+            diff_truncated: c.diff_truncated,
+            delivery: c.delivery,
+            pushed_to: c.pushed_to,
+            bundle_bytes: c.bundle_bytes,
+            bundle_stored: 0,
+            error: c.error,
+        })),
+        Some(K::Bundle(b)) => EventKind::BundleChunk {
+            offset: b.offset,
+            data: b.data,
+        },
         Some(K::Output(o)) => EventKind::Output {
             markdown: o.markdown,
             bytes: o.bytes,
@@ -223,6 +264,7 @@ pub fn command_to_proto(id: u64, c: &NodeCommand) -> v1::Command {
             }),
             signed_spec: a.signed_spec.clone().into_bytes(),
             signature: a.signature.clone(),
+            deliver: a.deliver.clone(),
         }),
         NodeCommand::Cancel { task_id, attempt } => C::Cancel(v1::CancelTask {
             task_id: task_id.clone(),
@@ -269,6 +311,7 @@ pub fn command_from_proto(c: v1::Command) -> Result<NodeCommand, String> {
             }),
             signed_spec: String::from_utf8(a.signed_spec).unwrap_or_default(),
             signature: a.signature,
+            deliver: a.deliver,
         })),
         C::Cancel(x) => NodeCommand::Cancel {
             task_id: x.task_id,
@@ -315,5 +358,6 @@ pub fn submit_from_proto(r: v1::SubmitRequest) -> SubmitSpec {
         request_id: r.request_id,
         signed_spec: r.signed_spec,
         signature: r.signature,
+        deliver: r.deliver,
     }
 }

@@ -26,6 +26,10 @@ pub struct TaskRecord {
     pub output_bytes: u64,
     /// Whether the coordinator keeps only the first part of it.
     pub output_truncated: bool,
+    /// What it changed in its repository, once it ended (worktree and workspace tasks).
+    pub changes: Option<ChangesMeta>,
+    /// How its branch comes home ("" for the node's default).
+    pub deliver: String,
     /// A signed task's spec (JSON, exactly as signed; "" when unsigned or left out).
     pub signed_spec: String,
     /// Its ed25519 signature.
@@ -386,6 +390,16 @@ pub enum EventKind {
         /// Whether `markdown` is only its first part.
         truncated: bool,
     },
+    /// A worktree or workspace task's work, committed on its branch.
+    Changes(Box<ChangesMeta>),
+    /// A piece of the bundle of its branch.
+    BundleChunk {
+        /// Where it goes.
+        offset: u64,
+        /// Its bytes (stored in their own table, never in an event body).
+        #[serde(skip)]
+        data: Vec<u8>,
+    },
     /// The worker took the answer to question `seq` (`NNN.done`).
     AnswerDelivered {
         /// NNN.
@@ -405,8 +419,45 @@ impl EventKind {
             EventKind::Question { .. } => "question",
             EventKind::AnswerDelivered { .. } => "answer_delivered",
             EventKind::Output { .. } => "output",
+            EventKind::Changes(_) => "changes",
+            EventKind::BundleChunk { .. } => "bundle",
         }
     }
+}
+
+/// What a worktree or workspace task changed (the diff itself is kept apart).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ChangesMeta {
+    /// `dispatch/<task>`.
+    pub branch: String,
+    /// The commit the changes start from.
+    pub base: String,
+    /// The branch's head.
+    pub head: String,
+    /// Commits since `base`.
+    pub commits: u32,
+    /// Files changed.
+    pub files: u32,
+    /// Lines added.
+    pub insertions: u64,
+    /// Lines removed.
+    pub deletions: u64,
+    /// `git diff base head` (its first part when `diff_truncated`; kept in its own table).
+    #[serde(skip)]
+    pub diff: String,
+    /// Whether the diff was cut.
+    pub diff_truncated: bool,
+    /// `bundle`, `push`, or "".
+    pub delivery: String,
+    /// Where the node pushed it.
+    pub pushed_to: String,
+    /// The bundle's size.
+    pub bundle_bytes: u64,
+    /// How much of the bundle the coordinator holds.
+    #[serde(default)]
+    pub bundle_stored: u64,
+    /// What went wrong delivering it.
+    pub error: String,
 }
 
 /// The part of a task's output.md the coordinator keeps.
@@ -539,6 +590,9 @@ pub struct Assignment {
     /// Its signature.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signature: Vec<u8>,
+    /// How the branch comes home ("" for the node's default).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deliver: String,
 }
 
 /// A command as stored, with its id.
@@ -583,6 +637,8 @@ pub enum ChangeKind {
     Answer,
     /// Its output.md.
     Output,
+    /// What it changed in its repository.
+    Changes,
 }
 
 impl ChangeKind {
@@ -594,6 +650,7 @@ impl ChangeKind {
             ChangeKind::Question => "question",
             ChangeKind::Answer => "answer",
             ChangeKind::Output => "output",
+            ChangeKind::Changes => "changes",
         }
     }
 }

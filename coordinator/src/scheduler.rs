@@ -119,6 +119,7 @@ async fn schedule(c: &Coordinator) -> Result<()> {
                 }),
                 signed_spec: t.signed_spec.clone(),
                 signature: t.signature.clone(),
+                deliver: t.deliver.clone(),
             }))
         };
         // None: the task is no longer queued (cancelled), or the node's session ended.

@@ -18,6 +18,11 @@
 //!   hosts: []                      # only these hosts (none: any but this machine's network)
 //! trusted_keys:                    # run only tasks signed by one of these (`dispatch keys show`)
 //!   - ed25519:3q2+7w…
+//! changes:                         # how worktree/workspace tasks' branches come home
+//!   deliver: bundle                # bundle (through the coordinator) or push (to origin)
+//!   max_bundle_bytes: 67108864     # a larger bundle is an error that says to push instead
+//!   name: dispatch on build-box    # committer of what a worker left uncommitted
+//!   email: dispatch@build-box
 //! tls:                             # for an https:// coordinator
 //!   ca: /etc/dispatch/ca.pem       # the CA that signed it (none: the system's roots)
 //!   cert: /etc/dispatch/node.pem   # this node's certificate, for a coordinator with --client-ca
@@ -58,6 +63,24 @@ pub struct TlsFiles {
     pub key: Option<String>,
 }
 
+/// How worktree and workspace tasks' changes come home (`changes:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesFile {
+    /// `bundle` or `push`.
+    #[serde(default)]
+    pub deliver: Option<String>,
+    /// Largest bundle sent through the coordinator.
+    #[serde(default)]
+    pub max_bundle_bytes: Option<u64>,
+    /// Committer name of uncommitted work.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Committer email.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
 /// The agent's config file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +101,9 @@ pub struct AgentFile {
     /// it runs nothing else.
     #[serde(default)]
     pub trusted_keys: Vec<String>,
+    /// How worktree and workspace tasks' changes come home.
+    #[serde(default)]
+    pub changes: ChangesFile,
     /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
@@ -122,6 +148,14 @@ impl AgentFile {
             return Err("max_tasks must be at least 1".into());
         }
         f.repositories.validate()?;
+        if let Some(d) = &f.changes.deliver
+            && d != "bundle"
+            && d != "push"
+        {
+            return Err(format!(
+                "changes.deliver: `{d}` is not a way to deliver changes; use bundle or push"
+            ));
+        }
         for k in &f.trusted_keys {
             crate::signing::parse_public(k).map_err(|e| format!("trusted_keys: {e}"))?;
         }

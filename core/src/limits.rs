@@ -16,6 +16,13 @@ pub const MAX_REQUEST_ID_BYTES: usize = 64;
 pub const MAX_STEP_BYTES: usize = 4 * 1024;
 /// The part of a task's `output.md` the coordinator keeps, in bytes (the node keeps the file).
 pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// The part of a task's diff the coordinator keeps, in bytes.
+pub const MAX_DIFF_BYTES: usize = 2 * 1024 * 1024;
+/// Largest git bundle of a task's branch the coordinator takes (a node's own limit may be
+/// lower), in bytes.
+pub const MAX_BUNDLE_BYTES: u64 = 256 * 1024 * 1024;
+/// Largest piece of a bundle in one event, in bytes.
+pub const MAX_BUNDLE_CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest question, answer or note, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest log chunk an agent sends in one event, in bytes.

@@ -20,6 +20,11 @@ impl Local {
     /// Runs `dispatch ARGS` in `here` and fails the test if it does not return: a daemon that
     /// kept our stdout/stderr pipes open would make `output()` hang.
     fn run(&self, args: &[&str]) -> Output {
+        self.run_with_path(args, "/usr/bin:/bin")
+    }
+
+    /// [`Local::run`] with another PATH (stub agent CLIs first).
+    fn run_with_path(&self, args: &[&str], path: &str) -> Output {
         let mut cmd = Command::new(bin("dispatch"));
         cmd.args(args)
             .current_dir(self.here.path())
@@ -27,7 +32,7 @@ impl Local {
             .env("DISPATCH_HOME", self.home.path())
             .env("DISPATCH_DAEMON_IDLE_TIMEOUT", "1s")
             .env("NO_COLOR", "1")
-            .env("PATH", "/usr/bin:/bin");
+            .env("PATH", path);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(cmd.output().expect("run dispatch"));
@@ -213,4 +218,56 @@ fn local_mode_keeps_every_file_to_its_user() {
         "plan.md is the project's, readable as usual"
     );
     let _ = run(&["daemon", "stop", "--force"]);
+}
+
+#[test]
+fn a_local_worktree_tasks_branch_is_already_here_and_applies() {
+    use dispatch_tests::git;
+    let l = Local::new();
+    let here = l.here.path();
+    git(here, &["init", "-q", "-b", "main"]);
+    git(here, &["config", "user.name", "me"]);
+    git(here, &["config", "user.email", "me@x"]);
+    std::fs::write(here.join("hello.txt"), "v1\n").unwrap();
+    git(here, &["add", "."]);
+    git(here, &["commit", "-q", "-m", "v1"]);
+    // A `claude` on PATH that edits the checkout it runs in, and finishes.
+    let stubs = tempfile::tempdir().unwrap();
+    let claude = stubs.path().join("claude");
+    std::fs::write(
+        &claude,
+        "#!/bin/sh\nprintf 'local edit\\n' >> hello.txt\ntouch \"$DISPATCH_TASK_DIR/ipc/.done\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", stubs.path().display());
+    let out = l.run_with_path(
+        &[
+            "--backend",
+            "claude",
+            "--worktree",
+            "--id",
+            "wt",
+            "--step",
+            "edit",
+            "--wait",
+            "edit hello",
+        ],
+        &path,
+    );
+    assert_exit(&out, 0);
+    let out = l.run(&["status", "wt", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["changes"]["commits"], 1, "{s}");
+    // Nothing of it is on the user's branch until they apply it.
+    assert_eq!(
+        std::fs::read_to_string(here.join("hello.txt")).unwrap(),
+        "v1\n"
+    );
+    let out = l.run(&["apply", "wt"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read_to_string(here.join("hello.txt")).unwrap(),
+        "v1\nlocal edit\n"
+    );
 }

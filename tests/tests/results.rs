@@ -149,3 +149,235 @@ fn output_follow_prints_each_version_until_the_task_ends() {
     );
     assert!(rest.iter().any(|l| l.contains("rewritten")), "{rest:?}");
 }
+
+/// An origin (bare) made from a first commit, and the user's clone of it.
+fn repos(root: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use dispatch_tests::git;
+    let src = root.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    std::fs::write(src.join("hello.txt"), "v1\n").unwrap();
+    git(&src, &["add", "."]);
+    git(
+        &src,
+        &[
+            "-c",
+            "user.name=u",
+            "-c",
+            "user.email=u@x",
+            "commit",
+            "-q",
+            "-m",
+            "v1",
+        ],
+    );
+    let bare = root.join("origin.git");
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    let mine = root.join("mine");
+    git(
+        root,
+        &[
+            "clone",
+            "-q",
+            bare.to_str().unwrap(),
+            mine.to_str().unwrap(),
+        ],
+    );
+    git(&mine, &["config", "user.name", "me"]);
+    git(&mine, &["config", "user.email", "me@x"]);
+    (bare, mine)
+}
+
+/// A worker that commits one change itself, leaves another uncommitted, and finishes.
+const EDITING_WORKER: &str = "printf 'from the worker\\n' >> hello.txt\ngit -c user.name=worker -c user.email=w@x commit -q -am 'worker: hello'\nprintf 'notes\\n' > notes.txt\nprintf 'done\\n' > \"$DISPATCH_TASK_DIR/output.md\"\ntouch \"$DISPATCH_TASK_DIR/ipc/.done\"";
+
+fn workspace_agent(c: &Cluster, extra: &str) -> AgentOpts {
+    let mut o = stub_agent(c, "box", EDITING_WORKER);
+    let cfg = o.config.clone().unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("repositories:\n  schemes: [https, ssh, file]\n");
+    text.push_str(extra);
+    std::fs::write(&cfg, text).unwrap();
+    o.config = Some(cfg);
+    o
+}
+
+#[test]
+fn a_remote_workspace_tasks_changes_come_back_as_a_bundle_and_apply_exactly() {
+    use dispatch_tests::git;
+    let mut c = Cluster::new();
+    c.add_agent(workspace_agent(&c, ""));
+    let (_, mine) = repos(c.dir.path());
+    let run = |args: &[&str]| {
+        let out = c.cli().current_dir(&mine).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "dispatch {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        (text(&out.stdout), text(&out.stderr))
+    };
+    run(&[
+        "--backend",
+        "stub",
+        "--id",
+        "fix",
+        "--step",
+        "fix it",
+        "--wait",
+        "fix the flaky test",
+    ]);
+    let s = c.status("fix");
+    let ch = &s["changes"];
+    assert_eq!(ch["commits"], 2, "{s}");
+    assert_eq!(ch["delivery"], "bundle");
+    assert_eq!(ch["branch"], "dispatch/fix");
+    assert_eq!(ch["error"], "");
+
+    let (patch, counts) = run(&["diff", "fix"]);
+    assert!(
+        patch.contains("+from the worker") && patch.contains("notes.txt"),
+        "{patch}"
+    );
+    assert!(counts.contains("2 commits, 2 files"), "{counts}");
+
+    // The user's branch is untouched until they apply.
+    let before = git(&mine, &["rev-parse", "HEAD"]);
+    let (fetched, _) = run(&["fetch", "fix"]);
+    assert!(fetched.contains("Fetched dispatch/fix"), "{fetched}");
+    assert_eq!(git(&mine, &["rev-parse", "HEAD"]), before);
+    assert_eq!(
+        git(&mine, &["rev-parse", "dispatch/fix"]),
+        ch["head"].as_str().unwrap()
+    );
+    let log = git(
+        &mine,
+        &["log", "--format=%an|%s", &format!("{before}..dispatch/fix")],
+    );
+    assert_eq!(
+        log, "dispatch on box|dispatch: fix the flaky test\nworker|worker: hello",
+        "the worker's own commit is kept"
+    );
+
+    run(&["apply", "fix"]);
+    assert_eq!(
+        std::fs::read_to_string(mine.join("hello.txt")).unwrap(),
+        "v1\nfrom the worker\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+        "notes\n"
+    );
+    assert!(
+        !mine.join(".dispatch").exists(),
+        "task files never enter the branch"
+    );
+}
+
+#[test]
+fn push_mode_puts_the_branch_on_origin_and_fetch_takes_it_from_there() {
+    use dispatch_tests::git;
+    let mut c = Cluster::new();
+    c.add_agent(workspace_agent(&c, ""));
+    let (bare, mine) = repos(c.dir.path());
+    let out = c
+        .cli()
+        .current_dir(&mine)
+        .args([
+            "--backend",
+            "stub",
+            "--id",
+            "pushed",
+            "--deliver",
+            "push",
+            "--step",
+            "fix",
+            "--wait",
+            "fix it",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = c.status("pushed");
+    assert_eq!(s["changes"]["delivery"], "push", "{s}");
+    assert_eq!(s["changes"]["error"], "");
+    let head = s["changes"]["head"].as_str().unwrap().to_string();
+    assert_eq!(
+        git(&bare, &["rev-parse", "refs/heads/dispatch/pushed"]),
+        head
+    );
+    // Another clone, made before the push: fetch takes the branch from origin.
+    let out = c
+        .cli()
+        .current_dir(&mine)
+        .args(["fetch", "pushed"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(git(&mine, &["rev-parse", "dispatch/pushed"]), head);
+}
+
+#[test]
+fn a_bundle_over_the_nodes_limit_says_to_push_instead() {
+    let mut c = Cluster::new();
+    c.add_agent(workspace_agent(&c, "changes:\n  max_bundle_bytes: 100\n"));
+    let (_, mine) = repos(c.dir.path());
+    let out = c
+        .cli()
+        .current_dir(&mine)
+        .args([
+            "--backend",
+            "stub",
+            "--id",
+            "huge",
+            "--step",
+            "fix",
+            "--wait",
+            "fix it",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the task itself completes: {}",
+        text(&out.stderr)
+    );
+    let err = c.status("huge")["changes"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("over this node's limit of 100 bytes") && err.contains("--deliver push"),
+        "{err}"
+    );
+    let out = c
+        .cli()
+        .current_dir(&mine)
+        .args(["fetch", "huge"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--deliver push"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The diff still shows what it changed.
+    let out = c
+        .cli()
+        .current_dir(&mine)
+        .args(["diff", "huge"])
+        .output()
+        .unwrap();
+    assert!(text(&out.stdout).contains("+from the worker"));
+}

@@ -103,6 +103,28 @@ impl EventRules for Rules {
                 }
                 ChangeKind::Answer
             }
+            // The diff and the bundle's bytes are stored by the store (their own tables).
+            EventKind::Changes(c) => {
+                t.changes = Some(c.as_ref().clone());
+                // Done now unless a bundle is still to come.
+                if c.bundle_bytes > 0 {
+                    return Applied::default();
+                }
+                ChangeKind::Changes
+            }
+            EventKind::BundleChunk { offset, data } => {
+                let Some(c) = &mut t.changes else {
+                    return Applied::default();
+                };
+                let end = offset.saturating_add(data.len() as u64);
+                if *offset == c.bundle_stored && end <= c.bundle_bytes {
+                    c.bundle_stored = end;
+                }
+                if c.bundle_stored < c.bundle_bytes {
+                    return Applied::default();
+                }
+                ChangeKind::Changes
+            }
             // Its text is stored by the store (its own table); the task records its size.
             EventKind::Output {
                 bytes, truncated, ..
@@ -142,6 +164,33 @@ pub fn over_limit(kind: &EventKind) -> Option<String> {
         }
         EventKind::Output { markdown, .. } => {
             check_len("output.md", markdown, limits::MAX_OUTPUT_BYTES)
+        }
+        EventKind::Changes(c) => check_len("diff", &c.diff, limits::MAX_DIFF_BYTES)
+            .and(check_len(
+                "changes error",
+                &c.error,
+                limits::MAX_MESSAGE_BYTES,
+            ))
+            .and(check_len("branch", &c.branch, limits::MAX_VALUE_BYTES))
+            .and(check_len(
+                "pushed to",
+                &c.pushed_to,
+                limits::MAX_VALUE_BYTES,
+            ))
+            .and(if c.bundle_bytes > limits::MAX_BUNDLE_BYTES {
+                Err(limits::InvalidInput::new(
+                    "bundle",
+                    "is over the coordinator's limit",
+                ))
+            } else {
+                Ok(())
+            }),
+        EventKind::BundleChunk { data, .. } if data.len() > limits::MAX_BUNDLE_CHUNK_BYTES => {
+            return Some(format!(
+                "bundle chunk is {} bytes, over the {} limit",
+                data.len(),
+                limits::MAX_BUNDLE_CHUNK_BYTES
+            ));
         }
         EventKind::Log { data } if data.len() > limits::MAX_LOG_CHUNK_BYTES => {
             return Some(format!(

@@ -50,6 +50,8 @@ pub struct SubmitSpec {
     pub signed_spec: Vec<u8>,
     /// The signature.
     pub signature: Vec<u8>,
+    /// How a worktree or workspace task's branch comes home ("", "bundle", "push").
+    pub deliver: String,
 }
 
 fn describe_backends(nodes: &[NodeRecord]) -> String {
@@ -136,6 +138,12 @@ impl Coordinator {
         }
         if !req.model.is_empty() {
             check_name("model", &req.model)?;
+        }
+        if !matches!(req.deliver.as_str(), "" | "bundle" | "push") {
+            return Err(CoordinatorError::Invalid(format!(
+                "`{}` is not a way to deliver changes; use bundle or push",
+                req.deliver
+            )));
         }
         if !req.workdir.is_empty() && !req.workdir.starts_with('/') {
             return Err(CoordinatorError::Invalid(format!(
@@ -276,6 +284,7 @@ impl Coordinator {
             signer,
             signed_spec,
             signature: req.signature.clone(),
+            deliver: req.deliver.clone(),
             pool,
             repo,
             owner: who.name(),

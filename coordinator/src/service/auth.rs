@@ -167,6 +167,7 @@ pub fn summarize(t: &mut v1::Task) {
     t.workdir.clear();
     t.branch.clear();
     t.repo = None;
+    t.changes = None;
     if let Some(p) = &mut t.plan {
         p.markdown.clear();
         p.title.clear();

@@ -226,6 +226,82 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
 
+    async fn get_changes(
+        &self,
+        req: Request<v1::GetChangesRequest>,
+    ) -> Result<Response<v1::ChangesResponse>, Status> {
+        let (who, _) = who(&req, Rpc::Logs)?;
+        let t = self.0.task(&req.into_inner().id).await?;
+        crate::domain::must_own(&who, &t)?;
+        let Some(info) = &t.changes else {
+            return Err(Status::not_found(no_changes(&t)));
+        };
+        let diff = self.0.store.diff(&t.id).await?.unwrap_or_default();
+        Ok(Response::new(v1::ChangesResponse {
+            info: Some(convert::changes_to_proto(info)),
+            diff,
+        }))
+    }
+
+    type GetBundleStream = BoxStream<v1::BundleResponse>;
+
+    async fn get_bundle(
+        &self,
+        req: Request<v1::GetBundleRequest>,
+    ) -> Result<Response<Self::GetBundleStream>, Status> {
+        let (who, _) = who(&req, Rpc::Logs)?;
+        let t = self.0.task(&req.into_inner().id).await?;
+        crate::domain::must_own(&who, &t)?;
+        let Some(info) = t.changes.clone() else {
+            return Err(Status::not_found(no_changes(&t)));
+        };
+        if info.delivery != "bundle" || info.bundle_bytes == 0 {
+            return Err(Status::failed_precondition(if info.error.is_empty() {
+                format!(
+                    "`{}` came home by {}, not as a bundle",
+                    t.id,
+                    if info.delivery.is_empty() {
+                        "nothing (it changed nothing)"
+                    } else {
+                        &info.delivery
+                    }
+                )
+            } else {
+                format!("`{}` has no bundle: {}", t.id, info.error)
+            }));
+        }
+        if info.bundle_stored < info.bundle_bytes {
+            return Err(Status::unavailable(format!(
+                "the bundle of `{}` is still arriving from node `{}` ({} of {} bytes); try again shortly",
+                t.id, t.node, info.bundle_stored, info.bundle_bytes
+            )));
+        }
+        let c = Arc::clone(&self.0);
+        let (tx, out) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut offset = 0;
+            loop {
+                let page = match c.store.bundle_page(&t.id, offset, LOG_PAGE_BYTES).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                if page.is_empty() {
+                    return;
+                }
+                for (at, data) in page {
+                    offset = at + data.len() as u64;
+                    if tx.send(Ok(v1::BundleResponse { data })).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
     type LogsStream = BoxStream<v1::LogsResponse>;
 
     async fn logs(
@@ -457,6 +533,23 @@ async fn pump_watch(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// Why task `t` has no changes to show.
+fn no_changes(t: &crate::model::TaskRecord) -> String {
+    if !t.worktree && t.repo.0.is_empty() {
+        format!(
+            "`{}` ran in its node's directory, not in a worktree or a copy of your repository, so its changes are in place there; dispatch with --worktree (or from a git checkout with a remote coordinator) to get them back as a branch",
+            t.id
+        )
+    } else if !t.state.is_terminal() {
+        format!(
+            "`{}` is {}: its changes come home when it ends",
+            t.id, t.state
+        )
+    } else {
+        format!("`{}` reported no changes (its worker did not start)", t.id)
     }
 }
 

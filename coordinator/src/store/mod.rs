@@ -290,6 +290,15 @@ pub trait TaskStore: Send + Sync {
     async fn questions_of(&self, ids: &[&str]) -> Result<HashMap<String, Vec<QuestionRecord>>>;
     /// Every unanswered question of a running, waiting, unreachable or blocked task.
     async fn open_questions(&self) -> Result<Vec<OpenQuestion>>;
+    /// The diff of task `task`'s changes.
+    async fn diff(&self, task: &str) -> Result<Option<String>>;
+    /// Pieces of task `task`'s bundle from `offset` on, about `max_bytes` of them.
+    async fn bundle_page(
+        &self,
+        task: &str,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>>;
     /// The kept part of task `task`'s output.md, as its node last reported it.
     async fn output(&self, task: &str) -> Result<Option<crate::model::TaskOutput>>;
     /// Stored worker output after `after_seq`, at most about `max_bytes` (at least one chunk).

@@ -304,6 +304,29 @@ impl SqliteStore {
                     .execute(&mut *tx)
                     .await?;
             }
+            match &ev.kind {
+                EventKind::Changes(c) => {
+                    sqlx::query("INSERT INTO task_diffs (task_id, diff) VALUES (?1, ?2) ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff")
+                        .bind(&ev.task_id)
+                        .bind(&c.diff)
+                        .execute(&mut *tx)
+                        .await?;
+                    // A resent ChangesReady starts the bundle again.
+                    sqlx::query("DELETE FROM task_bundles WHERE task_id = ?1")
+                        .bind(&ev.task_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                EventKind::BundleChunk { offset, data } => {
+                    sqlx::query("INSERT OR IGNORE INTO task_bundles (task_id, offset, data) VALUES (?1, ?2, ?3)")
+                        .bind(&ev.task_id)
+                        .bind(*offset as i64)
+                        .bind(data)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                _ => {}
+            }
             let applied = rules.apply(task, &ev, &facts);
             if let Some(kind) = applied.kind {
                 let question = match &ev.kind {
@@ -355,7 +378,7 @@ impl SqliteStore {
                  exit_code = v.column5, started_ms = v.column6, ended_ms = v.column7, \
                  updated_ms = v.column8, last_seq = v.column9, branch = v.column10, \
                  cleaned = v.column11, log_bytes = v.column12, output_bytes = v.column13, \
-                 output_truncated = v.column14 FROM (",
+                 output_truncated = v.column14, changes = v.column15 FROM (",
             );
             q.push_values(chunk, |mut row, id| {
                 let t = &tasks[id];
@@ -372,7 +395,8 @@ impl SqliteStore {
                     .push_bind(t.cleaned)
                     .push_bind(t.log_bytes as i64)
                     .push_bind(t.output_bytes as i64)
-                    .push_bind(t.output_truncated);
+                    .push_bind(t.output_truncated)
+                    .push_bind(rows::changes_json(&t.changes));
             });
             q.push(") AS v WHERE tasks.id = v.column1");
             q.build().persistent(false).execute(&mut *tx).await?;

@@ -283,6 +283,35 @@ impl TaskStore for SqliteStore {
             .collect()
     }
 
+    async fn diff(&self, task: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT diff FROM task_diffs WHERE task_id = ?1")
+                .bind(task)
+                .fetch_optional(&self.reader)
+                .await?,
+        )
+    }
+
+    async fn bundle_page(
+        &self,
+        task: &str,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        use sqlx::Row;
+        // Chunks are at most 1 MiB.
+        let rows_wanted = (max_bytes / (1024 * 1024)).clamp(1, 64) as i64;
+        let rows = sqlx::query("SELECT offset, data FROM task_bundles WHERE task_id = ?1 AND offset >= ?2 ORDER BY offset LIMIT ?3")
+            .bind(task)
+            .bind(offset as i64)
+            .bind(rows_wanted)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get(1)?)))
+            .collect()
+    }
+
     async fn output(&self, task: &str) -> Result<Option<crate::model::TaskOutput>> {
         use sqlx::Row;
         let row = sqlx::query("SELECT body, bytes, truncated FROM task_outputs WHERE task_id = ?1")

@@ -7,7 +7,7 @@ use sqlx::{Row, Sqlite};
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 33] = [
+pub(super) const TASK_COLUMNS: [&str; 35] = [
     "id",
     "state",
     "title",
@@ -41,6 +41,8 @@ pub(super) const TASK_COLUMNS: [&str; 33] = [
     "signer",
     "output_bytes",
     "output_truncated",
+    "changes",
+    "deliver",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES (?1, …, next order)`.
@@ -91,6 +93,15 @@ pub(super) fn bind_new_task<'q>(
         .bind(t.signer.clone())
         .bind(t.output_bytes as i64)
         .bind(t.output_truncated)
+        .bind(changes_json(&t.changes))
+        .bind(t.deliver.clone())
+}
+
+/// A task's changes as stored on its row ("" for none).
+pub(super) fn changes_json(c: &Option<crate::model::ChangesMeta>) -> String {
+    c.as_ref()
+        .and_then(|c| serde_json::to_string(c).ok())
+        .unwrap_or_default()
 }
 
 /// A text column that a query may leave out (the task texts, which the event path does not
@@ -146,6 +157,14 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
         signer: r.try_get("signer")?,
         output_bytes: r.try_get::<i64, _>("output_bytes")?.max(0) as u64,
         output_truncated: r.try_get("output_truncated")?,
+        changes: match r.try_get::<String, _>("changes")?.as_str() {
+            "" => None,
+            j => Some(
+                serde_json::from_str(j)
+                    .map_err(|e| CoordinatorError::Corrupt(format!("task changes: {e}")))?,
+            ),
+        },
+        deliver: r.try_get("deliver")?,
         signed_spec: optional_text(r, "signed_spec")?,
         signature: match r.try_get::<Vec<u8>, _>("signature") {
             Ok(v) => v,

@@ -1,0 +1,266 @@
+//! `dispatch diff`, `fetch` and `apply`: a worktree or remote-workspace task's branch, brought
+//! into the user's repository from the bundle its node sent through the coordinator, or from
+//! origin when the node pushed it.
+
+use crate::args::Global;
+use crate::client::{Target, connect};
+use anyhow::{Context, Result, anyhow, bail};
+use dispatch_core::task_id;
+use dispatch_core::text::{printable, printable_line};
+use dispatch_proto::v1;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .context("cannot run git; dispatch fetch and apply need git installed")?;
+    if !out.status.success() {
+        bail!(
+            "git {}: {}",
+            args.first().copied().unwrap_or(""),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+/// One line: "2 commits, 3 files (+10 −2) on dispatch/x".
+fn summary(i: &v1::ChangesInfo) -> String {
+    format!(
+        "{} commit{}, {} file{} (+{} −{}) on {}",
+        i.commits,
+        if i.commits == 1 { "" } else { "s" },
+        i.files,
+        if i.files == 1 { "" } else { "s" },
+        i.insertions,
+        i.deletions,
+        printable_line(&i.branch)
+    )
+}
+
+async fn changes(t: &mut Target, id: &str) -> Result<(v1::ChangesInfo, String)> {
+    task_id::validate(id)?;
+    let r = t
+        .client
+        .get_changes(v1::GetChangesRequest { id: id.to_string() })
+        .await?
+        .into_inner();
+    let info = r
+        .info
+        .ok_or_else(|| anyhow!("the coordinator sent no changes for `{id}`"))?;
+    Ok((info, r.diff))
+}
+
+pub(crate) async fn diff(g: &Global, id: &str) -> Result<u8> {
+    let mut t = connect(g).await?;
+    let (info, diff) = changes(&mut t, id).await?;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({"task": id, "branch": info.branch, "base": info.base, "head": info.head, "commits": info.commits, "files": info.files, "insertions": info.insertions, "deletions": info.deletions, "delivery": info.delivery, "pushed_to": info.pushed_to, "error": info.error, "diff": diff, "diff_truncated": info.diff_truncated})
+        );
+        return Ok(0);
+    }
+    if info.commits == 0 {
+        eprintln!("`{id}` changed nothing in its repository.");
+        return Ok(0);
+    }
+    eprintln!(
+        "`{id}`: {} ({}..{})",
+        summary(&info),
+        short(&info.base),
+        short(&info.head)
+    );
+    let mut out = std::io::stdout().lock();
+    // The patch is the worker's text: on a terminal no escape sequence takes effect.
+    if std::io::stdout().is_terminal() {
+        out.write_all(printable(&diff).as_bytes())?;
+    } else {
+        out.write_all(diff.as_bytes())?;
+    }
+    out.flush()?;
+    if info.diff_truncated {
+        eprintln!(
+            "(the diff is cut at {}; `dispatch fetch {id}` then `git diff {}..{}` shows all of it)",
+            dispatch_core::fs::human_bytes(dispatch_core::limits::MAX_DIFF_BYTES as u64),
+            short(&info.base),
+            printable_line(&info.branch)
+        );
+    }
+    Ok(0)
+}
+
+/// The repository of the current directory.
+fn here() -> Result<PathBuf> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    git(&cwd, &["rev-parse", "--show-toplevel"])
+        .map(PathBuf::from)
+        .map_err(|_| {
+            anyhow!(
+                "{} is not in a git repository; run this in a clone of the task's repository",
+                cwd.display()
+            )
+        })
+}
+
+/// Brings the task's branch in; returns its info and the repository.
+async fn fetch(g: &Global, id: &str) -> Result<(v1::ChangesInfo, PathBuf)> {
+    let mut t = connect(g).await?;
+    let (info, _) = changes(&mut t, id).await?;
+    if info.commits == 0 {
+        bail!("`{id}` changed nothing in its repository; there is no branch to fetch");
+    }
+    let repo = here()?;
+    let branch = info.branch.clone();
+    if !branch.starts_with("dispatch/") || task_id::validate(&branch["dispatch/".len()..]).is_err()
+    {
+        bail!(
+            "the coordinator names an unexpected branch `{}`",
+            printable_line(&branch)
+        );
+    }
+    let current = git(&repo, &["symbolic-ref", "-q", "--short", "HEAD"]).unwrap_or_default();
+    if current == branch {
+        bail!("you are on {branch}; switch to another branch to fetch it");
+    }
+    let have_head = git(
+        &repo,
+        &["cat-file", "-e", &format!("{}^{{commit}}", info.head)],
+    )
+    .is_ok();
+    if !have_head {
+        match info.delivery.as_str() {
+            "bundle" => fetch_bundle(&mut t, id, &info, &repo).await?,
+            "push" => {
+                git(
+                    &repo,
+                    &["fetch", "-q", "origin", &format!("+refs/heads/{branch}:refs/heads/{branch}")],
+                )
+                .map_err(|e| {
+                    anyhow!(
+                        "{e}\nThe node pushed {branch} to {}; this repository's origin must be that repository",
+                        printable_line(&info.pushed_to)
+                    )
+                })?;
+            }
+            _ if !info.error.is_empty() => {
+                bail!(
+                    "`{id}`'s changes did not come home: {}",
+                    printable(&info.error)
+                )
+            }
+            other => {
+                bail!("`{id}`'s changes came home by `{other}`, which this dispatch cannot fetch")
+            }
+        }
+    }
+    // The branch points at exactly what the task made (a local-mode worktree task's branch is
+    // already here, checked out in its worktree).
+    let at = git(
+        &repo,
+        &[
+            "rev-parse",
+            "-q",
+            "--verify",
+            &format!("refs/heads/{branch}"),
+        ],
+    )
+    .ok();
+    if at.as_deref() != Some(info.head.as_str()) {
+        git(&repo, &["branch", "-f", &branch, &info.head])?;
+    }
+    Ok((info, repo))
+}
+
+async fn fetch_bundle(t: &mut Target, id: &str, info: &v1::ChangesInfo, repo: &Path) -> Result<()> {
+    let mut stream = t
+        .client
+        .get_bundle(v1::GetBundleRequest { id: id.to_string() })
+        .await?
+        .into_inner();
+    let file = tempfile::Builder::new()
+        .prefix(&format!("dispatch-{id}-"))
+        .suffix(".bundle")
+        .tempfile()
+        .context("cannot make a temporary file for the bundle")?;
+    let mut f = file.reopen()?;
+    while let Some(chunk) = stream.message().await? {
+        f.write_all(&chunk.data)?;
+    }
+    f.flush()?;
+    let path = file.path().display().to_string();
+    git(repo, &["bundle", "verify", "-q", &path]).map_err(|_| {
+        anyhow!(
+            "this repository does not have commit {} that `{id}`'s changes start from; run this in a clone of the task's repository (fetch its origin first)",
+            short(&info.base)
+        )
+    })?;
+    git(
+        repo,
+        &[
+            "fetch",
+            "-q",
+            &path,
+            &format!("+refs/heads/{0}:refs/heads/{0}", info.branch),
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) async fn fetch_cmd(g: &Global, id: &str) -> Result<u8> {
+    let (info, _) = fetch(g, id).await?;
+    println!(
+        "Fetched {}: {} at {}. Read it with `git log -p {}..{}`, merge it with `dispatch apply {id}`.",
+        printable_line(&info.branch),
+        summary(&info),
+        short(&info.head),
+        short(&info.base),
+        printable_line(&info.branch)
+    );
+    Ok(0)
+}
+
+pub(crate) async fn apply(g: &Global, id: &str, cherry_pick: bool) -> Result<u8> {
+    let repo = here()?;
+    if !git(&repo, &["status", "--porcelain", "--untracked-files=no"])?.is_empty() {
+        bail!(
+            "your working tree has uncommitted changes; commit or stash them, then run `dispatch apply {id}` again"
+        );
+    }
+    let (info, repo) = fetch(g, id).await?;
+    let r = if cherry_pick {
+        git(
+            &repo,
+            &["cherry-pick", &format!("{}..{}", info.base, info.head)],
+        )
+    } else {
+        git(&repo, &["merge", "--no-edit", &info.branch])
+    };
+    if let Err(e) = r {
+        let _ = git(
+            &repo,
+            &[if cherry_pick { "cherry-pick" } else { "merge" }, "--abort"],
+        );
+        bail!(
+            "{e}\nApplying {} conflicts with your branch; nothing was changed. The branch is fetched: merge it yourself (`git merge {}`)",
+            printable_line(&info.branch),
+            printable_line(&info.branch)
+        );
+    }
+    println!(
+        "Applied {} ({}) to your branch.",
+        printable_line(&info.branch),
+        summary(&info)
+    );
+    Ok(0)
+}
