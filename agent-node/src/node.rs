@@ -288,9 +288,11 @@ impl Node {
             },
             Some(C::Note(n)) => match self.tasks.get(&n.task_id) {
                 Some(t) => {
-                    let workdir = t.workdir.clone();
-                    blocking(move || crate::watched::append_note(&workdir, &n.task_id, &n.text))
-                        .await
+                    let (workdir, notes) = (t.workdir.clone(), Arc::clone(&t.notes));
+                    blocking(move || {
+                        crate::watched::append_note(&workdir, &n.task_id, &n.text, Some(&notes))
+                    })
+                    .await
                 }
                 None => format!(
                     "task `{}` is not running on node `{}`",

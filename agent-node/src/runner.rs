@@ -108,6 +108,8 @@ pub struct TaskHandle {
     pub attempt: u32,
     /// A cancel was sent already.
     pub cancelling: bool,
+    /// Notes appended to its plan, which the runner keeps there.
+    pub notes: crate::watched::Notes,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -157,13 +159,15 @@ pub fn start(ctx: RunContext, assign: v1::Assign) -> TaskHandle {
         workdir: cwd,
         attempt: assign.attempt.max(1),
         cancelling: false,
+        notes: Default::default(),
     };
     let cancel = Arc::clone(&handle.cancel);
+    let notes = Arc::clone(&handle.notes);
     tokio::spawn(async move {
         let id = assign.task_id.clone();
         let attempt = assign.attempt.max(1);
         let events = ctx.events.clone();
-        if let Err(mut error) = run(ctx, assign, workdir, cancel).await {
+        if let Err(mut error) = run(ctx, assign, workdir, cancel, notes).await {
             tracing::warn!(task = %id, %error, "worker could not start");
             if error.len() > MAX_START_ERROR {
                 let mut cut = MAX_START_ERROR;
@@ -317,6 +321,7 @@ async fn run(
     assign: v1::Assign,
     workdir: PathBuf,
     cancel: Arc<Notify>,
+    notes: crate::watched::Notes,
 ) -> Result<(), String> {
     check_signature(&ctx, &assign)?;
     if !assign.workdir.is_empty() && !ctx.workspace_roots.is_empty() {
@@ -486,7 +491,8 @@ async fn run(
         0,
         assign.plan_markdown.clone().into_bytes(),
         Arc::clone(&ctx.max_log_bytes),
-    );
+    )
+    .with_notes(notes);
     let initial_plan = assign.plan_markdown.into_bytes();
     supervise(
         ctx,
@@ -527,8 +533,10 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
         workdir: workdir_of(&record.task_dir),
         attempt: record.attempt,
         cancelling: false,
+        notes: Default::default(),
     };
     let cancel = Arc::clone(&handle.cancel);
+    let notes = Arc::clone(&handle.notes);
     tokio::spawn(async move {
         let exit = Exit::Adopted(crate::worker_record::ProcessExit::new(record.pid));
         // An empty last plan makes the first scan report the plan as it is now.
@@ -539,7 +547,8 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
             log_offset,
             Vec::new(),
             Arc::clone(&ctx.max_log_bytes),
-        );
+        )
+        .with_notes(notes);
         tracing::info!(task = %record.task_id, pid = record.pid, "re-attached to a running worker");
         let id = record.task_id.clone();
         let changes = record.changes.clone();

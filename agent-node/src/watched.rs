@@ -3,7 +3,7 @@
 //! off the async runtime, reads through [`TaskDir`] (no links followed, regular files only,
 //! capped), and a file that breaks a rule is a *fault* that ends the task with a clear reason.
 
-use dispatch_core::fs::{TaskDir, TaskFileError};
+use dispatch_core::fs::{Rewritten, TaskDir, TaskFileError};
 use dispatch_core::limits::{
     MAX_LOG_CHUNK_BYTES, MAX_MESSAGE_BYTES, MAX_OUTPUT_BYTES, MAX_PLAN_BYTES, MAX_QUESTIONS,
 };
@@ -25,6 +25,21 @@ pub fn workdir_of(task_dir: &Path) -> PathBuf {
         .nth(3)
         .map_or_else(|| task_dir.to_path_buf(), Path::to_path_buf)
 }
+
+/// Notes appended to a running task's plan. A worker that rewrites plan.md from a copy it read
+/// just before a note landed drops it (the seed's protocol has two writers of plan.md); the
+/// node puts such a note back, a few times at most.
+pub type Notes = Arc<std::sync::Mutex<Vec<PendingNote>>>;
+
+/// A note the node appended, and how often it had to put it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingNote {
+    line: String,
+    restored: u32,
+}
+
+/// Times a dropped note is put back before the node lets the worker have its way.
+const MAX_NOTE_RESTORES: u32 = 5;
 
 /// One file a notification named: what a targeted scan looks at.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -55,6 +70,8 @@ pub struct Watched {
     pub last_plan: Vec<u8>,
     /// output.md as last reported (its kept part, and its size).
     last_output: Option<(Vec<u8>, u64)>,
+    /// Notes appended to the plan, kept there.
+    notes: Notes,
     questions: BTreeSet<u32>,
     acked: BTreeSet<u32>,
 }
@@ -79,9 +96,16 @@ impl Watched {
             max_log,
             last_plan,
             last_output: None,
+            notes: Notes::default(),
             questions: BTreeSet::new(),
             acked: BTreeSet::new(),
         }
+    }
+
+    /// Shares the task's notes with whoever appends them.
+    pub fn with_notes(mut self, notes: Notes) -> Watched {
+        self.notes = notes;
+        self
     }
 
     fn dir(&mut self) -> Result<&TaskDir, TaskFileError> {
@@ -191,6 +215,64 @@ impl Watched {
         self.scan_ipc(out)
     }
 
+    /// Puts back the notes a worker's rewrite of plan.md dropped; the plan as it is after,
+    /// when it was read again. Node-side writes of plan.md (notes, and this) hold the notes'
+    /// lock, so they never undo each other; only the worker writes without it.
+    fn restore_notes(&self) -> Option<Vec<u8>> {
+        let mut notes = self.notes.lock().unwrap();
+        if notes.is_empty() {
+            return None;
+        }
+        let dir = self.dir.as_ref()?;
+        let mut dropped = 0;
+        let result = dir.rewrite("plan.md", MAX_PLAN_BYTES as u64, |plan| {
+            // The plan's note lines, read once: the check costs no more with many notes.
+            let text = String::from_utf8_lossy(plan);
+            let present: std::collections::HashSet<&str> = text
+                .lines()
+                .filter(|l| l.contains("Note from dispatcher:"))
+                .map(str::trim_end)
+                .collect();
+            let mut seen = std::collections::HashSet::new();
+            let gone: Vec<usize> = (0..notes.len())
+                .filter(|&i| {
+                    let n = &notes[i];
+                    let gone = if n.line.contains('\n') {
+                        !text.contains(&n.line)
+                    } else {
+                        !present.contains(n.line.as_str())
+                    };
+                    // The same note sent twice goes back once.
+                    gone && n.restored < MAX_NOTE_RESTORES && seen.insert(n.line.clone())
+                })
+                .collect();
+            if gone.is_empty() {
+                return Ok::<_, TaskFileError>(None);
+            }
+            let mut p = dispatch_core::Plan::parse_bytes(plan);
+            for &i in &gone {
+                p.append_line(&notes[i].line);
+            }
+            let rendered = p.render().into_bytes();
+            if rendered.len() > MAX_PLAN_BYTES {
+                return Ok(None);
+            }
+            dropped = gone.len();
+            for &i in &gone {
+                notes[i].restored += 1;
+            }
+            Ok(Some(rendered))
+        });
+        match result {
+            Ok(Rewritten::Wrote(now)) => {
+                tracing::info!(task = %self.task, notes = dropped, "the worker's rewrite of plan.md dropped a note; put it back");
+                Some(now)
+            }
+            Ok(Rewritten::Kept(now)) => Some(now),
+            Ok(Rewritten::Missing) | Err(_) => None,
+        }
+    }
+
     /// output.md, the seed's summary: its first [`MAX_OUTPUT_BYTES`] whenever it changes (a
     /// larger file is cut, not a fault: the whole file stays here).
     fn scan_output(&mut self, out: &mut Vec<Kind>) -> Result<(), String> {
@@ -229,7 +311,10 @@ impl Watched {
     fn scan_plan(&mut self, out: &mut Vec<Kind>) -> Result<(), String> {
         let dir = self.dir.as_ref().expect("opened by the caller");
         match dir.read("plan.md", MAX_PLAN_BYTES as u64) {
-            Ok(Some(plan)) if plan != self.last_plan => {
+            Ok(Some(mut plan)) if plan != self.last_plan => {
+                if let Some(now) = self.restore_notes() {
+                    plan = now;
+                }
                 let markdown = String::from_utf8_lossy(&plan).into_owned();
                 self.last_plan = plan;
                 out.push(Kind::Plan(v1::PlanUpdated { markdown }));
@@ -334,28 +419,44 @@ pub fn deliver_answer(workdir: &Path, task: &str, seq: u32, text: &str) -> Resul
 
 /// Appends `> **Note from dispatcher:** text` to plan.md with an atomic rewrite that keeps
 /// whatever the worker wrote.
-pub fn append_note(workdir: &Path, task: &str, text: &str) -> Result<(), String> {
+pub fn append_note(
+    workdir: &Path,
+    task: &str,
+    text: &str,
+    notes: Option<&Notes>,
+) -> Result<(), String> {
+    // Held for the whole read-modify-write: the runner's note restoring waits for it.
+    let mut pending = notes.map(|n| n.lock().unwrap());
     let dir = TaskDir::open(workdir, task, false).map_err(|e| e.to_string())?;
-    let bytes = dir
-        .read("plan.md", MAX_PLAN_BYTES as u64)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{}/plan.md is missing", dir.path().display()))?;
     let line = format!("> **Note from dispatcher:** {}", text.trim());
-    if String::from_utf8_lossy(&bytes).contains(&line) {
-        return Ok(());
+    if let Some(p) = pending.as_mut() {
+        p.push(PendingNote {
+            line: line.clone(),
+            restored: 0,
+        });
     }
-    let mut plan = dispatch_core::Plan::parse_bytes(&bytes);
-    plan.append_line(&line);
-    let rendered = plan.render();
-    if rendered.len() > MAX_PLAN_BYTES {
-        return Err(format!(
+    let mut too_large = false;
+    // A rewrite that keeps a check the worker makes meanwhile (its own rewrite wins, and the
+    // note is appended to it).
+    let result = dir.rewrite("plan.md", MAX_PLAN_BYTES as u64, |bytes| {
+        if String::from_utf8_lossy(bytes).contains(&line) {
+            return Ok::<_, TaskFileError>(None);
+        }
+        let mut plan = dispatch_core::Plan::parse_bytes(bytes);
+        plan.append_line(&line);
+        let rendered = plan.render();
+        too_large = rendered.len() > MAX_PLAN_BYTES;
+        Ok((!too_large).then(|| rendered.into_bytes()))
+    });
+    match result.map_err(|e| e.to_string())? {
+        Rewritten::Missing => Err(format!("{}/plan.md is missing", dir.path().display())),
+        Rewritten::Kept(_) if too_large => Err(format!(
             "the note would make {}/plan.md larger than the {} limit",
             dir.path().display(),
             dispatch_core::fs::human_bytes(MAX_PLAN_BYTES as u64)
-        ));
+        )),
+        Rewritten::Kept(_) | Rewritten::Wrote(_) => Ok(()),
     }
-    dir.write_atomic("plan.md", rendered.as_bytes())
-        .map_err(|e| e.to_string())
 }
 
 /// plan.md of a task as it is on disk (empty when missing or unreadable), for an exit
@@ -393,6 +494,37 @@ mod tests {
             Arc::new(AtomicU64::new(1 << 20)),
         );
         (d, w, path)
+    }
+
+    #[test]
+    fn a_note_a_workers_rewrite_dropped_is_put_back_a_few_times() {
+        let (d, w, dir) = setup();
+        let notes = Notes::default();
+        let mut w = w.with_notes(Arc::clone(&notes));
+        append_note(d.path(), "t", "use the staging db", Some(&notes)).unwrap();
+        let line = "> **Note from dispatcher:** use the staging db";
+        // The worker rewrites plan.md from the copy it read before the note.
+        std::fs::write(dir.join("plan.md"), "- [x] a\n").unwrap();
+        let (events, _) = w.scan();
+        assert!(
+            matches!(&events[0], Kind::Plan(p) if p.markdown.contains("- [x] a") && p.markdown.contains(line)),
+            "{events:?}"
+        );
+        assert!(
+            std::fs::read_to_string(dir.join("plan.md"))
+                .unwrap()
+                .contains(line)
+        );
+        // A worker that keeps removing it wins in the end.
+        for i in 0..8 {
+            std::fs::write(dir.join("plan.md"), format!("- [x] a\n<!-- {i} -->\n")).unwrap();
+            w.scan();
+        }
+        assert!(
+            !std::fs::read_to_string(dir.join("plan.md"))
+                .unwrap()
+                .contains(line)
+        );
     }
 
     #[test]
@@ -462,7 +594,7 @@ mod tests {
 
         std::fs::remove_file(dir.join("plan.md")).unwrap();
         std::os::unix::fs::symlink(&target, dir.join("plan.md")).unwrap();
-        let e = append_note(d.path(), "t", "hi").unwrap_err();
+        let e = append_note(d.path(), "t", "hi", None).unwrap_err();
         assert!(e.contains("symbolic link"), "{e}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "mine");
     }

@@ -263,6 +263,15 @@ impl TaskDir {
     /// Reads a regular file of at most `limit` bytes; `None` when it does not exist. A link,
     /// a FIFO, a device or a larger file is an error (and nothing past limit + 1 is read).
     pub fn read(&self, rel: &str, limit: u64) -> Result<Option<Vec<u8>>, TaskFileError> {
+        Ok(self.read_stamped(rel, limit)?.map(|(b, _)| b))
+    }
+
+    /// [`TaskDir::read`], with the file's [`Stamp`] as it was when the read began.
+    pub fn read_stamped(
+        &self,
+        rel: &str,
+        limit: u64,
+    ) -> Result<Option<(Vec<u8>, Stamp)>, TaskFileError> {
         let path = self.full(rel);
         check_rel(rel).map_err(|e| TaskFileError::Io {
             path: path.clone(),
@@ -308,7 +317,7 @@ impl TaskDir {
                 limit,
             });
         }
-        Ok(Some(buf))
+        Ok(Some((buf, Stamp::of(&st))))
     }
 
     /// The first `limit` bytes of a regular file and its whole size; `None` when it does not
@@ -404,20 +413,64 @@ impl TaskDir {
     /// the temp file is created with `O_EXCL` (a leftover or planted one is removed first, the
     /// link itself, never its target) and the rename replaces whatever entry had the name.
     pub fn write_atomic(&self, rel: &str, data: &[u8]) -> Result<(), TaskFileError> {
+        self.write_atomic_if(rel, data, None).map(drop)
+    }
+
+    /// Rewrites `rel` from what it holds, keeping what another writer does meanwhile. `edit`
+    /// gets the bytes and returns the new ones (`None`: nothing to write). When the file
+    /// changed after it was read (the worker renamed its own rewrite over it, or wrote in
+    /// place), the node's write is dropped and the file read and edited again, up to
+    /// [`MAX_REWRITE_TRIES`] times. The worker takes no lock, so a window remains: between
+    /// the last check and the rename, microseconds instead of the whole read-edit-fsync.
+    pub fn rewrite<E: From<TaskFileError>>(
+        &self,
+        rel: &str,
+        limit: u64,
+        mut edit: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, E>,
+    ) -> Result<Rewritten, E> {
+        for _ in 0..MAX_REWRITE_TRIES {
+            let Some((now, stamp)) = self.read_stamped(rel, limit)? else {
+                return Ok(Rewritten::Missing);
+            };
+            let Some(new) = edit(&now)? else {
+                return Ok(Rewritten::Kept(now));
+            };
+            if self.write_atomic_if(rel, &new, Some((stamp, &now)))? {
+                return Ok(Rewritten::Wrote(new));
+            }
+        }
+        Err(TaskFileError::Io {
+            path: self.full(rel),
+            source: std::io::Error::other(format!(
+                "it changed under each of {MAX_REWRITE_TRIES} rewrites by the node"
+            )),
+        }
+        .into())
+    }
+
+    /// The atomic write; with `expect` (a stamp and the bytes read with it), only while the
+    /// file is still what was read (false when it is not, and nothing was written).
+    fn write_atomic_if(
+        &self,
+        rel: &str,
+        data: &[u8],
+        expect: Option<(Stamp, &[u8])>,
+    ) -> Result<bool, TaskFileError> {
         let path = self.full(rel);
         let err = |e: std::io::Error| TaskFileError::Io {
             path: path.clone(),
             source: e,
         };
         check_rel(rel).map_err(err)?;
-        let tmp = format!("{rel}.tmp");
+        // The node's own temp name, never the worker's `<name>.tmp`: a worker rewriting the
+        // same file at that moment keeps its temp file (and its rename works).
         let (dir, name, tmp_name) = match rel.split_once('/') {
             Some((d, n)) => (
                 Some(open_dir_nofollow(&self.fd, d).map_err(|e| classify(&path, e, "directory"))?),
                 n.to_string(),
-                format!("{n}.tmp"),
+                format!(".{n}.dispatch.tmp"),
             ),
-            None => (None, rel.to_string(), tmp.clone()),
+            None => (None, rel.to_string(), format!(".{rel}.dispatch.tmp")),
         };
         let at = dir.as_ref().map_or(self.fd.as_fd(), |d| d.as_fd());
         match rustix::fs::unlinkat(at, tmp_name.as_str(), AtFlags::empty()) {
@@ -435,8 +488,61 @@ impl TaskDir {
         f.write_all(data).map_err(err)?;
         f.sync_all().map_err(err)?;
         drop(f);
-        rustix::fs::renameat(at, tmp_name.as_str(), at, name.as_str()).map_err(|e| err(e.into()))
+        if let Some((stamp, bytes)) = expect {
+            // Checked last, after the slow fsync: the window left is this read and the rename.
+            // The bytes too: a write in place within the clock's tick keeps the times.
+            let same = match self.read_stamped(rel, bytes.len() as u64) {
+                Ok(Some((b, s))) => s == stamp && b == bytes,
+                _ => false,
+            };
+            if !same {
+                let _ = rustix::fs::unlinkat(at, tmp_name.as_str(), AtFlags::empty());
+                return Ok(false);
+            }
+        }
+        rustix::fs::renameat(at, tmp_name.as_str(), at, name.as_str())
+            .map_err(|e| err(e.into()))?;
+        Ok(true)
     }
+}
+
+/// Times [`TaskDir::rewrite`] reads and edits a file that keeps changing under it.
+pub const MAX_REWRITE_TRIES: usize = 20;
+
+/// What a file was when read: its inode and its size and times. A rename over it or a write
+/// in place changes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    // The stat fields' types differ between targets.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(st: &rustix::fs::Stat) -> Stamp {
+        Stamp {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            size: st.st_size as i64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+}
+
+/// What [`TaskDir::rewrite`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewritten {
+    /// There is no such file.
+    Missing,
+    /// The edit had nothing to write; the file as read.
+    Kept(Vec<u8>),
+    /// Written; the new bytes.
+    Wrote(Vec<u8>),
 }
 
 fn open_dir_nofollow(at: &OwnedFd, name: &str) -> Result<OwnedFd, Errno> {
@@ -523,6 +629,54 @@ mod tests {
     }
 
     #[test]
+    fn a_rewrite_keeps_what_the_worker_writes_meanwhile() {
+        let (_d, t) = setup();
+        t.write_atomic("plan.md", b"- [ ] a\n").unwrap();
+        let plan = t.path().join("plan.md");
+        // The worker checks its item between the node's read and its rename (by rename, as
+        // the seed's workers do, then in place), each once.
+        let mut calls = Vec::new();
+        let done = t
+            .rewrite("plan.md", 100, |now| {
+                calls.push(String::from_utf8_lossy(now).into_owned());
+                match calls.len() {
+                    1 => {
+                        let tmp = plan.with_extension("md.tmp");
+                        std::fs::write(&tmp, b"- [x] a\n").unwrap();
+                        std::fs::rename(&tmp, &plan).unwrap();
+                    }
+                    2 => std::fs::write(&plan, b"- [x] a\n- [ ] b\n").unwrap(),
+                    _ => {}
+                }
+                let mut next = now.to_vec();
+                next.extend_from_slice(b"> note\n");
+                Ok::<_, TaskFileError>(Some(next))
+            })
+            .unwrap();
+        assert_eq!(calls.len(), 3, "{calls:?}");
+        let want = b"- [x] a\n- [ ] b\n> note\n".to_vec();
+        assert_eq!(done, Rewritten::Wrote(want.clone()));
+        assert_eq!(std::fs::read(&plan).unwrap(), want);
+        assert!(!t.path().join(".plan.md.dispatch.tmp").exists());
+        // Nothing to write, a missing file, and a file that never stops changing.
+        let kept = t.rewrite("plan.md", 100, |_| Ok::<_, TaskFileError>(None));
+        assert_eq!(kept.unwrap(), Rewritten::Kept(want));
+        let missing = t.rewrite("nope.md", 100, |_| Ok::<_, TaskFileError>(None));
+        assert_eq!(missing.unwrap(), Rewritten::Missing);
+        let mut n = 0;
+        let busy = t.rewrite("plan.md", 100, |now| {
+            n += 1;
+            std::fs::write(&plan, format!("- [ ] {n}\n")).unwrap();
+            Ok::<_, TaskFileError>(Some(now.to_vec()))
+        });
+        assert!(
+            busy.unwrap_err().to_string().contains("changed under each"),
+            "gives up"
+        );
+        assert_eq!(n, MAX_REWRITE_TRIES);
+    }
+
+    #[test]
     fn links_fifos_and_escapes_are_refused() {
         let (d, t) = setup();
         let secret = d.path().join("secret");
@@ -532,11 +686,19 @@ mod tests {
         assert!(matches!(e, TaskFileError::Symlink { .. }), "{e}");
         assert!(e.to_string().contains("symbolic link"), "{e}");
         assert!(!t.is_file("plan.md"));
-        // A write replaces the link itself and leaves its target alone.
-        symlink(&secret, t.path().join("plan.md.tmp")).unwrap();
+        // A write replaces the link itself and leaves its target alone; a link planted at its
+        // temp name is replaced, not followed.
+        symlink(&secret, t.path().join(".plan.md.dispatch.tmp")).unwrap();
         t.write_atomic("plan.md", b"mine").unwrap();
         assert_eq!(std::fs::read_to_string(&secret).unwrap(), "key");
         assert_eq!(t.read("plan.md", 100).unwrap().unwrap(), b"mine");
+        // The worker's own temp file is never touched.
+        std::fs::write(t.path().join("plan.md.tmp"), "the worker's").unwrap();
+        t.write_atomic("plan.md", b"mine again").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(t.path().join("plan.md.tmp")).unwrap(),
+            "the worker's"
+        );
 
         nix::unistd::mkfifo(
             &t.path().join("ipc/001.question"),
