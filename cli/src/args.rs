@@ -190,7 +190,9 @@ pub(crate) enum Command {
     },
 
     /// Print what a worktree or remote-workspace task changed, as a patch (`git diff` of its
-    /// branch against the commit it started from); the counts go to stderr.
+    /// branch against the commit it started from); the counts go to stderr. A task with no
+    /// changes to show (it ran in a plain directory, is still running, or its node could not
+    /// commit them) says why on stderr and exits 0.
     Diff {
         /// The task.
         id: String,

@@ -48,22 +48,43 @@ fn summary(i: &v1::ChangesInfo) -> String {
     )
 }
 
-async fn changes(t: &mut Target, id: &str) -> Result<(v1::ChangesInfo, String)> {
+/// The task's changes, or why it has none to show.
+async fn lookup(t: &mut Target, id: &str) -> Result<Result<(v1::ChangesInfo, String), String>> {
     task_id::validate(id)?;
     let r = t
         .client
         .get_changes(v1::GetChangesRequest { id: id.to_string() })
         .await?
         .into_inner();
-    let info = r
-        .info
-        .ok_or_else(|| anyhow!("the coordinator sent no changes for `{id}`"))?;
-    Ok((info, r.diff))
+    Ok(match r.info {
+        Some(info) => Ok((info, r.diff)),
+        None => Err(r.none),
+    })
+}
+
+async fn changes(t: &mut Target, id: &str) -> Result<(v1::ChangesInfo, String)> {
+    lookup(t, id)
+        .await?
+        .map_err(|why| anyhow!("{}", printable(&why)))
 }
 
 pub(crate) async fn diff(g: &Global, id: &str) -> Result<u8> {
     let mut t = connect(g).await?;
-    let (info, diff) = changes(&mut t, id).await?;
+    let (info, diff) = match lookup(&mut t, id).await? {
+        Ok(found) => found,
+        // Nothing to show is an answer, not an error.
+        Err(why) => {
+            if g.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"task": id, "changes": null, "why": why})
+                );
+            } else {
+                eprintln!("{}", printable(&why));
+            }
+            return Ok(0);
+        }
+    };
     if g.json {
         println!(
             "{}",

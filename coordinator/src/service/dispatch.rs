@@ -234,12 +234,17 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let t = self.0.task(&req.into_inner().id).await?;
         crate::domain::must_own(&who, &t)?;
         let Some(info) = &t.changes else {
-            return Err(Status::not_found(no_changes(&t)));
+            return Ok(Response::new(v1::ChangesResponse {
+                info: None,
+                diff: String::new(),
+                none: no_changes(&t),
+            }));
         };
         let diff = self.0.store.diff(&t.id).await?.unwrap_or_default();
         Ok(Response::new(v1::ChangesResponse {
             info: Some(convert::changes_to_proto(info)),
             diff,
+            none: String::new(),
         }))
     }
 
