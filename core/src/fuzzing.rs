@@ -51,3 +51,27 @@ pub fn signed_spec(data: &[u8]) {
     let (sig, spec) = data.split_at(cut);
     assert!(crate::signing::verify(spec, sig, &[]).is_err() || sig.len() == 64);
 }
+
+/// A worker's structured output stream, in both formats: any bytes, split anywhere, read the
+/// same, and every activity line is bounded and free of control characters.
+pub fn worker_stream(data: &[u8]) {
+    use crate::stream::{MAX_ACTIVITY_LINE_CHARS, StreamFormat, StreamParser};
+    let split = data.first().map_or(1, |b| usize::from(*b % 17) + 1);
+    for format in [StreamFormat::ClaudeStreamJson, StreamFormat::CodexJson] {
+        let mut whole = StreamParser::new(format);
+        let mut lines = whole.feed(data);
+        lines.extend(whole.finish());
+        let mut parts = StreamParser::new(format);
+        let mut split_lines = Vec::new();
+        for chunk in data.chunks(split) {
+            split_lines.extend(parts.feed(chunk));
+        }
+        split_lines.extend(parts.finish());
+        assert_eq!(lines, split_lines, "a split stream reads the same");
+        assert_eq!(whole.usage(), parts.usage());
+        for l in &lines {
+            assert!(l.chars().count() <= MAX_ACTIVITY_LINE_CHARS);
+            assert!(!l.chars().any(char::is_control), "{l:?}");
+        }
+    }
+}

@@ -26,6 +26,7 @@ pub mod prompt;
 pub mod repo_url;
 pub mod resolve;
 pub mod signing;
+pub mod stream;
 pub mod task;
 pub mod task_id;
 pub mod text;

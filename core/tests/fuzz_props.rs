@@ -133,6 +133,16 @@ proptest! {
     }
 
     #[test]
+    fn worker_stream_bytes(b in prop::collection::vec(any::<u8>(), 0..2048)) {
+        fuzzing::worker_stream(&b);
+    }
+
+    #[test]
+    fn worker_stream_like_text(s in "(\\{\"type\":\"(assistant|user|result|system|item\\.completed|turn\\.completed|error)\"(,\"[a-z_]{1,12}\":(\\{[^\n]{0,30}\\}|\"[^\n]{0,12}\"|[0-9]{1,6}|true|null))*\\}\n|[^\n]{0,30}\n){0,10}") {
+        fuzzing::worker_stream(s.as_bytes());
+    }
+
+    #[test]
     fn signed_spec_bytes(b in prop::collection::vec(any::<u8>(), 0..1024)) {
         fuzzing::signed_spec(&b);
     }
