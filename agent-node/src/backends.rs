@@ -16,6 +16,8 @@ pub struct BackendSpec {
     pub models: Vec<String>,
     /// At most this many of its tasks at once (0: no cap beyond the node's).
     pub max_tasks: u32,
+    /// The structured stream its command prints, when configured (`structured:`).
+    pub stream: Option<dispatch_core::stream::StreamFormat>,
 }
 
 /// Finds `program` on PATH.
@@ -53,6 +55,7 @@ pub fn detect(sim_command: String) -> Vec<BackendSpec> {
             program: Some(b.program.into()),
             models: discover_models(b.name),
             max_tasks: 0,
+            stream: None,
         })
         .collect();
     out.push(BackendSpec {
@@ -61,6 +64,7 @@ pub fn detect(sim_command: String) -> Vec<BackendSpec> {
         program: None,
         models: vec![],
         max_tasks: 0,
+        stream: None,
     });
     out
 }
@@ -154,6 +158,7 @@ pub fn configure(
                     d.models = m.clone();
                 }
                 d.max_tasks = b.max_tasks.unwrap_or(0);
+                structured(d, b.structured.as_ref())?;
             }
             None => {
                 let Some(command) = &b.command else {
@@ -161,17 +166,55 @@ pub fn configure(
                         "backend `{name}` in the config is not installed here and has no `command`; give its command or remove it"
                     ));
                 };
-                detected.push(BackendSpec {
+                let mut spec = BackendSpec {
                     name: name.clone(),
                     command: command.clone(),
                     program: None,
                     models: b.models.clone().unwrap_or_default(),
                     max_tasks: b.max_tasks.unwrap_or(0),
-                });
+                    stream: None,
+                };
+                structured(&mut spec, b.structured.as_ref())?;
+                detected.push(spec);
             }
         }
     }
     Ok(detected)
+}
+
+/// Applies a backend's `structured:` setting: `true` adds the built-in CLI's flags for its
+/// stream (claude: `--output-format stream-json --verbose`, codex: `--json`); a format name
+/// says what a command already prints.
+fn structured(
+    b: &mut BackendSpec,
+    setting: Option<&dispatch_core::agent_config::Structured>,
+) -> Result<(), String> {
+    use dispatch_core::agent_config::Structured;
+    use dispatch_core::stream::StreamFormat;
+    match setting {
+        None | Some(Structured::On(false)) => {}
+        Some(Structured::On(true)) => {
+            let Some((format, flags)) = StreamFormat::of_builtin(&b.name) else {
+                return Err(format!(
+                    "backend `{}`: `structured: true` works for claude and codex; for another command name the format it prints: `structured: claude-stream-json` or `structured: codex-json`",
+                    b.name
+                ));
+            };
+            if !b.command.contains(flags) {
+                b.command = format!("{} {flags}", b.command.trim_end());
+            }
+            b.stream = Some(format);
+        }
+        Some(Structured::Format(f)) => {
+            b.stream = Some(StreamFormat::parse(f).ok_or_else(|| {
+                format!(
+                    "backend `{}`: unknown structured format `{f}`; use claude-stream-json or codex-json (or true for claude and codex)",
+                    b.name
+                )
+            })?);
+        }
+    }
+    Ok(())
 }
 
 /// The command that runs this executable's `sim-worker` subcommand.
@@ -192,6 +235,54 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn structured_output_adds_the_flags_or_names_a_format() {
+        use dispatch_core::agent_config::AgentFile;
+        use dispatch_core::stream::StreamFormat;
+        let detected = |name: &str, command: &str| BackendSpec {
+            name: name.into(),
+            command: command.into(),
+            program: Some(name.into()),
+            models: vec![],
+            max_tasks: 0,
+            stream: None,
+        };
+        let file = AgentFile::parse(
+            "backends:\n  claude: { structured: true }\n  codex: { structured: false }\n  mine: { command: mine run, structured: codex-json }\n",
+        )
+        .unwrap();
+        let b = configure(
+            vec![
+                detected("claude", "claude -p"),
+                detected("codex", "codex exec"),
+            ],
+            &file.backends,
+        )
+        .unwrap();
+        assert_eq!(
+            b[0].command,
+            "claude -p --output-format stream-json --verbose"
+        );
+        assert_eq!(b[0].stream, Some(StreamFormat::ClaudeStreamJson));
+        assert_eq!((b[1].command.as_str(), b[1].stream), ("codex exec", None));
+        assert_eq!(b[2].command, "mine run");
+        assert_eq!(b[2].stream, Some(StreamFormat::CodexJson));
+        for (bad, says) in [
+            (
+                "backends:\n  mine: { command: x, structured: true }\n",
+                "works for claude and codex",
+            ),
+            (
+                "backends:\n  mine: { command: x, structured: xml }\n",
+                "unknown structured format `xml`",
+            ),
+        ] {
+            let file = AgentFile::parse(bad).unwrap();
+            let err = configure(vec![], &file.backends).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -55,6 +55,23 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The config file's `changes:` over these defaults.
+    pub fn apply(&mut self, file: &dispatch_core::agent_config::ChangesFile) -> Result<(), String> {
+        if let Some(d) = &file.deliver {
+            self.deliver = Deliver::parse(d)?;
+        }
+        if let Some(m) = file.max_bundle_bytes {
+            self.max_bundle_bytes = m;
+        }
+        if let Some(n) = &file.name {
+            self.name = n.clone();
+        }
+        if let Some(e) = &file.email {
+            self.email = e.clone();
+        }
+        Ok(())
+    }
+
     /// Bundles of up to 64 MiB, committed as "dispatch on NODE <dispatch@NODE>".
     pub fn for_node(node: &str) -> Policy {
         Policy {

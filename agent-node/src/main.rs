@@ -20,8 +20,10 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// A YAML config file (name, coordinator, labels, max_tasks, workdir, data_dir,
-    /// workspace_roots, backends with command/models/max_tasks); flags and env override it.
+    /// A YAML config file (name, coordinator, token, tls, labels, max_tasks, workdir,
+    /// data_dir, workspace_roots, trusted_keys, repositories, changes, and backends with
+    /// command/models/max_tasks/structured — `structured: true` runs claude or codex with its
+    /// event stream on, for activity lines, token counts and cost); flags and env override it.
     #[arg(long, env = "DISPATCH_AGENT_CONFIG")]
     config: Option<PathBuf>,
 
@@ -177,18 +179,7 @@ fn main() -> anyhow::Result<()> {
     let mut trusted_keys = file.trusted_keys.clone();
     trusted_keys.extend(args.trusted_keys);
     let mut changes = dispatch_agent::changes::Policy::for_node(&name);
-    if let Some(d) = &file.changes.deliver {
-        changes.deliver = dispatch_agent::changes::Deliver::parse(d).map_err(anyhow::Error::msg)?;
-    }
-    if let Some(m) = file.changes.max_bundle_bytes {
-        changes.max_bundle_bytes = m;
-    }
-    if let Some(n) = &file.changes.name {
-        changes.name = n.clone();
-    }
-    if let Some(e) = &file.changes.email {
-        changes.email = e.clone();
-    }
+    changes.apply(&file.changes).map_err(anyhow::Error::msg)?;
     let cfg = AgentConfig {
         changes,
         tls,

@@ -480,6 +480,7 @@ async fn run(
         task_dir: dir.clone(),
         log: log.clone(),
         changes: changes.clone(),
+        stream: backend.stream,
     };
     if let Err(e) = record.save(&ctx.run_dir) {
         tracing::warn!(task = %assign.task_id, error = %e, "cannot record the worker for re-attaching after an agent restart");
@@ -492,7 +493,8 @@ async fn run(
         assign.plan_markdown.clone().into_bytes(),
         Arc::clone(&ctx.max_log_bytes),
     )
-    .with_notes(notes);
+    .with_notes(notes)
+    .with_stream(backend.stream);
     let initial_plan = assign.plan_markdown.into_bytes();
     supervise(
         ctx,
@@ -548,7 +550,8 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
             Vec::new(),
             Arc::clone(&ctx.max_log_bytes),
         )
-        .with_notes(notes);
+        .with_notes(notes)
+        .with_stream(record.stream);
         tracing::info!(task = %record.task_id, pid = record.pid, "re-attached to a running worker");
         let id = record.task_id.clone();
         let changes = record.changes.clone();
@@ -749,6 +752,7 @@ async fn supervise(
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
     if fault.is_none() {
+        w.exited = true;
         let (next, f) = scan(&ctx, w, attempt, None).await;
         w = next;
         fault = f;

@@ -5,8 +5,10 @@
 
 use dispatch_core::fs::{Rewritten, TaskDir, TaskFileError};
 use dispatch_core::limits::{
-    MAX_LOG_CHUNK_BYTES, MAX_MESSAGE_BYTES, MAX_OUTPUT_BYTES, MAX_PLAN_BYTES, MAX_QUESTIONS,
+    MAX_ACTIVITY_LINES, MAX_LOG_CHUNK_BYTES, MAX_MESSAGE_BYTES, MAX_OUTPUT_BYTES, MAX_PLAN_BYTES,
+    MAX_QUESTIONS,
 };
+use dispatch_core::stream::{StreamFormat, StreamParser, Usage};
 use dispatch_proto::v1;
 use dispatch_proto::v1::task_event::Kind;
 use std::collections::BTreeSet;
@@ -72,6 +74,10 @@ pub struct Watched {
     last_output: Option<(Vec<u8>, u64)>,
     /// Notes appended to the plan, kept there.
     notes: Notes,
+    /// The reader of a structured worker stream, and the totals last sent.
+    stream: Option<(StreamParser, Option<Usage>)>,
+    /// The worker exited: a last line without a newline counts too.
+    pub exited: bool,
     questions: BTreeSet<u32>,
     acked: BTreeSet<u32>,
 }
@@ -97,6 +103,8 @@ impl Watched {
             last_plan,
             last_output: None,
             notes: Notes::default(),
+            stream: None,
+            exited: false,
             questions: BTreeSet::new(),
             acked: BTreeSet::new(),
         }
@@ -105,6 +113,27 @@ impl Watched {
     /// Shares the task's notes with whoever appends them.
     pub fn with_notes(mut self, notes: Notes) -> Watched {
         self.notes = notes;
+        self
+    }
+
+    /// Reads the worker's output as a structured stream in `format`. A watch that resumes
+    /// (an agent restarted) reads the part of the log already sent again, quietly, so the
+    /// totals are the whole run's.
+    pub fn with_stream(mut self, format: Option<StreamFormat>) -> Watched {
+        let Some(format) = format else {
+            return self;
+        };
+        let mut parser = StreamParser::new(format);
+        if self.log_offset > 0
+            && let Ok(f) = std::fs::File::open(&self.log)
+        {
+            let mut f = f.take(self.log_offset);
+            let mut buf = vec![0u8; MAX_LOG_CHUNK_BYTES];
+            while let Ok(n @ 1..) = f.read(&mut buf) {
+                parser.feed(&buf[..n]);
+            }
+        }
+        self.stream = Some((parser, None));
         self
     }
 
@@ -132,7 +161,7 @@ impl Watched {
     fn scan_log(&mut self, out: &mut Vec<Kind>) {
         let cap = self.max_log.load(Ordering::Relaxed);
         // Up to the cap and one chunk past it, so the coordinator sees the output was cut.
-        if self.log_offset > cap {
+        if self.log_offset > cap && self.stream.is_none() {
             return;
         }
         let Ok(mut f) = std::fs::File::open(&self.log) else {
@@ -142,16 +171,57 @@ impl Watched {
             return;
         }
         let mut buf = vec![0u8; MAX_LOG_CHUNK_BYTES];
-        while self.log_offset <= cap {
+        let mut lines = Vec::new();
+        // A structured stream is read to its end (its totals come last), past the cap too.
+        while self.log_offset <= cap || self.stream.is_some() {
             match f.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    if self.log_offset <= cap {
+                        out.push(Kind::Log(v1::LogChunk {
+                            data: buf[..n].to_vec(),
+                        }));
+                    }
                     self.log_offset += n as u64;
-                    out.push(Kind::Log(v1::LogChunk {
-                        data: buf[..n].to_vec(),
-                    }));
+                    if let Some((p, _)) = &mut self.stream {
+                        lines.extend(p.feed(&buf[..n]));
+                    }
                 }
             }
+        }
+        self.activity(lines, out);
+    }
+
+    /// Activity events for `lines` (at most [`MAX_ACTIVITY_LINES`] each), with the totals when
+    /// they changed.
+    fn activity(&mut self, mut lines: Vec<String>, out: &mut Vec<Kind>) {
+        let exited = self.exited;
+        let Some((p, sent)) = &mut self.stream else {
+            return;
+        };
+        if exited {
+            lines.extend(p.finish());
+        }
+        let usage = p.usage().clone();
+        let changed = sent.as_ref() != Some(&usage) && !usage.is_empty();
+        if lines.is_empty() && !changed {
+            return;
+        }
+        *sent = Some(usage.clone());
+        let mut chunks: Vec<Vec<String>> = lines
+            .chunks(MAX_ACTIVITY_LINES)
+            .map(<[String]>::to_vec)
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(Vec::new());
+        }
+        let last = chunks.len() - 1;
+        for (i, lines) in chunks.into_iter().enumerate() {
+            out.push(Kind::Activity(v1::WorkerActivity {
+                lines,
+                // The totals ride on the last event, after the lines that made them.
+                usage: (i == last).then(|| dispatch_proto::convert::usage_to_proto(&usage)),
+            }));
         }
     }
 
@@ -494,6 +564,56 @@ mod tests {
             Arc::new(AtomicU64::new(1 << 20)),
         );
         (d, w, path)
+    }
+
+    #[test]
+    fn a_resumed_watch_reads_the_sent_part_of_a_stream_again_for_whole_totals() {
+        let d = tempfile::tempdir().unwrap();
+        let td = TaskDir::open(d.path(), "t", true).unwrap();
+        td.write_atomic("plan.md", b"- [ ] a\n").unwrap();
+        let stream = include_bytes!("../../tests/fixtures/codex-exec-json.jsonl");
+        let log = d.path().join("t.log");
+        std::fs::write(&log, stream).unwrap();
+        // The agent restarted after sending the first half (cut mid-line).
+        let half = (stream.len() / 2) as u64;
+        let mut w = Watched::new(
+            "t",
+            d.path().to_path_buf(),
+            log,
+            half,
+            b"- [ ] a\n".to_vec(),
+            Arc::new(AtomicU64::new(1 << 20)),
+        )
+        .with_stream(Some(StreamFormat::CodexJson));
+        w.exited = true;
+        let (events, fault) = w.scan();
+        assert_eq!(fault, None);
+        let acts: Vec<&v1::WorkerActivity> = events
+            .iter()
+            .filter_map(|k| match k {
+                Kind::Activity(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(acts.len(), 1);
+        let u = acts[0].usage.as_ref().unwrap();
+        assert_eq!(
+            (u.turns, u.output_tokens),
+            (2, 122 + 845),
+            "the whole run's totals"
+        );
+        assert!(
+            !acts[0]
+                .lines
+                .iter()
+                .any(|l| l.starts_with("session started")),
+            "lines already sent are not sent again: {:?}",
+            acts[0].lines
+        );
+        assert!(acts[0].lines.iter().any(|l| l.starts_with("says: Fixed")));
+        // Nothing new: no event.
+        let (events, _) = w.scan();
+        assert!(!events.iter().any(|k| matches!(k, Kind::Activity(_))));
     }
 
     #[test]

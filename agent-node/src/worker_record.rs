@@ -24,6 +24,8 @@ pub struct RunRecord {
     pub log: PathBuf,
     /// Where its changes are, for a worktree or workspace task.
     pub changes: Option<crate::changes::Spec>,
+    /// The structured stream its output is, when its backend has one.
+    pub stream: Option<dispatch_core::stream::StreamFormat>,
 }
 
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -71,6 +73,9 @@ impl RunRecord {
                 serde_json::to_string(c).map_err(std::io::Error::other)?
             ));
         }
+        if let Some(s) = self.stream {
+            body.push_str(&format!("stream={}\n", s.name()));
+        }
         dispatch_core::fs::write_private(&Self::path(dir, &self.task_id), body.as_bytes())
     }
 
@@ -94,6 +99,7 @@ impl RunRecord {
             task_dir: PathBuf::from(get("task_dir")?),
             log: PathBuf::from(get("log")?),
             changes: get("changes").and_then(|c| serde_json::from_str(c).ok()),
+            stream: get("stream").and_then(dispatch_core::stream::StreamFormat::parse),
         })
     }
 
@@ -193,6 +199,7 @@ mod tests {
                 title: "fix it\nnow".into(),
                 deliver: crate::changes::Deliver::Push,
             }),
+            stream: Some(dispatch_core::stream::StreamFormat::CodexJson),
         };
         live.save(dir.path()).unwrap();
         let dead = RunRecord {

@@ -141,6 +141,13 @@ pub(crate) struct RunArgs {
     /// node's setting (bundle unless its config says otherwise).
     #[arg(long, value_name = "HOW", value_parser = ["bundle", "push"])]
     pub(crate) deliver: Option<String>,
+
+    /// Do not fall back for this task. With `fallback:` in your config (`to: [codex]`), a task
+    /// whose worker cannot start because its CLI reports a rate limit, an exhausted quota or an
+    /// expired login (`fallback.on`, or the built-in phrases) is retried once on the first
+    /// target a node can run; `status` says what happened.
+    #[arg(long)]
+    pub(crate) no_fallback: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,13 +176,19 @@ pub(crate) enum Command {
     },
 
     /// Print a task's worker output: piped, exactly the bytes the worker wrote; on a terminal,
-    /// its colours but no other escape sequence (those are shown escaped, as `\x1b`).
+    /// its colours but no other escape sequence (those are shown escaped, as `\x1b`). For a
+    /// backend with structured output (`structured:` in the node's config) that is the raw
+    /// event stream; `--activity` prints what the node read from it instead.
     Logs {
         /// Task whose output to print.
         id: String,
         /// Keep printing new output until the task ends.
         #[arg(short, long)]
         follow: bool,
+        /// One line per tool use, message or command, read from a structured stream (nothing
+        /// for a backend without one).
+        #[arg(long)]
+        activity: bool,
     },
 
     /// Print a task's output.md: the summary the seed's last plan item has the worker write

@@ -60,7 +60,11 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             let mut t = connect(&g).await?;
             follow(&mut t, &[id], g.json).await
         }
-        Some(Command::Logs { id, follow }) => logs(&g, &id, follow).await,
+        Some(Command::Logs {
+            id,
+            follow,
+            activity,
+        }) => logs(&g, &id, follow, activity).await,
         Some(Command::Output { id, follow }) => output(&g, &id, follow).await,
         Some(Command::Diff { id }) => crate::changes::diff(&g, &id).await,
         Some(Command::Fetch { id }) => crate::changes::fetch_cmd(&g, &id).await,
@@ -183,6 +187,8 @@ fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitRequest> {
         signed_spec: Vec::new(),
         signature: Vec::new(),
         deliver: args.deliver.clone().unwrap_or_default(),
+        fallback: Vec::new(),
+        fallback_on: Vec::new(),
     })
 }
 
@@ -268,6 +274,11 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
                 return Ok(1);
             }
         }
+    }
+    if !args.no_fallback
+        && let Some(cfg) = crate::config_cmd::load(g)?
+    {
+        (req.fallback, req.fallback_on) = crate::config_cmd::fallback_targets(&cfg)?;
     }
     let client = target.client.clone();
     // With a signing key the task is signed: its id, plan and worker prompt are fixed here.
@@ -543,7 +554,7 @@ impl LiveView {
     }
 }
 
-async fn logs(g: &Global, id: &str, follow: bool) -> Result<u8> {
+async fn logs(g: &Global, id: &str, follow: bool, activity: bool) -> Result<u8> {
     task_id::validate(id)?;
     let mut t = connect(g).await?;
     let mut stream = t
@@ -551,6 +562,7 @@ async fn logs(g: &Global, id: &str, follow: bool) -> Result<u8> {
         .logs(v1::LogsRequest {
             id: id.to_string(),
             follow,
+            activity,
         })
         .await?
         .into_inner();

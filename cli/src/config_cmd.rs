@@ -36,6 +36,43 @@ pub(crate) fn load(g: &Global) -> Result<Option<Config>> {
     Ok(cfg)
 }
 
+/// The config's `fallback:` as a submit carries it: each `to` entry resolved to a backend and
+/// model (a model or alias of the config: its backend and model; a backend: its default model).
+pub(crate) fn fallback_targets(cfg: &Config) -> Result<(Vec<v1::FallbackTarget>, Vec<String>)> {
+    let Some(f) = &cfg.fallback else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut to = Vec::new();
+    for entry in &f.to {
+        let model = cfg
+            .alias(entry)
+            .map(|a| a.model.as_str())
+            .unwrap_or(entry.as_str());
+        let target = if let Some(m) = cfg.model(model) {
+            v1::FallbackTarget {
+                backend: m.backend.clone(),
+                model: model.to_string(),
+            }
+        } else if cfg.backend(entry).is_some()
+            || dispatch_core::backend::BUILTIN
+                .iter()
+                .any(|b| b.name == entry)
+            || entry == dispatch_core::backend::SIM
+        {
+            v1::FallbackTarget {
+                backend: entry.clone(),
+                model: String::new(),
+            }
+        } else {
+            bail!(
+                "fallback.to in your config names `{entry}`, which is neither a model, an alias nor a backend there; add it under models: or backends:, or remove it (--no-fallback skips the fallback for one task)"
+            );
+        };
+        to.push(target);
+    }
+    Ok((to, f.on.clone()))
+}
+
 /// Writes `text` to the config file atomically.
 fn write(p: &Path, text: &str) -> Result<()> {
     if let Some(dir) = p.parent() {

@@ -171,6 +171,27 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "dispatch".into());
+    // The embedded node's own settings, in the agent config file's format: backends (caps,
+    // custom commands, structured output) and how changes come home.
+    let agent_file = home.join("agent.yaml");
+    let file = match std::fs::read_to_string(&agent_file) {
+        Ok(text) => dispatch_core::agent_config::AgentFile::parse(&text)
+            .map_err(|e| anyhow!("{}: {e}", agent_file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(anyhow!("cannot read {}: {e}", agent_file.display())),
+    };
+    let mut changes = dispatch_agent::changes::Policy::for_node(LOCAL_NODE);
+    changes
+        .apply(&file.changes)
+        .map_err(|e| anyhow!("{}: {e}", agent_file.display()))?;
+    let backends = dispatch_agent::backends::configure(
+        dispatch_agent::backends::detect(format!(
+            "{} sim-worker",
+            dispatch_agent::backends::shell_quote(&exe)
+        )),
+        &file.backends,
+    )
+    .map_err(|e| anyhow!("{}: {e}", agent_file.display()))?;
     let agent_cfg = AgentConfig {
         coordinator: socket_url(&home),
         name: LOCAL_NODE.into(),
@@ -178,17 +199,14 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         max_tasks,
         workdir,
         data_dir: home.join("agent"),
-        backends: dispatch_agent::backends::detect(format!(
-            "{} sim-worker",
-            dispatch_agent::backends::shell_quote(&exe)
-        )),
+        backends,
         max_backoff: Duration::from_secs(1),
         workspace_roots: vec![],
         repositories: Default::default(),
         token: None,
         tls: Default::default(),
         trusted_keys: vec![],
-        changes: dispatch_agent::changes::Policy::for_node(LOCAL_NODE),
+        changes,
     };
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 

@@ -116,6 +116,9 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "summary": t.summary,
         "signer": t.signer,
         "output": (t.output_bytes > 0).then(|| json!({"bytes": t.output_bytes, "truncated": t.output_truncated})),
+        "usage": t.usage.as_ref().map(|u| json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens, "cost_usd": u.cost_known.then_some(u.cost_usd), "turns": u.turns, "model": u.model, "unknown_events": u.unknown_events, "garbled_lines": u.garbled_lines})),
+        "activity": t.activity,
+        "fallback": t.fallback,
         "changes": t.changes.as_ref().map(|c| json!({"branch": c.branch, "base": c.base, "head": c.head, "commits": c.commits, "files": c.files, "insertions": c.insertions, "deletions": c.deletions, "delivery": c.delivery, "pushed_to": c.pushed_to, "bundle_bytes": c.bundle_bytes, "error": c.error})),
         "node": t.node,
         "remote": t.remote,
@@ -259,6 +262,20 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
         out.push(format!("  {}", hidden(t)));
     } else if !t.title.is_empty() {
         out.push(format!("  {}", printable_line(&t.title)));
+    }
+    if !t.fallback.is_empty() {
+        out.push(format!("  fallback: {}", printable_line(&t.fallback)));
+    }
+    if let Some(u) = &t.usage {
+        let u = dispatch_proto::convert::usage_from_proto(u);
+        out.push(format!("  usage: {}", printable_line(&u.summary())));
+    }
+    if !t.activity.is_empty() && !t.task_state().is_terminal() {
+        out.push(format!(
+            "  doing: {} — `dispatch logs {} --activity`",
+            printable_line(&t.activity),
+            t.id
+        ));
     }
     if t.output_bytes > 0 {
         out.push(format!(

@@ -60,6 +60,15 @@ pub fn task_to_proto(
         output_truncated: t.output_truncated,
         changes: t.changes.as_ref().map(changes_to_proto),
         deliver: t.deliver.clone(),
+        usage: (!t.usage.is_empty()).then(|| {
+            dispatch_proto::convert::usage_to_proto(&dispatch_core::stream::total(t.usage.values()))
+        }),
+        activity: t.activity.clone(),
+        fallback: t
+            .fallback
+            .as_ref()
+            .map(|f| f.note.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -228,6 +237,13 @@ pub fn event_from_proto(ev: v1::TaskEvent) -> Result<TaskEvent, String> {
             offset: b.offset,
             data: b.data,
         },
+        Some(K::Activity(a)) => EventKind::Activity {
+            lines: a.lines,
+            usage: a
+                .usage
+                .as_ref()
+                .map(dispatch_proto::convert::usage_from_proto),
+        },
         Some(K::Output(o)) => EventKind::Output {
             markdown: o.markdown,
             bytes: o.bytes,
@@ -359,5 +375,11 @@ pub fn submit_from_proto(r: v1::SubmitRequest) -> SubmitSpec {
         signed_spec: r.signed_spec,
         signature: r.signature,
         deliver: r.deliver,
+        fallback: r
+            .fallback
+            .into_iter()
+            .map(|f| (f.backend, f.model))
+            .collect(),
+        fallback_on: r.fallback_on,
     }
 }

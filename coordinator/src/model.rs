@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A task as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskRecord {
     /// Task id (kebab-case, unique).
     pub id: String,
@@ -30,6 +30,12 @@ pub struct TaskRecord {
     pub changes: Option<ChangesMeta>,
     /// How its branch comes home ("" for the node's default).
     pub deliver: String,
+    /// Tokens and cost per worker run (attempt), from a structured stream.
+    pub usage: BTreeMap<u32, dispatch_core::stream::Usage>,
+    /// The last activity line of its structured stream.
+    pub activity: String,
+    /// Where it goes, once, when its CLI cannot start for quota or login.
+    pub fallback: Option<Fallback>,
     /// A signed task's spec (JSON, exactly as signed; "" when unsigned or left out).
     pub signed_spec: String,
     /// Its ed25519 signature.
@@ -326,7 +332,7 @@ pub struct Repo {
 }
 
 /// One event an agent reported for a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskEvent {
     /// The task.
     pub task_id: String,
@@ -341,7 +347,7 @@ pub struct TaskEvent {
 }
 
 /// What an agent event says happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
     /// The worker started.
@@ -400,6 +406,14 @@ pub enum EventKind {
         #[serde(skip)]
         data: Vec<u8>,
     },
+    /// Activity lines of a structured worker stream and the run's totals so far (the lines
+    /// are stored as the event's body, the totals on the task).
+    Activity {
+        /// One per tool use, message or command.
+        lines: Vec<String>,
+        /// The run's totals.
+        usage: Option<dispatch_core::stream::Usage>,
+    },
     /// The worker took the answer to question `seq` (`NNN.done`).
     AnswerDelivered {
         /// NNN.
@@ -421,7 +435,36 @@ impl EventKind {
             EventKind::Output { .. } => "output",
             EventKind::Changes(_) => "changes",
             EventKind::BundleChunk { .. } => "bundle",
+            EventKind::Activity { .. } => "activity",
         }
+    }
+}
+
+/// A task's fallback: where it goes, once, when its worker cannot start because its CLI
+/// reports a rate limit, an exhausted quota or an expired login.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Fallback {
+    /// (backend, model) targets in order; the task's own backend means another node.
+    pub to: Vec<(String, String)>,
+    /// Case-insensitive substrings of the start failure that call for it.
+    pub on: Vec<String>,
+    /// It was used (a task falls back once).
+    pub used: bool,
+    /// The node whose CLI failed, when the retry uses the same backend elsewhere.
+    pub avoid_node: String,
+    /// What happened, for `status`.
+    pub note: String,
+}
+
+impl Fallback {
+    /// The pattern a start failure matches, if any.
+    pub fn matches(&self, error: &str) -> Option<&str> {
+        let e = error.to_lowercase();
+        self.on
+            .iter()
+            .map(String::as_str)
+            .find(|p| !p.trim().is_empty() && e.contains(&p.to_lowercase()))
     }
 }
 
@@ -639,6 +682,8 @@ pub enum ChangeKind {
     Output,
     /// What it changed in its repository.
     Changes,
+    /// Its structured stream's activity and totals.
+    Activity,
 }
 
 impl ChangeKind {
@@ -651,6 +696,7 @@ impl ChangeKind {
             ChangeKind::Answer => "answer",
             ChangeKind::Output => "output",
             ChangeKind::Changes => "changes",
+            ChangeKind::Activity => "activity",
         }
     }
 }
@@ -686,12 +732,14 @@ impl TaskChange {
 pub enum Change {
     /// A task changed.
     Task(Box<TaskChange>),
-    /// Worker output was stored.
+    /// Worker output (or the activity lines read from it) was stored.
     Log {
         /// The task.
         task_id: String,
         /// Its event seq.
         seq: u64,
+        /// Raw output, or activity lines.
+        stream: LogStream,
         /// The bytes.
         data: Arc<[u8]>,
     },
@@ -720,5 +768,25 @@ impl Changes {
             Change::Task(t) if t.task.id == id => Some(&t.task),
             _ => None,
         })
+    }
+}
+
+/// Which of a task's two outputs: what the worker printed, or the activity lines a structured
+/// stream was read into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    /// Bytes as the worker wrote them (events of kind `log`).
+    Raw,
+    /// One line per tool use, message or command (events of kind `activity`).
+    Activity,
+}
+
+impl LogStream {
+    /// The kind its events are stored under.
+    pub fn kind(self) -> &'static str {
+        match self {
+            LogStream::Raw => "log",
+            LogStream::Activity => "activity",
+        }
     }
 }

@@ -35,6 +35,8 @@ pub struct LogLine {
     pub task_id: String,
     /// Event seq of the chunk.
     pub seq: u64,
+    /// Raw output or activity lines.
+    pub stream: crate::model::LogStream,
     /// Raw bytes.
     pub data: Arc<[u8]>,
 }
@@ -70,9 +72,19 @@ impl Publisher {
     pub fn publish(&self, changes: Vec<Change>) {
         for change in changes {
             match change {
-                Change::Log { task_id, seq, data } => {
+                Change::Log {
+                    task_id,
+                    seq,
+                    stream,
+                    data,
+                } => {
                     if self.log_tx.receiver_count() > 0 {
-                        let _ = self.log_tx.send(LogLine { task_id, seq, data });
+                        let _ = self.log_tx.send(LogLine {
+                            task_id,
+                            seq,
+                            stream,
+                            data,
+                        });
                     }
                 }
                 Change::Task(c) => {

@@ -42,6 +42,10 @@ pub fn runs_model(task: &TaskRecord, backend: &str, models: Option<&Vec<String>>
 /// True when a node could ever run `task` (ignoring how busy it is).
 pub fn can_run(task: &TaskRecord, s: &NodeSlot) -> bool {
     (task.remote.is_empty() || s.name == task.remote)
+        && task
+            .fallback
+            .as_ref()
+            .is_none_or(|f| f.avoid_node.is_empty() || f.avoid_node != s.name)
         && (task.allowed_nodes.is_empty()
             || task
                 .allowed_nodes

@@ -46,6 +46,21 @@ pub struct AgentBackend {
     /// At most this many of its tasks at once.
     #[serde(default)]
     pub max_tasks: Option<u32>,
+    /// Structured output: `true` for claude or codex (the node adds the flags that turn it
+    /// on), or the format a custom command already prints (`claude-stream-json`,
+    /// `codex-json`).
+    #[serde(default)]
+    pub structured: Option<Structured>,
+}
+
+/// A backend's `structured:` setting.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Structured {
+    /// On or off, for a built-in backend that has a structured format.
+    On(bool),
+    /// The format a custom command prints.
+    Format(String),
 }
 
 /// TLS settings for an `https://` coordinator (paths to PEM files).

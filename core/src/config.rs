@@ -63,6 +63,54 @@ struct Raw {
     confirm_default: Option<bool>,
     #[serde(default)]
     notify: Option<NotifyConfig>,
+    #[serde(default)]
+    fallback: Option<FallbackConfig>,
+}
+
+/// `fallback:` — where a task goes, once, when its worker cannot start because its CLI hit a
+/// rate limit, an exhausted quota or an expired login.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Models or backends to retry on, in order (the first one a node can run). The task's own
+    /// backend here means the same backend on another node.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// What a start failure must say (case-insensitive; matched against the CLI's exit status,
+    /// `status N`, and its last output lines); none: [`DEFAULT_FALLBACK_ON`].
+    #[serde(default)]
+    pub on: Vec<String>,
+}
+
+/// What a quota, rate-limit or login failure says, as the seed's CLIs print it.
+pub const DEFAULT_FALLBACK_ON: &[&str] = &[
+    "rate limit",
+    "rate_limit",
+    "usage limit",
+    "quota",
+    "too many requests",
+    "credit balance",
+    "overloaded",
+    "not logged in",
+    "/login",
+    "login required",
+    "please log in",
+    "unauthorized",
+    "authentication",
+    "invalid api key",
+    "token expired",
+    "session expired",
+];
+
+impl FallbackConfig {
+    /// The patterns in force.
+    pub fn patterns(&self) -> Vec<String> {
+        if self.on.is_empty() {
+            DEFAULT_FALLBACK_ON.iter().map(|s| s.to_string()).collect()
+        } else {
+            self.on.clone()
+        }
+    }
 }
 
 /// `tls: { ca: FILE }`, or (older files) `tls: FILE`.
@@ -88,6 +136,7 @@ const KNOWN_KEYS: &[&str] = &[
     "remote",
     "confirm_default",
     "notify",
+    "fallback",
 ];
 
 /// A parsed config.
@@ -115,6 +164,8 @@ pub struct Config {
     pub confirm_default: Option<bool>,
     /// Notifications.
     pub notify: NotifyConfig,
+    /// Where a task goes when its CLI cannot start for quota or login (off when absent).
+    pub fallback: Option<FallbackConfig>,
     /// Unknown keys and other things worth a warning.
     pub warnings: Vec<String>,
 }
@@ -227,6 +278,7 @@ impl Config {
             remote: raw.remote,
             confirm_default: raw.confirm_default,
             notify,
+            fallback: raw.fallback,
             warnings,
         };
         Ok(config)

@@ -37,6 +37,15 @@ pub fn render(cfg: &Config) -> String {
             out.push_str(&format!("  {key}: {}\n", q(value)));
         }
     }
+    if let Some(f) = &cfg.fallback {
+        out.push_str("fallback:\n");
+        for (key, list) in [("to", &f.to), ("on", &f.on)] {
+            if !list.is_empty() {
+                let items: Vec<String> = list.iter().map(|v| q(v)).collect();
+                out.push_str(&format!("  {key}: [{}]\n", items.join(", ")));
+            }
+        }
+    }
     if let Some(c) = cfg.confirm_default {
         out.push_str(&format!("confirm_default: {c}\n"));
     }
@@ -395,9 +404,14 @@ mod tests {
         c.tls = Some("/etc/dispatch/ca.pem".into());
         c.notify.command = Some("notify-send \"$DISPATCH_TASK_ID\"\necho done".into());
         c.notify.webhook = Some("https://hooks.example/x".into());
+        c.fallback = Some(crate::config::FallbackConfig {
+            to: vec!["codex".into(), "gpt-5.2".into()],
+            on: vec!["rate limit".into(), "it's: \"over\"".into()],
+        });
         let back = Config::parse(&render(&c)).unwrap();
         assert_eq!(back.token, c.token);
         assert_eq!(back.tls, c.tls);
         assert_eq!(back.notify, c.notify);
+        assert_eq!(back.fallback, c.fallback);
     }
 }

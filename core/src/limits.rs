@@ -27,6 +27,14 @@ pub const MAX_BUNDLE_CHUNK_BYTES: usize = 1024 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest log chunk an agent sends in one event, in bytes.
 pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;
+/// Fallback targets of one task.
+pub const MAX_FALLBACK_TARGETS: usize = 8;
+/// Fallback patterns of one task.
+pub const MAX_FALLBACK_PATTERNS: usize = 32;
+/// Activity lines in one event of a structured worker stream.
+pub const MAX_ACTIVITY_LINES: usize = 256;
+/// One activity line (the node cuts them to 240 characters).
+pub const MAX_ACTIVITY_LINE_BYTES: usize = 1024;
 /// Longest node name, label key, backend or model name, in bytes.
 pub const MAX_NAME_BYTES: usize = 63;
 /// Longest label value or command template, in bytes.

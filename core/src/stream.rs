@@ -57,7 +57,8 @@ pub const MAX_STREAM_LINE_BYTES: usize = 1024 * 1024;
 pub const MAX_ACTIVITY_LINE_CHARS: usize = 240;
 
 /// What a task's worker used, as far as its stream says.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Usage {
     /// Input tokens, not counting those read from the cache.
     pub input_tokens: u64,
@@ -87,6 +88,9 @@ impl Usage {
 
     /// One line for a person: `12.3k in (40.1k cached) · 2.1k out · 7 turns · $0.0421`.
     pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
         let mut parts = vec![format!("{} in", tokens(self.input_tokens))];
         if self.cache_read_tokens > 0 {
             parts[0].push_str(&format!(" ({} cached)", tokens(self.cache_read_tokens)));
@@ -107,6 +111,28 @@ impl Usage {
         }
         parts.join(" · ")
     }
+}
+
+/// The sum of several runs' usage (the model is the last one named).
+pub fn total<'a>(runs: impl IntoIterator<Item = &'a Usage>) -> Usage {
+    let mut t = Usage::default();
+    for u in runs {
+        t.input_tokens = t.input_tokens.saturating_add(u.input_tokens);
+        t.output_tokens = t.output_tokens.saturating_add(u.output_tokens);
+        t.cache_read_tokens = t.cache_read_tokens.saturating_add(u.cache_read_tokens);
+        t.cache_write_tokens = t.cache_write_tokens.saturating_add(u.cache_write_tokens);
+        t.cost_usd = match (t.cost_usd, u.cost_usd) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        t.turns = t.turns.saturating_add(u.turns);
+        if !u.model.is_empty() {
+            t.model = u.model.clone();
+        }
+        t.unknown_events = t.unknown_events.saturating_add(u.unknown_events);
+        t.garbled_lines = t.garbled_lines.saturating_add(u.garbled_lines);
+    }
+    t
 }
 
 /// A token count the way people read one: `950`, `12.3k`, `1.20M`.
@@ -391,16 +417,24 @@ impl StreamParser {
 fn claude_tool(block: &Value) -> String {
     let name = str_at(block, "name");
     let input = &block["input"];
-    let what = ["command", "file_path", "path", "pattern", "url", "query", "description"]
-        .iter()
-        .map(|k| str_at(input, k))
-        .find(|s| !s.is_empty())
-        .map(str::to_string)
-        .or_else(|| {
-            input["todos"]
-                .as_array()
-                .map(|t| format!("{} items", t.len()))
-        });
+    let what = [
+        "command",
+        "file_path",
+        "path",
+        "pattern",
+        "url",
+        "query",
+        "description",
+    ]
+    .iter()
+    .map(|k| str_at(input, k))
+    .find(|s| !s.is_empty())
+    .map(str::to_string)
+    .or_else(|| {
+        input["todos"]
+            .as_array()
+            .map(|t| format!("{} items", t.len()))
+    });
     match what.as_deref().and_then(first_line) {
         Some(w) => format!("{name}: {w}"),
         None => name.to_string(),
@@ -535,7 +569,10 @@ mod tests {
         let (_, u) = parse(StreamFormat::ClaudeStreamJson, &cut_before_result, 1 << 20);
         // Three messages; the first one's two blocks carry its usage twice.
         assert_eq!(u.turns, 3);
-        assert_eq!((u.input_tokens, u.output_tokens), (3 + 4 + 5, 90 + 310 + 120));
+        assert_eq!(
+            (u.input_tokens, u.output_tokens),
+            (3 + 4 + 5, 90 + 310 + 120)
+        );
         assert_eq!(u.cost_usd, None);
     }
 
@@ -563,10 +600,7 @@ mod tests {
         assert_eq!(usage.output_tokens, 122 + 845);
         assert_eq!(usage.cost_usd, None);
         assert_eq!(usage.unknown_events, 1, "the token_count line");
-        assert_eq!(
-            usage.summary(),
-            "483 in (54.4k cached) · 967 out · 2 turns"
-        );
+        assert_eq!(usage.summary(), "483 in (54.4k cached) · 967 out · 2 turns");
     }
 
     #[test]

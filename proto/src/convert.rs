@@ -104,6 +104,38 @@ pub fn apply_watch_event(prev: Option<&v1::Task>, ev: &v1::WatchEvent) -> Option
     Some(t)
 }
 
+/// A structured stream's totals → wire.
+pub fn usage_to_proto(u: &dispatch_core::stream::Usage) -> v1::Usage {
+    v1::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+        cost_usd: u.cost_usd.unwrap_or(0.0),
+        cost_known: u.cost_usd.is_some(),
+        turns: u.turns,
+        model: u.model.clone(),
+        unknown_events: u.unknown_events,
+        garbled_lines: u.garbled_lines,
+    }
+}
+
+/// Wire totals → domain (a cost that is not a finite, non-negative number is dropped).
+pub fn usage_from_proto(u: &v1::Usage) -> dispatch_core::stream::Usage {
+    dispatch_core::stream::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+        cost_usd: (u.cost_known && u.cost_usd.is_finite() && u.cost_usd >= 0.0)
+            .then_some(u.cost_usd),
+        turns: u.turns,
+        model: u.model.clone(),
+        unknown_events: u.unknown_events,
+        garbled_lines: u.garbled_lines,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

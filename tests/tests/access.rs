@@ -270,6 +270,7 @@ fn every_rpc_answers_each_role_as_the_table_says() {
                 .logs(v1::LogsRequest {
                     id: "bob-task".into(),
                     follow: false,
+                    activity: false,
                 })
                 .await;
             check("Logs", k.logs, got(&r));

@@ -13,6 +13,9 @@ use std::collections::HashMap;
 pub(crate) struct Rules {
     /// Per task that failed to start: which other nodes offer which backends.
     advice: HashMap<String, String>,
+    /// Per task that failed to start and has a fallback: the first target a connected node
+    /// can run (backend, model, node to avoid), or why there is none.
+    fallbacks: HashMap<String, Result<(String, String, String), String>>,
 }
 
 impl EventRules for Rules {
@@ -75,6 +78,32 @@ impl EventRules for Rules {
             }
             EventKind::StartFailed { error } => {
                 if t.state != TaskState::Cancelled {
+                    let matched = t
+                        .fallback
+                        .as_ref()
+                        .filter(|f| !f.used)
+                        .and_then(|f| f.matches(error))
+                        .map(str::to_string);
+                    if let Some(pattern) = matched {
+                        match self.fallbacks.get(&t.id) {
+                            Some(Ok((backend, model, avoid))) => {
+                                fall_back(t, node, &pattern, backend, model, avoid);
+                                return Applied {
+                                    kind: Some(ChangeKind::State),
+                                    freed_slot: true,
+                                };
+                            }
+                            Some(Err(why)) => {
+                                if let Some(f) = &mut t.fallback {
+                                    f.used = true;
+                                    f.note = format!(
+                                        "did not fall back: the start failure matched \"{pattern}\", but {why}"
+                                    );
+                                }
+                            }
+                            None => {}
+                        }
+                    }
                     t.state = TaskState::Failed;
                     let advice = self.advice.get(&t.id).map(String::as_str).unwrap_or("");
                     t.reason =
@@ -125,6 +154,17 @@ impl EventRules for Rules {
                 }
                 ChangeKind::Changes
             }
+            // The lines are the event's stored body; the task keeps the run's totals and the
+            // last line.
+            EventKind::Activity { lines, usage } => {
+                if let Some(u) = usage {
+                    t.usage.insert(ev.attempt.max(1), u.clone());
+                }
+                if let Some(l) = lines.last() {
+                    t.activity = l.clone();
+                }
+                ChangeKind::Activity
+            }
             // Its text is stored by the store (its own table); the task records its size.
             EventKind::Output {
                 bytes, truncated, ..
@@ -138,6 +178,45 @@ impl EventRules for Rules {
             kind: Some(kind),
             freed_slot: false,
         }
+    }
+}
+
+/// Sends a task that could not start to its fallback target: queued again as a new worker run
+/// (its plan untouched: no worker ran), on `backend`, away from `avoid`.
+fn fall_back(
+    t: &mut TaskRecord,
+    node: &str,
+    pattern: &str,
+    backend: &str,
+    model: &str,
+    avoid: &str,
+) {
+    let from = if t.backend.is_empty() {
+        "its backend".to_string()
+    } else {
+        format!("`{}`", t.backend)
+    };
+    let to = match (backend == t.backend, model.is_empty()) {
+        (true, _) => format!("`{backend}` on another node"),
+        (false, true) => format!("`{backend}`"),
+        (false, false) => format!("`{backend}` ({model})"),
+    };
+    t.attempt = t.attempt.max(1) + 1;
+    let note = format!(
+        "{from} on node `{node}` could not start (it said \"{pattern}\"); retried once on {to} as worker run {}",
+        t.attempt
+    );
+    t.state = TaskState::Queued;
+    t.backend = backend.to_string();
+    t.model = model.to_string();
+    t.reason = note.clone();
+    t.exit_code = None;
+    t.started_ms = 0;
+    t.ended_ms = 0;
+    if let Some(f) = &mut t.fallback {
+        f.used = true;
+        f.avoid_node = avoid.to_string();
+        f.note = note;
     }
 }
 
@@ -185,6 +264,22 @@ pub fn over_limit(kind: &EventKind) -> Option<String> {
             } else {
                 Ok(())
             }),
+        EventKind::Activity { lines, usage } => {
+            if lines.len() > limits::MAX_ACTIVITY_LINES {
+                return Some(format!(
+                    "{} activity lines in one event, over the {} limit",
+                    lines.len(),
+                    limits::MAX_ACTIVITY_LINES
+                ));
+            }
+            let line = lines
+                .iter()
+                .try_for_each(|l| check_len("activity line", l, limits::MAX_ACTIVITY_LINE_BYTES));
+            let model = usage.as_ref().map_or(Ok(()), |u| {
+                check_len("model", &u.model, limits::MAX_VALUE_BYTES)
+            });
+            line.and(model)
+        }
         EventKind::BundleChunk { data, .. } if data.len() > limits::MAX_BUNDLE_CHUNK_BYTES => {
             return Some(format!(
                 "bundle chunk is {} bytes, over the {} limit",
@@ -224,17 +319,24 @@ impl Coordinator {
         events: Vec<IncomingEvent>,
     ) -> crate::error::Result<EventBatch> {
         let mut advice = HashMap::new();
+        let mut fallbacks = HashMap::new();
         let mut incoming = Vec::with_capacity(events.len());
         for IncomingEvent { event, rejected } in events {
             let rejected = rejected.or_else(|| over_limit(&event.kind));
             if let Some(r) = &rejected {
                 tracing::warn!(task = %event.task_id, node = %session.node, seq = event.seq, reason = %r, "event over a limit; kept as history only");
             }
-            if let EventKind::StartFailed { .. } = event.kind
+            if let EventKind::StartFailed { error } = &event.kind
                 && !advice.contains_key(&event.task_id)
             {
                 let a = self.alternatives(&session.node, &event.task_id).await?;
                 advice.insert(event.task_id.clone(), a);
+                if let Some(f) = self
+                    .fallback_target(&session.node, &event.task_id, error)
+                    .await?
+                {
+                    fallbacks.insert(event.task_id.clone(), f);
+                }
             }
             incoming.push(IncomingEvent { event, rejected });
         }
@@ -243,7 +345,7 @@ impl Coordinator {
             .record_events(
                 session,
                 incoming,
-                &Rules { advice },
+                &Rules { advice, fallbacks },
                 self.config.max_log_bytes,
             )
             .await?;
@@ -252,5 +354,63 @@ impl Coordinator {
         }
         self.committed(std::mem::take(&mut batch.changes));
         Ok(batch)
+    }
+
+    /// Where task `task`, which could not start on `node` with `error`, would fall back to: the
+    /// first of its targets a connected node can run (with the node to avoid, when the target
+    /// is the same backend), or why none can. `None` when it has no fallback, used it, or the
+    /// error is not one it falls back on. Advice for the event path, which decides on the row.
+    async fn fallback_target(
+        &self,
+        node: &str,
+        task: &str,
+        error: &str,
+    ) -> crate::error::Result<Option<Result<(String, String, String), String>>> {
+        let Some(t) = self.store.get_task(task).await? else {
+            return Ok(None);
+        };
+        let Some(f) = t.fallback.as_ref().filter(|f| !f.used) else {
+            return Ok(None);
+        };
+        if f.matches(error).is_none() {
+            return Ok(None);
+        }
+        let slots = self.registry.slots();
+        let mut tried = Vec::new();
+        for (backend, model) in &f.to {
+            // A signed task runs only as signed: on another node, never on another backend.
+            if !t.signer.is_empty() && (*backend != t.backend || *model != t.model) {
+                tried.push(format!(
+                    "`{backend}` (the task is signed for `{}`)",
+                    t.backend
+                ));
+                continue;
+            }
+            let avoid = if *backend == t.backend || t.backend.is_empty() {
+                node.to_string()
+            } else {
+                String::new()
+            };
+            let probe = TaskRecord {
+                backend: backend.clone(),
+                model: model.clone(),
+                remote: t.remote.clone(),
+                pool: t.pool.clone(),
+                allowed_nodes: t.allowed_nodes.clone(),
+                ..Default::default()
+            };
+            if slots
+                .iter()
+                .any(|s| s.name != avoid && crate::router::can_run(&probe, s))
+            {
+                return Ok(Some(Ok((backend.clone(), model.clone(), avoid))));
+            }
+            tried.push(if avoid.is_empty() {
+                format!("no connected node runs `{backend}`")
+            } else {
+                format!("no other connected node runs `{backend}`")
+            });
+        }
+        Ok(Some(Err(tried.join("; "))))
     }
 }

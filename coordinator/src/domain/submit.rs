@@ -52,6 +52,10 @@ pub struct SubmitSpec {
     pub signature: Vec<u8>,
     /// How a worktree or workspace task's branch comes home ("", "bundle", "push").
     pub deliver: String,
+    /// Where it goes, once, when its CLI cannot start for quota or login (empty: nowhere).
+    pub fallback: Vec<(String, String)>,
+    /// What such a start failure says (empty: the defaults).
+    pub fallback_on: Vec<String>,
 }
 
 fn describe_backends(nodes: &[NodeRecord]) -> String {
@@ -143,6 +147,31 @@ impl Coordinator {
             return Err(CoordinatorError::Invalid(format!(
                 "`{}` is not a way to deliver changes; use bundle or push",
                 req.deliver
+            )));
+        }
+        if req.fallback.len() > limits::MAX_FALLBACK_TARGETS {
+            return Err(CoordinatorError::Invalid(format!(
+                "{} fallback targets; at most {} are allowed",
+                req.fallback.len(),
+                limits::MAX_FALLBACK_TARGETS
+            )));
+        }
+        for (backend, model) in &req.fallback {
+            check_name("fallback backend", backend)?;
+            if !model.is_empty() {
+                check_name("fallback model", model)?;
+            }
+        }
+        if req.fallback_on.len() > limits::MAX_FALLBACK_PATTERNS
+            || req
+                .fallback_on
+                .iter()
+                .any(|p| p.trim().is_empty() || p.len() > limits::MAX_NAME_BYTES * 4)
+        {
+            return Err(CoordinatorError::Invalid(format!(
+                "fallback patterns: at most {} of them, each 1 to {} bytes",
+                limits::MAX_FALLBACK_PATTERNS,
+                limits::MAX_NAME_BYTES * 4
             )));
         }
         if !req.workdir.is_empty() && !req.workdir.starts_with('/') {
@@ -285,6 +314,18 @@ impl Coordinator {
             signed_spec,
             signature: req.signature.clone(),
             deliver: req.deliver.clone(),
+            fallback: (!req.fallback.is_empty()).then(|| crate::model::Fallback {
+                to: req.fallback.clone(),
+                on: if req.fallback_on.is_empty() {
+                    dispatch_core::config::DEFAULT_FALLBACK_ON
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                } else {
+                    req.fallback_on.clone()
+                },
+                ..Default::default()
+            }),
             pool,
             repo,
             owner: who.name(),

@@ -6,7 +6,7 @@ use crate::Coordinator;
 use crate::convert;
 use crate::domain::access::NewToken;
 use crate::error::CoordinatorError;
-use crate::model::Principal;
+use crate::model::{LogStream, Principal};
 use crate::publish::Published;
 use crate::store::TaskQuery;
 use dispatch_core::TaskState;
@@ -319,13 +319,18 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let task = c.task(&req.id).await?;
         crate::domain::must_own(&who, &task)?;
         let log_rx = c.publisher.logs();
+        let stream = if req.activity {
+            LogStream::Activity
+        } else {
+            LogStream::Raw
+        };
         let watch_rx = c.publisher.watch();
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
         let stopping = c.stopping();
         tokio::spawn(async move {
             tokio::select! {
                 _ = stopping => {}
-                _ = pump_logs(&c, &task.id, req.follow, log_rx, watch_rx, tx) => {}
+                _ = pump_logs(&c, &task.id, stream, req.follow, log_rx, watch_rx, tx) => {}
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
@@ -638,12 +643,13 @@ async fn pump_output(
 async fn send_stored_logs(
     c: &Coordinator,
     task: &str,
+    stream: LogStream,
     after: u64,
     tx: &Sender<v1::LogsResponse>,
 ) -> Option<u64> {
     let mut last = after;
     loop {
-        let page = match c.store.log_page(task, last, LOG_PAGE_BYTES).await {
+        let page = match c.store.log_page(task, stream, last, LOG_PAGE_BYTES).await {
             Ok(p) => p,
             Err(e) => {
                 let _ = tx.send(Err(Status::from(e))).await;
@@ -664,12 +670,13 @@ async fn send_stored_logs(
 async fn pump_logs(
     c: &Coordinator,
     task: &str,
+    stream: LogStream,
     follow: bool,
     mut log_rx: broadcast::Receiver<crate::publish::LogLine>,
     mut watch_rx: broadcast::Receiver<Arc<Published>>,
     tx: Sender<v1::LogsResponse>,
 ) {
-    let Some(mut last) = send_stored_logs(c, task, 0, &tx).await else {
+    let Some(mut last) = send_stored_logs(c, task, stream, 0, &tx).await else {
         return;
     };
     let ended = c
@@ -685,7 +692,7 @@ async fn pump_logs(
     loop {
         tokio::select! {
             line = log_rx.recv() => match line {
-                Ok(l) if l.task_id == task && l.seq > last => {
+                Ok(l) if l.task_id == task && l.stream == stream && l.seq > last => {
                     last = l.seq;
                     if tx.send(Ok(v1::LogsResponse { data: l.data.to_vec() })).await.is_err() {
                         return;
@@ -693,7 +700,7 @@ async fn pump_logs(
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let Some(l) = send_stored_logs(c, task, last, &tx).await else { return };
+                    let Some(l) = send_stored_logs(c, task, stream, last, &tx).await else { return };
                     last = l;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -709,7 +716,7 @@ async fn pump_logs(
                 };
                 if done {
                     // The exit is the node's last event; every log chunk before it is stored.
-                    let _ = send_stored_logs(c, task, last, &tx).await;
+                    let _ = send_stored_logs(c, task, stream, last, &tx).await;
                     return;
                 }
             }

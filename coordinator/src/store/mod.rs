@@ -305,6 +305,7 @@ pub trait TaskStore: Send + Sync {
     async fn log_page(
         &self,
         task: &str,
+        stream: crate::model::LogStream,
         after_seq: u64,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>>;

@@ -192,7 +192,9 @@ async fn tasks_events_and_commands_survive_reopen() {
     assert_eq!((a.plan_md.as_str(), a.last_seq), ("- [x] a\n", 2));
     assert_eq!(a.prompt, "p", "the texts are kept");
     assert_eq!(
-        s.log_page("a", 0, 1 << 20).await.unwrap(),
+        s.log_page("a", crate::model::LogStream::Raw, 0, 1 << 20)
+            .await
+            .unwrap(),
         vec![(2, b"hello".to_vec())],
         "output comes back as the bytes the worker wrote"
     );
@@ -318,7 +320,10 @@ async fn output_past_the_cap_leaves_a_marker_and_nothing_more() {
     let mut all = Vec::new();
     let mut last = 0;
     loop {
-        let page = s.log_page("chatty", last, 100).await.unwrap();
+        let page = s
+            .log_page("chatty", crate::model::LogStream::Raw, last, 100)
+            .await
+            .unwrap();
         let Some((seq, _)) = page.last() else { break };
         last = *seq;
         for (_, data) in page {
@@ -485,7 +490,15 @@ async fn compaction_keeps_what_a_user_reads() {
                 data: b"out".to_vec(),
             },
         ),
-        ev("old", 3, EventKind::Exited(WorkerExit::default())),
+        ev(
+            "old",
+            3,
+            EventKind::Activity {
+                lines: vec!["Bash: cargo test".into(), "says: done".into()],
+                usage: None,
+            },
+        ),
+        ev("old", 4, EventKind::Exited(WorkerExit::default())),
     ];
     let _ = s
         .record_events(&key("n1", epoch), batch, &TestRules, 1 << 20)
@@ -506,7 +519,21 @@ async fn compaction_keeps_what_a_user_reads() {
     );
     let done = s.compact(i64::MAX).await.unwrap();
     assert_eq!((done.events, done.commands), (2, 1));
-    assert_eq!(s.log_page("old", 0, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        s.log_page("old", crate::model::LogStream::Raw, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let activity = s
+        .log_page("old", crate::model::LogStream::Activity, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        activity,
+        vec![(3, b"Bash: cargo test\nsays: done\n".to_vec())]
+    );
     assert_eq!(
         s.get_task("old").await.unwrap().unwrap().plan_md,
         "- [x] a\n"
@@ -662,7 +689,9 @@ async fn a_version_7_store_gets_its_bodies_converted() {
     }
     let s = SqliteStore::open(&path).await.unwrap();
     assert_eq!(
-        s.log_page("old", 0, 1 << 20).await.unwrap(),
+        s.log_page("old", crate::model::LogStream::Raw, 0, 1 << 20)
+            .await
+            .unwrap(),
         vec![(2, b"raw output\n".to_vec())],
         "old output reads back as the bytes the worker wrote, without wire framing"
     );

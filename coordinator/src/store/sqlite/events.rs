@@ -71,6 +71,16 @@ pub(super) fn body(ev: &TaskEvent, old_plan: &str) -> (&'static str, Vec<u8>) {
             }),
         ),
         EventKind::Log { data } => ("log", data.clone()),
+        // Its lines, as `dispatch logs --activity` prints them.
+        EventKind::Activity { lines, .. } => (
+            "activity",
+            lines
+                .iter()
+                .flat_map(|l| [l.as_bytes(), b"\n"])
+                .flatten()
+                .copied()
+                .collect(),
+        ),
         other => (other.name(), json(other)),
     }
 }
@@ -250,6 +260,7 @@ impl SqliteStore {
                     batch.changes.0.push(Change::Log {
                         task_id: ev.task_id.clone(),
                         seq: ev.seq,
+                        stream: crate::model::LogStream::Raw,
                         data,
                     });
                 }
@@ -281,6 +292,16 @@ impl SqliteStore {
             }
             let open_now = open.get(&ev.task_id).map_or(&[][..], Vec::as_slice);
             let (kind_name, stored) = body(&ev, &task.plan_md);
+            if let EventKind::Activity { lines, .. } = &ev.kind
+                && !lines.is_empty()
+            {
+                batch.changes.0.push(Change::Log {
+                    task_id: ev.task_id.clone(),
+                    seq: ev.seq,
+                    stream: crate::model::LogStream::Activity,
+                    data: stored.clone().into(),
+                });
+            }
             history.push((ev.task_id.clone(), ev.seq, kind_name, ev.at_ms, stored));
             let before = task.state;
             let facts = EventFacts {
@@ -378,7 +399,9 @@ impl SqliteStore {
                  exit_code = v.column5, started_ms = v.column6, ended_ms = v.column7, \
                  updated_ms = v.column8, last_seq = v.column9, branch = v.column10, \
                  cleaned = v.column11, log_bytes = v.column12, output_bytes = v.column13, \
-                 output_truncated = v.column14, changes = v.column15 FROM (",
+                 output_truncated = v.column14, changes = v.column15, usage = v.column16, \
+                 activity = v.column17, backend = v.column18, model = v.column19, \
+                 attempt = v.column20, fallback = v.column21 FROM (",
             );
             q.push_values(chunk, |mut row, id| {
                 let t = &tasks[id];
@@ -396,7 +419,13 @@ impl SqliteStore {
                     .push_bind(t.log_bytes as i64)
                     .push_bind(t.output_bytes as i64)
                     .push_bind(t.output_truncated)
-                    .push_bind(rows::changes_json(&t.changes));
+                    .push_bind(rows::changes_json(&t.changes))
+                    .push_bind(rows::usage_json(&t.usage))
+                    .push_bind(t.activity.clone())
+                    .push_bind(t.backend.clone())
+                    .push_bind(t.model.clone())
+                    .push_bind(i64::from(t.attempt.max(1)))
+                    .push_bind(rows::fallback_json(&t.fallback));
             });
             q.push(") AS v WHERE tasks.id = v.column1");
             q.build().persistent(false).execute(&mut *tx).await?;
@@ -408,16 +437,18 @@ impl SqliteStore {
     pub(super) async fn log_page_impl(
         &self,
         task: &str,
+        stream: crate::model::LogStream,
         after_seq: u64,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
         use sqlx::Row;
         // Chunks are at most 64 KiB: this many rows stays near max_bytes.
         let rows_wanted = (max_bytes / (64 * 1024)).clamp(1, 256) as i64;
-        let rows = sqlx::query("SELECT seq, body FROM events WHERE task_id = ?1 AND kind = 'log' AND seq > ?2 ORDER BY seq LIMIT ?3")
+        let rows = sqlx::query("SELECT seq, body FROM events WHERE task_id = ?1 AND kind = ?4 AND seq > ?2 ORDER BY seq LIMIT ?3")
             .bind(task)
             .bind(after_seq as i64)
             .bind(rows_wanted)
+            .bind(stream.kind())
             .fetch_all(&self.reader)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -438,7 +469,7 @@ impl SqliteStore {
         loop {
             let r = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM events WHERE (task_id, seq) IN (SELECT e.task_id, e.seq FROM events e \
-                 JOIN tasks t ON t.id = e.task_id WHERE e.kind != 'log' AND t.ended_ms > 0 \
+                 JOIN tasks t ON t.id = e.task_id WHERE e.kind NOT IN ('log', 'activity') AND t.ended_ms > 0 \
                  AND t.ended_ms < ?1 AND t.state IN {ENDED_SQL} LIMIT ?2)"
             )))
             .bind(ended_before_ms)

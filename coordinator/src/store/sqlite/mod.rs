@@ -31,6 +31,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0008_sessions.sql"),
     include_str!("../../../migrations/0009_access.sql"),
     include_str!("../../../migrations/0010_outputs.sql"),
+    include_str!("../../../migrations/0011_usage.sql"),
 ];
 
 /// Bound values per statement stay well under SQLite's limit (32,766): task ids per read.
@@ -331,10 +332,11 @@ impl TaskStore for SqliteStore {
     async fn log_page(
         &self,
         task: &str,
+        stream: crate::model::LogStream,
         after_seq: u64,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        self.log_page_impl(task, after_seq, max_bytes).await
+        self.log_page_impl(task, stream, after_seq, max_bytes).await
     }
 
     async fn transition(

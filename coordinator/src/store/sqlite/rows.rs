@@ -7,7 +7,7 @@ use sqlx::{Row, Sqlite};
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 35] = [
+pub(super) const TASK_COLUMNS: [&str; 38] = [
     "id",
     "state",
     "title",
@@ -43,6 +43,9 @@ pub(super) const TASK_COLUMNS: [&str; 35] = [
     "output_truncated",
     "changes",
     "deliver",
+    "usage",
+    "activity",
+    "fallback",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES (?1, …, next order)`.
@@ -95,6 +98,27 @@ pub(super) fn bind_new_task<'q>(
         .bind(t.output_truncated)
         .bind(changes_json(&t.changes))
         .bind(t.deliver.clone())
+        .bind(usage_json(&t.usage))
+        .bind(t.activity.clone())
+        .bind(fallback_json(&t.fallback))
+}
+
+/// A task's fallback as stored on its row ("" for none).
+pub(super) fn fallback_json(f: &Option<crate::model::Fallback>) -> String {
+    f.as_ref()
+        .and_then(|f| serde_json::to_string(f).ok())
+        .unwrap_or_default()
+}
+
+/// A task's usage per worker run as stored on its row ("" for none).
+pub(super) fn usage_json(
+    u: &std::collections::BTreeMap<u32, dispatch_core::stream::Usage>,
+) -> String {
+    if u.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(u).unwrap_or_default()
+    }
 }
 
 /// A task's changes as stored on its row ("" for none).
@@ -165,6 +189,19 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
             ),
         },
         deliver: r.try_get("deliver")?,
+        usage: match r.try_get::<String, _>("usage")?.as_str() {
+            "" => Default::default(),
+            j => serde_json::from_str(j)
+                .map_err(|e| CoordinatorError::Corrupt(format!("task usage: {e}")))?,
+        },
+        activity: r.try_get("activity")?,
+        fallback: match r.try_get::<String, _>("fallback")?.as_str() {
+            "" => None,
+            j => Some(
+                serde_json::from_str(j)
+                    .map_err(|e| CoordinatorError::Corrupt(format!("task fallback: {e}")))?,
+            ),
+        },
         signed_spec: optional_text(r, "signed_spec")?,
         signature: match r.try_get::<Vec<u8>, _>("signature") {
             Ok(v) => v,
