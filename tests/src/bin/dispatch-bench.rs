@@ -10,6 +10,7 @@
 //! ./target/release/dispatch-bench footprint [--tasks 100000]
 //! ./target/release/dispatch-bench idle [--tasks 10] [--seconds 10]
 //! ./target/release/dispatch-bench security [--count 2000]
+//! ./target/release/dispatch-bench results [--events 20000]
 //! ```
 //!
 //! All times are taken in this one process (same clock) except the worker start, which the
@@ -930,6 +931,121 @@ fn security(args: &[String]) -> Vec<Stats> {
     out
 }
 
+/// Bytes of the coordinator's store (the database and its write-ahead log).
+fn store_bytes(c: &Cluster) -> u64 {
+    ["dispatch.db", "dispatch.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(c.dir.path().join("coordinator").join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// What results cost: a structured stream of `--events` tool uses read by the node into
+/// activity lines and totals (agent and coordinator CPU per MB, bytes stored per line, end to
+/// end), at 1/10 and the full size to show the growth; and the parser alone.
+fn results(args: &[String]) -> Vec<Stats> {
+    use dispatch_core::stream::{StreamFormat, StreamParser};
+    let events = arg(args, "--events", 20_000);
+    let mut out = Vec::new();
+    // The parser alone, in this process.
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/claude-stream-json.jsonl"
+    ))
+    .unwrap();
+    let big: Vec<u8> = fixture.repeat((64 << 20) / fixture.len());
+    let t = Instant::now();
+    let mut p = StreamParser::new(StreamFormat::ClaudeStreamJson);
+    let mut lines = 0;
+    for chunk in big.chunks(64 * 1024) {
+        lines += p.feed(chunk).len();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    out.push(Stats {
+        name: "parser alone (MB/s of claude stream-json)".into(),
+        samples: vec![big.len() as f64 / 1e6 / secs],
+    });
+    out.push(Stats {
+        name: "parser alone (activity lines/s)".into(),
+        samples: vec![lines as f64 / secs],
+    });
+    for n in [events / 10, events] {
+        let mut c = Cluster::new();
+        let bin = c.dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let stream = c.dir.path().join("stream.jsonl");
+        let mut body = String::from(
+            "{\"type\":\"system\",\"subtype\":\"init\",\"model\":\"claude-sonnet-4-5\",\"tools\":[\"Bash\"]}\n",
+        );
+        for i in 0..n {
+            body.push_str(&format!(
+                "{{\"type\":\"assistant\",\"message\":{{\"id\":\"msg_{i}\",\"model\":\"claude-sonnet-4-5\",\"content\":[{{\"type\":\"tool_use\",\"id\":\"toolu_{i}\",\"name\":\"Bash\",\"input\":{{\"command\":\"cargo test -p crate-{i} -- --nocapture\",\"description\":\"Run the tests of crate {i}\"}}}}],\"usage\":{{\"input_tokens\":3,\"cache_read_input_tokens\":20000,\"output_tokens\":80}}}},\"session_id\":\"s\"}}\n\
+                 {{\"type\":\"user\",\"message\":{{\"role\":\"user\",\"content\":[{{\"tool_use_id\":\"toolu_{i}\",\"type\":\"tool_result\",\"content\":\"running 12 tests\\ntest result: ok. 12 passed\"}}]}},\"session_id\":\"s\"}}\n"
+            ));
+        }
+        body.push_str(&format!("{{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"duration_ms\":1000,\"num_turns\":{n},\"total_cost_usd\":1.5,\"usage\":{{\"input_tokens\":{},\"output_tokens\":{}}}}}\n", 3 * n, 80 * n));
+        std::fs::write(&stream, &body).unwrap();
+        let claude = bin.join("claude");
+        std::fs::write(
+            &claude,
+            format!(
+                "#!/bin/sh\ncat '{}'\nsed -i 's/^- \\[ \\]/- [x]/' \"$DISPATCH_TASK_DIR/plan.md\"\nmkdir -p \"$DISPATCH_TASK_DIR/ipc\" && : > \"$DISPATCH_TASK_DIR/ipc/.done\"\n",
+                stream.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let cfg = c.dir.path().join("node.yaml");
+        std::fs::write(&cfg, "backends:\n  claude: { structured: true }\n").unwrap();
+        let mut o = AgentOpts::new("streamer", 1);
+        o.path_prefix = Some(bin);
+        o.config = Some(cfg);
+        c.add_agent(o);
+        let agent = c.agents[0].1.child.id();
+        let coordinator = c.coordinator.child.id();
+        let (_, a0) = proc_usage(agent);
+        let (_, c0) = proc_usage(coordinator);
+        let before = store_bytes(&c);
+        let t = Instant::now();
+        c.ok(&["--backend", "claude", "--id", "streamed", "--step", "work", "work"]);
+        let task = c.wait_task("streamed", "the stream to be read", |t| {
+            t.task_state().is_terminal() && t.usage.as_ref().is_some_and(|u| u.cost_known)
+        });
+        let wall = t.elapsed().as_secs_f64();
+        let (rss, a1) = proc_usage(agent);
+        let (_, c1) = proc_usage(coordinator);
+        let stored = store_bytes(&c).saturating_sub(before);
+        let mb = body.len() as f64 / 1e6;
+        let lines = 2 + n;
+        assert_eq!(task.usage.as_ref().unwrap().turns as usize, n);
+        let tick_ms = |t: u64| t as f64 * 10.0;
+        println!(
+            "({n} tool uses: {mb:.1} MB of stream, {lines} activity lines, {wall:.2} s end to end, agent RSS {rss:.0} MiB)"
+        );
+        out.push(Stats {
+            name: format!("{n} tool uses: agent CPU per MB of stream (ms)"),
+            samples: vec![tick_ms(a1 - a0) / mb],
+        });
+        out.push(Stats {
+            name: format!("{n} tool uses: coordinator CPU per MB (ms)"),
+            samples: vec![tick_ms(c1 - c0) / mb],
+        });
+        out.push(Stats {
+            name: format!("{n} tool uses: store bytes per activity line"),
+            samples: vec![stored as f64 / lines as f64],
+        });
+        out.push(Stats {
+            name: format!("{n} tool uses: stream MB/s, submit to totals"),
+            samples: vec![mb / wall],
+        });
+    }
+    println!(
+        "(results: the columns are rates, bytes or ms per MB as named; raw log bytes are stored too, up to --max-log-bytes)"
+    );
+    out
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let scenario = args.first().map(String::as_str).unwrap_or("");
@@ -943,9 +1059,10 @@ fn main() {
         "footprint" => footprint(&args),
         "idle" => idle(&args),
         "security" => security(&args),
+        "results" => results(&args),
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security [--count N] [--baseline N] [--json FILE]"
+                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security|results [--count N] [--baseline N] [--json FILE]"
             );
             std::process::exit(2);
         }
