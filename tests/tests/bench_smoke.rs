@@ -20,6 +20,7 @@ fn the_bench_scenarios_run() {
         &["scale", "--nodes", "5", "--seconds", "1"][..],
         &["footprint", "--tasks", "20"][..],
         &["idle", "--tasks", "2", "--seconds", "1"][..],
+        &["results", "--events", "20", "--parse-mb", "1"][..],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_dispatch-bench"))
             .args(args)
@@ -41,6 +42,7 @@ fn the_bench_scenarios_run() {
                 "questions" => 4,
                 "throughput" | "scale" | "footprint" => 3,
                 "idle" => 4,
+                "results" => 10,
                 _ => 1,
             },
             "{stdout}"

@@ -10,7 +10,7 @@
 //! ./target/release/dispatch-bench footprint [--tasks 100000]
 //! ./target/release/dispatch-bench idle [--tasks 10] [--seconds 10]
 //! ./target/release/dispatch-bench security [--count 2000]
-//! ./target/release/dispatch-bench results [--events 20000]
+//! ./target/release/dispatch-bench results [--events 20000] [--parse-mb 64]
 //! ```
 //!
 //! All times are taken in this one process (same clock) except the worker start, which the
@@ -953,7 +953,7 @@ fn results(args: &[String]) -> Vec<Stats> {
         "/fixtures/claude-stream-json.jsonl"
     ))
     .unwrap();
-    let big: Vec<u8> = fixture.repeat((64 << 20) / fixture.len());
+    let big: Vec<u8> = fixture.repeat((arg(args, "--parse-mb", 64) << 20) / fixture.len() + 1);
     let t = Instant::now();
     let mut p = StreamParser::new(StreamFormat::ClaudeStreamJson);
     let mut lines = 0;
@@ -1008,7 +1008,15 @@ fn results(args: &[String]) -> Vec<Stats> {
         let (_, c0) = proc_usage(coordinator);
         let before = store_bytes(&c);
         let t = Instant::now();
-        c.ok(&["--backend", "claude", "--id", "streamed", "--step", "work", "work"]);
+        c.ok(&[
+            "--backend",
+            "claude",
+            "--id",
+            "streamed",
+            "--step",
+            "work",
+            "work",
+        ]);
         let task = c.wait_task("streamed", "the stream to be read", |t| {
             t.task_state().is_terminal() && t.usage.as_ref().is_some_and(|u| u.cost_known)
         });
