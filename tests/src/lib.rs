@@ -703,3 +703,8 @@ pub fn ppid(pid: i32) -> Option<i32> {
         .parse()
         .ok()
 }
+
+/// Shell lines a stub agent CLI ends with to do its work the seed's way: every item of its
+/// plan checked, then `ipc/.done`.
+pub const FINISH_PLAN_SH: &str = "sed -i 's/^- \\[ \\]/- [x]/' \"$DISPATCH_TASK_DIR/plan.md\"\n\
+     mkdir -p \"$DISPATCH_TASK_DIR/ipc\" && : > \"$DISPATCH_TASK_DIR/ipc/.done\"\n";

@@ -6,8 +6,7 @@
 use dispatch_tests::{AgentOpts, Cluster, text};
 use std::path::{Path, PathBuf};
 
-const WORKS: &str = "sed -i 's/^- \\[ \\]/- [x]/' \"$DISPATCH_TASK_DIR/plan.md\"\n\
-                     mkdir -p \"$DISPATCH_TASK_DIR/ipc\" && : > \"$DISPATCH_TASK_DIR/ipc/.done\"";
+const WORKS: &str = dispatch_tests::FINISH_PLAN_SH;
 const QUOTA: &str = "echo \"Error: You've hit your usage limit. It resets at 5pm.\" >&2\nexit 1";
 const CRASH: &str = "echo 'Segmentation fault' >&2\nexit 139";
 

@@ -23,9 +23,8 @@ fn stub(dir: &Path, name: &str, flags: &str, stream: &str) {
         &p,
         format!(
             "#!/bin/sh\ncase \"$*\" in *'{flags}'*) ;; *) echo \"{name}: called without {flags}: $*\" >&2; exit 2;; esac\n\
-             cat '{stream}'\n\
-             sed -i 's/^- \\[ \\]/- [x]/' \"$DISPATCH_TASK_DIR/plan.md\"\n\
-             mkdir -p \"$DISPATCH_TASK_DIR/ipc\" && : > \"$DISPATCH_TASK_DIR/ipc/.done\"\n"
+             cat '{stream}'\n{}",
+            dispatch_tests::FINISH_PLAN_SH
         ),
     )
     .unwrap();

@@ -989,8 +989,9 @@ fn results(args: &[String]) -> Vec<Stats> {
         std::fs::write(
             &claude,
             format!(
-                "#!/bin/sh\ncat '{}'\nsed -i 's/^- \\[ \\]/- [x]/' \"$DISPATCH_TASK_DIR/plan.md\"\nmkdir -p \"$DISPATCH_TASK_DIR/ipc\" && : > \"$DISPATCH_TASK_DIR/ipc/.done\"\n",
-                stream.display()
+                "#!/bin/sh\ncat '{}'\n{}",
+                stream.display(),
+                dispatch_tests::FINISH_PLAN_SH
             ),
         )
         .unwrap();
