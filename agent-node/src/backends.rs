@@ -141,6 +141,25 @@ pub fn run_with_limit(
     }
 }
 
+/// Stand-ins for the built-in backends a config file names, as if they were detected: what
+/// checking a file needs without looking at PATH (or running `agent models`).
+pub fn assume_detected(
+    file: &std::collections::BTreeMap<String, dispatch_core::agent_config::AgentBackend>,
+) -> Vec<BackendSpec> {
+    BUILTIN
+        .iter()
+        .filter(|b| file.contains_key(b.name))
+        .map(|b| BackendSpec {
+            name: b.name.into(),
+            command: b.command.into(),
+            program: Some(b.program.into()),
+            models: vec![],
+            max_tasks: 0,
+            stream: None,
+        })
+        .collect()
+}
+
 /// Applies the config file's `backends:` to the detected ones: caps, models and commands for
 /// detected backends, and custom backends (which need a `command`).
 pub fn configure(

@@ -52,6 +52,7 @@ pub(crate) async fn ensure_running(home: &Path) -> Result<Channel> {
     }
     // A config the daemon would refuse is reported here, not in its log.
     dispatch_core::notify::load(&home.join("config.yaml")).map_err(|e| anyhow!(e))?;
+    local_node(home, false)?;
     if std::env::var_os(DAEMON_CHILD_ENV).is_some() {
         bail!(
             "the local daemon is not answering on {} and this process was started by a daemon; refusing to start another",
@@ -143,6 +144,8 @@ pub(crate) fn run_foreground(g: &Global, idle_timeout: Duration) -> Result<()> {
 }
 
 async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
+    // Read before anything listens: a file the node refuses stops the daemon at once.
+    let (backends, changes) = local_node(&home, true)?;
     let mut config = CoordinatorConfig::new(home.join("coordinator"));
     config.notify =
         dispatch_core::notify::load(&home.join("config.yaml")).map_err(|e| anyhow!(e))?;
@@ -168,30 +171,6 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4u32)
         .max(1);
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "dispatch".into());
-    // The embedded node's own settings, in the agent config file's format: backends (caps,
-    // custom commands, structured output) and how changes come home.
-    let agent_file = home.join("agent.yaml");
-    let file = match std::fs::read_to_string(&agent_file) {
-        Ok(text) => dispatch_core::agent_config::AgentFile::parse(&text)
-            .map_err(|e| anyhow!("{}: {e}", agent_file.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
-        Err(e) => return Err(anyhow!("cannot read {}: {e}", agent_file.display())),
-    };
-    let mut changes = dispatch_agent::changes::Policy::for_node(LOCAL_NODE);
-    changes
-        .apply(&file.changes)
-        .map_err(|e| anyhow!("{}: {e}", agent_file.display()))?;
-    let backends = dispatch_agent::backends::configure(
-        dispatch_agent::backends::detect(format!(
-            "{} sim-worker",
-            dispatch_agent::backends::shell_quote(&exe)
-        )),
-        &file.backends,
-    )
-    .map_err(|e| anyhow!("{}: {e}", agent_file.display()))?;
     let agent_cfg = AgentConfig {
         coordinator: socket_url(&home),
         name: LOCAL_NODE.into(),
@@ -235,6 +214,43 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
     let _ = std::fs::remove_file(socket(&home));
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
+}
+
+/// The embedded node's own settings from `DISPATCH_HOME/agent.yaml` (the agent config file's
+/// format): its backends (caps, custom commands, structured output) and how changes come
+/// home. Without `detect`, only checks the file (what the CLI does before it starts a daemon).
+fn local_node(
+    home: &Path,
+    detect: bool,
+) -> Result<(
+    Vec<dispatch_agent::backends::BackendSpec>,
+    dispatch_agent::changes::Policy,
+)> {
+    let agent_file = home.join("agent.yaml");
+    let file = match std::fs::read_to_string(&agent_file) {
+        Ok(text) => dispatch_core::agent_config::AgentFile::parse(&text)
+            .map_err(|e| anyhow!("{}: {e}", agent_file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(anyhow!("cannot read {}: {e}", agent_file.display())),
+    };
+    let mut changes = dispatch_agent::changes::Policy::for_node(LOCAL_NODE);
+    changes
+        .apply(&file.changes)
+        .map_err(|e| anyhow!("{}: {e}", agent_file.display()))?;
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "dispatch".into());
+    let detected = if detect {
+        dispatch_agent::backends::detect(format!(
+            "{} sim-worker",
+            dispatch_agent::backends::shell_quote(&exe)
+        ))
+    } else {
+        dispatch_agent::backends::assume_detected(&file.backends)
+    };
+    let backends = dispatch_agent::backends::configure(detected, &file.backends)
+        .map_err(|e| anyhow!("{}: {e}", agent_file.display()))?;
+    Ok((backends, changes))
 }
 
 /// `dispatch daemon status`.

@@ -271,3 +271,66 @@ fn a_local_worktree_tasks_branch_is_already_here_and_applies() {
         "v1\nlocal edit\n"
     );
 }
+
+#[test]
+fn the_local_node_reads_agent_yaml_for_its_backends_and_refuses_a_bad_one_at_once() {
+    let l = Local::new();
+    let script = l.home.path().join("streamy.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "cat '{}'\n{}",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/fixtures/codex-exec-json.jsonl"
+            ),
+            dispatch_tests::FINISH_PLAN_SH
+        ),
+    )
+    .unwrap();
+    let agent_yaml = l.home.path().join("agent.yaml");
+    // A file the node refuses stops the first dispatch at once, naming the file and the fix.
+    std::fs::write(
+        &agent_yaml,
+        "backends:\n  streamy: { command: x, structured: true }\n",
+    )
+    .unwrap();
+    let out = l.run(&["--backend", "sim", "--id", "never", "x"]);
+    assert_exit(&out, 1);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "agent.yaml: backend `streamy`: `structured: true` works for claude and codex"
+        ),
+        "{err}"
+    );
+    assert!(l.daemon_pid().is_none(), "no daemon was left running");
+
+    std::fs::write(
+        &agent_yaml,
+        format!(
+            "backends:\n  streamy:\n    command: sh {}\n    structured: codex-json\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let out = l.run(&[
+        "--backend",
+        "streamy",
+        "--id",
+        "streamed",
+        "--step",
+        "a",
+        "x",
+    ]);
+    assert_exit(&out, 0);
+    assert_exit(&l.run(&["wait", "streamed"]), 0);
+    let out = l.run(&["status", "streamed", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["usage"]["output_tokens"], 967, "{s}");
+    let activity = text(&l.run(&["logs", "streamed", "--activity"]).stdout);
+    assert!(
+        activity.contains("says: Fixed the depth tracking"),
+        "{activity}"
+    );
+}
