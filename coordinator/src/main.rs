@@ -2,7 +2,7 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 use dispatch_coordinator::server::ServerTls;
-use dispatch_coordinator::{Coordinator, CoordinatorConfig, Listener, serve};
+use dispatch_coordinator::{Coordinator, CoordinatorConfig, Listener};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -135,6 +135,13 @@ struct Args {
     /// its final plan, questions, answers and stored output stay. 0 keeps it forever.
     #[arg(long, env = "DISPATCH_HISTORY_RETENTION", default_value = "7d", value_parser = dispatch_core::duration::parse)]
     history_retention: Duration,
+
+    /// On SIGTERM: the standard gRPC health check (`grpc.health.v1`, served unauthenticated
+    /// with server reflection) turns NOT_SERVING and node sessions, watches and log follows
+    /// end at once; the listeners keep answering for this long so load balancers and kubelet
+    /// probes see the drain, then stop. Set it to the probe period in Kubernetes (e.g. 5s).
+    #[arg(long, env = "DISPATCH_SHUTDOWN_GRACE", default_value = "0s", value_parser = dispatch_core::duration::parse)]
+    shutdown_grace: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -333,7 +340,13 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&addr_file, format!("{scheme}://{addr}\n"))
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", addr_file.display()))?;
     tracing::info!(%addr, data_dir = %data_dir.display(), "coordinator listening on {scheme}://{addr}");
-    serve(coordinator, listeners, shutdown_signal()).await?;
+    dispatch_coordinator::server::serve_with_grace(
+        coordinator,
+        listeners,
+        shutdown_signal(),
+        args.shutdown_grace,
+    )
+    .await?;
     tracing::info!("coordinator stopped");
     Ok(())
 }

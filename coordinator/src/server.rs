@@ -27,17 +27,70 @@ pub enum Listener {
 /// Largest gRPC message accepted (a plan is ≤ 256 KiB; this leaves room for the envelope).
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
-/// Serves the coordinator on every listener until `shutdown` resolves.
+/// The services the standard health check reports on ("" is the whole server).
+const HEALTH_SERVICES: [&str; 3] = [
+    "",
+    "dispatch.v1.DispatchService",
+    "dispatch.v1.AgentService",
+];
+
+/// Serves the coordinator on every listener until `shutdown` resolves, with the standard gRPC
+/// health service (`grpc.health.v1`, unauthenticated: probes carry no token) and server
+/// reflection. When `shutdown` resolves, health turns NOT_SERVING and long-lived streams end
+/// at once; the listeners keep answering for `grace` (so load balancers and kubelets see the
+/// drain) and then stop.
 pub async fn serve(
     c: Arc<Coordinator>,
     listeners: Vec<Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with_grace(c, listeners, shutdown, Duration::ZERO).await
+}
+
+/// [`serve`], answering for `grace` after `shutdown` with health NOT_SERVING.
+pub async fn serve_with_grace(
+    c: Arc<Coordinator>,
+    listeners: Vec<Listener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    // Serving: the store is open and migrated (Coordinator::start did both).
+    for s in HEALTH_SERVICES {
+        health
+            .set_service_status(s, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    // Reflection v1 and v1alpha (what older grpcurl-style tools ask for).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(dispatch_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| anyhow::anyhow!("server reflection: {e}"))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| anyhow::anyhow!("server reflection: {e}"))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let owner = Arc::clone(&c);
+    let reporter = health.clone();
     tokio::spawn(async move {
         shutdown.await;
+        for s in HEALTH_SERVICES {
+            reporter
+                .set_service_status(s, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
         owner.begin_shutdown();
+        if !grace.is_zero() {
+            tracing::info!(
+                ?grace,
+                "draining: health is NOT_SERVING; stopping after the grace"
+            );
+            tokio::time::sleep(grace).await;
+        }
         let _ = stop_tx.send(true);
     });
     let mut servers = Vec::new();
@@ -52,6 +105,9 @@ pub async fn serve(
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(health_svc.clone())
+            .add_service(reflection_v1.clone())
+            .add_service(reflection_v1alpha.clone())
             // Every call is authenticated before its handler runs.
             .add_service(InterceptedService::new(
                 AgentServiceServer::new(AgentSvc(Arc::clone(&c)))

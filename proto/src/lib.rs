@@ -8,6 +8,10 @@ pub mod v1 {
     tonic::include_proto!("dispatch.v1");
 }
 
+/// The encoded `FileDescriptorSet` of `dispatch.v1` (what server reflection serves).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/dispatch_descriptor.bin"));
+
 pub mod codec;
 pub mod convert;
 

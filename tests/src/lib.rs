@@ -708,3 +708,47 @@ pub fn ppid(pid: i32) -> Option<i32> {
 /// plan checked, then `ipc/.done`.
 pub const FINISH_PLAN_SH: &str = "sed -i 's/^- \\[ \\]/- [x]/' \"$DISPATCH_TASK_DIR/plan.md\"\n\
      mkdir -p \"$DISPATCH_TASK_DIR/ipc\" && : > \"$DISPATCH_TASK_DIR/ipc/.done\"\n";
+
+/// The Python that runs the tests' standard clients (tests/python/), with its modules; `None`
+/// (and a line saying the test skips) when they are not installed. Under CI (`CI` set) a
+/// missing module fails instead: `.ci/run` installs them.
+pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
+    let python = std::env::var_os("DISPATCH_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    let check = format!("import {}", modules.join(", "));
+    let ok = Command::new(&python)
+        .args(["-c", &check])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(python);
+    }
+    let why = format!(
+        "{} cannot `{check}`: install tests/python/requirements.txt (`.ci/run` does) or set DISPATCH_TEST_PYTHON",
+        python.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    None
+}
+
+/// Runs `tests/python/<script>` with `args`; (exit code, stdout).
+pub fn run_python(python: &Path, script: &str, args: &[&str]) -> (i32, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let out = Command::new(python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
