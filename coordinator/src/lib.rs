@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod publish;
@@ -97,6 +98,8 @@ pub struct Coordinator {
     pub started_ms: i64,
     /// The valid tokens.
     pub tokens: domain::access::TokenCache,
+    /// Prometheus metrics.
+    pub metrics: metrics::Metrics,
     stop_tx: tokio::sync::watch::Sender<bool>,
     /// Callers waiting for a node to ack a command: command id → the ack's error text.
     ack_waiters: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
@@ -135,6 +138,7 @@ impl Coordinator {
             config,
             started_ms: now_ms(),
             tokens: Default::default(),
+            metrics: metrics::Metrics::new(),
             stop_tx: tokio::sync::watch::channel(false).0,
             ack_waiters: Default::default(),
         });

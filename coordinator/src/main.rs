@@ -142,6 +142,12 @@ struct Args {
     /// probes see the drain, then stop. Set it to the probe period in Kubernetes (e.g. 5s).
     #[arg(long, env = "DISPATCH_SHUTDOWN_GRACE", default_value = "0s", value_parser = dispatch_core::duration::parse)]
     shutdown_grace: Duration,
+
+    /// Serve Prometheus metrics (text format at http://ADDR/metrics; plain HTTP, no token:
+    /// bind it to an address only your monitoring reaches). Port 0 picks one; the address is
+    /// written to DATA_DIR/metrics.addr.
+    #[arg(long, env = "DISPATCH_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -335,6 +341,21 @@ async fn main() -> anyhow::Result<()> {
         listeners.push(Listener::Unix(dispatch_coordinator::server::bind_unix(
             path,
         )?));
+    }
+    if let Some(m) = &args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(m)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {m}: {e}"))?;
+        let maddr = l.local_addr()?;
+        let file = data_dir.join("metrics.addr");
+        std::fs::write(&file, format!("http://{maddr}/metrics\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+        tracing::info!(addr = %maddr, "metrics at http://{maddr}/metrics");
+        tokio::spawn(dispatch_coordinator::metrics::serve(
+            std::sync::Arc::clone(&coordinator),
+            l,
+            coordinator.stopping(),
+        ));
     }
     let addr_file = data_dir.join("coordinator.addr");
     std::fs::write(&addr_file, format!("{scheme}://{addr}\n"))

@@ -40,3 +40,107 @@ fn health_is_serving_then_not_serving_while_the_coordinator_drains_and_reflectio
     });
     c.coordinator.terminate();
 }
+
+/// One scrape, parsed by prometheus_client: (name, labels) → value.
+fn scrape(py: &std::path::Path, url: &str) -> std::collections::BTreeMap<(String, String), f64> {
+    let (code, out) = run_python(py, "metrics_scrape.py", &[url]);
+    assert_eq!(code, 0, "{out}");
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                (v[0].as_str().unwrap().to_string(), v[1].to_string()),
+                v[2].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn sample(m: &std::collections::BTreeMap<(String, String), f64>, name: &str, labels: &str) -> f64 {
+    *m.get(&(name.to_string(), labels.to_string()))
+        .unwrap_or_else(|| panic!("no {name}{labels} in {m:?}"))
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_move_as_tasks_run_queue_and_end() {
+    let Some(py) = python_with(&["prometheus_client"]) else {
+        return;
+    };
+    let mut c = Cluster::with_coordinator_args(&["--metrics-listen", "127.0.0.1:0"]);
+    let mut o = dispatch_tests::AgentOpts::new("box", 1);
+    o.labels = vec!["pool=gpu".into()];
+    c.add_agent(o);
+    let url = std::fs::read_to_string(c.dir.path().join("coordinator/metrics.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let m = scrape(&py, &url);
+    assert_eq!(sample(&m, "dispatch_tasks", r#"{"state":"queued"}"#), 0.0);
+    assert_eq!(sample(&m, "dispatch_nodes_connected", "{}"), 1.0);
+    assert_eq!(sample(&m, "dispatch_free_slots", r#"{"pool":"gpu"}"#), 1.0);
+
+    // One task asks and waits; a second queues behind it (the node has one slot).
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "asks",
+        "--step",
+        "(ask: Which database?)",
+        "x",
+    ]);
+    c.wait_task("asks", "its question", |t| {
+        t.task_state().as_str() == "waiting"
+    });
+    c.ok(&["--backend", "sim", "--id", "behind", "--step", "a", "y"]);
+    let m = wait_until("the metrics to show a queued task", || {
+        let m = scrape(&py, &url);
+        (sample(&m, "dispatch_tasks", r#"{"state":"queued"}"#) == 1.0).then_some(m)
+    });
+    assert_eq!(sample(&m, "dispatch_tasks", r#"{"state":"waiting"}"#), 1.0);
+    assert_eq!(
+        sample(&m, "dispatch_queue_depth", r#"{"backend":"sim","pool":""}"#),
+        1.0
+    );
+    assert_eq!(sample(&m, "dispatch_free_slots", r#"{"pool":"gpu"}"#), 0.0);
+    assert_eq!(sample(&m, "dispatch_questions_waiting", "{}"), 1.0);
+    assert!(sample(&m, "dispatch_oldest_question_age_seconds", "{}") >= 0.0);
+    assert!(sample(&m, "dispatch_events_committed_total", "{}") >= 2.0);
+    assert_eq!(
+        sample(&m, "dispatch_dispatch_latency_seconds_count", "{}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "dispatch_question_to_watcher_seconds_count", "{}"),
+        1.0
+    );
+    assert!(sample(&m, "dispatch_store_commit_seconds_count", "{}") >= 1.0);
+    assert!(
+        sample(
+            &m,
+            "dispatch_node_heartbeat_age_seconds",
+            r#"{"node":"box"}"#
+        ) < 20.0
+    );
+
+    // Answered: both end, the gauges go back, the counters only grow.
+    c.ok(&["answer", "asks", "PostgreSQL"]);
+    c.wait_task("behind", "completed", |t| {
+        t.task_state().as_str() == "completed"
+    });
+    c.wait_task("asks", "completed", |t| {
+        t.task_state().as_str() == "completed"
+    });
+    let m = scrape(&py, &url);
+    assert_eq!(
+        sample(&m, "dispatch_tasks", r#"{"state":"completed"}"#),
+        2.0
+    );
+    assert_eq!(sample(&m, "dispatch_tasks", r#"{"state":"queued"}"#), 0.0);
+    assert_eq!(sample(&m, "dispatch_questions_waiting", "{}"), 0.0);
+    assert_eq!(
+        sample(&m, "dispatch_dispatch_latency_seconds_count", "{}"),
+        2.0
+    );
+    assert_eq!(sample(&m, "dispatch_free_slots", r#"{"pool":"gpu"}"#), 1.0);
+}

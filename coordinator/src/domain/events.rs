@@ -340,6 +340,13 @@ impl Coordinator {
             }
             incoming.push(IncomingEvent { event, rejected });
         }
+        let asked: Vec<i64> = incoming
+            .iter()
+            .filter(|e| e.rejected.is_none() && matches!(e.event.kind, EventKind::Question { .. }))
+            .map(|e| e.event.at_ms)
+            .collect();
+        let n = incoming.len() as u64;
+        let t0 = std::time::Instant::now();
         let mut batch = self
             .store
             .record_events(
@@ -349,10 +356,22 @@ impl Coordinator {
                 self.config.max_log_bytes,
             )
             .await?;
+        self.metrics
+            .store_commit
+            .observe(t0.elapsed().as_secs_f64());
+        self.metrics.events_committed.inc_by(n);
         for (task, seq, why) in &batch.fenced {
             tracing::info!(task = %task, node = %session.node, seq, why, "event kept as history only");
         }
         self.committed(std::mem::take(&mut batch.changes));
+        // Published now: the node's clock and ours are one wall clock on one machine, and
+        // close enough across machines for a histogram in milliseconds.
+        let now = now_ms();
+        for at in asked {
+            self.metrics
+                .question_latency
+                .observe((now - at).max(0) as f64 / 1000.0);
+        }
         Ok(batch)
     }
 

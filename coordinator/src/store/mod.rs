@@ -286,6 +286,8 @@ pub trait TaskStore: Send + Sync {
     async fn queued_ids(&self) -> Result<Vec<String>>;
     /// Number of tasks that have not ended.
     async fn count_active(&self) -> Result<u32>;
+    /// Tasks by state, and queued tasks by backend and pool, for the metrics.
+    async fn task_gauges(&self) -> Result<TaskGauges>;
     /// Every question of these tasks, by task then seq.
     async fn questions_of(&self, ids: &[&str]) -> Result<HashMap<String, Vec<QuestionRecord>>>;
     /// Every unanswered question of a running, waiting, unreachable or blocked task.
@@ -426,3 +428,12 @@ impl<T: TaskStore + NodeStore + AccessStore> Store for T {}
 
 #[cfg(test)]
 mod tests;
+
+/// Counts the metrics read at each scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskGauges {
+    /// (state, tasks).
+    pub by_state: Vec<(String, u64)>,
+    /// (backend, pool selector as `k=v,…`, queued tasks).
+    pub queued: Vec<(String, String, u64)>,
+}

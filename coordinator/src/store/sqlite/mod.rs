@@ -233,6 +233,34 @@ impl TaskStore for SqliteStore {
         .await?)
     }
 
+    async fn task_gauges(&self) -> Result<crate::store::TaskGauges> {
+        use sqlx::Row;
+        let mut g = crate::store::TaskGauges::default();
+        for r in sqlx::query("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+            .fetch_all(&self.reader)
+            .await?
+        {
+            g.by_state
+                .push((r.try_get(0)?, r.try_get::<i64, _>(1)?.max(0) as u64));
+        }
+        for r in sqlx::query(
+            "SELECT backend, pool, COUNT(*) FROM tasks WHERE state = 'queued' GROUP BY backend, pool",
+        )
+        .fetch_all(&self.reader)
+        .await?
+        {
+            let pool: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&r.try_get::<String, _>(1)?).unwrap_or_default();
+            let pool: Vec<String> = pool.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            g.queued.push((
+                r.try_get(0)?,
+                pool.join(","),
+                r.try_get::<i64, _>(2)?.max(0) as u64,
+            ));
+        }
+        Ok(g)
+    }
+
     async fn count_active(&self) -> Result<u32> {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM tasks WHERE state IN {ACTIVE_SQL}"

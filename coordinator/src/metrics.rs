@@ -1,0 +1,253 @@
+//! Prometheus metrics (`--metrics-listen`, text format at `/metrics`), with the
+//! `prometheus-client` crate. Counters and histograms are updated where things happen; gauges
+//! (tasks by state, queue depth, nodes, slots, questions) are read from the store and the node
+//! registry when a scrape asks, so they cost nothing between scrapes.
+
+use crate::Coordinator;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// A label set with one label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    pool: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric the coordinator exports.
+pub struct Metrics {
+    registry: Registry,
+    tasks: Family<StateLabel, Gauge>,
+    queue: Family<QueueLabels, Gauge>,
+    nodes_connected: Gauge,
+    free_slots: Family<PoolLabel, Gauge>,
+    questions_waiting: Gauge,
+    oldest_question: FGauge,
+    heartbeat_age: Family<NodeLabel, FGauge>,
+    /// Queued (its last change) to assigned.
+    pub dispatch_latency: Histogram,
+    /// A question's ask on the node to its publication to watchers.
+    pub question_latency: Histogram,
+    /// Agent events committed to the store.
+    pub events_committed: Counter,
+    /// One event batch's store transaction.
+    pub store_commit: Histogram,
+    /// Scrapes served.
+    scrapes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// The metrics, registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            registry: Registry::default(),
+            tasks: Family::default(),
+            queue: Family::default(),
+            nodes_connected: Gauge::default(),
+            free_slots: Family::default(),
+            questions_waiting: Gauge::default(),
+            oldest_question: FGauge::default(),
+            heartbeat_age: Family::default(),
+            // 1 ms … ~65 s.
+            dispatch_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            // 0.1 ms … ~3 s.
+            question_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+            events_committed: Counter::default(),
+            store_commit: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
+            scrapes: Counter::default(),
+        };
+        registry.register("dispatch_tasks", "Tasks by state", m.tasks.clone());
+        registry.register(
+            "dispatch_queue_depth",
+            "Queued tasks by pool (their --pool selector) and backend",
+            m.queue.clone(),
+        );
+        registry.register(
+            "dispatch_nodes_connected",
+            "Nodes with a live session",
+            m.nodes_connected.clone(),
+        );
+        registry.register(
+            "dispatch_free_slots",
+            "Free task slots of connected nodes, by their `pool` label",
+            m.free_slots.clone(),
+        );
+        registry.register(
+            "dispatch_questions_waiting",
+            "Questions asked and not yet answered",
+            m.questions_waiting.clone(),
+        );
+        registry.register(
+            "dispatch_oldest_question_age_seconds",
+            "Age of the oldest unanswered question",
+            m.oldest_question.clone(),
+        );
+        registry.register(
+            "dispatch_node_heartbeat_age_seconds",
+            "Time since each connected node was last heard from",
+            m.heartbeat_age.clone(),
+        );
+        registry.register(
+            "dispatch_dispatch_latency_seconds",
+            "From queued to assigned to a node",
+            m.dispatch_latency.clone(),
+        );
+        registry.register(
+            "dispatch_question_to_watcher_seconds",
+            "From a worker's question on its node to its publication to watchers",
+            m.question_latency.clone(),
+        );
+        registry.register(
+            "dispatch_events_committed",
+            "Agent events committed to the store",
+            m.events_committed.clone(),
+        );
+        registry.register(
+            "dispatch_store_commit_seconds",
+            "One batch of agent events' store transaction",
+            m.store_commit.clone(),
+        );
+        registry.register(
+            "dispatch_metrics_scrapes",
+            "Scrapes of this endpoint",
+            m.scrapes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Reads the gauges and renders every metric in the Prometheus text format.
+    pub async fn render(&self, c: &Coordinator) -> crate::error::Result<String> {
+        self.scrapes.inc();
+        let now = crate::now_ms();
+        let g = c.store.task_gauges().await?;
+        self.tasks.clear();
+        for state in dispatch_core::TaskState::ALL {
+            self.tasks
+                .get_or_create(&StateLabel {
+                    state: state.as_str().to_string(),
+                })
+                .set(0);
+        }
+        for (state, n) in g.by_state {
+            self.tasks
+                .get_or_create(&StateLabel { state })
+                .set(n as i64);
+        }
+        self.queue.clear();
+        for (backend, pool, n) in g.queued {
+            self.queue
+                .get_or_create(&QueueLabels { pool, backend })
+                .inc_by(n as i64);
+        }
+        let slots = c.registry.slots();
+        self.nodes_connected.set(slots.len() as i64);
+        self.free_slots.clear();
+        self.heartbeat_age.clear();
+        for s in &slots {
+            let pool = s.labels.get("pool").cloned().unwrap_or_default();
+            self.free_slots
+                .get_or_create(&PoolLabel { pool })
+                .inc_by(i64::from(s.capacity.saturating_sub(s.running)));
+            if let Some(l) = c.registry.liveness(&s.name) {
+                self.heartbeat_age
+                    .get_or_create(&NodeLabel {
+                        node: s.name.clone(),
+                    })
+                    .set((now - l.last_seen_ms).max(0) as f64 / 1000.0);
+            }
+        }
+        let open = c.store.open_questions().await?;
+        self.questions_waiting.set(open.len() as i64);
+        let oldest = open.iter().map(|q| q.question.asked_ms).min();
+        self.oldest_question
+            .set(oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .map_err(|e| crate::error::CoordinatorError::Corrupt(format!("metrics: {e}")))?;
+        Ok(out)
+    }
+}
+
+/// Serves `/metrics` on `listener` until `stop` resolves.
+pub async fn serve(
+    c: Arc<Coordinator>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Request, Response, StatusCode};
+    tokio::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut stop => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    continue;
+                }
+            },
+        };
+        let c = Arc::clone(&c);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let c = Arc::clone(&c);
+                async move {
+                    let r = if req.uri().path() != "/metrics" {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from("metrics are at /metrics\n")))
+                    } else {
+                        match c.metrics.render(&c).await {
+                            Ok(text) => Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                                .body(Full::new(Bytes::from(text))),
+                            Err(e) => Response::builder()
+                                .status(StatusCode::SERVICE_UNAVAILABLE)
+                                .body(Full::new(Bytes::from(format!("{e}\n")))),
+                        }
+                    };
+                    Ok::<_, std::convert::Infallible>(r.expect("a valid response"))
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+    }
+}
