@@ -15,7 +15,7 @@ pub mod watched;
 pub mod worker_record;
 pub mod worktree;
 
-pub use node::{AgentConfig, run};
+pub use node::{AgentConfig, OnSigterm, run};
 
 /// Version reported in Hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

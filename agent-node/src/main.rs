@@ -92,6 +92,20 @@ struct Args {
     /// Longest wait between reconnect attempts (e.g. 5s).
     #[arg(long, env = "DISPATCH_AGENT_MAX_BACKOFF", default_value = "5s", value_parser = dispatch_core::duration::parse)]
     max_backoff: Duration,
+
+    /// What SIGTERM does. `drain`: tell the coordinator (no new tasks; `dispatch nodes` shows
+    /// it draining), let running workers finish within --drain-timeout, then stop the rest
+    /// with their process groups (each task ends `lost`, reason "node drained", retryable),
+    /// flush the events and exit — what a Kubernetes pod that is going away needs. `detach`:
+    /// leave the workers running; the next start of this agent re-attaches to them. Default:
+    /// drain in Kubernetes (KUBERNETES_SERVICE_HOST set), detach elsewhere.
+    #[arg(long, env = "DISPATCH_AGENT_ON_SIGTERM", value_parser = ["drain", "detach"])]
+    on_sigterm: Option<String>,
+
+    /// How long a drain lets running workers finish (match the pod's
+    /// terminationGracePeriodSeconds, less a few seconds).
+    #[arg(long, env = "DISPATCH_AGENT_DRAIN_TIMEOUT", default_value = "60s", value_parser = dispatch_core::duration::parse)]
+    drain_timeout: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,7 +194,17 @@ fn main() -> anyhow::Result<()> {
     trusted_keys.extend(args.trusted_keys);
     let mut changes = dispatch_agent::changes::Policy::for_node(&name);
     changes.apply(&file.changes).map_err(anyhow::Error::msg)?;
+    let drain = match args.on_sigterm.as_deref() {
+        Some("drain") => true,
+        Some(_) => false,
+        None => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+    };
     let cfg = AgentConfig {
+        on_sigterm: if drain {
+            dispatch_agent::OnSigterm::Drain(args.drain_timeout)
+        } else {
+            dispatch_agent::OnSigterm::Detach
+        },
         changes,
         tls,
         trusted_keys,

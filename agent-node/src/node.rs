@@ -54,6 +54,18 @@ pub struct AgentConfig {
     pub trusted_keys: Vec<String>,
     /// How a worktree or workspace task's changes come home.
     pub changes: crate::changes::Policy,
+    /// What SIGTERM does.
+    pub on_sigterm: OnSigterm,
+}
+
+/// What the agent does on SIGTERM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSigterm {
+    /// Leave the workers running (the next start re-attaches to them).
+    Detach,
+    /// Take no new task, let running workers finish within the timeout, stop the rest (each
+    /// reported drained: lost, retryable), flush the events, exit.
+    Drain(Duration),
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -494,6 +506,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 node.cfg.name
             ),
             fault: String::new(),
+            drained: false,
         };
         node.spool_event(event(&id, 0, v1::task_event::Kind::Exited(exited)));
     }
@@ -502,8 +515,15 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let mut backoff = MIN_BACKOFF;
     let mut next_attempt = Instant::now();
     let mut stopping: Option<Instant> = None;
+    // Draining: until when running workers may finish, and whether the rest were stopped.
+    let mut draining: Option<Instant> = None;
+    let mut drain_stopped = false;
     tokio::pin!(shutdown);
     loop {
+        if draining.is_some() && stopping.is_none() && node.tasks.is_empty() {
+            tracing::info!("drained: no worker left; flushing events and exiting");
+            stopping = Some(Instant::now() + Duration::from_secs(5));
+        }
         if let Some(deadline) = stopping {
             let flushed = node.spool.unacked().next().is_none();
             if flushed || Instant::now() >= deadline || session.is_none() {
@@ -513,7 +533,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         if session.is_none() && stopping.is_none() && Instant::now() >= next_attempt {
             let attempt = tokio::select! {
                 r = tokio::time::timeout(CONNECT_TIMEOUT, node.connect()) => Some(r),
-                _ = &mut shutdown => None,
+                // Once drained-for, SIGTERM was taken already.
+                _ = &mut shutdown, if draining.is_none() => None,
             };
             match attempt {
                 None => {
@@ -525,6 +546,16 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 }
                 Some(Ok(Ok(s))) => {
                     tracing::info!(coordinator = %node.cfg.coordinator, node = %node.cfg.name, "connected");
+                    if draining.is_some() {
+                        let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat {
+                            running: node.tasks.len() as u32,
+                            draining: true,
+                        }));
+                        if !s.send(hb).await {
+                            next_attempt = Instant::now() + jitter(backoff);
+                            continue;
+                        }
+                    }
                     session = Some(s);
                     backoff = MIN_BACKOFF;
                 }
@@ -558,7 +589,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 let m = match from {
                     FromSession::Message(m) => *m,
                     FromSession::HeartbeatDue => {
-                        let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32 }));
+                        let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32, draining: draining.is_some() }));
                         if !session.as_ref().expect("connected").send(hb).await {
                             session = None;
                         }
@@ -611,11 +642,36 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             }
             _ = tokio::time::sleep_until(next_attempt), if session.is_none() && stopping.is_none() => {}
             _ = tokio::time::sleep_until(stop_at), if stopping.is_some() => {}
-            _ = &mut shutdown, if stopping.is_none() => {
-                // Workers keep running in their own sessions; the next start of this agent
-                // re-attaches to them.
-                tracing::info!(running = node.tasks.len(), "shutting down; running workers continue and are re-attached on the next start");
-                stopping = Some(Instant::now() + Duration::from_secs(3));
+            _ = tokio::time::sleep_until(draining.unwrap_or_else(Instant::now)), if draining.is_some() && !drain_stopped => {
+                drain_stopped = true;
+                tracing::warn!(running = node.tasks.len(), "drain timeout: stopping the workers still running (reported drained)");
+                for t in node.tasks.values_mut() {
+                    t.drained.store(true, std::sync::atomic::Ordering::SeqCst);
+                    t.cancelling = true;
+                    t.cancel.notify_one();
+                }
+            }
+            _ = &mut shutdown, if stopping.is_none() && draining.is_none() => {
+                match node.cfg.on_sigterm {
+                    OnSigterm::Drain(timeout) => {
+                        tracing::info!(running = node.tasks.len(), ?timeout, "draining: no new tasks; running workers may finish within the timeout");
+                        draining = Some(Instant::now() + timeout);
+                        // Said at once, not at the next heartbeat: no task is assigned here now.
+                        if let Some(s) = &session {
+                            let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32, draining: true }));
+                            if !s.send(hb).await {
+                                session = None;
+                                next_attempt = Instant::now();
+                            }
+                        }
+                    }
+                    OnSigterm::Detach => {
+                        // Workers keep running in their own sessions; the next start of this
+                        // agent re-attaches to them.
+                        tracing::info!(running = node.tasks.len(), "shutting down; running workers continue and are re-attached on the next start");
+                        stopping = Some(Instant::now() + Duration::from_secs(3));
+                    }
+                }
             }
         }
     }

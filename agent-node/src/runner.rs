@@ -110,6 +110,8 @@ pub struct TaskHandle {
     pub cancelling: bool,
     /// Notes appended to its plan, which the runner keeps there.
     pub notes: crate::watched::Notes,
+    /// Set before a cancel that stops it because its node drains.
+    pub drained: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -160,14 +162,16 @@ pub fn start(ctx: RunContext, assign: v1::Assign) -> TaskHandle {
         attempt: assign.attempt.max(1),
         cancelling: false,
         notes: Default::default(),
+        drained: Default::default(),
     };
     let cancel = Arc::clone(&handle.cancel);
     let notes = Arc::clone(&handle.notes);
+    let drained = Arc::clone(&handle.drained);
     tokio::spawn(async move {
         let id = assign.task_id.clone();
         let attempt = assign.attempt.max(1);
         let events = ctx.events.clone();
-        if let Err(mut error) = run(ctx, assign, workdir, cancel, notes).await {
+        if let Err(mut error) = run(ctx, assign, workdir, cancel, notes, drained).await {
             tracing::warn!(task = %id, %error, "worker could not start");
             if error.len() > MAX_START_ERROR {
                 let mut cut = MAX_START_ERROR;
@@ -322,6 +326,7 @@ async fn run(
     workdir: PathBuf,
     cancel: Arc<Notify>,
     notes: crate::watched::Notes,
+    drained: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(), String> {
     check_signature(&ctx, &assign)?;
     if !assign.workdir.is_empty() && !ctx.workspace_roots.is_empty() {
@@ -506,6 +511,7 @@ async fn run(
         AfterExit {
             fresh: Some((initial_plan, backend.name)),
             changes,
+            drained,
         },
     )
     .await
@@ -518,6 +524,8 @@ struct AfterExit {
     fresh: Option<(Vec<u8>, String)>,
     /// Where a worktree or workspace task's changes are, to commit and deliver them.
     changes: Option<crate::changes::Spec>,
+    /// Set when a cancel stops it because the node drains.
+    drained: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How a supervised worker's end is observed.
@@ -536,9 +544,11 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
         attempt: record.attempt,
         cancelling: false,
         notes: Default::default(),
+        drained: Default::default(),
     };
     let cancel = Arc::clone(&handle.cancel);
     let notes = Arc::clone(&handle.notes);
+    let drained = Arc::clone(&handle.drained);
     tokio::spawn(async move {
         let exit = Exit::Adopted(crate::worker_record::ProcessExit::new(record.pid));
         // An empty last plan makes the first scan report the plan as it is now.
@@ -565,6 +575,7 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
             AfterExit {
                 fresh: None,
                 changes,
+                drained,
             },
         )
         .await
@@ -683,7 +694,11 @@ async fn supervise(
     cancel: Arc<Notify>,
     after: AfterExit,
 ) -> Result<(), String> {
-    let AfterExit { fresh, changes } = after;
+    let AfterExit {
+        fresh,
+        changes,
+        drained,
+    } = after;
     let began = std::time::Instant::now();
     let (wake_tx, mut wake_rx) = mpsc::channel(1);
     let dir = dispatch_core::fs::TaskDir::open(&w.workdir, &w.task, false)
@@ -814,6 +829,7 @@ async fn supervise(
         fault: fault
             .map(|f| format!("stopped by the agent on node `{}`: {f}", ctx.node))
             .unwrap_or_default(),
+        drained: cancelled && drained.load(std::sync::atomic::Ordering::SeqCst),
     };
     tracing::info!(task = %w.task, ?exit_code, ?signal, cancelled, fault = %exited.fault, "worker exited");
     let _ = ctx

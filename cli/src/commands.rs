@@ -761,7 +761,11 @@ async fn nodes(g: &Global) -> Result<u8> {
         println!(
             "{:<20} {:<10} {:>7}  {:<28} {:<20} {}",
             n.name,
-            if n.connected { "connected" } else { "offline" },
+            match (n.connected, n.draining) {
+                (true, true) => "draining",
+                (true, false) => "connected",
+                (false, _) => "offline",
+            },
             format!("{}/{}", n.running, n.capacity),
             backends.join(","),
             if labels.is_empty() {

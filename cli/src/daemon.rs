@@ -186,6 +186,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         tls: Default::default(),
         trusted_keys: vec![],
         changes,
+        on_sigterm: dispatch_agent::OnSigterm::Detach,
     };
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 

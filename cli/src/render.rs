@@ -164,6 +164,7 @@ pub(crate) fn node_json(n: &v1::Node) -> Value {
         "running": n.running,
         "capacity": n.capacity,
         "connected": n.connected,
+        "draining": n.draining,
         "last_seen_ms": n.last_seen_ms,
         "hostname": n.hostname,
         "version": n.version,

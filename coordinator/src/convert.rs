@@ -147,6 +147,7 @@ pub fn node_to_proto(n: &NodeRecord, live: Option<&Liveness>) -> v1::Node {
         session_address: live.map(|l| l.addr.clone()).unwrap_or_default(),
         session_started_ms: live.map_or(0, |l| l.started_ms),
         epoch: live.map_or(n.epoch, |l| l.epoch),
+        draining: live.is_some_and(|l| l.draining),
     }
 }
 
@@ -210,6 +211,7 @@ pub fn event_from_proto(ev: v1::TaskEvent) -> Result<TaskEvent, String> {
             cancelled: x.cancelled,
             detail: x.detail,
             fault: x.fault,
+            drained: x.drained,
         }),
         Some(K::StartFailed(f)) => EventKind::StartFailed { error: f.error },
         Some(K::Question(q)) => EventKind::Question {

@@ -531,6 +531,9 @@ pub struct WorkerExit {
     pub detail: String,
     /// The agent stopped it because its task directory broke a rule.
     pub fault: String,
+    /// Its node drained and stopped it.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// An event as it enters the store: checked against the limits first.

@@ -24,6 +24,8 @@ struct Session {
     stop: watch::Sender<bool>,
     /// Task → backend of every task holding a slot.
     running: HashMap<String, String>,
+    /// The node said it is draining.
+    draining: bool,
 }
 
 enum Entry {
@@ -53,6 +55,8 @@ pub struct NodeSlot {
     pub backend_running: BTreeMap<String, u32>,
     /// Models each backend lists (empty: unknown, any).
     pub models: BTreeMap<String, Vec<String>>,
+    /// Draining: takes no new task.
+    pub draining: bool,
 }
 
 /// A live session as `dispatch nodes` shows it.
@@ -68,6 +72,8 @@ pub struct Liveness {
     pub started_ms: i64,
     /// Session epoch.
     pub epoch: u64,
+    /// The node said it is draining.
+    pub draining: bool,
 }
 
 /// Why a Hello cannot take a node name.
@@ -136,6 +142,7 @@ impl Claim<'_> {
             wake: Arc::clone(&wake),
             stop,
             running,
+            draining: false,
         };
         self.registry
             .nodes
@@ -266,10 +273,21 @@ impl NodeRegistry {
                     .iter()
                     .map(|b| (b.name.clone(), b.models.clone()))
                     .collect(),
+                draining: c.draining,
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Records whether session `conn_id` of `name` says it is draining.
+    pub fn set_draining(&self, name: &str, conn_id: u64, draining: bool) {
+        self.with_live(name, |s| {
+            if s.conn_id == conn_id && s.draining != draining {
+                tracing::info!(node = name, draining, "node drain state");
+                s.draining = draining;
+            }
+        });
     }
 
     /// Records that session `conn_id` of `name` was heard from now.
@@ -312,6 +330,7 @@ fn liveness(s: &Session) -> Liveness {
         addr: s.addr.clone(),
         started_ms: s.started_ms,
         epoch: s.epoch,
+        draining: s.draining,
     }
 }
 

@@ -61,7 +61,7 @@ pub fn route(task: &TaskRecord, slots: &[NodeSlot]) -> Option<(usize, String)> {
     slots
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.running < s.capacity && can_run(task, s))
+        .filter(|(_, s)| !s.draining && s.running < s.capacity && can_run(task, s))
         .filter_map(|(i, s)| backend_on(task, &s.backends).map(|b| (i, b)))
         .filter(|(i, b)| {
             let s = &slots[*i];
@@ -95,6 +95,7 @@ mod tests {
             backend_caps: Default::default(),
             backend_running: Default::default(),
             models: Default::default(),
+            draining: false,
         }
     }
 

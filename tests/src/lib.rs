@@ -265,6 +265,8 @@ pub struct AgentOpts {
     pub no_token: bool,
     /// A client certificate and key (mTLS).
     pub cert: Option<(PathBuf, PathBuf)>,
+    /// More command-line arguments.
+    pub args: Vec<String>,
 }
 
 impl AgentOpts {
@@ -280,6 +282,7 @@ impl AgentOpts {
             workdir: None,
             no_token: false,
             cert: None,
+            args: vec![],
         }
     }
 }
@@ -480,6 +483,7 @@ impl Cluster {
         if let Some(c) = &o.config {
             cmd.arg("--config").arg(c);
         }
+        cmd.args(&o.args);
         // Only the sim backend (and stubs a test provides): tests must not depend on which
         // agent CLIs the machine has.
         let path = match &o.path_prefix {

@@ -144,3 +144,95 @@ fn metrics_parse_as_prometheus_text_and_move_as_tasks_run_queue_and_end() {
     );
     assert_eq!(sample(&m, "dispatch_free_slots", r#"{"pool":"gpu"}"#), 1.0);
 }
+
+#[test]
+fn a_draining_agent_lets_a_short_task_finish_and_stops_a_long_one_with_its_process_group() {
+    use dispatch_tests::{AgentOpts, alive, ppid};
+    let mut c = Cluster::new();
+    let mut o = AgentOpts::new("pod", 2);
+    o.args = vec![
+        "--on-sigterm".into(),
+        "drain".into(),
+        "--drain-timeout".into(),
+        "4s".into(),
+    ];
+    c.add_agent(o);
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "short",
+        "--step",
+        "finish (sleep 1500ms)",
+        "short",
+    ]);
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "long",
+        "--step",
+        "wait (child-sleep 120s)",
+        "long",
+    ]);
+    let t = c.wait_task("long", "its child to start", |t| {
+        t.plan
+            .as_ref()
+            .is_some_and(|p| p.items[0].note.starts_with("child pid "))
+    });
+    let child: i32 = t.plan.unwrap().items[0]
+        .note
+        .trim_start_matches("child pid ")
+        .parse()
+        .unwrap();
+    let worker = ppid(child).expect("the child's parent");
+    c.wait_task("short", "it to run", |t| {
+        t.task_state().as_str() == "running"
+    });
+
+    // SIGTERM, as Kubernetes sends a pod that is going away.
+    let pid = nix::unistd::Pid::from_raw(c.agents[0].1.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_until("`dispatch nodes` to show the node draining", || {
+        let out = c.ok(&["nodes", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (v[0]["draining"] == true).then_some(())
+    });
+    assert!(c.ok(&["nodes"]).contains("draining"));
+    // No new task goes to a draining node.
+    c.ok(&["--backend", "sim", "--id", "later", "--step", "a", "later"]);
+
+    let short = c.wait_task("short", "it to end", |t| t.task_state().is_terminal());
+    assert_eq!(short.task_state().as_str(), "completed", "{}", short.reason);
+    let long = c.wait_task("long", "the drain to stop it", |t| {
+        t.task_state().is_terminal()
+    });
+    assert_eq!(long.task_state().as_str(), "lost", "{}", long.reason);
+    assert!(
+        long.reason.contains("node `pod` drained") && long.reason.contains("dispatch retry long"),
+        "{}",
+        long.reason
+    );
+    wait_until("the worker and its child to be gone", || {
+        (!alive(child) && !alive(worker)).then_some(())
+    });
+    wait_until("the agent to exit", || {
+        c.agents[0].1.child.try_wait().ok().flatten()
+    });
+    assert_eq!(c.status("later")["state"], "queued");
+    // The pod's replacement takes the queue, and the drained task is retryable there.
+    c.add_agent(AgentOpts::new("pod-2", 2));
+    let later = c.wait_task("later", "it to run on the new pod", |t| {
+        t.task_state().is_terminal()
+    });
+    assert_eq!(
+        (later.task_state().as_str(), later.node.as_str()),
+        ("completed", "pod-2")
+    );
+    c.ok(&["retry", "long"]);
+    let long = c.wait_task("long", "it to run again", |t| {
+        t.task_state().as_str() == "running"
+    });
+    assert_eq!((long.node.as_str(), long.attempt), ("pod-2", 2));
+    c.ok(&["cancel", "long"]);
+}

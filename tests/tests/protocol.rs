@@ -216,8 +216,11 @@ fn a_node_cannot_ack_another_nodes_command() {
         })))
         .await;
         // A heartbeat from b after its ack: once it is answered, the ack was handled.
-        b.send(msg(Out::Heartbeat(v1::Heartbeat { running: 0 })))
-            .await;
+        b.send(msg(Out::Heartbeat(v1::Heartbeat {
+            running: 0,
+            draining: false,
+        })))
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         drop(a);
         // node-a's next session gets the command again: it is still not acked.
@@ -266,7 +269,10 @@ fn a_node_that_stops_reading_is_disconnected_not_forgotten() {
                 }
             }
             loop {
-                let hb = msg(Out::Heartbeat(v1::Heartbeat { running: 0 }));
+                let hb = msg(Out::Heartbeat(v1::Heartbeat {
+                    running: 0,
+                    draining: false,
+                }));
                 if out.send(hb).await.is_err() {
                     return;
                 }

@@ -49,7 +49,15 @@ impl EventRules for Rules {
                 if t.state == TaskState::Cancelled {
                     t.reason = format!("cancelled; the worker on node `{node}` was stopped");
                 } else {
-                    let (state, reason) = if !x.fault.is_empty() {
+                    let (state, reason) = if x.drained {
+                        (
+                            TaskState::Lost,
+                            format!(
+                                "node `{node}` drained: its worker was stopped before it finished; `dispatch retry {}` runs it again",
+                                t.id
+                            ),
+                        )
+                    } else if !x.fault.is_empty() {
                         (TaskState::Failed, x.fault.clone())
                     } else if x.cancelled {
                         (TaskState::Cancelled, "cancelled".to_string())

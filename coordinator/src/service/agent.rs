@@ -133,7 +133,10 @@ async fn heartbeat(link: Arc<Link>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {
-                if !link.send(out(Out::Heartbeat(v1::Heartbeat { running: 0 }))).await {
+                if !link.send(out(Out::Heartbeat(v1::Heartbeat {
+                    running: 0,
+                    draining: false,
+                }))).await {
                     return;
                 }
             }
@@ -254,7 +257,14 @@ impl Reader {
                 batch.acks.push((a.command_id, a.error));
                 true
             }
-            Some(Kind::Heartbeat(_)) | None => true,
+            Some(Kind::Heartbeat(h)) => {
+                self.link
+                    .c
+                    .registry
+                    .set_draining(&self.link.key.node, self.conn_id, h.draining);
+                true
+            }
+            None => true,
             Some(Kind::Hello(_)) => {
                 tracing::warn!(node = %self.link.key.node, "ignoring a second Hello on the same stream");
                 true

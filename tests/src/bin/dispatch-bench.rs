@@ -732,7 +732,7 @@ async fn light_node(url: &str, i: usize, token: &str) -> Result<(), tonic::Statu
         tokio::select! {
             _ = tick.tick() => {
                 let hb = v1::AgentMessage {
-                    kind: Some(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: 0 })),
+                    kind: Some(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: 0, draining: false })),
                 };
                 if out.send(hb).await.is_err() {
                     return Ok(());

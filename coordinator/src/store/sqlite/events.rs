@@ -32,6 +32,7 @@ struct StoredExit<'a> {
     cancelled: bool,
     detail: &'a str,
     fault: &'a str,
+    drained: bool,
     plan: Option<Patch>,
 }
 
@@ -58,6 +59,7 @@ pub(super) fn body(ev: &TaskEvent, old_plan: &str) -> (&'static str, Vec<u8>) {
             cancelled,
             detail,
             fault,
+            drained,
         }) => (
             "exited",
             json(&StoredExit {
@@ -67,6 +69,7 @@ pub(super) fn body(ev: &TaskEvent, old_plan: &str) -> (&'static str, Vec<u8>) {
                 cancelled: *cancelled,
                 detail,
                 fault,
+                drained: *drained,
                 plan: (!markdown.is_empty()).then(|| patch::diff(old_plan, markdown)),
             }),
         ),
