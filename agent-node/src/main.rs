@@ -106,6 +106,12 @@ struct Args {
     /// terminationGracePeriodSeconds, less a few seconds).
     #[arg(long, env = "DISPATCH_AGENT_DRAIN_TIMEOUT", default_value = "60s", value_parser = dispatch_core::duration::parse)]
     drain_timeout: Duration,
+
+    /// Serve the standard gRPC health check (`grpc.health.v1`, plain text, service "") on this
+    /// address: SERVING while connected to a coordinator, NOT_SERVING otherwise and while
+    /// draining. For liveness/readiness probes.
+    #[arg(long, env = "DISPATCH_AGENT_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -200,6 +206,7 @@ fn main() -> anyhow::Result<()> {
         None => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
     };
     let cfg = AgentConfig {
+        health_listen: args.health_listen.clone(),
         on_sigterm: if drain {
             dispatch_agent::OnSigterm::Drain(args.drain_timeout)
         } else {

@@ -56,6 +56,8 @@ pub struct AgentConfig {
     pub changes: crate::changes::Policy,
     /// What SIGTERM does.
     pub on_sigterm: OnSigterm,
+    /// Serve the gRPC health check here (SERVING while connected to a coordinator).
+    pub health_listen: Option<String>,
 }
 
 /// What the agent does on SIGTERM.
@@ -511,6 +513,27 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         node.spool_event(event(&id, 0, v1::task_event::Kind::Exited(exited)));
     }
 
+    // The node's own health: SERVING while it has a session with a coordinator.
+    let health = match &node.cfg.health_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for health checks on {addr}: {e}"))?;
+            tracing::info!(addr = %l.local_addr()?, "gRPC health check on {}", l.local_addr()?);
+            let (reporter, svc) = tonic_health::server::health_reporter();
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(l)),
+            );
+            Some(reporter)
+        }
+        None => None,
+    };
+    let mut healthy = false;
     let mut session: Option<Session> = None;
     let mut backoff = MIN_BACKOFF;
     let mut next_attempt = Instant::now();
@@ -520,6 +543,17 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let mut drain_stopped = false;
     tokio::pin!(shutdown);
     loop {
+        if let Some(h) = &health
+            && healthy != (session.is_some() && draining.is_none())
+        {
+            healthy = !healthy;
+            let status = if healthy {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            h.set_service_status("", status).await;
+        }
         if draining.is_some() && stopping.is_none() && node.tasks.is_empty() {
             tracing::info!("drained: no worker left; flushing events and exiting");
             stopping = Some(Instant::now() + Duration::from_secs(5));

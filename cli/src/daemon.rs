@@ -187,6 +187,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         trusted_keys: vec![],
         changes,
         on_sigterm: dispatch_agent::OnSigterm::Detach,
+        health_listen: None,
     };
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 

@@ -148,6 +148,11 @@ struct Args {
     /// written to DATA_DIR/metrics.addr.
     #[arg(long, env = "DISPATCH_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<String>,
+
+    /// Also serve the gRPC health check alone, in plain text, on this address: for probes that
+    /// cannot speak TLS (the kubelet's gRPC probes). Nothing else is served there.
+    #[arg(long, env = "DISPATCH_HEALTH_LISTEN", value_name = "ADDR")]
+    health_listen: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -341,6 +346,16 @@ async fn main() -> anyhow::Result<()> {
         listeners.push(Listener::Unix(dispatch_coordinator::server::bind_unix(
             path,
         )?));
+    }
+    if let Some(h) = &args.health_listen {
+        let l = tokio::net::TcpListener::bind(h)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for health checks on {h}: {e}"))?;
+        let haddr = l.local_addr()?;
+        std::fs::write(data_dir.join("health.addr"), format!("{haddr}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write health.addr: {e}"))?;
+        tracing::info!(addr = %haddr, "gRPC health check (only) on {haddr}");
+        listeners.push(Listener::HealthOnly(l));
     }
     if let Some(m) = &args.metrics_listen {
         let l = tokio::net::TcpListener::bind(m)

@@ -22,6 +22,9 @@ pub enum Listener {
     ),
     /// A Unix domain socket (local mode; protected by file permissions).
     Unix(tokio::net::UnixListener),
+    /// Plain TCP serving only the gRPC health check (`--health-listen`): for probes that
+    /// cannot speak TLS, such as the kubelet's.
+    HealthOnly(tokio::net::TcpListener),
 }
 
 /// Largest gRPC message accepted (a plan is ≤ 256 KiB; this leaves room for the envelope).
@@ -95,6 +98,19 @@ pub async fn serve_with_grace(
     });
     let mut servers = Vec::new();
     for l in listeners {
+        if let Listener::HealthOnly(t) = l {
+            let mut stop = stop_rx.clone();
+            let router = tonic::transport::Server::builder().add_service(health_svc.clone());
+            servers.push(tokio::spawn(async move {
+                let incoming = tonic::transport::server::TcpIncoming::from(t);
+                router
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+            }));
+            continue;
+        }
         let mut builder = tonic::transport::Server::builder();
         if let Listener::Tls(_, tls) = &l {
             builder = builder
@@ -136,6 +152,7 @@ pub async fn serve_with_grace(
                         .serve_with_incoming_shutdown(own_user_only(u), signal)
                         .await
                 }
+                Listener::HealthOnly(_) => unreachable!("served above"),
             }
         }));
     }

@@ -8,8 +8,23 @@ fn health_is_serving_then_not_serving_while_the_coordinator_drains_and_reflectio
     let Some(py) = python_with(&["grpc", "grpc_health.v1", "grpc_reflection.v1alpha"]) else {
         return;
     };
-    let mut c = Cluster::with_coordinator_args(&["--shutdown-grace", "3s"]);
+    let mut c = Cluster::with_coordinator_args(&[
+        "--shutdown-grace",
+        "3s",
+        "--health-listen",
+        "127.0.0.1:0",
+    ]);
     let addr = c.url.trim_start_matches("http://").to_string();
+    // The health-only port (for probes that cannot speak TLS) answers the same, and serves
+    // nothing else.
+    let health_only = std::fs::read_to_string(c.dir.path().join("coordinator/health.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (code, out) = run_python(&py, "grpc_probe.py", &["health", &health_only]);
+    assert_eq!((code, out.trim()), (0, "SERVING"), "{out}");
+    let (code, out) = run_python(&py, "grpc_probe.py", &["services", &health_only]);
+    assert_ne!(code, 0, "no reflection on the health-only port: {out}");
     for service in [
         "",
         "dispatch.v1.DispatchService",
@@ -235,4 +250,31 @@ fn a_draining_agent_lets_a_short_task_finish_and_stops_a_long_one_with_its_proce
     });
     assert_eq!((long.node.as_str(), long.attempt), ("pod-2", 2));
     c.ok(&["cancel", "long"]);
+}
+
+#[test]
+fn an_agents_health_follows_its_connection() {
+    let Some(py) = python_with(&["grpc", "grpc_health.v1"]) else {
+        return;
+    };
+    let mut c = Cluster::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut o = dispatch_tests::AgentOpts::new("probed", 1);
+    o.args = vec!["--health-listen".into(), addr.clone()];
+    c.add_agent(o);
+    wait_until("the agent to say SERVING", || {
+        let (code, out) = run_python(&py, "grpc_probe.py", &["health", &addr]);
+        (code == 0 && out.trim() == "SERVING").then_some(())
+    });
+    // Its coordinator gone: NOT_SERVING.
+    c.coordinator.kill();
+    wait_until("the agent to say NOT_SERVING", || {
+        let (code, out) = run_python(&py, "grpc_probe.py", &["health", &addr]);
+        (code == 0 && out.trim() == "NOT_SERVING").then_some(())
+    });
 }
