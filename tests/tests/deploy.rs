@@ -1,0 +1,355 @@
+//! deploy/ as an operator uses it (issue 12): every kustomize overlay renders and validates
+//! against the Kubernetes schemas, and holds together (probes on the ports the binaries serve,
+//! a grace period above the drain timeout, autoscalers aimed at the pool); the systemd units
+//! pass `systemd-analyze verify`; the alert rules name only metrics the coordinator exports;
+//! the Dockerfile builds and copies the three binaries.
+
+use dispatch_tests::{Cluster, bin};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// A tool from the test Python's venv (where `.ci/run` installs kubectl and
+/// kubernetes-validate), else from PATH; `None` (and a line saying the test skips) when
+/// missing, a failure under CI.
+fn tool(name: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("DISPATCH_TEST_PYTHON")
+        .map(PathBuf::from)
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists());
+    let found = venv.or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.exists())
+        })
+    });
+    if found.is_none() {
+        let why = format!("`{name}` is not installed (`.ci/run` installs it)");
+        if std::env::var_os("CI").is_some() {
+            panic!("{why}");
+        }
+        eprintln!("skipped: {why}");
+    }
+    found
+}
+
+fn docs(yaml: &str) -> Vec<serde_json::Value> {
+    serde_norway::Deserializer::from_str(yaml)
+        .map(|d| serde_json::Value::deserialize(d).expect("a YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name}"))
+}
+
+/// `--flag=value` among a container's args.
+fn flag<'a>(args: &'a serde_json::Value, name: &str) -> &'a str {
+    args.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str()?.strip_prefix(&format!("{name}=")))
+        .next()
+        .unwrap_or_else(|| panic!("no {name} in {args}"))
+}
+
+fn port_of(addr: &str) -> u64 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+fn seconds(d: &str) -> u64 {
+    dispatch_core::duration::parse(d).unwrap().as_secs()
+}
+
+#[test]
+fn every_kustomize_overlay_renders_validates_and_holds_together() {
+    let (Some(kubectl), Some(validate)) = (tool("kubectl"), tool("kubernetes-validate")) else {
+        return;
+    };
+    let k8s = deploy().join("k8s");
+    let mut dirs = vec![k8s.join("base")];
+    let mut overlays: Vec<PathBuf> = std::fs::read_dir(k8s.join("overlays"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    overlays.sort();
+    assert!(overlays.len() >= 2, "{overlays:?}");
+    dirs.extend(overlays);
+    let out_dir = tempfile::tempdir().unwrap();
+    for dir in &dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let out = Command::new(&kubectl)
+            .arg("kustomize")
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl kustomize {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = String::from_utf8(out.stdout).unwrap();
+        let file = out_dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, &rendered).unwrap();
+        let v = Command::new(&validate)
+            .args(["--strict", "--quiet"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        );
+        assert!(v.status.success(), "{name}: {said}");
+        // Only custom resources (KEDA's) lack a schema here; they are checked below.
+        for line in said.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                line.contains("Couldn't find schema for kind ScaledObject"),
+                "{name}: {line}"
+            );
+        }
+
+        let d = docs(&rendered);
+        let coordinator = find(&d, "StatefulSet", "dispatch-coordinator");
+        let c = &coordinator["spec"]["template"]["spec"]["containers"][0];
+        let health = port_of(flag(&c["args"], "--health-listen"));
+        assert_eq!(c["readinessProbe"]["grpc"]["port"], health, "{name}");
+        assert_eq!(c["livenessProbe"]["grpc"]["port"], health, "{name}");
+        let grace = seconds(flag(&c["args"], "--shutdown-grace"));
+        assert!(
+            coordinator["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+                .as_u64()
+                .unwrap()
+                > grace
+        );
+        let pool = find(&d, "Deployment", "dispatch-agent-default");
+        let spec = &pool["spec"]["template"]["spec"];
+        let a = &spec["containers"][0];
+        assert_eq!(flag(&a["args"], "--on-sigterm"), "drain");
+        assert!(
+            spec["terminationGracePeriodSeconds"].as_u64().unwrap()
+                > seconds(flag(&a["args"], "--drain-timeout")),
+            "{name}: the pod's grace must outlast the drain"
+        );
+        assert_eq!(
+            a["readinessProbe"]["grpc"]["port"],
+            port_of(flag(&a["args"], "--health-listen"))
+        );
+        // The node's pool label comes from the pod's own label.
+        assert_eq!(flag(&a["args"], "--label"), "pool=$(DISPATCH_POOL)");
+        assert_eq!(
+            pool["spec"]["template"]["metadata"]["labels"]["dispatch.dev/pool"],
+            "default"
+        );
+        find(&d, "PodDisruptionBudget", "dispatch-agent-default");
+        find(&d, "NetworkPolicy", "dispatch-coordinator");
+        for doc in &d {
+            assert_eq!(
+                doc["metadata"]["namespace"].as_str().unwrap_or("dispatch"),
+                "dispatch"
+            );
+        }
+        match name.as_str() {
+            "keda" => {
+                let so = find(&d, "ScaledObject", "dispatch-agent-default");
+                assert_eq!(so["apiVersion"], "keda.sh/v1alpha1");
+                assert_eq!(
+                    so["spec"]["scaleTargetRef"]["name"],
+                    "dispatch-agent-default"
+                );
+                let t = &so["spec"]["triggers"][0];
+                assert_eq!(t["type"], "prometheus");
+                assert!(
+                    t["metadata"]["query"]
+                        .as_str()
+                        .unwrap()
+                        .contains("dispatch_queue_depth")
+                );
+                assert!(
+                    t["metadata"]["threshold"]
+                        .as_str()
+                        .unwrap()
+                        .parse::<f64>()
+                        .is_ok()
+                );
+            }
+            "hpa" => {
+                let h = find(&d, "HorizontalPodAutoscaler", "dispatch-agent-default");
+                assert_eq!(
+                    h["spec"]["scaleTargetRef"]["name"],
+                    "dispatch-agent-default"
+                );
+                assert_eq!(
+                    h["spec"]["metrics"][0]["external"]["metric"]["name"],
+                    "dispatch_queue_depth"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn the_systemd_units_verify() {
+    let Some(analyze) = tool("systemd-analyze") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The units as installed, with the binaries where this build put them.
+    for (unit, as_name) in [
+        (
+            "dispatch-coordinator.service",
+            "dispatch-coordinator.service",
+        ),
+        (
+            "dispatch-agent@.service",
+            "dispatch-agent@build-box.service",
+        ),
+    ] {
+        let text = std::fs::read_to_string(deploy().join("systemd").join(unit)).unwrap();
+        let bin_dir = bin("dispatch-agent")
+            .parent()
+            .unwrap()
+            .display()
+            .to_string();
+        std::fs::write(
+            dir.path().join(as_name),
+            text.replace("/usr/local/bin", &bin_dir),
+        )
+        .unwrap();
+    }
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(dir.path().join("dispatch-coordinator.service"))
+        .arg(dir.path().join("dispatch-agent@build-box.service"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // verify exits 0 on a line it ignores; any word from it is a mistake in the unit.
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+}
+
+/// Metric names a live coordinator exports (`# TYPE` lines of one scrape), with a node
+/// connected, a task running and one queued (a family with no series is left out of a scrape).
+fn exported() -> Vec<(String, String)> {
+    use std::io::{Read, Write};
+    let mut c = Cluster::with_coordinator_args(&["--metrics-listen", "127.0.0.1:0"]);
+    c.add_agent(dispatch_tests::AgentOpts::new("one", 1));
+    for id in ["first", "second"] {
+        c.ok(&[
+            "--backend",
+            "sim",
+            "--id",
+            id,
+            "--step",
+            "wait (sleep 30s)",
+            id,
+        ]);
+    }
+    c.wait_task("second", "it to queue", |t| {
+        t.task_state().as_str() == "queued"
+    });
+    c.wait_task("first", "it to run", |t| {
+        t.task_state().as_str() == "running"
+    });
+    let url = std::fs::read_to_string(c.dir.path().join("coordinator/metrics.addr")).unwrap();
+    let addr = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (n, t) = l.split_once(' ').unwrap();
+            (n.to_string(), t.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_alert_rules_name_only_metrics_the_coordinator_exports() {
+    let text = std::fs::read_to_string(deploy().join("prometheus/alerts.yaml")).unwrap();
+    let rules: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    let types = exported();
+    let known = |name: &str| {
+        types.iter().any(|(n, t)| {
+            name == n
+                || (t == "counter" && name == format!("{n}_total"))
+                || (t == "histogram"
+                    && ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name == format!("{n}{s}")))
+        })
+    };
+    let mut n = 0;
+    for group in rules["groups"].as_array().unwrap() {
+        for r in group["rules"].as_array().unwrap() {
+            n += 1;
+            let alert = r["alert"].as_str().expect("an alert name");
+            let expr = r["expr"].as_str().expect("an expr");
+            assert!(r["for"].is_string(), "{alert}: for");
+            assert!(
+                ["critical", "warning", "info"]
+                    .contains(&r["labels"]["severity"].as_str().unwrap()),
+                "{alert}: severity"
+            );
+            assert!(r["annotations"]["summary"].is_string(), "{alert}: summary");
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("dispatch_"))
+                .collect();
+            for m in names {
+                assert!(
+                    known(m),
+                    "{alert} uses `{m}`, which the coordinator does not export: {types:?}"
+                );
+            }
+        }
+    }
+    assert!(n >= 5, "{n} rules");
+}
+
+#[test]
+fn the_dockerfile_builds_and_copies_the_three_binaries() {
+    let text = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    for b in ["dispatch", "dispatch-coordinator", "dispatch-agent"] {
+        assert!(
+            text.contains(&format!("--bin {b} ")) || text.contains(&format!("--bin {b}\n")),
+            "builds {b}"
+        );
+        assert!(
+            text.contains(&format!("/src/target/release/{b} ")),
+            "copies {b}"
+        );
+    }
+    assert!(text.contains("USER 10001:10001"), "runs as a non-root user");
+    assert!(text.contains("ENTRYPOINT [\"/usr/bin/tini\", \"--\"]"));
+    let ignore = std::fs::read_to_string(deploy().join("../.dockerignore")).unwrap();
+    assert!(
+        ignore.lines().any(|l| l == "target"),
+        "the build context leaves target/ out"
+    );
+}
