@@ -235,8 +235,11 @@ pub(crate) enum Command {
         id: String,
     },
 
-    /// List agent nodes: backends, capacity and load.
-    Nodes,
+    /// List agent nodes: backends, capacity, load, and whether they drain.
+    Nodes {
+        #[command(subcommand)]
+        action: Option<NodesAction>,
+    },
 
     /// Show or change your config (DISPATCH_HOME/config.yaml, the seed's schema).
     Config {
@@ -430,6 +433,23 @@ pub(crate) enum KeysAction {
     },
     /// Print the public key of your signing key.
     Show,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum NodesAction {
+    /// Cordon a node (admins): no new task goes there; its running tasks go on (cancel them
+    /// with `dispatch cancel`). Kept across restarts of the coordinator and the node until
+    /// `uncordon`. To stop a node's work with it, send its agent SIGTERM with
+    /// `--on-sigterm drain`.
+    Drain {
+        /// The node.
+        name: String,
+    },
+    /// Take tasks on a cordoned node again (admins).
+    Uncordon {
+        /// The node.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

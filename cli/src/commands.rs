@@ -1,6 +1,6 @@
 //! What each command does.
 
-use crate::args::{Cli, Command, DaemonAction, Global, RunArgs};
+use crate::args::{Cli, Command, DaemonAction, Global, NodesAction, RunArgs};
 use crate::client::{Target, connect};
 use crate::render::{self, fancy};
 use anyhow::{Context, Result, anyhow, bail};
@@ -72,7 +72,13 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             crate::changes::apply(&g, &id, cherry_pick).await
         }
         Some(Command::Cancel { id }) => cancel(&g, &id).await,
-        Some(Command::Nodes) => nodes(&g).await,
+        Some(Command::Nodes { action: None }) => nodes(&g).await,
+        Some(Command::Nodes {
+            action: Some(NodesAction::Drain { name }),
+        }) => cordon(&g, &name, true).await,
+        Some(Command::Nodes {
+            action: Some(NodesAction::Uncordon { name }),
+        }) => cordon(&g, &name, false).await,
         Some(Command::Config { action }) => crate::config_cmd::run(&g, action).await,
         Some(Command::Clean { id }) => clean(&g, &id).await,
         Some(Command::Retry {
@@ -710,6 +716,33 @@ async fn clean(g: &Global, id: &str) -> Result<u8> {
             task.id, task.node, task.branch
         ),
     );
+    Ok(0)
+}
+
+async fn cordon(g: &Global, name: &str, draining: bool) -> Result<u8> {
+    limits::check_name("node name", name)?;
+    let mut t = connect(g).await?;
+    let n = t
+        .client
+        .set_node_draining(v1::SetNodeDrainingRequest {
+            name: name.to_string(),
+            draining,
+        })
+        .await?
+        .into_inner();
+    if g.json {
+        println!("{}", render::node_json(&n));
+    } else if draining {
+        println!(
+            "Node `{}` is cordoned: no new task goes there; its {} running task{} go on. `dispatch nodes uncordon {}` undoes it.",
+            n.name,
+            n.running,
+            if n.running == 1 { "" } else { "s" },
+            n.name
+        );
+    } else {
+        println!("Node `{}` takes tasks again.", n.name);
+    }
     Ok(0)
 }
 

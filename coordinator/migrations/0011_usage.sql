@@ -7,3 +7,5 @@ ALTER TABLE tasks ADD COLUMN activity TEXT NOT NULL DEFAULT '';
 -- Where a task goes, once, when its CLI cannot start for quota or login (JSON: targets,
 -- patterns, whether it was used and what happened; '' for none).
 ALTER TABLE tasks ADD COLUMN fallback TEXT NOT NULL DEFAULT '';
+-- A node an admin cordoned (`dispatch nodes drain`): it takes no new task until uncordoned.
+ALTER TABLE nodes ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;

@@ -147,7 +147,7 @@ pub fn node_to_proto(n: &NodeRecord, live: Option<&Liveness>) -> v1::Node {
         session_address: live.map(|l| l.addr.clone()).unwrap_or_default(),
         session_started_ms: live.map_or(0, |l| l.started_ms),
         epoch: live.map_or(n.epoch, |l| l.epoch),
-        draining: live.is_some_and(|l| l.draining),
+        draining: live.is_some_and(|l| l.draining) || n.cordoned,
     }
 }
 

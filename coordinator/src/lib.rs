@@ -144,6 +144,9 @@ impl Coordinator {
         });
         scheduler::spawn(Arc::downgrade(&c), rx);
         c.load_tokens().await?;
+        for n in c.store.list_nodes().await? {
+            c.registry.set_cordoned(&n.name, n.cordoned);
+        }
         c.recover_sessions().await?;
         domain::retention::spawn(Arc::downgrade(&c));
         c.scheduler.kick();

@@ -115,6 +115,8 @@ pub struct NodeRecord {
     pub session_addr: String,
     /// When its latest session started.
     pub session_started_ms: i64,
+    /// An admin cordoned it: no new task goes there.
+    pub cordoned: bool,
 }
 
 /// One backend a node offers.

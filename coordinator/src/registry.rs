@@ -101,6 +101,8 @@ pub struct Granted {
 pub struct NodeRegistry {
     nodes: Mutex<HashMap<String, Entry>>,
     next_conn: AtomicU64,
+    /// Nodes an admin cordoned (a copy of the store's, loaded at start).
+    cordoned: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The right to register `name`, held while its Hello is processed; dropped without
@@ -240,8 +242,24 @@ impl NodeRegistry {
             .count()
     }
 
+    /// Marks node `name` cordoned (or not): it takes no new task, whatever its sessions.
+    pub fn set_cordoned(&self, name: &str, cordoned: bool) {
+        let mut c = self.cordoned.lock().unwrap();
+        if cordoned {
+            c.insert(name.to_string());
+        } else {
+            c.remove(name);
+        }
+    }
+
+    /// True when an admin cordoned node `name`.
+    pub fn is_cordoned(&self, name: &str) -> bool {
+        self.cordoned.lock().unwrap().contains(name)
+    }
+
     /// Capacity view of every connected node, by name.
     pub fn slots(&self) -> Vec<NodeSlot> {
+        let cordoned = self.cordoned.lock().unwrap().clone();
         let nodes = self.nodes.lock().unwrap();
         let mut out: Vec<NodeSlot> = nodes
             .values()
@@ -273,7 +291,7 @@ impl NodeRegistry {
                     .iter()
                     .map(|b| (b.name.clone(), b.models.clone()))
                     .collect(),
-                draining: c.draining,
+                draining: c.draining || cordoned.contains(&c.record.name),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -342,6 +342,13 @@ fn every_rpc_answers_each_role_as_the_table_says() {
                 })
                 .await;
             check("RevokeToken", k.admin, got(&r));
+            let r = cl
+                .set_node_draining(v1::SetNodeDrainingRequest {
+                    name: "no-such-node".into(),
+                    draining: true,
+                })
+                .await;
+            check("SetNodeDraining", k.admin, got(&r));
             let r = cl.list_audit(v1::ListAuditRequest::default()).await;
             check("ListAudit", k.admin, got(&r));
 

@@ -278,3 +278,35 @@ fn an_agents_health_follows_its_connection() {
         (code == 0 && out.trim() == "NOT_SERVING").then_some(())
     });
 }
+
+#[test]
+fn an_admin_cordons_a_node_across_restarts_and_uncordons_it() {
+    let mut c = Cluster::with_node("box");
+    let out = c.ok(&["nodes", "drain", "box"]);
+    assert!(out.contains("Node `box` is cordoned"), "{out}");
+    let nodes: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+    assert_eq!(nodes[0]["draining"], true);
+    c.ok(&["--backend", "sim", "--id", "held", "--step", "a", "held"]);
+    // Kept across a restart of the coordinator.
+    c.restart_coordinator();
+    c.wait_node_connected("box");
+    assert!(c.ok(&["nodes"]).contains("draining"));
+    assert_eq!(c.status("held")["state"], "queued");
+    let out = c.run(&["nodes", "drain", "nowhere"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        dispatch_tests::text(&out.stderr)
+            .contains("no node `nowhere`; `dispatch nodes` lists them"),
+        "{}",
+        dispatch_tests::text(&out.stderr)
+    );
+    let out = c.ok(&["nodes", "uncordon", "box"]);
+    assert!(out.contains("takes tasks again"), "{out}");
+    let t = c.wait_task("held", "it to run", |t| t.task_state().is_terminal());
+    assert_eq!(t.task_state().as_str(), "completed");
+    let audit = c.ok(&["audit"]);
+    assert!(
+        audit.contains("node-drain") && audit.contains("node-uncordon"),
+        "{audit}"
+    );
+}

@@ -261,6 +261,42 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Cordons node `name` (no new task goes there; its running tasks go on) or uncordons it,
+    /// with an audit record. Survives a restart of the coordinator and of the node.
+    pub async fn set_cordoned(
+        &self,
+        name: &str,
+        cordoned: bool,
+        who: &crate::model::Principal,
+    ) -> Result<(NodeRecord, Option<Liveness>)> {
+        dispatch_core::limits::check_name("node name", name)?;
+        let action = if cordoned {
+            "node-drain"
+        } else {
+            "node-uncordon"
+        };
+        let audit = crate::model::AuditEntry::new(who, action, "", name);
+        if !self
+            .store
+            .set_cordoned(name, cordoned, &audit, crate::now_ms())
+            .await?
+        {
+            return Err(crate::error::CoordinatorError::NotFound(format!(
+                "no node `{name}`; `dispatch nodes` lists them"
+            )));
+        }
+        self.registry.set_cordoned(name, cordoned);
+        tracing::info!(node = name, cordoned, by = %who.name(), "node cordon changed");
+        if !cordoned {
+            self.scheduler.kick();
+        }
+        self.list_nodes()
+            .await?
+            .into_iter()
+            .find(|(n, _)| n.name == name)
+            .ok_or_else(|| crate::error::CoordinatorError::NotFound(format!("no node `{name}`")))
+    }
+
     /// Every node that ever connected, with its live session when it has one.
     pub async fn list_nodes(&self) -> Result<Vec<(NodeRecord, Option<Liveness>)>> {
         Ok(self

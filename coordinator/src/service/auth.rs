@@ -33,7 +33,7 @@ pub enum Rpc {
     Act,
     /// ListNodes, Info.
     Nodes,
-    /// CreateToken, ListTokens, RevokeToken, ListAudit.
+    /// CreateToken, ListTokens, RevokeToken, ListAudit, SetNodeDraining.
     Admin,
     /// AgentService.Session.
     Session,
@@ -89,7 +89,7 @@ pub fn permit(who: &Principal, rpc: Rpc) -> Result<Sight, Status> {
         Rpc::Nodes if user(Viewer) => Ok(Sight::Summaries),
         Rpc::Nodes => Err(denied(who, "list nodes")),
         Rpc::Admin if admin => Ok(Sight::All),
-        Rpc::Admin => Err(denied(who, "manage tokens or read the audit")),
+        Rpc::Admin => Err(denied(who, "manage tokens and nodes or read the audit")),
     }
 }
 

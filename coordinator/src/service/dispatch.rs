@@ -456,6 +456,16 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         Ok(Response::new(token_info(&t)))
     }
 
+    async fn set_node_draining(
+        &self,
+        req: Request<v1::SetNodeDrainingRequest>,
+    ) -> Result<Response<v1::Node>, Status> {
+        let (who, _) = who(&req, Rpc::Admin)?;
+        let r = req.into_inner();
+        let (n, live) = self.0.set_cordoned(&r.name, r.draining, &who).await?;
+        Ok(Response::new(convert::node_to_proto(&n, live.as_ref())))
+    }
+
     async fn list_audit(
         &self,
         req: Request<v1::ListAuditRequest>,

@@ -410,6 +410,14 @@ pub trait AccessStore: Send + Sync {
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Revokes token `id` (with its audit record); false when there is no such live token.
     async fn revoke_token(&self, id: &str, audit: &AuditEntry, now_ms: i64) -> Result<bool>;
+    /// Cordons (or uncordons) node `name`, with its audit record; false when no such node.
+    async fn set_cordoned(
+        &self,
+        name: &str,
+        cordoned: bool,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<bool>;
     /// Records a change that no other write carries.
     async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()>;
     /// Audit records, newest first: of one task or all, before id `before`, at most `limit`.

@@ -73,6 +73,27 @@ impl AccessStore for SqliteStore {
         Ok(true)
     }
 
+    async fn set_cordoned(
+        &self,
+        name: &str,
+        cordoned: bool,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let r = sqlx::query("UPDATE nodes SET cordoned = ?2 WHERE name = ?1")
+            .bind(name)
+            .bind(cordoned)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        record_audit(&mut tx, Some(audit), now_ms).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         record_audit(&mut tx, Some(entry), now_ms).await?;

@@ -212,7 +212,7 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
 }
 
 /// The node columns [`node_from_row`] reads, in order.
-pub(super) const NODE_COLUMNS: &str = "name, labels, backends, capacity, version, hostname, last_seen_ms, epoch, session_addr, session_started_ms";
+pub(super) const NODE_COLUMNS: &str = "name, labels, backends, capacity, version, hostname, last_seen_ms, epoch, session_addr, session_started_ms, cordoned";
 
 pub(super) fn node_from_row(r: &SqliteRow) -> Result<NodeRecord> {
     let labels: String = r.try_get(1)?;
@@ -230,6 +230,7 @@ pub(super) fn node_from_row(r: &SqliteRow) -> Result<NodeRecord> {
         epoch: r.try_get::<i64, _>(7)? as u64,
         session_addr: r.try_get(8)?,
         session_started_ms: r.try_get(9)?,
+        cordoned: r.try_get(10)?,
     })
 }
 
