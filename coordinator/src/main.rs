@@ -36,8 +36,8 @@ struct Args {
     #[arg(long, env = "DISPATCH_LISTEN", default_value = "127.0.0.1:7070")]
     listen: String,
 
-    /// Directory for the SQLite store (created if missing). Required to serve.
-    #[arg(long, env = "DISPATCH_DATA_DIR")]
+    /// Directory for the SQLite store (created if missing). Required to serve and to back up.
+    #[arg(long, env = "DISPATCH_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
 
     /// The server certificate chain (PEM) to serve TLS with (e.g. server.pem from `certs
@@ -166,6 +166,13 @@ enum Cmd {
         #[command(subcommand)]
         action: CertsAction,
     },
+    /// Copy the store to FILE while the coordinator runs: one consistent snapshot (SQLite's
+    /// `VACUUM INTO`, which blocks no writer), written 0600 and checked. Restore by stopping
+    /// the coordinator and putting FILE in place of DATA_DIR/dispatch.db (docs/operations.md).
+    Backup {
+        /// The new file (it must not exist).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -268,6 +275,22 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Some(Cmd::Certs { action }) => return certs(action),
+        Some(Cmd::Backup { file }) => {
+            let Some(data_dir) = &args.data_dir else {
+                anyhow::bail!("backup needs --data-dir (or DISPATCH_DATA_DIR): where the store is");
+            };
+            let b =
+                dispatch_coordinator::store::sqlite_backup(&data_dir.join("dispatch.db"), &file)
+                    .await?;
+            println!(
+                "Backed up {} tasks (schema {}, {}) to {}",
+                b.tasks,
+                b.version,
+                dispatch_core::fs::human_bytes(b.bytes),
+                file.display()
+            );
+            return Ok(());
+        }
         Some(Cmd::NewToken) => {
             println!(
                 "{}",

@@ -310,3 +310,67 @@ fn an_admin_cordons_a_node_across_restarts_and_uncordons_it() {
         "{audit}"
     );
 }
+
+#[test]
+fn a_backup_taken_while_the_coordinator_runs_restores_every_task() {
+    let mut c = Cluster::with_node("box");
+    for i in 0..5 {
+        let id = format!("kept-{i}");
+        c.ok(&["--backend", "sim", "--id", &id, "--step", "a", &id]);
+    }
+    for i in 0..5 {
+        c.wait_task(&format!("kept-{i}"), "it to end", |t| {
+            t.task_state().is_terminal()
+        });
+    }
+    let data = c.dir.path().join("coordinator");
+    let file = c.dir.path().join("backup.db");
+    let backup = |file: &std::path::Path| {
+        std::process::Command::new(dispatch_tests::bin("dispatch-coordinator"))
+            .args(["backup", "--data-dir"])
+            .arg(&data)
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = backup(&file);
+    let said = dispatch_tests::text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        dispatch_tests::text(&out.stderr)
+    );
+    assert!(said.starts_with("Backed up 5 tasks (schema "), "{said}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Never over a file that exists.
+    let again = backup(&file);
+    assert!(!again.status.success());
+    assert!(
+        dispatch_tests::text(&again.stderr).contains("exists; give a new file name"),
+        "{}",
+        dispatch_tests::text(&again.stderr)
+    );
+
+    // A task after the backup, then the backup restored in place of the store: the store is
+    // as it was when the backup was taken.
+    c.ok(&["--backend", "sim", "--id", "after", "--step", "a", "after"]);
+    c.wait_task("after", "it to end", |t| t.task_state().is_terminal());
+    c.restart_coordinator_with(|data_dir| {
+        for f in ["dispatch.db", "dispatch.db-wal", "dispatch.db-shm"] {
+            let _ = std::fs::remove_file(data_dir.join(f));
+        }
+        std::fs::copy(&file, data_dir.join("dispatch.db")).unwrap();
+    });
+    for i in 0..5 {
+        assert_eq!(c.status(&format!("kept-{i}"))["state"], "completed");
+    }
+    let out = c.run(&["status", "after"]);
+    assert!(
+        !out.status.success(),
+        "the task after the backup is not in it"
+    );
+}

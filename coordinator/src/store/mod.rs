@@ -23,7 +23,7 @@ use crate::model::{
 use dispatch_core::TaskState;
 use std::collections::HashMap;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{Backup, SqliteStore, backup as sqlite_backup};
 
 /// The columns of a task an operation may set (besides `updated_ms`, always set).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

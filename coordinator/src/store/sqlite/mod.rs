@@ -90,6 +90,77 @@ impl SqliteStore {
     }
 }
 
+/// What a backup holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// Its schema version.
+    pub version: i64,
+    /// Tasks in it.
+    pub tasks: i64,
+    /// Its size in bytes.
+    pub bytes: u64,
+}
+
+/// Copies the store at `db` to `to` while it is in use: one consistent snapshot (`VACUUM INTO`,
+/// a read transaction that blocks no writer), written 0600, then checked
+/// (`PRAGMA integrity_check`). `to` must not exist (or be empty).
+pub async fn backup(db: &Path, to: &Path) -> Result<Backup> {
+    if !db.exists() {
+        return Err(CoordinatorError::NotFound(format!(
+            "there is no store at {}; give the coordinator's --data-dir",
+            db.display()
+        )));
+    }
+    if std::fs::metadata(to).is_ok_and(|m| m.len() > 0) {
+        return Err(CoordinatorError::AlreadyExists(format!(
+            "{} exists; give a new file name (a backup never overwrites one)",
+            to.display()
+        )));
+    }
+    // Created 0600 first: VACUUM INTO would make it 0644.
+    dispatch_core::fs::private_create(to)
+        .map_err(|e| CoordinatorError::Invalid(format!("cannot create {}: {e}", to.display())))?;
+    let src = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options(db).create_if_missing(false))
+        .await?;
+    let target = to.display().to_string();
+    let copied = sqlx::query("VACUUM INTO ?1")
+        .bind(&target)
+        .execute(&src)
+        .await;
+    src.close().await;
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(to);
+        return Err(e.into());
+    }
+    let copy = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(SqliteConnectOptions::new().filename(to).read_only(true))
+        .await?;
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&copy)
+        .await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&copy)
+        .await?;
+    let tasks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tasks")
+        .fetch_one(&copy)
+        .await?;
+    copy.close().await;
+    if check != "ok" {
+        return Err(CoordinatorError::Corrupt(format!(
+            "the backup {} fails its integrity check: {check}",
+            to.display()
+        )));
+    }
+    Ok(Backup {
+        version,
+        tasks,
+        bytes: std::fs::metadata(to).map(|m| m.len()).unwrap_or(0),
+    })
+}
+
 /// Creates the database file 0600 (SQLite would create it 0644), and tightens a database and its
 /// WAL files that an earlier version left readable by others.
 fn private_files(path: &Path) -> Result<()> {
