@@ -112,6 +112,11 @@ struct Args {
     /// draining. For liveness/readiness probes.
     #[arg(long, env = "DISPATCH_AGENT_HEALTH_LISTEN", value_name = "ADDR")]
     health_listen: Option<String>,
+
+    /// Log lines as `text` or `json` (one object per line, for log shippers). Traces are
+    /// exported with OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(long, env = "DISPATCH_LOG_FORMAT", default_value = "text", value_parser = dispatch_telemetry::LogFormat::parse)]
+    log_format: dispatch_telemetry::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,16 +142,6 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DISPATCH_LOG")
-        .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Command::SimWorker { args }) = &args.command {
@@ -163,7 +158,12 @@ fn main() -> anyhow::Result<()> {
             .error(clap::error::ErrorKind::MissingRequiredArgument, "--coordinator (or DISPATCH_COORDINATOR, or `coordinator:` in --config) is required: the address of the coordinator to connect to, e.g. http://build-server:7070")
             .exit();
     };
-    init_tracing();
+    // The runtime first: the trace exporter runs on it.
+    let rt = tokio::runtime::Runtime::new()?;
+    let _telemetry = {
+        let _in = rt.enter();
+        dispatch_telemetry::init("dispatch-agent", Some(args.log_format))
+    };
     let name = match args.name.or(file.name.clone()) {
         Some(n) => n,
         None => nix::unistd::gethostname()?
@@ -244,7 +244,6 @@ fn main() -> anyhow::Result<()> {
     };
     let found: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     tracing::info!(node = %cfg.name, backends = %found.join(", "), max_tasks = cfg.max_tasks, workdir = %cfg.workdir.display(), signed_only = !cfg.trusted_keys.is_empty(), "agent starting");
-    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(dispatch_agent::run(cfg, shutdown_signal()))
 }
 

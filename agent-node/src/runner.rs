@@ -171,7 +171,15 @@ pub fn start(ctx: RunContext, assign: v1::Assign) -> TaskHandle {
         let id = assign.task_id.clone();
         let attempt = assign.attempt.max(1);
         let events = ctx.events.clone();
-        if let Err(mut error) = run(ctx, assign, workdir, cancel, notes, drained).await {
+        // This run's span joins the task's trace (the coordinator's assignment span).
+        let span = tracing::info_span!("agent.run", task_id = %id, attempt, node = %ctx.node);
+        dispatch_telemetry::set_parent(&span, &assign.traceparent);
+        let ran = tracing::Instrument::instrument(
+            run(ctx, assign, workdir, cancel, notes, drained),
+            span,
+        )
+        .await;
+        if let Err(mut error) = ran {
             tracing::warn!(task = %id, %error, "worker could not start");
             if error.len() > MAX_START_ERROR {
                 let mut cut = MAX_START_ERROR;
@@ -457,9 +465,12 @@ async fn run(
                 .map_err(std::io::Error::from)
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run `sh` on node `{}`: {e}", ctx.node))?;
+    let child = {
+        // The worker's start: a short span of its own (the run's lasts as long as the worker).
+        let _start = tracing::info_span!("agent.start_worker", task_id = %assign.task_id, backend = %backend.name).entered();
+        cmd.spawn()
+            .map_err(|e| format!("cannot run `sh` on node `{}`: {e}", ctx.node))?
+    };
     let pid = child.id().unwrap_or(0);
     tracing::info!(task = %assign.task_id, pid, backend = %backend.name, workdir = %workdir.display(), "worker started");
     let attempt = assign.attempt.max(1);

@@ -291,12 +291,15 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
     let key = crate::keys::load(g)?;
     let derived_id = req.id.is_empty();
     let mut attempt = 1;
+    // The task's trace starts here (exported only with OTEL_EXPORTER_OTLP_ENDPOINT set).
+    let span = tracing::info_span!("dispatch.submit", task_id = tracing::field::Empty);
     let task = loop {
         if let Some(k) = &key {
             crate::keys::sign(k, &mut req, derived_id.then_some(attempt))?;
         }
         let sent = crate::retry::idempotent("submit", || {
-            let (mut c, r) = (client.clone(), req.clone());
+            let (mut c, mut r) = (client.clone(), tonic::Request::new(req.clone()));
+            dispatch_telemetry::inject(&span, r.metadata_mut());
             async move { c.submit(r).await }
         })
         .await;
@@ -317,6 +320,8 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
     .into_inner()
     .task
     .ok_or_else(|| anyhow!("the coordinator returned no task"))?;
+    span.record("task_id", task.id.as_str());
+    drop(span);
     // Only an accepted task's model goes into the config.
     if let Some(m) = new_model {
         m.save(g)?;

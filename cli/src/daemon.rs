@@ -132,14 +132,11 @@ pub(crate) fn run_foreground(g: &Global, idle_timeout: Duration) -> Result<()> {
                 return Ok(());
             }
         };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DISPATCH_LOG")
-        .unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
     let rt = tokio::runtime::Runtime::new()?;
+    let _telemetry = {
+        let _in = rt.enter();
+        dispatch_telemetry::init("dispatch-daemon", Some(dispatch_telemetry::LogFormat::Text))
+    };
     rt.block_on(serve(home, idle_timeout))
 }
 

@@ -39,7 +39,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(commands::run(cli)) {
+    // Spans only (its stderr is the user's), and only with OTEL_EXPORTER_OTLP_ENDPOINT set.
+    let telemetry = {
+        let _in = rt.enter();
+        dispatch_telemetry::init("dispatch", None)
+    };
+    let result = rt.block_on(commands::run(cli));
+    drop(telemetry);
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {}", render::error_text(&e));

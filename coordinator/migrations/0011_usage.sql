@@ -9,3 +9,5 @@ ALTER TABLE tasks ADD COLUMN activity TEXT NOT NULL DEFAULT '';
 ALTER TABLE tasks ADD COLUMN fallback TEXT NOT NULL DEFAULT '';
 -- A node an admin cordoned (`dispatch nodes drain`): it takes no new task until uncordoned.
 ALTER TABLE nodes ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;
+-- The W3C traceparent of a task's submit span, which its later spans join ('' for none).
+ALTER TABLE tasks ADD COLUMN trace TEXT NOT NULL DEFAULT '';

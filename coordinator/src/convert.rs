@@ -283,6 +283,7 @@ pub fn command_to_proto(id: u64, c: &NodeCommand) -> v1::Command {
             signed_spec: a.signed_spec.clone().into_bytes(),
             signature: a.signature.clone(),
             deliver: a.deliver.clone(),
+            traceparent: a.trace.clone(),
         }),
         NodeCommand::Cancel { task_id, attempt } => C::Cancel(v1::CancelTask {
             task_id: task_id.clone(),
@@ -330,6 +331,7 @@ pub fn command_from_proto(c: v1::Command) -> Result<NodeCommand, String> {
             signed_spec: String::from_utf8(a.signed_spec).unwrap_or_default(),
             signature: a.signature,
             deliver: a.deliver,
+            trace: a.traceparent,
         })),
         C::Cancel(x) => NodeCommand::Cancel {
             task_id: x.task_id,

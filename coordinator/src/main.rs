@@ -153,6 +153,11 @@ struct Args {
     /// cannot speak TLS (the kubelet's gRPC probes). Nothing else is served there.
     #[arg(long, env = "DISPATCH_HEALTH_LISTEN", value_name = "ADDR")]
     health_listen: Option<String>,
+
+    /// Log lines as `text` or `json` (one object per line, for log shippers). Traces are
+    /// exported with OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(long, env = "DISPATCH_LOG_FORMAT", default_value = "text", value_parser = dispatch_telemetry::LogFormat::parse)]
+    log_format: dispatch_telemetry::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -260,16 +265,6 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DISPATCH_LOG")
-        .unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -308,7 +303,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .exit();
     };
-    init_tracing();
+    let _telemetry = dispatch_telemetry::init("dispatch-coordinator", Some(args.log_format));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             ServerTls {

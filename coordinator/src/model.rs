@@ -36,6 +36,8 @@ pub struct TaskRecord {
     pub activity: String,
     /// Where it goes, once, when its CLI cannot start for quota or login.
     pub fallback: Option<Fallback>,
+    /// The W3C traceparent of its submit span ("" when not traced).
+    pub trace: String,
     /// A signed task's spec (JSON, exactly as signed; "" when unsigned or left out).
     pub signed_spec: String,
     /// Its ed25519 signature.
@@ -641,6 +643,9 @@ pub struct Assignment {
     /// How the branch comes home ("" for the node's default).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub deliver: String,
+    /// The assignment span's W3C traceparent ("" when not traced).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trace: String,
 }
 
 /// A command as stored, with its id.

@@ -101,6 +101,10 @@ async fn schedule(c: &Coordinator) -> Result<()> {
             epoch: slots[i].epoch,
             backend: backend.clone(),
         };
+        // The assignment joins the task's trace, and hands it on to the node.
+        let span = tracing::info_span!("coordinator.assign", task_id = %task.id, node = %write.node, %backend);
+        dispatch_telemetry::set_parent(&span, &task.trace);
+        let trace = dispatch_telemetry::traceparent(&span);
         let command = |t: &TaskRecord| {
             NodeCommand::Assign(Box::new(Assignment {
                 task_id: t.id.clone(),
@@ -120,6 +124,7 @@ async fn schedule(c: &Coordinator) -> Result<()> {
                 signed_spec: t.signed_spec.clone(),
                 signature: t.signature.clone(),
                 deliver: t.deliver.clone(),
+                trace: trace.clone(),
             }))
         };
         // None: the task is no longer queued (cancelled), or the node's session ended.

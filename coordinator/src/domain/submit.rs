@@ -314,6 +314,7 @@ impl Coordinator {
             signed_spec,
             signature: req.signature.clone(),
             deliver: req.deliver.clone(),
+            trace: dispatch_telemetry::traceparent(&tracing::Span::current()),
             fallback: (!req.fallback.is_empty()).then(|| crate::model::Fallback {
                 to: req.fallback.clone(),
                 on: if req.fallback_on.is_empty() {

@@ -77,10 +77,16 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         req: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
         let (who, sight) = who(&req, Rpc::Submit)?;
-        let t = self
-            .0
-            .submit(convert::submit_from_proto(req.into_inner()), &who)
-            .await?;
+        // The caller's trace, when it sent one; the task keeps this span's context.
+        let span = tracing::info_span!("coordinator.submit", task_id = tracing::field::Empty);
+        dispatch_telemetry::extract(&span, req.metadata());
+        let t = tracing::Instrument::instrument(
+            self.0
+                .submit(convert::submit_from_proto(req.into_inner()), &who),
+            span.clone(),
+        )
+        .await?;
+        span.record("task_id", t.id.as_str());
         Ok(Response::new(v1::SubmitResponse {
             task: Some(task_view(&self.0, &t, (&who, sight)).await?),
         }))

@@ -7,7 +7,7 @@ use sqlx::{Row, Sqlite};
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 38] = [
+pub(super) const TASK_COLUMNS: [&str; 39] = [
     "id",
     "state",
     "title",
@@ -46,6 +46,7 @@ pub(super) const TASK_COLUMNS: [&str; 38] = [
     "usage",
     "activity",
     "fallback",
+    "trace",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES (?1, …, next order)`.
@@ -101,6 +102,7 @@ pub(super) fn bind_new_task<'q>(
         .bind(usage_json(&t.usage))
         .bind(t.activity.clone())
         .bind(fallback_json(&t.fallback))
+        .bind(t.trace.clone())
 }
 
 /// A task's fallback as stored on its row ("" for none).
@@ -195,6 +197,7 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
                 .map_err(|e| CoordinatorError::Corrupt(format!("task usage: {e}")))?,
         },
         activity: r.try_get("activity")?,
+        trace: r.try_get("trace")?,
         fallback: match r.try_get::<String, _>("fallback")?.as_str() {
             "" => None,
             j => Some(
