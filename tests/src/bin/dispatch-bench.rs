@@ -749,7 +749,7 @@ async fn light_node(url: &str, i: usize, token: &str) -> Result<(), tonic::Statu
 /// to serving, and `dispatch status` wall time.
 fn footprint(args: &[String]) -> Vec<Stats> {
     let n = arg(args, "--tasks", 100_000);
-    let mut c = Cluster::new();
+    let mut c = Cluster::with_coordinator_args(&["--metrics-listen", "127.0.0.1:0"]);
     c.add_agent(AgentOpts::new("idle", 2));
     let agent_pid = c.agents[0].1.child.id();
     std::thread::sleep(Duration::from_secs(2));
@@ -836,7 +836,32 @@ fn footprint(args: &[String]) -> Vec<Stats> {
         assert!(out.status.success());
         status.samples.push(ms(t.elapsed()));
     }
-    vec![agent_rss, restart, status]
+    // A Prometheus scrape reads its gauges from the store: what that costs with n tasks.
+    let metrics = std::fs::read_to_string(c.dir.path().join("coordinator/metrics.addr")).unwrap();
+    let addr = metrics
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let mut scrape = Stats {
+        name: format!("/metrics scrape, {n} tasks (ms)"),
+        samples: vec![],
+    };
+    for _ in 0..20 {
+        use std::io::{Read, Write};
+        let t = Instant::now();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        scrape.samples.push(ms(t.elapsed()));
+    }
+    vec![agent_rss, restart, status, scrape]
 }
 
 fn dispatch_coordinator_now_ms() -> i64 {
