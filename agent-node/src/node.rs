@@ -146,6 +146,21 @@ struct Node {
     ctx: RunContext,
     /// (task, attempt) of workers that ended in this run, so a resent Assign never runs one twice.
     finished: std::collections::VecDeque<(String, u32)>,
+    /// A drain in progress: from SIGTERM (`--on-sigterm drain`) or from the coordinator
+    /// (`dispatch nodes drain NAME --timeout D`).
+    drain: Option<Drain>,
+}
+
+/// A drain in progress.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    /// Running workers may go on until then.
+    until: Instant,
+    /// The rest were stopped.
+    stopped: bool,
+    /// The agent exits once drained (SIGTERM); a drain the coordinator asked for leaves it
+    /// connected.
+    exit: bool,
 }
 
 /// How many ended tasks a node remembers for de-duplicating Assign.
@@ -313,6 +328,31 @@ impl Node {
                     n.task_id, self.cfg.name
                 ),
             },
+            Some(C::Drain(d)) => {
+                if d.draining {
+                    let until = Instant::now() + Duration::from_millis(d.timeout_ms);
+                    tracing::info!(
+                        running = self.tasks.len(),
+                        timeout_ms = d.timeout_ms,
+                        "the coordinator drains this node: no new tasks; running workers may finish within the timeout"
+                    );
+                    self.drain = Some(match self.drain {
+                        Some(old) => Drain {
+                            until: old.until.min(until),
+                            ..old
+                        },
+                        None => Drain {
+                            until,
+                            stopped: false,
+                            exit: false,
+                        },
+                    });
+                } else if self.drain.is_some_and(|d| !d.exit) {
+                    tracing::info!("the coordinator ended this node's drain");
+                    self.drain = None;
+                }
+                String::new()
+            }
             Some(C::RemoveWorktree(r)) => {
                 let workdir = if r.path.is_empty() {
                     self.cfg.workdir.clone()
@@ -473,6 +513,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         next_runs: HashMap::new(),
         ctx,
         finished: Default::default(),
+        drain: None,
     };
 
     // Workers outlive the agent: re-attach to those still running, and report how the others
@@ -539,12 +580,12 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let mut next_attempt = Instant::now();
     let mut stopping: Option<Instant> = None;
     // Draining: until when running workers may finish, and whether the rest were stopped.
-    let mut draining: Option<Instant> = None;
-    let mut drain_stopped = false;
+    // SIGTERM was taken (its future must not be polled again).
+    let mut sigterm_taken = false;
     tokio::pin!(shutdown);
     loop {
         if let Some(h) = &health
-            && healthy != (session.is_some() && draining.is_none())
+            && healthy != (session.is_some() && node.drain.is_none())
         {
             healthy = !healthy;
             let status = if healthy {
@@ -554,7 +595,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             };
             h.set_service_status("", status).await;
         }
-        if draining.is_some() && stopping.is_none() && node.tasks.is_empty() {
+        if node.drain.is_some_and(|d| d.exit) && stopping.is_none() && node.tasks.is_empty() {
             tracing::info!("drained: no worker left; flushing events and exiting");
             stopping = Some(Instant::now() + Duration::from_secs(5));
         }
@@ -568,7 +609,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             let attempt = tokio::select! {
                 r = tokio::time::timeout(CONNECT_TIMEOUT, node.connect()) => Some(r),
                 // Once drained-for, SIGTERM was taken already.
-                _ = &mut shutdown, if draining.is_none() => None,
+                _ = &mut shutdown, if !sigterm_taken => None,
             };
             match attempt {
                 None => {
@@ -580,7 +621,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 }
                 Some(Ok(Ok(s))) => {
                     tracing::info!(coordinator = %node.cfg.coordinator, node = %node.cfg.name, "connected");
-                    if draining.is_some() {
+                    if node.drain.is_some() {
                         let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat {
                             running: node.tasks.len() as u32,
                             draining: true,
@@ -609,6 +650,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             continue;
         }
         let stop_at = stopping.unwrap_or_else(Instant::now);
+        let drain_at = node.drain.filter(|d| !d.stopped).map(|d| d.until);
         tokio::select! {
             Some(ev) = events_rx.recv() => {
                 if let Some(ev) = node.spool_event(ev)
@@ -623,7 +665,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 let m = match from {
                     FromSession::Message(m) => *m,
                     FromSession::HeartbeatDue => {
-                        let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32, draining: draining.is_some() }));
+                        let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32, draining: node.drain.is_some() }));
                         if !session.as_ref().expect("connected").send(hb).await {
                             session = None;
                         }
@@ -643,6 +685,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                     Ok(Some(v1::CoordinatorMessage { kind: Some(In::EventAck(a)) })) => node.spool.ack(&a.task_id, a.seq),
                     Ok(Some(v1::CoordinatorMessage { kind: Some(In::Command(cmd)) })) => {
                         let command_id = cmd.id;
+                        let was_draining = node.drain.is_some();
                         let error = node.apply(cmd).await;
                         if !error.is_empty() {
                             tracing::warn!(command = command_id, %error, "command not applied");
@@ -650,6 +693,15 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                         let ack = msg(v1::agent_message::Kind::CommandAck(v1::CommandAck { command_id, error }));
                         if !session.as_ref().expect("connected").send(ack).await {
                             session = None;
+                        }
+                        // A drain started or ended: said at once.
+                        if let Some(s) = &session
+                            && node.drain.is_some() != was_draining
+                        {
+                            let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32, draining: node.drain.is_some() }));
+                            if !s.send(hb).await {
+                                session = None;
+                            }
                         }
                     }
                     Ok(Some(v1::CoordinatorMessage { kind: Some(In::Resend(r)) })) => {
@@ -676,8 +728,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             }
             _ = tokio::time::sleep_until(next_attempt), if session.is_none() && stopping.is_none() => {}
             _ = tokio::time::sleep_until(stop_at), if stopping.is_some() => {}
-            _ = tokio::time::sleep_until(draining.unwrap_or_else(Instant::now)), if draining.is_some() && !drain_stopped => {
-                drain_stopped = true;
+            _ = tokio::time::sleep_until(drain_at.unwrap_or_else(Instant::now)), if drain_at.is_some() => {
+                if let Some(d) = &mut node.drain {
+                    d.stopped = true;
+                }
                 tracing::warn!(running = node.tasks.len(), "drain timeout: stopping the workers still running (reported drained)");
                 for t in node.tasks.values_mut() {
                     t.drained.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -685,11 +739,17 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                     t.cancel.notify_one();
                 }
             }
-            _ = &mut shutdown, if stopping.is_none() && draining.is_none() => {
+            _ = &mut shutdown, if stopping.is_none() && !sigterm_taken => {
+                sigterm_taken = true;
                 match node.cfg.on_sigterm {
                     OnSigterm::Drain(timeout) => {
                         tracing::info!(running = node.tasks.len(), ?timeout, "draining: no new tasks; running workers may finish within the timeout");
-                        draining = Some(Instant::now() + timeout);
+                        // A drain already under way keeps its (earlier) deadline.
+                        let until = Instant::now() + timeout;
+                        node.drain = Some(match node.drain {
+                            Some(d) => Drain { until: d.until.min(until), exit: true, ..d },
+                            None => Drain { until, stopped: false, exit: true },
+                        });
                         // Said at once, not at the next heartbeat: no task is assigned here now.
                         if let Some(s) = &session {
                             let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32, draining: true }));

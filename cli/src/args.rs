@@ -437,13 +437,16 @@ pub(crate) enum KeysAction {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum NodesAction {
-    /// Cordon a node (admins): no new task goes there; its running tasks go on (cancel them
-    /// with `dispatch cancel`). Kept across restarts of the coordinator and the node until
-    /// `uncordon`. To stop a node's work with it, send its agent SIGTERM with
-    /// `--on-sigterm drain`.
+    /// Cordon a node (admins): no new task goes there, kept across restarts of the
+    /// coordinator and the node until `uncordon`. Its running tasks go on; with --timeout the
+    /// node drains them: they get that long to finish, then the rest are stopped with their
+    /// process groups and end lost ("node drained"), retryable.
     Drain {
         /// The node.
         name: String,
+        /// Stop what still runs on the node after this long (e.g. 5m).
+        #[arg(long, value_parser = dispatch_core::duration::parse)]
+        timeout: Option<std::time::Duration>,
     },
     /// Take tasks on a cordoned node again (admins).
     Uncordon {

@@ -74,11 +74,11 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Cancel { id }) => cancel(&g, &id).await,
         Some(Command::Nodes { action: None }) => nodes(&g).await,
         Some(Command::Nodes {
-            action: Some(NodesAction::Drain { name }),
-        }) => cordon(&g, &name, true).await,
+            action: Some(NodesAction::Drain { name, timeout }),
+        }) => cordon(&g, &name, true, timeout).await,
         Some(Command::Nodes {
             action: Some(NodesAction::Uncordon { name }),
-        }) => cordon(&g, &name, false).await,
+        }) => cordon(&g, &name, false, None).await,
         Some(Command::Config { action }) => crate::config_cmd::run(&g, action).await,
         Some(Command::Clean { id }) => clean(&g, &id).await,
         Some(Command::Retry {
@@ -724,7 +724,12 @@ async fn clean(g: &Global, id: &str) -> Result<u8> {
     Ok(0)
 }
 
-async fn cordon(g: &Global, name: &str, draining: bool) -> Result<u8> {
+async fn cordon(
+    g: &Global,
+    name: &str,
+    draining: bool,
+    timeout: Option<std::time::Duration>,
+) -> Result<u8> {
     limits::check_name("node name", name)?;
     let mut t = connect(g).await?;
     let n = t
@@ -732,11 +737,21 @@ async fn cordon(g: &Global, name: &str, draining: bool) -> Result<u8> {
         .set_node_draining(v1::SetNodeDrainingRequest {
             name: name.to_string(),
             draining,
+            stop_after_ms: timeout.map_or(0, |t| t.as_millis().max(1) as u64),
         })
         .await?
         .into_inner();
     if g.json {
         println!("{}", render::node_json(&n));
+    } else if let (true, Some(t)) = (draining, timeout) {
+        println!(
+            "Node `{}` is draining: no new task goes there; its {} running task{} get {} to finish, then the rest are stopped (lost, retryable). `dispatch nodes uncordon {}` undoes it.",
+            n.name,
+            n.running,
+            if n.running == 1 { "" } else { "s" },
+            dispatch_core::duration::format(t),
+            n.name
+        );
     } else if draining {
         println!(
             "Node `{}` is cordoned: no new task goes there; its {} running task{} go on. `dispatch nodes uncordon {}` undoes it.",

@@ -302,6 +302,13 @@ pub fn command_to_proto(id: u64, c: &NodeCommand) -> v1::Command {
             task_id: task_id.clone(),
             path: path.clone(),
         }),
+        NodeCommand::Drain {
+            draining,
+            timeout_ms,
+        } => C::Drain(v1::NodeDrain {
+            draining: *draining,
+            timeout_ms: *timeout_ms,
+        }),
     };
     v1::Command {
         id,
@@ -349,6 +356,10 @@ pub fn command_from_proto(c: v1::Command) -> Result<NodeCommand, String> {
         C::RemoveWorktree(r) => NodeCommand::RemoveWorktree {
             task_id: r.task_id,
             path: r.path,
+        },
+        C::Drain(d) => NodeCommand::Drain {
+            draining: d.draining,
+            timeout_ms: d.timeout_ms,
         },
     })
 }

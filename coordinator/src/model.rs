@@ -585,6 +585,13 @@ pub enum NodeCommand {
         /// The worktree directory as the node reported it.
         path: String,
     },
+    /// Drain the node (stop what still runs after `timeout_ms`), or end a drain.
+    Drain {
+        /// Start (true) or end (false) the drain.
+        draining: bool,
+        /// How long running workers may go on.
+        timeout_ms: u64,
+    },
 }
 
 impl NodeCommand {
@@ -596,6 +603,7 @@ impl NodeCommand {
             NodeCommand::Answer { .. } => "answer",
             NodeCommand::Note { .. } => "note",
             NodeCommand::RemoveWorktree { .. } => "remove_worktree",
+            NodeCommand::Drain { .. } => "drain",
         }
     }
 
@@ -607,6 +615,7 @@ impl NodeCommand {
             | NodeCommand::Answer { task_id, .. }
             | NodeCommand::Note { task_id, .. }
             | NodeCommand::RemoveWorktree { task_id, .. } => task_id,
+            NodeCommand::Drain { .. } => "",
         }
     }
 }

@@ -581,6 +581,31 @@ impl Cluster {
         serde_json::from_str(&self.ok(&["status", id, "--json"])).expect("status --json is JSON")
     }
 
+    /// Dispatches sim task `id` whose worker starts a child that sleeps 120 s, and returns
+    /// (child pid, worker pid) once the worker wrote the child's pid in its plan.
+    pub fn start_sleeping_child(&self, id: &str) -> (i32, i32) {
+        self.ok(&[
+            "--backend",
+            "sim",
+            "--id",
+            id,
+            "--step",
+            "wait a long time (child-sleep 120s)",
+            id,
+        ]);
+        let t = self.wait_task(id, "the sim worker to start its child", |t| {
+            t.plan
+                .as_ref()
+                .is_some_and(|p| p.items[0].note.starts_with("child pid "))
+        });
+        let child: i32 = t.plan.unwrap().items[0]
+            .note
+            .trim_start_matches("child pid ")
+            .parse()
+            .unwrap();
+        (child, ppid(child).expect("the child's parent"))
+    }
+
     /// Waits (on the coordinator's watch stream) until task `id` satisfies `pred`; returns it.
     pub fn wait_task(&self, id: &str, what: &str, pred: impl Fn(&v1::Task) -> bool) -> v1::Task {
         self.rt.block_on(async {

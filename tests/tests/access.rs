@@ -346,6 +346,7 @@ fn every_rpc_answers_each_role_as_the_table_says() {
                 .set_node_draining(v1::SetNodeDrainingRequest {
                     name: "no-such-node".into(),
                     draining: true,
+                    stop_after_ms: 0,
                 })
                 .await;
             check("SetNodeDraining", k.admin, got(&r));

@@ -1,7 +1,7 @@
 //! End to end: the real binaries as separate processes on loopback.
 
 use dispatch_proto::v1;
-use dispatch_tests::{AgentOpts, Cluster, alive, assert_exit, git, ppid, text, wait_until};
+use dispatch_tests::{AgentOpts, Cluster, alive, assert_exit, git, text, wait_until};
 
 fn done_count(t: &v1::Task) -> usize {
     t.plan.as_ref().map_or(0, |p| {
@@ -196,26 +196,7 @@ fn remote_pins_a_node_and_a_full_node_drains_its_queue_in_order() {
 #[test]
 fn cancel_kills_the_workers_whole_process_tree() {
     let c = Cluster::with_node("box");
-    c.ok(&[
-        "--backend",
-        "sim",
-        "--id",
-        "long",
-        "--step",
-        "wait a long time (child-sleep 120s)",
-        "long job",
-    ]);
-    let t = c.wait_task("long", "the sim worker to start its child", |t| {
-        t.plan
-            .as_ref()
-            .is_some_and(|p| p.items[0].note.starts_with("child pid "))
-    });
-    let child: i32 = t.plan.unwrap().items[0]
-        .note
-        .trim_start_matches("child pid ")
-        .parse()
-        .unwrap();
-    let worker = ppid(child).expect("the child's parent");
+    let (child, worker) = c.start_sleeping_child("long");
     assert!(alive(child) && alive(worker));
 
     let out = c.ok(&["cancel", "long"]);

@@ -162,7 +162,7 @@ fn metrics_parse_as_prometheus_text_and_move_as_tasks_run_queue_and_end() {
 
 #[test]
 fn a_draining_agent_lets_a_short_task_finish_and_stops_a_long_one_with_its_process_group() {
-    use dispatch_tests::{AgentOpts, alive, ppid};
+    use dispatch_tests::{AgentOpts, alive};
     let mut c = Cluster::new();
     let mut o = AgentOpts::new("pod", 2);
     o.args = vec![
@@ -181,26 +181,7 @@ fn a_draining_agent_lets_a_short_task_finish_and_stops_a_long_one_with_its_proce
         "finish (sleep 1500ms)",
         "short",
     ]);
-    c.ok(&[
-        "--backend",
-        "sim",
-        "--id",
-        "long",
-        "--step",
-        "wait (child-sleep 120s)",
-        "long",
-    ]);
-    let t = c.wait_task("long", "its child to start", |t| {
-        t.plan
-            .as_ref()
-            .is_some_and(|p| p.items[0].note.starts_with("child pid "))
-    });
-    let child: i32 = t.plan.unwrap().items[0]
-        .note
-        .trim_start_matches("child pid ")
-        .parse()
-        .unwrap();
-    let worker = ppid(child).expect("the child's parent");
+    let (child, worker) = c.start_sleeping_child("long");
     c.wait_task("short", "it to run", |t| {
         t.task_state().as_str() == "running"
     });
@@ -373,4 +354,56 @@ fn a_backup_taken_while_the_coordinator_runs_restores_every_task() {
         !out.status.success(),
         "the task after the backup is not in it"
     );
+}
+
+#[test]
+fn a_remote_drain_stops_what_still_runs_after_its_timeout_and_the_node_stays() {
+    use dispatch_tests::alive;
+    let c = Cluster::with_node("box");
+    let (child, worker) = c.start_sleeping_child("stuck");
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "quick",
+        "--step",
+        "finish (sleep 500ms)",
+        "quick",
+    ]);
+    let out = c.ok(&["nodes", "drain", "box", "--timeout", "3s"]);
+    assert!(out.contains("Node `box` is draining"), "{out}");
+    let quick = c.wait_task("quick", "it to end", |t| t.task_state().is_terminal());
+    assert_eq!(quick.task_state().as_str(), "completed");
+    let stuck = c.wait_task("stuck", "the drain to stop it", |t| {
+        t.task_state().is_terminal()
+    });
+    assert_eq!(stuck.task_state().as_str(), "lost", "{}", stuck.reason);
+    assert!(
+        stuck.reason.contains("node `box` drained"),
+        "{}",
+        stuck.reason
+    );
+    wait_until("the worker and its child to be gone", || {
+        (!alive(child) && !alive(worker)).then_some(())
+    });
+    // The node stays connected and cordoned; uncordoned, it runs the retried task.
+    let nodes: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+    assert_eq!(
+        (
+            nodes[0]["connected"].as_bool(),
+            nodes[0]["draining"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    c.ok(&["nodes", "uncordon", "box"]);
+    wait_until("the node to say it no longer drains", || {
+        let n: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+        (n[0]["draining"] == false).then_some(())
+    });
+    c.ok(&["retry", "stuck"]);
+    let t = c.wait_task("stuck", "it to run again", |t| {
+        t.task_state().as_str() == "running"
+    });
+    assert_eq!(t.attempt, 2);
+    c.ok(&["cancel", "stuck"]);
 }

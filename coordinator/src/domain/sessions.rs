@@ -267,6 +267,7 @@ impl Coordinator {
         &self,
         name: &str,
         cordoned: bool,
+        stop_after: Option<std::time::Duration>,
         who: &crate::model::Principal,
     ) -> Result<(NodeRecord, Option<Liveness>)> {
         dispatch_core::limits::check_name("node name", name)?;
@@ -275,10 +276,27 @@ impl Coordinator {
         } else {
             "node-uncordon"
         };
-        let audit = crate::model::AuditEntry::new(who, action, "", name);
+        let detail = match stop_after {
+            Some(d) if cordoned => format!("{name}, stopping what runs after {}s", d.as_secs()),
+            _ => name.to_string(),
+        };
+        let audit = crate::model::AuditEntry::new(who, action, "", detail);
+        // The node itself drains (stops what still runs after the timeout) only when asked;
+        // uncordoning always ends a drain it runs.
+        let command = match (cordoned, stop_after) {
+            (true, Some(d)) => Some(crate::model::NodeCommand::Drain {
+                draining: true,
+                timeout_ms: d.as_millis().min(u128::from(u64::MAX)) as u64,
+            }),
+            (true, None) => None,
+            (false, _) => Some(crate::model::NodeCommand::Drain {
+                draining: false,
+                timeout_ms: 0,
+            }),
+        };
         if !self
             .store
-            .set_cordoned(name, cordoned, &audit, crate::now_ms())
+            .set_cordoned(name, cordoned, command.as_ref(), &audit, crate::now_ms())
             .await?
         {
             return Err(crate::error::CoordinatorError::NotFound(format!(
@@ -286,6 +304,9 @@ impl Coordinator {
             )));
         }
         self.registry.set_cordoned(name, cordoned);
+        if command.is_some() {
+            self.registry.wake(name);
+        }
         tracing::info!(node = name, cordoned, by = %who.name(), "node cordon changed");
         if !cordoned {
             self.scheduler.kick();

@@ -468,7 +468,12 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
     ) -> Result<Response<v1::Node>, Status> {
         let (who, _) = who(&req, Rpc::Admin)?;
         let r = req.into_inner();
-        let (n, live) = self.0.set_cordoned(&r.name, r.draining, &who).await?;
+        let stop_after =
+            (r.stop_after_ms > 0).then(|| std::time::Duration::from_millis(r.stop_after_ms));
+        let (n, live) = self
+            .0
+            .set_cordoned(&r.name, r.draining, stop_after, &who)
+            .await?;
         Ok(Response::new(convert::node_to_proto(&n, live.as_ref())))
     }
 

@@ -410,11 +410,13 @@ pub trait AccessStore: Send + Sync {
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Revokes token `id` (with its audit record); false when there is no such live token.
     async fn revoke_token(&self, id: &str, audit: &AuditEntry, now_ms: i64) -> Result<bool>;
-    /// Cordons (or uncordons) node `name`, with its audit record; false when no such node.
+    /// Cordons (or uncordons) node `name`, with its audit record and a command for the node
+    /// (a drain to start or end); false when no such node.
     async fn set_cordoned(
         &self,
         name: &str,
         cordoned: bool,
+        command: Option<&crate::model::NodeCommand>,
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool>;

@@ -77,6 +77,7 @@ impl AccessStore for SqliteStore {
         &self,
         name: &str,
         cordoned: bool,
+        command: Option<&crate::model::NodeCommand>,
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool> {
@@ -88,6 +89,9 @@ impl AccessStore for SqliteStore {
             .await?;
         if r.rows_affected() == 0 {
             return Ok(false);
+        }
+        if let Some(c) = command {
+            super::tasks::insert_command(&mut tx, name, c, now_ms).await?;
         }
         record_audit(&mut tx, Some(audit), now_ms).await?;
         tx.commit().await?;
