@@ -169,7 +169,9 @@ impl NodeModel {
                     }
                 }
                 NodeCommand::Answer { seq, .. } => self.answered.push(seq),
-                NodeCommand::Note { .. } | NodeCommand::RemoveWorktree { .. } => {}
+                NodeCommand::Note { .. }
+                | NodeCommand::RemoveWorktree { .. }
+                | NodeCommand::Drain { .. } => {}
             }
         }
         if !ids.is_empty() {
