@@ -7,6 +7,7 @@ pub mod changes;
 pub mod channel;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod metrics;
 pub mod node;
 pub mod runner;
 pub mod sim;

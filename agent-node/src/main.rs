@@ -113,6 +113,12 @@ struct Args {
     #[arg(long, env = "DISPATCH_AGENT_HEALTH_LISTEN", value_name = "ADDR")]
     health_listen: Option<String>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP, no token): connected,
+    /// draining, workers, workers started, events sent, and the tokens and cost structured
+    /// worker streams report, per backend. The address is written to DATA_DIR/metrics.addr.
+    #[arg(long, env = "DISPATCH_AGENT_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<String>,
+
     /// Log lines as `text` or `json` (one object per line, for log shippers). Traces are
     /// exported with OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     #[arg(long, env = "DISPATCH_LOG_FORMAT", default_value = "text", value_parser = dispatch_telemetry::LogFormat::parse)]
@@ -207,6 +213,7 @@ fn main() -> anyhow::Result<()> {
     };
     let cfg = AgentConfig {
         health_listen: args.health_listen.clone(),
+        metrics_listen: args.metrics_listen.clone(),
         on_sigterm: if drain {
             dispatch_agent::OnSigterm::Drain(args.drain_timeout)
         } else {

@@ -58,6 +58,8 @@ pub struct AgentConfig {
     pub on_sigterm: OnSigterm,
     /// Serve the gRPC health check here (SERVING while connected to a coordinator).
     pub health_listen: Option<String>,
+    /// Serve Prometheus metrics here (`/metrics`).
+    pub metrics_listen: Option<String>,
 }
 
 /// What the agent does on SIGTERM.
@@ -149,6 +151,10 @@ struct Node {
     /// A drain in progress: from SIGTERM (`--on-sigterm drain`) or from the coordinator
     /// (`dispatch nodes drain NAME --timeout D`).
     drain: Option<Drain>,
+    /// Prometheus metrics.
+    metrics: Arc<crate::metrics::AgentMetrics>,
+    /// The backend of each task this agent started (for the metrics' labels).
+    backends: HashMap<String, String>,
 }
 
 /// A drain in progress.
@@ -405,6 +411,7 @@ impl Node {
         self.spool.begin(&a.task_id, a.last_seq);
         tracing::info!(task = %a.task_id, backend = %a.backend, attempt = a.attempt, "assigned");
         let id = a.task_id.clone();
+        self.backends.insert(id.clone(), a.backend.clone());
         let handle = runner::start(self.ctx.clone(), a);
         self.tasks.insert(id, handle);
     }
@@ -417,6 +424,21 @@ impl Node {
         );
         let id = ev.task_id.clone();
         let attempt = ev.attempt;
+        match &ev.kind {
+            Some(v1::task_event::Kind::Started(_)) => {
+                self.metrics.starts.inc();
+            }
+            Some(v1::task_event::Kind::Activity(a)) => {
+                if let Some(u) = &a.usage {
+                    let backend = self.backends.get(&id).map_or("unknown", String::as_str);
+                    self.metrics.usage(&id, attempt, backend, u);
+                }
+            }
+            _ => {}
+        }
+        if ended {
+            self.metrics.ended(&id);
+        }
         let ev = match self.spool.append(ev) {
             Ok(ev) => Some(ev),
             Err(e) => {
@@ -426,6 +448,7 @@ impl Node {
         };
         if ended && self.tasks.get(&id).is_some_and(|t| t.attempt == attempt) {
             let t = self.tasks.remove(&id).expect("checked above");
+            self.backends.remove(&id);
             if self.finished.len() == REMEMBER_FINISHED {
                 self.finished.pop_front();
             }
@@ -514,6 +537,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         ctx,
         finished: Default::default(),
         drain: None,
+        metrics: Default::default(),
+        backends: HashMap::new(),
     };
 
     // Workers outlive the agent: re-attach to those still running, and report how the others
@@ -574,6 +599,26 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         }
         None => None,
     };
+    if let Some(addr) = &node.cfg.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+        let bound = l.local_addr()?;
+        let file = node.cfg.data_dir.join("metrics.addr");
+        std::fs::write(&file, format!("http://{bound}/metrics\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+        tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+        let m = Arc::clone(&node.metrics);
+        let render: dispatch_telemetry::Render = Arc::new(move || {
+            let m = Arc::clone(&m);
+            Box::pin(async move { m.render() })
+        });
+        tokio::spawn(dispatch_telemetry::serve_metrics(
+            l,
+            render,
+            std::future::pending::<()>(),
+        ));
+    }
     let mut healthy = false;
     let mut session: Option<Session> = None;
     let mut backoff = MIN_BACKOFF;
@@ -595,6 +640,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             };
             h.set_service_status("", status).await;
         }
+        node.metrics.connected.set(i64::from(session.is_some()));
+        node.metrics.draining.set(i64::from(node.drain.is_some()));
+        node.metrics.workers.set(node.tasks.len() as i64);
         if node.drain.is_some_and(|d| d.exit) && stopping.is_none() && node.tasks.is_empty() {
             tracing::info!("drained: no worker left; flushing events and exiting");
             stopping = Some(Instant::now() + Duration::from_secs(5));
@@ -655,10 +703,12 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             Some(ev) = events_rx.recv() => {
                 if let Some(ev) = node.spool_event(ev)
                     && let Some(s) = &session
-                    && !s.send(msg(v1::agent_message::Kind::Event(ev))).await
                 {
-                    tracing::warn!("the coordinator stopped taking events; reconnecting");
-                    session = None;
+                    node.metrics.events.inc();
+                    if !s.send(msg(v1::agent_message::Kind::Event(ev))).await {
+                        tracing::warn!("the coordinator stopped taking events; reconnecting");
+                        session = None;
+                    }
                 }
             }
             from = async { session.as_mut().expect("guarded by the branch condition").next().await }, if session.is_some() => {

@@ -185,6 +185,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         changes,
         on_sigterm: dispatch_agent::OnSigterm::Detach,
         health_listen: None,
+        metrics_listen: None,
     };
     let agent = tokio::spawn(dispatch_agent::run(agent_cfg, stop_signal(stop_rx.clone())));
 

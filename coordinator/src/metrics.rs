@@ -204,50 +204,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper::{Request, Response, StatusCode};
-    tokio::pin!(stop);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut stop => return,
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept failed");
-                    continue;
-                }
-            },
-        };
+    let render: dispatch_telemetry::Render = Arc::new(move || {
         let c = Arc::clone(&c);
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let c = Arc::clone(&c);
-                async move {
-                    let r = if req.uri().path() != "/metrics" {
-                        Response::builder()
-                            .status(StatusCode::NOT_FOUND)
-                            .body(Full::new(Bytes::from("metrics are at /metrics\n")))
-                    } else {
-                        match c.metrics.render(&c).await {
-                            Ok(text) => Response::builder()
-                                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                                .body(Full::new(Bytes::from(text))),
-                            Err(e) => Response::builder()
-                                .status(StatusCode::SERVICE_UNAVAILABLE)
-                                .body(Full::new(Bytes::from(format!("{e}\n")))),
-                        }
-                    };
-                    Ok::<_, std::convert::Infallible>(r.expect("a valid response"))
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await
-            {
-                tracing::debug!(error = %e, "metrics connection ended");
-            }
-        });
-    }
+        Box::pin(async move { c.metrics.render(&c).await.map_err(|e| e.to_string()) })
+    });
+    dispatch_telemetry::serve_metrics(listener, render, stop).await;
 }

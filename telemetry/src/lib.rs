@@ -181,3 +181,65 @@ pub fn extract(span: &tracing::Span, md: &tonic::metadata::MetadataMap) {
         set_parent(span, tp);
     }
 }
+
+/// A metrics page: renders the Prometheus text, or says why it cannot.
+pub type Render = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Serves `GET /metrics` (Prometheus text format, from `render`) on `listener` until `stop`
+/// resolves; anything else is a 404 that says where the metrics are.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    render: Render,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{Request, Response, StatusCode};
+    tokio::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut stop => return,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    continue;
+                }
+            },
+        };
+        let render = std::sync::Arc::clone(&render);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let render = std::sync::Arc::clone(&render);
+                async move {
+                    let r = if req.uri().path() != "/metrics" {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from("metrics are at /metrics\n")))
+                    } else {
+                        match render().await {
+                            Ok(text) => Response::builder()
+                                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                                .body(Full::new(Bytes::from(text))),
+                            Err(e) => Response::builder()
+                                .status(StatusCode::SERVICE_UNAVAILABLE)
+                                .body(Full::new(Bytes::from(format!("{e}\n")))),
+                        }
+                    };
+                    Ok::<_, std::convert::Infallible>(r.expect("a valid response"))
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "metrics connection ended");
+            }
+        });
+    }
+}

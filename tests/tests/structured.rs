@@ -50,7 +50,28 @@ fn structured_node(c: &mut Cluster) {
     let mut o = AgentOpts::new("box", 2);
     o.path_prefix = Some(bin);
     o.config = Some(cfg);
+    o.args = vec!["--metrics-listen".into(), "127.0.0.1:0".into()];
     c.add_agent(o);
+}
+
+/// The node's `/metrics`, as lines.
+fn agent_metrics(c: &Cluster) -> String {
+    use std::io::{Read, Write};
+    let url = std::fs::read_to_string(c.dir.path().join("agent-box/metrics.addr")).unwrap();
+    let addr = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
 }
 
 #[test]
@@ -102,6 +123,20 @@ fn a_claude_stream_becomes_activity_lines_and_totals_and_stays_the_log() {
     );
     assert_eq!(lines.last(), Some(&"finished: 4 turns, 41.2 s, $0.0873"));
     assert_eq!(lines.len(), 10, "{activity}");
+
+    // The node counts what the stream reported, per backend.
+    let m = agent_metrics(&c);
+    for line in [
+        r#"dispatch_agent_tokens_total{backend="claude",kind="input"} 31"#,
+        r#"dispatch_agent_tokens_total{backend="claude",kind="output"} 1204"#,
+        r#"dispatch_agent_tokens_total{backend="claude",kind="cache_read"} 52310"#,
+        r#"dispatch_agent_cost_usd_total{backend="claude"} 0.0873"#,
+        "dispatch_agent_worker_starts_total 1",
+        "dispatch_agent_connected 1",
+        "dispatch_agent_workers 0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} in:\n{m}");
+    }
 
     // The raw stream is the log, byte for byte.
     let raw = c.run(&["logs", "streamed"]);
