@@ -336,7 +336,9 @@ impl Node {
             },
             Some(C::Drain(d)) => {
                 if d.draining {
-                    let until = Instant::now() + Duration::from_millis(d.timeout_ms);
+                    let timeout =
+                        Duration::from_millis(d.timeout_ms).min(dispatch_core::limits::MAX_DRAIN);
+                    let until = Instant::now() + timeout;
                     tracing::info!(
                         running = self.tasks.len(),
                         timeout_ms = d.timeout_ms,
@@ -795,7 +797,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                     OnSigterm::Drain(timeout) => {
                         tracing::info!(running = node.tasks.len(), ?timeout, "draining: no new tasks; running workers may finish within the timeout");
                         // A drain already under way keeps its (earlier) deadline.
-                        let until = Instant::now() + timeout;
+                        let until = Instant::now() + timeout.min(dispatch_core::limits::MAX_DRAIN);
                         node.drain = Some(match node.drain {
                             Some(d) => Drain { until: d.until.min(until), exit: true, ..d },
                             None => Drain { until, stopped: false, exit: true },

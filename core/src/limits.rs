@@ -27,6 +27,8 @@ pub const MAX_BUNDLE_CHUNK_BYTES: usize = 1024 * 1024;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Largest log chunk an agent sends in one event, in bytes.
 pub const MAX_LOG_CHUNK_BYTES: usize = 64 * 1024;
+/// Longest a drain lets running workers go on.
+pub const MAX_DRAIN: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// Fallback targets of one task.
 pub const MAX_FALLBACK_TARGETS: usize = 8;
 /// Fallback patterns of one task.

@@ -120,7 +120,12 @@ pub fn usage_to_proto(u: &dispatch_core::stream::Usage) -> v1::Usage {
     }
 }
 
-/// Wire totals → domain (a cost that is not a finite, non-negative number is dropped).
+/// The largest cost one run reports that is kept (a larger one is cut to it), so sums over
+/// runs and nodes stay finite.
+pub const MAX_RUN_COST_USD: f64 = 1e9;
+
+/// Wire totals → domain (a cost that is not a finite, non-negative number is dropped; one
+/// above [`MAX_RUN_COST_USD`] is cut to it).
 pub fn usage_from_proto(u: &v1::Usage) -> dispatch_core::stream::Usage {
     dispatch_core::stream::Usage {
         input_tokens: u.input_tokens,
@@ -128,7 +133,7 @@ pub fn usage_from_proto(u: &v1::Usage) -> dispatch_core::stream::Usage {
         cache_read_tokens: u.cache_read_tokens,
         cache_write_tokens: u.cache_write_tokens,
         cost_usd: (u.cost_known && u.cost_usd.is_finite() && u.cost_usd >= 0.0)
-            .then_some(u.cost_usd),
+            .then_some(u.cost_usd.min(MAX_RUN_COST_USD)),
         turns: u.turns,
         model: u.model.clone(),
         unknown_events: u.unknown_events,
@@ -139,6 +144,24 @@ pub fn usage_from_proto(u: &v1::Usage) -> dispatch_core::stream::Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peers_cost_is_kept_only_when_it_is_a_sane_number() {
+        let cost = |c: f64, known: bool| {
+            usage_from_proto(&v1::Usage {
+                cost_usd: c,
+                cost_known: known,
+                ..Default::default()
+            })
+            .cost_usd
+        };
+        assert_eq!(cost(0.25, true), Some(0.25));
+        assert_eq!(cost(0.25, false), None);
+        assert_eq!(cost(f64::NAN, true), None);
+        assert_eq!(cost(f64::INFINITY, true), None);
+        assert_eq!(cost(-1.0, true), None);
+        assert_eq!(cost(1e308, true), Some(MAX_RUN_COST_USD));
+    }
 
     #[test]
     fn states_round_trip() {

@@ -370,6 +370,13 @@ fn a_remote_drain_stops_what_still_runs_after_its_timeout_and_the_node_stays() {
         "finish (sleep 500ms)",
         "quick",
     ]);
+    let out = c.run(&["nodes", "drain", "box", "--timeout", "8d"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        dispatch_tests::text(&out.stderr).contains("a drain's timeout is at most 7d"),
+        "{}",
+        dispatch_tests::text(&out.stderr)
+    );
     let out = c.ok(&["nodes", "drain", "box", "--timeout", "3s"]);
     assert!(out.contains("Node `box` is draining"), "{out}");
     let quick = c.wait_task("quick", "it to end", |t| t.task_state().is_terminal());

@@ -271,6 +271,12 @@ impl Coordinator {
         who: &crate::model::Principal,
     ) -> Result<(NodeRecord, Option<Liveness>)> {
         dispatch_core::limits::check_name("node name", name)?;
+        if stop_after.is_some_and(|d| d > dispatch_core::limits::MAX_DRAIN) {
+            return Err(crate::error::CoordinatorError::Invalid(format!(
+                "a drain's timeout is at most {}",
+                dispatch_core::duration::format(dispatch_core::limits::MAX_DRAIN)
+            )));
+        }
         let action = if cordoned {
             "node-drain"
         } else {
