@@ -98,6 +98,48 @@ fn tls_hint(url: &str, err: &str, tls: &ClientTls) -> String {
     }
 }
 
+/// The addresses in a coordinator list (`URL1,URL2,…`: replicas, or a Service and a fallback),
+/// in order; empty entries are left out.
+pub fn addresses(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// Opens a channel to the first coordinator of `list` (`URL1,URL2,…`) that answers, in order;
+/// returns it with the address it reached. The error names every address and why it failed.
+pub async fn connect_first(list: &str, tls: &ClientTls) -> Result<(Channel, String), String> {
+    let urls = addresses(list);
+    if urls.is_empty() {
+        return Err(
+            "no coordinator address; give https://HOST:PORT, http://HOST:PORT or unix:/PATH (several, comma-separated, are tried in order)"
+                .into(),
+        );
+    }
+    let mut failures = Vec::new();
+    for url in &urls {
+        match connect_with(url, tls).await {
+            Ok(ch) => {
+                if !failures.is_empty() {
+                    tracing::info!(
+                        coordinator = url,
+                        "connected to the next coordinator in the list"
+                    );
+                }
+                return Ok((ch, url.to_string()));
+            }
+            Err(e) if urls.len() == 1 => return Err(e),
+            Err(e) => failures.push(e),
+        }
+    }
+    Err(format!(
+        "no coordinator of {} answered:\n  {}",
+        urls.join(", "),
+        failures.join("\n  ")
+    ))
+}
+
 /// Opens a channel to the coordinator at `url` (no TLS options: the system's roots for an
 /// `https://` URL).
 pub async fn connect(url: &str) -> Result<Channel, String> {

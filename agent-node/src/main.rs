@@ -27,7 +27,8 @@ struct Args {
     #[arg(long, env = "DISPATCH_AGENT_CONFIG")]
     config: Option<PathBuf>,
 
-    /// Coordinator address: https://HOST:PORT (TLS), http://HOST:PORT or unix:/PATH.
+    /// Coordinator address: https://HOST:PORT (TLS), http://HOST:PORT or unix:/PATH. Several,
+    /// comma-separated (URL1,URL2), are tried in order at every (re)connect.
     #[arg(long, env = "DISPATCH_COORDINATOR")]
     coordinator: Option<String>,
 

@@ -221,7 +221,8 @@ impl Node {
     }
 
     async fn connect(&mut self) -> Result<Session, String> {
-        let channel = crate::channel::connect_with(&self.cfg.coordinator, &self.cfg.tls).await?;
+        let (channel, _) =
+            crate::channel::connect_first(&self.cfg.coordinator, &self.cfg.tls).await?;
         let mut client = v1::agent_service_client::AgentServiceClient::new(channel)
             .max_decoding_message_size(8 * 1024 * 1024);
         let (out, rx) = mpsc::channel(OUT_QUEUE);

@@ -34,8 +34,9 @@ pub(crate) struct Cli {
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Global {
-    /// Coordinator to use: https://HOST:PORT (TLS), http://HOST:PORT or unix:/PATH. Without
-    /// it, a local daemon is used (started on demand).
+    /// Coordinator to use: https://HOST:PORT (TLS), http://HOST:PORT or unix:/PATH; several,
+    /// comma-separated (URL1,URL2), are tried in order. Without it, a local daemon is used
+    /// (started on demand).
     #[arg(long, global = true, env = "DISPATCH_COORDINATOR")]
     pub(crate) coordinator: Option<String>,
 

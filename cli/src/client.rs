@@ -63,25 +63,25 @@ pub(crate) fn client_for(channel: Channel, token: Option<&str>) -> Result<Client
 /// running: its store keeps every task, so `status` works the day after too).
 pub(crate) async fn connect(g: &Global) -> Result<Target> {
     if let Some(url) = &g.coordinator {
-        if url.starts_with("http://") {
-            let _ = crate::render::PLAIN_HTTP.set(url.clone());
-        }
         let tls = dispatch_agent::channel::ClientTls {
             ca: g.ca.clone(),
             ..Default::default()
         };
-        let channel = dispatch_agent::channel::connect_with(url, &tls)
+        let (channel, reached) = dispatch_agent::channel::connect_first(url, &tls)
             .await
             .map_err(|e| {
                 if e.contains('\n') {
-                    // It already says what to do (a TLS problem).
-                    anyhow!("{e}")
+                    // It already says what to do (a TLS problem, or each address's failure).
+                    anyhow!("{e}\nCheck --coordinator or DISPATCH_COORDINATOR.")
                 } else {
                     anyhow!("{e}\nIs dispatch-coordinator running there? Check --coordinator or DISPATCH_COORDINATOR.")
                 }
             })?;
+        if reached.starts_with("http://") {
+            let _ = crate::render::PLAIN_HTTP.set(reached.clone());
+        }
         return Ok(Target {
-            url: url.clone(),
+            url: reached,
             local: false,
             client: client_for(channel, g.token.as_deref())?,
         });
