@@ -49,14 +49,7 @@ pub fn detect(sim_command: String) -> Vec<BackendSpec> {
     let mut out: Vec<BackendSpec> = BUILTIN
         .iter()
         .filter(|b| on_path(b.program).is_some())
-        .map(|b| BackendSpec {
-            name: b.name.into(),
-            command: b.command.into(),
-            program: Some(b.program.into()),
-            models: discover_models(b.name),
-            max_tasks: 0,
-            stream: None,
-        })
+        .map(|b| builtin(b, discover_models(b.name)))
         .collect();
     out.push(BackendSpec {
         name: SIM.into(),
@@ -149,15 +142,20 @@ pub fn assume_detected(
     BUILTIN
         .iter()
         .filter(|b| file.contains_key(b.name))
-        .map(|b| BackendSpec {
-            name: b.name.into(),
-            command: b.command.into(),
-            program: Some(b.program.into()),
-            models: vec![],
-            max_tasks: 0,
-            stream: None,
-        })
+        .map(|b| builtin(b, vec![]))
         .collect()
+}
+
+/// A built-in backend as a node offers it, with `models`.
+fn builtin(b: &dispatch_core::backend::BuiltinBackend, models: Vec<String>) -> BackendSpec {
+    BackendSpec {
+        name: b.name.into(),
+        command: b.command.into(),
+        program: Some(b.program.into()),
+        models,
+        max_tasks: 0,
+        stream: None,
+    }
 }
 
 /// Applies the config file's `backends:` to the detected ones: caps, models and commands for

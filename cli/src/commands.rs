@@ -271,6 +271,7 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
             &mut req,
             args.alias.as_deref(),
             args.yes,
+            !args.no_fallback,
         )
         .await?
         {
@@ -281,7 +282,9 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
             }
         }
     }
-    if !args.no_fallback
+    // With --backend the config was not read for the model: read it for the fallback.
+    if args.backend.is_some()
+        && !args.no_fallback
         && let Some(cfg) = crate::config_cmd::load(g)?
     {
         (req.fallback, req.fallback_on) = crate::config_cmd::fallback_targets(&cfg)?;

@@ -481,8 +481,8 @@ impl NewModel {
     }
 }
 
-/// Resolves the task's backend, model and alias from the config, asking to confirm the default
-/// on a terminal. `None` when the user declined; else a model to add to the config after the
+/// Resolves the task's backend, model and alias (and its fallback) from the config, asking to
+/// confirm the default on a terminal. `None` when the user declined; else a model to add to the config after the
 /// submit is accepted, if the prompt named one it did not list.
 pub(crate) async fn resolve_for_submit(
     g: &Global,
@@ -490,6 +490,7 @@ pub(crate) async fn resolve_for_submit(
     req: &mut v1::SubmitRequest,
     alias: Option<&str>,
     yes: bool,
+    fallback: bool,
 ) -> Result<Option<Option<NewModel>>> {
     let cfg = match load(g)? {
         Some(c) => c,
@@ -498,6 +499,10 @@ pub(crate) async fn resolve_for_submit(
             None => bail!("nothing to run the task with; see above"),
         },
     };
+    // The config is read once per submit: its fallback goes with the task too.
+    if fallback {
+        (req.fallback, req.fallback_on) = fallback_targets(&cfg)?;
+    }
     let nodes = target
         .client
         .list_nodes(v1::ListNodesRequest {})

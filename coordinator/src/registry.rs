@@ -259,7 +259,8 @@ impl NodeRegistry {
 
     /// Capacity view of every connected node, by name.
     pub fn slots(&self) -> Vec<NodeSlot> {
-        let cordoned = self.cordoned.lock().unwrap().clone();
+        // Read under its lock, never copied: the scheduler asks for slots on every pass.
+        let cordoned = self.cordoned.lock().unwrap();
         let nodes = self.nodes.lock().unwrap();
         let mut out: Vec<NodeSlot> = nodes
             .values()

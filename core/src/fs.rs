@@ -266,12 +266,12 @@ impl TaskDir {
         Ok(self.read_stamped(rel, limit)?.map(|(b, _)| b))
     }
 
-    /// [`TaskDir::read`], with the file's [`Stamp`] as it was when the read began.
-    pub fn read_stamped(
+    /// Opens `rel` for reading if it is a regular file: the file, its stat and its path;
+    /// `None` when it does not exist. A link, a FIFO or a device is an error.
+    fn open_regular(
         &self,
         rel: &str,
-        limit: u64,
-    ) -> Result<Option<(Vec<u8>, Stamp)>, TaskFileError> {
+    ) -> Result<Option<(std::fs::File, rustix::fs::Stat, PathBuf)>, TaskFileError> {
         let path = self.full(rel);
         check_rel(rel).map_err(|e| TaskFileError::Io {
             path: path.clone(),
@@ -294,6 +294,18 @@ impl TaskDir {
                 expected: "regular file",
             });
         }
+        Ok(Some((std::fs::File::from(fd), st, path)))
+    }
+
+    /// [`TaskDir::read`], with the file's [`Stamp`] as it was when the read began.
+    pub fn read_stamped(
+        &self,
+        rel: &str,
+        limit: u64,
+    ) -> Result<Option<(Vec<u8>, Stamp)>, TaskFileError> {
+        let Some((f, st, path)) = self.open_regular(rel)? else {
+            return Ok(None);
+        };
         if st.st_size as u64 > limit {
             return Err(TaskFileError::TooLarge {
                 path,
@@ -303,8 +315,7 @@ impl TaskDir {
         }
         let mut buf = Vec::with_capacity(st.st_size as usize);
         // The file may grow after fstat: read at most limit + 1 bytes to tell.
-        std::fs::File::from(fd)
-            .take(limit + 1)
+        f.take(limit + 1)
             .read_to_end(&mut buf)
             .map_err(|e| TaskFileError::Io {
                 path: path.clone(),
@@ -327,32 +338,12 @@ impl TaskDir {
         rel: &str,
         limit: u64,
     ) -> Result<Option<(Vec<u8>, u64)>, TaskFileError> {
-        let path = self.full(rel);
-        check_rel(rel).map_err(|e| TaskFileError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        let fd = match self.open_beneath(rel, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(classify(&path, e, "regular file")),
+        let Some((f, st, path)) = self.open_regular(rel)? else {
+            return Ok(None);
         };
-        let st = rustix::fs::fstat(&fd).map_err(|e| TaskFileError::Io {
-            path: path.clone(),
-            source: e.into(),
-        })?;
-        let kind = FileType::from_raw_mode(st.st_mode);
-        if kind != FileType::RegularFile {
-            return Err(TaskFileError::WrongType {
-                path,
-                kind: kind_name(kind),
-                expected: "regular file",
-            });
-        }
         let size = st.st_size.max(0) as u64;
         let mut buf = Vec::with_capacity(size.min(limit) as usize);
-        std::fs::File::from(fd)
-            .take(limit)
+        f.take(limit)
             .read_to_end(&mut buf)
             .map_err(|e| TaskFileError::Io { path, source: e })?;
         let size = size.max(buf.len() as u64);

@@ -781,3 +781,25 @@ pub fn run_python(python: &Path, script: &str, args: &[&str]) -> (i32, String) {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
+
+/// One scrape of the `/metrics` page whose URL a binary wrote to `addr_file`
+/// (`DATA_DIR/metrics.addr`): the whole HTTP response (status line, headers, body).
+pub fn scrape_metrics(addr_file: &Path) -> String {
+    use std::io::{Read, Write};
+    let url = std::fs::read_to_string(addr_file)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", addr_file.display()));
+    let addr = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
+}

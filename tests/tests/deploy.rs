@@ -246,7 +246,6 @@ fn the_systemd_units_verify() {
 /// Metric names a live coordinator exports (`# TYPE` lines of one scrape), with a node
 /// connected, a task running and one queued (a family with no series is left out of a scrape).
 fn exported() -> Vec<(String, String)> {
-    use std::io::{Read, Write};
     let mut c = Cluster::with_coordinator_args(&["--metrics-listen", "127.0.0.1:0"]);
     c.add_agent(dispatch_tests::AgentOpts::new("one", 1));
     for id in ["first", "second"] {
@@ -266,20 +265,7 @@ fn exported() -> Vec<(String, String)> {
     c.wait_task("first", "it to run", |t| {
         t.task_state().as_str() == "running"
     });
-    let url = std::fs::read_to_string(c.dir.path().join("coordinator/metrics.addr")).unwrap();
-    let addr = url
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let body = dispatch_tests::scrape_metrics(&c.dir.path().join("coordinator/metrics.addr"));
     body.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .map(|l| {

@@ -54,24 +54,9 @@ fn structured_node(c: &mut Cluster) {
     c.add_agent(o);
 }
 
-/// The node's `/metrics`, as lines.
+/// The node's `/metrics`.
 fn agent_metrics(c: &Cluster) -> String {
-    use std::io::{Read, Write};
-    let url = std::fs::read_to_string(c.dir.path().join("agent-box/metrics.addr")).unwrap();
-    let addr = url
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    body
+    dispatch_tests::scrape_metrics(&c.dir.path().join("agent-box/metrics.addr"))
 }
 
 #[test]

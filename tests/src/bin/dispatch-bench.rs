@@ -837,28 +837,13 @@ fn footprint(args: &[String]) -> Vec<Stats> {
         status.samples.push(ms(t.elapsed()));
     }
     // A Prometheus scrape reads its gauges from the store: what that costs with n tasks.
-    let metrics = std::fs::read_to_string(c.dir.path().join("coordinator/metrics.addr")).unwrap();
-    let addr = metrics
-        .trim()
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
     let mut scrape = Stats {
         name: format!("/metrics scrape, {n} tasks (ms)"),
         samples: vec![],
     };
     for _ in 0..20 {
-        use std::io::{Read, Write};
         let t = Instant::now();
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        dispatch_tests::scrape_metrics(&c.dir.path().join("coordinator/metrics.addr"));
         scrape.samples.push(ms(t.elapsed()));
     }
     vec![agent_rss, restart, status, scrape]
