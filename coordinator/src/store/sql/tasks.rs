@@ -2,7 +2,7 @@
 //! note), answers and assignment. Each is one transaction on the writer connection that decides
 //! on the row as it reads it there and writes only the columns the operation owns.
 
-use super::{SqliteStore, rows};
+use super::{Backend, Db, rows};
 use crate::error::{CoordinatorError, Result};
 use crate::model::{
     AuditEntry, Change, ChangeKind, Changes, NodeCommand, QuestionRecord, TaskChange, TaskRecord,
@@ -12,13 +12,13 @@ use crate::store::{
     Transitioned,
 };
 use dispatch_core::TaskState;
-use sqlx::{Sqlite, Transaction};
+use sqlx::Transaction;
 
-type Tx<'a> = Transaction<'a, Sqlite>;
+type Tx<'a> = Transaction<'a, Db>;
 
 /// Reads a task with its texts inside a transaction.
 pub(super) async fn task_in(tx: &mut Tx<'_>, id: &str) -> Result<Option<TaskRecord>> {
-    let row = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt, x.signed_spec, x.signature FROM tasks t JOIN task_texts x ON x.task_id = t.id WHERE t.id = ?1")
+    let row = sqlx::query("SELECT t.*, x.prompt, x.worker_prompt, x.signed_spec, x.signature FROM tasks t JOIN task_texts x ON x.task_id = t.id WHERE t.id = $1")
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?;
@@ -40,7 +40,7 @@ async fn seen_request(tx: &mut Tx<'_>, request_id: Option<&str>) -> Result<Optio
         return Ok(None);
     };
     Ok(
-        sqlx::query_scalar("SELECT task_id FROM requests WHERE id = ?1")
+        sqlx::query_scalar("SELECT task_id FROM requests WHERE id = $1")
             .bind(r)
             .fetch_optional(&mut **tx)
             .await?,
@@ -55,7 +55,7 @@ async fn remember_request(
     now_ms: i64,
 ) -> Result<()> {
     if let Some(r) = request_id {
-        sqlx::query("INSERT INTO requests (id, task_id, created_ms) VALUES (?1, ?2, ?3)")
+        sqlx::query("INSERT INTO requests (id, task_id, created_ms) VALUES ($1, $2, $3)")
             .bind(r)
             .bind(task)
             .bind(now_ms)
@@ -73,7 +73,7 @@ pub(super) async fn record_audit(
 ) -> Result<()> {
     if let Some(e) = entry {
         sqlx::query(
-            "INSERT INTO audit (at_ms, who, action, task_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO audit (at_ms, who, action, task_id, detail) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(now_ms)
         .bind(&e.who)
@@ -89,7 +89,7 @@ pub(super) async fn record_audit(
 /// Unanswered questions of a task, by seq, inside a transaction.
 pub(super) async fn open_questions_in(tx: &mut Tx<'_>, id: &str) -> Result<Vec<QuestionRecord>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {} FROM questions WHERE task_id = ?1 AND answer IS NULL ORDER BY seq",
+        "SELECT {} FROM questions WHERE task_id = $1 AND answer IS NULL ORDER BY seq",
         rows::QUESTION_COLUMNS
     )))
     .bind(id)
@@ -107,7 +107,7 @@ pub(super) async fn insert_command(
 ) -> Result<u64> {
     let body = serde_json::to_vec(cmd)
         .map_err(|e| CoordinatorError::Corrupt(format!("cannot encode a command: {e}")))?;
-    let id: i64 = sqlx::query_scalar("INSERT INTO commands (node, task_id, body, created_ms, kind) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id")
+    let id: i64 = sqlx::query_scalar("INSERT INTO commands (node, task_id, body, created_ms, kind) VALUES ($1, $2, $3, $4, $5) RETURNING id")
         .bind(node)
         .bind(cmd.task_id())
         .bind(body)
@@ -126,7 +126,7 @@ pub(super) async fn void_commands(
     now_ms: i64,
 ) -> Result<u64> {
     let r = sqlx::query(
-        "UPDATE commands SET acked_ms = ?3 WHERE node = ?1 AND task_id = ?2 AND acked_ms IS NULL",
+        "UPDATE commands SET acked_ms = $3 WHERE node = $1 AND task_id = $2 AND acked_ms IS NULL",
     )
     .bind(node)
     .bind(task)
@@ -143,7 +143,7 @@ pub(super) async fn write_update(
     u: &TaskUpdate,
     now_ms: i64,
 ) -> Result<()> {
-    let mut q = sqlx::QueryBuilder::<Sqlite>::new("UPDATE tasks SET updated_ms = ");
+    let mut q = sqlx::QueryBuilder::<Db>::new("UPDATE tasks SET updated_ms = ");
     q.push_bind(now_ms);
     macro_rules! text {
         ($field:ident, $col:literal) => {
@@ -179,7 +179,7 @@ pub(super) async fn write_update(
     q.push(" WHERE id = ").push_bind(id);
     q.build().persistent(false).execute(&mut **tx).await?;
     if let Some(p) = &u.worker_prompt {
-        sqlx::query("UPDATE task_texts SET worker_prompt = ?2 WHERE task_id = ?1")
+        sqlx::query("UPDATE task_texts SET worker_prompt = $2 WHERE task_id = $1")
             .bind(id)
             .bind(p)
             .execute(&mut **tx)
@@ -210,7 +210,7 @@ pub(super) fn task_change(
     }))
 }
 
-impl SqliteStore {
+impl Backend {
     pub(super) async fn insert_task_impl(
         &self,
         t: &TaskRecord,
@@ -218,14 +218,14 @@ impl SqliteStore {
         audit: Option<&AuditEntry>,
         max_active: Option<u32>,
     ) -> Result<Inserted> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         if let Some(task) = seen_request(&mut tx, request_id).await? {
             return Ok(Inserted::Existing(task));
         }
         if let Some(max) = max_active {
             let active: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT COUNT(*) FROM tasks WHERE owner = ?1 AND state IN {}",
-                super::ACTIVE_SQL
+                "SELECT COUNT(*) FROM tasks WHERE owner = $1 AND state IN {}",
+                super::store::ACTIVE_SQL
             )))
             .bind(&t.owner)
             .fetch_one(&mut *tx)
@@ -250,7 +250,7 @@ impl SqliteStore {
             }
             Err(e) => return Err(e.into()),
         }
-        sqlx::query("INSERT INTO task_texts (task_id, prompt, worker_prompt, signed_spec, signature) VALUES (?1, ?2, ?3, ?4, ?5)")
+        sqlx::query("INSERT INTO task_texts (task_id, prompt, worker_prompt, signed_spec, signature) VALUES ($1, $2, $3, $4, $5)")
             .bind(&t.id)
             .bind(&t.prompt)
             .bind(&t.worker_prompt)
@@ -318,7 +318,7 @@ impl SqliteStore {
         audit: Option<&AuditEntry>,
         decide: &Decide<'_>,
     ) -> Result<Transitioned> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         let t = existing_task(&mut tx, id).await?;
         let tr = decide(&t)?;
         if !tr.set.is_empty() || !tr.commands.is_empty() {
@@ -338,13 +338,13 @@ impl SqliteStore {
         audit: Option<&AuditEntry>,
         decide: &DecideAnswer<'_>,
     ) -> Result<Answered> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         let t = existing_task(&mut tx, id).await?;
         if seen_request(&mut tx, request_id).await?.is_some() {
             return Ok(Answered::Repeated(t));
         }
         let questions: Vec<QuestionRecord> = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM questions WHERE task_id = ?1 ORDER BY seq",
+            "SELECT {} FROM questions WHERE task_id = $1 ORDER BY seq",
             rows::QUESTION_COLUMNS
         )))
         .bind(id)
@@ -354,7 +354,7 @@ impl SqliteStore {
         .map(rows::question_from_row)
         .collect::<Result<_>>()?;
         let (seq, mut tr) = decide(&t, &questions)?;
-        let r = sqlx::query("UPDATE questions SET answer = ?3, answered_ms = ?4 WHERE task_id = ?1 AND seq = ?2 AND answer IS NULL")
+        let r = sqlx::query("UPDATE questions SET answer = $3, answered_ms = $4 WHERE task_id = $1 AND seq = $2 AND answer IS NULL")
             .bind(id)
             .bind(i64::from(seq))
             .bind(text)
@@ -386,13 +386,14 @@ impl SqliteStore {
         now_ms: i64,
         command: &MakeCommand<'_>,
     ) -> Result<Option<Transitioned>> {
-        let mut tx = self.writer.begin().await?;
-        let live: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM nodes WHERE name = ?1 AND epoch = ?2 AND live = 1")
-                .bind(&a.node)
-                .bind(a.epoch as i64)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let mut tx = self.write().await?;
+        let live: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM nodes WHERE name = $1 AND epoch = $2 AND live = TRUE",
+        )
+        .bind(&a.node)
+        .bind(a.epoch as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
         if live.is_none() {
             return Ok(None);
         }
@@ -402,7 +403,7 @@ impl SqliteStore {
         if t.state != TaskState::Queued {
             return Ok(None);
         }
-        sqlx::query("UPDATE tasks SET state = 'assigned', node = ?2, backend = ?3, epoch = ?4, updated_ms = ?5 WHERE id = ?1")
+        sqlx::query("UPDATE tasks SET state = 'assigned', node = $2, backend = $3, epoch = $4, updated_ms = $5 WHERE id = $1")
             .bind(&a.task_id)
             .bind(&a.node)
             .bind(&a.backend)

@@ -4,8 +4,9 @@
 //! Event history is stored as changes: a plan event holds the edit from the previous plan, a log
 //! event the raw bytes (until the task's cap), every other event its fields as JSON.
 
+use super::store::{ENDED_SQL, TASKS_PER_STATEMENT, push_in_list};
 use super::tasks::task_change;
-use super::{ENDED_SQL, SqliteStore, TASKS_PER_STATEMENT, push_in_list, rows};
+use super::{Backend, Db, rows};
 use crate::error::Result;
 use crate::model::{
     Change, EventKind, IncomingEvent, QuestionRecord, TaskEvent, TaskRecord, WorkerExit,
@@ -108,7 +109,7 @@ impl Acks {
     }
 }
 
-impl SqliteStore {
+impl Backend {
     pub(super) async fn record_events_impl(
         &self,
         session: &SessionKey,
@@ -116,7 +117,7 @@ impl SqliteStore {
         rules: &dyn EventRules,
         max_log_bytes: u64,
     ) -> Result<EventBatch> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         let mut ids: Vec<&str> = Vec::new();
         for e in &events {
             if !ids.contains(&e.event.task_id.as_str()) {
@@ -126,13 +127,13 @@ impl SqliteStore {
         let mut tasks: HashMap<String, TaskRecord> = HashMap::with_capacity(ids.len());
         let mut open: HashMap<String, Vec<QuestionRecord>> = HashMap::new();
         for chunk in ids.chunks(TASKS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM tasks WHERE id IN ");
+            let mut q = sqlx::QueryBuilder::<Db>::new("SELECT * FROM tasks WHERE id IN ");
             push_in_list(&mut q, chunk);
             for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
                 let t = rows::task_from_row(&row)?;
                 tasks.insert(t.id.clone(), t);
             }
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            let mut q = sqlx::QueryBuilder::<Db>::new(format!(
                 "SELECT {} FROM questions WHERE answer IS NULL AND task_id IN ",
                 rows::QUESTION_COLUMNS
             ));
@@ -272,7 +273,7 @@ impl SqliteStore {
 
             let mut new_question = false;
             if let EventKind::Question { seq, text } = &ev.kind {
-                let r = sqlx::query("INSERT OR IGNORE INTO questions (task_id, seq, text, asked_ms) VALUES (?1, ?2, ?3, ?4)")
+                let r = sqlx::query("INSERT INTO questions (task_id, seq, text, asked_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
                     .bind(&ev.task_id)
                     .bind(i64::from(*seq))
                     .bind(text)
@@ -318,7 +319,7 @@ impl SqliteStore {
                 truncated,
             } = &ev.kind
             {
-                sqlx::query("INSERT INTO task_outputs (task_id, body, bytes, truncated, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
+                sqlx::query("INSERT INTO task_outputs (task_id, body, bytes, truncated, updated_ms) VALUES ($1, $2, $3, $4, $5) \
                      ON CONFLICT (task_id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes, truncated = excluded.truncated, updated_ms = excluded.updated_ms")
                     .bind(&ev.task_id)
                     .bind(markdown)
@@ -330,19 +331,19 @@ impl SqliteStore {
             }
             match &ev.kind {
                 EventKind::Changes(c) => {
-                    sqlx::query("INSERT INTO task_diffs (task_id, diff) VALUES (?1, ?2) ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff")
+                    sqlx::query("INSERT INTO task_diffs (task_id, diff) VALUES ($1, $2) ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff")
                         .bind(&ev.task_id)
                         .bind(&c.diff)
                         .execute(&mut *tx)
                         .await?;
                     // A resent ChangesReady starts the bundle again.
-                    sqlx::query("DELETE FROM task_bundles WHERE task_id = ?1")
+                    sqlx::query("DELETE FROM task_bundles WHERE task_id = $1")
                         .bind(&ev.task_id)
                         .execute(&mut *tx)
                         .await?;
                 }
                 EventKind::BundleChunk { offset, data } => {
-                    sqlx::query("INSERT OR IGNORE INTO task_bundles (task_id, offset, data) VALUES (?1, ?2, ?3)")
+                    sqlx::query("INSERT INTO task_bundles (task_id, \"offset\", data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
                         .bind(&ev.task_id)
                         .bind(*offset as i64)
                         .bind(data)
@@ -380,8 +381,8 @@ impl SqliteStore {
 
         let mut history = history.into_iter().peekable();
         while history.peek().is_some() {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT OR IGNORE INTO events (task_id, seq, kind, at_ms, body) ",
+            let mut q = sqlx::QueryBuilder::<Db>::new(
+                "INSERT INTO events (task_id, seq, kind, at_ms, body) ",
             );
             q.push_values(
                 history.by_ref().take(EVENTS_PER_STATEMENT),
@@ -393,11 +394,12 @@ impl SqliteStore {
                         .push_bind(body);
                 },
             );
+            q.push(" ON CONFLICT DO NOTHING");
             q.build().persistent(false).execute(&mut *tx).await?;
         }
         // Only the columns the event path owns.
         for chunk in touched.chunks(TASKS_PER_UPDATE) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            let mut q = sqlx::QueryBuilder::<Db>::new(
                 "UPDATE tasks SET state = v.column2, reason = v.column3, plan_md = v.column4, \
                  exit_code = v.column5, started_ms = v.column6, ended_ms = v.column7, \
                  updated_ms = v.column8, last_seq = v.column9, branch = v.column10, \
@@ -447,7 +449,7 @@ impl SqliteStore {
         use sqlx::Row;
         // Chunks are at most 64 KiB: this many rows stays near max_bytes.
         let rows_wanted = (max_bytes / (64 * 1024)).clamp(1, 256) as i64;
-        let rows = sqlx::query("SELECT seq, body FROM events WHERE task_id = ?1 AND kind = ?4 AND seq > ?2 ORDER BY seq LIMIT ?3")
+        let rows = sqlx::query("SELECT seq, body FROM events WHERE task_id = $1 AND kind = $4 AND seq > $2 ORDER BY seq LIMIT $3")
             .bind(task)
             .bind(after_seq as i64)
             .bind(rows_wanted)
@@ -470,35 +472,41 @@ impl SqliteStore {
     pub(super) async fn compact_impl(&self, ended_before_ms: i64) -> Result<Compacted> {
         let mut done = Compacted::default();
         loop {
+            let mut tx = self.write().await?;
             let r = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM events WHERE (task_id, seq) IN (SELECT e.task_id, e.seq FROM events e \
                  JOIN tasks t ON t.id = e.task_id WHERE e.kind NOT IN ('log', 'activity') AND t.ended_ms > 0 \
-                 AND t.ended_ms < ?1 AND t.state IN {ENDED_SQL} LIMIT ?2)"
+                 AND t.ended_ms < $1 AND t.state IN {ENDED_SQL} LIMIT $2)"
             )))
             .bind(ended_before_ms)
             .bind(COMPACT_BATCH)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             done.events += r.rows_affected();
             if (r.rows_affected() as i64) < COMPACT_BATCH {
                 break;
             }
         }
         loop {
-            let r = sqlx::query("DELETE FROM commands WHERE id IN (SELECT id FROM commands WHERE acked_ms IS NOT NULL AND acked_ms < ?1 LIMIT ?2)")
+            let mut tx = self.write().await?;
+            let r = sqlx::query("DELETE FROM commands WHERE id IN (SELECT id FROM commands WHERE acked_ms IS NOT NULL AND acked_ms < $1 LIMIT $2)")
                 .bind(ended_before_ms)
                 .bind(COMPACT_BATCH)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             done.commands += r.rows_affected();
             if (r.rows_affected() as i64) < COMPACT_BATCH {
                 break;
             }
         }
-        let r = sqlx::query("DELETE FROM requests WHERE created_ms < ?1")
+        let mut tx = self.write().await?;
+        let r = sqlx::query("DELETE FROM requests WHERE created_ms < $1")
             .bind(ended_before_ms)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         done.requests = r.rows_affected();
         Ok(done)
     }

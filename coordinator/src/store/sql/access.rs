@@ -1,6 +1,6 @@
 //! Tokens and the audit.
 
-use super::SqliteStore;
+use super::Backend;
 use super::tasks::record_audit;
 use crate::error::{CoordinatorError, Result};
 use crate::model::{AuditEntry, AuditRecord, TokenRecord};
@@ -8,10 +8,10 @@ use crate::store::AccessStore;
 use sqlx::Row;
 
 #[async_trait::async_trait]
-impl AccessStore for SqliteStore {
+impl AccessStore for Backend {
     async fn create_token(&self, t: &TokenRecord, audit: &AuditEntry, now_ms: i64) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by, submits_per_minute, max_active) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by, submits_per_minute, max_active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
             .bind(&t.id)
             .bind(&t.kind)
             .bind(&t.name)
@@ -58,9 +58,9 @@ impl AccessStore for SqliteStore {
     }
 
     async fn revoke_token(&self, id: &str, audit: &AuditEntry, now_ms: i64) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         let r =
-            sqlx::query("UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL")
+            sqlx::query("UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL")
                 .bind(id)
                 .bind(now_ms)
                 .execute(&mut *tx)
@@ -81,8 +81,8 @@ impl AccessStore for SqliteStore {
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
-        let r = sqlx::query("UPDATE nodes SET cordoned = ?2 WHERE name = ?1")
+        let mut tx = self.write().await?;
+        let r = sqlx::query("UPDATE nodes SET cordoned = $2 WHERE name = $1")
             .bind(name)
             .bind(cordoned)
             .execute(&mut *tx)
@@ -99,7 +99,7 @@ impl AccessStore for SqliteStore {
     }
 
     async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         record_audit(&mut tx, Some(entry), now_ms).await?;
         tx.commit().await?;
         Ok(())
@@ -113,7 +113,7 @@ impl AccessStore for SqliteStore {
     ) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
             "SELECT id, at_ms, who, action, task_id, detail FROM audit \
-             WHERE (?1 IS NULL OR task_id = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+             WHERE ($1 IS NULL OR task_id = $1) AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
         )
         .bind(task)
         .bind(before.map(|b| b as i64))

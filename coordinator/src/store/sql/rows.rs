@@ -1,9 +1,9 @@
 //! Rows ↔ records, and the column lists writes use.
 
+use super::{Db, DbArguments, DbRow};
 use crate::error::{CoordinatorError, Result};
 use crate::model::{NodeRecord, QuestionRecord, TaskRecord};
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Row, Sqlite};
+use sqlx::Row;
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
@@ -49,9 +49,9 @@ pub(super) const TASK_COLUMNS: [&str; 39] = [
     "trace",
 ];
 
-/// `INSERT INTO tasks (<every column>, submit_order) VALUES (?1, …, next order)`.
+/// `INSERT INTO tasks (<every column>, submit_order) VALUES ($1, …, next order)`.
 pub(super) static INSERT_TASK: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let params: Vec<String> = (1..=TASK_COLUMNS.len()).map(|i| format!("?{i}")).collect();
+    let params: Vec<String> = (1..=TASK_COLUMNS.len()).map(|i| format!("${i}")).collect();
     format!(
         "INSERT INTO tasks ({}, submit_order) VALUES ({}, (SELECT COALESCE(MAX(submit_order), 0) + 1 FROM tasks))",
         TASK_COLUMNS.join(", "),
@@ -61,9 +61,9 @@ pub(super) static INSERT_TASK: std::sync::LazyLock<String> = std::sync::LazyLock
 
 /// Binds every column of a new task in [`TASK_COLUMNS`] order.
 pub(super) fn bind_new_task<'q>(
-    q: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+    q: sqlx::query::Query<'q, Db, DbArguments>,
     t: &TaskRecord,
-) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+) -> sqlx::query::Query<'q, Db, DbArguments> {
     q.bind(t.id.clone())
         .bind(t.state.as_str())
         .bind(t.title.clone())
@@ -132,7 +132,7 @@ pub(super) fn changes_json(c: &Option<crate::model::ChangesMeta>) -> String {
 
 /// A text column that a query may leave out (the task texts, which the event path does not
 /// read): empty when absent.
-fn optional_text(r: &SqliteRow, column: &str) -> Result<String> {
+fn optional_text(r: &DbRow, column: &str) -> Result<String> {
     match r.try_get(column) {
         Ok(v) => Ok(v),
         Err(sqlx::Error::ColumnNotFound(_)) => Ok(String::new()),
@@ -141,7 +141,7 @@ fn optional_text(r: &SqliteRow, column: &str) -> Result<String> {
 }
 
 /// Reads a task row (`tasks.*`, optionally with `prompt` and `worker_prompt`).
-pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
+pub(super) fn task_from_row(r: &DbRow) -> Result<TaskRecord> {
     let state: String = r.try_get("state")?;
     Ok(TaskRecord {
         id: r.try_get("id")?,
@@ -217,7 +217,7 @@ pub(super) fn task_from_row(r: &SqliteRow) -> Result<TaskRecord> {
 /// The node columns [`node_from_row`] reads, in order.
 pub(super) const NODE_COLUMNS: &str = "name, labels, backends, capacity, version, hostname, last_seen_ms, epoch, session_addr, session_started_ms, cordoned";
 
-pub(super) fn node_from_row(r: &SqliteRow) -> Result<NodeRecord> {
+pub(super) fn node_from_row(r: &DbRow) -> Result<NodeRecord> {
     let labels: String = r.try_get(1)?;
     let backends: String = r.try_get(2)?;
     Ok(NodeRecord {
@@ -240,7 +240,7 @@ pub(super) fn node_from_row(r: &SqliteRow) -> Result<NodeRecord> {
 /// The question columns [`question_from_row`] reads, in order.
 pub(super) const QUESTION_COLUMNS: &str = "task_id, seq, text, asked_ms, answer, answered_ms";
 
-pub(super) fn question_from_row(r: &SqliteRow) -> Result<QuestionRecord> {
+pub(super) fn question_from_row(r: &DbRow) -> Result<QuestionRecord> {
     Ok(QuestionRecord {
         task_id: r.try_get(0)?,
         seq: r.try_get::<i64, _>(1)? as u32,

@@ -1,7 +1,8 @@
 //! Node sessions and the commands waiting for them.
 
+use super::store::{ON_NODE_SQL, TASKS_PER_STATEMENT};
 use super::tasks::{insert_command, open_questions_in, task_change, void_commands};
-use super::{ON_NODE_SQL, SqliteStore, TASKS_PER_STATEMENT, rows};
+use super::{Backend, Db, rows};
 use crate::error::Result;
 use crate::model::{ChangeKind, Changes, NodeCommand, NodeHello, StoredCommand, TaskRecord};
 use crate::store::OpenedSession;
@@ -20,7 +21,7 @@ fn resumed_state(t: &TaskRecord, open_questions: usize) -> TaskState {
     }
 }
 
-impl SqliteStore {
+impl Backend {
     pub(super) async fn open_session_impl(
         &self,
         hello: &NodeHello,
@@ -28,17 +29,17 @@ impl SqliteStore {
         now_ms: i64,
     ) -> Result<OpenedSession> {
         let n = &hello.node;
-        let mut tx = self.writer.begin().await?;
-        let previous: Option<i64> = sqlx::query_scalar("SELECT epoch FROM nodes WHERE name = ?1")
+        let mut tx = self.write().await?;
+        let previous: Option<i64> = sqlx::query_scalar("SELECT epoch FROM nodes WHERE name = $1")
             .bind(&n.name)
             .fetch_optional(&mut *tx)
             .await?;
         let epoch = previous.unwrap_or(0) as u64 + 1;
         sqlx::query(
             "INSERT INTO nodes (name, labels, backends, capacity, version, hostname, last_seen_ms, epoch, live, session_addr, session_started_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?7) \
-             ON CONFLICT(name) DO UPDATE SET labels = ?2, backends = ?3, capacity = ?4, version = ?5, hostname = ?6, \
-             last_seen_ms = ?7, epoch = ?8, live = 1, session_addr = ?9, session_started_ms = ?7",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $7) \
+             ON CONFLICT(name) DO UPDATE SET labels = $2, backends = $3, capacity = $4, version = $5, hostname = $6, \
+             last_seen_ms = $7, epoch = $8, live = TRUE, session_addr = $9, session_started_ms = $7",
         )
         .bind(&n.name)
         .bind(serde_json::to_string(&n.labels).unwrap_or_default())
@@ -53,7 +54,7 @@ impl SqliteStore {
         .await?;
 
         let pending_assign: HashSet<String> = sqlx::query_scalar(
-            "SELECT DISTINCT task_id FROM commands WHERE node = ?1 AND acked_ms IS NULL AND kind = 'assign'",
+            "SELECT DISTINCT task_id FROM commands WHERE node = $1 AND acked_ms IS NULL AND kind = 'assign'",
         )
         .bind(&n.name)
         .fetch_all(&mut *tx)
@@ -68,7 +69,7 @@ impl SqliteStore {
 
         let active = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT t.*, x.prompt, x.worker_prompt, x.signed_spec, x.signature FROM tasks t JOIN task_texts x ON x.task_id = t.id \
-             WHERE t.node = ?1 AND t.state IN {ON_NODE_SQL}"
+             WHERE t.node = $1 AND t.state IN {ON_NODE_SQL}"
         )))
         .bind(&n.name)
         .fetch_all(&mut *tx)
@@ -88,7 +89,7 @@ impl SqliteStore {
                 } else {
                     before
                 };
-                sqlx::query("UPDATE tasks SET epoch = ?2, state = ?3, reason = CASE WHEN ?4 THEN '' ELSE reason END, updated_ms = ?5 WHERE id = ?1")
+                sqlx::query("UPDATE tasks SET epoch = $2, state = $3, reason = CASE WHEN $4 THEN '' ELSE reason END, updated_ms = $5 WHERE id = $1")
                     .bind(&t.id)
                     .bind(epoch as i64)
                     .bind(state.as_str())
@@ -111,7 +112,7 @@ impl SqliteStore {
                     "node `{}` reconnected without this task (its agent restarted and lost it)",
                     n.name
                 );
-                sqlx::query("UPDATE tasks SET state = 'lost', reason = ?2, ended_ms = ?3, updated_ms = ?3 WHERE id = ?1")
+                sqlx::query("UPDATE tasks SET state = 'lost', reason = $2, ended_ms = $3, updated_ms = $3 WHERE id = $1")
                     .bind(&t.id)
                     .bind(&reason)
                     .bind(now_ms)
@@ -133,10 +134,10 @@ impl SqliteStore {
         let ids: Vec<&str> = hello.cursors.iter().map(|c| c.task_id.as_str()).collect();
         let mut committed = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(TASKS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            let mut q = sqlx::QueryBuilder::<Db>::new(
                 "SELECT id, last_seq, node, state, backend FROM tasks WHERE id IN ",
             );
-            super::push_in_list(&mut q, chunk);
+            super::store::push_in_list(&mut q, chunk);
             for r in q.build().persistent(false).fetch_all(&mut *tx).await? {
                 let id: String = r.try_get(0)?;
                 committed.push((id.clone(), r.try_get::<i64, _>(1)? as u64));
@@ -165,8 +166,8 @@ impl SqliteStore {
         epoch: u64,
         now_ms: i64,
     ) -> Result<Changes> {
-        let mut tx = self.writer.begin().await?;
-        let r = sqlx::query("UPDATE nodes SET live = 0 WHERE name = ?1 AND epoch = ?2")
+        let mut tx = self.write().await?;
+        let r = sqlx::query("UPDATE nodes SET live = FALSE WHERE name = $1 AND epoch = $2")
             .bind(node)
             .bind(epoch as i64)
             .execute(&mut *tx)
@@ -177,8 +178,8 @@ impl SqliteStore {
         }
         let reason = format!("node `{node}` stopped answering; waiting for it to come back");
         let found = sqlx::query(
-            "UPDATE tasks SET state = 'unreachable', reason = ?3, updated_ms = ?4 \
-             WHERE node = ?1 AND epoch = ?2 AND state IN ('assigned', 'running', 'waiting') RETURNING *",
+            "UPDATE tasks SET state = 'unreachable', reason = $3, updated_ms = $4 \
+             WHERE node = $1 AND epoch = $2 AND state IN ('assigned', 'running', 'waiting') RETURNING *",
         )
         .bind(node)
         .bind(epoch as i64)
@@ -210,10 +211,10 @@ impl SqliteStore {
         reason: &str,
         now_ms: i64,
     ) -> Result<Changes> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.write().await?;
         let found = sqlx::query(
-            "UPDATE tasks SET state = 'lost', reason = ?3, ended_ms = ?4, updated_ms = ?4 \
-             WHERE node = ?1 AND epoch = ?2 AND state = 'unreachable' RETURNING *",
+            "UPDATE tasks SET state = 'lost', reason = $3, ended_ms = $4, updated_ms = $4 \
+             WHERE node = $1 AND epoch = $2 AND state = 'unreachable' RETURNING *",
         )
         .bind(node)
         .bind(epoch as i64)
@@ -256,7 +257,7 @@ impl SqliteStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<StoredCommand>> {
-        let rows = sqlx::query("SELECT id, body FROM commands WHERE node = ?1 AND acked_ms IS NULL AND id > ?2 ORDER BY id LIMIT ?3")
+        let rows = sqlx::query("SELECT id, body FROM commands WHERE node = $1 AND acked_ms IS NULL AND id > $2 ORDER BY id LIMIT $3")
             .bind(node)
             .bind(after as i64)
             .bind(i64::from(limit))
@@ -271,10 +272,12 @@ impl SqliteStore {
                 Err(e) => {
                     // Never block the queue behind a command that cannot be read.
                     tracing::error!(node, command = id, error = %e, "dropping a stored command that cannot be decoded");
-                    sqlx::query("UPDATE commands SET acked_ms = 0 WHERE id = ?1")
+                    let mut tx = self.write().await?;
+                    sqlx::query("UPDATE commands SET acked_ms = 0 WHERE id = $1")
                         .bind(id as i64)
-                        .execute(&self.writer)
+                        .execute(&mut *tx)
                         .await?;
+                    tx.commit().await?;
                 }
             }
         }
