@@ -33,6 +33,10 @@ pub enum CoordinatorError {
     /// A stored record could not be decoded.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// This replica is no longer the leader (another took the store's lease): nothing it
+    /// writes is committed.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 impl From<InvalidInput> for CoordinatorError {
@@ -58,6 +62,7 @@ impl From<CoordinatorError> for tonic::Status {
                 ))
             }
             CoordinatorError::Corrupt(m) => tonic::Status::internal(m),
+            CoordinatorError::Fenced(m) => tonic::Status::unavailable(m),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - Each write returns the [`Changes`] it committed, for the one publisher.
 
 pub mod patch;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::error::Result;
@@ -23,6 +24,7 @@ use crate::model::{
 use dispatch_core::TaskState;
 use std::collections::HashMap;
 
+pub use postgres::PgStore;
 pub use sqlite::{Backup, SqliteStore, backup as sqlite_backup};
 
 /// The columns of a task an operation may set (besides `updated_ms`, always set).

@@ -91,12 +91,91 @@ fn plan(md: &str) -> EventKind {
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(&dir.path().join("d.db")).await.unwrap()
+/// Which store a test runs on: every test of the suite runs on both.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A test's own empty store: a temporary SQLite file, or a new database on the PostgreSQL
+/// server of `DISPATCH_TEST_POSTGRES` (`.ci/postgres start DIR` prints one).
+struct TestDb {
+    dir: tempfile::TempDir,
+    postgres: Option<String>,
+}
+
+impl TestDb {
+    /// None (and a line saying the test skips) when PostgreSQL is asked for but not given;
+    /// under CI (`CI` set) that fails instead.
+    async fn new(kind: Kind, name: &str) -> Option<TestDb> {
+        let dir = tempfile::tempdir().unwrap();
+        let postgres = match kind {
+            Kind::Sqlite => None,
+            Kind::Postgres => match std::env::var("DISPATCH_TEST_POSTGRES") {
+                Ok(url) if !url.is_empty() => Some(
+                    super::postgres::scratch_database(&url, name)
+                        .await
+                        .unwrap_or_else(|e| panic!("PostgreSQL at DISPATCH_TEST_POSTGRES: {e}")),
+                ),
+                _ if std::env::var_os("CI").is_some() => panic!(
+                    "CI runs the store suite on PostgreSQL: set DISPATCH_TEST_POSTGRES (.ci/run starts a server with .ci/postgres)"
+                ),
+                _ => {
+                    eprintln!(
+                        "skipped on PostgreSQL: set DISPATCH_TEST_POSTGRES (export DISPATCH_TEST_POSTGRES=$(.ci/postgres start /tmp/dispatch-pg))"
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(TestDb { dir, postgres })
+    }
+
+    /// Opens the store (again, for a reopen).
+    async fn open(&self) -> std::sync::Arc<dyn Store> {
+        match &self.postgres {
+            Some(url) => std::sync::Arc::new(super::postgres::PgStore::open(url).await.unwrap()),
+            None => std::sync::Arc::new(
+                SqliteStore::open(&self.dir.path().join("d.db"))
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
+    /// The stored history of `task`: (seq, body), by seq.
+    async fn events_of(&self, task: &str) -> Vec<(i64, Vec<u8>)> {
+        const SQL: &str = "SELECT seq, body FROM events WHERE task_id = $1 ORDER BY seq";
+        match &self.postgres {
+            Some(url) => {
+                let s = super::postgres::PgStore::open(url).await.unwrap();
+                sqlx::query_as(SQL)
+                    .bind(task)
+                    .fetch_all(s.raw())
+                    .await
+                    .unwrap()
+            }
+            None => {
+                let s = SqliteStore::open(&self.dir.path().join("d.db"))
+                    .await
+                    .unwrap();
+                sqlx::query_as(SQL)
+                    .bind(task)
+                    .fetch_all(s.raw())
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+}
+
+async fn open(db: &TestDb) -> std::sync::Arc<dyn Store> {
+    db.open().await
 }
 
 /// A queued task given to `node` (session `epoch`).
-async fn assigned(s: &SqliteStore, id: &str, node: &str, epoch: u64) {
+async fn assigned(s: &dyn Store, id: &str, node: &str, epoch: u64) {
     let _ = s.insert_task(&task(id), None, None, None).await.unwrap();
     let w = AssignWrite {
         task_id: id.into(),
@@ -112,7 +191,7 @@ async fn assigned(s: &SqliteStore, id: &str, node: &str, epoch: u64) {
 }
 
 /// A store with node `n1`'s first session open; returns the store and the session's epoch.
-async fn with_node(dir: &tempfile::TempDir) -> (SqliteStore, u64) {
+async fn with_node(dir: &TestDb) -> (std::sync::Arc<dyn Store>, u64) {
     let s = open(dir).await;
     let epoch = s
         .open_session(&hello("n1", &[]), "a:1", 1)
@@ -129,13 +208,14 @@ fn key(node: &str, epoch: u64) -> SessionKey {
     }
 }
 
-#[tokio::test]
-async fn tasks_events_and_commands_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+async fn tasks_events_and_commands_survive_reopen(kind: Kind) {
+    let Some(dir) = TestDb::new(kind, "tasks_events_and_commands_survive_reopen").await else {
+        return;
+    };
     {
         let (s, epoch) = with_node(&dir).await;
         assert_eq!(epoch, 1);
-        assigned(&s, "a", "n1", epoch).await;
+        assigned(&*s, "a", "n1", epoch).await;
         let _ = s.insert_task(&task("b"), None, None, None).await.unwrap();
         let dup = s
             .insert_task(&task("a"), None, None, None)
@@ -204,14 +284,20 @@ async fn tasks_events_and_commands_survive_reopen() {
     assert_eq!(s.count_active().await.unwrap(), 2);
 }
 
-#[tokio::test]
-async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole(kind: Kind) {
+    let Some(dir) = TestDb::new(
+        kind,
+        "a_batch_larger_than_every_statement_chunk_is_recorded_whole",
+    )
+    .await
+    else {
+        return;
+    };
     let (s, epoch) = with_node(&dir).await;
     let tasks = 403;
     let per_task = 3;
     for i in 0..tasks {
-        assigned(&s, &format!("t-{i}"), "n1", epoch).await;
+        assigned(&*s, &format!("t-{i}"), "n1", epoch).await;
     }
     let mut batch = Vec::new();
     for seq in 1..=per_task as u64 {
@@ -248,11 +334,12 @@ async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole() {
     assert_eq!(s.questions_of(&["t-7"]).await.unwrap()["t-7"].len(), 3);
 }
 
-#[tokio::test]
-async fn plan_history_costs_the_change_not_the_plan() {
-    let dir = tempfile::tempdir().unwrap();
+async fn plan_history_costs_the_change_not_the_plan(kind: Kind) {
+    let Some(dir) = TestDb::new(kind, "plan_history_costs_the_change_not_the_plan").await else {
+        return;
+    };
     let (s, epoch) = with_node(&dir).await;
-    assigned(&s, "big", "n1", epoch).await;
+    assigned(&*s, "big", "n1", epoch).await;
     let mut md: String = (0..1000)
         .map(|i| format!("- [ ] step {i:04} of a long plan\n"))
         .collect();
@@ -271,23 +358,18 @@ async fn plan_history_costs_the_change_not_the_plan() {
             .await
             .unwrap();
     }
-    let bytes: i64 = sqlx::query_scalar(
-        "SELECT SUM(LENGTH(body)) FROM events WHERE task_id = 'big' AND seq > 1",
-    )
-    .fetch_one(s.raw())
-    .await
-    .unwrap();
+    let rows = dir.events_of("big").await;
+    let bytes: usize = rows
+        .iter()
+        .filter(|(seq, _)| *seq > 1)
+        .map(|(_, body)| body.len())
+        .sum();
     assert!(
         bytes < 1000 * 64,
         "1,000 ticks of a {} KiB plan stored {bytes} bytes",
         md.len() / 1024
     );
     // The history replays to the plan.
-    let rows: Vec<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, body FROM events WHERE task_id = 'big' ORDER BY seq")
-            .fetch_all(s.raw())
-            .await
-            .unwrap();
     let mut replay = "- [ ] a\n".to_string();
     for (_, body) in rows {
         let p: patch::Patch = serde_json::from_slice(&body).unwrap();
@@ -297,11 +379,13 @@ async fn plan_history_costs_the_change_not_the_plan() {
     assert_eq!(s.get_task("big").await.unwrap().unwrap().plan_md, md);
 }
 
-#[tokio::test]
-async fn output_past_the_cap_leaves_a_marker_and_nothing_more() {
-    let dir = tempfile::tempdir().unwrap();
+async fn output_past_the_cap_leaves_a_marker_and_nothing_more(kind: Kind) {
+    let Some(dir) = TestDb::new(kind, "output_past_the_cap_leaves_a_marker_and_nothing_more").await
+    else {
+        return;
+    };
     let (s, epoch) = with_node(&dir).await;
-    assigned(&s, "chatty", "n1", epoch).await;
+    assigned(&*s, "chatty", "n1", epoch).await;
     let batch = (1..=10)
         .map(|i| {
             ev(
@@ -340,11 +424,17 @@ async fn output_past_the_cap_leaves_a_marker_and_nothing_more() {
     assert_eq!(s.get_task("chatty").await.unwrap().unwrap().last_seq, 10);
 }
 
-#[tokio::test]
-async fn an_ended_task_keeps_its_state_and_a_question_is_asked_once() {
-    let dir = tempfile::tempdir().unwrap();
+async fn an_ended_task_keeps_its_state_and_a_question_is_asked_once(kind: Kind) {
+    let Some(dir) = TestDb::new(
+        kind,
+        "an_ended_task_keeps_its_state_and_a_question_is_asked_once",
+    )
+    .await
+    else {
+        return;
+    };
     let (s, epoch) = with_node(&dir).await;
-    assigned(&s, "t", "n1", epoch).await;
+    assigned(&*s, "t", "n1", epoch).await;
     let q = |seq: u64| {
         ev(
             "t",
@@ -384,12 +474,13 @@ async fn an_ended_task_keeps_its_state_and_a_question_is_asked_once() {
     );
 }
 
-#[tokio::test]
-async fn sessions_fence_their_tasks() {
-    let dir = tempfile::tempdir().unwrap();
+async fn sessions_fence_their_tasks(kind: Kind) {
+    let Some(dir) = TestDb::new(kind, "sessions_fence_their_tasks").await else {
+        return;
+    };
     let (s, e1) = with_node(&dir).await;
-    assigned(&s, "kept", "n1", e1).await;
-    assigned(&s, "dropped", "n1", e1).await;
+    assigned(&*s, "kept", "n1", e1).await;
+    assigned(&*s, "dropped", "n1", e1).await;
     // The Assign commands are acked: only a Hello that names a task claims it now.
     let ids: Vec<u64> = s
         .pending_commands("n1", 0, 10)
@@ -476,11 +567,12 @@ async fn sessions_fence_their_tasks() {
     assert!(s.reset_sessions().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn compaction_keeps_what_a_user_reads() {
-    let dir = tempfile::tempdir().unwrap();
+async fn compaction_keeps_what_a_user_reads(kind: Kind) {
+    let Some(dir) = TestDb::new(kind, "compaction_keeps_what_a_user_reads").await else {
+        return;
+    };
     let (s, epoch) = with_node(&dir).await;
-    assigned(&s, "old", "n1", epoch).await;
+    assigned(&*s, "old", "n1", epoch).await;
     let batch = vec![
         ev("old", 1, plan("- [x] a\n")),
         ev(
@@ -540,9 +632,10 @@ async fn compaction_keeps_what_a_user_reads() {
     );
 }
 
-#[tokio::test]
-async fn list_tasks_pages_newest_first() {
-    let dir = tempfile::tempdir().unwrap();
+async fn list_tasks_pages_newest_first(kind: Kind) {
+    let Some(dir) = TestDb::new(kind, "list_tasks_pages_newest_first").await else {
+        return;
+    };
     let s = open(&dir).await;
     for i in 0..25 {
         let _ = s
@@ -575,9 +668,10 @@ async fn list_tasks_pages_newest_first() {
     assert_eq!(seen, want);
 }
 
-#[tokio::test]
-async fn a_request_id_makes_one_task_and_one_answer() {
-    let dir = tempfile::tempdir().unwrap();
+async fn a_request_id_makes_one_task_and_one_answer(kind: Kind) {
+    let Some(dir) = TestDb::new(kind, "a_request_id_makes_one_task_and_one_answer").await else {
+        return;
+    };
     let s = open(&dir).await;
     assert!(matches!(
         s.insert_task(&task("one"), Some("req-1"), None, None)
@@ -710,10 +804,16 @@ async fn a_version_7_store_gets_its_bodies_converted() {
     assert_eq!((t.epoch, t.log_bytes, t.last_seq), (0, 0, 3));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_submits_cannot_pass_the_active_task_quota_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = std::sync::Arc::new(open(&dir).await);
+async fn concurrent_submits_cannot_pass_the_active_task_quota_together(kind: Kind) {
+    let Some(dir) = TestDb::new(
+        kind,
+        "concurrent_submits_cannot_pass_the_active_task_quota_together",
+    )
+    .await
+    else {
+        return;
+    };
+    let s = open(&dir).await;
     let mut joins = Vec::new();
     for i in 0..24 {
         let s = std::sync::Arc::clone(&s);
@@ -737,3 +837,38 @@ async fn concurrent_submits_cannot_pass_the_active_task_quota_together() {
     }
     assert_eq!((ok, refused), (10, 14));
 }
+
+/// Every test of the suite, on each backend.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Sqlite).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Kind::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    tasks_events_and_commands_survive_reopen,
+    a_batch_larger_than_every_statement_chunk_is_recorded_whole,
+    plan_history_costs_the_change_not_the_plan,
+    output_past_the_cap_leaves_a_marker_and_nothing_more,
+    an_ended_task_keeps_its_state_and_a_question_is_asked_once,
+    sessions_fence_their_tasks,
+    compaction_keeps_what_a_user_reads,
+    list_tasks_pages_newest_first,
+    a_request_id_makes_one_task_and_one_answer,
+    concurrent_submits_cannot_pass_the_active_task_quota_together,
+);

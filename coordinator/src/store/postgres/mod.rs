@@ -1,0 +1,251 @@
+//! The PostgreSQL store, for a team's coordinator and its replicas: the same SQL as SQLite
+//! (`store/sql/`, compiled here with `Db = Postgres`), on one writer connection and a small
+//! pool of readers.
+//!
+//! One writer connection keeps SQLite's rule: a write transaction runs alone, so what it reads
+//! cannot change before it commits (at READ COMMITTED, with no second writer, that holds).
+//! Several coordinator replicas share one database, but only the leader writes
+//! ([`lease`]): its every write transaction first locks the lease row (`FOR SHARE`) and checks
+//! the lease's epoch is still the one it took. A new leader raises the epoch, which waits for
+//! that lock, so an old leader — paused, partitioned, or just slow — can never commit after a
+//! new one starts (fencing).
+//!
+//! Schema: `migrations/postgres/`, numbered in step with SQLite's migrations (the first file
+//! is the whole schema at version 11); `dispatch_schema` holds the version.
+
+#[path = "../sql/access.rs"]
+mod access;
+#[path = "../sql/events.rs"]
+mod events;
+#[path = "../sql/nodes.rs"]
+mod nodes;
+#[path = "../sql/rows.rs"]
+mod rows;
+#[path = "../sql/store.rs"]
+mod store;
+#[path = "../sql/tasks.rs"]
+mod tasks;
+
+use super::*;
+use crate::error::CoordinatorError;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The database the shared SQL (`store/sql/`) runs on here.
+type Db = sqlx::Postgres;
+/// The store the shared SQL implements the traits for.
+type Backend = PgStore;
+type DbRow = sqlx::postgres::PgRow;
+type DbArguments = <Db as sqlx::Database>::Arguments;
+
+/// Schema files by version: (version, SQL). Version 11 is the whole schema of SQLite's 0001–0011.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    11,
+    include_str!("../../../migrations/postgres/0011_schema.sql"),
+)];
+
+/// The store version this coordinator writes (the same number as SQLite's).
+pub const SCHEMA_VERSION: i64 = 11;
+
+/// Advisory lock key held while migrating (two replicas starting at once migrate once).
+const MIGRATION_LOCK: i64 = 0x6469_7370_6d69_6772; // "dispmigr"
+
+/// The PostgreSQL store.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    writer: PgPool,
+    reader: PgPool,
+    /// The lease epoch this leader writes under; none for a store opened alone (a tool, a
+    /// test, a single coordinator without replicas).
+    fence: Option<u64>,
+    /// Set when a write found the lease taken by another replica.
+    deposed: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Parses a `postgres://` URL, with a message that says what is wrong.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url).map_err(|e| {
+        CoordinatorError::Invalid(format!(
+            "the store URL `{}` is not a PostgreSQL URL ({e}); give postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+            redact(url)
+        ))
+    })
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let host_start = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_start].rfind('@') {
+        Some(at) => match rest[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                &rest[at..]
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` and brings its schema up to date; writes are not
+    /// fenced (the caller is the only writer).
+    pub async fn open(url: &str) -> Result<PgStore> {
+        PgStore::open_with(url, None).await
+    }
+
+    /// [`PgStore::open`] for a leader: every write checks the lease still has `epoch`.
+    pub async fn open_fenced(url: &str, epoch: u64) -> Result<PgStore> {
+        PgStore::open_with(url, Some(epoch)).await
+    }
+
+    async fn open_with(url: &str, fence: Option<u64>) -> Result<PgStore> {
+        let opts = connect_options(url)?.application_name("dispatch-coordinator");
+        let unreachable = |e: sqlx::Error| {
+            CoordinatorError::Invalid(format!(
+                "cannot connect to the PostgreSQL store {}: {e}; check that the server runs, the URL, and the user's password",
+                redact(url)
+            ))
+        };
+        let writer = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await
+            .map_err(unreachable)?;
+        migrate(&writer).await?;
+        let reader = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .map_err(unreachable)?;
+        Ok(PgStore {
+            writer,
+            reader,
+            fence,
+            deposed: Arc::new(tokio::sync::watch::channel(false).0),
+        })
+    }
+
+    /// Resolves once a write found that another replica holds the lease: this one must stop.
+    pub fn deposed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.deposed.subscribe();
+        async move {
+            let _ = rx.wait_for(|d| *d).await;
+        }
+    }
+
+    /// Begins a write transaction on the one writer connection; for a leader, first checks
+    /// (and holds, until the transaction ends) the lease it writes under.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, Db>> {
+        let mut tx = self.writer.begin().await?;
+        if let Some(mine) = self.fence {
+            let (epoch, leader): (i64, String) = sqlx::query_as(
+                "SELECT epoch, leader FROM coordinator_lease WHERE id = 1 FOR SHARE",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if epoch as u64 != mine {
+                let _ = self.deposed.send(true);
+                return Err(CoordinatorError::Fenced(format!(
+                    "this coordinator replica is no longer the leader (lease {mine}; {leader} holds lease {epoch}); retry, and the call reaches the leader"
+                )));
+            }
+        }
+        Ok(tx)
+    }
+
+    /// The writer pool, for tests that look at the raw tables.
+    #[cfg(test)]
+    pub(crate) fn raw(&self) -> &PgPool {
+        &self.writer
+    }
+}
+
+async fn migrate(pool: &PgPool) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS dispatch_schema (version BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
+    let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM dispatch_schema")
+        .fetch_one(&mut *tx)
+        .await?;
+    let version = version.unwrap_or(0);
+    if version > SCHEMA_VERSION {
+        return Err(CoordinatorError::Corrupt(format!(
+            "the PostgreSQL store has schema version {version}, newer than this coordinator knows ({SCHEMA_VERSION}); run a newer dispatch-coordinator"
+        )));
+    }
+    for (v, sql) in MIGRATIONS {
+        if *v <= version {
+            continue;
+        }
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM dispatch_schema")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO dispatch_schema (version) VALUES ($1)")
+            .bind(*v)
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!(version = v, "applied PostgreSQL store migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let path = base[host_start..].find('/').map(|i| host_start + i);
+    let root = path.map_or(base, |p| &base[..p]);
+    format!("{root}/{database}{query}")
+}
+
+/// Creates a new empty database `dispatch_<tag>_<random>` on the server at `url` (whose
+/// user may create databases) and returns its URL: one per test, so tests run in parallel.
+#[doc(hidden)]
+pub async fn scratch_database(url: &str, tag: &str) -> Result<String> {
+    use sqlx::Connection;
+    let mut admin = sqlx::postgres::PgConnection::connect_with(&connect_options(url)?).await?;
+    let name = format!(
+        "dispatch_{}_{:016x}",
+        tag.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(30)
+            .collect::<String>()
+            .to_ascii_lowercase(),
+        {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).map_err(|e| {
+                CoordinatorError::Invalid(format!("no randomness for a database name: {e}"))
+            })?;
+            u64::from_le_bytes(b)
+        }
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    Ok(with_database(url, &name))
+}
