@@ -119,7 +119,15 @@ pub async fn connect_first(list: &str, tls: &ClientTls) -> Result<(Channel, Stri
     }
     let mut failures = Vec::new();
     for url in &urls {
-        match connect_with(url, tls).await {
+        let reached = match connect_with(url, tls).await {
+            // Of several replicas, only the leader serves: a standby says NOT_SERVING.
+            Ok(ch) if urls.len() > 1 => match serving(&ch).await {
+                Ok(()) => Ok(ch),
+                Err(why) => Err(format!("{url}: {why}")),
+            },
+            other => other,
+        };
+        match reached {
             Ok(ch) => {
                 if !failures.is_empty() {
                     tracing::info!(
@@ -138,6 +146,27 @@ pub async fn connect_first(list: &str, tls: &ClientTls) -> Result<(Channel, Stri
         urls.join(", "),
         failures.join("\n  ")
     ))
+}
+
+/// Asks the standard health check whether the coordinator behind `ch` serves (a standby
+/// replica does not); a coordinator without the health service counts as serving.
+async fn serving(ch: &Channel) -> Result<(), String> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let mut client = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let asked = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.check(HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .await;
+    match asked {
+        Err(_) => Err("no answer to a health check within 5 s".into()),
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+        Ok(Ok(_)) => Err("a standby replica, or stopping (health NOT_SERVING)".into()),
+        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Ok(()),
+        Ok(Err(s)) => Err(format!("health check failed: {}", s.message())),
+    }
 }
 
 /// Opens a channel to the coordinator at `url` (no TLS options: the system's roots for an

@@ -84,10 +84,15 @@ pub(crate) async fn answer(
         request_id: crate::retry::request_id(),
     };
     let client = target.client.clone();
-    let task = crate::retry::idempotent("answer", || {
-        let (mut c, r) = (client.clone(), req.clone());
-        async move { c.answer(r).await }
-    })
+    let task = crate::retry::idempotent(
+        "answer",
+        client,
+        || crate::retry::reconnect(g),
+        |mut c| {
+            let r = req.clone();
+            async move { c.answer(r).await }
+        },
+    )
     .await?
     .into_inner();
     if g.json {
@@ -299,8 +304,8 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
     } else {
         String::new()
     };
-    let mut stream = match target.client.watch(v1::WatchRequest { task_id: one }).await {
-        Ok(s) => s.into_inner(),
+    let mut watching = match crate::watching::Watching::start(&mut target, one).await {
+        Ok(w) => w,
         Err(s) if s.code() == tonic::Code::NotFound => {
             eprintln!("error: {}", s.message());
             return Ok(2);
@@ -341,25 +346,23 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
             }
             return Ok(code);
         }
-        let next = async { stream.message().await };
+        let next = watching.next(g, &mut target, &mut tasks);
         let ev = match deadline {
             Some(d) => match tokio::time::timeout_at(d, next).await {
-                Ok(r) => r,
+                Ok(r) => r?,
                 Err(_) => {
                     eprintln!("timed out; nothing needs you yet");
                     return Ok(124);
                 }
             },
-            None => next.await,
+            None => next.await?,
         };
-        let Some(ev) =
-            ev.map_err(|s| anyhow!("the watch stream broke: {}", render::status_text(&s)))?
-        else {
-            bail!("the coordinator closed the watch stream; run `dispatch wait` again");
+        let crate::watching::Next::Event(ev) = ev else {
+            continue;
         };
         if let Some(old) = ev.task.as_ref().and_then(|t| tasks.get(&t.id))
             && let Some(t) = dispatch_proto::convert::apply_watch_event(Some(old), &ev)
-            && t.updated_at_ms >= old.updated_at_ms
+            && crate::watching::newer(old, &t)
         {
             tasks.insert(t.id.clone(), t);
         }

@@ -58,7 +58,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Watch { id }) => {
             task_id::validate(&id)?;
             let mut t = connect(&g).await?;
-            follow(&mut t, &[id], g.json).await
+            follow(&g, &mut t, &[id], g.json).await
         }
         Some(Command::Logs {
             id,
@@ -300,11 +300,16 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
         if let Some(k) = &key {
             crate::keys::sign(k, &mut req, derived_id.then_some(attempt))?;
         }
-        let sent = crate::retry::idempotent("submit", || {
-            let (mut c, mut r) = (client.clone(), tonic::Request::new(req.clone()));
-            dispatch_telemetry::inject(&span, r.metadata_mut());
-            async move { c.submit(r).await }
-        })
+        let sent = crate::retry::idempotent(
+            "submit",
+            client.clone(),
+            || crate::retry::reconnect(g),
+            |mut c| {
+                let mut r = tonic::Request::new(req.clone());
+                dispatch_telemetry::inject(&span, r.metadata_mut());
+                async move { c.submit(r).await }
+            },
+        )
         .await;
         match sent {
             // A derived id taken already: a signed task picks the next one itself.
@@ -340,7 +345,7 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
         }
     }
     if args.wait {
-        return follow(&mut target, &[task.id], g.json).await;
+        return follow(g, &mut target, &[task.id], g.json).await;
     }
     Ok(0)
 }
@@ -430,17 +435,18 @@ async fn status(g: &Global, id: Option<String>, limit: u32, all: bool) -> Result
 }
 
 /// Shows `ids` live until every one has ended; returns the watch exit status (the worst).
-pub(crate) async fn follow(target: &mut Target, ids: &[String], json: bool) -> Result<u8> {
+pub(crate) async fn follow(
+    g: &Global,
+    target: &mut Target,
+    ids: &[String],
+    json: bool,
+) -> Result<u8> {
     let one = if ids.len() == 1 {
         ids[0].clone()
     } else {
         String::new()
     };
-    let mut stream = target
-        .client
-        .watch(v1::WatchRequest { task_id: one })
-        .await?
-        .into_inner();
+    let mut watching = crate::watching::Watching::start(target, one).await?;
     let mut tasks: BTreeMap<String, v1::Task> = BTreeMap::new();
     for id in ids {
         let t = target
@@ -453,12 +459,12 @@ pub(crate) async fn follow(target: &mut Target, ids: &[String], json: bool) -> R
     let mut view = LiveView::new(json);
     view.show(ids, &tasks, None);
     while !tasks.values().all(|t| t.task_state().is_terminal()) {
-        let Some(ev) = stream
-            .message()
-            .await
-            .map_err(|s| anyhow!("the watch stream broke: {}", render::status_text(&s)))?
-        else {
-            bail!("the coordinator closed the watch stream; run `dispatch watch` again");
+        let ev = match watching.next(g, target, &mut tasks).await? {
+            crate::watching::Next::Event(ev) => ev,
+            crate::watching::Next::Refreshed => {
+                view.show(ids, &tasks, None);
+                continue;
+            }
         };
         let Some(id) = ev.task.as_ref().map(|t| t.id.clone()) else {
             continue;
@@ -470,9 +476,7 @@ pub(crate) async fn follow(target: &mut Target, ids: &[String], json: bool) -> R
             continue;
         };
         // Never go back to an older view (a snapshot can race a change).
-        if t.updated_at_ms < old.updated_at_ms
-            || (old.task_state().is_terminal() && !t.task_state().is_terminal())
-        {
+        if !crate::watching::newer(old, &t) {
             continue;
         }
         let changed = t.id.clone();
@@ -904,7 +908,7 @@ async fn demo(g: &Global) -> Result<u8> {
         ids.push(task.id);
     }
     println!();
-    let code = follow(&mut target, &ids, g.json).await?;
+    let code = follow(g, &mut target, &ids, g.json).await?;
     if !g.json {
         println!();
         if code == 0 {

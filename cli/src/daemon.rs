@@ -158,7 +158,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
     };
     let server = tokio::spawn(dispatch_coordinator::serve(
         coordinator.clone(),
-        vec![Listener::Unix(listener)],
+        vec![Listener::Unix(std::sync::Arc::new(listener))],
         stop_signal(stop_rx.clone()),
     ));
 

@@ -11,6 +11,7 @@ mod daemon;
 mod keys;
 mod render;
 mod retry;
+mod watching;
 
 use clap::Parser;
 use std::process::ExitCode;

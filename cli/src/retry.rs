@@ -6,8 +6,14 @@ use std::future::Future;
 use std::time::Duration;
 use tonic::{Code, Status};
 
-/// Pauses between attempts: three tries in all.
-const BACKOFF: [Duration; 2] = [Duration::from_millis(300), Duration::from_millis(1500)];
+/// Pauses between attempts: five tries in all, over about 7 s — past a coordinator restart or
+/// a standby replica taking over.
+const BACKOFF: [Duration; 4] = [
+    Duration::from_millis(300),
+    Duration::from_millis(1000),
+    Duration::from_millis(2000),
+    Duration::from_millis(4000),
+];
 
 /// A fresh request id (128 random bits, hex).
 pub(crate) fn request_id() -> String {
@@ -32,26 +38,49 @@ fn in_doubt(s: &Status) -> bool {
     )
 }
 
-/// Runs `call` (which must send the same request id every time) until it succeeds, fails
-/// for a reason a retry cannot fix, or three attempts are spent.
-pub(crate) async fn idempotent<T, F, Fut>(what: &str, mut call: F) -> Result<T, Status>
+/// Runs `call` on a client (it must send the same request id every time) until it succeeds,
+/// fails for a reason a retry cannot fix, or five attempts are spent. Before each retry,
+/// `reconnect` may give a new client: with replicas (`--coordinator URL1,URL2`) the retry
+/// reaches whichever leads now.
+pub(crate) async fn idempotent<C, T, F, Fut, R, RFut>(
+    what: &str,
+    mut client: C,
+    mut reconnect: R,
+    mut call: F,
+) -> Result<T, Status>
 where
-    F: FnMut() -> Fut,
+    C: Clone,
+    F: FnMut(C) -> Fut,
     Fut: Future<Output = Result<T, Status>>,
+    R: FnMut() -> RFut,
+    RFut: Future<Output = Option<C>>,
 {
     let mut pauses = BACKOFF.iter();
     loop {
-        match call().await {
+        match call(client.clone()).await {
             Err(s) if in_doubt(&s) => match pauses.next() {
                 Some(p) => {
                     tracing::debug!(error = %s, "{what}: retrying with the same request id");
                     tokio::time::sleep(*p).await;
+                    if let Some(c) = reconnect().await {
+                        client = c;
+                    }
                 }
                 None => return Err(s),
             },
             r => return r,
         }
     }
+}
+
+/// A `reconnect` for [`idempotent`]: a new client when the coordinator is a list of replicas
+/// (one address: the channel reconnects by itself).
+pub(crate) async fn reconnect(g: &crate::args::Global) -> Option<crate::client::Client> {
+    let list = g.coordinator.as_deref()?;
+    if dispatch_agent::channel::addresses(list).len() < 2 {
+        return None;
+    }
+    crate::client::connect(g).await.ok().map(|t| t.client)
 }
 
 #[cfg(test)]
@@ -69,24 +98,43 @@ mod tests {
     #[tokio::test]
     async fn repeats_only_what_may_not_have_happened() {
         let mut calls = 0;
-        let r: Result<u8, Status> = idempotent("x", || {
-            calls += 1;
-            let n = calls;
-            async move {
-                if n < 3 {
-                    Err(Status::unavailable("gone"))
-                } else {
-                    Ok(7)
+        let mut reconnects = 0;
+        let r: Result<u8, Status> = idempotent(
+            "x",
+            0u8,
+            || {
+                reconnects += 1;
+                let n = reconnects;
+                async move { Some(n) }
+            },
+            |client| {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 3 {
+                        Err(Status::unavailable("gone"))
+                    } else {
+                        Ok(client)
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
-        assert_eq!((r.unwrap(), calls), (7, 3));
+        assert_eq!(
+            (r.unwrap(), calls),
+            (2, 3),
+            "the third call goes out on the second reconnected client"
+        );
         let mut calls = 0;
-        let r: Result<u8, Status> = idempotent("x", || {
-            calls += 1;
-            async { Err(Status::invalid_argument("bad")) }
-        })
+        let r: Result<u8, Status> = idempotent(
+            "x",
+            0u8,
+            || async { None },
+            |_| {
+                calls += 1;
+                async { Err(Status::invalid_argument("bad")) }
+            },
+        )
         .await;
         assert!(r.is_err());
         assert_eq!(calls, 1, "a refusal is final");

@@ -4,6 +4,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use dispatch_coordinator::server::ServerTls;
 use dispatch_coordinator::{Coordinator, CoordinatorConfig, Listener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The dispatch coordinator: stores every task, plan, question and answer durably (SQLite in
@@ -36,9 +37,30 @@ struct Args {
     #[arg(long, env = "DISPATCH_LISTEN", default_value = "127.0.0.1:7070")]
     listen: String,
 
-    /// Directory for the SQLite store (created if missing). Required to serve and to back up.
+    /// Directory for the SQLite store (created if missing), and the address files
+    /// (coordinator.addr, health.addr, metrics.addr) and first admin token. Required to serve
+    /// and to back up; with a PostgreSQL --store it holds no tasks.
     #[arg(long, env = "DISPATCH_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+
+    /// Keep tasks in PostgreSQL instead of SQLite: postgres://USER:PASSWORD@HOST:PORT/DB
+    /// (sslmode=require and the like as URL parameters). Several coordinators may share one
+    /// database: one leads and serves, the others are standbys (health NOT_SERVING, every
+    /// call UNAVAILABLE naming the leader) and one of them takes over within seconds when the
+    /// leader stops. Without it the store is SQLite in --data-dir.
+    #[arg(long, env = "DISPATCH_STORE", value_name = "URL")]
+    store: Option<String>,
+
+    /// The address clients reach this replica by, told to callers while it is a standby
+    /// (default: the --listen address, with this host's name for 0.0.0.0).
+    #[arg(long, env = "DISPATCH_ADVERTISE", value_name = "URL")]
+    advertise: Option<String>,
+
+    /// With a PostgreSQL --store: how long a leader may go without renewing its lease (it
+    /// renews every second) before a standby cuts its database session and takes over. A
+    /// leader that dies is replaced at once, without waiting for this.
+    #[arg(long, env = "DISPATCH_LEADER_TIMEOUT", default_value = "10s", value_parser = dispatch_core::duration::parse)]
+    leader_timeout: Duration,
 
     /// The server certificate chain (PEM) to serve TLS with (e.g. server.pem from `certs
     /// init`). Clients then use https:// URLs.
@@ -343,7 +365,26 @@ async fn main() -> anyhow::Result<()> {
     }
     notify.validate().map_err(|e| anyhow::anyhow!(e))?;
     config.notify = notify;
-    let coordinator = Coordinator::start(config).await?;
+    let postgres = match args.store.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Some(u.to_string())
+        }
+        Some(u) if u.starts_with("sqlite:") => {
+            anyhow::bail!(
+                "--store {u}: the SQLite store is chosen with --data-dir DIR (leave --store out)"
+            )
+        }
+        Some(u) => anyhow::bail!(
+            "--store `{}` is not a PostgreSQL URL; give postgres://USER:PASSWORD@HOST:PORT/DB, or leave it out for SQLite in --data-dir",
+            dispatch_coordinator::store::postgres::redact(u)
+        ),
+    };
+    // SQLite: the store is open (and the first admin token written) before anything listens.
+    let sqlite = match &postgres {
+        None => Some(Coordinator::start(config.clone()).await?),
+        Some(_) => None,
+    };
 
     let tcp = dispatch_coordinator::server::bind_tcp(&args.listen).await?;
     let addr = tcp.local_addr()?;
@@ -357,13 +398,13 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(%addr, "--insecure: serving plain HTTP on a non-loopback address; tokens, prompts and answers cross the network unencrypted");
     }
     let mut listeners = vec![match tls {
-        Some(t) => Listener::Tls(tcp, Box::new(t)),
-        None => Listener::Tcp(tcp),
+        Some(t) => Listener::Tls(Arc::new(tcp), Box::new(t)),
+        None => Listener::Tcp(Arc::new(tcp)),
     }];
     if let Some(path) = &args.socket {
-        listeners.push(Listener::Unix(dispatch_coordinator::server::bind_unix(
-            path,
-        )?));
+        listeners.push(Listener::Unix(Arc::new(
+            dispatch_coordinator::server::bind_unix(path)?,
+        )));
     }
     if let Some(h) = &args.health_listen {
         let l = tokio::net::TcpListener::bind(h)
@@ -373,36 +414,168 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(data_dir.join("health.addr"), format!("{haddr}\n"))
             .map_err(|e| anyhow::anyhow!("cannot write health.addr: {e}"))?;
         tracing::info!(addr = %haddr, "gRPC health check (only) on {haddr}");
-        listeners.push(Listener::HealthOnly(l));
+        listeners.push(Listener::HealthOnly(Arc::new(l)));
     }
-    if let Some(m) = &args.metrics_listen {
-        let l = tokio::net::TcpListener::bind(m)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {m}: {e}"))?;
-        let maddr = l.local_addr()?;
-        let file = data_dir.join("metrics.addr");
-        std::fs::write(&file, format!("http://{maddr}/metrics\n"))
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
-        tracing::info!(addr = %maddr, "metrics at http://{maddr}/metrics");
+    let metrics = match &args.metrics_listen {
+        Some(m) => {
+            let l = tokio::net::TcpListener::bind(m)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {m}: {e}"))?;
+            let maddr = l.local_addr()?;
+            let file = data_dir.join("metrics.addr");
+            std::fs::write(&file, format!("http://{maddr}/metrics\n"))
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+            tracing::info!(addr = %maddr, "metrics at http://{maddr}/metrics");
+            Some(l)
+        }
+        None => None,
+    };
+    let addr_file = data_dir.join("coordinator.addr");
+    std::fs::write(&addr_file, format!("{scheme}://{addr}\n"))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", addr_file.display()))?;
+
+    let (coordinator, lease) = match (sqlite, postgres) {
+        (Some(c), _) => {
+            tracing::info!(%addr, data_dir = %data_dir.display(), "coordinator listening on {scheme}://{addr}");
+            (c, None)
+        }
+        (None, Some(url)) => {
+            let advertise = args.advertise.clone().unwrap_or_else(|| {
+                let host = if addr.ip().is_unspecified() {
+                    nix::unistd::gethostname()
+                        .ok()
+                        .and_then(|h| h.into_string().ok())
+                        .unwrap_or_else(|| addr.ip().to_string())
+                } else {
+                    addr.ip().to_string()
+                };
+                format!("{scheme}://{host}:{}", addr.port())
+            });
+            match lead(&url, &advertise, args.leader_timeout, &listeners, config).await? {
+                Some(led) => led,
+                None => {
+                    tracing::info!("standby stopped");
+                    return Ok(());
+                }
+            }
+        }
+        (None, None) => unreachable!("one of the stores is chosen above"),
+    };
+    if let Some(l) = metrics {
         tokio::spawn(dispatch_coordinator::metrics::serve(
-            std::sync::Arc::clone(&coordinator),
+            Arc::clone(&coordinator),
             l,
             coordinator.stopping(),
         ));
     }
-    let addr_file = data_dir.join("coordinator.addr");
-    std::fs::write(&addr_file, format!("{scheme}://{addr}\n"))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", addr_file.display()))?;
-    tracing::info!(%addr, data_dir = %data_dir.display(), "coordinator listening on {scheme}://{addr}");
-    dispatch_coordinator::server::serve_with_grace(
+    let serve = dispatch_coordinator::server::serve_with_grace(
         coordinator,
         listeners,
         shutdown_signal(),
         args.shutdown_grace,
-    )
-    .await?;
+    );
+    match lease {
+        None => serve.await?,
+        Some((mut lease, deposed)) => {
+            tokio::select! {
+                served = serve => {
+                    served?;
+                    if let Err(e) = lease.release().await {
+                        tracing::warn!(error = %e, "could not release the lease (a standby takes over when the connection closes)");
+                    }
+                }
+                reason = lease.keep(Duration::from_secs(1)) => step_down(&reason),
+                _ = deposed => step_down("another replica took the lease"),
+            }
+        }
+    }
     tracing::info!("coordinator stopped");
     Ok(())
+}
+
+/// A leader that lost its lease stops at once: nothing it writes would commit, and its agents
+/// and clients must move to the new leader. Its supervisor restarts it as a standby.
+fn step_down(reason: &str) -> ! {
+    tracing::error!(
+        reason,
+        "this replica is no longer the leader; exiting (status 75) so its clients move to the new one"
+    );
+    std::process::exit(75)
+}
+
+/// A leading replica: its coordinator, its lease, and what resolves when a write finds it
+/// deposed.
+type Led = (
+    Arc<Coordinator>,
+    Option<(
+        dispatch_coordinator::store::postgres::lease::Lease,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    )>,
+);
+
+/// Campaigns for the lease of the PostgreSQL store at `url`, serving as a standby on
+/// `listeners` meanwhile; then opens the store fenced by the lease and starts the coordinator.
+/// None when asked to stop while a standby.
+async fn lead(
+    url: &str,
+    advertise: &str,
+    stale_after: Duration,
+    listeners: &[Listener],
+    config: CoordinatorConfig,
+) -> anyhow::Result<Option<Led>> {
+    use dispatch_coordinator::store::postgres::lease::{Campaign, Role};
+    // The URL is checked (and the server reached) once, so a typo fails now, not in a loop.
+    dispatch_coordinator::store::postgres::connect_options(url)?;
+    let campaign = Campaign {
+        url: url.to_string(),
+        advertise: advertise.to_string(),
+        stale_after,
+        poll: Duration::from_millis(250),
+    };
+    let (role_tx, role_rx) = tokio::sync::watch::channel(Role::Standby {
+        leader: String::new(),
+    });
+    let (led_tx, led_rx) = tokio::sync::oneshot::channel::<()>();
+    let standby = tokio::spawn({
+        let listeners = listeners.to_vec();
+        let role = role_rx.clone();
+        async move {
+            dispatch_coordinator::server::serve_standby(&listeners, role, async move {
+                let _ = led_rx.await;
+            })
+            .await
+        }
+    });
+    let mut watch_role = role_rx.clone();
+    let report = tokio::spawn(async move {
+        while watch_role.changed().await.is_ok() {
+            if let Role::Standby { leader } = &*watch_role.borrow() {
+                tracing::info!(leader = %leader, "standby: health NOT_SERVING; calls are told the leader");
+            }
+        }
+    });
+    tracing::info!(store = %dispatch_coordinator::store::postgres::redact(url), advertise, "campaigning for the lease of the PostgreSQL store");
+    let started = std::time::Instant::now();
+    let lease = tokio::select! {
+        lease = campaign.lead(&role_tx) => lease,
+        _ = shutdown_signal() => return Ok(None),
+    };
+    report.abort();
+    let store = dispatch_coordinator::store::PgStore::open_fenced(url, lease.epoch)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?;
+    let deposed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(store.deposed());
+    let coordinator = Coordinator::with_store(config, Arc::new(store)).await?;
+    let _ = led_tx.send(());
+    let _ = standby.await;
+    tracing::info!(
+        epoch = lease.epoch,
+        advertise,
+        took_ms = started.elapsed().as_millis() as u64,
+        "leading: serving on {advertise}"
+    );
+    Ok(Some((coordinator, Some((lease, deposed)))))
 }
 
 async fn shutdown_signal() {

@@ -3,28 +3,62 @@
 use crate::Coordinator;
 use crate::service::auth::authenticate;
 use crate::service::{agent::AgentSvc, dispatch::DispatchSvc};
+use crate::store::postgres::lease::Role;
 use dispatch_proto::v1::agent_service_server::AgentServiceServer;
 use dispatch_proto::v1::dispatch_service_server::DispatchServiceServer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::service::interceptor::InterceptedService;
 
-/// A bound listener to serve on.
+/// A bound listener to serve on. Shared: a standby replica answers on the listeners it will
+/// serve on as leader, and the leader's server takes them over without closing them.
+#[derive(Clone)]
 pub enum Listener {
     /// TCP (host:port), plain.
-    Tcp(tokio::net::TcpListener),
+    Tcp(Arc<tokio::net::TcpListener>),
     /// TCP with TLS.
     Tls(
-        tokio::net::TcpListener,
+        Arc<tokio::net::TcpListener>,
         Box<tonic::transport::ServerTlsConfig>,
     ),
     /// A Unix domain socket (local mode; protected by file permissions).
-    Unix(tokio::net::UnixListener),
+    Unix(Arc<tokio::net::UnixListener>),
     /// Plain TCP serving only the gRPC health check (`--health-listen`): for probes that
     /// cannot speak TLS, such as the kubelet's.
-    HealthOnly(tokio::net::TcpListener),
+    HealthOnly(Arc<tokio::net::TcpListener>),
+}
+
+/// The connections of a shared listener, as a stream (Nagle off on TCP: with delayed ACKs it
+/// adds ~40 ms to small messages). Dropping it stops accepting; the listener stays open for
+/// its other holders.
+struct Accepting<L>(Arc<L>);
+
+impl tokio_stream::Stream for Accepting<tokio::net::TcpListener> {
+    type Item = std::io::Result<tokio::net::TcpStream>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_accept(cx).map(|r| {
+            Some(r.map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                s
+            }))
+        })
+    }
+}
+
+impl tokio_stream::Stream for Accepting<tokio::net::UnixListener> {
+    type Item = std::io::Result<tokio::net::UnixStream>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_accept(cx).map(|r| Some(r.map(|(s, _)| s)))
+    }
 }
 
 /// Largest gRPC message accepted (a plan is ≤ 256 KiB; this leaves room for the envelope).
@@ -102,9 +136,8 @@ pub async fn serve_with_grace(
             let mut stop = stop_rx.clone();
             let router = tonic::transport::Server::builder().add_service(health_svc.clone());
             servers.push(tokio::spawn(async move {
-                let incoming = tonic::transport::server::TcpIncoming::from(t);
                 router
-                    .serve_with_incoming_shutdown(incoming, async move {
+                    .serve_with_incoming_shutdown(Accepting(t), async move {
                         let _ = stop.wait_for(|s| *s).await;
                     })
                     .await
@@ -141,11 +174,10 @@ pub async fn serve_with_grace(
         };
         servers.push(tokio::spawn(async move {
             match l {
-                // Nagle's algorithm with delayed ACKs adds ~40 ms to small messages.
                 Listener::Tcp(t) | Listener::Tls(t, _) => {
-                    let incoming =
-                        tonic::transport::server::TcpIncoming::from(t).with_nodelay(Some(true));
-                    router.serve_with_incoming_shutdown(incoming, signal).await
+                    router
+                        .serve_with_incoming_shutdown(Accepting(t), signal)
+                        .await
                 }
                 Listener::Unix(u) => {
                     router
@@ -314,11 +346,11 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListe
 /// The connections of a Unix listener, but only from this process's own user (checked with
 /// the peer's credentials): the socket carries no token, so the kernel's word is the check.
 fn own_user_only(
-    l: tokio::net::UnixListener,
+    l: Arc<tokio::net::UnixListener>,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
     use tokio_stream::StreamExt;
     let me = nix::unistd::Uid::current().as_raw();
-    UnixListenerStream::new(l).filter(move |conn| match conn {
+    Accepting(l).filter(move |conn| match conn {
         Ok(s) => match s.peer_cred() {
             Ok(c) if c.uid() == me => true,
             Ok(c) => {
@@ -335,4 +367,138 @@ fn own_user_only(
         },
         Err(_) => true,
     })
+}
+
+/// The name of a service a standby answers for.
+trait StandbyName {
+    const NAME: &'static str;
+}
+
+struct DispatchName;
+impl StandbyName for DispatchName {
+    const NAME: &'static str = "dispatch.v1.DispatchService";
+}
+
+struct AgentName;
+impl StandbyName for AgentName {
+    const NAME: &'static str = "dispatch.v1.AgentService";
+}
+
+/// A service of a standby replica: every call is UNAVAILABLE, naming the leader.
+struct Standby<N> {
+    leader: tokio::sync::watch::Receiver<Role>,
+    _name: std::marker::PhantomData<fn() -> N>,
+}
+
+impl<N> Clone for Standby<N> {
+    fn clone(&self) -> Self {
+        Standby {
+            leader: self.leader.clone(),
+            _name: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<N: StandbyName> tonic::server::NamedService for Standby<N> {
+    const NAME: &'static str = N::NAME;
+}
+
+/// What a standby says to a caller.
+pub fn standby_status(leader: &str) -> tonic::Status {
+    let who = if leader.is_empty() {
+        "no replica leads yet (one takes over within seconds)".to_string()
+    } else {
+        format!("the leader is {leader}")
+    };
+    tonic::Status::unavailable(format!(
+        "this coordinator replica is a standby; {who}. Give every replica in --coordinator URL1,URL2 (or DISPATCH_COORDINATOR), or a Service address that routes to the ready replica"
+    ))
+}
+
+impl<N> tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for Standby<N> {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        let leader = match &*self.leader.borrow() {
+            Role::Standby { leader } => leader.clone(),
+            Role::Leader { .. } => String::new(),
+        };
+        std::future::ready(Ok(standby_status(&leader).into_http()))
+    }
+}
+
+/// Serves a standby replica on `listeners` until `until` resolves: health NOT_SERVING (so a
+/// Kubernetes Service routes only to the leader), every dispatch call UNAVAILABLE naming the
+/// leader (`leader` follows who it is). The listeners stay open for the leader's server.
+pub async fn serve_standby(
+    listeners: &[Listener],
+    leader: tokio::sync::watch::Receiver<Role>,
+    until: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    for s in HEALTH_SERVICES {
+        health
+            .set_service_status(s, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        until.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut servers = Vec::new();
+    for l in listeners.iter().cloned() {
+        let mut builder = tonic::transport::Server::builder();
+        if let Listener::Tls(_, tls) = &l {
+            builder = builder
+                .tls_config((**tls).clone())
+                .map_err(|e| anyhow::anyhow!("TLS: {}", source_chain(&e)))?;
+        }
+        let router = builder.add_service(health_svc.clone());
+        let router = if matches!(l, Listener::HealthOnly(_)) {
+            router
+        } else {
+            router
+                .add_service(Standby::<DispatchName> {
+                    leader: leader.clone(),
+                    _name: std::marker::PhantomData,
+                })
+                .add_service(Standby::<AgentName> {
+                    leader: leader.clone(),
+                    _name: std::marker::PhantomData,
+                })
+        };
+        let mut stop = stop_rx.clone();
+        let signal = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        servers.push(tokio::spawn(async move {
+            match l {
+                Listener::Tcp(t) | Listener::Tls(t, _) | Listener::HealthOnly(t) => {
+                    router
+                        .serve_with_incoming_shutdown(Accepting(t), signal)
+                        .await
+                }
+                Listener::Unix(u) => {
+                    router
+                        .serve_with_incoming_shutdown(own_user_only(u), signal)
+                        .await
+                }
+            }
+        }));
+    }
+    // Stops accepting at once when `until` resolves; calls still in flight finish on their own.
+    let mut stop = stop_rx;
+    let _ = stop.wait_for(|s| *s).await;
+    drop(servers);
+    Ok(())
 }

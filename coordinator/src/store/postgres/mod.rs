@@ -13,16 +13,29 @@
 //! Schema: `migrations/postgres/`, numbered in step with SQLite's migrations (the first file
 //! is the whole schema at version 11); `dispatch_schema` holds the version.
 
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/access.rs"]
 mod access;
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/events.rs"]
 mod events;
+pub mod lease;
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/nodes.rs"]
 mod nodes;
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/rows.rs"]
 mod rows;
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/store.rs"]
 mod store;
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/tasks.rs"]
 mod tasks;
 
@@ -115,11 +128,16 @@ impl PgStore {
                 redact(url)
             ))
         };
+        // A writer that stalls inside a transaction (a paused process) loses it, and the row
+        // lock on the lease with it, instead of holding a new leader's takeover.
         let writer = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone())
+            .connect_with(
+                opts.clone()
+                    .options([("idle_in_transaction_session_timeout", "10s")]),
+            )
             .await
             .map_err(unreachable)?;
         migrate(&writer).await?;
@@ -174,13 +192,27 @@ impl PgStore {
 
 async fn migrate(pool: &PgPool) -> Result<()> {
     let mut tx = pool.begin().await?;
+    migrate_in(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Brings the schema up to date inside `tx` (under an advisory lock: replicas starting
+/// together migrate once).
+async fn migrate_in(tx: &mut sqlx::Transaction<'_, Db>) -> Result<()> {
+    let tx = &mut **tx;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)
         .await?;
-    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS dispatch_schema (version BIGINT NOT NULL)")
-        .execute(&mut *tx)
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('dispatch_schema') IS NOT NULL")
+        .fetch_one(&mut *tx)
         .await?;
+    if !exists {
+        sqlx::raw_sql("CREATE TABLE dispatch_schema (version BIGINT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
+    }
     let version: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM dispatch_schema")
         .fetch_one(&mut *tx)
         .await?;
@@ -206,7 +238,6 @@ async fn migrate(pool: &PgPool) -> Result<()> {
             .await?;
         tracing::info!(version = v, "applied PostgreSQL store migration");
     }
-    tx.commit().await?;
     Ok(())
 }
 

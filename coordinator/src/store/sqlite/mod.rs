@@ -3,17 +3,29 @@
 //! commits) and a small pool of readers. Schema changes are numbered migrations applied on
 //! open (`PRAGMA user_version` holds the version).
 
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/access.rs"]
 mod access;
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/events.rs"]
 mod events;
 mod legacy;
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/nodes.rs"]
 mod nodes;
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/rows.rs"]
 mod rows;
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/store.rs"]
 mod store;
+// The shared SQL, compiled for this backend (intentionally once per backend).
+#[allow(clippy::duplicate_mod)]
 #[path = "../sql/tasks.rs"]
 mod tasks;
 

@@ -1,0 +1,129 @@
+//! A watch that outlives its connection: when the coordinator restarts, or a standby replica
+//! takes over from a leader that died, `watch` and `wait` reconnect (to the next address of
+//! `--coordinator URL1,URL2`), subscribe again and refresh every task they follow from a
+//! snapshot — never showing an older state than one already shown.
+
+use crate::args::Global;
+use crate::client::{Target, connect};
+use crate::render;
+use anyhow::{Result, anyhow};
+use dispatch_proto::v1;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// How long to keep trying to reach a coordinator again before giving up.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// The watch stream of one task (or of every task: an empty id).
+pub(crate) struct Watching {
+    one: String,
+    stream: tonic::Streaming<v1::WatchEvent>,
+}
+
+/// What the watch brought.
+pub(crate) enum Next {
+    /// A change.
+    Event(Box<v1::WatchEvent>),
+    /// The connection broke and is back: the followed tasks were refreshed.
+    Refreshed,
+}
+
+impl Watching {
+    /// Subscribes (before the caller reads its snapshots, so no change falls between).
+    pub(crate) async fn start(target: &mut Target, one: String) -> Result<Watching, tonic::Status> {
+        let stream = target
+            .client
+            .watch(v1::WatchRequest {
+                task_id: one.clone(),
+            })
+            .await?
+            .into_inner();
+        Ok(Watching { one, stream })
+    }
+
+    /// The next change. A broken stream is re-subscribed on a new connection and `tasks` are
+    /// refreshed from snapshots (a snapshot older than what is shown is ignored).
+    pub(crate) async fn next(
+        &mut self,
+        g: &Global,
+        target: &mut Target,
+        tasks: &mut BTreeMap<String, v1::Task>,
+    ) -> Result<Next> {
+        let broke = match self.stream.message().await {
+            Ok(Some(ev)) => return Ok(Next::Event(Box::new(ev))),
+            Ok(None) => "the coordinator closed the watch stream".to_string(),
+            Err(s) if resumable(&s) => {
+                format!("the watch stream broke: {}", render::status_text(&s))
+            }
+            Err(s) => {
+                return Err(anyhow!(
+                    "the watch stream broke: {}",
+                    render::status_text(&s)
+                ));
+            }
+        };
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.resubscribe(g, target, tasks).await {
+                Ok(()) => {
+                    if !g.json {
+                        eprintln!("({broke}; watching again through {})", target.url);
+                    }
+                    return Ok(Next::Refreshed);
+                }
+                Err(e) if started.elapsed() >= RECONNECT_FOR => {
+                    return Err(anyhow!(
+                        "{broke}, and no coordinator answered for {}s: {e}; run the command again when it is back",
+                        RECONNECT_FOR.as_secs()
+                    ));
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn resubscribe(
+        &mut self,
+        g: &Global,
+        target: &mut Target,
+        tasks: &mut BTreeMap<String, v1::Task>,
+    ) -> Result<()> {
+        let mut t = connect(g).await?;
+        let w = Watching::start(&mut t, self.one.clone()).await?;
+        for (id, old) in tasks.iter_mut() {
+            let now = t
+                .client
+                .get_task(v1::GetTaskRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            if newer(old, &now) {
+                *old = now;
+            }
+        }
+        *target = t;
+        *self = w;
+        Ok(())
+    }
+}
+
+/// True when `now` may replace `old` in a view: never an older state, never back from an end.
+pub(crate) fn newer(old: &v1::Task, now: &v1::Task) -> bool {
+    let back_from_an_end = old.task_state().is_terminal() && !now.task_state().is_terminal();
+    now.updated_at_ms >= old.updated_at_ms && !back_from_an_end
+}
+
+/// A break a new connection can mend (the coordinator went away, or is stopping).
+fn resumable(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
+            | tonic::Code::Internal
+    )
+}
