@@ -67,9 +67,8 @@ impl Watching {
         loop {
             match self.resubscribe(g, target, tasks).await {
                 Ok(()) => {
-                    if !g.json {
-                        eprintln!("({broke}; watching again through {})", target.url);
-                    }
+                    // On stderr, so --json output stays one task per line.
+                    eprintln!("({broke}; watching again through {})", target.url);
                     return Ok(Next::Refreshed);
                 }
                 Err(e) if started.elapsed() >= RECONNECT_FOR => {

@@ -803,3 +803,231 @@ pub fn scrape_metrics(addr_file: &Path) -> String {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     body
 }
+
+/// The PostgreSQL server the tests create their databases on (`DISPATCH_TEST_POSTGRES`,
+/// printed by `.ci/postgres start DIR`), or None and a line saying the test skips. Under CI
+/// (`CI` set) a missing server fails the test instead.
+pub fn postgres_server() -> Option<String> {
+    match std::env::var("DISPATCH_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "CI runs this test on PostgreSQL: set DISPATCH_TEST_POSTGRES (.ci/run starts a server with .ci/postgres)"
+        ),
+        _ => {
+            eprintln!(
+                "skipped: no PostgreSQL (export DISPATCH_TEST_POSTGRES=$(.ci/postgres start /tmp/dispatch-pg))"
+            );
+            None
+        }
+    }
+}
+
+/// A new empty database on the test server; its URL.
+pub fn scratch_database(server: &str, tag: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(dispatch_coordinator::store::postgres::scratch_database(
+        server, tag,
+    ))
+    .unwrap_or_else(|e| panic!("cannot create a database on {server}: {e}"))
+}
+
+/// Coordinator replicas sharing one PostgreSQL database, and agents connected through the
+/// list of their addresses.
+// Agents stop before the replicas, the temp directory goes last.
+pub struct Replicas {
+    /// Agents by name.
+    pub agents: Vec<(String, Proc)>,
+    extra: Vec<String>,
+    rt: tokio::runtime::Runtime,
+    /// The replicas, in start order (the first leads at first).
+    pub replicas: Vec<Proc>,
+    /// Their URLs, in the same order.
+    pub urls: Vec<String>,
+    /// The store's URL.
+    pub store: String,
+    /// The admin token (from --bootstrap-token-file).
+    pub admin_token: String,
+    /// Root temp directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl Replicas {
+    /// Starts `n` replicas on a new database of the test server (None: no server, skipped).
+    /// The first leads; the others are standbys when this returns.
+    pub fn start(n: usize, tag: &str) -> Option<Replicas> {
+        Replicas::start_with(n, tag, &[])
+    }
+
+    /// [`Replicas::start`] with more coordinator flags.
+    pub fn start_with(n: usize, tag: &str, extra: &[&str]) -> Option<Replicas> {
+        let server = postgres_server()?;
+        let store = scratch_database(&server, tag);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new(bin("dispatch-coordinator"))
+            .arg("new-token")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let admin_token = text(&out.stdout).trim().to_string();
+        std::fs::write(dir.path().join("admin.token"), &admin_token).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut r = Replicas {
+            agents: vec![],
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            rt,
+            replicas: vec![],
+            urls: vec![],
+            store,
+            admin_token,
+            dir,
+        };
+        for i in 0..n {
+            r.start_replica(i);
+            if i == 0 {
+                wait_until("the first replica to lead", || r.serving(0).then_some(()));
+            } else {
+                wait_until(&format!("replica {i} to stand by"), || {
+                    r.replicas[i].log_text().contains("standby").then_some(())
+                });
+            }
+        }
+        Some(r)
+    }
+
+    fn start_replica(&mut self, i: usize) {
+        let data = self.dir.path().join(format!("replica-{i}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let addr_file = data.join("coordinator.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let mut cmd = Command::new(bin("dispatch-coordinator"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--bootstrap-token-file")
+            .arg(self.dir.path().join("admin.token"))
+            .arg("--heartbeat-interval")
+            .arg("500ms")
+            .arg("--node-timeout")
+            .arg("30s")
+            .args(&self.extra);
+        cmd.env("DISPATCH_LOG", "info,dispatch_coordinator=debug");
+        let log = self.dir.path().join(format!("replica-{i}.log"));
+        let mut p = Proc::spawn(cmd, log);
+        let url = wait_until(&format!("replica {i} to write its address"), || {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("replica {i} exited ({status}): {}", p.log_text());
+            }
+            std::fs::read_to_string(&addr_file)
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        });
+        self.replicas.push(p);
+        self.urls.push(url);
+    }
+
+    /// Every replica's address, comma-separated (what agents and the CLI are given).
+    pub fn list(&self) -> String {
+        self.urls.join(",")
+    }
+
+    /// True when replica `i` serves (a standby answers UNAVAILABLE).
+    pub fn serving(&self, i: usize) -> bool {
+        self.rt.block_on(async {
+            let Ok(mut c) = client_with(&self.urls[i], &self.admin_token).await else {
+                return false;
+            };
+            c.list_nodes(v1::ListNodesRequest {}).await.is_ok()
+        })
+    }
+
+    /// A client of whichever replica serves now.
+    pub fn leader_client(&self) -> Option<Client> {
+        self.rt.block_on(async {
+            for url in &self.urls {
+                if let Ok(mut c) = client_with(url, &self.admin_token).await
+                    && c.list_nodes(v1::ListNodesRequest {}).await.is_ok()
+                {
+                    return Some(c);
+                }
+            }
+            None
+        })
+    }
+
+    /// Runs a future on the replicas' runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// A `dispatch` command given every replica.
+    pub fn cli(&self) -> Command {
+        let mut cmd = Command::new(bin("dispatch"));
+        cmd.env("DISPATCH_COORDINATOR", self.list())
+            .env("DISPATCH_HOME", self.dir.path().join("home"))
+            .env("DISPATCH_TOKEN", &self.admin_token)
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// The workdir of agent `name` (each agent has its own).
+    pub fn workdir(&self, name: &str) -> PathBuf {
+        let w = self.dir.path().join(format!("work-{name}"));
+        std::fs::create_dir_all(&w).unwrap();
+        w
+    }
+
+    /// Starts agent `name` with every replica's address and waits until the leader lists it.
+    pub fn add_agent(&mut self, name: &str, max_tasks: u32) {
+        let mut c = self.leader_client().expect("a leading replica");
+        let token = self
+            .block_on(c.create_token(v1::CreateTokenRequest {
+                node: name.to_string(),
+                ..Default::default()
+            }))
+            .expect("create a node token")
+            .into_inner()
+            .token;
+        let data = self.dir.path().join(format!("agent-{name}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let mut cmd = Command::new(bin("dispatch-agent"));
+        cmd.arg("--coordinator")
+            .arg(self.list())
+            .arg("--name")
+            .arg(name)
+            .arg("--max-tasks")
+            .arg(max_tasks.to_string())
+            .arg("--workdir")
+            .arg(self.workdir(name))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--max-backoff")
+            .arg("300ms")
+            .env("PATH", "/usr/bin:/bin")
+            .env("DISPATCH_LOG", "info,dispatch_agent=debug")
+            .env("DISPATCH_AGENT_TOKEN", token);
+        let log = self.dir.path().join(format!("agent-{name}.log"));
+        self.agents.push((name.to_string(), Proc::spawn(cmd, log)));
+        wait_until(&format!("node `{name}` to connect"), || {
+            let mut c = self.leader_client()?;
+            let nodes = self
+                .block_on(c.list_nodes(v1::ListNodesRequest {}))
+                .ok()?
+                .into_inner()
+                .nodes;
+            nodes
+                .iter()
+                .any(|n| n.name == name && n.connected)
+                .then_some(())
+        });
+    }
+}

@@ -872,3 +872,67 @@ on_both!(
     a_request_id_makes_one_task_and_one_answer,
     concurrent_submits_cannot_pass_the_active_task_quota_together,
 );
+
+/// Fencing (PostgreSQL, where replicas share a store): once another replica raises the lease
+/// epoch, every write of the old leader fails and commits nothing, and it learns it is deposed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leader_commits_nothing() {
+    let Some(db) = TestDb::new(Kind::Postgres, "fenced").await else {
+        return;
+    };
+    let url = db.postgres.clone().unwrap();
+    let admin = super::postgres::PgStore::open(&url).await.unwrap();
+    sqlx::query("UPDATE coordinator_lease SET epoch = 1, leader = 'old'")
+        .execute(admin.raw())
+        .await
+        .unwrap();
+    let old = super::postgres::PgStore::open_fenced(&url, 1)
+        .await
+        .unwrap();
+    let _ = old
+        .insert_task(&task("before"), None, None, None)
+        .await
+        .unwrap();
+    let epoch = old
+        .open_session(&hello("n1", &[]), "a:1", 1)
+        .await
+        .unwrap()
+        .epoch;
+
+    // A new leader takes the lease.
+    sqlx::query("UPDATE coordinator_lease SET epoch = 2, leader = 'new'")
+        .execute(admin.raw())
+        .await
+        .unwrap();
+    let deposed = tokio::spawn(old.deposed());
+    let e = old
+        .insert_task(&task("after"), None, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CoordinatorError::Fenced(_)), "{e}");
+    assert!(e.to_string().contains("no longer the leader"), "{e}");
+    assert!(!old.task_exists("after").await.unwrap());
+    let refused = old
+        .record_events(
+            &key("n1", epoch),
+            vec![ev("before", 1, plan("- [x] a\n"))],
+            &TestRules,
+            1 << 20,
+        )
+        .await;
+    assert!(matches!(refused, Err(CoordinatorError::Fenced(_))));
+    assert!(old.touch_node("n1", 9).await.is_err());
+    assert_eq!(old.get_task("before").await.unwrap().unwrap().last_seq, 0);
+    tokio::time::timeout(std::time::Duration::from_secs(5), deposed)
+        .await
+        .expect("the old leader learns it is deposed")
+        .unwrap();
+    // The new leader writes as usual.
+    let new = super::postgres::PgStore::open_fenced(&url, 2)
+        .await
+        .unwrap();
+    let _ = new
+        .insert_task(&task("after"), None, None, None)
+        .await
+        .unwrap();
+}
