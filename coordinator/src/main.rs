@@ -200,6 +200,23 @@ enum Cmd {
         /// The new file (it must not exist).
         file: PathBuf,
     },
+    /// Move a single-machine store to PostgreSQL, for a team's coordinator and its replicas:
+    /// every task, event, question, answer, command, node, token and audit record, in one
+    /// PostgreSQL transaction (all of it or nothing). The target must be empty. Stop the
+    /// coordinator first; then start it (or its replicas) with --store URL.
+    ///
+    ///   dispatch-coordinator migrate-store --from sqlite:/var/lib/dispatch \
+    ///       --to postgres://dispatch:PASSWORD@db.example.com/dispatch
+    #[command(verbatim_doc_comment)]
+    MigrateStore {
+        /// The SQLite store: sqlite:DIR (the coordinator's --data-dir, holding dispatch.db)
+        /// or sqlite:FILE.
+        #[arg(long, value_name = "sqlite:DIR")]
+        from: String,
+        /// The PostgreSQL database: postgres://USER:PASSWORD@HOST:PORT/DB.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -305,6 +322,34 @@ async fn main() -> anyhow::Result<()> {
                 b.version,
                 dispatch_core::fs::human_bytes(b.bytes),
                 file.display()
+            );
+            return Ok(());
+        }
+        Some(Cmd::MigrateStore { from, to }) => {
+            let Some(path) = from.strip_prefix("sqlite:") else {
+                anyhow::bail!(
+                    "--from {from}: give sqlite:DIR (the coordinator's --data-dir) or sqlite:FILE"
+                );
+            };
+            let path = PathBuf::from(path);
+            let db = if path.is_dir() {
+                path.join("dispatch.db")
+            } else {
+                path
+            };
+            let started = std::time::Instant::now();
+            let moved = dispatch_coordinator::store::migrate::sqlite_to_postgres(&db, &to)
+                .await
+                .map_err(|e| anyhow::anyhow!("migrate-store: {e}"))?;
+            for (table, rows) in &moved.tables {
+                println!("{table:<14} {rows:>10} rows");
+            }
+            println!(
+                "Moved {} to {} in {:.1}s. Start the coordinator with --store URL (DISPATCH_STORE); {} is left as it was.",
+                db.display(),
+                dispatch_coordinator::store::postgres::redact(&to),
+                started.elapsed().as_secs_f64(),
+                db.display()
             );
             return Ok(());
         }

@@ -865,13 +865,25 @@ impl Replicas {
     pub fn start_with(n: usize, tag: &str, extra: &[&str]) -> Option<Replicas> {
         let server = postgres_server()?;
         let store = scratch_database(&server, tag);
-        let dir = tempfile::tempdir().expect("temp dir");
         let out = Command::new(bin("dispatch-coordinator"))
             .arg("new-token")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let admin_token = text(&out.stdout).trim().to_string();
+        Some(Replicas::start_on(
+            &store,
+            text(&out.stdout).trim(),
+            n,
+            extra,
+        ))
+    }
+
+    /// Starts `n` replicas on the database at `store`, whose admin token is `admin_token`
+    /// (made from it as the bootstrap token when the store has none).
+    pub fn start_on(store: &str, admin_token: &str, n: usize, extra: &[&str]) -> Replicas {
+        let store = store.to_string();
+        let admin_token = admin_token.to_string();
+        let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("admin.token"), &admin_token).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -897,7 +909,7 @@ impl Replicas {
                 });
             }
         }
-        Some(r)
+        r
     }
 
     fn start_replica(&mut self, i: usize) {

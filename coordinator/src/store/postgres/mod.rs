@@ -183,8 +183,7 @@ impl PgStore {
         Ok(tx)
     }
 
-    /// The writer pool, for tests that look at the raw tables.
-    #[cfg(test)]
+    /// The writer pool, for tests that look at the raw tables and for migrate-store.
     pub(crate) fn raw(&self) -> &PgPool {
         &self.writer
     }

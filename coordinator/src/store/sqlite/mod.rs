@@ -102,8 +102,7 @@ impl SqliteStore {
         Ok(self.writer.begin().await?)
     }
 
-    /// The writer connection, for tests that look at the raw tables.
-    #[cfg(test)]
+    /// The writer connection, for tests that look at the raw tables and for migrate-store.
     pub(crate) fn raw(&self) -> &SqlitePool {
         &self.writer
     }
