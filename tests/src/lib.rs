@@ -127,8 +127,20 @@ pub struct Cluster {
     pub admin_token: String,
     /// Node tokens made for the agents, by node name.
     node_tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Standby replicas (a cluster on PostgreSQL, see [`on_postgres`]).
+    pub standbys: Vec<Proc>,
     /// Root temp directory.
     pub dir: tempfile::TempDir,
+}
+
+/// Where every [`Cluster`] this process starts keeps its store: a new database on this
+/// PostgreSQL server, with this many standby replicas beside the leader. The benchmark sets
+/// it (`dispatch-bench … --store URL --replicas N`); tests use SQLite or [`Replicas`].
+static POSTGRES: std::sync::OnceLock<(String, usize)> = std::sync::OnceLock::new();
+
+/// Makes every [`Cluster`] started from now on use PostgreSQL (see [`POSTGRES`]).
+pub fn on_postgres(server: &str, replicas: usize) {
+    let _ = POSTGRES.set((server.to_string(), replicas.max(1)));
 }
 
 /// Adds a bearer token to every call (none when the token is empty).
@@ -347,18 +359,38 @@ impl Cluster {
 
     fn start(extra: &[&str], ca: Option<PathBuf>) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let coordinator_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut coordinator_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let postgres = POSTGRES.get().cloned();
+        if let Some((server, _)) = &postgres {
+            let out = Command::new(bin("dispatch-coordinator"))
+                .arg("new-token")
+                .output()
+                .unwrap();
+            let token_file = dir.path().join("bootstrap.token");
+            std::fs::write(&token_file, &out.stdout).unwrap();
+            coordinator_args.extend([
+                "--store".to_string(),
+                scratch_database(server, "bench"),
+                "--bootstrap-token-file".to_string(),
+                token_file.display().to_string(),
+            ]);
+        }
         let (coordinator, url) = start_coordinator(dir.path(), "127.0.0.1:0", &coordinator_args);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        // The first start of an empty store makes an admin token and writes it here.
-        let admin_token = std::fs::read_to_string(dir.path().join("coordinator/admin.token"))
+        // The first start of an empty store makes an admin token and writes it here (on
+        // PostgreSQL: the bootstrap token given).
+        let token_file = match &postgres {
+            Some(_) => dir.path().join("bootstrap.token"),
+            None => dir.path().join("coordinator/admin.token"),
+        };
+        let admin_token = std::fs::read_to_string(token_file)
             .expect("the coordinator wrote its first admin token")
             .trim()
             .to_string();
-        Cluster {
+        let mut c = Cluster {
             dir,
             coordinator,
             url,
@@ -367,8 +399,27 @@ impl Cluster {
             admin_token,
             node_tokens: Default::default(),
             agents: vec![],
+            standbys: vec![],
             rt,
+        };
+        if let Some((_, replicas)) = postgres {
+            wait_until("the coordinator to lead", || {
+                c.rt.block_on(async {
+                    let mut cl = c.client().await.ok()?;
+                    cl.list_nodes(v1::ListNodesRequest {}).await.ok()
+                })
+            });
+            for i in 1..replicas {
+                let root = c.dir.path().join(format!("standby-{i}"));
+                std::fs::create_dir_all(&root).unwrap();
+                let (p, _) = start_coordinator(&root, "127.0.0.1:0", &c.coordinator_args);
+                wait_until("a standby replica", || {
+                    p.log_text().contains("standby").then_some(())
+                });
+                c.standbys.push(p);
+            }
         }
+        c
     }
 
     /// A token for node `name` (a pattern ending in `*` for many), made once by the admin.

@@ -1065,9 +1065,91 @@ fn results(args: &[String]) -> Vec<Stats> {
     out
 }
 
+/// Replica takeover on PostgreSQL: two replicas and an agent; the leader SIGKILLed; how long
+/// until the standby serves, and until the agent's session is back on it. Also what a
+/// standby costs while it waits.
+fn takeover(args: &[String]) -> Vec<Stats> {
+    let Some(server) = args
+        .windows(2)
+        .find(|w| w[0] == "--store")
+        .map(|w| w[1].clone())
+    else {
+        eprintln!("takeover needs --store postgres://SERVER (a server the bench may create databases on)");
+        std::process::exit(2);
+    };
+    let trials = arg(args, "--count", 10);
+    let mut serve = Vec::new();
+    let mut agent = Vec::new();
+    let mut standby_cpu = Vec::new();
+    for _ in 0..trials {
+        let store = dispatch_tests::scratch_database(&server, "takeover");
+        let out = std::process::Command::new(dispatch_tests::bin("dispatch-coordinator"))
+            .arg("new-token")
+            .output()
+            .unwrap();
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let mut r = dispatch_tests::Replicas::start_on(&store, &token, 2, &[]);
+        r.add_agent("t1", 1);
+        // The standby's CPU over 2 s of waiting.
+        let pid = r.replicas[1].child.id();
+        let cpu = || -> f64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+                + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            ticks * 10.0 // ms at 100 Hz
+        };
+        let before = cpu();
+        std::thread::sleep(Duration::from_secs(2));
+        standby_cpu.push((cpu() - before) / 2.0);
+        r.replicas[0].kill();
+        let killed = Instant::now();
+        dispatch_tests::wait_until("the standby to serve", || r.serving(1).then_some(()));
+        serve.push(ms(killed.elapsed()));
+        dispatch_tests::wait_until("the agent to reconnect", || {
+            let mut c = r.leader_client()?;
+            let nodes = r.block_on(c.list_nodes(v1::ListNodesRequest {})).ok()?;
+            nodes
+                .into_inner()
+                .nodes
+                .iter()
+                .any(|n| n.name == "t1" && n.connected)
+                .then_some(())
+        });
+        agent.push(ms(killed.elapsed()));
+    }
+    vec![
+        Stats {
+            name: "leader SIGKILLed → standby serves (ms)".into(),
+            samples: serve,
+        },
+        Stats {
+            name: "leader SIGKILLed → agent's session on the new leader (ms)".into(),
+            samples: agent,
+        },
+        Stats {
+            name: "a waiting standby's CPU (ms per second)".into(),
+            samples: standby_cpu,
+        },
+    ]
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let scenario = args.first().map(String::as_str).unwrap_or("");
+    // `--store postgres://SERVER`: every coordinator keeps its store in a new database there,
+    // with `--replicas N` - 1 standbys beside it.
+    if let Some(server) = args
+        .windows(2)
+        .find(|w| w[0] == "--store")
+        .map(|w| w[1].clone())
+    {
+        dispatch_tests::on_postgres(&server, arg(&args, "--replicas", 1));
+        println!(
+            "(store: PostgreSQL at {server}, {} replica(s))",
+            arg(&args, "--replicas", 1)
+        );
+    }
     let started = Instant::now();
     let stats = match scenario {
         "questions" => questions(&args),
@@ -1079,9 +1161,10 @@ fn main() {
         "idle" => idle(&args),
         "security" => security(&args),
         "results" => results(&args),
+        "takeover" => takeover(&args),
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security|results [--count N] [--baseline N] [--json FILE]"
+                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security|results|takeover [--count N] [--baseline N] [--json FILE] [--store postgres://SERVER [--replicas N]]"
             );
             std::process::exit(2);
         }
