@@ -107,50 +107,92 @@ pub fn addresses(list: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Opens a channel to the first coordinator of `list` (`URL1,URL2,…`) that answers, in order;
-/// returns it with the address it reached. The error names every address and why it failed.
+/// Opens a channel to the first coordinator of `list` (`URL1,URL2,…`) that serves, in order;
+/// returns it with the address it reached. A standby replica (health NOT_SERVING) is skipped,
+/// and the leader it names is tried next — so one Service address in front of every replica
+/// works too. That redirect is followed only with the same scheme (and the same TLS trust), a
+/// few times at most. The error names every address and why it failed.
 pub async fn connect_first(list: &str, tls: &ClientTls) -> Result<(Channel, String), String> {
-    let urls = addresses(list);
-    if urls.is_empty() {
+    let given = addresses(list);
+    if given.is_empty() {
         return Err(
             "no coordinator address; give https://HOST:PORT, http://HOST:PORT or unix:/PATH (several, comma-separated, are tried in order)"
                 .into(),
         );
     }
+    let mut queue: std::collections::VecDeque<String> =
+        given.iter().map(|u| u.to_string()).collect();
+    let mut tried: Vec<String> = Vec::new();
     let mut failures = Vec::new();
-    for url in &urls {
-        let reached = match connect_with(url, tls).await {
-            // Of several replicas, only the leader serves: a standby says NOT_SERVING.
-            Ok(ch) if urls.len() > 1 => match serving(&ch).await {
-                Ok(()) => Ok(ch),
-                Err(why) => Err(format!("{url}: {why}")),
-            },
-            other => other,
-        };
-        match reached {
-            Ok(ch) => {
-                if !failures.is_empty() {
-                    tracing::info!(
-                        coordinator = url,
-                        "connected to the next coordinator in the list"
-                    );
-                }
-                return Ok((ch, url.to_string()));
-            }
-            Err(e) if urls.len() == 1 => return Err(e),
-            Err(e) => failures.push(e),
+    let mut redirects = 0;
+    while let Some(url) = queue.pop_front() {
+        if tried.contains(&url) {
+            continue;
         }
+        tried.push(url.clone());
+        let ch = match connect_with(&url, tls).await {
+            Ok(ch) => ch,
+            Err(e) => {
+                failures.push(e);
+                continue;
+            }
+        };
+        match serving(&ch).await {
+            Health::Serving => {
+                if !failures.is_empty() {
+                    tracing::info!(coordinator = %url, "connected to the coordinator that serves");
+                }
+                return Ok((ch, url));
+            }
+            Health::Standby(leader) => {
+                failures.push(match &leader {
+                    Some(l) => format!("{url}: a standby replica; the leader is {l}"),
+                    None => format!("{url}: a standby replica, or stopping (health NOT_SERVING)"),
+                });
+                if let Some(l) = leader
+                    && redirects < 3
+                    && !tried.contains(&l)
+                    && same_scheme(&url, &l)
+                {
+                    redirects += 1;
+                    queue.push_front(l);
+                }
+            }
+            Health::Failed(why) => failures.push(format!("{url}: {why}")),
+        }
+    }
+    if given.len() == 1 && failures.len() == 1 {
+        return Err(failures.remove(0));
     }
     Err(format!(
         "no coordinator of {} answered:\n  {}",
-        urls.join(", "),
+        given.join(", "),
         failures.join("\n  ")
     ))
 }
 
+/// True when `to` has `from`'s scheme (a standby's redirect never downgrades TLS).
+fn same_scheme(from: &str, to: &str) -> bool {
+    let scheme = |u: &str| u.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    scheme(from).is_some() && scheme(from) == scheme(to)
+}
+
+/// What a coordinator's health check says.
+enum Health {
+    /// It serves.
+    Serving,
+    /// A standby replica (or one stopping), with the leader it names.
+    Standby(Option<String>),
+    /// No usable answer.
+    Failed(String),
+}
+
+/// The header in which a standby names the leader.
+pub const LEADER_HEADER: &str = "dispatch-leader";
+
 /// Asks the standard health check whether the coordinator behind `ch` serves (a standby
 /// replica does not); a coordinator without the health service counts as serving.
-async fn serving(ch: &Channel) -> Result<(), String> {
+async fn serving(ch: &Channel) -> Health {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     let mut client = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     let asked = tokio::time::timeout(
@@ -160,12 +202,19 @@ async fn serving(ch: &Channel) -> Result<(), String> {
         }),
     )
     .await;
+    let leader = |m: &tonic::metadata::MetadataMap| {
+        m.get(LEADER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && l.len() <= 512)
+            .map(str::to_string)
+    };
     match asked {
-        Err(_) => Err("no answer to a health check within 5 s".into()),
-        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
-        Ok(Ok(_)) => Err("a standby replica, or stopping (health NOT_SERVING)".into()),
-        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Ok(()),
-        Ok(Err(s)) => Err(format!("health check failed: {}", s.message())),
+        Err(_) => Health::Failed("no answer to a health check within 5 s".into()),
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Health::Serving,
+        Ok(Ok(r)) => Health::Standby(leader(r.metadata())),
+        Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Health::Serving,
+        Ok(Err(s)) => Health::Failed(format!("health check failed: {}", s.message())),
     }
 }
 

@@ -403,6 +403,9 @@ impl<N: StandbyName> tonic::server::NamedService for Standby<N> {
     const NAME: &'static str = N::NAME;
 }
 
+/// The header in which a standby names the leader (what clients follow).
+pub const LEADER_HEADER: &str = "dispatch-leader";
+
 /// What a standby says to a caller.
 pub fn standby_status(leader: &str) -> tonic::Status {
     let who = if leader.is_empty() {
@@ -463,7 +466,21 @@ pub async fn serve_standby(
                 .tls_config((**tls).clone())
                 .map_err(|e| anyhow::anyhow!("TLS: {}", source_chain(&e)))?;
         }
-        let router = builder.add_service(health_svc.clone());
+        // Every answer names the leader (the health check's too), so a client that reached
+        // a standby through a Service address goes to the leader next.
+        let role = leader.clone();
+        let name_leader = tower::util::MapResponseLayer::new(
+            move |mut r: tonic::codegen::http::Response<tonic::body::Body>| {
+                if let Role::Standby { leader } = &*role.borrow()
+                    && let Ok(v) = tonic::codegen::http::HeaderValue::from_str(leader)
+                    && !leader.is_empty()
+                {
+                    r.headers_mut().insert(LEADER_HEADER, v);
+                }
+                r
+            },
+        );
+        let router = builder.layer(name_leader).add_service(health_svc.clone());
         let router = if matches!(l, Listener::HealthOnly(_)) {
             router
         } else {

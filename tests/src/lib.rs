@@ -1051,6 +1051,12 @@ impl Replicas {
 
     /// Starts agent `name` with every replica's address and waits until the leader lists it.
     pub fn add_agent(&mut self, name: &str, max_tasks: u32) {
+        let list = self.list();
+        self.add_agent_via(name, max_tasks, &list);
+    }
+
+    /// Starts agent `name` with `--coordinator coordinator` and waits until the leader lists it.
+    pub fn add_agent_via(&mut self, name: &str, max_tasks: u32, coordinator: &str) {
         let mut c = self.leader_client().expect("a leading replica");
         let token = self
             .block_on(c.create_token(v1::CreateTokenRequest {
@@ -1064,7 +1070,7 @@ impl Replicas {
         std::fs::create_dir_all(&data).unwrap();
         let mut cmd = Command::new(bin("dispatch-agent"));
         cmd.arg("--coordinator")
-            .arg(self.list())
+            .arg(coordinator)
             .arg("--name")
             .arg(name)
             .arg("--max-tasks")

@@ -276,3 +276,43 @@ fn a_paused_leader_is_cut_off_and_cannot_write_when_it_resumes() {
     );
     assert!(r.serving(1));
 }
+
+#[test]
+fn a_client_that_reaches_a_standby_is_sent_to_the_leader() {
+    let Some(mut r) = Replicas::start(2, "redirect") else {
+        return;
+    };
+    let (leader, standby) = (r.urls[0].clone(), r.urls[1].clone());
+    // A call made to the standby itself is refused, naming the leader.
+    let refused = r.block_on(async {
+        let mut c = dispatch_tests::client_with(&standby, &r.admin_token)
+            .await
+            .unwrap();
+        c.list_nodes(v1::ListNodesRequest {}).await.unwrap_err()
+    });
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(
+        refused
+            .message()
+            .contains(&format!("standby; the leader is {leader}")),
+        "{}",
+        refused.message()
+    );
+    // Given only the standby's address (as behind a Service that reaches either), the CLI and
+    // an agent end up on the leader.
+    r.add_agent_via("s1", 1, &standby);
+    let out = r
+        .cli()
+        .env("DISPATCH_COORDINATOR", &standby)
+        .args(["--backend", "sim", "--id", "via-standby", "--step", "a", "x"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = r
+        .cli()
+        .env("DISPATCH_COORDINATOR", &standby)
+        .args(["wait", "via-standby", "--timeout", "30s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
