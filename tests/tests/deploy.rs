@@ -123,8 +123,17 @@ fn every_kustomize_overlay_renders_validates_and_holds_together() {
         let coordinator = find(&d, "StatefulSet", "dispatch-coordinator");
         let c = &coordinator["spec"]["template"]["spec"]["containers"][0];
         let health = port_of(flag(&c["args"], "--health-listen"));
-        assert_eq!(c["readinessProbe"]["grpc"]["port"], health, "{name}");
-        assert_eq!(c["livenessProbe"]["grpc"]["port"], health, "{name}");
+        // gRPC probes of the health port; a replica set probes the port only (a standby's
+        // health is NOT_SERVING).
+        let probe_port = |p: &serde_json::Value| {
+            if name == "replicas" {
+                p["tcpSocket"]["port"].clone()
+            } else {
+                p["grpc"]["port"].clone()
+            }
+        };
+        assert_eq!(probe_port(&c["readinessProbe"]), health, "{name}");
+        assert_eq!(probe_port(&c["livenessProbe"]), health, "{name}");
         let grace = seconds(flag(&c["args"], "--shutdown-grace"));
         assert!(
             coordinator["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
@@ -182,6 +191,49 @@ fn every_kustomize_overlay_renders_validates_and_holds_together() {
                         .parse::<f64>()
                         .is_ok()
                 );
+            }
+            "replicas" => {
+                assert_eq!(coordinator["spec"]["replicas"], 2);
+                assert_eq!(coordinator["spec"]["podManagementPolicy"], "Parallel");
+                assert!(coordinator["spec"]["volumeClaimTemplates"].is_null());
+                let env = c["env"].as_array().unwrap();
+                let var = |n: &str| env.iter().find(|e| e["name"] == n).unwrap().clone();
+                // The password never on the command line: from a secret, through the env.
+                assert_eq!(
+                    var("DISPATCH_STORE")["valueFrom"]["secretKeyRef"]["name"],
+                    "dispatch-store"
+                );
+                assert!(
+                    !c["args"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|a| a.as_str().unwrap().starts_with("--store"))
+                );
+                // Each pod advertises its own headless-DNS name (the env var before it is
+                // POD_NAME, so Kubernetes expands it).
+                let names: Vec<&str> = env.iter().map(|e| e["name"].as_str().unwrap()).collect();
+                let pod = names.iter().position(|n| *n == "POD_NAME").unwrap();
+                let adv = names
+                    .iter()
+                    .position(|n| *n == "DISPATCH_ADVERTISE")
+                    .unwrap();
+                assert!(pod < adv);
+                assert_eq!(
+                    var("DISPATCH_ADVERTISE")["value"],
+                    format!(
+                        "https://$(POD_NAME).{}.dispatch.svc:{}",
+                        coordinator["spec"]["serviceName"].as_str().unwrap(),
+                        port_of(flag(&c["args"], "--listen"))
+                    )
+                );
+                let data = coordinator["spec"]["template"]["spec"]["volumes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|v| v["name"] == "data")
+                    .unwrap();
+                assert!(data["emptyDir"].is_object());
             }
             "hpa" => {
                 let h = find(&d, "HorizontalPodAutoscaler", "dispatch-agent-default");

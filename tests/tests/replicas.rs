@@ -304,7 +304,15 @@ fn a_client_that_reaches_a_standby_is_sent_to_the_leader() {
     let out = r
         .cli()
         .env("DISPATCH_COORDINATOR", &standby)
-        .args(["--backend", "sim", "--id", "via-standby", "--step", "a", "x"])
+        .args([
+            "--backend",
+            "sim",
+            "--id",
+            "via-standby",
+            "--step",
+            "a",
+            "x",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));

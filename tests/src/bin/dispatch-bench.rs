@@ -1074,7 +1074,9 @@ fn takeover(args: &[String]) -> Vec<Stats> {
         .find(|w| w[0] == "--store")
         .map(|w| w[1].clone())
     else {
-        eprintln!("takeover needs --store postgres://SERVER (a server the bench may create databases on)");
+        eprintln!(
+            "takeover needs --store postgres://SERVER (a server the bench may create databases on)"
+        );
         std::process::exit(2);
     };
     let trials = arg(args, "--count", 10);
@@ -1094,7 +1096,12 @@ fn takeover(args: &[String]) -> Vec<Stats> {
         let pid = r.replicas[1].child.id();
         let cpu = || -> f64 {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let f: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
             let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
                 + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
             ticks * 10.0 // ms at 100 Hz
