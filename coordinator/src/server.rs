@@ -71,6 +71,31 @@ const HEALTH_SERVICES: [&str; 3] = [
     "dispatch.v1.AgentService",
 ];
 
+/// Spawns `router` serving on listener `l` until `stop` turns true (a macro: the routers'
+/// types differ with their layers).
+macro_rules! serve_on {
+    ($router:expr, $l:expr, $stop:expr) => {{
+        let (router, mut stop) = ($router, $stop);
+        let signal = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::spawn(async move {
+            match $l {
+                Listener::Tcp(t) | Listener::Tls(t, _) | Listener::HealthOnly(t) => {
+                    router
+                        .serve_with_incoming_shutdown(Accepting(t), signal)
+                        .await
+                }
+                Listener::Unix(u) => {
+                    router
+                        .serve_with_incoming_shutdown(own_user_only(u), signal)
+                        .await
+                }
+            }
+        })
+    }};
+}
+
 /// Serves the coordinator on every listener until `shutdown` resolves, with the standard gRPC
 /// health service (`grpc.health.v1`, unauthenticated: probes carry no token) and server
 /// reflection. When `shutdown` resolves, health turns NOT_SERVING and long-lived streams end
@@ -132,16 +157,9 @@ pub async fn serve_with_grace(
     });
     let mut servers = Vec::new();
     for l in listeners {
-        if let Listener::HealthOnly(t) = l {
-            let mut stop = stop_rx.clone();
+        if let Listener::HealthOnly(_) = l {
             let router = tonic::transport::Server::builder().add_service(health_svc.clone());
-            servers.push(tokio::spawn(async move {
-                router
-                    .serve_with_incoming_shutdown(Accepting(t), async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await
-            }));
+            servers.push(serve_on!(router, l, stop_rx.clone()));
             continue;
         }
         let mut builder = tonic::transport::Server::builder();
@@ -168,25 +186,7 @@ pub async fn serve_with_grace(
                     .max_decoding_message_size(MAX_MESSAGE),
                 authenticate(Arc::clone(&c)),
             ));
-        let mut stop = stop_rx.clone();
-        let signal = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        servers.push(tokio::spawn(async move {
-            match l {
-                Listener::Tcp(t) | Listener::Tls(t, _) => {
-                    router
-                        .serve_with_incoming_shutdown(Accepting(t), signal)
-                        .await
-                }
-                Listener::Unix(u) => {
-                    router
-                        .serve_with_incoming_shutdown(own_user_only(u), signal)
-                        .await
-                }
-                Listener::HealthOnly(_) => unreachable!("served above"),
-            }
-        }));
+        servers.push(serve_on!(router, l, stop_rx.clone()));
     }
     for s in servers {
         s.await??;
@@ -494,24 +494,7 @@ pub async fn serve_standby(
                     _name: std::marker::PhantomData,
                 })
         };
-        let mut stop = stop_rx.clone();
-        let signal = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        servers.push(tokio::spawn(async move {
-            match l {
-                Listener::Tcp(t) | Listener::Tls(t, _) | Listener::HealthOnly(t) => {
-                    router
-                        .serve_with_incoming_shutdown(Accepting(t), signal)
-                        .await
-                }
-                Listener::Unix(u) => {
-                    router
-                        .serve_with_incoming_shutdown(own_user_only(u), signal)
-                        .await
-                }
-            }
-        }));
+        servers.push(serve_on!(router, l, stop_rx.clone()));
     }
     // Stops accepting at once when `until` resolves; calls still in flight finish on their own.
     let mut stop = stop_rx;

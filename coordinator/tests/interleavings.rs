@@ -410,6 +410,23 @@ async fn case(ops: Vec<Op>, batches: Vec<Batch>, postgres: Option<&str>) {
     const ANSWERED: &str =
         "SELECT seq FROM questions WHERE task_id = $1 AND answer IS NOT NULL ORDER BY seq";
     const DELIVERIES: &str = "SELECT body FROM commands WHERE task_id = $1 AND kind = 'answer'";
+    // The same two reads on either store.
+    macro_rules! read_both {
+        ($db:expr) => {
+            (
+                sqlx::query_scalar(ANSWERED)
+                    .bind(TASK)
+                    .fetch_all($db)
+                    .await
+                    .unwrap(),
+                sqlx::query_scalar(DELIVERIES)
+                    .bind(TASK)
+                    .fetch_all($db)
+                    .await
+                    .unwrap(),
+            )
+        };
+    }
     let (answered, bodies): (Vec<i64>, Vec<Vec<u8>>) = match &pg_url {
         None => {
             let db = sqlx::sqlite::SqlitePoolOptions::new()
@@ -420,37 +437,14 @@ async fn case(ops: Vec<Op>, batches: Vec<Batch>, postgres: Option<&str>) {
                 )
                 .await
                 .unwrap();
-            (
-                sqlx::query_scalar(ANSWERED)
-                    .bind(TASK)
-                    .fetch_all(&db)
-                    .await
-                    .unwrap(),
-                sqlx::query_scalar(DELIVERIES)
-                    .bind(TASK)
-                    .fetch_all(&db)
-                    .await
-                    .unwrap(),
-            )
+            read_both!(&db)
         }
-        Some(url) => {
-            let db = sqlx::postgres::PgPoolOptions::new()
+        Some(url) => read_both!(
+            &sqlx::postgres::PgPoolOptions::new()
                 .connect(url)
                 .await
-                .unwrap();
-            (
-                sqlx::query_scalar(ANSWERED)
-                    .bind(TASK)
-                    .fetch_all(&db)
-                    .await
-                    .unwrap(),
-                sqlx::query_scalar(DELIVERIES)
-                    .bind(TASK)
-                    .fetch_all(&db)
-                    .await
-                    .unwrap(),
-            )
-        }
+                .unwrap()
+        ),
     };
     let mut delivered: Vec<i64> = bodies
         .iter()

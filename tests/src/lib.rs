@@ -964,36 +964,18 @@ impl Replicas {
     }
 
     fn start_replica(&mut self, i: usize) {
-        let data = self.dir.path().join(format!("replica-{i}"));
-        std::fs::create_dir_all(&data).unwrap();
-        let addr_file = data.join("coordinator.addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let mut cmd = Command::new(bin("dispatch-coordinator"));
-        cmd.arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--store")
-            .arg(&self.store)
-            .arg("--bootstrap-token-file")
-            .arg(self.dir.path().join("admin.token"))
-            .arg("--heartbeat-interval")
-            .arg("500ms")
-            .arg("--node-timeout")
-            .arg("30s")
-            .args(&self.extra);
-        cmd.env("DISPATCH_LOG", "info,dispatch_coordinator=debug");
-        let log = self.dir.path().join(format!("replica-{i}.log"));
-        let mut p = Proc::spawn(cmd, log);
-        let url = wait_until(&format!("replica {i} to write its address"), || {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("replica {i} exited ({status}): {}", p.log_text());
-            }
-            std::fs::read_to_string(&addr_file)
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        });
+        let root = self.dir.path().join(format!("replica-{i}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let mut args = vec![
+            "--store".to_string(),
+            self.store.clone(),
+            "--bootstrap-token-file".to_string(),
+            self.dir.path().join("admin.token").display().to_string(),
+            "--node-timeout".to_string(),
+            "30s".to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let (p, url) = start_coordinator(&root, "127.0.0.1:0", &args);
         self.replicas.push(p);
         self.urls.push(url);
     }

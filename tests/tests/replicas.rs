@@ -15,6 +15,28 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 /// The whole run's deadline (every wait inside it is on an event).
 const RUN_DEADLINE: Duration = Duration::from_secs(240);
 
+/// Dispatches a one-item sim task through `coordinator` (every replica's address when None)
+/// and waits for it to complete.
+fn dispatch_and_wait(r: &Replicas, coordinator: Option<&str>, id: &str) {
+    let cli = || {
+        let mut c = r.cli();
+        if let Some(u) = coordinator {
+            c.env("DISPATCH_COORDINATOR", u);
+        }
+        c
+    };
+    let out = cli()
+        .args(["--backend", "sim", "--id", id, "--step", "a", "x"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli()
+        .args(["wait", id, "--timeout", "30s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 fn task_id(i: usize) -> String {
     format!("r-{i:03}")
 }
@@ -242,26 +264,7 @@ fn a_paused_leader_is_cut_off_and_cannot_write_when_it_resumes() {
         r.replicas[1].log_text()
     );
     // Work goes on through the new leader; the agent follows it.
-    let out = r
-        .cli()
-        .args([
-            "--backend",
-            "sim",
-            "--id",
-            "after-pause",
-            "--step",
-            "a",
-            "x",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = r
-        .cli()
-        .args(["wait", "after-pause", "--timeout", "30s"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    dispatch_and_wait(&r, None, "after-pause");
 
     // The old leader resumes: it finds itself deposed and stops, writing nothing.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
@@ -301,26 +304,5 @@ fn a_client_that_reaches_a_standby_is_sent_to_the_leader() {
     // Given only the standby's address (as behind a Service that reaches either), the CLI and
     // an agent end up on the leader.
     r.add_agent_via("s1", 1, &standby);
-    let out = r
-        .cli()
-        .env("DISPATCH_COORDINATOR", &standby)
-        .args([
-            "--backend",
-            "sim",
-            "--id",
-            "via-standby",
-            "--step",
-            "a",
-            "x",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let out = r
-        .cli()
-        .env("DISPATCH_COORDINATOR", &standby)
-        .args(["wait", "via-standby", "--timeout", "30s"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    dispatch_and_wait(&r, Some(&standby), "via-standby");
 }
