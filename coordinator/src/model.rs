@@ -425,6 +425,62 @@ pub enum EventKind {
     },
 }
 
+impl TaskEvent {
+    /// Replaces every NUL in the event's text with U+FFFD. A worker may write anything into
+    /// its files; no text a store keeps may hold a NUL (PostgreSQL's text refuses it, and both
+    /// stores must hold the same), so an event is never refused, or its batch failed, for one.
+    pub fn scrub_nul(&mut self) {
+        fn scrub(s: &mut String) {
+            if s.contains('\0') {
+                *s = s.replace('\0', "\u{FFFD}");
+            }
+        }
+        scrub(&mut self.task_id);
+        match &mut self.kind {
+            EventKind::Started {
+                command,
+                workdir,
+                branch,
+                ..
+            } => {
+                scrub(command);
+                scrub(workdir);
+                scrub(branch);
+            }
+            EventKind::Plan { markdown } | EventKind::Output { markdown, .. } => scrub(markdown),
+            EventKind::Exited(x) => {
+                scrub(&mut x.markdown);
+                scrub(&mut x.detail);
+                scrub(&mut x.fault);
+            }
+            EventKind::StartFailed { error } => scrub(error),
+            EventKind::Question { text, .. } => scrub(text),
+            EventKind::Changes(c) => {
+                for s in [
+                    &mut c.branch,
+                    &mut c.base,
+                    &mut c.head,
+                    &mut c.diff,
+                    &mut c.delivery,
+                    &mut c.pushed_to,
+                    &mut c.error,
+                ] {
+                    scrub(s);
+                }
+            }
+            EventKind::Activity { lines, usage } => {
+                lines.iter_mut().for_each(scrub);
+                if let Some(u) = usage {
+                    scrub(&mut u.model);
+                }
+            }
+            EventKind::Log { .. }
+            | EventKind::BundleChunk { .. }
+            | EventKind::AnswerDelivered { .. } => {}
+        }
+    }
+}
+
 impl EventKind {
     /// Stable name (stored with the event).
     pub fn name(&self) -> &'static str {

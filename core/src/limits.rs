@@ -68,12 +68,19 @@ impl InvalidInput {
     }
 }
 
-/// Checks that `value` is at most `max` bytes.
+/// Checks that `value` is at most `max` bytes and holds no NUL byte (no text a store keeps
+/// may: PostgreSQL's text refuses it).
 pub fn check_len(what: &str, value: &str, max: usize) -> Result<(), InvalidInput> {
     if value.len() > max {
         return Err(InvalidInput::new(
             what,
             format!("is {} bytes, over the limit of {} bytes", value.len(), max),
+        ));
+    }
+    if value.contains('\0') {
+        return Err(InvalidInput::new(
+            what,
+            "contains a NUL byte (\\0), which text may not hold; remove it",
         ));
     }
     Ok(())

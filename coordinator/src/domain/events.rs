@@ -329,7 +329,12 @@ impl Coordinator {
         let mut advice = HashMap::new();
         let mut fallbacks = HashMap::new();
         let mut incoming = Vec::with_capacity(events.len());
-        for IncomingEvent { event, rejected } in events {
+        for IncomingEvent {
+            mut event,
+            rejected,
+        } in events
+        {
+            event.scrub_nul();
             let rejected = rejected.or_else(|| over_limit(&event.kind));
             if let Some(r) = &rejected {
                 tracing::warn!(task = %event.task_id, node = %session.node, seq = event.seq, reason = %r, "event over a limit; kept as history only");
