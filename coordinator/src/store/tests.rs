@@ -936,3 +936,54 @@ async fn a_deposed_leader_commits_nothing() {
         .await
         .unwrap();
 }
+
+/// The two schemas stay in step: every table a store holds has the same columns on SQLite
+/// and on PostgreSQL (a migration added to one only fails here), at the same version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_schemas_have_the_same_tables_and_columns() {
+    let Some(db) = TestDb::new(Kind::Postgres, "schema").await else {
+        return;
+    };
+    let pg = super::postgres::PgStore::open(db.postgres.as_deref().unwrap())
+        .await
+        .unwrap();
+    let lite = SqliteStore::open(&db.dir.path().join("s.db"))
+        .await
+        .unwrap();
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(lite.raw())
+        .await
+        .unwrap();
+    assert_eq!(version, super::postgres::SCHEMA_VERSION);
+    // migrate-store copies every table there is.
+    let mut tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+    )
+    .fetch_all(lite.raw())
+    .await
+    .unwrap();
+    tables.sort();
+    let mut copied: Vec<&str> = super::migrate::TABLES.to_vec();
+    copied.sort();
+    assert_eq!(tables, copied, "a table migrate-store would leave behind");
+    for table in super::migrate::TABLES {
+        let mut on_pg: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::TEXT FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1",
+        )
+        .bind(table)
+        .fetch_all(pg.raw())
+        .await
+        .unwrap();
+        let mut on_sqlite: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT name FROM pragma_table_info('{table}')"
+        )))
+        .fetch_all(lite.raw())
+        .await
+        .unwrap();
+        on_pg.sort();
+        on_sqlite.sort();
+        assert!(!on_pg.is_empty(), "{table}");
+        assert_eq!(on_pg, on_sqlite, "the columns of `{table}`");
+    }
+}
