@@ -461,6 +461,8 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(addr = %haddr, "gRPC health check (only) on {haddr}");
         listeners.push(Listener::HealthOnly(Arc::new(l)));
     }
+    // A replica's /metrics answers while it waits too (its leader gauge is 0).
+    let leading: Arc<std::sync::OnceLock<Arc<Coordinator>>> = Default::default();
     let metrics = match &args.metrics_listen {
         Some(m) => {
             let l = tokio::net::TcpListener::bind(m)
@@ -471,7 +473,12 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&file, format!("http://{maddr}/metrics\n"))
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
             tracing::info!(addr = %maddr, "metrics at http://{maddr}/metrics");
-            Some(l)
+            tokio::spawn(dispatch_coordinator::metrics::serve_replica(
+                Arc::clone(&leading),
+                l,
+                std::future::pending(),
+            ));
+            Some(())
         }
         None => None,
     };
@@ -506,12 +513,8 @@ async fn main() -> anyhow::Result<()> {
         }
         (None, None) => unreachable!("one of the stores is chosen above"),
     };
-    if let Some(l) = metrics {
-        tokio::spawn(dispatch_coordinator::metrics::serve(
-            Arc::clone(&coordinator),
-            l,
-            coordinator.stopping(),
-        ));
+    if metrics.is_some() {
+        let _ = leading.set(Arc::clone(&coordinator));
     }
     let serve = dispatch_coordinator::server::serve_with_grace(
         coordinator,

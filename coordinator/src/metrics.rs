@@ -142,6 +142,10 @@ impl Metrics {
             "Scrapes of this endpoint",
             m.scrapes.clone(),
         );
+        // A coordinator with metrics serves: it leads (a standby renders STANDBY_METRICS).
+        let leader = Gauge::<i64>::default();
+        leader.set(1);
+        registry.register("dispatch_coordinator_leader", LEADER_HELP, leader);
         Metrics { registry, ..m }
     }
 
@@ -196,6 +200,34 @@ impl Metrics {
             .map_err(|e| crate::error::CoordinatorError::Corrupt(format!("metrics: {e}")))?;
         Ok(out)
     }
+}
+
+const LEADER_HELP: &str = "1 when this coordinator serves (the only one, or the leading replica); 0 for a standby replica";
+
+/// What a standby replica's /metrics says (it has no store open, so nothing else).
+pub fn standby_metrics() -> String {
+    format!(
+        "# HELP dispatch_coordinator_leader {LEADER_HELP}.\n# TYPE dispatch_coordinator_leader gauge\ndispatch_coordinator_leader 0\n# EOF\n"
+    )
+}
+
+/// Serves /metrics for a replica: the standby's one gauge until `leading` holds its
+/// coordinator, then everything.
+pub async fn serve_replica(
+    leading: Arc<std::sync::OnceLock<Arc<Coordinator>>>,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let render: dispatch_telemetry::Render = Arc::new(move || {
+        let c = leading.get().cloned();
+        Box::pin(async move {
+            match c {
+                Some(c) => c.metrics.render(&c).await.map_err(|e| e.to_string()),
+                None => Ok(standby_metrics()),
+            }
+        })
+    });
+    dispatch_telemetry::serve_metrics(listener, render, stop).await;
 }
 
 /// Serves `/metrics` on `listener` until `stop` resolves.

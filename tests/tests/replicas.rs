@@ -282,10 +282,23 @@ fn a_paused_leader_is_cut_off_and_cannot_write_when_it_resumes() {
 
 #[test]
 fn a_client_that_reaches_a_standby_is_sent_to_the_leader() {
-    let Some(mut r) = Replicas::start(2, "redirect") else {
+    let Some(mut r) = Replicas::start_with(2, "redirect", &["--metrics-listen", "127.0.0.1:0"])
+    else {
         return;
     };
     let (leader, standby) = (r.urls[0].clone(), r.urls[1].clone());
+    // Each says what it is to Prometheus; the standby has nothing else to say.
+    let metrics = |i: usize| {
+        dispatch_tests::scrape_metrics(
+            &r.dir
+                .path()
+                .join(format!("replica-{i}/coordinator/metrics.addr")),
+        )
+    };
+    assert!(metrics(0).contains("\ndispatch_coordinator_leader 1\n"));
+    let m = metrics(1);
+    assert!(m.contains("\ndispatch_coordinator_leader 0\n"), "{m}");
+    assert!(!m.contains("dispatch_tasks"), "{m}");
     // A call made to the standby itself is refused, naming the leader.
     let refused = r.block_on(async {
         let mut c = dispatch_tests::client_with(&standby, &r.admin_token)
