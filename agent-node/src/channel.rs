@@ -158,7 +158,10 @@ pub async fn connect_first(list: &str, tls: &ClientTls) -> Result<(Channel, Stri
                     queue.push_front(l);
                 }
             }
-            Health::Failed(why) => failures.push(format!("{url}: {why}")),
+            Health::Failed(why) => {
+                let hint = tls_hint(&url, &why, tls);
+                failures.push(format!("{url}: {why}{hint}"));
+            }
         }
     }
     if given.len() == 1 && failures.len() == 1 {
