@@ -22,6 +22,7 @@ pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod web;
 
 use model::{Change, Changes};
 use registry::NodeRegistry;

@@ -171,6 +171,13 @@ struct Args {
     #[arg(long, env = "DISPATCH_METRICS_LISTEN", value_name = "ADDR")]
     metrics_listen: Option<String>,
 
+    /// Serve the web dashboard on this address (port 0 picks one; written to
+    /// DATA_DIR/http.addr): every task's checklist live, answering questions, the inbox, the
+    /// nodes. Same tokens as gRPC (log in with one) and the same TLS: with --tls-cert it is
+    /// HTTPS; plain HTTP on a non-loopback address needs --insecure.
+    #[arg(long, env = "DISPATCH_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<String>,
+
     /// Also serve the gRPC health check alone, in plain text, on this address: for probes that
     /// cannot speak TLS (the kubelet's gRPC probes). Nothing else is served there.
     #[arg(long, env = "DISPATCH_HEALTH_LISTEN", value_name = "ADDR")]
@@ -371,17 +378,19 @@ async fn main() -> anyhow::Result<()> {
             .exit();
     };
     let _telemetry = dispatch_telemetry::init("dispatch-coordinator", Some(args.log_format));
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            ServerTls {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: args.client_ca.clone(),
-            }
-            .load()?,
-        ),
+    let server_tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.client_ca.clone(),
+        }),
         _ => None,
     };
+    let tls = server_tls.as_ref().map(ServerTls::load).transpose()?;
+    let web_tls = server_tls
+        .as_ref()
+        .map(ServerTls::rustls_config)
+        .transpose()?;
     let mut config = CoordinatorConfig::new(data_dir.clone());
     config.heartbeat_interval = args.heartbeat_interval;
     config.node_timeout = args.node_timeout;
@@ -515,6 +524,30 @@ async fn main() -> anyhow::Result<()> {
     };
     if metrics.is_some() {
         let _ = leading.set(Arc::clone(&coordinator));
+    }
+    if let Some(h) = &args.http_listen {
+        let l = dispatch_coordinator::server::bind_tcp(h)
+            .await
+            .map_err(|e| anyhow::anyhow!("--http-listen: {e}"))?;
+        let haddr = l.local_addr()?;
+        let scheme = if web_tls.is_some() { "https" } else { "http" };
+        if web_tls.is_none() && !haddr.ip().is_loopback() && !args.insecure {
+            anyhow::bail!(
+                "refusing to serve the dashboard in plain HTTP on {haddr}: tokens and answers would cross the network readable by anyone. Give --tls-cert and --tls-key, use a loopback address behind a TLS proxy, or pass --insecure"
+            );
+        }
+        let file = data_dir.join("http.addr");
+        std::fs::write(&file, format!("{scheme}://{haddr}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+        tracing::info!(addr = %haddr, "dashboard at {scheme}://{haddr}/");
+        let c = Arc::clone(&coordinator);
+        let stop = coordinator.stopping();
+        let tls = web_tls.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dispatch_coordinator::web::serve(c, l, tls, stop).await {
+                tracing::error!(error = %e, "the dashboard stopped");
+            }
+        });
     }
     let serve = dispatch_coordinator::server::serve_with_grace(
         coordinator,

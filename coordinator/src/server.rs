@@ -218,6 +218,26 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
+    /// The same certificate and key as a rustls configuration for the dashboard's HTTPS
+    /// (`--http-listen`); call [`ServerTls::load`] first, which checks the files.
+    pub fn rustls_config(&self) -> anyhow::Result<Arc<tokio_rustls::rustls::ServerConfig>> {
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|i| i.collect::<Result<_, _>>())
+            .map_err(|e| anyhow::anyhow!("--tls-cert {}: {e}", self.cert.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| anyhow::anyhow!("--tls-key {}: {e}", self.key.display()))?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut cfg = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| anyhow::anyhow!("TLS: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| anyhow::anyhow!("--tls-cert/--tls-key: {e}"))?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
     /// Reads and checks the files: each error names the file and what is wrong with it.
     pub fn load(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
         use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};

@@ -1,0 +1,45 @@
+// Live updates: the server sends each changed task as its re-rendered card (server-sent
+// events from the same Watch stream the CLI reads). Without JavaScript the pages still show
+// everything; reload to refresh.
+(function () {
+  var live = document.body.getAttribute("data-live");
+  if (live === null || !window.EventSource) return;
+  var url = "/events" + (live ? "?task=" + encodeURIComponent(live) : "");
+  var source = new EventSource(url);
+  source.addEventListener("task", function (e) {
+    var d = JSON.parse(e.data);
+    var old = document.getElementById("task-" + d.id);
+    // Keep what someone is typing into an answer box across the update.
+    var kept = {};
+    if (old) {
+      old.querySelectorAll("textarea[data-keep]").forEach(function (t) {
+        kept[t.getAttribute("data-keep")] = { value: t.value, focus: document.activeElement === t };
+      });
+    }
+    var box = document.createElement("div");
+    box.innerHTML = d.html;
+    var card = box.firstElementChild;
+    if (old) {
+      old.replaceWith(card);
+    } else if (!live) {
+      var ended = ["completed", "failed", "blocked", "cancelled", "lost"].indexOf(d.state) >= 0;
+      var list = document.getElementById(ended ? "ended" : "active");
+      if (!list) return;
+      var empty = list.querySelector(".empty");
+      if (empty) empty.remove();
+      list.prepend(card);
+    } else {
+      return;
+    }
+    // An ended task moves from Active to Ended on the list page.
+    if (!live) {
+      var isEnded = ["completed", "failed", "blocked", "cancelled", "lost"].indexOf(d.state) >= 0;
+      var target = document.getElementById(isEnded ? "ended" : "active");
+      if (target && card.parentElement !== target) target.prepend(card);
+    }
+    card.querySelectorAll("textarea[data-keep]").forEach(function (t) {
+      var k = kept[t.getAttribute("data-keep")];
+      if (k) { t.value = k.value; if (k.focus) t.focus(); }
+    });
+  });
+})();

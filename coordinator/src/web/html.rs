@@ -1,0 +1,253 @@
+//! The dashboard's HTML: server-rendered, escaped, readable without JavaScript. Worker and
+//! user text is shown with terminal escapes and control characters removed.
+
+use crate::model::Principal;
+use dispatch_proto::v1;
+use std::fmt::Write;
+
+/// Text for an HTML body or attribute: escaped, and stripped of control characters.
+pub(super) fn esc(s: &str) -> String {
+    let clean = dispatch_core::text::printable(s);
+    let mut out = String::with_capacity(clean.len());
+    for c in clean.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A whole page.
+pub(super) fn page(title: &str, who: Option<&Principal>, live: Option<&str>, body: &str) -> String {
+    let nav = match who {
+        Some(w) => format!(
+            r#"<nav aria-label="Main"><a href="/">Tasks</a> <a href="/inbox">Inbox</a> <a href="/nodes">Nodes</a>
+<span class="who">{}</span>
+<form method="post" action="/logout" class="inline"><button type="submit">Log out</button></form></nav>"#,
+            esc(&w.name())
+        ),
+        None => String::new(),
+    };
+    // `data-live`: what the page's live updates follow ("" for every task).
+    let live = live
+        .map(|l| format!(r#" data-live="{}""#, esc(l)))
+        .unwrap_or_default();
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{} · dispatch</title><link rel="stylesheet" href="/static/app.css"><script src="/static/app.js" defer></script></head>
+<body{live}><header><h1><a href="/">dispatch</a></h1>{nav}</header><main>{body}</main></body></html>"#,
+        esc(title)
+    )
+}
+
+fn state_name(t: &v1::Task) -> &'static str {
+    t.task_state().as_str()
+}
+
+fn icon(s: v1::ItemStatus) -> (&'static str, &'static str) {
+    match s {
+        v1::ItemStatus::Done => ("☑", "done"),
+        v1::ItemStatus::Blocked => ("?", "blocked"),
+        v1::ItemStatus::Error => ("✗", "failed"),
+        _ => ("☐", "open"),
+    }
+}
+
+/// One task as a card: its state, where it runs, its checklist and its open questions (with
+/// an answer box when `can_answer`). `id="task-ID"`: what live updates replace.
+pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
+    let state = state_name(t);
+    let items = t.plan.as_ref().map(|p| p.items.as_slice()).unwrap_or(&[]);
+    let done = items
+        .iter()
+        .filter(|i| i.status() == v1::ItemStatus::Done)
+        .count();
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"<article class="task state-{state}" id="task-{id}" data-state="{state}" aria-labelledby="title-{id}">
+<h3 id="title-{id}"><a href="/task/{id}">{id}</a> <span class="badge">{state}</span> <span class="progress" aria-label="{done} of {all} items done">{done}/{all}</span></h3>
+<p class="meta">{title}{node}{owner}</p>"#,
+        id = esc(&t.id),
+        all = items.len(),
+        title = if t.title.is_empty() {
+            String::new()
+        } else {
+            format!("<span class=\"title\">{}</span>", esc(&t.title))
+        },
+        node = if t.node.is_empty() {
+            String::new()
+        } else {
+            format!(" · on <b>{}</b>", esc(&t.node))
+        },
+        owner = if t.owner.is_empty() {
+            String::new()
+        } else {
+            format!(" · by {}", esc(&t.owner))
+        },
+    );
+    if t.summary {
+        out.push_str("<p class=\"note\">(a summary: your token sees only how far it is)</p>");
+    } else if !items.is_empty() {
+        out.push_str("<ul class=\"checklist\">");
+        for i in items {
+            let (mark, class) = icon(i.status());
+            let _ = write!(
+                out,
+                r#"<li class="{class}" style="margin-left:{}em"><span aria-hidden="true">{mark}</span> <span class="sr">{class}:</span> {}{}</li>"#,
+                i.depth,
+                esc(&i.text),
+                if i.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" <i>— {}</i>", esc(&i.note))
+                }
+            );
+        }
+        out.push_str("</ul>");
+    }
+    if !t.reason.is_empty() && (full || t.task_state().is_terminal()) {
+        let _ = write!(out, "<p class=\"reason\">{}</p>", esc(&t.reason));
+    }
+    if !t.activity.is_empty() && !t.task_state().is_terminal() {
+        let _ = write!(out, "<p class=\"doing\">doing: {}</p>", esc(&t.activity));
+    }
+    for q in t.questions.iter().filter(|q| q.answer.is_none()) {
+        out.push_str(&question_block(&t.id, q.seq, &q.text, can_answer));
+    }
+    if full {
+        let answered: Vec<&v1::Question> =
+            t.questions.iter().filter(|q| q.answer.is_some()).collect();
+        if !answered.is_empty() {
+            out.push_str("<details><summary>Answered questions</summary><dl>");
+            for q in answered {
+                let _ = write!(
+                    out,
+                    "<dt>{:03}: {}</dt><dd>{}</dd>",
+                    q.seq,
+                    esc(&q.text),
+                    esc(q.answer.as_deref().unwrap_or_default())
+                );
+            }
+            out.push_str("</dl></details>");
+        }
+    }
+    out.push_str("</article>");
+    out
+}
+
+/// A waiting question, with its answer form when the viewer may answer.
+pub(super) fn question_block(task: &str, seq: u32, text: &str, can_answer: bool) -> String {
+    let form = if can_answer {
+        format!(
+            r#"<form method="post" action="/task/{t}/answer" class="answer">
+<input type="hidden" name="seq" value="{seq}">
+<label for="answer-{t}-{seq}">Your answer</label>
+<textarea id="answer-{t}-{seq}" name="text" rows="2" required data-keep="answer-{t}-{seq}"></textarea>
+<button type="submit">Answer</button></form>"#,
+            t = esc(task)
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<div class="question" role="group" aria-label="Question {seq:03} of {t}"><p><b>Question {seq:03}:</b> {q}</p>{form}</div>"#,
+        t = esc(task),
+        q = esc(text)
+    )
+}
+
+/// A list of task cards, active ones first.
+pub(super) fn task_list(tasks: &[v1::Task], can_answer: impl Fn(&v1::Task) -> bool) -> String {
+    let (active, ended): (Vec<&v1::Task>, Vec<&v1::Task>) =
+        tasks.iter().partition(|t| !t.task_state().is_terminal());
+    let mut out = String::from(
+        "<section aria-labelledby=\"active-h\"><h2 id=\"active-h\">Active</h2><div id=\"active\" class=\"cards\">",
+    );
+    if active.is_empty() {
+        out.push_str("<p class=\"empty\">Nothing is running. Dispatch with <code>dispatch \"&lt;prompt&gt;\"</code>.</p>");
+    }
+    for t in &active {
+        out.push_str(&task_card(t, can_answer(t), false));
+    }
+    out.push_str("</div></section><section aria-labelledby=\"ended-h\"><h2 id=\"ended-h\">Ended</h2><div id=\"ended\" class=\"cards\">");
+    for t in &ended {
+        out.push_str(&task_card(t, false, false));
+    }
+    out.push_str("</div></section>");
+    out
+}
+
+/// The nodes table.
+pub(super) fn nodes(nodes: &[v1::Node]) -> String {
+    let mut out = String::from(
+        "<table><caption>Agent nodes</caption><thead><tr><th scope=\"col\">Node</th><th scope=\"col\">State</th><th scope=\"col\">Load</th><th scope=\"col\">Backends</th><th scope=\"col\">Labels</th></tr></thead><tbody>",
+    );
+    for n in nodes {
+        let state = match (n.connected, n.draining) {
+            (true, true) => "draining",
+            (true, false) => "connected",
+            (false, _) => "disconnected",
+        };
+        let labels: Vec<String> = n
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{}={}", esc(k), esc(v)))
+            .collect();
+        let backends: Vec<String> = n.backends.iter().map(|b| esc(&b.name)).collect();
+        let _ = write!(
+            out,
+            "<tr><th scope=\"row\">{}</th><td class=\"{state}\">{state}</td><td>{}/{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&n.name),
+            n.running,
+            n.capacity,
+            backends.join(", "),
+            labels.join(", ")
+        );
+    }
+    if nodes.is_empty() {
+        out.push_str("<tr><td colspan=\"5\">No node has connected yet: start <code>dispatch-agent --coordinator URL</code>.</td></tr>");
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
+/// The inbox: every waiting question.
+pub(super) fn inbox(questions: &[v1::PendingQuestion], can_answer: bool) -> String {
+    if questions.is_empty() {
+        return "<p class=\"empty\">No worker is waiting for an answer.</p>".into();
+    }
+    let mut out = String::from("<div class=\"cards\">");
+    for q in questions {
+        let _ = write!(
+            out,
+            r#"<article class="task state-waiting"><h3><a href="/task/{id}">{id}</a> <span class="meta">{title} · on {node}</span></h3>{block}</article>"#,
+            id = esc(&q.task_id),
+            title = esc(&q.title),
+            node = esc(&q.node),
+            block = question_block(&q.task_id, q.seq, &q.text, can_answer)
+        );
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// The login form.
+pub(super) fn login(error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e)))
+        .unwrap_or_default();
+    format!(
+        r#"<section class="login"><h2>Log in</h2>{error}
+<form method="post" action="/login"><label for="token">Token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required placeholder="dsp_…">
+<button type="submit">Log in</button></form>
+<p>Use the token you give the CLI (<code>DISPATCH_TOKEN</code>); an admin makes one with <code>dispatch token create --user NAME</code>.</p></section>"#
+    )
+}
