@@ -1014,13 +1014,17 @@ impl Replicas {
         self.rt.block_on(f)
     }
 
-    /// A `dispatch` command given every replica.
+    /// A `dispatch` command given every replica, run in a plain directory (not the checkout
+    /// the tests run from: a git repository there would make the tasks repository tasks).
     pub fn cli(&self) -> Command {
         let mut cmd = Command::new(bin("dispatch"));
+        let cwd = self.dir.path().join("cli");
+        std::fs::create_dir_all(&cwd).unwrap();
         cmd.env("DISPATCH_COORDINATOR", self.list())
             .env("DISPATCH_HOME", self.dir.path().join("home"))
             .env("DISPATCH_TOKEN", &self.admin_token)
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .current_dir(cwd);
         cmd
     }
 

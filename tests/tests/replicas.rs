@@ -34,7 +34,13 @@ fn dispatch_and_wait(r: &Replicas, coordinator: Option<&str>, id: &str) {
         .args(["wait", id, "--timeout", "30s"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 fn task_id(i: usize) -> String {
