@@ -59,6 +59,11 @@ pub(crate) struct Global {
     #[arg(long, global = true, env = "DISPATCH_CA", value_name = "FILE")]
     pub(crate) ca: Option<PathBuf>,
 
+    /// Colour (and live redraws): `auto` on a terminal unless NO_COLOR is set or TERM is
+    /// dumb, `always`, or `never`.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub(crate) color: String,
+
     /// The token in use (from --token-file, DISPATCH_TOKEN or the config).
     #[arg(skip)]
     pub(crate) token: Option<String>,
@@ -173,7 +178,12 @@ pub(crate) enum Command {
     /// Exit status: 0 completed, 11 blocked, 12 failed or lost, 13 cancelled.
     Watch {
         /// Task to watch.
-        id: String,
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Every active task in one view (and each one submitted meanwhile), until all have
+        /// ended.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
     },
 
     /// Print a task's worker output: piped, exactly the bytes the worker wrote; on a terminal,
@@ -348,6 +358,17 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: DaemonAction,
     },
+
+    /// Print a shell completion script: `dispatch completions bash > ~/.local/share/bash-completion/completions/dispatch`,
+    /// `dispatch completions zsh > ~/.zfunc/_dispatch`, `dispatch completions fish > ~/.config/fish/completions/dispatch.fish`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the manual page (roff): `dispatch man > dispatch.1; man ./dispatch.1`, or install
+    /// it as `/usr/local/share/man/man1/dispatch.1`.
+    Man,
 
     /// Run the scripted sim worker on a worker prompt (what the `sim` backend runs).
     #[command(hide = true)]

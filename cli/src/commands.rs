@@ -51,15 +51,37 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             if cli.run.prompt.is_empty() && cli.run.plan.is_none() && cli.run.steps.is_empty() {
                 bail!("say what to dispatch: dispatch \"<prompt>\" (see `dispatch --help`)");
             }
+            if let Some(meant) = mistyped_command(&cli.run) {
+                eprintln!(
+                    "error: `{word}` is not a dispatch command; did you mean `dispatch {meant}`?\n(To dispatch it as a prompt: `dispatch run {word}`.)",
+                    word = cli.run.prompt[0]
+                );
+                return Ok(2);
+            }
             submit(&g, with_remote(cli.run)).await
+        }
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "dispatch", &mut out);
+            print_all(&out)
+        }
+        Some(Command::Man) => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .context("cannot render the manual page")?;
+            print_all(&out)
         }
         Some(Command::Run(args)) => submit(&g, with_remote(*args)).await,
         Some(Command::Status { id, limit, all }) => status(&g, id, limit, all).await,
-        Some(Command::Watch { id }) => {
+        Some(Command::Watch { id: Some(id), .. }) => {
             task_id::validate(&id)?;
             let mut t = connect(&g).await?;
             follow(&g, &mut t, &[id], g.json).await
         }
+        Some(Command::Watch { id: None, .. }) => watch_all(&g).await,
         Some(Command::Logs {
             id,
             follow,
@@ -108,6 +130,94 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             unreachable!("handled before the runtime starts")
         }
     }
+}
+
+/// `dispatch watch --all`: every active task in one live view, and each task submitted
+/// meanwhile, until all of them have ended.
+async fn watch_all(g: &Global) -> Result<u8> {
+    let mut t = connect(g).await?;
+    let active = [
+        v1::TaskState::Queued,
+        v1::TaskState::Assigned,
+        v1::TaskState::Running,
+        v1::TaskState::Waiting,
+        v1::TaskState::Unreachable,
+    ];
+    let page = t
+        .client
+        .list_tasks(v1::ListTasksRequest {
+            states: active.iter().map(|s| *s as i32).collect(),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut ids: Vec<String> = page.tasks.into_iter().map(|t| t.id).collect();
+    ids.reverse();
+    if ids.is_empty() && !g.json {
+        println!("No task is active; waiting for one (Ctrl-C to stop).");
+    }
+    follow_tasks(g, &mut t, ids, true, g.json).await
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
+fn print_all(bytes: &[u8]) -> Result<u8> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow!("cannot write to stdout: {e}"))
+        }
+        _ => Ok(0),
+    }
+}
+
+/// The command a lone word was probably meant as (`dispatch stauts`): a subcommand within two
+/// edits of it (one, for words under five letters). A prompt of one word that is not close to
+/// any command is dispatched as usual.
+fn mistyped_command(run: &RunArgs) -> Option<String> {
+    let [word] = run.prompt.as_slice() else {
+        return None;
+    };
+    if !run.steps.is_empty() || run.plan.is_some() || word.len() < 3 {
+        return None;
+    }
+    if !word.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
+        return None;
+    }
+    let word = word.to_ascii_lowercase();
+    let most = if word.len() < 5 { 1 } else { 2 };
+    <Cli as clap::CommandFactory>::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_string())
+        .map(|name| (edit_distance(&word, &name), name))
+        .filter(|(d, _)| *d <= most)
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance (with adjacent swaps counting one), over bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 fn read_source(what: &str, path: &str) -> Result<String> {
@@ -441,14 +551,25 @@ pub(crate) async fn follow(
     ids: &[String],
     json: bool,
 ) -> Result<u8> {
-    let one = if ids.len() == 1 {
+    follow_tasks(g, target, ids.to_vec(), false, json).await
+}
+
+/// [`follow`]; with `grow`, a task submitted meanwhile joins the view (`watch --all`).
+async fn follow_tasks(
+    g: &Global,
+    target: &mut Target,
+    mut ids: Vec<String>,
+    grow: bool,
+    json: bool,
+) -> Result<u8> {
+    let one = if ids.len() == 1 && !grow {
         ids[0].clone()
     } else {
         String::new()
     };
     let mut watching = crate::watching::Watching::start(target, one).await?;
     let mut tasks: BTreeMap<String, v1::Task> = BTreeMap::new();
-    for id in ids {
+    for id in &ids {
         let t = target
             .client
             .get_task(v1::GetTaskRequest { id: id.clone() })
@@ -457,18 +578,28 @@ pub(crate) async fn follow(
         tasks.insert(id.clone(), t);
     }
     let mut view = LiveView::new(json);
-    view.show(ids, &tasks, None);
-    while !tasks.values().all(|t| t.task_state().is_terminal()) {
+    view.show(&ids, &tasks, None);
+    while (grow && tasks.is_empty()) || !tasks.values().all(|t| t.task_state().is_terminal()) {
         let ev = match watching.next(g, target, &mut tasks).await? {
             crate::watching::Next::Event(ev) => ev,
             crate::watching::Next::Refreshed => {
-                view.show(ids, &tasks, None);
+                view.show(&ids, &tasks, None);
                 continue;
             }
         };
         let Some(id) = ev.task.as_ref().map(|t| t.id.clone()) else {
             continue;
         };
+        if grow
+            && !tasks.contains_key(&id)
+            && let Some(t) = dispatch_proto::convert::apply_watch_event(None, &ev)
+            && !t.task_state().is_terminal()
+        {
+            ids.push(id.clone());
+            tasks.insert(id.clone(), t);
+            view.show(&ids, &tasks, Some(&id));
+            continue;
+        }
         let Some(old) = tasks.get(&id) else {
             continue;
         };
@@ -481,9 +612,9 @@ pub(crate) async fn follow(
         }
         let changed = t.id.clone();
         tasks.insert(t.id.clone(), t);
-        view.show(ids, &tasks, Some(&changed));
+        view.show(&ids, &tasks, Some(&changed));
     }
-    view.finish(ids, &tasks);
+    view.finish(&ids, &tasks);
     Ok(tasks
         .values()
         .map(|t| render::exit_code_for(t.task_state()))
@@ -504,7 +635,7 @@ impl LiveView {
     fn new(json: bool) -> Self {
         LiveView {
             json,
-            fancy: !json && fancy(),
+            fancy: !json && fancy() && std::io::stdout().is_terminal(),
             drawn: 0,
             last_rows: BTreeMap::new(),
         }

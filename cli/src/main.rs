@@ -17,7 +17,9 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = args::Cli::parse();
+    let _ = render::COLOR.set(cli.global.color.clone());
     if let Some(args::Command::SimWorker { args }) = &cli.command {
         return ExitCode::from(dispatch_agent::sim::main(args).clamp(0, 255) as u8);
     }
@@ -54,4 +56,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `dispatch status | head -1`: when the reader goes away, stop quietly with status 0, as
+/// other command-line tools do, instead of a panic about a broken pipe. (Rust ignores SIGPIPE,
+/// so a write to a closed pipe fails, and `println!` panics on that failure; every other panic
+/// is reported as before.)
+fn quiet_broken_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        report(info);
+    }));
 }

@@ -56,10 +56,21 @@ fn status_sentence(s: &tonic::Status) -> String {
 }
 
 /// True when colour and cursor movement are wanted on stdout.
+/// `--color`: `auto`, `always` or `never` (set once at start).
+pub(crate) static COLOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Whether to colour output: `--color always`/`never`, else only on a terminal, unless
+/// NO_COLOR is set or TERM is dumb.
 pub(crate) fn fancy() -> bool {
-    std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none()
-        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+    match COLOR.get().map(String::as_str) {
+        Some("always") => true,
+        Some("never") => false,
+        _ => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none()
+                && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        }
+    }
 }
 
 fn paint(code: &str, s: &str, on: bool) -> String {
