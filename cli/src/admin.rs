@@ -79,7 +79,7 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
                     .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "submits_per_minute": i.submits_per_minute, "max_active": i.max_active, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms}))
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
-                return Ok(0);
+                return Ok(crate::exit::Exit::Success.into());
             }
             println!(
                 "{:<14} {:<5} {:<20} {:<7} {:<14} {:<12} STATUS",
@@ -132,7 +132,7 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
             );
         }
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 pub(crate) async fn audit(g: &Global, task: Option<String>, limit: u32) -> Result<u8> {
@@ -153,11 +153,11 @@ pub(crate) async fn audit(g: &Global, task: Option<String>, limit: u32) -> Resul
             .map(|r| serde_json::json!({"id": r.id, "at_ms": r.at_ms, "who": r.who, "action": r.action, "task": r.task_id, "detail": r.detail}))
             .collect();
         println!("{}", serde_json::Value::Array(v));
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     if records.is_empty() {
         println!("no change recorded yet");
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     println!(
         "{:<14} {:<16} {:<13} {:<28} DETAIL",
@@ -173,5 +173,5 @@ pub(crate) async fn audit(g: &Global, task: Option<String>, limit: u32) -> Resul
             printable_line(&r.detail)
         );
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }

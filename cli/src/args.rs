@@ -330,6 +330,15 @@ pub(crate) enum Command {
     /// Run a short end-to-end demo: three scripted tasks on the local daemon, shown live.
     Demo,
 
+    /// Check what dispatch needs and say what to fix: the config, the coordinator (reached,
+    /// version, TLS, token) and each connected node's backends — or, with no coordinator,
+    /// the agent CLIs on this machine. Exit status 1 when something must be fixed.
+    ///
+    /// Example:
+    ///   DISPATCH_COORDINATOR=https://dispatch.example.com:7070 dispatch doctor
+    #[command(verbatim_doc_comment)]
+    Doctor,
+
     /// Manage the coordinator's tokens (admins): who may connect, as what.
     Token {
         #[command(subcommand)]

@@ -110,7 +110,7 @@ pub(crate) async fn answer(
             printable_line(&task.node)
         );
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 pub(crate) async fn note(g: &Global, id: &str, text: &str) -> Result<u8> {
@@ -134,7 +134,7 @@ pub(crate) async fn note(g: &Global, id: &str, text: &str) -> Result<u8> {
             text.trim()
         ),
     );
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
@@ -157,11 +157,11 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
             .map(|q| serde_json::json!({"task": q.task_id, "node": q.node, "seq": q.seq, "text": q.text, "asked_at_ms": q.asked_at_ms, "title": q.title}))
             .collect();
         println!("{}", serde_json::Value::Array(v));
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     if questions.is_empty() {
         println!("No question is waiting for you.");
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     let interactive =
         !list_only && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
@@ -180,7 +180,7 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
                 printable_line(&q.text)
             );
         }
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     let stdin = std::io::stdin();
     let mut answered = 0;
@@ -224,13 +224,13 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
         }
     }
     println!("\nAnswered {answered} of {} question(s).", questions.len());
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 /// Exit status of `wait` for a set of tasks, or None while none needs the user yet.
 fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
-    let mut worst: Option<(u8, String)> = None;
-    let mut consider = |code: u8, msg: String| {
+    let mut worst: Option<(crate::exit::Exit, String)> = None;
+    let mut consider = |code: crate::exit::Exit, msg: String| {
         // A question first (10), then blocked (11), failed (12), cancelled (13).
         if worst.as_ref().is_none_or(|(c, _)| code < *c) {
             worst = Some((code, msg));
@@ -242,7 +242,7 @@ fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
             && let Some(q) = t.questions.iter().find(|q| q.answer.is_none())
         {
             consider(
-                10,
+                crate::exit::Exit::Question,
                 format!(
                     "`{}` asks (question {:03}): {}\nAnswer with: dispatch answer {} \"…\"",
                     t.id,
@@ -255,13 +255,17 @@ fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
         }
         match s {
             TaskState::Blocked => consider(
-                11,
+                crate::exit::Exit::Blocked,
                 format!("`{}` is blocked: {}", t.id, printable(&t.reason)),
             ),
-            TaskState::Failed | TaskState::Lost => {
-                consider(12, format!("`{}` {}: {}", t.id, s, printable(&t.reason)))
-            }
-            TaskState::Cancelled => consider(13, format!("`{}` was cancelled", t.id)),
+            TaskState::Failed | TaskState::Lost => consider(
+                crate::exit::Exit::Failed,
+                format!("`{}` {}: {}", t.id, s, printable(&t.reason)),
+            ),
+            TaskState::Cancelled => consider(
+                crate::exit::Exit::Cancelled,
+                format!("`{}` was cancelled", t.id),
+            ),
             _ => {}
         }
     }
@@ -275,7 +279,7 @@ fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
         for t in tasks.values().filter(|t| t.output_bytes > 0) {
             msg.push_str(&format!("\nRead its summary: dispatch output {}", t.id));
         }
-        return Some((0, msg));
+        return Some((crate::exit::Exit::Success.into(), msg));
     }
     if let Some((_, msg)) = &mut worst {
         for t in tasks
@@ -288,14 +292,14 @@ fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
             ));
         }
     }
-    worst
+    worst.map(|(code, msg)| (code.into(), msg))
 }
 
 pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) -> Result<u8> {
     for id in ids {
         if let Err(e) = task_id::validate(id) {
             eprintln!("error: {e}");
-            return Ok(2);
+            return Ok(crate::exit::Exit::Usage.into());
         }
     }
     let mut target = connect(g).await?;
@@ -308,7 +312,7 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
         Ok(w) => w,
         Err(s) if s.code() == tonic::Code::NotFound => {
             eprintln!("error: {}", s.message());
-            return Ok(2);
+            return Ok(crate::exit::Exit::Usage.into());
         }
         Err(s) => return Err(s.into()),
     };
@@ -327,7 +331,7 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
                     || s.code() == tonic::Code::InvalidArgument =>
             {
                 eprintln!("error: {}", s.message());
-                return Ok(2);
+                return Ok(crate::exit::Exit::Usage.into());
             }
             Err(s) => return Err(s.into()),
         }
@@ -352,7 +356,7 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
                 Ok(r) => r?,
                 Err(_) => {
                     eprintln!("timed out; nothing needs you yet");
-                    return Ok(124);
+                    return Ok(crate::exit::Exit::TimedOut.into());
                 }
             },
             None => next.await?,

@@ -82,7 +82,7 @@ pub(crate) async fn diff(g: &Global, id: &str) -> Result<u8> {
             } else {
                 eprintln!("{}", printable(&why));
             }
-            return Ok(0);
+            return Ok(crate::exit::Exit::Success.into());
         }
     };
     if g.json {
@@ -90,11 +90,11 @@ pub(crate) async fn diff(g: &Global, id: &str) -> Result<u8> {
             "{}",
             serde_json::json!({"task": id, "branch": info.branch, "base": info.base, "head": info.head, "commits": info.commits, "files": info.files, "insertions": info.insertions, "deletions": info.deletions, "delivery": info.delivery, "pushed_to": info.pushed_to, "error": info.error, "diff": diff, "diff_truncated": info.diff_truncated})
         );
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     if info.commits == 0 {
         eprintln!("`{id}` changed nothing in its repository.");
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     eprintln!(
         "`{id}`: {} ({}..{})",
@@ -118,7 +118,7 @@ pub(crate) async fn diff(g: &Global, id: &str) -> Result<u8> {
             printable_line(&info.branch)
         );
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 /// The repository of the current directory.
@@ -248,7 +248,7 @@ pub(crate) async fn fetch_cmd(g: &Global, id: &str) -> Result<u8> {
         short(&info.base),
         printable_line(&info.branch)
     );
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 pub(crate) async fn apply(g: &Global, id: &str, cherry_pick: bool) -> Result<u8> {
@@ -283,5 +283,5 @@ pub(crate) async fn apply(g: &Global, id: &str, cherry_pick: bool) -> Result<u8>
         printable_line(&info.branch),
         summary(&info)
     );
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }

@@ -56,7 +56,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
                     "error: `{word}` is not a dispatch command; did you mean `dispatch {meant}`?\n(To dispatch it as a prompt: `dispatch run {word}`.)",
                     word = cli.run.prompt[0]
                 );
-                return Ok(2);
+                return Ok(crate::exit::Exit::Usage.into());
             }
             submit(&g, with_remote(cli.run)).await
         }
@@ -114,6 +114,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Inbox { list }) => crate::ask::inbox(&g, list).await,
         Some(Command::Wait { ids, timeout }) => crate::ask::wait(&g, &ids, timeout).await,
         Some(Command::Demo) => demo(&g).await,
+        Some(Command::Doctor) => crate::doctor::doctor(&g).await,
         Some(Command::Token { action }) => crate::admin::token(&g, action).await,
         Some(Command::Keys { action }) => crate::keys::run(&g, action),
         Some(Command::Audit { task, limit }) => crate::admin::audit(&g, task, limit).await,
@@ -167,7 +168,7 @@ fn print_all(bytes: &[u8]) -> Result<u8> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(anyhow!("cannot write to stdout: {e}"))
         }
-        _ => Ok(0),
+        _ => Ok(crate::exit::Exit::Success.into()),
     }
 }
 
@@ -203,8 +204,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -388,7 +389,7 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
             Some(m) => new_model = m,
             None => {
                 println!("Not dispatched.");
-                return Ok(1);
+                return Ok(crate::exit::Exit::Failure.into());
             }
         }
     }
@@ -446,7 +447,7 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
     }
     if g.json && !args.wait {
         println!("{}", render::task_json(&task));
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     if !g.json {
         println!("{}", dispatched_line(&task));
@@ -457,7 +458,7 @@ async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
     if args.wait {
         return follow(g, &mut target, &[task.id], g.json).await;
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 /// Tasks newest first, page by page, until `limit` of them (0: all) are read; with the number
@@ -541,7 +542,7 @@ async fn status(g: &Global, id: Option<String>, limit: u32, all: bool) -> Result
             }
         }
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 /// Shows `ids` live until every one has ended; returns the watch exit status (the worst).
@@ -731,7 +732,7 @@ async fn logs(g: &Global, id: &str, follow: bool, activity: bool) -> Result<u8> 
         }
         out.flush()?;
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 async fn output(g: &Global, id: &str, follow: bool) -> Result<u8> {
@@ -793,7 +794,7 @@ async fn output(g: &Global, id: &str, follow: bool) -> Result<u8> {
             "`{id}` has no output.md yet: the worker writes it for the plan's last item (`dispatch watch {id}` shows how far it is)"
         );
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 async fn cancel(g: &Global, id: &str) -> Result<u8> {
@@ -813,7 +814,7 @@ async fn cancel(g: &Global, id: &str) -> Result<u8> {
             dispatch_core::text::printable(&task.reason)
         ),
     );
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 async fn retry(
@@ -840,7 +841,7 @@ async fn retry(
             dispatched_line(&task).trim_start_matches("Dispatched ")
         ),
     );
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 async fn clean(g: &Global, id: &str) -> Result<u8> {
@@ -859,7 +860,7 @@ async fn clean(g: &Global, id: &str) -> Result<u8> {
             task.id, task.node, task.branch
         ),
     );
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 async fn cordon(
@@ -901,7 +902,7 @@ async fn cordon(
     } else {
         println!("Node `{}` takes tasks again.", n.name);
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 async fn nodes(g: &Global) -> Result<u8> {
@@ -917,14 +918,14 @@ async fn nodes(g: &Global) -> Result<u8> {
             "{}",
             serde_json::Value::Array(nodes.iter().map(render::node_json).collect())
         );
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     if nodes.is_empty() {
         println!(
             "no node has connected to {} yet; start one with `dispatch-agent --coordinator {} --name NAME`",
             t.url, t.url
         );
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     println!(
         "{:<20} {:<10} {:>7}  {:<28} {:<20} LAST HEARD FROM",
@@ -967,7 +968,7 @@ async fn nodes(g: &Global) -> Result<u8> {
             render::ago(n.last_seen_ms)
         );
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 async fn demo(g: &Global) -> Result<u8> {

@@ -432,7 +432,7 @@ pub(crate) async fn run(g: &Global, action: ConfigAction) -> Result<u8> {
                     "{} already uses the current schema; nothing to migrate.",
                     p.display()
                 );
-                return Ok(0);
+                return Ok(crate::exit::Exit::Success.into());
             }
             let old = std::fs::read_to_string(&p)?;
             let backup = p.with_extension("yaml.old");
@@ -445,11 +445,11 @@ pub(crate) async fn run(g: &Global, action: ConfigAction) -> Result<u8> {
             };
             match init(g, target.as_mut(), false).await? {
                 Some(_) => println!("Migrated; the old file is at {}.", backup.display()),
-                None => return Ok(1),
+                None => return Ok(crate::exit::Exit::Failure.into()),
             }
         }
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 /// The seed's resolution at submit time: fills the request's backend, model and alias prompt.

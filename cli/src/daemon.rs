@@ -268,7 +268,7 @@ pub(crate) async fn status(g: &Global) -> Result<u8> {
             None => serde_json::json!({"running": false, "socket": socket(&home)}),
         };
         println!("{v}");
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     }
     match running {
         Some(i) => {
@@ -289,7 +289,7 @@ pub(crate) async fn status(g: &Global) -> Result<u8> {
             println!("local daemon not running (it starts with the first `dispatch \"<prompt>\"`)")
         }
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 /// Cancels every active task and waits (up to 15 s) until each worker's end is recorded.
@@ -338,14 +338,14 @@ pub(crate) async fn stop(g: &Global, force: bool) -> Result<u8> {
     let home = crate::client::home(g)?;
     let Ok(ch) = connect_existing(&home).await else {
         println!("local daemon not running");
-        return Ok(0);
+        return Ok(crate::exit::Exit::Success.into());
     };
     let i = match info(ch.clone()).await {
         Ok(i) => i,
         // It exited (idle) between the connect and the call.
         Err(_) if connect_existing(&home).await.is_err() => {
             println!("local daemon not running");
-            return Ok(0);
+            return Ok(crate::exit::Exit::Success.into());
         }
         Err(e) => return Err(e),
     };
@@ -378,5 +378,5 @@ pub(crate) async fn stop(g: &Global, force: bool) -> Result<u8> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("local daemon stopped");
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }

@@ -63,7 +63,7 @@ pub(crate) fn run(g: &Global, action: KeysAction) -> Result<u8> {
             }
         }
     }
-    Ok(0)
+    Ok(crate::exit::Exit::Success.into())
 }
 
 /// Signs `req`: fixes its id (derived from the prompt when none was given; `attempt` 2, 3, …

@@ -8,6 +8,8 @@ mod client;
 mod commands;
 mod config_cmd;
 mod daemon;
+mod doctor;
+mod exit;
 mod keys;
 mod render;
 mod retry;

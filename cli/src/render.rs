@@ -394,11 +394,5 @@ pub(crate) fn task_row(t: &v1::Task) -> String {
 
 /// The exit status a watcher returns for a task that ended in `s`.
 pub(crate) fn exit_code_for(s: TaskState) -> u8 {
-    match s {
-        TaskState::Completed => 0,
-        TaskState::Blocked => 11,
-        TaskState::Failed | TaskState::Lost => 12,
-        TaskState::Cancelled => 13,
-        _ => 1,
-    }
+    crate::exit::Exit::of(s).into()
 }
