@@ -159,9 +159,13 @@ pub(crate) struct RunArgs {
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
     /// Dispatch a task (the default command: `dispatch "<prompt>"`).
+    #[command(
+        after_help = "Examples:\n  dispatch run --backend codex --step \"reproduce\" --step \"fix\" \"fix the flaky login test\"\n  echo \"review auth.rs\" | dispatch run -"
+    )]
     Run(Box<RunArgs>),
 
     /// Show one task in detail, or list the most recent tasks.
+    #[command(after_help = "Examples:\n  dispatch status\n  dispatch status fix-login --json")]
     Status {
         /// Task to show; the most recent tasks when omitted.
         id: Option<String>,
@@ -176,6 +180,7 @@ pub(crate) enum Command {
     /// Follow a task's checklist live until it ends.
     ///
     /// Exit status: 0 completed, 11 blocked, 12 failed or lost, 13 cancelled.
+    #[command(after_help = "Examples:\n  dispatch watch fix-login\n  dispatch watch --all")]
     Watch {
         /// Task to watch.
         #[arg(required_unless_present = "all")]
@@ -190,6 +195,9 @@ pub(crate) enum Command {
     /// its colours but no other escape sequence (those are shown escaped, as `\x1b`). For a
     /// backend with structured output (`structured:` in the node's config) that is the raw
     /// event stream; `--activity` prints what the node read from it instead.
+    #[command(
+        after_help = "Examples:\n  dispatch logs fix-login --follow\n  dispatch logs fix-login --activity"
+    )]
     Logs {
         /// Task whose output to print.
         id: String,
@@ -205,6 +213,7 @@ pub(crate) enum Command {
     /// Print a task's output.md: the summary the seed's last plan item has the worker write
     /// (the coordinator keeps its first 1 MiB; a larger file is on the task's node). Exits 1
     /// when the task has none yet.
+    #[command(after_help = "Example:\n  dispatch output fix-login > summary.md")]
     Output {
         /// Task whose output.md to print.
         id: String,
@@ -217,6 +226,7 @@ pub(crate) enum Command {
     /// branch against the commit it started from); the counts go to stderr. A task with no
     /// changes to show (it ran in a plain directory, is still running, or its node could not
     /// commit them) says why on stderr and exits 0.
+    #[command(after_help = "Example:\n  dispatch diff fix-login | less")]
     Diff {
         /// The task.
         id: String,
@@ -225,6 +235,7 @@ pub(crate) enum Command {
     /// Bring a task's branch into this repository as `dispatch/<id>`: from the bundle its node
     /// sent through the coordinator, or from origin when the node pushed it. Your current
     /// branch is not touched.
+    #[command(after_help = "Example:\n  dispatch fetch fix-login && git log dispatch/fix-login")]
     Fetch {
         /// The task.
         id: String,
@@ -232,6 +243,9 @@ pub(crate) enum Command {
 
     /// Fetch a task's branch and merge it into your current branch (needs a clean working
     /// tree); a conflict is undone and reported, leaving the fetched branch to merge by hand.
+    #[command(
+        after_help = "Examples:\n  dispatch apply fix-login\n  dispatch apply fix-login --cherry-pick"
+    )]
     Apply {
         /// The task.
         id: String,
@@ -241,30 +255,37 @@ pub(crate) enum Command {
     },
 
     /// Cancel a task; a running worker's whole process group is stopped.
+    #[command(after_help = "Example:\n  dispatch cancel fix-login")]
     Cancel {
         /// Task to cancel.
         id: String,
     },
 
     /// List agent nodes: backends, capacity, load, and whether they drain.
+    #[command(
+        after_help = "Examples:\n  dispatch nodes\n  dispatch nodes drain build-box --timeout 30m"
+    )]
     Nodes {
         #[command(subcommand)]
         action: Option<NodesAction>,
     },
 
     /// Show or change your config (DISPATCH_HOME/config.yaml, the seed's schema).
+    #[command(after_help = "Examples:\n  dispatch config show\n  dispatch config set-default opus")]
     Config {
         #[command(subcommand)]
         action: ConfigAction,
     },
 
     /// Remove an ended worktree task's worktree on its node (its branch dispatch/<id> stays).
+    #[command(after_help = "Example:\n  dispatch clean fix-login")]
     Clean {
         /// Task whose worktree to remove.
         id: String,
     },
 
     /// Run a failed, lost, cancelled or blocked task again: its unchecked items, same plan.
+    #[command(after_help = "Example:\n  dispatch retry fix-login --backend codex")]
     Retry {
         /// Task to retry.
         id: String,
@@ -285,6 +306,9 @@ pub(crate) enum Command {
     /// $VISUAL/$EDITOR. Without --seq, the oldest unanswered question is answered. Answering a
     /// blocked task (its worker gave up waiting) starts a new worker that continues with the
     /// answer.
+    #[command(
+        after_help = "Examples:\n  dispatch answer fix-login \"use the staging database\"\n  dispatch answer fix-login --seq 2 \"yes\""
+    )]
     Answer {
         /// Task whose question to answer.
         id: String,
@@ -297,6 +321,7 @@ pub(crate) enum Command {
 
     /// Add a note to a running task: appended to its plan.md as
     /// "> **Note from dispatcher:** TEXT", which the worker reads before its next items.
+    #[command(after_help = "Example:\n  dispatch note fix-login \"the CI uses Node 20\"")]
     Note {
         /// Task to add the note to.
         id: String,
@@ -307,6 +332,7 @@ pub(crate) enum Command {
 
     /// Every unanswered question across all tasks and nodes, oldest first; on a terminal,
     /// answer them in turn.
+    #[command(after_help = "Examples:\n  dispatch inbox\n  dispatch inbox --list")]
     Inbox {
         /// Only list, even on a terminal.
         #[arg(long)]
@@ -318,6 +344,7 @@ pub(crate) enum Command {
     /// Exit status: 0 every task completed, 10 a question is waiting (printed), 11 a task is
     /// blocked, 12 a task failed or was lost, 13 a task was cancelled, 2 usage error (or an
     /// unknown task), 124 --timeout reached. Rides the coordinator's watch stream: no polling.
+    #[command(after_help = "Example:\n  dispatch wait fix-login --timeout 30m; echo \"exit $?\"")]
     Wait {
         /// Tasks to wait for.
         #[arg(required = true)]
@@ -328,6 +355,7 @@ pub(crate) enum Command {
     },
 
     /// Run a short end-to-end demo: three scripted tasks on the local daemon, shown live.
+    #[command(after_help = "Example:\n  dispatch demo")]
     Demo,
 
     /// Check what dispatch needs and say what to fix: the config, the coordinator (reached,
@@ -340,6 +368,9 @@ pub(crate) enum Command {
     Doctor,
 
     /// Manage the coordinator's tokens (admins): who may connect, as what.
+    #[command(
+        after_help = "Examples:\n  dispatch token create --user ann --role member\n  dispatch token list"
+    )]
     Token {
         #[command(subcommand)]
         action: TokenAction,
@@ -347,12 +378,14 @@ pub(crate) enum Command {
 
     /// Your task-signing key: with one, every task you dispatch is signed, and nodes that
     /// trust its public key run it (and nodes with trusted keys run nothing unsigned).
+    #[command(after_help = "Examples:\n  dispatch keys init\n  dispatch keys show")]
     Keys {
         #[command(subcommand)]
         action: KeysAction,
     },
 
     /// Every change made on the coordinator, who made it and when (admins), newest first.
+    #[command(after_help = "Example:\n  dispatch audit --task fix-login")]
     Audit {
         /// Only this task's records.
         #[arg(long)]
@@ -363,6 +396,7 @@ pub(crate) enum Command {
     },
 
     /// Manage the local daemon (used when no coordinator is configured).
+    #[command(after_help = "Examples:\n  dispatch daemon status\n  dispatch daemon stop")]
     Daemon {
         #[command(subcommand)]
         action: DaemonAction,
@@ -370,6 +404,9 @@ pub(crate) enum Command {
 
     /// Print a shell completion script: `dispatch completions bash > ~/.local/share/bash-completion/completions/dispatch`,
     /// `dispatch completions zsh > ~/.zfunc/_dispatch`, `dispatch completions fish > ~/.config/fish/completions/dispatch.fish`.
+    #[command(
+        after_help = "Example:\n  dispatch completions bash > ~/.local/share/bash-completion/completions/dispatch"
+    )]
     Completions {
         /// The shell: bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
@@ -377,6 +414,7 @@ pub(crate) enum Command {
 
     /// Print the manual page (roff): `dispatch man > dispatch.1; man ./dispatch.1`, or install
     /// it as `/usr/local/share/man/man1/dispatch.1`.
+    #[command(after_help = "Example:\n  dispatch man > dispatch.1 && man ./dispatch.1")]
     Man,
 
     /// Run the scripted sim worker on a worker prompt (what the `sim` backend runs).
@@ -405,20 +443,24 @@ fn parse_pool(s: &str) -> Result<std::collections::BTreeMap<String, String>, Str
 #[derive(Subcommand, Debug)]
 pub(crate) enum ConfigAction {
     /// Print the config: default, backends, models and aliases.
+    #[command(after_help = "Example:\n  dispatch config show")]
     Show,
     /// First-run setup: detect agent, claude and codex (here and on the coordinator's nodes),
     /// list their models, ask for the default, write the config.
+    #[command(after_help = "Example:\n  dispatch config init")]
     Init {
         /// Replace an existing config.
         #[arg(long)]
         force: bool,
     },
     /// Set the default model (or alias).
+    #[command(after_help = "Example:\n  dispatch config set-default opus")]
     SetDefault {
         /// A configured model or alias.
         model: String,
     },
     /// Add a model (backend by the seed's rules unless given).
+    #[command(after_help = "Example:\n  dispatch config add-model gpt-5.3-codex --backend codex")]
     AddModel {
         /// Model id.
         model: String,
@@ -427,11 +469,15 @@ pub(crate) enum ConfigAction {
         backend: Option<String>,
     },
     /// Remove a model.
+    #[command(after_help = "Example:\n  dispatch config remove-model gpt-5.3-codex")]
     RemoveModel {
         /// Model id.
         model: String,
     },
     /// Add (or replace) an alias: a name for a model plus an optional prompt addition.
+    #[command(
+        after_help = "Example:\n  dispatch config add-alias security-reviewer --model opus --prompt \"Focus on security.\""
+    )]
     AddAlias {
         /// Alias name.
         name: String,
@@ -443,12 +489,14 @@ pub(crate) enum ConfigAction {
         prompt: Option<String>,
     },
     /// Remove an alias.
+    #[command(after_help = "Example:\n  dispatch config remove-alias security-reviewer")]
     RemoveAlias {
         /// Alias name.
         name: String,
     },
     /// Upgrade an old `agents:` config to the current schema (the old file is kept as
     /// config.yaml.old).
+    #[command(after_help = "Example:\n  dispatch config migrate")]
     Migrate,
 }
 
@@ -456,6 +504,7 @@ pub(crate) enum ConfigAction {
 pub(crate) enum KeysAction {
     /// Make an ed25519 signing key in DISPATCH_HOME/signing.key (0600) and print its public
     /// key, for nodes' `trusted_keys` (or `dispatch-agent --trusted-key`).
+    #[command(after_help = "Example:\n  dispatch keys init")]
     Init {
         /// Replace an existing key (tasks signed with the old one stop verifying on nodes
         /// that trust only it).
@@ -463,6 +512,7 @@ pub(crate) enum KeysAction {
         force: bool,
     },
     /// Print the public key of your signing key.
+    #[command(after_help = "Example:\n  dispatch keys show")]
     Show,
 }
 
@@ -472,6 +522,7 @@ pub(crate) enum NodesAction {
     /// coordinator and the node until `uncordon`. Its running tasks go on; with --timeout the
     /// node drains them: they get that long to finish, then the rest are stopped with their
     /// process groups and end lost ("node drained"), retryable.
+    #[command(after_help = "Example:\n  dispatch nodes drain build-box --timeout 30m")]
     Drain {
         /// The node.
         name: String,
@@ -480,6 +531,7 @@ pub(crate) enum NodesAction {
         timeout: Option<std::time::Duration>,
     },
     /// Take tasks on a cordoned node again (admins).
+    #[command(after_help = "Example:\n  dispatch nodes uncordon build-box")]
     Uncordon {
         /// The node.
         name: String,
@@ -490,6 +542,9 @@ pub(crate) enum NodesAction {
 pub(crate) enum TokenAction {
     /// Make a token, printed once (only a hash of it is stored): for a user with a role, or
     /// for a node (it may connect as that name only; `NAME*` for a pool of names).
+    #[command(
+        after_help = "Examples:\n  dispatch token create --user ann --role member --allow-node build-box\n  dispatch token create --node \"pool-default-*\""
+    )]
     Create {
         /// A user token for this user.
         #[arg(long, conflicts_with = "node", required_unless_present = "node")]
@@ -514,8 +569,10 @@ pub(crate) enum TokenAction {
         allow_nodes: Vec<String>,
     },
     /// Every token: id, whom it is for, role, when it was made and by whom, revoked or not.
+    #[command(after_help = "Example:\n  dispatch token list --json")]
     List,
     /// Revoke a token: it stops working at once.
+    #[command(after_help = "Example:\n  dispatch token revoke 8b63ccce3a8f")]
     Revoke {
         /// The token's id (`dispatch token list`), the part after `dsp_`.
         id: String,
@@ -525,8 +582,10 @@ pub(crate) enum TokenAction {
 #[derive(Subcommand, Debug)]
 pub(crate) enum DaemonAction {
     /// Is the local daemon running? (pid, socket, active tasks)
+    #[command(after_help = "Example:\n  dispatch daemon status")]
     Status,
     /// Stop the local daemon.
+    #[command(after_help = "Example:\n  dispatch daemon stop")]
     Stop {
         /// Stop even though tasks are still running (their workers are stopped too).
         #[arg(long)]
@@ -539,4 +598,76 @@ pub(crate) enum DaemonAction {
         #[arg(long, env = "DISPATCH_DAEMON_IDLE_TIMEOUT", default_value = "10m", value_parser = dispatch_core::duration::parse)]
         idle_timeout: Duration,
     },
+}
+
+#[cfg(test)]
+mod examples {
+    use super::Cli;
+    use clap::{CommandFactory, Parser};
+
+    /// The words of a shell command line (quotes kept together), up to a pipe or redirect.
+    fn words(line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        let mut quote: Option<char> = None;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => cur.push(c),
+                (None, '"' | '\'') => quote = Some(c),
+                (None, ' ') => {
+                    if !cur.is_empty() {
+                        out.push(std::mem::take(&mut cur));
+                    }
+                }
+                (None, c) => cur.push(c),
+            }
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+        let end = out
+            .iter()
+            .position(|w| matches!(w.as_str(), "|" | ">" | "&&" | ";") || w.ends_with(';'))
+            .unwrap_or(out.len());
+        out.truncate(end);
+        out
+    }
+
+    /// Every subcommand's help shows an example, and every example parses.
+    #[test]
+    fn every_command_has_an_example_that_parses() {
+        fn walk(cmd: &clap::Command, path: &str, seen: &mut usize) {
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let name = format!("{path} {}", sub.get_name());
+                let text = format!(
+                    "{}\n{}",
+                    sub.get_after_help()
+                        .map(|h| h.to_string())
+                        .unwrap_or_default(),
+                    sub.get_long_about()
+                        .map(|h| h.to_string())
+                        .unwrap_or_default()
+                );
+                assert!(text.contains("Example"), "`{name} --help` has no example");
+                for line in text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| l.starts_with("dispatch "))
+                {
+                    let line = line.split_once("; echo").map_or(line, |(a, _)| a);
+                    if let Err(e) = Cli::try_parse_from(words(line)) {
+                        panic!("the example `{line}` of `{name}` does not parse: {e}");
+                    }
+                    *seen += 1;
+                }
+                if sub.get_name() != "help" {
+                    walk(sub, &name, seen);
+                }
+            }
+        }
+        let mut seen = 0;
+        walk(&Cli::command(), "dispatch", &mut seen);
+        assert!(seen > 40, "{seen} examples");
+    }
 }

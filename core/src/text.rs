@@ -3,8 +3,9 @@
 //! A task title, a plan item, a question, an answer, a label or a log line may carry escape
 //! sequences: OSC 52 sets the reader's clipboard, others move the cursor, rewrite the screen or
 //! change the window title. Everything dispatch prints that it did not write itself goes through
-//! here first; control characters come out as visible `\x1b`-style escapes. (`--json` needs
-//! nothing more: JSON escapes control characters itself.)
+//! here first: colour sequences are dropped, and every other control character comes out as a
+//! visible `\x1b`-style escape. (`--json` needs nothing more: JSON escapes control characters
+//! itself.)
 
 use std::borrow::Cow;
 
@@ -22,17 +23,34 @@ fn escape(c: char, out: &mut String) {
     }
 }
 
+/// The length of the colour sequence (SGR: `ESC [ digits;… m`) at the start of `s`, if any.
+fn sgr_len(s: &str) -> Option<usize> {
+    let rest = s.strip_prefix("\x1b[")?;
+    let params = rest
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b';')
+        .count();
+    (rest.as_bytes().get(params) == Some(&b'm')).then_some(2 + params + 1)
+}
+
 fn clean(s: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
     if !s.chars().any(|c| is_control(c) && !keep(c)) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        // Colour is dropped (text keeps its words); every other sequence shows, escaped.
+        if let Some(n) = sgr_len(rest) {
+            rest = &rest[n..];
+            continue;
+        }
         if is_control(c) && !keep(c) {
             escape(c, &mut out);
         } else {
             out.push(c);
         }
+        rest = &rest[c.len_utf8()..];
     }
     Cow::Owned(out)
 }
@@ -101,6 +119,18 @@ pub fn terminal_output(bytes: &[u8]) -> Cow<'_, [u8]> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn colour_is_dropped_and_other_sequences_show() {
+        assert_eq!(printable_line("\x1b[31;1mred\x1b[0m title"), "red title");
+        assert_eq!(printable_line("a\x1b[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(printable_line("\x1b]52;c;aGk=\x07"), "\\x1b]52;c;aGk=\\x07");
+        assert_eq!(
+            printable_line("\x1b[31"),
+            "\\x1b[31",
+            "an unfinished one shows"
+        );
+    }
 
     #[test]
     fn escapes_what_a_terminal_would_obey() {
