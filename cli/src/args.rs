@@ -402,6 +402,16 @@ pub(crate) enum Command {
         action: DaemonAction,
     },
 
+    /// Open the web dashboard. With the local daemon: prints a link to it that logs you in
+    /// once (and opens it with xdg-open/open when there is a display). With a coordinator:
+    /// its dashboard is where it serves `--http-listen`; log in there with your token.
+    #[command(after_help = "Example:\n  dispatch dashboard")]
+    Dashboard {
+        /// Only print the link.
+        #[arg(long)]
+        no_open: bool,
+    },
+
     /// Print a shell completion script: `dispatch completions bash > ~/.local/share/bash-completion/completions/dispatch`,
     /// `dispatch completions zsh > ~/.zfunc/_dispatch`, `dispatch completions fish > ~/.config/fish/completions/dispatch.fish`.
     #[command(

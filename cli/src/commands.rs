@@ -115,6 +115,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Wait { ids, timeout }) => crate::ask::wait(&g, &ids, timeout).await,
         Some(Command::Demo) => demo(&g).await,
         Some(Command::Doctor) => crate::doctor::doctor(&g).await,
+        Some(Command::Dashboard { no_open }) => crate::daemon::dashboard(&g, no_open).await,
         Some(Command::Token { action }) => crate::admin::token(&g, action).await,
         Some(Command::Keys { action }) => crate::keys::run(&g, action),
         Some(Command::Audit { task, limit }) => crate::admin::audit(&g, task, limit).await,

@@ -162,6 +162,30 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         stop_signal(stop_rx.clone()),
     ));
 
+    // The dashboard, on loopback; `dispatch dashboard` logs its owner in with a one-time URL.
+    match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => {
+            let addr = l.local_addr()?;
+            let mut session = [0u8; 24];
+            getrandom::fill(&mut session).map_err(|e| anyhow!("no randomness: {e}"))?;
+            let login = dispatch_coordinator::web::LocalLogin {
+                once_file: home.join("dashboard.once"),
+                session: session.iter().map(|b| format!("{b:02x}")).collect(),
+            };
+            dispatch_core::fs::write_private(
+                &home.join("dashboard.addr"),
+                format!("http://{addr}\n").as_bytes(),
+            )?;
+            let router = dispatch_coordinator::web::local_router(coordinator.clone(), login);
+            tokio::spawn(dispatch_coordinator::web::serve_local(
+                router,
+                l,
+                stop_signal(stop_rx.clone()),
+            ));
+        }
+        Err(e) => tracing::warn!(error = %e, "no dashboard: cannot listen on loopback"),
+    }
+
     let workdir = std::env::current_dir().unwrap_or_else(|_| home.clone());
     let max_tasks = std::env::var("DISPATCH_LOCAL_MAX_TASKS")
         .ok()
@@ -379,4 +403,49 @@ pub(crate) async fn stop(g: &Global, force: bool) -> Result<u8> {
     }
     println!("local daemon stopped");
     Ok(crate::exit::Exit::Success.into())
+}
+
+/// `dispatch dashboard`: a one-time login link to the local daemon's dashboard.
+pub(crate) async fn dashboard(g: &Global, no_open: bool) -> Result<u8> {
+    if let Some(url) = &g.coordinator {
+        println!(
+            "The coordinator at {url} serves its dashboard where it was started with --http-listen (`dispatch-coordinator --http-listen ADDR`); open that address and log in with your token."
+        );
+        return Ok(crate::exit::Exit::Success.into());
+    }
+    let home = crate::client::home(g)?;
+    let _ = ensure_running(&home).await?;
+    let addr = std::fs::read_to_string(home.join("dashboard.addr")).with_context(|| {
+        format!(
+            "the local daemon serves no dashboard (no {}); restart it with `dispatch daemon stop`",
+            home.join("dashboard.addr").display()
+        )
+    })?;
+    let mut secret = [0u8; 24];
+    getrandom::fill(&mut secret).map_err(|e| anyhow!("no randomness: {e}"))?;
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    // Readable by this user only; the daemon deletes it at its first use.
+    dispatch_core::fs::write_private(&home.join("dashboard.once"), secret.as_bytes())?;
+    let link = format!("{}/login?once={secret}", addr.trim());
+    println!("{link}\n(the link logs you in once; run `dispatch dashboard` again for another)");
+    if !no_open && std::io::IsTerminal::is_terminal(&std::io::stdout()) && has_display() {
+        for opener in ["xdg-open", "open"] {
+            if std::process::Command::new(opener)
+                .arg(&link)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .is_ok()
+            {
+                break;
+            }
+        }
+    }
+    Ok(crate::exit::Exit::Success.into())
+}
+
+fn has_display() -> bool {
+    cfg!(target_os = "macos")
+        || std::env::var_os("DISPLAY").is_some()
+        || std::env::var_os("WAYLAND_DISPLAY").is_some()
 }

@@ -76,3 +76,64 @@ fn the_dashboard_ticks_live_takes_an_answer_and_shows_a_viewer_no_answer_box() {
     assert!(shot.exists());
     eprintln!("screenshot: {}", shot.display());
 }
+
+/// One plain HTTP/1.1 GET: (status, headers and body).
+fn get(url: &str, cookie: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\n{cookie}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    (status, out)
+}
+
+#[test]
+fn the_local_daemon_logs_its_owner_in_with_a_one_time_link() {
+    let home = tempfile::tempdir().unwrap();
+    let dispatch = || {
+        let mut c = std::process::Command::new(dispatch_tests::bin("dispatch"));
+        c.env_remove("DISPATCH_COORDINATOR")
+            .env("DISPATCH_HOME", home.path())
+            .current_dir(home.path());
+        c
+    };
+    let out = dispatch()
+        .args(["dashboard", "--no-open"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    let link = said.lines().next().unwrap().to_string();
+    assert!(
+        link.starts_with("http://127.0.0.1:") && link.contains("/login?once="),
+        "{said}"
+    );
+    let base = link.split("/login").next().unwrap().to_string();
+    // Nothing without logging in.
+    let (code, _) = get(&format!("{base}/"), None);
+    assert_eq!(code, 303);
+    let (code, answer) = get(&link, None);
+    assert_eq!(code, 303, "{answer}");
+    let cookie = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    // Good once.
+    assert_eq!(get(&link, None).0, 401);
+    let (code, page) = get(&format!("{base}/nodes"), Some(&cookie));
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains(">local<"), "{page}");
+    let _ = dispatch().args(["daemon", "stop"]).output();
+}

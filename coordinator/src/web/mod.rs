@@ -37,7 +37,22 @@ struct App {
     c: Arc<Coordinator>,
     /// Cookies only over TLS.
     secure: bool,
+    /// The local daemon's one-time login (no tokens there).
+    local: Option<Arc<LocalLogin>>,
 }
+
+/// How the local daemon's owner logs in: `dispatch dashboard` writes a one-time secret to a
+/// file only they can read and opens `/login?once=SECRET`; the first use deletes the file and
+/// gives the browser this session's cookie.
+pub struct LocalLogin {
+    /// Where `dispatch dashboard` puts the one-time secret (0600).
+    pub once_file: std::path::PathBuf,
+    /// The session cookie's value (random, per daemon run).
+    pub session: String,
+}
+
+/// The cookie of a local session.
+const LOCAL_COOKIE: &str = "dispatch_local";
 
 impl App {
     fn svc(&self) -> DispatchSvc {
@@ -46,6 +61,10 @@ impl App {
 
     /// The logged-in caller, from the cookie.
     fn who(&self, headers: &HeaderMap) -> Option<Principal> {
+        if let Some(l) = &self.local {
+            return (cookie(headers, LOCAL_COOKIE).as_deref() == Some(l.session.as_str()))
+                .then_some(Principal::Local);
+        }
         let token = cookie(headers, COOKIE)?;
         self.c.tokens.principal(&token).ok()
     }
@@ -96,6 +115,23 @@ fn to_login() -> Response {
 
 /// The dashboard's routes.
 pub fn router(c: Arc<Coordinator>, secure: bool) -> axum::Router {
+    routes(App {
+        c,
+        secure,
+        local: None,
+    })
+}
+
+/// The local daemon's dashboard: its owner logs in with a one-time URL (`dispatch dashboard`).
+pub fn local_router(c: Arc<Coordinator>, login: LocalLogin) -> axum::Router {
+    routes(App {
+        c,
+        secure: false,
+        local: Some(Arc::new(login)),
+    })
+}
+
+fn routes(app: App) -> axum::Router {
     axum::Router::new()
         .route("/", get(index))
         .route("/login", get(login_form).post(login))
@@ -108,7 +144,7 @@ pub fn router(c: Arc<Coordinator>, secure: bool) -> axum::Router {
         .route("/events", get(events))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
-        .with_state(App { c, secure })
+        .with_state(app)
 }
 
 async fn css() -> impl IntoResponse {
@@ -125,8 +161,34 @@ async fn js() -> impl IntoResponse {
     )
 }
 
-async fn login_form() -> Html<String> {
-    Html(html::page("Log in", None, None, &html::login(None)))
+#[derive(serde::Deserialize)]
+struct Once {
+    once: Option<String>,
+}
+
+async fn login_form(State(app): State<App>, Query(q): Query<Once>) -> Response {
+    if let Some(l) = &app.local {
+        // The secret is good once: the file is removed before the cookie is given.
+        let given = q.once.unwrap_or_default();
+        let kept = std::fs::read_to_string(&l.once_file).unwrap_or_default();
+        if !given.is_empty() && given == kept.trim() && std::fs::remove_file(&l.once_file).is_ok() {
+            let mut r = Redirect::to("/").into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{LOCAL_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+                l.session
+            )) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            return r;
+        }
+        let body = "<section class=\"login\"><h2>Log in</h2><p>Run <code>dispatch dashboard</code>: it prints a link that logs you in once.</p></section>";
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(html::page("Log in", None, None, body)),
+        )
+            .into_response();
+    }
+    Html(html::page("Log in", None, None, &html::login(None))).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -176,10 +238,13 @@ async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> Response {
 
 async fn logout() -> Response {
     let mut r = Redirect::to("/login").into_response();
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("dispatch_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
-    );
+    for gone in [
+        "dispatch_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
+        "dispatch_local=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
+    ] {
+        r.headers_mut()
+            .append(header::SET_COOKIE, HeaderValue::from_static(gone));
+    }
     r
 }
 
@@ -439,6 +504,17 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(f): Query<Foll
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// Serves `router` on a loopback `listener` until `stop` resolves (the local daemon's).
+pub async fn serve_local(
+    router: axum::Router,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 /// Serves the dashboard on `listener` until `stop` resolves: HTTPS with `tls` (the
