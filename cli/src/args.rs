@@ -402,9 +402,11 @@ pub(crate) enum Command {
         action: DaemonAction,
     },
 
-    /// Open the web dashboard. With the local daemon: prints a link to it that logs you in
-    /// once (and opens it with xdg-open/open when there is a display). With a coordinator:
-    /// its dashboard is where it serves `--http-listen`; log in there with your token.
+    /// Open the web dashboard (a one-time login link to the local daemon's).
+    ///
+    /// With the local daemon: prints a link to its dashboard that logs you in once (and opens
+    /// it with xdg-open/open when there is a display). With a coordinator: its dashboard is
+    /// where it serves `--http-listen`; log in there with your token.
     #[command(after_help = "Example:\n  dispatch dashboard")]
     Dashboard {
         /// Only print the link.

@@ -329,7 +329,7 @@ async fn cancel_all(ch: Channel) -> Result<()> {
     ]
     .map(|s| dispatch_proto::convert::state_to_proto(s) as i32)
     .to_vec();
-    let (tasks, _) = crate::commands::list_tasks(&mut c, active, 0).await?;
+    let (tasks, _) = crate::cmd::list_tasks(&mut c, active, 0).await?;
     for t in &tasks {
         let cancelled = c
             .cancel(v1::CancelRequest { id: t.id.clone() })

@@ -1,16 +1,10 @@
 //! `dispatch`: send coding-agent tasks to any machine and watch them.
 
-mod admin;
 mod args;
-mod ask;
-mod changes;
 mod client;
-mod commands;
-mod config_cmd;
+mod cmd;
 mod daemon;
-mod doctor;
 mod exit;
-mod keys;
 mod render;
 mod retry;
 mod watching;
@@ -49,7 +43,7 @@ fn main() -> ExitCode {
         let _in = rt.enter();
         dispatch_telemetry::init("dispatch", None)
     };
-    let result = rt.block_on(commands::run(cli));
+    let result = rt.block_on(cmd::run(cli));
     drop(telemetry);
     match result {
         Ok(code) => ExitCode::from(code),

@@ -48,7 +48,7 @@ pub(crate) async fn doctor(g: &Global) -> Result<u8> {
         print: !g.json,
     };
     // The config.
-    match crate::config_cmd::path(g) {
+    match crate::cmd::config::path(g) {
         Ok(path) => match dispatch_core::config::Config::load(&path) {
             Ok(Some(c)) => {
                 r.line(

@@ -1,0 +1,225 @@
+//! One file per command (or family of commands); this one reads the command line and runs
+//! the command it names.
+
+pub(crate) mod admin;
+pub(crate) mod ask;
+mod cancel;
+pub(crate) mod changes;
+mod clean;
+pub(crate) mod config;
+mod demo;
+pub(crate) mod doctor;
+pub(crate) mod keys;
+mod logs;
+mod nodes;
+mod output;
+mod retry;
+mod run;
+mod status;
+mod watch;
+
+use cancel::cancel;
+use clean::clean;
+use demo::demo;
+use logs::logs;
+use nodes::{cordon, nodes};
+use output::output;
+use retry::retry;
+use run::{dispatched_line, submit};
+pub(crate) use status::list_tasks;
+use status::status;
+pub(crate) use watch::follow;
+use watch::watch_all;
+
+use crate::args::{Cli, Command, DaemonAction, NodesAction, RunArgs};
+use crate::client::connect;
+use anyhow::{Context, Result, anyhow, bail};
+use dispatch_core::task_id;
+use std::io::Write;
+
+/// Runs the parsed command line; returns the exit status.
+pub(crate) async fn run(cli: Cli) -> Result<u8> {
+    let mut g = cli.global;
+    // The config's `coordinator:` applies when neither --coordinator nor DISPATCH_COORDINATOR
+    // is given (a broken config is reported by the commands that read it).
+    let file = crate::cmd::config::path(&g)
+        .ok()
+        .and_then(|p| dispatch_core::config::Config::load(&p).ok().flatten());
+    if g.coordinator.is_none() {
+        g.coordinator = file.as_ref().and_then(|c| c.coordinator.clone());
+    }
+    // The token: a file named on the command line, the environment, the config.
+    g.token = match &g.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read --token-file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("DISPATCH_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| file.as_ref().and_then(|c| c.token.clone())),
+    };
+    if g.ca.is_none() {
+        g.ca = file
+            .as_ref()
+            .and_then(|c| c.tls.as_ref())
+            .map(std::path::PathBuf::from);
+    }
+    let default_remote = file.and_then(|c| c.remote);
+    let with_remote = |mut a: RunArgs| {
+        if a.remote.is_none() && g.coordinator.is_some() {
+            a.remote = default_remote.clone();
+        }
+        a
+    };
+    match cli.command {
+        None => {
+            if cli.run.prompt.is_empty() && cli.run.plan.is_none() && cli.run.steps.is_empty() {
+                bail!("say what to dispatch: dispatch \"<prompt>\" (see `dispatch --help`)");
+            }
+            if let Some(meant) = mistyped_command(&cli.run) {
+                eprintln!(
+                    "error: `{word}` is not a dispatch command; did you mean `dispatch {meant}`?\n(To dispatch it as a prompt: `dispatch run {word}`.)",
+                    word = cli.run.prompt[0]
+                );
+                return Ok(crate::exit::Exit::Usage.into());
+            }
+            submit(&g, with_remote(cli.run)).await
+        }
+        Some(Command::Completions { shell }) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "dispatch", &mut out);
+            print_all(&out)
+        }
+        Some(Command::Man) => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .context("cannot render the manual page")?;
+            print_all(&out)
+        }
+        Some(Command::Run(args)) => submit(&g, with_remote(*args)).await,
+        Some(Command::Status { id, limit, all }) => status(&g, id, limit, all).await,
+        Some(Command::Watch { id: Some(id), .. }) => {
+            task_id::validate(&id)?;
+            let mut t = connect(&g).await?;
+            follow(&g, &mut t, &[id], g.json).await
+        }
+        Some(Command::Watch { id: None, .. }) => watch_all(&g).await,
+        Some(Command::Logs {
+            id,
+            follow,
+            activity,
+        }) => logs(&g, &id, follow, activity).await,
+        Some(Command::Output { id, follow }) => output(&g, &id, follow).await,
+        Some(Command::Diff { id }) => crate::cmd::changes::diff(&g, &id).await,
+        Some(Command::Fetch { id }) => crate::cmd::changes::fetch_cmd(&g, &id).await,
+        Some(Command::Apply { id, cherry_pick }) => {
+            crate::cmd::changes::apply(&g, &id, cherry_pick).await
+        }
+        Some(Command::Cancel { id }) => cancel(&g, &id).await,
+        Some(Command::Nodes { action: None }) => nodes(&g).await,
+        Some(Command::Nodes {
+            action: Some(NodesAction::Drain { name, timeout }),
+        }) => cordon(&g, &name, true, timeout).await,
+        Some(Command::Nodes {
+            action: Some(NodesAction::Uncordon { name }),
+        }) => cordon(&g, &name, false, None).await,
+        Some(Command::Config { action }) => crate::cmd::config::run(&g, action).await,
+        Some(Command::Clean { id }) => clean(&g, &id).await,
+        Some(Command::Retry {
+            id,
+            model,
+            backend,
+            remote,
+        }) => retry(&g, &id, model, backend, remote).await,
+        Some(Command::Answer { id, seq, text }) => {
+            crate::cmd::ask::answer(&g, &id, seq, text).await
+        }
+        Some(Command::Note { id, text }) => crate::cmd::ask::note(&g, &id, &text.join(" ")).await,
+        Some(Command::Inbox { list }) => crate::cmd::ask::inbox(&g, list).await,
+        Some(Command::Wait { ids, timeout }) => crate::cmd::ask::wait(&g, &ids, timeout).await,
+        Some(Command::Demo) => demo(&g).await,
+        Some(Command::Doctor) => crate::cmd::doctor::doctor(&g).await,
+        Some(Command::Dashboard { no_open }) => crate::daemon::dashboard(&g, no_open).await,
+        Some(Command::Token { action }) => crate::cmd::admin::token(&g, action).await,
+        Some(Command::Keys { action }) => crate::cmd::keys::run(&g, action),
+        Some(Command::Audit { task, limit }) => crate::cmd::admin::audit(&g, task, limit).await,
+        Some(Command::Daemon {
+            action: DaemonAction::Status,
+        }) => crate::daemon::status(&g).await,
+        Some(Command::Daemon {
+            action: DaemonAction::Stop { force },
+        }) => crate::daemon::stop(&g, force).await,
+        Some(Command::Daemon {
+            action: DaemonAction::Run { .. },
+        })
+        | Some(Command::SimWorker { .. }) => {
+            unreachable!("handled before the runtime starts")
+        }
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
+fn print_all(bytes: &[u8]) -> Result<u8> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow!("cannot write to stdout: {e}"))
+        }
+        _ => Ok(crate::exit::Exit::Success.into()),
+    }
+}
+
+/// The command a lone word was probably meant as (`dispatch stauts`): a subcommand within two
+/// edits of it (one, for words under five letters). A prompt of one word that is not close to
+/// any command is dispatched as usual.
+fn mistyped_command(run: &RunArgs) -> Option<String> {
+    let [word] = run.prompt.as_slice() else {
+        return None;
+    };
+    if !run.steps.is_empty() || run.plan.is_some() || word.len() < 3 {
+        return None;
+    }
+    if !word.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
+        return None;
+    }
+    let word = word.to_ascii_lowercase();
+    let most = if word.len() < 5 { 1 } else { 2 };
+    <Cli as clap::CommandFactory>::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_string())
+        .map(|name| (edit_distance(&word, &name), name))
+        .filter(|(d, _)| *d <= most)
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance (with adjacent swaps counting one), over bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}

@@ -1,0 +1,116 @@
+//! `dispatch nodes` (and `nodes drain|uncordon`).
+
+use crate::args::Global;
+use crate::client::connect;
+use crate::render;
+use anyhow::Result;
+use dispatch_core::limits;
+use dispatch_proto::v1;
+
+pub(super) async fn cordon(
+    g: &Global,
+    name: &str,
+    draining: bool,
+    timeout: Option<std::time::Duration>,
+) -> Result<u8> {
+    limits::check_name("node name", name)?;
+    let mut t = connect(g).await?;
+    let n = t
+        .client
+        .set_node_draining(v1::SetNodeDrainingRequest {
+            name: name.to_string(),
+            draining,
+            stop_after_ms: timeout.map_or(0, |t| t.as_millis().max(1) as u64),
+        })
+        .await?
+        .into_inner();
+    if g.json {
+        println!("{}", render::node_json(&n));
+    } else if let (true, Some(t)) = (draining, timeout) {
+        println!(
+            "Node `{}` is draining: no new task goes there; its {} running task{} get {} to finish, then the rest are stopped (lost, retryable). `dispatch nodes uncordon {}` undoes it.",
+            n.name,
+            n.running,
+            if n.running == 1 { "" } else { "s" },
+            dispatch_core::duration::format(t),
+            n.name
+        );
+    } else if draining {
+        println!(
+            "Node `{}` is cordoned: no new task goes there; its {} running task{} go on. `dispatch nodes uncordon {}` undoes it.",
+            n.name,
+            n.running,
+            if n.running == 1 { "" } else { "s" },
+            n.name
+        );
+    } else {
+        println!("Node `{}` takes tasks again.", n.name);
+    }
+    Ok(crate::exit::Exit::Success.into())
+}
+
+pub(super) async fn nodes(g: &Global) -> Result<u8> {
+    let mut t = connect(g).await?;
+    let nodes = t
+        .client
+        .list_nodes(v1::ListNodesRequest {})
+        .await?
+        .into_inner()
+        .nodes;
+    if g.json {
+        println!(
+            "{}",
+            serde_json::Value::Array(nodes.iter().map(render::node_json).collect())
+        );
+        return Ok(crate::exit::Exit::Success.into());
+    }
+    if nodes.is_empty() {
+        println!(
+            "no node has connected to {} yet; start one with `dispatch-agent --coordinator {} --name NAME`",
+            t.url, t.url
+        );
+        return Ok(crate::exit::Exit::Success.into());
+    }
+    println!(
+        "{:<20} {:<10} {:>7}  {:<28} {:<20} LAST HEARD FROM",
+        "NAME", "STATUS", "RUNNING", "BACKENDS", "LABELS"
+    );
+    for n in &nodes {
+        // `cursor(12)`: a backend and how many models it lists.
+        let backends: Vec<String> = n
+            .backends
+            .iter()
+            .map(|b| {
+                if b.models.is_empty() {
+                    b.name.clone()
+                } else {
+                    format!("{}({})", b.name, b.models.len())
+                }
+            })
+            .collect();
+        let mut labels: Vec<String> = n
+            .labels
+            .iter()
+            .map(|(k, v)| dispatch_core::text::printable_line(&format!("{k}={v}")).into_owned())
+            .collect();
+        labels.sort();
+        println!(
+            "{:<20} {:<10} {:>7}  {:<28} {:<20} {}",
+            n.name,
+            match (n.connected, n.draining) {
+                (true, true) => "draining",
+                (true, false) => "connected",
+                (false, _) => "offline",
+            },
+            format!("{}/{}", n.running, n.capacity),
+            backends.join(","),
+            if labels.is_empty() {
+                "-".into()
+            } else {
+                labels.join(",")
+            },
+            render::ago(n.last_seen_ms)
+        );
+    }
+    Ok(crate::exit::Exit::Success.into())
+}

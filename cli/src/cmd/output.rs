@@ -1,0 +1,71 @@
+//! `dispatch output`: a task's output.md.
+
+use crate::args::Global;
+use crate::client::connect;
+use crate::render;
+use anyhow::{Result, anyhow, bail};
+use dispatch_core::task_id;
+use dispatch_proto::v1;
+use std::io::{IsTerminal, Write};
+
+pub(super) async fn output(g: &Global, id: &str, follow: bool) -> Result<u8> {
+    task_id::validate(id)?;
+    let mut t = connect(g).await?;
+    let mut stream = t
+        .client
+        .get_output(v1::GetOutputRequest {
+            id: id.to_string(),
+            follow,
+        })
+        .await?
+        .into_inner();
+    let terminal = std::io::stdout().is_terminal();
+    let mut shown = 0;
+    while let Some(o) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow!(render::status_text(&s)))?
+    {
+        if g.json {
+            println!(
+                "{}",
+                serde_json::json!({"task": id, "markdown": o.markdown, "bytes": o.bytes, "truncated": o.truncated, "node": o.node, "path": o.path})
+            );
+        } else {
+            let mut out = std::io::stdout().lock();
+            if shown > 0 {
+                writeln!(
+                    out,
+                    "\n--- output.md rewritten ({}) ---",
+                    dispatch_core::fs::human_bytes(o.bytes)
+                )?;
+            }
+            // It is the worker's text: on a terminal no escape sequence takes effect.
+            if terminal {
+                out.write_all(dispatch_core::text::printable(&o.markdown).as_bytes())?;
+            } else {
+                out.write_all(o.markdown.as_bytes())?;
+            }
+            if !o.markdown.ends_with('\n') {
+                writeln!(out)?;
+            }
+            out.flush()?;
+            if o.truncated {
+                eprintln!(
+                    "(output.md is {} on node `{}`; the coordinator keeps its first {}. The whole file is at {} there.)",
+                    dispatch_core::fs::human_bytes(o.bytes),
+                    dispatch_core::text::printable_line(&o.node),
+                    dispatch_core::fs::human_bytes(dispatch_core::limits::MAX_OUTPUT_BYTES as u64),
+                    dispatch_core::text::printable_line(&o.path)
+                );
+            }
+        }
+        shown += 1;
+    }
+    if shown == 0 {
+        bail!(
+            "`{id}` has no output.md yet: the worker writes it for the plan's last item (`dispatch watch {id}` shows how far it is)"
+        );
+    }
+    Ok(crate::exit::Exit::Success.into())
+}
