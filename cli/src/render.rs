@@ -377,19 +377,38 @@ fn hidden(t: &v1::Task) -> String {
 }
 
 /// One-line summary for lists.
-pub(crate) fn task_row(t: &v1::Task) -> String {
+pub(crate) fn task_row(t: &v1::Task) -> Vec<String> {
     let title = if t.summary {
         hidden(t)
     } else {
         printable_line(&t.title).into_owned()
     };
-    format!(
-        "{:<28} {:<22} {:>5}  {}",
-        t.id,
-        whereabouts(t),
-        progress(t),
-        title
-    )
+    vec![t.id.clone(), whereabouts(t), progress(t), title]
+}
+
+/// A plain table: a header, columns two spaces apart, widths from their widest cell
+/// (Unicode-aware), the columns in `right` right-aligned, no borders, no trailing spaces.
+/// Cells are shown as given: callers pass text through `printable_line` first.
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
+    use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    let last = header.len().saturating_sub(1);
+    for (i, c) in t.column_iter_mut().enumerate() {
+        c.set_padding((0, if i == last { 0 } else { 2 }));
+        if right.contains(&i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The exit status a watcher returns for a task that ended in `s`.

@@ -159,19 +159,21 @@ pub(crate) async fn audit(g: &Global, task: Option<String>, limit: u32) -> Resul
         println!("no change recorded yet");
         return Ok(crate::exit::Exit::Success.into());
     }
+    let rows = records
+        .iter()
+        .map(|r| {
+            vec![
+                when(r.at_ms),
+                printable_line(&r.who).into_owned(),
+                printable_line(&r.action).into_owned(),
+                r.task_id.clone(),
+                printable_line(&r.detail).into_owned(),
+            ]
+        })
+        .collect();
     println!(
-        "{:<14} {:<16} {:<13} {:<28} DETAIL",
-        "WHEN", "WHO", "WHAT", "TASK"
+        "{}",
+        crate::render::table(&["WHEN", "WHO", "WHAT", "TASK", "DETAIL"], rows, &[])
     );
-    for r in &records {
-        println!(
-            "{:<14} {:<16} {:<13} {:<28} {}",
-            when(r.at_ms),
-            printable_line(&r.who),
-            r.action,
-            r.task_id,
-            printable_line(&r.detail)
-        );
-    }
     Ok(crate::exit::Exit::Success.into())
 }

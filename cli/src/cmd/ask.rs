@@ -166,20 +166,22 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
     let interactive =
         !list_only && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if !interactive {
+        let rows = questions
+            .iter()
+            .map(|q| {
+                vec![
+                    q.task_id.clone(),
+                    printable_line(&q.node).into_owned(),
+                    format!("{:03}", q.seq),
+                    render::ago(q.asked_at_ms),
+                    printable_line(&q.text).into_owned(),
+                ]
+            })
+            .collect();
         println!(
-            "{:<28} {:<16} {:>4} {:>10}  QUESTION",
-            "TASK", "NODE", "SEQ", "AGE"
+            "{}",
+            render::table(&["TASK", "NODE", "SEQ", "AGE", "QUESTION"], rows, &[2, 3])
         );
-        for q in &questions {
-            println!(
-                "{:<28} {:<16} {:>4} {:>10}  {}",
-                q.task_id,
-                printable_line(&q.node),
-                format!("{:03}", q.seq),
-                render::ago(q.asked_at_ms),
-                printable_line(&q.text)
-            );
-        }
         return Ok(crate::exit::Exit::Success.into());
     }
     let stdin = std::io::stdin();

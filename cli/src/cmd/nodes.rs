@@ -71,10 +71,7 @@ pub(super) async fn nodes(g: &Global) -> Result<u8> {
         );
         return Ok(crate::exit::Exit::Success.into());
     }
-    println!(
-        "{:<20} {:<10} {:>7}  {:<28} {:<20} LAST HEARD FROM",
-        "NAME", "STATUS", "RUNNING", "BACKENDS", "LABELS"
-    );
+    let mut rows = Vec::new();
     for n in &nodes {
         // `cursor(12)`: a backend and how many models it lists.
         let backends: Vec<String> = n
@@ -94,23 +91,31 @@ pub(super) async fn nodes(g: &Global) -> Result<u8> {
             .map(|(k, v)| dispatch_core::text::printable_line(&format!("{k}={v}")).into_owned())
             .collect();
         labels.sort();
-        println!(
-            "{:<20} {:<10} {:>7}  {:<28} {:<20} {}",
-            n.name,
+        rows.push(vec![
+            n.name.clone(),
             match (n.connected, n.draining) {
                 (true, true) => "draining",
                 (true, false) => "connected",
                 (false, _) => "offline",
-            },
+            }
+            .to_string(),
             format!("{}/{}", n.running, n.capacity),
-            backends.join(","),
+            dispatch_core::text::printable_line(&backends.join(",")).into_owned(),
             if labels.is_empty() {
                 "-".into()
             } else {
                 labels.join(",")
             },
-            render::ago(n.last_seen_ms)
-        );
+            render::ago(n.last_seen_ms),
+        ]);
     }
+    println!(
+        "{}",
+        render::table(
+            &["NAME", "STATUS", "RUNNING", "BACKENDS", "LABELS", "LAST HEARD FROM"],
+            rows,
+            &[2]
+        )
+    );
     Ok(crate::exit::Exit::Success.into())
 }

@@ -75,10 +75,11 @@ pub(super) async fn status(g: &Global, id: Option<String>, limit: u32, all: bool
             } else if tasks.is_empty() {
                 println!("no tasks yet; dispatch one with `dispatch \"<prompt>\"`");
             } else {
-                println!("{:<28} {:<22} {:>5}  TITLE", "ID", "STATE", "DONE");
-                for task in &tasks {
-                    println!("{}", render::task_row(task));
-                }
+                let rows = tasks.iter().map(render::task_row).collect();
+                println!(
+                    "{}",
+                    render::table(&["ID", "STATE", "DONE", "TITLE"], rows, &[2])
+                );
                 if (tasks.len() as u64) < total {
                     println!(
                         "(the {} most recent of {total} tasks; `dispatch status --all` lists every one)",
