@@ -112,7 +112,14 @@ pub(super) async fn nodes(g: &Global) -> Result<u8> {
     println!(
         "{}",
         render::table(
-            &["NAME", "STATUS", "RUNNING", "BACKENDS", "LABELS", "LAST HEARD FROM"],
+            &[
+                "NAME",
+                "STATUS",
+                "RUNNING",
+                "BACKENDS",
+                "LABELS",
+                "LAST HEARD FROM"
+            ],
             rows,
             &[2]
         )
