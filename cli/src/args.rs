@@ -414,6 +414,14 @@ pub(crate) enum Command {
         no_open: bool,
     },
 
+    /// Serve dispatch as MCP tools on stdin/stdout, for agent hosts (Claude Code, Codex,
+    /// Cursor): dispatch, wait, answer, read results — no monitor script.
+    ///
+    /// Register it once with the host (README, "MCP"); the host starts it. It uses the same
+    /// coordinator, token and config as the CLI.
+    #[command(after_help = "Example:\n  claude mcp add dispatch -- dispatch mcp")]
+    Mcp,
+
     /// Print a shell completion script: `dispatch completions bash > ~/.local/share/bash-completion/completions/dispatch`,
     /// `dispatch completions zsh > ~/.zfunc/_dispatch`, `dispatch completions fish > ~/.config/fish/completions/dispatch.fish`.
     #[command(
@@ -437,7 +445,7 @@ pub(crate) enum Command {
     },
 }
 
-fn parse_pool(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+pub(crate) fn parse_pool(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
     let mut out = std::collections::BTreeMap::new();
     for pair in s.split(',').filter(|p| !p.trim().is_empty()) {
         let (k, v) = pair

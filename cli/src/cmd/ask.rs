@@ -230,7 +230,7 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
 }
 
 /// Exit status of `wait` for a set of tasks, or None while none needs the user yet.
-fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
+pub(super) fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
     let mut worst: Option<(crate::exit::Exit, String)> = None;
     let mut consider = |code: crate::exit::Exit, msg: String| {
         // A question first (10), then blocked (11), failed (12), cancelled (13).

@@ -11,6 +11,7 @@ mod demo;
 pub(crate) mod doctor;
 pub(crate) mod keys;
 mod logs;
+mod mcp;
 mod nodes;
 mod output;
 mod retry;
@@ -145,6 +146,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Wait { ids, timeout }) => crate::cmd::ask::wait(&g, &ids, timeout).await,
         Some(Command::Demo) => demo(&g).await,
         Some(Command::Doctor) => crate::cmd::doctor::doctor(&g).await,
+        Some(Command::Mcp) => mcp::serve(&g).await,
         Some(Command::Dashboard { no_open }) => crate::daemon::dashboard(&g, no_open).await,
         Some(Command::Token { action }) => crate::cmd::admin::token(&g, action).await,
         Some(Command::Keys { action }) => crate::cmd::keys::run(&g, action),

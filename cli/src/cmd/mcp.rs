@@ -1,0 +1,504 @@
+//! `dispatch mcp`: dispatch as Model Context Protocol tools, over stdio, for any agent host
+//! (Claude Code, Codex, Cursor). It talks to the configured coordinator, or the local daemon,
+//! like every other command; every tool is one or two of the CLI's calls, with its checks and
+//! its messages. stdout carries the protocol: nothing else is printed there.
+
+use crate::args::{Global, RunArgs};
+use crate::client::{Target, connect};
+use crate::render;
+use anyhow::{Result, anyhow, bail};
+use dispatch_proto::v1;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Longest a `wait_for_task` call blocks (a host may call it again).
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// Serves the tools on stdin/stdout until the host closes them.
+pub(crate) async fn serve(g: &Global) -> Result<u8> {
+    let server = Dispatch { g: g.clone() }
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| anyhow!("MCP: {e}"))?;
+    server.waiting().await.map_err(|e| anyhow!("MCP: {e}"))?;
+    Ok(crate::exit::Exit::Success.into())
+}
+
+#[derive(Clone)]
+struct Dispatch {
+    g: Global,
+}
+
+/// A JSON schema object for a tool's input.
+fn schema(properties: Value, required: &[&str]) -> std::sync::Arc<Map<String, Value>> {
+    let v = json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false});
+    match v {
+        Value::Object(m) => std::sync::Arc::new(m),
+        _ => unreachable!("an object literal"),
+    }
+}
+
+fn id_only(what: &str) -> std::sync::Arc<Map<String, Value>> {
+    schema(
+        json!({"id": {"type": "string", "description": what}}),
+        &["id"],
+    )
+}
+
+fn tools() -> Vec<Tool> {
+    vec![
+        Tool::new(
+            "dispatch_task",
+            "Dispatch a task to a worker (Claude Code, Codex, Cursor or any configured CLI) on a node. Its checklist is the steps given, or the plan, or taken from the prompt. Returns the task's id, node, backend, model and plan, and a notice when your default model was used.",
+            schema(
+                json!({
+                    "prompt": {"type": "string", "description": "What the worker should do."},
+                    "steps": {"type": "array", "items": {"type": "string"}, "description": "Checklist items (replace those taken from the prompt)."},
+                    "plan": {"type": "string", "description": "A whole plan.md, used as is."},
+                    "id": {"type": "string", "description": "Task id (kebab-case); derived from the prompt when absent."},
+                    "model": {"type": "string"},
+                    "alias": {"type": "string", "description": "A configured alias (its model and prompt addition)."},
+                    "backend": {"type": "string", "description": "claude, cursor, codex, sim, or one a node configures."},
+                    "remote": {"type": "string", "description": "Run on this node only."},
+                    "pool": {"type": "string", "description": "Run on nodes with these labels: k=v[,k=v]."},
+                    "after": {"type": "string", "description": "Start after this task completes."},
+                    "worktree": {"type": "boolean", "description": "Run in a git worktree on branch dispatch/<id>."},
+                    "title": {"type": "string"}
+                }),
+                &["prompt"],
+            ),
+        ),
+        Tool::new(
+            "task_status",
+            "One task in full (with its checklist and questions), or the most recent tasks when no id is given.",
+            schema(
+                json!({"id": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": 1000}}),
+                &[],
+            ),
+        ),
+        Tool::new(
+            "wait_for_task",
+            "Block until the task needs you — a question is waiting, or it ended — or the timeout passes. Returns why (`question`, `completed`, `blocked`, `failed`, `cancelled`, `timeout`), the message `dispatch wait` prints, and the task.",
+            schema(
+                json!({
+                    "id": {"type": "string"},
+                    "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Default 300."}
+                }),
+                &["id"],
+            ),
+        ),
+        Tool::new(
+            "answer_question",
+            "Answer a worker's question (the oldest open one, or question `seq`); the worker continues with its context.",
+            schema(
+                json!({"id": {"type": "string"}, "text": {"type": "string"}, "seq": {"type": "integer", "minimum": 1}}),
+                &["id", "text"],
+            ),
+        ),
+        Tool::new(
+            "add_note",
+            "Append a note for the worker to the task's plan.md.",
+            schema(
+                json!({"id": {"type": "string"}, "text": {"type": "string"}}),
+                &["id", "text"],
+            ),
+        ),
+        Tool::new(
+            "cancel_task",
+            "Cancel a task; its worker is stopped.",
+            id_only("The task."),
+        ),
+        Tool::new(
+            "retry_task",
+            "Run an ended task's unchecked items again, optionally with another backend, model or node.",
+            schema(
+                json!({"id": {"type": "string"}, "backend": {"type": "string"}, "model": {"type": "string"}, "remote": {"type": "string"}}),
+                &["id"],
+            ),
+        ),
+        Tool::new(
+            "task_output",
+            "The task's output.md: the summary its worker wrote.",
+            id_only("The task."),
+        ),
+        Tool::new(
+            "task_diff",
+            "What a worktree or remote-workspace task changed, as a patch.",
+            id_only("The task."),
+        ),
+        Tool::new(
+            "list_nodes",
+            "The agent nodes: connected or not, load, backends, labels.",
+            schema(json!({}), &[]),
+        ),
+        Tool::new(
+            "inbox",
+            "Every question a worker is waiting on, across tasks and nodes.",
+            schema(json!({}), &[]),
+        ),
+    ]
+}
+
+impl ServerHandler for Dispatch {
+    fn get_info(&self) -> InitializeResult {
+        let mut info = InitializeResult::new(ServerCapabilities::builder().enable_tools().build());
+        info.server_info = Implementation::new("dispatch", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(
+            "Dispatch coding tasks to agent CLIs on any machine. Typical flow: dispatch_task, then wait_for_task; when it returns `question`, answer_question and wait again; at the end read task_output (and task_diff)."
+                .into(),
+        );
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let args = request.arguments.unwrap_or_default();
+        let name = request.name.as_ref();
+        if !tools().iter().any(|t| t.name == name) {
+            return Err(McpError::invalid_params(
+                format!("no tool `{name}`; tools/list names them"),
+                None,
+            ));
+        }
+        let done = call(&self.g, name, &args).await;
+        Ok(match done {
+            Ok(v) => CallToolResult::structured(v),
+            // The CLI's message, as the tool's error (what the host shows the model).
+            Err(e) => CallToolResult::error(vec![ContentBlock::text(render::error_text(&e))]),
+        }
+        .into())
+    }
+}
+
+fn text(args: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => bail!("`{key}` must be a string, not {other}"),
+    }
+}
+
+fn need(args: &Map<String, Value>, key: &str) -> Result<String> {
+    text(args, key)?
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| anyhow!("`{key}` is required"))
+}
+
+fn number(args: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
+    match args.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| anyhow!("`{key}` must be a whole number, not {v}")),
+    }
+}
+
+async fn call(g: &Global, name: &str, args: &Map<String, Value>) -> Result<Value> {
+    match name {
+        "dispatch_task" => dispatch_task(g, args).await,
+        "task_status" => {
+            let mut t = connect(g).await?;
+            match text(args, "id")? {
+                Some(id) => {
+                    dispatch_core::task_id::validate(&id)?;
+                    let task = t
+                        .client
+                        .get_task(v1::GetTaskRequest { id })
+                        .await?
+                        .into_inner();
+                    Ok(render::task_json(&task))
+                }
+                None => {
+                    let limit = number(args, "limit")?.unwrap_or(50).clamp(1, 1000) as u32;
+                    let page = t
+                        .client
+                        .list_tasks(v1::ListTasksRequest {
+                            limit,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    Ok(
+                        json!({"tasks": page.tasks.iter().map(render::task_json).collect::<Vec<_>>()}),
+                    )
+                }
+            }
+        }
+        "wait_for_task" => {
+            let id = need(args, "id")?;
+            dispatch_core::task_id::validate(&id)?;
+            let timeout =
+                Duration::from_secs(number(args, "timeout_seconds")?.unwrap_or(300)).min(MAX_WAIT);
+            wait_for(g, &id, timeout).await
+        }
+        "answer_question" => {
+            let id = need(args, "id")?;
+            let text = need(args, "text")?;
+            let seq = number(args, "seq")?.unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+            let t = connect(g).await?;
+            let req = v1::AnswerRequest {
+                id,
+                seq,
+                text,
+                request_id: crate::retry::request_id(),
+            };
+            let task = crate::retry::idempotent(
+                "answer",
+                t.client.clone(),
+                || crate::retry::reconnect(g),
+                |mut c| {
+                    let r = req.clone();
+                    async move { c.answer(r).await }
+                },
+            )
+            .await?
+            .into_inner();
+            Ok(render::task_json(&task))
+        }
+        "add_note" => {
+            let (id, text) = (need(args, "id")?, need(args, "text")?);
+            let mut t = connect(g).await?;
+            let task = t
+                .client
+                .add_note(v1::AddNoteRequest { id, text })
+                .await?
+                .into_inner();
+            Ok(render::task_json(&task))
+        }
+        "cancel_task" => {
+            let id = need(args, "id")?;
+            let mut t = connect(g).await?;
+            let task = t
+                .client
+                .cancel(v1::CancelRequest { id })
+                .await?
+                .into_inner();
+            Ok(render::task_json(&task))
+        }
+        "retry_task" => {
+            let id = need(args, "id")?;
+            let mut t = connect(g).await?;
+            let task = t
+                .client
+                .retry(v1::RetryRequest {
+                    id,
+                    backend: text(args, "backend")?.unwrap_or_default(),
+                    model: text(args, "model")?.unwrap_or_default(),
+                    remote: text(args, "remote")?.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            Ok(render::task_json(&task))
+        }
+        "task_output" => {
+            let id = need(args, "id")?;
+            let mut t = connect(g).await?;
+            let mut s = t
+                .client
+                .get_output(v1::GetOutputRequest {
+                    id: id.clone(),
+                    follow: false,
+                })
+                .await?
+                .into_inner();
+            match s.message().await? {
+                Some(o) if !o.markdown.is_empty() => Ok(json!({
+                    "id": id, "markdown": o.markdown, "bytes": o.bytes, "truncated": o.truncated
+                })),
+                _ => bail!(
+                    "`{id}` has no output.md yet: the worker writes it for the plan's last item"
+                ),
+            }
+        }
+        "task_diff" => {
+            let id = need(args, "id")?;
+            let mut t = connect(g).await?;
+            let c = t
+                .client
+                .get_changes(v1::GetChangesRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            Ok(json!({"id": id, "diff": c.diff, "none": c.none}))
+        }
+        "list_nodes" => {
+            let mut t = connect(g).await?;
+            let nodes = t
+                .client
+                .list_nodes(v1::ListNodesRequest {})
+                .await?
+                .into_inner()
+                .nodes;
+            Ok(json!({"nodes": nodes.iter().map(render::node_json).collect::<Vec<_>>()}))
+        }
+        "inbox" => {
+            let mut t = connect(g).await?;
+            let qs = t
+                .client
+                .list_questions(v1::ListQuestionsRequest {})
+                .await?
+                .into_inner()
+                .questions;
+            Ok(json!({"questions": qs.iter().map(|q| json!({
+                "task": q.task_id, "node": q.node, "seq": q.seq, "text": q.text,
+                "asked_at_ms": q.asked_at_ms, "title": q.title,
+            })).collect::<Vec<_>>()}))
+        }
+        other => bail!("no tool `{other}`"),
+    }
+}
+
+/// `dispatch_task`: the CLI's checks and model rules; the default-model confirmation is a
+/// returned notice (a host cannot be prompted on the protocol's stdin).
+async fn dispatch_task(g: &Global, args: &Map<String, Value>) -> Result<Value> {
+    let steps = match args.get("steps") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("`steps` must be strings"))
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => bail!("`steps` must be a list of strings"),
+    };
+    let pool = text(args, "pool")?
+        .map(|p| crate::args::parse_pool(&p).map_err(|e| anyhow!("`pool`: {e}")))
+        .transpose()?;
+    let run = RunArgs {
+        prompt: vec![need(args, "prompt")?],
+        steps,
+        id: text(args, "id")?,
+        model: text(args, "model")?,
+        alias: text(args, "alias")?,
+        backend: text(args, "backend")?,
+        remote: text(args, "remote")?,
+        pool,
+        after: text(args, "after")?,
+        title: text(args, "title")?,
+        worktree: args
+            .get("worktree")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        yes: true,
+        ..Default::default()
+    };
+    let local = g.coordinator.is_none();
+    let mut req = super::run::build_request(&run, local)?;
+    if let Some(plan) = text(args, "plan")? {
+        dispatch_core::limits::check_len("plan", &plan, dispatch_core::limits::MAX_PLAN_BYTES)?;
+        req.plan_markdown = plan;
+    }
+    let mut target: Target = connect(g).await?;
+    let mut notice = None;
+    if run.backend.is_none() {
+        if crate::cmd::config::load(g)?.is_none() {
+            bail!(
+                "no config yet to choose a model from: give `backend` (and `model`), or run `dispatch config init` once"
+            );
+        }
+        crate::cmd::config::resolve_for_submit(
+            g,
+            &mut target,
+            &mut req,
+            run.alias.as_deref(),
+            true,
+            true,
+        )
+        .await?;
+        if run.model.is_none() && run.alias.is_none() {
+            notice = Some(format!(
+                "Dispatched with {} (the default model); say which model to use next time if that is not what you want.",
+                if req.model.is_empty() {
+                    &req.backend
+                } else {
+                    &req.model
+                }
+            ));
+        }
+    }
+    let sent = crate::retry::idempotent(
+        "submit",
+        target.client.clone(),
+        || crate::retry::reconnect(g),
+        |mut c| {
+            let r = req.clone();
+            async move { c.submit(r).await }
+        },
+    )
+    .await?
+    .into_inner()
+    .task
+    .ok_or_else(|| anyhow!("the coordinator returned no task"))?;
+    let mut out = render::task_json(&sent);
+    if let (Value::Object(m), Some(n)) = (&mut out, notice) {
+        m.insert("notice".into(), Value::String(n));
+    }
+    Ok(out)
+}
+
+/// `wait_for_task`: `dispatch wait` for one task, returning instead of exiting.
+async fn wait_for(g: &Global, id: &str, timeout: Duration) -> Result<Value> {
+    let mut target = connect(g).await?;
+    let mut watching = crate::watching::Watching::start(&mut target, id.to_string()).await?;
+    let mut tasks = BTreeMap::new();
+    let t = target
+        .client
+        .get_task(v1::GetTaskRequest { id: id.into() })
+        .await?
+        .into_inner();
+    tasks.insert(id.to_string(), t);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some((code, msg)) = super::ask::wait_outcome(&tasks) {
+            let why = match code {
+                0 => "completed",
+                10 => "question",
+                11 => "blocked",
+                12 => "failed",
+                13 => "cancelled",
+                _ => "ended",
+            };
+            return Ok(
+                json!({"why": why, "exit_code": code, "message": msg, "task": render::task_json(&tasks[id])}),
+            );
+        }
+        let next = tokio::time::timeout_at(deadline, watching.next(g, &mut target, &mut tasks));
+        let ev = match next.await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Ok(
+                    json!({"why": "timeout", "exit_code": 124, "message": "timed out; nothing needs you yet", "task": render::task_json(&tasks[id])}),
+                );
+            }
+        };
+        let crate::watching::Next::Event(ev) = ev else {
+            continue;
+        };
+        if let Some(old) = ev.task.as_ref().and_then(|t| tasks.get(&t.id))
+            && let Some(t) = dispatch_proto::convert::apply_watch_event(Some(old), &ev)
+            && crate::watching::newer(old, &t)
+        {
+            tasks.insert(t.id.clone(), t);
+        }
+    }
+}
