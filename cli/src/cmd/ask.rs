@@ -77,24 +77,7 @@ pub(crate) async fn answer(
     if text.trim().is_empty() {
         bail!("the answer is empty; nothing was sent");
     }
-    let req = v1::AnswerRequest {
-        id: id.into(),
-        seq: seq.unwrap_or(0),
-        text,
-        request_id: crate::retry::request_id(),
-    };
-    let client = target.client.clone();
-    let task = crate::retry::idempotent(
-        "answer",
-        client,
-        || crate::retry::reconnect(g),
-        |mut c| {
-            let r = req.clone();
-            async move { c.answer(r).await }
-        },
-    )
-    .await?
-    .into_inner();
+    let task = send_answer(g, &target, id, seq.unwrap_or(0), text).await?;
     if g.json {
         println!("{}", render::task_json(&task));
     } else if task.reason.starts_with("answered; a new worker") {
@@ -227,6 +210,35 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
     }
     println!("\nAnswered {answered} of {} question(s).", questions.len());
     Ok(crate::exit::Exit::Success.into())
+}
+
+/// Answers question `seq` (0: the oldest open one) of task `id`, with one request id for every
+/// retry (through the next replica, with several), so it is answered once.
+pub(crate) async fn send_answer(
+    g: &Global,
+    target: &crate::client::Target,
+    id: &str,
+    seq: u32,
+    text: String,
+) -> Result<v1::Task> {
+    let req = v1::AnswerRequest {
+        id: id.into(),
+        seq,
+        text,
+        request_id: crate::retry::request_id(),
+    };
+    let task = crate::retry::idempotent(
+        "answer",
+        target.client.clone(),
+        || crate::retry::reconnect(g),
+        |mut c| {
+            let r = req.clone();
+            async move { c.answer(r).await }
+        },
+    )
+    .await?
+    .into_inner();
+    Ok(task)
 }
 
 /// Exit status of `wait` for a set of tasks, or None while none needs the user yet.

@@ -255,23 +255,7 @@ async fn call(g: &Global, name: &str, args: &Map<String, Value>) -> Result<Value
             let text = need(args, "text")?;
             let seq = number(args, "seq")?.unwrap_or(0).min(u64::from(u32::MAX)) as u32;
             let t = connect(g).await?;
-            let req = v1::AnswerRequest {
-                id,
-                seq,
-                text,
-                request_id: crate::retry::request_id(),
-            };
-            let task = crate::retry::idempotent(
-                "answer",
-                t.client.clone(),
-                || crate::retry::reconnect(g),
-                |mut c| {
-                    let r = req.clone();
-                    async move { c.answer(r).await }
-                },
-            )
-            .await?
-            .into_inner();
+            let task = super::ask::send_answer(g, &t, &id, seq, text).await?;
             Ok(render::task_json(&task))
         }
         "add_note" => {
