@@ -88,6 +88,7 @@ fn tls_hint(url: &str, err: &str, tls: &ClientTls) -> String {
         "\nThe coordinator does not speak TLS there: use an http:// URL, or start it with --tls-cert and --tls-key".to_string()
     } else if url.starts_with("http://")
         && (e.contains("connection reset")
+            || e.contains("connection closed")
             || e.contains("frame with invalid size")
             || e.contains("broken pipe")
             || e.contains("h2 protocol error"))
@@ -217,7 +218,21 @@ async fn serving(ch: &Channel) -> Health {
         Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Health::Serving,
         Ok(Ok(r)) => Health::Standby(leader(r.metadata())),
         Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => Health::Serving,
-        Ok(Err(s)) => Health::Failed(format!("health check failed: {}", s.message())),
+        Ok(Err(s)) => {
+            // The transport's own words (a reset, an h2 protocol error) are in the sources:
+            // they are what tells a TLS port reached over http://.
+            let mut why = s.message().to_string();
+            let mut cur = std::error::Error::source(&s);
+            while let Some(e) = cur {
+                let text = e.to_string();
+                if !why.contains(&text) {
+                    why.push_str(": ");
+                    why.push_str(&text);
+                }
+                cur = e.source();
+            }
+            Health::Failed(format!("health check failed: {why}"))
+        }
     }
 }
 
