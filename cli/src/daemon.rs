@@ -177,9 +177,10 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
                 format!("http://{addr}\n").as_bytes(),
             )?;
             let router = dispatch_coordinator::web::local_router(coordinator.clone(), login);
-            tokio::spawn(dispatch_coordinator::web::serve_local(
+            tokio::spawn(dispatch_coordinator::web::serve(
                 router,
                 l,
+                None,
                 stop_signal(stop_rx.clone()),
             ));
         }

@@ -109,6 +109,19 @@ impl Watching {
     }
 }
 
+/// Applies a watch event to the task of `tasks` it is about (never showing an older state);
+/// the id of the task it changed.
+pub(crate) fn apply(tasks: &mut BTreeMap<String, v1::Task>, ev: &v1::WatchEvent) -> Option<String> {
+    let old = tasks.get(&ev.task.as_ref()?.id)?;
+    let t = dispatch_proto::convert::apply_watch_event(Some(old), ev)?;
+    if !newer(old, &t) {
+        return None;
+    }
+    let id = t.id.clone();
+    tasks.insert(id.clone(), t);
+    Some(id)
+}
+
 /// True when `now` may replace `old` in a view: never an older state, never back from an end.
 pub(crate) fn newer(old: &v1::Task, now: &v1::Task) -> bool {
     let back_from_an_end = old.task_state().is_terminal() && !now.task_state().is_terminal();

@@ -482,7 +482,7 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&file, format!("http://{maddr}/metrics\n"))
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
             tracing::info!(addr = %maddr, "metrics at http://{maddr}/metrics");
-            tokio::spawn(dispatch_coordinator::metrics::serve_replica(
+            tokio::spawn(dispatch_coordinator::metrics::serve(
                 Arc::clone(&leading),
                 l,
                 std::future::pending(),
@@ -544,7 +544,8 @@ async fn main() -> anyhow::Result<()> {
         let stop = coordinator.stopping();
         let tls = web_tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = dispatch_coordinator::web::serve(c, l, tls, stop).await {
+            let app = dispatch_coordinator::web::router(c, tls.is_some());
+            if let Err(e) = dispatch_coordinator::web::serve(app, l, tls, stop).await {
                 tracing::error!(error = %e, "the dashboard stopped");
             }
         });

@@ -211,9 +211,9 @@ pub fn standby_metrics() -> String {
     )
 }
 
-/// Serves /metrics for a replica: the standby's one gauge until `leading` holds its
-/// coordinator, then everything.
-pub async fn serve_replica(
+/// Serves `/metrics` on `listener` until `stop` resolves: a standby replica's one gauge until
+/// `leading` holds the coordinator (at once for a coordinator alone), then everything.
+pub async fn serve(
     leading: Arc<std::sync::OnceLock<Arc<Coordinator>>>,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -226,19 +226,6 @@ pub async fn serve_replica(
                 None => Ok(standby_metrics()),
             }
         })
-    });
-    dispatch_telemetry::serve_metrics(listener, render, stop).await;
-}
-
-/// Serves `/metrics` on `listener` until `stop` resolves.
-pub async fn serve(
-    c: Arc<Coordinator>,
-    listener: tokio::net::TcpListener,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let render: dispatch_telemetry::Render = Arc::new(move || {
-        let c = Arc::clone(&c);
-        Box::pin(async move { c.metrics.render(&c).await.map_err(|e| e.to_string()) })
     });
     dispatch_telemetry::serve_metrics(listener, render, stop).await;
 }

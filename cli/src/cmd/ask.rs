@@ -351,8 +351,8 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
         }
     }
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    loop {
-        if let Some((code, msg)) = wait_outcome(&tasks) {
+    match until_needed(g, &mut target, &mut watching, &mut tasks, deadline).await? {
+        Some((code, msg)) => {
             if g.json {
                 let v: Vec<serde_json::Value> = tasks.values().map(render::task_json).collect();
                 println!(
@@ -362,27 +362,39 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
             } else {
                 println!("{msg}");
             }
-            return Ok(code);
+            Ok(code)
         }
-        let next = watching.next(g, &mut target, &mut tasks);
+        None => {
+            eprintln!("timed out; nothing needs you yet");
+            Ok(crate::exit::Exit::TimedOut.into())
+        }
+    }
+}
+
+/// Follows `tasks` on `watching` until one needs the user — `Some((exit status, message))`,
+/// as [`wait_outcome`] says — or `deadline` passes (None). What `dispatch wait` and the MCP
+/// `wait_for_task` tool share.
+pub(super) async fn until_needed(
+    g: &Global,
+    target: &mut crate::client::Target,
+    watching: &mut crate::watching::Watching,
+    tasks: &mut BTreeMap<String, v1::Task>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Option<(u8, String)>> {
+    loop {
+        if let Some(outcome) = wait_outcome(tasks) {
+            return Ok(Some(outcome));
+        }
+        let next = watching.next(g, target, tasks);
         let ev = match deadline {
             Some(d) => match tokio::time::timeout_at(d, next).await {
                 Ok(r) => r?,
-                Err(_) => {
-                    eprintln!("timed out; nothing needs you yet");
-                    return Ok(crate::exit::Exit::TimedOut.into());
-                }
+                Err(_) => return Ok(None),
             },
             None => next.await?,
         };
-        let crate::watching::Next::Event(ev) = ev else {
-            continue;
-        };
-        if let Some(old) = ev.task.as_ref().and_then(|t| tasks.get(&t.id))
-            && let Some(t) = dispatch_proto::convert::apply_watch_event(Some(old), &ev)
-            && crate::watching::newer(old, &t)
-        {
-            tasks.insert(t.id.clone(), t);
+        if let crate::watching::Next::Event(ev) = ev {
+            crate::watching::apply(tasks, &ev);
         }
     }
 }

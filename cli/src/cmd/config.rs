@@ -491,7 +491,7 @@ pub(crate) async fn resolve_for_submit(
     alias: Option<&str>,
     yes: bool,
     fallback: bool,
-) -> Result<Option<Option<NewModel>>> {
+) -> Result<Option<Resolved>> {
     let cfg = match load(g)? {
         Some(c) => c,
         None => match init(g, Some(target), true).await? {
@@ -539,6 +539,8 @@ pub(crate) async fn resolve_for_submit(
             eprintln!("Using {model} (your default).");
         }
     }
+    let default_used =
+        (r.choice == Choice::Default).then(|| r.model.clone().unwrap_or_else(|| r.backend.clone()));
     let new_model = r.auto_added.as_ref().map(|(id, b)| NewModel {
         id: id.clone(),
         backend: b.clone(),
@@ -548,5 +550,16 @@ pub(crate) async fn resolve_for_submit(
     if let Some((_, Some(p))) = &r.alias {
         req.alias_prompt = p.trim().to_string();
     }
-    Ok(Some(new_model))
+    Ok(Some(Resolved {
+        new_model,
+        default_used,
+    }))
+}
+
+/// What resolving a submit's model decided.
+pub(crate) struct Resolved {
+    /// A model to add to the config once the task is accepted.
+    pub(crate) new_model: Option<NewModel>,
+    /// The default model, when it was used because the prompt named none.
+    pub(crate) default_used: Option<String>,
 }

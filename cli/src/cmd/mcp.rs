@@ -4,7 +4,7 @@
 //! its messages. stdout carries the protocol: nothing else is printed there.
 
 use crate::args::{Global, RunArgs};
-use crate::client::{Target, connect};
+use crate::client::connect;
 use crate::render;
 use anyhow::{Result, anyhow, bail};
 use dispatch_proto::v1;
@@ -386,56 +386,23 @@ async fn dispatch_task(g: &Global, args: &Map<String, Value>) -> Result<Value> {
         yes: true,
         ..Default::default()
     };
-    let local = g.coordinator.is_none();
-    let mut req = super::run::build_request(&run, local)?;
-    if let Some(plan) = text(args, "plan")? {
-        dispatch_core::limits::check_len("plan", &plan, dispatch_core::limits::MAX_PLAN_BYTES)?;
-        req.plan_markdown = plan;
+    let plan = text(args, "plan")?;
+    if run.backend.is_none() && crate::cmd::config::load(g)?.is_none() {
+        bail!(
+            "no config yet to choose a model from: give `backend` (and `model`), or run `dispatch config init` once"
+        );
     }
-    let mut target: Target = connect(g).await?;
-    let mut notice = None;
-    if run.backend.is_none() {
-        if crate::cmd::config::load(g)?.is_none() {
-            bail!(
-                "no config yet to choose a model from: give `backend` (and `model`), or run `dispatch config init` once"
-            );
-        }
-        crate::cmd::config::resolve_for_submit(
-            g,
-            &mut target,
-            &mut req,
-            run.alias.as_deref(),
-            true,
-            true,
-        )
-        .await?;
-        if run.model.is_none() && run.alias.is_none() {
-            notice = Some(format!(
-                "Dispatched with {} (the default model); say which model to use next time if that is not what you want.",
-                if req.model.is_empty() {
-                    &req.backend
-                } else {
-                    &req.model
-                }
-            ));
-        }
-    }
-    let sent = crate::retry::idempotent(
-        "submit",
-        target.client.clone(),
-        || crate::retry::reconnect(g),
-        |mut c| {
-            let r = req.clone();
-            async move { c.submit(r).await }
-        },
-    )
-    .await?
-    .into_inner()
-    .task
-    .ok_or_else(|| anyhow!("the coordinator returned no task"))?;
-    let mut out = render::task_json(&sent);
-    if let (Value::Object(m), Some(n)) = (&mut out, notice) {
-        m.insert("notice".into(), Value::String(n));
+    let Some(sent) = super::run::send(g, &run, plan).await? else {
+        bail!("not dispatched");
+    };
+    let mut out = render::task_json(&sent.task);
+    if let (Value::Object(m), Some(model)) = (&mut out, sent.default_used) {
+        m.insert(
+            "notice".into(),
+            Value::String(format!(
+                "Dispatched with {model} (the default model); say which model to use next time if that is not what you want."
+            )),
+        );
     }
     Ok(out)
 }
@@ -452,37 +419,16 @@ async fn wait_for(g: &Global, id: &str, timeout: Duration) -> Result<Value> {
         .into_inner();
     tasks.insert(id.to_string(), t);
     let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some((code, msg)) = super::ask::wait_outcome(&tasks) {
-            let why = match code {
-                0 => "completed",
-                10 => "question",
-                11 => "blocked",
-                12 => "failed",
-                13 => "cancelled",
-                _ => "ended",
-            };
-            return Ok(
-                json!({"why": why, "exit_code": code, "message": msg, "task": render::task_json(&tasks[id])}),
-            );
-        }
-        let next = tokio::time::timeout_at(deadline, watching.next(g, &mut target, &mut tasks));
-        let ev = match next.await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Ok(
-                    json!({"why": "timeout", "exit_code": 124, "message": "timed out; nothing needs you yet", "task": render::task_json(&tasks[id])}),
-                );
-            }
-        };
-        let crate::watching::Next::Event(ev) = ev else {
-            continue;
-        };
-        if let Some(old) = ev.task.as_ref().and_then(|t| tasks.get(&t.id))
-            && let Some(t) = dispatch_proto::convert::apply_watch_event(Some(old), &ev)
-            && crate::watching::newer(old, &t)
-        {
-            tasks.insert(t.id.clone(), t);
-        }
-    }
+    let outcome =
+        super::ask::until_needed(g, &mut target, &mut watching, &mut tasks, Some(deadline)).await?;
+    let (code, msg) = outcome.unwrap_or_else(|| {
+        (
+            crate::exit::Exit::TimedOut.into(),
+            "timed out; nothing needs you yet".to_string(),
+        )
+    });
+    Ok(json!({
+        "why": crate::exit::reason(code), "exit_code": code, "message": msg,
+        "task": render::task_json(&tasks[id]),
+    }))
 }

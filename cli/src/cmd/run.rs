@@ -1,7 +1,7 @@
 //! `dispatch "<prompt>"` / `dispatch run`: validate, build and submit a task.
 
 use crate::args::{Global, RunArgs};
-use crate::client::connect;
+use crate::client::{Target, connect};
 use crate::render;
 use anyhow::{Context, Result, anyhow, bail};
 use dispatch_core::{TaskState, limits, task_id};
@@ -159,11 +159,28 @@ pub(super) fn dispatched_line(t: &v1::Task) -> String {
     line
 }
 
-pub(super) async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
+/// A submitted task, and what the CLI or a tool tells about it.
+pub(super) struct Sent {
+    /// The task as the coordinator stored it.
+    pub(super) task: v1::Task,
+    /// The connection it went through.
+    pub(super) target: Target,
+    /// The default model, when it was used because nothing named one.
+    pub(super) default_used: Option<String>,
+}
+
+/// Validates, resolves the model (asking on a terminal unless `args.yes`), signs and submits
+/// a task; prints nothing on stdout. `plan`: a whole plan.md given as text (the MCP tool's),
+/// replacing `args.plan`. None when the user declined the default model.
+pub(super) async fn send(g: &Global, args: &RunArgs, plan: Option<String>) -> Result<Option<Sent>> {
     let local = g.coordinator.is_none();
-    let mut req = build_request(&args, local)?;
+    let mut req = build_request(args, local)?;
+    if let Some(plan) = plan {
+        limits::check_len("plan", &plan, limits::MAX_PLAN_BYTES)?;
+        req.plan_markdown = plan;
+    }
     let mut target = connect(g).await?;
-    let mut new_model = None;
+    let mut resolved = None;
     if args.backend.is_none() {
         match crate::cmd::config::resolve_for_submit(
             g,
@@ -175,11 +192,8 @@ pub(super) async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
         )
         .await?
         {
-            Some(m) => new_model = m,
-            None => {
-                println!("Not dispatched.");
-                return Ok(crate::exit::Exit::Failure.into());
-            }
+            Some(r) => resolved = Some(r),
+            None => return Ok(None),
         }
     }
     // With --backend the config was not read for the model: read it for the fallback.
@@ -230,10 +244,29 @@ pub(super) async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
     .ok_or_else(|| anyhow!("the coordinator returned no task"))?;
     span.record("task_id", task.id.as_str());
     drop(span);
+    let (new_model, default_used) = match resolved {
+        Some(r) => (r.new_model, r.default_used),
+        None => (None, None),
+    };
     // Only an accepted task's model goes into the config.
     if let Some(m) = new_model {
         m.save(g)?;
     }
+    Ok(Some(Sent {
+        task,
+        target,
+        default_used,
+    }))
+}
+
+pub(super) async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
+    let Some(Sent {
+        task, mut target, ..
+    }) = send(g, &args, None).await?
+    else {
+        println!("Not dispatched.");
+        return Ok(crate::exit::Exit::Failure.into());
+    };
     if g.json && !args.wait {
         println!("{}", render::task_json(&task));
         return Ok(crate::exit::Exit::Success.into());

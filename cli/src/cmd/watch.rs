@@ -93,19 +93,10 @@ pub(super) async fn follow_tasks(
             view.show(&ids, &tasks, Some(&id));
             continue;
         }
-        let Some(old) = tasks.get(&id) else {
-            continue;
-        };
-        let Some(t) = dispatch_proto::convert::apply_watch_event(Some(old), &ev) else {
-            continue;
-        };
-        // Never go back to an older view (a snapshot can race a change).
-        if !crate::watching::newer(old, &t) {
-            continue;
+        // Never back to an older view (a snapshot can race a change).
+        if let Some(changed) = crate::watching::apply(&mut tasks, &ev) {
+            view.show(&ids, &tasks, Some(&changed));
         }
-        let changed = t.id.clone();
-        tasks.insert(t.id.clone(), t);
-        view.show(&ids, &tasks, Some(&changed));
     }
     view.finish(&ids, &tasks);
     Ok(tasks

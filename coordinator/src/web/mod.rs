@@ -506,37 +506,24 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(f): Query<Foll
         .into_response()
 }
 
-/// Serves `router` on a loopback `listener` until `stop` resolves (the local daemon's).
-pub async fn serve_local(
-    router: axum::Router,
-    listener: tokio::net::TcpListener,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
-}
-
-/// Serves the dashboard on `listener` until `stop` resolves: HTTPS with `tls` (the
-/// coordinator's certificate), else plain HTTP (the caller refuses a non-loopback address
-/// without TLS, as for gRPC).
+/// Serves the dashboard (`router` or `local_router`) on `listener` until `stop` resolves:
+/// HTTPS with `tls` (the coordinator's certificate), else plain HTTP (the caller refuses a
+/// non-loopback address without TLS, as for gRPC).
 pub async fn serve(
-    c: Arc<Coordinator>,
+    app: axum::Router,
     listener: tokio::net::TcpListener,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     match tls {
         None => {
-            axum::serve(listener, router(c, false))
+            axum::serve(listener, app)
                 .with_graceful_shutdown(stop)
                 .await
         }
         Some(cfg) => {
             let l = TlsListener::new(listener, tokio_rustls::TlsAcceptor::from(cfg))?;
-            axum::serve(l, router(c, true))
-                .with_graceful_shutdown(stop)
-                .await
+            axum::serve(l, app).with_graceful_shutdown(stop).await
         }
     }
 }
