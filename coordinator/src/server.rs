@@ -32,7 +32,19 @@ pub enum Listener {
 /// The connections of a shared listener, as a stream (Nagle off on TCP: with delayed ACKs it
 /// adds ~40 ms to small messages). Dropping it stops accepting; the listener stays open for
 /// its other holders.
-struct Accepting<L>(Arc<L>);
+///
+/// A listener must have one accepting task at a time: tokio keeps one waker per listener, so
+/// when a finished server polls it once more after the next one's first poll, the next one is
+/// never woken for a connection again (a standby's servers did that to the leader's, which
+/// then accepted nothing). `_claim` is that task's claim: dropped with the stream, so
+/// the one handing the listeners over can wait until nothing else will poll them.
+struct Accepting<L> {
+    listener: Arc<L>,
+    _claim: Claim,
+}
+
+/// A server's claim on its listener; the hand-off waits until every claim is dropped.
+type Claim = tokio::sync::mpsc::Sender<std::convert::Infallible>;
 
 impl tokio_stream::Stream for Accepting<tokio::net::TcpListener> {
     type Item = std::io::Result<tokio::net::TcpStream>;
@@ -41,7 +53,7 @@ impl tokio_stream::Stream for Accepting<tokio::net::TcpListener> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_accept(cx).map(|r| {
+        self.listener.poll_accept(cx).map(|r| {
             Some(r.map(|(s, _)| {
                 let _ = s.set_nodelay(true);
                 s
@@ -57,7 +69,9 @@ impl tokio_stream::Stream for Accepting<tokio::net::UnixListener> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_accept(cx).map(|r| Some(r.map(|(s, _)| s)))
+        self.listener
+            .poll_accept(cx)
+            .map(|r| Some(r.map(|(s, _)| s)))
     }
 }
 
@@ -74,8 +88,8 @@ const HEALTH_SERVICES: [&str; 3] = [
 /// Spawns `router` serving on listener `l` until `stop` turns true (a macro: the routers'
 /// types differ with their layers).
 macro_rules! serve_on {
-    ($router:expr, $l:expr, $stop:expr) => {{
-        let (router, mut stop) = ($router, $stop);
+    ($router:expr, $l:expr, $stop:expr, $claim:expr) => {{
+        let (router, mut stop, claim) = ($router, $stop, $claim);
         let signal = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
@@ -83,12 +97,18 @@ macro_rules! serve_on {
             match $l {
                 Listener::Tcp(t) | Listener::Tls(t, _) | Listener::HealthOnly(t) => {
                     router
-                        .serve_with_incoming_shutdown(Accepting(t), signal)
+                        .serve_with_incoming_shutdown(
+                            Accepting {
+                                listener: t,
+                                _claim: claim,
+                            },
+                            signal,
+                        )
                         .await
                 }
                 Listener::Unix(u) => {
                     router
-                        .serve_with_incoming_shutdown(own_user_only(u), signal)
+                        .serve_with_incoming_shutdown(own_user_only(u, claim), signal)
                         .await
                 }
             }
@@ -155,11 +175,13 @@ pub async fn serve_with_grace(
         }
         let _ = stop_tx.send(true);
     });
+    // Every server here has ended when this returns (awaited below): nothing to hand over.
+    let (claim, _released) = tokio::sync::mpsc::channel(1);
     let mut servers = Vec::new();
     for l in listeners {
         if let Listener::HealthOnly(_) = l {
             let router = tonic::transport::Server::builder().add_service(health_svc.clone());
-            servers.push(serve_on!(router, l, stop_rx.clone()));
+            servers.push(serve_on!(router, l, stop_rx.clone(), claim.clone()));
             continue;
         }
         let mut builder = tonic::transport::Server::builder();
@@ -186,7 +208,7 @@ pub async fn serve_with_grace(
                     .max_decoding_message_size(MAX_MESSAGE),
                 authenticate(Arc::clone(&c)),
             ));
-        servers.push(serve_on!(router, l, stop_rx.clone()));
+        servers.push(serve_on!(router, l, stop_rx.clone(), claim.clone()));
     }
     for s in servers {
         s.await??;
@@ -367,10 +389,15 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListe
 /// the peer's credentials): the socket carries no token, so the kernel's word is the check.
 fn own_user_only(
     l: Arc<tokio::net::UnixListener>,
+    claim: Claim,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
     use tokio_stream::StreamExt;
     let me = nix::unistd::Uid::current().as_raw();
-    Accepting(l).filter(move |conn| match conn {
+    Accepting {
+        listener: l,
+        _claim: claim,
+    }
+    .filter(move |conn| match conn {
         Ok(s) => match s.peer_cred() {
             Ok(c) if c.uid() == me => true,
             Ok(c) => {
@@ -478,6 +505,7 @@ pub async fn serve_standby(
         until.await;
         let _ = stop_tx.send(true);
     });
+    let (claim, mut released) = tokio::sync::mpsc::channel(1);
     let mut servers = Vec::new();
     for l in listeners.iter().cloned() {
         let mut builder = tonic::transport::Server::builder();
@@ -514,11 +542,26 @@ pub async fn serve_standby(
                     _name: std::marker::PhantomData,
                 })
         };
-        servers.push(serve_on!(router, l, stop_rx.clone()));
+        servers.push(serve_on!(router, l, stop_rx.clone(), claim.clone()));
     }
-    // Stops accepting at once when `until` resolves; calls still in flight finish on their own.
+    drop(claim);
+    // Stops accepting at once when `until` resolves; calls still in flight finish on their own
+    // (tonic drops its incoming stream, and so the claim, when it stops accepting). Returns
+    // only when no standby server will poll a listener again, so the leader's servers that
+    // take them over are the ones woken for the next connection.
     let mut stop = stop_rx;
     let _ = stop.wait_for(|s| *s).await;
-    drop(servers);
+    let handed_over = tokio::time::timeout(Duration::from_secs(2), released.recv()).await;
+    if handed_over.is_err() {
+        tracing::warn!(
+            "the standby's servers did not stop accepting within 2 s; ending them (open calls to the standby are cut)"
+        );
+        for s in &servers {
+            s.abort();
+        }
+        for s in servers {
+            let _ = s.await;
+        }
+    }
     Ok(())
 }

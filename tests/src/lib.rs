@@ -987,11 +987,16 @@ impl Replicas {
 
     /// True when replica `i` serves (a standby answers UNAVAILABLE).
     pub fn serving(&self, i: usize) -> bool {
+        // Bounded: a paused replica accepts connections and never answers.
         self.rt.block_on(async {
-            let Ok(mut c) = client_with(&self.urls[i], &self.admin_token).await else {
-                return false;
-            };
-            c.list_nodes(v1::ListNodesRequest {}).await.is_ok()
+            tokio::time::timeout(Duration::from_secs(5), async {
+                let Ok(mut c) = client_with(&self.urls[i], &self.admin_token).await else {
+                    return false;
+                };
+                c.list_nodes(v1::ListNodesRequest {}).await.is_ok()
+            })
+            .await
+            .unwrap_or(false)
         })
     }
 
@@ -999,9 +1004,12 @@ impl Replicas {
     pub fn leader_client(&self) -> Option<Client> {
         self.rt.block_on(async {
             for url in &self.urls {
-                if let Ok(mut c) = client_with(url, &self.admin_token).await
-                    && c.list_nodes(v1::ListNodesRequest {}).await.is_ok()
-                {
+                let serves = tokio::time::timeout(Duration::from_secs(5), async {
+                    let mut c = client_with(url, &self.admin_token).await.ok()?;
+                    c.list_nodes(v1::ListNodesRequest {}).await.ok()?;
+                    Some(c)
+                });
+                if let Ok(Some(c)) = serves.await {
                     return Some(c);
                 }
             }
