@@ -418,7 +418,10 @@ pub(crate) enum Command {
     /// Cursor): dispatch, wait, answer, read results — no monitor script.
     ///
     /// Register it once with the host (README, "MCP"); the host starts it. It uses the same
-    /// coordinator, token and config as the CLI.
+    /// coordinator, token and config as the CLI. Tools: dispatch_task, task_status,
+    /// wait_for_task, answer_question, add_note, cancel_task, retry_task, task_output,
+    /// task_diff, list_nodes, inbox. Resources, with change notifications:
+    /// dispatch://tasks/ID/plan (the live checklist) and dispatch://tasks/ID/output.
     #[command(after_help = "Example:\n  claude mcp add dispatch -- dispatch mcp")]
     Mcp,
 

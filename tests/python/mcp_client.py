@@ -35,10 +35,29 @@ def text_of(result):
     return "".join(c.text for c in result.content if getattr(c, "type", "") == "text")
 
 
+def updated_uri(message):
+    """The URI of a `notifications/resources/updated`, or None for any other message."""
+    m = getattr(message, "root", message)
+    if getattr(m, "method", None) != "notifications/resources/updated":
+        return None
+    return str(m.params.uri)
+
+
 async def main():
     params = StdioServerParameters(command=dispatch, args=["mcp"], env=dict(os.environ))
+    updated = {}  # uri -> asyncio.Event, set on each notifications/resources/updated
+
+    async def on_message(message):
+        uri = updated_uri(message)
+        if uri is not None:
+            updated.setdefault(uri, asyncio.Event()).set()
+
+    async def heard(uri):
+        await asyncio.wait_for(updated.setdefault(uri, asyncio.Event()).wait(), 30)
+
+    plan_uri, output_uri = "dispatch://tasks/mcp-task/plan", "dispatch://tasks/mcp-task/output"
     async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as s:
+        async with ClientSession(read, write, message_handler=on_message) as s:
             init = await s.initialize()
             assert field(init, "server_info", "serverInfo").name == "dispatch", init
             tools = {t.name: t for t in (await s.list_tools()).tools}
@@ -63,6 +82,18 @@ async def main():
             assert w["why"] == "question" and w["exit_code"] == 10, w
             assert "left or right?" in w["message"], w
 
+            # Resources: the templates, and the plan of the waiting task, followed live (the
+            # 2025 protocol's resources/subscribe: this session negotiated one of those).
+            templates = field(await s.list_resource_templates(), "resource_templates", "resourceTemplates")
+            assert sorted(field(t, "uri_template", "uriTemplate") for t in templates) == [
+                "dispatch://tasks/{id}/output", "dispatch://tasks/{id}/plan"], templates
+            plan = (await s.read_resource(plan_uri)).contents[0].text
+            assert "look around (ask: left or right?)" in plan and "[ ] walk" in plan, plan
+            listed = [str(r.uri) for r in (await s.list_resources()).resources]
+            assert plan_uri in listed and output_uri not in listed, listed
+            await s.subscribe_resource(plan_uri)
+            await s.subscribe_resource(output_uri)
+
             inbox = sc(await s.call_tool("inbox", {}))
             assert [q["task"] for q in inbox["questions"]] == ["mcp-task"], inbox
 
@@ -73,6 +104,31 @@ async def main():
 
             out = sc(await s.call_tool("task_output", {"id": "mcp-task"}))
             assert out["markdown"].strip(), out
+            # The checklist ticked and output.md was written: both were said to have changed,
+            # and reading them now shows it.
+            await heard(plan_uri)
+            await heard(output_uri)
+            plan = (await s.read_resource(plan_uri)).contents[0].text
+            assert "[x] look around" in plan and "[x] walk" in plan, plan
+            r = (await s.read_resource(output_uri)).contents[0]
+            assert r.text == out["markdown"] and field(r, "mime_type", "mimeType") == "text/markdown", r
+            assert output_uri in [str(r.uri) for r in (await s.list_resources()).resources]
+            await s.unsubscribe_resource(plan_uri)
+            for uri, expected in [
+                ("dispatch://tasks/no-such-task/plan", expected_errors[0][2]),
+                ("file:///etc/passwd", "is not a dispatch resource"),
+                ("dispatch://tasks/mcp-task/log", "dispatch://tasks/ID/plan (the checklist)"),
+            ]:
+                try:
+                    await s.read_resource(uri)
+                    raise AssertionError(f"{uri} was read")
+                except McpError as e:
+                    assert expected in str(e), (uri, str(e), expected)
+            try:
+                await s.subscribe_resource("dispatch://tasks/no-such-task/output")
+                raise AssertionError("a subscription to an unknown task was accepted")
+            except McpError as e:
+                assert expected_errors[0][2] in str(e), e
             st = sc(await s.call_tool("task_status", {"id": "mcp-task"}))
             assert st["state"] == "completed", st
             assert st["questions"][0]["answer"] == "left", st
@@ -92,7 +148,39 @@ async def main():
                 assert "no tool `no_such_tool`" in str(e), e
             st = await s.call_tool("task_status", {})
             assert not field(st, "is_error", "isError") and sc(st)["tasks"], st
+    await listen_on_the_2026_protocol(params)
     print("mcp ok")
+
+
+async def listen_on_the_2026_protocol(params):
+    """A host on protocol 2026-07-28 follows a task with subscriptions/listen."""
+    from mcp import Client
+    from mcp.client.subscriptions import ResourceUpdated
+
+    async with Client(params) as c:
+        assert c.protocol_version == "2026-07-28", c.protocol_version
+        r = await c.call_tool("dispatch_task", {
+            "prompt": "pick a door", "backend": "sim", "id": "mcp-live",
+            "steps": ["look (ask: red or blue?)", "open it"],
+        })
+        assert not field(r, "is_error", "isError"), text_of(r)
+        w = sc(await c.call_tool("wait_for_task", {"id": "mcp-live", "timeout_seconds": 60}))
+        assert w["why"] == "question", w
+        plan, output = "dispatch://tasks/mcp-live/plan", "dispatch://tasks/mcp-live/output"
+        seen = set()
+        async with c.listen(resource_subscriptions=[plan, output]) as sub:
+            honored = field(sub.honored, "resource_subscriptions", "resourceSubscriptions")
+            assert sorted(honored) == sorted([plan, output]), sub.honored
+            r = await c.call_tool("answer_question", {"id": "mcp-live", "text": "blue"})
+            assert not field(r, "is_error", "isError"), text_of(r)
+            async with asyncio.timeout(30):
+                async for event in sub:
+                    if isinstance(event, ResourceUpdated):
+                        seen.add(str(event.uri))
+                    if seen == {plan, output}:
+                        break
+        text = (await c.read_resource(plan)).contents[0].text
+        assert "[x] open it" in text, text
 
 
 asyncio.run(main())

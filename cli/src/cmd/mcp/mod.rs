@@ -10,31 +10,50 @@ use anyhow::{Result, anyhow, bail};
 use dispatch_proto::v1;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, Tool,
+    InitializeResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    ResourceContents, ResourceUpdatedNotificationParam, ServerCapabilities, SubscribeRequestParams,
+    SubscriptionFilter, Tool, UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod resources;
 
 /// Longest a `wait_for_task` call blocks (a host may call it again).
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Serves the tools on stdin/stdout until the host closes them.
 pub(crate) async fn serve(g: &Global) -> Result<u8> {
-    let server = Dispatch { g: g.clone() }
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| anyhow!("MCP: {e}"))?;
-    server.waiting().await.map_err(|e| anyhow!("MCP: {e}"))?;
+    let subscribed: Subscribed = Default::default();
+    let server = Dispatch {
+        g: g.clone(),
+        subscribed: Arc::clone(&subscribed),
+    }
+    .serve(rmcp::transport::stdio())
+    .await
+    .map_err(|e| anyhow!("MCP: {e}"))?;
+    let ended = server.waiting().await;
+    for (_, follower) in subscribed.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+        follower.abort();
+    }
+    ended.map_err(|e| anyhow!("MCP: {e}"))?;
     Ok(crate::exit::Exit::Success.into())
 }
 
 #[derive(Clone)]
 struct Dispatch {
     g: Global,
+    /// The resources followed through `resources/subscribe`, each by its own task.
+    subscribed: Subscribed,
 }
+
+/// Each resource followed through `resources/subscribe`, by URI: the task that follows it.
+type Subscribed = Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>;
 
 /// A JSON schema object for a tool's input.
 fn schema(properties: Value, required: &[&str]) -> std::sync::Arc<Map<String, Value>> {
@@ -148,10 +167,16 @@ fn tools() -> Vec<Tool> {
 
 impl ServerHandler for Dispatch {
     fn get_info(&self) -> InitializeResult {
-        let mut info = InitializeResult::new(ServerCapabilities::builder().enable_tools().build());
+        let mut info = InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .build(),
+        );
         info.server_info = Implementation::new("dispatch", env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
-            "Dispatch coding tasks to agent CLIs on any machine. Typical flow: dispatch_task, then wait_for_task; when it returns `question`, answer_question and wait again; at the end read task_output (and task_diff)."
+            "Dispatch coding tasks to agent CLIs on any machine. Typical flow: dispatch_task, then wait_for_task; when it returns `question`, answer_question and wait again; at the end read task_output (and task_diff). To show a checklist as it ticks, subscribe to the resource dispatch://tasks/ID/plan (and dispatch://tasks/ID/output for the result)."
                 .into(),
         );
         info
@@ -185,6 +210,176 @@ impl ServerHandler for Dispatch {
             Err(e) => CallToolResult::error(vec![ContentBlock::text(render::error_text(&e))]),
         }
         .into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let all = resources::list(&self.g)
+            .await
+            .map_err(|e| resources::error(&e))?;
+        Ok(ListResourcesResult::with_all_items(all))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            resources::templates(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let (id, part) = resources::parse(&request.uri)
+            .map_err(|e| McpError::invalid_params(render::error_text(&e), None))?;
+        let text = resources::read(&self.g, &id, part)
+            .await
+            .map_err(|e| resources::error(&e))?;
+        Ok(ReadResourceResult::new(vec![
+            ResourceContents::text(text, request.uri).with_mime_type("text/markdown"),
+        ])
+        .into())
+    }
+
+    // Hosts on the 2025 protocol versions (all of them, today) subscribe this way; the SDK
+    // calls it legacy next to `subscriptions/listen` (below), which 2026-07-28 hosts use.
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let uri = request.uri;
+        let (id, part) = resources::parse(&uri)
+            .map_err(|e| McpError::invalid_params(render::error_text(&e), None))?;
+        {
+            let subscribed = self.subscribed.lock().unwrap_or_else(|p| p.into_inner());
+            if subscribed.contains_key(&uri) {
+                return Ok(());
+            }
+            if subscribed.len() >= resources::MAX_FOLLOWED {
+                return Err(McpError::invalid_request(
+                    format!(
+                        "{} resources are followed already, the most one host may; unsubscribe from one first",
+                        resources::MAX_FOLLOWED
+                    ),
+                    None,
+                ));
+            }
+        }
+        resources::check(&self.g, &id)
+            .await
+            .map_err(|e| resources::error(&e))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let follower = resources::follow(self.g.clone(), id, vec![part], tx);
+        let peer = context.peer.clone();
+        let shown = uri.clone();
+        let task = tokio::spawn(async move {
+            let tell = async {
+                while let Some(u) = rx.recv().await {
+                    let updated = ResourceUpdatedNotificationParam::new(u);
+                    if peer.notify_resource_updated(updated).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::select! {
+                followed = follower => if let Err(e) = followed {
+                    // stderr: stdout carries the protocol.
+                    eprintln!("dispatch mcp: stopped following {shown}: {}", render::error_text(&e));
+                },
+                _ = tell => {}
+            }
+        });
+        self.subscribed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uri, task.abort_handle());
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if let Some(follower) = self
+            .subscribed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&request.uri)
+        {
+            follower.abort();
+        }
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // Every dispatch resource asked for, up to the limit; whether each task exists and may
+        // be read is checked when the subscription starts (listen).
+        let uris: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|u| resources::parse(u).is_ok())
+            .take(resources::MAX_FOLLOWED)
+            .cloned()
+            .collect();
+        let mut accepted = SubscriptionFilter::new();
+        accepted.resource_subscriptions = (!uris.is_empty()).then_some(uris);
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let uris = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let tasks = resources::by_task(&uris)
+            .map_err(|e| McpError::invalid_params(render::error_text(&e), None))?;
+        for (id, _) in &tasks {
+            resources::check(&self.g, id)
+                .await
+                .map_err(|e| resources::error(&e))?;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let mut followers = tokio::task::JoinSet::new();
+        for (id, parts) in tasks {
+            followers.spawn(resources::follow(self.g.clone(), id, parts, tx.clone()));
+        }
+        drop(tx);
+        loop {
+            tokio::select! {
+                _ = context.cancelled() => return Ok(()),
+                uri = rx.recv() => match uri {
+                    Some(u) => {
+                        if context.sink().notify_resource_updated(u).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    None => return Ok(()),
+                },
+                Some(Ok(Err(e))) = followers.join_next() => {
+                    return Err(McpError::internal_error(
+                        format!("stopped following: {}", render::error_text(&e)),
+                        None,
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -295,23 +490,10 @@ async fn call(g: &Global, name: &str, args: &Map<String, Value>) -> Result<Value
         }
         "task_output" => {
             let id = need(args, "id")?;
-            let mut t = connect(g).await?;
-            let mut s = t
-                .client
-                .get_output(v1::GetOutputRequest {
-                    id: id.clone(),
-                    follow: false,
-                })
-                .await?
-                .into_inner();
-            match s.message().await? {
-                Some(o) if !o.markdown.is_empty() => Ok(json!({
-                    "id": id, "markdown": o.markdown, "bytes": o.bytes, "truncated": o.truncated
-                })),
-                _ => bail!(
-                    "`{id}` has no output.md yet: the worker writes it for the plan's last item"
-                ),
-            }
+            let o = resources::output(g, &id).await?;
+            Ok(json!({
+                "id": id, "markdown": o.markdown, "bytes": o.bytes, "truncated": o.truncated
+            }))
         }
         "task_diff" => {
             let id = need(args, "id")?;
