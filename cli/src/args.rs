@@ -201,7 +201,8 @@ pub(crate) enum Command {
     Logs {
         /// Task whose output to print.
         id: String,
-        /// Keep printing new output until the task ends.
+        /// Keep printing new output until the task ends (across a coordinator restart or a
+        /// replica takeover: it goes on after the last chunk it printed).
         #[arg(short, long)]
         follow: bool,
         /// One line per tool use, message or command, read from a structured stream (nothing
@@ -217,7 +218,8 @@ pub(crate) enum Command {
     Output {
         /// Task whose output.md to print.
         id: String,
-        /// Print it again whenever the worker rewrites it, until the task ends.
+        /// Print it again whenever the worker rewrites it, until the task ends (across a
+        /// coordinator restart or a replica takeover).
         #[arg(short, long)]
         follow: bool,
     },

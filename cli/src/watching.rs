@@ -128,8 +128,46 @@ pub(crate) fn newer(old: &v1::Task, now: &v1::Task) -> bool {
     now.updated_at_ms >= old.updated_at_ms && !back_from_an_end
 }
 
+/// Opens a stream again after it broke (`broke` says how): `open` on a new connection each
+/// try, for up to a minute, so a follower outlives a coordinator's restart or a replica's
+/// takeover. An error no new connection can mend (an unknown task) ends it at once.
+pub(crate) async fn reopen<T, F, Fut>(g: &Global, broke: &str, mut open: F) -> Result<T>
+where
+    F: FnMut(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let why = match connect(g).await {
+            Ok(t) => {
+                let url = t.url.clone();
+                match open(t).await {
+                    Ok(v) => {
+                        eprintln!("({broke}; following again through {url})");
+                        return Ok(v);
+                    }
+                    Err(s) if !resumable(&s) => {
+                        return Err(anyhow!("{broke}: {}", render::status_text(&s)));
+                    }
+                    Err(s) => render::status_text(&s),
+                }
+            }
+            Err(e) => render::error_text(&e),
+        };
+        if started.elapsed() >= RECONNECT_FOR {
+            return Err(anyhow!(
+                "{broke}, and no coordinator answered for {}s: {why}; run the command again when it is back",
+                RECONNECT_FOR.as_secs()
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// A break a new connection can mend (the coordinator went away, or is stopping).
-fn resumable(s: &tonic::Status) -> bool {
+pub(crate) fn resumable(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
         tonic::Code::Unavailable

@@ -269,8 +269,7 @@ fn every_rpc_answers_each_role_as_the_table_says() {
             let r = cl
                 .logs(v1::LogsRequest {
                     id: "bob-task".into(),
-                    follow: false,
-                    activity: false,
+                    ..Default::default()
                 })
                 .await;
             check("Logs", k.logs, got(&r));

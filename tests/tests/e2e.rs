@@ -628,6 +628,36 @@ fn logs_follow_streams_the_output_live_and_ends_with_the_task() {
         table.starts_with("ID") && table.contains("chatty") && table.contains("completed on box"),
         "{table}"
     );
+    // Each chunk comes numbered, and asking for those after one (how a follower resumes on a
+    // new connection) gives exactly the rest.
+    let chunks = |after_seq: u64| -> Vec<(u64, Vec<u8>)> {
+        c.block_on(async {
+            let mut cl = c.client().await.unwrap();
+            let mut s = cl
+                .logs(v1::LogsRequest {
+                    id: "chatty".into(),
+                    after_seq,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut got = Vec::new();
+            while let Some(r) = s.message().await.unwrap() {
+                got.push((r.seq, r.data));
+            }
+            got
+        })
+    };
+    let all = chunks(0);
+    assert!(all.len() >= 3, "{all:?}");
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "increasing seqs");
+    assert_eq!(
+        all.iter().flat_map(|(_, d)| d.clone()).collect::<Vec<u8>>(),
+        out.stdout
+    );
+    assert_eq!(chunks(all[0].0), all[1..]);
+    assert!(chunks(all.last().unwrap().0).is_empty());
 }
 
 #[test]

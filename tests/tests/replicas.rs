@@ -123,6 +123,16 @@ fn a_leader_killed_mid_run_loses_no_task_and_asks_no_question_twice() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // And its worker output and output.md, followed across the takeover too.
+    let follow = |what: &str| {
+        r.cli()
+            .args([what, &watched, "--follow"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (logs_follower, output_follower) = (follow("logs"), follow("output"));
 
     // Answer until about a third of the tasks are done, then kill the leader.
     let start = Instant::now();
@@ -244,6 +254,33 @@ fn a_leader_killed_mid_run_loses_no_task_and_asks_no_question_twice() {
     );
     assert_eq!(states.last().map(String::as_str), Some("completed"));
     assert!(states.iter().any(|s| s == "waiting"), "{states:?}");
+
+    // The log and output followers went on through the new leader, from where they broke:
+    // what they printed is what the task wrote, each byte once.
+    for (what, follower) in [("logs", logs_follower), ("output", output_follower)] {
+        let (status, out, err) = finish(follower);
+        assert!(status.success(), "{what} --follow: {status}: {err}");
+        assert!(err.contains("following again through"), "{what}: {err}");
+        let whole = r.cli().args([what, &watched]).output().unwrap();
+        assert!(whole.status.success(), "{}", text(&whole.stderr));
+        assert!(!whole.stdout.is_empty(), "{what} of {watched} is empty");
+        assert_eq!(
+            text(&out),
+            text(&whole.stdout),
+            "{what} --follow across the takeover"
+        );
+    }
+}
+
+/// Waits for a child to exit: its status, stdout and stderr.
+fn finish(mut child: std::process::Child) -> (std::process::ExitStatus, Vec<u8>, String) {
+    let status =
+        dispatch_tests::wait_until("a follower to exit", || child.try_wait().ok().flatten());
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, out, err)
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! `dispatch logs`: a task's worker output.
 
 use crate::args::Global;
-use crate::client::connect;
+use crate::client::{Target, connect};
 use crate::render;
+use crate::watching;
 use anyhow::{Result, anyhow};
 use dispatch_core::task_id;
 use dispatch_proto::v1;
@@ -10,31 +11,49 @@ use std::io::{IsTerminal, Write};
 
 pub(super) async fn logs(g: &Global, id: &str, follow: bool, activity: bool) -> Result<u8> {
     task_id::validate(id)?;
-    let mut t = connect(g).await?;
-    let mut stream = t
-        .client
-        .logs(v1::LogsRequest {
-            id: id.to_string(),
-            follow,
-            activity,
-        })
-        .await?
-        .into_inner();
+    let open = |mut t: Target, after_seq: u64| {
+        let id = id.to_string();
+        async move {
+            Ok::<_, tonic::Status>(
+                t.client
+                    .logs(v1::LogsRequest {
+                        id,
+                        follow,
+                        activity,
+                        after_seq,
+                    })
+                    .await?
+                    .into_inner(),
+            )
+        }
+    };
+    let mut stream = open(connect(g).await?, 0).await?;
     // Piped: exactly the bytes the worker wrote. On a terminal: its colours, but no escape
     // sequence that could set the reader's clipboard, title or cursor.
     let terminal = std::io::stdout().is_terminal();
-    let mut out = std::io::stdout().lock();
-    while let Some(chunk) = stream
-        .message()
-        .await
-        .map_err(|s| anyhow!(render::status_text(&s)))?
-    {
+    // The last chunk written: a broken stream resumes after it, so no byte is shown twice
+    // (unless a chunk came unnumbered, from an older coordinator: then it cannot).
+    let (mut last, mut unnumbered) = (0, false);
+    loop {
+        let chunk = match stream.message().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(s) if watching::resumable(&s) && !unnumbered => {
+                let broke = format!("the log stream broke: {}", render::status_text(&s));
+                stream = watching::reopen(g, &broke, |t| open(t, last)).await?;
+                continue;
+            }
+            Err(s) => return Err(anyhow!(render::status_text(&s))),
+        };
+        let mut out = std::io::stdout().lock();
         if terminal {
             out.write_all(&dispatch_core::text::terminal_output(&chunk.data))?;
         } else {
             out.write_all(&chunk.data)?;
         }
         out.flush()?;
+        last = last.max(chunk.seq);
+        unnumbered |= chunk.seq == 0;
     }
     Ok(crate::exit::Exit::Success.into())
 }

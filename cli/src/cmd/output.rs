@@ -1,8 +1,9 @@
 //! `dispatch output`: a task's output.md.
 
 use crate::args::Global;
-use crate::client::connect;
+use crate::client::{Target, connect};
 use crate::render;
+use crate::watching;
 use anyhow::{Result, anyhow, bail};
 use dispatch_core::task_id;
 use dispatch_proto::v1;
@@ -10,21 +11,52 @@ use std::io::{IsTerminal, Write};
 
 pub(super) async fn output(g: &Global, id: &str, follow: bool) -> Result<u8> {
     task_id::validate(id)?;
-    let mut t = connect(g).await?;
-    let mut stream = t
-        .client
-        .get_output(v1::GetOutputRequest {
-            id: id.to_string(),
-            follow,
-        })
-        .await?
-        .into_inner();
+    let open = |mut t: Target| {
+        let id = id.to_string();
+        async move {
+            Ok::<_, tonic::Status>(
+                t.client
+                    .get_output(v1::GetOutputRequest { id, follow })
+                    .await?
+                    .into_inner(),
+            )
+        }
+    };
+    let mut stream = open(connect(g).await?).await?;
     let terminal = std::io::stdout().is_terminal();
     let mut shown = 0;
-    while let Some(o) = stream
-        .message()
-        .await
-        .map_err(|s| anyhow!(render::status_text(&s)))?
+    // What was shown last: a stream opened again starts with the current output.md, which is
+    // not shown a second time when it is the same.
+    let (mut last, mut reopened): (Option<v1::OutputResponse>, bool) = (None, false);
+    loop {
+        let o = match stream.message().await {
+            Ok(Some(o)) => o,
+            Ok(None) => break,
+            Err(s) if watching::resumable(&s) => {
+                let broke = format!("the output stream broke: {}", render::status_text(&s));
+                stream = watching::reopen(g, &broke, open).await?;
+                reopened = true;
+                continue;
+            }
+            Err(s) => return Err(anyhow!(render::status_text(&s))),
+        };
+        if std::mem::take(&mut reopened) && last.as_ref() == Some(&o) {
+            continue;
+        }
+        show(g, id, &o, shown, terminal)?;
+        shown += 1;
+        last = Some(o);
+    }
+    if shown == 0 {
+        bail!(
+            "`{id}` has no output.md yet: the worker writes it for the plan's last item (`dispatch watch {id}` shows how far it is)"
+        );
+    }
+    Ok(crate::exit::Exit::Success.into())
+}
+
+/// Prints one version of output.md (`shown` before it).
+fn show(g: &Global, id: &str, o: &v1::OutputResponse, shown: usize, terminal: bool) -> Result<()> {
     {
         if g.json {
             println!(
@@ -60,12 +92,6 @@ pub(super) async fn output(g: &Global, id: &str, follow: bool) -> Result<u8> {
                 );
             }
         }
-        shown += 1;
     }
-    if shown == 0 {
-        bail!(
-            "`{id}` has no output.md yet: the worker writes it for the plan's last item (`dispatch watch {id}` shows how far it is)"
-        );
-    }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(())
 }

@@ -224,8 +224,9 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let (tx, out) = mpsc::channel(4);
         let stopping = c.stopping();
         tokio::spawn(async move {
+            let told = tx.clone();
             tokio::select! {
-                _ = stopping => {}
+                _ = stopping => stopping_error(&told).await,
                 _ = pump_output(&c, task, req.follow, watch_rx, tx) => {}
             }
         });
@@ -325,18 +326,14 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let task = c.task(&req.id).await?;
         crate::domain::must_own(&who, &task)?;
         let log_rx = c.publisher.logs();
-        let stream = if req.activity {
-            LogStream::Activity
-        } else {
-            LogStream::Raw
-        };
         let watch_rx = c.publisher.watch();
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
         let stopping = c.stopping();
         tokio::spawn(async move {
+            let told = tx.clone();
             tokio::select! {
-                _ = stopping => {}
-                _ = pump_logs(&c, &task.id, stream, req.follow, log_rx, watch_rx, tx) => {}
+                _ = stopping => stopping_error(&told).await,
+                _ = pump_logs(&c, &task.id, &req, log_rx, watch_rx, tx) => {}
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
@@ -682,22 +679,39 @@ async fn send_stored_logs(
         }
         for (seq, data) in page {
             last = seq;
-            tx.send(Ok(v1::LogsResponse { data })).await.ok()?;
+            tx.send(Ok(v1::LogsResponse { data, seq })).await.ok()?;
         }
     }
 }
 
-/// Feeds one `logs` client: what is stored, then (with `follow`) new output until the task ends.
+/// Ends a stream cut by the coordinator's stop with an error, so a follower knows the end it
+/// saw is not the task's (and follows again on the next coordinator); a watch ends cleanly and
+/// is re-subscribed either way.
+async fn stopping_error<T>(tx: &Sender<T>) {
+    let _ = tx
+        .send(Err(Status::unavailable(
+            "the coordinator is stopping; follow again when it (or another replica) is back",
+        )))
+        .await;
+}
+
+/// Feeds one `logs` client: what is stored after chunk `after_seq`, then (with `follow`) new
+/// output until the task ends.
 async fn pump_logs(
     c: &Coordinator,
     task: &str,
-    stream: LogStream,
-    follow: bool,
+    req: &v1::LogsRequest,
     mut log_rx: broadcast::Receiver<crate::publish::LogLine>,
     mut watch_rx: broadcast::Receiver<Arc<Published>>,
     tx: Sender<v1::LogsResponse>,
 ) {
-    let Some(mut last) = send_stored_logs(c, task, stream, 0, &tx).await else {
+    let stream = if req.activity {
+        LogStream::Activity
+    } else {
+        LogStream::Raw
+    };
+    let (follow, after) = (req.follow, req.after_seq);
+    let Some(mut last) = send_stored_logs(c, task, stream, after, &tx).await else {
         return;
     };
     let ended = c
@@ -715,7 +729,7 @@ async fn pump_logs(
             line = log_rx.recv() => match line {
                 Ok(l) if l.task_id == task && l.stream == stream && l.seq > last => {
                     last = l.seq;
-                    if tx.send(Ok(v1::LogsResponse { data: l.data.to_vec() })).await.is_err() {
+                    if tx.send(Ok(v1::LogsResponse { data: l.data.to_vec(), seq: l.seq })).await.is_err() {
                         return;
                     }
                 }

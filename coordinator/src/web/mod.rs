@@ -332,8 +332,7 @@ async fn task_page(State(app): State<App>, headers: HeaderMap, Path(id): Path<St
                 &who,
                 v1::LogsRequest {
                     id: id.clone(),
-                    follow: false,
-                    activity: false,
+                    ..Default::default()
                 },
             ))
             .await
