@@ -68,6 +68,8 @@ async def main():
             ]:
                 assert name in tools, sorted(tools)
                 assert field(tools[name], "input_schema", "inputSchema")["type"] == "object", tools[name]
+                # Each says what it returns; the SDK checks every result below against it.
+                assert field(tools[name], "output_schema", "outputSchema")["type"] == "object", tools[name]
             assert "prompt" in field(tools["dispatch_task"], "input_schema", "inputSchema")["required"]
 
             r = await s.call_tool("dispatch_task", {

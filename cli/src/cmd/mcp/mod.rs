@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod resources;
+mod schemas;
 
 /// Longest a `wait_for_task` call blocks (a host may call it again).
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -71,96 +72,137 @@ fn id_only(what: &str) -> std::sync::Arc<Map<String, Value>> {
     )
 }
 
+/// `t`, saying its result has the shape of `schema` (its `outputSchema`).
+fn returns(schema: Value, mut t: Tool) -> Tool {
+    if let Value::Object(m) = schema {
+        t.output_schema = Some(std::sync::Arc::new(m));
+    }
+    t
+}
+
 fn tools() -> Vec<Tool> {
     vec![
-        Tool::new(
-            "dispatch_task",
-            "Dispatch a task to a worker (Claude Code, Codex, Cursor or any configured CLI) on a node. Its checklist is the steps given, or the plan, or taken from the prompt. Returns the task's id, node, backend, model and plan, and a notice when your default model was used.",
-            schema(
-                json!({
-                    "prompt": {"type": "string", "description": "What the worker should do."},
-                    "steps": {"type": "array", "items": {"type": "string"}, "description": "Checklist items (replace those taken from the prompt)."},
-                    "plan": {"type": "string", "description": "A whole plan.md, used as is."},
-                    "id": {"type": "string", "description": "Task id (kebab-case); derived from the prompt when absent."},
-                    "model": {"type": "string"},
-                    "alias": {"type": "string", "description": "A configured alias (its model and prompt addition)."},
-                    "backend": {"type": "string", "description": "claude, cursor, codex, sim, or one a node configures."},
-                    "remote": {"type": "string", "description": "Run on this node only."},
-                    "pool": {"type": "string", "description": "Run on nodes with these labels: k=v[,k=v]."},
-                    "after": {"type": "string", "description": "Start after this task completes."},
-                    "worktree": {"type": "boolean", "description": "Run in a git worktree on branch dispatch/<id>."},
-                    "title": {"type": "string"}
-                }),
-                &["prompt"],
+        returns(
+            schemas::task(),
+            Tool::new(
+                "dispatch_task",
+                "Dispatch a task to a worker (Claude Code, Codex, Cursor or any configured CLI) on a node. Its checklist is the steps given, or the plan, or taken from the prompt. Returns the task's id, node, backend, model and plan, and a notice when your default model was used.",
+                schema(
+                    json!({
+                        "prompt": {"type": "string", "description": "What the worker should do."},
+                        "steps": {"type": "array", "items": {"type": "string"}, "description": "Checklist items (replace those taken from the prompt)."},
+                        "plan": {"type": "string", "description": "A whole plan.md, used as is."},
+                        "id": {"type": "string", "description": "Task id (kebab-case); derived from the prompt when absent."},
+                        "model": {"type": "string"},
+                        "alias": {"type": "string", "description": "A configured alias (its model and prompt addition)."},
+                        "backend": {"type": "string", "description": "claude, cursor, codex, sim, or one a node configures."},
+                        "remote": {"type": "string", "description": "Run on this node only."},
+                        "pool": {"type": "string", "description": "Run on nodes with these labels: k=v[,k=v]."},
+                        "after": {"type": "string", "description": "Start after this task completes."},
+                        "worktree": {"type": "boolean", "description": "Run in a git worktree on branch dispatch/<id>."},
+                        "title": {"type": "string"}
+                    }),
+                    &["prompt"],
+                ),
             ),
         ),
-        Tool::new(
-            "task_status",
-            "One task in full (with its checklist and questions), or the most recent tasks when no id is given.",
-            schema(
-                json!({"id": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": 1000}}),
-                &[],
+        returns(
+            schemas::status(),
+            Tool::new(
+                "task_status",
+                "One task in full (with its checklist and questions), or the most recent tasks when no id is given.",
+                schema(
+                    json!({"id": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": 1000}}),
+                    &[],
+                ),
             ),
         ),
-        Tool::new(
-            "wait_for_task",
-            "Block until the task needs you — a question is waiting, or it ended — or the timeout passes. Returns why (`question`, `completed`, `blocked`, `failed`, `cancelled`, `timeout`), the message `dispatch wait` prints, and the task.",
-            schema(
-                json!({
-                    "id": {"type": "string"},
-                    "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Default 300."}
-                }),
-                &["id"],
+        returns(
+            schemas::waited(),
+            Tool::new(
+                "wait_for_task",
+                "Block until the task needs you — a question is waiting, or it ended — or the timeout passes. Returns why (`question`, `completed`, `blocked`, `failed`, `cancelled`, `timeout`), the message `dispatch wait` prints, and the task.",
+                schema(
+                    json!({
+                        "id": {"type": "string"},
+                        "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Default 300."}
+                    }),
+                    &["id"],
+                ),
             ),
         ),
-        Tool::new(
-            "answer_question",
-            "Answer a worker's question (the oldest open one, or question `seq`); the worker continues with its context.",
-            schema(
-                json!({"id": {"type": "string"}, "text": {"type": "string"}, "seq": {"type": "integer", "minimum": 1}}),
-                &["id", "text"],
+        returns(
+            schemas::task(),
+            Tool::new(
+                "answer_question",
+                "Answer a worker's question (the oldest open one, or question `seq`); the worker continues with its context.",
+                schema(
+                    json!({"id": {"type": "string"}, "text": {"type": "string"}, "seq": {"type": "integer", "minimum": 1}}),
+                    &["id", "text"],
+                ),
             ),
         ),
-        Tool::new(
-            "add_note",
-            "Append a note for the worker to the task's plan.md.",
-            schema(
-                json!({"id": {"type": "string"}, "text": {"type": "string"}}),
-                &["id", "text"],
+        returns(
+            schemas::task(),
+            Tool::new(
+                "add_note",
+                "Append a note for the worker to the task's plan.md.",
+                schema(
+                    json!({"id": {"type": "string"}, "text": {"type": "string"}}),
+                    &["id", "text"],
+                ),
             ),
         ),
-        Tool::new(
-            "cancel_task",
-            "Cancel a task; its worker is stopped.",
-            id_only("The task."),
-        ),
-        Tool::new(
-            "retry_task",
-            "Run an ended task's unchecked items again, optionally with another backend, model or node.",
-            schema(
-                json!({"id": {"type": "string"}, "backend": {"type": "string"}, "model": {"type": "string"}, "remote": {"type": "string"}}),
-                &["id"],
+        returns(
+            schemas::task(),
+            Tool::new(
+                "cancel_task",
+                "Cancel a task; its worker is stopped.",
+                id_only("The task."),
             ),
         ),
-        Tool::new(
-            "task_output",
-            "The task's output.md: the summary its worker wrote.",
-            id_only("The task."),
+        returns(
+            schemas::task(),
+            Tool::new(
+                "retry_task",
+                "Run an ended task's unchecked items again, optionally with another backend, model or node.",
+                schema(
+                    json!({"id": {"type": "string"}, "backend": {"type": "string"}, "model": {"type": "string"}, "remote": {"type": "string"}}),
+                    &["id"],
+                ),
+            ),
         ),
-        Tool::new(
-            "task_diff",
-            "What a worktree or remote-workspace task changed, as a patch.",
-            id_only("The task."),
+        returns(
+            schemas::output(),
+            Tool::new(
+                "task_output",
+                "The task's output.md: the summary its worker wrote.",
+                id_only("The task."),
+            ),
         ),
-        Tool::new(
-            "list_nodes",
-            "The agent nodes: connected or not, load, backends, labels.",
-            schema(json!({}), &[]),
+        returns(
+            schemas::diff(),
+            Tool::new(
+                "task_diff",
+                "What a worktree or remote-workspace task changed, as a patch.",
+                id_only("The task."),
+            ),
         ),
-        Tool::new(
-            "inbox",
-            "Every question a worker is waiting on, across tasks and nodes.",
-            schema(json!({}), &[]),
+        returns(
+            schemas::nodes(),
+            Tool::new(
+                "list_nodes",
+                "The agent nodes: connected or not, load, backends, labels.",
+                schema(json!({}), &[]),
+            ),
+        ),
+        returns(
+            schemas::inbox(),
+            Tool::new(
+                "inbox",
+                "Every question a worker is waiting on, across tasks and nodes.",
+                schema(json!({}), &[]),
+            ),
         ),
     ]
 }
