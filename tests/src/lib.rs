@@ -489,6 +489,34 @@ impl Cluster {
         self.coordinator = p;
     }
 
+    /// The bytes the coordinator's store takes now: SQLite's database file and its WAL, or
+    /// PostgreSQL's `pg_database_size` (its tables, indexes and not yet vacuumed row versions).
+    pub fn store_bytes(&self) -> u64 {
+        let store = self
+            .coordinator_args
+            .iter()
+            .position(|a| a == "--store")
+            .and_then(|i| self.coordinator_args.get(i + 1));
+        match store {
+            Some(url) => self.rt.block_on(async {
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(url)
+                    .await
+                    .expect("connect to the store");
+                let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("pg_database_size");
+                size as u64
+            }),
+            None => ["dispatch.db", "dispatch.db-wal"]
+                .iter()
+                .filter_map(|f| std::fs::metadata(self.dir.path().join("coordinator").join(f)).ok())
+                .map(|m| m.len())
+                .sum(),
+        }
+    }
+
     /// The workdir agents run tasks in by default.
     pub fn workdir(&self) -> PathBuf {
         let w = self.dir.path().join("work");

@@ -344,6 +344,7 @@ fn throughput(args: &[String]) -> Vec<Stats> {
     let prompt_bytes = arg(args, "--prompt-bytes", 1).max(1);
     let total = tasks * per_task;
     let c = Cluster::new();
+    let empty = c.store_bytes();
     let mut rate = Stats {
         name: "plan snapshots committed per second".into(),
         samples: vec![],
@@ -501,7 +502,16 @@ fn throughput(args: &[String]) -> Vec<Stats> {
     println!(
         "({tasks} tasks × {per_task} snapshots = {total} events, {watchers} watchers; the columns are rates or counts here, not ms)"
     );
-    vec![rate, fan, lost]
+    // What the store grew by, per event (each is stored with its task's row updated):
+    // SQLite's file and WAL (an upper bound: a page can be in both), or PostgreSQL's database
+    // (with the row versions autovacuum has not reclaimed yet).
+    let stored = c.store_bytes().saturating_sub(empty);
+    println!("(the store grew by {stored} bytes from {empty})");
+    let per_event = Stats {
+        name: "store bytes per event".into(),
+        samples: vec![stored as f64 / total as f64],
+    };
+    vec![rate, fan, lost, per_event]
 }
 
 /// (RSS in MiB, CPU ticks used so far) of a process, from /proc.
