@@ -40,7 +40,8 @@ fn the_bench_scenarios_run() {
                 .count(),
             match args[0] {
                 "questions" => 4,
-                "throughput" | "scale" => 3,
+                "throughput" => 4,
+                "scale" => 3,
                 "footprint" => 4,
                 "idle" => 4,
                 "results" => 10,
