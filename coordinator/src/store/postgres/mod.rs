@@ -252,14 +252,40 @@ pub fn with_database(url: &str, database: &str) -> String {
     format!("{root}/{database}{query}")
 }
 
-/// Creates a new empty database `dispatch_<tag>_<random>` on the server at `url` (whose
-/// user may create databases) and returns its URL: one per test, so tests run in parallel.
+/// Creates a new empty database `dispatch_<tag>_<unix seconds>_<random>` on the server at
+/// `url` (whose user may create databases) and returns its URL: one per test, so tests run in
+/// parallel. Nothing drops them when a test ends (a test that fails is easier to look into
+/// with its database), so the first call in a process drops the scratch databases made more
+/// than [`SCRATCH_KEPT_FOR`] ago that nobody is connected to: a developer's server stays
+/// bounded.
 #[doc(hidden)]
 pub async fn scratch_database(url: &str, tag: &str) -> Result<String> {
     use sqlx::Connection;
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let mut admin = sqlx::postgres::PgConnection::connect_with(&connect_options(url)?).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'dispatch\\_%'")
+                .fetch_all(&mut admin)
+                .await?;
+        for old in names
+            .iter()
+            .filter(|n| scratch_made_at(n).is_some_and(|t| t + SCRATCH_KEPT_FOR.as_secs() < now))
+        {
+            // Refused while someone is connected (a test still running): then it stays.
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{old}\""
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+    }
     let name = format!(
-        "dispatch_{}_{:016x}",
+        "dispatch_{}_{now}_{:016x}",
         tag.chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
             .take(30)
@@ -278,4 +304,43 @@ pub async fn scratch_database(url: &str, tag: &str) -> Result<String> {
         .await?;
     admin.close().await?;
     Ok(with_database(url, &name))
+}
+
+/// How long a scratch database is kept before a later test run drops it.
+pub const SCRATCH_KEPT_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// When scratch database `name` was made (from its name), or None for any other database.
+fn scratch_made_at(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix("dispatch_")?;
+    let mut parts = rest.rsplitn(3, '_');
+    let random = parts.next()?;
+    let secs = parts.next()?;
+    parts.next()?;
+    (random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| secs.parse().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    use super::scratch_made_at;
+
+    #[test]
+    fn only_scratch_databases_have_a_making_time() {
+        assert_eq!(
+            scratch_made_at("dispatch_store_paused_1795700000_00ff00ff00ff00ff"),
+            Some(1_795_700_000)
+        );
+        for other in [
+            "dispatch",
+            "postgres",
+            "dispatch_team",
+            "dispatch_bench_00ff00ff00ff00ff",
+            "dispatch_x_notatime_00ff00ff00ff00ff",
+            "dispatch_x_1795700000_short",
+            "mine_x_1795700000_00ff00ff00ff00ff",
+        ] {
+            assert_eq!(scratch_made_at(other), None, "{other}");
+        }
+    }
 }
