@@ -108,11 +108,17 @@ pub fn addresses(list: &str) -> Vec<&str> {
         .collect()
 }
 
-/// Opens a channel to the first coordinator of `list` (`URL1,URL2,…`) that serves, in order;
-/// returns it with the address it reached. A standby replica (health NOT_SERVING) is skipped,
-/// and the leader it names is tried next — so one Service address in front of every replica
-/// works too. That redirect is followed only with the same scheme (and the same TLS trust), a
-/// few times at most. The error names every address and why it failed.
+/// How long an address that has not answered yet is waited on alone before the next one of
+/// the list is tried beside it ("happy eyeballs"): a hung replica first in the list costs a
+/// new connection this much, not the health check's whole timeout.
+const HEAD_START: Duration = Duration::from_millis(250);
+
+/// Opens a channel to the first coordinator of `list` (`URL1,URL2,…`) that serves. Addresses
+/// are tried in order, each given [`HEAD_START`] before the next starts beside it, and the
+/// first to answer SERVING wins. A standby replica (health NOT_SERVING) is skipped, and the
+/// leader it names is tried next — so one Service address in front of every replica works
+/// too. That redirect is followed only with the same scheme (and the same TLS trust), a few
+/// times at most. The error names every address and why it failed, in the list's order.
 pub async fn connect_first(list: &str, tls: &ClientTls) -> Result<(Channel, String), String> {
     let given = addresses(list);
     if given.is_empty() {
@@ -124,32 +130,67 @@ pub async fn connect_first(list: &str, tls: &ClientTls) -> Result<(Channel, Stri
     let mut queue: std::collections::VecDeque<String> =
         given.iter().map(|u| u.to_string()).collect();
     let mut tried: Vec<String> = Vec::new();
-    let mut failures = Vec::new();
+    // Each failure with the place its address was started at, to report them in order.
+    let mut failures: Vec<(usize, String)> = Vec::new();
     let mut redirects = 0;
-    while let Some(url) = queue.pop_front() {
-        if tried.contains(&url) {
-            continue;
+    let mut probes = tokio::task::JoinSet::new();
+    let start_next = |queue: &mut std::collections::VecDeque<String>,
+                      tried: &mut Vec<String>,
+                      probes: &mut tokio::task::JoinSet<_>| {
+        while let Some(url) = queue.pop_front() {
+            if tried.contains(&url) {
+                continue;
+            }
+            tried.push(url.clone());
+            let (at, tls) = (tried.len() - 1, tls.clone());
+            probes.spawn(async move {
+                let reached = match connect_with(&url, &tls).await {
+                    Ok(ch) => {
+                        let health = serving(&ch).await;
+                        Ok((ch, health))
+                    }
+                    Err(e) => Err(e),
+                };
+                (at, url, reached)
+            });
+            return true;
         }
-        tried.push(url.clone());
-        let ch = match connect_with(&url, tls).await {
-            Ok(ch) => ch,
-            Err(e) => {
-                failures.push(e);
+        false
+    };
+    start_next(&mut queue, &mut tried, &mut probes);
+    loop {
+        let waiting = queue.iter().any(|u| !tried.contains(u));
+        let done = tokio::select! {
+            done = probes.join_next() => done,
+            _ = tokio::time::sleep(HEAD_START), if waiting => {
+                start_next(&mut queue, &mut tried, &mut probes);
                 continue;
             }
         };
-        match serving(&ch).await {
-            Health::Serving => {
-                if !failures.is_empty() {
+        let Some(done) = done else {
+            // Nothing in flight and nothing left to try.
+            break;
+        };
+        let Ok((at, url, reached)) = done else {
+            continue;
+        };
+        match reached {
+            Ok((ch, Health::Serving)) => {
+                if !failures.is_empty() || at > 0 {
                     tracing::info!(coordinator = %url, "connected to the coordinator that serves");
                 }
                 return Ok((ch, url));
             }
-            Health::Standby(leader) => {
-                failures.push(match &leader {
-                    Some(l) => format!("{url}: a standby replica; the leader is {l}"),
-                    None => format!("{url}: a standby replica, or stopping (health NOT_SERVING)"),
-                });
+            Ok((_, Health::Standby(leader))) => {
+                failures.push((
+                    at,
+                    match &leader {
+                        Some(l) => format!("{url}: a standby replica; the leader is {l}"),
+                        None => {
+                            format!("{url}: a standby replica, or stopping (health NOT_SERVING)")
+                        }
+                    },
+                ));
                 if let Some(l) = leader
                     && redirects < 3
                     && !tried.contains(&l)
@@ -159,12 +200,17 @@ pub async fn connect_first(list: &str, tls: &ClientTls) -> Result<(Channel, Stri
                     queue.push_front(l);
                 }
             }
-            Health::Failed(why) => {
+            Ok((_, Health::Failed(why))) => {
                 let hint = tls_hint(&url, &why, tls);
-                failures.push(format!("{url}: {why}{hint}"));
+                failures.push((at, format!("{url}: {why}{hint}")));
             }
+            Err(e) => failures.push((at, e)),
         }
+        // An answer that is not SERVING frees the turn: the next address starts now.
+        start_next(&mut queue, &mut tried, &mut probes);
     }
+    failures.sort_by_key(|(at, _)| *at);
+    let mut failures: Vec<String> = failures.into_iter().map(|(_, f)| f).collect();
     if given.len() == 1 && failures.len() == 1 {
         return Err(failures.remove(0));
     }
@@ -315,4 +361,73 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gRPC server with only the health service, answering `status`; its URL.
+    async fn health_server(status: tonic_health::ServingStatus) -> String {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("", status).await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _keep = reporter;
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+                .await
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_hung_first_address_costs_a_head_start_not_a_health_timeout() {
+        // Connections to it complete (the kernel accepts them) and nothing ever answers: a
+        // paused leader, or one behind a partition that drops its replies.
+        let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let serving = health_server(tonic_health::ServingStatus::Serving).await;
+        let list = format!("http://{},{serving}", hung.local_addr().unwrap());
+        let started = std::time::Instant::now();
+        let (_, reached) = connect_first(&list, &ClientTls::default()).await.unwrap();
+        assert_eq!(reached, serving);
+        // In turn, it would first wait out the hung one's 5 s health check.
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_serving_one_wins_over_a_standby_and_failures_are_told_in_order() {
+        let standby = health_server(tonic_health::ServingStatus::NotServing).await;
+        let serving = health_server(tonic_health::ServingStatus::Serving).await;
+        let (_, reached) = connect_first(&format!("{standby},{serving}"), &ClientTls::default())
+            .await
+            .unwrap();
+        assert_eq!(reached, serving);
+        // Two closed ports: both fail, and the error names them in the list's order.
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        };
+        let (a, b) = (free(), free());
+        let e = connect_first(
+            &format!("http://{a},{standby},http://{b}"),
+            &ClientTls::default(),
+        )
+        .await
+        .unwrap_err();
+        let at = |s: &str| e.find(s).unwrap_or_else(|| panic!("{s} in {e}"));
+        assert!(
+            at(&a.to_string()) < at(&standby) && at(&standby) < at(&b.to_string()),
+            "{e}"
+        );
+        assert!(e.contains("a standby replica"), "{e}");
+    }
 }

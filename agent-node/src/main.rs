@@ -28,7 +28,8 @@ struct Args {
     config: Option<PathBuf>,
 
     /// Coordinator address: https://HOST:PORT (TLS), http://HOST:PORT or unix:/PATH. Several,
-    /// comma-separated (URL1,URL2), are tried in order at every (re)connect.
+    /// comma-separated (URL1,URL2), are tried in order at every (re)connect (each alone for
+    /// 250 ms, then the next beside it; the first that serves wins).
     #[arg(long, env = "DISPATCH_COORDINATOR")]
     coordinator: Option<String>,
 

@@ -35,8 +35,9 @@ pub(crate) struct Cli {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Global {
     /// Coordinator to use: https://HOST:PORT (TLS), http://HOST:PORT or unix:/PATH; several,
-    /// comma-separated (URL1,URL2), are tried in order. Without it, a local daemon is used
-    /// (started on demand).
+    /// comma-separated (URL1,URL2), are tried in order (each alone for 250 ms, then the next
+    /// beside it; the first that serves wins). Without it, a local daemon is used (started on
+    /// demand).
     #[arg(long, global = true, env = "DISPATCH_COORDINATOR")]
     pub(crate) coordinator: Option<String>,
 

@@ -58,3 +58,51 @@ fn an_agent_and_the_cli_reach_the_first_coordinator_of_a_list_that_answers() {
         "{err}"
     );
 }
+
+#[test]
+fn a_task_sent_while_the_nodes_reconnect_to_a_restarted_coordinator_is_queued_not_refused() {
+    // A coordinator that has never seen a node refuses at once, saying what to do.
+    let mut c = Cluster::new();
+    let out = c.run(&["--backend", "sim", "--id", "nowhere", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("no node is connected to this coordinator; start `dispatch-agent"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // It knows `back` now; its agent is away while the coordinator restarts.
+    c.add_agent(AgentOpts::new("back", 1));
+    c.agent("back").terminate();
+    c.agents.retain(|(n, _)| n != "back");
+    c.restart_coordinator();
+    // No node is connected yet: the task waits for the known ones instead of being refused.
+    for (id, remote) in [("meanwhile", None), ("pinned-meanwhile", Some("back"))] {
+        let mut args = vec!["--backend", "sim", "--id", id, "--step", "a"];
+        if let Some(r) = remote {
+            args.extend(["--remote", r]);
+        }
+        args.push("x");
+        let out = c.run(&args);
+        assert!(out.status.success(), "{id}: {}", text(&out.stderr));
+        assert_eq!(c.status(id)["state"], "queued", "{id}");
+    }
+    // A node it has never seen is still unknown.
+    let out = c.run(&["--backend", "sim", "--remote", "stranger", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no node named `stranger`"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The node comes back and runs them.
+    c.add_agent(AgentOpts::new("back", 1));
+    for id in ["meanwhile", "pinned-meanwhile"] {
+        let t = c.wait_task(id, "it to end", |t| t.task_state().is_terminal());
+        assert_eq!(
+            (t.task_state().as_str(), t.node.as_str()),
+            ("completed", "back")
+        );
+    }
+}

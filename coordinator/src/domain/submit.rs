@@ -11,6 +11,11 @@ use dispatch_core::plan;
 use dispatch_core::{TaskState, prompt, task_id};
 use std::collections::BTreeMap;
 
+/// How long after a coordinator starts (or a replica takes over) a task for a known node is
+/// queued while no node is connected yet, rather than refused: long enough for agents to
+/// come back (their reconnect backoff is at most 5 s, plus a connect).
+pub const RECONNECT_GRACE_MS: i64 = 15_000;
+
 /// A request to run a task, as the domain sees it.
 #[derive(Debug, Clone, Default)]
 pub struct SubmitSpec {
@@ -356,7 +361,9 @@ impl Coordinator {
     }
 
     /// Refuses a task that no connected node can ever run (pinned node, pool labels, backend,
-    /// model), saying what the connected nodes have.
+    /// model), saying what the connected nodes have. While none is connected in the first
+    /// [`RECONNECT_GRACE_MS`] after the coordinator starts, a task for a known node is queued
+    /// instead: its nodes may still be reconnecting.
     pub(crate) async fn check_placement(&self, probe: &TaskRecord) -> Result<()> {
         let remote = probe.remote.as_str();
         let known = self.store.list_nodes().await?;
@@ -396,6 +403,20 @@ impl Coordinator {
             .filter(|s| remote.is_empty() || s.name == remote)
             .collect();
         if slots.is_empty() {
+            // Just started, or just took over from another replica: the nodes it knows are
+            // still reconnecting (an agent's backoff is at most 5 s). A task for them waits in
+            // the queue meanwhile, as it would for a busy node, instead of being refused.
+            let reconnecting = now_ms() - self.started_ms < RECONNECT_GRACE_MS
+                && known
+                    .iter()
+                    .any(|n| !n.cordoned && (remote.is_empty() || n.name == remote));
+            if reconnecting {
+                tracing::info!(
+                    remote,
+                    "no node connected yet since this coordinator started; queueing the task for the nodes that reconnect"
+                );
+                return Ok(());
+            }
             return Err(CoordinatorError::FailedPrecondition(if remote.is_empty() {
                 "no node is connected to this coordinator; start `dispatch-agent --coordinator URL` on a machine, then dispatch again".to_string()
             } else {
