@@ -73,7 +73,9 @@ pub enum OnSigterm {
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest a connection attempt (TCP, HTTP/2, Hello → Welcome) may take, per address given.
+/// Longest a connection attempt (TCP, HTTP/2, Hello → Welcome) may take. The addresses of a
+/// list are tried side by side after a short head start (`channel::connect_first`), so a hung
+/// one does not use it up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outbound messages buffered for the stream.
 const OUT_QUEUE: usize = 1024;
@@ -657,14 +659,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             }
         }
         if session.is_none() && stopping.is_none() && Instant::now() >= next_attempt {
-            // Each address of a replica list gets its own time: a paused replica first in
-            // the list takes up to one connect and one health check before the next is tried.
-            let connect_timeout = CONNECT_TIMEOUT
-                * crate::channel::addresses(&node.cfg.coordinator)
-                    .len()
-                    .max(1) as u32;
             let attempt = tokio::select! {
-                r = tokio::time::timeout(connect_timeout, node.connect()) => Some(r),
+                r = tokio::time::timeout(CONNECT_TIMEOUT, node.connect()) => Some(r),
                 // Once drained-for, SIGTERM was taken already.
                 _ = &mut shutdown, if !sigterm_taken => None,
             };
@@ -695,7 +691,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                     let e = match result {
                         Ok(Err(e)) => e,
                         _ => format!(
-                            "no answer from the coordinator at {} within {connect_timeout:?}",
+                            "no answer from the coordinator at {} within {CONNECT_TIMEOUT:?}",
                             node.cfg.coordinator
                         ),
                     };

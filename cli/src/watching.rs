@@ -62,50 +62,32 @@ impl Watching {
                 ));
             }
         };
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(200);
-        loop {
-            match self.resubscribe(g, target, tasks).await {
-                Ok(()) => {
-                    // On stderr, so --json output stays one task per line.
-                    eprintln!("({broke}; watching again through {})", target.url);
-                    return Ok(Next::Refreshed);
+        // Subscribe again, then read every followed task afresh (its snapshot, in case a
+        // change fell in the gap); an older snapshot than what is shown is ignored.
+        let (one, ids): (String, Vec<String>) = (self.one.clone(), tasks.keys().cloned().collect());
+        let (t, w, fresh) = reopen(g, &broke, "watching", |mut t: Target| {
+            let (one, ids) = (one.clone(), ids.clone());
+            async move {
+                let w = Watching::start(&mut t, one).await?;
+                let mut fresh = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let now = t.client.get_task(v1::GetTaskRequest { id }).await?;
+                    fresh.push(now.into_inner());
                 }
-                Err(e) if started.elapsed() >= RECONNECT_FOR => {
-                    return Err(anyhow!(
-                        "{broke}, and no coordinator answered for {}s: {e}; run the command again when it is back",
-                        RECONNECT_FOR.as_secs()
-                    ));
-                }
-                Err(_) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
+                Ok((t, w, fresh))
             }
-        }
-    }
-
-    async fn resubscribe(
-        &mut self,
-        g: &Global,
-        target: &mut Target,
-        tasks: &mut BTreeMap<String, v1::Task>,
-    ) -> Result<()> {
-        let mut t = connect(g).await?;
-        let w = Watching::start(&mut t, self.one.clone()).await?;
-        for (id, old) in tasks.iter_mut() {
-            let now = t
-                .client
-                .get_task(v1::GetTaskRequest { id: id.clone() })
-                .await?
-                .into_inner();
-            if newer(old, &now) {
+        })
+        .await?;
+        for now in fresh {
+            if let Some(old) = tasks.get_mut(&now.id)
+                && newer(old, &now)
+            {
                 *old = now;
             }
         }
         *target = t;
         *self = w;
-        Ok(())
+        Ok(Next::Refreshed)
     }
 }
 
@@ -131,7 +113,14 @@ pub(crate) fn newer(old: &v1::Task, now: &v1::Task) -> bool {
 /// Opens a stream again after it broke (`broke` says how): `open` on a new connection each
 /// try, for up to a minute, so a follower outlives a coordinator's restart or a replica's
 /// takeover. An error no new connection can mend (an unknown task) ends it at once.
-pub(crate) async fn reopen<T, F, Fut>(g: &Global, broke: &str, mut open: F) -> Result<T>
+/// It says so on stderr (so --json output on stdout stays one object per line), as
+/// "(BROKE; AGAIN again through URL)".
+pub(crate) async fn reopen<T, F, Fut>(
+    g: &Global,
+    broke: &str,
+    again: &str,
+    mut open: F,
+) -> Result<T>
 where
     F: FnMut(Target) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -144,7 +133,7 @@ where
                 let url = t.url.clone();
                 match open(t).await {
                     Ok(v) => {
-                        eprintln!("({broke}; following again through {url})");
+                        eprintln!("({broke}; {again} again through {url})");
                         return Ok(v);
                     }
                     Err(s) if !resumable(&s) => {

@@ -1015,34 +1015,32 @@ impl Replicas {
 
     /// True when replica `i` serves (a standby answers UNAVAILABLE).
     pub fn serving(&self, i: usize) -> bool {
-        // Bounded: a paused replica accepts connections and never answers.
-        self.rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(5), async {
-                let Ok(mut c) = client_with(&self.urls[i], &self.admin_token).await else {
-                    return false;
-                };
-                c.list_nodes(v1::ListNodesRequest {}).await.is_ok()
-            })
-            .await
-            .unwrap_or(false)
-        })
+        self.rt.block_on(self.serves(&self.urls[i])).is_some()
     }
 
     /// A client of whichever replica serves now.
     pub fn leader_client(&self) -> Option<Client> {
         self.rt.block_on(async {
             for url in &self.urls {
-                let serves = tokio::time::timeout(Duration::from_secs(5), async {
-                    let mut c = client_with(url, &self.admin_token).await.ok()?;
-                    c.list_nodes(v1::ListNodesRequest {}).await.ok()?;
-                    Some(c)
-                });
-                if let Ok(Some(c)) = serves.await {
+                if let Some(c) = self.serves(url).await {
                     return Some(c);
                 }
             }
             None
         })
+    }
+
+    /// A client of the replica at `url` when it serves, within 5 s (a paused replica accepts
+    /// connections and never answers).
+    async fn serves(&self, url: &str) -> Option<Client> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let mut c = client_with(url, &self.admin_token).await.ok()?;
+            c.list_nodes(v1::ListNodesRequest {}).await.ok()?;
+            Some(c)
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Runs a future on the replicas' runtime.

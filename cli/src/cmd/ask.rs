@@ -1,7 +1,7 @@
 //! The question-and-answer side: answer, note, inbox, wait.
 
 use crate::args::Global;
-use crate::client::connect;
+use crate::client::{Target, connect};
 use crate::render;
 use anyhow::{Context, Result, anyhow, bail};
 use dispatch_core::text::{printable, printable_line};
@@ -120,25 +120,32 @@ pub(crate) async fn note(g: &Global, id: &str, text: &str) -> Result<u8> {
     Ok(crate::exit::Exit::Success.into())
 }
 
-pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
-    let mut target = connect(g).await?;
+/// The questions waiting on the caller, oldest first. Another user's come without their text
+/// (only their owner and admins see it, and only they may answer): they are not the caller's
+/// to show.
+pub(crate) async fn waiting_questions(target: &mut Target) -> Result<Vec<v1::PendingQuestion>> {
     let questions = target
         .client
         .list_questions(v1::ListQuestionsRequest {})
         .await?
         .into_inner()
         .questions;
-    // Another user's questions come without their text (only their owner and admins see it,
-    // and only they may answer): they are not this inbox's to show.
-    let questions: Vec<v1::PendingQuestion> = questions
+    Ok(questions
         .into_iter()
         .filter(|q| !q.text.is_empty())
-        .collect();
+        .collect())
+}
+
+/// A waiting question as `dispatch inbox --json` (and the MCP `inbox` tool) gives it.
+pub(crate) fn question_json(q: &v1::PendingQuestion) -> serde_json::Value {
+    serde_json::json!({"task": q.task_id, "node": q.node, "seq": q.seq, "text": q.text, "asked_at_ms": q.asked_at_ms, "title": q.title})
+}
+
+pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
+    let mut target = connect(g).await?;
+    let questions = waiting_questions(&mut target).await?;
     if g.json {
-        let v: Vec<serde_json::Value> = questions
-            .iter()
-            .map(|q| serde_json::json!({"task": q.task_id, "node": q.node, "seq": q.seq, "text": q.text, "asked_at_ms": q.asked_at_ms, "title": q.title}))
-            .collect();
+        let v: Vec<serde_json::Value> = questions.iter().map(question_json).collect();
         println!("{}", serde_json::Value::Array(v));
         return Ok(crate::exit::Exit::Success.into());
     }

@@ -40,7 +40,7 @@ pub(super) async fn logs(g: &Global, id: &str, follow: bool, activity: bool) -> 
             Ok(None) => break,
             Err(s) if watching::resumable(&s) && !unnumbered => {
                 let broke = format!("the log stream broke: {}", render::status_text(&s));
-                stream = watching::reopen(g, &broke, |t| open(t, last)).await?;
+                stream = watching::reopen(g, &broke, "following", |t| open(t, last)).await?;
                 continue;
             }
             Err(s) => return Err(anyhow!(render::status_text(&s))),

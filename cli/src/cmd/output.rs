@@ -34,7 +34,7 @@ pub(super) async fn output(g: &Global, id: &str, follow: bool) -> Result<u8> {
             Ok(None) => break,
             Err(s) if watching::resumable(&s) => {
                 let broke = format!("the output stream broke: {}", render::status_text(&s));
-                stream = watching::reopen(g, &broke, open).await?;
+                stream = watching::reopen(g, &broke, "following", open).await?;
                 reopened = true;
                 continue;
             }

@@ -317,11 +317,11 @@ impl ServerHandler for Dispatch {
                 ));
             }
         }
-        resources::check(&self.g, &id)
+        let follower = resources::Follower::start(&self.g, &id)
             .await
             .map_err(|e| resources::error(&e))?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        let follower = resources::follow(self.g.clone(), id, vec![part], tx);
+        let follower = follower.run(vec![part], tx);
         let peer = context.peer.clone();
         let shown = uri.clone();
         let task = tokio::spawn(async move {
@@ -392,15 +392,17 @@ impl ServerHandler for Dispatch {
             .unwrap_or_default();
         let tasks = resources::by_task(&uris)
             .map_err(|e| McpError::invalid_params(render::error_text(&e), None))?;
-        for (id, _) in &tasks {
-            resources::check(&self.g, id)
+        let mut started = Vec::with_capacity(tasks.len());
+        for (id, parts) in tasks {
+            let follower = resources::Follower::start(&self.g, &id)
                 .await
                 .map_err(|e| resources::error(&e))?;
+            started.push((follower, parts));
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let mut followers = tokio::task::JoinSet::new();
-        for (id, parts) in tasks {
-            followers.spawn(resources::follow(self.g.clone(), id, parts, tx.clone()));
+        for (follower, parts) in started {
+            followers.spawn(follower.run(parts, tx.clone()));
         }
         drop(tx);
         loop {
@@ -558,17 +560,8 @@ async fn call(g: &Global, name: &str, args: &Map<String, Value>) -> Result<Value
             Ok(json!({"nodes": nodes.iter().map(render::node_json).collect::<Vec<_>>()}))
         }
         "inbox" => {
-            let mut t = connect(g).await?;
-            let qs = t
-                .client
-                .list_questions(v1::ListQuestionsRequest {})
-                .await?
-                .into_inner()
-                .questions;
-            Ok(json!({"questions": qs.iter().map(|q| json!({
-                "task": q.task_id, "node": q.node, "seq": q.seq, "text": q.text,
-                "asked_at_ms": q.asked_at_ms, "title": q.title,
-            })).collect::<Vec<_>>()}))
+            let qs = super::ask::waiting_questions(&mut connect(g).await?).await?;
+            Ok(json!({"questions": qs.iter().map(super::ask::question_json).collect::<Vec<_>>()}))
         }
         other => bail!("no tool `{other}`"),
     }

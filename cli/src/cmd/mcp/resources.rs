@@ -5,7 +5,7 @@
 //! and `subscriptions/listen` (2026-07-28).
 
 use crate::args::Global;
-use crate::client::connect;
+use crate::client::{Target, connect};
 use crate::render;
 use crate::watching::{Next, Watching, apply};
 use anyhow::{Result, anyhow, bail};
@@ -176,53 +176,74 @@ pub(super) fn error(e: &anyhow::Error) -> McpError {
     }
 }
 
-/// Checks that the caller may follow `id` (it exists and is not a summary to them).
-pub(super) async fn check(g: &Global, id: &str) -> Result<()> {
-    let t = task(g, id).await?;
-    if t.summary {
-        bail!(
-            "you may see only a summary of `{id}`: its plan and output are for its owner and admins"
-        );
-    }
-    Ok(())
-}
-
-/// Follows task `id` on its watch stream and sends the URI of each of `parts` that changes:
-/// the plan when the checklist or its notes change, the output when output.md is written.
-/// Survives the coordinator's restart or a replica's takeover (the watch resumes, and then
-/// every part is said to have changed: it may have while the stream was down). Ends when the
-/// receiver is gone.
-pub(super) async fn follow(
+/// A task followed on its watch stream, for its resources' change notifications.
+pub(super) struct Follower {
     g: Global,
     id: String,
-    parts: Vec<Part>,
-    tx: mpsc::Sender<String>,
-) -> Result<()> {
-    let mut target = connect(&g).await?;
-    let mut watching = Watching::start(&mut target, id.clone()).await?;
-    let mut tasks = BTreeMap::new();
-    tasks.insert(id.clone(), task(&g, &id).await?);
-    loop {
-        let changed = tokio::select! {
-            next = watching.next(&g, &mut target, &mut tasks) => next?,
-            _ = tx.closed() => return Ok(()),
-        };
-        let changed = match changed {
-            Next::Event(ev) => {
-                if apply(&mut tasks, &ev).is_none() {
-                    continue;
+    target: Target,
+    watching: Watching,
+    tasks: BTreeMap<String, v1::Task>,
+}
+
+impl Follower {
+    /// Subscribes to task `id`'s changes, once it is known that the caller may see it in full
+    /// (it exists and is not a summary to them): the error comes now, not from the follow.
+    pub(super) async fn start(g: &Global, id: &str) -> Result<Follower> {
+        let mut target = connect(g).await?;
+        let watching = Watching::start(&mut target, id.to_string()).await?;
+        let task = target
+            .client
+            .get_task(v1::GetTaskRequest { id: id.to_string() })
+            .await?
+            .into_inner();
+        if task.summary {
+            bail!(
+                "you may see only a summary of `{id}`: its plan and output are for its owner and admins"
+            );
+        }
+        Ok(Follower {
+            g: g.clone(),
+            id: id.to_string(),
+            target,
+            watching,
+            tasks: BTreeMap::from([(id.to_string(), task)]),
+        })
+    }
+
+    /// Sends the URI of each of `parts` that changes: the plan when the checklist or its
+    /// notes change, the output when output.md is written. Survives the coordinator's restart
+    /// or a replica's takeover (the watch resumes, and then every part is said to have
+    /// changed: it may have while the stream was down). Ends when the receiver is gone.
+    pub(super) async fn run(self, parts: Vec<Part>, tx: mpsc::Sender<String>) -> Result<()> {
+        let Follower {
+            g,
+            id,
+            mut target,
+            mut watching,
+            mut tasks,
+        } = self;
+        loop {
+            let changed = tokio::select! {
+                next = watching.next(&g, &mut target, &mut tasks) => next?,
+                _ = tx.closed() => return Ok(()),
+            };
+            let changed = match changed {
+                Next::Event(ev) => {
+                    if apply(&mut tasks, &ev).is_none() {
+                        continue;
+                    }
+                    match ev.change.as_str() {
+                        "plan" => vec![Part::Plan],
+                        "output" => vec![Part::Output],
+                        _ => continue,
+                    }
                 }
-                match ev.change.as_str() {
-                    "plan" => vec![Part::Plan],
-                    "output" => vec![Part::Output],
-                    _ => continue,
+                Next::Refreshed => parts.clone(),
+            };
+            for p in changed.into_iter().filter(|p| parts.contains(p)) {
+                if tx.send(uri(&id, p)).await.is_err() {
+                    return Ok(());
                 }
-            }
-            Next::Refreshed => parts.clone(),
-        };
-        for p in changed.into_iter().filter(|p| parts.contains(p)) {
-            if tx.send(uri(&id, p)).await.is_err() {
-                return Ok(());
             }
         }
     }
