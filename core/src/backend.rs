@@ -27,7 +27,7 @@ pub const BUILTIN: [BuiltinBackend; 3] = [
     BuiltinBackend {
         name: "codex",
         program: "codex",
-        command: "codex exec --full-auto -C \"$(pwd)\"",
+        command: "codex exec --sandbox workspace-write -C \"$(pwd)\"",
     },
 ];
 

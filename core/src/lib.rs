@@ -15,6 +15,7 @@ pub mod agent_config;
 pub mod backend;
 pub mod config;
 pub mod config_edit;
+pub mod drive;
 pub mod duration;
 pub mod fs;
 #[doc(hidden)]
@@ -25,6 +26,7 @@ pub mod plan;
 pub mod prompt;
 pub mod repo_url;
 pub mod resolve;
+pub mod signals;
 pub mod signing;
 pub mod stream;
 pub mod task;

@@ -3,6 +3,7 @@
 //! temp directories) and talks to them the way users do. Every wait has a deadline and fails
 //! with a message saying what never happened.
 
+pub mod mock_models;
 pub mod proxy;
 
 use dispatch_proto::v1;
