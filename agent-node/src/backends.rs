@@ -1,7 +1,16 @@
 //! Backends a node offers: the seed's CLIs found on PATH, plus the `sim` worker.
+//!
+//! Each CLI found is probed once at start (`--version`, and the help of what the node runs):
+//! its command is built from what that version accepts, and a version the node cannot drive
+//! is offered with an `error` (shown in `dispatch nodes` and `doctor`, never routed to).
 
 use dispatch_core::backend::{BUILTIN, SIM};
+use dispatch_core::signals::Cli;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long one probe of a CLI (`--version`, its help) may take.
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
 /// One backend this node can run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +27,64 @@ pub struct BackendSpec {
     pub max_tasks: u32,
     /// The structured stream its command prints, when configured (`structured:`).
     pub stream: Option<dispatch_core::stream::StreamFormat>,
+    /// The CLI it runs, when dispatch can read that CLI's signals (retries, errors).
+    pub cli: Option<Cli>,
+    /// The version its CLI reported at start ("" when it did not say).
+    pub version: String,
+    /// Why this node cannot run it ("" when it can).
+    pub error: String,
+    /// Arguments added when a task's workdir is not inside a git repository.
+    pub outside_git: Vec<String>,
+    /// `--model` is passed to it: cursor and codex always, claude with `pass_model: true`.
+    pub pass_model: bool,
+    /// The flags that turn on its structured stream, as its version has them.
+    pub stream_flags: Option<&'static str>,
+}
+
+impl BackendSpec {
+    /// A backend that runs `command` (a custom one, or `sim`).
+    pub fn custom(name: &str, command: String) -> BackendSpec {
+        BackendSpec {
+            name: name.into(),
+            cli: Cli::of(name, &command),
+            command,
+            program: None,
+            models: vec![],
+            max_tasks: 0,
+            stream: None,
+            version: String::new(),
+            error: String::new(),
+            outside_git: vec![],
+            pass_model: false,
+            stream_flags: None,
+        }
+    }
+}
+
+/// What running `program`'s `--version` and help printed, for [`dispatch_core::drive`].
+pub fn probe(b: &dispatch_core::backend::BuiltinBackend) -> dispatch_core::drive::Probe {
+    let help_args: &[&str] = match b.name {
+        "claude" => &["--help"],
+        "codex" => &["exec", "--help"],
+        _ => &[],
+    };
+    // Both at once: a node's start waits for the slower.
+    let program = b.program.to_string();
+    let help = (!help_args.is_empty()).then(|| {
+        let program = program.clone();
+        let args: Vec<String> = help_args.iter().map(|a| a.to_string()).collect();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_with_limit(&program, &args, PROBE_LIMIT).ok()
+        })
+    });
+    let version = run_with_limit(&program, &["--version"], PROBE_LIMIT).ok();
+    dispatch_core::drive::Probe {
+        version,
+        help: help.and_then(|h| h.join().ok().flatten()),
+        root: nix::unistd::geteuid().is_root(),
+        sandbox_env: std::env::var_os("IS_SANDBOX").is_some_and(|v| !v.is_empty()),
+    }
 }
 
 /// Finds `program` on PATH.
@@ -44,21 +111,32 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// The backends of this machine: each seed CLI on PATH, then `sim` run by `sim_command`.
+/// The backends of this machine: each seed CLI on PATH (probed, in parallel), then `sim` run
+/// by `sim_command`.
 pub fn detect(sim_command: String) -> Vec<BackendSpec> {
-    let mut out: Vec<BackendSpec> = BUILTIN
+    let found: Vec<_> = BUILTIN
         .iter()
         .filter(|b| on_path(b.program).is_some())
-        .map(|b| builtin(b, discover_models(b.name)))
+        .map(|b| {
+            std::thread::spawn(move || {
+                let p = probe(b);
+                builtin(
+                    b,
+                    &dispatch_core::drive::drive(b.name, &p),
+                    discover_models(b.name),
+                )
+            })
+        })
         .collect();
-    out.push(BackendSpec {
-        name: SIM.into(),
-        command: sim_command,
-        program: None,
-        models: vec![],
-        max_tasks: 0,
-        stream: None,
-    });
+    let mut out: Vec<BackendSpec> = found.into_iter().filter_map(|h| h.join().ok()).collect();
+    for b in &out {
+        if !b.error.is_empty() {
+            tracing::warn!(backend = %b.name, version = %b.version, "backend `{}` cannot run on this node: {}", b.name, b.error);
+        } else if b.version.is_empty() {
+            tracing::info!(backend = %b.name, "`{} --version` did not answer as the real CLI does; running it with the default command: {}", b.program.as_deref().unwrap_or(""), b.command);
+        }
+    }
+    out.push(BackendSpec::custom(SIM, sim_command));
     out
 }
 
@@ -100,6 +178,8 @@ pub fn run_with_limit(
 ) -> Result<String, String> {
     let mut child = std::process::Command::new(program)
         .args(args)
+        // Never in a workdir: a probe must not touch anything a task may use.
+        .current_dir(std::env::temp_dir())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -135,26 +215,42 @@ pub fn run_with_limit(
 }
 
 /// Stand-ins for the built-in backends a config file names, as if they were detected: what
-/// checking a file needs without looking at PATH (or running `agent models`).
+/// checking a file needs without looking at PATH (or running anything).
 pub fn assume_detected(
     file: &std::collections::BTreeMap<String, dispatch_core::agent_config::AgentBackend>,
 ) -> Vec<BackendSpec> {
     BUILTIN
         .iter()
         .filter(|b| file.contains_key(b.name))
-        .map(|b| builtin(b, vec![]))
+        .map(|b| {
+            builtin(
+                b,
+                &dispatch_core::drive::drive(b.name, &Default::default()),
+                vec![],
+            )
+        })
         .collect()
 }
 
-/// A built-in backend as a node offers it, with `models`.
-fn builtin(b: &dispatch_core::backend::BuiltinBackend, models: Vec<String>) -> BackendSpec {
+/// A built-in backend as a node offers it, driven as `d` says, with `models`.
+fn builtin(
+    b: &dispatch_core::backend::BuiltinBackend,
+    d: &dispatch_core::drive::Drive,
+    models: Vec<String>,
+) -> BackendSpec {
     BackendSpec {
         name: b.name.into(),
-        command: b.command.into(),
+        command: d.command.clone(),
         program: Some(b.program.into()),
         models,
         max_tasks: 0,
         stream: None,
+        cli: Cli::of(b.name, ""),
+        version: d.version.clone(),
+        error: d.error.clone(),
+        outside_git: d.outside_git.clone(),
+        pass_model: dispatch_core::backend::appends_model(b.name),
+        stream_flags: d.stream_flags,
     }
 }
 
@@ -170,11 +266,21 @@ pub fn configure(
             Some(d) => {
                 if let Some(c) = &b.command {
                     d.command = c.clone();
+                    // The node runs the command it was given: what the probe found about the
+                    // default one does not hold for it (running as root still does).
+                    if !(d.error.contains("as root")
+                        && c.contains("--dangerously-skip-permissions"))
+                    {
+                        d.error.clear();
+                    }
                 }
                 if let Some(m) = &b.models {
                     d.models = m.clone();
                 }
                 d.max_tasks = b.max_tasks.unwrap_or(0);
+                if let Some(p) = b.pass_model {
+                    d.pass_model = p || dispatch_core::backend::appends_model(name);
+                }
                 structured(d, b.structured.as_ref())?;
             }
             None => {
@@ -183,14 +289,10 @@ pub fn configure(
                         "backend `{name}` in the config is not installed here and has no `command`; give its command or remove it"
                     ));
                 };
-                let mut spec = BackendSpec {
-                    name: name.clone(),
-                    command: command.clone(),
-                    program: None,
-                    models: b.models.clone().unwrap_or_default(),
-                    max_tasks: b.max_tasks.unwrap_or(0),
-                    stream: None,
-                };
+                let mut spec = BackendSpec::custom(name, command.clone());
+                spec.models = b.models.clone().unwrap_or_default();
+                spec.max_tasks = b.max_tasks.unwrap_or(0);
+                spec.pass_model = b.pass_model.unwrap_or(false);
                 structured(&mut spec, b.structured.as_ref())?;
                 detected.push(spec);
             }
@@ -211,11 +313,25 @@ fn structured(
     match setting {
         None | Some(Structured::On(false)) => {}
         Some(Structured::On(true)) => {
-            let Some((format, flags)) = StreamFormat::of_builtin(&b.name) else {
+            let Some((format, _)) = StreamFormat::of_builtin(&b.name) else {
                 return Err(format!(
                     "backend `{}`: `structured: true` works for claude and codex; for another command name the format it prints: `structured: claude-stream-json` or `structured: codex-json`",
                     b.name
                 ));
+            };
+            // The flags this version has; one without them cannot stream (a capability
+            // error of the backend, not of the file).
+            let Some(flags) = b.stream_flags else {
+                if b.error.is_empty() {
+                    b.error = dispatch_core::drive::structured_error(
+                        &b.name,
+                        &dispatch_core::drive::Drive {
+                            version: b.version.clone(),
+                            ..Default::default()
+                        },
+                    );
+                }
+                return Ok(());
             };
             if !b.command.contains(flags) {
                 b.command = format!("{} {flags}", b.command.trim_end());
@@ -223,12 +339,15 @@ fn structured(
             b.stream = Some(format);
         }
         Some(Structured::Format(f)) => {
-            b.stream = Some(StreamFormat::parse(f).ok_or_else(|| {
+            let format = StreamFormat::parse(f).ok_or_else(|| {
                 format!(
                     "backend `{}`: unknown structured format `{f}`; use claude-stream-json or codex-json (or true for claude and codex)",
                     b.name
                 )
-            })?);
+            })?;
+            b.stream = Some(format);
+            // The stream tells whose words the output is in.
+            b.cli = Some(format.cli());
         }
     }
     Ok(())
@@ -258,13 +377,15 @@ mod tests {
     fn structured_output_adds_the_flags_or_names_a_format() {
         use dispatch_core::agent_config::AgentFile;
         use dispatch_core::stream::StreamFormat;
-        let detected = |name: &str, command: &str| BackendSpec {
-            name: name.into(),
-            command: command.into(),
-            program: Some(name.into()),
-            models: vec![],
-            max_tasks: 0,
-            stream: None,
+        let detected = |name: &str, command: &str| {
+            let b = BUILTIN.iter().find(|b| b.name == name).unwrap();
+            let mut d = builtin(
+                b,
+                &dispatch_core::drive::drive(name, &Default::default()),
+                vec![],
+            );
+            d.command = command.into();
+            d
         };
         let file = AgentFile::parse(
             "backends:\n  claude: { structured: true }\n  codex: { structured: false }\n  mine: { command: mine run, structured: codex-json }\n",

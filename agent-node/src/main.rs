@@ -91,6 +91,14 @@ struct Args {
     #[arg(long = "trusted-key", env = "DISPATCH_AGENT_TRUSTED_KEYS", value_delimiter = ',', value_name = "KEY", value_parser = parse_key)]
     trusted_keys: Vec<String>,
 
+    /// API retries in a row (rate limits, overloaded or failing model servers) after which a
+    /// worker is stopped and its task counts as unable to continue, so a `fallback:` takes
+    /// over instead of the CLI retrying for minutes. Claude Code is told the same limit
+    /// (CLAUDE_CODE_MAX_RETRIES); Codex ends its own retries. Overrides `api_retries` in
+    /// --config; default 3.
+    #[arg(long, env = "DISPATCH_AGENT_API_RETRIES", value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    api_retries: Option<u32>,
+
     /// Longest wait between reconnect attempts (e.g. 5s).
     #[arg(long, env = "DISPATCH_AGENT_MAX_BACKOFF", default_value = "5s", value_parser = dispatch_core::duration::parse)]
     max_backoff: Duration,
@@ -236,6 +244,7 @@ fn main() -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!(e))?,
         max_backoff: args.max_backoff,
+        api_retries: args.api_retries.or(file.api_retries).unwrap_or(3),
         workspace_roots: roots,
         repositories: file.repositories.clone(),
         token: match &args.token_file {

@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub backends: Vec<BackendSpec>,
     /// Longest wait between reconnect attempts.
     pub max_backoff: Duration,
+    /// API retries in a row after which a worker is stopped (Claude Code is told the same).
+    pub api_retries: u32,
     /// A task's own workdir must be under one of these (empty: any).
     pub workspace_roots: Vec<PathBuf>,
     /// Which repositories tasks may name.
@@ -213,6 +215,8 @@ impl Node {
                     command: b.command.clone(),
                     models: b.models.clone(),
                     max_tasks: b.max_tasks,
+                    version: b.version.clone(),
+                    error: b.error.clone(),
                 })
                 .collect(),
             capacity: self.cfg.max_tasks,
@@ -533,6 +537,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         repositories: Arc::new(cfg.repositories.clone()),
         trusted_keys: Arc::new(cfg.trusted_keys.clone()),
         changes: Arc::new(cfg.changes.clone()),
+        api_retries: cfg.api_retries,
     };
     let mut node = Node {
         cfg,
@@ -580,6 +585,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
             ),
             fault: String::new(),
             drained: false,
+            cli: None,
         };
         node.spool_event(event(&id, 0, v1::task_event::Kind::Exited(exited)));
     }

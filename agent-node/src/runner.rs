@@ -9,7 +9,6 @@
 use crate::backends::{BackendSpec, on_path};
 use crate::watched::{Target, Watched, workdir_of};
 use crate::worker_record::RunRecord;
-use dispatch_core::backend::appends_model;
 use dispatch_core::fs::TaskDir;
 use dispatch_proto::v1;
 use dispatch_proto::v1::task_event::Kind;
@@ -61,6 +60,27 @@ pub struct RunContext {
     pub trusted_keys: Arc<Vec<String>>,
     /// How a worktree or workspace task's changes come home.
     pub changes: Arc<crate::changes::Policy>,
+    /// API retries in a row after which a worker is stopped.
+    pub api_retries: u32,
+}
+
+/// Why a worker did not start: the error for the task's reason, and what its CLI said, when
+/// the node could read it.
+#[derive(Debug)]
+struct NotStarted {
+    error: String,
+    cli: Option<dispatch_core::signals::Failure>,
+}
+
+impl From<String> for NotStarted {
+    fn from(error: String) -> NotStarted {
+        NotStarted { error, cli: None }
+    }
+}
+
+/// True when `dir` is inside a git working tree (a `.git` in it or above it).
+fn in_git_repo(dir: &Path) -> bool {
+    dir.ancestors().any(|d| d.join(".git").exists())
 }
 
 /// With trusted keys, a task runs only when it is signed by one of them and its assignment is
@@ -179,7 +199,7 @@ pub fn start(ctx: RunContext, assign: v1::Assign) -> TaskHandle {
             span,
         )
         .await;
-        if let Err(mut error) = ran {
+        if let Err(NotStarted { mut error, cli }) = ran {
             tracing::warn!(task = %id, %error, "worker could not start");
             if error.len() > MAX_START_ERROR {
                 let mut cut = MAX_START_ERROR;
@@ -193,7 +213,10 @@ pub fn start(ctx: RunContext, assign: v1::Assign) -> TaskHandle {
                 .send(event(
                     &id,
                     attempt,
-                    Kind::StartFailed(v1::WorkerStartFailed { error }),
+                    Kind::StartFailed(v1::WorkerStartFailed {
+                        error,
+                        cli: cli.as_ref().map(dispatch_proto::convert::failure_to_proto),
+                    }),
                 ))
                 .await;
         }
@@ -226,6 +249,12 @@ fn prepare(
                 have.join(", ")
             )
         })?;
+    if !backend.error.is_empty() {
+        return Err(format!(
+            "backend `{}` cannot run on node `{node}`: {}",
+            backend.name, backend.error
+        ));
+    }
     if let Some(program) = &backend.program
         && on_path(program).is_none()
     {
@@ -335,7 +364,7 @@ async fn run(
     cancel: Arc<Notify>,
     notes: crate::watched::Notes,
     drained: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(), String> {
+) -> Result<(), NotStarted> {
     check_signature(&ctx, &assign)?;
     if !assign.workdir.is_empty() && !ctx.workspace_roots.is_empty() {
         let real = std::fs::canonicalize(&workdir)
@@ -351,7 +380,8 @@ async fn run(
                 real.display(),
                 ctx.node,
                 roots.join(", ")
-            ));
+            )
+            .into());
         }
     }
     let deliver = match assign.deliver.as_str() {
@@ -409,7 +439,8 @@ async fn run(
                 "workdir {} does not exist on node `{}`",
                 workdir.display(),
                 ctx.node
-            ));
+            )
+            .into());
         }
         let tree = crate::worktree::ensure(&workdir, &assign.task_id)
             .map_err(|e| format!("{e} (on node `{}`)", ctx.node))?;
@@ -444,9 +475,19 @@ async fn run(
         .arg(format!("{} \"$@\"", backend.command))
         .arg("dispatch-worker");
     let mut shown = backend.command.clone();
-    if appends_model(&backend.name) && !assign.model.is_empty() {
+    // Codex refuses to run outside a git repository unless told it may.
+    if !backend.outside_git.is_empty() && !in_git_repo(&workdir) {
+        cmd.args(&backend.outside_git);
+        shown.push_str(&format!(" {}", backend.outside_git.join(" ")));
+    }
+    if backend.pass_model && !assign.model.is_empty() {
         cmd.arg("--model").arg(&assign.model);
         shown.push_str(&format!(" --model {}", assign.model));
+    }
+    // Claude Code retries a rate limit for minutes by default: it gets the node's limit, so
+    // it stops and says why while a fallback can still help.
+    if backend.cli == Some(dispatch_core::signals::Cli::Claude) {
+        cmd.env("CLAUDE_CODE_MAX_RETRIES", ctx.api_retries.to_string());
     }
     cmd.arg(&assign.worker_prompt)
         .current_dir(&workdir)
@@ -497,6 +538,7 @@ async fn run(
         log: log.clone(),
         changes: changes.clone(),
         stream: backend.stream,
+        cli: backend.cli,
     };
     if let Err(e) = record.save(&ctx.run_dir) {
         tracing::warn!(task = %assign.task_id, error = %e, "cannot record the worker for re-attaching after an agent restart");
@@ -510,7 +552,7 @@ async fn run(
         Arc::clone(&ctx.max_log_bytes),
     )
     .with_notes(notes)
-    .with_stream(backend.stream);
+    .with_stream(backend.stream, backend.cli);
     let initial_plan = assign.plan_markdown.into_bytes();
     supervise(
         ctx,
@@ -572,7 +614,7 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
             Arc::clone(&ctx.max_log_bytes),
         )
         .with_notes(notes)
-        .with_stream(record.stream);
+        .with_stream(record.stream, record.cli);
         tracing::info!(task = %record.task_id, pid = record.pid, "re-attached to a running worker");
         let id = record.task_id.clone();
         let changes = record.changes.clone();
@@ -591,7 +633,7 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
         )
         .await
         {
-            tracing::warn!(task = %id, error = %e, "lost the re-attached worker");
+            tracing::warn!(task = %id, error = %e.error, "lost the re-attached worker");
         }
     });
     handle
@@ -678,6 +720,24 @@ async fn scan(
     (w, fault)
 }
 
+/// `rate limit, after 3 API retries, status 1`: what kind of trouble, for a reason.
+fn trouble_note(f: &dispatch_core::signals::Failure, status: &str) -> String {
+    let mut note = f.trouble.phrase().to_string();
+    if f.retries > 0 {
+        note.push_str(&format!(
+            ", after {} API retr{}",
+            f.retries,
+            if f.retries == 1 { "y" } else { "ies" }
+        ));
+    }
+    if f.stopped {
+        note.push_str(", stopped by the node");
+    } else {
+        note.push_str(&format!(", exit {status}"));
+    }
+    note
+}
+
 /// The last lines of a worker's output (read from the end: the log may be large).
 fn log_tail(path: &Path) -> String {
     use std::io::{Read, Seek, SeekFrom};
@@ -704,7 +764,7 @@ async fn supervise(
     pid: u32,
     cancel: Arc<Notify>,
     after: AfterExit,
-) -> Result<(), String> {
+) -> Result<(), NotStarted> {
     let AfterExit {
         fresh,
         changes,
@@ -721,6 +781,8 @@ async fn supervise(
     let mut rescan = tokio::time::interval(RESCAN);
     let mut cancelled = false;
     let mut fault: Option<String> = None;
+    // The CLI kept retrying its API past the node's limit: stopped, and this is why.
+    let mut cli_stop: Option<dispatch_core::signals::Failure> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let task = w.task.clone();
     let stop = |why: &str, kill_at: &mut Option<tokio::time::Instant>| {
@@ -770,10 +832,18 @@ async fn supervise(
                     stop("stopping it", &mut kill_at);
                 }
                 fault = Some(f);
+            } else if cli_stop.is_none()
+                && let Some(f) = w.signals().and_then(|s| s.stop(ctx.api_retries))
+            {
+                tracing::warn!(task = %w.task, retries = f.retries, trouble = f.trouble.as_str(), "the worker's CLI keeps retrying its API ({}); stopping it", f.message);
+                if kill_at.is_none() {
+                    stop("API retries past the node's limit", &mut kill_at);
+                }
+                cli_stop = Some(f);
             }
         }
     };
-    if cancelled || fault.is_some() {
+    if cancelled || fault.is_some() || cli_stop.is_some() {
         // Whatever of the tree outlived the worker goes too.
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
@@ -785,31 +855,56 @@ async fn supervise(
     }
     RunRecord::remove(&ctx.run_dir, &w.task);
     let (exit_code, signal) = status.map_err(|e| format!("lost track of the worker: {e}"))?;
-    // A worker that exits at once with an error and never touched its plan did not start:
-    // a missing CLI (status 127) or one that refuses to run (e.g. not logged in). Not a
-    // resumed plan, though: its worker may fail fast on the next item, having started.
+    // What the CLI said went wrong (never for a worker the node stopped for its own reasons).
+    let cli = if cancelled || fault.is_some() {
+        None
+    } else {
+        cli_stop
+            .clone()
+            .or_else(|| w.signals().and_then(|s| s.failure(exit_code)))
+    };
+    // A worker that fails without ever touching its plan did not start: a missing CLI
+    // (status 127), one that refuses to run (not logged in, a usage limit, an API it cannot
+    // reach: whatever the time it took, when its CLI says so), or one that exits at once
+    // with an error. Not a resumed plan, though: its worker may fail fast on the next item,
+    // having started.
+    let stuck = cli.as_ref().is_some_and(|f| f.trouble.stops_the_cli());
     if let Some((initial_plan, backend)) = &fresh
         && !cancelled
         && fault.is_none()
         && w.last_plan == *initial_plan
         && dispatch_core::Plan::parse_bytes(initial_plan).progress().0 == 0
-        && (exit_code == Some(127) || (exit_code != Some(0) && began.elapsed() < QUICK_EXIT))
+        && (exit_code == Some(127)
+            || (exit_code != Some(0) && (stuck || began.elapsed() < QUICK_EXIT)))
     {
-        let last = log_tail(&w.log);
-        return Err(if exit_code == Some(127) {
+        let status = exit_code.map_or_else(
+            || format!("signal {}", signal.unwrap_or(0)),
+            |c| format!("status {c}"),
+        );
+        let error = if exit_code == Some(127) {
             format!(
-                "the `{backend}` backend command was not found on node `{}` (exit status 127): {last}",
-                ctx.node
+                "the `{backend}` backend command was not found on node `{}` (exit status 127): {}",
+                ctx.node,
+                cli.as_ref()
+                    .map_or_else(|| log_tail(&w.log), |f| f.message.clone())
+            )
+        } else if let Some(f) = &cli {
+            format!(
+                "`{backend}` said: \"{}\" ({})",
+                f.message,
+                trouble_note(f, &status)
+            )
+        } else if w.signals().is_some() {
+            format!(
+                "the `{backend}` worker exited at once ({status}) without touching its plan, and printed no error line"
             )
         } else {
-            let status = exit_code.map_or_else(
-                || format!("signal {}", signal.unwrap_or(0)),
-                |c| format!("status {c}"),
-            );
             format!(
-                "the `{backend}` worker exited at once ({status}) without touching its plan; its last output: {last}"
+                "the `{backend}` worker exited at once ({status}) without touching its plan; its last output: {}",
+                log_tail(&w.log)
             )
-        });
+        };
+        return Err(NotStarted { error, cli });
     }
     let (w, done_marker) = tokio::task::spawn_blocking(move || {
         let done = w.done_marker();
@@ -841,6 +936,7 @@ async fn supervise(
             .map(|f| format!("stopped by the agent on node `{}`: {f}", ctx.node))
             .unwrap_or_default(),
         drained: cancelled && drained.load(std::sync::atomic::Ordering::SeqCst),
+        cli: cli.as_ref().map(dispatch_proto::convert::failure_to_proto),
     };
     tracing::info!(task = %w.task, ?exit_code, ?signal, cancelled, fault = %exited.fault, "worker exited");
     let _ = ctx

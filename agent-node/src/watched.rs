@@ -8,6 +8,7 @@ use dispatch_core::limits::{
     MAX_ACTIVITY_LINES, MAX_LOG_CHUNK_BYTES, MAX_MESSAGE_BYTES, MAX_OUTPUT_BYTES, MAX_PLAN_BYTES,
     MAX_QUESTIONS,
 };
+use dispatch_core::signals::{Cli, Clock};
 use dispatch_core::stream::{StreamFormat, StreamParser, Usage};
 use dispatch_proto::v1;
 use dispatch_proto::v1::task_event::Kind;
@@ -26,6 +27,18 @@ pub fn workdir_of(task_dir: &Path) -> PathBuf {
         .ancestors()
         .nth(3)
         .map_or_else(|| task_dir.to_path_buf(), Path::to_path_buf)
+}
+
+/// The node's clock and its offset from UTC (CLIs write reset times in local time).
+pub fn local_clock() -> Clock {
+    let mut c = Clock::utc();
+    let now = (c.now_ms / 1000) as libc::time_t;
+    // SAFETY: localtime_r writes only into the tm it is given.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if !unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
+        c.utc_offset_s = tm.tm_gmtoff as i32;
+    }
+    c
 }
 
 /// Notes appended to a running task's plan. A worker that rewrites plan.md from a copy it read
@@ -116,14 +129,15 @@ impl Watched {
         self
     }
 
-    /// Reads the worker's output as a structured stream in `format`. A watch that resumes
-    /// (an agent restarted) reads the part of the log already sent again, quietly, so the
-    /// totals are the whole run's.
-    pub fn with_stream(mut self, format: Option<StreamFormat>) -> Watched {
-        let Some(format) = format else {
+    /// Reads the worker's output as a structured stream in `format`, or as a plain run of
+    /// `cli` (for its signals: retries, its error line); with neither, only the log is kept.
+    /// A watch that resumes (an agent restarted) reads the part of the log already sent again,
+    /// quietly, so the totals are the whole run's.
+    pub fn with_stream(mut self, format: Option<StreamFormat>, cli: Option<Cli>) -> Watched {
+        if format.is_none() && cli.is_none() {
             return self;
-        };
-        let mut parser = StreamParser::new(format);
+        }
+        let mut parser = StreamParser::reading(format, cli, local_clock());
         if self.log_offset > 0
             && let Ok(f) = std::fs::File::open(&self.log)
         {
@@ -135,6 +149,11 @@ impl Watched {
         }
         self.stream = Some((parser, None));
         self
+    }
+
+    /// What the worker's CLI said about its trouble so far (None: its output is not read).
+    pub fn signals(&self) -> Option<&dispatch_core::signals::Signals> {
+        self.stream.as_ref().map(|(p, _)| p.signals())
     }
 
     fn dir(&mut self) -> Result<&TaskDir, TaskFileError> {
@@ -584,7 +603,7 @@ mod tests {
             b"- [ ] a\n".to_vec(),
             Arc::new(AtomicU64::new(1 << 20)),
         )
-        .with_stream(Some(StreamFormat::CodexJson));
+        .with_stream(Some(StreamFormat::CodexJson), None);
         w.exited = true;
         let (events, fault) = w.scan();
         assert_eq!(fault, None);

@@ -26,6 +26,8 @@ pub struct RunRecord {
     pub changes: Option<crate::changes::Spec>,
     /// The structured stream its output is, when its backend has one.
     pub stream: Option<dispatch_core::stream::StreamFormat>,
+    /// The CLI it runs, when dispatch reads that CLI's signals.
+    pub cli: Option<dispatch_core::signals::Cli>,
 }
 
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -76,6 +78,9 @@ impl RunRecord {
         if let Some(s) = self.stream {
             body.push_str(&format!("stream={}\n", s.name()));
         }
+        if let Some(c) = self.cli {
+            body.push_str(&format!("cli={}\n", c.name()));
+        }
         dispatch_core::fs::write_private(&Self::path(dir, &self.task_id), body.as_bytes())
     }
 
@@ -100,6 +105,11 @@ impl RunRecord {
             log: PathBuf::from(get("log")?),
             changes: get("changes").and_then(|c| serde_json::from_str(c).ok()),
             stream: get("stream").and_then(dispatch_core::stream::StreamFormat::parse),
+            cli: match get("cli") {
+                Some("claude") => Some(dispatch_core::signals::Cli::Claude),
+                Some("codex") => Some(dispatch_core::signals::Cli::Codex),
+                _ => None,
+            },
         })
     }
 
@@ -200,6 +210,7 @@ mod tests {
                 deliver: crate::changes::Deliver::Push,
             }),
             stream: Some(dispatch_core::stream::StreamFormat::CodexJson),
+            cli: Some(dispatch_core::signals::Cli::Codex),
         };
         live.save(dir.path()).unwrap();
         let dead = RunRecord {

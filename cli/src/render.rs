@@ -130,6 +130,8 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "usage": t.usage.as_ref().map(|u| json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cache_read_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens, "cost_usd": u.cost_known.then_some(u.cost_usd), "turns": u.turns, "model": u.model, "unknown_events": u.unknown_events, "garbled_lines": u.garbled_lines})),
         "activity": t.activity,
         "fallback": t.fallback,
+        "trouble": t.trouble,
+        "limit_until_ms": (t.limit_until_ms > 0).then_some(t.limit_until_ms),
         "changes": t.changes.as_ref().map(|c| json!({"branch": c.branch, "base": c.base, "head": c.head, "commits": c.commits, "files": c.files, "insertions": c.insertions, "deletions": c.deletions, "delivery": c.delivery, "pushed_to": c.pushed_to, "bundle_bytes": c.bundle_bytes, "error": c.error})),
         "node": t.node,
         "remote": t.remote,
@@ -172,6 +174,8 @@ pub(crate) fn node_json(n: &v1::Node) -> Value {
         "backends": n.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
         "models": n.backends.iter().map(|b| (b.name.clone(), b.models.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "backend_caps": n.backends.iter().filter(|b| b.max_tasks > 0).map(|b| (b.name.clone(), b.max_tasks)).collect::<std::collections::BTreeMap<_, _>>(),
+        "backend_versions": n.backends.iter().filter(|b| !b.version.is_empty()).map(|b| (b.name.clone(), b.version.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "backend_errors": n.backends.iter().filter(|b| !b.error.is_empty()).map(|b| (b.name.clone(), b.error.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "running": n.running,
         "capacity": n.capacity,
         "connected": n.connected,
@@ -261,7 +265,19 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
         paint("1", &t.id, fancy),
         paint(state_colour(s), &whereabouts(t), fancy)
     );
-    let runs_with: Vec<String> = [t.backend.as_str(), t.model.as_str()]
+    // The model the CLI says it ran, next to the one asked for when they differ.
+    let ran = t
+        .usage
+        .as_ref()
+        .map(|u| u.model.as_str())
+        .filter(|m| !m.is_empty() && *m != t.model);
+    let asked = match (t.model.as_str(), ran) {
+        ("", _) => String::new(),
+        (m, Some(_)) => format!("asked {m}"),
+        (m, None) => m.to_string(),
+    };
+    let ran = ran.map(|m| format!("ran {m}")).unwrap_or_default();
+    let runs_with: Vec<String> = [t.backend.as_str(), asked.as_str(), ran.as_str()]
         .into_iter()
         .filter(|x| !x.is_empty())
         .map(|x| printable_line(x).into_owned())
@@ -365,7 +381,40 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
             paint(state_colour(s), &printable(&t.reason), fancy)
         ));
     }
+    if t.limit_until_ms > 0 && s.is_terminal() {
+        out.push(format!(
+            "  blocked until {} — usage limit; `dispatch retry {}` then",
+            local_time(t.limit_until_ms),
+            t.id
+        ));
+    }
     out
+}
+
+/// A time as a person reads it here: `15:00` today, `Dec 4 15:00` another day (local time).
+pub(crate) fn local_time(ms: i64) -> String {
+    let at = |ms: i64| {
+        let secs = (ms / 1000) as libc::time_t;
+        // SAFETY: localtime_r writes only into the tm it is given.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        unsafe { libc::localtime_r(&secs, &mut tm) };
+        tm
+    };
+    let (then, now) = (at(ms), at(dispatch_coordinator::now_ms()));
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    if (then.tm_year, then.tm_yday) == (now.tm_year, now.tm_yday) {
+        format!("{:02}:{:02}", then.tm_hour, then.tm_min)
+    } else {
+        format!(
+            "{} {} {:02}:{:02}",
+            MONTHS[then.tm_mon.clamp(0, 11) as usize],
+            then.tm_mday,
+            then.tm_hour,
+            then.tm_min
+        )
+    }
 }
 
 /// What stands for the content of a task the caller may see only as a summary.

@@ -64,6 +64,8 @@ pub fn task_to_proto(
             dispatch_proto::convert::usage_to_proto(&dispatch_core::stream::total(t.usage.values()))
         }),
         activity: t.activity.clone(),
+        trouble: t.trouble.clone(),
+        limit_until_ms: t.limit_until_ms,
         fallback: t
             .fallback
             .as_ref()
@@ -136,6 +138,8 @@ pub fn node_to_proto(n: &NodeRecord, live: Option<&Liveness>) -> v1::Node {
                 command: b.command.clone(),
                 models: b.models.clone(),
                 max_tasks: b.max_tasks,
+                version: b.version.clone(),
+                error: b.error.clone(),
             })
             .collect(),
         running: live.map_or(0, |l| l.running),
@@ -165,6 +169,8 @@ pub fn hello_from_proto(h: v1::Hello) -> NodeHello {
                     command: b.command,
                     models: b.models,
                     max_tasks: b.max_tasks,
+                    version: b.version,
+                    error: b.error,
                 })
                 .collect(),
             capacity: h.capacity,
@@ -212,8 +218,12 @@ pub fn event_from_proto(ev: v1::TaskEvent) -> Result<TaskEvent, String> {
             detail: x.detail,
             fault: x.fault,
             drained: x.drained,
+            cli: dispatch_proto::convert::failure_from_proto(x.cli.as_ref()),
         }),
-        Some(K::StartFailed(f)) => EventKind::StartFailed { error: f.error },
+        Some(K::StartFailed(f)) => EventKind::StartFailed {
+            cli: dispatch_proto::convert::failure_from_proto(f.cli.as_ref()),
+            error: f.error,
+        },
         Some(K::Question(q)) => EventKind::Question {
             seq: q.seq,
             text: q.text,

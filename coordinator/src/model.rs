@@ -92,6 +92,10 @@ pub struct TaskRecord {
     pub owner: String,
     /// The nodes it may run on, from its submitter's token (patterns; empty: any).
     pub allowed_nodes: Vec<String>,
+    /// The kind of trouble its worker's CLI reported when it ended ("" for none).
+    pub trouble: String,
+    /// When the usage limit that stopped it resets, ms since the epoch (0: not known).
+    pub limit_until_ms: i64,
 }
 
 /// A node as stored (its last Hello and session).
@@ -134,6 +138,12 @@ pub struct BackendRecord {
     /// Per-backend cap on concurrent tasks (0: none).
     #[serde(default)]
     pub max_tasks: u32,
+    /// The version its CLI reported ("" when it did not say).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// Why the node cannot run it ("" when it can).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
 }
 
 /// What a user token may do.
@@ -382,6 +392,9 @@ pub enum EventKind {
     StartFailed {
         /// Why.
         error: String,
+        /// What its CLI said, when the node could read it.
+        #[serde(default)]
+        cli: Option<dispatch_core::signals::Failure>,
     },
     /// `ipc/NNN.question` appeared.
     Question {
@@ -452,8 +465,16 @@ impl TaskEvent {
                 scrub(&mut x.markdown);
                 scrub(&mut x.detail);
                 scrub(&mut x.fault);
+                if let Some(f) = &mut x.cli {
+                    scrub(&mut f.message);
+                }
             }
-            EventKind::StartFailed { error } => scrub(error),
+            EventKind::StartFailed { error, cli } => {
+                scrub(error);
+                if let Some(f) = cli {
+                    scrub(&mut f.message);
+                }
+            }
             EventKind::Question { text, .. } => scrub(text),
             EventKind::Changes(c) => {
                 for s in [
@@ -594,6 +615,9 @@ pub struct WorkerExit {
     /// Its node drained and stopped it.
     #[serde(default)]
     pub drained: bool,
+    /// What its CLI said went wrong, when it did.
+    #[serde(default)]
+    pub cli: Option<dispatch_core::signals::Failure>,
 }
 
 /// An event as it enters the store: checked against the limits first.

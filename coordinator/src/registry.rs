@@ -271,7 +271,14 @@ impl NodeRegistry {
             .map(|c| NodeSlot {
                 name: c.record.name.clone(),
                 epoch: c.epoch,
-                backends: c.record.backends.iter().map(|b| b.name.clone()).collect(),
+                // A backend its node cannot drive (a CLI too old, root) is never routed to.
+                backends: c
+                    .record
+                    .backends
+                    .iter()
+                    .filter(|b| b.error.is_empty())
+                    .map(|b| b.name.clone())
+                    .collect(),
                 labels: c.record.labels.clone(),
                 capacity: c.record.capacity,
                 running: c.running.len() as u32,

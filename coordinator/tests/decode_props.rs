@@ -65,8 +65,15 @@ prop_compose! {
             1 => K::Log(v1::LogChunk { data: body.into_bytes() }),
             2 => K::Question(v1::QuestionAsked { seq: n, text: body }),
             3 => K::AnswerDelivered(v1::AnswerDelivered { seq: n }),
-            4 => K::StartFailed(v1::WorkerStartFailed { error: body }),
-            5 => K::Exited(v1::WorkerExited { markdown: body, ..Default::default() }),
+            4 => K::StartFailed(v1::WorkerStartFailed {
+                error: body.clone(),
+                cli: Some(v1::CliFailure { trouble: body.clone(), message: body, status: n, resets_at_ms: i64::from(n) - 7, retries: n, stopped: n % 2 == 0 }),
+            }),
+            5 => K::Exited(v1::WorkerExited {
+                markdown: body.clone(),
+                cli: Some(v1::CliFailure { trouble: "usage_limit".into(), message: body, status: n, ..Default::default() }),
+                ..Default::default()
+            }),
             _ => K::Started(v1::WorkerStarted { pid: n, command: body, ..Default::default() }),
         };
         v1::AgentMessage {

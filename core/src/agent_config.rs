@@ -9,10 +9,11 @@
 //! workdir: /srv/src/app
 //! workspace_roots: [/srv/src]      # a task's --workdir must be under one of these
 //! backends:
-//!   claude: { max_tasks: 1 }       # cap a detected backend
+//!   claude: { max_tasks: 1 }       # cap a detected backend (pass_model: true passes --model)
 //!   mycli:                         # a custom backend
 //!     command: mycli run --yes
 //!     models: [fast, smart]
+//! api_retries: 3                   # API retries in a row before a worker is stopped (default 3)
 //! repositories:                    # which repositories tasks may name (this is the default)
 //!   schemes: [https, ssh]          # add `file` for repositories on this machine
 //!   hosts: []                      # only these hosts (none: any but this machine's network)
@@ -51,6 +52,10 @@ pub struct AgentBackend {
     /// `codex-json`).
     #[serde(default)]
     pub structured: Option<Structured>,
+    /// Pass the task's model as `--model` (claude's default is not to: the seed lets Claude
+    /// Code pick its own model).
+    #[serde(default)]
+    pub pass_model: Option<bool>,
 }
 
 /// A backend's `structured:` setting.
@@ -140,6 +145,11 @@ pub struct AgentFile {
     /// Which repositories tasks may name.
     #[serde(default)]
     pub repositories: crate::repo_url::RepoPolicy,
+    /// API retries in a row (rate limits, overloaded or failing servers) after which a worker
+    /// is stopped and its task counts as unable to continue (its fallback's reason); Claude
+    /// Code is told the same limit. Default 3.
+    #[serde(default)]
+    pub api_retries: Option<u32>,
 }
 
 impl AgentFile {

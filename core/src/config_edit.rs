@@ -155,18 +155,24 @@ fn quoted(v: &str) -> String {
     out
 }
 
-/// The seed's backend commands, for a new config.
-pub fn default_backends(names: &[&str]) -> Vec<(String, crate::config::BackendConfig)> {
+/// The `backends:` of a first-run config: each found backend (seed order) with the command
+/// that runs it (what its node built from the installed CLI's version, so never a flag that
+/// version rejects).
+pub fn default_backends(found: &[(String, String)]) -> Vec<(String, crate::config::BackendConfig)> {
     BUILTIN
         .iter()
-        .filter(|b| names.contains(&b.name))
-        .map(|b| {
-            (
+        .filter_map(|b| {
+            let (_, command) = found.iter().find(|(n, _)| n == b.name)?;
+            Some((
                 b.name.to_string(),
                 crate::config::BackendConfig {
-                    command: b.command.to_string(),
+                    command: if command.trim().is_empty() {
+                        b.command.to_string()
+                    } else {
+                        command.clone()
+                    },
                 },
-            )
+            ))
         })
         .collect()
 }

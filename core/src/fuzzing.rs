@@ -52,16 +52,28 @@ pub fn signed_spec(data: &[u8]) {
     assert!(crate::signing::verify(spec, sig, &[]).is_err() || sig.len() == 64);
 }
 
-/// A worker's structured output stream, in both formats: any bytes, split anywhere, read the
-/// same, and every activity line is bounded and free of control characters.
+/// A worker's output, structured in both formats and plain from each CLI: any bytes, split
+/// anywhere, read the same; every activity line is bounded and free of control characters,
+/// and so is the error the CLI's signals keep.
 pub fn worker_stream(data: &[u8]) {
+    use crate::signals::{Cli, Clock, MAX_MESSAGE_CHARS};
     use crate::stream::{MAX_ACTIVITY_LINE_CHARS, StreamFormat, StreamParser};
     let split = data.first().map_or(1, |b| usize::from(*b % 17) + 1);
-    for format in [StreamFormat::ClaudeStreamJson, StreamFormat::CodexJson] {
-        let mut whole = StreamParser::new(format);
+    let clock = Clock {
+        now_ms: 1_796_299_200_000,
+        utc_offset_s: 3600,
+    };
+    for (format, cli) in [
+        (Some(StreamFormat::ClaudeStreamJson), Some(Cli::Claude)),
+        (Some(StreamFormat::CodexJson), Some(Cli::Codex)),
+        (None, Some(Cli::Claude)),
+        (None, Some(Cli::Codex)),
+        (None, None),
+    ] {
+        let mut whole = StreamParser::reading(format, cli, clock);
         let mut lines = whole.feed(data);
         lines.extend(whole.finish());
-        let mut parts = StreamParser::new(format);
+        let mut parts = StreamParser::reading(format, cli, clock);
         let mut split_lines = Vec::new();
         for chunk in data.chunks(split) {
             split_lines.extend(parts.feed(chunk));
@@ -73,5 +85,14 @@ pub fn worker_stream(data: &[u8]) {
             assert!(l.chars().count() <= MAX_ACTIVITY_LINE_CHARS);
             assert!(!l.chars().any(char::is_control), "{l:?}");
         }
+        for exit in [Some(1), Some(0), None] {
+            let f = whole.signals().failure(exit);
+            assert_eq!(f, parts.signals().failure(exit));
+            if let Some(f) = f {
+                assert!(f.message.chars().count() <= MAX_MESSAGE_CHARS);
+                assert!(!f.message.chars().any(char::is_control), "{f:?}");
+            }
+        }
+        assert_eq!(whole.signals().stop(3), parts.signals().stop(3));
     }
 }

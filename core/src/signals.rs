@@ -315,7 +315,7 @@ fn next_local(minutes: u32, clock: &Clock) -> i64 {
 }
 
 /// The CLI's error, as it said it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Failure {
     /// What kind of trouble.
     pub trouble: Trouble,
@@ -327,6 +327,8 @@ pub struct Failure {
     pub resets_at_ms: Option<i64>,
     /// API retries in a row just before it.
     pub retries: u32,
+    /// The node stopped the worker for it (its retries went on past the node's limit).
+    pub stopped: bool,
 }
 
 /// An API retry the CLI announced.
@@ -407,6 +409,11 @@ impl Signals {
         }
     }
 
+    /// A line of the CLI's that says nothing about the task (Codex's start-up warnings).
+    pub fn noise(&self, line: &str) -> bool {
+        self.cli == Some(Cli::Codex) && codex_noise(line)
+    }
+
     /// API retries in a row so far (a model answer resets the count).
     pub fn retries(&self) -> u32 {
         self.retries
@@ -463,6 +470,7 @@ impl Signals {
             message,
             status,
             retries: self.retries,
+            stopped: false,
         });
     }
 
@@ -632,6 +640,7 @@ impl Signals {
             status: r.status,
             resets_at_ms: None,
             retries: self.retries,
+            stopped: true,
         })
     }
 
@@ -654,6 +663,7 @@ impl Signals {
                 message: line.clone(),
                 status: None,
                 retries: self.retries,
+                stopped: false,
             });
         }
         None

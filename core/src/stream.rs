@@ -9,6 +9,7 @@
 //! this parser does not know is counted and otherwise ignored (the raw stream stays the log).
 //! Nothing here fails.
 
+use crate::signals::{Cli, Clock, Signals};
 use serde_json::Value;
 
 /// The formats a backend's structured output can have.
@@ -35,6 +36,14 @@ impl StreamFormat {
             "claude-stream-json" => Some(StreamFormat::ClaudeStreamJson),
             "codex-json" => Some(StreamFormat::CodexJson),
             _ => None,
+        }
+    }
+
+    /// The CLI that prints it.
+    pub fn cli(self) -> Cli {
+        match self {
+            StreamFormat::ClaudeStreamJson => Cli::Claude,
+            StreamFormat::CodexJson => Cli::Codex,
         }
     }
 
@@ -144,11 +153,14 @@ pub fn tokens(n: u64) -> String {
     }
 }
 
-/// Reads a stream as it grows: feed it bytes, take the activity lines; [`StreamParser::usage`]
-/// is the running total.
+/// Reads a worker's output as it grows: feed it bytes, take the activity lines;
+/// [`StreamParser::usage`] is the running total and [`StreamParser::signals`] what the CLI said
+/// about its own trouble. A plain run (no structured format) yields only the lines its
+/// signals make (API retries).
 #[derive(Debug)]
 pub struct StreamParser {
-    format: StreamFormat,
+    format: Option<StreamFormat>,
+    signals: Signals,
     partial: Vec<u8>,
     /// The current line went past the limit: skip to its end.
     skipping: bool,
@@ -165,8 +177,15 @@ pub struct StreamParser {
 impl StreamParser {
     /// A parser for `format`.
     pub fn new(format: StreamFormat) -> StreamParser {
+        StreamParser::reading(Some(format), Some(format.cli()), Clock::utc())
+    }
+
+    /// A reader of a worker's output: a structured stream in `format`, or (None) a plain
+    /// run of `cli`; `clock` reads the reset times a CLI writes in local time.
+    pub fn reading(format: Option<StreamFormat>, cli: Option<Cli>, clock: Clock) -> StreamParser {
         StreamParser {
             format,
+            signals: Signals::new(format.map(StreamFormat::cli).or(cli), clock),
             partial: Vec::new(),
             skipping: false,
             usage: Usage::default(),
@@ -179,6 +198,11 @@ impl StreamParser {
     /// The totals so far.
     pub fn usage(&self) -> &Usage {
         &self.usage
+    }
+
+    /// What the CLI said about its trouble so far.
+    pub fn signals(&self) -> &Signals {
+        &self.signals
     }
 
     /// Reads `bytes` (any split of the stream) and returns the activity lines of the lines it
@@ -240,20 +264,34 @@ impl StreamParser {
         if t.is_empty() {
             return;
         }
-        match serde_json::from_str::<Value>(t) {
-            Ok(v @ Value::Object(_)) => match self.format {
+        if let Some(format) = self.format
+            && let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(t)
+        {
+            match format {
                 StreamFormat::ClaudeStreamJson => self.claude(&v, out),
                 StreamFormat::CodexJson => self.codex(&v, out),
-            },
-            // Not an event: what a person would see in a plain log.
-            _ => {
-                self.usage.garbled_lines += 1;
-                out.push(cut(t));
             }
+            return;
+        }
+        // A line of text: a plain run's output, or what the CLI wrote to stderr.
+        if self.signals.noise(t) {
+            return;
+        }
+        if let Some(l) = self.signals.text_line(t) {
+            out.push(l);
+        } else if self.format.is_some() {
+            // Only what looks like JSON and is not is garbled; the rest is the CLI's stderr.
+            if t.starts_with('{') || t.starts_with('[') {
+                self.usage.garbled_lines += 1;
+            }
+            out.push(cut(t));
         }
     }
 
     fn claude(&mut self, v: &Value, out: &mut Vec<String>) {
+        if let Some(l) = self.signals.claude_event(v) {
+            out.push(l);
+        }
         match str_at(v, "type") {
             "system" if str_at(v, "subtype") == "init" => {
                 let model = str_at(v, "model");
@@ -272,6 +310,16 @@ impl StreamParser {
                 )));
             }
             "system" => {}
+            // A failed API call, as Claude Code reports it: a message no model wrote.
+            "assistant"
+                if v["is_api_error_message"] == true || v["message"]["model"] == "<synthetic>" =>
+            {
+                for block in v["message"]["content"].as_array().into_iter().flatten() {
+                    if let Some(l) = first_line(str_at(block, "text")) {
+                        out.push(cut(&format!("error: {l}")));
+                    }
+                }
+            }
             "assistant" => {
                 let m = &v["message"];
                 let model = str_at(m, "model");
@@ -300,9 +348,16 @@ impl StreamParser {
                         cache_write_tokens: u64_at(u, "cache_creation_input_tokens"),
                         ..Usage::default()
                     };
-                    // A message's blocks repeat its usage: the last one counts, once.
+                    // A message's blocks repeat its usage (its output tokens as counted so
+                    // far): it counts once, with the most output any of them shows.
                     match &mut self.message {
-                        Some((i, u)) if !id.is_empty() && *i == id => *u = this,
+                        Some((i, u)) if !id.is_empty() && *i == id => {
+                            let output = u.output_tokens.max(this.output_tokens);
+                            *u = Usage {
+                                output_tokens: output,
+                                ..this
+                            };
+                        }
                         _ => {
                             if let Some((_, done)) = self.message.replace((id, this)) {
                                 add(&mut self.before, &done);
@@ -340,29 +395,45 @@ impl StreamParser {
                 }
             }
             "result" => {
-                self.final_totals = true;
                 let u = &v["usage"];
-                if u.is_object() {
+                let tokens = ["input_tokens", "output_tokens", "cache_read_input_tokens"]
+                    .iter()
+                    .map(|k| u64_at(u, k))
+                    .sum::<u64>();
+                // A run that never reached a model reports zeros and one turn: it used nothing.
+                let counts = !(v["is_error"] == true && tokens == 0);
+                self.final_totals = counts;
+                if u.is_object() && counts {
                     self.usage.input_tokens = u64_at(u, "input_tokens");
                     self.usage.output_tokens = u64_at(u, "output_tokens");
                     self.usage.cache_read_tokens = u64_at(u, "cache_read_input_tokens");
                     self.usage.cache_write_tokens = u64_at(u, "cache_creation_input_tokens");
                 }
-                if let Some(c) = v["total_cost_usd"].as_f64().filter(|c| c.is_finite()) {
+                if let Some(c) = v["total_cost_usd"]
+                    .as_f64()
+                    .filter(|c| c.is_finite() && counts)
+                {
                     self.usage.cost_usd = Some(c.max(0.0));
                 }
-                if let Some(n) = v["num_turns"].as_u64() {
+                if let Some(n) = v["num_turns"].as_u64().filter(|_| counts) {
                     self.usage.turns = n.min(u32::MAX as u64) as u32;
                 }
                 let secs = v["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
                 let outcome = if v["is_error"] == true {
-                    format!("ended with an error ({})", str_at(v, "subtype"))
+                    // A failed run's subtype may still say "success": its words are in result.
+                    match first_line(str_at(v, "result")) {
+                        Some(r) => format!("ended with an error: {r} —"),
+                        None => format!("ended with an error ({}):", str_at(v, "subtype")),
+                    }
                 } else {
-                    "finished".to_string()
+                    "finished:".to_string()
                 };
-                let mut line = format!("{outcome}: {} turns, {secs:.1} s", self.usage.turns);
+                let mut line = format!("{outcome} {} turns, {secs:.1} s", self.usage.turns);
                 if let Some(c) = self.usage.cost_usd {
                     line.push_str(&format!(", ${c:.4}"));
+                }
+                if !counts {
+                    line = outcome.trim_end_matches(" —").to_string();
                 }
                 out.push(cut(&line));
             }
@@ -371,6 +442,11 @@ impl StreamParser {
     }
 
     fn codex(&mut self, v: &Value, out: &mut Vec<String>) {
+        if let Some(l) = self.signals.codex_event(v) {
+            // An API retry: its line says it better than the raw event.
+            out.push(l);
+            return;
+        }
         match str_at(v, "type") {
             "thread.started" => out.push(cut(&format!(
                 "session started: thread {}",
@@ -548,7 +624,7 @@ mod tests {
         assert_eq!(usage.turns, 4);
         assert_eq!(usage.model, "claude-sonnet-4-5-20250929");
         assert_eq!(usage.unknown_events, 1, "the stream_event line");
-        assert_eq!(usage.garbled_lines, 1);
+        assert_eq!(usage.garbled_lines, 0, "a line of text is the CLI's stderr");
         // Any split of the bytes reads the same.
         for split in [1, 7, 64, 333] {
             assert_eq!(
@@ -601,6 +677,189 @@ mod tests {
         assert_eq!(usage.cost_usd, None);
         assert_eq!(usage.unknown_events, 1, "the token_count line");
         assert_eq!(usage.summary(), "483 in (54.4k cached) · 967 out · 2 turns");
+    }
+
+    fn real(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/../tests/fixtures/real/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_pinned_claude_codes_own_streams_read_right() {
+        // A run against the test suite's mock: the totals are exactly what the mock sent.
+        let (lines, u) = parse(
+            StreamFormat::ClaudeStreamJson,
+            &real("claude-2.1.332-success.jsonl"),
+            1 << 20,
+        );
+        assert_eq!(
+            (
+                u.input_tokens,
+                u.output_tokens,
+                u.cache_read_tokens,
+                u.cache_write_tokens,
+                u.turns
+            ),
+            (343, 390, 14_100, 1_500, 7)
+        );
+        assert_eq!(u.model, "claude-opus-5-5");
+        assert!(u.cost_usd.unwrap() > 0.0);
+        assert_eq!((u.garbled_lines, u.unknown_events), (0, 0));
+        assert!(
+            lines.last().unwrap().starts_with("finished: 7 turns"),
+            "{lines:?}"
+        );
+        // Cut before its result, each message counts once, with its output so far.
+        let cut_before_result: String = real("claude-2.1.332-success.jsonl")
+            .lines()
+            .filter(|l| !l.contains("\"type\":\"result\""))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (_, u) = parse(StreamFormat::ClaudeStreamJson, &cut_before_result, 1 << 20);
+        assert_eq!((u.turns, u.input_tokens, u.output_tokens), (7, 343, 7));
+        // A rate-limited run: its retries show, it never reached a model, its words are kept.
+        let (lines, u) = parse(
+            StreamFormat::ClaudeStreamJson,
+            &real("claude-2.1.332-429.jsonl"),
+            1 << 20,
+        );
+        assert_eq!(
+            &lines[1..4],
+            [
+                "API retry 1/3 — 429 rate limit",
+                "API retry 2/3 — 429 rate limit",
+                "API retry 3/3 — 429 rate limit"
+            ]
+        );
+        assert!(
+            lines[4].starts_with("error: API Error: Request rejected (429)"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[5].starts_with("ended with an error: API Error: Request rejected (429)"),
+            "{lines:?}"
+        );
+        assert!(!lines.iter().any(|l| l.contains("(success)")), "{lines:?}");
+        assert_eq!(
+            u.model, "claude-opus-5-5",
+            "the init line's model, never <synthetic>"
+        );
+        assert_eq!((u.turns, u.cost_usd, u.output_tokens), (0, None, 0));
+    }
+
+    #[test]
+    fn the_pinned_codexs_own_streams_read_right() {
+        let (lines, u) = parse(
+            StreamFormat::CodexJson,
+            &real("codex-0.171.0-success.jsonl"),
+            1 << 20,
+        );
+        // The mock sent 404 uncached and 16,800 cached input tokens over 8 answers.
+        assert_eq!(
+            (u.input_tokens, u.cache_read_tokens, u.turns),
+            (404, 16_800, 1)
+        );
+        assert_eq!((u.garbled_lines, u.unknown_events), (0, 0));
+        assert!(
+            lines.iter().any(|l| l.starts_with("ran: /bin/bash -lc")),
+            "{lines:?}"
+        );
+        // Its stderr in the same log is no garbled stream, and its retries are named.
+        let (lines, u) = parse(
+            StreamFormat::CodexJson,
+            &real("codex-0.171.0-500.log"),
+            1 << 20,
+        );
+        assert_eq!(u.garbled_lines, 0);
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "API retry 1/5 — overloaded: We’re currently experiencing high demand"
+            )),
+            "{lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("Reading additional input")),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn the_pinned_clis_failures_read_as_their_own_words() {
+        use crate::signals::{Cli, Clock, Trouble};
+        let failure = |format: Option<StreamFormat>, cli: Cli, name: &str| {
+            let mut p = StreamParser::reading(format, Some(cli), Clock::utc());
+            p.feed(real(name).as_bytes());
+            p.finish();
+            p.signals().failure(Some(1)).expect("a failure")
+        };
+        let claude = Some(StreamFormat::ClaudeStreamJson);
+        let codex = Some(StreamFormat::CodexJson);
+        for (format, cli, name, trouble, starts) in [
+            (
+                claude,
+                Cli::Claude,
+                "claude-2.1.332-401.jsonl",
+                Trouble::Auth,
+                "Invalid API key · Fix external API key",
+            ),
+            (
+                claude,
+                Cli::Claude,
+                "claude-2.1.332-429.jsonl",
+                Trouble::RateLimit,
+                "API Error: Request rejected (429)",
+            ),
+            (
+                claude,
+                Cli::Claude,
+                "claude-2.1.332-usage-limit.jsonl",
+                Trouble::UsageLimit,
+                "API Error: 400 You have reached your specified API usage limits",
+            ),
+            (
+                None,
+                Cli::Claude,
+                "claude-2.1.332-529-plain.log",
+                Trouble::Overloaded,
+                "API Error: 529 Overloaded",
+            ),
+            (
+                codex,
+                Cli::Codex,
+                "codex-0.171.0-500.log",
+                Trouble::Overloaded,
+                "We’re currently experiencing high demand",
+            ),
+            (
+                codex,
+                Cli::Codex,
+                "codex-0.171.0-usage-limit.log",
+                Trouble::UsageLimit,
+                "You’ve hit your usage limit",
+            ),
+            (
+                None,
+                Cli::Codex,
+                "codex-0.171.0-429-plain.log",
+                Trouble::RateLimit,
+                "exceeded retry limit, last status: 429 Too Many Requests",
+            ),
+        ] {
+            let f = failure(format, cli, name);
+            assert_eq!(f.trouble, trouble, "{name}: {f:?}");
+            assert!(f.message.starts_with(starts), "{name}: {}", f.message);
+            assert!(!f.message.contains("{\""), "{name}: never raw JSON");
+        }
+        let f = failure(claude, Cli::Claude, "claude-2.1.332-usage-limit.jsonl");
+        assert!(
+            f.resets_at_ms.is_some(),
+            "the API names when access comes back"
+        );
+        let f = failure(codex, Cli::Codex, "codex-0.171.0-usage-limit.log");
+        assert!(f.resets_at_ms.is_some(), "codex says when to try again");
     }
 
     #[test]

@@ -141,6 +141,36 @@ pub fn usage_from_proto(u: &v1::Usage) -> dispatch_core::stream::Usage {
     }
 }
 
+/// A worker CLI's failure → wire.
+pub fn failure_to_proto(f: &dispatch_core::signals::Failure) -> v1::CliFailure {
+    v1::CliFailure {
+        trouble: f.trouble.as_str().to_string(),
+        message: f.message.clone(),
+        status: f.status.map_or(0, u32::from),
+        resets_at_ms: f.resets_at_ms.unwrap_or(0),
+        retries: f.retries,
+        stopped: f.stopped,
+    }
+}
+
+/// Wire → domain: None for an empty one; an unknown kind of trouble reads as `error`, the
+/// message is cut to [`dispatch_core::signals::MAX_MESSAGE_CHARS`] (a peer's text).
+pub fn failure_from_proto(f: Option<&v1::CliFailure>) -> Option<dispatch_core::signals::Failure> {
+    use dispatch_core::signals::{Failure, MAX_MESSAGE_CHARS, Trouble};
+    let f = f?;
+    if f.trouble.is_empty() && f.message.is_empty() {
+        return None;
+    }
+    Some(Failure {
+        trouble: Trouble::parse(&f.trouble).unwrap_or(Trouble::Error),
+        message: f.message.chars().take(MAX_MESSAGE_CHARS).collect(),
+        status: u16::try_from(f.status).ok().filter(|s| *s != 0),
+        resets_at_ms: (f.resets_at_ms > 0).then_some(f.resets_at_ms),
+        retries: f.retries,
+        stopped: f.stopped,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

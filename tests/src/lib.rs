@@ -813,6 +813,12 @@ pub fn ppid(pid: i32) -> Option<i32> {
         .ok()
 }
 
+/// The first lines of a stub agent CLI: it answers a node's start-up probe (`--version`,
+/// `--help`, `exec --help`) as a CLI that is not the real one would, without doing its work
+/// (or recording a call).
+pub const STUB_PROBE_SH: &str =
+    "case \"$1\" in --version|--help) exit 0;; esac\n[ \"$1 $2\" = 'exec --help' ] && exit 0\n";
+
 /// Shell lines a stub agent CLI ends with to do its work the seed's way: every item of its
 /// plan checked, then `ipc/.done`.
 pub const FINISH_PLAN_SH: &str = "sed -i 's/^- \\[ \\]/- [x]/' \"$DISPATCH_TASK_DIR/plan.md\"\n\

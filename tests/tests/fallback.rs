@@ -17,7 +17,8 @@ fn stub(dir: &Path, calls: &Path, node: &str, name: &str, body: &str) {
     std::fs::write(
         &p,
         format!(
-            "#!/bin/sh\necho '{node} {name}' >> '{}'\n{body}\n",
+            "#!/bin/sh\n{}echo '{node} {name}' >> '{}'\n{body}\n",
+            dispatch_tests::STUB_PROBE_SH,
             calls.display()
         ),
     )

@@ -236,7 +236,10 @@ fn a_local_worktree_tasks_branch_is_already_here_and_applies() {
     let claude = stubs.path().join("claude");
     std::fs::write(
         &claude,
-        "#!/bin/sh\nprintf 'local edit\\n' >> hello.txt\ntouch \"$DISPATCH_TASK_DIR/ipc/.done\"\n",
+        format!(
+            "#!/bin/sh\n{}printf 'local edit\\n' >> hello.txt\ntouch \"$DISPATCH_TASK_DIR/ipc/.done\"\n",
+            dispatch_tests::STUB_PROBE_SH
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

@@ -84,7 +84,10 @@ fn a_claude_stream_becomes_activity_lines_and_totals_and_stays_the_log() {
     assert_eq!(u["cost_usd"], 0.0873);
     assert_eq!(u["turns"], 4);
     assert_eq!(u["model"], "claude-sonnet-4-5-20250929");
-    assert_eq!(u["garbled_lines"], 1);
+    assert_eq!(
+        u["garbled_lines"], 0,
+        "a line of text is the CLI's stderr, not a garbled event"
+    );
     assert_eq!(s["activity"], "finished: 4 turns, 41.2 s, $0.0873");
 
     let human = c.ok(&["status", "streamed"]);

@@ -84,18 +84,21 @@ fn write(p: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("cannot write {}", p.display()))
 }
 
-/// What the machines can run: backend names and the models each lists.
+/// What the machines can run: backend names with the command that runs each (as built from the
+/// installed CLI's version), and the models each lists.
 struct Discovered {
-    backends: Vec<String>,
+    backends: Vec<(String, String)>,
     models: Vec<(String, String)>,
 }
 
 async fn discover(target: Option<&mut Target>) -> Discovered {
-    let mut backends: Vec<String> = Vec::new();
+    let mut backends: Vec<(String, String)> = Vec::new();
     let mut cursor_models: Vec<String> = Vec::new();
     for b in backend::BUILTIN {
         if dispatch_agent::backends::on_path(b.program).is_some() {
-            backends.push(b.name.to_string());
+            // The command this version accepts, as a node here would run it.
+            let drive = dispatch_core::drive::drive(b.name, &dispatch_agent::backends::probe(&b));
+            backends.push((b.name.to_string(), drive.command));
             if b.name == "cursor" {
                 cursor_models.extend(dispatch_agent::backends::discover_models("cursor"));
             }
@@ -110,8 +113,8 @@ async fn discover(target: Option<&mut Target>) -> Discovered {
                 if b.name == backend::SIM {
                     continue;
                 }
-                if !backends.contains(&b.name) {
-                    backends.push(b.name.clone());
+                if !backends.iter().any(|(n, _)| *n == b.name) {
+                    backends.push((b.name.clone(), b.command.clone()));
                 }
                 if b.name == "cursor" {
                     cursor_models.extend(b.models.iter().cloned());
@@ -119,7 +122,7 @@ async fn discover(target: Option<&mut Target>) -> Discovered {
             }
         }
     }
-    let has = |b: &str| backends.iter().any(|x| x == b);
+    let has = |b: &str| backends.iter().any(|(x, _)| x == b);
     let mut models: Vec<(String, String)> = Vec::new();
     let mut add = |id: &str, b: &str| {
         if !models.iter().any(|(m, _)| m == id) {
@@ -193,7 +196,11 @@ pub(crate) async fn init(
     if interactive {
         println!(
             "Found {} with {} models. Which model should be your default?",
-            d.backends.join(", "),
+            d.backends
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             d.models.len()
         );
         let notable: Vec<&(String, String)> = d.models.iter().take(5).collect();
@@ -213,10 +220,9 @@ pub(crate) async fn init(
             default = answer;
         }
     }
-    let backends: Vec<&str> = d.backends.iter().map(String::as_str).collect();
     let cfg = Config {
         default: Some(default.clone()),
-        backends: config_edit::default_backends(&backends),
+        backends: config_edit::default_backends(&d.backends),
         models: d
             .models
             .iter()

@@ -103,11 +103,19 @@ pub(crate) async fn doctor(g: &Global) -> Result<u8> {
                 None,
             );
             let found = dispatch_agent::backends::detect(String::new());
-            let clis: Vec<&str> = found
+            let clis: Vec<String> = found
                 .iter()
-                .filter(|b| b.name != "sim")
-                .map(|b| b.name.as_str())
+                .filter(|b| b.name != "sim" && b.error.is_empty())
+                .map(backend_cell)
                 .collect();
+            for b in found.iter().filter(|b| !b.error.is_empty()) {
+                r.line(
+                    "fail",
+                    &format!("backend {}", b.name),
+                    &format!("{} cannot run here: {}", backend_cell(b), b.error),
+                    Some("do what the message says; the other backends still run"),
+                );
+            }
             if clis.is_empty() {
                 r.line(
                     "warn",
@@ -221,8 +229,27 @@ fn nodes(r: &mut Report, nodes: &[v1::Node]) {
         return;
     }
     for n in connected {
-        let backends: Vec<&str> = n.backends.iter().map(|b| b.name.as_str()).collect();
-        let real = backends.iter().any(|b| *b != "sim");
+        let backends: Vec<String> = n
+            .backends
+            .iter()
+            .filter(|b| b.error.is_empty())
+            .map(|b| {
+                if b.version.is_empty() {
+                    b.name.clone()
+                } else {
+                    format!("{} {}", b.name, b.version)
+                }
+            })
+            .collect();
+        for b in n.backends.iter().filter(|b| !b.error.is_empty()) {
+            r.line(
+                "fail",
+                &format!("node {}", n.name),
+                &format!("backend `{}` cannot run there: {}", b.name, b.error),
+                Some("fix it on that node and restart its agent; its other backends still run"),
+            );
+        }
+        let real = backends.iter().any(|b| b != "sim");
         r.line(
             if real { "ok" } else { "warn" },
             &format!("node {}", n.name),
@@ -235,6 +262,15 @@ fn nodes(r: &mut Report, nodes: &[v1::Node]) {
             ),
             (!real).then_some("install an agent CLI (claude, agent, codex) on it, or configure one in its --config"),
         );
+    }
+}
+
+/// `claude 2.1.332`: a backend found on this machine and the version its CLI reported.
+fn backend_cell(b: &dispatch_agent::backends::BackendSpec) -> String {
+    if b.version.is_empty() {
+        b.name.clone()
+    } else {
+        format!("{} {}", b.name, b.version)
     }
 }
 

@@ -73,16 +73,23 @@ pub(super) async fn nodes(g: &Global) -> Result<u8> {
     }
     let mut rows = Vec::new();
     for n in &nodes {
-        // `cursor(12)`: a backend and how many models it lists.
+        // `claude@2.1.332(3)`: a backend, its CLI's version and how many models it lists; a
+        // `!` marks one the node cannot run (said below the table).
         let backends: Vec<String> = n
             .backends
             .iter()
             .map(|b| {
-                if b.models.is_empty() {
-                    b.name.clone()
-                } else {
-                    format!("{}({})", b.name, b.models.len())
+                let mut cell = b.name.clone();
+                if !b.version.is_empty() {
+                    cell.push_str(&format!("@{}", b.version));
                 }
+                if !b.models.is_empty() {
+                    cell.push_str(&format!("({})", b.models.len()));
+                }
+                if !b.error.is_empty() {
+                    cell.push('!');
+                }
+                cell
             })
             .collect();
         let mut labels: Vec<String> = n
@@ -124,5 +131,16 @@ pub(super) async fn nodes(g: &Global) -> Result<u8> {
             &[2]
         )
     );
+    for n in &nodes {
+        for b in n.backends.iter().filter(|b| !b.error.is_empty()) {
+            println!(
+                "{}",
+                dispatch_core::text::printable_line(&format!(
+                    "! node `{}`: backend `{}` cannot run there: {}",
+                    n.name, b.name, b.error
+                ))
+            );
+        }
+    }
     Ok(crate::exit::Exit::Success.into())
 }

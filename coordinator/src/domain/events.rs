@@ -28,6 +28,9 @@ impl EventRules for Rules {
                 if t.state == TaskState::Assigned {
                     t.state = TaskState::Running;
                 }
+                // A new worker run: what an earlier run's CLI said no longer holds.
+                t.trouble.clear();
+                t.limit_until_ms = 0;
                 if !branch.is_empty() {
                     t.branch = branch.clone();
                     t.cleaned = false;
@@ -69,11 +72,34 @@ impl EventRules for Rules {
                             x.signal,
                         )
                     };
-                    t.reason = if x.detail.is_empty() || state == TaskState::Completed {
+                    let mut reason = if x.detail.is_empty() || state == TaskState::Completed {
                         reason
                     } else {
                         format!("{reason} ({})", x.detail)
                     };
+                    // A run that failed with its CLI's own error: that error first, and it
+                    // counts for the fallback as much as a start failure does.
+                    if state == TaskState::Failed
+                        && let Some(f) = &x.cli
+                    {
+                        let backend = if t.backend.is_empty() {
+                            "its CLI"
+                        } else {
+                            &t.backend
+                        };
+                        reason = format!(
+                            "`{backend}` on node `{node}` stopped: \"{}\" ({}); {reason}",
+                            f.message,
+                            trouble_note(f)
+                        );
+                        if let Some(done) =
+                            self.fall_back_if_asked(t, node, &exit_said(x, f), "could not continue")
+                        {
+                            return done;
+                        }
+                        record_trouble(t, Some(f));
+                    }
+                    t.reason = reason;
                     t.state = state;
                 }
                 if t.ended_ms == 0 {
@@ -84,38 +110,20 @@ impl EventRules for Rules {
                     freed_slot: true,
                 };
             }
-            EventKind::StartFailed { error } => {
+            EventKind::StartFailed { error, cli } => {
                 if t.state != TaskState::Cancelled {
-                    let matched = t
-                        .fallback
-                        .as_ref()
-                        .filter(|f| !f.used)
-                        .and_then(|f| f.matches(error))
-                        .map(str::to_string);
-                    if let Some(pattern) = matched {
-                        match self.fallbacks.get(&t.id) {
-                            Some(Ok((backend, model, avoid))) => {
-                                fall_back(t, node, &pattern, backend, model, avoid);
-                                return Applied {
-                                    kind: Some(ChangeKind::State),
-                                    freed_slot: true,
-                                };
-                            }
-                            Some(Err(why)) => {
-                                if let Some(f) = &mut t.fallback {
-                                    f.used = true;
-                                    f.note = format!(
-                                        "did not fall back: the start failure matched \"{pattern}\", but {why}"
-                                    );
-                                }
-                            }
-                            None => {}
-                        }
+                    let text = match cli {
+                        Some(f) => said(f, error),
+                        None => error.clone(),
+                    };
+                    if let Some(done) = self.fall_back_if_asked(t, node, &text, "could not start") {
+                        return done;
                     }
                     t.state = TaskState::Failed;
                     let advice = self.advice.get(&t.id).map(String::as_str).unwrap_or("");
                     t.reason =
                         format!("the worker could not start on node `{node}`: {error}. {advice}");
+                    record_trouble(t, cli.as_ref());
                 }
                 t.ended_ms = at;
                 return Applied {
@@ -189,15 +197,93 @@ impl EventRules for Rules {
     }
 }
 
+impl Rules {
+    /// Falls `t` back when its fallback is unused and `text` (what its CLI said) matches one of
+    /// its patterns and a target was found; notes why not when none was. The change to return
+    /// when it fell back.
+    fn fall_back_if_asked(
+        &self,
+        t: &mut TaskRecord,
+        node: &str,
+        text: &str,
+        why: &str,
+    ) -> Option<Applied> {
+        let pattern = t
+            .fallback
+            .as_ref()
+            .filter(|f| !f.used)
+            .and_then(|f| f.matches(text))
+            .map(str::to_string)?;
+        match self.fallbacks.get(&t.id) {
+            Some(Ok((backend, model, avoid))) => {
+                fall_back(t, node, why, &pattern, (backend, model, avoid));
+                return Some(Applied {
+                    kind: Some(ChangeKind::State),
+                    freed_slot: true,
+                });
+            }
+            Some(Err(why)) => {
+                if let Some(f) = &mut t.fallback {
+                    f.used = true;
+                    f.note =
+                        format!("did not fall back: the failure matched \"{pattern}\", but {why}");
+                }
+            }
+            None => {}
+        }
+        None
+    }
+}
+
+/// What a fallback's patterns are matched against: the kind of trouble and the text.
+fn said(f: &dispatch_core::signals::Failure, text: &str) -> String {
+    format!("{}: {} {text}", f.trouble.phrase(), f.message)
+}
+
+/// What a fallback's patterns are matched against for a run that ended with its CLI's error.
+fn exit_said(x: &crate::model::WorkerExit, f: &dispatch_core::signals::Failure) -> String {
+    match x.exit_code {
+        Some(c) => said(f, &format!("status {c}")),
+        None => said(f, ""),
+    }
+}
+
+/// `rate limit, after 3 API retries`: the kind of trouble, for a reason.
+fn trouble_note(f: &dispatch_core::signals::Failure) -> String {
+    let mut note = f.trouble.phrase().to_string();
+    if f.retries > 0 {
+        note.push_str(&format!(
+            ", after {} API retr{}",
+            f.retries,
+            if f.retries == 1 { "y" } else { "ies" }
+        ));
+    }
+    if f.stopped {
+        note.push_str(", stopped by the node");
+    }
+    note
+}
+
+/// Keeps what kind of trouble ended the task, and when a usage limit resets.
+fn record_trouble(t: &mut TaskRecord, f: Option<&dispatch_core::signals::Failure>) {
+    let Some(f) = f else {
+        return;
+    };
+    t.trouble = f.trouble.as_str().to_string();
+    t.limit_until_ms = match f.trouble {
+        dispatch_core::signals::Trouble::UsageLimit => f.resets_at_ms.unwrap_or(0),
+        _ => 0,
+    };
+}
+
 /// Sends a task that could not start to its fallback target: queued again as a new worker run
 /// (its plan untouched: no worker ran), on `backend`, away from `avoid`.
 fn fall_back(
     t: &mut TaskRecord,
     node: &str,
+    why: &str,
     pattern: &str,
-    backend: &str,
-    model: &str,
-    avoid: &str,
+    (backend, model, avoid): (&str, &str, &str),
 ) {
     let from = if t.backend.is_empty() {
         "its backend".to_string()
@@ -211,7 +297,7 @@ fn fall_back(
     };
     t.attempt = t.attempt.max(1) + 1;
     let note = format!(
-        "{from} on node `{node}` could not start (it said \"{pattern}\"); retried once on {to} as worker run {}",
+        "{from} on node `{node}` {why} (it said \"{pattern}\"); retried once on {to} as worker run {}",
         t.attempt
     );
     t.state = TaskState::Queued;
@@ -221,6 +307,8 @@ fn fall_back(
     t.exit_code = None;
     t.started_ms = 0;
     t.ended_ms = 0;
+    t.trouble.clear();
+    t.limit_until_ms = 0;
     if let Some(f) = &mut t.fallback {
         f.used = true;
         f.avoid_node = avoid.to_string();
@@ -302,7 +390,7 @@ pub fn over_limit(kind: &EventKind) -> Option<String> {
                 limits::MAX_LOG_CHUNK_BYTES
             ));
         }
-        EventKind::StartFailed { error } => {
+        EventKind::StartFailed { error, .. } => {
             check_len("start error", error, limits::MAX_MESSAGE_BYTES)
         }
         EventKind::Started {
@@ -339,13 +427,24 @@ impl Coordinator {
             if let Some(r) = &rejected {
                 tracing::warn!(task = %event.task_id, node = %session.node, seq = event.seq, reason = %r, "event over a limit; kept as history only");
             }
-            if let EventKind::StartFailed { error } = &event.kind
-                && !advice.contains_key(&event.task_id)
+            // What a failure said, to find where its task would fall back to.
+            let failed = match &event.kind {
+                EventKind::StartFailed { error, cli } => Some(match cli {
+                    Some(f) => said(f, error),
+                    None => error.clone(),
+                }),
+                EventKind::Exited(x) => x.cli.as_ref().map(|f| exit_said(x, f)),
+                _ => None,
+            };
+            if let Some(text) = failed
+                && !fallbacks.contains_key(&event.task_id)
             {
-                let a = self.alternatives(&session.node, &event.task_id).await?;
-                advice.insert(event.task_id.clone(), a);
+                if matches!(event.kind, EventKind::StartFailed { .. }) {
+                    let a = self.alternatives(&session.node, &event.task_id).await?;
+                    advice.insert(event.task_id.clone(), a);
+                }
                 if let Some(f) = self
-                    .fallback_target(&session.node, &event.task_id, error)
+                    .fallback_target(&session.node, &event.task_id, &text)
                     .await?
                 {
                     fallbacks.insert(event.task_id.clone(), f);

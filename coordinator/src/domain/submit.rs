@@ -67,7 +67,17 @@ fn describe_backends(nodes: &[NodeRecord]) -> String {
     nodes
         .iter()
         .map(|n| {
-            let b: Vec<&str> = n.backends.iter().map(|b| b.name.as_str()).collect();
+            let b: Vec<String> = n
+                .backends
+                .iter()
+                .map(|b| {
+                    if b.error.is_empty() {
+                        b.name.clone()
+                    } else {
+                        format!("{} (cannot run there: {})", b.name, b.error)
+                    }
+                })
+                .collect();
             format!(
                 "{}: {}",
                 n.name,

@@ -53,14 +53,21 @@ type Backend = PgStore;
 type DbRow = sqlx::postgres::PgRow;
 type DbArguments = <Db as sqlx::Database>::Arguments;
 
-/// Schema files by version: (version, SQL). Version 11 is the whole schema of SQLite's 0001–0011.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    11,
-    include_str!("../../../migrations/postgres/0011_schema.sql"),
-)];
+/// Schema files by version: (version, SQL). Version 11 is the whole schema of SQLite's 0001–0011;
+/// later ones step with SQLite's files of the same number.
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        11,
+        include_str!("../../../migrations/postgres/0011_schema.sql"),
+    ),
+    (
+        12,
+        include_str!("../../../migrations/postgres/0012_cli_trouble.sql"),
+    ),
+];
 
 /// The store version this coordinator writes (the same number as SQLite's).
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 /// Advisory lock key held while migrating (two replicas starting at once migrate once).
 const MIGRATION_LOCK: i64 = 0x6469_7370_6d69_6772; // "dispmigr"

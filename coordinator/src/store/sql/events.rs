@@ -35,6 +35,8 @@ struct StoredExit<'a> {
     fault: &'a str,
     drained: bool,
     plan: Option<Patch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cli: Option<&'a dispatch_core::signals::Failure>,
 }
 
 /// An event kept as history only.
@@ -61,6 +63,7 @@ pub(super) fn body(ev: &TaskEvent, old_plan: &str) -> (&'static str, Vec<u8>) {
             detail,
             fault,
             drained,
+            cli,
         }) => (
             "exited",
             json(&StoredExit {
@@ -72,6 +75,7 @@ pub(super) fn body(ev: &TaskEvent, old_plan: &str) -> (&'static str, Vec<u8>) {
                 fault,
                 drained: *drained,
                 plan: (!markdown.is_empty()).then(|| patch::diff(old_plan, markdown)),
+                cli: cli.as_ref(),
             }),
         ),
         EventKind::Log { data } => ("log", data.clone()),
@@ -406,7 +410,8 @@ impl Backend {
                  cleaned = v.column11, log_bytes = v.column12, output_bytes = v.column13, \
                  output_truncated = v.column14, changes = v.column15, usage = v.column16, \
                  activity = v.column17, backend = v.column18, model = v.column19, \
-                 attempt = v.column20, fallback = v.column21 FROM (",
+                 attempt = v.column20, fallback = v.column21, trouble = v.column22, \
+                 limit_until_ms = v.column23 FROM (",
             );
             q.push_values(chunk, |mut row, id| {
                 let t = &tasks[id];
@@ -430,7 +435,9 @@ impl Backend {
                     .push_bind(t.backend.clone())
                     .push_bind(t.model.clone())
                     .push_bind(i64::from(t.attempt.max(1)))
-                    .push_bind(rows::fallback_json(&t.fallback));
+                    .push_bind(rows::fallback_json(&t.fallback))
+                    .push_bind(t.trouble.clone())
+                    .push_bind(t.limit_until_ms);
             });
             q.push(") AS v WHERE tasks.id = v.column1");
             q.build().persistent(false).execute(&mut *tx).await?;

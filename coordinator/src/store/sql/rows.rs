@@ -7,7 +7,7 @@ use sqlx::Row;
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 39] = [
+pub(super) const TASK_COLUMNS: [&str; 41] = [
     "id",
     "state",
     "title",
@@ -47,6 +47,8 @@ pub(super) const TASK_COLUMNS: [&str; 39] = [
     "activity",
     "fallback",
     "trace",
+    "trouble",
+    "limit_until_ms",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES ($1, …, next order)`.
@@ -103,6 +105,8 @@ pub(super) fn bind_new_task<'q>(
         .bind(t.activity.clone())
         .bind(fallback_json(&t.fallback))
         .bind(t.trace.clone())
+        .bind(t.trouble.clone())
+        .bind(t.limit_until_ms)
 }
 
 /// A task's fallback as stored on its row ("" for none).
@@ -198,6 +202,8 @@ pub(super) fn task_from_row(r: &DbRow) -> Result<TaskRecord> {
         },
         activity: r.try_get("activity")?,
         trace: r.try_get("trace")?,
+        trouble: r.try_get("trouble")?,
+        limit_until_ms: r.try_get("limit_until_ms")?,
         fallback: match r.try_get::<String, _>("fallback")?.as_str() {
             "" => None,
             j => Some(

@@ -49,6 +49,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0009_access.sql"),
     include_str!("../../../migrations/0010_outputs.sql"),
     include_str!("../../../migrations/0011_usage.sql"),
+    include_str!("../../../migrations/0012_cli_trouble.sql"),
 ];
 
 /// The SQLite store.
