@@ -9,6 +9,7 @@ pub mod channel;
 pub mod fuzzing;
 pub mod metrics;
 pub mod node;
+pub mod process_tree;
 pub mod runner;
 pub mod sim;
 pub mod spool;

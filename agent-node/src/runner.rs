@@ -12,8 +12,7 @@ use crate::worker_record::RunRecord;
 use dispatch_core::fs::TaskDir;
 use dispatch_proto::v1;
 use dispatch_proto::v1::task_event::Kind;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use notify::Watcher;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -785,9 +784,11 @@ async fn supervise(
     let mut cli_stop: Option<dispatch_core::signals::Failure> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
     let task = w.task.clone();
+    // Everything the worker started, its own sessions included (found while it lives).
+    let tree = std::sync::Mutex::new(crate::process_tree::Tree::of(pid));
     let stop = |why: &str, kill_at: &mut Option<tokio::time::Instant>| {
-        tracing::info!(%task, pid, "{why}: SIGTERM to the worker's process group");
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        tracing::info!(%task, pid, "{why}: SIGTERM to the worker's process tree");
+        tree.lock().unwrap().signal(Signal::SIGTERM);
         *kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
     };
     let status = loop {
@@ -817,7 +818,7 @@ async fn supervise(
                 }
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => {
-                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                tree.lock().unwrap().signal(Signal::SIGKILL);
                 kill_at = None;
             }
         }
@@ -845,7 +846,7 @@ async fn supervise(
     };
     if cancelled || fault.is_some() || cli_stop.is_some() {
         // Whatever of the tree outlived the worker goes too.
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        tree.lock().unwrap().signal(Signal::SIGKILL);
     }
     if fault.is_none() {
         w.exited = true;

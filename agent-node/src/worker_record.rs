@@ -41,7 +41,8 @@ pub fn start_time(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn alive(pid: u32) -> bool {
+/// True while `pid` is a live process (not a zombie).
+pub fn alive(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };

@@ -161,6 +161,8 @@ pub fn classify(text: &str, status: Option<u16>) -> Trouble {
             "missing api key",
             "api key not found",
             "openai_api_key",
+            // Codex, when its provider's key variable is not set.
+            "missing environment variable",
         ])
     {
         return Trouble::Auth;
@@ -754,6 +756,12 @@ mod tests {
                 None,
                 Trouble::Overloaded,
             ),
+            (
+                "Missing environment variable: `OPENAI_API_KEY`.",
+                None,
+                Trouble::Auth,
+            ),
+            ("Not logged in · Please run /login", None, Trouble::Auth),
             ("cannot open src/main.rs", None, Trouble::Error),
         ] {
             assert_eq!(classify(text, status), want, "{text}");

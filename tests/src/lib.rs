@@ -5,6 +5,7 @@
 
 pub mod mock_models;
 pub mod proxy;
+pub mod real_clis;
 
 use dispatch_proto::v1;
 use dispatch_proto::v1::dispatch_service_client::DispatchServiceClient;
@@ -280,6 +281,12 @@ pub struct AgentOpts {
     pub cert: Option<(PathBuf, PathBuf)>,
     /// More command-line arguments.
     pub args: Vec<String>,
+    /// More environment variables.
+    pub env: Vec<(String, String)>,
+    /// Run the agent as an unprivileged user (`nobody`) when the tests run as root, as the
+    /// systemd unit and the pods do (Claude Code refuses to run unattended as root): its data
+    /// dir and workdir are handed to that user.
+    pub unprivileged: bool,
 }
 
 impl AgentOpts {
@@ -296,6 +303,24 @@ impl AgentOpts {
             no_token: false,
             cert: None,
             args: vec![],
+            env: vec![],
+            unprivileged: false,
+        }
+    }
+}
+
+/// The user an unprivileged agent runs as when the tests run as root.
+pub const NOBODY: u32 = 65534;
+
+/// Hands `path` (and everything under it) to `uid`, so an agent running as that user owns
+/// what it needs.
+pub fn chown_tree(path: &Path, uid: u32) {
+    let _ = std::os::unix::fs::lchown(path, Some(uid), Some(uid));
+    if let Ok(entries) = std::fs::read_dir(path)
+        && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+    {
+        for e in entries.flatten() {
+            chown_tree(&e.path(), uid);
         }
     }
 }
@@ -572,6 +597,19 @@ impl Cluster {
         };
         cmd.env("PATH", path);
         cmd.env("DISPATCH_LOG", "info,dispatch_agent=debug");
+        for (k, v) in &o.env {
+            cmd.env(k, v);
+        }
+        if o.unprivileged && nix::unistd::geteuid().is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::process::CommandExt;
+            // The cluster's directory must let that user through; its own dirs are its own.
+            let _ =
+                std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755));
+            chown_tree(&data, NOBODY);
+            chown_tree(&o.workdir.clone().unwrap_or_else(|| self.workdir()), NOBODY);
+            cmd.uid(NOBODY).gid(NOBODY);
+        }
         if !o.no_token {
             cmd.env("DISPATCH_AGENT_TOKEN", self.node_token(&o.name));
         }

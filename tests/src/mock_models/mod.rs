@@ -82,7 +82,8 @@ pub struct Sent {
 
 #[derive(Default)]
 struct Shared {
-    faults: BTreeMap<Api, Armed>,
+    /// By API and task ("" for every task).
+    faults: BTreeMap<(Api, String), Armed>,
     seen: Vec<Seen>,
     sent: BTreeMap<(Api, String), Sent>,
     next_id: u64,
@@ -132,16 +133,26 @@ impl MockModels {
 
     /// Makes every request of `api` fail with `fault` (`times`: only the next that many).
     pub fn fail(&self, api: Api, fault: Fault, times: Option<u32>) {
+        self.fail_task(api, "", fault, times);
+    }
+
+    /// Makes the requests of `api` for dispatch task `task` fail with `fault` (`times`: only
+    /// the next that many); other tasks are answered as before.
+    pub fn fail_task(&self, api: Api, task: &str, fault: Fault, times: Option<u32>) {
         self.shared
             .lock()
             .unwrap()
             .faults
-            .insert(api, Armed { fault, times });
+            .insert((api, task.to_string()), Armed { fault, times });
     }
 
-    /// Answers `api` normally again.
+    /// Answers `api` normally again (for every task).
     pub fn heal(&self, api: Api) {
-        self.shared.lock().unwrap().faults.remove(&api);
+        self.shared
+            .lock()
+            .unwrap()
+            .faults
+            .retain(|(a, _), _| *a != api);
     }
 
     /// Every request so far.
@@ -242,13 +253,16 @@ async fn handle(
         .to_string();
     let (fault, id) = {
         let mut s = shared.lock().unwrap();
-        let fault = match s.faults.get_mut(&api) {
+        let key = [(api, task.clone()), (api, String::new())]
+            .into_iter()
+            .find(|k| s.faults.contains_key(k));
+        let fault = match key.as_ref().and_then(|k| s.faults.get_mut(k)) {
             Some(a) => {
                 let f = a.fault.clone();
                 if let Some(t) = &mut a.times {
                     *t = t.saturating_sub(1);
                     if *t == 0 {
-                        s.faults.remove(&api);
+                        s.faults.remove(key.as_ref().unwrap());
                     }
                 }
                 Some(f)

@@ -134,7 +134,7 @@ pub fn next(prompt: &str, results: &[ToolResult]) -> Turn {
     let dir = plan.trim_end_matches("/plan.md").to_string();
     if results.is_empty() {
         return Turn::Shell {
-            command: format!("cat {}; echo {}", q(plan), marker(0)),
+            command: format!("cat {}; printf '@@dispatch-step-%s-done@@\\n' 0", q(plan)),
             description: "Read the plan".into(),
             timeout_ms: 30_000,
         };
@@ -170,7 +170,11 @@ pub fn next(prompt: &str, results: &[ToolResult]) -> Turn {
     match steps.get(next_step - 1) {
         Some(s) => {
             let mut command = s.command(results);
-            command.push_str(&format!("echo {}\n", marker(next_step)));
+            // Printed, not quoted: a CLI that refuses the command and quotes it back must not
+            // read as done.
+            command.push_str(&format!(
+                "printf '@@dispatch-step-%s-done@@\\n' {next_step}\n"
+            ));
             Turn::Shell {
                 command,
                 description: s.description.clone(),
@@ -224,7 +228,7 @@ struct Step {
     timeout_ms: u64,
 }
 
-fn steps(dir: &str, plan: &str, items: &[Item], resumed: Option<String>) -> Vec<Step> {
+fn steps(dir: &str, plan: &str, items: &[Item], mut resumed: Option<String>) -> Vec<Step> {
     let mk = |kind: StepKind, description: String, timeout_ms: u64| Step {
         kind,
         plan: plan.to_string(),
@@ -241,7 +245,7 @@ fn steps(dir: &str, plan: &str, items: &[Item], resumed: Option<String>) -> Vec<
                 out.push(mk(
                     StepKind::Tick {
                         text: it.text.clone(),
-                        note: resumed.as_ref().map(|a| format!("answer: {a}")),
+                        note: resumed.take().map(|a| format!("answer: {a}")),
                     },
                     format!("Check off: {}", it.text),
                     30_000,
@@ -277,6 +281,21 @@ fn steps(dir: &str, plan: &str, items: &[Item], resumed: Option<String>) -> Vec<
                 format!("Work on: {}", it.text),
                 (secs * 1000.0) as u64 + 30_000,
             ));
+        }
+        // The item it was blocked on (reset to unchecked for the new worker): the answer is
+        // in its prompt, so it is not asked again.
+        if directive(&it.text, "ask").is_some()
+            && let Some(a) = resumed.take()
+        {
+            out.push(mk(
+                StepKind::Tick {
+                    text: it.text.clone(),
+                    note: Some(format!("answer: {a}")),
+                },
+                format!("Check off: {}", it.text),
+                30_000,
+            ));
+            continue;
         }
         if let Some(ask) = directive(&it.text, "ask") {
             let (question, timeout_s) = match ask.rsplit_once("; timeout ") {
@@ -327,7 +346,13 @@ impl Step {
                 "{}echo {FAILED_MARK}\n",
                 set_mark(plan, text, '!', Some(reason))
             ),
-            StepKind::Sleep { secs, .. } => format!("sleep {secs}\n"),
+            // Claude Code refuses a bare long `sleep` and tells the model to wait on a
+            // condition instead; so the model does.
+            StepKind::Sleep { secs } => format!(
+                "waited=0; while [ ! -f {stop} ] && [ $waited -lt {tenths} ]; do sleep 0.1; waited=$((waited + 1)); done\n",
+                stop = q(&format!("{dir}/ipc/.stop-waiting")),
+                tenths = (secs * 10.0) as u64,
+            ),
             StepKind::Ask {
                 text,
                 question,
