@@ -77,9 +77,16 @@ impl From<String> for NotStarted {
     }
 }
 
-/// True when `dir` is inside a git working tree (a `.git` in it or above it).
+/// True when `dir` is inside a git working tree: a repository's `.git` (a directory with a
+/// HEAD, or a worktree's `gitdir:` file) in it or above it. Not any `.git`: Codex's sandbox
+/// puts an empty one in its writable roots while a command runs there.
 fn in_git_repo(dir: &Path) -> bool {
-    dir.ancestors().any(|d| d.join(".git").exists())
+    dir.ancestors().any(|d| {
+        let git = d.join(".git");
+        git.join("HEAD").is_file()
+            || (git.is_file()
+                && std::fs::read(&git).is_ok_and(|b| b.starts_with(b"gitdir:")))
+    })
 }
 
 /// With trusted keys, a task runs only when it is signed by one of them and its assignment is

@@ -762,6 +762,31 @@ impl Drop for Cluster {
         for name in names {
             kill_recorded_workers(&self.dir.path().join(format!("agent-{name}")));
         }
+        // A failing test explains itself: the last lines of every process's log, and the
+        // directory kept to look at.
+        if std::thread::panicking() {
+            let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
+            logs.sort();
+            for log in logs {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!(
+                    "--- the last lines of {}:\n{}",
+                    log.display(),
+                    lines[lines.len().saturating_sub(30)..].join("\n")
+                );
+            }
+            if let Ok(fresh) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self.dir, fresh).keep();
+                eprintln!("--- kept {} for a look", kept.display());
+            }
+        }
     }
 }
 
