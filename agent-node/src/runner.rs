@@ -84,8 +84,7 @@ fn in_git_repo(dir: &Path) -> bool {
     dir.ancestors().any(|d| {
         let git = d.join(".git");
         git.join("HEAD").is_file()
-            || (git.is_file()
-                && std::fs::read(&git).is_ok_and(|b| b.starts_with(b"gitdir:")))
+            || (git.is_file() && std::fs::read(&git).is_ok_and(|b| b.starts_with(b"gitdir:")))
     })
 }
 

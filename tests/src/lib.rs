@@ -3,6 +3,7 @@
 //! temp directories) and talks to them the way users do. Every wait has a deadline and fails
 //! with a message saying what never happened.
 
+pub mod bench_clis;
 pub mod mock_models;
 pub mod proxy;
 pub mod real_clis;
@@ -312,6 +313,49 @@ impl AgentOpts {
 /// The user an unprivileged agent runs as when the tests run as root.
 pub const NOBODY: u32 = 65534;
 
+/// True when the unprivileged user can run `path` with `args` (its directories let it through).
+pub fn nobody_can_run(path: &Path, args: &[&str]) -> bool {
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The agent binary as the unprivileged user can run it: the built one, or (when the checkout
+/// is in a directory that user cannot enter) a link or copy of it in a temp directory.
+fn agent_binary_for_nobody() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let built = bin("dispatch-agent");
+        if nobody_can_run(&built, &["--version"]) {
+            return built;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("dispatch-test-agent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = dir.join("dispatch-agent");
+        let _ = std::fs::remove_file(&copy);
+        if std::fs::hard_link(&built, &copy).is_err() {
+            std::fs::copy(&built, &copy).unwrap();
+        }
+        copy
+    })
+    .clone()
+}
+
 /// Hands `path` (and everything under it) to `uid`, so an agent running as that user owns
 /// what it needs.
 pub fn chown_tree(path: &Path, uid: u32) {
@@ -609,6 +653,17 @@ impl Cluster {
             chown_tree(&data, NOBODY);
             chown_tree(&o.workdir.clone().unwrap_or_else(|| self.workdir()), NOBODY);
             cmd.uid(NOBODY).gid(NOBODY);
+            let args: Vec<std::ffi::OsString> = cmd.get_args().map(|a| a.to_os_string()).collect();
+            let mut as_nobody = Command::new(agent_binary_for_nobody());
+            as_nobody.args(args);
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => as_nobody.env(k, v),
+                    None => as_nobody.env_remove(k),
+                };
+            }
+            as_nobody.uid(NOBODY).gid(NOBODY);
+            cmd = as_nobody;
         }
         if !o.no_token {
             cmd.env("DISPATCH_AGENT_TOKEN", self.node_token(&o.name));
@@ -726,6 +781,17 @@ impl Cluster {
 
     /// Waits (on the coordinator's watch stream) until task `id` satisfies `pred`; returns it.
     pub fn wait_task(&self, id: &str, what: &str, pred: impl Fn(&v1::Task) -> bool) -> v1::Task {
+        self.wait_task_for(id, what, DEADLINE, pred)
+    }
+
+    /// [`Cluster::wait_task`] with a deadline of its own (a benchmark's long wait).
+    pub fn wait_task_for(
+        &self,
+        id: &str,
+        what: &str,
+        deadline: Duration,
+        pred: impl Fn(&v1::Task) -> bool,
+    ) -> v1::Task {
         self.rt.block_on(async {
             let mut c = self.client().await.expect("connect to the coordinator");
             let fut = async {
@@ -747,7 +813,7 @@ impl Cluster {
                 }
                 panic!("the watch stream of `{id}` ended before {what}");
             };
-            tokio::time::timeout(DEADLINE, fut)
+            tokio::time::timeout(deadline, fut)
                 .await
                 .unwrap_or_else(|_| panic!("timed out waiting for task `{id}`: {what}"))
         })

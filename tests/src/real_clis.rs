@@ -32,12 +32,18 @@ impl RealClis {
     /// The installed CLIs; None (with a line saying the test skips) when `tests/clis` has not
     /// been installed. Under CI (`CI` set) that fails instead: `.ci/run` installs them.
     pub fn installed() -> Option<RealClis> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("clis");
+        // Where `.ci/run` installed them (outside the checkout when the unprivileged user the
+        // agents run as cannot enter it), else tests/clis.
+        let root = std::env::var_os("DISPATCH_TEST_CLIS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("clis"));
         let bin = root.join("node_modules/.bin");
         let old_bin = root.join("old/node_modules/.bin");
+        let reachable = !nix::unistd::geteuid().is_root()
+            || crate::nobody_can_run(&bin.join("claude"), &["--version"]);
         let found = version(&bin, "claude")
             .zip(version(&bin, "codex"))
-            .filter(|_| version(&old_bin, "codex").is_some());
+            .filter(|_| version(&old_bin, "codex").is_some() && reachable);
         match found {
             Some(versions) => Some(RealClis {
                 bin,
@@ -46,7 +52,7 @@ impl RealClis {
             }),
             None => {
                 let why = format!(
-                    "the real agent CLIs are not installed in {}: run `npm ci --ignore-scripts` there and in old/, then `node node_modules/@anthropic-ai/claude-code/install.cjs` (`.ci/run` does)",
+                    "the real agent CLIs are not installed in {} (or the unprivileged user the agents run as cannot reach them there): run `npm ci --ignore-scripts` there and in old/, then `node node_modules/@anthropic-ai/claude-code/install.cjs`, or point DISPATCH_TEST_CLIS at such a directory (`.ci/run` does)",
                     root.display()
                 );
                 if std::env::var_os("CI").is_some() {

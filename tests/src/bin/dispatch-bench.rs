@@ -11,6 +11,8 @@
 //! ./target/release/dispatch-bench idle [--tasks 10] [--seconds 10]
 //! ./target/release/dispatch-bench security [--count 2000]
 //! ./target/release/dispatch-bench results [--events 20000] [--parse-mb 64]
+//! ./target/release/dispatch-bench fallback [--count 5] [--api-retries 3]   # the real CLIs (tests/clis)
+//! ./target/release/dispatch-bench overhead [--count 20]                    # the real CLIs (tests/clis)
 //! ```
 //!
 //! All times are taken in this one process (same clock) except the worker start, which the
@@ -1179,9 +1181,20 @@ fn main() {
         "security" => security(&args),
         "results" => results(&args),
         "takeover" => takeover(&args),
+        "fallback" | "overhead" => {
+            let samples = if scenario == "fallback" {
+                dispatch_tests::bench_clis::fallback(&args)
+            } else {
+                dispatch_tests::bench_clis::overhead(&args)
+            };
+            samples
+                .into_iter()
+                .map(|(name, samples)| Stats { name, samples })
+                .collect()
+        }
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security|results|takeover [--count N] [--baseline N] [--json FILE] [--store postgres://SERVER [--replicas N]]"
+                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security|results|takeover|fallback|overhead [--count N] [--baseline N] [--json FILE] [--store postgres://SERVER [--replicas N]]"
             );
             std::process::exit(2);
         }
