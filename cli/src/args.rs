@@ -166,6 +166,12 @@ pub(crate) enum Command {
     Run(Box<RunArgs>),
 
     /// Show one task in detail, or list the most recent tasks.
+    ///
+    /// One task's view names its backend and model (and, from a structured stream, the model its
+    /// CLI says it ran: `(claude, asked sonnet, ran claude-opus-5-5)`), its checklist, questions,
+    /// usage, what its worker is doing, and its reason — for a failure, the worker CLI's own
+    /// error line and the kind of trouble; a usage limit that named its reset adds `blocked until
+    /// 15:00 — usage limit`.
     #[command(after_help = "Examples:\n  dispatch status\n  dispatch status fix-login --json")]
     Status {
         /// Task to show; the most recent tasks when omitted.
@@ -265,8 +271,12 @@ pub(crate) enum Command {
     },
 
     /// List agent nodes: backends, capacity, load, and whether they drain.
+    ///
+    /// A backend shows the version its CLI reported at the node's start and how many models it
+    /// lists (`claude@2.1.332(3)`); one marked `!` cannot run there (a CLI version the node
+    /// cannot drive, or one that refuses to run as its user), and why is said below the table.
     #[command(
-        after_help = "Examples:\n  dispatch nodes\n  dispatch nodes drain build-box --timeout 30m"
+        after_help = "Examples:\n  dispatch nodes\n  dispatch nodes --json\n  dispatch nodes drain build-box --timeout 30m"
     )]
     Nodes {
         #[command(subcommand)]
