@@ -517,3 +517,96 @@ fn a_rate_limited_claude_falls_back_to_codex_in_seconds() {
         took.as_secs_f64()
     );
 }
+
+#[test]
+fn the_model_a_claude_task_asks_for_is_passed_only_where_the_node_says_and_status_tells_the_truth()
+{
+    let Some(mut s) = suite(true, "") else {
+        return;
+    };
+    let mut passing = real_clis::node(&s.c, "passing", 1, &s.clis.bin, &s.mock);
+    let cfg = s.c.dir.path().join("passing.yaml");
+    std::fs::write(
+        &cfg,
+        "backends:\n  claude: { structured: true, pass_model: true }\n",
+    )
+    .unwrap();
+    passing.config = Some(cfg);
+    s.c.add_agent(passing);
+    for (id, node) in [("seed-rule", "box"), ("passed", "passing")] {
+        s.c.ok(&[
+            "--backend",
+            "claude",
+            "--model",
+            "sonnet",
+            "--remote",
+            node,
+            "--id",
+            id,
+            "--step",
+            "one",
+            "x",
+        ]);
+    }
+    for id in ["seed-rule", "passed"] {
+        let t = ended(&s.c, id);
+        assert_eq!(t["state"], "completed", "{t}");
+    }
+    // The seed's rule: claude picks its own model; the node that passes it sends sonnet's id.
+    let default_model = s.mock.seen_for(Api::Anthropic, "seed-rule")[0]
+        .model
+        .clone();
+    let passed_model = s.mock.seen_for(Api::Anthropic, "passed")[0].model.clone();
+    assert!(!default_model.contains("sonnet"), "{default_model}");
+    assert!(passed_model.contains("sonnet"), "{passed_model}");
+    let human = s.c.ok(&["status", "seed-rule"]);
+    assert!(
+        human.contains(&format!("(claude, asked sonnet, ran {default_model})")),
+        "{human}"
+    );
+    let human = s.c.ok(&["status", "passed"]);
+    assert!(human.contains(&format!("ran {passed_model})")), "{human}");
+}
+
+#[test]
+fn the_first_run_config_writes_the_commands_the_installed_clis_accept() {
+    let Some(clis) = RealClis::installed() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(dispatch_tests::bin("dispatch"))
+        .args(["config", "init"])
+        .env("DISPATCH_HOME", home.path())
+        .env("PATH", format!("{}:/usr/bin:/bin", clis.bin.display()))
+        .env_remove("DISPATCH_COORDINATOR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let cfg = std::fs::read_to_string(home.path().join("config.yaml")).unwrap();
+    assert!(
+        cfg.contains("codex exec --sandbox workspace-write -C \"$(pwd)\""),
+        "{cfg}"
+    );
+    assert!(
+        !cfg.contains("--full-auto"),
+        "codex-cli 0.171 has no --full-auto: {cfg}"
+    );
+    assert!(
+        cfg.contains("claude -p --dangerously-skip-permissions"),
+        "{cfg}"
+    );
+    // And that command runs: codex accepts every flag of it.
+    let help = std::process::Command::new(clis.bin.join("codex"))
+        .args([
+            "exec",
+            "--sandbox",
+            "workspace-write",
+            "-C",
+            "/tmp",
+            "--help",
+        ])
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{}", text(&help.stderr));
+}
