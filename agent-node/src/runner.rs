@@ -725,22 +725,13 @@ async fn scan(
     (w, fault)
 }
 
-/// `rate limit, after 3 API retries, status 1`: what kind of trouble, for a reason.
+/// `rate limit, after 3 API retries, exit status 1`: what kind of trouble, for a reason.
 fn trouble_note(f: &dispatch_core::signals::Failure, status: &str) -> String {
-    let mut note = f.trouble.phrase().to_string();
-    if f.retries > 0 {
-        note.push_str(&format!(
-            ", after {} API retr{}",
-            f.retries,
-            if f.retries == 1 { "y" } else { "ies" }
-        ));
-    }
     if f.stopped {
-        note.push_str(", stopped by the node");
+        f.note()
     } else {
-        note.push_str(&format!(", exit {status}"));
+        format!("{}, exit {status}", f.note())
     }
-    note
 }
 
 /// The last lines of a worker's output (read from the end: the log may be large).

@@ -333,6 +333,25 @@ pub struct Failure {
     pub stopped: bool,
 }
 
+impl Failure {
+    /// `rate limit, after 3 API retries, stopped by the node`: what kind of trouble, for a
+    /// reason.
+    pub fn note(&self) -> String {
+        let mut note = self.trouble.phrase().to_string();
+        if self.retries > 0 {
+            note.push_str(&format!(
+                ", after {} API retr{}",
+                self.retries,
+                if self.retries == 1 { "y" } else { "ies" }
+            ));
+        }
+        if self.stopped {
+            note.push_str(", stopped by the node");
+        }
+        note
+    }
+}
+
 /// An API retry the CLI announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {

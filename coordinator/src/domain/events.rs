@@ -90,7 +90,7 @@ impl EventRules for Rules {
                         reason = format!(
                             "`{backend}` on node `{node}` stopped: \"{}\" ({}); {reason}",
                             f.message,
-                            trouble_note(f)
+                            f.note()
                         );
                         if let Some(done) =
                             self.fall_back_if_asked(t, node, &exit_said(x, f), "could not continue")
@@ -246,22 +246,6 @@ fn exit_said(x: &crate::model::WorkerExit, f: &dispatch_core::signals::Failure) 
         Some(c) => said(f, &format!("status {c}")),
         None => said(f, ""),
     }
-}
-
-/// `rate limit, after 3 API retries`: the kind of trouble, for a reason.
-fn trouble_note(f: &dispatch_core::signals::Failure) -> String {
-    let mut note = f.trouble.phrase().to_string();
-    if f.retries > 0 {
-        note.push_str(&format!(
-            ", after {} API retr{}",
-            f.retries,
-            if f.retries == 1 { "y" } else { "ies" }
-        ));
-    }
-    if f.stopped {
-        note.push_str(", stopped by the node");
-    }
-    note
 }
 
 /// Keeps what kind of trouble ended the task, and when a usage limit resets.
