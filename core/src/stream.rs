@@ -278,7 +278,7 @@ impl StreamParser {
             return;
         }
         if let Some(l) = self.signals.text_line(t) {
-            out.push(l);
+            out.push(cut(&l));
         } else if self.format.is_some() {
             // Only what looks like JSON and is not is garbled; the rest is the CLI's stderr.
             if t.starts_with('{') || t.starts_with('[') {
@@ -290,7 +290,7 @@ impl StreamParser {
 
     fn claude(&mut self, v: &Value, out: &mut Vec<String>) {
         if let Some(l) = self.signals.claude_event(v) {
-            out.push(l);
+            out.push(cut(&l));
         }
         match str_at(v, "type") {
             "system" if str_at(v, "subtype") == "init" => {
@@ -444,7 +444,7 @@ impl StreamParser {
     fn codex(&mut self, v: &Value, out: &mut Vec<String>) {
         if let Some(l) = self.signals.codex_event(v) {
             // An API retry: its line says it better than the raw event.
-            out.push(l);
+            out.push(cut(&l));
             return;
         }
         match str_at(v, "type") {
@@ -891,6 +891,17 @@ mod tests {
         assert_eq!(whole, parse(StreamFormat::CodexJson, &big, 4096));
         assert_eq!(whole.0.len(), 2, "{:?}", whole.0);
         assert_eq!(whole.0[1], "error: x");
+        // A retry line built from a long cause is cut like every activity line (found by the
+        // worker_stream fuzz target).
+        let mut c = StreamParser::new(StreamFormat::CodexJson);
+        let retry = c.feed(
+            format!(
+                "{{\"type\":\"error\",\"message\":\"Reconnecting... 1/5 ({})\"}}\n",
+                "y".repeat(1000)
+            )
+            .as_bytes(),
+        );
+        assert_eq!(retry[0].chars().count(), MAX_ACTIVITY_LINE_CHARS);
         let long = p.feed(format!("{}\n", "z".repeat(10_000)).as_bytes());
         assert_eq!(long[0].chars().count(), MAX_ACTIVITY_LINE_CHARS);
         assert!(!p.feed(b"\x1b[2J\n")[0].contains('\x1b'));
