@@ -245,6 +245,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))?,
         max_backoff: args.max_backoff,
         api_retries: args.api_retries.or(file.api_retries).unwrap_or(3),
+        worker_env: file.worker_env.clone(),
         workspace_roots: roots,
         repositories: file.repositories.clone(),
         token: match &args.token_file {

@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// API retries in a row after which a worker is stopped (Claude Code is told the same).
     pub api_retries: u32,
+    /// Only these variables of the agent's environment reach a worker (None: all but its own).
+    pub worker_env: Option<Vec<String>>,
     /// A task's own workdir must be under one of these (empty: any).
     pub workspace_roots: Vec<PathBuf>,
     /// Which repositories tasks may name.
@@ -538,6 +540,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         trusted_keys: Arc::new(cfg.trusted_keys.clone()),
         changes: Arc::new(cfg.changes.clone()),
         api_retries: cfg.api_retries,
+        worker_env: Arc::new(cfg.worker_env.clone()),
     };
     let mut node = Node {
         cfg,

@@ -61,6 +61,9 @@ pub struct RunContext {
     pub changes: Arc<crate::changes::Policy>,
     /// API retries in a row after which a worker is stopped.
     pub api_retries: u32,
+    /// Only these variables of the node's environment reach a worker (None: all but the
+    /// agent's own).
+    pub worker_env: Arc<Option<Vec<String>>>,
 }
 
 /// Why a worker did not start: the error for the task's reason, and what its CLI said, when
@@ -75,6 +78,38 @@ impl From<String> for NotStarted {
     fn from(error: String) -> NotStarted {
         NotStarted { error, cli: None }
     }
+}
+
+/// Variables every worker gets from the node's environment, whatever its `worker_env:`.
+const ALWAYS_PASSED: [&str; 6] = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "TERM"];
+
+/// What of the node's environment `vars` a worker gets: everything but the agent's own
+/// variables (`DISPATCH_*`: its token, token file, TLS files, coordinator, config), or, with an
+/// allow-list, only [`ALWAYS_PASSED`] and the names it lists (`NAME`, or `PREFIX*`).
+pub fn worker_env(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    allow: &Option<Vec<String>>,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    vars.into_iter()
+        .filter(|(k, _)| {
+            let Some(k) = k.to_str() else {
+                return allow.is_none();
+            };
+            if k.starts_with("DISPATCH_") {
+                return false;
+            }
+            match allow {
+                None => true,
+                Some(list) => {
+                    ALWAYS_PASSED.contains(&k)
+                        || list.iter().any(|p| match p.strip_suffix('*') {
+                            Some(prefix) => k.starts_with(prefix),
+                            None => k == p,
+                        })
+                }
+            }
+        })
+        .collect()
 }
 
 /// True when `dir` is inside a git working tree: a repository's `.git` (a directory with a
@@ -476,6 +511,11 @@ async fn run(
 
     // The prompt is its own argv element ("$@"), never spliced into shell text.
     let mut cmd = tokio::process::Command::new("sh");
+    // A worker's environment is the model's: none of the node's own settings and credentials
+    // (its token, token file, TLS key, coordinator) reaches it; with `worker_env:` only what
+    // the node lists does.
+    cmd.env_clear()
+        .envs(worker_env(std::env::vars_os(), &ctx.worker_env));
     cmd.arg("-c")
         .arg(format!("{} \"$@\"", backend.command))
         .arg("dispatch-worker");
@@ -942,4 +982,44 @@ async fn supervise(
         .send(event(&w.task, attempt, Kind::Exited(exited)))
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_never_gets_the_nodes_own_variables() {
+        let vars = |pairs: &[(&str, &str)]| -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+            pairs.iter().map(|(k, v)| (k.into(), v.into())).collect()
+        };
+        let node = vars(&[
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/n"),
+            ("DISPATCH_AGENT_TOKEN", "dsp_secret"),
+            ("DISPATCH_TOKEN", "dsp_user"),
+            ("DISPATCH_AGENT_TOKEN_FILE", "/etc/dispatch/token"),
+            ("DISPATCH_AGENT_TLS_KEY", "/etc/dispatch/node.key"),
+            ("ANTHROPIC_API_KEY", "sk-ant"),
+            ("AWS_SECRET_ACCESS_KEY", "aws"),
+        ]);
+        let names = |v: Vec<(std::ffi::OsString, std::ffi::OsString)>| -> Vec<String> {
+            v.into_iter()
+                .map(|(k, _)| k.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            names(worker_env(node.clone(), &None)),
+            ["PATH", "HOME", "ANTHROPIC_API_KEY", "AWS_SECRET_ACCESS_KEY"]
+        );
+        let allow = Some(vec![
+            "ANTHROPIC_*".to_string(),
+            "DISPATCH_TOKEN".to_string(),
+        ]);
+        assert_eq!(
+            names(worker_env(node, &allow)),
+            ["PATH", "HOME", "ANTHROPIC_API_KEY"],
+            "an allow-list cannot let the node's own variables through"
+        );
+    }
 }

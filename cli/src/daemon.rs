@@ -142,7 +142,7 @@ pub(crate) fn run_foreground(g: &Global, idle_timeout: Duration) -> Result<()> {
 
 async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
     // Read before anything listens: a file the node refuses stops the daemon at once.
-    let (backends, changes, api_retries) = local_node(&home, true)?;
+    let (backends, changes, file) = local_node(&home, true)?;
     let mut config = CoordinatorConfig::new(home.join("coordinator"));
     config.notify =
         dispatch_core::notify::load(&home.join("config.yaml")).map_err(|e| anyhow!(e))?;
@@ -202,7 +202,8 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         data_dir: home.join("agent"),
         backends,
         max_backoff: Duration::from_secs(1),
-        api_retries,
+        api_retries: file.api_retries.unwrap_or(3),
+        worker_env: file.worker_env.clone(),
         workspace_roots: vec![],
         repositories: Default::default(),
         token: None,
@@ -243,16 +244,16 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
 }
 
 /// The embedded node's own settings from `DISPATCH_HOME/agent.yaml` (the agent config file's
-/// format): its backends (caps, custom commands, structured output), how changes come home and
-/// its API retry limit. Without `detect`, only checks the file (what the CLI does before it
-/// starts a daemon).
+/// format): its backends (caps, custom commands, structured output), how changes come home, and
+/// the file itself (its API retry limit, what reaches workers). Without `detect`, only checks
+/// the file (what the CLI does before it starts a daemon).
 fn local_node(
     home: &Path,
     detect: bool,
 ) -> Result<(
     Vec<dispatch_agent::backends::BackendSpec>,
     dispatch_agent::changes::Policy,
-    u32,
+    dispatch_core::agent_config::AgentFile,
 )> {
     let agent_file = home.join("agent.yaml");
     let file = match std::fs::read_to_string(&agent_file) {
@@ -278,7 +279,7 @@ fn local_node(
     };
     let backends = dispatch_agent::backends::configure(detected, &file.backends)
         .map_err(|e| anyhow!("{}: {e}", agent_file.display()))?;
-    Ok((backends, changes, file.api_retries.unwrap_or(3)))
+    Ok((backends, changes, file))
 }
 
 /// `dispatch daemon status`.

@@ -14,6 +14,7 @@
 //!     command: mycli run --yes
 //!     models: [fast, smart]
 //! api_retries: 3                   # API retries in a row before a worker is stopped (default 3)
+//! worker_env: [ANTHROPIC_*, OPENAI_API_KEY]   # only these reach workers (default: all but DISPATCH_*)
 //! repositories:                    # which repositories tasks may name (this is the default)
 //!   schemes: [https, ssh]          # add `file` for repositories on this machine
 //!   hosts: []                      # only these hosts (none: any but this machine's network)
@@ -150,6 +151,11 @@ pub struct AgentFile {
     /// Code is told the same limit. Default 3.
     #[serde(default)]
     pub api_retries: Option<u32>,
+    /// Only these variables of the agent's environment reach a worker (`NAME` or `PREFIX*`;
+    /// PATH, HOME, USER, LOGNAME, LANG and TERM always do). None: every variable but the
+    /// agent's own (`DISPATCH_*`), which never do.
+    #[serde(default)]
+    pub worker_env: Option<Vec<String>>,
 }
 
 impl AgentFile {
@@ -180,6 +186,14 @@ impl AgentFile {
             return Err(format!(
                 "changes.deliver: `{d}` is not a way to deliver changes; use bundle or push"
             ));
+        }
+        for name in f.worker_env.iter().flatten() {
+            let bare = name.strip_suffix('*').unwrap_or(name);
+            if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "worker_env: `{name}` is not a variable name (letters, digits and _, or a prefix ending in *)"
+                ));
+            }
         }
         for k in &f.trusted_keys {
             crate::signing::parse_public(k).map_err(|e| format!("trusted_keys: {e}"))?;

@@ -277,3 +277,75 @@ fn the_unix_socket_serves_its_own_user_only() {
         "{log}"
     );
 }
+
+/// A node whose `dump` backend writes its worker's environment to output.md, with `extra` in
+/// its agent config.
+fn env_dumping_node(c: &mut Cluster, name: &str, extra: &str) {
+    let sh = c.dir.path().join(format!("{name}-dump.sh"));
+    std::fs::write(
+        &sh,
+        format!(
+            "#!/bin/sh\nenv > \"$DISPATCH_TASK_DIR/output.md\"\n{}",
+            dispatch_tests::FINISH_PLAN_SH
+        ),
+    )
+    .unwrap();
+    let cfg = c.dir.path().join(format!("{name}.yaml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "backends:\n  dump:\n    command: sh {}\n{extra}",
+            sh.display()
+        ),
+    )
+    .unwrap();
+    let mut o = AgentOpts::new(name, 1);
+    o.config = Some(cfg);
+    o.env = vec![
+        (
+            "DISPATCH_TOKEN".into(),
+            "dsp_user_token_of_the_agent_host".into(),
+        ),
+        (
+            "DISPATCH_WEBHOOK_SECRET".into(),
+            "whsec_of_the_agent_host".into(),
+        ),
+        ("SOME_API_KEY".into(), "sk-the-cli-needs-this".into()),
+        ("OTHER_SETTING".into(), "x".into()),
+    ];
+    c.add_agent(o);
+}
+
+#[test]
+fn no_credential_of_the_node_reaches_a_worker() {
+    let mut c = Cluster::new();
+    env_dumping_node(&mut c, "open", "");
+    env_dumping_node(&mut c, "strict", "worker_env: [SOME_*]\n");
+    let node_token = c.node_token("open");
+    for node in ["open", "strict"] {
+        let id = format!("env-{node}");
+        c.ok(&["--backend", "dump", "--remote", node, "--id", &id, "x"]);
+        c.wait_task(&id, "its end", |t| t.task_state().is_terminal());
+        let env = c.ok(&["output", &id]);
+        assert!(env.contains("DISPATCH_TASK_ID="), "{env}");
+        for secret in [
+            node_token.as_str(),
+            "dsp_user_token_of_the_agent_host",
+            "whsec_of_the_agent_host",
+            "DISPATCH_AGENT_TOKEN",
+            "DISPATCH_COORDINATOR",
+        ] {
+            assert!(
+                !env.contains(secret),
+                "{node}: `{secret}` reached the worker:\n{env}"
+            );
+        }
+        assert!(env.contains("SOME_API_KEY=sk-the-cli-needs-this"), "{env}");
+        assert!(env.contains("PATH="), "{env}");
+        assert_eq!(
+            env.contains("OTHER_SETTING=x"),
+            node == "open",
+            "{node}: only what worker_env lists passes:\n{env}"
+        );
+    }
+}
