@@ -158,29 +158,78 @@ pub fn sees_all(who: &Principal, sight: Sight, owner: &str) -> bool {
 
 /// A task as a summary: its id, owner, state, node and how far it got; none of its content
 /// (title, which may be the prompt's first line, prompt, plan texts, questions, answers,
-/// reason) and no paths.
+/// reason, the worker's activity line, the fallback's note) and no paths.
 pub fn summarize(t: &mut v1::Task) {
-    t.summary = true;
-    t.title.clear();
-    t.prompt.clear();
-    t.reason.clear();
-    t.workdir.clear();
-    t.branch.clear();
-    t.repo = None;
-    t.changes = None;
-    if let Some(p) = &mut t.plan {
-        p.markdown.clear();
-        p.title.clear();
-        for i in &mut p.items {
-            i.text.clear();
-            i.note.clear();
-        }
-    }
-    for q in &mut t.questions {
-        q.text.clear();
-        if q.answer.is_some() {
-            q.answer = Some(String::new());
-        }
+    *t = summary_of(t);
+}
+
+/// The summary of `t`, built from the fields a summary may show — an allow-list: every field
+/// of `Task` is named here (no `..`), so a new one does not compile until it is decided.
+fn summary_of(t: &v1::Task) -> v1::Task {
+    v1::Task {
+        id: t.id.clone(),
+        state: t.state,
+        title: String::new(),
+        prompt: String::new(),
+        node: t.node.clone(),
+        remote: t.remote.clone(),
+        backend: t.backend.clone(),
+        model: t.model.clone(),
+        workdir: String::new(),
+        after: t.after.clone(),
+        // How far it got: each item's state and depth, never its text or note.
+        plan: t.plan.as_ref().map(|p| v1::Plan {
+            title: String::new(),
+            markdown: String::new(),
+            items: p
+                .items
+                .iter()
+                .map(|i| v1::PlanItem {
+                    text: String::new(),
+                    status: i.status,
+                    note: String::new(),
+                    depth: i.depth,
+                })
+                .collect(),
+        }),
+        // That questions were asked and answered, never what.
+        questions: t
+            .questions
+            .iter()
+            .map(|q| v1::Question {
+                seq: q.seq,
+                text: String::new(),
+                answer: q.answer.as_ref().map(|_| String::new()),
+                asked_at_ms: q.asked_at_ms,
+                answered_at_ms: q.answered_at_ms,
+            })
+            .collect(),
+        reason: String::new(),
+        exit_code: t.exit_code,
+        created_at_ms: t.created_at_ms,
+        updated_at_ms: t.updated_at_ms,
+        started_at_ms: t.started_at_ms,
+        ended_at_ms: t.ended_at_ms,
+        queue_position: t.queue_position,
+        priority: t.priority,
+        branch: String::new(),
+        worktree: t.worktree,
+        cleaned: t.cleaned,
+        pool: t.pool.clone(),
+        repo: None,
+        attempt: t.attempt,
+        owner: t.owner.clone(),
+        summary: true,
+        signer: t.signer.clone(),
+        output_bytes: t.output_bytes,
+        output_truncated: t.output_truncated,
+        changes: None,
+        deliver: t.deliver.clone(),
+        usage: t.usage.clone(),
+        activity: String::new(),
+        fallback: String::new(),
+        trouble: t.trouble.clone(),
+        limit_until_ms: t.limit_until_ms,
     }
 }
 
@@ -190,5 +239,101 @@ pub fn summarize_node(n: &mut v1::Node) {
     n.session_address.clear();
     for b in &mut n.backends {
         b.command.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field of a task, its content marked SECRET (no `..`: a new field must be listed
+    /// here, and in `summary_of`, before this compiles).
+    fn full_task() -> v1::Task {
+        let s = |what: &str| format!("SECRET {what}");
+        v1::Task {
+            id: "t1".into(),
+            state: v1::TaskState::Running as i32,
+            title: s("title"),
+            prompt: s("prompt"),
+            node: "box".into(),
+            remote: "box".into(),
+            backend: "claude".into(),
+            model: "opus".into(),
+            workdir: s("workdir"),
+            after: "t0".into(),
+            plan: Some(v1::Plan {
+                title: s("plan title"),
+                items: vec![v1::PlanItem {
+                    text: s("item"),
+                    status: v1::ItemStatus::Done as i32,
+                    note: s("note"),
+                    depth: 1,
+                }],
+                markdown: s("markdown"),
+            }),
+            questions: vec![v1::Question {
+                seq: 1,
+                text: s("question"),
+                answer: Some(s("answer")),
+                asked_at_ms: 1,
+                answered_at_ms: 2,
+            }],
+            reason: s("reason"),
+            exit_code: Some(1),
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            started_at_ms: 3,
+            ended_at_ms: 4,
+            queue_position: 0,
+            priority: 2,
+            branch: s("branch"),
+            worktree: true,
+            cleaned: false,
+            pool: [("gpu".to_string(), "a100".to_string())].into(),
+            repo: Some(v1::Repo {
+                url: s("repo"),
+                branch: s("repo branch"),
+                commit: s("commit"),
+            }),
+            attempt: 2,
+            owner: "alice".into(),
+            summary: false,
+            signer: "ed25519:key".into(),
+            output_bytes: 10,
+            output_truncated: false,
+            changes: Some(v1::ChangesInfo {
+                branch: s("changes branch"),
+                error: s("changes error"),
+                ..Default::default()
+            }),
+            deliver: "bundle".into(),
+            usage: Some(v1::Usage {
+                model: "claude-opus-5-5".into(),
+                ..Default::default()
+            }),
+            activity: s("activity: asked what is the staging DB password?"),
+            fallback: s("fallback note"),
+            trouble: "auth".into(),
+            limit_until_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_summary_shows_only_what_its_allow_list_names() {
+        let mut t = full_task();
+        summarize(&mut t);
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("SECRET"), "a summary leaks: {shown}");
+        assert!(t.summary);
+        // What it may show is kept: how far it got, that a question was answered.
+        assert_eq!(
+            (t.id.as_str(), t.owner.as_str(), t.node.as_str()),
+            ("t1", "alice", "box")
+        );
+        assert_eq!(
+            t.plan.as_ref().unwrap().items[0].status,
+            v1::ItemStatus::Done as i32
+        );
+        assert_eq!(t.questions[0].answer.as_deref(), Some(""));
     }
 }
