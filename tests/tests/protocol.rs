@@ -307,3 +307,53 @@ fn a_node_that_stops_reading_is_disconnected_not_forgotten() {
         c.coordinator.log_text()
     );
 }
+
+#[test]
+fn a_node_cannot_bring_a_task_home_on_another_branch() {
+    let c = Cluster::new();
+    let token = c.node_token("evil");
+    c.block_on(async {
+        let mut n = fake_node(&c.url, "evil", &token).await;
+        submit_pinned(&c, "mine", "evil");
+        n.assigned("mine").await;
+        // Its "changes" name another task's branch, with a bundle to force-update it.
+        n.send(event(
+            "mine",
+            1,
+            v1::task_event::Kind::Changes(v1::ChangesReady {
+                branch: "dispatch/alice-older".into(),
+                base: "a".repeat(40),
+                head: "b".repeat(40),
+                commits: 1,
+                files: 1,
+                delivery: "bundle".into(),
+                bundle_bytes: 4,
+                ..Default::default()
+            }),
+        ))
+        .await;
+        n.send(event(
+            "mine",
+            2,
+            v1::task_event::Kind::Bundle(v1::BundleChunk {
+                offset: 0,
+                data: b"evil".to_vec(),
+            }),
+        ))
+        .await;
+        n.acked("mine", 2).await;
+    });
+    let t = c.status("mine");
+    let changes = &t["changes"];
+    assert_eq!(changes["branch"], "dispatch/mine", "{t}");
+    assert_eq!(changes["bundle_bytes"], 0, "{t}");
+    assert!(
+        changes["error"]
+            .as_str()
+            .unwrap()
+            .contains("reported this task's changes on branch `dispatch/alice-older`, not `dispatch/mine`; they were refused"),
+        "{t}"
+    );
+    let out = c.run(&["fetch", "mine"]);
+    assert!(!out.status.success());
+}

@@ -253,6 +253,30 @@ fn a_remote_workspace_tasks_changes_come_back_as_a_bundle_and_apply_exactly() {
 
     // The user's branch is untouched until they apply.
     let before = git(&mine, &["rev-parse", "HEAD"]);
+    // A `dispatch/fix` of the user's own (not this task's work as fetched before) is never
+    // replaced: fetch says so and changes nothing.
+    git(&mine, &["checkout", "-q", "-b", "dispatch/fix"]);
+    std::fs::write(
+        mine.join("mine.txt"),
+        "mine
+",
+    )
+    .unwrap();
+    git(&mine, &["add", "mine.txt"]);
+    git(&mine, &["commit", "-q", "-m", "my own work"]);
+    let own = git(&mine, &["rev-parse", "HEAD"]);
+    git(&mine, &["checkout", "-q", "-"]);
+    let out = c
+        .cli()
+        .current_dir(&mine)
+        .args(["fetch", "fix"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("dispatch/fix already exists here"), "{err}");
+    assert_eq!(git(&mine, &["rev-parse", "dispatch/fix"]), own);
+    git(&mine, &["branch", "-q", "-D", "dispatch/fix"]);
     let (fetched, _) = run(&["fetch", "fix"]);
     assert!(fetched.contains("Fetched dispatch/fix"), "{fetched}");
     assert_eq!(git(&mine, &["rev-parse", "HEAD"]), before);

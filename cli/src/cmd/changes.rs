@@ -142,14 +142,17 @@ async fn fetch(g: &Global, id: &str) -> Result<(v1::ChangesInfo, PathBuf)> {
         bail!("`{id}` changed nothing in its repository; there is no branch to fetch");
     }
     let repo = here()?;
-    let branch = info.branch.clone();
-    if !branch.starts_with("dispatch/") || task_id::validate(&branch["dispatch/".len()..]).is_err()
-    {
+    // The task's own branch, and no other: what a node or coordinator names is not trusted.
+    task_id::validate(id)?;
+    let branch = format!("dispatch/{id}");
+    if info.branch != branch {
         bail!(
-            "the coordinator names an unexpected branch `{}`",
-            printable_line(&branch)
+            "the coordinator names branch `{}` for `{id}`; only `{branch}` is taken (nothing was changed)",
+            printable_line(&info.branch)
         );
     }
+    // Fetched into a ref of dispatch's own first: a branch here is only ever moved forward.
+    let scratch = format!("refs/dispatch-fetch/{id}");
     let current = git(&repo, &["symbolic-ref", "-q", "--short", "HEAD"]).unwrap_or_default();
     if current == branch {
         bail!("you are on {branch}; switch to another branch to fetch it");
@@ -161,11 +164,11 @@ async fn fetch(g: &Global, id: &str) -> Result<(v1::ChangesInfo, PathBuf)> {
     .is_ok();
     if !have_head {
         match info.delivery.as_str() {
-            "bundle" => fetch_bundle(&mut t, id, &info, &repo).await?,
+            "bundle" => fetch_bundle(&mut t, id, &info, &repo, &scratch).await?,
             "push" => {
                 git(
                     &repo,
-                    &["fetch", "-q", "origin", &format!("+refs/heads/{branch}:refs/heads/{branch}")],
+                    &["fetch", "-q", "origin", &format!("+refs/heads/{branch}:{scratch}")],
                 )
                 .map_err(|e| {
                     anyhow!(
@@ -197,13 +200,49 @@ async fn fetch(g: &Global, id: &str) -> Result<(v1::ChangesInfo, PathBuf)> {
         ],
     )
     .ok();
-    if at.as_deref() != Some(info.head.as_str()) {
-        git(&repo, &["branch", "-f", &branch, &info.head])?;
+    let _ = git(&repo, &["update-ref", "-d", &scratch]);
+    match at {
+        Some(at) if at == info.head => {}
+        None => {
+            git(
+                &repo,
+                &[
+                    "update-ref",
+                    &format!("refs/heads/{branch}"),
+                    &info.head,
+                    "",
+                ],
+            )?;
+        }
+        // The task's branch from an earlier fetch: moved forward to its new head, never
+        // rewound or replaced.
+        Some(at) if git(&repo, &["merge-base", "--is-ancestor", &at, &info.head]).is_ok() => {
+            git(
+                &repo,
+                &[
+                    "update-ref",
+                    &format!("refs/heads/{branch}"),
+                    &info.head,
+                    &at,
+                ],
+            )?;
+        }
+        Some(at) => bail!(
+            "{branch} already exists here at {} and is not behind the task's head {}: it is not this task's work as fetched before, so it is left as it is (nothing was changed); rename or delete it, then fetch again",
+            short(&at),
+            short(&info.head)
+        ),
     }
     Ok((info, repo))
 }
 
-async fn fetch_bundle(t: &mut Target, id: &str, info: &v1::ChangesInfo, repo: &Path) -> Result<()> {
+async fn fetch_bundle(
+    t: &mut Target,
+    id: &str,
+    info: &v1::ChangesInfo,
+    repo: &Path,
+    scratch: &str,
+) -> Result<()> {
     let mut stream = t
         .client
         .get_bundle(v1::GetBundleRequest { id: id.to_string() })
@@ -232,7 +271,7 @@ async fn fetch_bundle(t: &mut Target, id: &str, info: &v1::ChangesInfo, repo: &P
             "fetch",
             "-q",
             &path,
-            &format!("+refs/heads/{0}:refs/heads/{0}", info.branch),
+            &format!("+refs/heads/dispatch/{id}:{scratch}"),
         ],
     )?;
     Ok(())

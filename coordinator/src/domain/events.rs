@@ -150,6 +150,23 @@ impl EventRules for Rules {
             }
             // The diff and the bundle's bytes are stored by the store (their own tables).
             EventKind::Changes(c) => {
+                // A task's work comes home on its own branch only: a node that names another
+                // (another task's, a user's) is refused, and nothing of it can be fetched.
+                let own = format!("dispatch/{}", t.id);
+                if !c.branch.is_empty() && c.branch != own {
+                    t.changes = Some(crate::model::ChangesMeta {
+                        branch: own.clone(),
+                        error: format!(
+                            "node `{node}` reported this task's changes on branch `{}`, not `{own}`; they were refused",
+                            dispatch_core::text::printable_line(&c.branch)
+                        ),
+                        ..Default::default()
+                    });
+                    return Applied {
+                        kind: Some(ChangeKind::Changes),
+                        freed_slot: false,
+                    };
+                }
                 t.changes = Some(c.as_ref().clone());
                 // Done now unless a bundle is still to come.
                 if c.bundle_bytes > 0 {
