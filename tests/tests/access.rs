@@ -526,3 +526,102 @@ fn quotas_limit_submits_a_minute_and_active_tasks_per_token_and_say_which() {
         dispatch_tests::text(&out.stderr)
     );
 }
+
+#[test]
+fn a_retry_counts_like_a_submit_and_goes_only_where_the_token_allows() {
+    let mut c = Cluster::with_coordinator_args(&["--max-active-tasks", "2"]);
+    c.add_agent(dispatch_tests::AgentOpts::new("box", 4));
+    c.add_agent(dispatch_tests::AgentOpts::new("gpu", 4));
+    let member = c.user_token("mo", "member", &["box"]);
+    let burst = c.block_on(async {
+        let mut a = client_with(&c.url, &c.admin_token).await.unwrap();
+        a.create_token(v1::CreateTokenRequest {
+            user: "bo".into(),
+            role: "member".into(),
+            submits_per_minute: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+    });
+    let url = c.url.clone();
+    let retry = |id: &str, remote: &str| v1::RetryRequest {
+        id: id.into(),
+        remote: remote.into(),
+        ..Default::default()
+    };
+    c.block_on(async {
+        let mut m = client_with(&url, &member).await.unwrap();
+        for id in ["m-1", "m-2"] {
+            m.submit(submit_req(id, "one")).await.unwrap();
+            m.cancel(v1::CancelRequest { id: id.into() }).await.unwrap();
+        }
+        m.submit(submit_req("m-3", "three")).await.unwrap();
+        m.submit(submit_req("m-4", "four")).await.unwrap();
+        // Two active: a retry would be a third.
+        let e = m.retry(retry("m-1", "")).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(
+            e.message().contains("at most 2 active tasks") && e.message().contains("has 2"),
+            "{}",
+            e.message()
+        );
+        m.cancel(v1::CancelRequest { id: "m-3".into() })
+            .await
+            .unwrap();
+        // A node the token does not allow (it exists and is connected) is refused, not queued.
+        let e = m.retry(retry("m-1", "gpu")).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(
+            e.message().contains("gpu") && e.message().contains("box"),
+            "{}",
+            e.message()
+        );
+        // An admin retrying mo's task cannot send it past the nodes mo's token allowed.
+        let mut a = client_with(&url, &c.admin_token).await.unwrap();
+        let e = a.retry(retry("m-1", "gpu")).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        let e = a.retry(retry("m-1", "ghost")).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        a.submit(v1::SubmitRequest {
+            remote: "gpu".into(),
+            ..submit_req("a-1", "admin's")
+        })
+        .await
+        .unwrap();
+        a.cancel(v1::CancelRequest { id: "a-1".into() })
+            .await
+            .unwrap();
+        // A node that does not exist is named as such.
+        let e = a.retry(retry("a-1", "ghost")).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        assert!(e.message().contains("ghost"), "{}", e.message());
+        // Within the limits it runs again.
+        let t = m.retry(retry("m-1", "")).await.unwrap().into_inner();
+        assert_eq!(t.attempt, 2, "{t:?}");
+
+        // A retry takes from the token's submits a minute.
+        let mut b = client_with(&url, &burst).await.unwrap();
+        b.submit(submit_req("b-1", "one")).await.unwrap();
+        b.cancel(v1::CancelRequest { id: "b-1".into() })
+            .await
+            .unwrap();
+        b.retry(retry("b-1", "")).await.unwrap();
+        b.cancel(v1::CancelRequest { id: "b-1".into() })
+            .await
+            .unwrap();
+        let e = b.retry(retry("b-1", "")).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+        assert!(
+            e.message().contains("may submit 2 tasks a minute"),
+            "{}",
+            e.message()
+        );
+    });
+    // Refused retries changed nothing.
+    let s = c.ok(&["status", "b-1", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&s).unwrap();
+    assert_eq!(s["attempt"], 2, "{s}");
+}

@@ -2,7 +2,7 @@
 
 use super::must_own;
 use crate::error::{CoordinatorError, Result};
-use crate::model::{AuditEntry, ChangeKind, NodeCommand, Principal, TaskRecord};
+use crate::model::{AuditEntry, ChangeKind, NodeCommand, Principal, TaskRecord, node_matches};
 use crate::store::{TaskUpdate, Transition};
 use crate::{Coordinator, now_ms};
 use dispatch_core::limits;
@@ -118,6 +118,13 @@ impl Coordinator {
         if !model.is_empty() {
             limits::check_name("model", model)?;
         }
+        // A retry starts work as a submit does: it takes from the same rate, counts toward the
+        // same active-task limit (in its transaction, below), and goes only where the
+        // retrier's token may send work.
+        if !remote.is_empty() {
+            limits::check_name("--remote node name", remote)?;
+        }
+        self.take_submit(who)?;
         // Where it would run: checked against the nodes before the write (advice; the
         // scheduler routes it in any case).
         let choose = |t: &TaskRecord| {
@@ -142,11 +149,22 @@ impl Coordinator {
             (backend, model, remote)
         };
         let (b, m, r) = choose(&seen);
+        crate::domain::submit::may_run_on(who, &r)?;
+        if !r.is_empty()
+            && !seen.allowed_nodes.is_empty()
+            && !seen.allowed_nodes.iter().any(|p| node_matches(p, &r))
+        {
+            return Err(CoordinatorError::PermissionDenied(format!(
+                "task `{id}` may run only on {} (its submitter's token allows no other node); node `{r}` is not among them",
+                seen.allowed_nodes.join(", ")
+            )));
+        }
         self.check_placement(&TaskRecord {
             remote: r,
             backend: b,
             model: m,
             pool: seen.pool.clone(),
+            allowed_nodes: seen.allowed_nodes.clone(),
             ..Default::default()
         })
         .await?;
@@ -202,7 +220,7 @@ impl Coordinator {
         );
         let done = self
             .store
-            .transition(id, now_ms(), Some(&audit), &decide)
+            .restart(id, now_ms(), Some(&audit), self.active_quota(who), &decide)
             .await?;
         let t = self.finish(done);
         tracing::info!(task = id, attempt = t.attempt, by = %who.name(), "retrying");

@@ -92,6 +92,25 @@ fn describe_backends(nodes: &[NodeRecord]) -> String {
         .join("; ")
 }
 
+/// The nodes `who`'s token allows (empty: any), when `remote` ("" for any node) is one of them.
+pub(crate) fn may_run_on(who: &Principal, remote: &str) -> Result<Vec<String>> {
+    let allowed_nodes = match who {
+        Principal::User { nodes, .. } => nodes.clone(),
+        _ => Vec::new(),
+    };
+    if !remote.is_empty()
+        && !allowed_nodes.is_empty()
+        && !allowed_nodes.iter().any(|p| node_matches(p, remote))
+    {
+        return Err(CoordinatorError::PermissionDenied(format!(
+            "{} may run tasks only on {}; node `{remote}` is not among them",
+            who.name(),
+            allowed_nodes.join(", "),
+        )));
+    }
+    Ok(allowed_nodes)
+}
+
 impl Coordinator {
     /// Validates and stores a new task, then runs a scheduling pass so the returned task
     /// already shows its node when one was free.
@@ -99,21 +118,7 @@ impl Coordinator {
         // Rate first: a flood costs no more than its refusals.
         self.take_submit(who)?;
         // The nodes the submitter's token allows (empty: any); a pinned node must be one.
-        let allowed_nodes = match who {
-            Principal::User { nodes, .. } => nodes.clone(),
-            _ => Vec::new(),
-        };
-        if !req.remote.is_empty()
-            && !allowed_nodes.is_empty()
-            && !allowed_nodes.iter().any(|p| node_matches(p, &req.remote))
-        {
-            return Err(CoordinatorError::PermissionDenied(format!(
-                "{} may run tasks only on {}; node `{}` is not among them",
-                who.name(),
-                allowed_nodes.join(", "),
-                req.remote
-            )));
-        }
+        let allowed_nodes = may_run_on(who, &req.remote)?;
         // A retried request (same request id) gets the task the first one created.
         let request = (!req.request_id.is_empty()).then_some(req.request_id.as_str());
         if let Some(r) = request {

@@ -324,6 +324,17 @@ pub trait TaskStore: Send + Sync {
         audit: Option<&AuditEntry>,
         decide: &Decide<'_>,
     ) -> Result<Transitioned>;
+    /// [`TaskStore::transition`] for one that makes an ended task active again (a retry): with
+    /// `max_active`, refused (`ResourceExhausted`, nothing written) when the task's owner
+    /// already has that many active tasks, counted in the same transaction.
+    async fn restart(
+        &self,
+        id: &str,
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+        max_active: Option<u32>,
+        decide: &Decide<'_>,
+    ) -> Result<Transitioned>;
     /// Answers a question of task `id` and commits the transition `decide` returns with it.
     async fn answer(
         &self,

@@ -279,7 +279,19 @@ impl TaskStore for Backend {
         audit: Option<&AuditEntry>,
         decide: &Decide<'_>,
     ) -> Result<Transitioned> {
-        self.transition_impl(id, now_ms, audit, decide).await
+        self.transition_impl(id, now_ms, audit, None, decide).await
+    }
+
+    async fn restart(
+        &self,
+        id: &str,
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+        max_active: Option<u32>,
+        decide: &Decide<'_>,
+    ) -> Result<Transitioned> {
+        self.transition_impl(id, now_ms, audit, max_active, decide)
+            .await
     }
 
     async fn answer(

@@ -210,6 +210,27 @@ pub(super) fn task_change(
     }))
 }
 
+/// `ResourceExhausted` when `owner` already has `max` active tasks (in the transaction `tx`).
+async fn check_active(
+    tx: &mut sqlx::Transaction<'static, Db>,
+    owner: &str,
+    max: u32,
+) -> Result<()> {
+    let active: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM tasks WHERE owner = $1 AND state IN {}",
+        super::store::ACTIVE_SQL
+    )))
+    .bind(owner)
+    .fetch_one(&mut **tx)
+    .await?;
+    if active >= i64::from(max) {
+        return Err(CoordinatorError::ResourceExhausted(format!(
+            "quota: `{owner}` may have at most {max} active tasks (queued or running) and has {active}; wait for some to end or cancel some, or ask an admin for a token with a higher --max-active"
+        )));
+    }
+    Ok(())
+}
+
 impl Backend {
     pub(super) async fn insert_task_impl(
         &self,
@@ -223,19 +244,7 @@ impl Backend {
             return Ok(Inserted::Existing(task));
         }
         if let Some(max) = max_active {
-            let active: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT COUNT(*) FROM tasks WHERE owner = $1 AND state IN {}",
-                super::store::ACTIVE_SQL
-            )))
-            .bind(&t.owner)
-            .fetch_one(&mut *tx)
-            .await?;
-            if active >= i64::from(max) {
-                return Err(CoordinatorError::ResourceExhausted(format!(
-                    "quota: `{}` may have at most {max} active tasks (queued or running) and has {active}; wait for some to end or cancel some, or ask an admin for a token with a higher --max-active",
-                    t.owner
-                )));
-            }
+            check_active(&mut tx, &t.owner, max).await?;
         }
         let res = rows::bind_new_task(sqlx::query(rows::INSERT_TASK.as_str()), t)
             .execute(&mut *tx)
@@ -316,11 +325,18 @@ impl Backend {
         id: &str,
         now_ms: i64,
         audit: Option<&AuditEntry>,
+        max_active: Option<u32>,
         decide: &Decide<'_>,
     ) -> Result<Transitioned> {
         let mut tx = self.write().await?;
         let t = existing_task(&mut tx, id).await?;
         let tr = decide(&t)?;
+        // Work that starts again counts like work that starts (an ended task is not active).
+        if let Some(max) = max_active
+            && t.state.is_terminal()
+        {
+            check_active(&mut tx, &t.owner, max).await?;
+        }
         if !tr.set.is_empty() || !tr.commands.is_empty() {
             record_audit(&mut tx, audit, now_ms).await?;
         }
