@@ -69,6 +69,43 @@ pub enum Target {
     Ipc(String),
 }
 
+/// Plan changes sent in a burst before they are paced.
+const PLAN_BURST: f64 = 20.0;
+/// Plan changes sent a second once the burst is spent: a worker that rewrites plan.md in a loop
+/// is coalesced to its latest version, which a later scan sends (the periodic rescan at the
+/// latest); the last plan of a run always goes.
+const PLAN_PER_SECOND: f64 = 5.0;
+
+/// A token bucket for plan changes.
+#[derive(Debug, Clone, Copy)]
+struct PlanPace {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl PlanPace {
+    fn new() -> Self {
+        PlanPace {
+            tokens: PLAN_BURST,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one (refilled for the time since the last call).
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * PLAN_PER_SECOND;
+        self.tokens = (self.tokens + refill).min(PLAN_BURST);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// A task's files as last seen.
 pub struct Watched {
     /// Task id.
@@ -91,6 +128,8 @@ pub struct Watched {
     stream: Option<(StreamParser, Option<Usage>)>,
     /// The worker exited: a last line without a newline counts too.
     pub exited: bool,
+    /// Paces plan changes (a rewrite loop is coalesced).
+    plan_pace: PlanPace,
     questions: BTreeSet<u32>,
     acked: BTreeSet<u32>,
 }
@@ -118,6 +157,7 @@ impl Watched {
             notes: Notes::default(),
             stream: None,
             exited: false,
+            plan_pace: PlanPace::new(),
             questions: BTreeSet::new(),
             acked: BTreeSet::new(),
         }
@@ -404,6 +444,12 @@ impl Watched {
                 if let Some(now) = self.restore_notes() {
                     plan = now;
                 }
+                // Over the pace, the change waits for a later scan, which sends the plan as it
+                // is then; the last scan of a run sends it whatever the pace.
+                if !self.exited && !self.plan_pace.take() {
+                    tracing::debug!(task = %self.task, "plan.md changes faster than the node reports them; coalescing");
+                    return Ok(());
+                }
                 let markdown = String::from_utf8_lossy(&plan).into_owned();
                 self.last_plan = plan;
                 out.push(Kind::Plan(v1::PlanUpdated { markdown }));
@@ -663,6 +709,32 @@ mod tests {
             !std::fs::read_to_string(dir.join("plan.md"))
                 .unwrap()
                 .contains(line)
+        );
+    }
+
+    #[test]
+    fn a_plan_rewritten_in_a_loop_is_coalesced_and_the_last_one_always_goes() {
+        let (_d, mut w, dir) = setup();
+        let mut sent = 0;
+        for i in 0..500 {
+            std::fs::write(dir.join("plan.md"), format!("- [ ] a\n<!-- {i} -->\n")).unwrap();
+            sent += w
+                .scan()
+                .0
+                .iter()
+                .filter(|k| matches!(k, Kind::Plan(_)))
+                .count();
+        }
+        // The burst, and what the pace allows for the time the loop took.
+        assert!(
+            (PLAN_BURST as usize..PLAN_BURST as usize + 20).contains(&sent),
+            "500 rewrites sent {sent} plans"
+        );
+        w.exited = true;
+        let (events, _) = w.scan();
+        assert!(
+            matches!(&events[..], [Kind::Plan(p)] if p.markdown.contains("<!-- 499 -->")),
+            "the last plan goes: {events:?}"
         );
     }
 

@@ -50,6 +50,9 @@ pub struct CoordinatorConfig {
     pub node_timeout: Duration,
     /// Worker output stored per task; past it, a marker (the node keeps the whole log).
     pub max_log_bytes: u64,
+    /// Plan history stored per task; past it the plan is kept current and its history ends
+    /// with a marker.
+    pub max_plan_history_bytes: u64,
     /// How long an ended task keeps its event history (its plan, questions and logs stay).
     pub history_retention: Duration,
     /// Where to send notifications of questions and ended tasks.
@@ -69,6 +72,7 @@ impl CoordinatorConfig {
             heartbeat_interval: Duration::from_secs(3),
             node_timeout: Duration::from_secs(60),
             max_log_bytes: 64 * 1024 * 1024,
+            max_plan_history_bytes: 8 * 1024 * 1024,
             history_retention: Duration::from_secs(7 * 24 * 3600),
             notify: Default::default(),
             bootstrap: Default::default(),

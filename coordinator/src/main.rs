@@ -135,6 +135,12 @@ struct Args {
     #[arg(long, env = "DISPATCH_MAX_LOG_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     max_log_bytes: u64,
 
+    /// Plan history stored per task (e.g. 8MiB): every edit of plan.md is kept as a change
+    /// until this much; past it the plan is still kept current and its history ends with a
+    /// marker (a worker rewriting plan.md in a loop cannot fill the store).
+    #[arg(long, env = "DISPATCH_MAX_PLAN_HISTORY_BYTES", default_value = "8MiB", value_parser = parse_bytes)]
+    max_plan_history_bytes: u64,
+
     /// A file holding the first admin token (`dsp_<id>_<secret>`, e.g. from a Kubernetes
     /// secret), used when the store has no token yet. Without it the first start makes one and
     /// writes it to DATA_DIR/admin.token (0600).
@@ -395,6 +401,7 @@ async fn main() -> anyhow::Result<()> {
     config.heartbeat_interval = args.heartbeat_interval;
     config.node_timeout = args.node_timeout;
     config.max_log_bytes = args.max_log_bytes;
+    config.max_plan_history_bytes = args.max_plan_history_bytes;
     config.bootstrap = match &args.bootstrap_token_file {
         Some(p) => dispatch_coordinator::domain::access::Bootstrap::Given(
             dispatch_coordinator::domain::access::read_bootstrap(p)

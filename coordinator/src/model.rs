@@ -88,6 +88,8 @@ pub struct TaskRecord {
     pub epoch: u64,
     /// Worker output stored so far (past the cap, only a marker is stored).
     pub log_bytes: u64,
+    /// Plan history stored so far (past the cap, no more edits are kept).
+    pub plan_bytes: u64,
     /// Who submitted it (a user name; `local` in local mode).
     pub owner: String,
     /// The nodes it may run on, from its submitter's token (patterns; empty: any).

@@ -349,3 +349,76 @@ fn no_credential_of_the_node_reaches_a_worker() {
         );
     }
 }
+
+/// Bytes of event history the coordinator's SQLite store holds for task `id`, by kind.
+fn history_bytes(c: &Cluster, id: &str) -> Vec<(String, i64)> {
+    let db = c.dir.path().join("coordinator").join("dispatch.db");
+    c.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}?mode=ro", db.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_as::<_, (String, i64)>(
+            "SELECT kind, SUM(LENGTH(body)) FROM events WHERE task_id = ?1 GROUP BY kind ORDER BY kind",
+        )
+        .bind(id)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    })
+}
+
+#[test]
+fn a_worker_rewriting_its_plan_in_a_loop_cannot_fill_the_store() {
+    let mut c = Cluster::with_coordinator_args(&["--max-plan-history-bytes", "256KiB"]);
+    let sh = c.dir.path().join("flood.sh");
+    // 400 plans of ~16 KiB, each unlike the last (about 7 MiB of edits), then the end.
+    std::fs::write(
+        &sh,
+        format!(
+            "#!/bin/sh\nd=\"$DISPATCH_TASK_DIR\"\ni=0\nwhile [ $i -lt 400 ]; do\n  \
+             {{ echo \"- [ ] flood $i\"; head -c 12000 /dev/urandom | base64 | sed 's/^/- [ ] /'; }} > \"$d/plan.tmp\" && mv \"$d/plan.tmp\" \"$d/plan.md\"\n  \
+             i=$((i+1))\ndone\nprintf -- '- [ ] last\\n' > \"$d/plan.md\"\n{}",
+            dispatch_tests::FINISH_PLAN_SH
+        ),
+    )
+    .unwrap();
+    let cfg = c.dir.path().join("flood.yaml");
+    std::fs::write(
+        &cfg,
+        format!("backends:\n  flood:\n    command: sh {}\n", sh.display()),
+    )
+    .unwrap();
+    let mut o = AgentOpts::new("box", 1);
+    o.config = Some(cfg);
+    c.add_agent(o);
+    c.ok(&[
+        "--backend",
+        "flood",
+        "--remote",
+        "box",
+        "--id",
+        "flood",
+        "x",
+    ]);
+    let t = c.wait_task("flood", "its end", |t| t.task_state().is_terminal());
+    let md = t
+        .plan
+        .as_ref()
+        .map(|p| p.markdown.as_str())
+        .unwrap_or_default();
+    assert_eq!(md, "- [x] last\n", "the plan is current: {t:?}");
+    let kinds = history_bytes(&c, "flood");
+    let plan: i64 = kinds
+        .iter()
+        .filter(|(k, _)| k.starts_with("plan"))
+        .map(|(_, b)| b)
+        .sum();
+    assert!(
+        plan <= 256 * 1024 + 1024,
+        "400 rewrites of plan.md stored {plan} bytes of plan history: {kinds:?}"
+    );
+    assert!(
+        kinds.iter().any(|(k, _)| k == "plan-truncated"),
+        "the history says it was cut: {kinds:?}"
+    );
+}

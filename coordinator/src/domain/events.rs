@@ -466,7 +466,10 @@ impl Coordinator {
                 session,
                 incoming,
                 &Rules { advice, fallbacks },
-                self.config.max_log_bytes,
+                crate::store::HistoryCaps {
+                    log_bytes: self.config.max_log_bytes,
+                    plan_bytes: self.config.max_plan_history_bytes,
+                },
             )
             .await?;
         self.metrics

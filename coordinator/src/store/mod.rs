@@ -222,6 +222,26 @@ pub trait EventRules: Sync {
     fn apply(&self, task: &mut TaskRecord, ev: &TaskEvent, facts: &EventFacts<'_>) -> Applied;
 }
 
+/// How much of a task's history the store keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryCaps {
+    /// Worker output; past it, a marker (the node keeps the whole log).
+    pub log_bytes: u64,
+    /// Plan history (the stored edits); past it the plan is kept current and its history
+    /// ends with a marker.
+    pub plan_bytes: u64,
+}
+
+impl HistoryCaps {
+    /// `log_bytes` of output, and as much plan history.
+    pub fn both(bytes: u64) -> Self {
+        HistoryCaps {
+            log_bytes: bytes,
+            plan_bytes: bytes,
+        }
+    }
+}
+
 /// What recording a batch of events did.
 #[derive(Debug, Default)]
 pub struct EventBatch {
@@ -359,7 +379,7 @@ pub trait TaskStore: Send + Sync {
         session: &SessionKey,
         events: Vec<IncomingEvent>,
         rules: &dyn EventRules,
-        max_log_bytes: u64,
+        caps: HistoryCaps,
     ) -> Result<EventBatch>;
     /// The node said events `from_seq..next_seq` of a task are gone: continue after them.
     /// False when the task is not where the node says.

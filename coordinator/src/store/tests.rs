@@ -240,7 +240,12 @@ async fn tasks_events_and_commands_survive_reopen(kind: Kind) {
             ),
         ];
         let out = s
-            .record_events(&key("n1", epoch), batch, &TestRules, 1 << 20)
+            .record_events(
+                &key("n1", epoch),
+                batch,
+                &TestRules,
+                HistoryCaps::both(1 << 20),
+            )
             .await
             .unwrap();
         assert_eq!(out.gaps, vec![("a".to_string(), 2, 3)]);
@@ -320,7 +325,12 @@ async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole(kind: Kind)
         ));
     }
     let out = s
-        .record_events(&key("n1", epoch), batch, &TestRules, 1 << 20)
+        .record_events(
+            &key("n1", epoch),
+            batch,
+            &TestRules,
+            HistoryCaps::both(1 << 20),
+        )
         .await
         .unwrap();
     assert!(out.gaps.is_empty());
@@ -354,7 +364,12 @@ async fn plan_history_costs_the_change_not_the_plan(kind: Kind) {
             .map(|e| ev(&e.event.task_id, e.event.seq, e.event.kind.clone()))
             .collect();
         let _ = s
-            .record_events(&key("n1", epoch), batch, &TestRules, 1 << 20)
+            .record_events(
+                &key("n1", epoch),
+                batch,
+                &TestRules,
+                HistoryCaps::both(1 << 20),
+            )
             .await
             .unwrap();
     }
@@ -379,6 +394,65 @@ async fn plan_history_costs_the_change_not_the_plan(kind: Kind) {
     assert_eq!(s.get_task("big").await.unwrap().unwrap().plan_md, md);
 }
 
+/// A worker that rewrites plan.md in a loop (every version different): the history stops at the
+/// cap with one marker, the plan itself stays current, the store grows no further.
+async fn plan_history_stops_at_its_cap_and_the_plan_stays_current(kind: Kind) {
+    let Some(dir) = TestDb::new(
+        kind,
+        "plan_history_stops_at_its_cap_and_the_plan_stays_current",
+    )
+    .await
+    else {
+        return;
+    };
+    let (s, epoch) = with_node(&dir).await;
+    assigned(&*s, "flood", "n1", epoch).await;
+    const CAP: u64 = 64 * 1024;
+    // 200 plans of 8 KiB, each unlike the one before: every edit is the whole plan.
+    let version = |v: usize| -> String {
+        (0..200)
+            .map(|i| format!("- [ ] rewrite {v:05} line {i:03} {}\n", "x".repeat(20)))
+            .collect()
+    };
+    let mut last = String::new();
+    for chunk in (0..200).collect::<Vec<usize>>().chunks(20) {
+        let batch: Vec<IncomingEvent> = chunk
+            .iter()
+            .map(|&v| {
+                last = version(v);
+                ev("flood", v as u64 + 1, plan(&last))
+            })
+            .collect();
+        let _ = s
+            .record_events(
+                &key("n1", epoch),
+                batch,
+                &TestRules,
+                HistoryCaps {
+                    log_bytes: 1 << 20,
+                    plan_bytes: CAP,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let rows = dir.events_of("flood").await;
+    let stored: usize = rows.iter().map(|(_, body)| body.len()).sum();
+    assert!(
+        stored as u64 <= CAP + 1024,
+        "200 rewrites of an 8 KiB plan stored {stored} bytes of history (cap {CAP})"
+    );
+    let markers: Vec<&(i64, Vec<u8>)> = rows
+        .iter()
+        .filter(|(_, b)| String::from_utf8_lossy(b).contains("plan history"))
+        .collect();
+    assert_eq!(markers.len(), 1, "one marker: {markers:?}");
+    let t = s.get_task("flood").await.unwrap().unwrap();
+    assert_eq!(t.plan_md, last, "the plan is current");
+    assert_eq!(t.last_seq, 200, "every event counted");
+    assert!(t.plan_bytes > CAP);
+}
+
 async fn output_past_the_cap_leaves_a_marker_and_nothing_more(kind: Kind) {
     let Some(dir) = TestDb::new(kind, "output_past_the_cap_leaves_a_marker_and_nothing_more").await
     else {
@@ -398,7 +472,12 @@ async fn output_past_the_cap_leaves_a_marker_and_nothing_more(kind: Kind) {
         })
         .collect();
     let _ = s
-        .record_events(&key("n1", epoch), batch, &TestRules, 1000)
+        .record_events(
+            &key("n1", epoch),
+            batch,
+            &TestRules,
+            HistoryCaps::both(1000),
+        )
         .await
         .unwrap();
     let mut all = Vec::new();
@@ -446,7 +525,12 @@ async fn an_ended_task_keeps_its_state_and_a_question_is_asked_once(kind: Kind) 
         )
     };
     let out = s
-        .record_events(&key("n1", epoch), vec![q(1), q(2)], &TestRules, 1 << 20)
+        .record_events(
+            &key("n1", epoch),
+            vec![q(1), q(2)],
+            &TestRules,
+            HistoryCaps::both(1 << 20),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -456,12 +540,22 @@ async fn an_ended_task_keeps_its_state_and_a_question_is_asked_once(kind: Kind) 
     );
     let exit = ev("t", 3, EventKind::Exited(WorkerExit::default()));
     let _ = s
-        .record_events(&key("n1", epoch), vec![exit], &TestRules, 1 << 20)
+        .record_events(
+            &key("n1", epoch),
+            vec![exit],
+            &TestRules,
+            HistoryCaps::both(1 << 20),
+        )
         .await
         .unwrap();
     let late = vec![ev("t", 4, plan("- [ ] undone\n")), ev("t", 9, plan("x"))];
     let out = s
-        .record_events(&key("n1", epoch), late, &TestRules, 1 << 20)
+        .record_events(
+            &key("n1", epoch),
+            late,
+            &TestRules,
+            HistoryCaps::both(1 << 20),
+        )
         .await
         .unwrap();
     assert!(out.changes.0.is_empty());
@@ -516,7 +610,7 @@ async fn sessions_fence_their_tasks(kind: Kind) {
             &key("n1", e1),
             vec![ev("kept", 1, plan("x"))],
             &TestRules,
-            1 << 20,
+            HistoryCaps::both(1 << 20),
         )
         .await
         .unwrap();
@@ -593,7 +687,12 @@ async fn compaction_keeps_what_a_user_reads(kind: Kind) {
         ev("old", 4, EventKind::Exited(WorkerExit::default())),
     ];
     let _ = s
-        .record_events(&key("n1", epoch), batch, &TestRules, 1 << 20)
+        .record_events(
+            &key("n1", epoch),
+            batch,
+            &TestRules,
+            HistoryCaps::both(1 << 20),
+        )
         .await
         .unwrap();
     let ids: Vec<u64> = s
@@ -864,6 +963,7 @@ on_both!(
     tasks_events_and_commands_survive_reopen,
     a_batch_larger_than_every_statement_chunk_is_recorded_whole,
     plan_history_costs_the_change_not_the_plan,
+    plan_history_stops_at_its_cap_and_the_plan_stays_current,
     output_past_the_cap_leaves_a_marker_and_nothing_more,
     an_ended_task_keeps_its_state_and_a_question_is_asked_once,
     sessions_fence_their_tasks,
@@ -917,7 +1017,7 @@ async fn a_deposed_leader_commits_nothing() {
             &key("n1", epoch),
             vec![ev("before", 1, plan("- [x] a\n"))],
             &TestRules,
-            1 << 20,
+            HistoryCaps::both(1 << 20),
         )
         .await;
     assert!(matches!(refused, Err(CoordinatorError::Fenced(_))));

@@ -12,7 +12,7 @@ use crate::model::{
     Change, EventKind, IncomingEvent, QuestionRecord, TaskEvent, TaskRecord, WorkerExit,
 };
 use crate::store::patch::{self, Patch};
-use crate::store::{Compacted, EventBatch, EventFacts, EventRules, SessionKey};
+use crate::store::{Compacted, EventBatch, EventFacts, EventRules, HistoryCaps, SessionKey};
 use dispatch_core::TaskState;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -102,6 +102,33 @@ fn log_marker(task: &str, cap: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// What the history keeps of a plan edit: the edit while the task's plan history is under
+/// `cap`, a marker once when it would pass it, nothing after (the plan itself stays current).
+fn keep_plan_edit(
+    task: &mut TaskRecord,
+    edit: Vec<u8>,
+    cap: u64,
+) -> Option<(&'static str, Vec<u8>)> {
+    if task.plan_bytes > cap {
+        return None;
+    }
+    let len = edit.len() as u64;
+    if task.plan_bytes + len <= cap {
+        task.plan_bytes += len;
+        return Some(("plan", edit));
+    }
+    let marker = serde_json::json!({
+        "kept_bytes": task.plan_bytes,
+        "cap": cap,
+        "note": format!(
+            "the coordinator keeps the first {} of this task's plan history; later edits of plan.md are not kept, the plan itself is",
+            dispatch_core::fs::human_bytes(cap)
+        ),
+    });
+    task.plan_bytes = cap + 1;
+    Some(("plan-truncated", marker.to_string().into_bytes()))
+}
+
 struct Acks(Vec<(String, u64)>);
 
 impl Acks {
@@ -119,8 +146,9 @@ impl Backend {
         session: &SessionKey,
         events: Vec<IncomingEvent>,
         rules: &dyn EventRules,
-        max_log_bytes: u64,
+        caps: HistoryCaps,
     ) -> Result<EventBatch> {
+        let max_log_bytes = caps.log_bytes;
         let mut tx = self.write().await?;
         let mut ids: Vec<&str> = Vec::new();
         for e in &events {
@@ -300,6 +328,11 @@ impl Backend {
             }
             let open_now = open.get(&ev.task_id).map_or(&[][..], Vec::as_slice);
             let (kind_name, stored) = body(&ev, &task.plan_md);
+            let kept = if kind_name == "plan" {
+                keep_plan_edit(task, stored, caps.plan_bytes)
+            } else {
+                Some((kind_name, stored))
+            };
             if let EventKind::Activity { lines, .. } = &ev.kind
                 && !lines.is_empty()
             {
@@ -307,10 +340,16 @@ impl Backend {
                     task_id: ev.task_id.clone(),
                     seq: ev.seq,
                     stream: crate::model::LogStream::Activity,
-                    data: stored.clone().into(),
+                    data: kept
+                        .as_ref()
+                        .map(|k| k.1.clone())
+                        .unwrap_or_default()
+                        .into(),
                 });
             }
-            history.push((ev.task_id.clone(), ev.seq, kind_name, ev.at_ms, stored));
+            if let Some((kind_name, stored)) = kept {
+                history.push((ev.task_id.clone(), ev.seq, kind_name, ev.at_ms, stored));
+            }
             let before = task.state;
             let facts = EventFacts {
                 node: &session.node,
@@ -411,7 +450,7 @@ impl Backend {
                  output_truncated = v.column14, changes = v.column15, usage = v.column16, \
                  activity = v.column17, backend = v.column18, model = v.column19, \
                  attempt = v.column20, fallback = v.column21, trouble = v.column22, \
-                 limit_until_ms = v.column23 FROM (",
+                 limit_until_ms = v.column23, plan_bytes = v.column24 FROM (",
             );
             q.push_values(chunk, |mut row, id| {
                 let t = &tasks[id];
@@ -437,7 +476,8 @@ impl Backend {
                     .push_bind(i64::from(t.attempt.max(1)))
                     .push_bind(rows::fallback_json(&t.fallback))
                     .push_bind(t.trouble.clone())
-                    .push_bind(t.limit_until_ms);
+                    .push_bind(t.limit_until_ms)
+                    .push_bind(t.plan_bytes as i64);
             });
             q.push(") AS v WHERE tasks.id = v.column1");
             q.build().persistent(false).execute(&mut *tx).await?;

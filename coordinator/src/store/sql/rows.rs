@@ -7,7 +7,7 @@ use sqlx::Row;
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 41] = [
+pub(super) const TASK_COLUMNS: [&str; 42] = [
     "id",
     "state",
     "title",
@@ -49,6 +49,7 @@ pub(super) const TASK_COLUMNS: [&str; 41] = [
     "trace",
     "trouble",
     "limit_until_ms",
+    "plan_bytes",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES ($1, …, next order)`.
@@ -107,6 +108,7 @@ pub(super) fn bind_new_task<'q>(
         .bind(t.trace.clone())
         .bind(t.trouble.clone())
         .bind(t.limit_until_ms)
+        .bind(t.plan_bytes as i64)
 }
 
 /// A task's fallback as stored on its row ("" for none).
@@ -181,6 +183,7 @@ pub(super) fn task_from_row(r: &DbRow) -> Result<TaskRecord> {
             .map_err(|e| CoordinatorError::Corrupt(format!("task pool: {e}")))?,
         epoch: r.try_get::<i64, _>("epoch")? as u64,
         log_bytes: r.try_get::<i64, _>("log_bytes")? as u64,
+        plan_bytes: r.try_get::<i64, _>("plan_bytes")?.max(0) as u64,
         owner: r.try_get("owner")?,
         allowed_nodes: serde_json::from_str(&r.try_get::<String, _>("allowed_nodes")?)
             .map_err(|e| CoordinatorError::Corrupt(format!("task allowed nodes: {e}")))?,

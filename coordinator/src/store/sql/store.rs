@@ -321,10 +321,9 @@ impl TaskStore for Backend {
         session: &SessionKey,
         events: Vec<IncomingEvent>,
         rules: &dyn EventRules,
-        max_log_bytes: u64,
+        caps: crate::store::HistoryCaps,
     ) -> Result<EventBatch> {
-        self.record_events_impl(session, events, rules, max_log_bytes)
-            .await
+        self.record_events_impl(session, events, rules, caps).await
     }
 
     async fn skip_events(
