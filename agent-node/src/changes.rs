@@ -310,16 +310,19 @@ fn bundle(spec: &Spec, policy: &Policy, c: &mut Collected) -> Result<(), String>
 }
 
 fn push(spec: &Spec, repos: &RepoPolicy, c: &mut Collected) -> Result<(), String> {
-    let origin = text(&spec.dir, &["remote", "get-url", "origin"])
+    // Where a push of origin would go (its push URL, when it has one), checked and pinned, and
+    // pushed to by URL.
+    let origin = text(&spec.dir, &["remote", "get-url", "--push", "origin"])
         .map_err(|_| "the repository has no origin to push to; deliver by bundle".to_string())?;
-    let shown = repos.allows(&origin)?.redacted;
-    git(
+    let net = crate::egress::reach(repos, &origin, &crate::egress::SystemNetwork)?;
+    let shown = net.shown.clone();
+    net.run(
         &spec.dir,
-        &repos.git_config(),
         &[
             "push",
             "-q",
-            "origin",
+            "--",
+            &origin,
             &format!("+{}:refs/heads/{}", c.head, c.branch),
         ],
     )

@@ -5,6 +5,7 @@
 pub mod backends;
 pub mod changes;
 pub mod channel;
+pub mod egress;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;

@@ -1,33 +1,12 @@
 //! Worktree isolation: a task can run in `git worktree add` on branch `dispatch/<task-id>`,
 //! at `<repo>/.dispatch/worktrees/<task-id>`, kept after the task for review.
 
+use crate::egress::GitReach;
 use dispatch_core::repo_url::RepoPolicy;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    git_with(dir, &[], args)
-}
-
-/// git with `-c` settings (the node's repository policy), never prompting for credentials.
-fn git_with(dir: &Path, config: &[String], args: &[&str]) -> Result<String, String> {
-    let mut cmd = Command::new("git");
-    for c in config {
-        cmd.arg("-c").arg(c);
-    }
-    let out = cmd
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .map_err(|e| {
-            format!("cannot run git ({e}); worktree tasks need git installed on the node")
-        })?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    GitReach::local().run(dir, args)
 }
 
 /// The repository root of `workdir`.
@@ -197,8 +176,9 @@ pub fn repo_workspace(
     if dest.join(".git").exists() {
         return Ok(dest);
     }
-    let shown = policy.allows(url)?.redacted;
-    let config = policy.git_config();
+    // Resolved and checked once: every clone and fetch below goes to that address.
+    let net = crate::egress::reach(policy, url, &crate::egress::SystemNetwork)?;
+    let shown = net.shown.clone();
     let want = normalize_url(&shown);
     let existing = checkouts.iter().find_map(|c| {
         let root = repo_root(c).ok()?;
@@ -223,9 +203,8 @@ pub fn repo_workspace(
                 std::fs::create_dir_all(cache)
                     .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
                 let d = dir.display().to_string();
-                git_with(
+                net.run(
                     cache,
-                    &config,
                     &[
                         "clone",
                         "--quiet",
@@ -245,17 +224,12 @@ pub fn repo_workspace(
     };
     let have = |c: &str| git(&base, &["cat-file", "-e", &format!("{c}^{{commit}}")]).is_ok();
     if !have(commit) {
-        git_with(
-            &base,
-            &config,
-            &["fetch", "--quiet", "--filter=blob:none", "origin"],
-        )
-        .map_err(|e| clone_failure("git fetch from", &shown, &e))?;
+        net.run(&base, &["fetch", "--quiet", "--filter=blob:none", "origin"])
+            .map_err(|e| clone_failure("git fetch from", &shown, &e))?;
         if !have(commit) {
             // A commit no branch points to any more can still be fetched by id from most servers.
-            git_with(
+            net.run(
                 &base,
-                &config,
                 &["fetch", "--quiet", "--filter=blob:none", "origin", commit],
             )
             .map_err(|_| format!("commit {commit} is not in {shown}; push it first"))?;

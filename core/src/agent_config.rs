@@ -17,7 +17,7 @@
 //! worker_env: [ANTHROPIC_*, OPENAI_API_KEY]   # only these reach workers (default: all but DISPATCH_*)
 //! repositories:                    # which repositories tasks may name (this is the default)
 //!   schemes: [https, ssh]          # add `file` for repositories on this machine
-//!   hosts: []                      # only these hosts (none: any but this machine's network)
+//!   hosts: []                      # only these hosts, by name or address (none: any public address)
 //! trusted_keys:                    # run only tasks signed by one of these (`dispatch keys show`)
 //!   - ed25519:3q2+7w…
 //! changes:                         # how worktree/workspace tasks' branches come home

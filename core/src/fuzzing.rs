@@ -96,3 +96,50 @@ pub fn worker_stream(data: &[u8]) {
         assert_eq!(whole.signals().stop(3), parts.signals().stop(3));
     }
 }
+
+/// A repository URL as a task names it (a member, or a peer, chose every byte): taking it
+/// apart, redacting it and routing it never panic (nor recurse), a redacted URL carries no
+/// password, and a route never reaches the node itself or its private network under the
+/// default policy.
+pub fn repo_url(data: &[u8]) {
+    use crate::egress::{Reach, reach};
+    use crate::repo_url::{Network, RepoPolicy, parse, redact};
+    use std::net::IpAddr;
+    struct Loopy;
+    impl Network for Loopy {
+        fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
+            // Names resolve to the node, its network or the world, by their length.
+            Ok(vec![match host.len() % 3 {
+                0 => IpAddr::from([127, 0, 0, 1]),
+                1 => IpAddr::from([10, 0, 0, 1]),
+                _ => IpAddr::from([140, 82, 112, 3]),
+            }])
+        }
+        fn own_addresses(&self) -> Vec<IpAddr> {
+            vec![IpAddr::from([203, 0, 114, 7])]
+        }
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let shown = redact(text);
+    if let Ok(u) = parse(text) {
+        assert_eq!(u.redacted, shown);
+    }
+    let open = RepoPolicy {
+        schemes: ["https", "http", "ssh", "git", "file"]
+            .map(String::from)
+            .to_vec(),
+        hosts: Vec::new(),
+    };
+    if let Ok(e) = open.route(text, &Loopy)
+        && let Some(r) = e.route
+    {
+        assert_eq!(
+            reach(r.addr, &Loopy.own_addresses()),
+            Reach::Public,
+            "`{text}` routed to {}",
+            r.addr
+        );
+    }
+}

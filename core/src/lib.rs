@@ -17,6 +17,7 @@ pub mod config;
 pub mod config_edit;
 pub mod drive;
 pub mod duration;
+pub mod egress;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -51,6 +51,8 @@ pub struct RepoUrl {
     pub scheme: Scheme,
     /// The host (lower case, without user or port), for the network schemes.
     pub host: Option<String>,
+    /// The port the URL names (none: the scheme's own).
+    pub port: Option<u16>,
     /// The URL without credentials: safe to store, log and show.
     pub redacted: String,
 }
@@ -76,6 +78,7 @@ pub fn parse(url: &str) -> Result<RepoUrl, String> {
             return Ok(RepoUrl {
                 scheme: s,
                 host: None,
+                port: None,
                 redacted: url.to_string(),
             });
         }
@@ -86,8 +89,15 @@ pub fn parse(url: &str) -> Result<RepoUrl, String> {
         };
         let host = host_of(hostport);
         if host.is_empty() {
-            return Err(format!("`{}` names no host", redact(url)));
+            return Err(format!("`{}` names no host", redact_unparsed(url)));
         }
+        let port = port_of(hostport).map_err(|p| {
+            format!(
+                "`{}` names port `{}`, which is not a port number",
+                redact_unparsed(url),
+                crate::text::printable_line(p)
+            )
+        })?;
         // https/http: all of the user part goes (it is a token more often than not); ssh keeps
         // its user name (`git@`), never a password.
         let user = match (s, userinfo) {
@@ -101,6 +111,7 @@ pub fn parse(url: &str) -> Result<RepoUrl, String> {
         return Ok(RepoUrl {
             scheme: s,
             host: Some(host),
+            port,
             redacted,
         });
     }
@@ -126,6 +137,7 @@ pub fn parse(url: &str) -> Result<RepoUrl, String> {
         return Ok(RepoUrl {
             scheme: Scheme::Ssh,
             host: Some(host.to_ascii_lowercase()),
+            port: None,
             redacted: match user {
                 Some(u) if !u.is_empty() => format!("{u}@{host}{path}"),
                 _ => format!("{host}{path}"),
@@ -135,8 +147,28 @@ pub fn parse(url: &str) -> Result<RepoUrl, String> {
     Ok(RepoUrl {
         scheme: Scheme::File,
         host: None,
+        port: None,
         redacted: url.to_string(),
     })
+}
+
+/// The port of `host[:port]` or `[v6]:port` (none when it names none); the text when it is not
+/// a port number.
+fn port_of(hostport: &str) -> Result<Option<u16>, &str> {
+    let p = match hostport.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((_, after)) => after.strip_prefix(':').unwrap_or(after),
+            None => "",
+        },
+        None => hostport.split_once(':').map_or("", |(_, p)| p),
+    };
+    if p.is_empty() {
+        return Ok(None);
+    }
+    match p.parse::<u16>() {
+        Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
+        _ => Err(p),
+    }
 }
 
 /// The host of `host[:port]` or `[v6]:port`, lower case.
@@ -154,46 +186,63 @@ fn host_of(hostport: &str) -> String {
 pub fn redact(url: &str) -> String {
     match parse(url) {
         Ok(u) => u.redacted,
-        Err(_) => {
-            // Unparsable: drop anything between `://` and the last `@` of the authority.
-            match url.split_once("://") {
-                Some((s, rest)) => match rest.split('/').next().and_then(|a| a.rsplit_once('@')) {
-                    Some((_, host)) => {
-                        let path = &rest[rest.find('/').unwrap_or(rest.len())..];
-                        format!("{s}://{host}{path}")
-                    }
-                    None => url.to_string(),
-                },
-                None => url.to_string(),
+        Err(_) => redact_unparsed(url),
+    }
+}
+
+/// An unparsable URL without anything between `://` and the last `@` of its authority (what
+/// [`parse`]'s own errors show: never through [`redact`], which calls it).
+fn redact_unparsed(url: &str) -> String {
+    match url.split_once("://") {
+        Some((s, rest)) => match rest.split('/').next().and_then(|a| a.rsplit_once('@')) {
+            Some((_, host)) => {
+                let path = &rest[rest.find('/').unwrap_or(rest.len())..];
+                format!("{s}://{host}{path}")
             }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// The network as a node sees it: how it resolves a name, and its own addresses.
+pub trait Network {
+    /// The addresses `host` resolves to (for `port`), as the node's resolver gives them.
+    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<IpAddr>>;
+    /// The addresses of the node's own interfaces.
+    fn own_addresses(&self) -> Vec<IpAddr>;
+}
+
+/// Where the node's git may go for one repository: its URL taken apart and, for the network
+/// schemes, the one checked address git is to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Egress {
+    /// The URL.
+    pub url: RepoUrl,
+    /// The checked address (none for a repository on the node: `file`).
+    pub route: Option<crate::egress::Route>,
+}
+
+impl Scheme {
+    /// The port a URL of this scheme reaches when it names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Https => 443,
+            Scheme::Http => 80,
+            Scheme::Ssh => 22,
+            Scheme::Git => 9418,
+            Scheme::File => 0,
         }
     }
 }
 
-/// True for a host that names the node itself or its private network (by name or address).
-fn is_local_host(host: &str) -> bool {
-    if host == "localhost" || host.ends_with(".localhost") {
-        return true;
-    }
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(a)) => {
-            a.is_loopback()
-                || a.is_private()
-                || a.is_link_local()
-                || a.is_unspecified()
-                || a.is_broadcast()
-                || a.octets()[0] == 100 && (64..128).contains(&a.octets()[1])
-        }
-        Ok(IpAddr::V6(a)) => {
-            a.is_loopback()
-                || a.is_unspecified()
-                || (a.segments()[0] & 0xfe00) == 0xfc00
-                || (a.segments()[0] & 0xffc0) == 0xfe80
-                || a.to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_private())
-        }
-        Err(_) => false,
-    }
+/// The same address, an IPv4-mapped one and its IPv4 alike.
+fn reach_same(a: &IpAddr, b: &IpAddr) -> bool {
+    let canon = |x: &IpAddr| match x {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*x, IpAddr::V4),
+        v4 => *v4,
+    };
+    canon(a) == canon(b)
 }
 
 /// Which repositories a node clones (`repositories:` in its config).
@@ -203,7 +252,9 @@ pub struct RepoPolicy {
     /// Schemes it may use (default: https and ssh; `file` allows repositories on the node).
     #[serde(default = "default_schemes")]
     pub schemes: Vec<String>,
-    /// Hosts it may reach (none: any host but its own and its private network's).
+    /// Hosts it may reach, by name or address (none: any host whose every address is public —
+    /// never the node itself or its private network). A listed name may resolve to the private
+    /// network but never to the node itself unless that address is listed too.
     #[serde(default)]
     pub hosts: Vec<String>,
 }
@@ -222,7 +273,8 @@ impl Default for RepoPolicy {
 }
 
 impl RepoPolicy {
-    /// Checks the policy itself (unknown schemes are an error naming them).
+    /// Checks the policy itself (unknown schemes and hosts that are neither a name nor an
+    /// address are an error naming them).
     pub fn validate(&self) -> Result<(), String> {
         for s in &self.schemes {
             if Scheme::parse(s).is_none() {
@@ -231,11 +283,37 @@ impl RepoPolicy {
                 ));
             }
         }
+        for h in &self.hosts {
+            let bare = h
+                .strip_prefix('[')
+                .and_then(|x| x.strip_suffix(']'))
+                .unwrap_or(h);
+            crate::egress::parse_host(bare)
+                .map_err(|e| format!("repositories.hosts: `{h}`: {e}"))?;
+        }
         Ok(())
     }
 
-    /// Whether the node may clone `url`; the error says why not and what to change.
-    pub fn allows(&self, url: &str) -> Result<RepoUrl, String> {
+    /// The listed hosts, read as names or addresses (unreadable ones, refused by
+    /// [`RepoPolicy::validate`], match nothing).
+    fn listed(&self) -> Vec<crate::egress::Host> {
+        self.hosts
+            .iter()
+            .filter_map(|h| {
+                let bare = h
+                    .strip_prefix('[')
+                    .and_then(|x| x.strip_suffix(']'))
+                    .unwrap_or(h);
+                crate::egress::parse_host(bare).ok()
+            })
+            .collect()
+    }
+
+    /// Where the node's git may go for `url`: its scheme must be allowed, and its host is judged
+    /// by every address it is (an address in any spelling, or a name the node resolves through
+    /// `net`), never by its text. The error says why not and what to change.
+    pub fn route(&self, url: &str, net: &dyn Network) -> Result<Egress, String> {
+        use crate::egress::{Host, Reach, Route, parse_host, reach};
         let u = parse(url)?;
         if !self.schemes.iter().any(|s| s == u.scheme.as_str()) {
             return Err(format!(
@@ -246,27 +324,81 @@ impl RepoPolicy {
                 u.scheme.as_str()
             ));
         }
-        if let Some(host) = &u.host {
-            let listed = self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
-            if !self.hosts.is_empty() && !listed {
-                return Err(format!(
-                    "host `{host}` is not among the hosts this node clones from ({}); see `repositories.hosts` in the agent's config",
-                    self.hosts.join(", ")
-                ));
+        let Some(text) = u.host.clone() else {
+            return Ok(Egress {
+                url: u,
+                route: None,
+            });
+        };
+        let host = parse_host(&text).map_err(|e| format!("`{}`: {e}", u.redacted))?;
+        let port = u.port.unwrap_or(u.scheme.default_port());
+        let listed = self.listed();
+        let name_listed = matches!(&host, Host::Name(_)) && listed.contains(&host);
+        let addrs: Vec<IpAddr> = match &host {
+            Host::Addr(a) => vec![*a],
+            Host::Name(n) => {
+                let mut found = net
+                    .resolve(n, port)
+                    .map_err(|e| format!("host `{n}` does not resolve from this node ({e})"))?;
+                found.dedup();
+                found
             }
-            if self.hosts.is_empty() && is_local_host(host) {
+        };
+        if addrs.is_empty() {
+            return Err(format!(
+                "host `{text}` resolves to no address from this node"
+            ));
+        }
+        let own = net.own_addresses();
+        let is_listed = |a: &IpAddr| {
+            listed.iter().any(|l| match l {
+                Host::Addr(x) => reach_same(x, a),
+                Host::Name(_) => false,
+            })
+        };
+        if !self.hosts.is_empty() && !name_listed && !addrs.iter().all(is_listed) {
+            return Err(format!(
+                "host `{text}` is not among the hosts this node clones from ({}); see `repositories.hosts` in the agent's config",
+                self.hosts.join(", ")
+            ));
+        }
+        for a in &addrs {
+            let r = reach(*a, &own);
+            let ok = is_listed(a)
+                || (self.hosts.is_empty() && r == Reach::Public)
+                || (name_listed && r != Reach::Node);
+            if !ok {
+                let what = match r {
+                    Reach::Node => "this node itself",
+                    _ => "on this node's private network",
+                };
+                let via = if matches!(host, Host::Name(_)) || a.to_string() != text {
+                    format!("host `{text}` is {a}, ")
+                } else {
+                    format!("host `{text}` is ")
+                };
                 return Err(format!(
-                    "host `{host}` is this node or its private network; list it in `repositories.hosts` in the agent's config to clone from it"
+                    "{via}{what}; a node clones from such an address only when `repositories.hosts` in the agent's config lists it ({a})"
                 ));
             }
         }
-        Ok(u)
+        Ok(Egress {
+            route: Some(Route {
+                host: text,
+                port,
+                addr: addrs[0],
+            }),
+            url: u,
+        })
     }
 
-    /// `git -c` settings that keep git to the allowed schemes (also for submodules and
-    /// redirects).
+    /// `git -c` settings that keep git to the allowed schemes (also for submodules) and follow
+    /// no HTTP redirect (a redirect would reach an address nobody checked).
     pub fn git_config(&self) -> Vec<String> {
-        let mut out = vec!["protocol.allow=never".to_string()];
+        let mut out = vec![
+            "http.followRedirects=false".to_string(),
+            "protocol.allow=never".to_string(),
+        ];
         for s in &self.schemes {
             out.push(format!("protocol.{s}.allow=always"));
         }
@@ -298,34 +430,116 @@ mod tests {
         assert!(parse("-uoption").is_err());
         assert!(parse("ext::sh%-c%touch").unwrap_err().contains("transport"));
         assert_eq!(redact("https://tok@x.io/a"), "https://x.io/a");
+        // Errors that show the URL never recurse (this overflowed the stack once).
+        for bad in [
+            "https:///x",
+            "https://tok@/x",
+            "https://h:99999/x",
+            "ssh://u:p@h:x/r",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(!e.contains("tok") && !e.contains(":p@"), "{e}");
+        }
+    }
+
+    /// A network where names resolve as a table says, and the node has 203.0.114.7.
+    struct Fake(Vec<(&'static str, Vec<&'static str>)>);
+
+    impl Network for Fake {
+        fn resolve(&self, host: &str, _port: u16) -> std::io::Result<Vec<IpAddr>> {
+            self.0
+                .iter()
+                .find(|(n, _)| *n == host)
+                .map(|(_, a)| a.iter().map(|a| a.parse().unwrap()).collect())
+                .ok_or_else(|| std::io::Error::other("Name or service not known"))
+        }
+        fn own_addresses(&self) -> Vec<IpAddr> {
+            vec!["203.0.114.7".parse().unwrap()]
+        }
+    }
+
+    fn net() -> Fake {
+        Fake(vec![
+            ("github.com", vec!["140.82.112.3"]),
+            ("localhost", vec!["127.0.0.1", "::1"]),
+            ("rebind.example", vec!["140.82.112.4", "127.0.0.1"]),
+            ("metadata.example", vec!["169.254.169.254"]),
+            ("git.internal", vec!["10.0.0.5"]),
+            ("self.example", vec!["203.0.114.7"]),
+            ("loop.internal", vec!["127.0.0.1"]),
+        ])
     }
 
     #[test]
     fn the_default_policy_keeps_a_node_to_remote_https_and_ssh() {
         let p = RepoPolicy::default();
-        assert!(p.allows("https://github.com/org/repo").is_ok());
-        assert!(p.allows("git@github.com:org/repo").is_ok());
+        let ok = p.route("https://github.com/org/repo", &net()).unwrap();
+        assert_eq!(
+            ok.route.unwrap(),
+            crate::egress::Route {
+                host: "github.com".into(),
+                port: 443,
+                addr: "140.82.112.3".parse().unwrap()
+            }
+        );
+        let ssh = p.route("git@github.com:org/repo", &net()).unwrap();
+        assert_eq!(ssh.route.unwrap().port, 22);
+        assert_eq!(
+            p.route("ssh://git@github.com:2222/r", &net())
+                .unwrap()
+                .route
+                .unwrap()
+                .port,
+            2222
+        );
         for bad in [
             "file:///etc",
             "/home/me/secret-repo",
             "http://github.com/org/repo",
             "https://127.0.0.1:8080/x",
             "https://localhost/x",
+            "https://localhost./x",
             "https://10.1.2.3/x",
             "https://[::1]/x",
             "git@192.168.1.5:x",
+            // What the red team tried.
+            "https://127.1/x",
+            "https://2130706433/x",
+            "https://0x7f000001/x",
+            "https://0177.0.0.1/x",
+            "https://0/x",
+            "https://[::1%25lo]/x",
+            "https://[::ffff:127.0.0.1]/x",
+            "ssh://127.1/x",
+            "git@0x7f.1:x",
+            // Names that are the node or its network once resolved.
+            "https://loop.internal/x",
+            "https://rebind.example/x",
+            "https://metadata.example/x",
+            "https://git.internal/x",
+            "https://self.example/x",
+            "https://203.0.114.7/x",
+            // Names that do not resolve, and ports that are not ports.
+            "https://nowhere.example/x",
+            "https://github.com:99999/x",
+            "https://github.com:x/x",
         ] {
-            assert!(p.allows(bad).is_err(), "{bad}");
+            assert!(p.route(bad, &net()).is_err(), "{bad}");
         }
-        let e = p.allows("file:///etc").unwrap_err();
+        let e = p.route("file:///etc", &net()).unwrap_err();
         assert!(e.contains("repositories.schemes"), "{e}");
-        let p = RepoPolicy {
-            schemes: vec!["https".into(), "file".into()],
-            hosts: vec!["git.internal".into()],
-        };
-        assert!(p.allows("/srv/repo").is_ok());
-        assert!(p.allows("https://git.internal/r").is_ok());
-        assert!(p.allows("https://github.com/r").is_err());
+        let e = p.route("https://2130706433/x", &net()).unwrap_err();
+        assert!(
+            e.contains("127.0.0.1") && e.contains("this node itself"),
+            "{e}"
+        );
+        let e = p.route("https://rebind.example/x", &net()).unwrap_err();
+        assert!(e.contains("127.0.0.1"), "{e}");
+        let e = p.route("https://git.internal/x", &net()).unwrap_err();
+        assert!(
+            e.contains("private network") && e.contains("repositories.hosts"),
+            "{e}"
+        );
         assert!(
             RepoPolicy {
                 schemes: vec!["ftp".into()],
@@ -337,10 +551,52 @@ mod tests {
         assert_eq!(
             RepoPolicy::default().git_config(),
             [
+                "http.followRedirects=false",
                 "protocol.allow=never",
                 "protocol.https.allow=always",
                 "protocol.ssh.allow=always"
             ]
+        );
+    }
+
+    #[test]
+    fn listed_hosts_are_matched_by_name_or_by_address_after_resolution() {
+        let p = RepoPolicy {
+            schemes: vec!["https".into(), "file".into()],
+            hosts: vec![
+                "git.internal".into(),
+                "127.0.0.2".into(),
+                "loop.internal".into(),
+            ],
+        };
+        assert!(p.validate().is_ok());
+        assert!(p.route("/srv/repo", &net()).unwrap().route.is_none());
+        // A listed name may be on the private network.
+        assert!(p.route("https://git.internal/r", &net()).is_ok());
+        // A listed address in any spelling.
+        for ok in [
+            "https://127.0.0.2/r",
+            "https://127.2/r",
+            "https://0x7f000002/r",
+        ] {
+            assert!(p.route(ok, &net()).is_ok(), "{ok}");
+        }
+        // Not listed (by name or address), or a listed name that is the node itself.
+        for bad in [
+            "https://github.com/r",
+            "https://127.0.0.1/r",
+            "https://127.1/r",
+            "https://loop.internal/r",
+        ] {
+            assert!(p.route(bad, &net()).is_err(), "{bad}");
+        }
+        assert!(
+            RepoPolicy {
+                schemes: vec!["https".into()],
+                hosts: vec!["not a host".into()]
+            }
+            .validate()
+            .is_err()
         );
     }
 }

@@ -143,6 +143,16 @@ proptest! {
     }
 
     #[test]
+    fn repo_url_like_text(s in "((https?|ssh|git|file|HTTPS)://)?([a-z]{0,3}(:[a-z]{0,3})?@)?(\\[[0-9a-f:.%]{0,20}(%25[a-z0-9]{1,4})?\\]|[0-9a-zA-Z.x]{0,16})(:[0-9a-z]{0,6})?(/[^ ]{0,12})?") {
+        fuzzing::repo_url(s.as_bytes());
+    }
+
+    #[test]
+    fn repo_url_bytes(b in prop::collection::vec(any::<u8>(), 0..256)) {
+        fuzzing::repo_url(&b);
+    }
+
+    #[test]
     fn signed_spec_bytes(b in prop::collection::vec(any::<u8>(), 0..1024)) {
         fuzzing::signed_spec(&b);
     }

@@ -140,17 +140,37 @@ fn a_node_clones_only_what_its_policy_allows_and_never_shows_credentials() {
             .contains("does not clone http repositories"),
         "{t}"
     );
-    dispatch_tests::git(
-        &mine,
-        &["remote", "set-url", "origin", "https://127.0.0.1:9/x.git"],
-    );
-    let t = run_in(&c, &mine, "probe-https");
+    // Every spelling of the node itself (what an outside red team tried): refused before git
+    // runs, by the address it is — a listener there hears nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let p = listener.local_addr().unwrap().port();
+    for (i, url) in [
+        format!("https://127.0.0.1:{p}/x.git"),
+        format!("https://127.1:{p}/x.git"),
+        format!("https://2130706433:{p}/x.git"),
+        format!("https://0x7f000001:{p}/x.git"),
+        format!("https://0177.0.0.1:{p}/x.git"),
+        format!("https://0:{p}/x.git"),
+        format!("https://localhost.:{p}/x.git"),
+        format!("https://[::1%25lo]:{p}/x.git"),
+        format!("https://[::ffff:127.0.0.1]:{p}/x.git"),
+        format!("ssh://git@127.1:{p}/x.git"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        dispatch_tests::git(&mine, &["remote", "set-url", "origin", url]);
+        let t = run_in(&c, &mine, &format!("probe-{i}"));
+        let reason = t["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("this node itself") && reason.contains("repositories.hosts"),
+            "{url}: {reason}"
+        );
+    }
     assert!(
-        t["reason"]
-            .as_str()
-            .unwrap()
-            .contains("host `127.0.0.1` is this node or its private network"),
-        "{t}"
+        listener.accept().is_err(),
+        "something connected to the node's loopback"
     );
     // Credentials in the origin: never sent, stored, shown or logged.
     dispatch_tests::git(
@@ -421,4 +441,38 @@ fn a_worker_rewriting_its_plan_in_a_loop_cannot_fill_the_store() {
         kinds.iter().any(|(k, _)| k == "plan-truncated"),
         "the history says it was cut: {kinds:?}"
     );
+}
+
+#[test]
+fn a_repository_url_that_names_no_host_is_an_error_not_a_crash() {
+    use dispatch_proto::v1;
+    let c = Cluster::with_node("box");
+    // parse() and redact() once called each other forever on such a URL: a stack overflow
+    // that aborted the coordinator on one member's submit.
+    for url in ["https:///x", "https://tok@/x", "ssh://:p@/r", "https://h:99999/x"] {
+        let e = c.block_on(async {
+            let mut cl = dispatch_tests::client_with(&c.url, &c.admin_token)
+                .await
+                .unwrap();
+            cl.submit(v1::SubmitRequest {
+                prompt: "x".into(),
+                backend: "sim".into(),
+                repo: Some(v1::Repo {
+                    url: url.into(),
+                    branch: "main".into(),
+                    commit: "a".repeat(40),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+        });
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{url}: {e:?}");
+        assert!(
+            !e.message().contains("tok") && !e.message().contains(":p@"),
+            "{}",
+            e.message()
+        );
+    }
+    c.ok(&["status"]);
 }
