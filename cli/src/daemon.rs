@@ -166,11 +166,8 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
     match tokio::net::TcpListener::bind("127.0.0.1:0").await {
         Ok(l) => {
             let addr = l.local_addr()?;
-            let mut session = [0u8; 24];
-            getrandom::fill(&mut session).map_err(|e| anyhow!("no randomness: {e}"))?;
             let login = dispatch_coordinator::web::LocalLogin {
                 once_file: home.join("dashboard.once"),
-                session: session.iter().map(|b| format!("{b:02x}")).collect(),
             };
             dispatch_core::fs::write_private(
                 &home.join("dashboard.addr"),
@@ -181,6 +178,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
                 router,
                 l,
                 None,
+                dispatch_coordinator::web::SLOW_CLIENT,
                 stop_signal(stop_rx.clone()),
             ));
         }

@@ -7,6 +7,7 @@
 //! in `service/` and `convert.rs`.
 
 pub mod certs;
+pub mod conn;
 pub mod convert;
 pub mod domain;
 pub mod error;
@@ -61,6 +62,10 @@ pub struct CoordinatorConfig {
     pub bootstrap: domain::access::Bootstrap,
     /// Limits of each token that has none of its own.
     pub quota: domain::access::Quota,
+    /// The gate of the gRPC listeners (an authenticated call tells it so).
+    pub gate: Arc<conn::Gate>,
+    /// Long-lived streams one user token may hold open at once (0: no limit).
+    pub max_streams_per_token: u32,
 }
 
 impl CoordinatorConfig {
@@ -77,6 +82,8 @@ impl CoordinatorConfig {
             notify: Default::default(),
             bootstrap: Default::default(),
             quota: Default::default(),
+            gate: conn::Gate::new(conn::Limits::for_process()),
+            max_streams_per_token: 64,
         }
     }
 
@@ -84,6 +91,26 @@ impl CoordinatorConfig {
     /// (two missed, and half an interval for a slow network).
     pub fn silence(&self) -> Duration {
         self.heartbeat_interval * 5 / 2
+    }
+}
+
+/// Streams open per user token id.
+type OpenStreams = Arc<Mutex<HashMap<String, u32>>>;
+
+/// One open stream of a token; gives its place back when dropped.
+pub struct StreamPermit(Option<(OpenStreams, String)>);
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        if let Some((open, token)) = self.0.take() {
+            let mut open = open.lock().unwrap();
+            if let Some(n) = open.get_mut(&token) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&token);
+                }
+            }
+        }
     }
 }
 
@@ -106,6 +133,8 @@ pub struct Coordinator {
     /// Prometheus metrics.
     pub metrics: metrics::Metrics,
     stop_tx: tokio::sync::watch::Sender<bool>,
+    /// Streams open per user token (Watch, followed logs and output).
+    streams: OpenStreams,
     /// Callers waiting for a node to ack a command: command id → the ack's error text.
     ack_waiters: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
 }
@@ -145,6 +174,7 @@ impl Coordinator {
             tokens: Default::default(),
             metrics: metrics::Metrics::new(),
             stop_tx: tokio::sync::watch::channel(false).0,
+            streams: Default::default(),
             ack_waiters: Default::default(),
         });
         scheduler::spawn(Arc::downgrade(&c), rx);
@@ -178,6 +208,28 @@ impl Coordinator {
         if kick {
             self.scheduler.kick();
         }
+    }
+
+    /// A place for one more long-lived stream (`what`: watch, logs, output) of `who`'s token, or
+    /// `ResourceExhausted` naming the limit. The place is given back when the permit drops.
+    /// Only user tokens are counted: the local user and nodes are not limited.
+    pub fn open_stream(&self, who: &model::Principal, what: &str) -> error::Result<StreamPermit> {
+        let model::Principal::User { token, name, .. } = who else {
+            return Ok(StreamPermit(None));
+        };
+        let max = self.config.max_streams_per_token;
+        let mut open = self.streams.lock().unwrap();
+        let n = open.entry(token.clone()).or_default();
+        if max > 0 && *n >= max {
+            return Err(error::CoordinatorError::ResourceExhausted(format!(
+                "{name}'s token already has {n} streams open (watch, logs --follow, output --follow, dashboard pages), the most one token may; close some, or ask an admin to raise --max-streams-per-token (a {what} was refused)"
+            )));
+        }
+        *n += 1;
+        Ok(StreamPermit(Some((
+            Arc::clone(&self.streams),
+            token.clone(),
+        ))))
     }
 
     /// Records a node's ack of a command and wakes whoever waits for it.

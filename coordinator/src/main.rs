@@ -135,6 +135,32 @@ struct Args {
     #[arg(long, env = "DISPATCH_MAX_LOG_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     max_log_bytes: u64,
 
+    /// Connections the gRPC listeners hold at once (0: as many as the open-file limit leaves
+    /// room for, which the coordinator raises to its hard limit at start). When it is reached,
+    /// the oldest connection that has not authenticated is closed to make room.
+    #[arg(long, env = "DISPATCH_MAX_CONNECTIONS", default_value_t = 0)]
+    max_connections: usize,
+
+    /// Connections from one address that have not authenticated yet (more are closed at once).
+    /// Authenticated connections do not count: a pool of nodes behind one NAT is not limited.
+    #[arg(
+        long,
+        env = "DISPATCH_MAX_UNAUTHENTICATED_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    max_unauthenticated_per_address: usize,
+
+    /// How long a connection may stay without an authenticated call (a TLS handshake never
+    /// finished, a silent or trickling client); then it is closed.
+    #[arg(long, env = "DISPATCH_AUTH_DEADLINE", default_value = "10s", value_parser = dispatch_core::duration::parse)]
+    auth_deadline: Duration,
+
+    /// Long-lived streams (watch, logs --follow, output --follow, dashboard pages) one user
+    /// token may hold open at once; past it a new one is refused with resource_exhausted
+    /// (0: no limit).
+    #[arg(long, env = "DISPATCH_MAX_STREAMS_PER_TOKEN", default_value_t = 64)]
+    max_streams_per_token: u32,
+
     /// Plan history stored per task (e.g. 8MiB): every edit of plan.md is kept as a change
     /// until this much; past it the plan is still kept current and its history ends with a
     /// marker (a worker rewriting plan.md in a loop cannot fill the store).
@@ -402,6 +428,24 @@ async fn main() -> anyhow::Result<()> {
     config.node_timeout = args.node_timeout;
     config.max_log_bytes = args.max_log_bytes;
     config.max_plan_history_bytes = args.max_plan_history_bytes;
+    config.max_streams_per_token = args.max_streams_per_token;
+    let budget = dispatch_coordinator::conn::fd_budget();
+    if args.max_connections > budget {
+        tracing::warn!(
+            asked = args.max_connections,
+            budget,
+            "--max-connections is more than the open-file limit leaves room for; using {budget} (raise `ulimit -n` to allow more)"
+        );
+    }
+    config.gate = dispatch_coordinator::conn::Gate::new(dispatch_coordinator::conn::Limits {
+        max_connections: if args.max_connections == 0 {
+            budget
+        } else {
+            args.max_connections.min(budget)
+        },
+        unauthenticated_per_address: args.max_unauthenticated_per_address.max(1),
+        deadline: Some(args.auth_deadline),
+    });
     config.bootstrap = match &args.bootstrap_token_file {
         Some(p) => dispatch_coordinator::domain::access::Bootstrap::Given(
             dispatch_coordinator::domain::access::read_bootstrap(p)
@@ -459,8 +503,8 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(%addr, "--insecure: serving plain HTTP on a non-loopback address; tokens, prompts and answers cross the network unencrypted");
     }
     let mut listeners = vec![match tls {
-        Some(t) => Listener::Tls(Arc::new(tcp), Box::new(t)),
-        None => Listener::Tcp(Arc::new(tcp)),
+        Some(t) => Listener::Tls(Arc::new(tcp), Box::new(t), Arc::clone(&config.gate)),
+        None => Listener::Tcp(Arc::new(tcp), Arc::clone(&config.gate)),
     }];
     if let Some(path) = &args.socket {
         listeners.push(Listener::Unix(Arc::new(
@@ -475,7 +519,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(data_dir.join("health.addr"), format!("{haddr}\n"))
             .map_err(|e| anyhow::anyhow!("cannot write health.addr: {e}"))?;
         tracing::info!(addr = %haddr, "gRPC health check (only) on {haddr}");
-        listeners.push(Listener::HealthOnly(Arc::new(l)));
+        listeners.push(Listener::HealthOnly(Arc::new(l), Arc::clone(&config.gate)));
     }
     // A replica's /metrics answers while it waits too (its leader gauge is 0).
     let leading: Arc<std::sync::OnceLock<Arc<Coordinator>>> = Default::default();
@@ -550,9 +594,10 @@ async fn main() -> anyhow::Result<()> {
         let c = Arc::clone(&coordinator);
         let stop = coordinator.stopping();
         let tls = web_tls.clone();
+        let slow = args.auth_deadline;
         tokio::spawn(async move {
             let app = dispatch_coordinator::web::router(c, tls.is_some());
-            if let Err(e) = dispatch_coordinator::web::serve(app, l, tls, stop).await {
+            if let Err(e) = dispatch_coordinator::web::serve(app, l, tls, slow, stop).await {
                 tracing::error!(error = %e, "the dashboard stopped");
             }
         });

@@ -211,6 +211,56 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     out
 }
 
+/// The Standard Webhooks headers (<https://www.standardwebhooks.com/>): the delivery's id (the
+/// same on every retry of it, so a receiver can drop a second copy), when this attempt was
+/// sent (seconds since the epoch; a receiver refuses old ones), and
+/// `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+pub const WEBHOOK_ID: &str = "webhook-id";
+/// See [`WEBHOOK_ID`].
+pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+/// See [`WEBHOOK_ID`].
+pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
+
+/// The key a secret stands for: a Standard Webhooks secret (`whsec_<base64>`) is its decoded
+/// bytes; any other secret is its own bytes.
+fn webhook_key(secret: &str) -> Vec<u8> {
+    use base64::Engine;
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// `v1,<base64>` of HMAC-SHA256 over `id.timestamp.body`, the Standard Webhooks signature.
+pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(&webhook_key(secret)).expect("any key length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+impl Notification {
+    /// The delivery's id: the same for every retry, and for the same event sent again after a
+    /// restart (the task, the event, and its question or worker run).
+    pub fn delivery_id(&self) -> String {
+        let n = if self.event == "question" {
+            self.seq
+        } else {
+            self.attempt
+        };
+        format!("msg_{}_{}_{n}", self.task, self.event)
+    }
+}
+
 /// A webhook ready to post to.
 struct Webhook {
     url: String,
@@ -317,6 +367,7 @@ impl Webhook {
     /// One HTTP/1.1 POST of the notification as JSON; any 2xx status is success.
     async fn post(&self, n: &Notification) -> Result<(), String> {
         let body = serde_json::to_vec(n).map_err(|e| e.to_string())?;
+        let id = n.delivery_id();
         let tcp = tokio::net::TcpStream::connect(&self.addr)
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
@@ -328,13 +379,13 @@ impl Webhook {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS with {}: {e}", self.addr))?;
-                self.exchange(stream, &body).await
+                self.exchange(stream, &id, &body).await
             }
-            None => self.exchange(tcp, &body).await,
+            None => self.exchange(tcp, &id, &body).await,
         }
     }
 
-    async fn exchange<S>(&self, mut stream: S, body: &[u8]) -> Result<(), String>
+    async fn exchange<S>(&self, mut stream: S, id: &str, body: &[u8]) -> Result<(), String>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
@@ -345,7 +396,17 @@ impl Webhook {
             body.len(),
             crate::VERSION
         );
+        let timestamp = (crate::now_ms() / 1000).to_string();
+        head.push_str(&format!(
+            "{WEBHOOK_ID}: {id}\r\n{WEBHOOK_TIMESTAMP}: {timestamp}\r\n"
+        ));
         if let Some(secret) = &self.secret {
+            head.push_str(&format!(
+                "{WEBHOOK_SIGNATURE}: {}\r\n",
+                standard_signature(secret, id, timestamp.parse().unwrap_or(0), body)
+            ));
+            // The older signature of the body alone, for receivers not yet moved: it proves who
+            // sent a post, not when (a captured post can be replayed to such a receiver).
             head.push_str(&format!(
                 "{SIGNATURE_HEADER}: {}\r\n",
                 signature(secret, body)
@@ -401,6 +462,39 @@ mod tests {
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn the_standard_signature_covers_id_timestamp_and_body() {
+        // Computed independently: python3 -c 'import hmac,hashlib,base64;
+        // print(base64.b64encode(hmac.new(base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        // b"msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330.{\"test\": 2432232314}", hashlib.sha256).digest()))'
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let sig = standard_signature(
+            secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        // Another id, time or body, another signature.
+        assert_ne!(
+            sig,
+            standard_signature(secret, "msg_other", 1614265330, br#"{"test": 2432232314}"#)
+        );
+        assert_ne!(
+            sig,
+            standard_signature(
+                secret,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265331,
+                br#"{"test": 2432232314}"#
+            )
+        );
+        // A plain secret is used as it is.
+        assert_eq!(webhook_key("plain"), b"plain");
+        let n = Notification::question("t-1", "T", "box", 3, "why?");
+        assert_eq!(n.delivery_id(), "msg_t-1_question_3");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Runs the gRPC services on any number of listeners (TCP and Unix sockets).
 
 use crate::Coordinator;
+use crate::conn::Gate;
 use crate::service::auth::authenticate;
 use crate::service::{agent::AgentSvc, dispatch::DispatchSvc};
 use crate::store::postgres::lease::Role;
@@ -15,18 +16,19 @@ use tonic::service::interceptor::InterceptedService;
 /// serve on as leader, and the leader's server takes them over without closing them.
 #[derive(Clone)]
 pub enum Listener {
-    /// TCP (host:port), plain.
-    Tcp(Arc<tokio::net::TcpListener>),
+    /// TCP (host:port), plain; its connections pass the gate.
+    Tcp(Arc<tokio::net::TcpListener>, Arc<Gate>),
     /// TCP with TLS.
     Tls(
         Arc<tokio::net::TcpListener>,
         Box<tonic::transport::ServerTlsConfig>,
+        Arc<Gate>,
     ),
     /// A Unix domain socket (local mode; protected by file permissions).
     Unix(Arc<tokio::net::UnixListener>),
     /// Plain TCP serving only the gRPC health check (`--health-listen`): for probes that
     /// cannot speak TLS, such as the kubelet's.
-    HealthOnly(Arc<tokio::net::TcpListener>),
+    HealthOnly(Arc<tokio::net::TcpListener>, Arc<Gate>),
 }
 
 /// The connections of a shared listener, as a stream (Nagle off on TCP: with delayed ACKs it
@@ -43,24 +45,35 @@ struct Accepting<L> {
     _claim: Claim,
 }
 
-/// A server's claim on its listener; the hand-off waits until every claim is dropped.
-type Claim = tokio::sync::mpsc::Sender<std::convert::Infallible>;
+/// [`Accepting`] TCP connections through a [`Gate`]: the ones it refuses are closed at once.
+struct Gated {
+    accepting: Accepting<tokio::net::TcpListener>,
+    gate: Arc<Gate>,
+}
 
-impl tokio_stream::Stream for Accepting<tokio::net::TcpListener> {
-    type Item = std::io::Result<tokio::net::TcpStream>;
+impl tokio_stream::Stream for Gated {
+    type Item = std::io::Result<crate::conn::Guarded<tokio::net::TcpStream>>;
 
     fn poll_next(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        self.listener.poll_accept(cx).map(|r| {
-            Some(r.map(|(s, _)| {
-                let _ = s.set_nodelay(true);
-                s
-            }))
-        })
+        loop {
+            let (s, peer) = match self.accepting.listener.poll_accept(cx) {
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Some(Err(e))),
+                std::task::Poll::Ready(Ok(c)) => c,
+            };
+            let _ = s.set_nodelay(true);
+            if let Some(g) = self.gate.admit(s, peer) {
+                return std::task::Poll::Ready(Some(Ok(g)));
+            }
+        }
     }
 }
+
+/// A server's claim on its listener; the hand-off waits until every claim is dropped.
+type Claim = tokio::sync::mpsc::Sender<std::convert::Infallible>;
 
 impl tokio_stream::Stream for Accepting<tokio::net::UnixListener> {
     type Item = std::io::Result<tokio::net::UnixStream>;
@@ -95,12 +108,17 @@ macro_rules! serve_on {
         };
         tokio::spawn(async move {
             match $l {
-                Listener::Tcp(t) | Listener::Tls(t, _) | Listener::HealthOnly(t) => {
+                Listener::Tcp(t, gate)
+                | Listener::Tls(t, _, gate)
+                | Listener::HealthOnly(t, gate) => {
                     router
                         .serve_with_incoming_shutdown(
-                            Accepting {
-                                listener: t,
-                                _claim: claim,
+                            Gated {
+                                accepting: Accepting {
+                                    listener: t,
+                                    _claim: claim,
+                                },
+                                gate,
                             },
                             signal,
                         )
@@ -179,13 +197,13 @@ pub async fn serve_with_grace(
     let (claim, _released) = tokio::sync::mpsc::channel(1);
     let mut servers = Vec::new();
     for l in listeners {
-        if let Listener::HealthOnly(_) = l {
+        if let Listener::HealthOnly(..) = l {
             let router = tonic::transport::Server::builder().add_service(health_svc.clone());
             servers.push(serve_on!(router, l, stop_rx.clone(), claim.clone()));
             continue;
         }
         let mut builder = tonic::transport::Server::builder();
-        if let Listener::Tls(_, tls) = &l {
+        if let Listener::Tls(_, tls, _) = &l {
             builder = builder
                 .tls_config((**tls).clone())
                 .map_err(|e| anyhow::anyhow!("TLS: {}", source_chain(&e)))?;
@@ -300,8 +318,10 @@ impl ServerTls {
                 self.cert.display()
             )
         })?;
+        // A handshake not finished in 10 s is cut (the gate's deadline would close it too).
         let mut cfg = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(cert, key));
+            .identity(tonic::transport::Identity::from_pem(cert, key))
+            .timeout(Duration::from_secs(10));
         if let Some(ca) = &self.client_ca {
             let pem = read("--client-ca", ca)?;
             let n = CertificateDer::pem_slice_iter(&pem)
@@ -509,7 +529,7 @@ pub async fn serve_standby(
     let mut servers = Vec::new();
     for l in listeners.iter().cloned() {
         let mut builder = tonic::transport::Server::builder();
-        if let Listener::Tls(_, tls) = &l {
+        if let Listener::Tls(_, tls, _) = &l {
             builder = builder
                 .tls_config((**tls).clone())
                 .map_err(|e| anyhow::anyhow!("TLS: {}", source_chain(&e)))?;
@@ -529,7 +549,7 @@ pub async fn serve_standby(
             },
         );
         let router = builder.layer(name_leader).add_service(health_svc.clone());
-        let router = if matches!(l, Listener::HealthOnly(_)) {
+        let router = if matches!(l, Listener::HealthOnly(..)) {
             router
         } else {
             router

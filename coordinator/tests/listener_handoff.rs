@@ -40,7 +40,10 @@ async fn health(url: &str, deadline: Duration) -> Result<i32, String> {
 async fn every_standby_in_turn_accepts_on_the_listeners_the_last_one_handed_over() {
     let tcp = Arc::new(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
     let url = format!("http://{}", tcp.local_addr().unwrap());
-    let listeners = vec![Listener::Tcp(tcp)];
+    let listeners = vec![Listener::Tcp(
+        tcp,
+        dispatch_coordinator::conn::Gate::new(dispatch_coordinator::conn::Limits::for_process()),
+    )];
     // A connection that stays open across the hand-offs (as a client's channel would).
     let kept = tonic::transport::Endpoint::from_shared(url.clone())
         .unwrap()

@@ -5,7 +5,7 @@
 //! notify:
 //!   command: notify-send "dispatch" "$DISPATCH_TASK_ID: $DISPATCH_EVENT"
 //!   webhook: https://chat.internal/hooks/dispatch
-//!   secret: a-long-random-string      # signs each POST: X-Dispatch-Signature-256
+//!   secret: whsec_…                   # signs each POST (Standard Webhooks: webhook-signature)
 //!   ca: /etc/dispatch/hooks-ca.pem    # the webhook's CA when it is not in the system roots
 //! ```
 
@@ -22,8 +22,8 @@ pub struct NotifyConfig {
     /// `https://` (or `http://`) URL that gets a JSON POST.
     #[serde(default)]
     pub webhook: Option<String>,
-    /// With it, each POST carries `X-Dispatch-Signature-256: sha256=<hex HMAC-SHA256 of the
-    /// body>`.
+    /// With it, each POST carries a Standard Webhooks `webhook-signature` (and the older
+    /// `X-Dispatch-Signature-256: sha256=<hex HMAC-SHA256 of the body>`).
     #[serde(default)]
     pub secret: Option<String>,
     /// The CA (PEM file) of an `https://` webhook whose certificate is not in the system roots.

@@ -226,3 +226,101 @@ fn an_https_webhook_is_verified_and_each_post_is_signed() {
     assert_eq!(v["task"], "signed");
     assert_eq!(v["state"], "completed");
 }
+
+/// Reads one HTTP request (head and body) from `conn` and answers 200.
+fn read_post(conn: std::net::TcpStream) -> (String, Vec<u8>) {
+    let mut w = conn.try_clone().unwrap();
+    let mut reader = BufReader::new(conn);
+    let mut head = String::new();
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+        head.push_str(&line);
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    (head, body)
+}
+
+#[test]
+fn deliveries_follow_standard_webhooks_and_a_receiver_refuses_replays() {
+    let Some(py) = dispatch_tests::python_with(&["standardwebhooks"]) else {
+        return;
+    };
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", server.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let _ = tx.send(read_post(conn.unwrap()));
+        }
+    });
+    // A Standard Webhooks secret: whsec_ and the base64 of the key.
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("coordinator.yaml");
+    std::fs::write(
+        &cfg,
+        format!("notify:\n  webhook: {url}\n  secret: {secret}\n"),
+    )
+    .unwrap();
+    let mut c = Cluster::with_coordinator_args(&["--config", cfg.to_str().unwrap()]);
+    c.add_agent(AgentOpts::new("box", 2));
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "std",
+        "--step",
+        "one",
+        "--wait",
+        "x",
+    ]);
+    let (head, body) = rx
+        .recv_timeout(dispatch_tests::DEADLINE)
+        .expect("the webhook was called");
+    let headers: serde_json::Map<String, serde_json::Value> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+        .collect();
+    assert_eq!(
+        headers.get("webhook-id").and_then(|v| v.as_str()),
+        Some("msg_std_task_ended_1"),
+        "{head}"
+    );
+    let body = String::from_utf8(body).unwrap();
+    let delivery = serde_json::json!({"headers": headers, "body": body});
+    let mut tampered = delivery.clone();
+    tampered["body"] = serde_json::Value::String(body.replace("completed", "failed"));
+    let mut stale = delivery.clone();
+    stale["headers"]["webhook-timestamp"] = serde_json::Value::String("1614265330".into());
+    let file = dir.path().join("deliveries.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&serde_json::json!([delivery, delivery, tampered, stale])).unwrap(),
+    )
+    .unwrap();
+    let (code, out) =
+        dispatch_tests::run_python(&py, "webhook_verify.py", &[secret, file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let verdicts: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        verdicts,
+        ["ok", "replay", "invalid", "invalid"],
+        "the reference library's verdicts:\n{out}"
+    );
+}

@@ -449,7 +449,12 @@ fn a_repository_url_that_names_no_host_is_an_error_not_a_crash() {
     let c = Cluster::with_node("box");
     // parse() and redact() once called each other forever on such a URL: a stack overflow
     // that aborted the coordinator on one member's submit.
-    for url in ["https:///x", "https://tok@/x", "ssh://:p@/r", "https://h:99999/x"] {
+    for url in [
+        "https:///x",
+        "https://tok@/x",
+        "ssh://:p@/r",
+        "https://h:99999/x",
+    ] {
         let e = c.block_on(async {
             let mut cl = dispatch_tests::client_with(&c.url, &c.admin_token)
                 .await
@@ -475,4 +480,134 @@ fn a_repository_url_that_names_no_host_is_an_error_not_a_crash() {
         );
     }
     c.ok(&["status"]);
+}
+
+/// Waits until every one of `socks` is closed by the far end (a read gives end of file or an
+/// error), up to `within`; how many were.
+fn closed_within(socks: &mut [std::net::TcpStream], within: std::time::Duration) -> usize {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + within;
+    let mut closed = vec![false; socks.len()];
+    while std::time::Instant::now() < deadline && closed.iter().any(|c| !c) {
+        for (s, done) in socks.iter_mut().zip(closed.iter_mut()) {
+            if *done {
+                continue;
+            }
+            s.set_read_timeout(Some(std::time::Duration::from_millis(5)))
+                .unwrap();
+            let mut buf = [0u8; 1024];
+            match s.read(&mut buf) {
+                Ok(0) => *done = true,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => *done = true,
+            }
+        }
+    }
+    closed.iter().filter(|c| **c).count()
+}
+
+#[test]
+fn idle_and_trickling_strangers_are_cut_and_users_are_still_served() {
+    use std::io::Write;
+    let c = Cluster::with_coordinator_args(&[
+        "--http-listen",
+        "127.0.0.1:0",
+        "--auth-deadline",
+        "2s",
+        "--max-unauthenticated-per-address",
+        "400",
+    ]);
+    let grpc = c.url.trim_start_matches("http://").to_string();
+    let http = std::fs::read_to_string(c.dir.path().join("coordinator/http.addr"))
+        .unwrap()
+        .trim()
+        .trim_start_matches("http://")
+        .to_string();
+    // 300 connections that never say a word to the gRPC port, 50 that trickle an HTTP
+    // request's headers to the dashboard and never finish them.
+    let mut socks: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(&grpc).unwrap())
+        .collect();
+    let mut slow: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&http).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+                .unwrap();
+            s
+        })
+        .collect();
+    // A member is served meanwhile.
+    let t0 = std::time::Instant::now();
+    c.ok(&["status"]);
+    let served = t0.elapsed();
+    let mut trickle = 0;
+    let cut = closed_within(&mut socks, std::time::Duration::from_secs(12));
+    // One more header byte now and then: still cut at the deadline.
+    for s in &mut slow {
+        let _ = s.write_all(b"a");
+        trickle += 1;
+    }
+    let cut_slow = closed_within(&mut slow, std::time::Duration::from_secs(12));
+    assert_eq!(cut, 300, "silent gRPC connections closed");
+    assert_eq!(
+        cut_slow, 50,
+        "trickling dashboard requests closed ({trickle} bytes sent)"
+    );
+    assert!(
+        served < std::time::Duration::from_secs(5),
+        "status took {served:?} among 350 strangers"
+    );
+    c.ok(&["status"]);
+}
+
+#[test]
+fn a_token_holds_only_so_many_streams_and_gets_them_back_when_they_close() {
+    use dispatch_proto::v1;
+    let c = Cluster::with_coordinator_args(&["--max-streams-per-token", "3"]);
+    let member = c.user_token("mo", "member", &[]);
+    c.block_on(async {
+        let mut cl = dispatch_tests::client_with(&c.url, &member).await.unwrap();
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(
+                cl.watch(v1::WatchRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner(),
+            );
+        }
+        let e = cl.watch(v1::WatchRequest::default()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        assert!(
+            e.message().contains("--max-streams-per-token") && e.message().contains("mo"),
+            "{}",
+            e.message()
+        );
+        // Another token is not limited by mo's streams.
+        let mut admin = dispatch_tests::client_with(&c.url, &c.admin_token)
+            .await
+            .unwrap();
+        admin.watch(v1::WatchRequest::default()).await.unwrap();
+        // A closed stream gives its place back (as soon as the coordinator sees it gone).
+        drop(open.pop());
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match cl.watch(v1::WatchRequest::default()).await {
+                Ok(s) => {
+                    open.push(s.into_inner());
+                    break;
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("the closed stream's place never came back: {e:?}"),
+            }
+        }
+    });
 }

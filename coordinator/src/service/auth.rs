@@ -142,6 +142,10 @@ pub fn authenticate(
         if let Some(name) = cert {
             req.extensions_mut().insert(CertName(name));
         }
+        // The connection is no stranger any more: no deadline, and it cannot be evicted.
+        if let Some(peer) = req.remote_addr() {
+            c.config.gate.authenticated(peer);
+        }
         req.extensions_mut().insert(who);
         Ok(req)
     }

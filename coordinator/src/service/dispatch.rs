@@ -166,6 +166,7 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         req: Request<v1::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (who, sight) = who(&req, Rpc::Read)?;
+        let permit = self.0.open_stream(&who, "watch")?;
         let task_id = req.into_inner().task_id;
         let c = Arc::clone(&self.0);
         // Subscribe before reading the snapshot so no change falls between them.
@@ -173,9 +174,13 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let initial = snapshots(&c, &task_id, (&who, sight)).await?;
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
         let stopping = c.stopping();
+        let gone = tx.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             tokio::select! {
                 _ = stopping => {}
+                // The client went away: its place is free at once, not at the next change.
+                _ = gone.closed() => {}
                 _ = pump_watch(&c, &task_id, (&who, sight), rx, initial, tx) => {}
             }
         });
@@ -219,14 +224,21 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let c = Arc::clone(&self.0);
         let task = c.task(&req.id).await?;
         crate::domain::must_own(&who, &task)?;
+        let permit = if req.follow {
+            Some(c.open_stream(&who, "output --follow")?)
+        } else {
+            None
+        };
         // Subscribe before the first read so no change falls between them.
         let watch_rx = c.publisher.watch();
         let (tx, out) = mpsc::channel(4);
         let stopping = c.stopping();
         tokio::spawn(async move {
+            let _permit = permit;
             let told = tx.clone();
             tokio::select! {
                 _ = stopping => stopping_error(&told).await,
+                _ = told.closed() => {}
                 _ = pump_output(&c, task, req.follow, watch_rx, tx) => {}
             }
         });
@@ -325,14 +337,21 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         let c = Arc::clone(&self.0);
         let task = c.task(&req.id).await?;
         crate::domain::must_own(&who, &task)?;
+        let permit = if req.follow {
+            Some(c.open_stream(&who, "logs --follow")?)
+        } else {
+            None
+        };
         let log_rx = c.publisher.logs();
         let watch_rx = c.publisher.watch();
         let (tx, out) = mpsc::channel(CLIENT_QUEUE);
         let stopping = c.stopping();
         tokio::spawn(async move {
+            let _permit = permit;
             let told = tx.clone();
             tokio::select! {
                 _ = stopping => stopping_error(&told).await,
+                _ = told.closed() => {}
                 _ = pump_logs(&c, &task.id, &req, log_rx, watch_rx, tx) => {}
             }
         });

@@ -100,8 +100,8 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
             let (mark, class) = icon(i.status());
             let _ = write!(
                 out,
-                r#"<li class="{class}" style="margin-left:{}em"><span aria-hidden="true">{mark}</span> <span class="sr">{class}:</span> {}{}</li>"#,
-                i.depth,
+                r#"<li class="{class} depth-{}"><span aria-hidden="true">{mark}</span> <span class="sr">{class}:</span> {}{}</li>"#,
+                i.depth.min(8),
                 esc(&i.text),
                 if i.note.is_empty() {
                     String::new()

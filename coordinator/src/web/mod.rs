@@ -9,6 +9,7 @@
 //! token (the CLI's), kept in an HttpOnly, SameSite=Strict cookie. Assets are compiled in.
 
 mod html;
+mod session;
 
 use crate::Coordinator;
 use crate::model::Principal;
@@ -25,8 +26,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_stream::StreamExt;
 
-/// The cookie that carries the token.
-const COOKIE: &str = "dispatch_token";
+/// The cookie that carries the session id over TLS (`__Host-`: Secure, Path=/, this host only).
+const COOKIE_TLS: &str = "__Host-dispatch_session";
+/// The cookie that carries the session id over plain HTTP (loopback).
+const COOKIE: &str = "dispatch_session";
 /// Worker output shown on a task's page: its last part.
 const LOG_TAIL: usize = 16 * 1024;
 /// Output read to find that tail, at most (the rest: `dispatch logs ID`).
@@ -39,16 +42,33 @@ struct App {
     secure: bool,
     /// The local daemon's one-time login (no tokens there).
     local: Option<Arc<LocalLogin>>,
+    /// Who is logged in, by session id.
+    sessions: Arc<session::Sessions>,
 }
+
+/// A logged-in caller: who, and the CSRF token of their session.
+struct Viewer {
+    p: Principal,
+    csrf: String,
+}
+
+impl Viewer {
+    /// A page of this session: every post form carries its CSRF token.
+    fn html(&self, page: String) -> Response {
+        Html(session::with_csrf(&page, &self.csrf)).into_response()
+    }
+}
+
+/// The peer of a dashboard connection (put there by the server).
+#[derive(Clone, Copy, Debug)]
+struct Peer(std::net::SocketAddr);
 
 /// How the local daemon's owner logs in: `dispatch dashboard` writes a one-time secret to a
 /// file only they can read and opens `/login?once=SECRET`; the first use deletes the file and
-/// gives the browser this session's cookie.
+/// gives the browser a session.
 pub struct LocalLogin {
     /// Where `dispatch dashboard` puts the one-time secret (0600).
     pub once_file: std::path::PathBuf,
-    /// The session cookie's value (random, per daemon run).
-    pub session: String,
 }
 
 /// The cookie of a local session.
@@ -59,14 +79,58 @@ impl App {
         DispatchSvc(Arc::clone(&self.c))
     }
 
-    /// The logged-in caller, from the cookie.
-    fn who(&self, headers: &HeaderMap) -> Option<Principal> {
-        if let Some(l) = &self.local {
-            return (cookie(headers, LOCAL_COOKIE).as_deref() == Some(l.session.as_str()))
-                .then_some(Principal::Local);
+    /// The session cookie's name.
+    fn cookie_name(&self) -> &'static str {
+        if self.local.is_some() {
+            LOCAL_COOKIE
+        } else if self.secure {
+            COOKIE_TLS
+        } else {
+            COOKIE
         }
-        let token = cookie(headers, COOKIE)?;
-        self.c.tokens.principal(&token).ok()
+    }
+
+    /// The logged-in caller, from the session its cookie names (its token checked now).
+    fn who(&self, headers: &HeaderMap) -> Option<Viewer> {
+        let id = cookie(headers, self.cookie_name())?;
+        let (p, csrf) =
+            self.sessions
+                .who(&id, crate::now_ms(), |t| match self.c.tokens.principal(t) {
+                    Ok(Principal::Node { .. }) | Err(_) => None,
+                    Ok(p) => Some(p),
+                })?;
+        // A local session is only the local daemon's.
+        if matches!(p, Principal::Local) != self.local.is_some() {
+            return None;
+        }
+        Some(Viewer { p, csrf })
+    }
+
+    /// The `Set-Cookie` value that gives the browser session `id` (or ends it, with `None`).
+    fn set_cookie(&self, id: Option<&str>) -> Option<HeaderValue> {
+        let secure = if self.secure { "; Secure" } else { "" };
+        let v = match id {
+            Some(id) => format!(
+                "{}={id}; Path=/; HttpOnly; SameSite=Strict{secure}",
+                self.cookie_name()
+            ),
+            None => format!(
+                "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}",
+                self.cookie_name()
+            ),
+        };
+        HeaderValue::from_str(&v).ok()
+    }
+
+    /// The refusal of a post that did not come from this session's own pages (none: it did).
+    fn check_post(&self, v: &Viewer, headers: &HeaderMap, csrf: &str) -> Option<Response> {
+        let why = session::cross_site(headers, self.secure).or_else(|| {
+            (!session::same(csrf, &v.csrf)).then_some("the form is not from this session's page")
+        });
+        why.map(|why| {
+            tracing::warn!(who = %v.p.name(), why, "dashboard: refused a post");
+            forbidden(Some(v), why)
+        })
     }
 }
 
@@ -93,8 +157,23 @@ fn can_act(who: &Principal, t: &v1::Task) -> bool {
     permit(who, Rpc::Act).is_ok() && !t.summary && who.owns(&t.owner)
 }
 
+/// A post refused before it was read (cross-site, or without its session's CSRF token).
+fn forbidden(v: Option<&Viewer>, why: &str) -> Response {
+    let body = format!(
+        "<p class=\"error\" role=\"alert\">Refused: {}. Nothing was changed; open the page again and retry.</p><p><a href=\"/\">Back to the tasks</a></p>",
+        html::esc(why)
+    );
+    let page = html::page("Refused", v.map(|v| &v.p), None, &body);
+    let mut r = match v {
+        Some(v) => v.html(page),
+        None => Html(page).into_response(),
+    };
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r
+}
+
 /// A refused or failed call as a page that says why.
-fn failed(who: Option<&Principal>, s: &tonic::Status) -> Response {
+fn failed(v: Option<&Viewer>, s: &tonic::Status) -> Response {
     let code = match s.code() {
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
         tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
@@ -106,7 +185,13 @@ fn failed(who: Option<&Principal>, s: &tonic::Status) -> Response {
         "<p class=\"error\" role=\"alert\">{}</p><p><a href=\"/\">Back to the tasks</a></p>",
         html::esc(s.message())
     );
-    (code, Html(html::page("Error", who, None, &body))).into_response()
+    let page = html::page("Error", v.map(|v| &v.p), None, &body);
+    let mut r = match v {
+        Some(v) => v.html(page),
+        None => Html(page).into_response(),
+    };
+    *r.status_mut() = code;
+    r
 }
 
 fn to_login() -> Response {
@@ -119,6 +204,7 @@ pub fn router(c: Arc<Coordinator>, secure: bool) -> axum::Router {
         c,
         secure,
         local: None,
+        sessions: Default::default(),
     })
 }
 
@@ -128,6 +214,7 @@ pub fn local_router(c: Arc<Coordinator>, login: LocalLogin) -> axum::Router {
         c,
         secure: false,
         local: Some(Arc::new(login)),
+        sessions: Default::default(),
     })
 }
 
@@ -144,7 +231,28 @@ fn routes(app: App) -> axum::Router {
         .route("/events", get(events))
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
+}
+
+/// What every dashboard response says to the browser: run only the dashboard's own script and
+/// style, in no frame, sniffing no types, caching nothing, sending no referrer elsewhere.
+async fn security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    for (k, v) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CACHE_CONTROL, "no-store"),
+        // Same-origin requests keep their Origin (a form post's is `null` under no-referrer).
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    r
 }
 
 async fn css() -> impl IntoResponse {
@@ -171,12 +279,13 @@ async fn login_form(State(app): State<App>, Query(q): Query<Once>) -> Response {
         // The secret is good once: the file is removed before the cookie is given.
         let given = q.once.unwrap_or_default();
         let kept = std::fs::read_to_string(&l.once_file).unwrap_or_default();
-        if !given.is_empty() && given == kept.trim() && std::fs::remove_file(&l.once_file).is_ok() {
+        if !given.is_empty()
+            && session::same(&given, kept.trim())
+            && std::fs::remove_file(&l.once_file).is_ok()
+        {
+            let id = app.sessions.start(None, crate::now_ms());
             let mut r = Redirect::to("/").into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "{LOCAL_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-                l.session
-            )) {
+            if let Some(v) = app.set_cookie(Some(&id)) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
             return r;
@@ -196,62 +305,117 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(app): State<App>, Form(f): Form<LoginForm>) -> Response {
+async fn login(
+    State(app): State<App>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<Peer>>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let page = |status: StatusCode, error: &str| {
+        (
+            status,
+            Html(html::page("Log in", None, None, &html::login(Some(error)))),
+        )
+            .into_response()
+    };
+    if let Some(why) = session::cross_site(&headers, app.secure) {
+        return forbidden(None, why);
+    }
+    let now = crate::now_ms();
+    let ip = peer.map(|p| p.0.0.ip());
+    if let Some(ip) = ip {
+        let wait = app.sessions.login_wait(ip, now);
+        if wait > 0 {
+            tracing::warn!(%ip, "dashboard: too many failed logins from this address");
+            let mut r = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("too many failed logins from your address; try again in {wait} s"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+    }
     let token = f.token.trim();
+    let failed_login = |why: &str| {
+        // Who tried, by address and the token's id (never its secret).
+        let shown_id = token
+            .strip_prefix("dsp_")
+            .and_then(|r| r.split('_').next())
+            .filter(|id| id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .unwrap_or("?");
+        let who = ip.map_or("dashboard".to_string(), |ip| format!("dashboard@{ip}"));
+        let entry = crate::model::AuditEntry {
+            who,
+            action: "login-failed".into(),
+            task_id: String::new(),
+            detail: format!("token id {shown_id}: {why}"),
+        };
+        let c = Arc::clone(&app.c);
+        tokio::spawn(async move {
+            if let Err(e) = c.store.audit(&entry, crate::now_ms()).await {
+                tracing::warn!(error = %e, "cannot audit a failed login");
+            }
+        });
+        if let Some(ip) = ip {
+            app.sessions.login_failed(ip, now);
+        }
+    };
     match app.c.tokens.principal(token) {
-        Ok(Principal::Node { .. }) => Html(html::page(
-            "Log in",
-            None,
-            None,
-            &html::login(Some("that is a node's token; log in with a user token")),
-        ))
-        .into_response(),
-        Ok(_) if token.bytes().all(|b| b.is_ascii_graphic() && b != b';') => {
-            let secure = if app.secure { "; Secure" } else { "" };
+        Ok(Principal::Node { .. }) => {
+            failed_login("a node's token");
+            page(
+                StatusCode::UNAUTHORIZED,
+                "that is a node's token; log in with a user token",
+            )
+        }
+        Ok(_) => {
+            if let Some(ip) = ip {
+                app.sessions.login_ok(ip);
+            }
+            // The browser gets a session id; the token stays here.
+            let id = app.sessions.start(Some(token.to_string()), now);
             let mut r = Redirect::to("/").into_response();
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"
-            )) {
+            if let Some(v) = app.set_cookie(Some(&id)) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
             r
         }
-        Ok(_) => Html(html::page(
-            "Log in",
-            None,
-            None,
-            &html::login(Some("that token holds characters a cookie cannot carry")),
-        ))
-        .into_response(),
-        Err(e) => (
-            StatusCode::UNAUTHORIZED,
-            Html(html::page(
-                "Log in",
-                None,
-                None,
-                &html::login(Some(&e.to_string())),
-            )),
-        )
-            .into_response(),
+        Err(e) => {
+            failed_login("not a valid token");
+            page(StatusCode::UNAUTHORIZED, &e.to_string())
+        }
     }
 }
 
-async fn logout() -> Response {
+#[derive(serde::Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(State(app): State<App>, headers: HeaderMap, Form(f): Form<LogoutForm>) -> Response {
+    if let Some(v) = app.who(&headers) {
+        if let Some(r) = app.check_post(&v, &headers, &f.csrf) {
+            return r;
+        }
+        if let Some(id) = cookie(&headers, app.cookie_name()) {
+            app.sessions.end(&id);
+        }
+    }
     let mut r = Redirect::to("/login").into_response();
-    for gone in [
-        "dispatch_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
-        "dispatch_local=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict",
-    ] {
-        r.headers_mut()
-            .append(header::SET_COOKIE, HeaderValue::from_static(gone));
+    if let Some(v) = app.set_cookie(None) {
+        r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
 }
 
 async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
-    let Some(who) = app.who(&headers) else {
+    let Some(v) = app.who(&headers) else {
         return to_login();
     };
+    let who = v.p.clone();
     let page = app
         .svc()
         .list_tasks(as_who(
@@ -266,23 +430,24 @@ async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
         Ok(r) => {
             let tasks = r.into_inner().tasks;
             let body = html::task_list(&tasks, |t| can_act(&who, t));
-            Html(html::page("Tasks", Some(&who), Some(""), &body)).into_response()
+            v.html(html::page("Tasks", Some(&who), Some(""), &body))
         }
-        Err(s) => failed(Some(&who), &s),
+        Err(s) => failed(Some(&v), &s),
     }
 }
 
 async fn task_page(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let Some(who) = app.who(&headers) else {
+    let Some(v) = app.who(&headers) else {
         return to_login();
     };
+    let who = v.p.clone();
     let svc = app.svc();
     let t = match svc
         .get_task(as_who(&who, v1::GetTaskRequest { id: id.clone() }))
         .await
     {
         Ok(t) => t.into_inner(),
-        Err(s) => return failed(Some(&who), &s),
+        Err(s) => return failed(Some(&v), &s),
     };
     let act = can_act(&who, &t);
     let mut body = format!("<div id=\"live\">{}</div>", html::task_card(&t, act, true));
@@ -362,13 +527,15 @@ async fn task_page(State(app): State<App>, headers: HeaderMap, Path(id): Path<St
             }
         }
     }
-    Html(html::page(&t.id, Some(&who), Some(&t.id), &body)).into_response()
+    v.html(html::page(&t.id, Some(&who), Some(&t.id), &body))
 }
 
 #[derive(serde::Deserialize)]
 struct AnswerForm {
     seq: u32,
     text: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 async fn answer(
@@ -377,9 +544,13 @@ async fn answer(
     Path(id): Path<String>,
     Form(f): Form<AnswerForm>,
 ) -> Response {
-    let Some(who) = app.who(&headers) else {
+    let Some(v) = app.who(&headers) else {
         return to_login();
     };
+    let who = v.p.clone();
+    if let Some(r) = app.check_post(&v, &headers, &f.csrf) {
+        return r;
+    }
     let req = v1::AnswerRequest {
         id: id.clone(),
         seq: f.seq,
@@ -388,13 +559,15 @@ async fn answer(
     };
     match app.svc().answer(as_who(&who, req)).await {
         Ok(_) => Redirect::to(&format!("/task/{}", urlencode(&id))).into_response(),
-        Err(s) => failed(Some(&who), &s),
+        Err(s) => failed(Some(&v), &s),
     }
 }
 
 #[derive(serde::Deserialize)]
 struct NoteForm {
     text: String,
+    #[serde(default)]
+    csrf: String,
 }
 
 async fn note(
@@ -403,16 +576,20 @@ async fn note(
     Path(id): Path<String>,
     Form(f): Form<NoteForm>,
 ) -> Response {
-    let Some(who) = app.who(&headers) else {
+    let Some(v) = app.who(&headers) else {
         return to_login();
     };
+    let who = v.p.clone();
+    if let Some(r) = app.check_post(&v, &headers, &f.csrf) {
+        return r;
+    }
     let req = v1::AddNoteRequest {
         id: id.clone(),
         text: f.text,
     };
     match app.svc().add_note(as_who(&who, req)).await {
         Ok(_) => Redirect::to(&format!("/task/{}", urlencode(&id))).into_response(),
-        Err(s) => failed(Some(&who), &s),
+        Err(s) => failed(Some(&v), &s),
     }
 }
 
@@ -426,9 +603,10 @@ fn urlencode(s: &str) -> String {
 }
 
 async fn inbox(State(app): State<App>, headers: HeaderMap) -> Response {
-    let Some(who) = app.who(&headers) else {
+    let Some(v) = app.who(&headers) else {
         return to_login();
     };
+    let who = v.p.clone();
     match app
         .svc()
         .list_questions(as_who(&who, v1::ListQuestionsRequest {}))
@@ -440,16 +618,17 @@ async fn inbox(State(app): State<App>, headers: HeaderMap) -> Response {
                 "<h2>Waiting for an answer</h2>{}",
                 html::inbox(&qs, permit(&who, Rpc::Act).is_ok())
             );
-            Html(html::page("Inbox", Some(&who), None, &body)).into_response()
+            v.html(html::page("Inbox", Some(&who), None, &body))
         }
-        Err(s) => failed(Some(&who), &s),
+        Err(s) => failed(Some(&v), &s),
     }
 }
 
 async fn nodes(State(app): State<App>, headers: HeaderMap) -> Response {
-    let Some(who) = app.who(&headers) else {
+    let Some(v) = app.who(&headers) else {
         return to_login();
     };
+    let who = v.p.clone();
     match app
         .svc()
         .list_nodes(as_who(&who, v1::ListNodesRequest {}))
@@ -457,9 +636,9 @@ async fn nodes(State(app): State<App>, headers: HeaderMap) -> Response {
     {
         Ok(r) => {
             let body = html::nodes(&r.into_inner().nodes);
-            Html(html::page("Nodes", Some(&who), None, &body)).into_response()
+            v.html(html::page("Nodes", Some(&who), None, &body))
         }
-        Err(s) => failed(Some(&who), &s),
+        Err(s) => failed(Some(&v), &s),
     }
 }
 
@@ -471,9 +650,10 @@ struct Follow {
 /// Server-sent events: each change of a followed task as its re-rendered card
 /// (`event: task`, data `{"id", "state", "html"}`), from the Watch stream.
 async fn events(State(app): State<App>, headers: HeaderMap, Query(f): Query<Follow>) -> Response {
-    let Some(who) = app.who(&headers) else {
+    let Some(v) = app.who(&headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
+    let (who, csrf) = (v.p.clone(), v.csrf.clone());
     let one = f.task.unwrap_or_default();
     let full = !one.is_empty();
     let stream = match app
@@ -482,7 +662,7 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(f): Query<Foll
         .await
     {
         Ok(s) => s.into_inner(),
-        Err(s) => return failed(Some(&who), &s),
+        Err(s) => return failed(Some(&v), &s),
     };
     let mut seen: HashMap<String, v1::Task> = HashMap::new();
     let events = stream.take_while(|ev| ev.is_ok()).filter_map(move |ev| {
@@ -493,7 +673,7 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(f): Query<Foll
         let data = serde_json::json!({
             "id": t.id,
             "state": t.task_state().as_str(),
-            "html": html::task_card(&t, can_act(&who, &t), full),
+            "html": session::with_csrf(&html::task_card(&t, can_act(&who, &t), full), &csrf),
         });
         Some(Ok::<_, std::convert::Infallible>(
             Event::default().event("task").data(data.to_string()),
@@ -505,91 +685,110 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(f): Query<Foll
         .into_response()
 }
 
+/// How long a client may take, by default, for a TLS handshake and for a request's headers,
+/// and how long a kept-alive connection may sit idle before its next request.
+pub const SLOW_CLIENT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves the dashboard (`router` or `local_router`) on `listener` until `stop` resolves:
 /// HTTPS with `tls` (the coordinator's certificate), else plain HTTP (the caller refuses a
-/// non-loopback address without TLS, as for gRPC).
+/// non-loopback address without TLS, as for gRPC). Every connection passes a gate (at most
+/// 1,024 at once, 64 from one address; the oldest makes room when full); a TLS handshake not
+/// done within `slow` ([`SLOW_CLIENT`] by default), headers trickled slower than that, or a
+/// kept-alive connection idle that long, closes the connection. Open requests finish (up to
+/// 10 s) after `stop`.
 pub async fn serve(
     app: axum::Router,
     listener: tokio::net::TcpListener,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    slow: std::time::Duration,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        Some(cfg) => {
-            let l = TlsListener::new(listener, tokio_rustls::TlsAcceptor::from(cfg))?;
-            axum::serve(l, app).with_graceful_shutdown(stop).await
-        }
-    }
+    let gate = crate::conn::Gate::new(crate::conn::Limits {
+        max_connections: crate::conn::fd_budget().min(1024),
+        unauthenticated_per_address: 64,
+        deadline: None,
+    });
+    serve_gated(app, listener, tls, gate, slow, stop).await
 }
 
-/// TLS connections of a TCP listener. Handshakes run on their own tasks (a slow or silent
-/// client holds up no one) and are cut after 10 s.
-struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        std::net::SocketAddr,
-    )>,
-    addr: std::net::SocketAddr,
-}
-
-impl TlsListener {
-    fn new(
-        tcp: tokio::net::TcpListener,
-        acceptor: tokio_rustls::TlsAcceptor,
-    ) -> std::io::Result<TlsListener> {
-        let addr = tcp.local_addr()?;
-        let (tx, ready) = tokio::sync::mpsc::channel(64);
+/// [`serve`] through `gate`.
+async fn serve_gated(
+    app: axum::Router,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    gate: Arc<crate::conn::Gate>,
+    slow: std::time::Duration,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(slow)
+        .keep_alive(true);
+    let stop = std::pin::pin!(stop);
+    let mut stop = stop;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut stop => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors, most likely: let some close.
+                    tracing::debug!(error = %e, "dashboard: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let Some(conn) = gate.admit(tcp, peer) else {
+            continue;
+        };
+        let (watcher, http, acceptor) = (graceful.watcher(), http.clone(), acceptor.clone());
+        // Each request knows its connection's peer (login throttling is per address).
+        let inner = service.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                hyper::service::Service::call(&inner, req)
+            });
         tokio::spawn(async move {
-            while !tx.is_closed() {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "dashboard: accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
+            let served = match acceptor {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(conn), service))
+                        .await
+                }
+                Some(a) => match tokio::time::timeout(slow, a.accept(conn)).await {
+                    Ok(Ok(tls)) => {
+                        watcher
+                            .watch(http.serve_connection(TokioIo::new(tls), service))
+                            .await
                     }
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let shake = tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await;
-                    match shake {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "dashboard: TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "dashboard: TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "dashboard: TLS handshake failed");
+                        return;
                     }
-                });
+                    Err(_) => {
+                        tracing::debug!(%peer, "dashboard: TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "dashboard: connection ended");
             }
         });
-        Ok(TlsListener { ready, addr })
     }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accept task is gone (it never ends while this listener lives).
-            None => std::future::pending().await,
-        }
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("dashboard: connections still open 10 s after stop; leaving them");
     }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.addr)
-    }
+    Ok(())
 }

@@ -10,6 +10,7 @@
 //! ./target/release/dispatch-bench footprint [--tasks 100000]
 //! ./target/release/dispatch-bench idle [--tasks 10] [--seconds 10]
 //! ./target/release/dispatch-bench security [--count 2000]
+//! ./target/release/dispatch-bench strangers [--idle 20000] [--streams 10000] [--count 200]
 //! ./target/release/dispatch-bench results [--events 20000] [--parse-mb 64]
 //! ./target/release/dispatch-bench fallback [--count 5] [--api-retries 3]   # the real CLIs (tests/clis)
 //! ./target/release/dispatch-bench overhead [--count 20]                    # the real CLIs (tests/clis)
@@ -1153,6 +1154,196 @@ fn takeover(args: &[String]) -> Vec<Stats> {
     ]
 }
 
+/// Raises this process's open-file limit as far as it may (its children, the coordinator
+/// among them, inherit it); the limit it got.
+fn raise_nofile(want: u64) -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
+    // Root may raise the hard limit too (up to fs.nr_open).
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_ok() {
+        return want;
+    }
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    hard
+}
+
+/// `--idle` connections that never speak (spread over loopback source addresses, as from many
+/// hosts) and `--streams` Watch streams of many member tokens against a TLS coordinator: how
+/// long an authenticated `status` (a new connection and a ListTasks, as the CLI does) takes
+/// meanwhile, and what the strangers and streams cost the coordinator (RSS, CPU) — and whether
+/// the memory comes back when the streams close.
+fn strangers(args: &[String]) -> Vec<Stats> {
+    let idle = arg(args, "--idle", 20_000);
+    let streams = arg(args, "--streams", 10_000);
+    let count = arg(args, "--count", 200);
+    let limit = raise_nofile((idle + streams + 10_000) as u64 * 2);
+    println!("(open-file limit {limit})");
+    let certs = tempfile::tempdir().unwrap();
+    dispatch_coordinator::certs::init(certs.path(), &["localhost".into()], &[], 30, false).unwrap();
+    // The strangers stay for the whole measure (a long deadline); the cap is what the
+    // open-file limit allows.
+    let c = Cluster::with_tls(
+        certs.path(),
+        &["--auth-deadline", "600s", "--max-streams-per-token", "64"],
+    );
+    let pid = c.coordinator.child.id();
+    let addr: std::net::SocketAddr = c
+        .url
+        .trim_start_matches("https://")
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .unwrap();
+    let status = |c: &Cluster, name: &str| -> Stats {
+        let mut st = Stats {
+            name: name.into(),
+            samples: vec![],
+        };
+        c.block_on(async {
+            for _ in 0..count {
+                let t = Instant::now();
+                let mut fresh = c.client().await.unwrap();
+                fresh
+                    .list_tasks(v1::ListTasksRequest::default())
+                    .await
+                    .unwrap();
+                st.samples.push(ms(t.elapsed()));
+            }
+        });
+        st
+    };
+    let cpu = |from: (f64, u64), secs: f64| -> f64 {
+        let now = proc_usage(pid).1;
+        (now.saturating_sub(from.1)) as f64 * 10.0 / secs
+    };
+    let mut out = vec![status(
+        &c,
+        "status (new TLS connection + ListTasks), quiet (ms)",
+    )];
+    let before = proc_usage(pid);
+    // The strangers: 60 per source address (under the per-address cap of 64).
+    let t = Instant::now();
+    let socks: Vec<std::net::TcpStream> = (0..idle)
+        .filter_map(|i| {
+            let src = std::net::Ipv4Addr::new(
+                127,
+                0,
+                (2 + i / 60 / 250) as u8,
+                (2 + (i / 60) % 250) as u8,
+            );
+            let s = socket2_connect(src, addr)?;
+            Some(s)
+        })
+        .collect();
+    println!(
+        "({} idle connections open in {:.1} s)",
+        socks.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let held = std::time::Instant::now();
+    let with_idle = proc_usage(pid);
+    out.push(status(
+        &c,
+        &format!("status among {} idle strangers (ms)", socks.len()),
+    ));
+    let idle_cpu = cpu(with_idle, held.elapsed().as_secs_f64());
+    out.push(Stats {
+        name: format!("coordinator RSS with {} idle strangers (MiB)", socks.len()),
+        samples: vec![with_idle.0],
+    });
+    out.push(Stats {
+        name: "coordinator RSS before them (MiB)".into(),
+        samples: vec![before.0],
+    });
+    out.push(Stats {
+        name: "coordinator CPU while they sit (ms per second)".into(),
+        samples: vec![idle_cpu],
+    });
+    drop(socks);
+    // The streams: member tokens of 50 Watch streams each, over one connection per token.
+    let tokens: Vec<String> = (0..streams.div_ceil(50))
+        .map(|i| c.user_token(&format!("watcher-{i}"), "member", &[]))
+        .collect();
+    let base = proc_usage(pid);
+    let open = c.block_on(async {
+        let mut open = Vec::new();
+        for (i, tok) in tokens.iter().enumerate() {
+            let mut cl = dispatch_tests::client_tls(&c.url, tok, c.ca.as_deref())
+                .await
+                .unwrap();
+            for _ in 0..50.min(streams - i * 50) {
+                open.push(
+                    cl.watch(v1::WatchRequest::default())
+                        .await
+                        .unwrap()
+                        .into_inner(),
+                );
+            }
+        }
+        open
+    });
+    let with_streams = proc_usage(pid);
+    out.push(status(
+        &c,
+        &format!("status with {} Watch streams open (ms)", open.len()),
+    ));
+    out.push(Stats {
+        name: format!(
+            "coordinator RSS per Watch stream ({} open) (KiB)",
+            open.len()
+        ),
+        samples: vec![(with_streams.0 - base.0) * 1024.0 / open.len().max(1) as f64],
+    });
+    let n = open.len();
+    drop(open);
+    // Let the coordinator see them gone (each stream's task ends when its client does).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut after = proc_usage(pid);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = proc_usage(pid);
+        if (now.0 - after.0).abs() < 0.5 && now.0 < with_streams.0 {
+            after = now;
+            break;
+        }
+        after = now;
+    }
+    out.push(Stats {
+        name: format!("coordinator RSS after the {n} streams closed (MiB)"),
+        samples: vec![after.0],
+    });
+    out.push(Stats {
+        name: format!("coordinator RSS with the {n} streams open (MiB)"),
+        samples: vec![with_streams.0],
+    });
+    out
+}
+
+/// A TCP connection from `src` (a loopback address) to `to`, or `None` when the system ran out
+/// of something (ports, descriptors).
+fn socket2_connect(
+    src: std::net::Ipv4Addr,
+    to: std::net::SocketAddr,
+) -> Option<std::net::TcpStream> {
+    let s = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let local = nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(src, 0));
+    nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&s), &local).ok()?;
+    let std::net::SocketAddr::V4(to) = to else {
+        return None;
+    };
+    nix::sys::socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&s),
+        &nix::sys::socket::SockaddrIn::from(to),
+    )
+    .ok()?;
+    Some(std::net::TcpStream::from(s))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let scenario = args.first().map(String::as_str).unwrap_or("");
@@ -1179,6 +1370,7 @@ fn main() {
         "footprint" => footprint(&args),
         "idle" => idle(&args),
         "security" => security(&args),
+        "strangers" => strangers(&args),
         "results" => results(&args),
         "takeover" => takeover(&args),
         "fallback" | "overhead" => {
@@ -1194,7 +1386,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security|results|takeover|fallback|overhead [--count N] [--baseline N] [--json FILE] [--store postgres://SERVER [--replicas N]]"
+                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security|strangers|results|takeover|fallback|overhead [--count N] [--baseline N] [--json FILE] [--store postgres://SERVER [--replicas N]]"
             );
             std::process::exit(2);
         }
