@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod node;
 pub mod process_tree;
 pub mod runner;
+pub mod signed_runs;
 pub mod sim;
 pub mod spool;
 pub mod watched;

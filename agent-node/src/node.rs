@@ -541,6 +541,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         changes: Arc::new(cfg.changes.clone()),
         api_retries: cfg.api_retries,
         worker_env: Arc::new(cfg.worker_env.clone()),
+        signed_runs: Arc::new(crate::signed_runs::SignedRuns::open(
+            &cfg.data_dir.join("signed-runs"),
+            crate::runner::now_ms(),
+        )),
     };
     let mut node = Node {
         cfg,

@@ -64,6 +64,8 @@ pub struct RunContext {
     /// Only these variables of the node's environment reach a worker (None: all but the
     /// agent's own).
     pub worker_env: Arc<Option<Vec<String>>>,
+    /// The signed specs run here (a completed one is not run again).
+    pub signed_runs: Arc<crate::signed_runs::SignedRuns>,
 }
 
 /// Why a worker did not start: the error for the task's reason, and what its CLI said, when
@@ -155,7 +157,14 @@ fn check_signature(ctx: &RunContext, a: &v1::Assign) -> Result<(), String> {
             now_ms: now_ms(),
         },
     )
-    .map_err(|e| format!("node `{node}` refused the task: {e}"))
+    .map_err(|e| format!("node `{node}` refused the task: {e}"))?;
+    ctx.signed_runs
+        .start(
+            &crate::signed_runs::spec_hash(&a.signed_spec),
+            &a.task_id,
+            spec.expires_ms,
+        )
+        .map_err(|e| format!("node `{node}` refused the task: {e}"))
 }
 
 /// A running task, as the connection loop sees it.
@@ -977,6 +986,9 @@ async fn supervise(
         cli: cli.as_ref().map(dispatch_proto::convert::failure_to_proto),
     };
     tracing::info!(task = %w.task, ?exit_code, ?signal, cancelled, fault = %exited.fault, "worker exited");
+    if done_marker && exited.fault.is_empty() && !cancelled {
+        ctx.signed_runs.completed(&w.task);
+    }
     let _ = ctx
         .events
         .send(event(&w.task, attempt, Kind::Exited(exited)))

@@ -193,7 +193,7 @@ impl Coordinator {
                     plan_md: Some(plan.render()),
                     worker_prompt: Some(prompt::worker_prompt(
                         &t.id,
-                        &prompt::retry_context(&t.prompt, &previous),
+                        &prompt::retry_context(&t.prompt, &previous, !t.signer.is_empty()),
                         None,
                     )),
                     model: Some(model),

@@ -58,7 +58,7 @@ fn resume(t: &TaskRecord, question: &str, answer: &str) -> Transition {
     {
         plan.set_status(i, ItemStatus::Pending);
     }
-    let context = prompt::resume_context(&t.id, &t.prompt, question, answer);
+    let context = prompt::resume_context(&t.id, &t.prompt, question, answer, !t.signer.is_empty());
     Transition {
         set: TaskUpdate {
             state: Some(TaskState::Queued),

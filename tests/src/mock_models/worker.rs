@@ -504,7 +504,13 @@ mod tests {
         assert!(task.join("context.md").exists());
         let resumed = dispatch_core::prompt::worker_prompt(
             "t1",
-            &dispatch_core::prompt::resume_context("t1", "do it", "which one?", "the blue one"),
+            &dispatch_core::prompt::resume_context(
+                "t1",
+                "do it",
+                "which one?",
+                "the blue one",
+                false,
+            ),
             None,
         );
         let (_, said) = play(dir.path(), &resumed, None);
