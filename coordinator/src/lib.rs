@@ -94,22 +94,51 @@ impl CoordinatorConfig {
     }
 }
 
-/// Streams open per user token id.
-type OpenStreams = Arc<Mutex<HashMap<String, u32>>>;
+/// Streams open per user token id, and how many closed since memory was last given back.
+#[derive(Default)]
+struct Streams {
+    open: Mutex<HashMap<String, u32>>,
+    closed: std::sync::atomic::AtomicU64,
+}
+
+type OpenStreams = Arc<Streams>;
+
+/// Gives freed memory back to the system every 10 s once many streams have closed: a burst of
+/// thousands of watchers otherwise leaves the allocator holding their buffers (glibc keeps
+/// freed memory in its arenas).
+fn spawn_memory_return(streams: std::sync::Weak<Streams>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let Some(s) = streams.upgrade() else { return };
+            if s.closed.swap(0, std::sync::atomic::Ordering::Relaxed) >= 100 {
+                #[cfg(all(target_os = "linux", target_env = "gnu"))]
+                // SAFETY: malloc_trim only returns free memory to the system.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            }
+        }
+    });
+}
 
 /// One open stream of a token; gives its place back when dropped.
 pub struct StreamPermit(Option<(OpenStreams, String)>);
 
 impl Drop for StreamPermit {
     fn drop(&mut self) {
-        if let Some((open, token)) = self.0.take() {
-            let mut open = open.lock().unwrap();
+        if let Some((streams, token)) = self.0.take() {
+            let mut open = streams.open.lock().unwrap();
             if let Some(n) = open.get_mut(&token) {
                 *n -= 1;
                 if *n == 0 {
                     open.remove(&token);
                 }
             }
+            streams
+                .closed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -178,6 +207,7 @@ impl Coordinator {
             ack_waiters: Default::default(),
         });
         scheduler::spawn(Arc::downgrade(&c), rx);
+        spawn_memory_return(Arc::downgrade(&c.streams));
         c.load_tokens().await?;
         for n in c.store.list_nodes().await? {
             c.registry.set_cordoned(&n.name, n.cordoned);
@@ -218,7 +248,7 @@ impl Coordinator {
             return Ok(StreamPermit(None));
         };
         let max = self.config.max_streams_per_token;
-        let mut open = self.streams.lock().unwrap();
+        let mut open = self.streams.open.lock().unwrap();
         let n = open.entry(token.clone()).or_default();
         if max > 0 && *n >= max {
             return Err(error::CoordinatorError::ResourceExhausted(format!(
