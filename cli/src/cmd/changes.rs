@@ -304,7 +304,11 @@ pub(crate) async fn apply(g: &Global, id: &str, cherry_pick: bool) -> Result<u8>
             &["cherry-pick", &format!("{}..{}", info.base, info.head)],
         )
     } else {
-        git(&repo, &["merge", "--no-edit", &info.branch])
+        // The task's own branch, by its full name: never another ref a report named.
+        git(
+            &repo,
+            &["merge", "--no-edit", &format!("refs/heads/dispatch/{id}")],
+        )
     };
     if let Err(e) = r {
         let _ = git(

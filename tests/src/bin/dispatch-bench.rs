@@ -1333,7 +1333,8 @@ fn strangers(args: &[String]) -> Vec<Stats> {
     let mut after = proc_usage(pid);
     // The coordinator gives freed memory back every 10 s once many streams closed.
     while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
+        // On the clients' runtime, so their connections send the streams' resets.
+        c.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });
         after = proc_usage(pid);
         if after.0 < base.0 + (with_streams.0 - base.0) / 4.0 {
             break;
