@@ -276,15 +276,21 @@ fn a_thousand_item_plan_ticked_one_by_one_stores_the_changes_only() {
     let t = c.wait_task("long", "completion", |t| t.task_state().is_terminal());
     assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
     let plan_bytes = t.plan.as_ref().unwrap().markdown.len();
-    let (ticks, stored) = plan_history(&c.dir.path().join("coordinator/dispatch.db"), "long");
-    let per_tick = stored / ticks.max(1);
+    let (events, stored) = plan_history(&c.dir.path().join("coordinator/dispatch.db"), "long");
+    // The worker ticked 1,000 items; the node reports a quick run of ticks coalesced (a burst
+    // of 20 plan changes, then 5 a second), each report storing only what changed.
+    let per_tick = stored / 1000;
     println!(
-        "1,000-item plan ({plan_bytes} bytes): {ticks} plan events stored in {stored} bytes, {per_tick} bytes per tick"
+        "1,000-item plan ({plan_bytes} bytes): 1,000 ticks in {events} plan events stored in {stored} bytes, {per_tick} bytes per tick"
     );
-    assert!(ticks >= 100, "the worker's ticks were seen ({ticks})");
+    assert!(events >= 20, "the worker's ticks were seen ({events})");
     assert!(
         per_tick < 200,
         "a tick of a {plan_bytes}-byte plan stored {per_tick} bytes"
+    );
+    assert!(
+        stored < plan_bytes as u64 * 4,
+        "{stored} bytes of history for a {plan_bytes}-byte plan"
     );
 }
 

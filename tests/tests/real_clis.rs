@@ -216,7 +216,14 @@ fn conformance(backend: &str, structured: bool) {
         t.reason.contains("was stopped")
     });
     assert_eq!(t.task_state(), dispatch_core::TaskState::Cancelled, "{t:?}");
-    let left = processes_with(&marker);
+    // A SIGKILL lands when the process is next scheduled: on a busy machine one may still
+    // show for a moment. Anything the kill missed would live on (its loop runs 90 s).
+    let deadline = std::time::Instant::now() + dispatch_tests::DEADLINE;
+    let mut left = processes_with(&marker);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = processes_with(&marker);
+    }
     assert!(left.is_empty(), "left behind after the cancel: {left:?}");
     let _ = &s.clis;
 }
