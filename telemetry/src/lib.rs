@@ -189,8 +189,13 @@ pub type Render = std::sync::Arc<
         + Sync,
 >;
 
+/// Connections the metrics listener holds at once.
+const METRICS_CONNECTIONS: usize = 64;
+
 /// Serves `GET /metrics` (Prometheus text format, from `render`) on `listener` until `stop`
-/// resolves; anything else is a 404 that says where the metrics are.
+/// resolves; anything else is a 404 that says where the metrics are. At most 64 connections at
+/// once (more are closed), and one whose request takes over 10 s (or that idles that long
+/// between requests) is closed.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     render: Render,
@@ -200,6 +205,9 @@ pub async fn serve_metrics(
     use hyper::body::Bytes;
     use hyper::{Request, Response, StatusCode};
     tokio::pin!(stop);
+    // A scraper makes one connection at a time; a stranger cannot hold more than this many, and
+    // one that trickles its request (or idles) is cut after 10 s.
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             _ = &mut stop => return,
@@ -207,12 +215,21 @@ pub async fn serve_metrics(
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics listener: accept failed");
+                    // Out of descriptors, most likely: let some close.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let Ok(permit) = std::sync::Arc::clone(&open).try_acquire_owned() else {
+            tracing::debug!(
+                "metrics listener: {METRICS_CONNECTIONS} connections open; closing a new one"
+            );
+            continue;
+        };
         let render = std::sync::Arc::clone(&render);
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let render = std::sync::Arc::clone(&render);
                 async move {
@@ -235,6 +252,8 @@ pub async fn serve_metrics(
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(io, svc)
                 .await
             {

@@ -517,11 +517,28 @@ fn idle_and_trickling_strangers_are_cut_and_users_are_still_served() {
     let c = Cluster::with_coordinator_args(&[
         "--http-listen",
         "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
         "--auth-deadline",
         "2s",
         "--max-unauthenticated-per-address",
         "400",
     ]);
+    let metrics = std::fs::read_to_string(c.dir.path().join("coordinator/metrics.addr"))
+        .unwrap()
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    // The metrics listener: a trickled scrape is cut after 10 s.
+    let mut scrapes: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&metrics).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+                .unwrap();
+            s
+        })
+        .collect();
     let grpc = c.url.trim_start_matches("http://").to_string();
     let http = std::fs::read_to_string(c.dir.path().join("coordinator/http.addr"))
         .unwrap()
@@ -553,7 +570,9 @@ fn idle_and_trickling_strangers_are_cut_and_users_are_still_served() {
         trickle += 1;
     }
     let cut_slow = closed_within(&mut slow, std::time::Duration::from_secs(12));
+    let cut_scrapes = closed_within(&mut scrapes, std::time::Duration::from_secs(15));
     assert_eq!(cut, 300, "silent gRPC connections closed");
+    assert_eq!(cut_scrapes, 10, "trickling scrapes closed");
     assert_eq!(
         cut_slow, 50,
         "trickling dashboard requests closed ({trickle} bytes sent)"
