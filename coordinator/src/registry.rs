@@ -306,14 +306,18 @@ impl NodeRegistry {
         out
     }
 
-    /// Records whether session `conn_id` of `name` says it is draining.
-    pub fn set_draining(&self, name: &str, conn_id: u64, draining: bool) {
+    /// Records whether session `conn_id` of `name` says it is draining; true when it just
+    /// stopped (it takes tasks again: the caller runs a scheduling pass).
+    pub fn set_draining(&self, name: &str, conn_id: u64, draining: bool) -> bool {
         self.with_live(name, |s| {
             if s.conn_id == conn_id && s.draining != draining {
                 tracing::info!(node = name, draining, "node drain state");
                 s.draining = draining;
+                return !draining;
             }
-        });
+            false
+        })
+        .unwrap_or(false)
     }
 
     /// Records that session `conn_id` of `name` was heard from now.

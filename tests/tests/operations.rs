@@ -414,3 +414,32 @@ fn a_remote_drain_stops_what_still_runs_after_its_timeout_and_the_node_stays() {
     assert_eq!(t.attempt, 2);
     c.ok(&["cancel", "stuck"]);
 }
+
+#[test]
+fn a_drained_then_uncordoned_node_takes_its_queued_task_at_once() {
+    let c = Cluster::with_node("box");
+    c.ok(&["nodes", "drain", "box", "--timeout", "2s"]);
+    wait_until("the node to say it drains", || {
+        let n: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+        (n[0]["draining"] == true).then_some(())
+    });
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--remote",
+        "box",
+        "--id",
+        "waits",
+        "--step",
+        "one",
+        "x",
+    ]);
+    assert_eq!(c.status("waits")["state"], "queued");
+    c.ok(&["nodes", "uncordon", "box"]);
+    // Its drain ends with the node's next heartbeat, and that is when it takes the task (it
+    // waited for some other node to reconnect before: minutes).
+    let t = c.wait_task("waits", "the uncordoned node to take it", |t| {
+        t.task_state().is_terminal()
+    });
+    assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
+}

@@ -258,10 +258,16 @@ impl Reader {
                 true
             }
             Some(Kind::Heartbeat(h)) => {
-                self.link
+                // A node whose drain just ended (an uncordon reached it) takes its queued tasks
+                // now, not at the next unrelated scheduling pass.
+                if self
+                    .link
                     .c
                     .registry
-                    .set_draining(&self.link.key.node, self.conn_id, h.draining);
+                    .set_draining(&self.link.key.node, self.conn_id, h.draining)
+                {
+                    self.link.c.scheduler.kick();
+                }
                 true
             }
             None => true,
