@@ -114,7 +114,7 @@ impl Metrics {
         );
         registry.register(
             "dispatch_node_heartbeat_age_seconds",
-            "Time since each connected node was last heard from",
+            "Time since each node was last heard from: connected ones, and ones gone silent or disconnected that are not cordoned (a node taken out of service on purpose is cordoned first)",
             m.heartbeat_age.clone(),
         );
         registry.register(
@@ -189,6 +189,17 @@ impl Metrics {
                     })
                     .set((now - l.last_seen_ms).max(0) as f64 / 1000.0);
             }
+        }
+        // A node that went silent loses its session, and with it its slots: its age is still
+        // reported (from when it was last seen), so an alert on it can fire. Cordoned nodes
+        // were taken out on purpose.
+        for n in c.store.list_nodes().await? {
+            if n.cordoned || slots.iter().any(|s| s.name == n.name) {
+                continue;
+            }
+            self.heartbeat_age
+                .get_or_create(&NodeLabel { node: n.name })
+                .set((now - n.last_seen_ms).max(0) as f64 / 1000.0);
         }
         let open = c.store.open_questions().await?;
         self.questions_waiting.set(open.len() as i64);

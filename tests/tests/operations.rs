@@ -443,3 +443,58 @@ fn a_drained_then_uncordoned_node_takes_its_queued_task_at_once() {
     });
     assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
 }
+
+#[test]
+fn a_node_that_goes_away_keeps_its_heartbeat_age_so_the_silent_alert_can_fire() {
+    let Some(py) = python_with(&["prometheus_client"]) else {
+        return;
+    };
+    let mut c = Cluster::with_coordinator_args(&["--metrics-listen", "127.0.0.1:0"]);
+    c.add_agent(dispatch_tests::AgentOpts::new("box", 1));
+    c.add_agent(dispatch_tests::AgentOpts::new("gpu-box", 1));
+    let url = std::fs::read_to_string(c.dir.path().join("coordinator/metrics.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let m = scrape(&py, &url);
+    assert!(
+        sample(
+            &m,
+            "dispatch_node_heartbeat_age_seconds",
+            r#"{"node":"gpu-box"}"#
+        ) < 20.0
+    );
+    // gpu-box goes away: its session ends, its age is still there and grows (the alert is
+    // `dispatch_node_heartbeat_age_seconds > 30 for 2m`).
+    c.agent("gpu-box").kill();
+    let first = wait_until("gpu-box to be disconnected", || {
+        let m = scrape(&py, &url);
+        (sample(&m, "dispatch_nodes_connected", "{}") == 1.0).then(|| {
+            sample(
+                &m,
+                "dispatch_node_heartbeat_age_seconds",
+                r#"{"node":"gpu-box"}"#,
+            )
+        })
+    });
+    let grown = wait_until("its age to grow", || {
+        let m = scrape(&py, &url);
+        let age = sample(
+            &m,
+            "dispatch_node_heartbeat_age_seconds",
+            r#"{"node":"gpu-box"}"#,
+        );
+        (age > first).then_some(age)
+    });
+    assert!(grown > first);
+    // A node taken out on purpose (cordoned) is not reported.
+    c.ok(&["nodes", "drain", "gpu-box"]);
+    let m = scrape(&py, &url);
+    assert!(
+        !m.contains_key(&(
+            "dispatch_node_heartbeat_age_seconds".to_string(),
+            r#"{"node":"gpu-box"}"#.to_string()
+        )),
+        "{m:?}"
+    );
+}
