@@ -52,7 +52,7 @@ pub fn render(cfg: &Config) -> String {
     out.push_str("# Backends: CLI commands for each provider.\n# --model <id> is appended for cursor and codex, never for claude.\nbackends:\n");
     for (name, b) in &cfg.backends {
         let cmd = b.command.trim();
-        if cmd.chars().any(char::is_control) {
+        if cmd.chars().any(not_printable) {
             out.push_str(&format!(
                 "  {}:\n    command: {}\n\n",
                 scalar(name),
@@ -96,7 +96,7 @@ pub fn render(cfg: &Config) -> String {
                 // A block keeps the prompt readable; what a block cannot hold as it is
                 // (control characters, lines that start or end with spaces) is quoted.
                 let plain_lines = p.trim().lines().all(|l| l.trim() == l && !l.is_empty())
-                    && !p.trim().chars().any(|c| c.is_control() && c != '\n');
+                    && !p.trim().chars().any(|c| not_printable(c) && c != '\n');
                 if !plain_lines {
                     out.push_str(&format!(
                         "    prompt: {}\n",
@@ -130,12 +130,18 @@ fn scalar(v: &str) -> String {
         );
     let url = (v.starts_with("https://") || v.starts_with("http://") || v.starts_with("unix:"))
         && !v.contains([' ', '#', '\'', '"', ',', '[', ']', '{', '}'])
-        && !v.chars().any(char::is_control);
+        && !v.chars().any(not_printable);
     if simple || url {
         v.to_string()
     } else {
         quoted(v)
     }
+}
+
+/// A character YAML does not allow as it is (controls, and the noncharacters U+FFFE/U+FFFF):
+/// written escaped in a double-quoted scalar.
+fn not_printable(c: char) -> bool {
+    c.is_control() || c == '\u{fffe}' || c == '\u{ffff}'
 }
 
 /// `v` as a YAML double-quoted scalar (for strings that may hold anything).
@@ -147,7 +153,7 @@ fn quoted(v: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if not_printable(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -400,6 +406,27 @@ mod tests {
         assert_eq!(
             back.backend("claude").unwrap().command.trim(),
             c.backend("claude").unwrap().command.trim()
+        );
+    }
+
+    #[test]
+    fn characters_yaml_cannot_hold_as_they_are_are_written_escaped() {
+        // Found by the round-trip property test: a noncharacter in a command was written
+        // raw, and the config no longer read back.
+        let mut c = Config::parse(SEED).unwrap();
+        c.backends[0].1.command = "run \u{fffe}\u{ffff}\u{7} it".into();
+        c.aliases.push((
+            "odd".into(),
+            crate::config::AliasConfig {
+                model: "opus".into(),
+                prompt: Some("say \u{fffe}".into()),
+            },
+        ));
+        let back = Config::parse(&render(&c)).unwrap();
+        assert_eq!(back.backends[0].1.command, c.backends[0].1.command);
+        assert_eq!(
+            back.aliases.last().unwrap().1.prompt.as_deref(),
+            Some("say \u{fffe}\n")
         );
     }
 
