@@ -13,6 +13,8 @@
 //! The gate is the only writer of its counts; [`Guarded`] (the connection) releases its place
 //! when dropped.
 
+// An IPv4-mapped IPv6 peer counts as its IPv4 address.
+use dispatch_core::egress::canonical;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -36,8 +38,8 @@ pub struct Limits {
 
 impl Limits {
     /// Defaults for a listener of the coordinator: as many connections as the process may open
-    /// file descriptors (less a reserve for the store and logs), 64 strangers per address, 10 s
-    /// to authenticate.
+    /// file descriptors (less a reserve for the store and logs; see
+    /// [`raise_open_file_limit`]), 64 strangers per address, 10 s to authenticate.
     pub fn for_process() -> Limits {
         Limits {
             max_connections: fd_budget(),
@@ -50,24 +52,26 @@ impl Limits {
 /// File descriptors kept for everything but connections: the store, logs, the dashboard.
 const FD_RESERVE: u64 = 256;
 
-/// Raises the soft limit on open files to the hard limit (a coordinator of many nodes needs
-/// them) and returns how many connections that leaves room for.
+/// Raises the soft limit on open files to the hard limit: a coordinator of many nodes needs
+/// them. Once, at start.
+pub fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && hard > soft
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+    }
+}
+
+/// How many connections the process's open-file limit leaves room for.
 pub fn fd_budget() -> usize {
-    let Ok((soft, hard)) =
-        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
     else {
         return 1024;
     };
-    let mut have = soft;
-    if hard > soft
-        && nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)
-            .is_ok()
-    {
-        have = hard;
-    }
-    // Some systems report an unlimited hard limit; no process gets that many in practice.
-    let have = have.min(1 << 20);
-    have.saturating_sub(FD_RESERVE).max(64) as usize
+    // Some systems report an unlimited limit; no process gets that many in practice.
+    soft.min(1 << 20).saturating_sub(FD_RESERVE).max(64) as usize
 }
 
 /// What a gate did, for metrics and tests.
@@ -225,14 +229,6 @@ fn uncount(m: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
         if *n == 0 {
             m.remove(&ip);
         }
-    }
-}
-
-/// An IPv4-mapped IPv6 peer counts as its IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

@@ -429,6 +429,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_log_bytes = args.max_log_bytes;
     config.max_plan_history_bytes = args.max_plan_history_bytes;
     config.max_streams_per_token = args.max_streams_per_token;
+    dispatch_coordinator::conn::raise_open_file_limit();
     let budget = dispatch_coordinator::conn::fd_budget();
     if args.max_connections > budget {
         tracing::warn!(

@@ -241,6 +241,11 @@ pub fn node_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
+/// True when node `name` is among `allowed` (patterns; empty: any node).
+pub fn node_allowed(allowed: &[String], name: &str) -> bool {
+    allowed.is_empty() || allowed.iter().any(|p| node_matches(p, name))
+}
+
 /// A token as stored (its secret is not: only a hash of it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {

@@ -46,11 +46,7 @@ pub fn can_run(task: &TaskRecord, s: &NodeSlot) -> bool {
             .fallback
             .as_ref()
             .is_none_or(|f| f.avoid_node.is_empty() || f.avoid_node != s.name)
-        && (task.allowed_nodes.is_empty()
-            || task
-                .allowed_nodes
-                .iter()
-                .any(|p| crate::model::node_matches(p, &s.name)))
+        && crate::model::node_allowed(&task.allowed_nodes, &s.name)
         && in_pool(task, &s.labels)
         && backend_on(task, &s.backends).is_some_and(|b| runs_model(task, &b, s.models.get(&b)))
 }

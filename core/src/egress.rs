@@ -187,8 +187,9 @@ pub fn reach(addr: IpAddr, own: &[IpAddr]) -> Reach {
     }
 }
 
-/// An IPv4-mapped IPv6 address as its IPv4 address; any other as it is.
-fn canonical(a: IpAddr) -> IpAddr {
+/// An IPv4-mapped IPv6 address as its IPv4 address; any other as it is (the same peer or host
+/// either way).
+pub fn canonical(a: IpAddr) -> IpAddr {
     match a {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
         v4 => v4,

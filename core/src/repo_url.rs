@@ -236,15 +236,6 @@ impl Scheme {
     }
 }
 
-/// The same address, an IPv4-mapped one and its IPv4 alike.
-fn reach_same(a: &IpAddr, b: &IpAddr) -> bool {
-    let canon = |x: &IpAddr| match x {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*x, IpAddr::V4),
-        v4 => *v4,
-    };
-    canon(a) == canon(b)
-}
-
 /// Which repositories a node clones (`repositories:` in its config).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,7 +343,7 @@ impl RepoPolicy {
         let own = net.own_addresses();
         let is_listed = |a: &IpAddr| {
             listed.iter().any(|l| match l {
-                Host::Addr(x) => reach_same(x, a),
+                Host::Addr(x) => crate::egress::canonical(*x) == crate::egress::canonical(*a),
                 Host::Name(_) => false,
             })
         };

@@ -112,22 +112,8 @@ fn a_same_site_page_cannot_answer_for_a_logged_in_user_in_a_real_browser() {
 
 /// One plain HTTP/1.1 GET: (status, headers and body).
 fn get(url: &str, cookie: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut s = std::net::TcpStream::connect(host).unwrap();
-    let cookie = cookie
-        .map(|c| format!("Cookie: {c}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\n{cookie}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    (status, out)
+    let cookie: Vec<String> = cookie.map(|c| format!("Cookie: {c}")).into_iter().collect();
+    request("GET", url, &cookie, "")
 }
 
 #[test]

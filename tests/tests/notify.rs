@@ -49,30 +49,12 @@ fn the_webhook_gets_json_and_a_failed_post_is_retried() {
     std::thread::spawn(move || {
         // First request: 500 (must be retried); then 200s.
         for (i, conn) in server.incoming().enumerate() {
-            let mut conn = conn.unwrap();
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut head = String::new();
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-                head.push_str(&line);
-                if line == "\r\n" || line.is_empty() {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
             let status = if i == 0 {
                 "500 Internal Server Error"
             } else {
                 "200 OK"
             };
-            conn.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                .unwrap();
+            let (head, body) = read_post(conn.unwrap(), status);
             tx.send((head, String::from_utf8(body).unwrap())).unwrap();
         }
     });
@@ -227,8 +209,8 @@ fn an_https_webhook_is_verified_and_each_post_is_signed() {
     assert_eq!(v["state"], "completed");
 }
 
-/// Reads one HTTP request (head and body) from `conn` and answers 200.
-fn read_post(conn: std::net::TcpStream) -> (String, Vec<u8>) {
+/// Reads one HTTP request (head and body) from `conn` and answers `status` (e.g. `200 OK`).
+fn read_post(conn: std::net::TcpStream, status: &str) -> (String, Vec<u8>) {
     let mut w = conn.try_clone().unwrap();
     let mut reader = BufReader::new(conn);
     let mut head = String::new();
@@ -246,7 +228,7 @@ fn read_post(conn: std::net::TcpStream) -> (String, Vec<u8>) {
     }
     let mut body = vec![0; len];
     reader.read_exact(&mut body).unwrap();
-    w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    w.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
         .unwrap();
     (head, body)
 }
@@ -261,7 +243,7 @@ fn deliveries_follow_standard_webhooks_and_a_receiver_refuses_replays() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for conn in server.incoming() {
-            let _ = tx.send(read_post(conn.unwrap()));
+            let _ = tx.send(read_post(conn.unwrap(), "200 OK"));
         }
     });
     // A Standard Webhooks secret: whsec_ and the base64 of the key.

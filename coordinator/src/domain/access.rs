@@ -28,7 +28,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random_hex(n: usize) -> Result<String> {
+/// `n` random bytes from the system, in hex (tokens, dashboard sessions).
+pub(crate) fn random_hex(n: usize) -> Result<String> {
     let mut b = vec![0u8; n];
     getrandom::fill(&mut b)
         .map_err(|e| CoordinatorError::Corrupt(format!("no system randomness for a token: {e}")))?;
@@ -39,9 +40,9 @@ fn hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-/// Constant-time equality of two hashes.
-fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Equality of two secrets (or their hashes) in time that does not depend on where they differ.
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `(id, secret)` of a token string.

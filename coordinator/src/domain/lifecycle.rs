@@ -2,7 +2,7 @@
 
 use super::must_own;
 use crate::error::{CoordinatorError, Result};
-use crate::model::{AuditEntry, ChangeKind, NodeCommand, Principal, TaskRecord, node_matches};
+use crate::model::{AuditEntry, ChangeKind, NodeCommand, Principal, TaskRecord, node_allowed};
 use crate::store::{TaskUpdate, Transition};
 use crate::{Coordinator, now_ms};
 use dispatch_core::limits;
@@ -150,10 +150,7 @@ impl Coordinator {
         };
         let (b, m, r) = choose(&seen);
         crate::domain::submit::may_run_on(who, &r)?;
-        if !r.is_empty()
-            && !seen.allowed_nodes.is_empty()
-            && !seen.allowed_nodes.iter().any(|p| node_matches(p, &r))
-        {
+        if !r.is_empty() && !node_allowed(&seen.allowed_nodes, &r) {
             return Err(CoordinatorError::PermissionDenied(format!(
                 "task `{id}` may run only on {} (its submitter's token allows no other node); node `{r}` is not among them",
                 seen.allowed_nodes.join(", ")

@@ -1,7 +1,7 @@
 //! Submitting a task: validation, the plan, the id, and whether any node could ever run it.
 
 use crate::error::{CoordinatorError, Result};
-use crate::model::{AuditEntry, NodeRecord, Principal, Repo, TaskRecord, node_matches};
+use crate::model::{AuditEntry, NodeRecord, Principal, Repo, TaskRecord, node_allowed};
 use crate::registry::NodeSlot;
 use crate::router::{backend_on, can_run, in_pool, preferred_backend};
 use crate::store::Inserted;
@@ -98,10 +98,7 @@ pub(crate) fn may_run_on(who: &Principal, remote: &str) -> Result<Vec<String>> {
         Principal::User { nodes, .. } => nodes.clone(),
         _ => Vec::new(),
     };
-    if !remote.is_empty()
-        && !allowed_nodes.is_empty()
-        && !allowed_nodes.iter().any(|p| node_matches(p, remote))
-    {
+    if !remote.is_empty() && !node_allowed(&allowed_nodes, remote) {
         return Err(CoordinatorError::PermissionDenied(format!(
             "{} may run tasks only on {}; node `{remote}` is not among them",
             who.name(),

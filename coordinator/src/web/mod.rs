@@ -125,7 +125,8 @@ impl App {
     /// The refusal of a post that did not come from this session's own pages (none: it did).
     fn check_post(&self, v: &Viewer, headers: &HeaderMap, csrf: &str) -> Option<Response> {
         let why = session::cross_site(headers, self.secure).or_else(|| {
-            (!session::same(csrf, &v.csrf)).then_some("the form is not from this session's page")
+            (!crate::domain::access::same(csrf.as_bytes(), v.csrf.as_bytes()))
+                .then_some("the form is not from this session's page")
         });
         why.map(|why| {
             tracing::warn!(who = %v.p.name(), why, "dashboard: refused a post");
@@ -280,10 +281,13 @@ async fn login_form(State(app): State<App>, Query(q): Query<Once>) -> Response {
         let given = q.once.unwrap_or_default();
         let kept = std::fs::read_to_string(&l.once_file).unwrap_or_default();
         if !given.is_empty()
-            && session::same(&given, kept.trim())
+            && crate::domain::access::same(given.as_bytes(), kept.trim().as_bytes())
             && std::fs::remove_file(&l.once_file).is_ok()
         {
-            let id = app.sessions.start(None, crate::now_ms());
+            let id = match app.sessions.start(None, crate::now_ms()) {
+                Ok(id) => id,
+                Err(e) => return failed(None, &tonic::Status::from(e)),
+            };
             let mut r = Redirect::to("/").into_response();
             if let Some(v) = app.set_cookie(Some(&id)) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
@@ -375,7 +379,10 @@ async fn login(
                 app.sessions.login_ok(ip);
             }
             // The browser gets a session id; the token stays here.
-            let id = app.sessions.start(Some(token.to_string()), now);
+            let id = match app.sessions.start(Some(token.to_string()), now) {
+                Ok(id) => id,
+                Err(e) => return failed(None, &tonic::Status::from(e)),
+            };
             let mut r = Redirect::to("/").into_response();
             if let Some(v) = app.set_cookie(Some(&id)) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
