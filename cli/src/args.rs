@@ -74,7 +74,9 @@ pub(crate) struct Global {
 #[derive(Args, Debug, Clone, Default)]
 pub(crate) struct RunArgs {
     /// What the worker should do. A numbered or bulleted list in it becomes the checklist;
-    /// otherwise its first line is the one item. `-` reads it from stdin.
+    /// otherwise its first line is the one item. `-` reads it from stdin. A prompt of one bare
+    /// word is dispatched only by `dispatch run WORD` (a plain `dispatch WORD` is taken for a
+    /// mistyped command and refused).
     #[arg(value_name = "PROMPT")]
     pub(crate) prompt: Vec<String>,
 
@@ -495,7 +497,8 @@ pub(crate) enum ConfigAction {
         /// A configured model or alias.
         model: String,
     },
-    /// Add a model (backend by the seed's rules unless given).
+    /// Add a model (backend by the seed's rules unless given). With no config yet, writes one
+    /// holding this model as the default.
     #[command(after_help = "Example:\n  dispatch config add-model gpt-5.3-codex --backend codex")]
     AddModel {
         /// Model id.

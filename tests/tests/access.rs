@@ -516,7 +516,16 @@ fn quotas_limit_submits_a_minute_and_active_tasks_per_token_and_say_which() {
     let out = c
         .cli()
         .env("DISPATCH_TOKEN", &burst)
-        .args(["--backend", "sim", "--remote", "box", "--id", "b-4", "four"])
+        .args([
+            "run",
+            "--backend",
+            "sim",
+            "--remote",
+            "box",
+            "--id",
+            "b-4",
+            "four",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -99,6 +99,7 @@ fn error_messages() {
     insta::assert_snapshot!("unknown task", shown(&c.run(&["status", "no-such-task"])));
     insta::assert_snapshot!("bad task id", shown(&c.run(&["watch", "Not An Id"])));
     insta::assert_snapshot!("mistyped command", shown(&c.run(&["stauts"])));
+    insta::assert_snapshot!("one word", shown(&c.run(&["questions"])));
     let nobody = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
@@ -185,4 +186,119 @@ fn completions_generate_for_three_shells() {
     let man = offline().arg("man").output().unwrap();
     assert!(man.status.success());
     assert!(text(&man.stdout).contains(".TH dispatch 1"));
+}
+
+/// The `dispatch …`, `dispatch-coordinator …` and `dispatch-agent …` commands a file names:
+/// the binary and the bare lowercase words after it (up to the first flag, argument or
+/// placeholder), from inline code and, in Markdown, from the lines of code blocks (where only
+/// a line's first word or one after a shell separator starts a command: the rest is prose
+/// beside it).
+fn commands_named(text: &str, markdown: bool) -> Vec<(String, Vec<String>)> {
+    let mut snippets: Vec<(&str, bool)> = Vec::new();
+    let mut fenced = false;
+    for line in text.lines() {
+        if markdown && line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if fenced {
+            snippets.push((line, true));
+        } else {
+            snippets.extend(line.split('`').skip(1).step_by(2).map(|s| (s, false)));
+        }
+    }
+    let mut found = Vec::new();
+    for (snippet, in_block) in snippets {
+        let words: Vec<&str> = snippet.split_whitespace().collect();
+        for (i, w) in words.iter().enumerate() {
+            let starts = i == 0 || ["$", "|", "&&", ";", "||"].contains(&words[i - 1]);
+            let w = w.trim_start_matches(['$', '(']);
+            if (in_block && !starts)
+                || !matches!(w, "dispatch" | "dispatch-coordinator" | "dispatch-agent")
+            {
+                continue;
+            }
+            let args = words[i + 1..]
+                .iter()
+                .take_while(|a| {
+                    a.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                        && a.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                })
+                .map(|a| a.to_string())
+                .collect();
+            found.push((w.to_string(), args));
+        }
+    }
+    found
+}
+
+/// Issue 23: docs/operations.md and an alert sent on-call to `dispatch questions`, which does
+/// not exist (and which dispatched a paid task). Every command README, docs/ and deploy/ name
+/// exists: each word after the binary is one of its commands (its `--help` shows a usage line
+/// of exactly those words) until the first word of a command that takes no subcommands.
+#[test]
+fn every_command_the_docs_and_alerts_name_exists() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut files = vec![root.join("README.md")];
+    let mut dirs = vec![root.join("docs"), root.join("deploy")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|x| ["md", "yaml", "yml", "service"].contains(&x.to_str().unwrap()))
+            {
+                files.push(p);
+            }
+        }
+    }
+    let mut helps: std::collections::HashMap<Vec<String>, String> = Default::default();
+    let mut help = |path: &[String]| -> String {
+        helps
+            .entry(path.to_vec())
+            .or_insert_with(|| {
+                let mut cmd = offline();
+                if path[0] != "dispatch" {
+                    cmd = Command::new(bin(&path[0]));
+                }
+                let out = cmd.args(&path[1..]).arg("--help").output().unwrap();
+                text(&out.stdout)
+            })
+            .clone()
+    };
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for file in &files {
+        let body = std::fs::read_to_string(file).unwrap();
+        let markdown = file.extension().is_some_and(|x| x == "md");
+        for (binary, words) in commands_named(&body, markdown) {
+            if binary == "dispatch" && words == ["stauts"] {
+                continue; // README's example of a mistyped command
+            }
+            let mut path = vec![binary];
+            for w in words {
+                let parent = help(&path);
+                if !parent.contains("\nCommands:\n") {
+                    break; // a command without subcommands: the rest are its arguments
+                }
+                path.push(w);
+                let usage = format!("Usage: {} ", path.join(" "));
+                if !help(&path).lines().any(|l| l.starts_with(&usage)) {
+                    wrong.push(format!("{}: `{}`", file.display(), path.join(" ")));
+                    break;
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "found only {checked} commands in {files:?}");
+    assert!(
+        wrong.is_empty(),
+        "commands named that do not exist:\n{}",
+        wrong.join("\n")
+    );
 }

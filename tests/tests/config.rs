@@ -221,10 +221,82 @@ fn the_model_and_alias_named_in_the_prompt_pick_the_backend_and_the_alias_prompt
         text(&out.stderr)
     );
     assert_eq!(c.status("by-default")["model"], "slow-sim");
-    let out = c.run(&["--model", "llama-7", "x"]);
+    let out = c.run(&["run", "--model", "llama-7", "x"]);
     assert!(
         text(&out.stderr).contains("model `llama-7` is not in your config"),
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Issue 23: nodes that offer only a custom backend made the first dispatch fail with "No
+/// agent CLI found … write ~/.dispatch/config.yaml yourself" (although DISPATCH_HOME was set),
+/// `config init` said the same and `config add-model` sent the user back to `config init`.
+/// Now the custom backend is offered as a model of its own name; with nothing at all, the
+/// message names the real config path and `--backend`, and `add-model` writes a config.
+#[test]
+fn a_first_dispatch_to_nodes_with_only_a_custom_backend_works() {
+    let mut c = Cluster::new();
+    let dir = c.dir.path().join("custom");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("agent.yaml");
+    std::fs::write(
+        &cfg,
+        "backends:\n  house-bot:\n    command: sh -c 'echo done'\n",
+    )
+    .unwrap();
+    let mut o = AgentOpts::new("box", 2);
+    o.config = Some(cfg);
+    c.add_agent(o);
+    let home = c.dir.path().join("home");
+    let out = c
+        .cli()
+        .env("PATH", "/usr/bin:/bin")
+        .args(["--id", "first", "--step", "one", "the first task"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "First run: wrote {} with 1 model (default: house-bot)",
+            home.join("config.yaml").display()
+        )),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(c.status("first")["backend"], "house-bot");
+
+    // Nothing anywhere (no coordinator, no CLI on PATH): the hint names DISPATCH_HOME's file
+    // and --backend; add-model is the way out, not a loop back to `config init`.
+    let empty = c.dir.path().join("empty-home");
+    let out = dispatch(&empty, "/usr/bin:/bin")
+        .args(["config", "init"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "Nothing was written to {}.",
+            empty.join("config.yaml").display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("~/.dispatch"), "{err}");
+    assert!(err.contains("`dispatch --backend NAME"), "{err}");
+    assert!(
+        err.contains("`dispatch config add-model MODEL --backend NAME`"),
+        "{err}"
+    );
+    let out = dispatch(&empty, "/usr/bin:/bin")
+        .args(["config", "add-model", "house-bot", "--backend", "house-bot"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = dispatch_core::config::Config::parse(
+        &std::fs::read_to_string(empty.join("config.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written.default.as_deref(), Some("house-bot"));
+    assert_eq!(written.model("house-bot").unwrap().backend, "house-bot");
 }

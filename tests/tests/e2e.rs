@@ -352,20 +352,21 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ),
     ];
     for (args, want) in cases {
+        let args = [vec!["run".to_string()], args].concat();
         let out = c.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {err}");
         assert!(
             err.contains(want),
             "{:?}: expected {want:?} in: {err}",
-            &args[..args.len().min(4)]
+            &args[..args.len().min(5)]
         );
         assert!(!err.contains("panicked"), "{err}");
     }
     let unreachable = c
         .cli()
         .env("DISPATCH_COORDINATOR", "http://127.0.0.1:9")
-        .args(["--backend", "sim", "x"])
+        .args(["run", "--backend", "sim", "x"])
         .output()
         .unwrap();
     assert_eq!(unreachable.status.code(), Some(1));
@@ -658,6 +659,43 @@ fn logs_follow_streams_the_output_live_and_ends_with_the_task() {
     );
     assert_eq!(chunks(all[0].0), all[1..]);
     assert!(chunks(all.last().unwrap().0).is_empty());
+}
+
+/// Issue 23: `dispatch questions` (a command that does not exist, named by the old docs)
+/// started a paid worker. A lone bare word is never dispatched by a plain `dispatch WORD`:
+/// nothing is stored, the exit is a usage error that says how to dispatch it anyway and which
+/// command it resembles; `dispatch run WORD` dispatches it.
+#[test]
+fn a_lone_word_is_never_dispatched_by_accident() {
+    let c = Cluster::with_node("box");
+    for (word, resembles) in [
+        ("questions", None),
+        ("stat", Some("status")),
+        ("nodess", Some("nodes")),
+        ("fix-login.rs", None),
+    ] {
+        let out = c.run(&["--backend", "sim", "--remote", "box", word]);
+        assert_exit(&out, 2);
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("`dispatch run {word}`")), "{err}");
+        match resembles {
+            Some(cmd) => assert!(
+                err.contains(&format!("did you mean `dispatch {cmd}`")),
+                "{err}"
+            ),
+            None => assert!(!err.contains("did you mean"), "{err}"),
+        }
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&c.ok(&["status", "--json"])).expect("status --json is JSON");
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+    // Saying so, or giving more than one word or a checklist, dispatches as before.
+    c.ok(&["run", "--backend", "sim", "--id", "asked", "questions"]);
+    c.ok(&["--backend", "sim", "--id", "two-words", "two words"]);
+    c.ok(&["--backend", "sim", "--id", "stepped", "--step", "a", "word"]);
+    for id in ["asked", "two-words", "stepped"] {
+        assert_eq!(c.status(id)["id"], id);
+    }
 }
 
 #[test]

@@ -63,7 +63,7 @@ fn an_agent_and_the_cli_reach_the_first_coordinator_of_a_list_that_answers() {
 fn a_task_sent_while_the_nodes_reconnect_to_a_restarted_coordinator_is_queued_not_refused() {
     // A coordinator that has never seen a node refuses at once, saying what to do.
     let mut c = Cluster::new();
-    let out = c.run(&["--backend", "sim", "--id", "nowhere", "x"]);
+    let out = c.run(&["run", "--backend", "sim", "--id", "nowhere", "x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr)
@@ -89,7 +89,7 @@ fn a_task_sent_while_the_nodes_reconnect_to_a_restarted_coordinator_is_queued_no
         assert_eq!(c.status(id)["state"], "queued", "{id}");
     }
     // A node it has never seen is still unknown.
-    let out = c.run(&["--backend", "sim", "--remote", "stranger", "x"]);
+    let out = c.run(&["run", "--backend", "sim", "--remote", "stranger", "x"]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("no node named `stranger`"),

@@ -195,7 +195,8 @@ fn other_failures_and_no_fallback_fail_as_before() {
         &[("box", &[("codex", WORKS)])],
         "fallback:\n  to: [nonesuch]\n",
     );
-    let out = s.c.run(&["--backend", "codex", "--id", "refused", "x"]);
+    let out =
+        s.c.run(&["run", "--backend", "codex", "--id", "refused", "x"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("fallback.to in your config names `nonesuch`"),

@@ -298,7 +298,7 @@ fn the_local_node_reads_agent_yaml_for_its_backends_and_refuses_a_bad_one_at_onc
         "backends:\n  streamy: { command: x, structured: true }\n",
     )
     .unwrap();
-    let out = l.run(&["--backend", "sim", "--id", "never", "x"]);
+    let out = l.run(&["run", "--backend", "sim", "--id", "never", "x"]);
     assert_exit(&out, 1);
     let err = text(&out.stderr);
     assert!(

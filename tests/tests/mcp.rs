@@ -31,7 +31,7 @@ fn an_mcp_host_dispatches_waits_answers_and_reads_the_result() {
             .to_string()
     };
     let unknown = cli_error(&["status", "no-such-task"]);
-    let bad_pool = cli_error(&["--backend", "sim", "--pool", "nonsense", "x"]);
+    let bad_pool = cli_error(&["run", "--backend", "sim", "--pool", "nonsense", "x"]);
     let expected = serde_json::json!([
         ["task_status", {"id": "no-such-task"}, unknown],
         ["answer_question", {"id": "no-such-task", "text": "hi"}, unknown],

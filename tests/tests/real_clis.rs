@@ -417,7 +417,8 @@ fn a_cli_not_on_path_or_too_old_is_said_before_anything_runs() {
     let mut bare = real_clis::node(&s.c, "bare", 1, &s.clis.bin, &s.mock);
     bare.path_prefix = None;
     s.c.add_agent(bare);
-    let out = s.c.run(&["--remote", "bare", "--backend", "claude", "x"]);
+    let out =
+        s.c.run(&["run", "--remote", "bare", "--backend", "claude", "x"]);
     assert_exit(&out, 1);
     let err = text(&out.stderr);
     assert!(err.contains("node `bare` has no backend `claude`"), "{err}");
@@ -433,6 +434,7 @@ fn a_cli_not_on_path_or_too_old_is_said_before_anything_runs() {
     gone.config = Some(cfg);
     s.c.add_agent(gone);
     s.c.ok(&[
+        "run",
         "--remote",
         "gone",
         "--backend",
@@ -474,7 +476,8 @@ fn a_cli_not_on_path_or_too_old_is_said_before_anything_runs() {
         "{nodes}"
     );
     assert!(nodes.contains(&format!("codex@{}", v(codex_v))), "{nodes}");
-    let out = s.c.run(&["--remote", "old", "--backend", "codex", "x"]);
+    let out =
+        s.c.run(&["run", "--remote", "old", "--backend", "codex", "x"]);
     assert_exit(&out, 1);
     let err = text(&out.stderr);
     assert!(

@@ -59,7 +59,7 @@ fn pools_backends_caps_queue_order_and_after_chains() {
         "gpu",
     ]);
     assert_eq!(c.status("p-gpu")["node"], "gpu");
-    let none = c.run(&["--backend", "sim", "--pool", "zone=ap", "x"]);
+    let none = c.run(&["run", "--backend", "sim", "--pool", "zone=ap", "x"]);
     assert!(text(&none.stderr).contains("no connected node has the labels zone=ap; nodes and their labels: cpu-eu: zone=eu; cpu-us: zone=us; gpu: gpu=a100,zone=eu"), "{}", text(&none.stderr));
 
     // Backend and model matching: only gpu has `fast`, and it lists only `tiny`.

@@ -344,7 +344,16 @@ fn no_credential_of_the_node_reaches_a_worker() {
     let node_token = c.node_token("open");
     for node in ["open", "strict"] {
         let id = format!("env-{node}");
-        c.ok(&["--backend", "dump", "--remote", node, "--id", &id, "x"]);
+        c.ok(&[
+            "run",
+            "--backend",
+            "dump",
+            "--remote",
+            node,
+            "--id",
+            &id,
+            "x",
+        ]);
         c.wait_task(&id, "its end", |t| t.task_state().is_terminal());
         let env = c.ok(&["output", &id]);
         assert!(env.contains("DISPATCH_TASK_ID="), "{env}");
@@ -412,6 +421,7 @@ fn a_worker_rewriting_its_plan_in_a_loop_cannot_fill_the_store() {
     o.config = Some(cfg);
     c.add_agent(o);
     c.ok(&[
+        "run",
         "--backend",
         "flood",
         "--remote",

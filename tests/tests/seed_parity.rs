@@ -37,7 +37,7 @@ fn two_nodes() -> Cluster {
 #[test]
 fn errors_say_what_the_node_lacks_and_what_it_has() {
     let c = two_nodes();
-    let out = c.run(&["--remote", "node-a", "--backend", "claude", "x"]);
+    let out = c.run(&["run", "--remote", "node-a", "--backend", "claude", "x"]);
     assert_exit(&out, 1);
     let err = text(&out.stderr);
     assert!(
@@ -48,7 +48,7 @@ fn errors_say_what_the_node_lacks_and_what_it_has() {
 
     let config = c.dir.path().join("home/config.yaml");
     let before = std::fs::read_to_string(&config).unwrap();
-    let out = c.run(&["--remote", "node-b", "--model", "gpt-9", "x"]);
+    let out = c.run(&["run", "--remote", "node-b", "--model", "gpt-9", "x"]);
     assert_exit(&out, 1);
     let err = text(&out.stderr);
     assert!(
@@ -73,6 +73,7 @@ fn a_model_named_by_an_accepted_submit_is_added_to_the_config() {
     let mut c = c;
     c.add_agent(n);
     let out = c.run(&[
+        "run",
         "--remote",
         "node-c",
         "--model",

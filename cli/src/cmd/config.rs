@@ -153,6 +153,14 @@ async fn discover(target: Option<&mut Target>) -> Discovered {
             add(m, "codex");
         }
     }
+    // A backend a node configures itself (a custom CLI) has no model list: it is offered as a
+    // model of its own name, so a team whose nodes run only custom backends gets a config too.
+    for (name, _) in &backends {
+        let builtin = backend::BUILTIN.iter().any(|b| b.name == name);
+        if !builtin {
+            add(name, name);
+        }
+    }
     // Claude first, then OpenAI, then the rest: the first listed is the suggested default.
     models.sort_by_key(|(m, _)| {
         if is_claude_model(m) {
@@ -166,9 +174,22 @@ async fn discover(target: Option<&mut Target>) -> Discovered {
     Discovered { backends, models }
 }
 
-const INSTALL_HINT: &str = "No agent CLI found (looked for `agent`, `claude` and `codex` on PATH and on the connected nodes). \
-Install one — Cursor CLI (`agent`), Claude Code (`claude`) or Codex CLI (`codex`) — or write ~/.dispatch/config.yaml yourself \
-(the seed's config-example.yaml is a starting point). Nothing was written.";
+/// What to do when no CLI was found anywhere: install one, or name a backend a node runs.
+/// Names the config file by its real path (DISPATCH_HOME or --home).
+fn install_hint(config: &Path) -> String {
+    format!(
+        "No agent CLI found (looked for `agent`, `claude` and `codex` on PATH and on the connected nodes). \
+Install one — Cursor CLI (`agent`), Claude Code (`claude`) or Codex CLI (`codex`) — on a node, or name the backend a node runs: \
+`dispatch --backend NAME \"<prompt>\"` (`dispatch nodes` lists each node's backends; `sim`, a simulated worker, \
+runs on every node), or make it your default with `dispatch config add-model MODEL --backend NAME`. Nothing was written to {}.",
+        config.display(),
+    )
+}
+
+/// "1 model", "12 models".
+fn models_count(n: usize) -> String {
+    format!("{n} model{}", if n == 1 { "" } else { "s" })
+}
 
 fn ask(question: &str) -> Result<String> {
     print!("{question}");
@@ -188,20 +209,20 @@ pub(crate) async fn init(
     let p = path(g)?;
     let d = discover(target).await;
     if d.models.is_empty() {
-        eprintln!("{INSTALL_HINT}");
+        eprintln!("{}", install_hint(&p));
         return Ok(None);
     }
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let mut default = d.models[0].0.clone();
     if interactive {
         println!(
-            "Found {} with {} models. Which model should be your default?",
+            "Found {} with {}. Which model should be your default?",
             d.backends
                 .iter()
                 .map(|(n, _)| n.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            d.models.len()
+            models_count(d.models.len())
         );
         let notable: Vec<&(String, String)> = d.models.iter().take(5).collect();
         for (i, (m, b)) in notable.iter().enumerate() {
@@ -233,15 +254,15 @@ pub(crate) async fn init(
     write(&p, &config_edit::render(&cfg))?;
     if !quiet {
         println!(
-            "Config created at {} with {} models. Default: {default}.",
+            "Config created at {} with {}. Default: {default}.",
             p.display(),
-            cfg.models.len()
+            models_count(cfg.models.len())
         );
     } else {
         eprintln!(
-            "First run: wrote {} with {} models (default: {default}); `dispatch config show` shows it.",
+            "First run: wrote {} with {} (default: {default}); `dispatch config show` shows it.",
             p.display(),
-            cfg.models.len()
+            models_count(cfg.models.len())
         );
     }
     Ok(Some(cfg))
@@ -290,12 +311,18 @@ pub(crate) async fn run(g: &Global, action: ConfigAction) -> Result<u8> {
             1
         });
     }
-    let cfg = load(g)?.ok_or_else(|| {
-        anyhow!(
-            "there is no config at {}; create one with `dispatch config init`",
+    let cfg = match (load(g)?, &action) {
+        (Some(cfg), _) => cfg,
+        // The way out when `config init` finds no CLI to list: a config of this one model,
+        // made the default.
+        (None, ConfigAction::AddModel { model, backend: b }) => {
+            return add_first_model(&p, model, b.as_deref());
+        }
+        (None, _) => bail!(
+            "there is no config at {}; create one with `dispatch config init` (or `dispatch config add-model MODEL --backend NAME`)",
             p.display()
-        )
-    })?;
+        ),
+    };
     match action {
         ConfigAction::Init { .. } => unreachable!("handled above"),
         ConfigAction::Show => {
@@ -455,6 +482,30 @@ pub(crate) async fn run(g: &Global, action: ConfigAction) -> Result<u8> {
             }
         }
     }
+    Ok(crate::exit::Exit::Success.into())
+}
+
+/// `dispatch config add-model` with no config yet: writes one holding this model as the
+/// default (its backend as given, else by the seed's rules).
+fn add_first_model(p: &Path, model: &str, b: Option<&str>) -> Result<u8> {
+    dispatch_core::limits::check_name("model", model)?;
+    let b = match b {
+        Some(b) => {
+            dispatch_core::limits::check_name("backend", b)?;
+            b.to_string()
+        }
+        None => backend::backend_for_model(model, |_| true).to_string(),
+    };
+    let cfg = Config {
+        default: Some(model.to_string()),
+        models: vec![(model.to_string(), ModelConfig { backend: b.clone() })],
+        ..Default::default()
+    };
+    write(p, &config_edit::render(&cfg))?;
+    println!(
+        "Config created at {} with {model} → {b} as the default.",
+        p.display()
+    );
     Ok(crate::exit::Exit::Success.into())
 }
 

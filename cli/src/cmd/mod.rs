@@ -80,10 +80,13 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             if cli.run.prompt.is_empty() && cli.run.plan.is_none() && cli.run.steps.is_empty() {
                 bail!("say what to dispatch: dispatch \"<prompt>\" (see `dispatch --help`)");
             }
-            if let Some(meant) = mistyped_command(&cli.run) {
+            if let Some(word) = lone_word(&cli.run) {
+                let meant = resembled_command(word).map_or_else(
+                    || " (see `dispatch --help`)".to_string(),
+                    |m| format!("; did you mean `dispatch {m}`?"),
+                );
                 eprintln!(
-                    "error: `{word}` is not a dispatch command; did you mean `dispatch {meant}`?\n(To dispatch it as a prompt: `dispatch run {word}`.)",
-                    word = cli.run.prompt[0]
+                    "error: `{word}` is not a dispatch command{meant}\n(A prompt of one word is dispatched only when you say so: `dispatch run {word}`.)"
                 );
                 return Ok(crate::exit::Exit::Usage.into());
             }
@@ -177,17 +180,22 @@ fn print_all(bytes: &[u8]) -> Result<u8> {
     }
 }
 
-/// The command a lone word was probably meant as (`dispatch stauts`): a subcommand within two
-/// edits of it (one, for words under five letters). A prompt of one word that is not close to
-/// any command is dispatched as usual.
-fn mistyped_command(run: &RunArgs) -> Option<String> {
+/// The prompt of a plain `dispatch WORD` that is one bare word (no space in it, no `--step`
+/// or `--plan` beside it): never dispatched, since it is far more often a command that does not
+/// exist (`dispatch questions`) than a task, and a task costs money. `dispatch run WORD` and
+/// `dispatch -` (stdin) dispatch as asked.
+fn lone_word(run: &RunArgs) -> Option<&str> {
     let [word] = run.prompt.as_slice() else {
         return None;
     };
-    if !run.steps.is_empty() || run.plan.is_some() || word.len() < 3 {
-        return None;
-    }
-    if !word.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
+    let bare = !word.is_empty() && word != "-" && !word.chars().any(char::is_whitespace);
+    (bare && run.steps.is_empty() && run.plan.is_none()).then_some(word.as_str())
+}
+
+/// The command a lone word was probably meant as (`dispatch stauts`): a subcommand within two
+/// edits of it (one, for words under five letters), or one it is a prefix of (`dispatch stat`).
+fn resembled_command(word: &str) -> Option<String> {
+    if word.len() < 2 || !word.chars().all(|c| c.is_ascii_alphabetic() || c == '-') {
         return None;
     }
     let word = word.to_ascii_lowercase();
@@ -196,7 +204,14 @@ fn mistyped_command(run: &RunArgs) -> Option<String> {
         .get_subcommands()
         .filter(|c| !c.is_hide_set())
         .map(|c| c.get_name().to_string())
-        .map(|name| (edit_distance(&word, &name), name))
+        .map(|name| {
+            let d = if word.len() >= 3 && name.starts_with(&word) {
+                0
+            } else {
+                edit_distance(&word, &name)
+            };
+            (d, name)
+        })
         .filter(|(d, _)| *d <= most)
         .min()
         .map(|(_, name)| name)
