@@ -19,7 +19,7 @@ pub mod watched;
 pub mod worker_record;
 pub mod worktree;
 
-pub use node::{AgentConfig, OnSigterm, run};
+pub use node::{AgentConfig, EXIT_REFUSED, OnSigterm, RefusedForGood, run};
 
 /// Version reported in Hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -103,6 +103,15 @@ struct Args {
     #[arg(long, env = "DISPATCH_AGENT_MAX_BACKOFF", default_value = "5s", value_parser = dispatch_core::duration::parse)]
     max_backoff: Duration,
 
+    /// Exit with status 78 once the coordinator has refused every attempt for this long (and
+    /// at least 3 in a row) for a reason retrying does not fix: no token, a bogus, revoked or
+    /// other node's token, or a name another live agent holds. The systemd unit does not
+    /// restart on 78 (RestartPreventExitStatus); a pod shows the reason in its status. Keep it
+    /// above 2.5 × the coordinator's --heartbeat-interval (an agent restarted at once may
+    /// find its old session still counted live that long). `0`: retry forever.
+    #[arg(long, env = "DISPATCH_AGENT_GIVE_UP_AFTER", default_value = "60s", value_parser = dispatch_core::duration::parse)]
+    give_up_after: Duration,
+
     /// What SIGTERM does. `drain`: tell the coordinator (no new tasks; `dispatch nodes` shows
     /// it draining), let running workers finish within --drain-timeout, then stop the rest
     /// with their process groups (each task ends `lost`, reason "node drained", retryable),
@@ -244,6 +253,7 @@ fn main() -> anyhow::Result<()> {
         )
         .map_err(|e| anyhow::anyhow!(e))?,
         max_backoff: args.max_backoff,
+        give_up_after: args.give_up_after,
         api_retries: args.api_retries.or(file.api_retries).unwrap_or(3),
         worker_env: file.worker_env.clone(),
         workspace_roots: roots,
@@ -263,7 +273,13 @@ fn main() -> anyhow::Result<()> {
     };
     let found: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     tracing::info!(node = %cfg.name, backends = %found.join(", "), max_tasks = cfg.max_tasks, workdir = %cfg.workdir.display(), signed_only = !cfg.trusted_keys.is_empty(), "agent starting");
-    rt.block_on(dispatch_agent::run(cfg, shutdown_signal()))
+    match rt.block_on(dispatch_agent::run(cfg, shutdown_signal())) {
+        Err(e) if e.is::<dispatch_agent::RefusedForGood>() => {
+            eprintln!("dispatch-agent: {e}");
+            std::process::exit(dispatch_agent::EXIT_REFUSED);
+        }
+        other => other,
+    }
 }
 
 fn dirs_home() -> anyhow::Result<PathBuf> {

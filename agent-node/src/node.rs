@@ -64,6 +64,61 @@ pub struct AgentConfig {
     pub health_listen: Option<String>,
     /// Serve Prometheus metrics here (`/metrics`).
     pub metrics_listen: Option<String>,
+    /// Give up (exit with [`EXIT_REFUSED`]) once the coordinator has refused every connection
+    /// attempt for this long (and at least [`MIN_REFUSALS`] of them) for a reason retrying does
+    /// not fix: the token (missing, bogus, revoked, another node's) or the name (another live
+    /// agent holds it). Zero: never give up.
+    pub give_up_after: Duration,
+}
+
+/// The agent's exit status when the coordinator refused it for good (sysexits' EX_CONFIG:
+/// systemd's unit says `RestartPreventExitStatus=78`).
+pub const EXIT_REFUSED: i32 = 78;
+
+/// Refusals in a row before the agent may give up, however long they took.
+pub const MIN_REFUSALS: u32 = 3;
+
+/// Why the agent stopped trying: the coordinator's last refusal, and how many in a row.
+#[derive(Debug)]
+pub struct RefusedForGood {
+    /// The last refusal, with what to do.
+    pub reason: String,
+    /// Attempts refused in a row.
+    pub tries: u32,
+}
+
+impl std::fmt::Display for RefusedForGood {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the coordinator refused this node {} times in a row, and retrying does not fix it: {}",
+            self.tries, self.reason
+        )
+    }
+}
+
+impl std::error::Error for RefusedForGood {}
+
+/// A failed connection attempt: what happened, and whether the coordinator refused this node
+/// (its token or name) rather than failing to answer.
+struct ConnectError {
+    text: String,
+    refused: bool,
+}
+
+impl From<String> for ConnectError {
+    fn from(text: String) -> Self {
+        ConnectError {
+            text,
+            refused: false,
+        }
+    }
+}
+
+impl From<&str> for ConnectError {
+    fn from(text: &str) -> Self {
+        text.to_string().into()
+    }
 }
 
 /// What the agent does on SIGTERM.
@@ -228,9 +283,33 @@ impl Node {
         }
     }
 
-    async fn connect(&mut self) -> Result<Session, String> {
-        let (channel, _) =
-            crate::channel::connect_first(&self.cfg.coordinator, &self.cfg.tls).await?;
+    /// What a refusal by status means for this node, with what to do: the coordinator's words
+    /// are for CLIs and agents alike; an agent's token comes from DISPATCH_AGENT_TOKEN.
+    fn refusal(&self, doing: &str, s: &tonic::Status) -> ConnectError {
+        use tonic::Code;
+        let refused = matches!(
+            s.code(),
+            Code::Unauthenticated | Code::PermissionDenied | Code::AlreadyExists
+        );
+        let text = match (s.code(), &self.cfg.token) {
+            (Code::Unauthenticated, None) => format!(
+                "the coordinator {doing}: it needs a node token and this agent has none; set DISPATCH_AGENT_TOKEN, or pass --token-file FILE (or `token:` in --config); an admin makes one with `dispatch token create --node {}`",
+                self.cfg.name
+            ),
+            (Code::Unauthenticated, Some(_)) => format!(
+                "the coordinator {doing}: {} (for this node: `dispatch token create --node {}`)",
+                s.message(),
+                self.cfg.name
+            ),
+            _ => format!("the coordinator {doing}: {}", s.message()),
+        };
+        ConnectError { text, refused }
+    }
+
+    async fn connect(&mut self) -> Result<Session, ConnectError> {
+        let (channel, _) = crate::channel::connect_first(&self.cfg.coordinator, &self.cfg.tls)
+            .await
+            .map_err(ConnectError::from)?;
         let mut client = v1::agent_service_client::AgentServiceClient::new(channel)
             .max_decoding_message_size(8 * 1024 * 1024);
         let (out, rx) = mpsc::channel(OUT_QUEUE);
@@ -241,13 +320,16 @@ impl Node {
         if let Some(t) = &self.cfg.token {
             let v = format!("Bearer {}", t.trim())
                 .parse()
-                .map_err(|_| "the node token holds characters a header cannot carry".to_string())?;
+                .map_err(|_| ConnectError {
+                    text: "the node token holds characters a header cannot carry; check DISPATCH_AGENT_TOKEN or --token-file".into(),
+                    refused: true,
+                })?;
             req.metadata_mut().insert("authorization", v);
         }
         let mut inbound = client
             .session(req)
             .await
-            .map_err(|s| format!("the coordinator refused the session: {}", s.message()))?
+            .map_err(|s| self.refusal("refused the session", &s))?
             .into_inner();
         let welcome = match inbound.message().await {
             Ok(Some(v1::CoordinatorMessage {
@@ -255,14 +337,11 @@ impl Node {
             })) => w,
             Ok(Some(v1::CoordinatorMessage {
                 kind: Some(In::Reject(r)),
-            })) => return Err(format!("the coordinator rejected this node: {}", r.reason)),
-            Ok(_) => return Err("the coordinator did not answer Hello with Welcome".into()),
-            Err(s) => {
-                return Err(format!(
-                    "the coordinator refused this node: {}",
-                    s.message()
-                ));
+            })) => {
+                return Err(format!("the coordinator rejected this node: {}", r.reason).into());
             }
+            Ok(_) => return Err("the coordinator did not answer Hello with Welcome".into()),
+            Err(s) => return Err(self.refusal("refused this node", &s)),
         };
         for c in &welcome.committed {
             self.spool.ack(&c.task_id, c.seq);
@@ -641,6 +720,9 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
     let mut session: Option<Session> = None;
     let mut backoff = MIN_BACKOFF;
     let mut next_attempt = Instant::now();
+    // Attempts in a row the coordinator refused (token or name), since when: past the
+    // limit, give up.
+    let mut refusals = (0u32, Instant::now());
     let mut stopping: Option<Instant> = None;
     // Draining: until when running workers may finish, and whether the rest were stopped.
     // SIGTERM was taken (its future must not be polled again).
@@ -699,15 +781,34 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                     }
                     session = Some(s);
                     backoff = MIN_BACKOFF;
+                    refusals.0 = 0;
                 }
                 Some(result) => {
                     let e = match result {
                         Ok(Err(e)) => e,
-                        _ => format!(
+                        _ => ConnectError::from(format!(
                             "no answer from the coordinator at {} within {CONNECT_TIMEOUT:?}",
                             node.cfg.coordinator
-                        ),
+                        )),
                     };
+                    refusals = match (e.refused, refusals.0) {
+                        (false, _) => (0, Instant::now()),
+                        (true, 0) => (1, Instant::now()),
+                        (true, n) => (n + 1, refusals.1),
+                    };
+                    let limit = node.cfg.give_up_after;
+                    if !limit.is_zero()
+                        && refusals.0 >= MIN_REFUSALS
+                        && refusals.1.elapsed() >= limit
+                    {
+                        tracing::error!(coordinator = %node.cfg.coordinator, tries = refusals.0, "{}; giving up (exit status {EXIT_REFUSED})", e.text);
+                        return Err(RefusedForGood {
+                            reason: e.text,
+                            tries: refusals.0,
+                        }
+                        .into());
+                    }
+                    let e = e.text;
                     tracing::warn!(coordinator = %node.cfg.coordinator, "{e}; retrying in {:?}", backoff);
                     next_attempt = Instant::now() + jitter(backoff);
                     backoff = (backoff * 2).min(node.cfg.max_backoff);

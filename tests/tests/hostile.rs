@@ -172,6 +172,93 @@ fn a_second_agent_cannot_take_over_a_live_node() {
     );
 }
 
+/// Issue 23: an agent with no token was told to "set DISPATCH_TOKEN" (only
+/// DISPATCH_AGENT_TOKEN works for an agent), and a bogus, revoked or other node's token, or a
+/// name another live agent holds, made it retry forever with exit status 0 never reached — under
+/// systemd or Kubernetes it failed unseen. Each now ends the agent with status 78 and the reason
+/// once refusals have lasted --give-up-after (and 3 tries); a coordinator that is merely away
+/// is retried as before.
+#[test]
+fn an_agent_refused_for_good_exits_78_and_says_why() {
+    let c = Cluster::with_node("box");
+    let revoked = c.block_on(async {
+        let mut admin = c.client().await.unwrap();
+        let t = admin
+            .create_token(v1::CreateTokenRequest {
+                node: "gone".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        admin
+            .revoke_token(v1::RevokeTokenRequest {
+                id: t.info.unwrap().id,
+            })
+            .await
+            .unwrap();
+        t.token
+    });
+    let box_token = c.node_token("box");
+    let cases: [(&str, Option<&str>, &str); 5] = [
+        ("no-token", None, "set DISPATCH_AGENT_TOKEN"),
+        (
+            "bogus",
+            Some("dsp_0123456789abcdef_bogus"),
+            "the token is not valid here",
+        ),
+        ("gone", Some(&revoked), "the token is not valid here"),
+        ("other", Some(&box_token), "this node token is for `box`"),
+        ("box", Some(&box_token), "node `box` is already connected"),
+    ];
+    let mut agents = Vec::new();
+    for (name, token, _) in &cases {
+        let mut o = AgentOpts::new(name, 1);
+        o.no_token = true;
+        if let Some(t) = token {
+            o.env.push(("DISPATCH_AGENT_TOKEN".into(), t.to_string()));
+        }
+        let own = c.dir.path().join(format!("refused-{name}"));
+        std::fs::create_dir_all(&own).unwrap();
+        o.workdir = Some(own);
+        o.args = vec!["--give-up-after".into(), "1s".into()];
+        agents.push(c.spawn_agent(&o));
+    }
+    for ((name, _, why), mut agent) in cases.iter().zip(agents) {
+        let status = wait_until(&format!("agent `{name}` to give up"), || {
+            agent.child.try_wait().unwrap()
+        });
+        let log = agent.log_text();
+        assert_eq!(status.code(), Some(78), "{name}: {log}");
+        assert!(log.contains(why), "{name}: expected {why:?} in:\n{log}");
+        assert!(
+            log.contains("times in a row, and retrying does not fix it"),
+            "{name}: {log}"
+        );
+        assert!(!log.contains("set DISPATCH_TOKEN "), "{name}: {log}");
+    }
+    // The real node was never disturbed.
+    assert!(node_connected(&c, "box"));
+
+    // A coordinator that is away is not a refusal: the agent keeps trying past the limit.
+    let mut o = AgentOpts::new("patient", 1);
+    o.via = Some({
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    });
+    o.args = vec!["--give-up-after".into(), "1s".into()];
+    let mut patient = c.spawn_agent(&o);
+    wait_until("the patient agent to retry for over 2 s", || {
+        (patient.log_text().matches("retrying in").count() >= 6).then_some(())
+    });
+    assert!(
+        patient.child.try_wait().unwrap().is_none(),
+        "{}",
+        patient.log_text()
+    );
+    patient.kill();
+}
+
 /// Unacked commands for `node` in the coordinator's store.
 fn pending_for(db: &Path, node: &str) -> i64 {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -136,7 +136,7 @@ pub fn authenticate(
             }
         } else {
             return Err(Status::unauthenticated(
-                "this coordinator needs a token: set DISPATCH_TOKEN (or `token:` in ~/.dispatch/config.yaml, or the agent's --token-file); an admin makes one with `dispatch token create`",
+                "this coordinator needs a token: the CLI reads DISPATCH_TOKEN, --token-file or `token:` in its config.yaml; an agent DISPATCH_AGENT_TOKEN or --token-file; an admin makes one with `dispatch token create`",
             ));
         };
         if let Some(name) = cert {
