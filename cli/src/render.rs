@@ -141,6 +141,7 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "after": t.after,
         "priority": t.priority,
         "queue_position": t.queue_position,
+        "waiting": t.waiting,
         "reason": t.reason,
         "exit_code": t.exit_code,
         "created_at_ms": t.created_at_ms,
@@ -180,6 +181,7 @@ pub(crate) fn node_json(n: &v1::Node) -> Value {
         "capacity": n.capacity,
         "connected": n.connected,
         "draining": n.draining,
+        "cordoned": n.cordoned,
         "last_seen_ms": n.last_seen_ms,
         "hostname": n.hostname,
         "version": n.version,
@@ -213,13 +215,19 @@ pub(crate) fn progress(t: &v1::Task) -> String {
     format!("{done}/{total}")
 }
 
-/// Where a task is, in a few words: `running on build-box`, `queued (#2)`.
+/// Where a task is, in a few words: `running on build-box`, `queued (#2)`, `queued (#1): node
+/// `box` is cordoned; …`.
 pub(crate) fn whereabouts(t: &v1::Task) -> String {
     let s = t.task_state();
     match s {
         TaskState::Queued if !t.after.is_empty() => {
             format!("queued (waits for `{}`)", printable_line(&t.after))
         }
+        TaskState::Queued if !t.waiting.is_empty() => format!(
+            "queued (#{}): {}",
+            t.queue_position.max(1),
+            printable_line(&t.waiting)
+        ),
         TaskState::Queued if t.queue_position > 0 => format!("queued (#{})", t.queue_position),
         TaskState::Queued => "queued".into(),
         _ if !t.node.is_empty() => format!("{s} on {}", printable_line(&t.node)),

@@ -71,6 +71,30 @@ pub fn task_to_proto(
             .as_ref()
             .map(|f| f.note.clone())
             .unwrap_or_default(),
+        waiting: String::new(),
+    }
+}
+
+/// What a task queued for node `remote` waits for, for people; "" when the node could take
+/// it now (the scheduler is about to) or when nothing is known of it.
+pub fn waiting_for(remote: &str, node: Option<&(NodeRecord, Option<Liveness>)>) -> String {
+    let name = dispatch_core::text::printable_line(remote);
+    let Some((n, live)) = node else {
+        return format!("node `{name}` has never connected");
+    };
+    match live {
+        _ if n.cordoned => format!(
+            "node `{name}` is cordoned; `dispatch nodes uncordon {name}` lets it take tasks again"
+        ),
+        None => format!("node `{name}` is offline; it runs the task when it reconnects"),
+        Some(l) if l.draining => format!(
+            "node `{name}` is draining (its agent is stopping); it runs the task when an agent of that name reconnects"
+        ),
+        Some(l) if l.running >= n.capacity => format!(
+            "node `{name}` has no free slot ({}/{} running)",
+            l.running, n.capacity
+        ),
+        Some(_) => String::new(),
     }
 }
 
@@ -152,6 +176,7 @@ pub fn node_to_proto(n: &NodeRecord, live: Option<&Liveness>) -> v1::Node {
         session_started_ms: live.map_or(0, |l| l.started_ms),
         epoch: live.map_or(n.epoch, |l| l.epoch),
         draining: live.is_some_and(|l| l.draining) || n.cordoned,
+        cordoned: n.cordoned,
     }
 }
 

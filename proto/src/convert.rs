@@ -56,6 +56,18 @@ pub fn item_status_from_proto(v: i32) -> ItemStatus {
     }
 }
 
+/// A node's state in a word or two: `connected`, `cordoned` (an admin's `nodes drain`, until
+/// `uncordon`), `draining` (its agent is stopping, or a drain's timeout runs), `offline`.
+pub fn node_state(n: &v1::Node) -> &'static str {
+    match (n.connected, n.draining && !n.cordoned, n.cordoned) {
+        (true, true, _) => "draining",
+        (true, false, true) => "cordoned",
+        (true, false, false) => "connected",
+        (false, _, true) => "offline, cordoned",
+        (false, _, false) => "offline",
+    }
+}
+
 /// plan.md text → wire plan (title, items, and the markdown itself).
 pub fn plan_to_proto(markdown: &str) -> v1::Plan {
     let plan = Plan::parse(markdown);

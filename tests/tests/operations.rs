@@ -444,6 +444,44 @@ fn a_drained_then_uncordoned_node_takes_its_queued_task_at_once() {
     assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
 }
 
+/// Issue 23: a cordoned node looked like a full one — a task pinned to it said "queued (#1)
+/// until a node has a free slot", `dispatch nodes` called a plain cordon "draining", and the
+/// cordon said "its 1 running task go on". Each now says what is so.
+#[test]
+fn a_cordoned_node_says_it_is_cordoned_and_so_do_its_queued_tasks() {
+    let mut c = Cluster::with_node("box");
+    let out = c.ok(&["nodes", "drain", "box"]);
+    assert!(
+        out.contains("Node `box` is cordoned: no new task goes there; nothing runs there now."),
+        "{out}"
+    );
+    let n: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+    assert_eq!((&n[0]["cordoned"], &n[0]["draining"]), (&true.into(), &true.into()));
+    let table = c.ok(&["nodes"]);
+    assert!(table.contains("cordoned") && !table.contains("draining"), "{table}");
+    let out = c.ok(&[
+        "--backend", "sim", "--remote", "box", "--id", "pinned", "--step", "one", "x",
+    ]);
+    let says = "queued (#1): node `box` is cordoned; `dispatch nodes uncordon box` lets it take tasks again";
+    assert!(out.contains(says), "{out}");
+    assert_eq!(c.status("pinned")["waiting"], says.trim_start_matches("queued (#1): "));
+    let shown = c.ok(&["status", "pinned"]);
+    assert!(shown.contains(says), "{shown}");
+    // Offline: it says so, not "no free slot".
+    c.agent("box").kill();
+    wait_until("box to be offline", || {
+        let n: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+        (n[0]["connected"] == false).then_some(())
+    });
+    c.ok(&["nodes", "uncordon", "box"]);
+    assert_eq!(
+        c.status("pinned")["waiting"],
+        "node `box` is offline; it runs the task when it reconnects"
+    );
+    let table = c.ok(&["nodes"]);
+    assert!(table.contains("offline"), "{table}");
+}
+
 #[test]
 fn a_node_that_goes_away_keeps_its_heartbeat_age_so_the_silent_alert_can_fire() {
     let Some(py) = python_with(&["prometheus_client"]) else {

@@ -257,7 +257,10 @@ fn nodes(r: &mut Report, nodes: &[v1::Node]) {
                 "{}/{} slots busy{}, backends: {}",
                 n.running,
                 n.capacity,
-                if n.draining { ", draining" } else { "" },
+                match dispatch_proto::convert::node_state(n) {
+                    "connected" => String::new(),
+                    s => format!(", {s}"),
+                },
                 backends.join(", ")
             ),
             (!real).then_some("install an agent CLI (claude, agent, codex) on it, or configure one in its --config"),

@@ -28,19 +28,24 @@ pub(super) async fn cordon(
         println!("{}", render::node_json(&n));
     } else if let (true, Some(t)) = (draining, timeout) {
         println!(
-            "Node `{}` is draining: no new task goes there; its {} running task{} get {} to finish, then the rest are stopped (lost, retryable). `dispatch nodes uncordon {}` undoes it.",
+            "Node `{}` is draining: no new task goes there; {} {} to finish, then the rest are stopped (lost, retryable). `dispatch nodes uncordon {}` undoes it.",
             n.name,
-            n.running,
-            if n.running == 1 { "" } else { "s" },
+            match n.running {
+                1 => "its 1 running task gets".to_string(),
+                r => format!("its {r} running tasks get"),
+            },
             dispatch_core::duration::format(t),
             n.name
         );
     } else if draining {
         println!(
-            "Node `{}` is cordoned: no new task goes there; its {} running task{} go on. `dispatch nodes uncordon {}` undoes it.",
+            "Node `{}` is cordoned: no new task goes there; {}. `dispatch nodes uncordon {}` undoes it.",
             n.name,
-            n.running,
-            if n.running == 1 { "" } else { "s" },
+            match n.running {
+                0 => "nothing runs there now".to_string(),
+                1 => "its 1 running task goes on".to_string(),
+                r => format!("its {r} running tasks go on"),
+            },
             n.name
         );
     } else {
@@ -100,12 +105,7 @@ pub(super) async fn nodes(g: &Global) -> Result<u8> {
         labels.sort();
         rows.push(vec![
             n.name.clone(),
-            match (n.connected, n.draining) {
-                (true, true) => "draining",
-                (true, false) => "connected",
-                (false, _) => "offline",
-            }
-            .to_string(),
+            dispatch_proto::convert::node_state(n).to_string(),
             format!("{}/{}", n.running, n.capacity),
             dispatch_core::text::printable_line(&backends.join(",")).into_owned(),
             if labels.is_empty() {
@@ -144,3 +144,4 @@ pub(super) async fn nodes(g: &Global) -> Result<u8> {
     }
     Ok(crate::exit::Exit::Success.into())
 }
+

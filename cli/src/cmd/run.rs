@@ -143,6 +143,11 @@ pub(super) fn dispatched_line(t: &v1::Task) -> String {
         TaskState::Queued if !t.after.is_empty() => {
             line.push_str(&format!("; it starts when `{}` completes", t.after))
         }
+        TaskState::Queued if !t.waiting.is_empty() => line.push_str(&format!(
+            "; queued (#{}): {}",
+            t.queue_position.max(1),
+            l(&t.waiting)
+        )),
         TaskState::Queued => line.push_str(&format!(
             "; queued (#{}) until a node has a free slot",
             t.queue_position.max(1)

@@ -234,6 +234,8 @@ fn summary_of(t: &v1::Task) -> v1::Task {
         fallback: String::new(),
         trouble: t.trouble.clone(),
         limit_until_ms: t.limit_until_ms,
+        // Names only the node, which a summary shows anyway.
+        waiting: t.waiting.clone(),
     }
 }
 
@@ -319,6 +321,7 @@ mod tests {
             fallback: s("fallback note"),
             trouble: "auth".into(),
             limit_until_ms: 0,
+            waiting: s("waiting"),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use super::auth::{Sight, sees_all, summarize};
 use crate::Coordinator;
-use crate::convert::task_to_proto;
+use crate::convert::{task_to_proto, waiting_for};
 use crate::error::Result;
 use crate::model::{Principal, TaskRecord};
 use dispatch_core::TaskState;
@@ -34,6 +34,15 @@ pub(crate) async fn task_views(
     } else {
         Vec::new()
     };
+    // A task queued for a node of its own says what that node is doing.
+    let nodes = if records
+        .iter()
+        .any(|t| t.state == TaskState::Queued && !t.remote.is_empty())
+    {
+        c.list_nodes().await?
+    } else {
+        Vec::new()
+    };
     let ids: Vec<&str> = records.iter().map(|t| t.id.as_str()).collect();
     let questions = c.store.questions_of(&ids).await?;
     Ok(records
@@ -45,6 +54,10 @@ pub(crate) async fn task_views(
                 .map_or(0, |p| p as u32 + 1);
             let asked = questions.get(&t.id).map(Vec::as_slice).unwrap_or_default();
             let mut view = task_to_proto(t, asked, position, true);
+            if t.state == TaskState::Queued && !t.remote.is_empty() {
+                let node = nodes.iter().find(|(n, _)| n.name == t.remote);
+                view.waiting = waiting_for(&t.remote, node);
+            }
             if !sees_all(who, sight, &t.owner) {
                 summarize(&mut view);
             }

@@ -190,11 +190,7 @@ pub(super) fn nodes(nodes: &[v1::Node]) -> String {
         "<table><caption>Agent nodes</caption><thead><tr><th scope=\"col\">Node</th><th scope=\"col\">State</th><th scope=\"col\">Load</th><th scope=\"col\">Backends</th><th scope=\"col\">Labels</th></tr></thead><tbody>",
     );
     for n in nodes {
-        let state = match (n.connected, n.draining) {
-            (true, true) => "draining",
-            (true, false) => "connected",
-            (false, _) => "disconnected",
-        };
+        let state = dispatch_proto::convert::node_state(n);
         let labels: Vec<String> = n
             .labels
             .iter()
