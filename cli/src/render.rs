@@ -81,25 +81,11 @@ fn paint(code: &str, s: &str, on: bool) -> String {
     }
 }
 
-/// `3m 12s`-style duration.
-pub(crate) fn human_secs(secs: i64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
-        s if s < 86400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
-        s => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
-    }
-}
+pub(crate) use dispatch_core::duration::human_secs;
 
 /// Age of a timestamp in ms, as `5s ago`.
 pub(crate) fn ago(ms: i64) -> String {
-    if ms <= 0 {
-        return "-".into();
-    }
-    format!(
-        "{} ago",
-        human_secs((dispatch_coordinator::now_ms() - ms).max(0) / 1000)
-    )
+    dispatch_core::duration::ago(ms, dispatch_coordinator::now_ms())
 }
 
 /// A task as the stable JSON object of `--json`.
@@ -155,6 +141,7 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "attempt": t.attempt,
         "items": items,
         "questions": questions,
+        "notes": t.notes.iter().map(|n| json!({"text": n.text, "author": n.author, "at_ms": n.at_ms})).collect::<Vec<_>>(),
     })
 }
 
@@ -382,6 +369,14 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
                 fancy,
             )),
         }
+    }
+    for n in &t.notes {
+        out.push(format!(
+            "  note from {} ({}): {}",
+            printable_line(&n.author),
+            ago(n.at_ms),
+            printable_line(&n.text)
+        ));
     }
     if !t.reason.is_empty() {
         out.push(format!(

@@ -49,8 +49,13 @@ fn invalid_input_fails_before_contacting_anyone() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be kebab-case"));
     let big = "x".repeat(65 * 1024 + 1);
-    let out = dispatch().arg(&big).output().unwrap();
+    let out = dispatch().args(["run", &big]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("over the limit"));
+    // A lone word is refused as a command that does not exist, and not echoed in full.
+    let out = dispatch().arg(&big).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a dispatch command"));
+    assert!(out.stderr.len() < 1024, "{} bytes", out.stderr.len());
     let out = dispatch().output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("say what to dispatch"));
 }

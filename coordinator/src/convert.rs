@@ -72,6 +72,15 @@ pub fn task_to_proto(
             .map(|f| f.note.clone())
             .unwrap_or_default(),
         waiting: String::new(),
+        notes: t
+            .notes
+            .iter()
+            .map(|n| v1::Note {
+                text: n.text.clone(),
+                author: n.author.clone(),
+                at_ms: n.at_ms,
+            })
+            .collect(),
     }
 }
 

@@ -7,6 +7,20 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Notes kept per task; past it, `dispatch note` is refused (send an answer or a new task).
+pub const MAX_NOTES: usize = 100;
+
+/// A note sent to a task's worker (`dispatch note`), as the task keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NoteRecord {
+    /// The note, one line.
+    pub text: String,
+    /// Who sent it (a user name; `local` in local mode).
+    pub author: String,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+}
+
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskRecord {
@@ -90,6 +104,8 @@ pub struct TaskRecord {
     pub log_bytes: u64,
     /// Plan history stored so far (past the cap, no more edits are kept).
     pub plan_bytes: u64,
+    /// The notes sent to its worker, oldest first (at most [`MAX_NOTES`]).
+    pub notes: Vec<NoteRecord>,
     /// Who submitted it (a user name; `local` in local mode).
     pub owner: String,
     /// The nodes it may run on, from its submitter's token (patterns; empty: any).

@@ -30,6 +30,25 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A span of seconds for people, in its two largest units: `45s`, `3m 20s`, `2h 5m`, `3d 4h`.
+pub fn human_secs(secs: i64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d {}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// How long before `now_ms` the time `then_ms` was (both ms since the epoch), as `5s ago`; `-`
+/// for no time (0).
+pub fn ago(then_ms: i64, now_ms: i64) -> String {
+    if then_ms <= 0 {
+        return "-".into();
+    }
+    format!("{} ago", human_secs((now_ms - then_ms).max(0) / 1000))
+}
+
 /// Writes a duration the way [`parse`] reads it, in its largest whole unit (`7d`, `90s`,
 /// `1500ms`).
 pub fn format(d: Duration) -> String {

@@ -345,3 +345,50 @@ fn dashboard_sessions_hold_against_csrf_stolen_cookies_and_guessing() {
         "{audit}"
     );
 }
+
+/// Issue 23: notes were invisible, and the dashboard offered "Add note" on ended tasks and
+/// then showed an error page. The task page lists the notes sent to the worker, and offers the
+/// form only while a worker runs.
+#[test]
+fn the_task_page_shows_its_notes_and_offers_a_note_only_while_a_worker_runs() {
+    let mut c = Cluster::with_coordinator_args(&["--http-listen", "127.0.0.1:0"]);
+    c.add_agent(AgentOpts::new("web1", 2));
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "noted",
+        "--step",
+        "go (ask: may I deploy?)",
+        "take notes",
+    ]);
+    c.wait_task("noted", "its question", |t| !t.questions.is_empty());
+    c.ok(&["note", "noted", "staging is <down> today"]);
+    let base = std::fs::read_to_string(c.dir.path().join("coordinator/http.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let cookie = format!("Cookie: {}", log_in(&base, &c.admin_token));
+    let page = |id: &str| {
+        let (code, page) = request(
+            "GET",
+            &format!("{base}/task/{id}"),
+            std::slice::from_ref(&cookie),
+            "",
+        );
+        assert_eq!(code, 200, "{page}");
+        page
+    };
+    let running = page("noted");
+    assert!(running.contains("Add note"), "{running}");
+    assert!(running.contains("Notes to the worker"), "{running}");
+    assert!(
+        running.contains("staging is &lt;down&gt; today"),
+        "the note, escaped: {running}"
+    );
+    c.ok(&["answer", "noted", "yes"]);
+    c.wait_task("noted", "its end", |t| t.task_state().is_terminal());
+    let ended = page("noted");
+    assert!(!ended.contains("Add note"), "{ended}");
+    assert!(ended.contains("staging is &lt;down&gt; today"), "{ended}");
+}

@@ -456,15 +456,32 @@ fn a_cordoned_node_says_it_is_cordoned_and_so_do_its_queued_tasks() {
         "{out}"
     );
     let n: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
-    assert_eq!((&n[0]["cordoned"], &n[0]["draining"]), (&true.into(), &true.into()));
+    assert_eq!(
+        (&n[0]["cordoned"], &n[0]["draining"]),
+        (&true.into(), &true.into())
+    );
     let table = c.ok(&["nodes"]);
-    assert!(table.contains("cordoned") && !table.contains("draining"), "{table}");
+    assert!(
+        table.contains("cordoned") && !table.contains("draining"),
+        "{table}"
+    );
     let out = c.ok(&[
-        "--backend", "sim", "--remote", "box", "--id", "pinned", "--step", "one", "x",
+        "--backend",
+        "sim",
+        "--remote",
+        "box",
+        "--id",
+        "pinned",
+        "--step",
+        "one",
+        "x",
     ]);
     let says = "queued (#1): node `box` is cordoned; `dispatch nodes uncordon box` lets it take tasks again";
     assert!(out.contains(says), "{out}");
-    assert_eq!(c.status("pinned")["waiting"], says.trim_start_matches("queued (#1): "));
+    assert_eq!(
+        c.status("pinned")["waiting"],
+        says.trim_start_matches("queued (#1): ")
+    );
     let shown = c.ok(&["status", "pinned"]);
     assert!(shown.contains(says), "{shown}");
     // Offline: it says so, not "no free slot".

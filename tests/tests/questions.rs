@@ -295,6 +295,18 @@ fn a_note_reaches_plan_md_on_the_node_while_the_worker_runs() {
         "{}",
         text(&late.stderr)
     );
+    // Issue 23: the note is kept on the task — in `status`, `--json` (the refused one is not).
+    let s = c.status("noted");
+    let notes = s["notes"].as_array().expect("notes in --json");
+    assert_eq!(notes.len(), 1, "{s}");
+    assert_eq!(notes[0]["text"], "the skill is installed via npx");
+    assert_eq!(notes[0]["author"], "admin");
+    assert!(notes[0]["at_ms"].as_i64().unwrap() > 0);
+    let shown = c.ok(&["status", "noted"]);
+    assert!(
+        shown.contains("note from admin (") && shown.contains("): the skill is installed via npx"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -81,7 +81,12 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
                 bail!("say what to dispatch: dispatch \"<prompt>\" (see `dispatch --help`)");
             }
             if let Some(word) = lone_word(&cli.run) {
-                let meant = resembled_command(word).map_or_else(
+                let word = dispatch_core::text::printable_line(word);
+                let word = match word.char_indices().nth(60) {
+                    Some((i, _)) => format!("{}…", &word[..i]),
+                    None => word.into_owned(),
+                };
+                let meant = resembled_command(&word).map_or_else(
                     || " (see `dispatch --help`)".to_string(),
                     |m| format!("; did you mean `dispatch {m}`?"),
                 );

@@ -144,4 +144,3 @@ pub(super) async fn nodes(g: &Global) -> Result<u8> {
     }
     Ok(crate::exit::Exit::Success.into())
 }
-

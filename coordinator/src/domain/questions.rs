@@ -206,7 +206,23 @@ impl Coordinator {
                     t.state
                 )));
             }
+            if t.notes.len() >= crate::model::MAX_NOTES {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "task `{id}` has {} notes, the most one task keeps; answer its question or start a new task instead",
+                    t.notes.len()
+                )));
+            }
+            let mut notes = t.notes.clone();
+            notes.push(crate::model::NoteRecord {
+                text: text.to_string(),
+                author: who.name(),
+                at_ms: now_ms(),
+            });
             Ok(Transition {
+                set: crate::store::TaskUpdate {
+                    notes: Some(notes),
+                    ..Default::default()
+                },
                 commands: vec![(
                     t.node.clone(),
                     NodeCommand::Note {

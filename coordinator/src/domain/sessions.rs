@@ -89,12 +89,7 @@ pub fn validate_hello(h: &NodeHello) -> Result<()> {
 }
 
 fn when(ms: i64) -> String {
-    let secs = (now_ms() - ms).max(0) / 1000;
-    match secs {
-        0..60 => format!("{secs} s ago"),
-        60..3600 => format!("{} min ago", secs / 60),
-        _ => format!("{} h ago", secs / 3600),
-    }
+    dispatch_core::duration::ago(ms, now_ms())
 }
 
 impl Coordinator {

@@ -236,6 +236,8 @@ fn summary_of(t: &v1::Task) -> v1::Task {
         limit_until_ms: t.limit_until_ms,
         // Names only the node, which a summary shows anyway.
         waiting: t.waiting.clone(),
+        // What was said to the worker is content.
+        notes: Vec::new(),
     }
 }
 
@@ -321,7 +323,12 @@ mod tests {
             fallback: s("fallback note"),
             trouble: "auth".into(),
             limit_until_ms: 0,
-            waiting: s("waiting"),
+            waiting: "node `box` is cordoned".into(),
+            notes: vec![v1::Note {
+                text: s("note"),
+                author: s("author"),
+                at_ms: 1,
+            }],
         }
     }
 

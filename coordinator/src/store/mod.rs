@@ -57,6 +57,8 @@ pub struct TaskUpdate {
     pub ended_ms: Option<i64>,
     /// Worktree removed.
     pub cleaned: Option<bool>,
+    /// New notes (the whole list).
+    pub notes: Option<Vec<crate::model::NoteRecord>>,
 }
 
 impl TaskUpdate {
@@ -83,7 +85,8 @@ impl TaskUpdate {
             exit_code,
             started_ms,
             ended_ms,
-            cleaned
+            cleaned,
+            notes
         );
         t.updated_ms = now_ms;
     }

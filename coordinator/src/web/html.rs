@@ -137,6 +137,20 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
             }
             out.push_str("</dl></details>");
         }
+        if !t.notes.is_empty() {
+            out.push_str("<section class=\"notes\"><h3>Notes to the worker</h3><ul>");
+            for n in &t.notes {
+                let _ = write!(
+                    out,
+                    "<li><b>{}</b> <time datetime=\"{}\">{}</time>: {}</li>",
+                    esc(&n.author),
+                    n.at_ms,
+                    esc(&dispatch_core::duration::ago(n.at_ms, crate::now_ms())),
+                    esc(&n.text)
+                );
+            }
+            out.push_str("</ul></section>");
+        }
     }
     out.push_str("</article>");
     out

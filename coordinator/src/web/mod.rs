@@ -458,7 +458,8 @@ async fn task_page(State(app): State<App>, headers: HeaderMap, Path(id): Path<St
     };
     let act = can_act(&who, &t);
     let mut body = format!("<div id=\"live\">{}</div>", html::task_card(&t, act, true));
-    if act {
+    // A note reaches only a worker that runs (the RPC refuses the rest): no form for others.
+    if act && t.task_state().holds_slot() {
         body.push_str(&format!(
             r#"<form method="post" action="/task/{id}/note" class="note"><label for="note-text">Add a note for the worker</label>
 <textarea id="note-text" name="text" rows="2" required></textarea><button type="submit">Add note</button></form>"#,

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 42] = [
+pub(super) const TASK_COLUMNS: [&str; 43] = [
     "id",
     "state",
     "title",
@@ -50,6 +50,7 @@ pub(super) const TASK_COLUMNS: [&str; 42] = [
     "trouble",
     "limit_until_ms",
     "plan_bytes",
+    "notes",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES ($1, …, next order)`.
@@ -109,6 +110,15 @@ pub(super) fn bind_new_task<'q>(
         .bind(t.trouble.clone())
         .bind(t.limit_until_ms)
         .bind(t.plan_bytes as i64)
+        .bind(notes_json(&t.notes))
+}
+
+/// A task's notes as stored on its row ("" for none).
+pub(super) fn notes_json(n: &[crate::model::NoteRecord]) -> String {
+    if n.is_empty() {
+        return String::new();
+    }
+    serde_json::to_string(n).unwrap_or_default()
 }
 
 /// A task's fallback as stored on its row ("" for none).
@@ -204,6 +214,11 @@ pub(super) fn task_from_row(r: &DbRow) -> Result<TaskRecord> {
                 .map_err(|e| CoordinatorError::Corrupt(format!("task usage: {e}")))?,
         },
         activity: r.try_get("activity")?,
+        notes: match r.try_get::<String, _>("notes")?.as_str() {
+            "" => Vec::new(),
+            j => serde_json::from_str(j)
+                .map_err(|e| CoordinatorError::Corrupt(format!("task notes: {e}")))?,
+        },
         trace: r.try_get("trace")?,
         trouble: r.try_get("trouble")?,
         limit_until_ms: r.try_get("limit_until_ms")?,

@@ -176,6 +176,9 @@ pub(super) async fn write_update(
     if let Some(v) = u.cleaned {
         q.push(", cleaned = ").push_bind(v);
     }
+    if let Some(n) = &u.notes {
+        q.push(", notes = ").push_bind(super::rows::notes_json(n));
+    }
     q.push(" WHERE id = ").push_bind(id);
     q.build().persistent(false).execute(&mut **tx).await?;
     if let Some(p) = &u.worker_prompt {

@@ -51,6 +51,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0011_usage.sql"),
     include_str!("../../../migrations/0012_cli_trouble.sql"),
     include_str!("../../../migrations/0013_plan_history.sql"),
+    include_str!("../../../migrations/0014_notes.sql"),
 ];
 
 /// The SQLite store.
