@@ -486,13 +486,10 @@ async fn main() -> anyhow::Result<()> {
             dispatch_coordinator::store::postgres::redact(u)
         ),
     };
-    // SQLite: the store is open (and the first admin token written) before anything listens.
-    let sqlite = match &postgres {
-        None => Some(Coordinator::start(config.clone()).await?),
-        Some(_) => None,
-    };
-
-    let tcp = dispatch_coordinator::server::bind_tcp(&args.listen).await?;
+    // Everything that can refuse this start is checked, and every port bound, before the data
+    // directory, the store or the first admin token is created: a refused start leaves nothing
+    // behind. (Bound is not served: connections wait in the backlog until the store is open.)
+    let tcp = dispatch_coordinator::server::bind_tcp("--listen", &args.listen).await?;
     let addr = tcp.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     if tls.is_none() && !addr.ip().is_loopback() {
@@ -503,6 +500,43 @@ async fn main() -> anyhow::Result<()> {
         }
         tracing::warn!(%addr, "--insecure: serving plain HTTP on a non-loopback address; tokens, prompts and answers cross the network unencrypted");
     }
+    let http = match &args.http_listen {
+        Some(h) => {
+            let l = dispatch_coordinator::server::bind_tcp("--http-listen", h).await?;
+            let haddr = l.local_addr()?;
+            if web_tls.is_none() && !haddr.ip().is_loopback() && !args.insecure {
+                anyhow::bail!(
+                    "refusing to serve the dashboard in plain HTTP on {haddr}: tokens and answers would cross the network readable by anyone. Give --tls-cert and --tls-key, use a loopback address behind a TLS proxy, or pass --insecure"
+                );
+            }
+            Some(l)
+        }
+        None => None,
+    };
+    let health = match &args.health_listen {
+        Some(h) => Some(
+            dispatch_coordinator::server::bind_tcp("--health-listen", h)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for health checks: {e}"))?,
+        ),
+        None => None,
+    };
+    let metrics_listener = match &args.metrics_listen {
+        Some(m) => Some(
+            dispatch_coordinator::server::bind_tcp("--metrics-listen", m)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for metrics: {e}"))?,
+        ),
+        None => None,
+    };
+    // With PostgreSQL the data directory holds only the address files: made here too.
+    dispatch_core::fs::private_dir(&data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create --data-dir {}: {e}", data_dir.display()))?;
+    // SQLite: the store is open (and the first admin token written) before anything is served.
+    let sqlite = match &postgres {
+        None => Some(Coordinator::start(config.clone()).await?),
+        Some(_) => None,
+    };
     let mut listeners = vec![match tls {
         Some(t) => Listener::Tls(Arc::new(tcp), Box::new(t), Arc::clone(&config.gate)),
         None => Listener::Tcp(Arc::new(tcp), Arc::clone(&config.gate)),
@@ -512,10 +546,7 @@ async fn main() -> anyhow::Result<()> {
             dispatch_coordinator::server::bind_unix(path)?,
         )));
     }
-    if let Some(h) = &args.health_listen {
-        let l = tokio::net::TcpListener::bind(h)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen for health checks on {h}: {e}"))?;
+    if let Some(l) = health {
         let haddr = l.local_addr()?;
         std::fs::write(data_dir.join("health.addr"), format!("{haddr}\n"))
             .map_err(|e| anyhow::anyhow!("cannot write health.addr: {e}"))?;
@@ -524,11 +555,8 @@ async fn main() -> anyhow::Result<()> {
     }
     // A replica's /metrics answers while it waits too (its leader gauge is 0).
     let leading: Arc<std::sync::OnceLock<Arc<Coordinator>>> = Default::default();
-    let metrics = match &args.metrics_listen {
-        Some(m) => {
-            let l = tokio::net::TcpListener::bind(m)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {m}: {e}"))?;
+    let metrics = match metrics_listener {
+        Some(l) => {
             let maddr = l.local_addr()?;
             let file = data_dir.join("metrics.addr");
             std::fs::write(&file, format!("http://{maddr}/metrics\n"))
@@ -577,17 +605,9 @@ async fn main() -> anyhow::Result<()> {
     if metrics.is_some() {
         let _ = leading.set(Arc::clone(&coordinator));
     }
-    if let Some(h) = &args.http_listen {
-        let l = dispatch_coordinator::server::bind_tcp(h)
-            .await
-            .map_err(|e| anyhow::anyhow!("--http-listen: {e}"))?;
+    if let Some(l) = http {
         let haddr = l.local_addr()?;
         let scheme = if web_tls.is_some() { "https" } else { "http" };
-        if web_tls.is_none() && !haddr.ip().is_loopback() && !args.insecure {
-            anyhow::bail!(
-                "refusing to serve the dashboard in plain HTTP on {haddr}: tokens and answers would cross the network readable by anyone. Give --tls-cert and --tls-key, use a loopback address behind a TLS proxy, or pass --insecure"
-            );
-        }
         let file = data_dir.join("http.addr");
         std::fs::write(&file, format!("{scheme}://{haddr}\n"))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;

@@ -346,12 +346,12 @@ const TCP_BACKLOG: u32 = 8192;
 
 /// Binds TCP `addr` (host:port; a name resolves to each of its addresses in turn) with
 /// SO_REUSEADDR, so a restarted coordinator can take its port back at once, and a deep accept
-/// backlog.
-pub async fn bind_tcp(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+/// backlog. `flag` names the option the address came from, for the error.
+pub async fn bind_tcp(flag: &str, addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     let mut last = None;
     for a in tokio::net::lookup_host(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot resolve --listen {addr}: {e}"))?
+        .map_err(|e| anyhow::anyhow!("cannot resolve {flag} {addr}: {e}"))?
     {
         let socket = if a.is_ipv4() {
             tokio::net::TcpSocket::new_v4()
@@ -370,9 +370,11 @@ pub async fn bind_tcp(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     }
     Err(match last {
         Some(e) => {
-            anyhow::anyhow!("cannot listen on {addr}: {e}; choose another address with --listen")
+            anyhow::anyhow!(
+                "cannot listen on {addr} ({flag}): {e}; choose another address with {flag}"
+            )
         }
-        None => anyhow::anyhow!("--listen {addr} resolves to no address"),
+        None => anyhow::anyhow!("{flag} {addr} resolves to no address"),
     })
 }
 

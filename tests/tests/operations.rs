@@ -553,3 +553,79 @@ fn a_node_that_goes_away_keeps_its_heartbeat_age_so_the_silent_alert_can_fire() 
         "{m:?}"
     );
 }
+
+/// Issue 23 item 9: a port conflict on --http-listen said "choose another address with
+/// --listen"; a refused start (port taken, 0.0.0.0 without TLS) had already created the store
+/// and written admin.token; with --store postgres://… the coordinator did not create its
+/// --data-dir and exited "cannot write …/coordinator.addr". Each refusal names its flag and
+/// leaves nothing behind; PostgreSQL gets its data directory made.
+#[test]
+fn a_refused_start_names_its_flag_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let start = |data: &std::path::Path, args: &[&str]| {
+        std::process::Command::new(dispatch_tests::bin("dispatch-coordinator"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (name, args, says) in [
+        (
+            "dashboard-port",
+            vec!["--listen", "127.0.0.1:0", "--http-listen", &taken],
+            "choose another address with --http-listen",
+        ),
+        (
+            "grpc-port",
+            vec!["--listen", &taken],
+            "choose another address with --listen",
+        ),
+        (
+            "metrics-port",
+            vec!["--listen", "127.0.0.1:0", "--metrics-listen", &taken],
+            "choose another address with --metrics-listen",
+        ),
+        (
+            "plain-on-all",
+            vec!["--listen", "0.0.0.0:0"],
+            "refusing to serve plain HTTP",
+        ),
+    ] {
+        let data = dir.path().join(name);
+        let out = start(&data, &args);
+        let err = dispatch_tests::text(&out.stderr);
+        assert!(!out.status.success(), "{name}: started");
+        assert!(err.contains(says), "{name}: expected {says:?} in:\n{err}");
+        assert!(
+            !data.exists(),
+            "{name}: a refused start left {:?}",
+            std::fs::read_dir(&data).map(|d| d.count())
+        );
+    }
+    // PostgreSQL: the data directory (for the address files) is made.
+    let Some(server) = dispatch_tests::postgres_server() else {
+        return;
+    };
+    let url = dispatch_tests::scratch_database(&server, "startup_data_dir");
+    let data = dir.path().join("made/for/postgres");
+    let mut c = std::process::Command::new(dispatch_tests::bin("dispatch-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--store", &url, "--data-dir"])
+        .arg(&data)
+        .stderr(std::fs::File::create(dir.path().join("pg.log")).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("coordinator.addr with PostgreSQL", || {
+        if let Some(status) = c.try_wait().unwrap() {
+            panic!(
+                "the coordinator exited {status}: {}",
+                std::fs::read_to_string(dir.path().join("pg.log")).unwrap()
+            );
+        }
+        data.join("coordinator.addr").exists().then_some(())
+    });
+    let _ = c.kill();
+    let _ = c.wait();
+}
