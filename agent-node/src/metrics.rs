@@ -42,6 +42,13 @@ pub struct AgentMetrics {
     counted: Mutex<HashMap<(String, u32), [f64; 5]>>,
 }
 
+/// `dispatch_build_info`'s labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct BuildLabels {
+    component: String,
+    version: String,
+}
+
 impl Default for AgentMetrics {
     fn default() -> Self {
         AgentMetrics::new()
@@ -97,6 +104,14 @@ impl AgentMetrics {
             "dispatch_agent_cost_usd",
             "Cost in US dollars structured worker streams reported, by backend",
             m.cost.clone(),
+        );
+        registry.register(
+            "dispatch_build",
+            "Which program and version serves (dispatch_build_info, always 1)",
+            prometheus_client::metrics::info::Info::new(BuildLabels {
+                component: "agent".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
         );
         AgentMetrics { registry, ..m }
     }

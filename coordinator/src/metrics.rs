@@ -1,4 +1,5 @@
-//! Prometheus metrics (`--metrics-listen`, text format at `/metrics`), with the
+//! Prometheus metrics (`--metrics-listen`, at `/metrics`: OpenMetrics to a scraper that asks for
+//! it, the classic text format otherwise — see `dispatch_telemetry::exposition`), with the
 //! `prometheus-client` crate. Counters and histograms are updated where things happen; gauges
 //! (tasks by state, queue depth, nodes, slots, questions) are read from the store and the node
 //! registry when a scrape asks, so they cost nothing between scrapes.
@@ -37,6 +38,24 @@ struct NodeLabel {
 
 type FGauge = Gauge<f64, AtomicU64>;
 
+/// `dispatch_build_info`'s labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    component: String,
+    version: String,
+}
+
+impl BuildLabels {
+    fn coordinator() -> BuildLabels {
+        BuildLabels {
+            component: "coordinator".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+const BUILD_HELP: &str = "Which program and version serves (dispatch_build_info, always 1)";
+
 /// Every metric the coordinator exports.
 pub struct Metrics {
     registry: Registry,
@@ -47,8 +66,9 @@ pub struct Metrics {
     questions_waiting: Gauge,
     oldest_question: FGauge,
     heartbeat_age: Family<NodeLabel, FGauge>,
+    node_up: Family<NodeLabel, Gauge>,
     /// Queued (its last change) to assigned.
-    pub dispatch_latency: Histogram,
+    pub assign_latency: Histogram,
     /// A question's ask on the node to its publication to watchers.
     pub question_latency: Histogram,
     /// Agent events committed to the store.
@@ -78,8 +98,9 @@ impl Metrics {
             questions_waiting: Gauge::default(),
             oldest_question: FGauge::default(),
             heartbeat_age: Family::default(),
+            node_up: Family::default(),
             // 1 ms … ~65 s.
-            dispatch_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            assign_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             // 0.1 ms … ~3 s.
             question_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             events_committed: Counter::default(),
@@ -118,9 +139,14 @@ impl Metrics {
             m.heartbeat_age.clone(),
         );
         registry.register(
-            "dispatch_dispatch_latency_seconds",
+            "dispatch_node_up",
+            "1 for each known node with a live session, 0 for one that is known and away (kept until `dispatch nodes forget`)",
+            m.node_up.clone(),
+        );
+        registry.register(
+            "dispatch_assign_latency_seconds",
             "From queued to assigned to a node",
-            m.dispatch_latency.clone(),
+            m.assign_latency.clone(),
         );
         registry.register(
             "dispatch_question_to_watcher_seconds",
@@ -146,6 +172,11 @@ impl Metrics {
         let leader = Gauge::<i64>::default();
         leader.set(1);
         registry.register("dispatch_coordinator_leader", LEADER_HELP, leader);
+        registry.register(
+            "dispatch_build",
+            BUILD_HELP,
+            prometheus_client::metrics::info::Info::new(BuildLabels::coordinator()),
+        );
         Metrics { registry, ..m }
     }
 
@@ -177,6 +208,7 @@ impl Metrics {
         self.nodes_connected.set(slots.len() as i64);
         self.free_slots.clear();
         self.heartbeat_age.clear();
+        self.node_up.clear();
         for s in &slots {
             let pool = s.labels.get("pool").cloned().unwrap_or_default();
             self.free_slots
@@ -194,7 +226,13 @@ impl Metrics {
         // reported (from when it was last seen), so an alert on it can fire. Cordoned nodes
         // were taken out on purpose.
         for n in c.store.list_nodes().await? {
-            if n.cordoned || slots.iter().any(|s| s.name == n.name) {
+            let up = slots.iter().any(|s| s.name == n.name);
+            self.node_up
+                .get_or_create(&NodeLabel {
+                    node: n.name.clone(),
+                })
+                .set(i64::from(up));
+            if n.cordoned || up {
                 continue;
             }
             self.heartbeat_age
@@ -217,9 +255,21 @@ const LEADER_HELP: &str = "1 when this coordinator serves (the only one, or the 
 
 /// What a standby replica's /metrics says (it has no store open, so nothing else).
 pub fn standby_metrics() -> String {
-    format!(
-        "# HELP dispatch_coordinator_leader {LEADER_HELP}.\n# TYPE dispatch_coordinator_leader gauge\ndispatch_coordinator_leader 0\n# EOF\n"
-    )
+    let mut registry = Registry::default();
+    registry.register(
+        "dispatch_coordinator_leader",
+        LEADER_HELP,
+        Gauge::<i64>::default(),
+    );
+    registry.register(
+        "dispatch_build",
+        BUILD_HELP,
+        prometheus_client::metrics::info::Info::new(BuildLabels::coordinator()),
+    );
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("encoding to a String does not fail");
+    out
 }
 
 /// Serves `/metrics` on `listener` until `stop` resolves: a standby replica's one gauge until

@@ -135,7 +135,7 @@ async fn schedule(c: &Coordinator) -> Result<()> {
         *slots[i].backend_running.entry(backend.clone()).or_insert(0) += 1;
         c.registry.reserve(&write.node, &task.id, &backend);
         c.metrics
-            .dispatch_latency
+            .assign_latency
             .observe((now_ms() - task.updated_ms).max(0) as f64 / 1000.0);
         tracing::info!(task = %task.id, node = %write.node, %backend, "assigned");
         c.finish(done);

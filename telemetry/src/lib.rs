@@ -10,6 +10,8 @@
 //!
 //! The OTLP exporter uses the Tokio runtime current when [`init`] runs: call it inside one.
 
+pub mod exposition;
+
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -192,8 +194,9 @@ pub type Render = std::sync::Arc<
 /// Connections the metrics listener holds at once.
 const METRICS_CONNECTIONS: usize = 64;
 
-/// Serves `GET /metrics` (Prometheus text format, from `render`) on `listener` until `stop`
-/// resolves; anything else is a 404 that says where the metrics are. At most 64 connections at
+/// Serves `GET /metrics` (rendered by `render` as OpenMetrics, with the process metrics
+/// added; OpenMetrics to a scraper that asks for it, the classic text format to anyone else,
+/// each with its own content type) on `listener` until `stop` resolves; anything else is a 404 that says where the metrics are. At most 64 connections at
 /// once (more are closed), and one whose request takes over 10 s (or that idles that long
 /// between requests) is closed.
 pub async fn serve_metrics(
@@ -233,15 +236,30 @@ pub async fn serve_metrics(
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let render = std::sync::Arc::clone(&render);
                 async move {
+                    let openmetrics = req
+                        .headers()
+                        .get(hyper::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(exposition::wants_openmetrics);
                     let r = if req.uri().path() != "/metrics" {
                         Response::builder()
                             .status(StatusCode::NOT_FOUND)
                             .body(Full::new(Bytes::from("metrics are at /metrics\n")))
                     } else {
                         match render().await {
-                            Ok(text) => Response::builder()
-                                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                                .body(Full::new(Bytes::from(text))),
+                            Ok(om) => {
+                                let om =
+                                    exposition::with_families(&om, &exposition::process_families());
+                                let (ty, text) = if openmetrics {
+                                    (exposition::OPENMETRICS, om)
+                                } else {
+                                    (exposition::TEXT_004, exposition::to_text_004(&om))
+                                };
+                                Response::builder()
+                                    .header("content-type", ty)
+                                    .header("vary", "accept")
+                                    .body(Full::new(Bytes::from(text)))
+                            }
                             Err(e) => Response::builder()
                                 .status(StatusCode::SERVICE_UNAVAILABLE)
                                 .body(Full::new(Bytes::from(format!("{e}\n")))),

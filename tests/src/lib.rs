@@ -1015,6 +1015,20 @@ pub fn scrape_metrics(addr_file: &Path) -> String {
     body
 }
 
+/// Prometheus's `promtool` (Debian's `prometheus` package, which `.ci/run` installs), or None
+/// and a line saying what skips. Under CI a missing promtool fails the test instead.
+pub fn promtool() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() && std::env::var_os("CI").is_some() {
+        panic!("CI runs this test with promtool: .ci/run installs Debian's `prometheus` package");
+    }
+    found
+}
+
 /// The PostgreSQL server the tests create their databases on (`DISPATCH_TEST_POSTGRES`,
 /// printed by `.ci/postgres start DIR`), or None and a line saying the test skips. Under CI
 /// (`CI` set) a missing server fails the test instead.

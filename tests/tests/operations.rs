@@ -58,17 +58,145 @@ fn health_is_serving_then_not_serving_while_the_coordinator_drains_and_reflectio
 
 /// One scrape, parsed by prometheus_client: (name, labels) → value.
 fn scrape(py: &std::path::Path, url: &str) -> std::collections::BTreeMap<(String, String), f64> {
-    let (code, out) = run_python(py, "metrics_scrape.py", &[url]);
-    assert_eq!(code, 0, "{out}");
-    out.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                (v[0].as_str().unwrap().to_string(), v[1].to_string()),
-                v[2].as_f64().unwrap(),
-            )
-        })
+    scrape_as(py, url, false)
+        .1
+        .into_iter()
+        .map(|(name, labels, v, _)| ((name, labels), v))
         .collect()
+}
+
+/// One scrape in the classic format or (asked for) OpenMetrics, parsed by prometheus_client's
+/// parser for it: the content type served, and (name, labels, value, family type) per sample.
+fn scrape_as(
+    py: &std::path::Path,
+    url: &str,
+    openmetrics: bool,
+) -> (String, Vec<(String, String, f64, String)>) {
+    let mode = if openmetrics { "openmetrics" } else { "text" };
+    let (code, out) = run_python(py, "metrics_scrape.py", &[url, mode]);
+    assert_eq!(code, 0, "{out}");
+    let mut content_type = String::new();
+    let mut samples = Vec::new();
+    for l in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|_| panic!("{out}"));
+        if v[0] == "content-type" {
+            content_type = v[1].as_str().unwrap().to_string();
+            continue;
+        }
+        samples.push((
+            v[0].as_str().unwrap().to_string(),
+            v[1].to_string(),
+            v[2].as_f64().unwrap(),
+            v[3].as_str().unwrap().to_string(),
+        ));
+    }
+    (content_type, samples)
+}
+
+/// Issue 23: /metrics was served as text 0.0.4 but written as OpenMetrics, so
+/// prometheus_client read every counter as `unknown`; there was no build info, no process
+/// metrics, and no per-node up. Each format is now served with its own content type and both
+/// parsers (and Prometheus's own, through `promtool check metrics`) read the types right.
+#[test]
+fn metrics_come_in_the_format_asked_for_and_every_parser_reads_their_types() {
+    let Some(py) = python_with(&["prometheus_client"]) else {
+        return;
+    };
+    let mut c = Cluster::with_coordinator_args(&["--metrics-listen", "127.0.0.1:0"]);
+    c.add_agent(dispatch_tests::AgentOpts::new("box", 1));
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "one",
+        "--step",
+        "a",
+        "--wait",
+        "a task",
+    ]);
+    let url = std::fs::read_to_string(c.dir.path().join("coordinator/metrics.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+    for openmetrics in [false, true] {
+        let (ty, samples) = scrape_as(&py, &url, openmetrics);
+        let want = if openmetrics {
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        } else {
+            "text/plain; version=0.0.4; charset=utf-8"
+        };
+        assert_eq!(ty, want);
+        let family = |name: &str| {
+            samples
+                .iter()
+                .find(|s| s.0 == name)
+                .unwrap_or_else(|| panic!("no {name} ({want}) in {samples:?}"))
+        };
+        for (name, kind) in [
+            ("dispatch_events_committed_total", "counter"),
+            ("dispatch_metrics_scrapes_total", "counter"),
+            ("process_cpu_seconds_total", "counter"),
+            ("dispatch_assign_latency_seconds_count", "histogram"),
+            ("dispatch_tasks", "gauge"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_open_fds", "gauge"),
+            ("process_start_time_seconds", "gauge"),
+        ] {
+            assert_eq!(family(name).3, kind, "{name} in {want}");
+        }
+        let build = family("dispatch_build_info");
+        assert_eq!(build.3, if openmetrics { "info" } else { "gauge" });
+        assert!(
+            build.1.contains(r#""component":"coordinator""#),
+            "{build:?}"
+        );
+        assert!(family("process_resident_memory_bytes").2 > 1e6);
+        assert!(samples.iter().all(|s| s.3 != "unknown"), "{samples:?}");
+    }
+    // A node that left stays known, at 0.
+    let up = |m: &std::collections::BTreeMap<(String, String), f64>| {
+        sample(m, "dispatch_node_up", r#"{"node":"box"}"#)
+    };
+    assert_eq!(up(&scrape(&py, &url)), 1.0);
+    c.agent("box").kill();
+    wait_until("box to be down in the metrics", || {
+        (up(&scrape(&py, &url)) == 0.0).then_some(())
+    });
+    // Prometheus's own parser and linter, when installed (.ci/run installs Debian's).
+    match dispatch_tests::promtool() {
+        Some(promtool) => {
+            let response =
+                dispatch_tests::scrape_metrics(&c.dir.path().join("coordinator/metrics.addr"));
+            let text = response
+                .split_once("\r\n\r\n")
+                .map_or("", |(_, body)| body)
+                .to_string();
+            let mut lint = std::process::Command::new(&promtool)
+                .args(["check", "metrics"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            lint.stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = lint.wait_with_output().unwrap();
+            let said = format!(
+                "{}{}",
+                dispatch_tests::text(&out.stdout),
+                dispatch_tests::text(&out.stderr)
+            );
+            assert!(
+                out.status.success(),
+                "promtool check metrics:\n{said}\n{text}"
+            );
+        }
+        None => eprintln!("skipped the promtool check: no promtool"),
+    }
 }
 
 fn sample(m: &std::collections::BTreeMap<(String, String), f64>, name: &str, labels: &str) -> f64 {
@@ -122,7 +250,7 @@ fn metrics_parse_as_prometheus_text_and_move_as_tasks_run_queue_and_end() {
     assert!(sample(&m, "dispatch_oldest_question_age_seconds", "{}") >= 0.0);
     assert!(sample(&m, "dispatch_events_committed_total", "{}") >= 2.0);
     assert_eq!(
-        sample(&m, "dispatch_dispatch_latency_seconds_count", "{}"),
+        sample(&m, "dispatch_assign_latency_seconds_count", "{}"),
         1.0
     );
     assert_eq!(
@@ -154,7 +282,7 @@ fn metrics_parse_as_prometheus_text_and_move_as_tasks_run_queue_and_end() {
     assert_eq!(sample(&m, "dispatch_tasks", r#"{"state":"queued"}"#), 0.0);
     assert_eq!(sample(&m, "dispatch_questions_waiting", "{}"), 0.0);
     assert_eq!(
-        sample(&m, "dispatch_dispatch_latency_seconds_count", "{}"),
+        sample(&m, "dispatch_assign_latency_seconds_count", "{}"),
         2.0
     );
     assert_eq!(sample(&m, "dispatch_free_slots", r#"{"pool":"gpu"}"#), 1.0);
