@@ -80,7 +80,7 @@ pub fn to_text_004(om: &str) -> String {
             continue;
         }
         let name = line
-            .split(|c: char| c == '{' || c == ' ')
+            .split(['{', ' '])
             .next()
             .unwrap_or_default();
         if name.ends_with("_created")
