@@ -79,10 +79,7 @@ pub fn to_text_004(om: &str) -> String {
             }
             continue;
         }
-        let name = line
-            .split(['{', ' '])
-            .next()
-            .unwrap_or_default();
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
         if name.ends_with("_created")
             && counters
                 .iter()

@@ -460,7 +460,7 @@ impl Coordinator {
             .collect();
         let n = incoming.len() as u64;
         let t0 = std::time::Instant::now();
-        let mut batch = self
+        let recorded = self
             .store
             .record_events(
                 session,
@@ -471,10 +471,12 @@ impl Coordinator {
                     plan_bytes: self.config.max_plan_history_bytes,
                 },
             )
-            .await?;
+            .await;
+        // A commit that failed took its time too.
         self.metrics
             .store_commit
             .observe(t0.elapsed().as_secs_f64());
+        let mut batch = recorded?;
         self.metrics.events_committed.inc_by(n);
         for (task, seq, why) in &batch.fenced {
             tracing::info!(task = %task, node = %session.node, seq, why, "event kept as history only");

@@ -101,8 +101,11 @@ impl SqliteStore {
     }
 
     /// Begins a write transaction on the one writer connection (SQLite serializes writers).
+    /// IMMEDIATE: the write lock is taken at BEGIN, where the busy timeout waits for another
+    /// process holding it (a backup, an operator's sqlite3) — a DEFERRED transaction that reads
+    /// first would fail at once (SQLITE_BUSY) when it came to write.
     async fn write(&self) -> Result<sqlx::Transaction<'static, Db>> {
-        Ok(self.writer.begin().await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// The writer connection, for tests that look at the raw tables and for migrate-store.
