@@ -103,6 +103,13 @@ struct Args {
     #[arg(long, env = "DISPATCH_AGENT_MAX_BACKOFF", default_value = "5s", value_parser = dispatch_core::duration::parse)]
     max_backoff: Duration,
 
+    /// This node is ephemeral (a pod, a CI runner): the coordinator forgets it once it has gone
+    /// and its tasks are settled (after its --node-timeout), so `dispatch nodes` does not pile
+    /// up pod names. Default: on in Kubernetes (KUBERNETES_SERVICE_HOST set), off elsewhere;
+    /// `--ephemeral=false` turns it off.
+    #[arg(long, env = "DISPATCH_AGENT_EPHEMERAL", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    ephemeral: Option<bool>,
+
     /// Exit with status 78 once the coordinator has refused every attempt for this long (and
     /// at least 3 in a row) for a reason retrying does not fix: no token, a bogus, revoked or
     /// other node's token, or a name another live agent holds. The systemd unit does not
@@ -230,7 +237,11 @@ fn main() -> anyhow::Result<()> {
         Some(_) => false,
         None => std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
     };
+    let ephemeral = args
+        .ephemeral
+        .unwrap_or_else(|| std::env::var_os("KUBERNETES_SERVICE_HOST").is_some());
     let cfg = AgentConfig {
+        ephemeral,
         health_listen: args.health_listen.clone(),
         metrics_listen: args.metrics_listen.clone(),
         on_sigterm: if drain {

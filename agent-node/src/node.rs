@@ -69,6 +69,9 @@ pub struct AgentConfig {
     /// not fix: the token (missing, bogus, revoked, another node's) or the name (another live
     /// agent holds it). Zero: never give up.
     pub give_up_after: Duration,
+    /// The node is ephemeral (a pod): the coordinator forgets it once it has gone and its
+    /// tasks are settled.
+    pub ephemeral: bool,
 }
 
 /// The agent's exit status when the coordinator refused it for good (sysexits' EX_CONFIG:
@@ -280,6 +283,7 @@ impl Node {
             version: crate::VERSION.to_string(),
             hostname: hostname(),
             tasks: cursors.into_values().collect(),
+            ephemeral: self.cfg.ephemeral,
         }
     }
 

@@ -575,6 +575,16 @@ pub(crate) enum NodesAction {
         /// The node.
         name: String,
     },
+    /// Forget a node that has gone for good (admins, audited): it leaves `dispatch nodes`, the
+    /// dashboard and `--remote` errors. Refused while its agent is connected or a task that
+    /// has not ended names it. Ephemeral nodes (`dispatch-agent --ephemeral`, the default in
+    /// Kubernetes) are forgotten by themselves once gone and settled. If the node connects
+    /// again it is simply known again.
+    #[command(after_help = "Example:\n  dispatch nodes forget old-laptop")]
+    Forget {
+        /// The node.
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

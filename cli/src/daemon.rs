@@ -202,6 +202,7 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
         max_backoff: Duration::from_secs(1),
         // The local socket refuses nobody of its own user: never give up.
         give_up_after: Duration::ZERO,
+        ephemeral: false,
         api_retries: file.api_retries.unwrap_or(3),
         worker_env: file.worker_env.clone(),
         workspace_roots: vec![],

@@ -169,6 +169,7 @@ pub(crate) fn node_json(n: &v1::Node) -> Value {
         "connected": n.connected,
         "draining": n.draining,
         "cordoned": n.cordoned,
+        "ephemeral": n.ephemeral,
         "last_seen_ms": n.last_seen_ms,
         "hostname": n.hostname,
         "version": n.version,

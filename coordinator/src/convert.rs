@@ -186,6 +186,7 @@ pub fn node_to_proto(n: &NodeRecord, live: Option<&Liveness>) -> v1::Node {
         epoch: live.map_or(n.epoch, |l| l.epoch),
         draining: live.is_some_and(|l| l.draining) || n.cordoned,
         cordoned: n.cordoned,
+        ephemeral: n.ephemeral,
     }
 }
 
@@ -210,6 +211,7 @@ pub fn hello_from_proto(h: v1::Hello) -> NodeHello {
             capacity: h.capacity,
             version: h.version,
             hostname: h.hostname,
+            ephemeral: h.ephemeral,
             ..Default::default()
         },
         cursors: h

@@ -141,6 +141,19 @@ pub struct NodeRecord {
     pub session_started_ms: i64,
     /// An admin cordoned it: no new task goes there.
     pub cordoned: bool,
+    /// It said it is ephemeral (a pod): forgotten once it has gone and its tasks are settled.
+    pub ephemeral: bool,
+}
+
+/// What `forget_node` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forgot {
+    /// The node's record (and its pending commands) are gone.
+    Forgotten,
+    /// No node of that name.
+    Unknown,
+    /// Tasks not yet ended name it (as their node, or the node they wait for): their ids.
+    Busy(Vec<String>),
 }
 
 /// One backend a node offers.

@@ -46,6 +46,7 @@ prop_compose! {
                     .into_iter()
                     .map(|(task_id, seq)| v1::TaskCursor { task_id, seq, running: false })
                     .collect(),
+                ephemeral: capacity % 2 == 0,
             })),
         }
     }

@@ -349,6 +349,12 @@ fn every_rpc_answers_each_role_as_the_table_says() {
                 })
                 .await;
             check("SetNodeDraining", k.admin, got(&r));
+            let r = cl
+                .forget_node(v1::ForgetNodeRequest {
+                    name: "no-such-node".into(),
+                })
+                .await;
+            check("ForgetNode", k.admin, got(&r));
             let r = cl.list_audit(v1::ListAuditRequest::default()).await;
             check("ListAudit", k.admin, got(&r));
 

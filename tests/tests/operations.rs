@@ -757,3 +757,74 @@ fn a_refused_start_names_its_flag_and_leaves_nothing_behind() {
     let _ = c.kill();
     let _ = c.wait();
 }
+
+/// Issue 23 item 11: nodes were forever — one that left stayed "offline" everywhere, and every
+/// Kubernetes pod name piled up. An admin forgets one (refused while connected or named by a
+/// task that has not ended; audited), and an ephemeral node is forgotten by itself once gone
+/// and settled.
+#[test]
+fn a_gone_node_can_be_forgotten_and_an_ephemeral_one_forgets_itself() {
+    let mut c = Cluster::with_coordinator_args(&["--node-timeout", "1s"]);
+    c.add_agent(dispatch_tests::AgentOpts::new("old", 1));
+    let out = c.run(&["nodes", "forget", "old"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        dispatch_tests::text(&out.stderr).contains("node `old` is connected"),
+        "{}",
+        dispatch_tests::text(&out.stderr)
+    );
+    c.agent("old").kill();
+    wait_until("old to be offline", || {
+        let n: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+        (n[0]["connected"] == false).then_some(())
+    });
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--remote",
+        "old",
+        "--id",
+        "pinned",
+        "--step",
+        "a",
+        "waits for old",
+    ]);
+    let out = c.run(&["nodes", "forget", "old"]);
+    let err = dispatch_tests::text(&out.stderr);
+    assert!(
+        err.contains("tasks that have not ended name node `old`: pinned"),
+        "{err}"
+    );
+    c.ok(&["cancel", "pinned"]);
+    let said = c.ok(&["nodes", "forget", "old"]);
+    assert!(said.contains("Forgot node `old`"), "{said}");
+    let n: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+    assert_eq!(n.as_array().map(Vec::len), Some(0), "{n}");
+    let audit = c.ok(&["audit"]);
+    assert!(audit.contains("node-forget"), "{audit}");
+    let out = c.run(&["nodes", "forget", "old"]);
+    assert!(dispatch_tests::text(&out.stderr).contains("no node named `old`"));
+
+    // Ephemeral: gone, its grace (--node-timeout 1s) over, nothing left: forgotten.
+    let mut o = dispatch_tests::AgentOpts::new("pod-7f9c", 1);
+    o.args = vec!["--ephemeral".into()];
+    c.add_agent(o);
+    let n: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+    assert_eq!(n[0]["ephemeral"], true, "{n}");
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "ran",
+        "--step",
+        "a",
+        "--wait",
+        "ran on the pod",
+    ]);
+    c.agent("pod-7f9c").kill();
+    wait_until("the ephemeral node to be forgotten", || {
+        let n: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();
+        (n.as_array().map(Vec::len) == Some(0)).then_some(())
+    });
+    assert!(c.ok(&["audit"]).contains("pod-7f9c (ephemeral, gone)"));
+}

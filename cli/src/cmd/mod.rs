@@ -138,6 +138,9 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Nodes {
             action: Some(NodesAction::Uncordon { name }),
         }) => cordon(&g, &name, false, None).await,
+        Some(Command::Nodes {
+            action: Some(NodesAction::Forget { name }),
+        }) => crate::cmd::nodes::forget(&g, &name).await,
         Some(Command::Config { action }) => crate::cmd::config::run(&g, action).await,
         Some(Command::Clean { id }) => clean(&g, &id).await,
         Some(Command::Retry {

@@ -54,6 +54,22 @@ pub(super) async fn cordon(
     Ok(crate::exit::Exit::Success.into())
 }
 
+pub(super) async fn forget(g: &Global, name: &str) -> Result<u8> {
+    limits::check_name("node name", name)?;
+    let mut t = connect(g).await?;
+    t.client
+        .forget_node(v1::ForgetNodeRequest {
+            name: name.to_string(),
+        })
+        .await?;
+    if g.json {
+        println!("{}", serde_json::json!({"forgotten": name}));
+    } else {
+        println!("Forgot node `{name}`; if its agent connects again, it is known again.");
+    }
+    Ok(crate::exit::Exit::Success.into())
+}
+
 pub(super) async fn nodes(g: &Global) -> Result<u8> {
     let mut t = connect(g).await?;
     let nodes = t

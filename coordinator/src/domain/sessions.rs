@@ -201,6 +201,7 @@ impl Coordinator {
                         Some(c) => {
                             c.committed(changes);
                             c.scheduler.kick();
+                            c.forget_if_ephemeral(&node).await;
                         }
                         None => drop(changes),
                     }
@@ -210,6 +211,69 @@ impl Coordinator {
                 }
             }
         });
+    }
+
+    /// An ephemeral node (a pod) whose grace ran out without it back, and whose tasks have all
+    /// ended, is forgotten (audited as the coordinator's doing).
+    async fn forget_if_ephemeral(&self, node: &str) {
+        if self.registry.liveness(node).is_some() {
+            return;
+        }
+        let ephemeral = match self.store.list_nodes().await {
+            Ok(nodes) => nodes.iter().any(|n| n.name == node && n.ephemeral),
+            Err(_) => false,
+        };
+        if !ephemeral {
+            return;
+        }
+        let audit = crate::model::AuditEntry {
+            who: "coordinator".into(),
+            action: "node-forget".into(),
+            task_id: String::new(),
+            detail: format!("{node} (ephemeral, gone)"),
+        };
+        match self.store.forget_node(node, &audit, now_ms()).await {
+            Ok(crate::model::Forgot::Forgotten) => {
+                tracing::info!(node, "ephemeral node gone: forgotten");
+            }
+            Ok(crate::model::Forgot::Busy(tasks)) => {
+                tracing::info!(
+                    node,
+                    ?tasks,
+                    "ephemeral node gone; kept while tasks name it"
+                );
+            }
+            Ok(crate::model::Forgot::Unknown) => {}
+            Err(e) => tracing::warn!(node, error = %e, "could not forget an ephemeral node"),
+        }
+    }
+
+    /// Forgets node `name` for an admin (`dispatch nodes forget`): refused while it is
+    /// connected or a task that has not ended names it.
+    pub async fn forget_node(&self, name: &str, who: &crate::model::Principal) -> Result<()> {
+        dispatch_core::limits::check_name("node name", name)?;
+        if let Some(l) = self.registry.liveness(name) {
+            return Err(crate::error::CoordinatorError::FailedPrecondition(format!(
+                "node `{name}` is connected (from {}); stop its agent first — `dispatch nodes drain {name}` lets its tasks end",
+                l.addr
+            )));
+        }
+        let audit = crate::model::AuditEntry::new(who, "node-forget", "", name);
+        match self.store.forget_node(name, &audit, now_ms()).await? {
+            crate::model::Forgot::Forgotten => {
+                tracing::info!(node = name, who = %who.name(), "node forgotten");
+                Ok(())
+            }
+            crate::model::Forgot::Unknown => Err(crate::error::CoordinatorError::NotFound(
+                format!("no node named `{name}`; `dispatch nodes` lists them"),
+            )),
+            crate::model::Forgot::Busy(tasks) => {
+                Err(crate::error::CoordinatorError::FailedPrecondition(format!(
+                    "tasks that have not ended name node `{name}`: {}; cancel them (`dispatch cancel ID`) or let them end, then forget it",
+                    tasks.join(", ")
+                )))
+            }
+        }
     }
 
     /// At start no session is live: nodes that had tasks get the detection time to come back

@@ -493,6 +493,15 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         Ok(Response::new(convert::node_to_proto(&n, live.as_ref())))
     }
 
+    async fn forget_node(
+        &self,
+        req: Request<v1::ForgetNodeRequest>,
+    ) -> Result<Response<v1::ForgetNodeResponse>, Status> {
+        let (who, _) = who(&req, Rpc::Admin)?;
+        self.0.forget_node(&req.into_inner().name, &who).await?;
+        Ok(Response::new(v1::ForgetNodeResponse {}))
+    }
+
     async fn list_audit(
         &self,
         req: Request<v1::ListAuditRequest>,

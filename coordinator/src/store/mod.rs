@@ -457,6 +457,15 @@ pub trait AccessStore: Send + Sync {
         audit: &AuditEntry,
         now_ms: i64,
     ) -> Result<bool>;
+    /// Forgets node `name` (its record and pending commands), with its audit record, unless
+    /// a task that has not ended names it (as its node or as the node it waits for); the
+    /// caller checks the registry first (a node with a live session is not forgotten).
+    async fn forget_node(
+        &self,
+        name: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<crate::model::Forgot>;
     /// Records a change that no other write carries.
     async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()>;
     /// Audit records, newest first: of one task or all, before id `before`, at most `limit`.

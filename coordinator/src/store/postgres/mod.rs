@@ -72,10 +72,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../../../migrations/postgres/0014_notes.sql"),
     ),
+    (
+        15,
+        include_str!("../../../migrations/postgres/0015_ephemeral_nodes.sql"),
+    ),
 ];
 
 /// The store version this coordinator writes (the same number as SQLite's).
-pub const SCHEMA_VERSION: i64 = 14;
+pub const SCHEMA_VERSION: i64 = 15;
 
 /// Advisory lock key held while migrating (two replicas starting at once migrate once).
 const MIGRATION_LOCK: i64 = 0x6469_7370_6d69_6772; // "dispmigr"

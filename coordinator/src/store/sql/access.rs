@@ -98,6 +98,49 @@ impl AccessStore for Backend {
         Ok(true)
     }
 
+    async fn forget_node(
+        &self,
+        name: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<crate::model::Forgot> {
+        use crate::model::Forgot;
+        let mut tx = self.write().await?;
+        let known: Option<String> = sqlx::query_scalar("SELECT name FROM nodes WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Ok(Forgot::Unknown);
+        }
+        let ended: Vec<String> = dispatch_core::TaskState::ALL
+            .iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        let busy: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM tasks WHERE (node = $1 OR remote = $1) AND state NOT IN ({}) ORDER BY id LIMIT 20",
+            ended.join(", ")
+        )))
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !busy.is_empty() {
+            return Ok(Forgot::Busy(busy));
+        }
+        sqlx::query("DELETE FROM commands WHERE node = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM nodes WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        record_audit(&mut tx, Some(audit), now_ms).await?;
+        tx.commit().await?;
+        Ok(Forgot::Forgotten)
+    }
+
     async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()> {
         let mut tx = self.write().await?;
         record_audit(&mut tx, Some(entry), now_ms).await?;

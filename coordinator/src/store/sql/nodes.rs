@@ -36,10 +36,10 @@ impl Backend {
             .await?;
         let epoch = previous.unwrap_or(0) as u64 + 1;
         sqlx::query(
-            "INSERT INTO nodes (name, labels, backends, capacity, version, hostname, last_seen_ms, epoch, live, session_addr, session_started_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, $9, $7) \
+            "INSERT INTO nodes (name, labels, backends, capacity, version, hostname, last_seen_ms, epoch, live, session_addr, session_started_ms, ephemeral) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, TRUE, $9, $7, $10) \
              ON CONFLICT(name) DO UPDATE SET labels = $2, backends = $3, capacity = $4, version = $5, hostname = $6, \
-             last_seen_ms = $7, epoch = $8, live = TRUE, session_addr = $9, session_started_ms = $7",
+             last_seen_ms = $7, epoch = $8, live = TRUE, session_addr = $9, session_started_ms = $7, ephemeral = $10",
         )
         .bind(&n.name)
         .bind(serde_json::to_string(&n.labels).unwrap_or_default())
@@ -50,6 +50,7 @@ impl Backend {
         .bind(now_ms)
         .bind(epoch as i64)
         .bind(addr)
+        .bind(n.ephemeral)
         .execute(&mut *tx)
         .await?;
 

@@ -239,7 +239,7 @@ pub(super) fn task_from_row(r: &DbRow) -> Result<TaskRecord> {
 }
 
 /// The node columns [`node_from_row`] reads, in order.
-pub(super) const NODE_COLUMNS: &str = "name, labels, backends, capacity, version, hostname, last_seen_ms, epoch, session_addr, session_started_ms, cordoned";
+pub(super) const NODE_COLUMNS: &str = "name, labels, backends, capacity, version, hostname, last_seen_ms, epoch, session_addr, session_started_ms, cordoned, ephemeral";
 
 pub(super) fn node_from_row(r: &DbRow) -> Result<NodeRecord> {
     let labels: String = r.try_get(1)?;
@@ -258,6 +258,7 @@ pub(super) fn node_from_row(r: &DbRow) -> Result<NodeRecord> {
         session_addr: r.try_get(8)?,
         session_started_ms: r.try_get(9)?,
         cordoned: r.try_get(10)?,
+        ephemeral: r.try_get(11)?,
     })
 }
 

@@ -52,6 +52,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0012_cli_trouble.sql"),
     include_str!("../../../migrations/0013_plan_history.sql"),
     include_str!("../../../migrations/0014_notes.sql"),
+    include_str!("../../../migrations/0015_ephemeral_nodes.sql"),
 ];
 
 /// The SQLite store.
