@@ -592,7 +592,7 @@ pub(crate) enum TokenAction {
     /// Make a token, printed once (only a hash of it is stored): for a user with a role, or
     /// for a node (it may connect as that name only; `NAME*` for a pool of names).
     #[command(
-        after_help = "Examples:\n  dispatch token create --user ann --role member --allow-node build-box\n  dispatch token create --node \"pool-default-*\""
+        after_help = "Examples:\n  dispatch token create --user ann --role member --allow-node build-box\n  dispatch token create --node \"pool-default-*\"\n  dispatch token create --user ci --role member --expires 30d"
     )]
     Create {
         /// A user token for this user.
@@ -616,8 +616,13 @@ pub(crate) enum TokenAction {
         /// Only on these nodes may a member's tasks run (names or prefix*; repeatable).
         #[arg(long = "allow-node", requires = "user", value_name = "NODE")]
         allow_nodes: Vec<String>,
+        /// The token stops working this long after it is made (e.g. 90d, 12h); an agent or
+        /// CLI presenting it then is told it expired. Default: until revoked.
+        #[arg(long, value_name = "DURATION", value_parser = dispatch_core::duration::parse)]
+        expires: Option<std::time::Duration>,
     },
-    /// Every token: id, whom it is for, role, when it was made and by whom, revoked or not.
+    /// Every token: id, whom it is for, role, when it was made and by whom, when it was last
+    /// used (written every 30 s), when it expires, revoked or not.
     #[command(after_help = "Example:\n  dispatch token list --json")]
     List,
     /// Revoke a token: it stops working at once.

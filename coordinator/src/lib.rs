@@ -209,6 +209,7 @@ impl Coordinator {
         scheduler::spawn(Arc::downgrade(&c), rx);
         spawn_memory_return(Arc::downgrade(&c.streams));
         c.load_tokens().await?;
+        c.spawn_token_use_writer();
         for n in c.store.list_nodes().await? {
             c.registry.set_cordoned(&n.name, n.cordoned);
         }

@@ -276,7 +276,7 @@ pub fn node_allowed(allowed: &[String], name: &str) -> bool {
 }
 
 /// A token as stored (its secret is not: only a hash of it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TokenRecord {
     /// Public id (the part of the token before its secret).
     pub id: String,
@@ -300,6 +300,11 @@ pub struct TokenRecord {
     pub submits_per_minute: u32,
     /// Active tasks its user may have (0: the coordinator's default).
     pub max_active: u32,
+    /// When it stops working, ms since the epoch (0: never).
+    pub expires_ms: i64,
+    /// When it was last used, as last written (the cache holds newer uses until its next
+    /// batch), ms since the epoch (0: never).
+    pub last_used_ms: i64,
 }
 
 /// A change to record in the audit.

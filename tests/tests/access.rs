@@ -640,3 +640,68 @@ fn a_retry_counts_like_a_submit_and_goes_only_where_the_token_allows() {
     let s: serde_json::Value = serde_json::from_str(&s).unwrap();
     assert_eq!(s["attempt"], 2, "{s}");
 }
+
+/// Issue 23 item 12: tokens never expired and never said when they were last used. A token
+/// made with --expires stops working then, with an error that says so; `token list` shows
+/// when each was last used (kept in memory, written in batches) and when it expires.
+#[test]
+fn a_token_expires_when_asked_and_says_when_it_was_last_used() {
+    let c = dispatch_tests::Cluster::with_node("box");
+    let out = c.ok(&[
+        "token",
+        "create",
+        "--user",
+        "ci",
+        "--role",
+        "member",
+        "--expires",
+        "3s",
+        "--json",
+    ]);
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = made["token"].as_str().unwrap().to_string();
+    let id = made["id"].as_str().unwrap().to_string();
+    assert!(made["expires_at_ms"].as_i64().unwrap() > 0, "{made}");
+    let as_ci = |args: &[&str]| {
+        c.cli()
+            .env("DISPATCH_TOKEN", &token)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let used = as_ci(&["status"]);
+    assert!(
+        used.status.success(),
+        "{}",
+        dispatch_tests::text(&used.stderr)
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&c.ok(&["token", "list", "--json"])).unwrap();
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert!(row["last_used_at_ms"].as_i64().unwrap() > 0, "{row}");
+    let admin_row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "admin")
+        .unwrap();
+    assert!(admin_row["expires_at_ms"].is_null(), "{admin_row}");
+    let table = c.ok(&["token", "list"]);
+    assert!(
+        table.contains("LAST USED") && table.contains("valid for"),
+        "{table}"
+    );
+    // Expired: refused, saying so.
+    let err = dispatch_tests::wait_until("the token to expire", || {
+        let out = as_ci(&["status"]);
+        (!out.status.success()).then(|| dispatch_tests::text(&out.stderr))
+    });
+    assert!(err.contains(&format!("token {id} expired")), "{err}");
+    assert!(c.ok(&["token", "list"]).contains("expired"));
+}

@@ -26,6 +26,7 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
             allow_nodes,
             submits_per_minute,
             max_active,
+            expires,
         } => {
             let role = match (&user, role) {
                 (Some(_), None) => {
@@ -42,6 +43,7 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
                     nodes: allow_nodes,
                     submits_per_minute: submits_per_minute.unwrap_or(0),
                     max_active: max_active.unwrap_or(0),
+                    expires_in_ms: expires.map_or(0, |d| d.as_millis().max(1) as u64),
                 })
                 .await?
                 .into_inner();
@@ -49,11 +51,11 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
             if g.json {
                 println!(
                     "{}",
-                    serde_json::json!({"id": info.id, "kind": info.kind, "name": info.name, "role": info.role, "nodes": info.nodes, "token": r.token})
+                    serde_json::json!({"id": info.id, "kind": info.kind, "name": info.name, "role": info.role, "nodes": info.nodes, "expires_at_ms": (info.expires_at_ms > 0).then_some(info.expires_at_ms), "token": r.token})
                 );
             } else {
                 eprintln!(
-                    "Token {} for {} `{}`{}. It is shown this once; the coordinator keeps only a hash of it:",
+                    "Token {} for {} `{}`{}{}. It is shown this once; the coordinator keeps only a hash of it:",
                     info.id,
                     info.kind,
                     info.name,
@@ -61,6 +63,10 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
                         format!(" ({})", info.role)
                     } else {
                         String::new()
+                    },
+                    match expires {
+                        Some(d) => format!(", valid for {}", dispatch_core::duration::format(d)),
+                        None => String::new(),
                     }
                 );
                 println!("{}", r.token);
@@ -76,28 +82,42 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
             if g.json {
                 let v: Vec<serde_json::Value> = tokens
                     .iter()
-                    .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "submits_per_minute": i.submits_per_minute, "max_active": i.max_active, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms}))
+                    .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "submits_per_minute": i.submits_per_minute, "max_active": i.max_active, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms, "expires_at_ms": (i.expires_at_ms > 0).then_some(i.expires_at_ms), "last_used_at_ms": (i.last_used_at_ms > 0).then_some(i.last_used_at_ms)}))
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
                 return Ok(crate::exit::Exit::Success.into());
             }
             println!(
-                "{:<14} {:<5} {:<20} {:<7} {:<14} {:<12} STATUS",
-                "ID", "KIND", "NAME", "ROLE", "MADE", "BY"
+                "{:<14} {:<5} {:<20} {:<7} {:<14} {:<12} {:<14} STATUS",
+                "ID", "KIND", "NAME", "ROLE", "MADE", "BY", "LAST USED"
             );
+            let now = dispatch_coordinator::now_ms();
             for i in &tokens {
                 println!(
-                    "{:<14} {:<5} {:<20} {:<7} {:<14} {:<12} {}",
+                    "{:<14} {:<5} {:<20} {:<7} {:<14} {:<12} {:<14} {}",
                     i.id,
                     i.kind,
                     printable_line(&i.name),
                     i.role,
                     when(i.created_at_ms),
                     printable_line(&i.created_by),
+                    if i.last_used_at_ms > 0 {
+                        when(i.last_used_at_ms)
+                    } else {
+                        "never".into()
+                    },
                     if i.revoked_at_ms > 0 {
                         format!("revoked {}", when(i.revoked_at_ms))
+                    } else if i.expires_at_ms > 0 && i.expires_at_ms <= now {
+                        format!("expired {}", when(i.expires_at_ms))
                     } else {
                         let mut s = String::from("valid");
+                        if i.expires_at_ms > 0 {
+                            s.push_str(&format!(
+                                " for {}",
+                                render::human_secs((i.expires_at_ms - now) / 1000)
+                            ));
+                        }
                         if !i.nodes.is_empty() {
                             s.push_str(&format!(", on {}", i.nodes.join(",")));
                         }

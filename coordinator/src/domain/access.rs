@@ -110,11 +110,31 @@ impl RateLimiter {
 #[derive(Default)]
 pub struct TokenCache {
     tokens: RwLock<HashMap<String, TokenRecord>>,
+    /// When each token was last used since the last batch was written (id → ms).
+    used: std::sync::Mutex<HashMap<String, i64>>,
     /// Submit rates, by token id.
     pub rates: RateLimiter,
 }
 
 impl TokenCache {
+    /// The uses recorded since the last call, to write in one batch.
+    pub fn take_used(&self) -> Vec<(String, i64)> {
+        std::mem::take(&mut *self.used.lock().unwrap())
+            .into_iter()
+            .collect()
+    }
+
+    /// When token `id` was last used: the newer of the stored time and an unwritten use.
+    pub fn last_used(&self, id: &str, stored: i64) -> i64 {
+        self.used
+            .lock()
+            .unwrap()
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+            .max(stored)
+    }
+
     fn load(&self, all: Vec<TokenRecord>) {
         let mut map = self.tokens.write().unwrap();
         map.clear();
@@ -136,6 +156,14 @@ impl TokenCache {
         if !same(&t.hash, &hash(secret)) {
             return Err(invalid());
         }
+        let now = now_ms();
+        if t.expires_ms > 0 && now >= t.expires_ms {
+            return Err(CoordinatorError::Unauthenticated(format!(
+                "token {id} expired {}; ask an admin for a new one (`dispatch token create … --expires 90d`)",
+                dispatch_core::duration::ago(t.expires_ms, now)
+            )));
+        }
+        self.used.lock().unwrap().insert(id.to_string(), now);
         Ok(if t.kind == "node" {
             Principal::Node {
                 pattern: t.name.clone(),
@@ -199,6 +227,8 @@ pub struct NewToken {
     pub submits_per_minute: u32,
     /// Its own active-task limit (0: the coordinator's default).
     pub max_active: u32,
+    /// How long it works (None: until revoked).
+    pub expires_in: Option<std::time::Duration>,
 }
 
 fn check_node_pattern(what: &str, p: &str) -> Result<()> {
@@ -319,6 +349,10 @@ impl Coordinator {
             revoked_ms: None,
             submits_per_minute: spec.submits_per_minute,
             max_active: spec.max_active,
+            expires_ms: spec.expires_in.map_or(0, |d| {
+                now.saturating_add(d.as_millis().min(i64::MAX as u128) as i64)
+            }),
+            last_used_ms: 0,
         };
         let audit = AuditEntry::new(who, "token-create", "", format!("{id} {kind} {name}"));
         self.store.create_token(&record, &audit, now).await?;
@@ -361,7 +395,28 @@ impl Coordinator {
 
     /// Every token, revoked ones too (admins).
     pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        self.store.tokens().await
+        let mut all = self.store.tokens().await?;
+        for t in &mut all {
+            t.last_used_ms = self.tokens.last_used(&t.id, t.last_used_ms);
+        }
+        Ok(all)
+    }
+
+    /// Writes the tokens' last uses in one batch every 30 s (not a write per call).
+    pub(crate) fn spawn_token_use_writer(self: &std::sync::Arc<Self>) {
+        let me = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(c) = me.upgrade() else { return };
+                let used = c.tokens.take_used();
+                if let Err(e) = c.store.tokens_used(&used).await {
+                    tracing::warn!(error = %e, tokens = used.len(), "could not record when tokens were last used");
+                }
+            }
+        });
     }
 
     /// The active-task limit of `who`'s submits, if any.
@@ -443,6 +498,7 @@ mod tests {
             revoked_ms: None,
             submits_per_minute: 0,
             max_active: 3,
+            ..Default::default()
         }]);
         let q = cache.quota(id, Quota::default());
         assert_eq!((q.submits_per_minute, q.max_active), (60, 3));

@@ -60,6 +60,8 @@ fn token_info(t: &crate::model::TokenRecord) -> v1::TokenInfo {
         revoked_at_ms: t.revoked_ms.unwrap_or(0),
         submits_per_minute: t.submits_per_minute,
         max_active: t.max_active,
+        expires_at_ms: t.expires_ms,
+        last_used_at_ms: t.last_used_ms,
     }
 }
 
@@ -451,6 +453,8 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
             nodes: r.nodes,
             submits_per_minute: r.submits_per_minute,
             max_active: r.max_active,
+            expires_in: (r.expires_in_ms > 0)
+                .then(|| std::time::Duration::from_millis(r.expires_in_ms)),
         };
         let (t, token) = self.0.create_token(&spec, &who).await?;
         Ok(Response::new(v1::CreateTokenResponse {

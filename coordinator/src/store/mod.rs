@@ -445,6 +445,9 @@ pub trait AccessStore: Send + Sync {
     async fn create_token(&self, t: &TokenRecord, audit: &AuditEntry, now_ms: i64) -> Result<()>;
     /// Every token, revoked ones too.
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Records when tokens were last used: (id, ms), one transaction for the batch; a time
+    /// older than the one stored is ignored.
+    async fn tokens_used(&self, used: &[(String, i64)]) -> Result<()>;
     /// Revokes token `id` (with its audit record); false when there is no such live token.
     async fn revoke_token(&self, id: &str, audit: &AuditEntry, now_ms: i64) -> Result<bool>;
     /// Cordons (or uncordons) node `name`, with its audit record and a command for the node

@@ -344,6 +344,69 @@ async fn a_batch_larger_than_every_statement_chunk_is_recorded_whole(kind: Kind)
     assert_eq!(s.questions_of(&["t-7"]).await.unwrap()["t-7"].len(), 3);
 }
 
+async fn tokens_keep_their_expiry_and_latest_use_and_gone_nodes_can_be_forgotten(kind: Kind) {
+    let Some(dir) = TestDb::new(kind, "tokens_keep_their_expiry_and_latest_use").await else {
+        return;
+    };
+    let (s, epoch) = with_node(&dir).await;
+    let t = crate::model::TokenRecord {
+        id: "abc123".into(),
+        kind: "user".into(),
+        name: "ci".into(),
+        role: "member".into(),
+        created_ms: 1,
+        created_by: "admin".into(),
+        expires_ms: 1_000,
+        ..Default::default()
+    };
+    let audit = crate::model::AuditEntry {
+        who: "admin".into(),
+        action: "token-create".into(),
+        task_id: String::new(),
+        detail: String::new(),
+    };
+    s.create_token(&t, &audit, 1).await.unwrap();
+    s.tokens_used(&[("abc123".into(), 500)]).await.unwrap();
+    // A batch that arrives late with an older use does not move it back.
+    s.tokens_used(&[("abc123".into(), 400), ("no-such".into(), 9)])
+        .await
+        .unwrap();
+    let got = s.tokens().await.unwrap();
+    assert_eq!((got[0].expires_ms, got[0].last_used_ms), (1_000, 500));
+
+    // A node with an unended task is kept; once it ended, forgotten with its commands.
+    assigned(&*s, "t1", "n1", epoch).await;
+    let forget = crate::model::AuditEntry {
+        action: "node-forget".into(),
+        ..audit.clone()
+    };
+    assert_eq!(
+        s.forget_node("n1", &forget, 2).await.unwrap(),
+        crate::model::Forgot::Busy(vec!["t1".into()])
+    );
+    assert_eq!(
+        s.forget_node("nobody", &forget, 2).await.unwrap(),
+        crate::model::Forgot::Unknown
+    );
+    s.transition("t1", 3, None, &|_| {
+        Ok(Transition {
+            set: TaskUpdate {
+                state: Some(dispatch_core::TaskState::Cancelled),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.forget_node("n1", &forget, 4).await.unwrap(),
+        crate::model::Forgot::Forgotten
+    );
+    assert!(s.list_nodes().await.unwrap().is_empty());
+    assert!(s.pending_commands("n1", 0, 10).await.unwrap().is_empty());
+}
+
 async fn plan_history_costs_the_change_not_the_plan(kind: Kind) {
     let Some(dir) = TestDb::new(kind, "plan_history_costs_the_change_not_the_plan").await else {
         return;
@@ -961,6 +1024,7 @@ macro_rules! on_both {
 
 on_both!(
     tasks_events_and_commands_survive_reopen,
+    tokens_keep_their_expiry_and_latest_use_and_gone_nodes_can_be_forgotten,
     a_batch_larger_than_every_statement_chunk_is_recorded_whole,
     plan_history_costs_the_change_not_the_plan,
     plan_history_stops_at_its_cap_and_the_plan_stays_current,

@@ -11,7 +11,7 @@ use sqlx::Row;
 impl AccessStore for Backend {
     async fn create_token(&self, t: &TokenRecord, audit: &AuditEntry, now_ms: i64) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by, submits_per_minute, max_active) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by, submits_per_minute, max_active, expires_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
             .bind(&t.id)
             .bind(&t.kind)
             .bind(&t.name)
@@ -22,6 +22,7 @@ impl AccessStore for Backend {
             .bind(&t.created_by)
             .bind(i64::from(t.submits_per_minute))
             .bind(i64::from(t.max_active))
+            .bind(t.expires_ms)
             .execute(&mut *tx)
             .await?;
         record_audit(&mut tx, Some(audit), now_ms).await?;
@@ -30,7 +31,7 @@ impl AccessStore for Backend {
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query("SELECT id, kind, name, role, hash, nodes, created_ms, created_by, revoked_ms, submits_per_minute, max_active FROM tokens ORDER BY created_ms, id")
+        let rows = sqlx::query("SELECT id, kind, name, role, hash, nodes, created_ms, created_by, revoked_ms, submits_per_minute, max_active, expires_ms, last_used_ms FROM tokens ORDER BY created_ms, id")
             .fetch_all(&self.writer)
             .await?;
         rows.iter()
@@ -52,9 +53,27 @@ impl AccessStore for Backend {
                     revoked_ms: r.try_get(8)?,
                     submits_per_minute: r.try_get::<i64, _>(9)?.clamp(0, u32::MAX.into()) as u32,
                     max_active: r.try_get::<i64, _>(10)?.clamp(0, u32::MAX.into()) as u32,
+                    expires_ms: r.try_get(11)?,
+                    last_used_ms: r.try_get(12)?,
                 })
             })
             .collect()
+    }
+
+    async fn tokens_used(&self, used: &[(String, i64)]) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for (id, at) in used {
+            sqlx::query("UPDATE tokens SET last_used_ms = $2 WHERE id = $1 AND last_used_ms < $2")
+                .bind(id)
+                .bind(*at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn revoke_token(&self, id: &str, audit: &AuditEntry, now_ms: i64) -> Result<bool> {

@@ -53,6 +53,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0013_plan_history.sql"),
     include_str!("../../../migrations/0014_notes.sql"),
     include_str!("../../../migrations/0015_ephemeral_nodes.sql"),
+    include_str!("../../../migrations/0016_token_lifecycle.sql"),
 ];
 
 /// The SQLite store.
