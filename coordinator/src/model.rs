@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Notes kept per task; past it, `dispatch note` is refused (send an answer or a new task).
+/// Notes a task keeps to show (every note reaches its worker; the newest are kept).
 pub const MAX_NOTES: usize = 100;
+/// Bytes of note text a task keeps to show, likewise.
+pub const MAX_NOTES_BYTES: usize = 64 * 1024;
 
 /// A note sent to a task's worker (`dispatch note`), as the task keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -104,7 +106,8 @@ pub struct TaskRecord {
     pub log_bytes: u64,
     /// Plan history stored so far (past the cap, no more edits are kept).
     pub plan_bytes: u64,
-    /// The notes sent to its worker, oldest first (at most [`MAX_NOTES`]).
+    /// The newest notes sent to its worker, oldest first (at most [`MAX_NOTES`] and
+    /// [`MAX_NOTES_BYTES`] of text).
     pub notes: Vec<NoteRecord>,
     /// Who submitted it (a user name; `local` in local mode).
     pub owner: String,

@@ -399,7 +399,7 @@ fn an_admin_cordons_a_node_across_restarts_and_uncordons_it() {
     // Kept across a restart of the coordinator.
     c.restart_coordinator();
     c.wait_node_connected("box");
-    assert!(c.ok(&["nodes"]).contains("draining"));
+    assert!(c.ok(&["nodes"]).contains("cordoned"));
     assert_eq!(c.status("held")["state"], "queued");
     let out = c.run(&["nodes", "drain", "nowhere"]);
     assert_eq!(out.status.code(), Some(1));

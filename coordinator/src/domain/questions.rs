@@ -206,18 +206,20 @@ impl Coordinator {
                     t.state
                 )));
             }
-            if t.notes.len() >= crate::model::MAX_NOTES {
-                return Err(CoordinatorError::FailedPrecondition(format!(
-                    "task `{id}` has {} notes, the most one task keeps; answer its question or start a new task instead",
-                    t.notes.len()
-                )));
-            }
             let mut notes = t.notes.clone();
             notes.push(crate::model::NoteRecord {
                 text: text.to_string(),
                 author: who.name(),
                 at_ms: now_ms(),
             });
+            // Every note reaches the worker; the task keeps the newest that fit.
+            while notes.len() > 1
+                && (notes.len() > crate::model::MAX_NOTES
+                    || notes.iter().map(|n| n.text.len()).sum::<usize>()
+                        > crate::model::MAX_NOTES_BYTES)
+            {
+                notes.remove(0);
+            }
             Ok(Transition {
                 set: crate::store::TaskUpdate {
                     notes: Some(notes),
