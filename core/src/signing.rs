@@ -411,7 +411,7 @@ mod tests {
         // A retry: the request with a note after it, the same items (one checked).
         let retry = crate::prompt::worker_prompt(
             "t",
-            &crate::prompt::retry_context("fix the build", "failed: x", true),
+            &crate::prompt::retry_context("fix the build", true),
             None,
         );
         let ticked = s.plan.replacen("- [ ]", "- [x]", 1);
@@ -427,7 +427,7 @@ mod tests {
         .unwrap();
         let other = crate::prompt::worker_prompt(
             "t",
-            &crate::prompt::retry_context("delete everything", "failed: x", true),
+            &crate::prompt::retry_context("delete everything", true),
             None,
         );
         assert!(

@@ -154,6 +154,30 @@ fn a_retried_plan_whose_next_item_fails_is_a_worker_failure_not_a_start_failure(
     assert_eq!(t.task_state().as_str(), "failed");
     assert!(!t.reason.contains("could not start"), "{}", t.reason);
     assert!(t.reason.contains("exited with status 3"), "{}", t.reason);
+    // Issue 23 item 7: the failure (a CLI's error, advice meant for the user) was pasted into
+    // the next worker's prompt. The retried worker gets the seed's resume instructions only.
+    let db = c.dir.path().join("coordinator/dispatch.db");
+    let received: String = c.block_on(async {
+        use sqlx::ConnectOptions;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .read_only(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT worker_prompt FROM task_texts WHERE task_id = 'flaky'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    });
+    assert!(
+        received.contains("A previous worker stopped before finishing. Items already checked"),
+        "{received}"
+    );
+    assert!(
+        !received.contains("status 3") && !received.contains("dispatch retry"),
+        "the failure reached the worker's prompt:\n{received}"
+    );
 }
 
 #[test]

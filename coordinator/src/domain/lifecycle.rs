@@ -178,11 +178,6 @@ impl Coordinator {
                     plan.set_status(i, ItemStatus::Pending);
                 }
             }
-            let previous = if t.reason.is_empty() {
-                t.state.to_string()
-            } else {
-                format!("{}: {}", t.state, t.reason)
-            };
             let attempt = t.attempt.max(1) + 1;
             Ok(Transition {
                 set: TaskUpdate {
@@ -190,7 +185,7 @@ impl Coordinator {
                     plan_md: Some(plan.render()),
                     worker_prompt: Some(prompt::worker_prompt(
                         &t.id,
-                        &prompt::retry_context(&t.prompt, &previous, !t.signer.is_empty()),
+                        &prompt::retry_context(&t.prompt, !t.signer.is_empty()),
                         None,
                     )),
                     model: Some(model),
