@@ -232,7 +232,12 @@ pub fn repo_workspace(
                 &base,
                 &["fetch", "--quiet", "--filter=blob:none", "origin", commit],
             )
-            .map_err(|_| format!("commit {commit} is not in {shown}; push it first"))?;
+            .map_err(|_| {
+                format!(
+                    "commit {commit} is not in {shown}{}",
+                    dispatch_core::repo_url::NOT_PUSHED
+                )
+            })?;
         }
     }
     std::fs::create_dir_all(workspaces)

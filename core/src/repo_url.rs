@@ -57,6 +57,10 @@ pub struct RepoUrl {
     pub redacted: String,
 }
 
+/// How a node's start failure ends when the task's commit is not on origin: the coordinator
+/// advises a push for such a failure, not another node.
+pub const NOT_PUSHED: &str = "; push it first";
+
 /// Takes `url` apart; an error says what is wrong with it.
 pub fn parse(url: &str) -> Result<RepoUrl, String> {
     let url = url.trim();

@@ -306,6 +306,76 @@ fn a_remote_workspace_tasks_changes_come_back_as_a_bundle_and_apply_exactly() {
         !mine.join(".dispatch").exists(),
         "task files never enter the branch"
     );
+
+    // Issue 23 item 7: after apply, HEAD is a commit origin does not have. The next remote
+    // submit used to be accepted and fail on the node; it is refused here, nothing stored.
+    let unpushed = git(&mine, &["rev-parse", "HEAD"]);
+    let out = c
+        .cli()
+        .current_dir(&mine)
+        .args([
+            "--backend",
+            "stub",
+            "--id",
+            "next",
+            "--step",
+            "a",
+            "the next task",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "commit {} (HEAD of `main`) is on no branch of origin",
+            &unpushed[..12]
+        )) && err.contains("Push it first (`git push`), or give --workdir DIR"),
+        "{err}"
+    );
+    assert!(c.run(&["status", "next"]).status.code() != Some(0));
+    git(&mine, &["push", "-q", "origin", "main"]);
+    run(&[
+        "--backend",
+        "stub",
+        "--id",
+        "next",
+        "--step",
+        "a",
+        "--wait",
+        "the next task",
+    ]);
+    assert_eq!(c.status("next")["state"], "completed");
+    // Still possible (a commit pushed and then force-pushed away, a program calling the API):
+    // the node's failure advises a push, not another node.
+    let origin = git(&mine, &["remote", "get-url", "origin"]);
+    c.block_on(async {
+        let mut client = c.client().await.unwrap();
+        client
+            .submit(dispatch_proto::v1::SubmitRequest {
+                id: "gone-commit".into(),
+                prompt: "work on a commit origin lacks".into(),
+                backend: "stub".into(),
+                repo: Some(dispatch_proto::v1::Repo {
+                    url: origin,
+                    branch: "main".into(),
+                    commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    });
+    let t = c.wait_task("gone-commit", "its start to fail", |t| {
+        t.task_state().is_terminal()
+    });
+    assert!(
+        t.reason
+            .contains("Push that commit to origin (`git push`), then `dispatch retry gone-commit`")
+            && !t.reason.contains("--remote NODE"),
+        "{}",
+        t.reason
+    );
 }
 
 #[test]

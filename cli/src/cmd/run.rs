@@ -86,7 +86,7 @@ pub(super) fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitReq
         repo: if local || args.workdir.is_some() {
             None
         } else {
-            current_repo()
+            current_repo()?
         },
         // The same id on every attempt: a retried submit never makes a second task.
         request_id: crate::retry::request_id(),
@@ -110,23 +110,59 @@ pub(super) fn git_out(args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// The repository `dispatch` runs in: origin URL, branch, commit.
-pub(super) fn current_repo() -> Option<v1::Repo> {
+/// The repository `dispatch` runs in: origin URL, branch, commit (None outside a git checkout
+/// with an origin). Refused when the commit is on no branch of origin this checkout knows of:
+/// the node fetches from origin and could not find it — said here, before anything is stored.
+pub(super) fn current_repo() -> Result<Option<v1::Repo>> {
     // Credentials in the origin URL never leave this machine: the node clones with its own.
-    let url = dispatch_core::repo_url::redact(&git_out(&["remote", "get-url", "origin"])?);
-    let commit = git_out(&["rev-parse", "HEAD"])?;
+    let Some(origin) = git_out(&["remote", "get-url", "origin"]) else {
+        return Ok(None);
+    };
+    let url = dispatch_core::repo_url::redact(&origin);
+    let Some(commit) = git_out(&["rev-parse", "HEAD"]) else {
+        return Ok(None);
+    };
     let branch = git_out(&["rev-parse", "--abbrev-ref", "HEAD"]).unwrap_or_default();
+    // What origin has, as this checkout last heard (a push updates it): no remote branch at
+    // all (never fetched) cannot tell, and is let through.
+    let knows_origin = git_out(&[
+        "for-each-ref",
+        "--count=1",
+        "--format=%(refname)",
+        "refs/remotes/origin",
+    ])
+    .is_some();
+    let pushed = git_out(&[
+        "for-each-ref",
+        "--count=1",
+        "--format=%(refname)",
+        "--contains",
+        &commit,
+        "refs/remotes/origin",
+    ])
+    .is_some();
+    if knows_origin && !pushed {
+        bail!(
+            "commit {} ({}) is on no branch of origin ({url}), so the node, which fetches from origin, cannot check it out. Push it first (`git push`), or give --workdir DIR to run in a directory on the node instead",
+            &commit[..commit.len().min(12)],
+            if branch.is_empty() || branch == "HEAD" {
+                "a detached HEAD".to_string()
+            } else {
+                format!("HEAD of `{branch}`")
+            }
+        );
+    }
     if git_out(&["status", "--porcelain"]).is_some() {
         eprintln!(
             "note: the node works on commit {} of {url}; your uncommitted changes stay here (commit and push them first if it needs them)",
             &commit[..commit.len().min(12)]
         );
     }
-    Some(v1::Repo {
+    Ok(Some(v1::Repo {
         url,
         branch,
         commit,
-    })
+    }))
 }
 
 /// The seed's one-liner: "Dispatched `id` using opus on build-box. Plan: 1) … 2) …".

@@ -441,7 +441,15 @@ impl Coordinator {
                 && !fallbacks.contains_key(&event.task_id)
             {
                 if matches!(event.kind, EventKind::StartFailed { .. }) {
-                    let a = self.alternatives(&session.node, &event.task_id).await?;
+                    // A commit origin lacks is fixed by a push, not by another node.
+                    let a = if text.contains(dispatch_core::repo_url::NOT_PUSHED) {
+                        format!(
+                            "Push that commit to origin (`git push`), then `dispatch retry {}`",
+                            event.task_id
+                        )
+                    } else {
+                        self.alternatives(&session.node, &event.task_id).await?
+                    };
                     advice.insert(event.task_id.clone(), a);
                 }
                 if let Some(f) = self
