@@ -186,6 +186,19 @@ fn sqlite(c: &Cluster, sql: &'static str) {
     });
 }
 
+/// Dispatches sim task `id` (pinned to `remote`) with these checklist items.
+fn sim(c: &Cluster, remote: Option<&str>, id: &str, steps: &[&str], prompt: &str) {
+    let mut args = vec!["--backend", "sim", "--id", id];
+    if let Some(r) = remote {
+        args.extend(["--remote", r]);
+    }
+    for s in steps {
+        args.extend(["--step", s]);
+    }
+    args.push(prompt);
+    c.ok(&args);
+}
+
 fn cluster() -> Cluster {
     Cluster::with_coordinator_args(&["--metrics-listen", "127.0.0.1:0"])
 }
@@ -262,27 +275,11 @@ fn every_alert_fires_when_its_condition_holds_and_none_on_a_healthy_coordinator(
     // DispatchQueueBacklog: one slot, taken; a task queued behind it.
     let mut c = cluster();
     c.add_agent(AgentOpts::new("one", 1));
-    c.ok(&[
-        "--backend",
-        "sim",
-        "--id",
-        "long",
-        "--step",
-        "hold (sleep 60s)",
-        "long task",
-    ]);
+    sim(&c, None, "long", &["hold (sleep 60s)"], "long task");
     c.wait_task("long", "it to run", |t| {
         t.task_state().as_str() == "running"
     });
-    c.ok(&[
-        "--backend",
-        "sim",
-        "--id",
-        "behind",
-        "--step",
-        "a",
-        "queued task",
-    ]);
+    sim(&c, None, "behind", &["a"], "queued task");
     let backlog = scrape(&metrics_addr(&c));
     assert_fires(
         &promtool,
@@ -296,15 +293,7 @@ fn every_alert_fires_when_its_condition_holds_and_none_on_a_healthy_coordinator(
     c.ok(&["cancel", "behind"]);
 
     // DispatchQuestionUnanswered: a question asked 40 minutes ago.
-    c.ok(&[
-        "--backend",
-        "sim",
-        "--id",
-        "asks",
-        "--step",
-        "(ask: which database?)",
-        "a question",
-    ]);
+    sim(&c, None, "asks", &["(ask: which database?)"], "a question");
     c.wait_task("asks", "its question", |t| !t.questions.is_empty());
     sqlite(
         &c,
@@ -323,17 +312,7 @@ fn every_alert_fires_when_its_condition_holds_and_none_on_a_healthy_coordinator(
 
     // DispatchSlowDispatch: a task that waited two minutes for its (cordoned) node.
     c.ok(&["nodes", "drain", "one"]);
-    c.ok(&[
-        "--backend",
-        "sim",
-        "--remote",
-        "one",
-        "--id",
-        "waited",
-        "--step",
-        "a",
-        "waited",
-    ]);
+    sim(&c, Some("one"), "waited", &["a"], "waited");
     sqlite(
         &c,
         "UPDATE tasks SET updated_ms = updated_ms - 120000 WHERE id = 'waited'",
@@ -354,19 +333,17 @@ fn every_alert_fires_when_its_condition_holds_and_none_on_a_healthy_coordinator(
     // DispatchSlowStore: the store's disk stalls (another writer holds SQLite's lock) while
     // a task's events are committed.
     let before = scrape(&metrics_addr(&c));
-    c.ok(&[
-        "--backend",
-        "sim",
-        "--id",
+    sim(
+        &c,
+        None,
         "stalled",
-        "--step",
-        "first (sleep 500ms)",
-        "--step",
-        "second (sleep 500ms)",
-        "--step",
-        "third (sleep 500ms)",
+        &[
+            "first (sleep 500ms)",
+            "second (sleep 500ms)",
+            "third (sleep 500ms)",
+        ],
         "a task whose events wait",
-    ]);
+    );
     c.wait_task("stalled", "it to run", |t| {
         t.task_state().as_str() == "running"
     });
