@@ -231,3 +231,52 @@ fn a_listen_beyond_loopback_needs_tls_or_insecure() {
     .unwrap();
     assert!(text(&out.stderr).contains("cannot read --tls-cert /nonexistent/server.pem"));
 }
+
+/// Issue 23 item 13: `http://` typed for the dashboard's HTTPS port gave the browser
+/// ERR_INVALID_HTTP_RESPONSE. Plain HTTP there is answered with a redirect to the same path
+/// over https://; the HTTPS dashboard answers as before.
+#[test]
+fn plain_http_on_the_https_dashboard_port_redirects_to_https() {
+    use std::io::{Read, Write};
+    let certs = tempfile::tempdir().unwrap();
+    certs_init(certs.path(), &[]);
+    let c = Cluster::with_tls(certs.path(), &["--http-listen", "127.0.0.1:0"]);
+    let url = std::fs::read_to_string(c.dir.path().join("coordinator/http.addr")).unwrap();
+    let url = url.trim();
+    assert!(url.starts_with("https://"), "{url}");
+    let addr = url.trim_start_matches("https://").trim_end_matches('/');
+    let port = addr.rsplit(':').next().unwrap();
+    let ask = |host: Option<&str>| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+        write!(
+            s,
+            "GET /task/x?tab=log HTTP/1.1\r\n{host}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).unwrap();
+        got
+    };
+    let got = ask(Some(&format!("localhost:{port}")));
+    assert!(got.starts_with("HTTP/1.1 308"), "{got}");
+    assert!(
+        got.to_ascii_lowercase().contains(&format!(
+            "location: https://localhost:{port}/task/x?tab=log\r\n"
+        )),
+        "{got}"
+    );
+    // A Host that is not a plain host[:port] is not echoed into a redirect.
+    let got = ask(Some("evil.example/\"><script>"));
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    // HTTPS still serves: the login page over TLS (curl trusts the coordinator's CA).
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(certs.path().join("ca.pem"))
+        .arg(format!("https://localhost:{port}/login"))
+        .output();
+    match out {
+        Ok(o) => assert_eq!(text(&o.stdout), "200", "{}", text(&o.stderr)),
+        Err(_) => eprintln!("no curl: the HTTPS half is covered by the dashboard tests"),
+    }
+}

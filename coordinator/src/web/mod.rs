@@ -719,6 +719,55 @@ pub async fn serve(
     serve_gated(app, listener, tls, gate, slow, stop).await
 }
 
+/// Answers one plain-HTTP request on the HTTPS port with a permanent redirect to the same
+/// path over https:// (the host as the browser named it, when it is a plain host[:port]).
+async fn redirect_to_https<IO>(conn: IO, slow: std::time::Duration)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service =
+        hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+            let host = req
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| {
+                    !h.is_empty()
+                        && h.len() <= 255
+                        && h.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+                })
+                .map(str::to_string);
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            let response = match host {
+            Some(h) => hyper::Response::builder()
+                .status(hyper::StatusCode::PERMANENT_REDIRECT)
+                .header(hyper::header::LOCATION, format!("https://{h}{path}"))
+                .header(hyper::header::CONNECTION, "close")
+                .body(axum::body::Body::from(format!(
+                    "This dashboard is served over HTTPS: https://{h}{path}\n"
+                ))),
+            None => hyper::Response::builder()
+                .status(hyper::StatusCode::BAD_REQUEST)
+                .header(hyper::header::CONNECTION, "close")
+                .body(axum::body::Body::from(
+                    "This dashboard is served over HTTPS: use https:// with this host and port\n",
+                )),
+        };
+            Ok::<_, std::convert::Infallible>(response.expect("a valid response"))
+        });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(slow)
+        .keep_alive(false);
+    let _ = http.serve_connection(TokioIo::new(conn), service).await;
+}
+
 /// [`serve`] through `gate`.
 async fn serve_gated(
     app: axum::Router,
@@ -770,21 +819,35 @@ async fn serve_gated(
                         .watch(http.serve_connection(TokioIo::new(conn), service))
                         .await
                 }
-                Some(a) => match tokio::time::timeout(slow, a.accept(conn)).await {
-                    Ok(Ok(tls)) => {
-                        watcher
-                            .watch(http.serve_connection(TokioIo::new(tls), service))
-                            .await
+                Some(a) => {
+                    // `http://` typed for this HTTPS port: plain HTTP where a TLS handshake
+                    // (0x16) belongs. Answered with a redirect to https://, not a reset the
+                    // browser shows as an unreadable error.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(slow, conn.get_ref().peek(&mut first)).await {
+                        Ok(Ok(1)) if first[0] != 0x16 => {
+                            redirect_to_https(conn, slow).await;
+                            return;
+                        }
+                        Ok(Ok(1)) => {}
+                        _ => return,
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "dashboard: TLS handshake failed");
-                        return;
+                    match tokio::time::timeout(slow, a.accept(conn)).await {
+                        Ok(Ok(tls)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(tls), service))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "dashboard: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "dashboard: TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(_) => {
-                        tracing::debug!(%peer, "dashboard: TLS handshake timed out");
-                        return;
-                    }
-                },
+                }
             };
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "dashboard: connection ended");
