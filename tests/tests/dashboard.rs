@@ -391,4 +391,26 @@ fn the_task_page_shows_its_notes_and_offers_a_note_only_while_a_worker_runs() {
     let ended = page("noted");
     assert!(!ended.contains("Add note"), "{ended}");
     assert!(ended.contains("staging is &lt;down&gt; today"), "{ended}");
+    // Issue 23 item 13: times, durations and the backend show; the nodes page says each
+    // node's version, when it was last seen and whether it is cordoned.
+    assert!(
+        ended.contains(" · sim")
+            && ended.contains(" · submitted <time")
+            && ended.contains(" · ran "),
+        "{ended}"
+    );
+    c.ok(&["nodes", "drain", "web1"]);
+    let (code, nodes) = request(
+        "GET",
+        &format!("{base}/nodes"),
+        std::slice::from_ref(&cookie),
+        "",
+    );
+    assert_eq!(code, 200, "{nodes}");
+    assert!(
+        nodes.contains("<th scope=\"col\">Version</th>")
+            && nodes.contains(">cordoned</td>")
+            && nodes.contains(" ago</time>"),
+        "{nodes}"
+    );
 }

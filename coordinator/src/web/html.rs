@@ -73,7 +73,7 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
         out,
         r#"<article class="task state-{state}" id="task-{id}" data-state="{state}" aria-labelledby="title-{id}">
 <h3 id="title-{id}"><a href="/task/{id}">{id}</a> <span class="badge">{state}</span> <span class="progress" aria-label="{done} of {all} items done">{done}/{all}</span></h3>
-<p class="meta">{title}{node}{owner}</p>"#,
+<p class="meta">{title}{node}{using}{owner}{times}</p>"#,
         id = esc(&t.id),
         all = items.len(),
         title = if t.title.is_empty() {
@@ -91,6 +91,12 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
         } else {
             format!(" · by {}", esc(&t.owner))
         },
+        using = match (t.backend.as_str(), t.model.as_str()) {
+            ("", _) => String::new(),
+            (b, "") => format!(" · {}", esc(b)),
+            (b, m) => format!(" · {} ({})", esc(m), esc(b)),
+        },
+        times = times(t),
     );
     if t.summary {
         out.push_str("<p class=\"note\">(a summary: your token sees only how far it is)</p>");
@@ -198,10 +204,43 @@ pub(super) fn task_list(tasks: &[v1::Task], can_answer: impl Fn(&v1::Task) -> bo
     out
 }
 
+/// When a task was submitted, and how long it has run (or ran), for people; `<time>`
+/// elements carry the instant for machines.
+fn times(t: &v1::Task) -> String {
+    let now = crate::now_ms();
+    let mut out = String::new();
+    if t.created_at_ms > 0 {
+        let _ = write!(
+            out,
+            " · submitted <time datetime=\"{}\">{}</time>",
+            t.created_at_ms,
+            dispatch_core::duration::ago(t.created_at_ms, now)
+        );
+    }
+    if t.started_at_ms > 0 {
+        let end = if t.ended_at_ms > 0 {
+            t.ended_at_ms
+        } else {
+            now
+        };
+        let _ = write!(
+            out,
+            " · {} {}",
+            if t.ended_at_ms > 0 {
+                "ran"
+            } else {
+                "running for"
+            },
+            dispatch_core::duration::human_secs((end - t.started_at_ms).max(0) / 1000)
+        );
+    }
+    out
+}
+
 /// The nodes table.
 pub(super) fn nodes(nodes: &[v1::Node]) -> String {
     let mut out = String::from(
-        "<table><caption>Agent nodes</caption><thead><tr><th scope=\"col\">Node</th><th scope=\"col\">State</th><th scope=\"col\">Load</th><th scope=\"col\">Backends</th><th scope=\"col\">Labels</th></tr></thead><tbody>",
+        "<table><caption>Agent nodes</caption><thead><tr><th scope=\"col\">Node</th><th scope=\"col\">State</th><th scope=\"col\">Load</th><th scope=\"col\">Backends</th><th scope=\"col\">Labels</th><th scope=\"col\">Version</th><th scope=\"col\">Last seen</th></tr></thead><tbody>",
     );
     for n in nodes {
         let state = dispatch_proto::convert::node_state(n);
@@ -213,16 +252,20 @@ pub(super) fn nodes(nodes: &[v1::Node]) -> String {
         let backends: Vec<String> = n.backends.iter().map(|b| esc(&b.name)).collect();
         let _ = write!(
             out,
-            "<tr><th scope=\"row\">{}</th><td class=\"{state}\">{state}</td><td>{}/{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><th scope=\"row\">{}</th><td class=\"{}\">{state}</td><td>{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td><time datetime=\"{}\">{}</time></td></tr>",
             esc(&n.name),
+            state.replace(", ", " "),
             n.running,
             n.capacity,
             backends.join(", "),
-            labels.join(", ")
+            labels.join(", "),
+            esc(&n.version),
+            n.last_seen_ms,
+            dispatch_core::duration::ago(n.last_seen_ms, crate::now_ms())
         );
     }
     if nodes.is_empty() {
-        out.push_str("<tr><td colspan=\"5\">No node has connected yet: start <code>dispatch-agent --coordinator URL</code>.</td></tr>");
+        out.push_str("<tr><td colspan=\"7\">No node has connected yet: start <code>dispatch-agent --coordinator URL</code>.</td></tr>");
     }
     out.push_str("</tbody></table>");
     out
