@@ -248,6 +248,15 @@ impl Coordinator {
         }
     }
 
+    /// A heartbeat of session `conn_id` of `node`: whether it drains. A node whose drain just
+    /// ended (an uncordon reached it) takes its queued tasks now, not at the next unrelated
+    /// scheduling pass.
+    pub fn heartbeat(&self, node: &str, conn_id: u64, draining: bool) {
+        if self.registry.set_draining(node, conn_id, draining) {
+            self.scheduler.kick();
+        }
+    }
+
     /// Forgets node `name` for an admin (`dispatch nodes forget`): refused while it is
     /// connected or a task that has not ended names it.
     pub async fn forget_node(&self, name: &str, who: &crate::model::Principal) -> Result<()> {

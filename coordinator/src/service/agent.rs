@@ -258,16 +258,9 @@ impl Reader {
                 true
             }
             Some(Kind::Heartbeat(h)) => {
-                // A node whose drain just ended (an uncordon reached it) takes its queued tasks
-                // now, not at the next unrelated scheduling pass.
-                if self
-                    .link
+                self.link
                     .c
-                    .registry
-                    .set_draining(&self.link.key.node, self.conn_id, h.draining)
-                {
-                    self.link.c.scheduler.kick();
-                }
+                    .heartbeat(&self.link.key.node, self.conn_id, h.draining);
                 true
             }
             None => true,
