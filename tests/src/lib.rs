@@ -1015,6 +1015,25 @@ pub fn scrape_metrics(addr_file: &Path) -> String {
     body
 }
 
+/// A connection to a SQLite store (a coordinator's `dispatch.db`, busy timeout 10 s) and a
+/// runtime to drive it: for tests that read or change the store behind the coordinator's back.
+pub fn sqlite_store(db: &Path) -> (tokio::runtime::Runtime, sqlx::SqliteConnection) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let conn = rt.block_on(async {
+        use sqlx::ConnectOptions;
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .busy_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", db.display()))
+    });
+    (rt, conn)
+}
+
 /// Prometheus's `promtool` (Debian's `prometheus` package, which `.ci/run` installs), or None
 /// and a line saying what skips. Under CI a missing promtool fails the test instead.
 pub fn promtool() -> Option<PathBuf> {

@@ -11,7 +11,7 @@
 //! task that waited two minutes for a node), the store's timestamp is moved back instead of
 //! waiting: the coordinator reads the same columns it would have after the wait.
 
-use dispatch_tests::{AgentOpts, Cluster, promtool, scrape_metrics, wait_until};
+use dispatch_tests::{AgentOpts, Cluster, promtool, scrape_metrics, sqlite_store, wait_until};
 use std::path::{Path, PathBuf};
 
 const JOB: &str = r#"job="dispatch-coordinator",instance="coordinator:9090""#;
@@ -168,22 +168,9 @@ fn assert_fires(
 }
 
 fn sqlite(c: &Cluster, sql: &'static str) {
-    let db = c.dir.path().join("coordinator/dispatch.db");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        use sqlx::ConnectOptions;
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&db)
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .connect()
-            .await
-            .unwrap();
-        let r = sqlx::query(sql).execute(&mut conn).await.unwrap();
-        assert!(r.rows_affected() >= 1, "{sql}");
-    });
+    let (rt, mut conn) = sqlite_store(&c.dir.path().join("coordinator/dispatch.db"));
+    let r = rt.block_on(sqlx::query(sql).execute(&mut conn)).unwrap();
+    assert!(r.rows_affected() >= 1, "{sql}");
 }
 
 /// Dispatches sim task `id` (pinned to `remote`) with these checklist items.
@@ -370,18 +357,8 @@ fn every_alert_fires_when_its_condition_holds_and_none_on_a_healthy_coordinator(
 
 /// Holds SQLite's write lock on the coordinator's store for `d`, as a stalled disk would.
 fn hold_write_lock(c: &Cluster, d: std::time::Duration) {
-    let db = c.dir.path().join("coordinator/dispatch.db");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (rt, mut conn) = sqlite_store(&c.dir.path().join("coordinator/dispatch.db"));
     rt.block_on(async {
-        use sqlx::ConnectOptions;
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&db)
-            .connect()
-            .await
-            .unwrap();
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut conn)
             .await

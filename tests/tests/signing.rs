@@ -214,23 +214,11 @@ fn the_coordinator_refuses_a_signed_spec_that_does_not_match_the_request() {
 /// Restarts the coordinator after running `sql` on its store (as an attacker who holds it).
 fn tamper(c: &mut Cluster, sql: &'static [&'static str]) {
     c.restart_coordinator_with(move |data: &Path| {
-        let db = data.join("dispatch.db");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            use sqlx::ConnectOptions;
-            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&db)
-                .connect()
-                .await
-                .unwrap();
-            for q in sql {
-                let r = sqlx::query(*q).execute(&mut conn).await.unwrap();
-                assert_eq!(r.rows_affected(), 1, "{q}");
-            }
-        });
+        let (rt, mut conn) = dispatch_tests::sqlite_store(&data.join("dispatch.db"));
+        for q in sql {
+            let r = rt.block_on(sqlx::query(*q).execute(&mut conn)).unwrap();
+            assert_eq!(r.rows_affected(), 1, "{q}");
+        }
     });
 }
 
