@@ -93,14 +93,14 @@ fn tools() -> Vec<Tool> {
                         "steps": {"type": "array", "items": {"type": "string"}, "description": "Checklist items (replace those taken from the prompt)."},
                         "plan": {"type": "string", "description": "A whole plan.md, used as is."},
                         "id": {"type": "string", "description": "Task id (kebab-case); derived from the prompt when absent."},
-                        "model": {"type": "string"},
+                        "model": {"type": "string", "description": "Model to use (a model id from the user's dispatch config, or one the seed's rules map to a backend, e.g. opus, gpt-5.3-codex). Default: the last configured model named in the prompt, else the user's default."},
                         "alias": {"type": "string", "description": "A configured alias (its model and prompt addition)."},
                         "backend": {"type": "string", "description": "claude, cursor, codex, sim, or one a node configures."},
                         "remote": {"type": "string", "description": "Run on this node only."},
                         "pool": {"type": "string", "description": "Run on nodes with these labels: k=v[,k=v]."},
                         "after": {"type": "string", "description": "Start after this task completes."},
                         "worktree": {"type": "boolean", "description": "Run in a git worktree on branch dispatch/<id>."},
-                        "title": {"type": "string"}
+                        "title": {"type": "string", "description": "Title of the plan. Default: the prompt's first line."}
                     }),
                     &["prompt"],
                 ),
@@ -112,7 +112,10 @@ fn tools() -> Vec<Tool> {
                 "task_status",
                 "One task in full (with its checklist and questions), or the most recent tasks when no id is given.",
                 schema(
-                    json!({"id": {"type": "string"}, "limit": {"type": "integer", "minimum": 1, "maximum": 1000}}),
+                    json!({
+                        "id": {"type": "string", "description": "The task to show in full. Absent: the most recent tasks."},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Without id: how many of the most recent tasks to list (default 50)."}
+                    }),
                     &[],
                 ),
             ),
@@ -124,7 +127,7 @@ fn tools() -> Vec<Tool> {
                 "Block until the task needs you — a question is waiting, or it ended — or the timeout passes. Returns why (`question`, `completed`, `blocked`, `failed`, `cancelled`, `timeout`), the message `dispatch wait` prints, and the task.",
                 schema(
                     json!({
-                        "id": {"type": "string"},
+                        "id": {"type": "string", "description": "The task to wait for."},
                         "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Default 300."}
                     }),
                     &["id"],
@@ -137,7 +140,11 @@ fn tools() -> Vec<Tool> {
                 "answer_question",
                 "Answer a worker's question (the oldest open one, or question `seq`); the worker continues with its context.",
                 schema(
-                    json!({"id": {"type": "string"}, "text": {"type": "string"}, "seq": {"type": "integer", "minimum": 1}}),
+                    json!({
+                        "id": {"type": "string", "description": "The task whose worker asked."},
+                        "text": {"type": "string", "description": "The answer, as the worker will read it."},
+                        "seq": {"type": "integer", "minimum": 1, "description": "Which question (its number in task_status). Default: the oldest open one."}
+                    }),
                     &["id", "text"],
                 ),
             ),
@@ -148,7 +155,10 @@ fn tools() -> Vec<Tool> {
                 "add_note",
                 "Append a note for the worker to the task's plan.md.",
                 schema(
-                    json!({"id": {"type": "string"}, "text": {"type": "string"}}),
+                    json!({
+                        "id": {"type": "string", "description": "The task; its worker must be running."},
+                        "text": {"type": "string", "description": "The note, one line; the worker reads it in its plan.md."}
+                    }),
                     &["id", "text"],
                 ),
             ),
@@ -167,7 +177,12 @@ fn tools() -> Vec<Tool> {
                 "retry_task",
                 "Run an ended task's unchecked items again, optionally with another backend, model or node.",
                 schema(
-                    json!({"id": {"type": "string"}, "backend": {"type": "string"}, "model": {"type": "string"}, "remote": {"type": "string"}}),
+                    json!({
+                        "id": {"type": "string", "description": "The ended task (failed, lost, cancelled or blocked)."},
+                        "backend": {"type": "string", "description": "Run it with this backend instead (claude, cursor, codex, sim, or one a node configures)."},
+                        "model": {"type": "string", "description": "Run it with this model instead."},
+                        "remote": {"type": "string", "description": "Run it on this node instead."}
+                    }),
                     &["id"],
                 ),
             ),
@@ -648,4 +663,27 @@ async fn wait_for(g: &Global, id: &str, timeout: Duration) -> Result<Value> {
         "why": crate::exit::reason(code), "exit_code": code, "message": msg,
         "task": render::task_json(&tasks[id]),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue 23: several parameters had no description, so an agent host guessed them.
+    #[test]
+    fn every_tool_and_parameter_is_described() {
+        for t in super::tools() {
+            assert!(
+                t.description.as_deref().is_some_and(|d| !d.is_empty()),
+                "{}",
+                t.name
+            );
+            let props = t.input_schema["properties"].as_object().unwrap();
+            for (name, p) in props {
+                assert!(
+                    p["description"].as_str().is_some_and(|d| d.len() > 3),
+                    "tool {}: parameter `{name}` has no description",
+                    t.name
+                );
+            }
+        }
+    }
 }
