@@ -232,7 +232,7 @@ fn commands_named(text: &str, markdown: bool) -> Vec<(String, Vec<String>)> {
 }
 
 /// Issue 23: docs/operations.md and an alert sent on-call to `dispatch questions`, which does
-/// not exist (and which dispatched a paid task). Every command README, docs/ and deploy/ name
+/// not exist (and which dispatched a paid task). Every command README, docs/, deploy/ and skills/ name
 /// exists: each word after the binary is one of its commands (its `--help` shows a usage line
 /// of exactly those words) until the first word of a command that takes no subcommands.
 #[test]
@@ -242,7 +242,7 @@ fn every_command_the_docs_and_alerts_name_exists() {
         .unwrap()
         .to_path_buf();
     let mut files = vec![root.join("README.md")];
-    let mut dirs = vec![root.join("docs"), root.join("deploy")];
+    let mut dirs = vec![root.join("docs"), root.join("deploy"), root.join("skills")];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
