@@ -19,7 +19,7 @@ pub mod watched;
 pub mod worker_record;
 pub mod worktree;
 
-pub use node::{AgentConfig, EXIT_REFUSED, OnSigterm, RefusedForGood, run};
+pub use node::{AgentConfig, EXIT_REFUSED, NODE_TOKEN_FILE, OnSigterm, RefusedForGood, run};
 
 /// Version reported in Hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -55,7 +55,9 @@ struct Args {
 
     /// A file holding this node's token (made by an admin with `dispatch token create --node
     /// NAME`). Without it: DISPATCH_AGENT_TOKEN, else `token:` in --config. A coordinator on a
-    /// TCP address needs one; its local socket does not.
+    /// TCP address needs one; its local socket does not. A registration token (`--uses N`)
+    /// works once: the node is given a token of its own, kept in DATA_DIR/node.token, which is
+    /// presented from then on ahead of all of these.
     #[arg(long, env = "DISPATCH_AGENT_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
 
@@ -215,6 +217,7 @@ fn main() -> anyhow::Result<()> {
     };
     dispatch_core::fs::private_dir(&data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create --data-dir {}: {e}", data_dir.display()))?;
+    let token = token(args.token_file.as_deref(), &file, &data_dir)?;
     let mut labels = file.labels.clone();
     labels.extend(args.labels);
     let mut roots = Vec::new();
@@ -269,18 +272,7 @@ fn main() -> anyhow::Result<()> {
         worker_env: file.worker_env.clone(),
         workspace_roots: roots,
         repositories: file.repositories.clone(),
-        token: match &args.token_file {
-            Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| anyhow::anyhow!("cannot read --token-file {}: {e}", p.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => std::env::var("DISPATCH_AGENT_TOKEN")
-                .ok()
-                .filter(|t| !t.trim().is_empty())
-                .or(file.token.clone()),
-        },
+        token,
     };
     let found: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
     tracing::info!(node = %cfg.name, backends = %found.join(", "), max_tasks = cfg.max_tasks, workdir = %cfg.workdir.display(), signed_only = !cfg.trusted_keys.is_empty(), "agent starting");
@@ -291,6 +283,37 @@ fn main() -> anyhow::Result<()> {
         }
         other => other,
     }
+}
+
+/// The node's token: its own, from an earlier registration (DATA_DIR/node.token), else
+/// --token-file, DISPATCH_AGENT_TOKEN or `token:` in --config.
+fn token(
+    token_file: Option<&std::path::Path>,
+    file: &dispatch_core::agent_config::AgentFile,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Option<String>> {
+    let own = data_dir.join(dispatch_agent::NODE_TOKEN_FILE);
+    match std::fs::read_to_string(&own) {
+        Ok(t) if !t.trim().is_empty() => {
+            tracing::info!(file = %own.display(), "using this node's own token, given at its registration");
+            return Ok(Some(t.trim().to_string()));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("cannot read this node's token {}: {e}", own.display()),
+    }
+    Ok(match token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read --token-file {}: {e}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("DISPATCH_AGENT_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .or(file.token.clone()),
+    })
 }
 
 fn dirs_home() -> anyhow::Result<PathBuf> {

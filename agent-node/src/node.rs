@@ -74,6 +74,10 @@ pub struct AgentConfig {
     pub ephemeral: bool,
 }
 
+/// The file in the agent's data dir that holds the node's own token, given by the coordinator
+/// when the node first connected with a registration token; it is presented from then on.
+pub const NODE_TOKEN_FILE: &str = "node.token";
+
 /// The agent's exit status when the coordinator refused it for good (sysexits' EX_CONFIG:
 /// systemd's unit says `RestartPreventExitStatus=78`).
 pub const EXIT_REFUSED: i32 = 78;
@@ -300,6 +304,12 @@ impl Node {
                 "the coordinator {doing}: it needs a node token and this agent has none; set DISPATCH_AGENT_TOKEN, or pass --token-file FILE (or `token:` in --config); an admin makes one with `dispatch token create --node {}`",
                 self.cfg.name
             ),
+            (Code::Unauthenticated, Some(_)) if self.own_token().exists() => format!(
+                "the coordinator {doing}: {} — that is this node's own token, in {}, given at its registration; if an admin revoked it, delete that file and start the agent with a new token (`dispatch token create --node {} --uses 1`)",
+                s.message(),
+                self.own_token().display(),
+                self.cfg.name
+            ),
             (Code::Unauthenticated, Some(_)) => format!(
                 "the coordinator {doing}: {} (for this node: `dispatch token create --node {}`)",
                 s.message(),
@@ -308,6 +318,29 @@ impl Node {
             _ => format!("the coordinator {doing}: {}", s.message()),
         };
         ConnectError { text, refused }
+    }
+
+    fn own_token(&self) -> std::path::PathBuf {
+        self.cfg.data_dir.join(NODE_TOKEN_FILE)
+    }
+
+    /// Keeps the token the coordinator gave this node at its registration (0600) and presents
+    /// it from now on. Not kept, it would be lost with the registration's use: the session is
+    /// dropped, and the next attempt registers again (the coordinator replaces a minted token
+    /// that was never used).
+    fn keep_own_token(&mut self, token: &str) -> Result<(), ConnectError> {
+        let path = self.own_token();
+        dispatch_core::fs::write_private(&path, format!("{}\n", token.trim()).as_bytes()).map_err(
+            |e| {
+                ConnectError::from(format!(
+                    "the coordinator registered this node and gave it a token of its own, but it cannot be kept in {}: {e}; make the data dir writable",
+                    path.display()
+                ))
+            },
+        )?;
+        tracing::info!(file = %path.display(), "registered: this node has a token of its own now and presents it from here on");
+        self.cfg.token = Some(token.trim().to_string());
+        Ok(())
     }
 
     async fn connect(&mut self) -> Result<Session, ConnectError> {
@@ -347,6 +380,9 @@ impl Node {
             Ok(_) => return Err("the coordinator did not answer Hello with Welcome".into()),
             Err(s) => return Err(self.refusal("refused this node", &s)),
         };
+        if !welcome.node_token.is_empty() {
+            self.keep_own_token(&welcome.node_token)?;
+        }
         for c in &welcome.committed {
             self.spool.ack(&c.task_id, c.seq);
         }

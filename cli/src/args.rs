@@ -592,7 +592,7 @@ pub(crate) enum TokenAction {
     /// Make a token, printed once (only a hash of it is stored): for a user with a role, or
     /// for a node (it may connect as that name only; `NAME*` for a pool of names).
     #[command(
-        after_help = "Examples:\n  dispatch token create --user ann --role member --allow-node build-box\n  dispatch token create --node \"pool-default-*\"\n  dispatch token create --user ci --role member --expires 30d"
+        after_help = "Examples:\n  dispatch token create --user ann --role member --allow-node build-box\n  dispatch token create --node \"pool-default-*\"\n  dispatch token create --user ci --role member --expires 30d\n  dispatch token create --node \"ci-*\" --uses 3 --expires 1h   (registration token)"
     )]
     Create {
         /// A user token for this user.
@@ -620,6 +620,12 @@ pub(crate) enum TokenAction {
         /// CLI presenting it then is told it expired. Default: until revoked.
         #[arg(long, value_name = "DURATION", value_parser = dispatch_core::duration::parse)]
         expires: Option<std::time::Duration>,
+        /// A registration token: it registers at most N nodes (names matching --node). Each
+        /// agent that connects with it is given a token of its own for its name, keeps it in
+        /// DATA_DIR/node.token and presents it from then on, so the registration token is
+        /// useless once spent. Give it a short --expires too.
+        #[arg(long, value_name = "N", requires = "node", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        uses: Option<u32>,
     },
     /// Every token: id, whom it is for, role, when it was made and by whom, when it was last
     /// used (written every 30 s), when it expires, revoked or not.

@@ -233,6 +233,8 @@ pub enum Principal {
     Node {
         /// A node name, or a prefix followed by `*`.
         pattern: String,
+        /// A registration token's id: the node's first session mints it a token of its own.
+        register: Option<String>,
     },
 }
 
@@ -242,7 +244,7 @@ impl Principal {
         match self {
             Principal::Local => "local".into(),
             Principal::User { name, .. } => name.clone(),
-            Principal::Node { pattern } => format!("node:{pattern}"),
+            Principal::Node { pattern, .. } => format!("node:{pattern}"),
         }
     }
 
@@ -308,6 +310,32 @@ pub struct TokenRecord {
     /// When it was last used, as last written (the cache holds newer uses until its next
     /// batch), ms since the epoch (0: never).
     pub last_used_ms: i64,
+    /// A registration token: how many nodes it may register (0: not one; an ordinary token).
+    pub uses_max: u32,
+    /// How many it has registered.
+    pub uses: u32,
+}
+
+impl TokenRecord {
+    /// The `created_by` of the tokens registration token `id` minted.
+    pub fn minted_by(id: &str) -> String {
+        format!("registration:{id}")
+    }
+}
+
+/// What registering a node with a registration token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// The node's own token was stored (and `replaced`, a token minted for the same name by the
+    /// same registration that was never used, revoked); one use was counted unless it replaced.
+    Minted,
+    /// The registration token has no use left (`uses` of `uses_max`).
+    Exhausted {
+        /// Nodes it registered.
+        uses: u32,
+    },
+    /// It was revoked, or is unknown.
+    Gone,
 }
 
 /// A change to record in the audit.

@@ -705,3 +705,142 @@ fn a_token_expires_when_asked_and_says_when_it_was_last_used() {
     assert!(err.contains(&format!("token {id} expired")), "{err}");
     assert!(c.ok(&["token", "list"]).contains("expired"));
 }
+
+/// Issue 23 item 12: a registration token (`token create --node PATTERN --uses N`) registers at
+/// most N nodes. The real agent, started with it, is given a token of its own for its name,
+/// keeps it (DATA_DIR/node.token, 0600) and presents it from then on, so a restart needs no
+/// use; a further node is refused for good (exit 78, saying why); a registration whose Welcome
+/// was lost can be repeated for the same name without taking another use, until the node has
+/// used what it was given; and every registration is in the audit.
+#[test]
+fn a_registration_token_registers_n_nodes_and_each_keeps_a_token_of_its_own() {
+    use dispatch_tests::{AgentOpts, wait_until};
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = Cluster::with_node("box");
+    let made: serde_json::Value = serde_json::from_str(
+        &c.ok(&["token", "create", "--node", "ci-*", "--uses", "1", "--json"]),
+    )
+    .unwrap();
+    let reg = made["token"].as_str().unwrap().to_string();
+    let reg_id = made["id"].as_str().unwrap().to_string();
+    assert_eq!(made["uses_max"], 1, "{made}");
+    // Only node tokens register nodes.
+    let out = c.run(&[
+        "token", "create", "--user", "u", "--role", "member", "--uses", "2",
+    ]);
+    assert!(!out.status.success());
+    let with_reg = |name: &str| {
+        let mut o = AgentOpts::new(name, 1);
+        o.no_token = true;
+        o.env.push(("DISPATCH_AGENT_TOKEN".into(), reg.clone()));
+        o.args = vec!["--give-up-after".into(), "1s".into()];
+        o
+    };
+    c.add_agent(with_reg("ci-1"));
+    let own_file = c.dir.path().join("agent-ci-1").join("node.token");
+    let own = std::fs::read_to_string(&own_file).unwrap();
+    let own = own.trim();
+    assert!(own.starts_with("dsp_") && own != reg, "{own}");
+    assert_eq!(
+        std::fs::metadata(&own_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&c.ok(&["token", "list", "--json"])).unwrap();
+    let rows = list.as_array().unwrap();
+    let reg_row = rows.iter().find(|t| t["id"] == reg_id.as_str()).unwrap();
+    assert_eq!(
+        (reg_row["uses"].as_u64(), reg_row["uses_max"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let minted: Vec<_> = rows
+        .iter()
+        .filter(|t| t["created_by"] == format!("registration:{reg_id}").as_str())
+        .collect();
+    assert_eq!(minted.len(), 1, "{list}");
+    assert_eq!(minted[0]["name"], "ci-1");
+    assert!(own.starts_with(&format!("dsp_{}_", minted[0]["id"].as_str().unwrap())));
+    assert!(
+        c.ok(&["token", "list"])
+            .contains("used up (1 of 1 nodes registered)")
+    );
+
+    // The token is spent: another node is refused for good, and told why.
+    let mut second = c.spawn_agent(&with_reg("ci-2"));
+    let status = wait_until("the second agent to give up", || {
+        second.child.try_wait().unwrap()
+    });
+    let log = second.log_text();
+    assert_eq!(status.code(), Some(78), "{log}");
+    assert!(
+        log.contains(&format!(
+            "registration token {reg_id} has registered 1 of its 1 node"
+        )),
+        "{log}"
+    );
+    assert!(!c.dir.path().join("agent-ci-2").join("node.token").exists());
+
+    // ci-1 restarts with the spent registration token still in its environment: it presents
+    // its own.
+    c.restart_agent("ci-1", with_reg("ci-1"));
+    assert!(
+        c.agent("ci-1")
+            .log_text()
+            .contains("using this node's own token")
+    );
+    // A registration's own name cannot be taken again once its node used its token.
+    let url = c.url.clone();
+    let e = c
+        .block_on(session(&url, &reg, "ci-1"))
+        .expect_err("ci-1 is registered");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("has its own token"), "{}", e.message());
+
+    // A Welcome lost on the way: the same name registers again without another use, and the
+    // token minted first is replaced (revoked), not left behind.
+    let two: serde_json::Value =
+        serde_json::from_str(&c.ok(&["token", "create", "--node", "w-1", "--uses", "1", "--json"]))
+            .unwrap();
+    let (two_tok, two_id) = (
+        two["token"].as_str().unwrap().to_string(),
+        two["id"].as_str().unwrap().to_string(),
+    );
+    c.block_on(async {
+        session(&url, &two_tok, "w-1").await.unwrap();
+    });
+    wait_until("w-1's first session to end", || {
+        let nodes = c.ok(&["nodes", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&nodes).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "w-1" && n["connected"] == false)
+            .then_some(())
+    });
+    c.block_on(async {
+        session(&url, &two_tok, "w-1").await.unwrap();
+    });
+    let list: serde_json::Value =
+        serde_json::from_str(&c.ok(&["token", "list", "--json"])).unwrap();
+    let by_two: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["created_by"] == format!("registration:{two_id}").as_str())
+        .collect();
+    assert_eq!(by_two.len(), 2, "{list}");
+    assert_eq!(
+        by_two.iter().filter(|t| t["revoked_at_ms"] == 0).count(),
+        1,
+        "{list}"
+    );
+    let two_row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == two_id.as_str())
+        .unwrap();
+    assert_eq!(two_row["uses"], 1, "{two_row}");
+    let audit = c.ok(&["audit"]);
+    assert_eq!(audit.matches("node-register").count(), 3, "{audit}");
+}

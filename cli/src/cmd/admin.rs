@@ -27,6 +27,7 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
             submits_per_minute,
             max_active,
             expires,
+            uses,
         } => {
             let role = match (&user, role) {
                 (Some(_), None) => {
@@ -44,6 +45,7 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
                     submits_per_minute: submits_per_minute.unwrap_or(0),
                     max_active: max_active.unwrap_or(0),
                     expires_in_ms: expires.map_or(0, |d| d.as_millis().max(1) as u64),
+                    uses: uses.unwrap_or(0),
                 })
                 .await?
                 .into_inner();
@@ -51,11 +53,16 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
             if g.json {
                 println!(
                     "{}",
-                    serde_json::json!({"id": info.id, "kind": info.kind, "name": info.name, "role": info.role, "nodes": info.nodes, "expires_at_ms": (info.expires_at_ms > 0).then_some(info.expires_at_ms), "token": r.token})
+                    serde_json::json!({"id": info.id, "kind": info.kind, "name": info.name, "role": info.role, "nodes": info.nodes, "expires_at_ms": (info.expires_at_ms > 0).then_some(info.expires_at_ms), "uses_max": (info.uses_max > 0).then_some(info.uses_max), "token": r.token})
                 );
             } else {
                 eprintln!(
-                    "Token {} for {} `{}`{}{}. It is shown this once; the coordinator keeps only a hash of it:",
+                    "{} {} for {} `{}`{}{}{}. It is shown this once; the coordinator keeps only a hash of it:",
+                    if info.uses_max > 0 {
+                        "Registration token"
+                    } else {
+                        "Token"
+                    },
                     info.id,
                     info.kind,
                     info.name,
@@ -67,6 +74,13 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
                     match expires {
                         Some(d) => format!(", valid for {}", dispatch_core::duration::format(d)),
                         None => String::new(),
+                    },
+                    match info.uses_max {
+                        0 => String::new(),
+                        n => format!(
+                            ", for {n} node{} (each agent that connects with it is given a token of its own)",
+                            if n == 1 { "" } else { "s" }
+                        ),
                     }
                 );
                 println!("{}", r.token);
@@ -82,7 +96,7 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
             if g.json {
                 let v: Vec<serde_json::Value> = tokens
                     .iter()
-                    .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "submits_per_minute": i.submits_per_minute, "max_active": i.max_active, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms, "expires_at_ms": (i.expires_at_ms > 0).then_some(i.expires_at_ms), "last_used_at_ms": (i.last_used_at_ms > 0).then_some(i.last_used_at_ms)}))
+                    .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "submits_per_minute": i.submits_per_minute, "max_active": i.max_active, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms, "expires_at_ms": (i.expires_at_ms > 0).then_some(i.expires_at_ms), "last_used_at_ms": (i.last_used_at_ms > 0).then_some(i.last_used_at_ms), "uses_max": (i.uses_max > 0).then_some(i.uses_max), "uses": (i.uses_max > 0).then_some(i.uses)}))
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
                 return Ok(crate::exit::Exit::Success.into());
@@ -110,8 +124,16 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
                         format!("revoked {}", when(i.revoked_at_ms))
                     } else if i.expires_at_ms > 0 && i.expires_at_ms <= now {
                         format!("expired {}", when(i.expires_at_ms))
+                    } else if i.uses_max > 0 && i.uses >= i.uses_max {
+                        format!("used up ({} of {} nodes registered)", i.uses, i.uses_max)
                     } else {
                         let mut s = String::from("valid");
+                        if i.uses_max > 0 {
+                            s.push_str(&format!(
+                                ", registers nodes ({} of {} used)",
+                                i.uses, i.uses_max
+                            ));
+                        }
                         if i.expires_at_ms > 0 {
                             s.push_str(&format!(
                                 " for {}",

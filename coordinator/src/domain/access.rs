@@ -4,7 +4,7 @@
 //! checking one costs no store read.
 
 use crate::error::{CoordinatorError, Result};
-use crate::model::{AuditEntry, AuditRecord, Principal, Role, TokenRecord};
+use crate::model::{AuditEntry, AuditRecord, Principal, Registered, Role, TokenRecord};
 use crate::{Coordinator, now_ms};
 use dispatch_core::limits::check_name;
 use sha2::{Digest, Sha256};
@@ -167,6 +167,7 @@ impl TokenCache {
         Ok(if t.kind == "node" {
             Principal::Node {
                 pattern: t.name.clone(),
+                register: (t.uses_max > 0).then(|| t.id.clone()),
             }
         } else {
             Principal::User {
@@ -229,7 +230,13 @@ pub struct NewToken {
     pub max_active: u32,
     /// How long it works (None: until revoked).
     pub expires_in: Option<std::time::Duration>,
+    /// A registration token (node tokens only): how many nodes it may register (0: an
+    /// ordinary token).
+    pub uses: u32,
 }
+
+/// Most nodes one registration token may register.
+pub const MAX_USES: u32 = 10_000;
 
 fn check_node_pattern(what: &str, p: &str) -> Result<()> {
     check_name(
@@ -309,6 +316,11 @@ impl Coordinator {
                         "a node token submits nothing; quotas are for user tokens".into(),
                     ));
                 }
+                if spec.uses > MAX_USES {
+                    return Err(CoordinatorError::Invalid(format!(
+                        "a registration token registers at most {MAX_USES} nodes; make more than one"
+                    )));
+                }
                 ("node", spec.node.clone(), "node".to_string())
             }
             _ => {
@@ -317,6 +329,11 @@ impl Coordinator {
                 ));
             }
         };
+        if kind == "user" && spec.uses > 0 {
+            return Err(CoordinatorError::Invalid(
+                "--uses makes a registration token for nodes (--node NAME); a user token is used as often as its user likes".into(),
+            ));
+        }
         for n in &spec.nodes {
             check_node_pattern("allowed node", n)?;
         }
@@ -353,6 +370,8 @@ impl Coordinator {
                 now.saturating_add(d.as_millis().min(i64::MAX as u128) as i64)
             }),
             last_used_ms: 0,
+            uses_max: spec.uses,
+            uses: 0,
         };
         let audit = AuditEntry::new(who, "token-create", "", format!("{id} {kind} {name}"));
         self.store.create_token(&record, &audit, now).await?;
@@ -391,6 +410,95 @@ impl Coordinator {
             .into_iter()
             .find(|t| t.id == id)
             .ok_or_else(|| CoordinatorError::NotFound(format!("no token `{id}`")))
+    }
+
+    /// Registers node `name` with registration token `registration` (its first session):
+    /// mints the node a token of its own, for that name only, and returns it (the node keeps it
+    /// and presents it from then on). A registration whose Welcome was lost may be repeated for
+    /// the same name until the node has used what it was given; after that the name is taken.
+    pub async fn register_node(&self, registration: &str, name: &str) -> Result<String> {
+        check_name("node name", name)?;
+        let (reg, earlier) = {
+            let map = self.tokens.tokens.read().unwrap();
+            let reg = map.get(registration).cloned();
+            let by = TokenRecord::minted_by(registration);
+            let earlier: Vec<TokenRecord> = map
+                .values()
+                .filter(|t| t.created_by == by && t.name == name)
+                .cloned()
+                .collect();
+            (reg, earlier)
+        };
+        let Some(reg) = reg else {
+            return Err(CoordinatorError::Unauthenticated(format!(
+                "registration token {registration} was revoked; ask an admin for another (`dispatch token create --node {name} --uses 1`)"
+            )));
+        };
+        let mut replace = None;
+        for t in &earlier {
+            if self.tokens.last_used(&t.id, t.last_used_ms) > 0 {
+                return Err(CoordinatorError::PermissionDenied(format!(
+                    "node `{name}` was registered with token {registration} already and has its own token ({}), in the agent's DATA_DIR/node.token; a registration token registers a name once (to register it again: `dispatch token revoke {}`, then restart the agent without that file)",
+                    t.id, t.id
+                )));
+            }
+            replace = Some(t.id.clone());
+        }
+        let id = random_hex(6)?;
+        let token = format!("dsp_{id}_{}", random_hex(24)?);
+        let (_, secret) = split(&token).expect("made above");
+        let now = now_ms();
+        let minted = TokenRecord {
+            id: id.clone(),
+            kind: "node".into(),
+            name: name.to_string(),
+            role: "node".into(),
+            hash: hash(secret),
+            created_ms: now,
+            created_by: TokenRecord::minted_by(registration),
+            expires_ms: reg.expires_ms,
+            ..Default::default()
+        };
+        let who = Principal::Node {
+            pattern: reg.name.clone(),
+            register: Some(registration.to_string()),
+        };
+        let audit = AuditEntry::new(
+            &who,
+            "node-register",
+            "",
+            format!("{name} with {registration}: token {id}"),
+        );
+        match self
+            .store
+            .register_node(registration, &minted, replace.as_deref(), &audit, now)
+            .await?
+        {
+            Registered::Minted => {}
+            Registered::Exhausted { uses } => {
+                return Err(CoordinatorError::PermissionDenied(format!(
+                    "registration token {registration} has registered {uses} of its {} node{} and has no use left; ask an admin for another (`dispatch token create --node {name} --uses 1`)",
+                    reg.uses_max,
+                    if reg.uses_max == 1 { "" } else { "s" }
+                )));
+            }
+            Registered::Gone => {
+                return Err(CoordinatorError::Unauthenticated(format!(
+                    "registration token {registration} was revoked; ask an admin for another (`dispatch token create --node {name} --uses 1`)"
+                )));
+            }
+        }
+        {
+            let mut map = self.tokens.tokens.write().unwrap();
+            if let Some(old) = &replace {
+                map.remove(old);
+            } else if let Some(r) = map.get_mut(registration) {
+                r.uses += 1;
+            }
+            map.insert(id.clone(), minted);
+        }
+        tracing::info!(node = name, registration, token = %id, "node registered: it has a token of its own");
+        Ok(token)
     }
 
     /// Every token, revoked ones too (admins).

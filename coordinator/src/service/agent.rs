@@ -383,7 +383,7 @@ impl v1::agent_service_server::AgentService for AgentSvc {
             )));
         }
         // A node token connects only as its own name.
-        if let crate::model::Principal::Node { pattern } = &who
+        if let crate::model::Principal::Node { pattern, .. } = &who
             && !crate::model::node_matches(pattern, &hello.name)
         {
             return Err(Status::permission_denied(format!(
@@ -393,6 +393,13 @@ impl v1::agent_service_server::AgentService for AgentSvc {
             )));
         }
         let c = Arc::clone(&self.0);
+        // A registration token's node gets a token of its own, in its Welcome.
+        let node_token = match &who {
+            crate::model::Principal::Node {
+                register: Some(id), ..
+            } => c.register_node(id, &hello.name).await?,
+            _ => String::new(),
+        };
         let session = c
             .open_session(&convert::hello_from_proto(hello), &addr)
             .await?;
@@ -411,6 +418,7 @@ impl v1::agent_service_server::AgentService for AgentSvc {
             coordinator_heartbeats: true,
             epoch: session.key.epoch,
             max_log_bytes: c.config.max_log_bytes,
+            node_token,
         }));
         // The queue is empty: Welcome goes first, before any command.
         let _ = tx.try_send(Ok(Box::new(welcome)));

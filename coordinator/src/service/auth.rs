@@ -133,6 +133,7 @@ pub fn authenticate(
         } else if let Some(name) = &cert {
             Principal::Node {
                 pattern: name.clone(),
+                register: None,
             }
         } else {
             return Err(Status::unauthenticated(

@@ -62,6 +62,8 @@ fn token_info(t: &crate::model::TokenRecord) -> v1::TokenInfo {
         max_active: t.max_active,
         expires_at_ms: t.expires_ms,
         last_used_at_ms: t.last_used_ms,
+        uses_max: t.uses_max,
+        uses: t.uses,
     }
 }
 
@@ -455,6 +457,7 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
             max_active: r.max_active,
             expires_in: (r.expires_in_ms > 0)
                 .then(|| std::time::Duration::from_millis(r.expires_in_ms)),
+            uses: r.uses,
         };
         let (t, token) = self.0.create_token(&spec, &who).await?;
         Ok(Response::new(v1::CreateTokenResponse {

@@ -443,6 +443,17 @@ pub trait NodeStore: Send + Sync {
 pub trait AccessStore: Send + Sync {
     /// Stores a new token (with its audit record).
     async fn create_token(&self, t: &TokenRecord, audit: &AuditEntry, now_ms: i64) -> Result<()>;
+    /// Registers a node with registration token `registration`, in one transaction: takes one
+    /// of its uses (none when `replace`, an unused token it minted for the same name, is
+    /// revoked instead) and stores the node's own token `minted`, with the audit record.
+    async fn register_node(
+        &self,
+        registration: &str,
+        minted: &TokenRecord,
+        replace: Option<&str>,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<crate::model::Registered>;
     /// Every token, revoked ones too.
     async fn tokens(&self) -> Result<Vec<TokenRecord>>;
     /// Records when tokens were last used: (id, ms), one transaction for the batch; a time

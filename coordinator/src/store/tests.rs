@@ -1000,6 +1000,105 @@ async fn concurrent_submits_cannot_pass_the_active_task_quota_together(kind: Kin
     assert_eq!((ok, refused), (10, 14));
 }
 
+/// Registrations racing for a registration token's uses: exactly `uses_max` nodes get a token;
+/// the store's transaction is the one writer of the count. Replacing an unused minted token
+/// takes no use; a used one cannot be replaced.
+async fn concurrent_registrations_cannot_pass_the_token_uses(kind: Kind) {
+    use crate::model::{Registered, TokenRecord};
+    let Some(dir) = TestDb::new(kind, "concurrent_registrations_cannot_pass_uses").await else {
+        return;
+    };
+    let s = open(&dir).await;
+    let audit = crate::model::AuditEntry {
+        who: "admin".into(),
+        action: "token-create".into(),
+        task_id: String::new(),
+        detail: String::new(),
+    };
+    let reg = TokenRecord {
+        id: "reg".into(),
+        kind: "node".into(),
+        name: "ci-*".into(),
+        role: "node".into(),
+        created_by: "admin".into(),
+        uses_max: 3,
+        ..Default::default()
+    };
+    s.create_token(&reg, &audit, 1).await.unwrap();
+    let minted = |i: usize| TokenRecord {
+        id: format!("m{i}"),
+        kind: "node".into(),
+        name: format!("ci-{i}"),
+        role: "node".into(),
+        hash: [i as u8; 32],
+        created_by: TokenRecord::minted_by("reg"),
+        ..Default::default()
+    };
+    let mut joins = Vec::new();
+    for i in 0..12 {
+        let s = std::sync::Arc::clone(&s);
+        let (t, a) = (minted(i), audit.clone());
+        joins.push(tokio::spawn(async move {
+            s.register_node("reg", &t, None, &a, 2).await
+        }));
+    }
+    let mut got = Vec::new();
+    for j in joins {
+        got.push(j.await.unwrap().unwrap());
+    }
+    let ok = got.iter().filter(|r| **r == Registered::Minted).count();
+    assert_eq!(ok, 3, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|r| matches!(r, Registered::Minted | Registered::Exhausted { .. })),
+        "{got:?}"
+    );
+    let all = s.tokens().await.unwrap();
+    assert_eq!(all.iter().find(|t| t.id == "reg").unwrap().uses, 3);
+    let mine: Vec<&TokenRecord> = all
+        .iter()
+        .filter(|t| t.created_by == TokenRecord::minted_by("reg"))
+        .collect();
+    assert_eq!(mine.len(), 3);
+    // A lost Welcome: the unused token is replaced, no use taken.
+    let first = mine[0].id.clone();
+    let mut again = minted(99);
+    again.name = mine[0].name.clone();
+    assert_eq!(
+        s.register_node("reg", &again, Some(&first), &audit, 3)
+            .await
+            .unwrap(),
+        Registered::Minted
+    );
+    let all = s.tokens().await.unwrap();
+    assert!(
+        all.iter()
+            .find(|t| t.id == first)
+            .unwrap()
+            .revoked_ms
+            .is_some()
+    );
+    assert_eq!(all.iter().find(|t| t.id == "reg").unwrap().uses, 3);
+    // A used token is not replaced (and then there is no use left).
+    s.tokens_used(&[("m99".into(), 5)]).await.unwrap();
+    let mut third = minted(100);
+    third.name = again.name.clone();
+    assert!(matches!(
+        s.register_node("reg", &third, Some("m99"), &audit, 6)
+            .await
+            .unwrap(),
+        Registered::Exhausted { uses: 3 }
+    ));
+    let audit_rows = s.audit_records(None, None, 100).await.unwrap();
+    assert_eq!(audit_rows.len(), 1 + 3 + 1);
+    assert_eq!(
+        s.register_node("nope", &minted(101), None, &audit, 7)
+            .await
+            .unwrap(),
+        Registered::Gone
+    );
+}
+
 /// Every test of the suite, on each backend.
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -1035,6 +1134,7 @@ on_both!(
     list_tasks_pages_newest_first,
     a_request_id_makes_one_task_and_one_answer,
     concurrent_submits_cannot_pass_the_active_task_quota_together,
+    concurrent_registrations_cannot_pass_the_token_uses,
 );
 
 /// Fencing (PostgreSQL, where replicas share a store): once another replica raises the lease

@@ -80,10 +80,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         16,
         include_str!("../../../migrations/postgres/0016_token_lifecycle.sql"),
     ),
+    (
+        17,
+        include_str!("../../../migrations/postgres/0017_registration_tokens.sql"),
+    ),
 ];
 
 /// The store version this coordinator writes (the same number as SQLite's).
-pub const SCHEMA_VERSION: i64 = 16;
+pub const SCHEMA_VERSION: i64 = 17;
 
 /// Advisory lock key held while migrating (two replicas starting at once migrate once).
 const MIGRATION_LOCK: i64 = 0x6469_7370_6d69_6772; // "dispmigr"

@@ -3,7 +3,7 @@
 use super::Backend;
 use super::tasks::record_audit;
 use crate::error::{CoordinatorError, Result};
-use crate::model::{AuditEntry, AuditRecord, TokenRecord};
+use crate::model::{AuditEntry, AuditRecord, Registered, TokenRecord};
 use crate::store::AccessStore;
 use sqlx::Row;
 
@@ -11,27 +11,69 @@ use sqlx::Row;
 impl AccessStore for Backend {
     async fn create_token(&self, t: &TokenRecord, audit: &AuditEntry, now_ms: i64) -> Result<()> {
         let mut tx = self.write().await?;
-        sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by, submits_per_minute, max_active, expires_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-            .bind(&t.id)
-            .bind(&t.kind)
-            .bind(&t.name)
-            .bind(&t.role)
-            .bind(t.hash.as_slice())
-            .bind(serde_json::to_string(&t.nodes).unwrap_or_else(|_| "[]".into()))
-            .bind(t.created_ms)
-            .bind(&t.created_by)
-            .bind(i64::from(t.submits_per_minute))
-            .bind(i64::from(t.max_active))
-            .bind(t.expires_ms)
-            .execute(&mut *tx)
-            .await?;
+        insert_token(&mut tx, t).await?;
         record_audit(&mut tx, Some(audit), now_ms).await?;
         tx.commit().await?;
         Ok(())
     }
 
+    async fn register_node(
+        &self,
+        registration: &str,
+        minted: &TokenRecord,
+        replace: Option<&str>,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<Registered> {
+        let mut tx = self.write().await?;
+        let row: Option<(i64, i64, Option<i64>)> =
+            sqlx::query_as("SELECT uses, uses_max, revoked_ms FROM tokens WHERE id = $1")
+                .bind(registration)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((uses, _, None)) = row else {
+            return Ok(Registered::Gone);
+        };
+        // A token minted for this name by this registration and never used (its Welcome was
+        // lost) is replaced without counting a use; otherwise one use is taken, in the same
+        // statement that checks one is left.
+        let replaced = match replace {
+            Some(old) => {
+                sqlx::query(
+                    "UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL AND created_by = $3 AND last_used_ms = 0",
+                )
+                .bind(old)
+                .bind(now_ms)
+                .bind(TokenRecord::minted_by(registration))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+            None => false,
+        };
+        if !replaced {
+            let took = sqlx::query(
+                "UPDATE tokens SET uses = uses + 1 WHERE id = $1 AND uses < uses_max AND revoked_ms IS NULL",
+            )
+            .bind(registration)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if took == 0 {
+                return Ok(Registered::Exhausted {
+                    uses: uses.clamp(0, u32::MAX.into()) as u32,
+                });
+            }
+        }
+        insert_token(&mut tx, minted).await?;
+        record_audit(&mut tx, Some(audit), now_ms).await?;
+        tx.commit().await?;
+        Ok(Registered::Minted)
+    }
+
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query("SELECT id, kind, name, role, hash, nodes, created_ms, created_by, revoked_ms, submits_per_minute, max_active, expires_ms, last_used_ms FROM tokens ORDER BY created_ms, id")
+        let rows = sqlx::query("SELECT id, kind, name, role, hash, nodes, created_ms, created_by, revoked_ms, submits_per_minute, max_active, expires_ms, last_used_ms, uses_max, uses FROM tokens ORDER BY created_ms, id")
             .fetch_all(&self.writer)
             .await?;
         rows.iter()
@@ -55,6 +97,8 @@ impl AccessStore for Backend {
                     max_active: r.try_get::<i64, _>(10)?.clamp(0, u32::MAX.into()) as u32,
                     expires_ms: r.try_get(11)?,
                     last_used_ms: r.try_get(12)?,
+                    uses_max: r.try_get::<i64, _>(13)?.clamp(0, u32::MAX.into()) as u32,
+                    uses: r.try_get::<i64, _>(14)?.clamp(0, u32::MAX.into()) as u32,
                 })
             })
             .collect()
@@ -197,4 +241,23 @@ impl AccessStore for Backend {
             })
             .collect()
     }
+}
+
+async fn insert_token(tx: &mut sqlx::Transaction<'_, super::Db>, t: &TokenRecord) -> Result<()> {
+    sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by, submits_per_minute, max_active, expires_ms, uses_max) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+        .bind(&t.id)
+        .bind(&t.kind)
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(t.hash.as_slice())
+        .bind(serde_json::to_string(&t.nodes).unwrap_or_else(|_| "[]".into()))
+        .bind(t.created_ms)
+        .bind(&t.created_by)
+        .bind(i64::from(t.submits_per_minute))
+        .bind(i64::from(t.max_active))
+        .bind(t.expires_ms)
+        .bind(i64::from(t.uses_max))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
