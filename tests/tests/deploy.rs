@@ -383,8 +383,21 @@ fn the_dockerfile_builds_and_copies_the_three_binaries() {
             "copies {b}"
         );
     }
+    // The `prebuilt` target takes the three from its context (tests/tests/image.rs builds
+    // and runs it).
+    assert!(text.contains("FROM base AS prebuilt"));
+    assert!(text.contains(
+        "COPY --chmod=0755 dispatch dispatch-coordinator dispatch-agent /usr/local/bin/"
+    ));
     assert!(text.contains("USER 10001:10001"), "runs as a non-root user");
     assert!(text.contains("ENTRYPOINT [\"/usr/bin/tini\", \"--\"]"));
+    // `docker build` without --target gives the runtime, not an agent image.
+    let last = text
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .last()
+        .unwrap();
+    assert_eq!(last, "FROM runtime");
     let ignore = std::fs::read_to_string(deploy().join("../.dockerignore")).unwrap();
     assert!(
         ignore.lines().any(|l| l == "target"),
