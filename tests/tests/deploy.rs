@@ -392,11 +392,7 @@ fn the_dockerfile_builds_and_copies_the_three_binaries() {
     assert!(text.contains("USER 10001:10001"), "runs as a non-root user");
     assert!(text.contains("ENTRYPOINT [\"/usr/bin/tini\", \"--\"]"));
     // `docker build` without --target gives the runtime, not an agent image.
-    let last = text
-        .lines()
-        .filter(|l| l.starts_with("FROM "))
-        .last()
-        .unwrap();
+    let last = text.lines().rfind(|l| l.starts_with("FROM ")).unwrap();
     assert_eq!(last, "FROM runtime");
     let ignore = std::fs::read_to_string(deploy().join("../.dockerignore")).unwrap();
     assert!(
