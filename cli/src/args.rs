@@ -592,7 +592,7 @@ pub(crate) enum TokenAction {
     /// Make a token, printed once (only a hash of it is stored): for a user with a role, or
     /// for a node (it may connect as that name only; `NAME*` for a pool of names).
     #[command(
-        after_help = "Examples:\n  dispatch token create --user ann --role member --allow-node build-box\n  dispatch token create --node \"pool-default-*\"\n  dispatch token create --user ci --role member --expires 30d\n  dispatch token create --node \"ci-*\" --uses 3 --expires 1h   (registration token)"
+        after_help = "Examples:\n  dispatch token create --user ann --role member --allow-node build-box\n  dispatch token create --node \"dispatch-agent-default-*\"\n  dispatch token create --user ci --role member --expires 30d\n  dispatch token create --node \"ci-*\" --uses 3 --expires 1h   (registration token)"
     )]
     Create {
         /// A user token for this user.

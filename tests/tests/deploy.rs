@@ -111,10 +111,12 @@ fn every_kustomize_overlay_renders_validates_and_holds_together() {
             String::from_utf8_lossy(&v.stderr)
         );
         assert!(v.status.success(), "{name}: {said}");
-        // Only custom resources (KEDA's) lack a schema here; they are checked below.
+        // Only custom resources (KEDA's, the Prometheus Operator's) lack a schema here; they
+        // are checked below.
         for line in said.lines().filter(|l| !l.trim().is_empty()) {
             assert!(
-                line.contains("Couldn't find schema for kind ScaledObject"),
+                line.contains("Couldn't find schema for kind ScaledObject")
+                    || line.contains("Couldn't find schema for kind PodMonitor"),
                 "{name}: {line}"
             );
         }
@@ -162,6 +164,98 @@ fn every_kustomize_overlay_renders_validates_and_holds_together() {
         );
         find(&d, "PodDisruptionBudget", "dispatch-agent-default");
         find(&d, "NetworkPolicy", "dispatch-coordinator");
+        // Every image from `images:` in one place: this version's tag, never `latest`.
+        let version = env!("CARGO_PKG_VERSION");
+        for doc in &d {
+            for c in doc["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let image = c["image"].as_str().unwrap();
+                assert!(
+                    image == format!("dispatch:{version}")
+                        || image == format!("dispatch-agent-claude:{version}"),
+                    "{name}: {image}"
+                );
+            }
+        }
+        // The agent CLIs' keys and git's credentials from their (optional) Secrets; git's
+        // files where GIT_SSH_COMMAND and the credential helper look.
+        let env = a["env"].as_array().unwrap();
+        let var = |n: &str| {
+            env.iter()
+                .find(|e| e["name"] == n)
+                .unwrap_or_else(|| panic!("{name}: no {n}"))
+                .clone()
+        };
+        for key in ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"] {
+            let r = &var(key)["valueFrom"]["secretKeyRef"];
+            assert_eq!(r["name"], "dispatch-agent-credentials");
+            assert_eq!((&r["key"], &r["optional"]), (&key.into(), &true.into()));
+        }
+        let git = spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["secret"]["secretName"] == "dispatch-git")
+            .expect("the git Secret is mounted");
+        assert_eq!(git["secret"]["optional"], true);
+        let at = a["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == git["name"])
+            .unwrap()["mountPath"]
+            .as_str()
+            .unwrap();
+        let ssh = var("GIT_SSH_COMMAND")["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            ssh.contains(&format!("-i {at}/ssh-privatekey"))
+                && ssh.contains(&format!("UserKnownHostsFile={at}/known_hosts")),
+            "{ssh}"
+        );
+        assert_eq!(
+            var("GIT_CONFIG_VALUE_0")["value"],
+            format!("store --file={at}/git-credentials")
+        );
+        // The dashboard: the Service's `dashboard` port is the one --http-listen serves, and
+        // clients may reach it.
+        let http = port_of(flag(&c["args"], "--http-listen"));
+        let svc = find(&d, "Service", "dispatch-coordinator");
+        let dash = svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "dashboard")
+            .unwrap();
+        assert_eq!(dash["port"], http);
+        let admitted = |policy: &serde_json::Value, port: u64| {
+            policy["spec"]["ingress"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| {
+                    r["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|p| p["port"] == port)
+                })
+        };
+        assert!(admitted(
+            find(&d, "NetworkPolicy", "dispatch-coordinator"),
+            http
+        ));
+        // Agents' metrics are scrapeable.
+        let agent_metrics = port_of(flag(&a["args"], "--metrics-listen"));
+        assert!(admitted(
+            find(&d, "NetworkPolicy", "dispatch-agent"),
+            agent_metrics
+        ));
         for doc in &d {
             assert_eq!(
                 doc["metadata"]["namespace"].as_str().unwrap_or("dispatch"),
@@ -234,6 +328,47 @@ fn every_kustomize_overlay_renders_validates_and_holds_together() {
                     .find(|v| v["name"] == "data")
                     .unwrap();
                 assert!(data["emptyDir"].is_object());
+            }
+            "dashboard" => {
+                let ing = find(&d, "Ingress", "dispatch-dashboard");
+                let backend = &ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+                assert_eq!(backend["name"], "dispatch-coordinator");
+                assert_eq!(backend["port"]["name"], "dashboard");
+                assert_eq!(
+                    ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"],
+                    "HTTPS"
+                );
+                assert!(admitted(
+                    find(&d, "NetworkPolicy", "dispatch-dashboard-ingress"),
+                    http
+                ));
+            }
+            "monitoring" => {
+                for (monitor, pod) in [
+                    ("dispatch-coordinator", coordinator),
+                    ("dispatch-agent", pool),
+                ] {
+                    let m = find(&d, "PodMonitor", monitor);
+                    assert_eq!(m["apiVersion"], "monitoring.coreos.com/v1");
+                    let labels = &pod["spec"]["template"]["metadata"]["labels"];
+                    for (k, v) in m["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+                        assert_eq!(&labels[k], v, "{monitor} selects its pods");
+                    }
+                    let port = m["spec"]["podMetricsEndpoints"][0]["port"]
+                        .as_str()
+                        .unwrap();
+                    let container = &pod["spec"]["template"]["spec"]["containers"][0];
+                    let named = container["ports"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|p| p["name"] == port)
+                        .unwrap_or_else(|| panic!("{monitor}: no port `{port}`"));
+                    assert_eq!(
+                        named["containerPort"],
+                        port_of(flag(&container["args"], "--metrics-listen"))
+                    );
+                }
             }
             "hpa" => {
                 let h = find(&d, "HorizontalPodAutoscaler", "dispatch-agent-default");
@@ -399,4 +534,197 @@ fn the_dockerfile_builds_and_copies_the_three_binaries() {
         ignore.lines().any(|l| l == "target"),
         "the build context leaves target/ out"
     );
+}
+
+/// README's "From `certs init` to Secrets" recipe, run for real (certs init, new-token, a node
+/// token made by the CLI against a live coordinator) with `kubectl create secret` in
+/// `--dry-run=client` mode: it makes every Secret, with every key, the base manifests read; the
+/// pool's node token matches the pool's pod names; no other node-token prefix is named anywhere.
+#[test]
+fn the_secrets_recipe_makes_every_secret_the_manifests_read() {
+    let Some(kubectl) = tool("kubectl") else {
+        return;
+    };
+    let readme = std::fs::read_to_string(deploy().join("../README.md")).unwrap();
+    let at = readme
+        .find("**From `certs init` to Secrets.**")
+        .expect("README has the recipe");
+    let block = &readme[at..];
+    let start = block.find("```sh\n").unwrap() + 6;
+    let end = start + block[start..].find("```").unwrap();
+    let recipe = &block[start..end];
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("deploy_key"),
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("known_hosts"),
+        "github.com ssh-ed25519 AAAA\n",
+    )
+    .unwrap();
+    let secrets = dir.path().join("secrets.jsonl");
+    let bins = bin("dispatch").parent().unwrap().to_path_buf();
+    let c = Cluster::new();
+    // kubectl: `create secret` for real but client-side only; apply and port-forward have no
+    // cluster to reach. The recipe's own `export DISPATCH_*` points at the cluster's port
+    // forward; here the test's coordinator takes its place.
+    let shim = format!(
+        "kubectl() {{ case \"$*\" in *' create secret '*) '{}' \"$@\" --dry-run=client -o json | tr -d '\\n' >> '{}'; echo >> '{}';; *) echo \"(not here: kubectl $*)\";; esac; }}\n",
+        kubectl.display(),
+        secrets.display(),
+        secrets.display()
+    );
+    let body: String = recipe
+        .lines()
+        .filter(|l| !l.starts_with("export DISPATCH_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let out = Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(format!("{shim}{body}wait"))
+        .current_dir(dir.path())
+        .env(
+            "PATH",
+            format!("{}:{}", bins.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("DISPATCH_COORDINATOR", &c.url)
+        .env("DISPATCH_TOKEN", &c.admin_token)
+        .env("DISPATCH_HOME", dir.path().join("home"))
+        .env("ANTHROPIC_API_KEY", "sk-test")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the recipe failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Vec<serde_json::Value> = std::fs::read_to_string(&secrets)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let keys_of = |name: &str| -> Vec<String> {
+        let s = made
+            .iter()
+            .find(|s| s["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("the recipe makes no Secret `{name}`"));
+        assert_eq!(s["metadata"]["namespace"], "dispatch");
+        s["data"].as_object().unwrap().keys().cloned().collect()
+    };
+    // What the base reads: secretKeyRefs and secret volumes (with the files its args and env
+    // name).
+    let out = Command::new(&kubectl)
+        .arg("kustomize")
+        .arg(deploy().join("k8s/base"))
+        .output()
+        .unwrap();
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    // (Secret, key, optional)
+    let mut wanted: Vec<(String, String, bool)> = Vec::new();
+    for doc in docs(&rendered) {
+        let spec = &doc["spec"]["template"]["spec"];
+        for c in spec["containers"].as_array().into_iter().flatten() {
+            for e in c["env"].as_array().into_iter().flatten() {
+                let r = &e["valueFrom"]["secretKeyRef"];
+                if r.is_object() {
+                    wanted.push((
+                        r["name"].as_str().unwrap().into(),
+                        r["key"].as_str().unwrap().into(),
+                        r["optional"] == true,
+                    ));
+                }
+            }
+            let text = c.to_string();
+            for v in spec["volumes"].as_array().into_iter().flatten() {
+                let Some(secret) = v["secret"]["secretName"].as_str() else {
+                    continue;
+                };
+                let mount = c["volumeMounts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| m["name"] == v["name"]);
+                let Some(mount) = mount else { continue };
+                let path = mount["mountPath"].as_str().unwrap();
+                // Each file of it the container names (in args or env).
+                let mut named = 0;
+                for (i, _) in text.match_indices(&format!("{path}/")) {
+                    let file: String = text[i + path.len() + 1..]
+                        .chars()
+                        .take_while(|ch| {
+                            ch.is_ascii_alphanumeric() || *ch == '.' || *ch == '_' || *ch == '-'
+                        })
+                        .collect();
+                    wanted.push((secret.into(), file, v["secret"]["optional"] == true));
+                    named += 1;
+                }
+                assert!(named > 0, "{secret} is mounted at {path} and never read");
+            }
+        }
+    }
+    wanted.sort();
+    wanted.dedup();
+    assert!(wanted.len() >= 10, "{wanted:?}");
+    // Every key of a required Secret; of an optional one (its keys are alternatives: an SSH
+    // key or a credential store), only keys the manifests read, and at least one.
+    for (secret, key, optional) in &wanted {
+        assert!(
+            *optional || keys_of(secret).contains(key),
+            "Secret {secret} from the recipe has no `{key}` (it has {:?})",
+            keys_of(secret)
+        );
+    }
+    for s in &made {
+        let name = s["metadata"]["name"].as_str().unwrap();
+        for key in s["data"].as_object().unwrap().keys() {
+            assert!(
+                wanted.iter().any(|(n, k, _)| n == name && k == key),
+                "the recipe puts `{key}` in {name}, which nothing reads"
+            );
+        }
+    }
+    // The node token is a real one, for the pool's pod names.
+    let list: serde_json::Value =
+        serde_json::from_str(&c.ok(&["token", "list", "--json"])).unwrap();
+    let node = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "node")
+        .expect("the recipe made a node token");
+    let pattern = node["name"].as_str().unwrap();
+    let pool = docs(&rendered)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    assert_eq!(
+        pattern,
+        format!("{}-*", pool["metadata"]["name"].as_str().unwrap()),
+        "pods are named after their Deployment"
+    );
+    // No other prefix anywhere an operator reads one.
+    for file in [
+        "../README.md",
+        "k8s/base/kustomization.yaml",
+        "../cli/src/args.rs",
+        "../docs/operations.md",
+    ] {
+        let text = std::fs::read_to_string(deploy().join(file)).unwrap();
+        for (i, _) in text.match_indices("--node '") {
+            let quoted: String = text[i + 8..].chars().take_while(|c| *c != '\'').collect();
+            if quoted.contains("default") {
+                assert_eq!(quoted, pattern, "{file}");
+            }
+        }
+        assert!(
+            !text.contains("pool-default-"),
+            "{file} names pool-default-*"
+        );
+    }
 }
