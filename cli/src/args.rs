@@ -157,6 +157,11 @@ pub(crate) struct RunArgs {
     /// target a node can run; `status` says what happened.
     #[arg(long)]
     pub(crate) no_fallback: bool,
+    /// The git checkout whose origin and commit a remote task works on (or, with the local
+    /// daemon, the directory it runs in) when it is not the current directory (the MCP
+    /// server's `repository`).
+    #[arg(skip)]
+    pub repo_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -592,7 +597,7 @@ pub(crate) enum TokenAction {
     /// Make a token, printed once (only a hash of it is stored): for a user with a role, or
     /// for a node (it may connect as that name only; `NAME*` for a pool of names).
     #[command(
-        after_help = "Examples:\n  dispatch token create --user ann --role member --allow-node build-box\n  dispatch token create --node \"dispatch-agent-default-*\"\n  dispatch token create --user ci --role member --expires 30d\n  dispatch token create --node \"ci-*\" --uses 3 --expires 1h   (registration token)"
+        after_help = "Examples:\n  dispatch token create --user ann --role member --allow-node build-box\n  dispatch token create --node \"dispatch-agent-default-*\"\n  dispatch token create --user ci --role member --expires 30d\n  dispatch token create --node \"ci-*\" --uses 3 --expires 1h"
     )]
     Create {
         /// A user token for this user.

@@ -124,6 +124,7 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "backend": t.backend,
         "model": t.model,
         "workdir": t.workdir,
+        "repository": t.repo.as_ref().map(|r| json!({"url": r.url, "branch": r.branch, "commit": r.commit})),
         "after": t.after,
         "priority": t.priority,
         "queue_position": t.queue_position,

@@ -83,6 +83,8 @@ async def main():
             w = sc(await s.call_tool("wait_for_task", {"id": "mcp-task", "timeout_seconds": 60}))
             assert w["why"] == "question" and w["exit_code"] == 10, w
             assert "left or right?" in w["message"], w
+            # The host is pointed to tools, not to CLI commands it cannot run.
+            assert "answer_question" in w["message"] and "dispatch answer" not in w["message"], w
 
             # Resources: the templates, and the plan of the waiting task, followed live (the
             # 2025 protocol's resources/subscribe: this session negotiated one of those).
@@ -103,6 +105,7 @@ async def main():
             assert not field(r, "is_error", "isError"), text_of(r)
             w = sc(await s.call_tool("wait_for_task", {"id": "mcp-task", "timeout_seconds": 60}))
             assert w["why"] == "completed" and w["exit_code"] == 0, w
+            assert "task_output" in w["message"] and "dispatch output" not in w["message"], w
 
             out = sc(await s.call_tool("task_output", {"id": "mcp-task"}))
             assert out["markdown"].strip(), out

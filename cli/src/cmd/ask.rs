@@ -248,8 +248,50 @@ pub(crate) async fn send_answer(
     Ok(task)
 }
 
+/// Who reads what `wait` says next: a person at the CLI (commands), or an MCP host (tools).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Voice {
+    /// `dispatch answer …`, `dispatch output …`.
+    Cli,
+    /// `answer_question`, `task_output`.
+    Mcp,
+}
+
+impl Voice {
+    fn answer_with(self, id: &str) -> String {
+        match self {
+            Voice::Cli => format!("Answer with: dispatch answer {id} \"…\""),
+            Voice::Mcp => format!("Answer with the answer_question tool (id `{id}`)."),
+        }
+    }
+
+    fn read_output(self, id: &str, ended: bool) -> String {
+        match (self, ended) {
+            (Voice::Cli, false) => format!("Read its summary: dispatch output {id}"),
+            (Voice::Cli, true) => format!("Read what `{id}` wrote: dispatch output {id}"),
+            (Voice::Mcp, _) => format!("Read what `{id}` wrote with the task_output tool."),
+        }
+    }
+
+    fn take_changes(self, id: &str) -> String {
+        match self {
+            Voice::Cli => format!("Its changes: dispatch diff {id}, then dispatch apply {id}"),
+            Voice::Mcp => format!(
+                "Its changes: task_diff, then apply_changes (or fetch_changes) with id `{id}`."
+            ),
+        }
+    }
+}
+
+fn has_changes(t: &v1::Task) -> bool {
+    t.changes.as_ref().is_some_and(|c| c.commits > 0)
+}
+
 /// Exit status of `wait` for a set of tasks, or None while none needs the user yet.
-pub(super) fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, String)> {
+pub(super) fn wait_outcome(
+    tasks: &BTreeMap<String, v1::Task>,
+    voice: Voice,
+) -> Option<(u8, String)> {
     let mut worst: Option<(crate::exit::Exit, String)> = None;
     let mut consider = |code: crate::exit::Exit, msg: String| {
         // A question first (10), then blocked (11), failed (12), cancelled (13).
@@ -265,11 +307,11 @@ pub(super) fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, St
             consider(
                 crate::exit::Exit::Question,
                 format!(
-                    "`{}` asks (question {:03}): {}\nAnswer with: dispatch answer {} \"…\"",
+                    "`{}` asks (question {:03}): {}\n{}",
                     t.id,
                     q.seq,
                     printable(&q.text),
-                    t.id
+                    voice.answer_with(&t.id)
                 ),
             );
             continue;
@@ -297,8 +339,13 @@ pub(super) fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, St
     {
         let ids: Vec<&str> = tasks.keys().map(String::as_str).collect();
         let mut msg = format!("completed: {}", ids.join(", "));
-        for t in tasks.values().filter(|t| t.output_bytes > 0) {
-            msg.push_str(&format!("\nRead its summary: dispatch output {}", t.id));
+        for t in tasks.values() {
+            if t.output_bytes > 0 {
+                msg.push_str(&format!("\n{}", voice.read_output(&t.id, false)));
+            }
+            if has_changes(t) {
+                msg.push_str(&format!("\n{}", voice.take_changes(&t.id)));
+            }
         }
         return Some((crate::exit::Exit::Success.into(), msg));
     }
@@ -307,10 +354,7 @@ pub(super) fn wait_outcome(tasks: &BTreeMap<String, v1::Task>) -> Option<(u8, St
             .values()
             .filter(|t| t.output_bytes > 0 && t.task_state().is_terminal())
         {
-            msg.push_str(&format!(
-                "\nRead what `{}` wrote: dispatch output {}",
-                t.id, t.id
-            ));
+            msg.push_str(&format!("\n{}", voice.read_output(&t.id, true)));
         }
     }
     worst.map(|(code, msg)| (code.into(), msg))
@@ -358,7 +402,16 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
         }
     }
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    match until_needed(g, &mut target, &mut watching, &mut tasks, deadline).await? {
+    match until_needed(
+        g,
+        &mut target,
+        &mut watching,
+        &mut tasks,
+        deadline,
+        Voice::Cli,
+    )
+    .await?
+    {
         Some((code, msg)) => {
             if g.json {
                 let v: Vec<serde_json::Value> = tasks.values().map(render::task_json).collect();
@@ -387,9 +440,10 @@ pub(super) async fn until_needed(
     watching: &mut crate::watching::Watching,
     tasks: &mut BTreeMap<String, v1::Task>,
     deadline: Option<tokio::time::Instant>,
+    voice: Voice,
 ) -> Result<Option<(u8, String)>> {
     loop {
-        if let Some(outcome) = wait_outcome(tasks) {
+        if let Some(outcome) = wait_outcome(tasks, voice) {
             return Ok(Some(outcome));
         }
         let next = watching.next(g, target, tasks);

@@ -121,9 +121,12 @@ pub(crate) async fn diff(g: &Global, id: &str) -> Result<u8> {
     Ok(crate::exit::Exit::Success.into())
 }
 
-/// The repository of the current directory.
-fn here() -> Result<PathBuf> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+/// The repository of `dir` (None: the current directory).
+fn here(dir: Option<&Path>) -> Result<PathBuf> {
+    let cwd = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
     git(&cwd, &["rev-parse", "--show-toplevel"])
         .map(PathBuf::from)
         .map_err(|_| {
@@ -134,14 +137,19 @@ fn here() -> Result<PathBuf> {
         })
 }
 
-/// Brings the task's branch in; returns its info and the repository.
-async fn fetch(g: &Global, id: &str) -> Result<(v1::ChangesInfo, PathBuf)> {
+/// Brings the task's branch into the repository of `dir` (None: the current directory);
+/// returns its info and the repository.
+pub(crate) async fn fetch(
+    g: &Global,
+    id: &str,
+    dir: Option<&Path>,
+) -> Result<(v1::ChangesInfo, PathBuf)> {
     let mut t = connect(g).await?;
     let (info, _) = changes(&mut t, id).await?;
     if info.commits == 0 {
         bail!("`{id}` changed nothing in its repository; there is no branch to fetch");
     }
-    let repo = here()?;
+    let repo = here(dir)?;
     // The task's own branch, and no other: what a node or coordinator names is not trusted.
     task_id::validate(id)?;
     let branch = format!("dispatch/{id}");
@@ -278,7 +286,7 @@ async fn fetch_bundle(
 }
 
 pub(crate) async fn fetch_cmd(g: &Global, id: &str) -> Result<u8> {
-    let (info, _) = fetch(g, id).await?;
+    let (info, _) = fetch(g, id, None).await?;
     println!(
         "Fetched {}: {} at {}. Read it with `git log -p {}..{}`, merge it with `dispatch apply {id}`.",
         printable_line(&info.branch),
@@ -291,13 +299,31 @@ pub(crate) async fn fetch_cmd(g: &Global, id: &str) -> Result<u8> {
 }
 
 pub(crate) async fn apply(g: &Global, id: &str, cherry_pick: bool) -> Result<u8> {
-    let repo = here()?;
+    let info = apply_in(g, id, None, cherry_pick).await?;
+    println!(
+        "Applied {} ({}) to your branch.",
+        printable_line(&info.branch),
+        summary(&info)
+    );
+    Ok(crate::exit::Exit::Success.into())
+}
+
+/// Fetches the task's branch into the repository of `dir` (None: the current directory) and
+/// merges (or cherry-picks) it into its current branch; a conflict is undone and reported.
+pub(crate) async fn apply_in(
+    g: &Global,
+    id: &str,
+    dir: Option<&Path>,
+    cherry_pick: bool,
+) -> Result<v1::ChangesInfo> {
+    let repo = here(dir)?;
     if !git(&repo, &["status", "--porcelain", "--untracked-files=no"])?.is_empty() {
         bail!(
-            "your working tree has uncommitted changes; commit or stash them, then run `dispatch apply {id}` again"
+            "the working tree of {} has uncommitted changes; commit or stash them, then apply `{id}` again",
+            repo.display()
         );
     }
-    let (info, repo) = fetch(g, id).await?;
+    let (info, repo) = fetch(g, id, Some(&repo)).await?;
     let r = if cherry_pick {
         git(
             &repo,
@@ -316,15 +342,29 @@ pub(crate) async fn apply(g: &Global, id: &str, cherry_pick: bool) -> Result<u8>
             &[if cherry_pick { "cherry-pick" } else { "merge" }, "--abort"],
         );
         bail!(
-            "{e}\nApplying {} conflicts with your branch; nothing was changed. The branch is fetched: merge it yourself (`git merge {}`)",
+            "{e}\nApplying {} conflicts with the current branch of {}; nothing was changed. The branch is fetched: merge it yourself (`git merge {}`)",
             printable_line(&info.branch),
+            repo.display(),
             printable_line(&info.branch)
         );
     }
-    println!(
-        "Applied {} ({}) to your branch.",
-        printable_line(&info.branch),
-        summary(&info)
-    );
-    Ok(crate::exit::Exit::Success.into())
+    Ok(info)
+}
+
+/// What a fetch or apply did, for `--json` readers and the MCP tools.
+pub(crate) fn changes_json(id: &str, info: &v1::ChangesInfo, repo: &Path) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "branch": info.branch,
+        "base": info.base,
+        "head": info.head,
+        "commits": info.commits,
+        "summary": summary(info),
+        "repository": repo.display().to_string(),
+    })
+}
+
+/// The top of the repository of `dir` (None: the current directory).
+pub(crate) fn repository(dir: Option<&Path>) -> Result<PathBuf> {
+    here(dir)
 }

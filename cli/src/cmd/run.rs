@@ -60,10 +60,13 @@ pub(super) fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitReq
             "--workdir {} is relative; with a remote coordinator give the absolute path on the node",
             w.display()
         ),
-        None if local => std::env::current_dir()
-            .context("cannot read the current directory")?
-            .display()
-            .to_string(),
+        None if local => match &args.repo_dir {
+            Some(d) => std::fs::canonicalize(d)
+                .with_context(|| format!("the repository {}", d.display()))?,
+            None => std::env::current_dir().context("cannot read the current directory")?,
+        }
+        .display()
+        .to_string(),
         None => String::new(),
     };
     Ok(v1::SubmitRequest {
@@ -86,7 +89,7 @@ pub(super) fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitReq
         repo: if local || args.workdir.is_some() {
             None
         } else {
-            current_repo()?
+            current_repo(args.repo_dir.as_deref())?
         },
         // The same id on every attempt: a retried submit never makes a second task.
         request_id: crate::retry::request_id(),
@@ -98,8 +101,14 @@ pub(super) fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitReq
     })
 }
 
-pub(super) fn git_out(args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("git")
+/// `git ARGS` in `dir` (None: the current directory): its output, None on failure or when
+/// empty.
+pub(super) fn git_out(dir: Option<&std::path::Path>, args: &[&str]) -> Option<String> {
+    let mut git = std::process::Command::new("git");
+    if let Some(d) = dir {
+        git.arg("-C").arg(d);
+    }
+    let out = git
         .args(args)
         .stderr(std::process::Stdio::null())
         .output()
@@ -110,10 +119,17 @@ pub(super) fn git_out(args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// The repository `dispatch` runs in: origin URL, branch, commit (None outside a git checkout
-/// with an origin). Refused when the commit is on no branch of origin this checkout knows of:
-/// the node fetches from origin and could not find it — said here, before anything is stored.
-pub(super) fn current_repo() -> Result<Option<v1::Repo>> {
+/// The repository in `dir` (None: the one `dispatch` runs in): origin URL, branch, commit
+/// (None outside a git checkout with an origin). Refused when the commit is on no branch of
+/// origin this checkout knows of: the node fetches from origin and could not find it — said
+/// here, before anything is stored.
+pub(super) fn current_repo(dir: Option<&std::path::Path>) -> Result<Option<v1::Repo>> {
+    if let Some(d) = dir
+        && !d.is_dir()
+    {
+        bail!("the repository {} is not a directory", d.display());
+    }
+    let git_out = |args: &[&str]| git_out(dir, args);
     // Credentials in the origin URL never leave this machine: the node clones with its own.
     let Some(origin) = git_out(&["remote", "get-url", "origin"]) else {
         return Ok(None);

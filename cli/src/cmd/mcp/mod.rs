@@ -13,7 +13,7 @@ use rmcp::model::{
     InitializeResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
     PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
     ResourceContents, ResourceUpdatedNotificationParam, ServerCapabilities, SubscribeRequestParams,
-    SubscriptionFilter, Tool, UnsubscribeRequestParams,
+    SubscriptionFilter, Tool, ToolAnnotations, UnsubscribeRequestParams,
 };
 use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
@@ -80,146 +80,296 @@ fn returns(schema: Value, mut t: Tool) -> Tool {
     t
 }
 
+/// What a tool does to the world, for a host deciding whether to ask its user first.
+#[derive(Clone, Copy)]
+enum Effect {
+    /// Reads only.
+    Reads,
+    /// Adds (a task, an answer, a note, a fetched branch); `idempotent` when calling it again
+    /// with the same arguments changes nothing more.
+    Adds { idempotent: bool },
+    /// Stops or overwrites something (a worker, the current branch).
+    Destroys { idempotent: bool },
+}
+
+/// `t` with its title and effect as MCP tool annotations. A worker acts on more than dispatch
+/// knows (it runs an agent CLI with a model), so starting one is open-world.
+fn annotated(title: &str, effect: Effect, open_world: bool, t: Tool) -> Tool {
+    let a = ToolAnnotations::with_title(title).open_world(open_world);
+    let a = match effect {
+        Effect::Reads => a.read_only(true),
+        Effect::Adds { idempotent } => a.read_only(false).destructive(false).idempotent(idempotent),
+        Effect::Destroys { idempotent } => {
+            a.read_only(false).destructive(true).idempotent(idempotent)
+        }
+    };
+    t.annotate(a)
+}
+
+/// The directory `dispatch mcp` runs in (where the host started it: its project), as tools
+/// describe their default repository.
+fn started_in() -> String {
+    std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "the directory the server was started in".into())
+}
+
 fn tools() -> Vec<Tool> {
+    use Effect::*;
+    let here = started_in();
+    let repository = format!(
+        "A git checkout on this machine. A remote task works on its origin at its current commit (which must be pushed); a local one runs in it. Default: {here}, where this server was started."
+    );
     vec![
-        returns(
-            schemas::task(),
-            Tool::new(
-                "dispatch_task",
-                "Dispatch a task to a worker (Claude Code, Codex, Cursor or any configured CLI) on a node. Its checklist is the steps given, or the plan, or taken from the prompt. Returns the task's id, node, backend, model and plan, and a notice when your default model was used.",
-                schema(
-                    json!({
-                        "prompt": {"type": "string", "description": "What the worker should do."},
-                        "steps": {"type": "array", "items": {"type": "string"}, "description": "Checklist items (replace those taken from the prompt)."},
-                        "plan": {"type": "string", "description": "A whole plan.md, used as is."},
-                        "id": {"type": "string", "description": "Task id (kebab-case); derived from the prompt when absent."},
-                        "model": {"type": "string", "description": "Model to use (a model id from the user's dispatch config, or one the seed's rules map to a backend, e.g. opus, gpt-5.3-codex). Default: the last configured model named in the prompt, else the user's default."},
-                        "alias": {"type": "string", "description": "A configured alias (its model and prompt addition)."},
-                        "backend": {"type": "string", "description": "claude, cursor, codex, sim, or one a node configures."},
-                        "remote": {"type": "string", "description": "Run on this node only."},
-                        "pool": {"type": "string", "description": "Run on nodes with these labels: k=v[,k=v]."},
-                        "after": {"type": "string", "description": "Start after this task completes."},
-                        "worktree": {"type": "boolean", "description": "Run in a git worktree on branch dispatch/<id>."},
-                        "title": {"type": "string", "description": "Title of the plan. Default: the prompt's first line."}
-                    }),
-                    &["prompt"],
+        annotated(
+            "Dispatch a task",
+            Adds { idempotent: false },
+            true,
+            returns(
+                schemas::task(),
+                Tool::new(
+                    "dispatch_task",
+                    "Dispatch a task to a worker (Claude Code, Codex, Cursor or any configured CLI) on a node. Its checklist is the steps given, or the plan, or taken from the prompt. It works on `repository` (default: where this server was started) or in `workdir`. Returns the task's id, node, backend, model, plan and the repository it works on, and a notice when your default model was used.",
+                    schema(
+                        json!({
+                            "prompt": {"type": "string", "description": "What the worker should do."},
+                            "steps": {"type": "array", "items": {"type": "string"}, "description": "Checklist items (replace those taken from the prompt)."},
+                            "plan": {"type": "string", "description": "A whole plan.md, used as is."},
+                            "id": {"type": "string", "description": "Task id (kebab-case); derived from the prompt when absent."},
+                            "model": {"type": "string", "description": "Model to use (a model id from the user's dispatch config, or one the seed's rules map to a backend, e.g. opus, gpt-5.3-codex). Default: the last configured model named in the prompt, else the user's default."},
+                            "alias": {"type": "string", "description": "A configured alias (its model and prompt addition)."},
+                            "backend": {"type": "string", "description": "claude, cursor, codex, sim, or one a node configures."},
+                            "remote": {"type": "string", "description": "Run on this node only."},
+                            "pool": {"type": "string", "description": "Run on nodes with these labels: k=v[,k=v]."},
+                            "after": {"type": "string", "description": "Start after this task completes."},
+                            "worktree": {"type": "boolean", "description": "Run in a git worktree on branch dispatch/<id>."},
+                            "title": {"type": "string", "description": "Title of the plan. Default: the prompt's first line."},
+                            "repository": {"type": "string", "description": repository},
+                            "workdir": {"type": "string", "description": "Run in this directory instead of a repository checkout: with the local daemon a directory here, with a shared coordinator an absolute path on the node (then `repository` is not used)."}
+                        }),
+                        &["prompt"],
+                    ),
                 ),
             ),
         ),
-        returns(
-            schemas::status(),
-            Tool::new(
-                "task_status",
-                "One task in full (with its checklist and questions), or the most recent tasks when no id is given.",
-                schema(
-                    json!({
-                        "id": {"type": "string", "description": "The task to show in full. Absent: the most recent tasks."},
-                        "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Without id: how many of the most recent tasks to list (default 50)."}
-                    }),
-                    &[],
+        annotated(
+            "Task status",
+            Reads,
+            false,
+            returns(
+                schemas::status(),
+                Tool::new(
+                    "task_status",
+                    "One task in full (with its checklist and questions), or the most recent tasks when no id is given.",
+                    schema(
+                        json!({
+                            "id": {"type": "string", "description": "The task to show in full. Absent: the most recent tasks."},
+                            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Without id: how many of the most recent tasks to list (default 50)."}
+                        }),
+                        &[],
+                    ),
                 ),
             ),
         ),
-        returns(
-            schemas::waited(),
-            Tool::new(
-                "wait_for_task",
-                "Block until the task needs you — a question is waiting, or it ended — or the timeout passes. Returns why (`question`, `completed`, `blocked`, `failed`, `cancelled`, `timeout`), the message `dispatch wait` prints, and the task.",
-                schema(
-                    json!({
-                        "id": {"type": "string", "description": "The task to wait for."},
-                        "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Default 300."}
-                    }),
-                    &["id"],
+        annotated(
+            "Wait for a task",
+            Reads,
+            false,
+            returns(
+                schemas::waited(),
+                Tool::new(
+                    "wait_for_task",
+                    "Block until the task needs you — a question is waiting, or it ended — or the timeout passes. Returns why (`question`, `completed`, `blocked`, `failed`, `cancelled`, `timeout`), the message `dispatch wait` prints, and the task.",
+                    schema(
+                        json!({
+                            "id": {"type": "string", "description": "The task to wait for."},
+                            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Default 300."}
+                        }),
+                        &["id"],
+                    ),
                 ),
             ),
         ),
-        returns(
-            schemas::task(),
-            Tool::new(
-                "answer_question",
-                "Answer a worker's question (the oldest open one, or question `seq`); the worker continues with its context.",
-                schema(
-                    json!({
-                        "id": {"type": "string", "description": "The task whose worker asked."},
-                        "text": {"type": "string", "description": "The answer, as the worker will read it."},
-                        "seq": {"type": "integer", "minimum": 1, "description": "Which question (its number in task_status). Default: the oldest open one."}
-                    }),
-                    &["id", "text"],
+        annotated(
+            "Answer a worker's question",
+            Adds { idempotent: false },
+            false,
+            returns(
+                schemas::task(),
+                Tool::new(
+                    "answer_question",
+                    "Answer a worker's question (the oldest open one, or question `seq`); the worker continues with its context.",
+                    schema(
+                        json!({
+                            "id": {"type": "string", "description": "The task whose worker asked."},
+                            "text": {"type": "string", "description": "The answer, as the worker will read it."},
+                            "seq": {"type": "integer", "minimum": 1, "description": "Which question (its number in task_status). Default: the oldest open one."}
+                        }),
+                        &["id", "text"],
+                    ),
                 ),
             ),
         ),
-        returns(
-            schemas::task(),
-            Tool::new(
-                "add_note",
-                "Append a note for the worker to the task's plan.md.",
-                schema(
-                    json!({
-                        "id": {"type": "string", "description": "The task; its worker must be running."},
-                        "text": {"type": "string", "description": "The note, one line; the worker reads it in its plan.md."}
-                    }),
-                    &["id", "text"],
+        annotated(
+            "Add a note for the worker",
+            Adds { idempotent: false },
+            false,
+            returns(
+                schemas::task(),
+                Tool::new(
+                    "add_note",
+                    "Append a note for the worker to the task's plan.md.",
+                    schema(
+                        json!({
+                            "id": {"type": "string", "description": "The task; its worker must be running."},
+                            "text": {"type": "string", "description": "The note, one line; the worker reads it in its plan.md."}
+                        }),
+                        &["id", "text"],
+                    ),
                 ),
             ),
         ),
-        returns(
-            schemas::task(),
-            Tool::new(
-                "cancel_task",
-                "Cancel a task; its worker is stopped.",
-                id_only("The task."),
-            ),
-        ),
-        returns(
-            schemas::task(),
-            Tool::new(
-                "retry_task",
-                "Run an ended task's unchecked items again, optionally with another backend, model or node.",
-                schema(
-                    json!({
-                        "id": {"type": "string", "description": "The ended task (failed, lost, cancelled or blocked)."},
-                        "backend": {"type": "string", "description": "Run it with this backend instead (claude, cursor, codex, sim, or one a node configures)."},
-                        "model": {"type": "string", "description": "Run it with this model instead."},
-                        "remote": {"type": "string", "description": "Run it on this node instead."}
-                    }),
-                    &["id"],
+        annotated(
+            "Cancel a task",
+            Destroys { idempotent: true },
+            false,
+            returns(
+                schemas::task(),
+                Tool::new(
+                    "cancel_task",
+                    "Cancel a task; its worker is stopped.",
+                    id_only("The task."),
                 ),
             ),
         ),
-        returns(
-            schemas::output(),
-            Tool::new(
-                "task_output",
-                "The task's output.md: the summary its worker wrote.",
-                id_only("The task."),
+        annotated(
+            "Retry a task",
+            Adds { idempotent: false },
+            true,
+            returns(
+                schemas::task(),
+                Tool::new(
+                    "retry_task",
+                    "Run an ended task's unchecked items again, optionally with another backend, model or node.",
+                    schema(
+                        json!({
+                            "id": {"type": "string", "description": "The ended task (failed, lost, cancelled or blocked)."},
+                            "backend": {"type": "string", "description": "Run it with this backend instead (claude, cursor, codex, sim, or one a node configures)."},
+                            "model": {"type": "string", "description": "Run it with this model instead."},
+                            "remote": {"type": "string", "description": "Run it on this node instead."}
+                        }),
+                        &["id"],
+                    ),
+                ),
             ),
         ),
-        returns(
-            schemas::diff(),
-            Tool::new(
-                "task_diff",
-                "What a worktree or remote-workspace task changed, as a patch.",
-                id_only("The task."),
+        annotated(
+            "A task's output",
+            Reads,
+            false,
+            returns(
+                schemas::output(),
+                Tool::new(
+                    "task_output",
+                    "The task's output.md: the summary its worker wrote.",
+                    id_only("The task."),
+                ),
             ),
         ),
-        returns(
-            schemas::nodes(),
-            Tool::new(
-                "list_nodes",
-                "The agent nodes: connected or not, load, backends, labels.",
-                schema(json!({}), &[]),
+        annotated(
+            "A task's changes as a patch",
+            Reads,
+            false,
+            returns(
+                schemas::diff(),
+                Tool::new(
+                    "task_diff",
+                    "What a worktree or remote-workspace task changed, as a patch.",
+                    id_only("The task."),
+                ),
             ),
         ),
-        returns(
-            schemas::inbox(),
-            Tool::new(
-                "inbox",
-                "Every question a worker is waiting on, across tasks and nodes.",
-                schema(json!({}), &[]),
+        annotated(
+            "Agent nodes",
+            Reads,
+            false,
+            returns(
+                schemas::nodes(),
+                Tool::new(
+                    "list_nodes",
+                    "The agent nodes: connected or not, load, backends, labels.",
+                    schema(json!({}), &[]),
+                ),
+            ),
+        ),
+        annotated(
+            "Questions waiting",
+            Reads,
+            false,
+            returns(
+                schemas::inbox(),
+                Tool::new(
+                    "inbox",
+                    "Every question a worker is waiting on, across tasks and nodes.",
+                    schema(json!({}), &[]),
+                ),
+            ),
+        ),
+        annotated(
+            "Fetch a task's branch",
+            Adds { idempotent: true },
+            false,
+            returns(
+                schemas::changes(),
+                Tool::new(
+                    "fetch_changes",
+                    "Bring a worktree or remote task's branch into a repository here as dispatch/<id> (from the bundle its node sent, or from origin when it pushed). The repository's current branch and files are not touched.",
+                    schema(
+                        json!({
+                            "id": {"type": "string", "description": "The task (ended, with commits: task_status shows `changes`)."},
+                            "repository": {"type": "string", "description": repository}
+                        }),
+                        &["id"],
+                    ),
+                ),
+            ),
+        ),
+        annotated(
+            "Apply a task's changes",
+            Destroys { idempotent: false },
+            false,
+            returns(
+                schemas::changes(),
+                Tool::new(
+                    "apply_changes",
+                    "Fetch a task's branch into a repository here and merge it (or cherry-pick its commits) into that repository's current branch, which must have no uncommitted changes. A conflict is undone and reported; nothing is left half-merged.",
+                    schema(
+                        json!({
+                            "id": {"type": "string", "description": "The task (ended, with commits: task_status shows `changes`)."},
+                            "repository": {"type": "string", "description": repository},
+                            "cherry_pick": {"type": "boolean", "description": "Cherry-pick the task's commits instead of merging its branch (default false)."}
+                        }),
+                        &["id"],
+                    ),
+                ),
             ),
         ),
     ]
+}
+
+/// The `repository` argument: a directory here (None: where the server was started).
+fn repository_arg(args: &Map<String, Value>) -> Result<Option<std::path::PathBuf>> {
+    let Some(dir) = text(args, "repository")? else {
+        return Ok(None);
+    };
+    let dir = std::path::PathBuf::from(dir);
+    if !dir.is_dir() {
+        bail!(
+            "`repository` {} is not a directory here (it is a git checkout on the machine this server runs on)",
+            dir.display()
+        );
+    }
+    Ok(Some(dir))
 }
 
 impl ServerHandler for Dispatch {
@@ -233,7 +383,7 @@ impl ServerHandler for Dispatch {
         );
         info.server_info = Implementation::new("dispatch", env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
-            "Dispatch coding tasks to agent CLIs on any machine. Typical flow: dispatch_task, then wait_for_task; when it returns `question`, answer_question and wait again; at the end read task_output (and task_diff). To show a checklist as it ticks, subscribe to the resource dispatch://tasks/ID/plan (and dispatch://tasks/ID/output for the result)."
+            "Dispatch coding tasks to agent CLIs on any machine. Typical flow: dispatch_task, then wait_for_task; when it returns `question`, answer_question and wait again; at the end read task_output (and task_diff; fetch_changes or apply_changes bring a task's branch into a repository here). To show a checklist as it ticks, subscribe to the resource dispatch://tasks/ID/plan (and dispatch://tasks/ID/output for the result)."
                 .into(),
         );
         info
@@ -574,6 +724,29 @@ async fn call(g: &Global, name: &str, args: &Map<String, Value>) -> Result<Value
                 .nodes;
             Ok(json!({"nodes": nodes.iter().map(render::node_json).collect::<Vec<_>>()}))
         }
+        "fetch_changes" => {
+            let id = need(args, "id")?;
+            dispatch_core::task_id::validate(&id)?;
+            let dir = repository_arg(args)?;
+            let (info, repo) = super::changes::fetch(g, &id, dir.as_deref()).await?;
+            Ok(super::changes::changes_json(&id, &info, &repo))
+        }
+        "apply_changes" => {
+            let id = need(args, "id")?;
+            dispatch_core::task_id::validate(&id)?;
+            let dir = repository_arg(args)?;
+            let cherry_pick = match args.get("cherry_pick") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => bail!("`cherry_pick` must be true or false, not {other}"),
+            };
+            let repo = super::changes::repository(dir.as_deref())?;
+            let info = super::changes::apply_in(g, &id, Some(&repo), cherry_pick).await?;
+            let mut out = super::changes::changes_json(&id, &info, &repo);
+            out["applied"] =
+                Value::String(if cherry_pick { "cherry-pick" } else { "merge" }.into());
+            Ok(out)
+        }
         "inbox" => {
             let qs = super::ask::waiting_questions(&mut connect(g).await?).await?;
             Ok(json!({"questions": qs.iter().map(super::ask::question_json).collect::<Vec<_>>()}))
@@ -611,6 +784,8 @@ async fn dispatch_task(g: &Global, args: &Map<String, Value>) -> Result<Value> {
         pool,
         after: text(args, "after")?,
         title: text(args, "title")?,
+        workdir: text(args, "workdir")?.map(std::path::PathBuf::from),
+        repo_dir: repository_arg(args)?,
         worktree: args
             .get("worktree")
             .and_then(Value::as_bool)
@@ -651,8 +826,15 @@ async fn wait_for(g: &Global, id: &str, timeout: Duration) -> Result<Value> {
         .into_inner();
     tasks.insert(id.to_string(), t);
     let deadline = tokio::time::Instant::now() + timeout;
-    let outcome =
-        super::ask::until_needed(g, &mut target, &mut watching, &mut tasks, Some(deadline)).await?;
+    let outcome = super::ask::until_needed(
+        g,
+        &mut target,
+        &mut watching,
+        &mut tasks,
+        Some(deadline),
+        super::ask::Voice::Mcp,
+    )
+    .await?;
     let (code, msg) = outcome.unwrap_or_else(|| {
         (
             crate::exit::Exit::TimedOut.into(),
@@ -676,6 +858,24 @@ mod tests {
                 "{}",
                 t.name
             );
+            let a = t.annotations.as_ref().expect("annotated");
+            assert!(
+                a.title.as_deref().is_some_and(|s| !s.is_empty()),
+                "{}",
+                t.name
+            );
+            assert!(
+                a.read_only_hint.is_some() && a.open_world_hint.is_some(),
+                "{}",
+                t.name
+            );
+            if a.read_only_hint == Some(false) {
+                assert!(
+                    a.destructive_hint.is_some() && a.idempotent_hint.is_some(),
+                    "{}",
+                    t.name
+                );
+            }
             let props = t.input_schema["properties"].as_object().unwrap();
             for (name, p) in props {
                 assert!(

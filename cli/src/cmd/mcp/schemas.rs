@@ -7,8 +7,19 @@
 
 use serde_json::{Value, json};
 
+/// `t` or null, spelled with `anyOf` of single types: portable to hosts that map tool schemas
+/// onto a one-`type` dialect (the MCP Inspector's `--strict` flags a type list).
 fn nullable(t: &str) -> Value {
-    json!({"type": [t, "null"]})
+    json!({"anyOf": [{"type": t}, {"type": "null"}]})
+}
+
+/// [`nullable`] with a description and an object's properties.
+fn nullable_object(description: &str, properties: Option<Value>) -> Value {
+    let mut object = json!({"type": "object"});
+    if let Some(p) = properties {
+        object["properties"] = p;
+    }
+    json!({"anyOf": [object, {"type": "null"}], "description": description})
 }
 
 /// A task, as `dispatch status ID --json` prints it.
@@ -57,7 +68,8 @@ fn task_fields() -> Value {
             "remote": {"type": "string"},
             "backend": {"type": "string"},
             "model": {"type": "string"},
-            "workdir": {"type": "string"},
+            "workdir": {"type": "string", "description": "The directory it runs in on its node (empty while it is to run in a checkout of `repository`)."},
+            "repository": nullable_object("The repository a remote task works on: its origin URL, branch and commit (null for a task run in `workdir`).", Some(json!({"url": {"type": "string"}, "branch": {"type": "string"}, "commit": {"type": "string"}}))),
             "after": {"type": "string"},
             "reason": {"type": "string", "description": "Why it ended the way it did."},
             "exit_code": nullable("integer"),
@@ -75,9 +87,9 @@ fn task_fields() -> Value {
             "signer": {"type": "string"},
             "activity": {"type": "string"},
             "fallback": {"type": "string"},
-            "output": {"type": ["object", "null"], "description": "output.md's size once written.", "properties": {"bytes": {"type": "integer"}, "truncated": {"type": "boolean"}}},
-            "usage": {"type": ["object", "null"], "description": "Tokens and cost, when the backend streams them."},
-            "changes": {"type": ["object", "null"], "description": "What it changed in its repository, once it ended."},
+            "output": nullable_object("output.md's size once written.", Some(json!({"bytes": {"type": "integer"}, "truncated": {"type": "boolean"}}))),
+            "usage": nullable_object("Tokens and cost, when the backend streams them.", None),
+            "changes": nullable_object("What it changed in its repository, once it ended.", None),
             "notice": {"type": "string", "description": "dispatch_task: said when your default model was used (the seed's confirmation)."}
         },
         "required": ["id", "state", "items", "questions"]
@@ -130,6 +142,24 @@ pub(super) fn diff() -> Value {
             "none": {"type": "string", "description": "Why there is no patch, when there is none."}
         },
         "required": ["id", "diff", "none"]
+    })
+}
+
+/// `fetch_changes` and `apply_changes`.
+pub(super) fn changes() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "branch": {"type": "string", "description": "The task's branch, now in `repository`: dispatch/<id>."},
+            "base": {"type": "string", "description": "The commit the task started from."},
+            "head": {"type": "string", "description": "The branch's last commit."},
+            "commits": {"type": "integer"},
+            "summary": {"type": "string", "description": "Commits, files, insertions and deletions, in words."},
+            "repository": {"type": "string", "description": "The repository it was fetched into (or applied in)."},
+            "applied": {"type": "string", "description": "apply_changes: merge or cherry-pick, into the repository's current branch."}
+        },
+        "required": ["id", "branch", "head", "repository"]
     })
 }
 
