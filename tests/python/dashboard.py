@@ -3,7 +3,7 @@ download). Usage: dashboard.py URL ADMIN_TOKEN VIEWER_TOKEN TASK_ID SCREENSHOT C
 
 As the admin: the task's checklist ticks on the open page without a reload (server-sent
 events), its question appears with an answer box, the answer is sent from the page and the task
-completes. As a viewer: the task shows as a summary, with no answer box anywhere.
+completes; the worker's output and output.md appear on the open page as they are written. As a viewer: the task shows as a summary, with no answer box anywhere.
 """
 import sys
 
@@ -56,6 +56,17 @@ with sync_playwright() as p:
     expect(progress).to_have_text("2/5")
     expect(page.locator(card)).to_have_attribute("data-state", "completed")
     expect(progress).to_have_text("5/5")
+    assert page.evaluate("window.__stayed === true"), "the page was reloaded"
+    # The worker's output, its output.md and (none here) diff follow live too: lines the worker
+    # printed after the page loaded, and the summary written at the end.
+    expect(page.locator("#log-text")).to_contain_text("sim: working on item 3")
+    expect(page.locator("#log-text")).to_contain_text("sim: all items checked")
+    expect(page.locator("#output-section")).to_be_visible()
+    expect(page.locator("#output-text")).not_to_be_empty()
+    assert page.locator("#diff-section").is_hidden(), "a task without changes shows a diff"
+    # Ended completed: nothing to cancel or retry.
+    assert page.get_by_role("button", name="Cancel task").count() == 0
+    assert page.get_by_role("button", name="Retry task").count() == 0
     assert page.evaluate("window.__stayed === true"), "the page was reloaded"
     expect(page.locator("details")).to_contain_text("yes, start")
     # The inbox is empty now.

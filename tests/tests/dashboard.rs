@@ -414,3 +414,106 @@ fn the_task_page_shows_its_notes_and_offers_a_note_only_while_a_worker_runs() {
         "{nodes}"
     );
 }
+
+/// Issue 23 item 13: Cancel and Retry buttons on a task's page, for whoever may act on it —
+/// its owner (a member) or an admin — and never for a viewer, whose post is refused by the
+/// same check as over gRPC, changing nothing.
+#[test]
+fn the_task_page_cancels_and_retries_as_the_role_allows() {
+    let mut c = Cluster::with_coordinator_args(&["--http-listen", "127.0.0.1:0"]);
+    c.add_agent(AgentOpts::new("web1", 2));
+    let member = c.user_token("mo", "member", &[]);
+    let viewer = c.user_token("vera", "viewer", &[]);
+    let out = c
+        .cli()
+        .env("DISPATCH_TOKEN", &member)
+        .args([
+            "--backend",
+            "sim",
+            "--id",
+            "long",
+            "--step",
+            "wait (sleep 60s)",
+            "take your time",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    c.wait_task("long", "its worker", |t| {
+        t.task_state().as_str() == "running"
+    });
+    let base = std::fs::read_to_string(c.dir.path().join("coordinator/http.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let page_as = |cookie: &str| {
+        let (code, page) = request(
+            "GET",
+            &format!("{base}/task/long"),
+            &[format!("Cookie: {cookie}")],
+            "",
+        );
+        assert_eq!(code, 200, "{page}");
+        let csrf = page
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        (page, csrf)
+    };
+    let post = |cookie: &str, csrf: &str, what: &str| {
+        request(
+            "POST",
+            &format!("{base}/task/long/{what}"),
+            &[
+                format!("Cookie: {cookie}"),
+                "Sec-Fetch-Site: same-origin".into(),
+            ],
+            &form(&[("csrf", csrf)]),
+        )
+    };
+    // A viewer: no buttons, and a forged post (with its own valid CSRF token) is refused.
+    let vera = log_in(&base, &viewer);
+    let (page, vera_csrf) = page_as(&vera);
+    assert!(
+        !page.contains("Cancel task") && !page.contains("Retry task"),
+        "{page}"
+    );
+    let (code, resp) = post(&vera, &vera_csrf, "cancel");
+    assert_eq!(code, 403, "{resp}");
+    assert!(resp.contains("may not"), "{resp}");
+    assert_eq!(c.status("long")["state"], "running");
+    // The owner cancels from the page…
+    let mo = log_in(&base, &member);
+    let (page, mo_csrf) = page_as(&mo);
+    assert!(
+        page.contains("Cancel task") && !page.contains("Retry task"),
+        "{page}"
+    );
+    let (code, resp) = post(&mo, &mo_csrf, "cancel");
+    assert_eq!(code, 303, "{resp}");
+    c.wait_task("long", "the cancel", |t| {
+        t.task_state().as_str() == "cancelled"
+    });
+    // …and retries it: a second worker run.
+    let (page, _) = page_as(&mo);
+    assert!(
+        page.contains("Retry task") && !page.contains("Cancel task"),
+        "{page}"
+    );
+    let (code, resp) = post(&vera, &vera_csrf, "retry");
+    assert_eq!(code, 403, "{resp}");
+    let (code, resp) = post(&mo, &mo_csrf, "retry");
+    assert_eq!(code, 303, "{resp}");
+    let t = c.wait_task("long", "its second run", |t| {
+        t.attempt == 2 && t.task_state().as_str() == "running"
+    });
+    assert_eq!(t.owner, "mo");
+    let audit = c.ok(&["audit", "--task", "long"]);
+    assert!(
+        audit.contains("cancel") && audit.contains("retry"),
+        "{audit}"
+    );
+    c.ok(&["cancel", "long"]);
+}

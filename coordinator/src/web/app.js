@@ -5,7 +5,25 @@
   var live = document.body.getAttribute("data-live");
   if (live === null || !window.EventSource) return;
   var url = "/events" + (live ? "?task=" + encodeURIComponent(live) : "");
+  var logText = document.getElementById("log-text");
+  if (live && logText) url += "&log_seq=" + encodeURIComponent(logText.getAttribute("data-log-seq") || "0");
   var source = new EventSource(url);
+  // One task's page: output.md, the diff and the worker's output, as text (never markup).
+  function show(section, pre, text) {
+    var s = document.getElementById(section), p = document.getElementById(pre);
+    if (!s || !p) return;
+    p.textContent = text;
+    s.hidden = text === "";
+  }
+  source.addEventListener("output", function (e) { show("output-section", "output-text", JSON.parse(e.data).text); });
+  source.addEventListener("diff", function (e) { show("diff-section", "diff-text", JSON.parse(e.data).text); });
+  source.addEventListener("logs", function (e) {
+    if (!logText) return;
+    var t = logText.textContent + JSON.parse(e.data).chunk;
+    // The end only, as the page first showed it.
+    if (t.length > 16384) t = t.slice(t.length - 16384);
+    show("logs-section", "log-text", t);
+  });
   source.addEventListener("task", function (e) {
     var d = JSON.parse(e.data);
     var old = document.getElementById("task-" + d.id);

@@ -127,6 +127,9 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
     for q in t.questions.iter().filter(|q| q.answer.is_none()) {
         out.push_str(&question_block(&t.id, q.seq, &q.text, can_answer));
     }
+    if full && can_answer {
+        out.push_str(&actions(t));
+    }
     if full {
         let answered: Vec<&v1::Question> =
             t.questions.iter().filter(|q| q.answer.is_some()).collect();
@@ -160,6 +163,40 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
     }
     out.push_str("</article>");
     out
+}
+
+/// A task's output.md, diff and the end of its worker output, below its card: each section is
+/// there from the start (hidden while empty) so live updates fill it in as text.
+pub(super) fn details(id: &str, output: &str, diff: &str, tail: &str, log_seq: u64) -> String {
+    let hidden = |s: &str| if s.is_empty() { " hidden" } else { "" };
+    format!(
+        r#"<section id="output-section"{}><h2>output.md</h2><pre class="output" id="output-text">{}</pre></section>
+<section id="diff-section"{}><h2>Changes</h2><pre class="diff" id="diff-text">{}</pre></section>
+<section id="logs-section"{}><h2>Worker output (the end)</h2><pre class="logs" id="log-text" data-log-seq="{log_seq}">{}</pre><p class="note">All of it: <code>dispatch logs {}</code></p></section>"#,
+        hidden(output),
+        esc(output),
+        hidden(diff),
+        esc(diff),
+        hidden(tail),
+        esc(tail),
+        esc(id)
+    )
+}
+
+/// Cancel (while it runs or waits) and Retry (once it ended other than completed) for one
+/// who may act on the task; the RPCs check again.
+fn actions(t: &v1::Task) -> String {
+    use dispatch_core::TaskState;
+    let id = esc(&t.id);
+    match t.task_state() {
+        s if !s.is_terminal() => format!(
+            r#"<form method="post" action="/task/{id}/cancel" class="actions"><button type="submit" class="danger">Cancel task</button></form>"#
+        ),
+        TaskState::Completed => String::new(),
+        _ => format!(
+            r#"<form method="post" action="/task/{id}/retry" class="actions"><button type="submit">Retry task</button></form>"#
+        ),
+    }
 }
 
 /// A waiting question, with its answer form when the viewer may answer.

@@ -1,6 +1,6 @@
 //! The web dashboard (`--http-listen ADDR`): every task's checklist live, one task's page
-//! (plan, questions with an answer box, notes, logs, output.md, diff), the inbox of waiting
-//! questions, and the nodes.
+//! (plan, questions with an answer box, notes, worker output, output.md and diff, all live;
+//! Cancel and Retry), the inbox of waiting questions, and the nodes.
 //!
 //! Server-rendered HTML over the same calls as gRPC: each handler calls [`DispatchSvc`] in
 //! process as the logged-in [`Principal`], so the access policy, summaries and errors are the
@@ -227,6 +227,8 @@ fn routes(app: App) -> axum::Router {
         .route("/task/{id}", get(task_page))
         .route("/task/{id}/answer", post(answer))
         .route("/task/{id}/note", post(note))
+        .route("/task/{id}/cancel", post(cancel))
+        .route("/task/{id}/retry", post(retry))
         .route("/inbox", get(inbox))
         .route("/nodes", get(nodes))
         .route("/events", get(events))
@@ -467,75 +469,121 @@ async fn task_page(State(app): State<App>, headers: HeaderMap, Path(id): Path<St
         ));
     }
     if !t.summary {
-        if let Ok(out) = svc
-            .get_output(as_who(
-                &who,
-                v1::GetOutputRequest {
-                    id: id.clone(),
-                    follow: false,
-                },
-            ))
-            .await
-        {
-            let mut s = out.into_inner();
-            if let Some(Ok(o)) = s.next().await
-                && !o.markdown.is_empty()
-            {
-                body.push_str(&format!(
-                    "<section><h2>output.md</h2><pre class=\"output\">{}</pre></section>",
-                    html::esc(&o.markdown)
-                ));
-            }
-        }
-        if t.changes.is_some()
-            && let Ok(ch) = svc
-                .get_changes(as_who(&who, v1::GetChangesRequest { id: id.clone() }))
-                .await
-        {
-            let ch = ch.into_inner();
-            if !ch.diff.is_empty() {
-                body.push_str(&format!(
-                    "<section><h2>Changes</h2><pre class=\"diff\">{}</pre></section>",
-                    html::esc(&ch.diff)
-                ));
-            }
-        }
+        let d = Details::read(&svc, &who, &t).await;
+        body.push_str(&html::details(
+            &t.id,
+            &d.output,
+            &d.diff,
+            &d.tail_text(),
+            d.log_seq,
+        ));
+    }
+    v.html(html::page(&t.id, Some(&who), Some(&t.id), &body))
+}
+
+/// What a task's page shows below its card: output.md, the diff, and the end of the worker's
+/// output — read once for the page, then kept current by its live updates.
+#[derive(Default)]
+struct Details {
+    output: String,
+    diff: String,
+    tail: Vec<u8>,
+    /// The last log chunk read (live updates follow from after it).
+    log_seq: u64,
+    /// What output and diff were read at: output.md's size, and the branch head.
+    output_bytes: u64,
+    head: String,
+}
+
+impl Details {
+    async fn read(svc: &DispatchSvc, who: &Principal, t: &v1::Task) -> Details {
+        let mut d = Details::default();
+        d.refresh_output(svc, who, t).await;
+        d.refresh_diff(svc, who, t).await;
         if let Ok(logs) = svc
             .logs(as_who(
-                &who,
+                who,
                 v1::LogsRequest {
-                    id: id.clone(),
+                    id: t.id.clone(),
                     ..Default::default()
                 },
             ))
             .await
         {
             let mut s = logs.into_inner();
-            let mut tail: Vec<u8> = Vec::new();
             let mut read = 0usize;
             while let Some(Ok(chunk)) = s.next().await {
                 read += chunk.data.len();
-                tail.extend_from_slice(&chunk.data);
-                if tail.len() > 2 * LOG_TAIL {
-                    tail.drain(..tail.len() - LOG_TAIL);
-                }
+                d.log(&chunk);
                 if read > LOG_SCAN {
                     break;
                 }
             }
-            if tail.len() > LOG_TAIL {
-                tail.drain(..tail.len() - LOG_TAIL);
+        }
+        d
+    }
+
+    /// Reads output.md again when its size changed; true when it did.
+    async fn refresh_output(&mut self, svc: &DispatchSvc, who: &Principal, t: &v1::Task) -> bool {
+        if t.output_bytes == self.output_bytes {
+            return false;
+        }
+        self.output_bytes = t.output_bytes;
+        let Ok(out) = svc
+            .get_output(as_who(
+                who,
+                v1::GetOutputRequest {
+                    id: t.id.clone(),
+                    follow: false,
+                },
+            ))
+            .await
+        else {
+            return false;
+        };
+        let mut s = out.into_inner();
+        match s.next().await {
+            Some(Ok(o)) if o.markdown != self.output => {
+                self.output = o.markdown;
+                true
             }
-            if !tail.is_empty() {
-                body.push_str(&format!(
-                    "<section><h2>Worker output (the end)</h2><pre class=\"logs\">{}</pre><p class=\"note\">All of it: <code>dispatch logs {}</code></p></section>",
-                    html::esc(&String::from_utf8_lossy(&tail)),
-                    html::esc(&t.id)
-                ));
-            }
+            _ => false,
         }
     }
-    v.html(html::page(&t.id, Some(&who), Some(&t.id), &body))
+
+    /// Reads the diff again when the task's branch moved; true when it did.
+    async fn refresh_diff(&mut self, svc: &DispatchSvc, who: &Principal, t: &v1::Task) -> bool {
+        let Some(head) = t.changes.as_ref().map(|c| c.head.clone()) else {
+            return false;
+        };
+        if head == self.head {
+            return false;
+        }
+        self.head = head;
+        match svc
+            .get_changes(as_who(who, v1::GetChangesRequest { id: t.id.clone() }))
+            .await
+        {
+            Ok(ch) => {
+                self.diff = ch.into_inner().diff;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Takes a log chunk: the tail keeps the last [`LOG_TAIL`] bytes.
+    fn log(&mut self, chunk: &v1::LogsResponse) {
+        self.tail.extend_from_slice(&chunk.data);
+        if self.tail.len() > LOG_TAIL {
+            self.tail.drain(..self.tail.len() - LOG_TAIL);
+        }
+        self.log_seq = self.log_seq.max(chunk.seq);
+    }
+
+    fn tail_text(&self) -> String {
+        String::from_utf8_lossy(&self.tail).into_owned()
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -601,6 +649,60 @@ async fn note(
     }
 }
 
+#[derive(serde::Deserialize)]
+struct ActForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// The Cancel button: the Cancel RPC as the logged-in user (its role and ownership checks).
+async fn cancel(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<ActForm>,
+) -> Response {
+    let Some(v) = app.who(&headers) else {
+        return to_login();
+    };
+    if let Some(r) = app.check_post(&v, &headers, &f.csrf) {
+        return r;
+    }
+    let who = v.p.clone();
+    match app
+        .svc()
+        .cancel(as_who(&who, v1::CancelRequest { id: id.clone() }))
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/task/{}", urlencode(&id))).into_response(),
+        Err(s) => failed(Some(&v), &s),
+    }
+}
+
+/// The Retry button: the Retry RPC as the logged-in user (same backend, model and node).
+async fn retry(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<ActForm>,
+) -> Response {
+    let Some(v) = app.who(&headers) else {
+        return to_login();
+    };
+    if let Some(r) = app.check_post(&v, &headers, &f.csrf) {
+        return r;
+    }
+    let who = v.p.clone();
+    let req = v1::RetryRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    match app.svc().retry(as_who(&who, req)).await {
+        Ok(_) => Redirect::to(&format!("/task/{}", urlencode(&id))).into_response(),
+        Err(s) => failed(Some(&v), &s),
+    }
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -653,10 +755,14 @@ async fn nodes(State(app): State<App>, headers: HeaderMap) -> Response {
 #[derive(serde::Deserialize)]
 struct Follow {
     task: Option<String>,
+    /// One task's page: the last log chunk it shows (its worker output follows from there).
+    log_seq: Option<u64>,
 }
 
 /// Server-sent events: each change of a followed task as its re-rendered card
-/// (`event: task`, data `{"id", "state", "html"}`), from the Watch stream.
+/// (`event: task`, data `{"id", "state", "html"}`), from the Watch stream. One task's page
+/// also gets its output.md, diff and worker output as they change (`event: output`, `diff`,
+/// `logs`, data `{"text"}`: set as text, never as markup), from the same calls the CLI makes.
 async fn events(State(app): State<App>, headers: HeaderMap, Query(f): Query<Follow>) -> Response {
     let Some(v) = app.who(&headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
@@ -664,30 +770,106 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(f): Query<Foll
     let (who, csrf) = (v.p.clone(), v.csrf.clone());
     let one = f.task.unwrap_or_default();
     let full = !one.is_empty();
-    let stream = match app
-        .svc()
-        .watch(as_who(&who, v1::WatchRequest { task_id: one }))
+    let svc = app.svc();
+    let watch = match svc
+        .watch(as_who(
+            &who,
+            v1::WatchRequest {
+                task_id: one.clone(),
+            },
+        ))
         .await
     {
         Ok(s) => s.into_inner(),
         Err(s) => return failed(Some(&v), &s),
     };
-    let mut seen: HashMap<String, v1::Task> = HashMap::new();
-    let events = stream.take_while(|ev| ev.is_ok()).filter_map(move |ev| {
-        let ev = ev.ok()?;
-        let id = ev.task.as_ref()?.id.clone();
-        let t = dispatch_proto::convert::apply_watch_event(seen.get(&id), &ev)?;
-        seen.insert(id.clone(), t.clone());
-        let data = serde_json::json!({
-            "id": t.id,
-            "state": t.task_state().as_str(),
-            "html": session::with_csrf(&html::task_card(&t, can_act(&who, &t), full), &csrf),
-        });
-        Some(Ok::<_, std::convert::Infallible>(
-            Event::default().event("task").data(data.to_string()),
+    // The worker's output, followed (one task's page only, and only when the caller may read
+    // it: a summary's reader gets nothing).
+    let logs = if full {
+        svc.logs(as_who(
+            &who,
+            v1::LogsRequest {
+                id: one.clone(),
+                follow: true,
+                activity: false,
+                after_seq: f.log_seq.unwrap_or(0),
+            },
         ))
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+    } else {
+        None
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    tokio::spawn(async move {
+        let mut watch = watch;
+        let mut logs = logs;
+        let mut seen: HashMap<String, v1::Task> = HashMap::new();
+        let mut d: Option<Details> = None;
+        let send = |name: &'static str, data: serde_json::Value| {
+            let tx = tx.clone();
+            async move {
+                tx.send(Event::default().event(name).data(data.to_string()))
+                    .await
+                    .is_ok()
+            }
+        };
+        loop {
+            tokio::select! {
+                ev = watch.next() => {
+                    // The Watch stream ends when the coordinator stops, and with it this one.
+                    let Some(Ok(ev)) = ev else { return };
+                    let Some(id) = ev.task.as_ref().map(|t| t.id.clone()) else { continue };
+                    let Some(t) = dispatch_proto::convert::apply_watch_event(seen.get(&id), &ev) else {
+                        continue;
+                    };
+                    seen.insert(id, t.clone());
+                    let card = serde_json::json!({
+                        "id": t.id,
+                        "state": t.task_state().as_str(),
+                        "html": session::with_csrf(&html::task_card(&t, can_act(&who, &t), full), &csrf),
+                    });
+                    if !send("task", card).await {
+                        return;
+                    }
+                    if full && !t.summary {
+                        // What the page showed is where the details start from.
+                        let d = d.get_or_insert_with(|| Details {
+                            output_bytes: t.output_bytes,
+                            head: t.changes.as_ref().map(|c| c.head.clone()).unwrap_or_default(),
+                            ..Default::default()
+                        });
+                        if d.refresh_output(&svc, &who, &t).await
+                            && !send("output", serde_json::json!({"text": d.output})).await
+                        {
+                            return;
+                        }
+                        if d.refresh_diff(&svc, &who, &t).await
+                            && !send("diff", serde_json::json!({"text": d.diff})).await
+                        {
+                            return;
+                        }
+                    }
+                }
+                chunk = async { logs.as_mut()?.next().await }, if logs.is_some() => {
+                    match chunk {
+                        Some(Ok(chunk)) => {
+                            let d = d.get_or_insert_with(Details::default);
+                            d.log(&chunk);
+                            if !send("logs", serde_json::json!({"chunk": String::from_utf8_lossy(&chunk.data)})).await {
+                                return;
+                            }
+                        }
+                        _ => logs = None,
+                    }
+                }
+                _ = tx.closed() => return,
+            }
+        }
     });
-    // The Watch stream ends when the coordinator stops, and with it this one.
+    let events =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
