@@ -895,6 +895,28 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     text(&out.stdout).trim().to_string()
 }
 
+/// Makes `dir` a git repository on `main` with one commit ("v1") of `files` (name, content).
+pub fn git_repo(dir: &Path, files: &[(&str, &str)]) {
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["config", "user.name", "me"]);
+    git(dir, &["config", "user.email", "me@x"]);
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-q", "-m", "v1"]);
+}
+
+/// Writes an executable stub agent CLI `dir/name`: it answers the probes (`--version`, …)
+/// and otherwise runs `body` (sh).
+pub fn stub_cli(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{STUB_PROBE_SH}{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
 /// Asserts a command exited with `code`, showing its output when it did not.
 #[track_caller]
 pub fn assert_exit(out: &Output, code: i32) {

@@ -201,6 +201,14 @@ fn form(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
+/// The session's CSRF token, from a page's first post form.
+fn csrf_of(page: &str) -> Option<String> {
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .map(str::to_string)
+}
+
 /// Logs in with `token`: the session cookie (`name=value`).
 fn log_in(base: &str, token: &str) -> String {
     let (code, resp) = request(
@@ -259,12 +267,7 @@ fn dashboard_sessions_hold_against_csrf_stolen_cookies_and_guessing() {
         "",
     );
     assert_eq!(code, 200, "{page}");
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("a CSRF token in the page's forms")
-        .to_string();
+    let csrf = csrf_of(&page).expect("a CSRF token in the page's forms");
     let answer_url = format!("{base}/task/csrf-task/answer");
     let evil = form(&[
         ("seq", "1"),
@@ -454,12 +457,7 @@ fn the_task_page_cancels_and_retries_as_the_role_allows() {
             "",
         );
         assert_eq!(code, 200, "{page}");
-        let csrf = page
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or_default()
-            .to_string();
+        let csrf = csrf_of(&page).unwrap_or_default();
         (page, csrf)
     };
     let post = |cookie: &str, csrf: &str, what: &str| {

@@ -222,27 +222,16 @@ fn local_mode_keeps_every_file_to_its_user() {
 
 #[test]
 fn a_local_worktree_tasks_branch_is_already_here_and_applies() {
-    use dispatch_tests::git;
     let l = Local::new();
     let here = l.here.path();
-    git(here, &["init", "-q", "-b", "main"]);
-    git(here, &["config", "user.name", "me"]);
-    git(here, &["config", "user.email", "me@x"]);
-    std::fs::write(here.join("hello.txt"), "v1\n").unwrap();
-    git(here, &["add", "."]);
-    git(here, &["commit", "-q", "-m", "v1"]);
+    dispatch_tests::git_repo(here, &[("hello.txt", "v1\n")]);
     // A `claude` on PATH that edits the checkout it runs in, and finishes.
     let stubs = tempfile::tempdir().unwrap();
-    let claude = stubs.path().join("claude");
-    std::fs::write(
-        &claude,
-        format!(
-            "#!/bin/sh\n{}printf 'local edit\\n' >> hello.txt\ntouch \"$DISPATCH_TASK_DIR/ipc/.done\"\n",
-            dispatch_tests::STUB_PROBE_SH
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    dispatch_tests::stub_cli(
+        stubs.path(),
+        "claude",
+        "printf 'local edit\\n' >> hello.txt\ntouch \"$DISPATCH_TASK_DIR/ipc/.done\"\n",
+    );
     let path = format!("{}:/usr/bin:/bin", stubs.path().display());
     let out = l.run_with_path(
         &[

@@ -64,7 +64,6 @@ fn an_mcp_host_dispatches_waits_answers_and_reads_the_result() {
 /// branch applied there with `apply_changes`.
 #[test]
 fn the_mcp_inspector_lists_dispatches_waits_and_applies() {
-    use dispatch_tests::git;
     let root = std::env::var_os("DISPATCH_TEST_CLIS")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("clis"));
@@ -82,25 +81,17 @@ fn the_mcp_inspector_lists_dispatches_waits_and_applies() {
     let elsewhere = tempfile::tempdir().unwrap();
     let repo = tempfile::tempdir().unwrap();
     let here = repo.path();
-    git(here, &["init", "-q", "-b", "main"]);
-    git(here, &["config", "user.name", "me"]);
-    git(here, &["config", "user.email", "me@x"]);
-    std::fs::write(here.join("hello.txt"), "v1\n").unwrap();
-    git(here, &["add", "."]);
-    git(here, &["commit", "-q", "-m", "v1"]);
+    dispatch_tests::git_repo(here, &[("hello.txt", "v1\n")]);
     // A `claude` that edits the checkout it runs in, and finishes.
     let stubs = tempfile::tempdir().unwrap();
-    let claude = stubs.path().join("claude");
-    std::fs::write(
-        &claude,
-        format!(
-            "#!/bin/sh\n{}printf 'from the inspector\\n' >> hello.txt\nprintf 'Edited hello.txt.\\n' > \"$DISPATCH_TASK_DIR/output.md\"\n{}",
-            dispatch_tests::STUB_PROBE_SH,
+    dispatch_tests::stub_cli(
+        stubs.path(),
+        "claude",
+        &format!(
+            "printf 'from the inspector\\n' >> hello.txt\nprintf 'Edited hello.txt.\\n' > \"$DISPATCH_TASK_DIR/output.md\"\n{}",
             dispatch_tests::FINISH_PLAN_SH
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&claude, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    );
     let path = format!(
         "{}:{}",
         stubs.path().display(),

@@ -594,29 +594,47 @@ struct AnswerForm {
     csrf: String,
 }
 
+/// A post from a task's page: the session and its CSRF token checked, then `call` as the
+/// logged-in user (the RPC's own role and ownership checks), then back to the task's page — or
+/// the refusal, naming what was refused.
+async fn act_on_task<T, Fut>(
+    app: &App,
+    headers: &HeaderMap,
+    id: &str,
+    csrf: &str,
+    call: impl FnOnce(DispatchSvc, Principal) -> Fut,
+) -> Response
+where
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let Some(v) = app.who(headers) else {
+        return to_login();
+    };
+    if let Some(r) = app.check_post(&v, headers, csrf) {
+        return r;
+    }
+    match call(app.svc(), v.p.clone()).await {
+        Ok(_) => Redirect::to(&format!("/task/{}", urlencode(id))).into_response(),
+        Err(s) => failed(Some(&v), &s),
+    }
+}
+
 async fn answer(
     State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(f): Form<AnswerForm>,
 ) -> Response {
-    let Some(v) = app.who(&headers) else {
-        return to_login();
-    };
-    let who = v.p.clone();
-    if let Some(r) = app.check_post(&v, &headers, &f.csrf) {
-        return r;
-    }
     let req = v1::AnswerRequest {
         id: id.clone(),
         seq: f.seq,
         text: f.text,
         request_id: String::new(),
     };
-    match app.svc().answer(as_who(&who, req)).await {
-        Ok(_) => Redirect::to(&format!("/task/{}", urlencode(&id))).into_response(),
-        Err(s) => failed(Some(&v), &s),
-    }
+    act_on_task(&app, &headers, &id, &f.csrf, |svc, who| async move {
+        svc.answer(as_who(&who, req)).await
+    })
+    .await
 }
 
 #[derive(serde::Deserialize)]
@@ -632,21 +650,14 @@ async fn note(
     Path(id): Path<String>,
     Form(f): Form<NoteForm>,
 ) -> Response {
-    let Some(v) = app.who(&headers) else {
-        return to_login();
-    };
-    let who = v.p.clone();
-    if let Some(r) = app.check_post(&v, &headers, &f.csrf) {
-        return r;
-    }
     let req = v1::AddNoteRequest {
         id: id.clone(),
         text: f.text,
     };
-    match app.svc().add_note(as_who(&who, req)).await {
-        Ok(_) => Redirect::to(&format!("/task/{}", urlencode(&id))).into_response(),
-        Err(s) => failed(Some(&v), &s),
-    }
+    act_on_task(&app, &headers, &id, &f.csrf, |svc, who| async move {
+        svc.add_note(as_who(&who, req)).await
+    })
+    .await
 }
 
 #[derive(serde::Deserialize)]
@@ -655,28 +666,18 @@ struct ActForm {
     csrf: String,
 }
 
-/// The Cancel button: the Cancel RPC as the logged-in user (its role and ownership checks).
+/// The Cancel button: the Cancel RPC as the logged-in user.
 async fn cancel(
     State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Form(f): Form<ActForm>,
 ) -> Response {
-    let Some(v) = app.who(&headers) else {
-        return to_login();
-    };
-    if let Some(r) = app.check_post(&v, &headers, &f.csrf) {
-        return r;
-    }
-    let who = v.p.clone();
-    match app
-        .svc()
-        .cancel(as_who(&who, v1::CancelRequest { id: id.clone() }))
-        .await
-    {
-        Ok(_) => Redirect::to(&format!("/task/{}", urlencode(&id))).into_response(),
-        Err(s) => failed(Some(&v), &s),
-    }
+    let req = v1::CancelRequest { id: id.clone() };
+    act_on_task(&app, &headers, &id, &f.csrf, |svc, who| async move {
+        svc.cancel(as_who(&who, req)).await
+    })
+    .await
 }
 
 /// The Retry button: the Retry RPC as the logged-in user (same backend, model and node).
@@ -686,21 +687,14 @@ async fn retry(
     Path(id): Path<String>,
     Form(f): Form<ActForm>,
 ) -> Response {
-    let Some(v) = app.who(&headers) else {
-        return to_login();
-    };
-    if let Some(r) = app.check_post(&v, &headers, &f.csrf) {
-        return r;
-    }
-    let who = v.p.clone();
     let req = v1::RetryRequest {
         id: id.clone(),
         ..Default::default()
     };
-    match app.svc().retry(as_who(&who, req)).await {
-        Ok(_) => Redirect::to(&format!("/task/{}", urlencode(&id))).into_response(),
-        Err(s) => failed(Some(&v), &s),
-    }
+    act_on_task(&app, &headers, &id, &f.csrf, |svc, who| async move {
+        svc.retry(as_who(&who, req)).await
+    })
+    .await
 }
 
 fn urlencode(s: &str) -> String {
