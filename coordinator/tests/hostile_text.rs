@@ -129,6 +129,7 @@ async fn on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL; run with --run-ignored all (.ci/run does)"]
 async fn on_postgres() {
     let server = match std::env::var("DISPATCH_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => url,

@@ -500,6 +500,7 @@ proptest! {
     })]
 
     #[test]
+    #[ignore = "needs PostgreSQL; run with --run-ignored all (.ci/run does)"]
     fn on_postgres_user_operations_never_lose_reorder_or_undo_events(
         ops in proptest::collection::vec(op(), 1..25),
         batches in proptest::collection::vec(batch(), 3..20),

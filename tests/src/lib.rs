@@ -790,6 +790,8 @@ impl Cluster {
     ) -> v1::Task {
         self.rt.block_on(async {
             let mut c = self.client().await.expect("connect to the coordinator");
+            // The last state seen, for the message of a timeout.
+            let last: std::sync::Mutex<Option<v1::Task>> = std::sync::Mutex::new(None);
             let fut = async {
                 let mut s = c
                     .watch(v1::WatchRequest { task_id: id.into() })
@@ -797,21 +799,28 @@ impl Cluster {
                     .expect("watch")
                     .into_inner();
                 // A change carries only the open questions and the one it is about: merge.
-                let mut seen: Option<v1::Task> = None;
                 while let Some(ev) = s.message().await.expect("watch stream") {
+                    let seen = last.lock().unwrap().clone();
                     if let Some(t) = dispatch_proto::convert::apply_watch_event(seen.as_ref(), &ev)
                     {
                         if pred(&t) {
                             return t;
                         }
-                        seen = Some(t);
+                        *last.lock().unwrap() = Some(t);
                     }
                 }
-                panic!("the watch stream of `{id}` ended before {what}");
+                panic!(
+                    "the watch stream of `{id}` ended before {what}; last seen: {}",
+                    describe(last.lock().unwrap().as_ref())
+                );
             };
-            tokio::time::timeout(deadline, fut)
-                .await
-                .unwrap_or_else(|_| panic!("timed out waiting for task `{id}`: {what}"))
+            let got = tokio::time::timeout(deadline, fut).await;
+            got.unwrap_or_else(|_| {
+                panic!(
+                    "timed out after {deadline:?} waiting for task `{id}`: {what}; last seen: {}",
+                    describe(last.lock().unwrap().as_ref())
+                )
+            })
         })
     }
 }
@@ -841,7 +850,7 @@ impl Drop for Cluster {
                 eprintln!(
                     "--- the last lines of {}:\n{}",
                     log.display(),
-                    lines[lines.len().saturating_sub(30)..].join("\n")
+                    lines[lines.len().saturating_sub(40)..].join("\n")
                 );
             }
             if let Ok(fresh) = tempfile::tempdir() {
@@ -850,6 +859,59 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// A task in one line, for a failing test's message: state, node, attempt, checklist, open
+/// questions and reason.
+pub fn describe(t: Option<&v1::Task>) -> String {
+    let Some(t) = t else {
+        return "nothing (no event arrived)".into();
+    };
+    let items: Vec<String> = t
+        .plan
+        .as_ref()
+        .map(|p| {
+            p.items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "[{}] {}",
+                        match i.status() {
+                            v1::ItemStatus::Done => "x",
+                            v1::ItemStatus::Blocked => "?",
+                            v1::ItemStatus::Error => "!",
+                            _ => " ",
+                        },
+                        i.text
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let open: Vec<String> = t
+        .questions
+        .iter()
+        .filter(|q| q.answer.is_none())
+        .map(|q| format!("{:03}: {}", q.seq, q.text))
+        .collect();
+    format!(
+        "state {} on `{}` (attempt {}); items {}; open questions {}; reason {:?}; waiting {:?}",
+        t.task_state().as_str(),
+        t.node,
+        t.attempt,
+        if items.is_empty() {
+            "none".into()
+        } else {
+            items.join(", ")
+        },
+        if open.is_empty() {
+            "none".into()
+        } else {
+            open.join(", ")
+        },
+        t.reason,
+        t.waiting
+    )
 }
 
 /// Kills the process group of every worker recorded in an agent's data dir.

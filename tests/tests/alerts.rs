@@ -191,6 +191,7 @@ fn cluster() -> Cluster {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL and promtool; run with --run-ignored all (.ci/run does)"]
 fn every_alert_fires_when_its_condition_holds_and_none_on_a_healthy_coordinator() {
     let Some(promtool) = promtool() else {
         eprintln!("skipped: no promtool (apt-get install prometheus)");

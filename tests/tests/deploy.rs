@@ -70,6 +70,7 @@ fn seconds(d: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs kubectl and kubernetes-validate; run with --run-ignored all (.ci/run does)"]
 fn every_kustomize_overlay_renders_validates_and_holds_together() {
     let (Some(kubectl), Some(validate)) = (tool("kubectl"), tool("kubernetes-validate")) else {
         return;
@@ -541,6 +542,7 @@ fn the_dockerfile_builds_and_copies_the_three_binaries() {
 /// `--dry-run=client` mode: it makes every Secret, with every key, the base manifests read; the
 /// pool's node token matches the pool's pod names; no other node-token prefix is named anywhere.
 #[test]
+#[ignore = "needs kubectl; run with --run-ignored all (.ci/run does)"]
 fn the_secrets_recipe_makes_every_secret_the_manifests_read() {
     let Some(kubectl) = tool("kubectl") else {
         return;

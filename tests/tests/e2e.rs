@@ -737,3 +737,43 @@ fn status_lists_the_most_recent_tasks_and_all_of_them_on_request() {
         .collect();
     assert_eq!(ids, ["s-2", "s-3", "s-4"]);
 }
+
+/// Issue 24: a failing end-to-end test explains itself — a `wait_task` that times out says the
+/// last state it saw (state, node, checklist, open questions), not only that it timed out.
+#[test]
+fn a_wait_that_times_out_says_the_last_state_it_saw() {
+    let mut c = dispatch_tests::Cluster::new();
+    c.add_agent(dispatch_tests::AgentOpts::new("box", 1));
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "asks",
+        "--step",
+        "start (ask: which branch?)",
+        "go",
+    ]);
+    c.wait_task("asks", "its question", |t| !t.questions.is_empty());
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.wait_task_for(
+            "asks",
+            "something that never happens",
+            std::time::Duration::from_millis(500),
+            |_| false,
+        )
+    }));
+    let message = match waited {
+        Ok(_) => panic!("the wait did not time out"),
+        Err(e) => e
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default(),
+    };
+    assert!(
+        message.contains("something that never happens")
+            && message.contains("last seen: state waiting on `box`")
+            && message.contains("001: which branch?"),
+        "{message}"
+    );
+    c.ok(&["cancel", "asks"]);
+}

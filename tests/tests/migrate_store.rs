@@ -52,6 +52,7 @@ fn readings(cli: impl Fn() -> Command, ids: &[&str]) -> Vec<(String, String)> {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL; run with --run-ignored all (.ci/run does)"]
 fn a_sqlite_store_moves_to_postgres_and_reads_back_the_same() {
     let Some(server) = postgres_server() else {
         return;

@@ -4,6 +4,7 @@
 use dispatch_tests::{Cluster, python_with, run_python, wait_until};
 
 #[test]
+#[ignore = "needs Python test clients; run with --run-ignored all (.ci/run does)"]
 fn health_is_serving_then_not_serving_while_the_coordinator_drains_and_reflection_lists_the_api() {
     let Some(py) = python_with(&["grpc", "grpc_health.v1", "grpc_reflection.v1alpha"]) else {
         return;
@@ -98,6 +99,7 @@ fn scrape_as(
 /// metrics, and no per-node up. Each format is now served with its own content type and both
 /// parsers (and Prometheus's own, through `promtool check metrics`) read the types right.
 #[test]
+#[ignore = "needs Python test clients and promtool; run with --run-ignored all (.ci/run does)"]
 fn metrics_come_in_the_format_asked_for_and_every_parser_reads_their_types() {
     let Some(py) = python_with(&["prometheus_client"]) else {
         return;
@@ -205,6 +207,7 @@ fn sample(m: &std::collections::BTreeMap<(String, String), f64>, name: &str, lab
 }
 
 #[test]
+#[ignore = "needs Python test clients; run with --run-ignored all (.ci/run does)"]
 fn metrics_parse_as_prometheus_text_and_move_as_tasks_run_queue_and_end() {
     let Some(py) = python_with(&["prometheus_client"]) else {
         return;
@@ -362,6 +365,7 @@ fn a_draining_agent_lets_a_short_task_finish_and_stops_a_long_one_with_its_proce
 }
 
 #[test]
+#[ignore = "needs Python test clients; run with --run-ignored all (.ci/run does)"]
 fn an_agents_health_follows_its_connection() {
     let Some(py) = python_with(&["grpc", "grpc_health.v1"]) else {
         return;
@@ -628,6 +632,7 @@ fn a_cordoned_node_says_it_is_cordoned_and_so_do_its_queued_tasks() {
 }
 
 #[test]
+#[ignore = "needs Python test clients; run with --run-ignored all (.ci/run does)"]
 fn a_node_that_goes_away_keeps_its_heartbeat_age_so_the_silent_alert_can_fire() {
     let Some(py) = python_with(&["prometheus_client"]) else {
         return;
@@ -688,6 +693,7 @@ fn a_node_that_goes_away_keeps_its_heartbeat_age_so_the_silent_alert_can_fire() 
 /// --data-dir and exited "cannot write …/coordinator.addr". Each refusal names its flag and
 /// leaves nothing behind; PostgreSQL gets its data directory made.
 #[test]
+#[ignore = "needs PostgreSQL; run with --run-ignored all (.ci/run does)"]
 fn a_refused_start_names_its_flag_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -229,21 +229,25 @@ fn conformance(backend: &str, structured: bool) {
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn claude_plain() {
     conformance("claude", false);
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn claude_structured() {
     conformance("claude", true);
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn codex_plain() {
     conformance("codex", false);
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn codex_structured() {
     conformance("codex", true);
 }
@@ -389,26 +393,31 @@ fn failures(backend: &str, structured: bool) {
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn claude_failures_plain() {
     failures("claude", false);
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn claude_failures_structured() {
     failures("claude", true);
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn codex_failures_plain() {
     failures("codex", false);
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn codex_failures_structured() {
     failures("codex", true);
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn a_cli_not_on_path_or_too_old_is_said_before_anything_runs() {
     let Some(mut s) = suite(true, "") else {
         return;
@@ -490,6 +499,7 @@ fn a_cli_not_on_path_or_too_old_is_said_before_anything_runs() {
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn a_rate_limited_claude_falls_back_to_codex_in_seconds() {
     let Some(s) = suite(true, "") else {
         return;
@@ -529,6 +539,7 @@ fn a_rate_limited_claude_falls_back_to_codex_in_seconds() {
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn the_model_a_claude_task_asks_for_is_passed_only_where_the_node_says_and_status_tells_the_truth()
 {
     let Some(mut s) = suite(true, "") else {
@@ -579,6 +590,7 @@ fn the_model_a_claude_task_asks_for_is_passed_only_where_the_node_says_and_statu
 }
 
 #[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn the_first_run_config_writes_the_commands_the_installed_clis_accept() {
     let Some(clis) = RealClis::installed() else {
         return;

@@ -87,6 +87,7 @@ fn answer_round(r: &Replicas, hold: &str) -> Option<(usize, usize)> {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL; run with --run-ignored all (.ci/run does)"]
 fn a_leader_killed_mid_run_loses_no_task_and_asks_no_question_twice() {
     let Some(mut r) = Replicas::start(2, "failover") else {
         return;
@@ -284,6 +285,7 @@ fn finish(mut child: std::process::Child) -> (std::process::ExitStatus, Vec<u8>,
 }
 
 #[test]
+#[ignore = "needs PostgreSQL; run with --run-ignored all (.ci/run does)"]
 fn a_paused_leader_is_cut_off_and_cannot_write_when_it_resumes() {
     let Some(mut r) = Replicas::start_with(2, "paused", &["--leader-timeout", "2s"]) else {
         return;
@@ -324,6 +326,7 @@ fn a_paused_leader_is_cut_off_and_cannot_write_when_it_resumes() {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL; run with --run-ignored all (.ci/run does)"]
 fn a_client_that_reaches_a_standby_is_sent_to_the_leader() {
     let Some(mut r) = Replicas::start_with(2, "redirect", &["--metrics-listen", "127.0.0.1:0"])
     else {

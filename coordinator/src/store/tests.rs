@@ -1113,6 +1113,7 @@ macro_rules! on_both {
         mod on_postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs PostgreSQL; run with --run-ignored all (.ci/run does)"]
                 async fn $name() {
                     super::$name(super::Kind::Postgres).await
                 }
@@ -1140,6 +1141,7 @@ on_both!(
 /// Fencing (PostgreSQL, where replicas share a store): once another replica raises the lease
 /// epoch, every write of the old leader fails and commits nothing, and it learns it is deposed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL; run with --run-ignored all (.ci/run does)"]
 async fn a_deposed_leader_commits_nothing() {
     let Some(db) = TestDb::new(Kind::Postgres, "fenced").await else {
         return;
@@ -1204,6 +1206,7 @@ async fn a_deposed_leader_commits_nothing() {
 /// The two schemas stay in step: every table a store holds has the same columns on SQLite
 /// and on PostgreSQL (a migration added to one only fails here), at the same version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL; run with --run-ignored all (.ci/run does)"]
 async fn both_schemas_have_the_same_tables_and_columns() {
     let Some(db) = TestDb::new(Kind::Postgres, "schema").await else {
         return;
