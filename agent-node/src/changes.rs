@@ -7,7 +7,6 @@
 use dispatch_core::repo_url::RepoPolicy;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// How a task's branch leaves the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -132,26 +131,12 @@ pub struct Collected {
 }
 
 fn git(dir: &Path, config: &[String], args: &[&str]) -> Result<Vec<u8>, String> {
-    let mut cmd = Command::new("git");
-    for c in config {
-        cmd.arg("-c").arg(c);
+    dispatch_core::git::Git {
+        config: config.to_vec(),
+        env: Vec::new(),
     }
-    let out = cmd
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run git ({e})"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "git {}: {}",
-            args.first().copied().unwrap_or(""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(out.stdout)
+    .output(dir, args)
+    .map_err(|e| e.to_string())
 }
 
 fn text(dir: &Path, args: &[&str]) -> Result<String, String> {

@@ -60,27 +60,17 @@ impl GitReach {
     /// git in `dir` with these settings (never prompting for credentials); its stdout, or its
     /// stderr as the error.
     pub fn run(&self, dir: &std::path::Path, args: &[&str]) -> Result<String, String> {
-        let mut cmd = std::process::Command::new("git");
-        for c in &self.config {
-            cmd.arg("-c").arg(c);
+        dispatch_core::git::Git {
+            config: self.config.clone(),
+            env: self.env.clone(),
         }
-        let out = cmd
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| {
-                format!(
-                    "cannot run git ({e}); tasks in repositories need git installed on the node"
-                )
-            })?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .run(dir, args)
+        .map_err(|e| match e {
+            dispatch_core::git::GitError::Spawn(e) => format!(
+                "cannot run git ({e}); tasks in repositories need git installed on the node"
+            ),
+            failed => failed.stderr().to_string(),
+        })
     }
 }
 

@@ -5,7 +5,8 @@
 //! /proc while the CLI is alive, remembered (with each process's start time, against pid
 //! reuse), and each member's own process group is signalled too.
 
-use nix::sys::signal::{Signal, kill, killpg};
+use dispatch_core::process::signal_group;
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::collections::{BTreeSet, HashMap};
 
@@ -76,7 +77,7 @@ impl Tree {
                 self.known.push(p);
             }
         }
-        let _ = killpg(Pid::from_raw(self.root as i32), sig);
+        signal_group(self.root, sig);
         for &(pid, start) in &self.known {
             if crate::worker_record::start_time(pid) != Some(start) {
                 continue;
@@ -86,7 +87,7 @@ impl Tree {
             if let Ok(pg) = nix::unistd::getpgid(Some(Pid::from_raw(pid as i32)))
                 && pg.as_raw() as u32 == pid
             {
-                let _ = killpg(pg, sig);
+                signal_group(pid, sig);
             }
         }
     }
@@ -95,7 +96,6 @@ impl Tree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::process::CommandExt;
 
     #[test]
     fn a_member_in_its_own_session_is_found_and_stopped_after_its_parent_is_gone() {
@@ -103,13 +103,7 @@ mod tests {
         // Claude Code starts its shell commands.
         let mut worker = std::process::Command::new("sh");
         worker.arg("-c").arg("setsid sh -c 'sleep 300' & sleep 300");
-        unsafe {
-            worker.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
-            });
-        }
+        dispatch_core::process::in_new_session(&mut worker);
         let mut worker = worker.spawn().unwrap();
         let root = worker.id();
         let found = (0..200)

@@ -183,13 +183,7 @@ pub struct TaskHandle {
     pub drained: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use dispatch_core::process::now_ms;
 
 /// A fresh (unsequenced) event of worker run `attempt` of `task`.
 pub fn event(task: &str, attempt: u32, kind: Kind) -> v1::TaskEvent {
@@ -551,15 +545,9 @@ async fn run(
         .stdout(log_file)
         .stderr(log_err)
         .kill_on_drop(false);
-    // SAFETY: setsid is async-signal-safe; it gives the worker its own session and process
-    // group, so cancel can kill the whole tree and the worker survives the agent.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
-    }
+    // Its own session and process group: cancel kills the whole tree, and the worker
+    // survives the agent.
+    dispatch_core::process::in_new_session(cmd.as_std_mut());
     let child = {
         // The worker's start: a short span of its own (the run's lasts as long as the worker).
         let _start = tracing::info_span!("agent.start_worker", task_id = %assign.task_id, backend = %backend.name).entered();

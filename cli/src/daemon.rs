@@ -82,7 +82,6 @@ pub(crate) async fn ensure_running(home: &Path) -> Result<Channel> {
 }
 
 fn spawn_detached(home: &Path) -> Result<()> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()
         .context("cannot find the dispatch executable to start the daemon")?;
     let log = dispatch_core::fs::private_append(&log_path(home))
@@ -95,15 +94,9 @@ fn spawn_detached(home: &Path) -> Result<()> {
         .stdout(log.try_clone()?)
         .stderr(log)
         .current_dir(home);
-    // SAFETY: setsid is async-signal-safe. The daemon gets its own session: it never holds
-    // the caller's terminal, and a signal to the caller's process group does not reach it.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(|_| ())
-                .map_err(std::io::Error::from)
-        });
-    }
+    // The daemon gets its own session: it never holds the caller's terminal, and a signal to
+    // the caller's process group does not reach it.
+    dispatch_core::process::in_new_session(&mut cmd);
     let child = cmd.spawn().context("cannot start the local daemon")?;
     // Not waited for: the daemon outlives this command by design. Reap it if it exits early
     // so no zombie stays while this process lives.

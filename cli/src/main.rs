@@ -54,22 +54,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// `dispatch status | head -1`: when the reader goes away, stop quietly with status 0, as
-/// other command-line tools do, instead of a panic about a broken pipe. (Rust ignores SIGPIPE,
-/// so a write to a closed pipe fails, and `println!` panics on that failure; every other panic
-/// is reported as before.)
+/// `dispatch status | head -1`: when the reader goes away, stop quietly with status 0 instead
+/// of a panic about a broken pipe. (Rust ignores SIGPIPE, so a write to a closed pipe fails,
+/// and `println!` panics on that failure.) The hook asks the pipe itself — the write end of a
+/// pipe whose reader is gone polls as an error — rather than reading the panic's words; every
+/// other panic is reported as before.
 fn quiet_broken_pipe() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let msg = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or_default();
-        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+        if reader_gone(&std::io::stdout()) || reader_gone(&std::io::stderr()) {
             std::process::exit(0);
         }
         report(info);
     }));
+}
+
+/// True when `out` is a pipe (or socket) whose reader has gone away.
+fn reader_gone(out: &impl std::os::fd::AsFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(out.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP))
 }

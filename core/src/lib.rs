@@ -21,9 +21,11 @@ pub mod egress;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod git;
 pub mod limits;
 pub mod notify;
 pub mod plan;
+pub mod process;
 pub mod prompt;
 pub mod repo_url;
 pub mod resolve;

@@ -924,12 +924,9 @@ pub fn kill_recorded_workers(agent_data: &Path) {
         if let Some(pid) = text
             .lines()
             .find_map(|l| l.strip_prefix("pid="))
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|p| p.parse::<u32>().ok())
         {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            dispatch_core::process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
@@ -942,19 +939,19 @@ impl Default for Cluster {
 
 /// Runs `git -C dir ARGS`, asserting success; returns its trimmed stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        // Commits work without a configured identity.
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@t")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@t")
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_string()
+    // Commits work without a configured identity.
+    let who = |k: &str, v: &str| (k.to_string(), v.to_string());
+    dispatch_core::git::Git {
+        config: Vec::new(),
+        env: vec![
+            who("GIT_AUTHOR_NAME", "t"),
+            who("GIT_AUTHOR_EMAIL", "t@t"),
+            who("GIT_COMMITTER_NAME", "t"),
+            who("GIT_COMMITTER_EMAIL", "t@t"),
+        ],
+    }
+    .run(dir, args)
+    .unwrap_or_else(|e| panic!("git {args:?}: {e}"))
 }
 
 /// Makes `dir` a git repository on `main` with one commit ("v1") of `files` (name, content).

@@ -300,3 +300,36 @@ fn a_first_dispatch_to_nodes_with_only_a_custom_backend_works() {
     assert_eq!(written.default.as_deref(), Some("house-bot"));
     assert_eq!(written.model("house-bot").unwrap().backend, "house-bot");
 }
+
+/// `dispatch config show | head -1`: when the reader goes away the CLI stops quietly with
+/// status 0 (no panic text), as README says — the CLI asks the pipe whether its reader is gone
+/// rather than matching a panic message.
+#[test]
+fn output_into_a_reader_that_goes_away_ends_quietly_with_status_0() {
+    use std::io::BufRead;
+    let home = tempfile::tempdir().unwrap();
+    let mut config = String::from("default: m0\nmodels:\n");
+    for i in 0..6000 {
+        config.push_str(&format!("  m{i}: {{ backend: claude }}\n"));
+    }
+    std::fs::write(home.path().join("config.yaml"), config).unwrap();
+    let mut child = dispatch(home.path(), "/usr/bin:/bin")
+        .args(["config", "show"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(!first.is_empty());
+    // The reader goes away with ~130 KB still to write (more than a pipe holds).
+    drop(out);
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(0), "{}", text(&done.stderr));
+    assert!(
+        !text(&done.stderr).contains("panicked"),
+        "{}",
+        text(&done.stderr)
+    );
+}

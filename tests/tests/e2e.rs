@@ -764,10 +764,7 @@ fn a_wait_that_times_out_says_the_last_state_it_saw() {
     }));
     let message = match waited {
         Ok(_) => panic!("the wait did not time out"),
-        Err(e) => e
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default(),
+        Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
     };
     assert!(
         message.contains("something that never happens")

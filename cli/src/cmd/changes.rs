@@ -10,24 +10,16 @@ use dispatch_core::text::{printable, printable_line};
 use dispatch_proto::v1;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .context("cannot run git; dispatch fetch and apply need git installed")?;
-    if !out.status.success() {
-        bail!(
-            "git {}: {}",
-            args.first().copied().unwrap_or(""),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    dispatch_core::git::Git::local()
+        .run(dir, args)
+        .map_err(|e| match e {
+            dispatch_core::git::GitError::Spawn(e) => {
+                anyhow!("cannot run git ({e}); dispatch fetch and apply need git installed")
+            }
+            failed => anyhow!(failed.to_string()),
+        })
 }
 
 fn short(commit: &str) -> &str {

@@ -104,18 +104,9 @@ pub(super) fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitReq
 /// `git ARGS` in `dir` (None: the current directory): its output, None on failure or when
 /// empty.
 pub(super) fn git_out(dir: Option<&std::path::Path>, args: &[&str]) -> Option<String> {
-    let mut git = std::process::Command::new("git");
-    if let Some(d) = dir {
-        git.arg("-C").arg(d);
-    }
-    let out = git
-        .args(args)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    dispatch_core::git::Git::local()
+        .run(dir.unwrap_or(std::path::Path::new(".")), args)
+        .ok()
         .filter(|s| !s.is_empty())
 }
 

@@ -58,9 +58,7 @@ pub struct Lease {
     pub epoch: u64,
 }
 
-fn now_ms() -> i64 {
-    crate::now_ms()
-}
+use crate::now_ms;
 
 impl Campaign {
     /// Waits until this replica leads; `role` follows what it is meanwhile (a standby and
