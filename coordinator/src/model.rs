@@ -508,6 +508,13 @@ pub enum EventKind {
         /// NNN.
         seq: u32,
     },
+    /// An event the coordinator does not take (it could not be read, or breaks a limit): its
+    /// seq counts, so the node's sequence stays whole, and it is kept as history only, with
+    /// why.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl TaskEvent {
@@ -548,6 +555,7 @@ impl TaskEvent {
                 }
             }
             EventKind::Question { text, .. } => scrub(text),
+            EventKind::Rejected { reason } => scrub(reason),
             EventKind::Changes(c) => {
                 for s in [
                     &mut c.branch,
@@ -589,6 +597,7 @@ impl EventKind {
             EventKind::Changes(_) => "changes",
             EventKind::BundleChunk { .. } => "bundle",
             EventKind::Activity { .. } => "activity",
+            EventKind::Rejected { .. } => "rejected",
         }
     }
 }
@@ -692,13 +701,12 @@ pub struct WorkerExit {
     pub cli: Option<dispatch_core::signals::Failure>,
 }
 
-/// An event as it enters the store: checked against the limits first.
+/// An event as it enters the store: checked against the limits first (one that breaks one is
+/// [`EventKind::Rejected`] by then).
 #[derive(Debug)]
 pub struct IncomingEvent {
     /// The event.
     pub event: TaskEvent,
-    /// Why it breaks a limit: it is then kept as history only (its body is not stored).
-    pub rejected: Option<String>,
 }
 
 /// A command to a node: stored before it is sent, resent until acked, applied idempotently.

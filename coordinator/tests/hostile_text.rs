@@ -66,7 +66,6 @@ async fn nul_events_are_kept_and_user_nuls_refused(postgres: Option<&str>) {
             attempt: 0,
             kind,
         },
-        rejected: None,
     };
     let done = c
         .record_agent_events(

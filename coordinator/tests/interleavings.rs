@@ -195,10 +195,7 @@ impl NodeModel {
         }
         let incoming = events
             .into_iter()
-            .map(|event| IncomingEvent {
-                event,
-                rejected: None,
-            })
+            .map(|event| IncomingEvent { event })
             .collect();
         let done = self
             .c

@@ -165,7 +165,7 @@ fn a_gap_is_asked_for_on_the_live_stream_and_healed() {
 }
 
 #[test]
-fn an_event_over_a_limit_is_history_only_and_the_stream_goes_on() {
+fn an_event_over_a_limit_or_unreadable_is_history_only_and_the_stream_goes_on() {
     let c = Cluster::new();
     let token = c.node_token("fake");
     c.block_on(async {
@@ -182,11 +182,25 @@ fn an_event_over_a_limit_is_history_only_and_the_stream_goes_on() {
         n.acked("big", 1).await;
         n.send(event("big", 2, plan("- [x] fine\n"))).await;
         n.acked("big", 2).await;
+        // An event that cannot be read (no kind): its seq counts, the stream goes on.
+        n.send(msg(Out::Event(v1::TaskEvent {
+            task_id: "big".into(),
+            seq: 3,
+            at_ms: 1,
+            attempt: 1,
+            kind: None,
+        })))
+        .await;
+        n.acked("big", 3).await;
+        n.send(event("big", 4, plan("- [x] fine\n- [x] still\n")))
+            .await;
+        n.acked("big", 4).await;
     });
     let t = c.status("big");
     assert_eq!(t["questions"].as_array().unwrap().len(), 0, "{t}");
     assert_eq!(t["state"], "assigned");
     assert_eq!(t["items"][0]["status"], "done");
+    assert_eq!(t["items"][1]["status"], "done", "{t}");
     assert!(
         c.coordinator
             .log_text()

@@ -42,8 +42,9 @@ impl EventRules for Rules {
                 t.plan_md = markdown.clone();
                 ChangeKind::Plan
             }
-            // Stored by the store itself; nothing about the task changes.
-            EventKind::Log { .. } => return Applied::default(),
+            // Stored by the store itself; nothing about the task changes. A rejected event
+            // never reaches the rules (the store keeps it as history only).
+            EventKind::Log { .. } | EventKind::Rejected { .. } => return Applied::default(),
             EventKind::Exited(x) => {
                 if !x.markdown.is_empty() {
                     t.plan_md = x.markdown.clone();
@@ -418,15 +419,11 @@ impl Coordinator {
         let mut advice = HashMap::new();
         let mut fallbacks = HashMap::new();
         let mut incoming = Vec::with_capacity(events.len());
-        for IncomingEvent {
-            mut event,
-            rejected,
-        } in events
-        {
+        for IncomingEvent { mut event } in events {
             event.scrub_nul();
-            let rejected = rejected.or_else(|| over_limit(&event.kind));
-            if let Some(r) = &rejected {
-                tracing::warn!(task = %event.task_id, node = %session.node, seq = event.seq, reason = %r, "event over a limit; kept as history only");
+            if let Some(reason) = over_limit(&event.kind) {
+                tracing::warn!(task = %event.task_id, node = %session.node, seq = event.seq, %reason, "event over a limit; kept as history only");
+                event.kind = EventKind::Rejected { reason };
             }
             // What a failure said, to find where its task would fall back to.
             let failed = match &event.kind {
@@ -459,11 +456,11 @@ impl Coordinator {
                     fallbacks.insert(event.task_id.clone(), f);
                 }
             }
-            incoming.push(IncomingEvent { event, rejected });
+            incoming.push(IncomingEvent { event });
         }
         let asked: Vec<i64> = incoming
             .iter()
-            .filter(|e| e.rejected.is_none() && matches!(e.event.kind, EventKind::Question { .. }))
+            .filter(|e| matches!(e.event.kind, EventKind::Question { .. }))
             .map(|e| e.event.at_ms)
             .collect();
         let n = incoming.len() as u64;

@@ -235,10 +235,7 @@ impl Reader {
                 let (task, seq, at) = (ev.task_id.clone(), ev.seq, ev.at_ms);
                 let attempt = ev.attempt;
                 batch.events.push(match convert::event_from_proto(ev) {
-                    Ok(event) => IncomingEvent {
-                        event,
-                        rejected: None,
-                    },
+                    Ok(event) => IncomingEvent { event },
                     // Kept as history only, so the node's sequence stays whole.
                     Err(why) => IncomingEvent {
                         event: TaskEvent {
@@ -246,9 +243,8 @@ impl Reader {
                             seq,
                             at_ms: at,
                             attempt,
-                            kind: crate::model::EventKind::AnswerDelivered { seq: 0 },
+                            kind: crate::model::EventKind::Rejected { reason: why },
                         },
-                        rejected: Some(why),
                     },
                 });
                 true

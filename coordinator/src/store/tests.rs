@@ -81,7 +81,6 @@ fn ev(task: &str, seq: u64, kind: EventKind) -> IncomingEvent {
             attempt: 1,
             kind,
         },
-        rejected: None,
     }
 }
 

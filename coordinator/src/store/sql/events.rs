@@ -185,11 +185,7 @@ impl Backend {
             Vec::with_capacity(events.len());
         let mut touched: Vec<String> = Vec::new();
         let mut unknown = 0usize;
-        for IncomingEvent {
-            event: ev,
-            rejected,
-        } in events
-        {
+        for IncomingEvent { event: ev } in events {
             let Some(task) = tasks.get_mut(&ev.task_id) else {
                 unknown += 1;
                 acks.ack(&ev.task_id, ev.seq);
@@ -237,7 +233,7 @@ impl Backend {
                     ev.kind,
                     EventKind::Exited(_) | EventKind::StartFailed { .. }
                 );
-            let why = if let Some(reason) = &rejected {
+            let why = if let EventKind::Rejected { reason } = &ev.kind {
                 history.push((
                     ev.task_id.clone(),
                     ev.seq,
