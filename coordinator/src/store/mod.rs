@@ -12,6 +12,7 @@
 //!   without the command that delivers it).
 //! - Each write returns the [`Changes`] it committed, for the one publisher.
 
+pub mod fence;
 pub mod migrate;
 pub mod patch;
 pub mod postgres;

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::model::{
     Change, EventKind, IncomingEvent, QuestionRecord, TaskEvent, TaskRecord, WorkerExit,
 };
+use crate::store::fence::{Fence, Held, fence};
 use crate::store::patch::{self, Patch};
 use crate::store::{Compacted, EventBatch, EventFacts, EventRules, HistoryCaps, SessionKey};
 use dispatch_core::TaskState;
@@ -186,41 +187,44 @@ impl Backend {
         let mut touched: Vec<String> = Vec::new();
         let mut unknown = 0usize;
         for IncomingEvent { event: ev } in events {
-            let Some(task) = tasks.get_mut(&ev.task_id) else {
-                unknown += 1;
-                acks.ack(&ev.task_id, ev.seq);
-                continue;
+            let held = tasks.get(&ev.task_id).map(|t| Held {
+                node: &t.node,
+                state: t.state,
+                epoch: t.epoch,
+                last_seq: t.last_seq,
+            });
+            let ended = match fence(held, session, ev.seq) {
+                Fence::Unknown => {
+                    unknown += 1;
+                    acks.ack(&ev.task_id, ev.seq);
+                    continue;
+                }
+                Fence::OtherNode => {
+                    acks.ack(&ev.task_id, ev.seq);
+                    batch
+                        .fenced
+                        .push((ev.task_id, ev.seq, "the task runs on another node"));
+                    continue;
+                }
+                // Its own session will resend it: neither acked nor recorded.
+                Fence::Superseded => {
+                    batch
+                        .fenced
+                        .push((ev.task_id, ev.seq, "from a superseded session"));
+                    continue;
+                }
+                Fence::Duplicate { ack } => {
+                    acks.ack(&ev.task_id, ack);
+                    continue;
+                }
+                Fence::Gap { from, to } => {
+                    batch.gaps.push((ev.task_id.clone(), from, to));
+                    acks.ack(&ev.task_id, from - 1);
+                    continue;
+                }
+                Fence::Take { current } => !current,
             };
-            if task.node != session.node {
-                acks.ack(&ev.task_id, ev.seq);
-                batch
-                    .fenced
-                    .push((ev.task_id, ev.seq, "the task runs on another node"));
-                continue;
-            }
-            // A run of the task is on the node now (its events count, in order, from its
-            // session only); otherwise (ended, or queued again) they are history.
-            let current = task.state.holds_slot();
-            let ended = !current;
-            if current && task.epoch != session.epoch {
-                // A superseded session: the task's events count only from its own session,
-                // which will resend this one. Neither acked nor recorded.
-                batch
-                    .fenced
-                    .push((ev.task_id, ev.seq, "from a superseded session"));
-                continue;
-            }
-            if ev.seq <= task.last_seq {
-                acks.ack(&ev.task_id, task.last_seq);
-                continue;
-            }
-            if current && ev.seq != task.last_seq + 1 {
-                batch
-                    .gaps
-                    .push((ev.task_id.clone(), task.last_seq + 1, ev.seq));
-                acks.ack(&ev.task_id, task.last_seq);
-                continue;
-            }
+            let task = tasks.get_mut(&ev.task_id).expect("fenced as known");
             // The seq is committed from here on, whatever the event does.
             task.last_seq = ev.seq;
             if !touched.contains(&ev.task_id) {
