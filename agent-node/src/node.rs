@@ -241,6 +241,16 @@ struct Drain {
 const REMEMBER_FINISHED: usize = 4096;
 
 impl Node {
+    /// The heartbeat this node sends: its running workers, and whether it drains. The one
+    /// place it is built (on its interval, when a session opens while draining, when a drain
+    /// starts).
+    fn heartbeat(&self) -> v1::AgentMessage {
+        msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat {
+            running: self.tasks.len() as u32,
+            draining: self.drain.is_some(),
+        }))
+    }
+
     fn hello(&self) -> v1::Hello {
         let mut cursors: BTreeMap<String, v1::TaskCursor> = self
             .spool
@@ -809,15 +819,10 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 }
                 Some(Ok(Ok(s))) => {
                     tracing::info!(coordinator = %node.cfg.coordinator, node = %node.cfg.name, "connected");
-                    if node.drain.is_some() {
-                        let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat {
-                            running: node.tasks.len() as u32,
-                            draining: true,
-                        }));
-                        if !s.send(hb).await {
-                            next_attempt = Instant::now() + jitter(backoff);
-                            continue;
-                        }
+                    // A node that drains says so at once on its new session.
+                    if node.drain.is_some() && !s.send(node.heartbeat()).await {
+                        next_attempt = Instant::now() + jitter(backoff);
+                        continue;
                     }
                     session = Some(s);
                     backoff = MIN_BACKOFF;
@@ -874,7 +879,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                 let m = match from {
                     FromSession::Message(m) => *m,
                     FromSession::HeartbeatDue => {
-                        let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32, draining: node.drain.is_some() }));
+                        let hb = node.heartbeat();
                         if !session.as_ref().expect("connected").send(hb).await {
                             session = None;
                         }
@@ -907,7 +912,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                         if let Some(s) = &session
                             && node.drain.is_some() != was_draining
                         {
-                            let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32, draining: node.drain.is_some() }));
+                            let hb = node.heartbeat();
                             if !s.send(hb).await {
                                 session = None;
                             }
@@ -961,7 +966,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
                         });
                         // Said at once, not at the next heartbeat: no task is assigned here now.
                         if let Some(s) = &session {
-                            let hb = msg(v1::agent_message::Kind::Heartbeat(v1::Heartbeat { running: node.tasks.len() as u32, draining: true }));
+                            let hb = node.heartbeat();
                             if !s.send(hb).await {
                                 session = None;
                                 next_attempt = Instant::now();
