@@ -300,9 +300,39 @@ pub fn resets_at(text: &str, clock: &Clock) -> Option<i64> {
             if let Some((minutes, _)) = clock_time(at.trim_start()) {
                 return Some(next_local(minutes, clock));
             }
+            // Codex on another day than today: `Dec 4th, 2026 12:28 AM` (local time).
+            if let Some(ms) = local_date_time(at.trim_start(), clock) {
+                return Some(ms);
+            }
         }
     }
     None
+}
+
+/// `Dec 4th, 2026 12:28 AM` (the node's local time) → ms since the epoch.
+fn local_date_time(s: &str, clock: &Clock) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let mut words = s.split_whitespace();
+    let month = words.next()?.to_ascii_lowercase();
+    let m = MONTHS.iter().position(|x| month.starts_with(x))? as u32 + 1;
+    let day: String = words
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let d: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let year: String = words
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let y: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
+    let rest: Vec<&str> = words.collect();
+    let (minutes, _) = clock_time(&rest.join(" "))?;
+    let local_s = days_from_civil(y, m, d) * 86_400 + i64::from(minutes) * 60;
+    Some((local_s - i64::from(clock.utc_offset_s)) * 1000)
 }
 
 /// The next time the node's clock shows `minutes` after midnight (local time).
@@ -811,6 +841,16 @@ mod tests {
             at("Claude AI usage limit reached|1796310000"),
             Some(1_796_310_000_000)
         );
+        // Codex when the reset is on another day: a date, in local time.
+        assert_eq!(
+            at("or try again at Dec 4th, 2026 12:28 AM."),
+            Some((days_from_civil(2026, 12, 4) * 86_400 + 28 * 60) * 1000)
+        );
+        assert_eq!(
+            at("try again at Jan 1st, 2027 3:05 PM"),
+            Some((days_from_civil(2027, 1, 1) * 86_400 + (15 * 60 + 5) * 60) * 1000)
+        );
+        assert_eq!(at("try again at Dec 40th, 2026 1:00 AM"), None);
         assert_eq!(at("resets soon"), None);
         assert_eq!(at("try again at 99:99"), None);
         // In local time: a node two hours east of UTC reads 3:00 PM as 13:00 UTC.
