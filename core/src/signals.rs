@@ -317,18 +317,15 @@ fn local_date_time(s: &str, clock: &Clock) -> Option<i64> {
     let mut words = s.split_whitespace();
     let month = words.next()?.to_ascii_lowercase();
     let m = MONTHS.iter().position(|x| month.starts_with(x))? as u32 + 1;
-    let day: String = words
-        .next()?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    let d: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
-    let year: String = words
-        .next()?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    let y: i64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
+    // `4th,` → 4, `2026` → 2026.
+    let mut number = || -> Option<i64> {
+        let w = words.next()?;
+        w[..w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len())]
+            .parse()
+            .ok()
+    };
+    let d = number().filter(|d| (1..=31).contains(d))? as u32;
+    let y = number().filter(|y| (1970..=9999).contains(y))?;
     let rest: Vec<&str> = words.collect();
     let (minutes, _) = clock_time(&rest.join(" "))?;
     let local_s = days_from_civil(y, m, d) * 86_400 + i64::from(minutes) * 60;

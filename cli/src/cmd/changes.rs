@@ -291,7 +291,7 @@ pub(crate) async fn fetch_cmd(g: &Global, id: &str) -> Result<u8> {
 }
 
 pub(crate) async fn apply(g: &Global, id: &str, cherry_pick: bool) -> Result<u8> {
-    let info = apply_in(g, id, None, cherry_pick).await?;
+    let (info, _) = apply_in(g, id, None, cherry_pick).await?;
     println!(
         "Applied {} ({}) to your branch.",
         printable_line(&info.branch),
@@ -302,12 +302,13 @@ pub(crate) async fn apply(g: &Global, id: &str, cherry_pick: bool) -> Result<u8>
 
 /// Fetches the task's branch into the repository of `dir` (None: the current directory) and
 /// merges (or cherry-picks) it into its current branch; a conflict is undone and reported.
+/// Returns the task's changes and the repository.
 pub(crate) async fn apply_in(
     g: &Global,
     id: &str,
     dir: Option<&Path>,
     cherry_pick: bool,
-) -> Result<v1::ChangesInfo> {
+) -> Result<(v1::ChangesInfo, PathBuf)> {
     let repo = here(dir)?;
     if !git(&repo, &["status", "--porcelain", "--untracked-files=no"])?.is_empty() {
         bail!(
@@ -340,7 +341,7 @@ pub(crate) async fn apply_in(
             printable_line(&info.branch)
         );
     }
-    Ok(info)
+    Ok((info, repo))
 }
 
 /// What a fetch or apply did, for `--json` readers and the MCP tools.
@@ -354,9 +355,4 @@ pub(crate) fn changes_json(id: &str, info: &v1::ChangesInfo, repo: &Path) -> ser
         "summary": summary(info),
         "repository": repo.display().to_string(),
     })
-}
-
-/// The top of the repository of `dir` (None: the current directory).
-pub(crate) fn repository(dir: Option<&Path>) -> Result<PathBuf> {
-    here(dir)
 }

@@ -92,9 +92,19 @@ enum Effect {
     Destroys { idempotent: bool },
 }
 
-/// `t` with its title and effect as MCP tool annotations. A worker acts on more than dispatch
-/// knows (it runs an agent CLI with a model), so starting one is open-world.
-fn annotated(title: &str, effect: Effect, open_world: bool, t: Tool) -> Tool {
+/// A tool: its name, title, effect and world (MCP annotations: a worker acts on more than
+/// dispatch knows — it runs an agent CLI with a model — so starting one is open-world), what it
+/// does, its input schema and the schema of its result.
+fn tool(
+    name: &'static str,
+    title: &str,
+    effect: Effect,
+    open_world: bool,
+    description: impl Into<std::borrow::Cow<'static, str>>,
+    input: std::sync::Arc<Map<String, Value>>,
+    output: Value,
+) -> Tool {
+    let t = returns(output, Tool::new(name, description, input));
     let a = ToolAnnotations::with_title(title).open_world(open_world);
     let a = match effect {
         Effect::Reads => a.read_only(true),
@@ -121,238 +131,186 @@ fn tools() -> Vec<Tool> {
         "A git checkout on this machine. A remote task works on its origin at its current commit (which must be pushed); a local one runs in it. Default: {here}, where this server was started."
     );
     vec![
-        annotated(
+        tool(
+            "dispatch_task",
             "Dispatch a task",
             Adds { idempotent: false },
             true,
-            returns(
-                schemas::task(),
-                Tool::new(
-                    "dispatch_task",
-                    "Dispatch a task to a worker (Claude Code, Codex, Cursor or any configured CLI) on a node. Its checklist is the steps given, or the plan, or taken from the prompt. It works on `repository` (default: where this server was started) or in `workdir`. Returns the task's id, node, backend, model, plan and the repository it works on, and a notice when your default model was used.",
-                    schema(
-                        json!({
-                            "prompt": {"type": "string", "description": "What the worker should do."},
-                            "steps": {"type": "array", "items": {"type": "string"}, "description": "Checklist items (replace those taken from the prompt)."},
-                            "plan": {"type": "string", "description": "A whole plan.md, used as is."},
-                            "id": {"type": "string", "description": "Task id (kebab-case); derived from the prompt when absent."},
-                            "model": {"type": "string", "description": "Model to use (a model id from the user's dispatch config, or one the seed's rules map to a backend, e.g. opus, gpt-5.3-codex). Default: the last configured model named in the prompt, else the user's default."},
-                            "alias": {"type": "string", "description": "A configured alias (its model and prompt addition)."},
-                            "backend": {"type": "string", "description": "claude, cursor, codex, sim, or one a node configures."},
-                            "remote": {"type": "string", "description": "Run on this node only."},
-                            "pool": {"type": "string", "description": "Run on nodes with these labels: k=v[,k=v]."},
-                            "after": {"type": "string", "description": "Start after this task completes."},
-                            "worktree": {"type": "boolean", "description": "Run in a git worktree on branch dispatch/<id>."},
-                            "title": {"type": "string", "description": "Title of the plan. Default: the prompt's first line."},
-                            "repository": {"type": "string", "description": repository},
-                            "workdir": {"type": "string", "description": "Run in this directory instead of a repository checkout: with the local daemon a directory here, with a shared coordinator an absolute path on the node (then `repository` is not used)."}
-                        }),
-                        &["prompt"],
-                    ),
-                ),
+            "Dispatch a task to a worker (Claude Code, Codex, Cursor or any configured CLI) on a node. Its checklist is the steps given, or the plan, or taken from the prompt. It works on `repository` (default: where this server was started) or in `workdir`. Returns the task's id, node, backend, model, plan and the repository it works on, and a notice when your default model was used.",
+            schema(
+                json!({
+                    "prompt": {"type": "string", "description": "What the worker should do."},
+                    "steps": {"type": "array", "items": {"type": "string"}, "description": "Checklist items (replace those taken from the prompt)."},
+                    "plan": {"type": "string", "description": "A whole plan.md, used as is."},
+                    "id": {"type": "string", "description": "Task id (kebab-case); derived from the prompt when absent."},
+                    "model": {"type": "string", "description": "Model to use (a model id from the user's dispatch config, or one the seed's rules map to a backend, e.g. opus, gpt-5.3-codex). Default: the last configured model named in the prompt, else the user's default."},
+                    "alias": {"type": "string", "description": "A configured alias (its model and prompt addition)."},
+                    "backend": {"type": "string", "description": "claude, cursor, codex, sim, or one a node configures."},
+                    "remote": {"type": "string", "description": "Run on this node only."},
+                    "pool": {"type": "string", "description": "Run on nodes with these labels: k=v[,k=v]."},
+                    "after": {"type": "string", "description": "Start after this task completes."},
+                    "worktree": {"type": "boolean", "description": "Run in a git worktree on branch dispatch/<id>."},
+                    "title": {"type": "string", "description": "Title of the plan. Default: the prompt's first line."},
+                    "repository": {"type": "string", "description": repository},
+                    "workdir": {"type": "string", "description": "Run in this directory instead of a repository checkout: with the local daemon a directory here, with a shared coordinator an absolute path on the node (then `repository` is not used)."}
+                }),
+                &["prompt"],
             ),
+            schemas::task(),
         ),
-        annotated(
+        tool(
+            "task_status",
             "Task status",
             Reads,
             false,
-            returns(
-                schemas::status(),
-                Tool::new(
-                    "task_status",
-                    "One task in full (with its checklist and questions), or the most recent tasks when no id is given.",
-                    schema(
-                        json!({
-                            "id": {"type": "string", "description": "The task to show in full. Absent: the most recent tasks."},
-                            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Without id: how many of the most recent tasks to list (default 50)."}
-                        }),
-                        &[],
-                    ),
-                ),
+            "One task in full (with its checklist and questions), or the most recent tasks when no id is given.",
+            schema(
+                json!({
+                    "id": {"type": "string", "description": "The task to show in full. Absent: the most recent tasks."},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Without id: how many of the most recent tasks to list (default 50)."}
+                }),
+                &[],
             ),
+            schemas::status(),
         ),
-        annotated(
+        tool(
+            "wait_for_task",
             "Wait for a task",
             Reads,
             false,
-            returns(
-                schemas::waited(),
-                Tool::new(
-                    "wait_for_task",
-                    "Block until the task needs you — a question is waiting, or it ended — or the timeout passes. Returns why (`question`, `completed`, `blocked`, `failed`, `cancelled`, `timeout`), the message `dispatch wait` prints, and the task.",
-                    schema(
-                        json!({
-                            "id": {"type": "string", "description": "The task to wait for."},
-                            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Default 300."}
-                        }),
-                        &["id"],
-                    ),
-                ),
+            "Block until the task needs you — a question is waiting, or it ended — or the timeout passes. Returns why (`question`, `completed`, `blocked`, `failed`, `cancelled`, `timeout`), the message `dispatch wait` prints, and the task.",
+            schema(
+                json!({
+                    "id": {"type": "string", "description": "The task to wait for."},
+                    "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 600, "description": "Default 300."}
+                }),
+                &["id"],
             ),
+            schemas::waited(),
         ),
-        annotated(
+        tool(
+            "answer_question",
             "Answer a worker's question",
             Adds { idempotent: false },
             false,
-            returns(
-                schemas::task(),
-                Tool::new(
-                    "answer_question",
-                    "Answer a worker's question (the oldest open one, or question `seq`); the worker continues with its context.",
-                    schema(
-                        json!({
-                            "id": {"type": "string", "description": "The task whose worker asked."},
-                            "text": {"type": "string", "description": "The answer, as the worker will read it."},
-                            "seq": {"type": "integer", "minimum": 1, "description": "Which question (its number in task_status). Default: the oldest open one."}
-                        }),
-                        &["id", "text"],
-                    ),
-                ),
+            "Answer a worker's question (the oldest open one, or question `seq`); the worker continues with its context.",
+            schema(
+                json!({
+                    "id": {"type": "string", "description": "The task whose worker asked."},
+                    "text": {"type": "string", "description": "The answer, as the worker will read it."},
+                    "seq": {"type": "integer", "minimum": 1, "description": "Which question (its number in task_status). Default: the oldest open one."}
+                }),
+                &["id", "text"],
             ),
+            schemas::task(),
         ),
-        annotated(
+        tool(
+            "add_note",
             "Add a note for the worker",
             Adds { idempotent: false },
             false,
-            returns(
-                schemas::task(),
-                Tool::new(
-                    "add_note",
-                    "Append a note for the worker to the task's plan.md.",
-                    schema(
-                        json!({
-                            "id": {"type": "string", "description": "The task; its worker must be running."},
-                            "text": {"type": "string", "description": "The note, one line; the worker reads it in its plan.md."}
-                        }),
-                        &["id", "text"],
-                    ),
-                ),
+            "Append a note for the worker to the task's plan.md.",
+            schema(
+                json!({
+                    "id": {"type": "string", "description": "The task; its worker must be running."},
+                    "text": {"type": "string", "description": "The note, one line; the worker reads it in its plan.md."}
+                }),
+                &["id", "text"],
             ),
+            schemas::task(),
         ),
-        annotated(
+        tool(
+            "cancel_task",
             "Cancel a task",
             Destroys { idempotent: true },
             false,
-            returns(
-                schemas::task(),
-                Tool::new(
-                    "cancel_task",
-                    "Cancel a task; its worker is stopped.",
-                    id_only("The task."),
-                ),
-            ),
+            "Cancel a task; its worker is stopped.",
+            id_only("The task."),
+            schemas::task(),
         ),
-        annotated(
+        tool(
+            "retry_task",
             "Retry a task",
             Adds { idempotent: false },
             true,
-            returns(
-                schemas::task(),
-                Tool::new(
-                    "retry_task",
-                    "Run an ended task's unchecked items again, optionally with another backend, model or node.",
-                    schema(
-                        json!({
-                            "id": {"type": "string", "description": "The ended task (failed, lost, cancelled or blocked)."},
-                            "backend": {"type": "string", "description": "Run it with this backend instead (claude, cursor, codex, sim, or one a node configures)."},
-                            "model": {"type": "string", "description": "Run it with this model instead."},
-                            "remote": {"type": "string", "description": "Run it on this node instead."}
-                        }),
-                        &["id"],
-                    ),
-                ),
+            "Run an ended task's unchecked items again, optionally with another backend, model or node.",
+            schema(
+                json!({
+                    "id": {"type": "string", "description": "The ended task (failed, lost, cancelled or blocked)."},
+                    "backend": {"type": "string", "description": "Run it with this backend instead (claude, cursor, codex, sim, or one a node configures)."},
+                    "model": {"type": "string", "description": "Run it with this model instead."},
+                    "remote": {"type": "string", "description": "Run it on this node instead."}
+                }),
+                &["id"],
             ),
+            schemas::task(),
         ),
-        annotated(
+        tool(
+            "task_output",
             "A task's output",
             Reads,
             false,
-            returns(
-                schemas::output(),
-                Tool::new(
-                    "task_output",
-                    "The task's output.md: the summary its worker wrote.",
-                    id_only("The task."),
-                ),
-            ),
+            "The task's output.md: the summary its worker wrote.",
+            id_only("The task."),
+            schemas::output(),
         ),
-        annotated(
+        tool(
+            "task_diff",
             "A task's changes as a patch",
             Reads,
             false,
-            returns(
-                schemas::diff(),
-                Tool::new(
-                    "task_diff",
-                    "What a worktree or remote-workspace task changed, as a patch.",
-                    id_only("The task."),
-                ),
-            ),
+            "What a worktree or remote-workspace task changed, as a patch.",
+            id_only("The task."),
+            schemas::diff(),
         ),
-        annotated(
+        tool(
+            "list_nodes",
             "Agent nodes",
             Reads,
             false,
-            returns(
-                schemas::nodes(),
-                Tool::new(
-                    "list_nodes",
-                    "The agent nodes: connected or not, load, backends, labels.",
-                    schema(json!({}), &[]),
-                ),
-            ),
+            "The agent nodes: connected or not, load, backends, labels.",
+            schema(json!({}), &[]),
+            schemas::nodes(),
         ),
-        annotated(
+        tool(
+            "inbox",
             "Questions waiting",
             Reads,
             false,
-            returns(
-                schemas::inbox(),
-                Tool::new(
-                    "inbox",
-                    "Every question a worker is waiting on, across tasks and nodes.",
-                    schema(json!({}), &[]),
-                ),
-            ),
+            "Every question a worker is waiting on, across tasks and nodes.",
+            schema(json!({}), &[]),
+            schemas::inbox(),
         ),
-        annotated(
+        tool(
+            "fetch_changes",
             "Fetch a task's branch",
             Adds { idempotent: true },
             false,
-            returns(
-                schemas::changes(),
-                Tool::new(
-                    "fetch_changes",
-                    "Bring a worktree or remote task's branch into a repository here as dispatch/<id> (from the bundle its node sent, or from origin when it pushed). The repository's current branch and files are not touched.",
-                    schema(
-                        json!({
-                            "id": {"type": "string", "description": "The task (ended, with commits: task_status shows `changes`)."},
-                            "repository": {"type": "string", "description": repository}
-                        }),
-                        &["id"],
-                    ),
-                ),
+            "Bring a worktree or remote task's branch into a repository here as dispatch/<id> (from the bundle its node sent, or from origin when it pushed). The repository's current branch and files are not touched.",
+            schema(
+                json!({
+                    "id": {"type": "string", "description": "The task (ended, with commits: task_status shows `changes`)."},
+                    "repository": {"type": "string", "description": repository}
+                }),
+                &["id"],
             ),
+            schemas::changes(),
         ),
-        annotated(
+        tool(
+            "apply_changes",
             "Apply a task's changes",
             Destroys { idempotent: false },
             false,
-            returns(
-                schemas::changes(),
-                Tool::new(
-                    "apply_changes",
-                    "Fetch a task's branch into a repository here and merge it (or cherry-pick its commits) into that repository's current branch, which must have no uncommitted changes. A conflict is undone and reported; nothing is left half-merged.",
-                    schema(
-                        json!({
-                            "id": {"type": "string", "description": "The task (ended, with commits: task_status shows `changes`)."},
-                            "repository": {"type": "string", "description": repository},
-                            "cherry_pick": {"type": "boolean", "description": "Cherry-pick the task's commits instead of merging its branch (default false)."}
-                        }),
-                        &["id"],
-                    ),
-                ),
+            "Fetch a task's branch into a repository here and merge it (or cherry-pick its commits) into that repository's current branch, which must have no uncommitted changes. A conflict is undone and reported; nothing is left half-merged.",
+            schema(
+                json!({
+                    "id": {"type": "string", "description": "The task (ended, with commits: task_status shows `changes`)."},
+                    "repository": {"type": "string", "description": repository},
+                    "cherry_pick": {"type": "boolean", "description": "Cherry-pick the task's commits instead of merging its branch (default false)."}
+                }),
+                &["id"],
             ),
+            schemas::changes(),
         ),
     ]
 }
@@ -740,8 +698,8 @@ async fn call(g: &Global, name: &str, args: &Map<String, Value>) -> Result<Value
                 Some(Value::Bool(b)) => *b,
                 Some(other) => bail!("`cherry_pick` must be true or false, not {other}"),
             };
-            let repo = super::changes::repository(dir.as_deref())?;
-            let info = super::changes::apply_in(g, &id, Some(&repo), cherry_pick).await?;
+            let (info, repo) =
+                super::changes::apply_in(g, &id, dir.as_deref(), cherry_pick).await?;
             let mut out = super::changes::changes_json(&id, &info, &repo);
             out["applied"] =
                 Value::String(if cherry_pick { "cherry-pick" } else { "merge" }.into());
