@@ -38,8 +38,15 @@ pub fn ipc(workdir: &Path, plan: &[u8], entries: &[(String, Entry)]) {
             continue;
         }
         let p = ipc.join(name);
+        // Each name once, and a file only where nothing is: writing a later entry of the same
+        // name through an earlier link would write the link's target — `/etc/passwd` when the
+        // test runs as root (it did, before this check).
         let _ = match e {
-            Entry::File(b) => std::fs::write(&p, b),
+            Entry::File(b) => std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, b)),
             Entry::Link(t) => std::os::unix::fs::symlink(t, &p),
             Entry::Dir => std::fs::create_dir(&p),
         };
