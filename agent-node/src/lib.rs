@@ -2,9 +2,10 @@
 //! and runs a worker (an agent CLI) for each task it is assigned, streaming the checklist,
 //! questions, logs and exit back over one bidirectional gRPC stream.
 
+pub mod assignment;
 pub mod backends;
 pub mod changes;
-pub mod channel;
+pub mod config;
 pub mod egress;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -19,7 +20,10 @@ pub mod watched;
 pub mod worker_record;
 pub mod worktree;
 
-pub use node::{AgentConfig, EXIT_REFUSED, NODE_TOKEN_FILE, OnSigterm, RefusedForGood, run};
+pub use config::{
+    AgentConfig, EXIT_REFUSED, MIN_REFUSALS, NODE_TOKEN_FILE, OnSigterm, RefusedForGood,
+};
+pub use node::run;
 
 /// Version reported in Hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -226,7 +226,7 @@ fn main() -> anyhow::Result<()> {
             std::fs::canonicalize(r).map_err(|e| anyhow::anyhow!("workspace root {r}: {e}"))?,
         );
     }
-    let tls = dispatch_agent::channel::ClientTls {
+    let tls = dispatch_connect::ClientTls {
         ca: args.ca.or(file.tls.ca.as_ref().map(PathBuf::from)),
         cert: args.tls_cert.or(file.tls.cert.as_ref().map(PathBuf::from)),
         key: args.tls_key.or(file.tls.key.as_ref().map(PathBuf::from)),

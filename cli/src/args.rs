@@ -64,10 +64,6 @@ pub(crate) struct Global {
     /// dumb, `always`, or `never`.
     #[arg(long, global = true, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
     pub(crate) color: String,
-
-    /// The token in use (from --token-file, DISPATCH_TOKEN or the config).
-    #[arg(skip)]
-    pub(crate) token: Option<String>,
 }
 
 /// Options of `dispatch run` (also accepted by plain `dispatch "<prompt>"`).

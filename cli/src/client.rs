@@ -1,9 +1,8 @@
 //! Finding and connecting to the coordinator: the configured one, or the local daemon.
 
-use crate::args::Global;
+use crate::settings::Settings;
 use anyhow::{Result, anyhow};
 use dispatch_proto::v1::dispatch_service_client::DispatchServiceClient;
-use std::path::PathBuf;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -23,17 +22,6 @@ impl tonic::service::Interceptor for Bearer {
 
 /// Client of the coordinator's DispatchService.
 pub(crate) type Client = DispatchServiceClient<InterceptedService<Channel, Bearer>>;
-
-/// Where dispatch keeps its files: --home, DISPATCH_HOME, else ~/.dispatch.
-pub(crate) fn home(g: &Global) -> Result<PathBuf> {
-    if let Some(h) = &g.home {
-        return Ok(h.clone());
-    }
-    let home = std::env::var_os("HOME").ok_or_else(|| {
-        anyhow!("HOME is not set; set DISPATCH_HOME to where dispatch may keep its files")
-    })?;
-    Ok(PathBuf::from(home).join(".dispatch"))
-}
 
 /// The coordinator a command talks to.
 pub(crate) struct Target {
@@ -61,13 +49,13 @@ pub(crate) fn client_for(channel: Channel, token: Option<&str>) -> Result<Client
 
 /// Connects to the configured coordinator, or to the local daemon (starting it when it is not
 /// running: its store keeps every task, so `status` works the day after too).
-pub(crate) async fn connect(g: &Global) -> Result<Target> {
+pub(crate) async fn connect(g: &Settings) -> Result<Target> {
     if let Some(url) = &g.coordinator {
-        let tls = dispatch_agent::channel::ClientTls {
+        let tls = dispatch_connect::ClientTls {
             ca: g.ca.clone(),
             ..Default::default()
         };
-        let (channel, reached) = dispatch_agent::channel::connect_first(url, &tls)
+        let (channel, reached) = dispatch_connect::connect_first(url, &tls)
             .await
             .map_err(|e| {
                 if e.contains('\n') {
@@ -86,10 +74,10 @@ pub(crate) async fn connect(g: &Global) -> Result<Target> {
             client: client_for(channel, g.token.as_deref())?,
         });
     }
-    let home = home(g)?;
-    let channel = crate::daemon::ensure_running(&home).await?;
+    let home = g.home()?;
+    let channel = crate::embedded::ensure_running(&home).await?;
     Ok(Target {
-        url: crate::daemon::socket_url(&home),
+        url: crate::embedded::socket_url(&home),
         local: true,
         client: client_for(channel, None)?,
     })

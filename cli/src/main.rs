@@ -3,10 +3,11 @@
 mod args;
 mod client;
 mod cmd;
-mod daemon;
+mod embedded;
 mod exit;
 mod render;
 mod retry;
+mod settings;
 mod watching;
 
 use clap::Parser;
@@ -23,7 +24,8 @@ fn main() -> ExitCode {
         action: args::DaemonAction::Run { idle_timeout },
     }) = &cli.command
     {
-        return match daemon::run_foreground(&cli.global, *idle_timeout) {
+        let home = settings::Settings::load(&cli.global, true).and_then(|s| s.home());
+        return match home.and_then(|home| embedded::run_foreground(home, *idle_timeout)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dispatch daemon: {e:#}");

@@ -75,9 +75,9 @@ where
 
 /// A `reconnect` for [`idempotent`]: a new client when the coordinator is a list of replicas
 /// (one address: the channel reconnects by itself).
-pub(crate) async fn reconnect(g: &crate::args::Global) -> Option<crate::client::Client> {
+pub(crate) async fn reconnect(g: &crate::settings::Settings) -> Option<crate::client::Client> {
     let list = g.coordinator.as_deref()?;
-    if dispatch_agent::channel::addresses(list).len() < 2 {
+    if dispatch_connect::addresses(list).len() < 2 {
         return None;
     }
     crate::client::connect(g).await.ok().map(|t| t.client)

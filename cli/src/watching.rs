@@ -3,9 +3,9 @@
 //! `--coordinator URL1,URL2`), subscribe again and refresh every task they follow from a
 //! snapshot — never showing an older state than one already shown.
 
-use crate::args::Global;
 use crate::client::{Target, connect};
 use crate::render;
+use crate::settings::Settings;
 use anyhow::{Result, anyhow};
 use dispatch_proto::v1;
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ impl Watching {
     /// refreshed from snapshots (a snapshot older than what is shown is ignored).
     pub(crate) async fn next(
         &mut self,
-        g: &Global,
+        g: &Settings,
         target: &mut Target,
         tasks: &mut BTreeMap<String, v1::Task>,
     ) -> Result<Next> {
@@ -116,7 +116,7 @@ pub(crate) fn newer(old: &v1::Task, now: &v1::Task) -> bool {
 /// It says so on stderr (so --json output on stdout stays one object per line), as
 /// "(BROKE; AGAIN again through URL)".
 pub(crate) async fn reopen<T, F, Fut>(
-    g: &Global,
+    g: &Settings,
     broke: &str,
     again: &str,
     mut open: F,

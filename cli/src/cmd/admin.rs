@@ -1,8 +1,9 @@
 //! `dispatch token …` and `dispatch audit`: for admins of a shared coordinator.
 
-use crate::args::{Global, TokenAction};
+use crate::args::TokenAction;
 use crate::client::connect;
 use crate::render;
+use crate::settings::Settings;
 use anyhow::{Result, bail};
 use dispatch_core::text::printable_line;
 use dispatch_proto::v1;
@@ -11,7 +12,7 @@ fn when(ms: i64) -> String {
     render::ago(ms)
 }
 
-pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
+pub(crate) async fn token(g: &Settings, action: TokenAction) -> Result<u8> {
     let mut t = connect(g).await?;
     if t.local {
         bail!(
@@ -177,7 +178,7 @@ pub(crate) async fn token(g: &Global, action: TokenAction) -> Result<u8> {
     Ok(crate::exit::Exit::Success.into())
 }
 
-pub(crate) async fn audit(g: &Global, task: Option<String>, limit: u32) -> Result<u8> {
+pub(crate) async fn audit(g: &Settings, task: Option<String>, limit: u32) -> Result<u8> {
     let mut t = connect(g).await?;
     let records = t
         .client

@@ -1,8 +1,8 @@
 //! The question-and-answer side: answer, note, inbox, wait.
 
-use crate::args::Global;
 use crate::client::{Target, connect};
 use crate::render;
+use crate::settings::Settings;
 use anyhow::{Context, Result, anyhow, bail};
 use dispatch_core::text::{printable, printable_line};
 use dispatch_core::{TaskState, task_id};
@@ -47,7 +47,7 @@ fn answer_from_editor(question: &str) -> Result<String> {
 }
 
 pub(crate) async fn answer(
-    g: &Global,
+    g: &Settings,
     id: &str,
     seq: Option<u32>,
     words: Vec<String>,
@@ -96,7 +96,7 @@ pub(crate) async fn answer(
     Ok(crate::exit::Exit::Success.into())
 }
 
-pub(crate) async fn note(g: &Global, id: &str, text: &str) -> Result<u8> {
+pub(crate) async fn note(g: &Settings, id: &str, text: &str) -> Result<u8> {
     task_id::validate(id)?;
     let mut target = connect(g).await?;
     let task = target
@@ -141,7 +141,7 @@ pub(crate) fn question_json(q: &v1::PendingQuestion) -> serde_json::Value {
     serde_json::json!({"task": q.task_id, "node": q.node, "seq": q.seq, "text": q.text, "asked_at_ms": q.asked_at_ms, "title": q.title})
 }
 
-pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
+pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<u8> {
     let mut target = connect(g).await?;
     let questions = waiting_questions(&mut target).await?;
     if g.json {
@@ -222,7 +222,7 @@ pub(crate) async fn inbox(g: &Global, list_only: bool) -> Result<u8> {
 /// Answers question `seq` (0: the oldest open one) of task `id`, with one request id for every
 /// retry (through the next replica, with several), so it is answered once.
 pub(crate) async fn send_answer(
-    g: &Global,
+    g: &Settings,
     target: &crate::client::Target,
     id: &str,
     seq: u32,
@@ -360,7 +360,7 @@ pub(super) fn wait_outcome(
     worst.map(|(code, msg)| (code.into(), msg))
 }
 
-pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) -> Result<u8> {
+pub(crate) async fn wait(g: &Settings, ids: &[String], timeout: Option<Duration>) -> Result<u8> {
     for id in ids {
         if let Err(e) = task_id::validate(id) {
             eprintln!("error: {e}");
@@ -435,7 +435,7 @@ pub(crate) async fn wait(g: &Global, ids: &[String], timeout: Option<Duration>) 
 /// as [`wait_outcome`] says — or `deadline` passes (None). What `dispatch wait` and the MCP
 /// `wait_for_task` tool share.
 pub(super) async fn until_needed(
-    g: &Global,
+    g: &Settings,
     target: &mut crate::client::Target,
     watching: &mut crate::watching::Watching,
     tasks: &mut BTreeMap<String, v1::Task>,

@@ -2,8 +2,8 @@
 //! into the user's repository from the bundle its node sent through the coordinator, or from
 //! origin when the node pushed it.
 
-use crate::args::Global;
 use crate::client::{Target, connect};
+use crate::settings::Settings;
 use anyhow::{Context, Result, anyhow, bail};
 use dispatch_core::task_id;
 use dispatch_core::text::{printable, printable_line};
@@ -60,7 +60,7 @@ async fn changes(t: &mut Target, id: &str) -> Result<(v1::ChangesInfo, String)> 
         .map_err(|why| anyhow!("{}", printable(&why)))
 }
 
-pub(crate) async fn diff(g: &Global, id: &str) -> Result<u8> {
+pub(crate) async fn diff(g: &Settings, id: &str) -> Result<u8> {
     let mut t = connect(g).await?;
     let (info, diff) = match lookup(&mut t, id).await? {
         Ok(found) => found,
@@ -132,7 +132,7 @@ fn here(dir: Option<&Path>) -> Result<PathBuf> {
 /// Brings the task's branch into the repository of `dir` (None: the current directory);
 /// returns its info and the repository.
 pub(crate) async fn fetch(
-    g: &Global,
+    g: &Settings,
     id: &str,
     dir: Option<&Path>,
 ) -> Result<(v1::ChangesInfo, PathBuf)> {
@@ -277,7 +277,7 @@ async fn fetch_bundle(
     Ok(())
 }
 
-pub(crate) async fn fetch_cmd(g: &Global, id: &str) -> Result<u8> {
+pub(crate) async fn fetch_cmd(g: &Settings, id: &str) -> Result<u8> {
     let (info, _) = fetch(g, id, None).await?;
     println!(
         "Fetched {}: {} at {}. Read it with `git log -p {}..{}`, merge it with `dispatch apply {id}`.",
@@ -290,7 +290,7 @@ pub(crate) async fn fetch_cmd(g: &Global, id: &str) -> Result<u8> {
     Ok(crate::exit::Exit::Success.into())
 }
 
-pub(crate) async fn apply(g: &Global, id: &str, cherry_pick: bool) -> Result<u8> {
+pub(crate) async fn apply(g: &Settings, id: &str, cherry_pick: bool) -> Result<u8> {
     let (info, _) = apply_in(g, id, None, cherry_pick).await?;
     println!(
         "Applied {} ({}) to your branch.",
@@ -304,7 +304,7 @@ pub(crate) async fn apply(g: &Global, id: &str, cherry_pick: bool) -> Result<u8>
 /// merges (or cherry-picks) it into its current branch; a conflict is undone and reported.
 /// Returns the task's changes and the repository.
 pub(crate) async fn apply_in(
-    g: &Global,
+    g: &Settings,
     id: &str,
     dir: Option<&Path>,
     cherry_pick: bool,

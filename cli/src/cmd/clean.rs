@@ -1,13 +1,13 @@
 //! `dispatch clean`: remove an ended worktree task's worktree.
 
-use crate::args::Global;
 use crate::client::connect;
 use crate::render;
+use crate::settings::Settings;
 use anyhow::Result;
 use dispatch_core::task_id;
 use dispatch_proto::v1;
 
-pub(super) async fn clean(g: &Global, id: &str) -> Result<u8> {
+pub(super) async fn clean(g: &Settings, id: &str) -> Result<u8> {
     task_id::validate(id)?;
     let mut t = connect(g).await?;
     let task = t

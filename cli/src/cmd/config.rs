@@ -1,8 +1,9 @@
 //! The user's config: loading (with warnings), first-run setup, `dispatch config …`, and the
 //! seed's model resolution at submit time.
 
-use crate::args::{ConfigAction, Global};
+use crate::args::ConfigAction;
 use crate::client::Target;
+use crate::settings::Settings;
 use anyhow::{Context, Result, anyhow, bail};
 use dispatch_core::backend::{self, CLAUDE_MODELS, CODEX_MODELS, is_claude_model, is_openai_model};
 use dispatch_core::config::{AliasConfig, Config, ModelConfig};
@@ -12,28 +13,12 @@ use dispatch_proto::v1;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-pub(crate) fn path(g: &Global) -> Result<PathBuf> {
-    Ok(crate::client::home(g)?.join("config.yaml"))
+fn path(g: &Settings) -> Result<PathBuf> {
+    g.config_path()
 }
 
-/// The config, if there is one; its warnings go to stderr.
-pub(crate) fn load(g: &Global) -> Result<Option<Config>> {
-    let p = path(g)?;
-    let cfg = Config::load(&p).map_err(|e| {
-        anyhow!("{e}\nFix the file, or move it away and run `dispatch config init`.")
-    })?;
-    if let Some(c) = &cfg {
-        for w in &c.warnings {
-            eprintln!("warning: {}: {w}", p.display());
-        }
-        if c.is_legacy() {
-            eprintln!(
-                "note: {} uses the old `agents:` format; `dispatch config migrate` upgrades it.",
-                p.display()
-            );
-        }
-    }
-    Ok(cfg)
+fn load(g: &Settings) -> Result<Option<Config>> {
+    g.config()
 }
 
 /// The config's `fallback:` as a submit carries it: each `to` entry resolved to a backend and
@@ -202,7 +187,7 @@ fn ask(question: &str) -> Result<String> {
 /// First-run setup: detects the CLIs and models, asks for the default on a terminal (the first
 /// listed otherwise) and writes the config. Returns None (writing nothing) when no CLI exists.
 pub(crate) async fn init(
-    g: &Global,
+    g: &Settings,
     target: Option<&mut Target>,
     quiet: bool,
 ) -> Result<Option<Config>> {
@@ -291,7 +276,7 @@ fn edit(
     }
 }
 
-pub(crate) async fn run(g: &Global, action: ConfigAction) -> Result<u8> {
+pub(crate) async fn run(g: &Settings, action: ConfigAction) -> Result<u8> {
     let p = path(g)?;
     if let ConfigAction::Init { force } = &action {
         if p.exists() && !force {
@@ -520,7 +505,7 @@ pub(crate) struct NewModel {
 
 impl NewModel {
     /// Adds the model to the config file (keeping its comments) and says so.
-    pub(crate) fn save(&self, g: &Global) -> Result<()> {
+    pub(crate) fn save(&self, g: &Settings) -> Result<()> {
         let p = path(g)?;
         let cfg = load(g)?.unwrap_or_default();
         let (id, b) = (&self.id, &self.backend);
@@ -542,7 +527,7 @@ impl NewModel {
 /// confirm the default on a terminal. `None` when the user declined; else a model to add to the config after the
 /// submit is accepted, if the prompt named one it did not list.
 pub(crate) async fn resolve_for_submit(
-    g: &Global,
+    g: &Settings,
     target: &mut Target,
     req: &mut v1::SubmitRequest,
     alias: Option<&str>,

@@ -1,16 +1,16 @@
 //! `dispatch demo`: three sim tasks on the local daemon, shown live.
 
-use crate::args::Global;
 use crate::client::connect;
+use crate::cmd::run::dispatched_line;
+use crate::cmd::watch::follow;
+use crate::settings::Settings;
 use anyhow::{Context, Result, anyhow};
 use dispatch_proto::v1;
 
-use super::*;
-
-pub(super) async fn demo(g: &Global) -> Result<u8> {
+pub(super) async fn demo(g: &Settings) -> Result<u8> {
     let mut target = connect(g).await?;
     let workdir = if target.local {
-        let dir = crate::client::home(g)?.join("demo");
+        let dir = g.home()?.join("demo");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         dir.display().to_string()

@@ -2,8 +2,8 @@
 //! fix — the config, the coordinator (reached, its version, TLS, the token), and the nodes with
 //! their backends (or, in local mode, the agent CLIs on this machine).
 
-use crate::args::Global;
 use crate::exit::Exit;
+use crate::settings::Settings;
 use anyhow::Result;
 use dispatch_proto::v1;
 
@@ -40,7 +40,7 @@ impl Report {
 }
 
 /// Runs every check; exit 0 when nothing failed (warnings allowed), else 1.
-pub(crate) async fn doctor(g: &Global) -> Result<u8> {
+pub(crate) async fn doctor(g: &Settings) -> Result<u8> {
     let mut r = Report {
         problems: 0,
         warnings: 0,
@@ -48,7 +48,7 @@ pub(crate) async fn doctor(g: &Global) -> Result<u8> {
         print: !g.json,
     };
     // The config.
-    match crate::cmd::config::path(g) {
+    match g.config_path() {
         Ok(path) => match dispatch_core::config::Config::load(&path) {
             Ok(Some(c)) => {
                 r.line(

@@ -1,18 +1,19 @@
 //! `dispatch keys …` and signing a task before it is submitted.
 
-use crate::args::{Global, KeysAction};
+use crate::args::KeysAction;
+use crate::settings::Settings;
 use anyhow::{Result, anyhow, bail};
 use dispatch_core::signing::{Key, TaskSpec};
 use dispatch_core::{plan, prompt, task_id};
 use dispatch_proto::v1;
 use std::path::PathBuf;
 
-fn path(g: &Global) -> Result<PathBuf> {
-    Ok(crate::client::home(g)?.join("signing.key"))
+fn path(g: &Settings) -> Result<PathBuf> {
+    Ok(g.home()?.join("signing.key"))
 }
 
 /// The signing key, when the user made one.
-pub(crate) fn load(g: &Global) -> Result<Option<Key>> {
+pub(crate) fn load(g: &Settings) -> Result<Option<Key>> {
     let p = path(g)?;
     if !p.exists() {
         return Ok(None);
@@ -20,7 +21,7 @@ pub(crate) fn load(g: &Global) -> Result<Option<Key>> {
     Key::load(&p).map(Some).map_err(|e| anyhow!(e))
 }
 
-pub(crate) fn run(g: &Global, action: KeysAction) -> Result<u8> {
+pub(crate) fn run(g: &Settings, action: KeysAction) -> Result<u8> {
     let p = path(g)?;
     match action {
         KeysAction::Init { force } => {

@@ -1,15 +1,15 @@
 //! `dispatch logs`: a task's worker output.
 
-use crate::args::Global;
 use crate::client::{Target, connect};
 use crate::render;
+use crate::settings::Settings;
 use crate::watching;
 use anyhow::{Result, anyhow};
 use dispatch_core::task_id;
 use dispatch_proto::v1;
 use std::io::{IsTerminal, Write};
 
-pub(super) async fn logs(g: &Global, id: &str, follow: bool, activity: bool) -> Result<u8> {
+pub(super) async fn logs(g: &Settings, id: &str, follow: bool, activity: bool) -> Result<u8> {
     task_id::validate(id)?;
     let open = |mut t: Target, after_seq: u64| {
         let id = id.to_string();

@@ -7,6 +7,7 @@ mod cancel;
 pub(crate) mod changes;
 mod clean;
 pub(crate) mod config;
+mod daemon;
 mod demo;
 pub(crate) mod doctor;
 pub(crate) mod keys;
@@ -26,52 +27,29 @@ use logs::logs;
 use nodes::{cordon, nodes};
 use output::output;
 use retry::retry;
-use run::{dispatched_line, submit};
-pub(crate) use status::list_tasks;
+use run::submit;
 use status::status;
-pub(crate) use watch::follow;
+use watch::follow;
 use watch::watch_all;
 
 use crate::args::{Cli, Command, DaemonAction, NodesAction, RunArgs};
 use crate::client::connect;
+use crate::settings::Settings;
 use anyhow::{Context, Result, anyhow, bail};
 use dispatch_core::task_id;
 use std::io::Write;
 
 /// Runs the parsed command line; returns the exit status.
 pub(crate) async fn run(cli: Cli) -> Result<u8> {
-    let mut g = cli.global;
-    // The config's `coordinator:` applies when neither --coordinator nor DISPATCH_COORDINATOR
-    // is given (a broken config is reported by the commands that read it).
-    let file = crate::cmd::config::path(&g)
-        .ok()
-        .and_then(|p| dispatch_core::config::Config::load(&p).ok().flatten());
-    if g.coordinator.is_none() {
-        g.coordinator = file.as_ref().and_then(|c| c.coordinator.clone());
-    }
-    // The token: a file named on the command line, the environment, the config.
-    g.token = match &g.token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read --token-file {}", p.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => std::env::var("DISPATCH_TOKEN")
-            .ok()
-            .filter(|t| !t.trim().is_empty())
-            .or_else(|| file.as_ref().and_then(|c| c.token.clone())),
-    };
-    if g.ca.is_none() {
-        g.ca = file
-            .as_ref()
-            .and_then(|c| c.tls.as_ref())
-            .map(std::path::PathBuf::from);
-    }
-    let default_remote = file.and_then(|c| c.remote);
+    // The commands that inspect or repair a config file run with a broken one.
+    let lenient = matches!(
+        cli.command,
+        Some(Command::Config { .. } | Command::Doctor | Command::Completions { .. } | Command::Man)
+    );
+    let g = Settings::load(&cli.global, lenient)?;
     let with_remote = |mut a: RunArgs| {
         if a.remote.is_none() && g.coordinator.is_some() {
-            a.remote = default_remote.clone();
+            a.remote = g.remote.clone();
         }
         a
     };
@@ -158,16 +136,16 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Some(Command::Demo) => demo(&g).await,
         Some(Command::Doctor) => crate::cmd::doctor::doctor(&g).await,
         Some(Command::Mcp) => mcp::serve(&g).await,
-        Some(Command::Dashboard { no_open }) => crate::daemon::dashboard(&g, no_open).await,
+        Some(Command::Dashboard { no_open }) => crate::cmd::daemon::dashboard(&g, no_open).await,
         Some(Command::Token { action }) => crate::cmd::admin::token(&g, action).await,
         Some(Command::Keys { action }) => crate::cmd::keys::run(&g, action),
         Some(Command::Audit { task, limit }) => crate::cmd::admin::audit(&g, task, limit).await,
         Some(Command::Daemon {
             action: DaemonAction::Status,
-        }) => crate::daemon::status(&g).await,
+        }) => crate::cmd::daemon::status(&g).await,
         Some(Command::Daemon {
             action: DaemonAction::Stop { force },
-        }) => crate::daemon::stop(&g, force).await,
+        }) => crate::cmd::daemon::stop(&g, force).await,
         Some(Command::Daemon {
             action: DaemonAction::Run { .. },
         })

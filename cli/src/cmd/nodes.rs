@@ -1,14 +1,14 @@
 //! `dispatch nodes` (and `nodes drain|uncordon`).
 
-use crate::args::Global;
 use crate::client::connect;
 use crate::render;
+use crate::settings::Settings;
 use anyhow::Result;
 use dispatch_core::limits;
 use dispatch_proto::v1;
 
 pub(super) async fn cordon(
-    g: &Global,
+    g: &Settings,
     name: &str,
     draining: bool,
     timeout: Option<std::time::Duration>,
@@ -54,7 +54,7 @@ pub(super) async fn cordon(
     Ok(crate::exit::Exit::Success.into())
 }
 
-pub(super) async fn forget(g: &Global, name: &str) -> Result<u8> {
+pub(super) async fn forget(g: &Settings, name: &str) -> Result<u8> {
     limits::check_name("node name", name)?;
     let mut t = connect(g).await?;
     t.client
@@ -70,7 +70,7 @@ pub(super) async fn forget(g: &Global, name: &str) -> Result<u8> {
     Ok(crate::exit::Exit::Success.into())
 }
 
-pub(super) async fn nodes(g: &Global) -> Result<u8> {
+pub(super) async fn nodes(g: &Settings) -> Result<u8> {
     let mut t = connect(g).await?;
     let nodes = t
         .client

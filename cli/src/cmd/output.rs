@@ -1,15 +1,15 @@
 //! `dispatch output`: a task's output.md.
 
-use crate::args::Global;
 use crate::client::{Target, connect};
 use crate::render;
+use crate::settings::Settings;
 use crate::watching;
 use anyhow::{Result, anyhow, bail};
 use dispatch_core::task_id;
 use dispatch_proto::v1;
 use std::io::{IsTerminal, Write};
 
-pub(super) async fn output(g: &Global, id: &str, follow: bool) -> Result<u8> {
+pub(super) async fn output(g: &Settings, id: &str, follow: bool) -> Result<u8> {
     task_id::validate(id)?;
     let open = |mut t: Target| {
         let id = id.to_string();
@@ -56,7 +56,13 @@ pub(super) async fn output(g: &Global, id: &str, follow: bool) -> Result<u8> {
 }
 
 /// Prints one version of output.md (`shown` before it).
-fn show(g: &Global, id: &str, o: &v1::OutputResponse, shown: usize, terminal: bool) -> Result<()> {
+fn show(
+    g: &Settings,
+    id: &str,
+    o: &v1::OutputResponse,
+    shown: usize,
+    terminal: bool,
+) -> Result<()> {
     {
         if g.json {
             println!(

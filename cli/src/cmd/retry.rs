@@ -1,16 +1,15 @@
 //! `dispatch retry`: run an ended task's unchecked items again.
 
-use crate::args::Global;
 use crate::client::connect;
+use crate::cmd::run::dispatched_line;
 use crate::render;
+use crate::settings::Settings;
 use anyhow::Result;
 use dispatch_core::task_id;
 use dispatch_proto::v1;
 
-use super::*;
-
 pub(super) async fn retry(
-    g: &Global,
+    g: &Settings,
     id: &str,
     model: Option<String>,
     backend: Option<String>,

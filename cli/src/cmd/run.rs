@@ -1,14 +1,14 @@
 //! `dispatch "<prompt>"` / `dispatch run`: validate, build and submit a task.
 
-use crate::args::{Global, RunArgs};
+use crate::args::RunArgs;
 use crate::client::{Target, connect};
+use crate::cmd::watch::follow;
 use crate::render;
+use crate::settings::Settings;
 use anyhow::{Context, Result, anyhow, bail};
 use dispatch_core::{TaskState, limits, task_id};
 use dispatch_proto::v1;
 use std::io::{IsTerminal, Read};
-
-use super::*;
 
 pub(super) fn read_source(what: &str, path: &str) -> Result<String> {
     if path == "-" {
@@ -220,7 +220,11 @@ pub(super) struct Sent {
 /// Validates, resolves the model (asking on a terminal unless `args.yes`), signs and submits
 /// a task; prints nothing on stdout. `plan`: a whole plan.md given as text (the MCP tool's),
 /// replacing `args.plan`. None when the user declined the default model.
-pub(super) async fn send(g: &Global, args: &RunArgs, plan: Option<String>) -> Result<Option<Sent>> {
+pub(super) async fn send(
+    g: &Settings,
+    args: &RunArgs,
+    plan: Option<String>,
+) -> Result<Option<Sent>> {
     let local = g.coordinator.is_none();
     let mut req = build_request(args, local)?;
     if let Some(plan) = plan {
@@ -247,7 +251,7 @@ pub(super) async fn send(g: &Global, args: &RunArgs, plan: Option<String>) -> Re
     // With --backend the config was not read for the model: read it for the fallback.
     if args.backend.is_some()
         && !args.no_fallback
-        && let Some(cfg) = crate::cmd::config::load(g)?
+        && let Some(cfg) = g.config()?
     {
         (req.fallback, req.fallback_on) = crate::cmd::config::fallback_targets(&cfg)?;
     }
@@ -307,7 +311,7 @@ pub(super) async fn send(g: &Global, args: &RunArgs, plan: Option<String>) -> Re
     }))
 }
 
-pub(super) async fn submit(g: &Global, args: RunArgs) -> Result<u8> {
+pub(super) async fn submit(g: &Settings, args: RunArgs) -> Result<u8> {
     let Some(Sent {
         task, mut target, ..
     }) = send(g, &args, None).await?

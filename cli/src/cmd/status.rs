@@ -1,8 +1,8 @@
 //! `dispatch status`: one task in detail, or the most recent tasks.
 
-use crate::args::Global;
 use crate::client::connect;
 use crate::render::{self, fancy};
+use crate::settings::Settings;
 use anyhow::Result;
 use dispatch_core::task_id;
 use dispatch_proto::v1;
@@ -42,7 +42,7 @@ pub(crate) async fn list_tasks(
     }
 }
 
-pub(super) async fn status(g: &Global, id: Option<String>, limit: u32, all: bool) -> Result<u8> {
+pub(super) async fn status(g: &Settings, id: Option<String>, limit: u32, all: bool) -> Result<u8> {
     if let Some(id) = &id {
         task_id::validate(id)?;
     }

@@ -1,9 +1,9 @@
 //! `dispatch watch` (and `run --wait`): the live checklist of one task, several, or every
 //! active one, on the resumable watch `wait` shares (`crate::watching`).
 
-use crate::args::Global;
 use crate::client::{Target, connect};
 use crate::render::{self, fancy};
+use crate::settings::Settings;
 use anyhow::Result;
 use dispatch_proto::v1;
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use std::io::{IsTerminal, Write};
 
 /// `dispatch watch --all`: every active task in one live view, and each task submitted
 /// meanwhile, until all of them have ended.
-pub(super) async fn watch_all(g: &Global) -> Result<u8> {
+pub(super) async fn watch_all(g: &Settings) -> Result<u8> {
     let mut t = connect(g).await?;
     let active = [
         v1::TaskState::Queued,
@@ -39,7 +39,7 @@ pub(super) async fn watch_all(g: &Global) -> Result<u8> {
 
 /// Shows `ids` live until every one has ended; returns the watch exit status (the worst).
 pub(crate) async fn follow(
-    g: &Global,
+    g: &Settings,
     target: &mut Target,
     ids: &[String],
     json: bool,
@@ -49,7 +49,7 @@ pub(crate) async fn follow(
 
 /// [`follow`]; with `grow`, a task submitted meanwhile joins the view (`watch --all`).
 pub(super) async fn follow_tasks(
-    g: &Global,
+    g: &Settings,
     target: &mut Target,
     mut ids: Vec<String>,
     grow: bool,

@@ -3,9 +3,10 @@
 //! like every other command; every tool is one or two of the CLI's calls, with its checks and
 //! its messages. stdout carries the protocol: nothing else is printed there.
 
-use crate::args::{Global, RunArgs};
+use crate::args::RunArgs;
 use crate::client::connect;
 use crate::render;
+use crate::settings::Settings;
 use anyhow::{Result, anyhow, bail};
 use dispatch_proto::v1;
 use rmcp::model::{
@@ -29,7 +30,7 @@ mod schemas;
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Serves the tools on stdin/stdout until the host closes them.
-pub(crate) async fn serve(g: &Global) -> Result<u8> {
+pub(crate) async fn serve(g: &Settings) -> Result<u8> {
     let subscribed: Subscribed = Default::default();
     let server = Dispatch {
         g: g.clone(),
@@ -48,7 +49,7 @@ pub(crate) async fn serve(g: &Global) -> Result<u8> {
 
 #[derive(Clone)]
 struct Dispatch {
-    g: Global,
+    g: Settings,
     /// The resources followed through `resources/subscribe`, each by its own task.
     subscribed: Subscribed,
 }
@@ -574,7 +575,7 @@ fn number(args: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
     }
 }
 
-async fn call(g: &Global, name: &str, args: &Map<String, Value>) -> Result<Value> {
+async fn call(g: &Settings, name: &str, args: &Map<String, Value>) -> Result<Value> {
     match name {
         "dispatch_task" => dispatch_task(g, args).await,
         "task_status" => {
@@ -715,7 +716,7 @@ async fn call(g: &Global, name: &str, args: &Map<String, Value>) -> Result<Value
 
 /// `dispatch_task`: the CLI's checks and model rules; the default-model confirmation is a
 /// returned notice (a host cannot be prompted on the protocol's stdin).
-async fn dispatch_task(g: &Global, args: &Map<String, Value>) -> Result<Value> {
+async fn dispatch_task(g: &Settings, args: &Map<String, Value>) -> Result<Value> {
     let steps = match args.get("steps") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a
@@ -752,7 +753,7 @@ async fn dispatch_task(g: &Global, args: &Map<String, Value>) -> Result<Value> {
         ..Default::default()
     };
     let plan = text(args, "plan")?;
-    if run.backend.is_none() && crate::cmd::config::load(g)?.is_none() {
+    if run.backend.is_none() && g.config()?.is_none() {
         bail!(
             "no config yet to choose a model from: give `backend` (and `model`), or run `dispatch config init` once"
         );
@@ -773,7 +774,7 @@ async fn dispatch_task(g: &Global, args: &Map<String, Value>) -> Result<Value> {
 }
 
 /// `wait_for_task`: `dispatch wait` for one task, returning instead of exiting.
-async fn wait_for(g: &Global, id: &str, timeout: Duration) -> Result<Value> {
+async fn wait_for(g: &Settings, id: &str, timeout: Duration) -> Result<Value> {
     let mut target = connect(g).await?;
     let mut watching = crate::watching::Watching::start(&mut target, id.to_string()).await?;
     let mut tasks = BTreeMap::new();

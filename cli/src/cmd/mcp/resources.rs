@@ -4,9 +4,9 @@
 //! protocol's styles: `resources/subscribe` (2025 protocol versions, what hosts speak today)
 //! and `subscriptions/listen` (2026-07-28).
 
-use crate::args::Global;
 use crate::client::{Target, connect};
 use crate::render;
+use crate::settings::Settings;
 use crate::watching::{Next, Watching, apply};
 use anyhow::{Result, anyhow, bail};
 use dispatch_proto::v1;
@@ -88,7 +88,7 @@ pub(super) fn templates() -> Vec<ResourceTemplate> {
 }
 
 /// The plan of every recent task the caller may read, and the output of those that have one.
-pub(super) async fn list(g: &Global) -> Result<Vec<Resource>> {
+pub(super) async fn list(g: &Settings) -> Result<Vec<Resource>> {
     let mut t = connect(g).await?;
     let page = t
         .client
@@ -121,7 +121,7 @@ pub(super) async fn list(g: &Global) -> Result<Vec<Resource>> {
 }
 
 /// A task's output.md as the coordinator keeps it; an error when it has none yet.
-pub(super) async fn output(g: &Global, id: &str) -> Result<v1::OutputResponse> {
+pub(super) async fn output(g: &Settings, id: &str) -> Result<v1::OutputResponse> {
     let mut t = connect(g).await?;
     let mut s = t
         .client
@@ -138,7 +138,7 @@ pub(super) async fn output(g: &Global, id: &str) -> Result<v1::OutputResponse> {
 }
 
 /// The text of a resource.
-pub(super) async fn read(g: &Global, id: &str, part: Part) -> Result<String> {
+pub(super) async fn read(g: &Settings, id: &str, part: Part) -> Result<String> {
     match part {
         Part::Plan => {
             let task = task(g, id).await?;
@@ -154,7 +154,7 @@ pub(super) async fn read(g: &Global, id: &str, part: Part) -> Result<String> {
     }
 }
 
-async fn task(g: &Global, id: &str) -> Result<v1::Task> {
+async fn task(g: &Settings, id: &str) -> Result<v1::Task> {
     let mut t = connect(g).await?;
     Ok(t.client
         .get_task(v1::GetTaskRequest { id: id.to_string() })
@@ -178,7 +178,7 @@ pub(super) fn error(e: &anyhow::Error) -> McpError {
 
 /// A task followed on its watch stream, for its resources' change notifications.
 pub(super) struct Follower {
-    g: Global,
+    g: Settings,
     id: String,
     target: Target,
     watching: Watching,
@@ -188,7 +188,7 @@ pub(super) struct Follower {
 impl Follower {
     /// Subscribes to task `id`'s changes, once it is known that the caller may see it in full
     /// (it exists and is not a summary to them): the error comes now, not from the follow.
-    pub(super) async fn start(g: &Global, id: &str) -> Result<Follower> {
+    pub(super) async fn start(g: &Settings, id: &str) -> Result<Follower> {
         let mut target = connect(g).await?;
         let watching = Watching::start(&mut target, id.to_string()).await?;
         let task = target
