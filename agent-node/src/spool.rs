@@ -38,10 +38,19 @@ fn record(ev: &v1::TaskEvent) -> Vec<u8> {
     rec
 }
 
+/// How many forgotten tasks' last seqs are remembered (see [`EventSpool::begin`]).
+const REMEMBER_FORGOTTEN: usize = 4096;
+
 /// Unacked events of every task, backed by files.
 pub struct EventSpool {
     dir: PathBuf,
     tasks: BTreeMap<String, TaskSpool>,
+    /// The last seq of tasks forgotten (finished, all acked), oldest first: a next run's
+    /// Assign may carry a `last_seq` the coordinator read before it committed the last
+    /// events of the run before (a retry made while that run was still being stopped), and
+    /// a seq must never be used twice for a task (the coordinator would drop the second as a
+    /// duplicate: the new run's Started was lost that way).
+    forgotten: VecDeque<(String, u64)>,
 }
 
 fn is_final(ev: &v1::TaskEvent) -> bool {
@@ -95,6 +104,7 @@ impl EventSpool {
         Ok(EventSpool {
             dir: dir.to_path_buf(),
             tasks,
+            forgotten: VecDeque::new(),
         })
     }
 
@@ -121,6 +131,11 @@ impl EventSpool {
     /// Prepares for a new worker run of `task` whose events continue after `last_seq` (the
     /// coordinator's highest committed seq of the task).
     pub fn begin(&mut self, task: &str, last_seq: u64) {
+        let mut last_seq = last_seq;
+        if let Some(at) = self.forgotten.iter().position(|(t, _)| t == task) {
+            let (_, seq) = self.forgotten.remove(at).expect("found above");
+            last_seq = last_seq.max(seq);
+        }
         let spool = self.tasks.entry(task.to_string()).or_default();
         spool.next_seq = spool.next_seq.max(last_seq);
         spool.acked = spool.acked.max(last_seq);
@@ -155,8 +170,13 @@ impl EventSpool {
             spool.unacked.pop_front();
         }
         if spool.finished && spool.unacked.is_empty() {
+            let next_seq = spool.next_seq;
             self.tasks.remove(task);
             let _ = std::fs::remove_file(self.path(task));
+            if self.forgotten.len() == REMEMBER_FORGOTTEN {
+                self.forgotten.pop_front();
+            }
+            self.forgotten.push_back((task.to_string(), next_seq));
             return;
         }
         let dead = spool.file_bytes - spool.live_bytes;
@@ -289,6 +309,35 @@ mod tests {
         v1::task_event::Kind::Log(v1::LogChunk {
             data: vec![b'x'; n],
         })
+    }
+
+    /// A retry made while the run before was still being stopped carries the seq the
+    /// coordinator had then; the spool forgot that run (all acked) before the Assign came.
+    /// The new run still continues after the old run's last seq, never reusing one.
+    #[test]
+    fn a_next_run_never_reuses_a_forgotten_runs_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = EventSpool::open(dir.path()).unwrap();
+        s.begin("t", 0);
+        for _ in 0..2 {
+            s.append(ev("t", log(1))).unwrap();
+        }
+        let exited = v1::task_event::Kind::Exited(v1::WorkerExited::default());
+        assert_eq!(s.append(ev("t", exited)).unwrap().seq, 3);
+        s.ack("t", 3);
+        assert!(
+            s.cursors().is_empty(),
+            "a finished, acked task is forgotten"
+        );
+        // The Assign of run 2 says the coordinator had seq 2.
+        s.begin("t", 2);
+        assert_eq!(s.append(ev("t", log(1))).unwrap().seq, 4);
+        // Once remembered, a coordinator that knows more still wins.
+        let exited = v1::task_event::Kind::Exited(v1::WorkerExited::default());
+        s.append(ev("t", exited)).unwrap();
+        s.ack("t", 5);
+        s.begin("t", 9);
+        assert_eq!(s.append(ev("t", log(1))).unwrap().seq, 10);
     }
 
     #[test]
