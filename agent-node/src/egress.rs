@@ -5,6 +5,7 @@
 
 use dispatch_core::repo_url::{Network, RepoPolicy, Scheme};
 use std::net::{IpAddr, ToSocketAddrs};
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// The network through the node's own resolver and interfaces.
@@ -81,11 +82,10 @@ const PINNING_GIT: (u32, u32) = (2, 37);
 fn git_version() -> Option<(u32, u32)> {
     static V: OnceLock<Option<(u32, u32)>> = OnceLock::new();
     *V.get_or_init(|| {
-        let out = std::process::Command::new("git")
-            .arg("version")
-            .output()
+        let out = dispatch_core::git::Git::local()
+            .run(Path::new("/"), &["version"])
             .ok()?;
-        parse_git_version(&String::from_utf8_lossy(&out.stdout))
+        parse_git_version(&out)
     })
 }
 

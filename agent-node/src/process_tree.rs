@@ -122,7 +122,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(100));
         for (pid, start) in found {
             assert!(
-                !(crate::worker_record::alive(pid)
+                !(dispatch_core::process::alive(pid)
                     && crate::worker_record::start_time(pid) == Some(start)),
                 "process {pid} of the tree survived"
             );

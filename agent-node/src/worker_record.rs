@@ -3,9 +3,8 @@
 //! whose process is still the same one (pid and start time), and watches for its exit through
 //! a pidfd.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use dispatch_core::process::alive;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// One running worker, as recorded on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,18 +38,6 @@ pub fn start_time(pid: u32) -> Option<u64> {
         .nth(19)?
         .parse()
         .ok()
-}
-
-/// True while `pid` is a live process (not a zombie).
-pub fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, r)| r.split_whitespace().next())
-        .unwrap_or("");
-    state != "Z" && state != "X"
 }
 
 impl RunRecord {
@@ -145,49 +132,6 @@ impl RunRecord {
     }
 }
 
-/// Waits for a process that is not our child to end: a pidfd becomes readable when it exits
-/// (Linux ≥ 5.3); where pidfds are unavailable, /proc is checked every 200 ms.
-pub struct ProcessExit {
-    pid: u32,
-    fd: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
-}
-
-impl ProcessExit {
-    /// Watches `pid`.
-    pub fn new(pid: u32) -> ProcessExit {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is shared.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        let fd = if raw >= 0 {
-            // SAFETY: the syscall returned a fresh fd that nothing else owns.
-            let owned = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-            // SAFETY: the AsyncFd owns `owned`, which stays open and unchanged until it is dropped.
-            unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(
-                    owned,
-                    tokio::io::Interest::READABLE,
-                )
-            }
-            .ok()
-        } else {
-            None
-        };
-        ProcessExit { pid, fd }
-    }
-
-    /// Resolves once the process has exited.
-    pub async fn wait(&mut self) {
-        if let Some(fd) = &self.fd
-            && let Ok(mut guard) = fd.readable().await
-        {
-            guard.retain_ready();
-            return;
-        }
-        while alive(self.pid) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,19 +169,5 @@ mod tests {
         assert_eq!(l, vec![live]);
         assert_eq!(g.len(), 1, "a reused pid is not our worker");
         assert!(!dir.path().join("t2.run").exists());
-    }
-
-    #[tokio::test]
-    async fn notices_a_foreign_process_exit() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("0.2")
-            .spawn()
-            .unwrap();
-        let mut exit = ProcessExit::new(child.id());
-        let reaper = std::thread::spawn(move || child.wait());
-        tokio::time::timeout(Duration::from_secs(10), exit.wait())
-            .await
-            .expect("the exit was noticed");
-        reaper.join().unwrap().unwrap();
     }
 }

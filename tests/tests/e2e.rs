@@ -197,7 +197,7 @@ fn remote_pins_a_node_and_a_full_node_drains_its_queue_in_order() {
 fn cancel_kills_the_workers_whole_process_tree() {
     let c = Cluster::with_node("box");
     let (child, worker) = c.start_sleeping_child("long");
-    assert!(alive(child) && alive(worker));
+    assert!(alive(child as u32) && alive(worker as u32));
 
     let out = c.ok(&["cancel", "long"]);
     assert!(out.starts_with("Cancelled `long`"), "{out}");
@@ -206,7 +206,7 @@ fn cancel_kills_the_workers_whole_process_tree() {
     });
     assert_eq!(t.task_state().as_str(), "cancelled");
     wait_until("the worker and its child to be gone", || {
-        (!alive(child) && !alive(worker)).then_some(())
+        (!alive(child as u32) && !alive(worker as u32)).then_some(())
     });
     let again = c.run(&["cancel", "long"]);
     assert!(!again.status.success());

@@ -95,7 +95,7 @@ fn a_stopped_agent_is_noticed_within_ten_seconds_and_its_fenced_worker_never_run
     signal(c.agent("box"), Signal::SIGCONT);
     c.wait_node_connected("box");
     wait_until("the fenced worker to be stopped", || {
-        (!alive(pid)).then_some(())
+        (!alive(pid as u32)).then_some(())
     });
     let t = c.status("sleeper");
     assert_eq!(t["state"], "lost", "{t}");

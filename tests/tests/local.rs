@@ -90,7 +90,9 @@ fn the_first_dispatch_starts_a_detached_daemon_that_runs_tasks_here_and_exits_wh
             .map(|s| s.as_raw()),
         Some(pid)
     );
-    wait_until("the idle daemon to exit", || (!alive(pid)).then_some(()));
+    wait_until("the idle daemon to exit", || {
+        (!alive(pid as u32)).then_some(())
+    });
     assert!(
         !l.home.path().join("daemon.sock").exists(),
         "the socket was removed"

@@ -341,7 +341,7 @@ fn a_draining_agent_lets_a_short_task_finish_and_stops_a_long_one_with_its_proce
         long.reason
     );
     wait_until("the worker and its child to be gone", || {
-        (!alive(child) && !alive(worker)).then_some(())
+        (!alive(child as u32) && !alive(worker as u32)).then_some(())
     });
     wait_until("the agent to exit", || {
         c.agents[0].1.child.try_wait().ok().flatten()
@@ -523,7 +523,7 @@ fn a_remote_drain_stops_what_still_runs_after_its_timeout_and_the_node_stays() {
         stuck.reason
     );
     wait_until("the worker and its child to be gone", || {
-        (!alive(child) && !alive(worker)).then_some(())
+        (!alive(child as u32) && !alive(worker as u32)).then_some(())
     });
     // The node stays connected and cordoned; uncordoned, it runs the retried task.
     let nodes: serde_json::Value = serde_json::from_str(&c.ok(&["nodes", "--json"])).unwrap();

@@ -392,7 +392,7 @@ fn an_agent_killed_while_a_question_is_pending_reattaches_and_nothing_is_lost_or
 
     c.restart_agent("box", dispatch_tests::AgentOpts::new("box", 2));
     assert!(
-        dispatch_tests::alive(pid),
+        dispatch_tests::alive(pid as u32),
         "the worker survived the agent's SIGKILL"
     );
     let inbox: serde_json::Value = serde_json::from_str(&c.ok(&["inbox", "--json"])).unwrap();

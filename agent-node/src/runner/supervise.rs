@@ -121,7 +121,7 @@ pub(super) enum Exit {
     /// Our own child: its exit status is known.
     Child(tokio::process::Child),
     /// A worker of an earlier agent run: only that it ended is known.
-    Adopted(crate::worker_record::ProcessExit),
+    Adopted(dispatch_core::process::ProcessExit),
 }
 
 /// Starts supervising a worker left running by an earlier run of this agent.
@@ -138,7 +138,7 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
     let notes = Arc::clone(&handle.notes);
     let drained = Arc::clone(&handle.drained);
     tokio::spawn(async move {
-        let exit = Exit::Adopted(crate::worker_record::ProcessExit::new(record.pid));
+        let exit = Exit::Adopted(dispatch_core::process::ProcessExit::new(record.pid));
         // An empty last plan makes the first scan report the plan as it is now.
         let w = Watched::new(
             &record.task_id,

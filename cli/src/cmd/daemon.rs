@@ -113,6 +113,8 @@ pub(crate) async fn stop(g: &Settings, force: bool) -> Result<u8> {
     if i.active_tasks > 0 {
         cancel_all(ch).await?;
     }
+    // Watched before it is signalled: its end is seen even if it comes at once.
+    let mut exit = dispatch_core::process::ProcessExit::new(i.pid);
     let pid = nix::unistd::Pid::from_raw(i.pid as i32);
     match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
         // ESRCH: it exited on its own meanwhile.
@@ -121,16 +123,15 @@ pub(crate) async fn stop(g: &Settings, force: bool) -> Result<u8> {
             return Err(e).with_context(|| format!("cannot signal the daemon (pid {})", i.pid));
         }
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while nix::sys::signal::kill(pid, None).is_ok() {
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "the daemon (pid {}) did not stop within 15 s; see {}",
-                i.pid,
-                log_path(&home).display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if tokio::time::timeout(Duration::from_secs(15), exit.wait())
+        .await
+        .is_err()
+    {
+        bail!(
+            "the daemon (pid {}) did not stop within 15 s; see {}",
+            i.pid,
+            log_path(&home).display()
+        );
     }
     println!("local daemon stopped");
     Ok(crate::exit::Exit::Success.into())
