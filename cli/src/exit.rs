@@ -37,18 +37,19 @@ impl Exit {
             _ => Exit::Failure,
         }
     }
-}
 
-/// What a task-waiting exit status means, as one word (the MCP `wait_for_task` tool's `why`).
-pub(crate) fn reason(code: u8) -> &'static str {
-    match code {
-        c if c == Exit::Success as u8 => "completed",
-        c if c == Exit::Question as u8 => "question",
-        c if c == Exit::Blocked as u8 => "blocked",
-        c if c == Exit::Failed as u8 => "failed",
-        c if c == Exit::Cancelled as u8 => "cancelled",
-        c if c == Exit::TimedOut as u8 => "timeout",
-        _ => "ended",
+    /// What a task-waiting exit status means, as one word (the MCP `wait_for_task` tool's
+    /// `why`).
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Exit::Success => "completed",
+            Exit::Question => "question",
+            Exit::Blocked => "blocked",
+            Exit::Failed => "failed",
+            Exit::Cancelled => "cancelled",
+            Exit::TimedOut => "timeout",
+            Exit::Failure | Exit::Usage => "ended",
+        }
     }
 }
 

@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(cmd::run(cli));
     drop(telemetry);
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => ExitCode::from(u8::from(code)),
         Err(e) => {
             eprintln!("error: {}", render::error_text(&e));
             ExitCode::FAILURE

@@ -464,8 +464,3 @@ pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) ->
         .collect::<Vec<_>>()
         .join("\n")
 }
-
-/// The exit status a watcher returns for a task that ended in `s`.
-pub(crate) fn exit_code_for(s: TaskState) -> u8 {
-    crate::exit::Exit::of(s).into()
-}

@@ -12,7 +12,7 @@ fn when(ms: i64) -> String {
     render::ago(ms)
 }
 
-pub(crate) async fn token(g: &Settings, action: TokenAction) -> Result<u8> {
+pub(crate) async fn token(g: &Settings, action: TokenAction) -> Result<crate::exit::Exit> {
     let mut t = connect(g).await?;
     if t.local {
         bail!(
@@ -100,7 +100,7 @@ pub(crate) async fn token(g: &Settings, action: TokenAction) -> Result<u8> {
                     .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "submits_per_minute": i.submits_per_minute, "max_active": i.max_active, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms, "expires_at_ms": (i.expires_at_ms > 0).then_some(i.expires_at_ms), "last_used_at_ms": (i.last_used_at_ms > 0).then_some(i.last_used_at_ms), "uses_max": (i.uses_max > 0).then_some(i.uses_max), "uses": (i.uses_max > 0).then_some(i.uses)}))
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
-                return Ok(crate::exit::Exit::Success.into());
+                return Ok(crate::exit::Exit::Success);
             }
             println!(
                 "{:<14} {:<5} {:<20} {:<7} {:<14} {:<12} {:<14} STATUS",
@@ -175,10 +175,14 @@ pub(crate) async fn token(g: &Settings, action: TokenAction) -> Result<u8> {
             );
         }
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
-pub(crate) async fn audit(g: &Settings, task: Option<String>, limit: u32) -> Result<u8> {
+pub(crate) async fn audit(
+    g: &Settings,
+    task: Option<String>,
+    limit: u32,
+) -> Result<crate::exit::Exit> {
     let mut t = connect(g).await?;
     let records = t
         .client
@@ -196,11 +200,11 @@ pub(crate) async fn audit(g: &Settings, task: Option<String>, limit: u32) -> Res
             .map(|r| serde_json::json!({"id": r.id, "at_ms": r.at_ms, "who": r.who, "action": r.action, "task": r.task_id, "detail": r.detail}))
             .collect();
         println!("{}", serde_json::Value::Array(v));
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     if records.is_empty() {
         println!("no change recorded yet");
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     let rows = records
         .iter()
@@ -218,5 +222,5 @@ pub(crate) async fn audit(g: &Settings, task: Option<String>, limit: u32) -> Res
         "{}",
         crate::render::table(&["WHEN", "WHO", "WHAT", "TASK", "DETAIL"], rows, &[])
     );
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }

@@ -51,7 +51,7 @@ pub(crate) async fn answer(
     id: &str,
     seq: Option<u32>,
     words: Vec<String>,
-) -> Result<u8> {
+) -> Result<crate::exit::Exit> {
     task_id::validate(id)?;
     let mut target = connect(g).await?;
     let mut text = words.join(" ");
@@ -93,10 +93,10 @@ pub(crate) async fn answer(
             printable_line(&task.node)
         );
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
-pub(crate) async fn note(g: &Settings, id: &str, text: &str) -> Result<u8> {
+pub(crate) async fn note(g: &Settings, id: &str, text: &str) -> Result<crate::exit::Exit> {
     task_id::validate(id)?;
     let mut target = connect(g).await?;
     let task = target
@@ -117,7 +117,7 @@ pub(crate) async fn note(g: &Settings, id: &str, text: &str) -> Result<u8> {
             text.trim()
         ),
     );
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 /// The questions waiting on the caller, oldest first. Another user's come without their text
@@ -141,17 +141,17 @@ pub(crate) fn question_json(q: &v1::PendingQuestion) -> serde_json::Value {
     serde_json::json!({"task": q.task_id, "node": q.node, "seq": q.seq, "text": q.text, "asked_at_ms": q.asked_at_ms, "title": q.title})
 }
 
-pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<u8> {
+pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<crate::exit::Exit> {
     let mut target = connect(g).await?;
     let questions = waiting_questions(&mut target).await?;
     if g.json {
         let v: Vec<serde_json::Value> = questions.iter().map(question_json).collect();
         println!("{}", serde_json::Value::Array(v));
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     if questions.is_empty() {
         println!("No question is waiting for you.");
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     let interactive =
         !list_only && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
@@ -172,7 +172,7 @@ pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<u8> {
             "{}",
             render::table(&["TASK", "NODE", "SEQ", "AGE", "QUESTION"], rows, &[2, 3])
         );
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     let stdin = std::io::stdin();
     let mut answered = 0;
@@ -216,7 +216,7 @@ pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<u8> {
         }
     }
     println!("\nAnswered {answered} of {} question(s).", questions.len());
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 /// Answers question `seq` (0: the oldest open one) of task `id`, with one request id for every
@@ -291,7 +291,7 @@ fn has_changes(t: &v1::Task) -> bool {
 pub(super) fn wait_outcome(
     tasks: &BTreeMap<String, v1::Task>,
     voice: Voice,
-) -> Option<(u8, String)> {
+) -> Option<(crate::exit::Exit, String)> {
     let mut worst: Option<(crate::exit::Exit, String)> = None;
     let mut consider = |code: crate::exit::Exit, msg: String| {
         // A question first (10), then blocked (11), failed (12), cancelled (13).
@@ -347,7 +347,7 @@ pub(super) fn wait_outcome(
                 msg.push_str(&format!("\n{}", voice.take_changes(&t.id)));
             }
         }
-        return Some((crate::exit::Exit::Success.into(), msg));
+        return Some((crate::exit::Exit::Success, msg));
     }
     if let Some((_, msg)) = &mut worst {
         for t in tasks
@@ -357,14 +357,18 @@ pub(super) fn wait_outcome(
             msg.push_str(&format!("\n{}", voice.read_output(&t.id, true)));
         }
     }
-    worst.map(|(code, msg)| (code.into(), msg))
+    worst
 }
 
-pub(crate) async fn wait(g: &Settings, ids: &[String], timeout: Option<Duration>) -> Result<u8> {
+pub(crate) async fn wait(
+    g: &Settings,
+    ids: &[String],
+    timeout: Option<Duration>,
+) -> Result<crate::exit::Exit> {
     for id in ids {
         if let Err(e) = task_id::validate(id) {
             eprintln!("error: {e}");
-            return Ok(crate::exit::Exit::Usage.into());
+            return Ok(crate::exit::Exit::Usage);
         }
     }
     let mut target = connect(g).await?;
@@ -377,7 +381,7 @@ pub(crate) async fn wait(g: &Settings, ids: &[String], timeout: Option<Duration>
         Ok(w) => w,
         Err(s) if s.code() == tonic::Code::NotFound => {
             eprintln!("error: {}", s.message());
-            return Ok(crate::exit::Exit::Usage.into());
+            return Ok(crate::exit::Exit::Usage);
         }
         Err(s) => return Err(s.into()),
     };
@@ -396,7 +400,7 @@ pub(crate) async fn wait(g: &Settings, ids: &[String], timeout: Option<Duration>
                     || s.code() == tonic::Code::InvalidArgument =>
             {
                 eprintln!("error: {}", s.message());
-                return Ok(crate::exit::Exit::Usage.into());
+                return Ok(crate::exit::Exit::Usage);
             }
             Err(s) => return Err(s.into()),
         }
@@ -417,7 +421,7 @@ pub(crate) async fn wait(g: &Settings, ids: &[String], timeout: Option<Duration>
                 let v: Vec<serde_json::Value> = tasks.values().map(render::task_json).collect();
                 println!(
                     "{}",
-                    serde_json::json!({"exit": code, "message": msg, "tasks": v})
+                    serde_json::json!({"exit": u8::from(code), "message": msg, "tasks": v})
                 );
             } else {
                 println!("{msg}");
@@ -426,7 +430,7 @@ pub(crate) async fn wait(g: &Settings, ids: &[String], timeout: Option<Duration>
         }
         None => {
             eprintln!("timed out; nothing needs you yet");
-            Ok(crate::exit::Exit::TimedOut.into())
+            Ok(crate::exit::Exit::TimedOut)
         }
     }
 }
@@ -441,7 +445,7 @@ pub(super) async fn until_needed(
     tasks: &mut BTreeMap<String, v1::Task>,
     deadline: Option<tokio::time::Instant>,
     voice: Voice,
-) -> Result<Option<(u8, String)>> {
+) -> Result<Option<(crate::exit::Exit, String)>> {
     loop {
         if let Some(outcome) = wait_outcome(tasks, voice) {
             return Ok(Some(outcome));

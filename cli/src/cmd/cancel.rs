@@ -7,7 +7,7 @@ use anyhow::Result;
 use dispatch_core::task_id;
 use dispatch_proto::v1;
 
-pub(super) async fn cancel(g: &Settings, id: &str) -> Result<u8> {
+pub(super) async fn cancel(g: &Settings, id: &str) -> Result<crate::exit::Exit> {
     task_id::validate(id)?;
     let mut t = connect(g).await?;
     let task = t
@@ -24,5 +24,5 @@ pub(super) async fn cancel(g: &Settings, id: &str) -> Result<u8> {
             dispatch_core::text::printable(&task.reason)
         ),
     );
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }

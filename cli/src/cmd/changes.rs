@@ -60,7 +60,7 @@ async fn changes(t: &mut Target, id: &str) -> Result<(v1::ChangesInfo, String)> 
         .map_err(|why| anyhow!("{}", printable(&why)))
 }
 
-pub(crate) async fn diff(g: &Settings, id: &str) -> Result<u8> {
+pub(crate) async fn diff(g: &Settings, id: &str) -> Result<crate::exit::Exit> {
     let mut t = connect(g).await?;
     let (info, diff) = match lookup(&mut t, id).await? {
         Ok(found) => found,
@@ -74,7 +74,7 @@ pub(crate) async fn diff(g: &Settings, id: &str) -> Result<u8> {
             } else {
                 eprintln!("{}", printable(&why));
             }
-            return Ok(crate::exit::Exit::Success.into());
+            return Ok(crate::exit::Exit::Success);
         }
     };
     if g.json {
@@ -82,11 +82,11 @@ pub(crate) async fn diff(g: &Settings, id: &str) -> Result<u8> {
             "{}",
             serde_json::json!({"task": id, "branch": info.branch, "base": info.base, "head": info.head, "commits": info.commits, "files": info.files, "insertions": info.insertions, "deletions": info.deletions, "delivery": info.delivery, "pushed_to": info.pushed_to, "error": info.error, "diff": diff, "diff_truncated": info.diff_truncated})
         );
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     if info.commits == 0 {
         eprintln!("`{id}` changed nothing in its repository.");
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     eprintln!(
         "`{id}`: {} ({}..{})",
@@ -110,7 +110,7 @@ pub(crate) async fn diff(g: &Settings, id: &str) -> Result<u8> {
             printable_line(&info.branch)
         );
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 /// The repository of `dir` (None: the current directory).
@@ -277,7 +277,7 @@ async fn fetch_bundle(
     Ok(())
 }
 
-pub(crate) async fn fetch_cmd(g: &Settings, id: &str) -> Result<u8> {
+pub(crate) async fn fetch_cmd(g: &Settings, id: &str) -> Result<crate::exit::Exit> {
     let (info, _) = fetch(g, id, None).await?;
     println!(
         "Fetched {}: {} at {}. Read it with `git log -p {}..{}`, merge it with `dispatch apply {id}`.",
@@ -287,17 +287,17 @@ pub(crate) async fn fetch_cmd(g: &Settings, id: &str) -> Result<u8> {
         short(&info.base),
         printable_line(&info.branch)
     );
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
-pub(crate) async fn apply(g: &Settings, id: &str, cherry_pick: bool) -> Result<u8> {
+pub(crate) async fn apply(g: &Settings, id: &str, cherry_pick: bool) -> Result<crate::exit::Exit> {
     let (info, _) = apply_in(g, id, None, cherry_pick).await?;
     println!(
         "Applied {} ({}) to your branch.",
         printable_line(&info.branch),
         summary(&info)
     );
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 /// Fetches the task's branch into the repository of `dir` (None: the current directory) and

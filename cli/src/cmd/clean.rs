@@ -7,7 +7,7 @@ use anyhow::Result;
 use dispatch_core::task_id;
 use dispatch_proto::v1;
 
-pub(super) async fn clean(g: &Settings, id: &str) -> Result<u8> {
+pub(super) async fn clean(g: &Settings, id: &str) -> Result<crate::exit::Exit> {
     task_id::validate(id)?;
     let mut t = connect(g).await?;
     let task = t
@@ -23,5 +23,5 @@ pub(super) async fn clean(g: &Settings, id: &str) -> Result<u8> {
             task.id, task.node, task.branch
         ),
     );
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }

@@ -276,7 +276,7 @@ fn edit(
     }
 }
 
-pub(crate) async fn run(g: &Settings, action: ConfigAction) -> Result<u8> {
+pub(crate) async fn run(g: &Settings, action: ConfigAction) -> Result<crate::exit::Exit> {
     let p = path(g)?;
     if let ConfigAction::Init { force } = &action {
         if p.exists() && !force {
@@ -291,9 +291,9 @@ pub(crate) async fn run(g: &Settings, action: ConfigAction) -> Result<u8> {
             None
         };
         return Ok(if init(g, target.as_mut(), false).await?.is_some() {
-            0
+            crate::exit::Exit::Success
         } else {
-            1
+            crate::exit::Exit::Failure
         });
     }
     let cfg = match (load(g)?, &action) {
@@ -450,7 +450,7 @@ pub(crate) async fn run(g: &Settings, action: ConfigAction) -> Result<u8> {
                     "{} already uses the current schema; nothing to migrate.",
                     p.display()
                 );
-                return Ok(crate::exit::Exit::Success.into());
+                return Ok(crate::exit::Exit::Success);
             }
             let old = std::fs::read_to_string(&p)?;
             let backup = p.with_extension("yaml.old");
@@ -463,16 +463,16 @@ pub(crate) async fn run(g: &Settings, action: ConfigAction) -> Result<u8> {
             };
             match init(g, target.as_mut(), false).await? {
                 Some(_) => println!("Migrated; the old file is at {}.", backup.display()),
-                None => return Ok(crate::exit::Exit::Failure.into()),
+                None => return Ok(crate::exit::Exit::Failure),
             }
         }
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 /// `dispatch config add-model` with no config yet: writes one holding this model as the
 /// default (its backend as given, else by the seed's rules).
-fn add_first_model(p: &Path, model: &str, b: Option<&str>) -> Result<u8> {
+fn add_first_model(p: &Path, model: &str, b: Option<&str>) -> Result<crate::exit::Exit> {
     dispatch_core::limits::check_name("model", model)?;
     let b = match b {
         Some(b) => {
@@ -491,7 +491,7 @@ fn add_first_model(p: &Path, model: &str, b: Option<&str>) -> Result<u8> {
         "Config created at {} with {model} → {b} as the default.",
         p.display()
     );
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 /// The seed's resolution at submit time: fills the request's backend, model and alias prompt.

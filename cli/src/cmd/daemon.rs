@@ -9,7 +9,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 
 /// `dispatch daemon status`.
-pub(crate) async fn status(g: &Settings) -> Result<u8> {
+pub(crate) async fn status(g: &Settings) -> Result<crate::exit::Exit> {
     let home = g.home()?;
     let running = match connect_existing(&home).await {
         Ok(ch) => info(ch).await.ok(),
@@ -23,7 +23,7 @@ pub(crate) async fn status(g: &Settings) -> Result<u8> {
             None => serde_json::json!({"running": false, "socket": socket(&home)}),
         };
         println!("{v}");
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     match running {
         Some(i) => {
@@ -44,7 +44,7 @@ pub(crate) async fn status(g: &Settings) -> Result<u8> {
             println!("local daemon not running (it starts with the first `dispatch \"<prompt>\"`)")
         }
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 /// Cancels every active task and waits (up to 15 s) until each worker's end is recorded.
@@ -89,18 +89,18 @@ async fn cancel_all(ch: Channel) -> Result<()> {
 }
 
 /// `dispatch daemon stop`.
-pub(crate) async fn stop(g: &Settings, force: bool) -> Result<u8> {
+pub(crate) async fn stop(g: &Settings, force: bool) -> Result<crate::exit::Exit> {
     let home = g.home()?;
     let Ok(ch) = connect_existing(&home).await else {
         println!("local daemon not running");
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     };
     let i = match info(ch.clone()).await {
         Ok(i) => i,
         // It exited (idle) between the connect and the call.
         Err(_) if connect_existing(&home).await.is_err() => {
             println!("local daemon not running");
-            return Ok(crate::exit::Exit::Success.into());
+            return Ok(crate::exit::Exit::Success);
         }
         Err(e) => return Err(e),
     };
@@ -134,16 +134,16 @@ pub(crate) async fn stop(g: &Settings, force: bool) -> Result<u8> {
         );
     }
     println!("local daemon stopped");
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 /// `dispatch dashboard`: a one-time login link to the local daemon's dashboard.
-pub(crate) async fn dashboard(g: &Settings, no_open: bool) -> Result<u8> {
+pub(crate) async fn dashboard(g: &Settings, no_open: bool) -> Result<crate::exit::Exit> {
     if let Some(url) = &g.coordinator {
         println!(
             "The coordinator at {url} serves its dashboard where it was started with --http-listen (`dispatch-coordinator --http-listen ADDR`); open that address and log in with your token."
         );
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     let home = g.home()?;
     let _ = ensure_running(&home).await?;
@@ -173,7 +173,7 @@ pub(crate) async fn dashboard(g: &Settings, no_open: bool) -> Result<u8> {
             }
         }
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 fn has_display() -> bool {

@@ -7,7 +7,7 @@ use crate::settings::Settings;
 use anyhow::{Context, Result, anyhow};
 use dispatch_proto::v1;
 
-pub(super) async fn demo(g: &Settings) -> Result<u8> {
+pub(super) async fn demo(g: &Settings) -> Result<crate::exit::Exit> {
     let mut target = connect(g).await?;
     let workdir = if target.local {
         let dir = g.home()?.join("demo");
@@ -79,7 +79,7 @@ pub(super) async fn demo(g: &Settings) -> Result<u8> {
     let code = follow(g, &mut target, &ids, g.json).await?;
     if !g.json {
         println!();
-        if code == 0 {
+        if code == crate::exit::Exit::Success {
             println!("All {} demo tasks completed.", ids.len());
         }
         if !workdir.is_empty() {

@@ -40,7 +40,7 @@ impl Report {
 }
 
 /// Runs every check; exit 0 when nothing failed (warnings allowed), else 1.
-pub(crate) async fn doctor(g: &Settings) -> Result<u8> {
+pub(crate) async fn doctor(g: &Settings) -> Result<crate::exit::Exit> {
     let mut r = Report {
         problems: 0,
         warnings: 0,
@@ -213,8 +213,7 @@ pub(crate) async fn doctor(g: &Settings) -> Result<u8> {
         Exit::Success
     } else {
         Exit::Failure
-    }
-    .into())
+    })
 }
 
 fn nodes(r: &mut Report, nodes: &[v1::Node]) {

@@ -21,7 +21,7 @@ pub(crate) fn load(g: &Settings) -> Result<Option<Key>> {
     Key::load(&p).map(Some).map_err(|e| anyhow!(e))
 }
 
-pub(crate) fn run(g: &Settings, action: KeysAction) -> Result<u8> {
+pub(crate) fn run(g: &Settings, action: KeysAction) -> Result<crate::exit::Exit> {
     let p = path(g)?;
     match action {
         KeysAction::Init { force } => {
@@ -64,7 +64,7 @@ pub(crate) fn run(g: &Settings, action: KeysAction) -> Result<u8> {
             }
         }
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 /// Signs `req`: fixes its id (derived from the prompt when none was given; `attempt` 2, 3, …

@@ -9,7 +9,12 @@ use dispatch_core::task_id;
 use dispatch_proto::v1;
 use std::io::{IsTerminal, Write};
 
-pub(super) async fn logs(g: &Settings, id: &str, follow: bool, activity: bool) -> Result<u8> {
+pub(super) async fn logs(
+    g: &Settings,
+    id: &str,
+    follow: bool,
+    activity: bool,
+) -> Result<crate::exit::Exit> {
     task_id::validate(id)?;
     let open = |mut t: Target, after_seq: u64| {
         let id = id.to_string();
@@ -55,5 +60,5 @@ pub(super) async fn logs(g: &Settings, id: &str, follow: bool, activity: bool) -
         last = last.max(chunk.seq);
         unnumbered |= chunk.seq == 0;
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }

@@ -40,7 +40,7 @@ use dispatch_core::task_id;
 use std::io::Write;
 
 /// Runs the parsed command line; returns the exit status.
-pub(crate) async fn run(cli: Cli) -> Result<u8> {
+pub(crate) async fn run(cli: Cli) -> Result<crate::exit::Exit> {
     // The commands that inspect or repair a config file run with a broken one.
     let lenient = matches!(
         cli.command,
@@ -71,7 +71,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
                 eprintln!(
                     "error: `{word}` is not a dispatch command{meant}\n(A prompt of one word is dispatched only when you say so: `dispatch run {word}`.)"
                 );
-                return Ok(crate::exit::Exit::Usage.into());
+                return Ok(crate::exit::Exit::Usage);
             }
             submit(&g, with_remote(cli.run)).await
         }
@@ -156,13 +156,13 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
 }
 
 /// Writes `bytes` to stdout; a reader that went away (`| head`) is not an error.
-fn print_all(bytes: &[u8]) -> Result<u8> {
+fn print_all(bytes: &[u8]) -> Result<crate::exit::Exit> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(anyhow!("cannot write to stdout: {e}"))
         }
-        _ => Ok(crate::exit::Exit::Success.into()),
+        _ => Ok(crate::exit::Exit::Success),
     }
 }
 

@@ -12,7 +12,7 @@ pub(super) async fn cordon(
     name: &str,
     draining: bool,
     timeout: Option<std::time::Duration>,
-) -> Result<u8> {
+) -> Result<crate::exit::Exit> {
     limits::check_name("node name", name)?;
     let mut t = connect(g).await?;
     let n = t
@@ -51,10 +51,10 @@ pub(super) async fn cordon(
     } else {
         println!("Node `{}` takes tasks again.", n.name);
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
-pub(super) async fn forget(g: &Settings, name: &str) -> Result<u8> {
+pub(super) async fn forget(g: &Settings, name: &str) -> Result<crate::exit::Exit> {
     limits::check_name("node name", name)?;
     let mut t = connect(g).await?;
     t.client
@@ -67,10 +67,10 @@ pub(super) async fn forget(g: &Settings, name: &str) -> Result<u8> {
     } else {
         println!("Forgot node `{name}`; if its agent connects again, it is known again.");
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
-pub(super) async fn nodes(g: &Settings) -> Result<u8> {
+pub(super) async fn nodes(g: &Settings) -> Result<crate::exit::Exit> {
     let mut t = connect(g).await?;
     let nodes = t
         .client
@@ -83,14 +83,14 @@ pub(super) async fn nodes(g: &Settings) -> Result<u8> {
             "{}",
             serde_json::Value::Array(nodes.iter().map(render::node_json).collect())
         );
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     if nodes.is_empty() {
         println!(
             "no node has connected to {} yet; start one with `dispatch-agent --coordinator {} --name NAME`",
             t.url, t.url
         );
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     let mut rows = Vec::new();
     for n in &nodes {
@@ -158,5 +158,5 @@ pub(super) async fn nodes(g: &Settings) -> Result<u8> {
             );
         }
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }

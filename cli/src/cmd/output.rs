@@ -9,7 +9,7 @@ use dispatch_core::task_id;
 use dispatch_proto::v1;
 use std::io::{IsTerminal, Write};
 
-pub(super) async fn output(g: &Settings, id: &str, follow: bool) -> Result<u8> {
+pub(super) async fn output(g: &Settings, id: &str, follow: bool) -> Result<crate::exit::Exit> {
     task_id::validate(id)?;
     let open = |mut t: Target| {
         let id = id.to_string();
@@ -52,7 +52,7 @@ pub(super) async fn output(g: &Settings, id: &str, follow: bool) -> Result<u8> {
             "`{id}` has no output.md yet: the worker writes it for the plan's last item (`dispatch watch {id}` shows how far it is)"
         );
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 /// Prints one version of output.md (`shown` before it).

@@ -14,7 +14,7 @@ pub(super) async fn retry(
     model: Option<String>,
     backend: Option<String>,
     remote: Option<String>,
-) -> Result<u8> {
+) -> Result<crate::exit::Exit> {
     task_id::validate(id)?;
     let mut t = connect(g).await?;
     let req = v1::RetryRequest {
@@ -32,5 +32,5 @@ pub(super) async fn retry(
             dispatched_line(&task).trim_start_matches("Dispatched ")
         ),
     );
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }

@@ -311,17 +311,17 @@ pub(super) async fn send(
     }))
 }
 
-pub(super) async fn submit(g: &Settings, args: RunArgs) -> Result<u8> {
+pub(super) async fn submit(g: &Settings, args: RunArgs) -> Result<crate::exit::Exit> {
     let Some(Sent {
         task, mut target, ..
     }) = send(g, &args, None).await?
     else {
         println!("Not dispatched.");
-        return Ok(crate::exit::Exit::Failure.into());
+        return Ok(crate::exit::Exit::Failure);
     };
     if g.json && !args.wait {
         println!("{}", render::task_json(&task));
-        return Ok(crate::exit::Exit::Success.into());
+        return Ok(crate::exit::Exit::Success);
     }
     if !g.json {
         println!("{}", dispatched_line(&task));
@@ -332,5 +332,5 @@ pub(super) async fn submit(g: &Settings, args: RunArgs) -> Result<u8> {
     if args.wait {
         return follow(g, &mut target, &[task.id], g.json).await;
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }

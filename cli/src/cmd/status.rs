@@ -42,7 +42,12 @@ pub(crate) async fn list_tasks(
     }
 }
 
-pub(super) async fn status(g: &Settings, id: Option<String>, limit: u32, all: bool) -> Result<u8> {
+pub(super) async fn status(
+    g: &Settings,
+    id: Option<String>,
+    limit: u32,
+    all: bool,
+) -> Result<crate::exit::Exit> {
     if let Some(id) = &id {
         task_id::validate(id)?;
     }
@@ -89,5 +94,5 @@ pub(super) async fn status(g: &Settings, id: Option<String>, limit: u32, all: bo
             }
         }
     }
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }

@@ -11,7 +11,7 @@ use std::io::{IsTerminal, Write};
 
 /// `dispatch watch --all`: every active task in one live view, and each task submitted
 /// meanwhile, until all of them have ended.
-pub(super) async fn watch_all(g: &Settings) -> Result<u8> {
+pub(super) async fn watch_all(g: &Settings) -> Result<crate::exit::Exit> {
     let mut t = connect(g).await?;
     let active = [
         v1::TaskState::Queued,
@@ -43,7 +43,7 @@ pub(crate) async fn follow(
     target: &mut Target,
     ids: &[String],
     json: bool,
-) -> Result<u8> {
+) -> Result<crate::exit::Exit> {
     follow_tasks(g, target, ids.to_vec(), false, json).await
 }
 
@@ -54,7 +54,7 @@ pub(super) async fn follow_tasks(
     mut ids: Vec<String>,
     grow: bool,
     json: bool,
-) -> Result<u8> {
+) -> Result<crate::exit::Exit> {
     let one = if ids.len() == 1 && !grow {
         ids[0].clone()
     } else {
@@ -101,9 +101,9 @@ pub(super) async fn follow_tasks(
     view.finish(&ids, &tasks);
     Ok(tasks
         .values()
-        .map(|t| render::exit_code_for(t.task_state()))
+        .map(|t| crate::exit::Exit::of(t.task_state()))
         .max()
-        .unwrap_or(0))
+        .unwrap_or(crate::exit::Exit::Success))
 }
 
 /// Live rendering: redrawn in place on a terminal, one line per change otherwise, JSON lines

@@ -30,7 +30,7 @@ mod schemas;
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// Serves the tools on stdin/stdout until the host closes them.
-pub(crate) async fn serve(g: &Settings) -> Result<u8> {
+pub(crate) async fn serve(g: &Settings) -> Result<crate::exit::Exit> {
     let subscribed: Subscribed = Default::default();
     let server = Dispatch {
         g: g.clone(),
@@ -44,7 +44,7 @@ pub(crate) async fn serve(g: &Settings) -> Result<u8> {
         follower.abort();
     }
     ended.map_err(|e| anyhow!("MCP: {e}"))?;
-    Ok(crate::exit::Exit::Success.into())
+    Ok(crate::exit::Exit::Success)
 }
 
 #[derive(Clone)]
@@ -796,12 +796,12 @@ async fn wait_for(g: &Settings, id: &str, timeout: Duration) -> Result<Value> {
     .await?;
     let (code, msg) = outcome.unwrap_or_else(|| {
         (
-            crate::exit::Exit::TimedOut.into(),
+            crate::exit::Exit::TimedOut,
             "timed out; nothing needs you yet".to_string(),
         )
     });
     Ok(json!({
-        "why": crate::exit::reason(code), "exit_code": code, "message": msg,
+        "why": code.reason(), "exit_code": u8::from(code), "message": msg,
         "task": render::task_json(&tasks[id]),
     }))
 }
