@@ -141,7 +141,436 @@ impl Acks {
     }
 }
 
+type Tx<'a> = sqlx::Transaction<'a, Db>;
+
+/// One history row: task, seq, kind, time, body.
+type HistoryRow = (String, u64, &'static str, i64, Vec<u8>);
+
+/// The tasks a batch names (by id) and their open questions, as stored.
+async fn held_tasks(
+    tx: &mut Tx<'_>,
+    events: &[IncomingEvent],
+) -> Result<(
+    HashMap<String, TaskRecord>,
+    HashMap<String, Vec<QuestionRecord>>,
+)> {
+    let mut ids: Vec<&str> = Vec::new();
+    for e in events {
+        if !ids.contains(&e.event.task_id.as_str()) {
+            ids.push(&e.event.task_id);
+        }
+    }
+    let mut tasks: HashMap<String, TaskRecord> = HashMap::with_capacity(ids.len());
+    let mut open: HashMap<String, Vec<QuestionRecord>> = HashMap::new();
+    for chunk in ids.chunks(TASKS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<Db>::new("SELECT * FROM tasks WHERE id IN ");
+        push_in_list(&mut q, chunk);
+        for row in q.build().persistent(false).fetch_all(&mut **tx).await? {
+            let t = rows::task_from_row(&row)?;
+            tasks.insert(t.id.clone(), t);
+        }
+        let mut q = sqlx::QueryBuilder::<Db>::new(format!(
+            "SELECT {} FROM questions WHERE answer IS NULL AND task_id IN ",
+            rows::QUESTION_COLUMNS
+        ));
+        push_in_list(&mut q, chunk);
+        q.push(" ORDER BY task_id, seq");
+        for row in q.build().persistent(false).fetch_all(&mut **tx).await? {
+            let question = rows::question_from_row(&row)?;
+            open.entry(question.task_id.clone())
+                .or_default()
+                .push(question);
+        }
+    }
+    Ok((tasks, open))
+}
+
+/// The working state of one batch inside its transaction: the tasks as they become, what
+/// the batch acks and publishes, and the history rows to insert.
+struct Recording<'r> {
+    session: &'r SessionKey,
+    rules: &'r dyn EventRules,
+    caps: HistoryCaps,
+    tasks: HashMap<String, TaskRecord>,
+    open: HashMap<String, Vec<QuestionRecord>>,
+    batch: EventBatch,
+    acks: Acks,
+    history: Vec<HistoryRow>,
+    /// Tasks whose row is written back (a seq of theirs was committed).
+    touched: Vec<String>,
+    /// Events for tasks the store does not know (warned about once per batch).
+    unknown: usize,
+}
+
+impl Recording<'_> {
+    /// Fences `ev`: None when it is not recorded (unknown task, another node's, a superseded
+    /// session's, a duplicate, after a gap); else its seq is committed from here on, and
+    /// whether the task's run has ended (the event is history then).
+    fn admit(&mut self, ev: &TaskEvent) -> Option<bool> {
+        let held = self.tasks.get(&ev.task_id).map(|t| Held {
+            node: &t.node,
+            state: t.state,
+            epoch: t.epoch,
+            last_seq: t.last_seq,
+        });
+        let ended = match fence(held, self.session, ev.seq) {
+            Fence::Unknown => {
+                self.unknown += 1;
+                self.acks.ack(&ev.task_id, ev.seq);
+                return None;
+            }
+            Fence::OtherNode => {
+                self.acks.ack(&ev.task_id, ev.seq);
+                self.batch.fenced.push((
+                    ev.task_id.clone(),
+                    ev.seq,
+                    "the task runs on another node",
+                ));
+                return None;
+            }
+            // Its own session will resend it: neither acked nor recorded.
+            Fence::Superseded => {
+                self.batch
+                    .fenced
+                    .push((ev.task_id.clone(), ev.seq, "from a superseded session"));
+                return None;
+            }
+            Fence::Duplicate { ack } => {
+                self.acks.ack(&ev.task_id, ack);
+                return None;
+            }
+            Fence::Gap { from, to } => {
+                self.batch.gaps.push((ev.task_id.clone(), from, to));
+                self.acks.ack(&ev.task_id, from - 1);
+                return None;
+            }
+            Fence::Take { current } => !current,
+        };
+        let task = self.tasks.get_mut(&ev.task_id).expect("fenced as known");
+        task.last_seq = ev.seq;
+        if !self.touched.contains(&ev.task_id) {
+            self.touched.push(ev.task_id.clone());
+        }
+        Some(ended)
+    }
+
+    /// Keeps an admitted event that does not change its task as history only — a node's
+    /// rejection, an event of an ended run or an earlier worker run — or a log chunk (up to
+    /// the cap). True when it was set aside.
+    fn set_aside(&mut self, ev: &TaskEvent, ended: bool) -> bool {
+        let task = &self.tasks[&ev.task_id];
+        let stale_run = ev.attempt != 0 && ev.attempt != task.attempt;
+        let cancelled_exit = task.state == TaskState::Cancelled
+            && !stale_run
+            && matches!(
+                ev.kind,
+                EventKind::Exited(_) | EventKind::StartFailed { .. }
+            );
+        let why = match &ev.kind {
+            EventKind::Rejected { reason } => {
+                let row = (
+                    ev.task_id.clone(),
+                    ev.seq,
+                    "rejected",
+                    ev.at_ms,
+                    reason.as_bytes().to_vec(),
+                );
+                self.history.push(row);
+                return true;
+            }
+            _ if ended && !cancelled_exit => {
+                if task.state.is_terminal() {
+                    "the task has ended"
+                } else {
+                    "the task is queued for another worker run"
+                }
+            }
+            _ if stale_run => "from an earlier worker run",
+            EventKind::Log { data } => {
+                self.keep_log(ev, data);
+                return true;
+            }
+            _ => return false,
+        };
+        if !matches!(ev.kind, EventKind::Log { .. }) {
+            let late = LateEvent {
+                kind: ev.kind.name(),
+                attempt: ev.attempt,
+                why,
+            };
+            self.history.push((
+                ev.task_id.clone(),
+                ev.seq,
+                "late",
+                ev.at_ms,
+                serde_json::to_vec(&late).unwrap_or_default(),
+            ));
+        }
+        self.batch.fenced.push((ev.task_id.clone(), ev.seq, why));
+        true
+    }
+
+    /// Worker output of the current run: stored up to the task's cap, then a marker once,
+    /// nothing after it.
+    fn keep_log(&mut self, ev: &TaskEvent, data: &[u8]) {
+        let cap = self.caps.log_bytes;
+        let task = self.tasks.get_mut(&ev.task_id).expect("admitted");
+        let room = cap.saturating_sub(task.log_bytes) as usize;
+        let stored: Vec<u8> = if task.log_bytes > cap {
+            return;
+        } else if data.len() <= room {
+            task.log_bytes += data.len() as u64;
+            data.to_vec()
+        } else {
+            let mut cut = data[..room].to_vec();
+            cut.extend(log_marker(&task.id, cap));
+            task.log_bytes = cap + 1;
+            cut
+        };
+        let published: Arc<[u8]> = stored.clone().into();
+        self.history
+            .push((ev.task_id.clone(), ev.seq, "log", ev.at_ms, stored));
+        self.batch.changes.0.push(Change::Log {
+            task_id: ev.task_id.clone(),
+            seq: ev.seq,
+            stream: crate::model::LogStream::Raw,
+            data: published,
+        });
+    }
+
+    /// Applies an event of the task's current run: its side tables (question, output,
+    /// changes), its history row, the task's rules, and the change to publish.
+    async fn apply(&mut self, tx: &mut Tx<'_>, ev: TaskEvent) -> Result<()> {
+        let new_question = match &ev.kind {
+            EventKind::Question { seq, text } => self.insert_question(tx, &ev, *seq, text).await?,
+            _ => false,
+        };
+        write_side_tables(tx, &ev).await?;
+        let task = self.tasks.get_mut(&ev.task_id).expect("admitted");
+        let open_now = self.open.get(&ev.task_id).map_or(&[][..], Vec::as_slice);
+        let (kind_name, stored) = body(&ev, &task.plan_md);
+        let kept = if kind_name == "plan" {
+            keep_plan_edit(task, stored, self.caps.plan_bytes)
+        } else {
+            Some((kind_name, stored))
+        };
+        if let EventKind::Activity { lines, .. } = &ev.kind
+            && !lines.is_empty()
+        {
+            self.batch.changes.0.push(Change::Log {
+                task_id: ev.task_id.clone(),
+                seq: ev.seq,
+                stream: crate::model::LogStream::Activity,
+                data: kept
+                    .as_ref()
+                    .map(|k| k.1.clone())
+                    .unwrap_or_default()
+                    .into(),
+            });
+        }
+        if let Some((kind_name, stored)) = kept {
+            self.history
+                .push((ev.task_id.clone(), ev.seq, kind_name, ev.at_ms, stored));
+        }
+        let before = task.state;
+        let facts = EventFacts {
+            node: &self.session.node,
+            new_question,
+            open_questions: open_now.len(),
+        };
+        let applied = self.rules.apply(task, &ev, &facts);
+        if let Some(kind) = applied.kind {
+            let question = match &ev.kind {
+                EventKind::Question { seq, .. } | EventKind::AnswerDelivered { seq } => Some(*seq),
+                _ => None,
+            };
+            let mut change = task_change(task, before, kind, open_now.to_vec(), question);
+            if let Change::Task(c) = &mut change {
+                c.seq = ev.seq;
+                c.freed_slot = applied.freed_slot.then(|| self.session.node.clone());
+            }
+            self.batch.changes.0.push(change);
+        }
+        Ok(())
+    }
+
+    /// Stores a question (once: a resent one changes nothing); true when it is new.
+    async fn insert_question(
+        &mut self,
+        tx: &mut Tx<'_>,
+        ev: &TaskEvent,
+        seq: u32,
+        text: &str,
+    ) -> Result<bool> {
+        let r = sqlx::query("INSERT INTO questions (task_id, seq, text, asked_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .bind(&ev.task_id)
+            .bind(i64::from(seq))
+            .bind(text)
+            .bind(ev.at_ms)
+            .execute(&mut **tx)
+            .await?;
+        let new = r.rows_affected() == 1;
+        if new {
+            self.open
+                .entry(ev.task_id.clone())
+                .or_default()
+                .push(QuestionRecord {
+                    task_id: ev.task_id.clone(),
+                    seq,
+                    text: text.to_string(),
+                    asked_ms: ev.at_ms,
+                    answer: None,
+                    answered_ms: 0,
+                });
+        }
+        Ok(new)
+    }
+
+    /// What the batch acks (each touched task up to its last committed seq) and publishes;
+    /// the history rows and tasks to write.
+    fn finish(
+        mut self,
+    ) -> (
+        EventBatch,
+        Vec<HistoryRow>,
+        HashMap<String, TaskRecord>,
+        Vec<String>,
+    ) {
+        if self.unknown > 0 {
+            // Once per batch: a node cannot flood the log.
+            tracing::warn!(node = %self.session.node, events = self.unknown, "events for unknown tasks; acked so the node drops them");
+        }
+        for (id, t) in &self.tasks {
+            if self.touched.contains(id) {
+                self.acks.ack(id, t.last_seq);
+            }
+        }
+        self.batch.acks = self.acks.0;
+        (self.batch, self.history, self.tasks, self.touched)
+    }
+}
+
+/// The tables an event of the current run fills besides its history: the task's output, its
+/// diff and the bundle of its changes.
+async fn write_side_tables(tx: &mut Tx<'_>, ev: &TaskEvent) -> Result<()> {
+    match &ev.kind {
+        EventKind::Output {
+            markdown,
+            bytes,
+            truncated,
+        } => {
+            sqlx::query("INSERT INTO task_outputs (task_id, body, bytes, truncated, updated_ms) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (task_id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes, truncated = excluded.truncated, updated_ms = excluded.updated_ms")
+                .bind(&ev.task_id)
+                .bind(markdown)
+                .bind(*bytes as i64)
+                .bind(*truncated)
+                .bind(ev.at_ms)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventKind::Changes(c) => {
+            sqlx::query("INSERT INTO task_diffs (task_id, diff) VALUES ($1, $2) ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff")
+                .bind(&ev.task_id)
+                .bind(&c.diff)
+                .execute(&mut **tx)
+                .await?;
+            // A resent ChangesReady starts the bundle again.
+            sqlx::query("DELETE FROM task_bundles WHERE task_id = $1")
+                .bind(&ev.task_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventKind::BundleChunk { offset, data } => {
+            sqlx::query("INSERT INTO task_bundles (task_id, \"offset\", data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(&ev.task_id)
+                .bind(*offset as i64)
+                .bind(data)
+                .execute(&mut **tx)
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Inserts history rows, many per statement.
+async fn insert_history(tx: &mut Tx<'_>, history: Vec<HistoryRow>) -> Result<()> {
+    let mut history = history.into_iter().peekable();
+    while history.peek().is_some() {
+        let mut q =
+            sqlx::QueryBuilder::<Db>::new("INSERT INTO events (task_id, seq, kind, at_ms, body) ");
+        q.push_values(
+            history.by_ref().take(EVENTS_PER_STATEMENT),
+            |mut row, (task_id, seq, kind, at_ms, body)| {
+                row.push_bind(task_id)
+                    .push_bind(seq as i64)
+                    .push_bind(kind)
+                    .push_bind(at_ms)
+                    .push_bind(body);
+            },
+        );
+        q.push(" ON CONFLICT DO NOTHING");
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Writes back the touched tasks: only the columns the event path owns.
+async fn update_tasks(
+    tx: &mut Tx<'_>,
+    tasks: &HashMap<String, TaskRecord>,
+    touched: &[String],
+) -> Result<()> {
+    for chunk in touched.chunks(TASKS_PER_UPDATE) {
+        let mut q = sqlx::QueryBuilder::<Db>::new(
+            "UPDATE tasks SET state = v.column2, reason = v.column3, plan_md = v.column4, \
+             exit_code = v.column5, started_ms = v.column6, ended_ms = v.column7, \
+             updated_ms = v.column8, last_seq = v.column9, branch = v.column10, \
+             cleaned = v.column11, log_bytes = v.column12, output_bytes = v.column13, \
+             output_truncated = v.column14, changes = v.column15, usage = v.column16, \
+             activity = v.column17, backend = v.column18, model = v.column19, \
+             attempt = v.column20, fallback = v.column21, trouble = v.column22, \
+             limit_until_ms = v.column23, plan_bytes = v.column24 FROM (",
+        );
+        q.push_values(chunk, |mut row, id| {
+            let t = &tasks[id];
+            row.push_bind(t.id.clone())
+                .push_bind(t.state.as_str())
+                .push_bind(t.reason.clone())
+                .push_bind(t.plan_md.clone())
+                .push_bind(t.exit_code)
+                .push_bind(t.started_ms)
+                .push_bind(t.ended_ms)
+                .push_bind(t.updated_ms)
+                .push_bind(t.last_seq as i64)
+                .push_bind(t.branch.clone())
+                .push_bind(t.cleaned)
+                .push_bind(t.log_bytes as i64)
+                .push_bind(t.output_bytes as i64)
+                .push_bind(t.output_truncated)
+                .push_bind(rows::changes_json(&t.changes))
+                .push_bind(rows::usage_json(&t.usage))
+                .push_bind(t.activity.clone())
+                .push_bind(t.backend.clone())
+                .push_bind(t.model.clone())
+                .push_bind(i64::from(t.attempt.max(1)))
+                .push_bind(rows::fallback_json(&t.fallback))
+                .push_bind(t.trouble.clone())
+                .push_bind(t.limit_until_ms)
+                .push_bind(t.plan_bytes as i64);
+        });
+        q.push(") AS v WHERE tasks.id = v.column1");
+        q.build().persistent(false).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Backend {
+    /// Records one session's batch in one transaction: the tasks it touches and their open
+    /// questions are read, each event is fenced ([`fence`]) and either set aside as history
+    /// or applied ([`Recording::apply`]), then the history rows and the touched tasks are
+    /// written and the whole commits at once.
     pub(super) async fn record_events_impl(
         &self,
         session: &SessionKey,
@@ -149,339 +578,32 @@ impl Backend {
         rules: &dyn EventRules,
         caps: HistoryCaps,
     ) -> Result<EventBatch> {
-        let max_log_bytes = caps.log_bytes;
         let mut tx = self.write().await?;
-        let mut ids: Vec<&str> = Vec::new();
-        for e in &events {
-            if !ids.contains(&e.event.task_id.as_str()) {
-                ids.push(&e.event.task_id);
-            }
-        }
-        let mut tasks: HashMap<String, TaskRecord> = HashMap::with_capacity(ids.len());
-        let mut open: HashMap<String, Vec<QuestionRecord>> = HashMap::new();
-        for chunk in ids.chunks(TASKS_PER_STATEMENT) {
-            let mut q = sqlx::QueryBuilder::<Db>::new("SELECT * FROM tasks WHERE id IN ");
-            push_in_list(&mut q, chunk);
-            for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
-                let t = rows::task_from_row(&row)?;
-                tasks.insert(t.id.clone(), t);
-            }
-            let mut q = sqlx::QueryBuilder::<Db>::new(format!(
-                "SELECT {} FROM questions WHERE answer IS NULL AND task_id IN ",
-                rows::QUESTION_COLUMNS
-            ));
-            push_in_list(&mut q, chunk);
-            q.push(" ORDER BY task_id, seq");
-            for row in q.build().persistent(false).fetch_all(&mut *tx).await? {
-                let question = rows::question_from_row(&row)?;
-                open.entry(question.task_id.clone())
-                    .or_default()
-                    .push(question);
-            }
-        }
-
-        let mut batch = EventBatch::default();
-        let mut acks = Acks(Vec::new());
-        let mut history: Vec<(String, u64, &'static str, i64, Vec<u8>)> =
-            Vec::with_capacity(events.len());
-        let mut touched: Vec<String> = Vec::new();
-        let mut unknown = 0usize;
+        let (tasks, open) = held_tasks(&mut tx, &events).await?;
+        let mut r = Recording {
+            session,
+            rules,
+            caps,
+            tasks,
+            open,
+            batch: EventBatch::default(),
+            acks: Acks(Vec::new()),
+            history: Vec::with_capacity(events.len()),
+            touched: Vec::new(),
+            unknown: 0,
+        };
         for IncomingEvent { event: ev } in events {
-            let held = tasks.get(&ev.task_id).map(|t| Held {
-                node: &t.node,
-                state: t.state,
-                epoch: t.epoch,
-                last_seq: t.last_seq,
-            });
-            let ended = match fence(held, session, ev.seq) {
-                Fence::Unknown => {
-                    unknown += 1;
-                    acks.ack(&ev.task_id, ev.seq);
-                    continue;
-                }
-                Fence::OtherNode => {
-                    acks.ack(&ev.task_id, ev.seq);
-                    batch
-                        .fenced
-                        .push((ev.task_id, ev.seq, "the task runs on another node"));
-                    continue;
-                }
-                // Its own session will resend it: neither acked nor recorded.
-                Fence::Superseded => {
-                    batch
-                        .fenced
-                        .push((ev.task_id, ev.seq, "from a superseded session"));
-                    continue;
-                }
-                Fence::Duplicate { ack } => {
-                    acks.ack(&ev.task_id, ack);
-                    continue;
-                }
-                Fence::Gap { from, to } => {
-                    batch.gaps.push((ev.task_id.clone(), from, to));
-                    acks.ack(&ev.task_id, from - 1);
-                    continue;
-                }
-                Fence::Take { current } => !current,
-            };
-            let task = tasks.get_mut(&ev.task_id).expect("fenced as known");
-            // The seq is committed from here on, whatever the event does.
-            task.last_seq = ev.seq;
-            if !touched.contains(&ev.task_id) {
-                touched.push(ev.task_id.clone());
-            }
-            let stale_run = ev.attempt != 0 && ev.attempt != task.attempt;
-            let cancelled_exit = task.state == TaskState::Cancelled
-                && !stale_run
-                && matches!(
-                    ev.kind,
-                    EventKind::Exited(_) | EventKind::StartFailed { .. }
-                );
-            let why = if let EventKind::Rejected { reason } = &ev.kind {
-                history.push((
-                    ev.task_id.clone(),
-                    ev.seq,
-                    "rejected",
-                    ev.at_ms,
-                    reason.as_bytes().to_vec(),
-                ));
+            let Some(ended) = r.admit(&ev) else {
                 continue;
-            } else if ended && !cancelled_exit {
-                Some(if task.state.is_terminal() {
-                    "the task has ended"
-                } else {
-                    "the task is queued for another worker run"
-                })
-            } else if stale_run {
-                Some("from an earlier worker run")
-            } else {
-                None
             };
-            if let Some(why) = why {
-                if !matches!(ev.kind, EventKind::Log { .. }) {
-                    let late = LateEvent {
-                        kind: ev.kind.name(),
-                        attempt: ev.attempt,
-                        why,
-                    };
-                    history.push((
-                        ev.task_id.clone(),
-                        ev.seq,
-                        "late",
-                        ev.at_ms,
-                        serde_json::to_vec(&late).unwrap_or_default(),
-                    ));
-                }
-                batch.fenced.push((ev.task_id.clone(), ev.seq, why));
+            if r.set_aside(&ev, ended) {
                 continue;
             }
-
-            if let EventKind::Log { data } = &ev.kind {
-                // Worker output is stored up to the cap, then a marker once; nothing after it.
-                let room = max_log_bytes.saturating_sub(task.log_bytes) as usize;
-                let stored: Option<Vec<u8>> = if task.log_bytes > max_log_bytes {
-                    None
-                } else if data.len() <= room {
-                    task.log_bytes += data.len() as u64;
-                    Some(data.clone())
-                } else {
-                    let mut cut = data[..room].to_vec();
-                    cut.extend(log_marker(&task.id, max_log_bytes));
-                    task.log_bytes = max_log_bytes + 1;
-                    Some(cut)
-                };
-                if let Some(bytes) = stored {
-                    let data: Arc<[u8]> = bytes.clone().into();
-                    history.push((ev.task_id.clone(), ev.seq, "log", ev.at_ms, bytes));
-                    batch.changes.0.push(Change::Log {
-                        task_id: ev.task_id.clone(),
-                        seq: ev.seq,
-                        stream: crate::model::LogStream::Raw,
-                        data,
-                    });
-                }
-                continue;
-            }
-
-            let mut new_question = false;
-            if let EventKind::Question { seq, text } = &ev.kind {
-                let r = sqlx::query("INSERT INTO questions (task_id, seq, text, asked_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-                    .bind(&ev.task_id)
-                    .bind(i64::from(*seq))
-                    .bind(text)
-                    .bind(ev.at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                new_question = r.rows_affected() == 1;
-                if new_question {
-                    open.entry(ev.task_id.clone())
-                        .or_default()
-                        .push(QuestionRecord {
-                            task_id: ev.task_id.clone(),
-                            seq: *seq,
-                            text: text.clone(),
-                            asked_ms: ev.at_ms,
-                            answer: None,
-                            answered_ms: 0,
-                        });
-                }
-            }
-            let open_now = open.get(&ev.task_id).map_or(&[][..], Vec::as_slice);
-            let (kind_name, stored) = body(&ev, &task.plan_md);
-            let kept = if kind_name == "plan" {
-                keep_plan_edit(task, stored, caps.plan_bytes)
-            } else {
-                Some((kind_name, stored))
-            };
-            if let EventKind::Activity { lines, .. } = &ev.kind
-                && !lines.is_empty()
-            {
-                batch.changes.0.push(Change::Log {
-                    task_id: ev.task_id.clone(),
-                    seq: ev.seq,
-                    stream: crate::model::LogStream::Activity,
-                    data: kept
-                        .as_ref()
-                        .map(|k| k.1.clone())
-                        .unwrap_or_default()
-                        .into(),
-                });
-            }
-            if let Some((kind_name, stored)) = kept {
-                history.push((ev.task_id.clone(), ev.seq, kind_name, ev.at_ms, stored));
-            }
-            let before = task.state;
-            let facts = EventFacts {
-                node: &session.node,
-                new_question,
-                open_questions: open_now.len(),
-            };
-            if let EventKind::Output {
-                markdown,
-                bytes,
-                truncated,
-            } = &ev.kind
-            {
-                sqlx::query("INSERT INTO task_outputs (task_id, body, bytes, truncated, updated_ms) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (task_id) DO UPDATE SET body = excluded.body, bytes = excluded.bytes, truncated = excluded.truncated, updated_ms = excluded.updated_ms")
-                    .bind(&ev.task_id)
-                    .bind(markdown)
-                    .bind(*bytes as i64)
-                    .bind(*truncated)
-                    .bind(ev.at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            match &ev.kind {
-                EventKind::Changes(c) => {
-                    sqlx::query("INSERT INTO task_diffs (task_id, diff) VALUES ($1, $2) ON CONFLICT (task_id) DO UPDATE SET diff = excluded.diff")
-                        .bind(&ev.task_id)
-                        .bind(&c.diff)
-                        .execute(&mut *tx)
-                        .await?;
-                    // A resent ChangesReady starts the bundle again.
-                    sqlx::query("DELETE FROM task_bundles WHERE task_id = $1")
-                        .bind(&ev.task_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                EventKind::BundleChunk { offset, data } => {
-                    sqlx::query("INSERT INTO task_bundles (task_id, \"offset\", data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                        .bind(&ev.task_id)
-                        .bind(*offset as i64)
-                        .bind(data)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                _ => {}
-            }
-            let applied = rules.apply(task, &ev, &facts);
-            if let Some(kind) = applied.kind {
-                let question = match &ev.kind {
-                    EventKind::Question { seq, .. } | EventKind::AnswerDelivered { seq } => {
-                        Some(*seq)
-                    }
-                    _ => None,
-                };
-                let mut change = task_change(task, before, kind, open_now.to_vec(), question);
-                if let Change::Task(c) = &mut change {
-                    c.seq = ev.seq;
-                    c.freed_slot = applied.freed_slot.then(|| session.node.clone());
-                }
-                batch.changes.0.push(change);
-            }
+            r.apply(&mut tx, ev).await?;
         }
-        if unknown > 0 {
-            // Once per batch: a node cannot flood the log.
-            tracing::warn!(node = %session.node, events = unknown, "events for unknown tasks; acked so the node drops them");
-        }
-        for (id, t) in &tasks {
-            if touched.contains(id) {
-                acks.ack(id, t.last_seq);
-            }
-        }
-        batch.acks = acks.0;
-
-        let mut history = history.into_iter().peekable();
-        while history.peek().is_some() {
-            let mut q = sqlx::QueryBuilder::<Db>::new(
-                "INSERT INTO events (task_id, seq, kind, at_ms, body) ",
-            );
-            q.push_values(
-                history.by_ref().take(EVENTS_PER_STATEMENT),
-                |mut row, (task_id, seq, kind, at_ms, body)| {
-                    row.push_bind(task_id)
-                        .push_bind(seq as i64)
-                        .push_bind(kind)
-                        .push_bind(at_ms)
-                        .push_bind(body);
-                },
-            );
-            q.push(" ON CONFLICT DO NOTHING");
-            q.build().persistent(false).execute(&mut *tx).await?;
-        }
-        // Only the columns the event path owns.
-        for chunk in touched.chunks(TASKS_PER_UPDATE) {
-            let mut q = sqlx::QueryBuilder::<Db>::new(
-                "UPDATE tasks SET state = v.column2, reason = v.column3, plan_md = v.column4, \
-                 exit_code = v.column5, started_ms = v.column6, ended_ms = v.column7, \
-                 updated_ms = v.column8, last_seq = v.column9, branch = v.column10, \
-                 cleaned = v.column11, log_bytes = v.column12, output_bytes = v.column13, \
-                 output_truncated = v.column14, changes = v.column15, usage = v.column16, \
-                 activity = v.column17, backend = v.column18, model = v.column19, \
-                 attempt = v.column20, fallback = v.column21, trouble = v.column22, \
-                 limit_until_ms = v.column23, plan_bytes = v.column24 FROM (",
-            );
-            q.push_values(chunk, |mut row, id| {
-                let t = &tasks[id];
-                row.push_bind(t.id.clone())
-                    .push_bind(t.state.as_str())
-                    .push_bind(t.reason.clone())
-                    .push_bind(t.plan_md.clone())
-                    .push_bind(t.exit_code)
-                    .push_bind(t.started_ms)
-                    .push_bind(t.ended_ms)
-                    .push_bind(t.updated_ms)
-                    .push_bind(t.last_seq as i64)
-                    .push_bind(t.branch.clone())
-                    .push_bind(t.cleaned)
-                    .push_bind(t.log_bytes as i64)
-                    .push_bind(t.output_bytes as i64)
-                    .push_bind(t.output_truncated)
-                    .push_bind(rows::changes_json(&t.changes))
-                    .push_bind(rows::usage_json(&t.usage))
-                    .push_bind(t.activity.clone())
-                    .push_bind(t.backend.clone())
-                    .push_bind(t.model.clone())
-                    .push_bind(i64::from(t.attempt.max(1)))
-                    .push_bind(rows::fallback_json(&t.fallback))
-                    .push_bind(t.trouble.clone())
-                    .push_bind(t.limit_until_ms)
-                    .push_bind(t.plan_bytes as i64);
-            });
-            q.push(") AS v WHERE tasks.id = v.column1");
-            q.build().persistent(false).execute(&mut *tx).await?;
-        }
+        let (batch, history, tasks, touched) = r.finish();
+        insert_history(&mut tx, history).await?;
+        update_tasks(&mut tx, &tasks, &touched).await?;
         tx.commit().await?;
         Ok(batch)
     }
