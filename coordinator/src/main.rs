@@ -343,13 +343,13 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    match args.command {
-        Some(Cmd::Certs { action }) => return certs(action),
-        Some(Cmd::Backup { file }) => {
-            let Some(data_dir) = &args.data_dir else {
+/// The coordinator's tools (`certs`, `backup`, `migrate-store`, `new-token`): each runs and
+/// exits; none serves.
+async fn tool(cmd: Cmd, data_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Certs { action } => certs(action),
+        Cmd::Backup { file } => {
+            let Some(data_dir) = data_dir else {
                 anyhow::bail!("backup needs --data-dir (or DISPATCH_DATA_DIR): where the store is");
             };
             let b =
@@ -362,9 +362,9 @@ async fn main() -> anyhow::Result<()> {
                 dispatch_core::fs::human_bytes(b.bytes),
                 file.display()
             );
-            return Ok(());
+            Ok(())
         }
-        Some(Cmd::MigrateStore { from, to }) => {
+        Cmd::MigrateStore { from, to } => {
             let Some(path) = from.strip_prefix("sqlite:") else {
                 anyhow::bail!(
                     "--from {from}: give sqlite:DIR (the coordinator's --data-dir) or sqlite:FILE"
@@ -390,40 +390,24 @@ async fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64(),
                 db.display()
             );
-            return Ok(());
+            Ok(())
         }
-        Some(Cmd::NewToken) => {
+        Cmd::NewToken => {
             println!(
                 "{}",
                 dispatch_coordinator::domain::access::generate().map_err(anyhow::Error::msg)?
             );
-            return Ok(());
+            Ok(())
         }
-        None => {}
     }
-    let Some(data_dir) = args.data_dir.clone() else {
-        Args::command()
-            .error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "--data-dir (or DISPATCH_DATA_DIR) is required: where the coordinator keeps its store",
-            )
-            .exit();
-    };
-    let _telemetry = dispatch_telemetry::init("dispatch-coordinator", Some(args.log_format));
-    let server_tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(ServerTls {
-            cert: cert.clone(),
-            key: key.clone(),
-            client_ca: args.client_ca.clone(),
-        }),
-        _ => None,
-    };
-    let tls = server_tls.as_ref().map(ServerTls::load).transpose()?;
-    let web_tls = server_tls
-        .as_ref()
-        .map(ServerTls::rustls_config)
-        .transpose()?;
-    let mut config = CoordinatorConfig::new(data_dir.clone());
+}
+
+/// The coordinator's settings from its flags (and the notification config file).
+fn coordinator_config(
+    args: &Args,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<CoordinatorConfig> {
+    let mut config = CoordinatorConfig::new(data_dir.to_path_buf());
     config.heartbeat_interval = args.heartbeat_interval;
     config.node_timeout = args.node_timeout;
     config.max_log_bytes = args.max_log_bytes;
@@ -471,7 +455,12 @@ async fn main() -> anyhow::Result<()> {
     }
     notify.validate().map_err(|e| anyhow::anyhow!(e))?;
     config.notify = notify;
-    let postgres = match args.store.as_deref().map(str::trim) {
+    Ok(config)
+}
+
+/// The PostgreSQL store `--store` names; None for SQLite in --data-dir.
+fn postgres_url(store: Option<&str>) -> anyhow::Result<Option<String>> {
+    Ok(match store.map(str::trim) {
         None | Some("") => None,
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
             Some(u.to_string())
@@ -485,14 +474,24 @@ async fn main() -> anyhow::Result<()> {
             "--store `{}` is not a PostgreSQL URL; give postgres://USER:PASSWORD@HOST:PORT/DB, or leave it out for SQLite in --data-dir",
             dispatch_coordinator::store::postgres::redact(u)
         ),
-    };
-    // Everything that can refuse this start is checked, and every port bound, before the data
-    // directory, the store or the first admin token is created: a refused start leaves nothing
-    // behind. (Bound is not served: connections wait in the backlog until the store is open.)
+    })
+}
+
+/// The ports a coordinator serves on, bound (not yet served).
+struct Ports {
+    tcp: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    http: Option<tokio::net::TcpListener>,
+    health: Option<tokio::net::TcpListener>,
+    metrics: Option<tokio::net::TcpListener>,
+}
+
+/// Binds every port the flags name, refusing plain HTTP off loopback without --insecure
+/// (`tls`, `web_tls`: whether the gRPC port and the dashboard serve TLS).
+async fn bind_ports(args: &Args, tls: bool, web_tls: bool) -> anyhow::Result<Ports> {
     let tcp = dispatch_coordinator::server::bind_tcp("--listen", &args.listen).await?;
     let addr = tcp.local_addr()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    if tls.is_none() && !addr.ip().is_loopback() {
+    if !tls && !addr.ip().is_loopback() {
         if !args.insecure {
             anyhow::bail!(
                 "refusing to serve plain HTTP on {addr}: tokens, prompts and answers would cross the network readable by anyone on the path. Give --tls-cert and --tls-key (make them with `dispatch-coordinator certs init DIR --host NAME`), listen on a loopback address behind a TLS proxy, or pass --insecure to accept the risk"
@@ -504,7 +503,7 @@ async fn main() -> anyhow::Result<()> {
         Some(h) => {
             let l = dispatch_coordinator::server::bind_tcp("--http-listen", h).await?;
             let haddr = l.local_addr()?;
-            if web_tls.is_none() && !haddr.ip().is_loopback() && !args.insecure {
+            if !web_tls && !haddr.ip().is_loopback() && !args.insecure {
                 anyhow::bail!(
                     "refusing to serve the dashboard in plain HTTP on {haddr}: tokens and answers would cross the network readable by anyone. Give --tls-cert and --tls-key, use a loopback address behind a TLS proxy, or pass --insecure"
                 );
@@ -529,106 +528,66 @@ async fn main() -> anyhow::Result<()> {
         ),
         None => None,
     };
-    // With PostgreSQL the data directory holds only the address files: made here too.
-    dispatch_core::fs::private_dir(&data_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create --data-dir {}: {e}", data_dir.display()))?;
-    // SQLite: the store is open (and the first admin token written) before anything is served.
-    let sqlite = match &postgres {
-        None => Some(Coordinator::start(config.clone()).await?),
-        Some(_) => None,
-    };
-    let mut listeners = vec![match tls {
-        Some(t) => Listener::Tls(Arc::new(tcp), Box::new(t), Arc::clone(&config.gate)),
-        None => Listener::Tcp(Arc::new(tcp), Arc::clone(&config.gate)),
-    }];
-    if let Some(path) = &args.socket {
-        listeners.push(Listener::Unix(Arc::new(
-            dispatch_coordinator::server::bind_unix(path)?,
-        )));
-    }
-    if let Some(l) = health {
-        let haddr = l.local_addr()?;
-        std::fs::write(data_dir.join("health.addr"), format!("{haddr}\n"))
-            .map_err(|e| anyhow::anyhow!("cannot write health.addr: {e}"))?;
-        tracing::info!(addr = %haddr, "gRPC health check (only) on {haddr}");
-        listeners.push(Listener::HealthOnly(Arc::new(l), Arc::clone(&config.gate)));
-    }
-    // A replica's /metrics answers while it waits too (its leader gauge is 0).
-    let leading: Arc<std::sync::OnceLock<Arc<Coordinator>>> = Default::default();
-    let metrics = match metrics_listener {
-        Some(l) => {
-            let maddr = l.local_addr()?;
-            let file = data_dir.join("metrics.addr");
-            std::fs::write(&file, format!("http://{maddr}/metrics\n"))
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
-            tracing::info!(addr = %maddr, "metrics at http://{maddr}/metrics");
-            tokio::spawn(dispatch_coordinator::metrics::serve(
-                Arc::clone(&leading),
-                l,
-                std::future::pending(),
-            ));
-            Some(())
-        }
-        None => None,
-    };
-    let addr_file = data_dir.join("coordinator.addr");
-    std::fs::write(&addr_file, format!("{scheme}://{addr}\n"))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", addr_file.display()))?;
+    Ok(Ports {
+        tcp,
+        addr,
+        http,
+        health,
+        metrics: metrics_listener,
+    })
+}
 
-    let (coordinator, lease) = match (sqlite, postgres) {
-        (Some(c), _) => {
-            tracing::info!(%addr, data_dir = %data_dir.display(), "coordinator listening on {scheme}://{addr}");
-            (c, None)
-        }
-        (None, Some(url)) => {
-            let advertise = args.advertise.clone().unwrap_or_else(|| {
-                let host = if addr.ip().is_unspecified() {
-                    nix::unistd::gethostname()
-                        .ok()
-                        .and_then(|h| h.into_string().ok())
-                        .unwrap_or_else(|| addr.ip().to_string())
-                } else {
-                    addr.ip().to_string()
-                };
-                format!("{scheme}://{host}:{}", addr.port())
-            });
-            match lead(&url, &advertise, args.leader_timeout, &listeners, config).await? {
-                Some(led) => led,
-                None => {
-                    tracing::info!("standby stopped");
-                    return Ok(());
-                }
-            }
-        }
-        (None, None) => unreachable!("one of the stores is chosen above"),
+/// Writes `<data-dir>/<name>`: where a local client finds what this coordinator serves.
+fn write_addr(data_dir: &std::path::Path, name: &str, addr: &str) -> anyhow::Result<()> {
+    let file = data_dir.join(name);
+    std::fs::write(&file, format!("{addr}\n"))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))
+}
+
+/// The address a replica advertises when --advertise is not given: the host name when it
+/// listens on every address, else the address it listens on.
+fn advertised(addr: std::net::SocketAddr, scheme: &str) -> String {
+    let host = if addr.ip().is_unspecified() {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| addr.ip().to_string())
+    } else {
+        addr.ip().to_string()
     };
-    if metrics.is_some() {
-        let _ = leading.set(Arc::clone(&coordinator));
-    }
-    if let Some(l) = http {
-        let haddr = l.local_addr()?;
-        let scheme = if web_tls.is_some() { "https" } else { "http" };
-        let file = data_dir.join("http.addr");
-        std::fs::write(&file, format!("{scheme}://{haddr}\n"))
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
-        tracing::info!(addr = %haddr, "dashboard at {scheme}://{haddr}/");
-        let c = Arc::clone(&coordinator);
-        let stop = coordinator.stopping();
-        let tls = web_tls.clone();
-        let slow = args.auth_deadline;
-        tokio::spawn(async move {
-            let app = dispatch_coordinator::web::router(c, tls.is_some());
-            if let Err(e) = dispatch_coordinator::web::serve(app, l, tls, slow, stop).await {
-                tracing::error!(error = %e, "the dashboard stopped");
-            }
-        });
-    }
-    let serve = dispatch_coordinator::server::serve_with_grace(
-        coordinator,
-        listeners,
-        shutdown_signal(),
-        args.shutdown_grace,
-    );
+    format!("{scheme}://{host}:{}", addr.port())
+}
+
+/// Serves the dashboard on `l` (its address in `<data-dir>/http.addr`) until the coordinator
+/// stops.
+fn spawn_dashboard(
+    coordinator: &Arc<Coordinator>,
+    l: tokio::net::TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    slow: Duration,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let haddr = l.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    write_addr(data_dir, "http.addr", &format!("{scheme}://{haddr}"))?;
+    tracing::info!(addr = %haddr, "dashboard at {scheme}://{haddr}/");
+    let c = Arc::clone(coordinator);
+    let stop = coordinator.stopping();
+    tokio::spawn(async move {
+        let app = dispatch_coordinator::web::router(c, tls.is_some());
+        if let Err(e) = dispatch_coordinator::web::serve(app, l, tls, slow, stop).await {
+            tracing::error!(error = %e, "the dashboard stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Serves until a signal stops it; a PostgreSQL leader also keeps its lease meanwhile and
+/// steps down (exits) the moment it loses it.
+async fn serve_while_leading(
+    serve: impl std::future::Future<Output = anyhow::Result<()>>,
+    lease: Option<(Lease, Deposed)>,
+) -> anyhow::Result<()> {
     match lease {
         None => serve.await?,
         Some((mut lease, deposed)) => {
@@ -644,6 +603,170 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The store a coordinator runs on.
+enum Store {
+    /// Open already (the first admin token written).
+    Sqlite(Arc<Coordinator>),
+    /// Opened once this replica holds the lease.
+    Postgres(String),
+}
+
+impl Args {
+    /// The TLS the flags ask for (a certificate and key; a client CA for mutual TLS).
+    fn server_tls(&self) -> Option<ServerTls> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(ServerTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Serves /metrics on `l` (its URL in `<data-dir>/metrics.addr`); the leading coordinator's
+/// figures once `leading` is set, a replica's while it waits.
+fn spawn_metrics(
+    l: tokio::net::TcpListener,
+    leading: &Arc<std::sync::OnceLock<Arc<Coordinator>>>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let maddr = l.local_addr()?;
+    write_addr(data_dir, "metrics.addr", &format!("http://{maddr}/metrics"))?;
+    tracing::info!(addr = %maddr, "metrics at http://{maddr}/metrics");
+    tokio::spawn(dispatch_coordinator::metrics::serve(
+        Arc::clone(leading),
+        l,
+        std::future::pending(),
+    ));
+    Ok(())
+}
+
+/// The gRPC listeners: the main port (with TLS when given), the Unix socket, and the port that
+/// answers health checks only (its address in `<data-dir>/health.addr`).
+fn grpc_listeners(
+    args: &Args,
+    tcp: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    health: Option<tokio::net::TcpListener>,
+    gate: &Arc<dispatch_coordinator::conn::Gate>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Vec<Listener>> {
+    let mut listeners = vec![match tls {
+        Some(t) => Listener::Tls(Arc::new(tcp), Box::new(t), Arc::clone(gate)),
+        None => Listener::Tcp(Arc::new(tcp), Arc::clone(gate)),
+    }];
+    if let Some(path) = &args.socket {
+        listeners.push(Listener::Unix(Arc::new(
+            dispatch_coordinator::server::bind_unix(path)?,
+        )));
+    }
+    if let Some(l) = health {
+        let haddr = l.local_addr()?;
+        write_addr(data_dir, "health.addr", &haddr.to_string())?;
+        tracing::info!(addr = %haddr, "gRPC health check (only) on {haddr}");
+        listeners.push(Listener::HealthOnly(Arc::new(l), Arc::clone(gate)));
+    }
+    Ok(listeners)
+}
+
+/// Starts a coordinator, in an order that is the point (so it stays one function to read top
+/// to bottom): every check that can refuse the start and every port bound before anything is
+/// written; the SQLite store opened before anything is served; address files written once
+/// their port is bound; a PostgreSQL replica serving as a standby until it leads.
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(cmd) = args.command {
+        return tool(cmd, args.data_dir.as_deref()).await;
+    }
+    let Some(data_dir) = args.data_dir.clone() else {
+        Args::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "--data-dir (or DISPATCH_DATA_DIR) is required: where the coordinator keeps its store",
+            )
+            .exit();
+    };
+    let _telemetry = dispatch_telemetry::init("dispatch-coordinator", Some(args.log_format));
+    let server_tls = args.server_tls();
+    let tls = server_tls.as_ref().map(ServerTls::load).transpose()?;
+    let web_tls = server_tls
+        .as_ref()
+        .map(ServerTls::rustls_config)
+        .transpose()?;
+    let config = coordinator_config(&args, &data_dir)?;
+    let postgres = postgres_url(args.store.as_deref())?;
+    // Everything that can refuse this start is checked, and every port bound, before the data
+    // directory, the store or the first admin token is created: a refused start leaves nothing
+    // behind. (Bound is not served: connections wait in the backlog until the store is open.)
+    let Ports {
+        tcp,
+        addr,
+        http,
+        health,
+        metrics: metrics_listener,
+    } = bind_ports(&args, tls.is_some(), web_tls.is_some()).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // With PostgreSQL the data directory holds only the address files: made here too.
+    dispatch_core::fs::private_dir(&data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create --data-dir {}: {e}", data_dir.display()))?;
+    // SQLite: the store is open (and the first admin token written) before anything is served.
+    let store = match postgres {
+        None => Store::Sqlite(Coordinator::start(config.clone()).await?),
+        Some(url) => Store::Postgres(url),
+    };
+    let listeners = grpc_listeners(&args, tcp, tls, health, &config.gate, &data_dir)?;
+    // A replica's /metrics answers while it waits too (its leader gauge is 0).
+    let leading: Arc<std::sync::OnceLock<Arc<Coordinator>>> = Default::default();
+    let metrics = match metrics_listener {
+        Some(l) => Some(spawn_metrics(l, &leading, &data_dir)?),
+        None => None,
+    };
+    write_addr(&data_dir, "coordinator.addr", &format!("{scheme}://{addr}"))?;
+
+    let (coordinator, lease) = match store {
+        Store::Sqlite(c) => {
+            tracing::info!(%addr, data_dir = %data_dir.display(), "coordinator listening on {scheme}://{addr}");
+            (c, None)
+        }
+        Store::Postgres(url) => {
+            let advertise = args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| advertised(addr, scheme));
+            match lead(&url, &advertise, args.leader_timeout, &listeners, config).await? {
+                Some(led) => led,
+                None => {
+                    tracing::info!("standby stopped");
+                    return Ok(());
+                }
+            }
+        }
+    };
+    if metrics.is_some() {
+        let _ = leading.set(Arc::clone(&coordinator));
+    }
+    if let Some(l) = http {
+        spawn_dashboard(
+            &coordinator,
+            l,
+            web_tls.clone(),
+            args.auth_deadline,
+            &data_dir,
+        )?;
+    }
+    let serve = dispatch_coordinator::server::serve_with_grace(
+        coordinator,
+        listeners,
+        shutdown_signal(),
+        args.shutdown_grace,
+    );
+    serve_while_leading(serve, lease).await?;
     tracing::info!("coordinator stopped");
     Ok(())
 }
@@ -660,13 +783,13 @@ fn step_down(reason: &str) -> ! {
 
 /// A leading replica: its coordinator, its lease, and what resolves when a write finds it
 /// deposed.
-type Led = (
-    Arc<Coordinator>,
-    Option<(
-        dispatch_coordinator::store::postgres::lease::Lease,
-        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-    )>,
-);
+type Led = (Arc<Coordinator>, Option<(Lease, Deposed)>);
+
+/// A leader's lease on the PostgreSQL store.
+type Lease = dispatch_coordinator::store::postgres::lease::Lease;
+
+/// Resolves when a write finds this replica deposed.
+type Deposed = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Campaigns for the lease of the PostgreSQL store at `url`, serving as a standby on
 /// `listeners` meanwhile; then opens the store fenced by the lease and starts the coordinator.
@@ -719,8 +842,7 @@ async fn lead(
     let store = dispatch_coordinator::store::PgStore::open_fenced(url, lease.epoch)
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?;
-    let deposed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-        Box::pin(store.deposed());
+    let deposed: Deposed = Box::pin(store.deposed());
     let coordinator = Coordinator::with_store(config, Arc::new(store)).await?;
     let _ = led_tx.send(());
     let _ = standby.await;
