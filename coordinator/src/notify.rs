@@ -5,7 +5,6 @@
 use dispatch_core::notify::NotifyConfig;
 use std::collections::HashSet;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 /// Attempts per notification (the first and two retries).
@@ -385,68 +384,54 @@ impl Webhook {
         }
     }
 
-    async fn exchange<S>(&self, mut stream: S, id: &str, body: &[u8]) -> Result<(), String>
+    /// The POST itself, over `stream` (TCP or TLS), by hyper's HTTP/1.1 client: the
+    /// delivery's id and timestamp headers, and its signatures when a secret is set.
+    async fn exchange<S>(&self, stream: S, id: &str, body: &[u8]) -> Result<(), String>
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let mut head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: dispatch/{}\r\nConnection: close\r\n",
-            self.path,
-            self.authority,
-            body.len(),
-            crate::VERSION
-        );
-        let timestamp = (crate::now_ms() / 1000).to_string();
-        head.push_str(&format!(
-            "{WEBHOOK_ID}: {id}\r\n{WEBHOOK_TIMESTAMP}: {timestamp}\r\n"
-        ));
+        let timestamp = crate::now_ms() / 1000;
+        let mut req = hyper::Request::post(self.path.as_str())
+            .header(hyper::header::HOST, self.authority.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(
+                hyper::header::USER_AGENT,
+                format!("dispatch/{}", crate::VERSION),
+            )
+            .header(hyper::header::CONNECTION, "close")
+            .header(WEBHOOK_ID, id)
+            .header(WEBHOOK_TIMESTAMP, timestamp.to_string());
         if let Some(secret) = &self.secret {
-            head.push_str(&format!(
-                "{WEBHOOK_SIGNATURE}: {}\r\n",
-                standard_signature(secret, id, timestamp.parse().unwrap_or(0), body)
-            ));
-            // The older signature of the body alone, for receivers not yet moved: it proves who
-            // sent a post, not when (a captured post can be replayed to such a receiver).
-            head.push_str(&format!(
-                "{SIGNATURE_HEADER}: {}\r\n",
-                signature(secret, body)
-            ));
+            req = req
+                .header(
+                    WEBHOOK_SIGNATURE,
+                    standard_signature(secret, id, timestamp, body),
+                )
+                // The older signature of the body alone, for receivers not yet moved: it
+                // proves who sent a post, not when (a captured post can be replayed to such a
+                // receiver).
+                .header(SIGNATURE_HEADER, signature(secret, body));
         }
-        head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
+        let req = req
+            .body(http_body_util::Full::new(
+                hyper::body::Bytes::copy_from_slice(body),
+            ))
+            .map_err(|e| format!("cannot form the request to {}: {e}", self.url))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("HTTP with {}: {e}", self.url))?;
+        // The connection is driven until the response is in (it closes after it).
+        tokio::spawn(conn);
+        let response = sender
+            .send_request(req)
             .await
-            .map_err(|e| e.to_string())?;
-        stream.write_all(body).await.map_err(|e| e.to_string())?;
-        stream.flush().await.map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        let mut buf = [0u8; 1024];
-        // The status line is all we need.
-        while !response.windows(2).any(|w| w == b"\r\n") && response.len() < 8192 {
-            let k = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-            if k == 0 {
-                break;
-            }
-            response.extend_from_slice(&buf[..k]);
-        }
-        let status_line = String::from_utf8_lossy(&response)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string();
-        let code: u16 = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("no HTTP status from {}", self.url))?;
-        if (200..300).contains(&code) {
+            .map_err(|e| format!("no HTTP answer from {}: {e}", self.url))?;
+        let status = response.status();
+        if status.is_success() {
             Ok(())
         } else {
-            Err(format!(
-                "{} answered {}",
-                self.url,
-                dispatch_core::text::printable_line(&status_line)
-            ))
+            Err(format!("{} answered HTTP {status}", self.url))
         }
     }
 }

@@ -201,7 +201,12 @@ fn an_https_webhook_is_verified_and_each_post_is_signed() {
     let want = dispatch_coordinator::notify::signature(secret, &body);
     let sig = head
         .lines()
-        .find_map(|l| l.strip_prefix("X-Dispatch-Signature-256: "))
+        // Header names are case-insensitive (RFC 9110); the value is what counts.
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("x-dispatch-signature-256"))
+                .map(|(_, v)| v.trim())
+        })
         .unwrap_or_else(|| panic!("no signature header in {head}"));
     assert_eq!(sig, want);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
