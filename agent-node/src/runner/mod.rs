@@ -162,6 +162,36 @@ pub struct TaskHandle {
     pub drained: Arc<std::sync::atomic::AtomicBool>,
 }
 
+impl TaskHandle {
+    /// A handle of worker run `attempt` whose task directory is under `workdir`.
+    pub(crate) fn new(workdir: PathBuf, attempt: u32) -> TaskHandle {
+        TaskHandle {
+            cancel: Arc::new(Notify::new()),
+            workdir,
+            attempt,
+            cancelling: false,
+            notes: Default::default(),
+            drained: Default::default(),
+        }
+    }
+
+    /// What the runner shares with the connection loop: the cancel, the notes and the
+    /// drained flag.
+    pub(crate) fn shared(
+        &self,
+    ) -> (
+        Arc<Notify>,
+        crate::watched::Notes,
+        Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        (
+            Arc::clone(&self.cancel),
+            Arc::clone(&self.notes),
+            Arc::clone(&self.drained),
+        )
+    }
+}
+
 pub use dispatch_core::process::now_ms;
 
 /// A fresh (unsequenced) event of worker run `attempt` of `task`.
@@ -195,17 +225,8 @@ pub fn start(ctx: RunContext, assign: Assignment) -> TaskHandle {
         }
         Place::Dir => workdir.clone(),
     };
-    let handle = TaskHandle {
-        cancel: Arc::new(Notify::new()),
-        workdir: cwd,
-        attempt: assign.attempt,
-        cancelling: false,
-        notes: Default::default(),
-        drained: Default::default(),
-    };
-    let cancel = Arc::clone(&handle.cancel);
-    let notes = Arc::clone(&handle.notes);
-    let drained = Arc::clone(&handle.drained);
+    let handle = TaskHandle::new(cwd, assign.attempt);
+    let (cancel, notes, drained) = handle.shared();
     tokio::spawn(async move {
         let (id, attempt) = (assign.task.clone(), assign.attempt);
         let events = ctx.events.clone();

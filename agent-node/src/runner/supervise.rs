@@ -126,17 +126,8 @@ pub(super) enum Exit {
 
 /// Starts supervising a worker left running by an earlier run of this agent.
 pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHandle {
-    let handle = TaskHandle {
-        cancel: Arc::new(Notify::new()),
-        workdir: workdir_of(&record.task_dir),
-        attempt: record.attempt,
-        cancelling: false,
-        notes: Default::default(),
-        drained: Default::default(),
-    };
-    let cancel = Arc::clone(&handle.cancel);
-    let notes = Arc::clone(&handle.notes);
-    let drained = Arc::clone(&handle.drained);
+    let handle = TaskHandle::new(workdir_of(&record.task_dir), record.attempt);
+    let (cancel, notes, drained) = handle.shared();
     tokio::spawn(async move {
         let exit = Exit::Adopted(dispatch_core::process::ProcessExit::new(record.pid));
         // An empty last plan makes the first scan report the plan as it is now.
