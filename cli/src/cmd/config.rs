@@ -11,15 +11,7 @@ use dispatch_core::config_edit;
 use dispatch_core::resolve::{Choice, Resolution, resolve};
 use dispatch_proto::v1;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
-
-fn path(g: &Settings) -> Result<PathBuf> {
-    g.config_path()
-}
-
-fn load(g: &Settings) -> Result<Option<Config>> {
-    g.config()
-}
+use std::path::Path;
 
 /// The config's `fallback:` as a submit carries it: each `to` entry resolved to a backend and
 /// model (a model or alias of the config: its backend and model; a backend: its default model).
@@ -191,7 +183,7 @@ pub(crate) async fn init(
     target: Option<&mut Target>,
     quiet: bool,
 ) -> Result<Option<Config>> {
-    let p = path(g)?;
+    let p = g.config_path()?;
     let d = discover(target).await;
     if d.models.is_empty() {
         eprintln!("{}", install_hint(&p));
@@ -277,7 +269,7 @@ fn edit(
 }
 
 pub(crate) async fn run(g: &Settings, action: ConfigAction) -> Result<crate::exit::Exit> {
-    let p = path(g)?;
+    let p = g.config_path()?;
     if let ConfigAction::Init { force } = &action {
         if p.exists() && !force {
             bail!(
@@ -296,7 +288,7 @@ pub(crate) async fn run(g: &Settings, action: ConfigAction) -> Result<crate::exi
             crate::exit::Exit::Failure
         });
     }
-    let cfg = match (load(g)?, &action) {
+    let cfg = match (g.config()?, &action) {
         (Some(cfg), _) => cfg,
         // The way out when `config init` finds no CLI to list: a config of this one model,
         // made the default.
@@ -506,8 +498,8 @@ pub(crate) struct NewModel {
 impl NewModel {
     /// Adds the model to the config file (keeping its comments) and says so.
     pub(crate) fn save(&self, g: &Settings) -> Result<()> {
-        let p = path(g)?;
-        let cfg = load(g)?.unwrap_or_default();
+        let p = g.config_path()?;
+        let cfg = g.config()?.unwrap_or_default();
         let (id, b) = (&self.id, &self.backend);
         edit(
             &p,
@@ -534,7 +526,7 @@ pub(crate) async fn resolve_for_submit(
     yes: bool,
     fallback: bool,
 ) -> Result<Option<Resolved>> {
-    let cfg = match load(g)? {
+    let cfg = match g.config()? {
         Some(c) => c,
         None => match init(g, Some(target), true).await? {
             Some(c) => c,
