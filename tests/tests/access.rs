@@ -738,7 +738,11 @@ fn a_registration_token_registers_n_nodes_and_each_keeps_a_token_of_its_own() {
     };
     c.add_agent(with_reg("ci-1"));
     let own_file = c.dir.path().join("agent-ci-1").join("node.token");
-    let own = std::fs::read_to_string(&own_file).unwrap();
+    // The coordinator lists the node once its session opens; the agent keeps its token when
+    // the welcome reaches it, a moment later.
+    let own = wait_until("the registered node to keep its token", || {
+        std::fs::read_to_string(&own_file).ok()
+    });
     let own = own.trim();
     assert!(own.starts_with("dsp_") && own != reg, "{own}");
     assert_eq!(
