@@ -433,7 +433,7 @@ pub(crate) enum Command {
     /// Serve dispatch as MCP tools on stdin/stdout, for agent hosts (Claude Code, Codex,
     /// Cursor): dispatch, wait, answer, read results — no monitor script.
     ///
-    /// Register it once with the host (README, "MCP"); the host starts it. It uses the same
+    /// Register it once with the host (docs/cli.md, "MCP"); the host starts it. It uses the same
     /// coordinator, token and config as the CLI. Tools: dispatch_task, task_status,
     /// wait_for_task, answer_question, add_note, cancel_task, retry_task, task_output,
     /// task_diff, list_nodes, inbox. Resources, with change notifications:

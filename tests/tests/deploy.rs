@@ -537,7 +537,7 @@ fn the_dockerfile_builds_and_copies_the_three_binaries() {
     );
 }
 
-/// README's "From `certs init` to Secrets" recipe, run for real (certs init, new-token, a node
+/// docs/cluster.md's "From `certs init` to Secrets" recipe, run for real (certs init, new-token, a node
 /// token made by the CLI against a live coordinator) with `kubectl create secret` in
 /// `--dry-run=client` mode: it makes every Secret, with every key, the base manifests read; the
 /// pool's node token matches the pool's pod names; no other node-token prefix is named anywhere.
@@ -547,10 +547,10 @@ fn the_secrets_recipe_makes_every_secret_the_manifests_read() {
     let Some(kubectl) = tool("kubectl") else {
         return;
     };
-    let readme = std::fs::read_to_string(deploy().join("../README.md")).unwrap();
+    let readme = std::fs::read_to_string(deploy().join("../docs/cluster.md")).unwrap();
     let at = readme
         .find("**From `certs init` to Secrets.**")
-        .expect("README has the recipe");
+        .expect("docs/cluster.md has the recipe");
     let block = &readme[at..];
     let start = block.find("```sh\n").unwrap() + 6;
     let end = start + block[start..].find("```").unwrap();
@@ -713,6 +713,7 @@ fn the_secrets_recipe_makes_every_secret_the_manifests_read() {
     // No other prefix anywhere an operator reads one.
     for file in [
         "../README.md",
+        "../docs/cluster.md",
         "k8s/base/kustomization.yaml",
         "../cli/src/args.rs",
         "../docs/operations.md",
