@@ -19,19 +19,7 @@ impl Node {
         match cmd.kind {
             Some(C::Assign(a)) => self.assign(a),
             Some(C::Cancel(c)) => {
-                if let Some(t) = self.tasks.get_mut(&c.task_id)
-                    && (c.attempt == 0 || c.attempt == t.attempt)
-                {
-                    t.cancelling = true;
-                    t.cancel.notify_one();
-                }
-                if self
-                    .next_runs
-                    .get(&c.task_id)
-                    .is_some_and(|a| c.attempt == 0 || c.attempt == a.attempt)
-                {
-                    self.next_runs.remove(&c.task_id);
-                }
+                self.cancel(&c);
                 String::new()
             }
             Some(C::Answer(a)) => match self.tasks.get(&a.task_id) {
@@ -42,10 +30,7 @@ impl Node {
                     })
                     .await
                 }
-                None => format!(
-                    "task `{}` is not running on node `{}`",
-                    a.task_id, self.cfg.name
-                ),
+                None => self.not_running(&a.task_id),
             },
             Some(C::Note(n)) => match self.tasks.get(&n.task_id) {
                 Some(t) => {
@@ -55,58 +40,84 @@ impl Node {
                     })
                     .await
                 }
-                None => format!(
-                    "task `{}` is not running on node `{}`",
-                    n.task_id, self.cfg.name
-                ),
+                None => self.not_running(&n.task_id),
             },
             Some(C::Drain(d)) => {
-                if d.draining {
-                    let timeout =
-                        Duration::from_millis(d.timeout_ms).min(dispatch_core::limits::MAX_DRAIN);
-                    let until = Instant::now() + timeout;
-                    tracing::info!(
-                        running = self.tasks.len(),
-                        timeout_ms = d.timeout_ms,
-                        "the coordinator drains this node: no new tasks; running workers may finish within the timeout"
-                    );
-                    self.drain = Some(match self.drain {
-                        Some(old) => Drain {
-                            until: old.until.min(until),
-                            ..old
-                        },
-                        None => Drain {
-                            until,
-                            stopped: false,
-                            exit: false,
-                        },
-                    });
-                } else if self.drain.is_some_and(|d| !d.exit) {
-                    tracing::info!("the coordinator ended this node's drain");
-                    self.drain = None;
-                }
+                self.set_drain(&d);
                 String::new()
             }
-            Some(C::RemoveWorktree(r)) => {
-                let workdir = if r.path.is_empty() {
-                    self.cfg.workdir.clone()
-                } else {
-                    PathBuf::from(&r.path)
-                };
-                let node = self.cfg.name.clone();
-                blocking(
-                    move || match crate::worktree::remove(&workdir, &r.task_id) {
-                        Ok(()) => {
-                            tracing::info!(task = %r.task_id, "worktree removed");
-                            Ok(())
-                        }
-                        Err(e) => Err(format!("{e} (on node `{node}`)")),
-                    },
-                )
-                .await
-            }
+            Some(C::RemoveWorktree(r)) => self.remove_worktree(r).await,
             None => "empty command".into(),
         }
+    }
+
+    fn not_running(&self, task: &str) -> String {
+        format!("task `{task}` is not running on node `{}`", self.cfg.name)
+    }
+
+    /// Stops the task's worker run the cancel names (0: whichever runs), and forgets a run of
+    /// it that waits to start.
+    fn cancel(&mut self, c: &v1::CancelTask) {
+        if let Some(t) = self.tasks.get_mut(&c.task_id)
+            && (c.attempt == 0 || c.attempt == t.attempt)
+        {
+            t.cancelling = true;
+            t.cancel.notify_one();
+        }
+        if self
+            .next_runs
+            .get(&c.task_id)
+            .is_some_and(|a| c.attempt == 0 || c.attempt == a.attempt)
+        {
+            self.next_runs.remove(&c.task_id);
+        }
+    }
+
+    /// The coordinator starts or ends a drain of this node. A drain it starts can only get
+    /// shorter; a drain SIGTERM began (the agent exits after it) is not the coordinator's to end.
+    fn set_drain(&mut self, d: &v1::NodeDrain) {
+        if d.draining {
+            let timeout = Duration::from_millis(d.timeout_ms).min(dispatch_core::limits::MAX_DRAIN);
+            let until = Instant::now() + timeout;
+            tracing::info!(
+                running = self.tasks.len(),
+                timeout_ms = d.timeout_ms,
+                "the coordinator drains this node: no new tasks; running workers may finish within the timeout"
+            );
+            self.drain = Some(match self.drain {
+                Some(old) => Drain {
+                    until: old.until.min(until),
+                    ..old
+                },
+                None => Drain {
+                    until,
+                    stopped: false,
+                    exit: false,
+                },
+            });
+        } else if self.drain.is_some_and(|d| !d.exit) {
+            tracing::info!("the coordinator ended this node's drain");
+            self.drain = None;
+        }
+    }
+
+    async fn remove_worktree(&self, r: v1::RemoveWorktree) -> String {
+        let workdir = if r.path.is_empty() {
+            self.cfg.workdir.clone()
+        } else {
+            PathBuf::from(&r.path)
+        };
+        let node = self.cfg.name.clone();
+        blocking(
+            move || match crate::worktree::remove(&workdir, &r.task_id) {
+                Ok(()) => {
+                    tracing::info!(task = %r.task_id, "worktree removed");
+                    Ok(())
+                }
+                Err(e) => Err(format!("{e} (on node `{node}`)")),
+            },
+        )
+        .await
     }
 
     /// Starts an assigned worker run, unless it ran or runs already; a newer run of a task

@@ -347,26 +347,16 @@ pub(super) async fn supervise(
     {
         send_changes(&ctx, &w.task, attempt, spec).await;
     }
-    let exited = v1::WorkerExited {
-        exit_code,
-        signal,
-        markdown: String::from_utf8_lossy(&w.last_plan).into_owned(),
+    let exited = exited(
+        &ctx,
+        &w,
+        (exit_code, signal),
         done_marker,
         cancelled,
-        detail: if after.fresh.is_none() {
-            format!(
-                "the agent on node `{}` restarted while the worker ran, so its exit status is unknown",
-                ctx.node
-            )
-        } else {
-            String::new()
-        },
-        fault: fault
-            .map(|f| format!("stopped by the agent on node `{}`: {f}", ctx.node))
-            .unwrap_or_default(),
-        drained: cancelled && after.drained.load(std::sync::atomic::Ordering::SeqCst),
-        cli: cli.as_ref().map(dispatch_proto::convert::failure_to_proto),
-    };
+        fault,
+        (after.fresh.is_none(), &after.drained),
+        cli.as_ref(),
+    );
     tracing::info!(task = %w.task, ?exit_code, ?signal, cancelled, fault = %exited.fault, "worker exited");
     if done_marker && exited.fault.is_empty() && !cancelled {
         ctx.signed_runs.completed(&w.task);
@@ -378,9 +368,45 @@ pub(super) async fn supervise(
     Ok(())
 }
 
+/// The Exited event of a worker: how it ended, its plan as it left it, and who stopped it.
+#[allow(clippy::too_many_arguments)]
+fn exited(
+    ctx: &RunContext,
+    w: &Watched,
+    (exit_code, signal): (Option<i32>, Option<i32>),
+    done_marker: bool,
+    cancelled: bool,
+    fault: Option<String>,
+    (adopted, drained): (bool, &std::sync::atomic::AtomicBool),
+    cli: Option<&dispatch_core::signals::Failure>,
+) -> v1::WorkerExited {
+    v1::WorkerExited {
+        exit_code,
+        signal,
+        markdown: String::from_utf8_lossy(&w.last_plan).into_owned(),
+        done_marker,
+        cancelled,
+        detail: if adopted {
+            format!(
+                "the agent on node `{}` restarted while the worker ran, so its exit status is unknown",
+                ctx.node
+            )
+        } else {
+            String::new()
+        },
+        fault: fault
+            .map(|f| format!("stopped by the agent on node `{}`: {f}", ctx.node))
+            .unwrap_or_default(),
+        drained: cancelled && drained.load(std::sync::atomic::Ordering::SeqCst),
+        cli: cli.map(dispatch_proto::convert::failure_to_proto),
+    }
+}
+
 /// The supervision loop: scans the task directory when woken (or every [`RESCAN`]), stops the
 /// worker's process tree (SIGTERM, SIGKILL after [`KILL_GRACE`]) on cancel, on a broken rule,
-/// or when its CLI retries past the node's limit; returns when the worker exits.
+/// or when its CLI retries past the node's limit; returns when the worker exits. Over 80 lines
+/// on purpose: one `select!` whose arms share the kill deadline and the three reasons to stop,
+/// which a split would pass around as a struct of `&mut`s.
 async fn watch_to_end(
     ctx: &RunContext,
     mut w: Watched,
