@@ -25,6 +25,7 @@ pub mod git;
 pub mod limits;
 pub mod notify;
 pub mod plan;
+pub mod policy;
 pub mod process;
 pub mod prompt;
 pub mod repo_url;

@@ -646,6 +646,13 @@ fn scale(args: &[String]) -> Vec<Stats> {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let url = c.url.clone();
+        // Connected and authenticated before the storm: a connection opened during it is one
+        // of a thousand unauthenticated ones from this address, and the per-address cap
+        // closes it at once (the bench once died on that).
+        let mut client = dispatch_tests::client_with(&url, &c.admin_token)
+            .await
+            .unwrap();
+        client.info(v1::InfoRequest {}).await.unwrap();
         let mut tasks = Vec::new();
         // A light node reconnects after a jittered pause, as real agents do.
         let retried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -665,9 +672,6 @@ fn scale(args: &[String]) -> Vec<Stats> {
                 tokio::task::yield_now().await;
             }
         }
-        let mut client = dispatch_tests::client_with(&url, &c.admin_token)
-            .await
-            .unwrap();
         let started = Instant::now();
         loop {
             let info = client.info(v1::InfoRequest {}).await.unwrap().into_inner();
