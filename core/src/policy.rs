@@ -486,8 +486,14 @@ fn command_matches(pattern: &str, prefix: bool, line: &str) -> bool {
     wildcard(pattern, line) || (prefix && wildcard(&format!("{pattern} *"), line))
 }
 
-/// Glob with `*` only (any characters), iterative, linear in practice.
+/// Glob with `*` only (any characters, spaces included).
 fn wildcard(pattern: &str, text: &str) -> bool {
+    glob_chars(pattern, text, false)
+}
+
+/// `*` matches any run of characters, and with `any_one` `?` matches one. Backtracks to the
+/// last `*` only: steps grow as pattern × text at worst, never exponentially.
+fn glob_chars(pattern: &str, text: &str, any_one: bool) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -495,7 +501,7 @@ fn wildcard(pattern: &str, text: &str) -> bool {
         if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
+        } else if pi < p.len() && ((any_one && p[pi] == '?') || p[pi] == t[ti]) {
             pi += 1;
             ti += 1;
         } else if let Some((sp, st)) = star {
@@ -523,27 +529,9 @@ fn glob_segments(pattern: &[String], path: &[String]) -> bool {
     }
 }
 
-/// One segment: `*` any characters but `/`, `?` one.
+/// One segment: `*` any characters (a segment holds no `/`), `?` one.
 fn segment_matches(pattern: &str, name: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
+    glob_chars(pattern, name, true)
 }
 
 /// One simple command of a command line.
