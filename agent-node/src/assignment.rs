@@ -35,6 +35,8 @@ pub struct Assignment {
     pub signed: Option<Signed>,
     /// The W3C traceparent of the coordinator's assignment span ("" when not traced).
     pub traceparent: String,
+    /// Run the worker under tool approvals (its CLI asks before each tool call).
+    pub approvals: bool,
 }
 
 /// A repository at a commit.
@@ -153,6 +155,7 @@ impl TryFrom<v1::Assign> for Assignment {
                 signature: a.signature,
             }),
             traceparent: a.traceparent,
+            approvals: a.approvals,
             task: a.task_id,
         })
     }

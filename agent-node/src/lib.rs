@@ -2,6 +2,7 @@
 //! and runs a worker (an agent CLI) for each task it is assigned, streaming the checklist,
 //! questions, logs and exit back over one bidirectional gRPC stream.
 
+pub mod approvals;
 pub mod assignment;
 pub mod backends;
 pub mod changes;

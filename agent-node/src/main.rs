@@ -161,6 +161,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// The tool-approval hook a worker's Claude Code runs before each tool call (set by the
+    /// node under a coordinator policy; not run by hand).
+    #[command(hide = true)]
+    ApproveHook {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn parse_key(s: &str) -> Result<String, String> {
@@ -178,8 +185,12 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::SimWorker { args }) = &args.command {
-        std::process::exit(dispatch_agent::sim::main(args));
+    match &args.command {
+        Some(Command::SimWorker { args }) => std::process::exit(dispatch_agent::sim::main(args)),
+        Some(Command::ApproveHook { args }) => {
+            std::process::exit(dispatch_agent::approvals::hook_main(args))
+        }
+        None => {}
     }
     let file = match &args.config {
         Some(p) => {

@@ -27,6 +27,8 @@ pub struct RunRecord {
     pub stream: Option<dispatch_core::stream::StreamFormat>,
     /// The CLI it runs, when dispatch reads that CLI's signals.
     pub cli: Option<dispatch_core::signals::Cli>,
+    /// It runs under tool approvals: its hook asks this agent (after a restart too).
+    pub approvals: bool,
 }
 
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -69,6 +71,9 @@ impl RunRecord {
         if let Some(c) = self.cli {
             body.push_str(&format!("cli={}\n", c.name()));
         }
+        if self.approvals {
+            body.push_str("approvals=1\n");
+        }
         dispatch_core::fs::write_private(&Self::path(dir, &self.task_id), body.as_bytes())
     }
 
@@ -98,6 +103,7 @@ impl RunRecord {
                 Some("codex") => Some(dispatch_core::signals::Cli::Codex),
                 _ => None,
             },
+            approvals: get("approvals") == Some("1"),
         })
     }
 
@@ -156,6 +162,7 @@ mod tests {
             }),
             stream: Some(dispatch_core::stream::StreamFormat::CodexJson),
             cli: Some(dispatch_core::signals::Cli::Codex),
+            approvals: true,
         };
         live.save(dir.path()).unwrap();
         let dead = RunRecord {

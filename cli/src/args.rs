@@ -462,6 +462,14 @@ pub(crate) enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+
+    /// The tool-approval hook a worker's Claude Code runs before each tool call (the local
+    /// daemon's node sets it under a policy).
+    #[command(hide = true)]
+    ApproveHook {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 pub(crate) fn parse_pool(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {

@@ -53,6 +53,7 @@ pub(crate) async fn ensure_running(home: &Path) -> Result<Channel> {
     }
     // A config the daemon would refuse is reported here, not in its log.
     dispatch_core::notify::load(&home.join("config.yaml")).map_err(|e| anyhow!(e))?;
+    local_policy(home)?;
     local_node(home, false)?;
     if std::env::var_os(DAEMON_CHILD_ENV).is_some() {
         bail!(
@@ -133,12 +134,24 @@ pub(crate) fn run_foreground(home: PathBuf, idle_timeout: Duration) -> Result<()
     rt.block_on(serve(home, idle_timeout))
 }
 
+/// The `policy:` section of the user's config.yaml: the local daemon's tool approvals.
+fn local_policy(home: &Path) -> Result<dispatch_core::policy::PolicyConfig> {
+    let path = home.join("config.yaml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => bail!("cannot read {}: {e}", path.display()),
+    };
+    dispatch_core::policy::parse_section(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
 async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
     // Read before anything listens: a file the node refuses stops the daemon at once.
     let (backends, changes, file) = local_node(&home, true)?;
     let mut config = CoordinatorConfig::new(home.join("coordinator"));
     config.notify =
         dispatch_core::notify::load(&home.join("config.yaml")).map_err(|e| anyhow!(e))?;
+    config.policy = std::sync::Arc::new(local_policy(&home)?);
     let coordinator = Coordinator::start(config).await?;
     let listener = dispatch_coordinator::server::bind_unix(&socket(&home))?;
     let pid_file = home.join("daemon.pid");

@@ -20,6 +20,9 @@ fn main() -> ExitCode {
     if let Some(args::Command::SimWorker { args }) = &cli.command {
         return ExitCode::from(dispatch_agent::sim::main(args).clamp(0, 255) as u8);
     }
+    if let Some(args::Command::ApproveHook { args }) = &cli.command {
+        return ExitCode::from(dispatch_agent::approvals::hook_main(args).clamp(0, 255) as u8);
+    }
     if let Some(args::Command::Daemon {
         action: args::DaemonAction::Run { idle_timeout },
     }) = &cli.command

@@ -292,6 +292,12 @@ pub fn event_from_proto(ev: v1::TaskEvent) -> Result<TaskEvent, String> {
                 .as_ref()
                 .map(dispatch_proto::convert::usage_from_proto),
         },
+        Some(K::ToolCall(c)) => EventKind::ToolCall {
+            call: c.call,
+            tool: c.tool,
+            input_json: c.input_json,
+            cwd: c.cwd,
+        },
         Some(K::Output(o)) => EventKind::Output {
             markdown: o.markdown,
             bytes: o.bytes,
@@ -330,6 +336,7 @@ pub fn command_to_proto(id: u64, c: &NodeCommand) -> v1::Command {
             signature: a.signature.clone(),
             deliver: a.deliver.clone(),
             traceparent: a.trace.clone(),
+            approvals: a.approvals,
         }),
         NodeCommand::Cancel { task_id, attempt } => C::Cancel(v1::CancelTask {
             task_id: task_id.clone(),
@@ -354,6 +361,21 @@ pub fn command_to_proto(id: u64, c: &NodeCommand) -> v1::Command {
         } => C::Drain(v1::NodeDrain {
             draining: *draining,
             timeout_ms: *timeout_ms,
+        }),
+        NodeCommand::ToolDecision {
+            task_id,
+            attempt,
+            call,
+            allow,
+            reason,
+            seq,
+        } => C::ToolDecision(v1::ToolDecision {
+            task_id: task_id.clone(),
+            attempt: *attempt,
+            call: *call,
+            decision: if *allow { "allow" } else { "deny" }.into(),
+            reason: reason.clone(),
+            seq: *seq,
         }),
     };
     v1::Command {
@@ -385,6 +407,7 @@ pub fn command_from_proto(c: v1::Command) -> Result<NodeCommand, String> {
             signature: a.signature,
             deliver: a.deliver,
             trace: a.traceparent,
+            approvals: a.approvals,
         })),
         C::Cancel(x) => NodeCommand::Cancel {
             task_id: x.task_id,
@@ -406,6 +429,14 @@ pub fn command_from_proto(c: v1::Command) -> Result<NodeCommand, String> {
         C::Drain(d) => NodeCommand::Drain {
             draining: d.draining,
             timeout_ms: d.timeout_ms,
+        },
+        C::ToolDecision(d) => NodeCommand::ToolDecision {
+            task_id: d.task_id,
+            attempt: d.attempt,
+            call: d.call,
+            allow: d.decision == "allow",
+            reason: d.reason,
+            seq: d.seq,
         },
     })
 }

@@ -66,6 +66,9 @@ pub struct CoordinatorConfig {
     pub gate: Arc<conn::Gate>,
     /// Long-lived streams one user token may hold open at once (0: no limit).
     pub max_streams_per_token: u32,
+    /// Tool approvals: the rules a task's tool calls are decided by (empty: none, and workers
+    /// run with their CLI's permission checks off, as before).
+    pub policy: Arc<dispatch_core::policy::PolicyConfig>,
 }
 
 impl CoordinatorConfig {
@@ -84,7 +87,18 @@ impl CoordinatorConfig {
             quota: Default::default(),
             gate: conn::Gate::new(conn::Limits::for_process()),
             max_streams_per_token: 64,
+            policy: Default::default(),
         }
+    }
+
+    /// The tool policy `task` runs under; None when it runs without tool approvals.
+    pub fn policy_for(&self, task: &model::TaskRecord) -> Option<dispatch_core::policy::Policy> {
+        let pool: Vec<(String, String)> = task
+            .pool
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.policy.for_task(&task.owner, &pool)
     }
 
     /// How long a side may stay silent before it counts as gone: two and a half heartbeats

@@ -455,6 +455,16 @@ fn coordinator_config(
     }
     notify.validate().map_err(|e| anyhow::anyhow!(e))?;
     config.notify = notify;
+    if let Some(path) = &args.config {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+        };
+        let policy = dispatch_core::policy::parse_section(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config.policy = std::sync::Arc::new(policy);
+    }
     Ok(config)
 }
 

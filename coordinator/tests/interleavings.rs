@@ -171,7 +171,8 @@ impl NodeModel {
                 NodeCommand::Answer { seq, .. } => self.answered.push(seq),
                 NodeCommand::Note { .. }
                 | NodeCommand::RemoveWorktree { .. }
-                | NodeCommand::Drain { .. } => {}
+                | NodeCommand::Drain { .. }
+                | NodeCommand::ToolDecision { .. } => {}
             }
         }
         if !ids.is_empty() {

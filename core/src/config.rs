@@ -137,6 +137,7 @@ const KNOWN_KEYS: &[&str] = &[
     "confirm_default",
     "notify",
     "fallback",
+    "policy",
 ];
 
 /// A parsed config.

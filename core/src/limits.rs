@@ -47,6 +47,9 @@ pub const MAX_NODE_CAPACITY: u32 = 1024;
 pub const MAX_LABELS: usize = 64;
 /// Longest workdir path, in bytes.
 pub const MAX_PATH_BYTES: usize = 4096;
+/// A worker's tool call as its node reports it for approval: the tool's input (JSON), cut
+/// by the node at this size (a cut input never matches a rule).
+pub const MAX_TOOL_INPUT_BYTES: usize = 16 * 1024;
 
 /// An input that breaks a limit or a format rule. The message names the input and the rule.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]

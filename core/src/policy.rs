@@ -86,6 +86,168 @@ pub struct PolicySpec {
     pub default: Option<Decision>,
 }
 
+/// The `policy:` section of a coordinator's config (`--config FILE`), or of the local user's
+/// `config.yaml`: rules for every task, and more for tasks of a pool or a user. A task gets
+/// the rules of every scope that names it, together (a deny of any scope wins); its default is
+/// the user's, else the pool's, else the section's, else `ask`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ask: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Decision>,
+    /// Per `key=value` of a task's `--pool` selector.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pools: std::collections::BTreeMap<String, PolicySpec>,
+    /// Per user (a token's user; `local` for the local daemon's).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub users: std::collections::BTreeMap<String, PolicySpec>,
+}
+
+impl PolicyConfig {
+    /// True when the section holds nothing: tasks run without tool approvals.
+    pub fn is_empty(&self) -> bool {
+        *self == PolicyConfig::default()
+    }
+
+    /// Checks every rule of every scope; the error names the scope.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        Policy::parse(&self.base())?;
+        for (k, p) in &self.pools {
+            if !k.contains('=') {
+                return Err(PolicyError(format!(
+                    "policy.pools: `{k}` is not key=value (a pool is chosen with --pool key=value)"
+                )));
+            }
+            Policy::parse(p).map_err(|e| PolicyError(format!("policy.pools.{k}: {e}")))?;
+        }
+        for (u, p) in &self.users {
+            Policy::parse(p).map_err(|e| PolicyError(format!("policy.users.{u}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn base(&self) -> PolicySpec {
+        PolicySpec {
+            allow: self.allow.clone(),
+            ask: self.ask.clone(),
+            deny: self.deny.clone(),
+            default: self.default,
+        }
+    }
+
+    /// The policy a task of `owner` with pool selector `pool` (`key=value` pairs) runs under;
+    /// None when no scope names it (no tool approvals). Rules that do not parse are left out
+    /// (a config is validated when it is loaded).
+    pub fn for_task(&self, owner: &str, pool: &[(String, String)]) -> Option<Policy> {
+        let mut scopes = Vec::new();
+        let base = self.base();
+        if base != PolicySpec::default() {
+            scopes.push(base);
+        }
+        for (k, v) in pool {
+            if let Some(p) = self.pools.get(&format!("{k}={v}")) {
+                scopes.push(p.clone());
+            }
+        }
+        if let Some(p) = self.users.get(owner) {
+            scopes.push(p.clone());
+        }
+        if scopes.is_empty() {
+            return None;
+        }
+        let mut all = PolicySpec::default();
+        for s in &scopes {
+            all.allow.extend(s.allow.iter().cloned());
+            all.ask.extend(s.ask.iter().cloned());
+            all.deny.extend(s.deny.iter().cloned());
+            all.default = s.default.or(all.default);
+        }
+        let keep = |rules: &[String]| -> Vec<Rule> {
+            rules.iter().filter_map(|r| Rule::parse(r).ok()).collect()
+        };
+        Some(Policy {
+            allow: keep(&all.allow),
+            ask: keep(&all.ask),
+            deny: keep(&all.deny),
+            default: all.default.unwrap_or(Decision::Ask),
+        })
+    }
+}
+
+/// Reads the `policy:` section of a YAML config (absent: empty).
+pub fn parse_section(text: &str) -> Result<PolicyConfig, String> {
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        policy: Option<PolicyConfig>,
+    }
+    if text.trim().is_empty() {
+        return Ok(PolicyConfig::default());
+    }
+    let doc: Doc = serde_norway::from_str(text).map_err(|e| match e.location() {
+        Some(l) => format!("line {}, column {}: {e}", l.line(), l.column()),
+        None => e.to_string(),
+    })?;
+    let p = doc.policy.unwrap_or_default();
+    p.validate().map_err(|e| format!("policy: {e}"))?;
+    Ok(p)
+}
+
+/// The rule that matches exactly this call again (what "always for this task" grants): the
+/// command of a `Bash` call, the file of a file tool, the host of a fetch, or the tool.
+pub fn exact_rule(tool: &str, input: &serde_json::Value) -> String {
+    let s = |k: &str| input.get(k).and_then(|v| v.as_str());
+    match tool {
+        "Bash" => match s("command") {
+            // `*` would be read as a wildcard: such a command gets no exact rule.
+            Some(c) if !c.contains('*') && !c.contains(')') => {
+                format!("Bash({})", normalize_spaces(c))
+            }
+            _ => String::new(),
+        },
+        t if PATH_TOOLS.contains(&t) => match s("file_path")
+            .or_else(|| s("notebook_path"))
+            .or_else(|| s("path"))
+        {
+            Some(p)
+                if p.starts_with('/')
+                    && !p.contains(['*', '?', '(', ')'])
+                    && !p.split('/').any(|c| c == "..") =>
+            {
+                format!("{t}(/{p})")
+            }
+            _ => String::new(),
+        },
+        "WebFetch" => s("url")
+            .and_then(host_of)
+            .map(|h| format!("WebFetch(domain:{h})"))
+            .unwrap_or_default(),
+        t if t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => t.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A tool call in one line for a person: `Bash: git push origin main`, `Edit: src/lib.rs`.
+pub fn describe(tool: &str, input: &serde_json::Value) -> String {
+    let s = |k: &str| input.get(k).and_then(|v| v.as_str());
+    let what = s("command")
+        .or_else(|| s("file_path"))
+        .or_else(|| s("notebook_path"))
+        .or_else(|| s("url"))
+        .or_else(|| s("pattern"))
+        .or_else(|| s("path"));
+    match what {
+        Some(w) => format!("{tool}: {w}"),
+        None => tool.to_string(),
+    }
+}
+
 /// A rule or policy that cannot be used, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -315,6 +477,24 @@ impl Policy {
             deny: list(&spec.deny, "deny")?,
             default: spec.default.unwrap_or(Decision::Ask),
         })
+    }
+
+    /// Decides a call as [`Policy::decide`] does, except that a call a person allowed
+    /// "always" for this task (`granted`: [`exact_rule`]s) is allowed unless a deny rule
+    /// matches it.
+    pub fn decide_with(&self, call: &ToolCall<'_>, granted: &[String]) -> Verdict {
+        let v = self.decide(call);
+        if v.decision == Decision::Deny {
+            return v;
+        }
+        let exact = exact_rule(call.tool, call.input);
+        if !exact.is_empty() && granted.contains(&exact) {
+            return Verdict {
+                decision: Decision::Allow,
+                rule: Some(format!("{exact}, allowed always for this task")),
+            };
+        }
+        v
     }
 
     /// Decides a call: deny over ask over allow, else the default.

@@ -47,7 +47,34 @@ impl Node {
                 String::new()
             }
             Some(C::RemoveWorktree(r)) => self.remove_worktree(r).await,
+            Some(C::ToolDecision(d)) => {
+                self.decide(d);
+                String::new()
+            }
             None => "empty command".into(),
+        }
+    }
+
+    /// Hands a tool call its decision. One whose hook gave up, or that was decided already
+    /// (a decision resent after a reconnect), is dropped: the command is applied all the same.
+    fn decide(&mut self, d: v1::ToolDecision) {
+        let Some(t) = self
+            .tasks
+            .get(&d.task_id)
+            .filter(|t| t.attempt == d.attempt)
+        else {
+            return;
+        };
+        let decided = t.approvals.decide(
+            d.call,
+            crate::approvals::Decision {
+                allow: d.decision == "allow",
+                reason: d.reason,
+                seq: d.seq,
+            },
+        );
+        if !decided {
+            tracing::info!(task = %d.task_id, call = d.call, "a tool decision found no call waiting for it");
         }
     }
 

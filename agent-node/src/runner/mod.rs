@@ -160,6 +160,8 @@ pub struct TaskHandle {
     pub notes: crate::watched::Notes,
     /// Set before a cancel that stops it because its node drains.
     pub drained: Arc<std::sync::atomic::AtomicBool>,
+    /// Its tool calls waiting for a decision (a run under approvals).
+    pub approvals: Arc<crate::approvals::Pending>,
 }
 
 impl TaskHandle {
@@ -172,6 +174,7 @@ impl TaskHandle {
             cancelling: false,
             notes: Default::default(),
             drained: Default::default(),
+            approvals: Default::default(),
         }
     }
 
@@ -193,6 +196,15 @@ impl TaskHandle {
 }
 
 pub use dispatch_core::process::now_ms;
+
+/// Aborts a task when dropped (a run's approval server ends with its run).
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// A fresh (unsequenced) event of worker run `attempt` of `task`.
 pub fn event(task: &str, attempt: u32, kind: Kind) -> v1::TaskEvent {
@@ -227,6 +239,7 @@ pub fn start(ctx: RunContext, assign: Assignment) -> TaskHandle {
     };
     let handle = TaskHandle::new(cwd, assign.attempt);
     let (cancel, notes, drained) = handle.shared();
+    let approvals = Arc::clone(&handle.approvals);
     tokio::spawn(async move {
         let (id, attempt) = (assign.task.clone(), assign.attempt);
         let events = ctx.events.clone();
@@ -234,7 +247,7 @@ pub fn start(ctx: RunContext, assign: Assignment) -> TaskHandle {
         let span = tracing::info_span!("agent.run", task_id = %id, attempt, node = %ctx.node);
         dispatch_telemetry::set_parent(&span, &assign.traceparent);
         let ran = tracing::Instrument::instrument(
-            run(ctx, assign, workdir, cancel, notes, drained),
+            run(ctx, assign, workdir, (cancel, notes, drained), approvals),
             span,
         )
         .await;
@@ -294,6 +307,12 @@ fn prepare(
             backend.name, backend.error
         ));
     }
+    if assign.approvals && backend.cli != Some(dispatch_core::signals::Cli::Claude) {
+        return Err(format!(
+            "backend `{}` on node `{node}` cannot run under tool approvals: only Claude Code asks a hook before each tool call (`codex exec` and Cursor's `agent -p` have no such hook); run the task on claude, or without a policy",
+            backend.name
+        ));
+    }
     if let Some(program) = &backend.program
         && on_path(program).is_none()
     {
@@ -319,9 +338,12 @@ async fn run(
     ctx: RunContext,
     assign: Assignment,
     workdir: PathBuf,
-    cancel: Arc<Notify>,
-    notes: crate::watched::Notes,
-    drained: Arc<std::sync::atomic::AtomicBool>,
+    (cancel, notes, drained): (
+        Arc<Notify>,
+        crate::watched::Notes,
+        Arc<std::sync::atomic::AtomicBool>,
+    ),
+    approvals: Arc<crate::approvals::Pending>,
 ) -> Result<(), NotStarted> {
     check_signature(&ctx, &assign)?;
     check_roots(&ctx, &assign, &workdir)?;
@@ -337,7 +359,27 @@ async fn run(
     let log = ctx.log_dir.join(format!("{}.log", assign.task));
     let log_file = dispatch_core::fs::private_create(&log)
         .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    let (mut cmd, shown) = worker_command(&ctx, &backend, &assign, &workdir, &dir);
+    // Under approvals the hook asks through a socket of this run's own, up before the worker.
+    let socket = crate::approvals::socket_name(&ctx.run_dir, &assign.task, assign.attempt);
+    let _approval_server = if assign.approvals {
+        let server = crate::approvals::serve(
+            &socket,
+            &assign.task,
+            assign.attempt,
+            ctx.events.clone(),
+            approvals,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot open the tool-approval socket on node `{}`: {e}",
+                ctx.node
+            )
+        })?;
+        Some(AbortOnDrop(server))
+    } else {
+        None
+    };
+    let (mut cmd, shown) = worker_command(&ctx, &backend, &assign, &workdir, &dir, &socket);
     cmd.stdout(log_file.try_clone().map_err(|e| e.to_string())?)
         .stderr(log_file);
     let child = {
@@ -369,6 +411,7 @@ async fn run(
         changes: changes.clone(),
         stream: backend.stream,
         cli: backend.cli,
+        approvals: assign.approvals,
     };
     if let Err(e) = record.save(&ctx.run_dir) {
         tracing::warn!(task = %assign.task, error = %e, "cannot record the worker for re-attaching after an agent restart");
@@ -504,6 +547,7 @@ fn worker_command(
     assign: &Assignment,
     workdir: &Path,
     dir: &Path,
+    socket: &str,
 ) -> (tokio::process::Command, String) {
     // The prompt is its own argv element ("$@"), never spliced into shell text.
     let mut cmd = tokio::process::Command::new("sh");
@@ -512,10 +556,27 @@ fn worker_command(
     // the node lists does.
     cmd.env_clear()
         .envs(worker_env(std::env::vars_os(), &ctx.worker_env));
+    // Under approvals, Claude Code runs with its permission checks on and a hook that asks
+    // this node before every tool call.
+    let command = if assign.approvals {
+        backend
+            .command
+            .replace(" --dangerously-skip-permissions", "")
+    } else {
+        backend.command.clone()
+    };
     cmd.arg("-c")
-        .arg(format!("{} \"$@\"", backend.command))
+        .arg(format!("{command} \"$@\""))
         .arg("dispatch-worker");
-    let mut shown = backend.command.clone();
+    let mut shown = command;
+    if assign.approvals {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "dispatch-agent".into());
+        cmd.arg("--settings")
+            .arg(crate::approvals::claude_settings(&exe, socket));
+        shown.push_str(" --settings <tool-approval hook>");
+    }
     // Codex refuses to run outside a git repository unless told it may.
     if !backend.outside_git.is_empty() && !in_git_repo(workdir) {
         cmd.args(&backend.outside_git);

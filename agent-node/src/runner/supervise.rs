@@ -128,8 +128,29 @@ pub(super) enum Exit {
 pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHandle {
     let handle = TaskHandle::new(workdir_of(&record.task_dir), record.attempt);
     let (cancel, notes, drained) = handle.shared();
+    let approvals = Arc::clone(&handle.approvals);
     tokio::spawn(async move {
         let exit = Exit::Adopted(dispatch_core::process::ProcessExit::new(record.pid));
+        // Its hook asks through the same socket name as before the restart.
+        let _approval_server = if record.approvals {
+            let socket =
+                crate::approvals::socket_name(&ctx.run_dir, &record.task_id, record.attempt);
+            match crate::approvals::serve(
+                &socket,
+                &record.task_id,
+                record.attempt,
+                ctx.events.clone(),
+                approvals,
+            ) {
+                Ok(s) => Some(super::AbortOnDrop(s)),
+                Err(e) => {
+                    tracing::warn!(task = %record.task_id, error = %e, "cannot reopen the tool-approval socket: the worker's tool calls will be denied");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         // An empty last plan makes the first scan report the plan as it is now.
         let w = Watched::new(
             &record.task_id,

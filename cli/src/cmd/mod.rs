@@ -149,7 +149,8 @@ pub(crate) async fn run(cli: Cli) -> Result<crate::exit::Exit> {
         Some(Command::Daemon {
             action: DaemonAction::Run { .. },
         })
-        | Some(Command::SimWorker { .. }) => {
+        | Some(Command::SimWorker { .. })
+        | Some(Command::ApproveHook { .. }) => {
             unreachable!("handled before the runtime starts")
         }
     }

@@ -13,12 +13,33 @@ use std::collections::HashMap;
 pub(crate) struct Rules {
     /// Per task that failed to start: which other nodes offer which backends.
     advice: HashMap<String, String>,
+    /// The tool policy (its scopes; a task's own is picked per call).
+    policy: std::sync::Arc<dispatch_core::policy::PolicyConfig>,
     /// Per task that failed to start and has a fallback: the first target a connected node
     /// can run (backend, model, node to avoid), or why there is none.
     fallbacks: HashMap<String, Result<(String, String, String), String>>,
 }
 
 impl EventRules for Rules {
+    fn decide_tool(
+        &self,
+        t: &TaskRecord,
+        call: &dispatch_core::policy::ToolCall<'_>,
+        granted: &[String],
+    ) -> dispatch_core::policy::Verdict {
+        let pool: Vec<(String, String)> =
+            t.pool.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        match self.policy.for_task(&t.owner, &pool) {
+            Some(p) => p.decide_with(call, granted),
+            // The policy that put this run under approvals was taken away since: the task
+            // runs as one without a policy does.
+            None => dispatch_core::policy::Verdict {
+                decision: dispatch_core::policy::Decision::Allow,
+                rule: Some("no tool policy applies to this task any more".into()),
+            },
+        }
+    }
+
     fn apply(&self, t: &mut TaskRecord, ev: &TaskEvent, f: &EventFacts<'_>) -> Applied {
         let node = f.node;
         let at = ev.at_ms;
@@ -44,7 +65,9 @@ impl EventRules for Rules {
             }
             // Stored by the store itself; nothing about the task changes. A rejected event
             // never reaches the rules (the store keeps it as history only).
-            EventKind::Log { .. } | EventKind::Rejected { .. } => return Applied::default(),
+            EventKind::Log { .. } | EventKind::Rejected { .. } | EventKind::ToolCall { .. } => {
+                return Applied::default();
+            }
             EventKind::Exited(x) => {
                 if !x.markdown.is_empty() {
                     t.plan_md = x.markdown.clone();
@@ -342,6 +365,22 @@ pub fn over_limit(kind: &EventKind) -> Option<String> {
         EventKind::Output { markdown, .. } => {
             check_len("output.md", markdown, limits::MAX_OUTPUT_BYTES)
         }
+        EventKind::ToolCall {
+            tool,
+            input_json,
+            cwd,
+            ..
+        } => check_len("tool name", tool, limits::MAX_VALUE_BYTES)
+            .and(check_len(
+                "tool input",
+                input_json,
+                limits::MAX_TOOL_INPUT_BYTES,
+            ))
+            .and(check_len(
+                "tool call's directory",
+                cwd,
+                limits::MAX_PATH_BYTES,
+            )),
         EventKind::Changes(c) => check_len("diff", &c.diff, limits::MAX_DIFF_BYTES)
             .and(check_len(
                 "changes error",
@@ -470,7 +509,11 @@ impl Coordinator {
             .record_events(
                 session,
                 incoming,
-                &Rules { advice, fallbacks },
+                &Rules {
+                    advice,
+                    fallbacks,
+                    policy: std::sync::Arc::clone(&self.config.policy),
+                },
                 crate::store::HistoryCaps {
                     log_bytes: self.config.max_log_bytes,
                     plan_bytes: self.config.max_plan_history_bytes,
@@ -487,6 +530,9 @@ impl Coordinator {
             tracing::info!(task = %task, node = %session.node, seq, why, "event kept as history only");
         }
         self.committed(std::mem::take(&mut batch.changes));
+        for node in &batch.command_nodes {
+            self.registry.wake(node);
+        }
         // Published now: the node's clock and ours are one wall clock on one machine, and
         // close enough across machines for a histogram in milliseconds.
         let now = now_ms();

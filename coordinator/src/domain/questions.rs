@@ -111,6 +111,9 @@ impl Coordinator {
                 )));
             }
             let q = pick(id, seq, questions)?;
+            if let Some(call) = q.tool_call() {
+                return approve(t, q, &call, text, who).map(|tr| (q.seq, tr));
+            }
             let tr = if t.state == TaskState::Blocked {
                 resume(t, &q.text, text)
             } else {
@@ -249,4 +252,50 @@ impl Coordinator {
     pub async fn pending_questions(&self) -> Result<Vec<OpenQuestion>> {
         self.store.open_questions().await
     }
+}
+
+/// A person's answer to an approval question: the decision goes to the node as a command
+/// (its hook waits for it); "always" also allows the same call for the rest of the task.
+fn approve(
+    t: &TaskRecord,
+    q: &QuestionRecord,
+    call: &crate::model::ToolCallRecord,
+    text: &str,
+    who: &Principal,
+) -> Result<Transition> {
+    let id = &t.id;
+    let Some((allow, always)) = crate::model::approval_answer(text) else {
+        return Err(CoordinatorError::Invalid(format!(
+            "question {} of `{id}` asks to approve a tool call: answer yes, no or always",
+            q.seq
+        )));
+    };
+    if t.state.is_terminal() || call.attempt != t.attempt.max(1) {
+        return Err(CoordinatorError::FailedPrecondition(format!(
+            "the worker run that asked to approve this call of `{id}` has ended; nothing waits for the answer (`dispatch retry {id}` runs the task again)"
+        )));
+    }
+    let by = who.name();
+    let reason = match (allow, always) {
+        (true, true) => format!("approved by {by}, always for this task"),
+        (true, false) => format!("approved by {by}"),
+        (false, _) => format!(
+            "{by} denied this tool call; do not try to reach the same end another way — if an item needs it, mark the item [!] and say why"
+        ),
+    };
+    Ok(Transition {
+        commands: vec![(
+            t.node.clone(),
+            NodeCommand::ToolDecision {
+                task_id: id.clone(),
+                attempt: call.attempt,
+                call: call.call,
+                allow,
+                reason,
+                seq: q.seq,
+            },
+        )],
+        kind: Some(ChangeKind::Answer),
+        ..Default::default()
+    })
 }

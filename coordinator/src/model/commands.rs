@@ -46,6 +46,21 @@ pub enum NodeCommand {
         /// How long running workers may go on.
         timeout_ms: u64,
     },
+    /// The decision on a worker's tool call.
+    ToolDecision {
+        /// The task.
+        task_id: String,
+        /// Its worker run.
+        attempt: u32,
+        /// The call.
+        call: u64,
+        /// Run it.
+        allow: bool,
+        /// Why (a denial's reason is what the model is told).
+        reason: String,
+        /// The approval question a person answered (0: a rule decided).
+        seq: u32,
+    },
 }
 
 impl NodeCommand {
@@ -58,6 +73,7 @@ impl NodeCommand {
             NodeCommand::Note { .. } => "note",
             NodeCommand::RemoveWorktree { .. } => "remove_worktree",
             NodeCommand::Drain { .. } => "drain",
+            NodeCommand::ToolDecision { .. } => "tool_decision",
         }
     }
 
@@ -68,7 +84,8 @@ impl NodeCommand {
             NodeCommand::Cancel { task_id, .. }
             | NodeCommand::Answer { task_id, .. }
             | NodeCommand::Note { task_id, .. }
-            | NodeCommand::RemoveWorktree { task_id, .. } => task_id,
+            | NodeCommand::RemoveWorktree { task_id, .. }
+            | NodeCommand::ToolDecision { task_id, .. } => task_id,
             NodeCommand::Drain { .. } => "",
         }
     }
@@ -109,6 +126,9 @@ pub struct Assignment {
     /// The assignment span's W3C traceparent ("" when not traced).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub trace: String,
+    /// Run the worker under tool approvals (the coordinator's policy decides its tool calls).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approvals: bool,
 }
 
 /// A command as stored, with its id.

@@ -101,6 +101,18 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// The worker's CLI is about to make a tool call (a run under tool approvals): decided by
+    /// the policy, or asked of a person.
+    ToolCall {
+        /// Numbers the calls of one worker run, from 1.
+        call: u64,
+        /// The tool (`Bash`, `Edit`, …).
+        tool: String,
+        /// Its input (JSON, possibly cut).
+        input_json: String,
+        /// The worker's working directory.
+        cwd: String,
+    },
 }
 
 impl TaskEvent {
@@ -142,6 +154,16 @@ impl TaskEvent {
             }
             EventKind::Question { text, .. } => scrub(text),
             EventKind::Rejected { reason } => scrub(reason),
+            EventKind::ToolCall {
+                tool,
+                input_json,
+                cwd,
+                ..
+            } => {
+                scrub(tool);
+                scrub(input_json);
+                scrub(cwd);
+            }
             EventKind::Changes(c) => {
                 for s in [
                     &mut c.branch,
@@ -184,6 +206,7 @@ impl EventKind {
             EventKind::BundleChunk { .. } => "bundle",
             EventKind::Activity { .. } => "activity",
             EventKind::Rejected { .. } => "rejected",
+            EventKind::ToolCall { .. } => "tool_call",
         }
     }
 }

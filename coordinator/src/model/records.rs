@@ -193,6 +193,51 @@ pub struct QuestionRecord {
     pub answer: Option<String>,
     /// When it was answered (0 = not yet).
     pub answered_ms: i64,
+    /// For an approval: the tool call it asks about (JSON of a [`ToolCallRecord`]; "" for a
+    /// worker's own question).
+    pub tool_call: String,
+}
+
+/// Question numbers from here up are tool approvals (the coordinator numbers them); a
+/// worker's own `ipc/NNN.question` stays below.
+pub const APPROVAL_SEQ_BASE: u32 = 1_000_000_000;
+
+/// The tool call an approval question asks about.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ToolCallRecord {
+    /// The worker run that made it.
+    pub attempt: u32,
+    /// Its number within the run.
+    pub call: u64,
+    /// The tool.
+    pub tool: String,
+    /// Its input (JSON).
+    pub input_json: String,
+    /// The worker's working directory.
+    pub cwd: String,
+    /// What "always for this task" grants ([`dispatch_core::policy::exact_rule`]; "" when the
+    /// call has none, and "always" then allows this call only).
+    pub rule: String,
+}
+
+/// An answer to an approval question: (allow, always). `yes`/`y`/`allow`, `no`/`n`/`deny`,
+/// `always`/`a` (case and surrounding space ignored); None for anything else.
+pub fn approval_answer(text: &str) -> Option<(bool, bool)> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "yes" | "y" | "allow" => Some((true, false)),
+        "no" | "n" | "deny" => Some((false, false)),
+        "always" | "a" => Some((true, true)),
+        _ => None,
+    }
+}
+
+impl QuestionRecord {
+    /// The tool call of an approval question.
+    pub fn tool_call(&self) -> Option<ToolCallRecord> {
+        (!self.tool_call.is_empty())
+            .then(|| serde_json::from_str(&self.tool_call).ok())
+            .flatten()
+    }
 }
 
 /// An unanswered question and the task that asked it.

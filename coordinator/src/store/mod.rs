@@ -224,6 +224,15 @@ pub trait EventRules: Sync {
     /// Changes `task` for `ev` (already known to be the task's next event, from its session
     /// and its current worker run, with the task still active).
     fn apply(&self, task: &mut TaskRecord, ev: &TaskEvent, facts: &EventFacts<'_>) -> Applied;
+
+    /// Decides a worker's tool call on `task` (a run under tool approvals); `granted` holds
+    /// the calls a person allowed always for this task.
+    fn decide_tool(
+        &self,
+        task: &TaskRecord,
+        call: &dispatch_core::policy::ToolCall<'_>,
+        granted: &[String],
+    ) -> dispatch_core::policy::Verdict;
 }
 
 /// How much of a task's history the store keeps.
@@ -257,6 +266,8 @@ pub struct EventBatch {
     pub fenced: Vec<(String, u64, &'static str)>,
     /// What to publish.
     pub changes: Changes,
+    /// Nodes commands were stored for (their pumps are woken after the commit).
+    pub command_nodes: Vec<String>,
 }
 
 /// What opening a node session did.

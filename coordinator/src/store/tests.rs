@@ -70,6 +70,22 @@ impl EventRules for TestRules {
             _ => Applied::default(),
         }
     }
+
+    fn decide_tool(
+        &self,
+        _t: &TaskRecord,
+        call: &dispatch_core::policy::ToolCall<'_>,
+        granted: &[String],
+    ) -> dispatch_core::policy::Verdict {
+        dispatch_core::policy::Policy::parse(&dispatch_core::policy::PolicySpec {
+            allow: vec!["Bash(ls:*)".into()],
+            ask: vec!["Bash(git push:*)".into()],
+            deny: vec!["Bash(rm:*)".into()],
+            default: None,
+        })
+        .unwrap()
+        .decide_with(call, granted)
+    }
 }
 
 fn ev(task: &str, seq: u64, kind: EventKind) -> IncomingEvent {
@@ -630,6 +646,124 @@ async fn an_ended_task_keeps_its_state_and_a_question_is_asked_once(kind: Kind) 
     );
 }
 
+async fn record_calls(s: &dyn Store, k: &SessionKey, events: Vec<IncomingEvent>) -> EventBatch {
+    s.record_events(k, events, &TestRules, HistoryCaps::both(1 << 20))
+        .await
+        .unwrap()
+}
+
+/// The ToolDecision commands stored for `n1` after command `after`: (id, call, allow, seq).
+async fn tool_decisions(s: &dyn Store, after: u64) -> Vec<(u64, u64, bool, u32)> {
+    s.pending_commands("n1", after, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| match c.command {
+            NodeCommand::ToolDecision {
+                call, allow, seq, ..
+            } => Some((c.id, call, allow, seq)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 25: a worker's tool call is decided in the event's transaction — allowed or denied by
+/// the policy (a ToolDecision command stored for the node, the pump woken), or asked (an
+/// approval question numbered above every worker question, carrying the call); a call a
+/// person allowed "always" is allowed after that, the same call only.
+async fn a_tool_call_is_decided_or_asked_and_always_sticks(kind: Kind) {
+    let Some(dir) = TestDb::new(kind, "a_tool_call_is_decided_or_asked_and_always_sticks").await
+    else {
+        return;
+    };
+    let (s, epoch) = with_node(&dir).await;
+    assigned(&*s, "t", "n1", epoch).await;
+    let call = |seq: u64, call: u64, command: &str| {
+        ev(
+            "t",
+            seq,
+            EventKind::ToolCall {
+                call,
+                tool: "Bash".into(),
+                input_json: serde_json::json!({ "command": command }).to_string(),
+                cwd: "/w".into(),
+            },
+        )
+    };
+    let k = key("n1", epoch);
+    let out = record_calls(
+        &*s,
+        &k,
+        vec![
+            call(1, 1, "ls -la"),
+            call(2, 2, "rm -rf target"),
+            call(3, 3, "git push origin main"),
+        ],
+    )
+    .await;
+    assert_eq!(out.acks, vec![("t".to_string(), 3)]);
+    assert_eq!(out.command_nodes, vec!["n1".to_string()]);
+    let d = tool_decisions(&*s, 0).await;
+    assert_eq!(
+        d.iter().map(|x| (x.1, x.2, x.3)).collect::<Vec<_>>(),
+        vec![(1, true, 0), (2, false, 0)],
+        "ls allowed, rm denied; git push not decided by a rule"
+    );
+    let t = s.get_task("t").await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Waiting);
+    let qs = s.questions_of(&["t"]).await.unwrap().remove("t").unwrap();
+    assert_eq!(qs.len(), 1);
+    let q = &qs[0];
+    assert_eq!(q.seq, crate::model::APPROVAL_SEQ_BASE + 1);
+    assert!(
+        q.text.contains("Bash: git push origin main (in /w)"),
+        "{}",
+        q.text
+    );
+    let asked = q.tool_call().unwrap();
+    assert_eq!((asked.attempt, asked.call), (1, 3));
+    assert_eq!(asked.rule, "Bash(git push origin main)");
+    // A person answers "always".
+    s.answer(
+        "t",
+        "always",
+        None,
+        6,
+        None,
+        &|_t: &TaskRecord, qs: &[QuestionRecord]| Ok((qs[0].seq, Default::default())),
+    )
+    .await
+    .unwrap();
+    let last = d.last().unwrap().0;
+    let out = record_calls(
+        &*s,
+        &k,
+        vec![
+            call(4, 4, "git push origin main"),
+            call(5, 5, "git push --force origin main"),
+        ],
+    )
+    .await;
+    assert_eq!(out.command_nodes, vec!["n1".to_string()]);
+    assert_eq!(
+        tool_decisions(&*s, last)
+            .await
+            .iter()
+            .map(|x| (x.1, x.2))
+            .collect::<Vec<_>>(),
+        vec![(4, true)],
+        "the same call again is allowed; another one asks"
+    );
+    let qs = s.questions_of(&["t"]).await.unwrap().remove("t").unwrap();
+    assert_eq!(
+        qs.iter().map(|q| q.seq).collect::<Vec<_>>(),
+        vec![
+            crate::model::APPROVAL_SEQ_BASE + 1,
+            crate::model::APPROVAL_SEQ_BASE + 2
+        ]
+    );
+}
+
 async fn sessions_fence_their_tasks(kind: Kind) {
     let Some(dir) = TestDb::new(kind, "sessions_fence_their_tasks").await else {
         return;
@@ -1129,6 +1263,7 @@ on_both!(
     plan_history_stops_at_its_cap_and_the_plan_stays_current,
     output_past_the_cap_leaves_a_marker_and_nothing_more,
     an_ended_task_keeps_its_state_and_a_question_is_asked_once,
+    a_tool_call_is_decided_or_asked_and_always_sticks,
     sessions_fence_their_tasks,
     compaction_keeps_what_a_user_reads,
     list_tasks_pages_newest_first,

@@ -84,10 +84,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         17,
         include_str!("../../../migrations/postgres/0017_registration_tokens.sql"),
     ),
+    (
+        18,
+        include_str!("../../../migrations/postgres/0018_tool_approvals.sql"),
+    ),
 ];
 
 /// The store version this coordinator writes (the same number as SQLite's).
-pub const SCHEMA_VERSION: i64 = 17;
+pub const SCHEMA_VERSION: i64 = 18;
 
 /// Advisory lock key held while migrating (two replicas starting at once migrate once).
 const MIGRATION_LOCK: i64 = 0x6469_7370_6d69_6772; // "dispmigr"

@@ -5,11 +5,12 @@
 //! event the raw bytes (until the task's cap), every other event its fields as JSON.
 
 use super::store::{ENDED_SQL, TASKS_PER_STATEMENT, push_in_list};
-use super::tasks::task_change;
+use super::tasks::{insert_command, task_change};
 use super::{Backend, Db, rows};
 use crate::error::Result;
 use crate::model::{
-    Change, EventKind, IncomingEvent, QuestionRecord, TaskEvent, TaskRecord, WorkerExit,
+    APPROVAL_SEQ_BASE, Change, EventKind, IncomingEvent, NodeCommand, QuestionRecord, TaskEvent,
+    TaskRecord, ToolCallRecord, WorkerExit,
 };
 use crate::store::fence::{Fence, Held, fence};
 use crate::store::patch::{self, Patch};
@@ -142,6 +143,27 @@ impl Acks {
 }
 
 type Tx<'a> = sqlx::Transaction<'a, Db>;
+
+/// What a person allowed "always" for `task`: the exact rules of its approvals answered so.
+async fn granted_rules(tx: &mut Tx<'_>, task: &str) -> Result<Vec<String>> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT tool_call, answer FROM questions WHERE task_id = $1 AND tool_call <> '' AND answer IS NOT NULL",
+    )
+    .bind(task)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, a)| {
+            a.as_deref()
+                .and_then(crate::model::approval_answer)
+                .is_some_and(|(_, always)| always)
+        })
+        .filter_map(|(c, _)| serde_json::from_str::<ToolCallRecord>(&c).ok())
+        .map(|c| c.rule)
+        .filter(|r| !r.is_empty())
+        .collect())
+}
 
 /// One history row: task, seq, kind, time, body.
 type HistoryRow = (String, u64, &'static str, i64, Vec<u8>);
@@ -341,8 +363,17 @@ impl Recording<'_> {
     /// Applies an event of the task's current run: its side tables (question, output,
     /// changes), its history row, the task's rules, and the change to publish.
     async fn apply(&mut self, tx: &mut Tx<'_>, ev: TaskEvent) -> Result<()> {
+        // A tool call is decided here, by the policy (a command back to the node), or asked
+        // of a person: then it goes on as a question that carries the call.
+        let (ev, tool_call) = match self.tool_call(tx, ev).await? {
+            None => return Ok(()),
+            Some(asked) => asked,
+        };
         let new_question = match &ev.kind {
-            EventKind::Question { seq, text } => self.insert_question(tx, &ev, *seq, text).await?,
+            EventKind::Question { seq, text } => {
+                self.insert_question(tx, &ev, *seq, text, &tool_call)
+                    .await?
+            }
             _ => false,
         };
         write_side_tables(tx, &ev).await?;
@@ -394,6 +425,111 @@ impl Recording<'_> {
         Ok(())
     }
 
+    /// A worker's tool call: decided by the policy (the decision stored as a command for the
+    /// node, and the call kept as history: None), or to be asked (the event becomes an
+    /// approval question, with the call as JSON). Any other event passes as it is.
+    async fn tool_call(
+        &mut self,
+        tx: &mut Tx<'_>,
+        ev: TaskEvent,
+    ) -> Result<Option<(TaskEvent, String)>> {
+        let EventKind::ToolCall {
+            call,
+            tool,
+            input_json,
+            cwd,
+        } = &ev.kind
+        else {
+            return Ok(Some((ev, String::new())));
+        };
+        let task = self.tasks.get(&ev.task_id).expect("admitted");
+        let input: serde_json::Value =
+            serde_json::from_str(input_json).unwrap_or(serde_json::Value::Null);
+        let granted = granted_rules(tx, &ev.task_id).await?;
+        let verdict = self.rules.decide_tool(
+            task,
+            &dispatch_core::policy::ToolCall {
+                tool,
+                input: &input,
+                cwd: std::path::Path::new(cwd),
+            },
+            &granted,
+        );
+        let record = ToolCallRecord {
+            attempt: ev.attempt,
+            call: *call,
+            tool: tool.clone(),
+            input_json: input_json.clone(),
+            cwd: cwd.clone(),
+            rule: dispatch_core::policy::exact_rule(tool, &input),
+        };
+        use dispatch_core::policy::Decision;
+        if verdict.decision == Decision::Ask {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(seq) FROM questions WHERE task_id = $1 AND seq > $2",
+            )
+            .bind(&ev.task_id)
+            .bind(i64::from(APPROVAL_SEQ_BASE))
+            .fetch_one(&mut **tx)
+            .await?;
+            let seq = seq.map_or(APPROVAL_SEQ_BASE + 1, |s| s as u32 + 1);
+            let text = format!(
+                "Allow {}{}? {}. Answer yes, no, or always (for the rest of this task).",
+                dispatch_core::policy::describe(tool, &input),
+                if cwd.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (in {cwd})")
+                },
+                verdict.explain()
+            );
+            let json = serde_json::to_string(&record).unwrap_or_default();
+            let question = TaskEvent {
+                kind: EventKind::Question { seq, text },
+                ..ev
+            };
+            return Ok(Some((question, json)));
+        }
+        let allow = verdict.decision == Decision::Allow;
+        let reason = if allow {
+            format!("allowed by dispatch's tool policy: {}", verdict.explain())
+        } else {
+            format!(
+                "dispatch's tool policy denies this call ({}); do not try to reach the same end another way — if an item needs it, mark the item [!] and say why",
+                verdict.explain()
+            )
+        };
+        let node = self.session.node.clone();
+        let command = NodeCommand::ToolDecision {
+            task_id: ev.task_id.clone(),
+            attempt: ev.attempt,
+            call: *call,
+            allow,
+            reason: reason.clone(),
+            seq: 0,
+        };
+        insert_command(tx, &node, &command, crate::now_ms()).await?;
+        if !self.batch.command_nodes.contains(&node) {
+            self.batch.command_nodes.push(node);
+        }
+        #[derive(serde::Serialize)]
+        struct Decided<'a> {
+            #[serde(flatten)]
+            call: &'a ToolCallRecord,
+            decision: &'a str,
+            reason: &'a str,
+        }
+        let body = serde_json::to_vec(&Decided {
+            call: &record,
+            decision: verdict.decision.as_str(),
+            reason: &reason,
+        })
+        .unwrap_or_default();
+        self.history
+            .push((ev.task_id.clone(), ev.seq, "tool_call", ev.at_ms, body));
+        Ok(None)
+    }
+
     /// Stores a question (once: a resent one changes nothing); true when it is new.
     async fn insert_question(
         &mut self,
@@ -401,12 +537,14 @@ impl Recording<'_> {
         ev: &TaskEvent,
         seq: u32,
         text: &str,
+        tool_call: &str,
     ) -> Result<bool> {
-        let r = sqlx::query("INSERT INTO questions (task_id, seq, text, asked_ms) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+        let r = sqlx::query("INSERT INTO questions (task_id, seq, text, asked_ms, tool_call) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
             .bind(&ev.task_id)
             .bind(i64::from(seq))
             .bind(text)
             .bind(ev.at_ms)
+            .bind(tool_call)
             .execute(&mut **tx)
             .await?;
         let new = r.rows_affected() == 1;
@@ -421,6 +559,7 @@ impl Recording<'_> {
                     asked_ms: ev.at_ms,
                     answer: None,
                     answered_ms: 0,
+                    tool_call: tool_call.to_string(),
                 });
         }
         Ok(new)

@@ -263,7 +263,8 @@ pub(super) fn node_from_row(r: &DbRow) -> Result<NodeRecord> {
 }
 
 /// The question columns [`question_from_row`] reads, in order.
-pub(super) const QUESTION_COLUMNS: &str = "task_id, seq, text, asked_ms, answer, answered_ms";
+pub(super) const QUESTION_COLUMNS: &str =
+    "task_id, seq, text, asked_ms, answer, answered_ms, tool_call";
 
 pub(super) fn question_from_row(r: &DbRow) -> Result<QuestionRecord> {
     Ok(QuestionRecord {
@@ -273,5 +274,6 @@ pub(super) fn question_from_row(r: &DbRow) -> Result<QuestionRecord> {
         asked_ms: r.try_get(3)?,
         answer: r.try_get(4)?,
         answered_ms: r.try_get(5)?,
+        tool_call: r.try_get(6)?,
     })
 }
