@@ -322,15 +322,22 @@ pub(crate) enum Command {
     /// $VISUAL/$EDITOR. Without --seq, the oldest unanswered question is answered. Answering a
     /// blocked task (its worker gave up waiting) starts a new worker that continues with the
     /// answer.
+    ///
+    /// A tool approval (a worker's tool call the coordinator's policy asks about: "Allow Bash:
+    /// git push origin main?") is answered yes, no, or always (the same call is allowed for
+    /// the rest of the task); its CLI waits for the answer.
     #[command(
-        after_help = "Examples:\n  dispatch answer fix-login \"use the staging database\"\n  dispatch answer fix-login --seq 2 \"yes\""
+        after_help = "Examples:\n  dispatch answer fix-login \"use the staging database\"\n  dispatch answer fix-login --seq 2 \"yes\"\n  dispatch answer fix-login --approval 1 always"
     )]
     Answer {
         /// Task whose question to answer.
         id: String,
         /// Question number (the NNN of NNN.question).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "approval")]
         seq: Option<u32>,
+        /// Tool approval number (`approval N` in status, inbox and wait).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        approval: Option<u32>,
         /// The answer.
         text: Vec<String>,
     },

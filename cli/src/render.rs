@@ -356,16 +356,16 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
     for q in &t.questions {
         match &q.answer {
             Some(a) => out.push(format!(
-                "  question {:03}: {} → {}",
-                q.seq,
+                "  {}: {} → {}",
+                dispatch_core::policy::question_label(q.seq),
                 printable(&q.text),
                 printable(a)
             )),
             None => out.push(paint(
                 "33",
                 &format!(
-                    "  question {:03} (unanswered): {}",
-                    q.seq,
+                    "  {} (unanswered): {}",
+                    dispatch_core::policy::question_label(q.seq),
                     printable(&q.text)
                 ),
                 fancy,

@@ -109,7 +109,9 @@ struct Args {
     #[arg(long, env = "DISPATCH_HEARTBEAT_INTERVAL", default_value = "3s", value_parser = dispatch_core::duration::parse)]
     heartbeat_interval: Duration,
 
-    /// A YAML config file; its `notify:` section (command and/or webhook) is used.
+    /// A YAML config file; its `notify:` section (command and/or webhook) and its `policy:`
+    /// section (tool approvals: which tool calls of Claude Code workers run, ask or are refused)
+    /// are used.
     #[arg(long, env = "DISPATCH_CONFIG")]
     config: Option<PathBuf>,
 

@@ -143,3 +143,49 @@ pub fn repo_url(data: &[u8]) {
         );
     }
 }
+
+/// A tool call as a worker's CLI reports it, judged by a policy whose rules are the first line
+/// (`|`-separated: allow, ask and deny rules each take a third), the rest being the command.
+/// Whatever the input: no panic; a line allowed by command rules is all plain parts; a plain
+/// line a person allowed "always" is allowed again, even where every Bash call asks.
+pub fn policy(data: &[u8]) {
+    use crate::policy::{Decision, Policy, PolicySpec, ToolCall, exact_rules};
+    let text = String::from_utf8_lossy(data);
+    let (rules, command) = text.split_once('\n').unwrap_or((&text, ""));
+    let rules: Vec<String> = rules.split('|').map(str::to_string).collect();
+    for r in &rules {
+        let _ = crate::policy::Rule::parse(r);
+    }
+    let third = rules.len().div_ceil(3);
+    let spec = PolicySpec {
+        allow: rules.iter().take(third).cloned().collect(),
+        ask: rules.iter().skip(third).take(third).cloned().collect(),
+        deny: rules.iter().skip(2 * third).cloned().collect(),
+        default: None,
+    };
+    let input = serde_json::json!({ "command": command, "file_path": command, "url": command });
+    let cwd = std::path::Path::new("/w");
+    for tool in ["Bash", "Edit", "Read", "WebFetch", "mcp__x__y"] {
+        let call = ToolCall {
+            tool,
+            input: &input,
+            cwd,
+        };
+        if let Ok(p) = Policy::parse(&spec) {
+            let _ = p.decide(&call).explain();
+        }
+        let granted = exact_rules(tool, &input);
+        let asks = Policy::parse(&PolicySpec {
+            ask: vec![tool.to_string()],
+            ..Default::default()
+        })
+        .unwrap();
+        if !granted.is_empty() {
+            assert_eq!(
+                asks.decide_with(&call, &granted).decision,
+                Decision::Allow,
+                "{tool} {command:?} granted {granted:?}"
+            );
+        }
+    }
+}

@@ -28,6 +28,19 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 
+/// Question numbers from here up are tool approvals (the coordinator numbers them); a
+/// worker's own `ipc/NNN.question` stays far below.
+pub const APPROVAL_SEQ_BASE: u32 = 1_000_000_000;
+
+/// How a question is named to people: `question 007`, or `approval 2` for a tool approval.
+pub fn question_label(seq: u32) -> String {
+    if seq > APPROVAL_SEQ_BASE {
+        format!("approval {}", seq - APPROVAL_SEQ_BASE)
+    } else {
+        format!("question {seq:03}")
+    }
+}
+
 /// The most rules one list (allow, ask or deny) may hold.
 pub const MAX_RULES: usize = 256;
 /// The longest rule, in bytes.
@@ -199,18 +212,23 @@ pub fn parse_section(text: &str) -> Result<PolicyConfig, String> {
     Ok(p)
 }
 
-/// The rule that matches exactly this call again (what "always for this task" grants): the
-/// command of a `Bash` call, the file of a file tool, the host of a fetch, or the tool.
-pub fn exact_rule(tool: &str, input: &serde_json::Value) -> String {
+/// The rules that match exactly this call again (what "always for this task" grants): one
+/// per part of a `Bash` command line that is plain (its words as they run), the file of a file
+/// tool, the host of a fetch, or the tool. Empty when nothing can be granted exactly (a
+/// command with a substitution, a path with `..` or wildcards).
+pub fn exact_rules(tool: &str, input: &serde_json::Value) -> Vec<String> {
     let s = |k: &str| input.get(k).and_then(|v| v.as_str());
     match tool {
-        "Bash" => match s("command") {
-            // `*` would be read as a wildcard: such a command gets no exact rule.
-            Some(c) if !c.contains('*') && !c.contains(')') => {
-                format!("Bash({})", normalize_spaces(c))
+        "Bash" => {
+            let parts = split_command(s("command").unwrap_or_default());
+            if parts.iter().any(|p| !p.plain) {
+                return Vec::new();
             }
-            _ => String::new(),
-        },
+            parts
+                .iter()
+                .map(|p| format!("Bash({})", p.words.join(" ")))
+                .collect()
+        }
         t if PATH_TOOLS.contains(&t) => match s("file_path")
             .or_else(|| s("notebook_path"))
             .or_else(|| s("path"))
@@ -220,16 +238,16 @@ pub fn exact_rule(tool: &str, input: &serde_json::Value) -> String {
                     && !p.contains(['*', '?', '(', ')'])
                     && !p.split('/').any(|c| c == "..") =>
             {
-                format!("{t}(/{p})")
+                vec![format!("{t}(/{p})")]
             }
-            _ => String::new(),
+            _ => Vec::new(),
         },
         "WebFetch" => s("url")
             .and_then(host_of)
-            .map(|h| format!("WebFetch(domain:{h})"))
+            .map(|h| vec![format!("WebFetch(domain:{h})")])
             .unwrap_or_default(),
-        t if t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => t.to_string(),
-        _ => String::new(),
+        t if t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => vec![t.to_string()],
+        _ => Vec::new(),
     }
 }
 
@@ -479,22 +497,62 @@ impl Policy {
         })
     }
 
-    /// Decides a call as [`Policy::decide`] does, except that a call a person allowed
-    /// "always" for this task (`granted`: [`exact_rule`]s) is allowed unless a deny rule
-    /// matches it.
+    /// Decides a call as [`Policy::decide`] does, except that what a person allowed "always"
+    /// for this task (`granted`: rules from [`exact_rules`]) no longer asks: a call that would
+    /// ask is allowed when each of its parts was granted, or is allowed by the policy without
+    /// an ask rule naming it. A deny rule still wins.
     pub fn decide_with(&self, call: &ToolCall<'_>, granted: &[String]) -> Verdict {
         let v = self.decide(call);
-        if v.decision == Decision::Deny {
+        if v.decision != Decision::Ask || granted.is_empty() {
             return v;
         }
-        let exact = exact_rule(call.tool, call.input);
-        if !exact.is_empty() && granted.contains(&exact) {
-            return Verdict {
-                decision: Decision::Allow,
-                rule: Some(format!("{exact}, allowed always for this task")),
-            };
+        let always = |rule: String| Verdict {
+            decision: Decision::Allow,
+            rule: Some(format!("{rule}, allowed always for this task")),
+        };
+        match Target::of(call) {
+            Target::Command(parts) => {
+                if parts.is_empty() || parts.iter().any(|p| !p.plain) {
+                    return v;
+                }
+                let mut used = Vec::new();
+                for p in &parts {
+                    let exact = format!("Bash({})", p.words.join(" "));
+                    if granted.contains(&exact) {
+                        used.push(exact);
+                        continue;
+                    }
+                    let line = p.words.join(" ");
+                    let named = |rules: &[Rule]| {
+                        rules.iter().any(|r| {
+                            r.names_tool("Bash")
+                                && match &r.spec {
+                                    Spec::Any => true,
+                                    Spec::Command { pattern, prefix } => {
+                                        command_matches(pattern, *prefix, &line)
+                                    }
+                                    _ => false,
+                                }
+                        })
+                    };
+                    if named(&self.ask) || !named(&self.allow) {
+                        return v;
+                    }
+                }
+                if used.is_empty() {
+                    return v;
+                }
+                always(used.join("`, `"))
+            }
+            _ => {
+                let exact = exact_rules(call.tool, call.input);
+                if !exact.is_empty() && exact.iter().all(|r| granted.contains(r)) {
+                    always(exact.join("`, `"))
+                } else {
+                    v
+                }
+            }
         }
-        v
     }
 
     /// Decides a call: deny over ask over allow, else the default.
@@ -1124,6 +1182,64 @@ mod tests {
             Decision::Ask,
             "too long to judge: never allowed"
         );
+    }
+
+    #[test]
+    fn always_grants_the_parts_of_that_call_and_nothing_a_deny_rule_names() {
+        let p = policy(
+            &["Bash"],
+            &["Bash(git push:*)"],
+            &["Bash(git push --force:*)"],
+        );
+        let call = |cmd: &str| json!({ "command": cmd });
+        let decide = |cmd: &str, granted: &[String]| {
+            p.decide_with(
+                &ToolCall {
+                    tool: "Bash",
+                    input: &call(cmd),
+                    cwd: Path::new("/w"),
+                },
+                granted,
+            )
+        };
+        let granted = exact_rules("Bash", &call("git push origin main\necho step 2"));
+        assert_eq!(
+            granted,
+            vec![
+                "Bash(git push origin main)".to_string(),
+                "Bash(echo step 2)".to_string()
+            ]
+        );
+        // The same push in another line (the model's marker changed) is allowed.
+        let v = decide("git push origin main\necho step 3", &granted);
+        assert_eq!(v.decision, Decision::Allow, "{v:?}");
+        assert!(
+            v.explain().contains("allowed always for this task"),
+            "{v:?}"
+        );
+        // Another push still asks; a forced one is still denied.
+        assert_eq!(
+            decide("git push origin dev", &granted).decision,
+            Decision::Ask
+        );
+        let force = exact_rules("Bash", &call("git push --force origin main"));
+        assert_eq!(
+            decide("git push --force origin main", &force).decision,
+            Decision::Deny
+        );
+        // A line with a substitution is never granted.
+        assert!(exact_rules("Bash", &call("git push $(cat remote)")).is_empty());
+        assert_eq!(
+            exact_rules("Edit", &json!({"file_path": "/w/src/a.rs"})),
+            vec!["Edit(//w/src/a.rs)".to_string()]
+        );
+        assert!(exact_rules("Edit", &json!({"file_path": "/w/../etc/x"})).is_empty());
+    }
+
+    #[test]
+    fn approvals_are_named_apart_from_questions() {
+        assert_eq!(question_label(7), "question 007");
+        assert_eq!(question_label(APPROVAL_SEQ_BASE + 2), "approval 2");
     }
 
     proptest::proptest! {

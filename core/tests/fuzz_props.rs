@@ -153,6 +153,16 @@ proptest! {
     }
 
     #[test]
+    fn policy_like_text(s in "((Bash|Edit|Read|WebFetch|mcp__[a-z]{1,3})(\\([^)|\n]{0,16}\\))?\\|?){0,6}\n[a-z $`'\"();&|<>*/.=\\\\\n#~-]{0,60}") {
+        fuzzing::policy(s.as_bytes());
+    }
+
+    #[test]
+    fn policy_bytes(b in prop::collection::vec(any::<u8>(), 0..512)) {
+        fuzzing::policy(&b);
+    }
+
+    #[test]
     fn signed_spec_bytes(b in prop::collection::vec(any::<u8>(), 0..1024)) {
         fuzzing::signed_spec(&b);
     }

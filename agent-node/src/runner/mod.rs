@@ -307,7 +307,11 @@ fn prepare(
             backend.name, backend.error
         ));
     }
-    if assign.approvals && backend.cli != Some(dispatch_core::signals::Cli::Claude) {
+    // The sim worker makes no tool calls: nothing to approve.
+    if assign.approvals
+        && backend.cli != Some(dispatch_core::signals::Cli::Claude)
+        && backend.name != "sim"
+    {
         return Err(format!(
             "backend `{}` on node `{node}` cannot run under tool approvals: only Claude Code asks a hook before each tool call (`codex exec` and Cursor's `agent -p` have no such hook); run the task on claude, or without a policy",
             backend.name

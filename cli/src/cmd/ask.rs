@@ -178,12 +178,12 @@ pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<crate::exit::
     let mut answered = 0;
     for (n, q) in questions.iter().enumerate() {
         println!(
-            "\n[{}/{}] `{}` on {} asks (question {:03}, {}):",
+            "\n[{}/{}] `{}` on {} asks ({}, {}):",
             n + 1,
             questions.len(),
             q.task_id,
             printable_line(&q.node),
-            q.seq,
+            dispatch_core::policy::question_label(q.seq),
             render::ago(q.asked_at_ms)
         );
         for l in q.text.lines() {
@@ -307,9 +307,9 @@ pub(super) fn wait_outcome(
             consider(
                 crate::exit::Exit::Question,
                 format!(
-                    "`{}` asks (question {:03}): {}\n{}",
+                    "`{}` asks ({}): {}\n{}",
                     t.id,
-                    q.seq,
+                    dispatch_core::policy::question_label(q.seq),
                     printable(&q.text),
                     voice.answer_with(&t.id)
                 ),

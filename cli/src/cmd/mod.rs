@@ -127,7 +127,15 @@ pub(crate) async fn run(cli: Cli) -> Result<crate::exit::Exit> {
             backend,
             remote,
         }) => retry(&g, &id, model, backend, remote).await,
-        Some(Command::Answer { id, seq, text }) => {
+        Some(Command::Answer {
+            id,
+            seq,
+            approval,
+            text,
+        }) => {
+            let seq = approval
+                .map(|n| dispatch_core::policy::APPROVAL_SEQ_BASE.saturating_add(n))
+                .or(seq);
             crate::cmd::ask::answer(&g, &id, seq, text).await
         }
         Some(Command::Note { id, text }) => crate::cmd::ask::note(&g, &id, &text.join(" ")).await,

@@ -198,9 +198,7 @@ pub struct QuestionRecord {
     pub tool_call: String,
 }
 
-/// Question numbers from here up are tool approvals (the coordinator numbers them); a
-/// worker's own `ipc/NNN.question` stays below.
-pub const APPROVAL_SEQ_BASE: u32 = 1_000_000_000;
+pub use dispatch_core::policy::APPROVAL_SEQ_BASE;
 
 /// The tool call an approval question asks about.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -215,9 +213,9 @@ pub struct ToolCallRecord {
     pub input_json: String,
     /// The worker's working directory.
     pub cwd: String,
-    /// What "always for this task" grants ([`dispatch_core::policy::exact_rule`]; "" when the
-    /// call has none, and "always" then allows this call only).
-    pub rule: String,
+    /// What "always for this task" grants ([`dispatch_core::policy::exact_rules`]; none when
+    /// the call has no exact form, and "always" then allows this call only).
+    pub rules: Vec<String>,
 }
 
 /// An answer to an approval question: (allow, always). `yes`/`y`/`allow`, `no`/`n`/`deny`,

@@ -722,7 +722,7 @@ async fn a_tool_call_is_decided_or_asked_and_always_sticks(kind: Kind) {
     );
     let asked = q.tool_call().unwrap();
     assert_eq!((asked.attempt, asked.call), (1, 3));
-    assert_eq!(asked.rule, "Bash(git push origin main)");
+    assert_eq!(asked.rules, vec!["Bash(git push origin main)".to_string()]);
     // A person answers "always".
     s.answer(
         "t",

@@ -138,8 +138,8 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
             for q in answered {
                 let _ = write!(
                     out,
-                    "<dt>{:03}: {}</dt><dd>{}</dd>",
-                    q.seq,
+                    "<dt>{}: {}</dt><dd>{}</dd>",
+                    dispatch_core::policy::question_label(q.seq),
                     esc(&q.text),
                     esc(q.answer.as_deref().unwrap_or_default())
                 );
@@ -213,8 +213,10 @@ pub(super) fn question_block(task: &str, seq: u32, text: &str, can_answer: bool)
     } else {
         String::new()
     };
+    let label = dispatch_core::policy::question_label(seq);
+    let label = format!("{}{}", label[..1].to_uppercase(), &label[1..]);
     format!(
-        r#"<div class="question" role="group" aria-label="Question {seq:03} of {t}"><p><b>Question {seq:03}:</b> {q}</p>{form}</div>"#,
+        r#"<div class="question" role="group" aria-label="{label} of {t}"><p><b>{label}:</b> {q}</p>{form}</div>"#,
         t = esc(task),
         q = esc(text)
     )

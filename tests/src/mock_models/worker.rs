@@ -46,6 +46,13 @@ fn marker(n: usize) -> String {
 const TIMEOUT_MARK: &str = "@@dispatch-question-timed-out@@";
 const FAILED_MARK: &str = "@@dispatch-item-failed@@";
 const ANSWER_MARK: &str = "@@answer:";
+/// What a tool call refused by dispatch's tool approvals says (the reasons the coordinator
+/// and the hook give, as the CLI passes them to the model).
+const REFUSALS: [&str; 3] = [
+    "tool policy denies this call",
+    "denied this tool call",
+    "could not have this tool call approved",
+];
 
 /// An item of the plan as the model read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +174,22 @@ pub fn next(prompt: &str, results: &[ToolResult]) -> Turn {
         resumed_answer(prompt),
     );
     let next_step = done.iter().max().map_or(0, |m| m + 1);
+    // Its last command was refused by the tool approvals: as the refusal says, the item is
+    // marked [!] with the reason.
+    if let Some(refusal) = REFUSALS.iter().find(|r| last.contains(*r))
+        && let Some(s) = steps.get(next_step - 1)
+        && let StepKind::Run { text, .. } = &s.kind
+    {
+        let reason = format!("the tool call was refused ({refusal})");
+        return Turn::Shell {
+            command: format!(
+                "{}echo {FAILED_MARK}\n",
+                set_mark(plan, text, '!', Some(&reason))
+            ),
+            description: "Mark the item failed".into(),
+            timeout_ms: 30_000,
+        };
+    }
     match steps.get(next_step - 1) {
         Some(s) => {
             let mut command = s.command(results);
@@ -212,6 +235,11 @@ enum StepKind {
     },
     Sleep {
         secs: f64,
+    },
+    /// Run a command of the item's own (`(run: git push origin main)`), then check the item.
+    Run {
+        text: String,
+        command: String,
     },
     Output {
         text: String,
@@ -274,6 +302,16 @@ fn steps(dir: &str, plan: &str, items: &[Item], mut resumed: Option<String>) -> 
                 30_000,
             ));
             continue;
+        }
+        if let Some(command) = directive(&it.text, "run") {
+            out.push(mk(
+                StepKind::Run {
+                    text: it.text.clone(),
+                    command: command.to_string(),
+                },
+                format!("Run: {command}"),
+                30_000,
+            ));
         }
         if let Some(secs) = directive(&it.text, "sleep").and_then(seconds) {
             out.push(mk(
@@ -342,6 +380,7 @@ impl Step {
         let (plan, dir) = (self.plan.as_str(), self.dir.as_str());
         match &self.kind {
             StepKind::Tick { text, note } => set_mark(plan, text, 'x', note.as_deref()),
+            StepKind::Run { command, .. } => format!("{command}\n"),
             StepKind::Fail { text, reason } => format!(
                 "{}echo {FAILED_MARK}\n",
                 set_mark(plan, text, '!', Some(reason))

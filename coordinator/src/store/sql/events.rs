@@ -160,8 +160,7 @@ async fn granted_rules(tx: &mut Tx<'_>, task: &str) -> Result<Vec<String>> {
                 .is_some_and(|(_, always)| always)
         })
         .filter_map(|(c, _)| serde_json::from_str::<ToolCallRecord>(&c).ok())
-        .map(|c| c.rule)
-        .filter(|r| !r.is_empty())
+        .flat_map(|c| c.rules)
         .collect())
 }
 
@@ -461,7 +460,7 @@ impl Recording<'_> {
             tool: tool.clone(),
             input_json: input_json.clone(),
             cwd: cwd.clone(),
-            rule: dispatch_core::policy::exact_rule(tool, &input),
+            rules: dispatch_core::policy::exact_rules(tool, &input),
         };
         use dispatch_core::policy::Decision;
         if verdict.decision == Decision::Ask {

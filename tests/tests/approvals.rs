@@ -1,0 +1,132 @@
+//! Tool approvals (issue 25), with the real Claude Code from the npm registry as the worker
+//! (run by an unprivileged agent against the mock model server, which acts only through the
+//! CLI's shell tool). The coordinator's policy runs any command, asks before `git push` and
+//! refuses `rm -rf /…`; the CLI runs with its permission checks on and asks through its
+//! `PreToolUse` hook.
+
+use dispatch_tests::mock_models::MockModels;
+use dispatch_tests::real_clis::{self, RealClis};
+use dispatch_tests::{Cluster, assert_exit, text};
+
+const POLICY: &str =
+    "policy:\n  allow: [Bash]\n  ask: [\"Bash(git push:*)\"]\n  deny: [\"Bash(rm -rf /*)\"]\n";
+
+#[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
+fn claude_asks_before_a_push_and_the_policy_allows_and_denies_the_rest() {
+    let Some(clis) = RealClis::installed() else {
+        return;
+    };
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("coordinator.yaml");
+    std::fs::write(&path, POLICY).unwrap();
+    let mut c = Cluster::with_coordinator_args(&["--config", path.to_str().unwrap()]);
+    let mock = MockModels::start();
+    let o = real_clis::node(&c, "box", 4, &clis.bin, &mock);
+    c.add_agent(o);
+    let submit = |id: &str, steps: &[&str]| {
+        let mut args = vec!["--backend", "claude", "--remote", "box", "--id", id];
+        for s in steps {
+            args.extend(["--step", s]);
+        }
+        args.push("do the work");
+        c.ok(&args);
+    };
+    submit(
+        "push",
+        &[
+            "publish (run: git push origin main)",
+            "publish again (run: git push origin main)",
+            "force it (run: git push --force origin main)",
+        ],
+    );
+    submit(
+        "wipe",
+        &["clean up (run: rm -rf /tmp/dispatch-approval-test)"],
+    );
+
+    // The first push is asked about, shaped as an approval.
+    let out = c.run(&["wait", "push", "--timeout", "90s"]);
+    assert_exit(&out, 10);
+    let asked = text(&out.stdout);
+    assert!(
+        asked.contains("Allow Bash: git push origin main"),
+        "{asked}"
+    );
+    assert!(asked.contains("yes, no, or always"), "{asked}");
+    let t = c.status("push");
+    assert_eq!(t["state"], "waiting", "{t}");
+    // Anything but yes, no or always is refused and changes nothing.
+    let out = c.run(&["answer", "push", "maybe"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("answer yes, no or always"),
+        "{}",
+        text(&out.stderr)
+    );
+    c.ok(&["answer", "push", "always"]);
+    // The same push again runs without asking; a forced one asks, and "no" refuses it: the
+    // worker marks the item failed, as the refusal tells it.
+    let out = c.run(&["wait", "push", "--timeout", "90s"]);
+    assert_exit(&out, 10);
+    let asked = text(&out.stdout);
+    assert!(asked.contains("git push --force origin main"), "{asked}");
+    c.ok(&["answer", "push", "no"]);
+    let out = c.run(&["wait", "push", "--timeout", "90s"]);
+    assert_exit(&out, 12);
+    let t = c.status("push");
+    let items = t["items"].as_array().unwrap();
+    assert_eq!(items[0]["status"], "done", "{t}");
+    assert_eq!(items[1]["status"], "done", "{t}");
+    assert_eq!(items[2]["status"], "error", "{t}");
+    assert!(
+        items[2]["note"]
+            .as_str()
+            .unwrap()
+            .contains("denied this tool call"),
+        "{t}"
+    );
+    let questions = t["questions"].as_array().unwrap();
+    assert_eq!(questions.len(), 2, "asked twice, not three times: {t}");
+
+    // A denied command never runs: the policy refuses it without asking anyone.
+    let out = c.run(&["wait", "wipe", "--timeout", "90s"]);
+    assert_exit(&out, 12);
+    let t = c.status("wipe");
+    assert_eq!(t["questions"].as_array().unwrap().len(), 0, "{t}");
+    assert!(
+        t["items"][0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("tool policy denies this call"),
+        "{t}"
+    );
+    // Who decided is in the audit.
+    let audit = c.ok(&["audit", "--task", "push"]);
+    assert!(audit.contains("answer"), "{audit}");
+}
+
+/// A policy whose rules cannot be used stops the coordinator at start, naming the file and the
+/// rule, and creates nothing.
+#[test]
+fn a_policy_that_does_not_parse_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("coordinator.yaml");
+    std::fs::write(&path, "policy:\n  allow: [\"Bash(cargo test\"]\n").unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(dispatch_tests::bin("dispatch-coordinator"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("coordinator.yaml"), "{err}");
+    assert!(
+        err.contains("rule `Bash(cargo test`: a `(` needs its `)` at the end"),
+        "{err}"
+    );
+    assert!(!data.exists(), "a refused start creates nothing");
+}
