@@ -562,7 +562,9 @@ fn worker_command(
         .envs(worker_env(std::env::vars_os(), &ctx.worker_env));
     // Under approvals, Claude Code runs with its permission checks on and a hook that asks
     // this node before every tool call.
-    let command = if assign.approvals {
+    // (The sim worker makes no tool calls: it runs as it always does.)
+    let approvals = assign.approvals && backend.cli == Some(dispatch_core::signals::Cli::Claude);
+    let command = if approvals {
         backend
             .command
             .replace(" --dangerously-skip-permissions", "")
@@ -573,7 +575,7 @@ fn worker_command(
         .arg(format!("{command} \"$@\""))
         .arg("dispatch-worker");
     let mut shown = command;
-    if assign.approvals {
+    if approvals {
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "dispatch-agent".into());

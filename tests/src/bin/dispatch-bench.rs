@@ -1410,11 +1410,11 @@ fn main() {
         "strangers" => strangers(&args),
         "results" => results(&args),
         "takeover" => takeover(&args),
-        "fallback" | "overhead" => {
-            let samples = if scenario == "fallback" {
-                dispatch_tests::bench_clis::fallback(&args)
-            } else {
-                dispatch_tests::bench_clis::overhead(&args)
+        "fallback" | "overhead" | "approvals" => {
+            let samples = match scenario {
+                "fallback" => dispatch_tests::bench_clis::fallback(&args),
+                "overhead" => dispatch_tests::bench_clis::overhead(&args),
+                _ => dispatch_tests::bench_clis::approvals(&args),
             };
             samples
                 .into_iter()
@@ -1423,7 +1423,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security|strangers|results|takeover|fallback|overhead [--count N] [--baseline N] [--json FILE] [--store postgres://SERVER [--replicas N]]"
+                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security|strangers|results|takeover|fallback|overhead|approvals [--count N] [--baseline N] [--json FILE] [--store postgres://SERVER [--replicas N]]"
             );
             std::process::exit(2);
         }
