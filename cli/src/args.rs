@@ -399,6 +399,17 @@ pub(crate) enum Command {
         action: TokenAction,
     },
 
+    /// The tool policy (tool approvals): which tool calls of Claude Code workers run, which a
+    /// person approves (`dispatch answer ID yes|no|always`) and which are refused. Tasks run
+    /// under the coordinator's config file's `policy:` section and the one set here, together.
+    #[command(
+        after_help = "Examples:\n  dispatch policy show\n  dispatch policy set policy.yaml\n  dispatch policy clear\n\nA policy file (the `policy:` section's content):\n  allow: [Read, Grep, Glob, \"Bash(cargo test:*)\", \"Edit(src/**)\"]\n  ask: [\"Bash(git push:*)\"]\n  deny: [\"Bash(rm -rf /*)\"]\n  users:\n    alice: { allow: [\"Bash(make:*)\"] }"
+    )]
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+
     /// Your task-signing key: with one, every task you dispatch is signed, and nodes that
     /// trust its public key run it (and nodes with trusted keys run nothing unsigned).
     #[command(after_help = "Examples:\n  dispatch keys init\n  dispatch keys show")]
@@ -553,6 +564,24 @@ pub(crate) enum ConfigAction {
     /// config.yaml.old).
     #[command(after_help = "Example:\n  dispatch config migrate")]
     Migrate,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PolicyAction {
+    /// Print the policy tasks run under, and where its parts come from (the config file's,
+    /// the one set with `dispatch policy set`).
+    #[command(after_help = "Example:\n  dispatch policy show")]
+    Show,
+    /// Replace the policy set here with FILE (YAML; `-` for stdin), checked whole first: a rule
+    /// that does not parse changes nothing (admins; audited).
+    #[command(after_help = "Example:\n  dispatch policy set policy.yaml")]
+    Set {
+        /// The policy file, or - for stdin.
+        file: String,
+    },
+    /// Remove the policy set here (the config file's stays) (admins; audited).
+    #[command(after_help = "Example:\n  dispatch policy clear")]
+    Clear,
 }
 
 #[derive(Subcommand, Debug)]

@@ -475,3 +475,14 @@ pub fn submit_from_proto(r: v1::SubmitRequest) -> SubmitSpec {
         fallback_on: r.fallback_on,
     }
 }
+
+/// The tool policy as the wire carries it (YAML).
+pub fn policy_to_proto(p: &crate::domain::policy::PolicyView) -> v1::Policy {
+    v1::Policy {
+        config_yaml: p.config.to_yaml(),
+        stored_yaml: p.stored.to_yaml(),
+        effective_yaml: p.effective.to_yaml(),
+        updated_ms: p.updated_ms,
+        updated_by: p.updated_by.clone(),
+    }
+}

@@ -91,16 +91,6 @@ impl CoordinatorConfig {
         }
     }
 
-    /// The tool policy `task` runs under; None when it runs without tool approvals.
-    pub fn policy_for(&self, task: &model::TaskRecord) -> Option<dispatch_core::policy::Policy> {
-        let pool: Vec<(String, String)> = task
-            .pool
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        self.policy.for_task(&task.owner, &pool)
-    }
-
     /// How long a side may stay silent before it counts as gone: two and a half heartbeats
     /// (two missed, and half an interval for a slow network).
     pub fn silence(&self) -> Duration {
@@ -180,6 +170,8 @@ pub struct Coordinator {
     streams: OpenStreams,
     /// Callers waiting for a node to ack a command: command id → the ack's error text.
     ack_waiters: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
+    /// The tool policy tasks run under: the config file's and the one admins set, together.
+    policy: std::sync::RwLock<Arc<dispatch_core::policy::PolicyConfig>>,
 }
 
 impl Coordinator {
@@ -219,7 +211,9 @@ impl Coordinator {
             stop_tx: tokio::sync::watch::channel(false).0,
             streams: Default::default(),
             ack_waiters: Default::default(),
+            policy: Default::default(),
         });
+        c.load_policy().await?;
         scheduler::spawn(Arc::downgrade(&c), rx);
         spawn_memory_return(Arc::downgrade(&c.streams));
         c.load_tokens().await?;

@@ -123,6 +123,58 @@ pub struct PolicyConfig {
 }
 
 impl PolicyConfig {
+    /// This policy and `other` together: every rule of both, scope by scope; `other`'s
+    /// default where it sets one.
+    pub fn merged(&self, other: &PolicyConfig) -> PolicyConfig {
+        fn join(a: &PolicySpec, b: &PolicySpec) -> PolicySpec {
+            PolicySpec {
+                allow: a.allow.iter().chain(&b.allow).cloned().collect(),
+                ask: a.ask.iter().chain(&b.ask).cloned().collect(),
+                deny: a.deny.iter().chain(&b.deny).cloned().collect(),
+                default: b.default.or(a.default),
+            }
+        }
+        let scopes = |a: &std::collections::BTreeMap<String, PolicySpec>,
+                      b: &std::collections::BTreeMap<String, PolicySpec>| {
+            let mut out = a.clone();
+            for (k, v) in b {
+                let joined = join(out.get(k).unwrap_or(&PolicySpec::default()), v);
+                out.insert(k.clone(), joined);
+            }
+            out
+        };
+        let base = join(&self.base(), &other.base());
+        PolicyConfig {
+            allow: base.allow,
+            ask: base.ask,
+            deny: base.deny,
+            default: base.default,
+            pools: scopes(&self.pools, &other.pools),
+            users: scopes(&self.users, &other.users),
+        }
+    }
+
+    /// As YAML ("" for an empty policy).
+    pub fn to_yaml(&self) -> String {
+        if self.is_empty() {
+            return String::new();
+        }
+        serde_norway::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a policy written as the `policy:` section's content (YAML), checked whole.
+    pub fn from_yaml(text: &str) -> Result<PolicyConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(PolicyConfig::default());
+        }
+        let p: PolicyConfig = serde_norway::from_str(text).map_err(|e| match e.location() {
+            Some(l) => format!("line {}, column {}: {e}", l.line(), l.column()),
+            None => e.to_string(),
+        })?;
+        p.validate().map_err(|e| e.to_string())?;
+        Ok(p)
+    }
+
     /// True when the section holds nothing: tasks run without tool approvals.
     pub fn is_empty(&self) -> bool {
         *self == PolicyConfig::default()

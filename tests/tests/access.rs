@@ -357,6 +357,16 @@ fn every_rpc_answers_each_role_as_the_table_says() {
             check("ForgetNode", k.admin, got(&r));
             let r = cl.list_audit(v1::ListAuditRequest::default()).await;
             check("ListAudit", k.admin, got(&r));
+            let r = cl.get_policy(v1::GetPolicyRequest {}).await;
+            check("GetPolicy", k.nodes, got(&r));
+            // An empty policy: an admin's call changes nothing here.
+            let r = cl
+                .set_policy(v1::SetPolicyRequest {
+                    yaml: String::new(),
+                    clear: true,
+                })
+                .await;
+            check("SetPolicy", k.admin, got(&r));
 
             let r = session(&url, &k.token, "spare").await;
             check("AgentService.Session", k.session, got(&r));

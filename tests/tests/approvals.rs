@@ -8,8 +8,8 @@ use dispatch_tests::mock_models::MockModels;
 use dispatch_tests::real_clis::{self, RealClis};
 use dispatch_tests::{Cluster, assert_exit, text};
 
-const POLICY: &str =
-    "policy:\n  allow: [Bash]\n  ask: [\"Bash(git push:*)\"]\n  deny: [\"Bash(rm -rf /*)\"]\n";
+/// The coordinator's config file's part; the ask rule is set with `dispatch policy set`.
+const POLICY: &str = "policy:\n  allow: [Bash]\n  deny: [\"Bash(rm -rf /*)\"]\n";
 
 #[test]
 #[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
@@ -21,6 +21,9 @@ fn claude_asks_before_a_push_and_the_policy_allows_and_denies_the_rest() {
     let path = config.path().join("coordinator.yaml");
     std::fs::write(&path, POLICY).unwrap();
     let mut c = Cluster::with_coordinator_args(&["--config", path.to_str().unwrap()]);
+    let asks = config.path().join("asks.yaml");
+    std::fs::write(&asks, "ask: [\"Bash(git push:*)\"]\n").unwrap();
+    c.ok(&["policy", "set", asks.to_str().unwrap()]);
     let mock = MockModels::start();
     let o = real_clis::node(&c, "box", 4, &clis.bin, &mock);
     c.add_agent(o);
@@ -129,4 +132,71 @@ fn a_policy_that_does_not_parse_is_refused_at_start() {
         "{err}"
     );
     assert!(!data.exists(), "a refused start creates nothing");
+}
+
+/// `dispatch policy`: shown to anyone with a token, set and cleared by admins only, checked
+/// whole (a bad rule changes nothing), audited, kept across a restart, and used together with
+/// the config file's.
+#[test]
+fn the_policy_is_set_by_admins_checked_whole_audited_and_kept() {
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("coordinator.yaml");
+    std::fs::write(&path, POLICY).unwrap();
+    let mut c = Cluster::with_coordinator_args(&["--config", path.to_str().unwrap()]);
+    let shown = c.ok(&["policy", "show"]);
+    assert!(shown.contains("Bash(rm -rf /*)"), "{shown}");
+    let bad = config.path().join("bad.yaml");
+    std::fs::write(&bad, "allow: [\"Read\"]\nask: [\"Bash(git push\"]\n").unwrap();
+    let out = c.run(&["policy", "set", bad.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(err.contains("rule `Bash(git push`"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    // A whole section, as in a config file, is read too.
+    let good = config.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "policy:\n  ask: [\"Bash(git push:*)\"]\n  users:\n    alice: { allow: [\"Bash(make:*)\"] }\n",
+    )
+    .unwrap();
+    c.ok(&["policy", "set", good.to_str().unwrap()]);
+    let member = c.user_token("bob", "member", &[]);
+    let as_member = |args: &[&str]| {
+        c.cli()
+            .env("DISPATCH_TOKEN", &member)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_member(&["policy", "set", good.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("may not manage tokens, nodes and the tool policy"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = as_member(&["policy", "show", "--json"]);
+    assert_exit(&out, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let effective = v["effective"].as_str().unwrap();
+    for rule in ["Bash(rm -rf /*)", "Bash(git push:*)", "Bash(make:*)"] {
+        assert!(effective.contains(rule), "{effective}");
+    }
+    assert_eq!(v["updated_by"], "admin", "{v}");
+    let audit = c.ok(&["audit"]);
+    assert!(audit.contains("policy-set"), "{audit}");
+    c.restart_coordinator();
+    let shown = c.ok(&["policy", "show"]);
+    assert!(
+        shown.contains("Bash(git push:*)"),
+        "kept across a restart: {shown}"
+    );
+    c.ok(&["policy", "clear"]);
+    let v: serde_json::Value = serde_json::from_str(&c.ok(&["policy", "show", "--json"])).unwrap();
+    assert_eq!(v["stored"], "", "{v}");
+    assert!(
+        v["effective"].as_str().unwrap().contains("Bash(rm -rf /*)"),
+        "{v}"
+    );
+    assert!(c.ok(&["audit"]).contains("policy-clear"));
 }

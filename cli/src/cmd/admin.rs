@@ -1,6 +1,6 @@
 //! `dispatch token …` and `dispatch audit`: for admins of a shared coordinator.
 
-use crate::args::TokenAction;
+use crate::args::{PolicyAction, TokenAction};
 use crate::client::connect;
 use crate::render;
 use crate::settings::Settings;
@@ -222,5 +222,82 @@ pub(crate) async fn audit(
         "{}",
         crate::render::table(&["WHEN", "WHO", "WHAT", "TASK", "DETAIL"], rows, &[])
     );
+    Ok(crate::exit::Exit::Success)
+}
+
+/// `dispatch policy show|set|clear`.
+pub(crate) async fn policy(g: &Settings, action: PolicyAction) -> Result<crate::exit::Exit> {
+    let mut t = connect(g).await?;
+    let p = match action {
+        PolicyAction::Show => t.client.get_policy(v1::GetPolicyRequest {}).await?,
+        PolicyAction::Set { file } => {
+            let yaml = if file == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("cannot read the policy file {file}: {e}"))?
+            };
+            // A file may hold the whole section (`policy:` at its top) or only its content.
+            let yaml = match dispatch_core::policy::parse_section(&yaml) {
+                Ok(p) if !p.is_empty() => p.to_yaml(),
+                _ => yaml,
+            };
+            t.client
+                .set_policy(v1::SetPolicyRequest { yaml, clear: false })
+                .await?
+        }
+        PolicyAction::Clear => {
+            t.client
+                .set_policy(v1::SetPolicyRequest {
+                    yaml: String::new(),
+                    clear: true,
+                })
+                .await?
+        }
+    }
+    .into_inner();
+    if g.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "config": p.config_yaml,
+                "stored": p.stored_yaml,
+                "effective": p.effective_yaml,
+                "updated_ms": p.updated_ms,
+                "updated_by": p.updated_by,
+            })
+        );
+        return Ok(crate::exit::Exit::Success);
+    }
+    if p.effective_yaml.is_empty() {
+        println!(
+            "no tool policy: workers run with their CLI's permission checks off (`dispatch policy set FILE` makes one)"
+        );
+        return Ok(crate::exit::Exit::Success);
+    }
+    let part = |title: &str, yaml: &str| {
+        println!("# {title}");
+        if yaml.is_empty() {
+            println!("(none)");
+        } else {
+            print!("{}", dispatch_core::text::printable(yaml));
+        }
+    };
+    part("tasks run under (both together)", &p.effective_yaml);
+    println!();
+    part("from the coordinator's config file", &p.config_yaml);
+    println!();
+    let by = if p.updated_ms > 0 {
+        format!(
+            "set with `dispatch policy set` by {} {}",
+            printable_line(&p.updated_by),
+            render::ago(p.updated_ms)
+        )
+    } else {
+        "set with `dispatch policy set`".into()
+    };
+    part(&by, &p.stored_yaml);
     Ok(crate::exit::Exit::Success)
 }

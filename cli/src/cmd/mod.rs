@@ -147,6 +147,7 @@ pub(crate) async fn run(cli: Cli) -> Result<crate::exit::Exit> {
         Some(Command::Dashboard { no_open }) => crate::cmd::daemon::dashboard(&g, no_open).await,
         Some(Command::Token { action }) => crate::cmd::admin::token(&g, action).await,
         Some(Command::Keys { action }) => crate::cmd::keys::run(&g, action),
+        Some(Command::Policy { action }) => crate::cmd::admin::policy(&g, action).await,
         Some(Command::Audit { task, limit }) => crate::cmd::admin::audit(&g, task, limit).await,
         Some(Command::Daemon {
             action: DaemonAction::Status,

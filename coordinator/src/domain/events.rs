@@ -512,7 +512,7 @@ impl Coordinator {
                 &Rules {
                     advice,
                     fallbacks,
-                    policy: std::sync::Arc::clone(&self.config.policy),
+                    policy: self.policy(),
                 },
                 crate::store::HistoryCaps {
                     log_bytes: self.config.max_log_bytes,

@@ -6,6 +6,7 @@
 pub mod access;
 pub mod events;
 pub mod lifecycle;
+pub mod policy;
 pub mod questions;
 pub mod retention;
 pub mod sessions;

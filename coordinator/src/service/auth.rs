@@ -89,7 +89,10 @@ pub fn permit(who: &Principal, rpc: Rpc) -> Result<Sight, Status> {
         Rpc::Nodes if user(Viewer) => Ok(Sight::Summaries),
         Rpc::Nodes => Err(denied(who, "list nodes")),
         Rpc::Admin if admin => Ok(Sight::All),
-        Rpc::Admin => Err(denied(who, "manage tokens and nodes or read the audit")),
+        Rpc::Admin => Err(denied(
+            who,
+            "manage tokens, nodes and the tool policy or read the audit",
+        )),
     }
 }
 

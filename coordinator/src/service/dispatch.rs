@@ -500,6 +500,26 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
         Ok(Response::new(convert::node_to_proto(&n, live.as_ref())))
     }
 
+    async fn get_policy(
+        &self,
+        req: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::Policy>, Status> {
+        let _ = who(&req, Rpc::Nodes)?;
+        let p = self.0.get_policy().await?;
+        Ok(Response::new(convert::policy_to_proto(&p)))
+    }
+
+    async fn set_policy(
+        &self,
+        req: Request<v1::SetPolicyRequest>,
+    ) -> Result<Response<v1::Policy>, Status> {
+        let (who, _) = who(&req, Rpc::Admin)?;
+        let r = req.into_inner();
+        let yaml = (!r.clear).then_some(r.yaml.as_str());
+        let p = self.0.set_policy(yaml, &who).await?;
+        Ok(Response::new(convert::policy_to_proto(&p)))
+    }
+
     async fn forget_node(
         &self,
         req: Request<v1::ForgetNodeRequest>,

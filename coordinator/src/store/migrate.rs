@@ -16,7 +16,7 @@ use std::path::Path;
 use tokio_stream::StreamExt;
 
 /// Every table a store holds, parents first.
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 13] = [
     "tasks",
     "task_texts",
     "events",
@@ -29,6 +29,7 @@ pub const TABLES: [&str; 12] = [
     "task_outputs",
     "task_diffs",
     "task_bundles",
+    "policies",
 ];
 
 /// Rows per INSERT, and bytes: a statement stays well under PostgreSQL's 65,535 parameters

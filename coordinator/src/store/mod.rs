@@ -494,6 +494,16 @@ pub trait AccessStore: Send + Sync {
     ) -> Result<crate::model::Forgot>;
     /// Records a change that no other write carries.
     async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()>;
+    /// The tool policy admins set: (YAML, when, by whom); None when never set or cleared.
+    async fn stored_policy(&self) -> Result<Option<(String, i64, String)>>;
+    /// Replaces (Some) or clears (None) the tool policy admins set, with its audit record.
+    async fn set_policy(
+        &self,
+        yaml: Option<&str>,
+        by: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<()>;
     /// Audit records, newest first: of one task or all, before id `before`, at most `limit`.
     async fn audit_records(
         &self,

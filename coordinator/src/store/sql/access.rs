@@ -204,6 +204,47 @@ impl AccessStore for Backend {
         Ok(Forgot::Forgotten)
     }
 
+    async fn stored_policy(&self) -> Result<Option<(String, i64, String)>> {
+        Ok(
+            sqlx::query_as(
+                "SELECT body, updated_ms, updated_by FROM policies WHERE name = 'tools'",
+            )
+            .fetch_optional(&self.reader)
+            .await?,
+        )
+    }
+
+    async fn set_policy(
+        &self,
+        yaml: Option<&str>,
+        by: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        match yaml {
+            Some(body) => {
+                sqlx::query(
+                    "INSERT INTO policies (name, body, updated_ms, updated_by) VALUES ('tools', $1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET body = $1, updated_ms = $2, updated_by = $3",
+                )
+                .bind(body)
+                .bind(now_ms)
+                .bind(by)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM policies WHERE name = 'tools'")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        record_audit(&mut tx, Some(audit), now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()> {
         let mut tx = self.write().await?;
         record_audit(&mut tx, Some(entry), now_ms).await?;

@@ -56,6 +56,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0016_token_lifecycle.sql"),
     include_str!("../../../migrations/0017_registration_tokens.sql"),
     include_str!("../../../migrations/0018_tool_approvals.sql"),
+    include_str!("../../../migrations/0019_policies.sql"),
 ];
 
 /// The SQLite store.
