@@ -201,7 +201,17 @@ fn actions(t: &v1::Task) -> String {
 
 /// A waiting question, with its answer form when the viewer may answer.
 pub(super) fn question_block(task: &str, seq: u32, text: &str, can_answer: bool) -> String {
-    let form = if can_answer {
+    let form = if can_answer && seq > dispatch_core::policy::APPROVAL_SEQ_BASE {
+        // A tool approval is decided, not written: three buttons (the one pressed is the answer).
+        format!(
+            r#"<form method="post" action="/task/{t}/answer" class="answer approval">
+<input type="hidden" name="seq" value="{seq}">
+<button type="submit" name="text" value="yes">Allow</button>
+<button type="submit" name="text" value="always">Always allow for this task</button>
+<button type="submit" name="text" value="no" class="danger">Deny</button></form>"#,
+            t = esc(task)
+        )
+    } else if can_answer {
         format!(
             r#"<form method="post" action="/task/{t}/answer" class="answer">
 <input type="hidden" name="seq" value="{seq}">
@@ -342,4 +352,28 @@ pub(super) fn login(error: Option<&str>) -> String {
 <button type="submit">Log in</button></form>
 <p>Use the token you give the CLI (<code>DISPATCH_TOKEN</code>); an admin makes one with <code>dispatch token create --user NAME</code>.</p></section>"#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_approval_is_three_buttons_and_a_question_a_text_box() {
+        let q = question_block("t", 2, "Which database?", true);
+        assert!(q.contains("<textarea"), "{q}");
+        assert!(q.contains("<b>Question 002:</b>"), "{q}");
+        let a = question_block(
+            "t",
+            dispatch_core::policy::APPROVAL_SEQ_BASE + 1,
+            "Allow Bash: git push origin main?",
+            true,
+        );
+        assert!(!a.contains("<textarea"), "{a}");
+        assert!(a.contains("<b>Approval 1:</b>"), "{a}");
+        for v in ["yes", "always", "no"] {
+            assert!(a.contains(&format!(r#"name="text" value="{v}""#)), "{a}");
+        }
+        assert!(!question_block("t", 2, "x", false).contains("<form"));
+    }
 }
