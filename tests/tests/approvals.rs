@@ -107,6 +107,34 @@ fn claude_asks_before_a_push_and_the_policy_allows_and_denies_the_rest() {
     // Who decided is in the audit.
     let audit = c.ok(&["audit", "--task", "push"]);
     assert!(audit.contains("answer"), "{audit}");
+
+    // Codex's own hooks are not driven yet: its task under the policy fails at start, saying
+    // why, instead of running with every check off.
+    c.ok(&[
+        "--backend",
+        "codex",
+        "--remote",
+        "box",
+        "--id",
+        "codex-push",
+        "--step",
+        "one",
+        "x",
+    ]);
+    let out = c.run(&["wait", "codex-push", "--timeout", "90s"]);
+    assert_exit(&out, 12);
+    let t = c.status("codex-push");
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot run under tool approvals yet"),
+        "{t}"
+    );
+    assert!(
+        mock.seen_for(dispatch_tests::mock_models::Api::OpenAi, "codex-push")
+            .is_empty()
+    );
 }
 
 /// A policy whose rules cannot be used stops the coordinator at start, naming the file and the

@@ -313,7 +313,7 @@ fn prepare(
         && backend.name != "sim"
     {
         return Err(format!(
-            "backend `{}` on node `{node}` cannot run under tool approvals: only Claude Code asks a hook before each tool call (`codex exec` and Cursor's `agent -p` have no such hook); run the task on claude, or without a policy",
+            "backend `{}` on node `{node}` cannot run under tool approvals yet: dispatch drives Claude Code's PreToolUse hook only (Codex 0.124+ has hooks of its own that dispatch does not set up yet; Cursor's `agent -p` has none); run the task on claude, or without a policy",
             backend.name
         ));
     }
