@@ -103,6 +103,10 @@ pub struct PolicySpec {
 /// `config.yaml`: rules for every task, and more for tasks of a pool or a user. A task gets
 /// the rules of every scope that names it, together (a deny of any scope wins); its default is
 /// the user's, else the pool's, else the section's, else `ask`.
+///
+/// Its first four fields repeat [`PolicySpec`]'s on purpose: serde cannot deny unknown fields
+/// through `#[serde(flatten)]`, and a misspelt key in a security policy (`alow:`) must be an
+/// error, not a rule quietly left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
