@@ -309,12 +309,16 @@ fn every_alert_fires_when_its_condition_holds_and_none_on_a_healthy_coordinator(
     c.ok(&["nodes", "uncordon", "one"]);
     c.wait_task("waited", "its end", |t| t.task_state().is_terminal());
     let after = scrape(&metrics_addr(&c));
+    // The task's events were really committed in this window, and on a loaded machine one
+    // commit of so few may take over 250 ms: the store's histogram is real, not staged here,
+    // so DispatchSlowStore may fire with it (its own scenario below proves it alone). Seen
+    // once in a full run on 2 cores.
     assert_fires(
         &promtool,
         "DispatchSlowDispatch",
         (&before, &after),
         30,
-        &[],
+        &["DispatchSlowStore"],
     );
     proven.push("DispatchSlowDispatch");
 

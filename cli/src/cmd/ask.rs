@@ -162,7 +162,7 @@ pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<crate::exit::
                 vec![
                     q.task_id.clone(),
                     printable_line(&q.node).into_owned(),
-                    format!("{:03}", q.seq),
+                    dispatch_core::policy::question_label(q.seq),
                     render::ago(q.asked_at_ms),
                     printable_line(&q.text).into_owned(),
                 ]
@@ -170,7 +170,7 @@ pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<crate::exit::
             .collect();
         println!(
             "{}",
-            render::table(&["TASK", "NODE", "SEQ", "AGE", "QUESTION"], rows, &[2, 3])
+            render::table(&["TASK", "NODE", "WHICH", "AGE", "QUESTION"], rows, &[2, 3])
         );
         return Ok(crate::exit::Exit::Success);
     }

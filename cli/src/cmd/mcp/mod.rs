@@ -194,7 +194,7 @@ fn tools() -> Vec<Tool> {
             "Answer a worker's question",
             Adds { idempotent: false },
             false,
-            "Answer a worker's question (the oldest open one, or question `seq`); the worker continues with its context.",
+            "Answer a worker's question (the oldest open one, or question `seq`); the worker continues with its context. A tool approval (\"Allow Bash: git push …?\", seq above 1000000000) takes yes, no or always, and should be decided by the person, not by you.",
             schema(
                 json!({
                     "id": {"type": "string", "description": "The task whose worker asked."},
