@@ -264,12 +264,17 @@ pub fn hook_main(args: &[String]) -> i32 {
 }
 
 fn ask(socket: &str, timeout: Duration) -> Result<Reply, String> {
-    use std::os::linux::net::SocketAddrExt;
     let mut input = Vec::new();
     std::io::stdin()
         .take(MAX_HOOK_INPUT as u64 + 1)
         .read_to_end(&mut input)
         .map_err(|e| format!("cannot read the hook input: {e}"))?;
+    ask_with(&input, socket, timeout)
+}
+
+/// Asks the agent at `socket` about the call the CLI's hook `input` describes.
+fn ask_with(input: &[u8], socket: &str, timeout: Duration) -> Result<Reply, String> {
+    use std::os::linux::net::SocketAddrExt;
     if input.len() > MAX_HOOK_INPUT {
         return Err(format!(
             "the hook input is over {} KiB",
@@ -277,7 +282,7 @@ fn ask(socket: &str, timeout: Duration) -> Result<Reply, String> {
         ));
     }
     let v: serde_json::Value =
-        serde_json::from_slice(&input).map_err(|e| format!("the hook input is not JSON: {e}"))?;
+        serde_json::from_slice(input).map_err(|e| format!("the hook input is not JSON: {e}"))?;
     let req = Request {
         tool: v["tool_name"]
             .as_str()
@@ -362,6 +367,50 @@ mod tests {
             "'/opt/my agent/dispatch-agent' approve-hook --socket s-1"
         );
         assert!(hook["hooks"][0]["timeout"].as_u64().unwrap() > APPROVAL_TIMEOUT.as_secs());
+    }
+
+    /// After an agent restart the re-attached run's socket is the same name, free again once
+    /// the old agent's listener is gone, and a hook reaches the new one; with no agent there at
+    /// all the hook refuses at once (fails closed).
+    #[tokio::test]
+    async fn a_restarted_agent_serves_the_same_socket_and_no_agent_means_no() {
+        let dir = std::path::Path::new("/var/lib/dispatch-agent/runs");
+        let name = socket_name(dir, "t", 1);
+        assert_eq!(name, socket_name(dir, "t", 1));
+        assert_ne!(name, socket_name(dir, "t", 2));
+        assert_ne!(name, socket_name(std::path::Path::new("/other"), "t", 1));
+        let name = format!("{name}-{}", std::process::id());
+        let input = br#"{"tool_name": "Bash", "tool_input": {"command": "ls"}, "cwd": "/w"}"#;
+        let refused = ask_with(input, &name, Duration::from_secs(5))
+            .err()
+            .unwrap_or_default();
+        assert!(refused.contains("is not there to ask"), "{refused}");
+        assert!(
+            ask_with(b"not json", &name, Duration::from_secs(5))
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        let (tx, _rx) = mpsc::channel(8);
+        let first = serve(&name, "t", 1, tx.clone(), Default::default()).unwrap();
+        assert!(
+            serve(&name, "t", 1, tx.clone(), Default::default()).is_err(),
+            "one agent at a time holds a run's socket"
+        );
+        first.abort();
+        let _ = first.await;
+        let again = serve(&name, "t", 1, tx, Default::default());
+        assert!(
+            again.is_ok(),
+            "free again once the old listener is gone: {again:?}"
+        );
+        // Nobody decides: the hook gives up at its timeout and tells the model the seed's rule.
+        let timed_out = tokio::task::spawn_blocking(move || {
+            ask_with(input, &name, Duration::from_millis(300)).unwrap_err()
+        })
+        .await
+        .unwrap();
+        assert!(timed_out.contains("nobody decided on it"), "{timed_out}");
+        assert!(timed_out.contains("mark the item [?]"), "{timed_out}");
     }
 
     /// The whole round trip on a real socket: the hook's request becomes a ToolCall event, a
