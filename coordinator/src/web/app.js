@@ -2,6 +2,15 @@
 // events from the same Watch stream the CLI reads). Without JavaScript the pages still show
 // everything; reload to refresh.
 (function () {
+  // Browser notifications of new questions while a page is open: asked for once, by a click
+  // (browsers grant it only on a gesture); the choice is the browser's to keep.
+  var notify = document.getElementById("notify");
+  if (notify && window.Notification && Notification.permission === "default") {
+    notify.hidden = false;
+    notify.addEventListener("click", function () {
+      Notification.requestPermission().then(function () { notify.hidden = true; });
+    });
+  }
   var live = document.body.getAttribute("data-live");
   if (live === null || !window.EventSource) return;
   var url = "/events" + (live ? "?task=" + encodeURIComponent(live) : "");
@@ -26,6 +35,13 @@
   });
   source.addEventListener("task", function (e) {
     var d = JSON.parse(e.data);
+    if (d.asked && window.Notification && Notification.permission === "granted") {
+      // Text only (a notification shows no markup); one per question, whatever the tabs.
+      new Notification("dispatch: " + d.id + " asks (" + d.asked.label + ")", {
+        body: d.asked.text,
+        tag: d.id + "/" + d.asked.seq
+      });
+    }
     var old = document.getElementById("task-" + d.id);
     // Keep what someone is typing into an answer box across the update.
     var kept = {};

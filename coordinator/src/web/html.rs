@@ -27,6 +27,7 @@ pub(super) fn page(title: &str, who: Option<&Principal>, live: Option<&str>, bod
     let nav = match who {
         Some(w) => format!(
             r#"<nav aria-label="Main"><a href="/">Tasks</a> <a href="/inbox">Inbox</a> <a href="/nodes">Nodes</a>
+<button type="button" id="notify" class="link" hidden>Notify me of questions</button>
 <span class="who">{}</span>
 <form method="post" action="/logout" class="inline"><button type="submit">Log out</button></form></nav>"#,
             esc(&w.name())

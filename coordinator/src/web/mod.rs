@@ -819,11 +819,27 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(f): Query<Foll
                         continue;
                     };
                     seen.insert(id, t.clone());
-                    let card = serde_json::json!({
+                    let mut card = serde_json::json!({
                         "id": t.id,
                         "state": t.task_state().as_str(),
                         "html": session::with_csrf(&html::task_card(&t, can_act(&who, &t), full), &csrf),
                     });
+                    // A question that just arrived: the page may show a browser notification
+                    // (never for a summary: a viewer does not see the question's text).
+                    if ev.change == "question"
+                        && !t.summary
+                        && let Some(q) = t
+                            .questions
+                            .iter()
+                            .filter(|q| q.answer.is_none())
+                            .max_by_key(|q| q.seq)
+                    {
+                        card["asked"] = serde_json::json!({
+                            "seq": q.seq,
+                            "label": dispatch_core::policy::question_label(q.seq),
+                            "text": q.text,
+                        });
+                    }
                     if !send("task", card).await {
                         return;
                     }
