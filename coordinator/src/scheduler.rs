@@ -14,17 +14,43 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Clone, Debug)]
 pub struct SchedulerHandle {
     tx: mpsc::Sender<Option<oneshot::Sender<()>>>,
+    /// When the armed timed kick fires (ms since the epoch; 0: none).
+    armed: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl SchedulerHandle {
     pub(crate) fn new() -> (Self, mpsc::Receiver<Option<oneshot::Sender<()>>>) {
         let (tx, rx) = mpsc::channel(1024);
-        (SchedulerHandle { tx }, rx)
+        (
+            SchedulerHandle {
+                tx,
+                armed: Default::default(),
+            },
+            rx,
+        )
     }
 
     /// Asks for a scheduling pass soon (never blocks; kicks already queued cover this one).
     pub fn kick(&self) {
         let _ = self.tx.try_send(None);
+    }
+
+    /// Asks for a pass at `at_ms` (a task waiting for a usage reset): one timer, the earliest
+    /// asked for, is armed at a time.
+    pub fn kick_at(&self, at_ms: i64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = now_ms();
+        let armed = self.armed.load(SeqCst);
+        if armed > now && armed <= at_ms {
+            return;
+        }
+        self.armed.store(at_ms, SeqCst);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let wait = (at_ms - now_ms()).max(0) as u64 + 5;
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            me.kick();
+        });
     }
 
     /// Runs a scheduling pass and waits until it has finished.
@@ -61,7 +87,15 @@ async fn schedule(c: &Coordinator) -> Result<()> {
         return Ok(());
     }
     let mut slots = c.registry.slots();
+    let now = now_ms();
+    let mut next_reset: Option<i64> = None;
     for task in queued {
+        // Waiting for a usage limit's reset: not before then (a kick is armed for it).
+        if task.limit_until_ms > now {
+            next_reset =
+                Some(next_reset.map_or(task.limit_until_ms, |n| n.min(task.limit_until_ms)));
+            continue;
+        }
         if !task.after.is_empty() {
             match c.store.get_task(&task.after).await? {
                 Some(dep) if dep.state == TaskState::Completed => {}
@@ -140,6 +174,9 @@ async fn schedule(c: &Coordinator) -> Result<()> {
             .observe((now_ms() - task.updated_ms).max(0) as f64 / 1000.0);
         tracing::info!(task = %task.id, node = %write.node, %backend, "assigned");
         c.finish(done);
+    }
+    if let Some(at) = next_reset {
+        c.scheduler.kick_at(at);
     }
     Ok(())
 }

@@ -171,7 +171,8 @@ fn other_failures_and_no_fallback_fail_as_before() {
         "{t}"
     );
 
-    // A task that opts out fails as before, though its CLI hit the quota.
+    // A task that opts out does not fall back though its CLI hit the quota: it waits for the
+    // quota's reset on its node instead (issue 25), and nothing else is called.
     let s = Setup::new(
         &[("box", &[("claude", QUOTA), ("codex", WORKS)])],
         "fallback:\n  to: [codex]\n",
@@ -186,9 +187,14 @@ fn other_failures_and_no_fallback_fail_as_before() {
         "a",
         "x",
     ]);
-    let t = s.ended("stays");
-    assert_eq!(t["state"], "failed", "{t}");
+    s.c.wait_task("stays", "the wait for the reset", |t| {
+        t.reason.contains("waiting for the reset")
+    });
+    let t = s.c.status("stays");
+    assert_eq!(t["state"], "queued", "{t}");
+    assert_eq!(t["fallback"], "", "{t}");
     assert_eq!(s.calls(), ["box claude"]);
+    s.c.ok(&["cancel", "stays"]);
 
     // A config that names something unknown is refused before anything is sent.
     let s = Setup::new(

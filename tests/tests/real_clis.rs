@@ -349,11 +349,30 @@ fn failures(backend: &str, structured: bool) {
     }
     let mut table = Vec::new();
     for case in &cases {
-        let t = ended(&s.c, &case.id);
-        let took = t["ended_at_ms"].as_i64().unwrap() - t["created_at_ms"].as_i64().unwrap();
+        // A usage limit that names its reset waits for it (issue 25); the rest end failed.
+        let waits = case.trouble == "usage_limit";
+        let t = if waits {
+            s.c.wait_task(&case.id, "the wait for the reset", |t| {
+                t.reason.contains("waiting for the reset")
+            });
+            s.c.status(&case.id)
+        } else {
+            ended(&s.c, &case.id)
+        };
+        let at = if waits {
+            "updated_at_ms"
+        } else {
+            "ended_at_ms"
+        };
+        let took = t[at].as_i64().unwrap() - t["created_at_ms"].as_i64().unwrap();
         let reason = t["reason"].as_str().unwrap().to_string();
         table.push(format!("{:>6} ms  {:<28} {}", took, case.id, reason));
-        assert_eq!(t["state"], "failed", "{}: {t}", case.id);
+        assert_eq!(
+            t["state"],
+            if waits { "queued" } else { "failed" },
+            "{}: {t}",
+            case.id
+        );
         assert!(reason.contains(case.says), "{}: {reason}", case.id);
         assert_eq!(t["trouble"], case.trouble, "{}: {t}", case.id);
         assert!(!reason.contains('\n'), "{}: one line: {reason}", case.id);
@@ -373,7 +392,8 @@ fn failures(backend: &str, structured: bool) {
                 case.id
             );
             let human = s.c.ok(&["status", &case.id]);
-            assert!(human.contains("blocked until"), "{human}");
+            assert!(human.contains("waiting for the reset"), "{human}");
+            s.c.ok(&["cancel", &case.id]);
         }
     }
     eprintln!(
@@ -631,4 +651,74 @@ fn the_first_run_config_writes_the_commands_the_installed_clis_accept() {
         .output()
         .unwrap();
     assert!(help.status.success(), "{}", text(&help.stderr));
+}
+
+/// Issue 25: a usage limit that names its reset, with no fallback, makes the task wait for the
+/// reset and then resume by itself on the same node as a new worker run — once. A reset already
+/// due resumes at once; one hours away keeps the task queued, saying so, and `cancel` ends the
+/// wait; a task that hits the limit again after its resume fails.
+#[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
+fn a_usage_limit_waits_for_its_reset_and_resumes_by_itself_once() {
+    let Some(s) = suite(false, "") else {
+        return;
+    };
+    let (c, mock) = (&s.c, &s.mock);
+    let submit = |id: &str| {
+        c.ok(&[
+            "--backend",
+            "claude",
+            "--remote",
+            "box",
+            "--id",
+            id,
+            "--step",
+            "one",
+            "do it",
+        ]);
+    };
+    // Due already (this minute): resumes at once, and the second run completes.
+    let due = now_ms() / 1000 - 1;
+    mock.fail_task(Api::Anthropic, "due", Fault::UsageLimit(due), None);
+    submit("due");
+    // The limit lifts as the task is queued again (the CLI of the new run takes far longer to
+    // start than this takes, so its first request is answered).
+    c.wait_task("due", "its second worker run to be queued", |t| {
+        t.attempt == 2
+    });
+    mock.heal(Api::Anthropic);
+    let out = c.run(&["wait", "due", "--timeout", "90s"]);
+    assert_exit(&out, 0);
+    let t = c.status("due");
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(t["attempt"], 2, "{t}");
+    assert_eq!(t["node"], "box", "{t}");
+    // Hours away: queued on its node, saying why and until when; cancel ends the wait.
+    let later = now_ms() / 1000 + 3 * 3600;
+    mock.fail_task(Api::Anthropic, "later", Fault::UsageLimit(later), None);
+    submit("later");
+    let t = c.wait_task("later", "the wait for the reset", |t| {
+        t.reason.contains("waiting for the reset")
+    });
+    assert_eq!(t.task_state(), dispatch_core::TaskState::Queued, "{t:?}");
+    let st = c.status("later");
+    assert!(
+        st["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("usage limit resets at"),
+        "{st}"
+    );
+    assert_eq!(st["limit_until_ms"], (later / 60) * 60 * 1000, "{st}");
+    c.ok(&["cancel", "later"]);
+    let t = c.wait_task("later", "the cancel", |t| t.task_state().is_terminal());
+    assert_eq!(t.task_state(), dispatch_core::TaskState::Cancelled, "{t:?}");
+    // Once: the limit again after the resume fails the task.
+    mock.fail_task(Api::Anthropic, "twice", Fault::UsageLimit(due), None);
+    submit("twice");
+    let out = c.run(&["wait", "twice", "--timeout", "90s"]);
+    assert_exit(&out, 12);
+    let t = c.status("twice");
+    assert_eq!(t["attempt"], 2, "{t}");
+    assert!(t["reason"].as_str().unwrap().contains("usage limit"), "{t}");
 }

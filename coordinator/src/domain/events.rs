@@ -121,6 +121,9 @@ impl EventRules for Rules {
                         {
                             return done;
                         }
+                        if let Some(done) = wait_for_reset(t, node, f, at) {
+                            return done;
+                        }
                         record_trouble(t, Some(f));
                     }
                     t.reason = reason;
@@ -141,6 +144,11 @@ impl EventRules for Rules {
                         None => error.clone(),
                     };
                     if let Some(done) = self.fall_back_if_asked(t, node, &text, "could not start") {
+                        return done;
+                    }
+                    if let Some(f) = cli
+                        && let Some(done) = wait_for_reset(t, node, f, at)
+                    {
                         return done;
                     }
                     t.state = TaskState::Failed;
@@ -299,6 +307,71 @@ fn record_trouble(t: &mut TaskRecord, f: Option<&dispatch_core::signals::Failure
         dispatch_core::signals::Trouble::UsageLimit => f.resets_at_ms.unwrap_or(0),
         _ => 0,
     };
+}
+
+/// `ms` as `YYYY-MM-DD HH:MM UTC`.
+pub(crate) fn utc_text(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60
+    )
+}
+
+/// A usage limit that names its reset, on a task with no fallback taken: the task waits for
+/// the reset and then resumes by itself on the same node (a new worker run continuing the
+/// plan), once. It is queued, pinned to the node, with the reset as its not-before; `cancel`
+/// ends the wait. None when this does not apply (no reset known, or it resumed once already).
+fn wait_for_reset(
+    t: &mut TaskRecord,
+    node: &str,
+    f: &dispatch_core::signals::Failure,
+    at: i64,
+) -> Option<Applied> {
+    // One way back by itself per task: not after a fallback either.
+    if f.trouble != dispatch_core::signals::Trouble::UsageLimit
+        || t.reset_resumes > 0
+        || t.fallback.as_ref().is_some_and(|f| f.used)
+    {
+        return None;
+    }
+    let resets = f.resets_at_ms.filter(|&r| r > 0)?;
+    let backend = if t.backend.is_empty() {
+        "its CLI"
+    } else {
+        &t.backend
+    };
+    let when = utc_text(resets);
+    t.reset_resumes += 1;
+    t.attempt = t.attempt.max(1) + 1;
+    t.state = TaskState::Queued;
+    t.remote = node.to_string();
+    t.trouble = f.trouble.as_str().to_string();
+    t.limit_until_ms = resets;
+    t.exit_code = None;
+    t.started_ms = 0;
+    t.ended_ms = 0;
+    t.updated_ms = at.max(t.updated_ms);
+    t.reason = format!(
+        "`{backend}` on node `{node}` hit its usage limit (\"{}\"); waiting for the reset at {when}, then it resumes here by itself as worker run {} (once; `dispatch cancel {}` stops it)",
+        f.message, t.attempt, t.id
+    );
+    Some(Applied {
+        kind: Some(ChangeKind::State),
+        freed_slot: true,
+    })
 }
 
 /// Sends a task that could not start to its fallback target: queued again as a new worker run

@@ -115,6 +115,9 @@ pub struct TaskRecord {
     pub trouble: String,
     /// When the usage limit that stopped it resets, ms since the epoch (0: not known).
     pub limit_until_ms: i64,
+    /// How many times the task waited for a usage limit's reset and resumed by itself (once at
+    /// most); while it waits, it is queued with `limit_until_ms` as its not-before.
+    pub reset_resumes: u32,
 }
 
 /// A node as stored (its last Hello and session).

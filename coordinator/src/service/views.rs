@@ -54,7 +54,14 @@ pub(crate) async fn task_views(
                 .map_or(0, |p| p as u32 + 1);
             let asked = questions.get(&t.id).map(Vec::as_slice).unwrap_or_default();
             let mut view = task_to_proto(t, asked, position, true);
-            if t.state == TaskState::Queued && !t.remote.is_empty() {
+            if t.state == TaskState::Queued && t.limit_until_ms > crate::now_ms() {
+                view.waiting = format!(
+                    "its CLI's usage limit resets at {} (ms since the epoch: {}); it resumes then on node `{}`",
+                    crate::domain::events::utc_text(t.limit_until_ms),
+                    t.limit_until_ms,
+                    dispatch_core::text::printable_line(&t.remote)
+                );
+            } else if t.state == TaskState::Queued && !t.remote.is_empty() {
                 let node = nodes.iter().find(|(n, _)| n.name == t.remote);
                 view.waiting = waiting_for(&t.remote, node);
             }

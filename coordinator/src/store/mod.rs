@@ -89,6 +89,9 @@ impl TaskUpdate {
             cleaned,
             notes
         );
+        if self.state == Some(TaskState::Queued) {
+            t.limit_until_ms = 0;
+        }
         t.updated_ms = now_ms;
     }
 }

@@ -92,10 +92,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         19,
         include_str!("../../../migrations/postgres/0019_policies.sql"),
     ),
+    (
+        20,
+        include_str!("../../../migrations/postgres/0020_reset_resumes.sql"),
+    ),
 ];
 
 /// The store version this coordinator writes (the same number as SQLite's).
-pub const SCHEMA_VERSION: i64 = 19;
+pub const SCHEMA_VERSION: i64 = 20;
 
 /// Advisory lock key held while migrating (two replicas starting at once migrate once).
 const MIGRATION_LOCK: i64 = 0x6469_7370_6d69_6772; // "dispmigr"

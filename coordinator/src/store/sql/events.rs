@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 /// Event rows per insert (5 values each).
 const EVENTS_PER_STATEMENT: usize = 400;
-/// Task rows per update (12 values each).
+/// Task rows per update (26 values each; well under either database's parameter limit).
 const TASKS_PER_UPDATE: usize = 400;
 /// Rows deleted per statement when compacting (short write transactions).
 const COMPACT_BATCH: i64 = 5000;
@@ -669,7 +669,8 @@ async fn update_tasks(
              output_truncated = v.column14, changes = v.column15, usage = v.column16, \
              activity = v.column17, backend = v.column18, model = v.column19, \
              attempt = v.column20, fallback = v.column21, trouble = v.column22, \
-             limit_until_ms = v.column23, plan_bytes = v.column24 FROM (",
+             limit_until_ms = v.column23, plan_bytes = v.column24, remote = v.column25, \
+             reset_resumes = v.column26 FROM (",
         );
         q.push_values(chunk, |mut row, id| {
             let t = &tasks[id];
@@ -696,7 +697,9 @@ async fn update_tasks(
                 .push_bind(rows::fallback_json(&t.fallback))
                 .push_bind(t.trouble.clone())
                 .push_bind(t.limit_until_ms)
-                .push_bind(t.plan_bytes as i64);
+                .push_bind(t.plan_bytes as i64)
+                .push_bind(t.remote.clone())
+                .push_bind(i64::from(t.reset_resumes));
         });
         q.push(") AS v WHERE tasks.id = v.column1");
         q.build().persistent(false).execute(&mut **tx).await?;

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 43] = [
+pub(super) const TASK_COLUMNS: [&str; 44] = [
     "id",
     "state",
     "title",
@@ -51,6 +51,7 @@ pub(super) const TASK_COLUMNS: [&str; 43] = [
     "limit_until_ms",
     "plan_bytes",
     "notes",
+    "reset_resumes",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES ($1, …, next order)`.
@@ -111,6 +112,7 @@ pub(super) fn bind_new_task<'q>(
         .bind(t.limit_until_ms)
         .bind(t.plan_bytes as i64)
         .bind(notes_json(&t.notes))
+        .bind(i64::from(t.reset_resumes))
 }
 
 /// A task's notes as stored on its row ("" for none).
@@ -222,6 +224,7 @@ pub(super) fn task_from_row(r: &DbRow) -> Result<TaskRecord> {
         trace: r.try_get("trace")?,
         trouble: r.try_get("trouble")?,
         limit_until_ms: r.try_get("limit_until_ms")?,
+        reset_resumes: r.try_get::<i64, _>("reset_resumes")? as u32,
         fallback: match r.try_get::<String, _>("fallback")?.as_str() {
             "" => None,
             j => Some(

@@ -154,6 +154,10 @@ pub(super) async fn write_update(
     }
     if let Some(s) = u.state {
         q.push(", state = ").push_bind(s.as_str());
+        // Queued again by a person (retry, an answer): no usage reset to wait for.
+        if s == dispatch_core::TaskState::Queued {
+            q.push(", limit_until_ms = 0");
+        }
     }
     text!(reason, "reason");
     text!(node, "node");
