@@ -660,11 +660,10 @@ fn the_first_run_config_writes_the_commands_the_installed_clis_accept() {
 #[test]
 #[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
 fn a_usage_limit_waits_for_its_reset_and_resumes_by_itself_once() {
-    let Some(s) = suite(false, "") else {
+    let Some(mut s) = suite(false, "") else {
         return;
     };
-    let (c, mock) = (&s.c, &s.mock);
-    let submit = |id: &str| {
+    let submit = |c: &Cluster, id: &str| {
         c.ok(&[
             "--backend",
             "claude",
@@ -677,10 +676,11 @@ fn a_usage_limit_waits_for_its_reset_and_resumes_by_itself_once() {
             "do it",
         ]);
     };
+    let (c, mock) = (&s.c, &s.mock);
     // Due already (this minute): resumes at once, and the second run completes.
     let due = now_ms() / 1000 - 1;
     mock.fail_task(Api::Anthropic, "due", Fault::UsageLimit(due), None);
-    submit("due");
+    submit(c, "due");
     // The limit lifts as the task is queued again (the CLI of the new run takes far longer to
     // start than this takes, so its first request is answered).
     c.wait_task("due", "its second worker run to be queued", |t| {
@@ -696,7 +696,7 @@ fn a_usage_limit_waits_for_its_reset_and_resumes_by_itself_once() {
     // Hours away: queued on its node, saying why and until when; cancel ends the wait.
     let later = now_ms() / 1000 + 3 * 3600;
     mock.fail_task(Api::Anthropic, "later", Fault::UsageLimit(later), None);
-    submit("later");
+    submit(c, "later");
     let t = c.wait_task("later", "the wait for the reset", |t| {
         t.reason.contains("waiting for the reset")
     });
@@ -710,12 +710,24 @@ fn a_usage_limit_waits_for_its_reset_and_resumes_by_itself_once() {
         "{st}"
     );
     assert_eq!(st["limit_until_ms"], (later / 60) * 60 * 1000, "{st}");
+    // The wait is stored: a coordinator restart keeps it.
+    s.c.restart_coordinator();
+    let (c, mock) = (&s.c, &s.mock);
+    let st = c.status("later");
+    assert_eq!(st["state"], "queued", "{st}");
+    assert!(
+        st["reason"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the reset"),
+        "{st}"
+    );
     c.ok(&["cancel", "later"]);
     let t = c.wait_task("later", "the cancel", |t| t.task_state().is_terminal());
     assert_eq!(t.task_state(), dispatch_core::TaskState::Cancelled, "{t:?}");
     // Once: the limit again after the resume fails the task.
     mock.fail_task(Api::Anthropic, "twice", Fault::UsageLimit(due), None);
-    submit("twice");
+    submit(c, "twice");
     let out = c.run(&["wait", "twice", "--timeout", "90s"]);
     assert_exit(&out, 12);
     let t = c.status("twice");
