@@ -309,27 +309,6 @@ fn record_trouble(t: &mut TaskRecord, f: Option<&dispatch_core::signals::Failure
     };
 }
 
-/// `ms` as `YYYY-MM-DD HH:MM UTC`.
-pub(crate) fn utc_text(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60
-    )
-}
-
 /// A usage limit that names its reset, on a task with no fallback taken: the task waits for
 /// the reset and then resumes by itself on the same node (a new worker run continuing the
 /// plan), once. It is queued, pinned to the node, with the reset as its not-before; `cancel`
@@ -353,7 +332,7 @@ fn wait_for_reset(
     } else {
         &t.backend
     };
-    let when = utc_text(resets);
+    let when = dispatch_core::signals::utc_text(resets);
     t.reset_resumes += 1;
     t.attempt = t.attempt.max(1) + 1;
     t.state = TaskState::Queued;

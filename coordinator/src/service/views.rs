@@ -57,7 +57,7 @@ pub(crate) async fn task_views(
             if t.state == TaskState::Queued && t.limit_until_ms > crate::now_ms() {
                 view.waiting = format!(
                     "its CLI's usage limit resets at {} (ms since the epoch: {}); it resumes then on node `{}`",
-                    crate::domain::events::utc_text(t.limit_until_ms),
+                    dispatch_core::signals::utc_text(t.limit_until_ms),
                     t.limit_until_ms,
                     dispatch_core::text::printable_line(&t.remote)
                 );
