@@ -159,7 +159,7 @@ async fn schedule(c: &Coordinator) -> Result<()> {
                 signature: t.signature.clone(),
                 deliver: t.deliver.clone(),
                 trace: trace.clone(),
-                approvals: c.policy_for(t).is_some(),
+                approvals: c.under_approvals(t),
             }))
         };
         // None: the task is no longer queued (cancelled), or the node's session ended.

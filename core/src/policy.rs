@@ -210,10 +210,18 @@ impl PolicyConfig {
         }
     }
 
-    /// The policy a task of `owner` with pool selector `pool` (`key=value` pairs) runs under;
-    /// None when no scope names it (no tool approvals). Rules that do not parse are left out
-    /// (a config is validated when it is loaded).
-    pub fn for_task(&self, owner: &str, pool: &[(String, String)]) -> Option<Policy> {
+    /// Whether any scope names a task of `owner` with pool selector `pool` (it then runs under
+    /// tool approvals) — without parsing a rule, for the scheduler's every assignment.
+    pub fn applies(&self, owner: &str, pool: &std::collections::BTreeMap<String, String>) -> bool {
+        !self.scopes(owner, pool).is_empty()
+    }
+
+    /// The scopes that name a task of `owner` with pool selector `pool`, section first.
+    fn scopes(
+        &self,
+        owner: &str,
+        pool: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<PolicySpec> {
         let mut scopes = Vec::new();
         let base = self.base();
         if base != PolicySpec::default() {
@@ -227,6 +235,18 @@ impl PolicyConfig {
         if let Some(p) = self.users.get(owner) {
             scopes.push(p.clone());
         }
+        scopes
+    }
+
+    /// The policy a task of `owner` with pool selector `pool` (`key=value` pairs) runs under;
+    /// None when no scope names it (no tool approvals). Rules that do not parse are left out
+    /// (a config is validated when it is loaded).
+    pub fn for_task(
+        &self,
+        owner: &str,
+        pool: &std::collections::BTreeMap<String, String>,
+    ) -> Option<Policy> {
+        let scopes = self.scopes(owner, pool);
         if scopes.is_empty() {
             return None;
         }

@@ -27,9 +27,7 @@ impl EventRules for Rules {
         call: &dispatch_core::policy::ToolCall<'_>,
         granted: &[String],
     ) -> dispatch_core::policy::Verdict {
-        let pool: Vec<(String, String)> =
-            t.pool.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        match self.policy.for_task(&t.owner, &pool) {
+        match self.policy.for_task(&t.owner, &t.pool) {
             Some(p) => p.decide_with(call, granted),
             // The policy that put this run under approvals was taken away since: the task
             // runs as one without a policy does.

@@ -5,7 +5,7 @@
 use crate::error::{CoordinatorError, Result};
 use crate::model::{AuditEntry, Principal, TaskRecord};
 use crate::{Coordinator, now_ms};
-use dispatch_core::policy::{Policy, PolicyConfig};
+use dispatch_core::policy::PolicyConfig;
 use std::sync::Arc;
 
 /// The policy as a caller sees it.
@@ -28,14 +28,9 @@ impl Coordinator {
         Arc::clone(&self.policy.read().unwrap())
     }
 
-    /// The tool policy `task` runs under; None when it runs without tool approvals.
-    pub fn policy_for(&self, task: &TaskRecord) -> Option<Policy> {
-        let pool: Vec<(String, String)> = task
-            .pool
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        self.policy().for_task(&task.owner, &pool)
+    /// Whether `task` runs under tool approvals (some scope of the policy names it).
+    pub fn under_approvals(&self, task: &TaskRecord) -> bool {
+        self.policy().applies(&task.owner, &task.pool)
     }
 
     /// Reads the stored policy and makes the effective one (at start: a replica that takes

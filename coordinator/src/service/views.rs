@@ -56,9 +56,8 @@ pub(crate) async fn task_views(
             let mut view = task_to_proto(t, asked, position, true);
             if t.state == TaskState::Queued && t.limit_until_ms > crate::now_ms() {
                 view.waiting = format!(
-                    "its CLI's usage limit resets at {} (ms since the epoch: {}); it resumes then on node `{}`",
+                    "its CLI's usage limit resets at {}; it resumes then on node `{}`",
                     dispatch_core::signals::utc_text(t.limit_until_ms),
-                    t.limit_until_ms,
                     dispatch_core::text::printable_line(&t.remote)
                 );
             } else if t.state == TaskState::Queued && !t.remote.is_empty() {
