@@ -13,6 +13,7 @@
 
 pub mod agent_config;
 pub mod backend;
+pub mod budget;
 pub mod config;
 pub mod config_edit;
 pub mod drive;
