@@ -153,6 +153,15 @@ pub(crate) struct RunArgs {
     /// target a node can run; `status` says what happened.
     #[arg(long)]
     pub(crate) no_fallback: bool,
+
+    /// A budget for the task: dollars (`$5`, `5usd`), tokens (`200k`, `2M`), or both
+    /// (`'$5, 2M'`). When its worker reaches it, the worker is paused at its next tool call
+    /// (Claude Code) or stopped after its current item (other CLIs), and you are asked
+    /// whether to go on with as much again; no blocks the task. Dollars are what the CLI
+    /// reports, or its tokens at list price while it runs. Default: your token's or the
+    /// coordinator's `budgets.task`.
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_budget)]
+    pub(crate) budget: Option<String>,
     /// The git checkout whose origin and commit a remote task works on (or, with the local
     /// daemon, the directory it runs in) when it is not the current directory (the MCP
     /// server's `repository`).
@@ -671,6 +680,14 @@ pub(crate) enum TokenAction {
         /// useless once spent. Give it a short --expires too.
         #[arg(long, value_name = "N", requires = "node", value_parser = clap::value_parser!(u32).range(1..=10_000))]
         uses: Option<u32>,
+        /// The budget of each task submitted with this token when its submit gives none
+        /// (`$5`, `2M`, `'$5, 2M'`; default: the coordinator's `budgets.task`).
+        #[arg(long, value_name = "AMOUNT", requires = "user", value_parser = parse_budget)]
+        task_budget: Option<String>,
+        /// What its user may spend a day (UTC) through this token: past it, submits are
+        /// refused until the next day (default: the coordinator's `budgets.day`).
+        #[arg(long, value_name = "AMOUNT", requires = "user", value_parser = parse_budget)]
+        day_budget: Option<String>,
     },
     /// Every token: id, whom it is for, role, when it was made and by whom, when it was last
     /// used (written every 30 s), when it expires, revoked or not.
@@ -775,4 +792,9 @@ mod examples {
         walk(&Cli::command(), "dispatch", &mut seen);
         assert!(seen > 40, "{seen} examples");
     }
+}
+
+/// A budget as `--budget` takes it (checked here; sent as written).
+fn parse_budget(s: &str) -> Result<String, String> {
+    dispatch_core::budget::Budget::parse(s).map(|b| b.to_string())
 }

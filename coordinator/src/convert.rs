@@ -17,8 +17,21 @@ pub fn task_to_proto(
     questions: &[QuestionRecord],
     queue_position: u32,
     with_prompt: bool,
+    prices: &dispatch_core::budget::Prices,
 ) -> v1::Task {
+    let spend = prices.task_spend(t.usage.values(), &t.model);
+    let budget = |b: dispatch_core::budget::Budget| v1::Budget {
+        usd_micros: b.usd_micros,
+        tokens: b.tokens,
+    };
     v1::Task {
+        budget: t.budget.map(|b| budget(b.limit)),
+        budget_step: t.budget.map(|b| budget(b.step)),
+        spend: (!t.usage.is_empty()).then_some(v1::Spend {
+            usd_micros: spend.usd_micros,
+            tokens: spend.tokens,
+            estimated: spend.estimated,
+        }),
         id: t.id.clone(),
         state: state_to_proto(t.state) as i32,
         title: t.title.clone(),
@@ -137,9 +150,9 @@ fn question_to_proto(q: &QuestionRecord) -> v1::Question {
 }
 
 /// A committed change as the watch event every watcher gets.
-pub fn change_to_proto(c: &TaskChange) -> v1::WatchEvent {
+pub fn change_to_proto(c: &TaskChange, prices: &dispatch_core::budget::Prices) -> v1::WatchEvent {
     v1::WatchEvent {
-        task: Some(task_to_proto(&c.task, &c.questions, 0, false)),
+        task: Some(task_to_proto(&c.task, &c.questions, 0, false, prices)),
         change: c.kind.as_str().to_string(),
         seq: c.seq,
     }
@@ -337,6 +350,7 @@ pub fn command_to_proto(id: u64, c: &NodeCommand) -> v1::Command {
             deliver: a.deliver.clone(),
             traceparent: a.trace.clone(),
             approvals: a.approvals,
+            tool_hook: a.tool_hook,
         }),
         NodeCommand::Cancel { task_id, attempt } => C::Cancel(v1::CancelTask {
             task_id: task_id.clone(),
@@ -408,6 +422,7 @@ pub fn command_from_proto(c: v1::Command) -> Result<NodeCommand, String> {
             deliver: a.deliver,
             trace: a.traceparent,
             approvals: a.approvals,
+            tool_hook: a.tool_hook,
         })),
         C::Cancel(x) => NodeCommand::Cancel {
             task_id: x.task_id,

@@ -69,6 +69,9 @@ pub struct CoordinatorConfig {
     /// Tool approvals: the rules a task's tool calls are decided by (empty: none, and workers
     /// run with their CLI's permission checks off, as before).
     pub policy: Arc<dispatch_core::policy::PolicyConfig>,
+    /// Budgets: every task's default, users' daily budgets, and the prices that turn tokens
+    /// into dollars.
+    pub budgets: Arc<dispatch_core::budget::BudgetConfig>,
 }
 
 impl CoordinatorConfig {
@@ -88,6 +91,7 @@ impl CoordinatorConfig {
             gate: conn::Gate::new(conn::Limits::for_process()),
             max_streams_per_token: 64,
             policy: Default::default(),
+            budgets: Default::default(),
         }
     }
 

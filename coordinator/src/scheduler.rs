@@ -160,6 +160,7 @@ async fn schedule(c: &Coordinator) -> Result<()> {
                 deliver: t.deliver.clone(),
                 trace: trace.clone(),
                 approvals: c.under_approvals(t),
+                tool_hook: t.budget.is_some(),
             }))
         };
         // None: the task is no longer queued (cancelled), or the node's session ended.

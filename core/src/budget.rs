@@ -174,6 +174,42 @@ impl fmt::Display for Budget {
     }
 }
 
+/// A task's budget: its limit now, and what a "yes" to continue adds (the budget it was
+/// given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TaskBudget {
+    /// The limit now.
+    pub limit: Budget,
+    /// What each "continue" adds.
+    pub step: Budget,
+}
+
+impl TaskBudget {
+    /// A budget of `b`, raised by `b` each time.
+    pub fn new(b: Budget) -> TaskBudget {
+        TaskBudget { limit: b, step: b }
+    }
+}
+
+/// A token's budgets: the budget of each task submitted with it (when its submit gives none)
+/// and the daily budget of its user's submits made with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokenBudgets {
+    /// Each task's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Budget>,
+    /// The user's daily budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day: Option<Budget>,
+}
+
+impl TokenBudgets {
+    /// Neither is set.
+    pub fn is_none(&self) -> bool {
+        self.task.is_none() && self.day.is_none()
+    }
+}
+
 /// Dollars for people: `$5.00`, `$0.005`, `$1234.50`.
 pub fn usd_text(micros: u64) -> String {
     let whole = micros / 1_000_000;

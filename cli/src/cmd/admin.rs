@@ -29,6 +29,8 @@ pub(crate) async fn token(g: &Settings, action: TokenAction) -> Result<crate::ex
             max_active,
             expires,
             uses,
+            task_budget,
+            day_budget,
         } => {
             let role = match (&user, role) {
                 (Some(_), None) => {
@@ -47,6 +49,8 @@ pub(crate) async fn token(g: &Settings, action: TokenAction) -> Result<crate::ex
                     max_active: max_active.unwrap_or(0),
                     expires_in_ms: expires.map_or(0, |d| d.as_millis().max(1) as u64),
                     uses: uses.unwrap_or(0),
+                    task_budget: task_budget.unwrap_or_default(),
+                    day_budget: day_budget.unwrap_or_default(),
                 })
                 .await?
                 .into_inner();

@@ -98,6 +98,7 @@ pub(super) fn build_request(args: &RunArgs, local: bool) -> Result<v1::SubmitReq
         deliver: args.deliver.clone().unwrap_or_default(),
         fallback: Vec::new(),
         fallback_on: Vec::new(),
+        budget: args.budget.clone().unwrap_or_default(),
     })
 }
 

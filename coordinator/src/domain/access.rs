@@ -207,6 +207,12 @@ impl TokenCache {
         }
     }
 
+    /// The budgets of token `id` (none when it has none, or is gone).
+    pub fn budgets(&self, id: &str) -> dispatch_core::budget::TokenBudgets {
+        let map = self.tokens.read().unwrap();
+        map.get(id).map(|t| t.budgets).unwrap_or_default()
+    }
+
     /// True when no token exists at all.
     pub fn is_empty(&self) -> bool {
         self.tokens.read().unwrap().is_empty()
@@ -233,6 +239,10 @@ pub struct NewToken {
     /// A registration token (node tokens only): how many nodes it may register (0: an
     /// ordinary token).
     pub uses: u32,
+    /// Its budgets, as people write them ("" for the coordinator's config).
+    pub task_budget: String,
+    /// The daily budget of its user's submits made with it.
+    pub day_budget: String,
 }
 
 /// Most nodes one registration token may register.
@@ -311,9 +321,14 @@ impl Coordinator {
                             .into(),
                     ));
                 }
-                if spec.submits_per_minute > 0 || spec.max_active > 0 {
+                if spec.submits_per_minute > 0
+                    || spec.max_active > 0
+                    || !spec.task_budget.is_empty()
+                    || !spec.day_budget.is_empty()
+                {
                     return Err(CoordinatorError::Invalid(
-                        "a node token submits nothing; quotas are for user tokens".into(),
+                        "a node token submits nothing; quotas and budgets are for user tokens"
+                            .into(),
                     ));
                 }
                 if spec.uses > MAX_USES {
@@ -337,6 +352,19 @@ impl Coordinator {
         for n in &spec.nodes {
             check_node_pattern("allowed node", n)?;
         }
+        let budget = |flag: &str, text: &str| {
+            let text = text.trim();
+            (!text.is_empty())
+                .then(|| {
+                    dispatch_core::budget::Budget::parse(text)
+                        .map_err(|e| CoordinatorError::Invalid(format!("--{flag}: {e}")))
+                })
+                .transpose()
+        };
+        let budgets = dispatch_core::budget::TokenBudgets {
+            task: budget("task-budget", &spec.task_budget)?,
+            day: budget("day-budget", &spec.day_budget)?,
+        };
         let (id, token) = match given.map(str::trim) {
             Some(t) => {
                 let (id, _) = split(t).ok_or_else(|| {
@@ -372,6 +400,7 @@ impl Coordinator {
             last_used_ms: 0,
             uses_max: spec.uses,
             uses: 0,
+            budgets,
         };
         let audit = AuditEntry::new(who, "token-create", "", format!("{id} {kind} {name}"));
         self.store.create_token(&record, &audit, now).await?;

@@ -136,6 +136,8 @@ pub struct TokenRecord {
     pub uses_max: u32,
     /// How many it has registered.
     pub uses: u32,
+    /// Its budgets (none: the coordinator's config).
+    pub budgets: dispatch_core::budget::TokenBudgets,
 }
 
 impl TokenRecord {

@@ -129,6 +129,10 @@ pub struct Assignment {
     /// Run the worker under tool approvals (the coordinator's policy decides its tool calls).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub approvals: bool,
+    /// The task has a budget: its tool calls go through the coordinator too (Claude Code's
+    /// hook), which pauses the worker when the budget is reached.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tool_hook: bool,
 }
 
 /// A command as stored, with its id.

@@ -118,6 +118,8 @@ pub struct TaskRecord {
     /// How many times the task waited for a usage limit's reset and resumed by itself (once at
     /// most); while it waits, it is queued with `limit_until_ms` as its not-before.
     pub reset_resumes: u32,
+    /// Its budget (None: none): a worker that reaches it is paused and its owner asked.
+    pub budget: Option<dispatch_core::budget::TaskBudget>,
 }
 
 /// A node as stored (its last Hello and session).

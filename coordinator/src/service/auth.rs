@@ -234,6 +234,10 @@ fn summary_of(t: &v1::Task) -> v1::Task {
         changes: None,
         deliver: t.deliver.clone(),
         usage: t.usage.clone(),
+        // What it spends against its budget (how much, never on what).
+        budget: t.budget,
+        budget_step: t.budget_step,
+        spend: t.spend,
         activity: String::new(),
         fallback: String::new(),
         trouble: t.trouble.clone(),

@@ -64,6 +64,14 @@ fn token_info(t: &crate::model::TokenRecord) -> v1::TokenInfo {
         last_used_at_ms: t.last_used_ms,
         uses_max: t.uses_max,
         uses: t.uses,
+        task_budget: t.budgets.task.map(|b| v1::Budget {
+            usd_micros: b.usd_micros,
+            tokens: b.tokens,
+        }),
+        day_budget: t.budgets.day.map(|b| v1::Budget {
+            usd_micros: b.usd_micros,
+            tokens: b.tokens,
+        }),
     }
 }
 
@@ -458,6 +466,8 @@ impl v1::dispatch_service_server::DispatchService for DispatchSvc {
             expires_in: (r.expires_in_ms > 0)
                 .then(|| std::time::Duration::from_millis(r.expires_in_ms)),
             uses: r.uses,
+            task_budget: r.task_budget,
+            day_budget: r.day_budget,
         };
         let (t, token) = self.0.create_token(&spec, &who).await?;
         Ok(Response::new(v1::CreateTokenResponse {
@@ -595,7 +605,7 @@ async fn pump_watch(
                 if !task_id.is_empty() && p.change.task.id != task_id {
                     continue;
                 }
-                let mut ev = p.wire(convert::change_to_proto).clone();
+                let mut ev = p.wire(|change| convert::change_to_proto(change, &c.config.budgets.prices)).clone();
                 if !sees_all(viewer.0, viewer.1, &p.change.task.owner)
                     && let Some(t) = &mut ev.task
                 {

@@ -53,7 +53,7 @@ pub(crate) async fn task_views(
                 .position(|q| *q == t.id)
                 .map_or(0, |p| p as u32 + 1);
             let asked = questions.get(&t.id).map(Vec::as_slice).unwrap_or_default();
-            let mut view = task_to_proto(t, asked, position, true);
+            let mut view = task_to_proto(t, asked, position, true, &c.config.budgets.prices);
             if t.state == TaskState::Queued && t.limit_until_ms > crate::now_ms() {
                 view.waiting = format!(
                     "its CLI's usage limit resets at {}; it resumes then on node `{}`",

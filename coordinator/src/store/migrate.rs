@@ -16,7 +16,7 @@ use std::path::Path;
 use tokio_stream::StreamExt;
 
 /// Every table a store holds, parents first.
-pub const TABLES: [&str; 13] = [
+pub const TABLES: [&str; 14] = [
     "tasks",
     "task_texts",
     "events",
@@ -30,6 +30,7 @@ pub const TABLES: [&str; 13] = [
     "task_diffs",
     "task_bundles",
     "policies",
+    "spend_days",
 ];
 
 /// Rows per INSERT, and bytes: a statement stays well under PostgreSQL's 65,535 parameters

@@ -60,6 +60,8 @@ pub struct TaskUpdate {
     pub cleaned: Option<bool>,
     /// New notes (the whole list).
     pub notes: Option<Vec<crate::model::NoteRecord>>,
+    /// New budget.
+    pub budget: Option<Option<dispatch_core::budget::TaskBudget>>,
 }
 
 impl TaskUpdate {
@@ -87,7 +89,8 @@ impl TaskUpdate {
             started_ms,
             ended_ms,
             cleaned,
-            notes
+            notes,
+            budget
         );
         if self.state == Some(TaskState::Queued) {
             t.limit_until_ms = 0;

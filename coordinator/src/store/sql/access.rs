@@ -73,7 +73,7 @@ impl AccessStore for Backend {
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query("SELECT id, kind, name, role, hash, nodes, created_ms, created_by, revoked_ms, submits_per_minute, max_active, expires_ms, last_used_ms, uses_max, uses FROM tokens ORDER BY created_ms, id")
+        let rows = sqlx::query("SELECT id, kind, name, role, hash, nodes, created_ms, created_by, revoked_ms, submits_per_minute, max_active, expires_ms, last_used_ms, uses_max, uses, budgets FROM tokens ORDER BY created_ms, id")
             .fetch_all(&self.writer)
             .await?;
         rows.iter()
@@ -99,6 +99,12 @@ impl AccessStore for Backend {
                     last_used_ms: r.try_get(12)?,
                     uses_max: r.try_get::<i64, _>(13)?.clamp(0, u32::MAX.into()) as u32,
                     uses: r.try_get::<i64, _>(14)?.clamp(0, u32::MAX.into()) as u32,
+                    budgets: match r.try_get::<String, _>(15)?.as_str() {
+                        "" => Default::default(),
+                        j => serde_json::from_str(j).map_err(|e| {
+                            CoordinatorError::Corrupt(format!("token budgets: {e}"))
+                        })?,
+                    },
                 })
             })
             .collect()
@@ -285,7 +291,7 @@ impl AccessStore for Backend {
 }
 
 async fn insert_token(tx: &mut sqlx::Transaction<'_, super::Db>, t: &TokenRecord) -> Result<()> {
-    sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by, submits_per_minute, max_active, expires_ms, uses_max) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+    sqlx::query("INSERT INTO tokens (id, kind, name, role, hash, nodes, created_ms, created_by, submits_per_minute, max_active, expires_ms, uses_max, budgets) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
         .bind(&t.id)
         .bind(&t.kind)
         .bind(&t.name)
@@ -298,6 +304,11 @@ async fn insert_token(tx: &mut sqlx::Transaction<'_, super::Db>, t: &TokenRecord
         .bind(i64::from(t.max_active))
         .bind(t.expires_ms)
         .bind(i64::from(t.uses_max))
+        .bind(if t.budgets.is_none() {
+            String::new()
+        } else {
+            serde_json::to_string(&t.budgets).unwrap_or_default()
+        })
         .execute(&mut **tx)
         .await?;
     Ok(())

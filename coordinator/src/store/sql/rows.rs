@@ -7,7 +7,7 @@ use sqlx::Row;
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 44] = [
+pub(super) const TASK_COLUMNS: [&str; 45] = [
     "id",
     "state",
     "title",
@@ -52,6 +52,7 @@ pub(super) const TASK_COLUMNS: [&str; 44] = [
     "plan_bytes",
     "notes",
     "reset_resumes",
+    "budget",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES ($1, …, next order)`.
@@ -113,6 +114,14 @@ pub(super) fn bind_new_task<'q>(
         .bind(t.plan_bytes as i64)
         .bind(notes_json(&t.notes))
         .bind(i64::from(t.reset_resumes))
+        .bind(budget_json(&t.budget))
+}
+
+/// A task's budget as stored on its row ("" for none).
+pub(super) fn budget_json(b: &Option<dispatch_core::budget::TaskBudget>) -> String {
+    b.as_ref()
+        .and_then(|b| serde_json::to_string(b).ok())
+        .unwrap_or_default()
 }
 
 /// A task's notes as stored on its row ("" for none).
@@ -225,6 +234,13 @@ pub(super) fn task_from_row(r: &DbRow) -> Result<TaskRecord> {
         trouble: r.try_get("trouble")?,
         limit_until_ms: r.try_get("limit_until_ms")?,
         reset_resumes: r.try_get::<i64, _>("reset_resumes")? as u32,
+        budget: match r.try_get::<String, _>("budget")?.as_str() {
+            "" => None,
+            j => Some(
+                serde_json::from_str(j)
+                    .map_err(|e| CoordinatorError::Corrupt(format!("task budget: {e}")))?,
+            ),
+        },
         fallback: match r.try_get::<String, _>("fallback")?.as_str() {
             "" => None,
             j => Some(

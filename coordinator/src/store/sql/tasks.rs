@@ -183,6 +183,9 @@ pub(super) async fn write_update(
     if let Some(n) = &u.notes {
         q.push(", notes = ").push_bind(super::rows::notes_json(n));
     }
+    if let Some(b) = &u.budget {
+        q.push(", budget = ").push_bind(super::rows::budget_json(b));
+    }
     q.push(" WHERE id = ").push_bind(id);
     q.build().persistent(false).execute(&mut **tx).await?;
     if let Some(p) = &u.worker_prompt {

@@ -58,6 +58,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0018_tool_approvals.sql"),
     include_str!("../../../migrations/0019_policies.sql"),
     include_str!("../../../migrations/0020_reset_resumes.sql"),
+    include_str!("../../../migrations/0021_budgets.sql"),
 ];
 
 /// The SQLite store.
