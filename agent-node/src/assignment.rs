@@ -37,6 +37,9 @@ pub struct Assignment {
     pub traceparent: String,
     /// Run the worker under tool approvals (its CLI asks before each tool call).
     pub approvals: bool,
+    /// The task has a budget: its tool calls go through the coordinator too, where its CLI
+    /// has a hook for it (Claude Code), with its permission mode as without approvals.
+    pub tool_hook: bool,
 }
 
 /// A repository at a commit.
@@ -156,6 +159,7 @@ impl TryFrom<v1::Assign> for Assignment {
             }),
             traceparent: a.traceparent,
             approvals: a.approvals,
+            tool_hook: a.tool_hook,
             task: a.task_id,
         })
     }

@@ -134,15 +134,25 @@ pub(crate) fn run_foreground(home: PathBuf, idle_timeout: Duration) -> Result<()
     rt.block_on(serve(home, idle_timeout))
 }
 
-/// The `policy:` section of the user's config.yaml: the local daemon's tool approvals.
-fn local_policy(home: &Path) -> Result<dispatch_core::policy::PolicyConfig> {
+/// The `policy:` and `budgets:` sections of the user's config.yaml: the local daemon's tool
+/// approvals and budgets.
+fn local_policy(
+    home: &Path,
+) -> Result<(
+    dispatch_core::policy::PolicyConfig,
+    dispatch_core::budget::BudgetConfig,
+)> {
     let path = home.join("config.yaml");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => bail!("cannot read {}: {e}", path.display()),
     };
-    dispatch_core::policy::parse_section(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+    let policy = dispatch_core::policy::parse_section(&text)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let budgets = dispatch_core::budget::parse_section(&text)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok((policy, budgets))
 }
 
 async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
@@ -151,7 +161,9 @@ async fn serve(home: PathBuf, idle_timeout: Duration) -> Result<()> {
     let mut config = CoordinatorConfig::new(home.join("coordinator"));
     config.notify =
         dispatch_core::notify::load(&home.join("config.yaml")).map_err(|e| anyhow!(e))?;
-    config.policy = std::sync::Arc::new(local_policy(&home)?);
+    let (policy, budgets) = local_policy(&home)?;
+    config.policy = std::sync::Arc::new(policy);
+    config.budgets = std::sync::Arc::new(budgets);
     let coordinator = Coordinator::start(config).await?;
     let listener = dispatch_coordinator::server::bind_unix(&socket(&home))?;
     let pid_file = home.join("daemon.pid");

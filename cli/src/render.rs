@@ -105,7 +105,12 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         .iter()
         .map(|q| json!({"seq": q.seq, "text": q.text, "answer": q.answer}))
         .collect();
-    json!({
+    let budget = t.budget.as_ref().map(|b| json!({"usd_micros": b.usd_micros, "tokens": b.tokens, "text": budget_of(b).to_string(), "step": t.budget_step.as_ref().map(|s| budget_of(s).to_string())}));
+    let spend = t
+        .spend
+        .as_ref()
+        .map(|s| json!({"usd_micros": s.usd_micros, "tokens": s.tokens, "estimated": s.estimated}));
+    let mut v = json!({
         "id": t.id,
         "state": t.task_state().as_str(),
         "title": t.title,
@@ -143,7 +148,10 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
         "items": items,
         "questions": questions,
         "notes": t.notes.iter().map(|n| json!({"text": n.text, "author": n.author, "at_ms": n.at_ms})).collect::<Vec<_>>(),
-    })
+    });
+    v["budget"] = json!(budget);
+    v["spend"] = json!(spend);
+    v
 }
 
 /// Prints a task after a command changed it: its JSON object with --json, else `line`.
@@ -253,6 +261,44 @@ pub(crate) fn checklist(t: &v1::Task, fancy: bool) -> Vec<String> {
     out
 }
 
+fn budget_of(b: &v1::Budget) -> dispatch_core::budget::Budget {
+    dispatch_core::budget::Budget {
+        usd_micros: b.usd_micros,
+        tokens: b.tokens,
+    }
+}
+
+/// `spend: $0.42 (estimated) of $5.00 budget` (or what it spent, with no budget).
+pub(crate) fn spend_line(t: &v1::Task) -> Option<String> {
+    let spent = t
+        .spend
+        .as_ref()
+        .map(|s| dispatch_core::budget::Spend {
+            usd_micros: s.usd_micros,
+            tokens: s.tokens,
+            estimated: s.estimated,
+        })
+        .unwrap_or_default();
+    match &t.budget {
+        Some(b) => {
+            let b = budget_of(b);
+            Some(format!(
+                "budget: {}{}",
+                b.against(&spent),
+                if b.reached_by(&spent) {
+                    " — reached"
+                } else {
+                    ""
+                }
+            ))
+        }
+        None => t
+            .spend
+            .as_ref()
+            .map(|_| format!("spent: {}", spent.describe())),
+    }
+}
+
 /// The detailed view of one task.
 pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
     let s = t.task_state();
@@ -294,6 +340,9 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
     if let Some(u) = &t.usage {
         let u = dispatch_proto::convert::usage_from_proto(u);
         out.push(format!("  usage: {}", printable_line(&u.summary())));
+    }
+    if let Some(line) = spend_line(t) {
+        out.push(format!("  {line}"));
     }
     if !t.activity.is_empty() && !t.task_state().is_terminal() {
         out.push(format!(

@@ -488,6 +488,7 @@ pub fn submit_from_proto(r: v1::SubmitRequest) -> SubmitSpec {
             .map(|f| (f.backend, f.model))
             .collect(),
         fallback_on: r.fallback_on,
+        budget: r.budget,
     }
 }
 

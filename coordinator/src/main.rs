@@ -109,7 +109,8 @@ struct Args {
     #[arg(long, env = "DISPATCH_HEARTBEAT_INTERVAL", default_value = "3s", value_parser = dispatch_core::duration::parse)]
     heartbeat_interval: Duration,
 
-    /// A YAML config file; its `notify:` section (command and/or webhook) and its `policy:`
+    /// A YAML config file; its `notify:` section (command and/or webhook), its `budgets:`
+    /// section (every task's default budget, users' daily budgets, prices) and its `policy:`
     /// section (tool approvals: which tool calls of Claude Code workers run, ask or are refused)
     /// are used.
     #[arg(long, env = "DISPATCH_CONFIG")]
@@ -466,6 +467,9 @@ fn coordinator_config(
         let policy = dispatch_core::policy::parse_section(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         config.policy = std::sync::Arc::new(policy);
+        let budgets = dispatch_core::budget::parse_section(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        config.budgets = std::sync::Arc::new(budgets);
     }
     Ok(config)
 }

@@ -130,7 +130,12 @@ impl Budget {
             }
         };
         Budget {
-            usd_micros: up(self.usd_micros, spend.usd_micros, step.usd_micros, MAX_USD_MICROS),
+            usd_micros: up(
+                self.usd_micros,
+                spend.usd_micros,
+                step.usd_micros,
+                MAX_USD_MICROS,
+            ),
             tokens: up(self.tokens, spend.tokens, step.tokens, MAX_TOKENS),
         }
     }
@@ -236,22 +241,26 @@ fn token_text(n: u64) -> String {
 fn millionths(amount: &str) -> Option<u128> {
     let (whole, frac) = amount.split_once('.').unwrap_or((amount, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) || frac.len() > 6
-    {
+    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) || frac.len() > 6 {
         return None;
     }
     if whole.len() > 20 {
         return None;
     }
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let frac: u128 = format!("{frac:0<6}").parse().ok()?;
     Some(whole * 1_000_000 + frac)
 }
 
 /// `5`, `0.50`, `12.345678` → millionths of a dollar.
 fn usd_micros(amount: &str) -> Result<u64, String> {
-    let micros = millionths(amount)
-        .ok_or_else(|| "dollars are a number such as `5` or `0.50` (at most 6 decimals)".to_string())?;
+    let micros = millionths(amount).ok_or_else(|| {
+        "dollars are a number such as `5` or `0.50` (at most 6 decimals)".to_string()
+    })?;
     if micros > MAX_USD_MICROS as u128 {
         return Err("more than $1,000,000".into());
     }
@@ -551,8 +560,19 @@ mod tests {
             }
         );
         for bad in [
-            "", "$", "$-5", "$0", "0", "five", "$5,$6", "2M,3M", "$1.0000001", "$1e3", "$99999999",
-            "2T", "0.0001k",
+            "",
+            "$",
+            "$-5",
+            "$0",
+            "0",
+            "five",
+            "$5,$6",
+            "2M,3M",
+            "$1.0000001",
+            "$1e3",
+            "$99999999",
+            "2T",
+            "0.0001k",
         ] {
             assert!(Budget::parse(bad).is_err(), "{bad:?} was read");
         }
@@ -560,7 +580,14 @@ mod tests {
 
     #[test]
     fn a_budget_prints_as_it_reads() {
-        for s in ["$5.00", "$0.005", "2M tokens", "200k tokens", "1500 tokens", "$5.00, 2M tokens"] {
+        for s in [
+            "$5.00",
+            "$0.005",
+            "2M tokens",
+            "200k tokens",
+            "1500 tokens",
+            "$5.00, 2M tokens",
+        ] {
             let b = Budget::parse(s).unwrap();
             assert_eq!(b.to_string(), s);
             assert_eq!(Budget::parse(&b.to_string()).unwrap(), b);
@@ -579,8 +606,14 @@ mod tests {
         assert!(!limit.reached_by(&spend(4_999_999)));
         assert!(limit.reached_by(&spend(5_000_000)));
         // Five more from what is spent, not from the old limit.
-        assert_eq!(limit.raised(&limit, &spend(7_000_000)).usd_micros, 12_000_000);
-        assert_eq!(limit.raised(&limit, &spend(5_000_000)).usd_micros, 10_000_000);
+        assert_eq!(
+            limit.raised(&limit, &spend(7_000_000)).usd_micros,
+            12_000_000
+        );
+        assert_eq!(
+            limit.raised(&limit, &spend(5_000_000)).usd_micros,
+            10_000_000
+        );
         // A measure the budget does not limit stays unlimited.
         assert_eq!(limit.raised(&limit, &spend(5_000_000)).tokens, 0);
         assert_eq!(
@@ -615,7 +648,10 @@ mod tests {
         // An unknown model is priced as the dearest known one.
         u.cost_usd = None;
         u.model = "some-new-model".into();
-        assert_eq!(p.spend(&u, "").usd_micros, 15_000_000 + 7_500_000 + 1_500_000);
+        assert_eq!(
+            p.spend(&u, "").usd_micros,
+            15_000_000 + 7_500_000 + 1_500_000
+        );
     }
 
     #[test]

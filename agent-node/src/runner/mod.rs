@@ -336,6 +336,13 @@ fn prepare(
     Ok((dir.path().to_path_buf(), backend))
 }
 
+/// Whether the worker's tool calls go through this node to the coordinator: under tool
+/// approvals, or with a budget on a CLI that has a hook for it (Claude Code).
+fn hooked(assign: &Assignment, backend: &BackendSpec) -> bool {
+    assign.approvals
+        || (assign.tool_hook && backend.cli == Some(dispatch_core::signals::Cli::Claude))
+}
+
 /// Runs an assigned worker: checks it may run here, makes its workspace, writes its task
 /// directory, starts it in its own session and supervises it to its end.
 async fn run(
@@ -363,9 +370,11 @@ async fn run(
     let log = ctx.log_dir.join(format!("{}.log", assign.task));
     let log_file = dispatch_core::fs::private_create(&log)
         .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    // Under approvals the hook asks through a socket of this run's own, up before the worker.
+    // Under approvals (or a budget, on a CLI with a hook) the hook asks through a socket of
+    // this run's own, up before the worker.
     let socket = crate::approvals::socket_name(&ctx.run_dir, &assign.task, assign.attempt);
-    let _approval_server = if assign.approvals {
+    let hooked = hooked(&assign, &backend);
+    let _approval_server = if hooked {
         let server = crate::approvals::serve(
             &socket,
             &assign.task,
@@ -415,7 +424,7 @@ async fn run(
         changes: changes.clone(),
         stream: backend.stream,
         cli: backend.cli,
-        approvals: assign.approvals,
+        approvals: hooked,
     };
     if let Err(e) = record.save(&ctx.run_dir) {
         tracing::warn!(task = %assign.task, error = %e, "cannot record the worker for re-attaching after an agent restart");
@@ -561,9 +570,11 @@ fn worker_command(
     cmd.env_clear()
         .envs(worker_env(std::env::vars_os(), &ctx.worker_env));
     // Under approvals, Claude Code runs with its permission checks on and a hook that asks
-    // this node before every tool call.
-    // (The sim worker makes no tool calls: it runs as it always does.)
-    let approvals = assign.approvals && backend.cli == Some(dispatch_core::signals::Cli::Claude);
+    // this node before every tool call; with a budget only, the hook and its permission mode
+    // as without approvals. (The sim worker makes no tool calls: it runs as it always does.)
+    let claude = backend.cli == Some(dispatch_core::signals::Cli::Claude);
+    let approvals = assign.approvals && claude;
+    let hook = hooked(assign, backend) && claude;
     let command = if approvals {
         backend
             .command
@@ -575,7 +586,7 @@ fn worker_command(
         .arg(format!("{command} \"$@\""))
         .arg("dispatch-worker");
     let mut shown = command;
-    if approvals {
+    if hook {
         let exe = std::env::current_exe()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "dispatch-agent".into());

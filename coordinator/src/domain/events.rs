@@ -15,12 +15,18 @@ pub(crate) struct Rules {
     advice: HashMap<String, String>,
     /// The tool policy (its scopes; a task's own is picked per call).
     policy: std::sync::Arc<dispatch_core::policy::PolicyConfig>,
+    /// Budgets (their prices).
+    budgets: std::sync::Arc<dispatch_core::budget::BudgetConfig>,
     /// Per task that failed to start and has a fallback: the first target a connected node
     /// can run (backend, model, node to avoid), or why there is none.
     fallbacks: HashMap<String, Result<(String, String, String), String>>,
 }
 
 impl EventRules for Rules {
+    fn prices(&self) -> &dispatch_core::budget::Prices {
+        &self.budgets.prices
+    }
+
     fn decide_tool(
         &self,
         t: &TaskRecord,
@@ -563,6 +569,7 @@ impl Coordinator {
                     advice,
                     fallbacks,
                     policy: self.policy(),
+                    budgets: std::sync::Arc::clone(&self.config.budgets),
                 },
                 crate::store::HistoryCaps {
                     log_bytes: self.config.max_log_bytes,

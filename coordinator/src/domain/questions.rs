@@ -112,6 +112,14 @@ impl Coordinator {
             }
             let q = pick(id, seq, questions)?;
             if let Some(call) = q.tool_call() {
+                if let Some(ask) = call.budget {
+                    let spent = self
+                        .config
+                        .budgets
+                        .prices
+                        .task_spend(t.usage.values(), &t.model);
+                    return go_on(t, q, &call, ask, spent, text, who).map(|tr| (q.seq, tr));
+                }
                 return approve(t, q, &call, text, who).map(|tr| (q.seq, tr));
             }
             let tr = if t.state == TaskState::Blocked {
@@ -297,5 +305,136 @@ fn approve(
         )],
         kind: Some(ChangeKind::Answer),
         ..Default::default()
+    })
+}
+
+/// A person's answer to a budget question: yes raises the task's budget by its step from what
+/// it has spent now and lets the waiting tool call run (or, when its worker was stopped,
+/// resumes the task with a new worker); no refuses the call and blocks the task, stopping its
+/// worker.
+fn go_on(
+    t: &TaskRecord,
+    q: &QuestionRecord,
+    call: &crate::model::ToolCallRecord,
+    ask: crate::model::BudgetAsk,
+    spent: dispatch_core::budget::Spend,
+    text: &str,
+    who: &Principal,
+) -> Result<Transition> {
+    let id = &t.id;
+    let Some((yes, _)) = crate::model::approval_answer(text) else {
+        return Err(CoordinatorError::Invalid(format!(
+            "question {} of `{id}` asks whether to go on past its budget: answer yes or no{}",
+            q.seq,
+            if call.tool.is_empty() {
+                ""
+            } else {
+                " (or always, for the tool call it also asks about)"
+            }
+        )));
+    };
+    let by = who.name();
+    let budget = t.budget.unwrap_or(dispatch_core::budget::TaskBudget {
+        limit: ask.limit,
+        step: ask.step,
+    });
+    let raised = dispatch_core::budget::TaskBudget {
+        limit: budget.limit.raised(&budget.step, &spent),
+        step: budget.step,
+    };
+    let waiting =
+        !call.tool.is_empty() && !t.state.is_terminal() && call.attempt == t.attempt.max(1);
+    if t.state == TaskState::Blocked {
+        if !yes {
+            return Ok(Transition {
+                set: TaskUpdate {
+                    reason: Some(format!(
+                        "budget: {by} chose not to go on past {} (it used {})",
+                        budget.limit,
+                        budget.limit.against(&spent)
+                    )),
+                    ..Default::default()
+                },
+                commands: Vec::new(),
+                kind: Some(ChangeKind::Answer),
+            });
+        }
+        // A new worker on the same node continues from the unchecked items.
+        let context = prompt::retry_context(&t.prompt, !t.signer.is_empty());
+        return Ok(Transition {
+            set: TaskUpdate {
+                state: Some(TaskState::Queued),
+                worker_prompt: Some(prompt::worker_prompt(&t.id, &context, None)),
+                remote: Some(t.node.clone()),
+                attempt: Some(t.attempt.max(1) + 1),
+                reason: Some(format!(
+                    "{by} raised its budget to {}; a new worker continues on node `{}`",
+                    raised.limit, t.node
+                )),
+                ended_ms: Some(0),
+                exit_code: Some(None),
+                budget: Some(Some(raised)),
+                ..Default::default()
+            },
+            commands: Vec::new(),
+            kind: Some(ChangeKind::State),
+        });
+    }
+    if !waiting {
+        return Err(CoordinatorError::FailedPrecondition(format!(
+            "the worker run of `{id}` that asked to go on past its budget has ended; nothing waits for the answer (`dispatch retry {id}` runs the task again)"
+        )));
+    }
+    let decision = |allow: bool, reason: String| {
+        (
+            t.node.clone(),
+            NodeCommand::ToolDecision {
+                task_id: id.clone(),
+                attempt: call.attempt,
+                call: call.call,
+                allow,
+                reason,
+                seq: q.seq,
+            },
+        )
+    };
+    if yes {
+        return Ok(Transition {
+            set: TaskUpdate {
+                budget: Some(Some(raised)),
+                ..Default::default()
+            },
+            commands: vec![decision(
+                true,
+                format!("{by} raised this task's budget to {}", raised.limit),
+            )],
+            kind: Some(ChangeKind::Answer),
+        });
+    }
+    Ok(Transition {
+        set: TaskUpdate {
+            state: Some(TaskState::Blocked),
+            reason: Some(format!(
+                "budget: {by} chose not to go on past {} (it used {}); its worker was stopped",
+                budget.limit,
+                budget.limit.against(&spent)
+            )),
+            ended_ms: Some(now_ms()),
+            ..Default::default()
+        },
+        commands: vec![
+            decision(
+                false,
+                format!("{by} stopped this task at its budget; end now without another tool call"),
+            ),
+            (
+                t.node.clone(),
+                NodeCommand::Cancel {
+                    task_id: id.clone(),
+                    attempt: t.attempt,
+                },
+            ),
+        ],
+        kind: Some(ChangeKind::State),
     })
 }

@@ -61,6 +61,8 @@ pub struct SubmitSpec {
     pub fallback: Vec<(String, String)>,
     /// What such a start failure says (empty: the defaults).
     pub fallback_on: Vec<String>,
+    /// Its budget as a person wrote it ("" for the token's or the config's default).
+    pub budget: String,
 }
 
 fn describe_backends(nodes: &[NodeRecord]) -> String {
@@ -153,7 +155,9 @@ impl Coordinator {
         )
         .map_err(CoordinatorError::Invalid)?;
 
-        let record = new_record(
+        let budget = self.budget_for(&req.budget, who)?;
+        self.check_day_budget(who).await?;
+        let mut record = new_record(
             &req,
             Checked {
                 prompt: prompt_text,
@@ -165,6 +169,7 @@ impl Coordinator {
             who,
             allowed_nodes,
         )?;
+        record.budget = budget;
         let audit = AuditEntry::new(
             who,
             "submit",
@@ -185,6 +190,57 @@ impl Coordinator {
         tracing::info!(task = %id, remote = %record.remote, backend = %record.backend, "submitted");
         self.scheduler.pass().await;
         Ok(self.store.get_task(&id).await?.unwrap_or(record))
+    }
+
+    /// A new task's budget: the one its submit gives, else its token's, else the config's.
+    fn budget_for(
+        &self,
+        given: &str,
+        who: &Principal,
+    ) -> Result<Option<dispatch_core::budget::TaskBudget>> {
+        use dispatch_core::budget::{Budget, TaskBudget};
+        let given = given.trim();
+        if !given.is_empty() {
+            check_len("budget", given, 64)?;
+            let b = Budget::parse(given)
+                .map_err(|e| CoordinatorError::Invalid(format!("--budget: {e}")))?;
+            return Ok(Some(TaskBudget::new(b)));
+        }
+        let token = match who {
+            Principal::User { token, .. } => self.tokens.budgets(token).task,
+            _ => None,
+        };
+        Ok(token.or(self.config.budgets.task).map(TaskBudget::new))
+    }
+
+    /// Refuses a submit of a user past their daily budget (UTC days; the token's, else the
+    /// config's).
+    async fn check_day_budget(&self, who: &Principal) -> Result<()> {
+        let name = who.name();
+        let token = match who {
+            Principal::User { token, .. } => self.tokens.budgets(token).day,
+            _ => None,
+        };
+        let Some(day) = token.or_else(|| self.config.budgets.day_for(&name)) else {
+            return Ok(());
+        };
+        let today = dispatch_core::budget::day_of(now_ms());
+        let (usd_micros, tokens) = self.store.day_spend(&name, today).await?;
+        let spent = dispatch_core::budget::Spend {
+            usd_micros,
+            tokens,
+            estimated: false,
+        };
+        if day.reached_by(&spent) {
+            let next = (today + 1) * 86_400_000;
+            return Err(CoordinatorError::ResourceExhausted(format!(
+                "budget: `{name}` has spent {} today (UTC), their daily budget; submits are allowed again at {} (in {}), or an admin gives a token with a larger --day-budget",
+                day.against(&spent),
+                dispatch_core::signals::utc_text(next),
+                dispatch_core::duration::human_secs((next - now_ms()).max(0) / 1000),
+            )));
+        }
+        Ok(())
     }
 
     /// A task named by --after exists.

@@ -221,6 +221,22 @@ pub struct ToolCallRecord {
     /// What "always for this task" grants ([`dispatch_core::policy::exact_rules`]; none when
     /// the call has no exact form, and "always" then allows this call only).
     pub rules: Vec<String>,
+    /// The task reached its budget: the question also asks whether to go on (a "yes" raises
+    /// the budget by its step). With no tool (`tool` empty), the worker was stopped after an
+    /// item instead, and a "yes" resumes the task with a new worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetAsk>,
+}
+
+/// What a budget question asked about: the spend, the limit it reached and what a "yes" adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetAsk {
+    /// What the task had spent when it asked.
+    pub spent: dispatch_core::budget::Spend,
+    /// The limit it reached.
+    pub limit: dispatch_core::budget::Budget,
+    /// What a "yes" adds.
+    pub step: dispatch_core::budget::Budget,
 }
 
 /// An answer to an approval question: (allow, always). `yes`/`y`/`allow`, `no`/`n`/`deny`,

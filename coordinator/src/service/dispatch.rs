@@ -605,7 +605,9 @@ async fn pump_watch(
                 if !task_id.is_empty() && p.change.task.id != task_id {
                     continue;
                 }
-                let mut ev = p.wire(|change| convert::change_to_proto(change, &c.config.budgets.prices)).clone();
+                let mut ev = p
+                    .wire(|change| convert::change_to_proto(change, &c.config.budgets.prices))
+                    .clone();
                 if !sees_all(viewer.0, viewer.1, &p.change.task.owner)
                     && let Some(t) = &mut ev.task
                 {

@@ -239,6 +239,9 @@ pub trait EventRules: Sync {
         call: &dispatch_core::policy::ToolCall<'_>,
         granted: &[String],
     ) -> dispatch_core::policy::Verdict;
+
+    /// The prices that turn a worker's tokens into dollars (budgets, users' daily spend).
+    fn prices(&self) -> &dispatch_core::budget::Prices;
 }
 
 /// How much of a task's history the store keeps.
@@ -500,6 +503,9 @@ pub trait AccessStore: Send + Sync {
     ) -> Result<crate::model::Forgot>;
     /// Records a change that no other write carries.
     async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()>;
+    /// What `owner` spent on UTC day `day` (days since the epoch), as the event path counted
+    /// it: (millionths of a dollar, tokens).
+    async fn day_spend(&self, owner: &str, day: i64) -> Result<(u64, u64)>;
     /// The tool policy admins set: (YAML, when, by whom); None when never set or cleared.
     async fn stored_policy(&self) -> Result<Option<(String, i64, String)>>;
     /// Replaces (Some) or clears (None) the tool policy admins set, with its audit record.

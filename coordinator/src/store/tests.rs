@@ -43,6 +43,12 @@ fn hello(name: &str, cursors: &[(&str, bool)]) -> NodeHello {
 struct TestRules;
 
 impl EventRules for TestRules {
+    fn prices(&self) -> &dispatch_core::budget::Prices {
+        static PRICES: std::sync::LazyLock<dispatch_core::budget::Prices> =
+            std::sync::LazyLock::new(Default::default);
+        &PRICES
+    }
+
     fn apply(&self, t: &mut TaskRecord, ev: &TaskEvent, f: &EventFacts<'_>) -> Applied {
         match &ev.kind {
             EventKind::Plan { markdown } => {

@@ -210,6 +210,17 @@ impl AccessStore for Backend {
         Ok(Forgot::Forgotten)
     }
 
+    async fn day_spend(&self, owner: &str, day: i64) -> Result<(u64, u64)> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT usd_micros, tokens FROM spend_days WHERE owner = $1 AND day = $2",
+        )
+        .bind(owner)
+        .bind(day)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map_or((0, 0), |(u, t)| (u.max(0) as u64, t.max(0) as u64)))
+    }
+
     async fn stored_policy(&self) -> Result<Option<(String, i64, String)>> {
         Ok(
             sqlx::query_as(

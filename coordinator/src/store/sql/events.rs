@@ -9,8 +9,8 @@ use super::tasks::{insert_command, task_change};
 use super::{Backend, Db, rows};
 use crate::error::Result;
 use crate::model::{
-    APPROVAL_SEQ_BASE, Change, EventKind, IncomingEvent, NodeCommand, QuestionRecord, TaskEvent,
-    TaskRecord, ToolCallRecord, WorkerExit,
+    APPROVAL_SEQ_BASE, BudgetAsk, Change, EventKind, IncomingEvent, NodeCommand, QuestionRecord,
+    TaskEvent, TaskRecord, ToolCallRecord, WorkerExit,
 };
 use crate::store::fence::{Fence, Held, fence};
 use crate::store::patch::{self, Patch};
@@ -144,6 +144,18 @@ impl Acks {
 
 type Tx<'a> = sqlx::Transaction<'a, Db>;
 
+/// The number of `task`'s next approval (or budget) question: after its last one, from
+/// [`APPROVAL_SEQ_BASE`] + 1.
+async fn next_approval_seq(tx: &mut Tx<'_>, task: &str) -> Result<u32> {
+    let seq: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(seq) FROM questions WHERE task_id = $1 AND seq > $2")
+            .bind(task)
+            .bind(i64::from(APPROVAL_SEQ_BASE))
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(seq.map_or(APPROVAL_SEQ_BASE + 1, |s| s as u32 + 1))
+}
+
 /// What a person allowed "always" for `task`: the exact rules of its approvals answered so.
 async fn granted_rules(tx: &mut Tx<'_>, task: &str) -> Result<Vec<String>> {
     let rows: Vec<(String, Option<String>)> = sqlx::query_as(
@@ -221,6 +233,8 @@ struct Recording<'r> {
     touched: Vec<String>,
     /// Events for tasks the store does not know (warned about once per batch).
     unknown: usize,
+    /// What the batch's usage added to each owner's spend today.
+    spent: Vec<(String, dispatch_core::budget::Spend)>,
 }
 
 impl Recording<'_> {
@@ -408,7 +422,36 @@ impl Recording<'_> {
             new_question,
             open_questions: open_now.len(),
         };
+        // What the task had spent, and the items it had done, before the event.
+        let prices = self.rules.prices();
+        let spent_before = matches!(&ev.kind, EventKind::Activity { usage: Some(_), .. })
+            .then(|| prices.task_spend(task.usage.values(), &task.model));
+        let done_before = (task.budget.is_some() && matches!(&ev.kind, EventKind::Plan { .. }))
+            .then(|| dispatch_core::Plan::parse(&task.plan_md).progress().0);
         let applied = self.rules.apply(task, &ev, &facts);
+        if let Some(before) = spent_before {
+            let more = prices
+                .task_spend(task.usage.values(), &task.model)
+                .since(before);
+            if more.usd_micros > 0 || more.tokens > 0 {
+                match self.spent.iter_mut().find(|(o, _)| *o == task.owner) {
+                    Some((_, s)) => *s = s.plus(more),
+                    None => self.spent.push((task.owner.clone(), more)),
+                }
+            }
+        }
+        let stop = done_before.and_then(|done| {
+            let spent = prices.task_spend(task.usage.values(), &task.model);
+            let b = task.budget?;
+            (task.state == TaskState::Running
+                && dispatch_core::Plan::parse(&task.plan_md).progress().0 > done
+                && b.limit.reached_by(&spent))
+            .then_some(BudgetAsk {
+                spent,
+                limit: b.limit,
+                step: b.step,
+            })
+        });
         if let Some(kind) = applied.kind {
             let question = match &ev.kind {
                 EventKind::Question { seq, .. } | EventKind::AnswerDelivered { seq } => Some(*seq),
@@ -421,6 +464,74 @@ impl Recording<'_> {
             }
             self.batch.changes.0.push(change);
         }
+        if let Some(ask) = stop {
+            self.stop_for_budget(tx, &ev, ask).await?;
+        }
+        Ok(())
+    }
+
+    /// A worker that reached its task's budget and cannot be paused at a tool call (its CLI
+    /// has no hook): stopped now that it checked an item off, the task blocked with a budget
+    /// question (a "yes" resumes it on the same node with a new worker).
+    async fn stop_for_budget(
+        &mut self,
+        tx: &mut Tx<'_>,
+        ev: &TaskEvent,
+        ask: BudgetAsk,
+    ) -> Result<()> {
+        let seq = next_approval_seq(tx, &ev.task_id).await?;
+        let node = self.session.node.clone();
+        let (id, plan, attempt) = {
+            let t = &self.tasks[&ev.task_id];
+            (t.id.clone(), t.plan_md.clone(), t.attempt)
+        };
+        let (done, total) = dispatch_core::Plan::parse(&plan).progress();
+        let text = format!(
+            "`{id}` has used {} — continue with {} more? Its worker was stopped after item {done} of {total}; yes resumes the task on node `{node}` with a new worker. Answer yes, or no to leave it blocked.",
+            ask.limit.against(&ask.spent),
+            ask.step
+        );
+        let record = ToolCallRecord {
+            attempt: ev.attempt.max(attempt),
+            call: 0,
+            tool: String::new(),
+            input_json: String::new(),
+            cwd: String::new(),
+            rules: Vec::new(),
+            budget: Some(ask),
+        };
+        let json = serde_json::to_string(&record).unwrap_or_default();
+        self.insert_question(tx, ev, seq, &text, &json).await?;
+        let command = NodeCommand::Cancel {
+            task_id: id.clone(),
+            attempt,
+        };
+        insert_command(tx, &node, &command, crate::now_ms()).await?;
+        if !self.batch.command_nodes.contains(&node) {
+            self.batch.command_nodes.push(node.clone());
+        }
+        let task = self.tasks.get_mut(&ev.task_id).expect("admitted");
+        let before = task.state;
+        task.state = TaskState::Blocked;
+        task.ended_ms = ev.at_ms;
+        task.reason = format!(
+            "budget: used {} after item {done} of {total}; its worker was stopped — `dispatch answer {id} yes` resumes it with {} more, `no` leaves it blocked",
+            ask.limit.against(&ask.spent),
+            ask.step
+        );
+        let open_now = self.open.get(&ev.task_id).cloned().unwrap_or_default();
+        let mut change = task_change(
+            task,
+            before,
+            crate::model::ChangeKind::Question,
+            open_now,
+            Some(seq),
+        );
+        if let Change::Task(c) = &mut change {
+            c.seq = ev.seq;
+            c.freed_slot = Some(node);
+        }
+        self.batch.changes.0.push(change);
         Ok(())
     }
 
@@ -454,6 +565,20 @@ impl Recording<'_> {
             },
             &granted,
         );
+        use dispatch_core::policy::Decision;
+        // A task that reached its budget asks whether to go on before this call runs (a call
+        // the policy refuses is refused all the same).
+        let budget = task.budget.and_then(|b| {
+            let spent = self
+                .rules
+                .prices()
+                .task_spend(task.usage.values(), &task.model);
+            b.limit.reached_by(&spent).then_some(BudgetAsk {
+                spent,
+                limit: b.limit,
+                step: b.step,
+            })
+        });
         let record = ToolCallRecord {
             attempt: ev.attempt,
             call: *call,
@@ -461,27 +586,38 @@ impl Recording<'_> {
             input_json: input_json.clone(),
             cwd: cwd.clone(),
             rules: dispatch_core::policy::exact_rules(tool, &input),
+            budget: budget.filter(|_| verdict.decision != Decision::Deny),
         };
-        use dispatch_core::policy::Decision;
-        if verdict.decision == Decision::Ask {
-            let seq: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(seq) FROM questions WHERE task_id = $1 AND seq > $2",
-            )
-            .bind(&ev.task_id)
-            .bind(i64::from(APPROVAL_SEQ_BASE))
-            .fetch_one(&mut **tx)
-            .await?;
-            let seq = seq.map_or(APPROVAL_SEQ_BASE + 1, |s| s as u32 + 1);
-            let text = format!(
-                "Allow {}{}? {}. Answer yes, no, or always (for the rest of this task).",
+        if verdict.decision == Decision::Ask || record.budget.is_some() {
+            let seq = next_approval_seq(tx, &ev.task_id).await?;
+            let call_text = format!(
+                "{}{}",
                 dispatch_core::policy::describe(tool, &input),
                 if cwd.is_empty() {
                     String::new()
                 } else {
                     format!(" (in {cwd})")
                 },
-                verdict.explain()
             );
+            let text = match &record.budget {
+                None => format!(
+                    "Allow {call_text}? {}. Answer yes, no, or always (for the rest of this task).",
+                    verdict.explain()
+                ),
+                Some(b) if verdict.decision == Decision::Ask => format!(
+                    "Allow {call_text}? {}. `{}` has also reached its budget ({}): yes or always gives it {} more. Answer yes, no (this blocks the task), or always (for the rest of this task).",
+                    verdict.explain(),
+                    task.id,
+                    b.limit.against(&b.spent),
+                    b.step
+                ),
+                Some(b) => format!(
+                    "`{}` has used {} — continue with {} more? Its worker waits before its next tool call ({call_text}). Answer yes, or no to block the task.",
+                    task.id,
+                    b.limit.against(&b.spent),
+                    b.step
+                ),
+            };
             let json = serde_json::to_string(&record).unwrap_or_default();
             let question = TaskEvent {
                 kind: EventKind::Question { seq, text },
@@ -632,6 +768,29 @@ async fn write_side_tables(tx: &mut Tx<'_>, ev: &TaskEvent) -> Result<()> {
     Ok(())
 }
 
+/// Adds what owners spent to their spend of today (UTC).
+async fn add_spend(
+    tx: &mut Tx<'_>,
+    spent: &[(String, dispatch_core::budget::Spend)],
+    now_ms: i64,
+) -> Result<()> {
+    let day = dispatch_core::budget::day_of(now_ms);
+    for (owner, s) in spent {
+        sqlx::query(
+            "INSERT INTO spend_days (owner, day, usd_micros, tokens) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (owner, day) DO UPDATE SET usd_micros = spend_days.usd_micros + excluded.usd_micros, \
+             tokens = spend_days.tokens + excluded.tokens",
+        )
+        .bind(owner)
+        .bind(day)
+        .bind(s.usd_micros.min(i64::MAX as u64) as i64)
+        .bind(s.tokens.min(i64::MAX as u64) as i64)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Inserts history rows, many per statement.
 async fn insert_history(tx: &mut Tx<'_>, history: Vec<HistoryRow>) -> Result<()> {
     let mut history = history.into_iter().peekable();
@@ -732,6 +891,7 @@ impl Backend {
             history: Vec::with_capacity(events.len()),
             touched: Vec::new(),
             unknown: 0,
+            spent: Vec::new(),
         };
         for IncomingEvent { event: ev } in events {
             let Some(ended) = r.admit(&ev) else {
@@ -742,7 +902,9 @@ impl Backend {
             }
             r.apply(&mut tx, ev).await?;
         }
+        let spent = std::mem::take(&mut r.spent);
         let (batch, history, tasks, touched) = r.finish();
+        add_spend(&mut tx, &spent, crate::now_ms()).await?;
         insert_history(&mut tx, history).await?;
         update_tasks(&mut tx, &tasks, &touched).await?;
         tx.commit().await?;
