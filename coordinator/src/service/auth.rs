@@ -327,6 +327,19 @@ mod tests {
                 model: "claude-opus-5-5".into(),
                 ..Default::default()
             }),
+            budget: Some(v1::Budget {
+                usd_micros: 5_000_000,
+                tokens: 0,
+            }),
+            budget_step: Some(v1::Budget {
+                usd_micros: 5_000_000,
+                tokens: 0,
+            }),
+            spend: Some(v1::Spend {
+                usd_micros: 1,
+                tokens: 2,
+                estimated: true,
+            }),
             activity: s("activity: asked what is the staging DB password?"),
             fallback: s("fallback note"),
             trouble: "auth".into(),
