@@ -317,6 +317,26 @@ fn prepare(
             backend.name
         ));
     }
+    // A budget needs the CLI's token counts: a built-in CLI streams them for this task; a
+    // command that prints none cannot run one.
+    let mut backend = backend;
+    if assign.tool_hook && backend.stream.is_none() {
+        match (
+            dispatch_core::stream::StreamFormat::of_builtin(&backend.name),
+            backend.stream_flags,
+        ) {
+            (Some((format, _)), Some(flags)) => {
+                backend.command = format!("{} {flags}", backend.command.trim_end());
+                backend.stream = Some(format);
+            }
+            _ => {
+                return Err(format!(
+                    "backend `{}` on node `{node}` reports no token counts, so the task's budget could not be kept; give it `structured:` in the node's config (claude and codex: `structured: true`; another command: the format it prints), or submit the task without a budget",
+                    backend.name
+                ));
+            }
+        }
+    }
     if let Some(program) = &backend.program
         && on_path(program).is_none()
     {
