@@ -148,3 +148,97 @@ fn a_budget_that_does_not_read_is_refused() {
     assert!(err.contains("budgets.task"), "{err}");
     assert!(!data.exists(), "a refused start creates nothing");
 }
+
+/// A worker for a CLI with no tool hook: prints Claude Code's stream with 600 input tokens
+/// per item (a new message each), then checks the item off (taking a moment after each, as
+/// work does), and ends with the done marker.
+const NO_HOOK_WORKER: &str = r#"#!/bin/sh
+for last; do :; done
+plan=$(printf '%s' "$last" | sed -n 's/.*You have a plan file at \([^ ]*plan\.md\).*/\1/p' | head -n 1)
+n=0
+while grep -q '^- \[ \] ' "$plan"; do
+  n=$((n+1))
+  printf '{"type":"assistant","message":{"id":"msg_%s_%s","model":"claude-sonnet-4-5","content":[{"type":"text","text":"working"}],"usage":{"input_tokens":600,"output_tokens":0}}}\n' "$$" "$n"
+  sleep 0.3
+  awk 'BEGIN { d = 0 } { if (!d && $0 ~ /^- \[ \] /) { sub(/^- \[ \] /, "- [x] "); d = 1 } print }' "$plan" > "$plan.tmp" && mv "$plan.tmp" "$plan"
+  if grep -q '^- \[ \] ' "$plan"; then sleep 2; fi
+done
+touch "$(dirname "$plan")/ipc/.done"
+"#;
+
+/// A CLI with no hook is stopped after the item at which it reached its budget; the task is
+/// blocked with the budget question, and yes resumes it on the same node with a new worker
+/// that finishes the unchecked items (past its raised budget at its last item: a worker that
+/// checked its last item is left to finish).
+#[test]
+fn a_cli_without_a_hook_is_stopped_after_an_item_and_yes_resumes_it() {
+    let mut c = Cluster::new();
+    let script = c.dir.path().join("no-hook-worker");
+    std::fs::write(&script, NO_HOOK_WORKER).unwrap();
+    let cfg = c.dir.path().join("box.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "backends:\n  mine: {{ command: sh {}, structured: claude-stream-json }}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let mut o = dispatch_tests::AgentOpts::new("box", 2);
+    o.config = Some(cfg);
+    c.add_agent(o);
+    c.ok(&[
+        "--backend",
+        "mine",
+        "--id",
+        "paced",
+        "--budget",
+        "1k",
+        "--step",
+        "one",
+        "--step",
+        "two",
+        "--step",
+        "three",
+        "do the work",
+    ]);
+    c.wait_task("paced", "blocked at its budget", |t| {
+        t.task_state() == dispatch_core::TaskState::Blocked
+    });
+    let t = c.status("paced");
+    let done = t["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "done")
+        .count();
+    assert!(
+        (2..4).contains(&done),
+        "stopped after the item that passed 1k: {t}"
+    );
+    assert_eq!(t["attempt"], 1, "{t}");
+    let reason = t["reason"].as_str().unwrap();
+    assert!(reason.contains("its worker was stopped"), "{t}");
+    let q = &t["questions"][0];
+    assert!(q["answer"].is_null(), "{t}");
+    let asked = q["text"].as_str().unwrap();
+    assert!(asked.contains("continue with 1k tokens more?"), "{asked}");
+    assert!(asked.contains("resumes the task on node `box`"), "{asked}");
+    // The worker is gone: nothing changes the plan while the question waits.
+    let inbox = c.ok(&["inbox"]);
+    assert!(inbox.contains("paced"), "{inbox}");
+    c.ok(&["answer", "paced", "yes"]);
+    let t = c.wait_task("paced", "its end", |t| t.task_state().is_terminal());
+    assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
+    let t = c.status("paced");
+    assert_eq!(t["attempt"], 2, "a new worker finished it: {t}");
+    assert!(
+        t["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["status"] == "done"),
+        "{t}"
+    );
+    assert!(t["budget"]["tokens"].as_u64().unwrap() > 1000, "{t}");
+}

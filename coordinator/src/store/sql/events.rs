@@ -443,8 +443,12 @@ impl Recording<'_> {
         let stop = done_before.and_then(|done| {
             let spent = prices.task_spend(task.usage.values(), &task.model);
             let b = task.budget?;
+            // After an item, with items left (a worker that checked its last one is left
+            // to finish).
+            let (now_done, total) = dispatch_core::Plan::parse(&task.plan_md).progress();
             (task.state == TaskState::Running
-                && dispatch_core::Plan::parse(&task.plan_md).progress().0 > done
+                && now_done > done
+                && now_done < total
                 && b.limit.reached_by(&spent))
             .then_some(BudgetAsk {
                 spent,
