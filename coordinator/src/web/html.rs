@@ -125,6 +125,27 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
     if !t.activity.is_empty() && !t.task_state().is_terminal() {
         let _ = write!(out, "<p class=\"doing\">doing: {}</p>", esc(&t.activity));
     }
+    if let Some(b) = &t.budget {
+        let limit = dispatch_core::budget::Budget {
+            usd_micros: b.usd_micros,
+            tokens: b.tokens,
+        };
+        let spent = t
+            .spend
+            .as_ref()
+            .map(|s| dispatch_core::budget::Spend {
+                usd_micros: s.usd_micros,
+                tokens: s.tokens,
+                estimated: s.estimated,
+            })
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "<p class=\"budget{}\">budget: {}</p>",
+            if limit.reached_by(&spent) { " reached" } else { "" },
+            esc(&limit.against(&spent))
+        );
+    }
     for q in t.questions.iter().filter(|q| q.answer.is_none()) {
         out.push_str(&question_block(&t.id, q.seq, &q.text, can_answer));
     }
