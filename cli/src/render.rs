@@ -103,7 +103,7 @@ pub(crate) fn task_json(t: &v1::Task) -> Value {
     let questions: Vec<Value> = t
         .questions
         .iter()
-        .map(|q| json!({"seq": q.seq, "text": q.text, "answer": q.answer}))
+        .map(|q| json!({"seq": q.seq, "text": q.text, "answer": q.answer, "kind": q.kind}))
         .collect();
     let budget = t.budget.as_ref().map(|b| json!({"usd_micros": b.usd_micros, "tokens": b.tokens, "text": budget_of(b).to_string(), "step": t.budget_step.as_ref().map(|s| budget_of(s).to_string())}));
     let spend = t
@@ -406,7 +406,7 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
         match &q.answer {
             Some(a) => out.push(format!(
                 "  {}: {} → {}",
-                dispatch_core::policy::question_label(q.seq),
+                dispatch_core::policy::label_of(q.seq, &q.kind),
                 printable(&q.text),
                 printable(a)
             )),
@@ -414,7 +414,7 @@ pub(crate) fn task_detail(t: &v1::Task, fancy: bool) -> Vec<String> {
                 "33",
                 &format!(
                     "  {} (unanswered): {}",
-                    dispatch_core::policy::question_label(q.seq),
+                    dispatch_core::policy::label_of(q.seq, &q.kind),
                     printable(&q.text)
                 ),
                 fancy,

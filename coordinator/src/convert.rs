@@ -146,6 +146,7 @@ fn question_to_proto(q: &QuestionRecord) -> v1::Question {
         answer: q.answer.clone(),
         asked_at_ms: q.asked_ms,
         answered_at_ms: q.answered_ms,
+        kind: q.kind().to_string(),
     }
 }
 
@@ -161,6 +162,7 @@ pub fn change_to_proto(c: &TaskChange, prices: &dispatch_core::budget::Prices) -
 /// An unanswered question as the inbox lists it.
 pub fn open_question_to_proto(o: OpenQuestion) -> v1::PendingQuestion {
     v1::PendingQuestion {
+        kind: o.question.kind().to_string(),
         task_id: o.question.task_id,
         node: o.node,
         seq: o.question.seq,

@@ -41,6 +41,15 @@ pub fn question_label(seq: u32) -> String {
     }
 }
 
+/// [`question_label`], with a budget question (kind `budget`) named `budget 3`.
+pub fn label_of(seq: u32, kind: &str) -> String {
+    if kind == "budget" && seq > APPROVAL_SEQ_BASE {
+        format!("budget {}", seq - APPROVAL_SEQ_BASE)
+    } else {
+        question_label(seq)
+    }
+}
+
 /// The most rules one list (allow, ask or deny) may hold.
 pub const MAX_RULES: usize = 256;
 /// The longest rule, in bytes.

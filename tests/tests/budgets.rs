@@ -49,7 +49,10 @@ fn a_budget_reached_asks_yes_raises_it_no_blocks_and_the_day_budget_refuses_subm
     assert!(asked.contains("`goes-on` has used"), "{asked}");
     assert!(asked.contains("of 1k tokens"), "{asked}");
     assert!(asked.contains("continue with 1k tokens more?"), "{asked}");
+    assert!(asked.contains("(budget 1)"), "{asked}");
+    assert!(asked.contains("dispatch answer goes-on yes|no"), "{asked}");
     let t = c.status("goes-on");
+    assert_eq!(t["questions"][0]["kind"], "budget", "{t}");
     assert_eq!(t["state"], "waiting", "{t}");
     assert_eq!(t["budget"]["text"], "1k tokens", "{t}");
     let spent = t["spend"]["tokens"].as_u64().unwrap();

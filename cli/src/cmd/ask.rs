@@ -138,7 +138,7 @@ pub(crate) async fn waiting_questions(target: &mut Target) -> Result<Vec<v1::Pen
 
 /// A waiting question as `dispatch inbox --json` (and the MCP `inbox` tool) gives it.
 pub(crate) fn question_json(q: &v1::PendingQuestion) -> serde_json::Value {
-    serde_json::json!({"task": q.task_id, "node": q.node, "seq": q.seq, "text": q.text, "asked_at_ms": q.asked_at_ms, "title": q.title})
+    serde_json::json!({"task": q.task_id, "node": q.node, "seq": q.seq, "text": q.text, "asked_at_ms": q.asked_at_ms, "title": q.title, "kind": q.kind})
 }
 
 pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<crate::exit::Exit> {
@@ -162,7 +162,7 @@ pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<crate::exit::
                 vec![
                     q.task_id.clone(),
                     printable_line(&q.node).into_owned(),
-                    dispatch_core::policy::question_label(q.seq),
+                    dispatch_core::policy::label_of(q.seq, &q.kind),
                     render::ago(q.asked_at_ms),
                     printable_line(&q.text).into_owned(),
                 ]
@@ -183,7 +183,7 @@ pub(crate) async fn inbox(g: &Settings, list_only: bool) -> Result<crate::exit::
             questions.len(),
             q.task_id,
             printable_line(&q.node),
-            dispatch_core::policy::question_label(q.seq),
+            dispatch_core::policy::label_of(q.seq, &q.kind),
             render::ago(q.asked_at_ms)
         );
         for l in q.text.lines() {
@@ -258,10 +258,12 @@ pub(super) enum Voice {
 }
 
 impl Voice {
-    fn answer_with(self, id: &str) -> String {
-        match self {
-            Voice::Cli => format!("Answer with: dispatch answer {id} \"…\""),
-            Voice::Mcp => format!("Answer with the answer_question tool (id `{id}`)."),
+    fn answer_with(self, id: &str, kind: &str) -> String {
+        match (self, kind) {
+            (Voice::Cli, "budget") => format!("Answer with: dispatch answer {id} yes|no"),
+            (Voice::Cli, "approval") => format!("Answer with: dispatch answer {id} yes|no|always"),
+            (Voice::Cli, _) => format!("Answer with: dispatch answer {id} \"…\""),
+            (Voice::Mcp, _) => format!("Answer with the answer_question tool (id `{id}`)."),
         }
     }
 
@@ -309,9 +311,9 @@ pub(super) fn wait_outcome(
                 format!(
                     "`{}` asks ({}): {}\n{}",
                     t.id,
-                    dispatch_core::policy::question_label(q.seq),
+                    dispatch_core::policy::label_of(q.seq, &q.kind),
                     printable(&q.text),
-                    voice.answer_with(&t.id)
+                    voice.answer_with(&t.id, &q.kind)
                 ),
             );
             continue;

@@ -226,6 +226,9 @@ pub struct ToolCallRecord {
     /// item instead, and a "yes" resumes the task with a new worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetAsk>,
+    /// The policy asked about the call (with `budget`, the question asks both).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub asked: bool,
 }
 
 /// What a budget question asked about: the spend, the limit it reached and what a "yes" adds.
@@ -251,6 +254,15 @@ pub fn approval_answer(text: &str) -> Option<(bool, bool)> {
 }
 
 impl QuestionRecord {
+    /// What the question asks: "" (a worker's question), "approval" or "budget".
+    pub fn kind(&self) -> &'static str {
+        match self.tool_call() {
+            None => "",
+            Some(c) if c.budget.is_some() && !c.asked => "budget",
+            Some(_) => "approval",
+        }
+    }
+
     /// The tool call of an approval question.
     pub fn tool_call(&self) -> Option<ToolCallRecord> {
         (!self.tool_call.is_empty())

@@ -210,6 +210,7 @@ fn summary_of(t: &v1::Task) -> v1::Task {
                 answer: q.answer.as_ref().map(|_| String::new()),
                 asked_at_ms: q.asked_at_ms,
                 answered_at_ms: q.answered_at_ms,
+                kind: q.kind.clone(),
             })
             .collect(),
         reason: String::new(),

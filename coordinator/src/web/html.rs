@@ -142,12 +142,16 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
         let _ = write!(
             out,
             "<p class=\"budget{}\">budget: {}</p>",
-            if limit.reached_by(&spent) { " reached" } else { "" },
+            if limit.reached_by(&spent) {
+                " reached"
+            } else {
+                ""
+            },
             esc(&limit.against(&spent))
         );
     }
     for q in t.questions.iter().filter(|q| q.answer.is_none()) {
-        out.push_str(&question_block(&t.id, q.seq, &q.text, can_answer));
+        out.push_str(&question_block(&t.id, q.seq, &q.kind, &q.text, can_answer));
     }
     if full && can_answer {
         out.push_str(&actions(t));
@@ -161,7 +165,7 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
                 let _ = write!(
                     out,
                     "<dt>{}: {}</dt><dd>{}</dd>",
-                    dispatch_core::policy::question_label(q.seq),
+                    dispatch_core::policy::label_of(q.seq, &q.kind),
                     esc(&q.text),
                     esc(q.answer.as_deref().unwrap_or_default())
                 );
@@ -222,8 +226,23 @@ fn actions(t: &v1::Task) -> String {
 }
 
 /// A waiting question, with its answer form when the viewer may answer.
-pub(super) fn question_block(task: &str, seq: u32, text: &str, can_answer: bool) -> String {
-    let form = if can_answer && seq > dispatch_core::policy::APPROVAL_SEQ_BASE {
+pub(super) fn question_block(
+    task: &str,
+    seq: u32,
+    kind: &str,
+    text: &str,
+    can_answer: bool,
+) -> String {
+    let form = if can_answer && kind == "budget" {
+        // Whether to go on past the budget: two buttons.
+        format!(
+            r#"<form method="post" action="/task/{t}/answer" class="answer approval">
+<input type="hidden" name="seq" value="{seq}">
+<button type="submit" name="text" value="yes">Continue</button>
+<button type="submit" name="text" value="no" class="danger">Stop the task</button></form>"#,
+            t = esc(task)
+        )
+    } else if can_answer && seq > dispatch_core::policy::APPROVAL_SEQ_BASE {
         // A tool approval is decided, not written: three buttons (the one pressed is the answer).
         format!(
             r#"<form method="post" action="/task/{t}/answer" class="answer approval">
@@ -245,7 +264,7 @@ pub(super) fn question_block(task: &str, seq: u32, text: &str, can_answer: bool)
     } else {
         String::new()
     };
-    let label = dispatch_core::policy::question_label(seq);
+    let label = dispatch_core::policy::label_of(seq, kind);
     let label = format!("{}{}", label[..1].to_uppercase(), &label[1..]);
     format!(
         r#"<div class="question" role="group" aria-label="{label} of {t}"><p><b>{label}:</b> {q}</p>{form}</div>"#,
@@ -355,7 +374,7 @@ pub(super) fn inbox(questions: &[v1::PendingQuestion], can_answer: bool) -> Stri
             id = esc(&q.task_id),
             title = esc(&q.title),
             node = esc(&q.node),
-            block = question_block(&q.task_id, q.seq, &q.text, can_answer)
+            block = question_block(&q.task_id, q.seq, &q.kind, &q.text, can_answer)
         );
     }
     out.push_str("</div>");
@@ -382,12 +401,13 @@ mod tests {
 
     #[test]
     fn an_approval_is_three_buttons_and_a_question_a_text_box() {
-        let q = question_block("t", 2, "Which database?", true);
+        let q = question_block("t", 2, "", "Which database?", true);
         assert!(q.contains("<textarea"), "{q}");
         assert!(q.contains("<b>Question 002:</b>"), "{q}");
         let a = question_block(
             "t",
             dispatch_core::policy::APPROVAL_SEQ_BASE + 1,
+            "approval",
             "Allow Bash: git push origin main?",
             true,
         );
@@ -396,6 +416,20 @@ mod tests {
         for v in ["yes", "always", "no"] {
             assert!(a.contains(&format!(r#"name="text" value="{v}""#)), "{a}");
         }
-        assert!(!question_block("t", 2, "x", false).contains("<form"));
+        assert!(!question_block("t", 2, "", "x", false).contains("<form"));
+        let b = question_block(
+            "t",
+            dispatch_core::policy::APPROVAL_SEQ_BASE + 2,
+            "budget",
+            "`t` has used $5.02 of $5.00 — continue with $5.00 more?",
+            true,
+        );
+        assert!(b.contains("<b>Budget 2:</b>"), "{b}");
+        assert!(b.contains(r#"value="yes">Continue"#), "{b}");
+        assert!(
+            b.contains(r#"value="no" class="danger">Stop the task"#),
+            "{b}"
+        );
+        assert!(!b.contains("always"), "{b}");
     }
 }

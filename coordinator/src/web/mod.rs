@@ -836,7 +836,7 @@ async fn events(State(app): State<App>, headers: HeaderMap, Query(f): Query<Foll
                     {
                         card["asked"] = serde_json::json!({
                             "seq": q.seq,
-                            "label": dispatch_core::policy::question_label(q.seq),
+                            "label": dispatch_core::policy::label_of(q.seq, &q.kind),
                             "text": q.text,
                         });
                     }

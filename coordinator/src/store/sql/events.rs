@@ -503,6 +503,7 @@ impl Recording<'_> {
             cwd: String::new(),
             rules: Vec::new(),
             budget: Some(ask),
+            asked: false,
         };
         let json = serde_json::to_string(&record).unwrap_or_default();
         self.insert_question(tx, ev, seq, &text, &json).await?;
@@ -591,6 +592,7 @@ impl Recording<'_> {
             cwd: cwd.clone(),
             rules: dispatch_core::policy::exact_rules(tool, &input),
             budget: budget.filter(|_| verdict.decision != Decision::Deny),
+            asked: verdict.decision == Decision::Ask,
         };
         if verdict.decision == Decision::Ask || record.budget.is_some() {
             let seq = next_approval_seq(tx, &ev.task_id).await?;
