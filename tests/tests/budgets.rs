@@ -245,3 +245,92 @@ fn a_cli_without_a_hook_is_stopped_after_an_item_and_yes_resumes_it() {
     );
     assert!(t["budget"]["tokens"].as_u64().unwrap() > 1000, "{t}");
 }
+
+/// A token's budgets: each task submitted with it gets its task budget, and its user's
+/// submits stop at its daily budget (other users' do not).
+#[test]
+fn a_tokens_budgets_apply_to_its_submits() {
+    let mut c = Cluster::new();
+    let script = c.dir.path().join("no-hook-worker");
+    std::fs::write(&script, NO_HOOK_WORKER).unwrap();
+    let cfg = c.dir.path().join("box.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "backends:\n  mine: {{ command: sh {}, structured: claude-stream-json }}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let mut o = dispatch_tests::AgentOpts::new("box", 2);
+    o.config = Some(cfg);
+    c.add_agent(o);
+    let out = c.ok(&[
+        "token",
+        "create",
+        "--user",
+        "ann",
+        "--role",
+        "member",
+        "--day-budget",
+        "1k",
+        "--task-budget",
+        "$3",
+        "--json",
+    ]);
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ann = made["token"].as_str().unwrap().to_string();
+    let listed: serde_json::Value =
+        serde_json::from_str(&c.ok(&["token", "list", "--json"])).unwrap();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ann")
+        .unwrap();
+    assert_eq!(row["day_budget"], "1k tokens", "{row}");
+    assert_eq!(row["task_budget"], "$3.00", "{row}");
+    let as_ann = |args: &[&str]| {
+        c.cli()
+            .env("DISPATCH_TOKEN", &ann)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_ann(&[
+        "--backend",
+        "mine",
+        "--id",
+        "first",
+        "--step",
+        "one",
+        "--step",
+        "two",
+        "do the work",
+    ]);
+    assert_exit(&out, 0);
+    let t = c.wait_task("first", "its end", |t| t.task_state().is_terminal());
+    assert_eq!(t.task_state().as_str(), "completed", "{}", t.reason);
+    let t = c.status("first");
+    assert_eq!(t["budget"]["text"], "$3.00", "the token's task budget: {t}");
+    assert!(t["spend"]["tokens"].as_u64().unwrap() >= 1000, "{t}");
+    assert_eq!(t["spend"]["estimated"], true, "{t}");
+    let out = as_ann(&["--backend", "mine", "--id", "second", "do the work"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(err.contains("`ann` has spent"), "{err}");
+    assert!(err.contains("of 1k tokens today (UTC)"), "{err}");
+    // Another user (the admin here) is not held by ann's budget.
+    c.ok(&[
+        "--backend",
+        "mine",
+        "--id",
+        "third",
+        "--step",
+        "one",
+        "do the work",
+    ]);
+    // A node token has no budgets.
+    let out = c.run(&["token", "create", "--node", "n1", "--day-budget", "1k"]);
+    assert_ne!(out.status.code(), Some(0));
+}

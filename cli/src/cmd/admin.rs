@@ -101,7 +101,7 @@ pub(crate) async fn token(g: &Settings, action: TokenAction) -> Result<crate::ex
             if g.json {
                 let v: Vec<serde_json::Value> = tokens
                     .iter()
-                    .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "submits_per_minute": i.submits_per_minute, "max_active": i.max_active, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms, "expires_at_ms": (i.expires_at_ms > 0).then_some(i.expires_at_ms), "last_used_at_ms": (i.last_used_at_ms > 0).then_some(i.last_used_at_ms), "uses_max": (i.uses_max > 0).then_some(i.uses_max), "uses": (i.uses_max > 0).then_some(i.uses)}))
+                    .map(|i| serde_json::json!({"id": i.id, "kind": i.kind, "name": i.name, "role": i.role, "nodes": i.nodes, "submits_per_minute": i.submits_per_minute, "max_active": i.max_active, "created_at_ms": i.created_at_ms, "created_by": i.created_by, "revoked_at_ms": i.revoked_at_ms, "expires_at_ms": (i.expires_at_ms > 0).then_some(i.expires_at_ms), "last_used_at_ms": (i.last_used_at_ms > 0).then_some(i.last_used_at_ms), "uses_max": (i.uses_max > 0).then_some(i.uses_max), "uses": (i.uses_max > 0).then_some(i.uses), "task_budget": i.task_budget.as_ref().map(budget_text), "day_budget": i.day_budget.as_ref().map(budget_text)}))
                     .collect();
                 println!("{}", serde_json::Value::Array(v));
                 return Ok(crate::exit::Exit::Success);
@@ -304,4 +304,13 @@ pub(crate) async fn policy(g: &Settings, action: PolicyAction) -> Result<crate::
     };
     part(&by, &p.stored_yaml);
     Ok(crate::exit::Exit::Success)
+}
+
+/// A token's budget as people write it (`$5.00`, `2M tokens`).
+fn budget_text(b: &v1::Budget) -> String {
+    dispatch_core::budget::Budget {
+        usd_micros: b.usd_micros,
+        tokens: b.tokens,
+    }
+    .to_string()
 }
