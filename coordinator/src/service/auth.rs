@@ -294,6 +294,7 @@ mod tests {
                 answer: Some(s("answer")),
                 asked_at_ms: 1,
                 answered_at_ms: 2,
+                kind: "budget".into(),
             }],
             reason: s("reason"),
             exit_code: Some(1),

@@ -73,6 +73,13 @@ impl EventRules for TestRules {
                     freed_slot: true,
                 }
             }
+            EventKind::Activity { usage: Some(u), .. } => {
+                t.usage.insert(ev.attempt.max(1), u.clone());
+                Applied {
+                    kind: Some(ChangeKind::Activity),
+                    freed_slot: false,
+                }
+            }
             _ => Applied::default(),
         }
     }
@@ -770,6 +777,109 @@ async fn a_tool_call_is_decided_or_asked_and_always_sticks(kind: Kind) {
     );
 }
 
+/// Issue 25 (budgets): the event path counts each owner's spend per UTC day as usage comes in
+/// (what a run adds, not its running total again), and a task past its budget asks at its
+/// next tool call — a budget question carrying the call, no decision for the node — while a
+/// call the policy refuses is refused all the same.
+async fn a_task_past_its_budget_asks_and_its_spend_is_counted_once(kind: Kind) {
+    let Some(dir) = TestDb::new(
+        kind,
+        "a_task_past_its_budget_asks_and_its_spend_is_counted_once",
+    )
+    .await
+    else {
+        return;
+    };
+    let s = open(&dir).await;
+    let epoch = s
+        .open_session(&hello("n1", &[]), "a:1", 1)
+        .await
+        .unwrap()
+        .epoch;
+    let mut t = task("t");
+    t.owner = "ann".into();
+    t.budget = Some(dispatch_core::budget::TaskBudget::new(
+        dispatch_core::budget::Budget::parse("1k").unwrap(),
+    ));
+    let _ = s.insert_task(&t, None, None, None).await.unwrap();
+    let w = AssignWrite {
+        task_id: "t".into(),
+        node: "n1".into(),
+        epoch,
+        backend: "sim".into(),
+    };
+    let cmd = |t: &TaskRecord| NodeCommand::Cancel {
+        task_id: t.id.clone(),
+        attempt: 0,
+    };
+    assert!(s.assign(&w, 2, &cmd).await.unwrap().is_some());
+    let usage = |seq: u64, input: u64| {
+        ev(
+            "t",
+            seq,
+            EventKind::Activity {
+                lines: vec![],
+                usage: Some(dispatch_core::stream::Usage {
+                    input_tokens: input,
+                    model: "claude-sonnet-4-5".into(),
+                    ..Default::default()
+                }),
+            },
+        )
+    };
+    let call = |seq: u64, call: u64, command: &str| {
+        ev(
+            "t",
+            seq,
+            EventKind::ToolCall {
+                call,
+                tool: "Bash".into(),
+                input_json: serde_json::json!({ "command": command }).to_string(),
+                cwd: "/w".into(),
+            },
+        )
+    };
+    let k = key("n1", epoch);
+    let today = dispatch_core::budget::day_of(crate::now_ms());
+    record_calls(&*s, &k, vec![usage(1, 600), call(2, 1, "ls")]).await;
+    assert_eq!(s.day_spend("ann", today).await.unwrap().1, 600);
+    assert_eq!(
+        tool_decisions(&*s, 0).await.len(),
+        1,
+        "under budget: decided"
+    );
+    // The run's total grows to 1,200: 600 more, counted once.
+    record_calls(
+        &*s,
+        &k,
+        vec![usage(3, 1200), call(4, 2, "rm -rf x"), call(5, 3, "ls -la")],
+    )
+    .await;
+    let (usd, tokens) = s.day_spend("ann", today).await.unwrap();
+    assert_eq!(tokens, 1200);
+    assert_eq!(usd, 3600, "1,200 input tokens at $3 per million");
+    assert_eq!(s.day_spend("bob", today).await.unwrap(), (0, 0));
+    let d = tool_decisions(&*s, 0).await;
+    assert_eq!(
+        d.iter().map(|x| (x.1, x.2)).collect::<Vec<_>>(),
+        vec![(1, true), (2, false)],
+        "the refused call is refused; the allowed one past the budget is not decided"
+    );
+    let t = s.get_task("t").await.unwrap().unwrap();
+    assert_eq!(t.state, TaskState::Waiting);
+    let qs = s.questions_of(&["t"]).await.unwrap().remove("t").unwrap();
+    assert_eq!(qs.len(), 1);
+    assert_eq!(qs[0].kind(), "budget");
+    assert!(
+        qs[0].text.contains("`t` has used 1.2k of 1k tokens"),
+        "{}",
+        qs[0].text
+    );
+    let asked = qs[0].tool_call().unwrap();
+    assert_eq!(asked.call, 3);
+    assert_eq!(asked.budget.unwrap().spent.tokens, 1200);
+}
+
 async fn sessions_fence_their_tasks(kind: Kind) {
     let Some(dir) = TestDb::new(kind, "sessions_fence_their_tasks").await else {
         return;
@@ -1270,6 +1380,7 @@ on_both!(
     output_past_the_cap_leaves_a_marker_and_nothing_more,
     an_ended_task_keeps_its_state_and_a_question_is_asked_once,
     a_tool_call_is_decided_or_asked_and_always_sticks,
+    a_task_past_its_budget_asks_and_its_spend_is_counted_once,
     sessions_fence_their_tasks,
     compaction_keeps_what_a_user_reads,
     list_tasks_pages_newest_first,
@@ -1373,24 +1484,57 @@ async fn both_schemas_have_the_same_tables_and_columns() {
     let mut copied: Vec<&str> = super::migrate::TABLES.to_vec();
     copied.sort();
     assert_eq!(tables, copied, "a table migrate-store would leave behind");
+    // Each column's kind of value: the rows are read by the same code on both.
+    // The columns read as i32 (the rest are read as i64, which an INT4 column fails).
+    const INT4: [(&str, &str); 2] = [("tasks", "priority"), ("tasks", "exit_code")];
+    fn pg_kind(table: &str, column: &str, t: &str) -> &'static str {
+        match t {
+            "bigint" => "integer",
+            "integer" if INT4.contains(&(table, column)) => "integer",
+            "text" => "text",
+            // SQLite keeps a boolean as an integer (sqlx reads `bool` from either).
+            "boolean" => "integer",
+            "bytea" => "bytes",
+            other => panic!(
+                "PostgreSQL column {table}.{column} is {other}: integers read as i64 are BIGINT"
+            ),
+        }
+    }
+    fn sqlite_kind(t: &str) -> &'static str {
+        match t.to_ascii_uppercase().as_str() {
+            "INTEGER" | "BIGINT" | "INT" => "integer",
+            "TEXT" => "text",
+            "BOOLEAN" => "integer",
+            "BLOB" => "bytes",
+            other => panic!("SQLite type {other} has no PostgreSQL counterpart here"),
+        }
+    }
     for table in super::migrate::TABLES {
-        let mut on_pg: Vec<String> = sqlx::query_scalar(
-            "SELECT column_name::TEXT FROM information_schema.columns \
+        let on_pg: Vec<(String, String)> = sqlx::query_as(
+            "SELECT column_name::TEXT, data_type::TEXT FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name = $1",
         )
         .bind(table)
         .fetch_all(pg.raw())
         .await
         .unwrap();
-        let mut on_sqlite: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT name FROM pragma_table_info('{table}')"
+        let on_sqlite: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT name, type FROM pragma_table_info('{table}')"
         )))
         .fetch_all(lite.raw())
         .await
         .unwrap();
+        let mut on_pg: Vec<(String, &str)> = on_pg
+            .iter()
+            .map(|(c, t)| (c.clone(), pg_kind(table, c, t)))
+            .collect();
+        let mut on_sqlite: Vec<(String, &str)> = on_sqlite
+            .iter()
+            .map(|(c, t)| (c.clone(), sqlite_kind(t)))
+            .collect();
         on_pg.sort();
         on_sqlite.sort();
         assert!(!on_pg.is_empty(), "{table}");
-        assert_eq!(on_pg, on_sqlite, "the columns of `{table}`");
+        assert_eq!(on_pg, on_sqlite, "the columns of `{table}` and their types");
     }
 }
