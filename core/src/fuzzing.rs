@@ -189,3 +189,40 @@ pub fn policy(data: &[u8]) {
         }
     }
 }
+
+/// A budget as a person writes it (the first line), and a `budgets:` section around it: no
+/// panic; a budget that reads prints as it reads and limits something; raising it never
+/// lowers it; a spend of any size is priced without overflow.
+pub fn budget(data: &[u8]) {
+    use crate::budget::{Budget, Prices, Spend, parse_section};
+    let text = String::from_utf8_lossy(data);
+    let (line, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    if let Ok(b) = Budget::parse(line) {
+        assert!(!b.is_none(), "{line:?} read as no budget");
+        assert_eq!(Budget::parse(&b.to_string()), Ok(b), "{line:?} → {b}");
+        let spend = Spend {
+            usd_micros: b.usd_micros.wrapping_mul(3),
+            tokens: b.tokens.wrapping_mul(3),
+            estimated: false,
+        };
+        let up = b.raised(&b, &spend);
+        assert!(up.usd_micros >= b.usd_micros && up.tokens >= b.tokens, "{b} → {up}");
+        assert!(!up.reached_by(&Spend::default()), "{up}");
+        let _ = b.against(&spend);
+    }
+    let _ = parse_section(&format!("budgets:\n  task: {line}\n{rest}"));
+    let n = |i: usize| {
+        data.get(i..i + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    let u = crate::stream::Usage {
+        input_tokens: n(0),
+        output_tokens: n(8),
+        cache_read_tokens: n(16),
+        cache_write_tokens: n(24),
+        cost_usd: data.first().filter(|b| **b > 128).map(|_| n(32) as f64 / 7.0),
+        model: line.chars().take(40).collect(),
+        ..Default::default()
+    };
+    let _ = Prices::default().spend(&u, "").describe();
+}

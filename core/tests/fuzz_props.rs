@@ -163,6 +163,16 @@ proptest! {
     }
 
     #[test]
+    fn budget_like_text(s in "(\\$|usd ?)?[0-9]{0,14}(\\.[0-9]{0,8})? ?(k|m|M|g|usd|\\$|tokens?)?(, ?[0-9.]{0,8}[kM]?)?\n[a-z:$ 0-9\n{}]{0,40}") {
+        fuzzing::budget(s.as_bytes());
+    }
+
+    #[test]
+    fn budget_bytes(b in prop::collection::vec(any::<u8>(), 0..256)) {
+        fuzzing::budget(&b);
+    }
+
+    #[test]
     fn signed_spec_bytes(b in prop::collection::vec(any::<u8>(), 0..1024)) {
         fuzzing::signed_spec(&b);
     }
