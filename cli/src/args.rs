@@ -722,6 +722,11 @@ pub(crate) enum DaemonAction {
     },
 }
 
+/// A budget as `--budget` takes it (checked here; sent as written).
+fn parse_budget(s: &str) -> Result<String, String> {
+    dispatch_core::budget::Budget::parse(s).map(|b| b.to_string())
+}
+
 #[cfg(test)]
 mod examples {
     use super::Cli;
@@ -792,9 +797,4 @@ mod examples {
         walk(&Cli::command(), "dispatch", &mut seen);
         assert!(seen > 40, "{seen} examples");
     }
-}
-
-/// A budget as `--budget` takes it (checked here; sent as written).
-fn parse_budget(s: &str) -> Result<String, String> {
-    dispatch_core::budget::Budget::parse(s).map(|b| b.to_string())
 }

@@ -219,7 +219,7 @@ impl TokenBudgets {
 pub fn usd_text(micros: u64) -> String {
     let whole = micros / 1_000_000;
     let frac = micros % 1_000_000;
-    if frac % 10_000 == 0 {
+    if frac.is_multiple_of(10_000) {
         return format!("${whole}.{:02}", frac / 10_000);
     }
     let digits = format!("{frac:06}");
@@ -228,9 +228,9 @@ pub fn usd_text(micros: u64) -> String {
 
 /// An exact token count as [`Budget::parse`] reads it: `2M`, `200k`, `1500`.
 fn token_text(n: u64) -> String {
-    if n % 1_000_000 == 0 {
+    if n.is_multiple_of(1_000_000) {
         format!("{}M", n / 1_000_000)
-    } else if n % 1_000 == 0 {
+    } else if n.is_multiple_of(1_000) {
         format!("{}k", n / 1_000)
     } else {
         n.to_string()

@@ -206,7 +206,10 @@ pub fn budget(data: &[u8]) {
             estimated: false,
         };
         let up = b.raised(&b, &spend);
-        assert!(up.usd_micros >= b.usd_micros && up.tokens >= b.tokens, "{b} → {up}");
+        assert!(
+            up.usd_micros >= b.usd_micros && up.tokens >= b.tokens,
+            "{b} → {up}"
+        );
         assert!(!up.reached_by(&Spend::default()), "{up}");
         let _ = b.against(&spend);
     }
@@ -220,7 +223,10 @@ pub fn budget(data: &[u8]) {
         output_tokens: n(8),
         cache_read_tokens: n(16),
         cache_write_tokens: n(24),
-        cost_usd: data.first().filter(|b| **b > 128).map(|_| n(32) as f64 / 7.0),
+        cost_usd: data
+            .first()
+            .filter(|b| **b > 128)
+            .map(|_| n(32) as f64 / 7.0),
         model: line.chars().take(40).collect(),
         ..Default::default()
     };
