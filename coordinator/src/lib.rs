@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod links;
 pub mod metrics;
 pub mod model;
 pub mod notify;
@@ -176,6 +177,8 @@ pub struct Coordinator {
     ack_waiters: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
     /// The tool policy tasks run under: the config file's and the one admins set, together.
     policy: std::sync::RwLock<Arc<dispatch_core::policy::PolicyConfig>>,
+    /// One-time answer links (None without `notify.public_url`).
+    pub links: Option<Arc<links::Links>>,
 }
 
 impl Coordinator {
@@ -201,8 +204,14 @@ impl Coordinator {
         store: Arc<dyn Store>,
     ) -> anyhow::Result<Arc<Coordinator>> {
         let (scheduler, rx) = SchedulerHandle::new();
-        let notifier =
-            notify::Notifier::start(config.notify.clone()).map_err(anyhow::Error::msg)?;
+        let links = match &config.notify.public_url {
+            Some(url) => Some(Arc::new(
+                links::Links::load(Arc::clone(&store), url, config.notify.link_ttl()).await?,
+            )),
+            None => None,
+        };
+        let notifier = notify::Notifier::start(config.notify.clone(), links.clone())
+            .map_err(anyhow::Error::msg)?;
         let c = Arc::new(Coordinator {
             store,
             registry: NodeRegistry::default(),
@@ -216,6 +225,7 @@ impl Coordinator {
             streams: Default::default(),
             ack_waiters: Default::default(),
             policy: Default::default(),
+            links,
         });
         c.load_policy().await?;
         scheduler::spawn(Arc::downgrade(&c), rx);

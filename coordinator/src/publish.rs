@@ -101,25 +101,37 @@ impl Publisher {
     }
 
     fn notify(&self, c: &TaskChange) {
+        if !self.notifier.enabled() {
+            return;
+        }
         let t = &c.task;
+        let around = |mut n: Notification| {
+            n.owner = t.owner.clone();
+            let (done, all) = dispatch_core::Plan::parse(&t.plan_md).progress();
+            n.items_done = done as u32;
+            n.items = all as u32;
+            n
+        };
         if c.kind == crate::model::ChangeKind::Question
             && let Some(q) = c
                 .question
                 .and_then(|seq| c.questions.iter().find(|q| q.seq == seq))
         {
-            self.notifier.send(Notification::question(
+            let mut n = around(Notification::question(
                 &t.id, &t.title, &t.node, q.seq, &q.text,
             ));
+            n.kind = q.kind().to_string();
+            self.notifier.send(n);
         }
         if c.ended() {
-            self.notifier.send(Notification::ended(
+            self.notifier.send(around(Notification::ended(
                 &t.id,
                 &t.title,
                 &t.node,
                 t.state.as_str(),
                 &t.reason,
                 t.attempt,
-            ));
+            )));
         }
     }
 }

@@ -36,6 +36,29 @@ pub fn render(cfg: &Config) -> String {
         for (key, value) in cfg.notify.entries() {
             out.push_str(&format!("  {key}: {}\n", q(value)));
         }
+        if !cfg.notify.targets.is_empty() {
+            out.push_str("  targets:\n");
+            for t in &cfg.notify.targets {
+                let mut parts: Vec<String> = [
+                    ("slack", &t.slack),
+                    ("discord", &t.discord),
+                    ("teams", &t.teams),
+                    ("ntfy", &t.ntfy),
+                    ("token_file", &t.token_file),
+                    ("ca", &t.ca),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_deref().map(|v| format!("{k}: {}", q(v))))
+                .collect();
+                for (k, list) in [("users", &t.users), ("events", &t.events)] {
+                    if !list.is_empty() {
+                        let items: Vec<String> = list.iter().map(|v| q(v)).collect();
+                        parts.push(format!("{k}: [{}]", items.join(", ")));
+                    }
+                }
+                out.push_str(&format!("    - {{ {} }}\n", parts.join(", ")));
+            }
+        }
     }
     if let Some(f) = &cfg.fallback {
         out.push_str("fallback:\n");

@@ -29,12 +29,134 @@ pub struct NotifyConfig {
     /// The CA (PEM file) of an `https://` webhook whose certificate is not in the system roots.
     #[serde(default)]
     pub ca: Option<String>,
+    /// Where people reach the coordinator's dashboard (`https://dispatch.example.com`): the
+    /// one-time answer links and task links of notifications point there (none without it).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// How long an answer link works (`24h` when not set).
+    #[serde(default)]
+    pub link_ttl: Option<String>,
+    /// Receivers people read: Slack, Discord, Teams, ntfy.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+/// A receiver in its own format. Exactly one of `slack`, `discord`, `teams` and `ntfy` names
+/// its URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// A Slack incoming webhook (`https://hooks.slack.com/services/…`).
+    #[serde(default)]
+    pub slack: Option<String>,
+    /// A Discord channel webhook (`https://discord.com/api/webhooks/…`).
+    #[serde(default)]
+    pub discord: Option<String>,
+    /// A Microsoft Teams Workflows webhook (an Adaptive Card is posted).
+    #[serde(default)]
+    pub teams: Option<String>,
+    /// An ntfy topic URL (`https://ntfy.sh/my-topic`).
+    #[serde(default)]
+    pub ntfy: Option<String>,
+    /// A file holding the ntfy access token (sent as a bearer token).
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// Only tasks of these users (empty: everyone's).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// What it is told: `question`, `task_ended` (empty: both).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// The CA (PEM file) of a receiver whose certificate is not in the system roots.
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+impl Target {
+    /// Its kind and URL.
+    pub fn endpoint(&self) -> Option<(&'static str, &str)> {
+        [
+            ("slack", &self.slack),
+            ("discord", &self.discord),
+            ("teams", &self.teams),
+            ("ntfy", &self.ntfy),
+        ]
+        .into_iter()
+        .find_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+    }
+
+    /// Whether it is told `event` of a task of `owner`.
+    pub fn wants(&self, event: &str, owner: &str) -> bool {
+        (self.events.is_empty() || self.events.iter().any(|e| e == event))
+            && (self.users.is_empty() || self.users.iter().any(|u| u == owner))
+    }
+
+    fn validate(&self, i: usize) -> Result<(), String> {
+        let set = [&self.slack, &self.discord, &self.teams, &self.ntfy]
+            .iter()
+            .filter(|v| v.is_some())
+            .count();
+        let Some((kind, url)) = self.endpoint().filter(|_| set == 1) else {
+            return Err(format!(
+                "notify.targets[{i}] names {set} receivers; give exactly one of slack, discord, teams or ntfy (its URL)"
+            ));
+        };
+        if !url.starts_with("https://") && !url.starts_with("http://") {
+            return Err(format!(
+                "notify.targets[{i}].{kind} `{url}` is not an https:// (or http://) URL"
+            ));
+        }
+        if kind == "ntfy" {
+            let topic = url
+                .split("://")
+                .nth(1)
+                .and_then(|r| r.split_once('/'))
+                .map(|(_, t)| t);
+            if !topic.is_some_and(|t| {
+                !t.is_empty()
+                    && t.len() <= 64
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }) {
+                return Err(format!(
+                    "notify.targets[{i}].ntfy `{url}` is not a topic URL such as https://ntfy.sh/my-topic"
+                ));
+            }
+        } else if self.token_file.is_some() {
+            return Err(format!(
+                "notify.targets[{i}].token_file is for ntfy; a {kind} webhook carries its secret in its URL"
+            ));
+        }
+        for e in &self.events {
+            if e != "question" && e != "task_ended" {
+                return Err(format!(
+                    "notify.targets[{i}].events: `{e}` is not an event; use question and/or task_ended"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where an ntfy topic URL posts its JSON (the server's root) and the topic.
+pub fn ntfy_parts(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (host, topic) = rest.split_once('/')?;
+    Some((format!("{scheme}://{host}/"), topic.to_string()))
 }
 
 impl NotifyConfig {
     /// True when nothing is configured.
     pub fn is_empty(&self) -> bool {
-        self.command.is_none() && self.webhook.is_none()
+        self.command.is_none() && self.webhook.is_none() && self.targets.is_empty()
+    }
+
+    /// How long an answer link works.
+    pub fn link_ttl(&self) -> std::time::Duration {
+        self.link_ttl
+            .as_deref()
+            .and_then(|t| crate::duration::parse(t).ok())
+            .unwrap_or(std::time::Duration::from_secs(24 * 3600))
     }
 
     /// The keys that are set, in the file's order (for writing a config back).
@@ -44,6 +166,8 @@ impl NotifyConfig {
             ("webhook", &self.webhook),
             ("secret", &self.secret),
             ("ca", &self.ca),
+            ("public_url", &self.public_url),
+            ("link_ttl", &self.link_ttl),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
@@ -62,6 +186,28 @@ impl NotifyConfig {
         }
         if self.webhook.is_none() && (self.secret.is_some() || self.ca.is_some()) {
             return Err("notify.secret and notify.ca are for a webhook; set notify.webhook".into());
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            t.validate(i)?;
+        }
+        if let Some(u) = &self.public_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(format!(
+                "notify.public_url `{u}` is not the dashboard's https:// (or http://) address"
+            ));
+        }
+        if let Some(t) = &self.link_ttl {
+            match crate::duration::parse(t) {
+                Ok(d)
+                    if d >= std::time::Duration::from_secs(60)
+                        && d <= std::time::Duration::from_secs(30 * 24 * 3600) => {}
+                _ => {
+                    return Err(format!(
+                        "notify.link_ttl `{t}`: give a duration from 1m to 30d (e.g. 24h)"
+                    ));
+                }
+            }
         }
         if let Some(s) = &self.secret
             && s.len() < 16
@@ -139,6 +285,56 @@ mod tests {
                 .contains("set notify.webhook")
         );
         assert!(parse("notify: [1, 2").unwrap_err().contains("line"));
+        // Receivers people read, one kind each.
+        let n = parse(
+            "notify:\n  public_url: https://dispatch.example\n  targets:\n    - slack: https://hooks.slack.com/services/T/B/X\n    - ntfy: https://ntfy.sh/ann-dispatch\n      users: [ann]\n      events: [question]\n",
+        )
+        .unwrap();
+        assert_eq!(n.targets.len(), 2);
+        assert_eq!(
+            n.targets[1].endpoint(),
+            Some(("ntfy", "https://ntfy.sh/ann-dispatch"))
+        );
+        assert!(n.targets[1].wants("question", "ann"));
+        assert!(!n.targets[1].wants("question", "bob"));
+        assert!(!n.targets[1].wants("task_ended", "ann"));
+        assert!(n.targets[0].wants("task_ended", "bob"));
+        assert_eq!(
+            ntfy_parts("https://ntfy.sh/ann-dispatch"),
+            Some(("https://ntfy.sh/".into(), "ann-dispatch".into()))
+        );
+        for (bad, says) in [
+            (
+                "    - { slack: https://a, discord: https://b }\n",
+                "names 2 receivers",
+            ),
+            ("    - { users: [ann] }\n", "names 0 receivers"),
+            ("    - { teams: ftp://x }\n", "not an https://"),
+            ("    - { ntfy: https://ntfy.sh/ }\n", "not a topic URL"),
+            ("    - { ntfy: https://ntfy.sh/a/b }\n", "not a topic URL"),
+            (
+                "    - { slack: https://a, token_file: /t }\n",
+                "token_file is for ntfy",
+            ),
+            (
+                "    - { slack: https://a, events: [started] }\n",
+                "`started` is not an event",
+            ),
+            ("    - { slak: https://a }\n", "unknown field `slak`"),
+        ] {
+            let e = parse(&format!("notify:\n  targets:\n{bad}")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(
+            parse("notify:\n  public_url: dispatch.example\n")
+                .unwrap_err()
+                .contains("public_url")
+        );
+        assert!(
+            parse("notify:\n  link_ttl: 90d\n")
+                .unwrap_err()
+                .contains("from 1m to 30d")
+        );
         let seed = include_str!("../../tests/fixtures/seed/config-example.yaml");
         assert!(
             parse(seed).unwrap().is_empty(),

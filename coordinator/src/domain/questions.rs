@@ -141,15 +141,20 @@ impl Coordinator {
             Ok((q.seq, tr))
         };
         let request = (!request_id.is_empty()).then_some(request_id);
+        let via_link = matches!(who, Principal::User { token, .. } if token.starts_with("link:"));
         let audit = AuditEntry::new(
             who,
             "answer",
             id,
-            if seq == 0 {
-                "the oldest open question".to_string()
-            } else {
-                format!("question {seq:03}")
-            },
+            format!(
+                "{}{}",
+                if seq == 0 {
+                    "the oldest open question".to_string()
+                } else {
+                    dispatch_core::policy::question_label(seq)
+                },
+                if via_link { " via a one-time link" } else { "" }
+            ),
         );
         let (done, seq) = match self
             .store

@@ -197,3 +197,16 @@ pub struct AuditRecord {
     /// The entry.
     pub entry: AuditEntry,
 }
+
+/// What taking a one-time answer link found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTaken {
+    /// It is used now.
+    Taken,
+    /// It was used before, at this time (ms since the epoch).
+    Used(i64),
+    /// It expired.
+    Expired,
+    /// No such link was handed out (for that question).
+    Unknown,
+}

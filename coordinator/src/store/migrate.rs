@@ -16,7 +16,7 @@ use std::path::Path;
 use tokio_stream::StreamExt;
 
 /// Every table a store holds, parents first.
-pub const TABLES: [&str; 14] = [
+pub const TABLES: [&str; 16] = [
     "tasks",
     "task_texts",
     "events",
@@ -31,6 +31,8 @@ pub const TABLES: [&str; 14] = [
     "task_bundles",
     "policies",
     "spend_days",
+    "secrets",
+    "answer_links",
 ];
 
 /// Rows per INSERT, and bytes: a statement stays well under PostgreSQL's 65,535 parameters

@@ -503,6 +503,21 @@ pub trait AccessStore: Send + Sync {
     ) -> Result<crate::model::Forgot>;
     /// Records a change that no other write carries.
     async fn audit(&self, entry: &AuditEntry, now_ms: i64) -> Result<()>;
+    /// The secret named `name`: the stored one, or `fresh`, stored now (the first start; of
+    /// replicas starting together, every one gets the one stored first).
+    async fn secret(&self, name: &str, fresh: &str) -> Result<String>;
+    /// Keeps an answer link handed out: bound to question `seq` of `task`, until `expires_ms`.
+    async fn add_answer_link(&self, id: &str, task: &str, seq: u32, expires_ms: i64) -> Result<()>;
+    /// Takes answer link `id` at `now_ms` for question `seq` of `task`: Taken (it is used from
+    /// now on) when it was handed out for exactly that question, has not expired and was not
+    /// used; else why not.
+    async fn take_answer_link(
+        &self,
+        id: &str,
+        task: &str,
+        seq: u32,
+        now_ms: i64,
+    ) -> Result<crate::model::LinkTaken>;
     /// What `owner` spent on UTC day `day` (days since the epoch), as the event path counted
     /// it: (millionths of a dollar, tokens).
     async fn day_spend(&self, owner: &str, day: i64) -> Result<(u64, u64)>;

@@ -8,6 +8,7 @@
 //! reads (no polling); the page works without JavaScript, read-only views included. Login is a
 //! token (the CLI's), kept in an HttpOnly, SameSite=Strict cookie. Assets are compiled in.
 
+mod answer_link;
 mod html;
 mod session;
 
@@ -230,6 +231,10 @@ fn routes(app: App) -> axum::Router {
         .route("/task/{id}/cancel", post(cancel))
         .route("/task/{id}/retry", post(retry))
         .route("/inbox", get(inbox))
+        .route(
+            "/a/{token}",
+            get(answer_link::page).post(answer_link::answer),
+        )
         .route("/nodes", get(nodes))
         .route("/events", get(events))
         .route("/static/app.css", get(css))

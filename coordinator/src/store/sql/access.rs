@@ -210,6 +210,82 @@ impl AccessStore for Backend {
         Ok(Forgot::Forgotten)
     }
 
+    async fn secret(&self, name: &str, fresh: &str) -> Result<String> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fresh)
+        .execute(&mut *tx)
+        .await?;
+        let value: String = sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
+    async fn add_answer_link(&self, id: &str, task: &str, seq: u32, expires_ms: i64) -> Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query(
+            "INSERT INTO answer_links (id, task_id, seq, expires_ms) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(task)
+        .bind(i64::from(seq))
+        .bind(expires_ms)
+        .execute(&mut *tx)
+        .await?;
+        // Links that expired a day ago are of no use to anyone.
+        sqlx::query("DELETE FROM answer_links WHERE expires_ms < $1")
+            .bind(crate::now_ms() - 86_400_000)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn take_answer_link(
+        &self,
+        id: &str,
+        task: &str,
+        seq: u32,
+        now_ms: i64,
+    ) -> Result<crate::model::LinkTaken> {
+        use crate::model::LinkTaken;
+        let mut tx = self.write().await?;
+        let row: Option<(String, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT task_id, seq, expires_ms, used_ms FROM answer_links WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let taken = match row {
+            Some((t, s, _, _)) if t != task || s != i64::from(seq) => LinkTaken::Unknown,
+            None => LinkTaken::Unknown,
+            Some((_, _, _, Some(used))) => LinkTaken::Used(used),
+            Some((_, _, expires, None)) if expires <= now_ms => LinkTaken::Expired,
+            Some(_) => {
+                let r = sqlx::query(
+                    "UPDATE answer_links SET used_ms = $2 WHERE id = $1 AND used_ms IS NULL",
+                )
+                .bind(id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() == 1 {
+                    LinkTaken::Taken
+                } else {
+                    LinkTaken::Used(now_ms)
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(taken)
+    }
+
     async fn day_spend(&self, owner: &str, day: i64) -> Result<(u64, u64)> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT usd_micros, tokens FROM spend_days WHERE owner = $1 AND day = $2",

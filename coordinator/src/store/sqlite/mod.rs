@@ -59,6 +59,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0019_policies.sql"),
     include_str!("../../../migrations/0020_reset_resumes.sql"),
     include_str!("../../../migrations/0021_budgets.sql"),
+    include_str!("../../../migrations/0022_answer_links.sql"),
 ];
 
 /// The SQLite store.

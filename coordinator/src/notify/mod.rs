@@ -1,6 +1,10 @@
 //! Notifications: a command and/or a webhook (https with rustls, or http; signed with
-//! HMAC-SHA256 when a secret is set), run when a question arrives or a task ends. They run on
-//! their own task with bounded retries and never hold up the event path.
+//! HMAC-SHA256 when a secret is set), and receivers people read (Slack, Discord, Teams, ntfy:
+//! [`formats`]) with a one-time answer link ([`crate::links`]), run when a question arrives or
+//! a task ends. They run on their own task with bounded retries and never hold up the event
+//! path.
+
+pub mod formats;
 
 use dispatch_core::notify::NotifyConfig;
 use std::collections::HashSet;
@@ -14,7 +18,7 @@ const QUEUE: usize = 1024;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One thing worth telling a person.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Notification {
     /// `question` or `task_ended`.
     pub event: &'static str,
@@ -32,6 +36,16 @@ pub struct Notification {
     pub seq: u32,
     /// Question text, for `question`.
     pub question: String,
+    /// What the question asks: "" (a worker's question), "approval" or "budget".
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// Who owns the task.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    /// Its plan's items done, and in all.
+    pub items_done: u32,
+    /// See `items_done`.
+    pub items: u32,
     #[serde(skip)]
     attempt: u32,
 }
@@ -49,6 +63,7 @@ impl Notification {
             seq,
             question: text.into(),
             attempt: 0,
+            ..Default::default()
         }
     }
 
@@ -71,6 +86,7 @@ impl Notification {
             seq: 0,
             question: String::new(),
             attempt,
+            ..Default::default()
         }
     }
 }
@@ -82,9 +98,13 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// A notifier for `config` (doing nothing when it is empty); an error when its webhook
-    /// cannot be used (a bad URL, an unreadable CA file).
-    pub fn start(config: NotifyConfig) -> Result<Notifier, String> {
+    /// A notifier for `config` (doing nothing when it is empty), with answer links from
+    /// `links`; an error when a receiver cannot be used (a bad URL, an unreadable CA or token
+    /// file).
+    pub fn start(
+        config: NotifyConfig,
+        links: Option<std::sync::Arc<crate::links::Links>>,
+    ) -> Result<Notifier, String> {
         if config.is_empty() {
             return Ok(Notifier {
                 tx: None,
@@ -96,14 +116,65 @@ impl Notifier {
             .as_deref()
             .map(|url| Webhook::new(url, &config))
             .transpose()?;
+        let mut targets = Vec::new();
+        for (i, t) in config.targets.iter().enumerate() {
+            targets.push((t.clone(), start_target(i, t)?));
+        }
+        // The command and the webhook: one worker, in order, as before.
+        let plain = if config.command.is_some() || webhook.is_some() {
+            let (ptx, mut prx) = mpsc::channel::<Notification>(QUEUE);
+            let command = config.command.clone();
+            tokio::spawn(async move {
+                while let Some(n) = prx.recv().await {
+                    if let Some(cmd) = &command {
+                        retry("notify command", &n, || run_command(cmd, &n)).await;
+                    }
+                    if let Some(w) = &webhook {
+                        retry("notify webhook", &n, || w.post(&n)).await;
+                    }
+                }
+            });
+            Some(ptx)
+        } else {
+            None
+        };
         let (tx, mut rx) = mpsc::channel::<Notification>(QUEUE);
         tokio::spawn(async move {
             while let Some(n) = rx.recv().await {
-                if let Some(cmd) = &config.command {
-                    retry("notify command", &n, || run_command(cmd, &n)).await;
+                if let Some(p) = &plain
+                    && p.try_send(n.clone()).is_err()
+                {
+                    tracing::warn!(task = %n.task, "notification queue full; the command and webhook miss one");
                 }
-                if let Some(w) = &webhook {
-                    retry("notify webhook", &n, || w.post(&n)).await;
+                let wanted: Vec<&mpsc::Sender<std::sync::Arc<formats::Message>>> = targets
+                    .iter()
+                    .filter(|(t, _)| t.wants(n.event, &n.owner))
+                    .map(|(_, q)| q)
+                    .collect();
+                if wanted.is_empty() {
+                    continue;
+                }
+                // One link per question, whatever the number of receivers.
+                let answer_link = match &links {
+                    Some(l) if n.event == "question" => match l.make(&n.task, n.seq).await {
+                        Ok(url) => Some(url),
+                        Err(e) => {
+                            tracing::warn!(task = %n.task, error = %e, "cannot make an answer link; the notification goes without one");
+                            None
+                        }
+                    },
+                    _ => None,
+                };
+                let task_link = links.as_ref().map(|l| l.task_url(&n.task));
+                let m = std::sync::Arc::new(formats::Message {
+                    n,
+                    answer_link,
+                    task_link,
+                });
+                for q in wanted {
+                    if q.try_send(std::sync::Arc::clone(&m)).is_err() {
+                        tracing::warn!(task = %m.n.task, "a receiver's queue is full; it misses a notification");
+                    }
                 }
             }
         });
@@ -111,6 +182,11 @@ impl Notifier {
             tx: Some(tx),
             sent: Default::default(),
         })
+    }
+
+    /// Whether anything is told at all.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
     }
 
     /// Queues `n` (once per task, event, question or worker run, and state).
@@ -133,6 +209,58 @@ impl Notifier {
             tracing::warn!("notification queue full; a notification was dropped");
         }
     }
+}
+
+/// Starts the worker that posts to target `i` in its format: its own queue, so a slow
+/// receiver holds up no other.
+fn start_target(
+    i: usize,
+    t: &dispatch_core::notify::Target,
+) -> Result<mpsc::Sender<std::sync::Arc<formats::Message>>, String> {
+    let Some((kind, url)) = t.endpoint() else {
+        return Err(format!("notify.targets[{i}] names no receiver"));
+    };
+    let what = format!("notify.targets[{i}].{kind}");
+    let (post_url, topic) = if kind == "ntfy" {
+        let (root, topic) = dispatch_core::notify::ntfy_parts(url)
+            .ok_or_else(|| format!("{what} `{url}` is not a topic URL"))?;
+        (root, topic)
+    } else {
+        (url.to_string(), String::new())
+    };
+    let hook = Webhook::to(&post_url, &what, t.ca.as_deref(), None)?;
+    let token = match &t.token_file {
+        Some(f) => {
+            let token = std::fs::read_to_string(f)
+                .map_err(|e| format!("notify.targets[{i}].token_file {f}: {e}"))?;
+            let token = token.trim().to_string();
+            if token.is_empty() || token.contains(char::is_whitespace) {
+                return Err(format!(
+                    "notify.targets[{i}].token_file {f} holds no token (one line, no spaces)"
+                ));
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let (tx, mut rx) = mpsc::channel::<std::sync::Arc<formats::Message>>(QUEUE);
+    let label = format!("notify {kind}");
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let body = match kind {
+                "slack" => formats::slack(&m),
+                "discord" => formats::discord(&m),
+                "teams" => formats::teams(&m),
+                _ => formats::ntfy(&m, &topic),
+            };
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            retry(&label, &m.n, || {
+                hook.post_json(&hook.path, &body, token.as_deref())
+            })
+            .await;
+        }
+    });
+    Ok(tx)
 }
 
 async fn retry<F, Fut>(what: &str, n: &Notification, mut f: F)
@@ -275,14 +403,28 @@ struct Webhook {
 
 impl Webhook {
     fn new(url: &str, config: &NotifyConfig) -> Result<Webhook, String> {
+        Webhook::to(
+            url,
+            "notify.webhook",
+            config.ca.as_deref(),
+            config.secret.clone(),
+        )
+    }
+
+    /// A receiver at `url` (`what` names it in errors), trusting `ca` when given (else the
+    /// system roots), signing posts with `secret` when given.
+    fn to(
+        url: &str,
+        what: &str,
+        ca: Option<&str>,
+        secret: Option<String>,
+    ) -> Result<Webhook, String> {
         let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = url.strip_prefix("http://") {
             (false, r)
         } else {
-            return Err(format!(
-                "notify.webhook `{url}` is not an https:// or http:// URL"
-            ));
+            return Err(format!("{what} `{url}` is not an https:// or http:// URL"));
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
@@ -291,15 +433,15 @@ impl Webhook {
         };
         if authority.is_empty() || authority.contains('@') {
             return Err(format!(
-                "notify.webhook `{url}` has no host, or has credentials in it (use notify.secret to sign posts)"
+                "{what} `{url}` has no host, or has credentials in it (use notify.secret to sign posts)"
             ));
         }
         let default_port = if https { 443 } else { 80 };
-        let bad_port = |p: &str| format!("notify.webhook `{url}`: `{p}` is not a port");
+        let bad_port = |p: &str| format!("{what} `{url}`: `{p}` is not a port");
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or_else(|| {
-                format!("notify.webhook `{url}`: an IPv6 host needs its closing `]`")
-            })?;
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{what} `{url}`: an IPv6 host needs its closing `]`"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| bad_port(p))?,
                 None if after.is_empty() => default_port,
@@ -319,7 +461,7 @@ impl Webhook {
         };
         let tls = if https {
             let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-            match &config.ca {
+            match ca {
                 Some(ca) => {
                     use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject};
                     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
@@ -347,7 +489,7 @@ impl Webhook {
             .with_no_client_auth();
             Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)))
         } else {
-            if config.secret.is_some() {
+            if secret.is_some() {
                 tracing::warn!(%url, "the webhook is plain http: its signature proves who sent a post, but anyone on the path can read it");
             }
             None
@@ -359,7 +501,7 @@ impl Webhook {
             host,
             path,
             tls,
-            secret: config.secret.clone(),
+            secret,
         })
     }
 
@@ -384,24 +526,68 @@ impl Webhook {
         }
     }
 
+    /// One HTTP/1.1 POST of `body` (JSON) in a receiver's own format, with a bearer token
+    /// when given; any 2xx status is success.
+    async fn post_json(&self, path: &str, body: &[u8], bearer: Option<&str>) -> Result<(), String> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
+        let bearer = bearer.map(|b| format!("Bearer {b}"));
+        let extra = bearer.as_deref().map(|b| ("authorization", b));
+        match &self.tls {
+            Some(connector) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| format!("`{}` is not a TLS server name: {e}", self.host))?;
+                let stream = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {}: {e}", self.addr))?;
+                self.send(stream, path, None, body, extra).await
+            }
+            None => self.send(tcp, path, None, body, extra).await,
+        }
+    }
+
     /// The POST itself, over `stream` (TCP or TLS), by hyper's HTTP/1.1 client: the
     /// delivery's id and timestamp headers, and its signatures when a secret is set.
     async fn exchange<S>(&self, stream: S, id: &str, body: &[u8]) -> Result<(), String>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        self.send(stream, &self.path, Some(id), body, None).await
+    }
+
+    /// A POST of `body` to `path`: as a signed delivery when `id` is given, with one more
+    /// header when `extra` is.
+    async fn send<S>(
+        &self,
+        stream: S,
+        path: &str,
+        id: Option<&str>,
+        body: &[u8],
+        extra: Option<(&str, &str)>,
+    ) -> Result<(), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let timestamp = crate::now_ms() / 1000;
-        let mut req = hyper::Request::post(self.path.as_str())
+        let mut req = hyper::Request::post(path)
             .header(hyper::header::HOST, self.authority.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(
                 hyper::header::USER_AGENT,
                 format!("dispatch/{}", crate::VERSION),
             )
-            .header(hyper::header::CONNECTION, "close")
-            .header(WEBHOOK_ID, id)
-            .header(WEBHOOK_TIMESTAMP, timestamp.to_string());
-        if let Some(secret) = &self.secret {
+            .header(hyper::header::CONNECTION, "close");
+        if let Some((name, value)) = extra {
+            req = req.header(name, value);
+        }
+        if let Some(id) = id {
+            req = req
+                .header(WEBHOOK_ID, id)
+                .header(WEBHOOK_TIMESTAMP, timestamp.to_string());
+        }
+        if let (Some(secret), Some(id)) = (&self.secret, id) {
             req = req
                 .header(
                     WEBHOOK_SIGNATURE,

@@ -1,0 +1,239 @@
+//! A question that finds its person (issue 25): the coordinator posts it to Slack, Discord,
+//! Teams and ntfy receivers (local mock receivers that record each post) in each one's format,
+//! routed by the task's owner, each with the same one-time answer link; the link opens a page
+//! on the dashboard that answers once, as the task's owner, and refuses a second use, an
+//! altered link and a link to another question.
+
+use dispatch_tests::{AgentOpts, Cluster, text, wait_until};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+
+/// One recorded post: its path, headers (lower-case names) and body.
+#[derive(Debug, Clone)]
+struct Post {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: serde_json::Value,
+}
+
+/// A receiver on loopback that answers every POST with `status` and records it.
+fn receiver(status: &'static str) -> (String, Arc<Mutex<Vec<Post>>>) {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", server.local_addr().unwrap());
+    let posts: Arc<Mutex<Vec<Post>>> = Default::default();
+    let kept = Arc::clone(&posts);
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(conn) = conn else { continue };
+            let mut w = conn.try_clone().unwrap();
+            let mut reader = BufReader::new(conn);
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            let path = first.split(' ').nth(1).unwrap_or_default().to_string();
+            let mut headers = Vec::new();
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.trim_end().split_once(':') {
+                    let k = k.trim().to_ascii_lowercase();
+                    if k == "content-length" {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    headers.push((k, v.trim().to_string()));
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let _ = w.write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            kept.lock().unwrap().push(Post {
+                path,
+                headers,
+                body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            });
+        }
+    });
+    (url, posts)
+}
+
+/// `method` `url` with a form body (None: a GET): the status and the page.
+fn http(method: &str, url: &str, form: Option<&str>) -> (u16, String) {
+    dispatch_tests::http_request(method, url, &[], form.unwrap_or_default())
+}
+
+#[test]
+fn a_question_reaches_each_receiver_in_its_format_and_its_link_answers_once() {
+    let (hooks, posts) = receiver("200 OK");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let web = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("coordinator.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "notify:\n  public_url: {web}\n  targets:\n    - slack: {hooks}/slack\n    - discord: {hooks}/discord\n      events: [question]\n    - teams: {hooks}/teams\n    - ntfy: {hooks}/admin-topic\n      users: [admin]\n    - ntfy: {hooks}/bob-topic\n      users: [bob]\n"
+        ),
+    )
+    .unwrap();
+    let mut c = Cluster::with_coordinator_args(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "--http-listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    c.add_agent(AgentOpts::new("box", 2));
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "pick-db",
+        "--step",
+        "look around",
+        "--step",
+        "pick one (ask: which database, <!channel> @everyone?)",
+        "choose a database",
+    ]);
+    let got = wait_until("the question at four receivers", || {
+        let p = posts.lock().unwrap();
+        (p.len() >= 4).then(|| p.clone())
+    });
+    let at = |path: &str| {
+        got.iter()
+            .find(|p| p.path == path)
+            .unwrap_or_else(|| panic!("nothing posted to {path}: {got:?}"))
+            .body
+            .clone()
+    };
+    // Slack: Block Kit, the worker's text escaped (no channel mention), an Answer button.
+    let slack = at("/slack");
+    assert_eq!(slack["blocks"][0]["type"], "header");
+    assert_eq!(
+        slack["blocks"][0]["text"]["text"],
+        "`pick-db` asks (question 001)"
+    );
+    let section = slack["blocks"][1]["text"]["text"].as_str().unwrap();
+    assert!(section.contains("&lt;!channel&gt;"), "{section}");
+    let link = slack["blocks"][3]["elements"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(link.starts_with(&format!("{web}/a/")), "{link}");
+    // Discord: an embed, no mention parsed; the same link.
+    let discord = at("/discord");
+    assert_eq!(discord["allowed_mentions"]["parse"], serde_json::json!([]));
+    assert_eq!(discord["embeds"][0]["url"], link.as_str());
+    // Teams: an Adaptive Card whose action opens the link.
+    let teams = at("/teams");
+    let card = &teams["attachments"][0];
+    assert_eq!(
+        card["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(card["content"]["actions"][0]["url"], link.as_str());
+    // ntfy: the admin's topic only (the task is the admin's), clicking opens the link.
+    let ntfy = got
+        .iter()
+        .find(|p| p.path == "/")
+        .expect("ntfy's JSON publish");
+    assert_eq!(ntfy.body["topic"], "admin-topic");
+    assert_eq!(ntfy.body["click"], link.as_str());
+    assert!(
+        got.iter().all(|p| p.body["topic"] != "bob-topic"),
+        "bob's topic hears only of bob's tasks"
+    );
+    assert!(
+        ntfy.headers.iter().all(|(k, _)| k != "authorization"),
+        "no token configured, none sent"
+    );
+
+    // The link's page shows the question; opening it changes nothing.
+    let (code, page) = http("GET", &link, None);
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("which database, &lt;!channel&gt;"), "{page}");
+    assert!(
+        page.contains("answers this question once, as admin"),
+        "{page}"
+    );
+    let (code, _) = http("GET", &link, None);
+    assert_eq!(code, 200, "a preview spends nothing");
+    // An altered link is refused, and changes nothing.
+    let token = link.rsplit('/').next().unwrap();
+    let (payload, mac) = token.split_once('.').unwrap();
+    let forged = format!(
+        "{web}/a/{payload}.{}",
+        mac.replacen(&mac[..1], if &mac[..1] == "A" { "B" } else { "A" }, 1)
+    );
+    let (code, page) = http("POST", &forged, Some("text=mysql"));
+    assert_eq!(code, 404, "{page}");
+    assert!(page.contains("not valid"), "{page}");
+    // The answer, once.
+    let (code, page) = http("POST", &link, Some("text=postgres"));
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("has your answer, as admin"), "{page}");
+    let (code, page) = http("POST", &link, Some("text=mysql"));
+    assert!(code == 409 || code == 410, "{code}: {page}");
+    assert!(
+        page.contains("already answered") || page.contains("was used"),
+        "{page}"
+    );
+    let t = c.status("pick-db");
+    assert_eq!(t["questions"][0]["answer"], "postgres", "{t}");
+    let audit = c.ok(&["audit", "--task", "pick-db"]);
+    assert!(audit.contains("via a one-time link"), "{audit}");
+    // The task ends: the receivers that hear of ends do (Discord hears only questions).
+    wait_until("the end at slack, teams and ntfy", || {
+        let p = posts.lock().unwrap();
+        (p.iter()
+            .filter(|p| p.body.to_string().contains("completed"))
+            .count()
+            >= 3)
+            .then_some(())
+    });
+    assert!(
+        !posts
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.path == "/discord" && p.body.to_string().contains("completed")),
+        "discord asked for questions only"
+    );
+}
+
+/// A receiver that cannot be used stops the coordinator at start, naming it.
+#[test]
+fn a_receiver_that_cannot_be_used_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("coordinator.yaml");
+    for (yaml, says) in [
+        (
+            "notify:\n  targets:\n    - { ntfy: https://ntfy.sh/t, token_file: /nonexistent/token }\n",
+            "notify.targets[0].token_file /nonexistent/token",
+        ),
+        (
+            "notify:\n  targets:\n    - { slack: https://a, discord: https://b }\n",
+            "names 2 receivers",
+        ),
+    ] {
+        std::fs::write(&cfg, yaml).unwrap();
+        let out = std::process::Command::new(dispatch_tests::bin("dispatch-coordinator"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+}
