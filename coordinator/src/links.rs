@@ -151,3 +151,93 @@ impl Links {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn links(dir: &std::path::Path) -> Links {
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SqliteStore::open(&dir.join("s.db"))
+                .await
+                .unwrap(),
+        );
+        Links::load(
+            store,
+            "https://dispatch.example/",
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_link_is_bound_to_its_question_expires_and_cannot_be_forged() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = links(dir.path()).await;
+        let url = l.make("fix-login", 2).await.unwrap();
+        let token = url.strip_prefix("https://dispatch.example/a/").unwrap();
+        let now = crate::now_ms();
+        let claim = l.check(token, now).unwrap();
+        assert_eq!((claim.task.as_str(), claim.seq), ("fix-login", 2));
+        // Past its expiry it is refused before the store is asked.
+        assert_eq!(l.check(token, claim.expires_ms), Err(Refused::Expired));
+        // Another task or question in the payload, or any changed byte, fails the MAC.
+        let (payload, mac) = token.split_once('.').unwrap();
+        let text = String::from_utf8(B64.decode(payload).unwrap()).unwrap();
+        for other in [
+            text.replace(".fix-login", ".other-task"),
+            text.replacen(".2.", ".3.", 1),
+        ] {
+            let forged = format!("{}.{mac}", B64.encode(other));
+            assert_eq!(l.check(&forged, now), Err(Refused::Invalid));
+        }
+        for bad in ["", ".", "x.y", &format!("{payload}."), &"a".repeat(500)] {
+            assert_eq!(l.check(bad, now), Err(Refused::Invalid), "{bad:?}");
+        }
+        // A link another coordinator made (another key) is not this one's.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = links(other_dir.path()).await;
+        let theirs = other.make("fix-login", 2).await.unwrap();
+        let theirs = theirs.rsplit('/').next().unwrap();
+        assert_eq!(l.check(theirs, now), Err(Refused::Invalid));
+        // The store takes it once, for its own question only.
+        let wrong = Claim {
+            seq: 3,
+            ..claim.clone()
+        };
+        assert_eq!(l.take(&wrong, now).await.unwrap(), LinkTaken::Unknown);
+        assert_eq!(l.take(&claim, now).await.unwrap(), LinkTaken::Taken);
+        assert_eq!(l.take(&claim, now + 1).await.unwrap(), LinkTaken::Used(now));
+        // The key stays across a restart: links handed out before it still check.
+        let again = links(dir.path()).await;
+        assert!(again.check(token, now).is_ok());
+    }
+
+    /// One writer: of many uses of the same link at once, exactly one takes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn many_uses_at_once_take_a_link_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Arc::new(links(dir.path()).await);
+        for round in 0..5u32 {
+            let url = l.make("race", round).await.unwrap();
+            let token = url.rsplit('/').next().unwrap().to_string();
+            let claim = l.check(&token, crate::now_ms()).unwrap();
+            let tries: Vec<_> = (0..16)
+                .map(|_| {
+                    let (l, claim) = (Arc::clone(&l), claim.clone());
+                    tokio::spawn(async move { l.take(&claim, crate::now_ms()).await.unwrap() })
+                })
+                .collect();
+            let mut taken = 0;
+            for t in tries {
+                match t.await.unwrap() {
+                    LinkTaken::Taken => taken += 1,
+                    LinkTaken::Used(_) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(taken, 1, "round {round}");
+        }
+    }
+}

@@ -880,6 +880,48 @@ async fn a_task_past_its_budget_asks_and_its_spend_is_counted_once(kind: Kind) {
     assert_eq!(asked.budget.unwrap().spent.tokens, 1200);
 }
 
+/// Issue 25 (answer links): of many uses of one link at once, exactly one takes it, on either
+/// store; a link is bound to its question and expires.
+async fn an_answer_link_is_taken_once(kind: Kind) {
+    use crate::model::LinkTaken;
+    let Some(dir) = TestDb::new(kind, "an_answer_link_is_taken_once").await else {
+        return;
+    };
+    let s = open(&dir).await;
+    let key = s.secret("k", "first").await.unwrap();
+    assert_eq!(key, "first");
+    assert_eq!(s.secret("k", "second").await.unwrap(), "first", "made once");
+    let now = crate::now_ms();
+    s.add_answer_link("l1", "t", 2, now + 1_000).await.unwrap();
+    assert_eq!(
+        s.take_answer_link("l1", "t", 3, now).await.unwrap(),
+        LinkTaken::Unknown
+    );
+    assert_eq!(
+        s.take_answer_link("l1", "u", 2, now).await.unwrap(),
+        LinkTaken::Unknown
+    );
+    assert_eq!(
+        s.take_answer_link("l1", "t", 2, now + 1_000).await.unwrap(),
+        LinkTaken::Expired
+    );
+    let tries: Vec<_> = (0..12)
+        .map(|_| {
+            let s = std::sync::Arc::clone(&s);
+            tokio::spawn(async move { s.take_answer_link("l1", "t", 2, now + 500).await.unwrap() })
+        })
+        .collect();
+    let mut taken = 0;
+    for t in tries {
+        match t.await.unwrap() {
+            LinkTaken::Taken => taken += 1,
+            LinkTaken::Used(at) => assert_eq!(at, now + 500),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(taken, 1);
+}
+
 async fn sessions_fence_their_tasks(kind: Kind) {
     let Some(dir) = TestDb::new(kind, "sessions_fence_their_tasks").await else {
         return;
@@ -1381,6 +1423,7 @@ on_both!(
     an_ended_task_keeps_its_state_and_a_question_is_asked_once,
     a_tool_call_is_decided_or_asked_and_always_sticks,
     a_task_past_its_budget_asks_and_its_spend_is_counted_once,
+    an_answer_link_is_taken_once,
     sessions_fence_their_tasks,
     compaction_keeps_what_a_user_reads,
     list_tasks_pages_newest_first,
