@@ -200,11 +200,11 @@ impl NotifyConfig {
         if let Some(t) = &self.link_ttl {
             match crate::duration::parse(t) {
                 Ok(d)
-                    if d >= std::time::Duration::from_secs(60)
+                    if d >= std::time::Duration::from_secs(1)
                         && d <= std::time::Duration::from_secs(30 * 24 * 3600) => {}
                 _ => {
                     return Err(format!(
-                        "notify.link_ttl `{t}`: give a duration from 1m to 30d (e.g. 24h)"
+                        "notify.link_ttl `{t}`: give a duration from 1s to 30d (e.g. 24h)"
                     ));
                 }
             }
@@ -333,7 +333,7 @@ mod tests {
         assert!(
             parse("notify:\n  link_ttl: 90d\n")
                 .unwrap_err()
-                .contains("from 1m to 30d")
+                .contains("from 1s to 30d")
         );
         let seed = include_str!("../../tests/fixtures/seed/config-example.yaml");
         assert!(

@@ -1379,3 +1379,23 @@ pub fn http_request(method: &str, url: &str, extra: &[String], body: &str) -> (u
     s.read_to_string(&mut out).unwrap();
     (out[9..12].parse().unwrap(), out)
 }
+
+/// Debian's chromium for browser tests (DISPATCH_TEST_CHROMIUM, else /usr/bin/chromium); None
+/// (saying the test skips) when it is not there — under CI that fails instead.
+pub fn chromium() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("DISPATCH_TEST_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/usr/bin/chromium"));
+    if path.exists() {
+        return Some(path);
+    }
+    let why = format!(
+        "no chromium at {} (apt-get install chromium, or set DISPATCH_TEST_CHROMIUM)",
+        path.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("skipped: {why}");
+    None
+}

@@ -3,26 +3,8 @@
 //! (DISPATCH_TEST_CHROMIUM, else /usr/bin/chromium); `.ci/run` installs both. Without them the
 //! test says it skips; under CI it fails.
 
-use dispatch_tests::{AgentOpts, Cluster, python_with, run_python, text};
+use dispatch_tests::{AgentOpts, Cluster, chromium, python_with, run_python, text};
 use std::path::PathBuf;
-
-fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("DISPATCH_TEST_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    if path.exists() {
-        return Some(path);
-    }
-    let why = format!(
-        "no chromium at {} (apt-get install chromium, or set DISPATCH_TEST_CHROMIUM)",
-        path.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{why}");
-    }
-    eprintln!("skipped: {why}");
-    None
-}
 
 #[test]
 #[ignore = "needs Chromium and Python test clients; run with --run-ignored all (.ci/run does)"]

@@ -68,30 +68,72 @@ fn http(method: &str, url: &str, form: Option<&str>) -> (u16, String) {
     dispatch_tests::http_request(method, url, &[], form.unwrap_or_default())
 }
 
-#[test]
-fn a_question_reaches_each_receiver_in_its_format_and_its_link_answers_once() {
+/// A cluster whose coordinator posts to `targets` (YAML list items, `{hooks}` replaced by the
+/// receiver's URL) and serves the dashboard its answer links point to, links working `ttl`;
+/// with node `box`. Returns it, the dashboard's URL, and what the receiver got.
+fn with_receivers(targets: &str, ttl: &str) -> (Cluster, String, Arc<Mutex<Vec<Post>>>) {
     let (hooks, posts) = receiver("200 OK");
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
     let web = format!("http://127.0.0.1:{port}");
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("coordinator.yaml");
+    let cfg = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
-        &cfg,
+        cfg.path(),
         format!(
-            "notify:\n  public_url: {web}\n  targets:\n    - slack: {hooks}/slack\n    - discord: {hooks}/discord\n      events: [question]\n    - teams: {hooks}/teams\n    - ntfy: {hooks}/admin-topic\n      users: [admin]\n    - ntfy: {hooks}/bob-topic\n      users: [bob]\n"
+            "notify:\n  public_url: {web}\n  link_ttl: {ttl}\n  targets:\n{}",
+            targets.replace("{hooks}", &hooks)
         ),
     )
     .unwrap();
     let mut c = Cluster::with_coordinator_args(&[
         "--config",
-        cfg.to_str().unwrap(),
+        cfg.path().to_str().unwrap(),
         "--http-listen",
         &format!("127.0.0.1:{port}"),
     ]);
     c.add_agent(AgentOpts::new("box", 2));
+    (c, web, posts)
+}
+
+/// Asks question `text` in a new sim task `id`; the answer link Slack got for it.
+fn ask(c: &Cluster, posts: &Mutex<Vec<Post>>, id: &str, text: &str) -> String {
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        id,
+        "--step",
+        &format!("decide (ask: {text})"),
+        "decide something",
+    ]);
+    wait_until("the question's answer link", || {
+        posts.lock().unwrap().iter().find_map(|p| {
+            (p.path == "/slack" && p.body["text"].as_str()?.contains(&format!("`{id}` asks")))
+                .then(|| {
+                    p.body["blocks"][3]["elements"][0]["url"]
+                        .as_str()
+                        .map(String::from)
+                })
+                .flatten()
+        })
+    })
+}
+
+/// `link` with its signature changed.
+fn altered(link: &str) -> String {
+    let (rest, mac) = link.rsplit_once('.').unwrap();
+    let first = if mac.starts_with('A') { "B" } else { "A" };
+    format!("{rest}.{first}{}", &mac[1..])
+}
+
+#[test]
+fn a_question_reaches_each_receiver_in_its_format_and_its_link_answers_once() {
+    let (c, web, posts) = with_receivers(
+        "    - slack: {hooks}/slack\n    - discord: {hooks}/discord\n      events: [question]\n    - teams: {hooks}/teams\n    - ntfy: {hooks}/admin-topic\n      users: [admin]\n    - ntfy: {hooks}/bob-topic\n      users: [bob]\n",
+        "24h",
+    );
     c.ok(&[
         "--backend",
         "sim",
@@ -206,6 +248,47 @@ fn a_question_reaches_each_receiver_in_its_format_and_its_link_answers_once() {
             .iter()
             .any(|p| p.path == "/discord" && p.body.to_string().contains("completed")),
         "discord asked for questions only"
+    );
+}
+
+/// The link's page in a real browser: it answers once; a question answered another way, an
+/// expired link and an altered one answer nothing (tests/python/answer_link.py).
+#[test]
+#[ignore = "needs Chromium and Python test clients; run with --run-ignored all (.ci/run does)"]
+fn an_answer_link_works_once_in_a_browser_and_not_after_its_question_or_expiry() {
+    let (Some(python), Some(chromium)) = (
+        dispatch_tests::python_with(&["playwright"]),
+        dispatch_tests::chromium(),
+    ) else {
+        return;
+    };
+    let (c, _, posts) = with_receivers("    - slack: {hooks}/slack\n", "24h");
+    let link = ask(&c, &posts, "pick-db", "which database?");
+    let answered = ask(&c, &posts, "pick-port", "which port?");
+    c.ok(&["answer", "pick-port", "by the cli"]);
+    // Links of a coordinator whose links last a second, waited out on the page itself.
+    let (short, _, short_posts) = with_receivers("    - slack: {hooks}/slack\n", "1s");
+    let expired = ask(&short, &short_posts, "too-late", "still there?");
+    wait_until("the link to expire", || {
+        (http("GET", &expired, None).0 == 410).then_some(())
+    });
+    let (code, said) = dispatch_tests::run_python(
+        &python,
+        "answer_link.py",
+        &[
+            &link,
+            &answered,
+            &expired,
+            &altered(&link),
+            chromium.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("answer link ok"), "{said}");
+    assert_eq!(c.status("pick-db")["questions"][0]["answer"], "postgres");
+    assert_eq!(
+        short.status("too-late")["questions"][0]["answer"],
+        serde_json::Value::Null
     );
 }
 
