@@ -6,6 +6,7 @@ use std::process::Command;
 fn the_bench_scenarios_run() {
     for args in [
         &["questions", "--count", "3", "--baseline", "0"][..],
+        &["receivers", "--count", "3"][..],
         &["dispatch", "--count", "3"][..],
         &["handoff", "--count", "3"][..],
         &[
@@ -40,6 +41,7 @@ fn the_bench_scenarios_run() {
                 .count(),
             match args[0] {
                 "questions" => 4,
+                "receivers" => 5,
                 "throughput" => 4,
                 "scale" => 3,
                 "footprint" => 4,

@@ -100,6 +100,123 @@ fn wait_file(path: &Path, deadline: Instant) -> Option<Instant> {
     }
 }
 
+/// A question renamed into place → posted to each of four receivers (Slack, Discord, Teams and
+/// ntfy formats, an answer link made for it), on a loopback receiver that answers at once.
+fn receivers(args: &[String]) -> Vec<Stats> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let count = arg(args, "--count", 200);
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hooks = format!("http://{}", server.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<(String, Instant)>();
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(conn) = conn else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                let path = first.split(' ').nth(1).unwrap_or_default().to_string();
+                let mut len = 0;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = r.read_exact(&mut body);
+                let at = Instant::now();
+                let _ = w.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                let _ = tx.send((path, at));
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("coordinator.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "notify:\n  public_url: http://127.0.0.1:9\n  targets:\n    - slack: {hooks}/slack\n    - discord: {hooks}/discord\n    - teams: {hooks}/teams\n    - ntfy: {hooks}/bench\n"
+        ),
+    )
+    .unwrap();
+    let mut c = Cluster::with_coordinator_args(&["--config", cfg.to_str().unwrap()]);
+    c.add_agent(AgentOpts::new("bench", 4));
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "notified",
+        "--step",
+        "hold (sleep 3600s)",
+        "bench receivers",
+    ]);
+    c.wait_task("notified", "the worker to run", |t| {
+        t.task_state().as_str() == "running"
+    });
+    let ipc = c.workdir().join(".dispatch/tasks/notified/ipc");
+    let names = ["/slack", "/discord", "/teams", "/"];
+    let labels = ["Slack", "Discord", "Teams", "ntfy"];
+    let mut each: Vec<Stats> = labels
+        .iter()
+        .map(|l| Stats {
+            name: format!("question renamed into place → posted to {l} (ms)"),
+            samples: vec![],
+        })
+        .collect();
+    let mut all = Stats {
+        name: "  … → posted to all four (ms)".into(),
+        samples: vec![],
+    };
+    c.block_on(async {
+        let mut client = c.client().await.unwrap();
+        for seq in 1..=count as u32 {
+            let t0 = Instant::now();
+            write_atomic(
+                &ipc.join(format!("{seq:03}.question")),
+                &format!("question {seq}?"),
+            );
+            let mut seen = [None; 4];
+            while seen.iter().any(Option::is_none) {
+                let Ok((path, at)) = rx.recv_timeout(Duration::from_secs(10)) else {
+                    panic!(
+                        "question {seq:03} did not reach every receiver within 10 s\n{}",
+                        logs(&c)
+                    );
+                };
+                if let Some(i) = names.iter().position(|n| *n == path) {
+                    seen[i].get_or_insert(at);
+                }
+            }
+            let mut last = t0;
+            for (i, at) in seen.iter().enumerate() {
+                let at = at.unwrap();
+                each[i].samples.push(ms(at.saturating_duration_since(t0)));
+                last = last.max(at);
+            }
+            all.samples.push(ms(last.saturating_duration_since(t0)));
+            client
+                .answer(v1::AnswerRequest {
+                    id: "notified".into(),
+                    seq,
+                    text: format!("answer {seq}"),
+                    request_id: String::new(),
+                })
+                .await
+                .unwrap();
+        }
+    });
+    each.push(all);
+    each
+}
+
 fn questions(args: &[String]) -> Vec<Stats> {
     let count = arg(args, "--count", 500);
     let baseline = arg(args, "--baseline", 5);
@@ -1400,6 +1517,7 @@ fn main() {
     let started = Instant::now();
     let stats = match scenario {
         "questions" => questions(&args),
+        "receivers" => receivers(&args),
         "dispatch" => dispatch(&args),
         "handoff" => handoff(&args),
         "throughput" => throughput(&args),
@@ -1423,7 +1541,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: dispatch-bench questions|dispatch|handoff|throughput|scale|footprint|idle|security|strangers|results|takeover|fallback|overhead|approvals [--count N] [--baseline N] [--json FILE] [--store postgres://SERVER [--replicas N]]"
+                "usage: dispatch-bench questions|receivers|dispatch|handoff|throughput|scale|footprint|idle|security|strangers|results|takeover|fallback|overhead|approvals [--count N] [--baseline N] [--json FILE] [--store postgres://SERVER [--replicas N]]"
             );
             std::process::exit(2);
         }
