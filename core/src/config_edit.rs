@@ -44,6 +44,7 @@ pub fn render(cfg: &Config) -> String {
                     ("discord", &t.discord),
                     ("teams", &t.teams),
                     ("ntfy", &t.ntfy),
+                    ("email", &t.email),
                     ("token_file", &t.token_file),
                     ("ca", &t.ca),
                 ]
@@ -58,6 +59,23 @@ pub fn render(cfg: &Config) -> String {
                 }
                 out.push_str(&format!("    - {{ {} }}\n", parts.join(", ")));
             }
+        }
+        if let Some(m) = &cfg.notify.smtp {
+            out.push_str(&format!("  smtp:\n    host: {}\n", q(&m.host)));
+            if let Some(p) = m.port {
+                out.push_str(&format!("    port: {p}\n"));
+            }
+            for (k, v) in [
+                ("security", &m.security),
+                ("user", &m.user),
+                ("password_file", &m.password_file),
+                ("ca", &m.ca),
+            ] {
+                if let Some(v) = v {
+                    out.push_str(&format!("    {k}: {}\n", q(v)));
+                }
+            }
+            out.push_str(&format!("    from: {}\n", q(&m.from)));
         }
     }
     if let Some(f) = &cfg.fallback {

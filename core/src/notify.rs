@@ -36,9 +36,86 @@ pub struct NotifyConfig {
     /// How long an answer link works (`24h` when not set).
     #[serde(default)]
     pub link_ttl: Option<String>,
-    /// Receivers people read: Slack, Discord, Teams, ntfy.
+    /// Receivers people read: Slack, Discord, Teams, ntfy, email.
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// The SMTP server `email` targets are sent through.
+    #[serde(default)]
+    pub smtp: Option<Smtp>,
+}
+
+/// An SMTP server to send notifications through.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    /// Its host name.
+    pub host: String,
+    /// Its port (default: 587 with `starttls`, 465 with `tls`, 25 with `none`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `starttls` (the default), `tls` (TLS from the first byte), or `none` (a server on
+    /// loopback only: a password never crosses a network in the clear).
+    #[serde(default)]
+    pub security: Option<String>,
+    /// The user to log in as (none: no login).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A file holding the password.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// The sender (`dispatch <dispatch@example.com>`).
+    pub from: String,
+    /// The server's CA (PEM file) when it is not in the system roots.
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+impl Smtp {
+    /// How the connection is secured: `starttls`, `tls` or `none`.
+    pub fn security(&self) -> &str {
+        self.security.as_deref().unwrap_or("starttls")
+    }
+
+    /// The port to connect to.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.security() {
+            "tls" => 465,
+            "none" => 25,
+            _ => 587,
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.host.trim().is_empty() {
+            return Err("notify.smtp.host is empty".into());
+        }
+        match self.security() {
+            "starttls" | "tls" => {}
+            "none" => {
+                if !matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "::1") {
+                    return Err(format!(
+                        "notify.smtp.security `none` is for a server on this machine only (localhost); `{}` needs starttls or tls",
+                        self.host
+                    ));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "notify.smtp.security `{other}`: use starttls, tls or none"
+                ));
+            }
+        }
+        if self.user.is_some() != self.password_file.is_some() {
+            return Err("notify.smtp: give user and password_file together".into());
+        }
+        if !self.from.contains('@') {
+            return Err(format!(
+                "notify.smtp.from `{}` is not an address such as `dispatch <dispatch@example.com>`",
+                self.from
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A receiver in its own format. Exactly one of `slack`, `discord`, `teams` and `ntfy` names
@@ -58,6 +135,9 @@ pub struct Target {
     /// An ntfy topic URL (`https://ntfy.sh/my-topic`).
     #[serde(default)]
     pub ntfy: Option<String>,
+    /// An email address (sent through `notify.smtp`).
+    #[serde(default)]
+    pub email: Option<String>,
     /// A file holding the ntfy access token (sent as a bearer token).
     #[serde(default)]
     pub token_file: Option<String>,
@@ -80,6 +160,7 @@ impl Target {
             ("discord", &self.discord),
             ("teams", &self.teams),
             ("ntfy", &self.ntfy),
+            ("email", &self.email),
         ]
         .into_iter()
         .find_map(|(k, v)| v.as_deref().map(|v| (k, v)))
@@ -92,16 +173,33 @@ impl Target {
     }
 
     fn validate(&self, i: usize) -> Result<(), String> {
-        let set = [&self.slack, &self.discord, &self.teams, &self.ntfy]
-            .iter()
-            .filter(|v| v.is_some())
-            .count();
+        let set = [
+            &self.slack,
+            &self.discord,
+            &self.teams,
+            &self.ntfy,
+            &self.email,
+        ]
+        .iter()
+        .filter(|v| v.is_some())
+        .count();
         let Some((kind, url)) = self.endpoint().filter(|_| set == 1) else {
             return Err(format!(
-                "notify.targets[{i}] names {set} receivers; give exactly one of slack, discord, teams or ntfy (its URL)"
+                "notify.targets[{i}] names {set} receivers; give exactly one of slack, discord, teams, ntfy (its URL) or email (an address)"
             ));
         };
-        if !url.starts_with("https://") && !url.starts_with("http://") {
+        if kind == "email" {
+            if !url.contains('@') || url.contains(char::is_control) {
+                return Err(format!(
+                    "notify.targets[{i}].email `{url}` is not an email address"
+                ));
+            }
+            if self.ca.is_some() || self.token_file.is_some() {
+                return Err(format!(
+                    "notify.targets[{i}]: an email target's server is notify.smtp (its ca goes there)"
+                ));
+            }
+        } else if !url.starts_with("https://") && !url.starts_with("http://") {
             return Err(format!(
                 "notify.targets[{i}].{kind} `{url}` is not an https:// (or http://) URL"
             ));
@@ -189,6 +287,15 @@ impl NotifyConfig {
         }
         for (i, t) in self.targets.iter().enumerate() {
             t.validate(i)?;
+        }
+        match &self.smtp {
+            Some(s) => s.validate()?,
+            None if self.targets.iter().any(|t| t.email.is_some()) => {
+                return Err(
+                    "notify.targets has an email target but there is no notify.smtp to send it through".into(),
+                );
+            }
+            None => {}
         }
         if let Some(u) = &self.public_url
             && !(u.starts_with("https://") || u.starts_with("http://"))

@@ -292,6 +292,116 @@ fn an_answer_link_works_once_in_a_browser_and_not_after_its_question_or_expiry()
     );
 }
 
+/// A mail server on loopback speaking just enough SMTP: every message's envelope recipient and
+/// its DATA, as received.
+fn smtp_receiver() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let mails: Arc<Mutex<Vec<(String, String)>>> = Default::default();
+    let kept = Arc::clone(&mails);
+    std::thread::spawn(move || {
+        for conn in server.incoming() {
+            let Ok(conn) = conn else { continue };
+            let kept = Arc::clone(&kept);
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let _ = w.write_all(b"220 mock ESMTP\r\n");
+                let mut rcpt = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-mock\r\n250 8BITMIME\r\n",
+                        "RCPT" => {
+                            rcpt = line.trim_end().to_string();
+                            b"250 OK\r\n"
+                        }
+                        "DATA" => {
+                            let _ = w.write_all(b"354 go on\r\n");
+                            let mut data = String::new();
+                            loop {
+                                let mut l = String::new();
+                                if r.read_line(&mut l).unwrap_or(0) == 0 || l == ".\r\n" {
+                                    break;
+                                }
+                                data.push_str(&l);
+                            }
+                            kept.lock().unwrap().push((rcpt.clone(), data));
+                            b"250 queued\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n");
+                            return;
+                        }
+                        _ => b"250 OK\r\n",
+                    };
+                    let _ = w.write_all(reply);
+                }
+            });
+        }
+    });
+    (port, mails)
+}
+
+/// An email target: the question, its task and the one-time link, as text and HTML, sent
+/// through the configured SMTP server to the owner's address only.
+#[test]
+fn a_question_is_emailed_with_its_answer_link() {
+    let (port, mails) = smtp_receiver();
+    let (c, web, _) = with_receivers(
+        &format!(
+            "    - email: Admin <admin@example.test>\n      users: [admin]\n    - email: bob@example.test\n      users: [bob]\n  smtp:\n    host: 127.0.0.1\n    port: {port}\n    security: none\n    from: dispatch <dispatch@example.test>\n"
+        ),
+        "24h",
+    );
+    c.ok(&[
+        "--backend",
+        "sim",
+        "--id",
+        "mailed",
+        "--step",
+        "decide (ask: which region?)",
+        "pick a region",
+    ]);
+    let (rcpt, data) = wait_until("the email", || mails.lock().unwrap().first().cloned());
+    assert_eq!(rcpt, "RCPT TO:<admin@example.test>");
+    assert!(
+        data.contains("Subject: dispatch: `mailed` asks (question 001)"),
+        "{data}"
+    );
+    assert!(
+        data.contains("From: dispatch <dispatch@example.test>"),
+        "{data}"
+    );
+    assert!(data.contains("multipart/alternative"), "{data}");
+    assert!(data.contains("text/html"), "{data}");
+    // Quoted-printable soft line breaks joined again.
+    let body = data.replace("=\r\n", "").replace("=3D", "=");
+    assert!(body.contains("which region?"), "{data}");
+    let link = body
+        .split_whitespace()
+        .find(|w| w.starts_with(&format!("{web}/a/")))
+        .unwrap_or_else(|| panic!("no answer link in {body}"))
+        .trim_end_matches(['"', '<', '>'])
+        .to_string();
+    let (code, page) = http("POST", &link, Some("text=eu-west"));
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(c.status("mailed")["questions"][0]["answer"], "eu-west");
+    assert_eq!(
+        mails
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _)| r.contains("bob"))
+            .count(),
+        0
+    );
+}
+
 /// A receiver that cannot be used stops the coordinator at start, naming it.
 #[test]
 fn a_receiver_that_cannot_be_used_is_refused_at_start() {
@@ -305,6 +415,14 @@ fn a_receiver_that_cannot_be_used_is_refused_at_start() {
         (
             "notify:\n  targets:\n    - { slack: https://a, discord: https://b }\n",
             "names 2 receivers",
+        ),
+        (
+            "notify:\n  targets:\n    - { email: ann@example.test }\n",
+            "no notify.smtp",
+        ),
+        (
+            "notify:\n  targets:\n    - { email: ann@example.test }\n  smtp: { host: mail.example.test, security: none, from: d@example.test }\n",
+            "for a server on this machine only",
         ),
     ] {
         std::fs::write(&cfg, yaml).unwrap();

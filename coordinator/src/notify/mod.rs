@@ -5,6 +5,7 @@
 //! path.
 
 pub mod formats;
+mod mail;
 
 use dispatch_core::notify::NotifyConfig;
 use std::collections::HashSet;
@@ -117,8 +118,9 @@ impl Notifier {
             .map(|url| Webhook::new(url, &config))
             .transpose()?;
         let mut targets = Vec::new();
+        let smtp = config.smtp.as_ref().map(mail::Mailer::new).transpose()?;
         for (i, t) in config.targets.iter().enumerate() {
-            targets.push((t.clone(), start_target(i, t)?));
+            targets.push((t.clone(), start_target(i, t, smtp.as_ref())?));
         }
         // The command and the webhook: one worker, in order, as before.
         let plain = if config.command.is_some() || webhook.is_some() {
@@ -216,10 +218,28 @@ impl Notifier {
 fn start_target(
     i: usize,
     t: &dispatch_core::notify::Target,
+    smtp: Option<&mail::Mailer>,
 ) -> Result<mpsc::Sender<std::sync::Arc<formats::Message>>, String> {
     let Some((kind, url)) = t.endpoint() else {
         return Err(format!("notify.targets[{i}] names no receiver"));
     };
+    if kind == "email" {
+        let Some(smtp) = smtp else {
+            return Err(format!(
+                "notify.targets[{i}].email needs notify.smtp to send through"
+            ));
+        };
+        let to = mail::Mailer::address(url)
+            .map_err(|e| format!("notify.targets[{i}].email `{url}`: {e}"))?;
+        let smtp = smtp.clone();
+        let (tx, mut rx) = mpsc::channel::<std::sync::Arc<formats::Message>>(QUEUE);
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                retry("notify email", &m.n, || smtp.send(&to, &m)).await;
+            }
+        });
+        return Ok(tx);
+    }
     let what = format!("notify.targets[{i}].{kind}");
     let (post_url, topic) = if kind == "ntfy" {
         let (root, topic) = dispatch_core::notify::ntfy_parts(url)
