@@ -292,12 +292,15 @@ fn an_answer_link_works_once_in_a_browser_and_not_after_its_question_or_expiry()
     );
 }
 
+/// The mails a receiver got: (the RCPT line, the DATA).
+type Mails = Arc<Mutex<Vec<(String, String)>>>;
+
 /// A mail server on loopback speaking just enough SMTP: every message's envelope recipient and
 /// its DATA, as received.
-fn smtp_receiver() -> (u16, Arc<Mutex<Vec<(String, String)>>>) {
+fn smtp_receiver() -> (u16, Mails) {
     let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = server.local_addr().unwrap().port();
-    let mails: Arc<Mutex<Vec<(String, String)>>> = Default::default();
+    let mails: Mails = Default::default();
     let kept = Arc::clone(&mails);
     std::thread::spawn(move || {
         for conn in server.incoming() {
