@@ -251,6 +251,86 @@ fn a_question_reaches_each_receiver_in_its_format_and_its_link_answers_once() {
     );
 }
 
+/// Every body posted — a hostile question, a long one, an approval-like one, an end — is valid
+/// against each receiver's documented shape and limits (tests/fixtures/receivers/, checked by
+/// Python's `jsonschema`).
+#[test]
+#[ignore = "needs Python test clients; run with --run-ignored all (.ci/run does)"]
+fn every_body_posted_fits_its_receivers_documented_shape() {
+    let Some(python) = dispatch_tests::python_with(&["jsonschema"]) else {
+        return;
+    };
+    let (c, _, posts) = with_receivers(
+        "    - slack: {hooks}/slack\n    - discord: {hooks}/discord\n    - teams: {hooks}/teams\n    - ntfy: {hooks}/topic\n",
+        "24h",
+    );
+    let long = "why ".repeat(700);
+    for (id, question) in [
+        (
+            "hostile",
+            "<!channel> @everyone [click](https://evil.example) *now* & <b>",
+        ),
+        ("long", long.trim()),
+    ] {
+        c.ok(&[
+            "--backend",
+            "sim",
+            "--id",
+            id,
+            "--step",
+            &format!("decide (ask: {question})"),
+            "decide",
+        ]);
+        wait_until("the question at four receivers", || {
+            let n = posts
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|p| {
+                    let b = p.body.to_string();
+                    b.contains(id) && b.contains("asks")
+                })
+                .count();
+            (n >= 4).then_some(())
+        });
+        c.ok(&["answer", id, "go on"]);
+    }
+    wait_until("both ends at four receivers", || {
+        let n = posts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.body.to_string().contains("completed"))
+            .count();
+        (n >= 8).then_some(())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    for (i, p) in posts.lock().unwrap().iter().enumerate() {
+        let kind = match p.path.as_str() {
+            "/slack" => "slack",
+            "/discord" => "discord",
+            "/teams" => "teams",
+            _ => "ntfy",
+        };
+        std::fs::write(
+            dir.path().join(format!("{kind}-{i}.json")),
+            p.body.to_string(),
+        )
+        .unwrap();
+    }
+    let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/receivers");
+    let (code, said) = dispatch_tests::run_python(
+        &python,
+        "receivers_schema.py",
+        &[schemas, dir.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains(r#"{"discord": 4, "ntfy": 4, "slack": 4, "teams": 4}"#),
+        "{said}"
+    );
+}
+
 /// The link's page in a real browser: it answers once; a question answered another way, an
 /// expired link and an altered one answer nothing (tests/python/answer_link.py).
 #[test]
