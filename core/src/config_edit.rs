@@ -47,6 +47,9 @@ pub fn render(cfg: &Config) -> String {
                     ("email", &t.email),
                     ("token_file", &t.token_file),
                     ("ca", &t.ca),
+                    ("quiet", &t.quiet),
+                    ("utc_offset", &t.utc_offset),
+                    ("digest", &t.digest),
                 ]
                 .into_iter()
                 .filter_map(|(k, v)| v.as_deref().map(|v| format!("{k}: {}", q(v))))

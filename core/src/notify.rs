@@ -150,9 +150,66 @@ pub struct Target {
     /// The CA (PEM file) of a receiver whose certificate is not in the system roots.
     #[serde(default)]
     pub ca: Option<String>,
+    /// Quiet hours, `22:00-07:00` (in `utc_offset`'s time): what comes meanwhile is held and
+    /// sent as one digest when they end.
+    #[serde(default)]
+    pub quiet: Option<String>,
+    /// The receiver's local time for `quiet`, as `+02:00` or `-05:00` (default UTC; no
+    /// daylight-saving rules: change it when the clocks do).
+    #[serde(default)]
+    pub utc_offset: Option<String>,
+    /// After a post, what comes within this long (`5m`) is held and sent as one digest.
+    #[serde(default)]
+    pub digest: Option<String>,
+}
+
+/// `HH:MM` → minutes after midnight.
+fn clock(s: &str) -> Option<i64> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..24).contains(&h) && (0..60).contains(&m) && s.trim().len() == 5).then_some(h * 60 + m)
+}
+
+/// `+02:00` / `-05:30` → minutes east of UTC.
+fn offset(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let sign = match s.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let m = clock(&s[1..])?;
+    (m <= 14 * 60).then_some(sign * m)
 }
 
 impl Target {
+    /// When the quiet hours that hold `now_ms` end (ms since the epoch); None outside them.
+    pub fn quiet_until(&self, now_ms: i64) -> Option<i64> {
+        let (from, to) = self.quiet.as_deref()?.split_once('-')?;
+        let (from, to) = (clock(from)?, clock(to)?);
+        let shift = self.utc_offset.as_deref().map_or(Some(0), offset)? * 60_000;
+        let local = now_ms + shift;
+        let day = local.div_euclid(86_400_000);
+        let minute = local.rem_euclid(86_400_000) / 60_000;
+        let ends = |day: i64| day * 86_400_000 + to * 60_000 - shift;
+        if from <= to {
+            (from..to).contains(&minute).then(|| ends(day))
+        } else if minute >= from {
+            Some(ends(day + 1))
+        } else if minute < to {
+            Some(ends(day))
+        } else {
+            None
+        }
+    }
+
+    /// The digest window.
+    pub fn digest(&self) -> Option<std::time::Duration> {
+        self.digest
+            .as_deref()
+            .and_then(|d| crate::duration::parse(d).ok())
+            .filter(|d| !d.is_zero())
+    }
     /// Its kind and URL.
     pub fn endpoint(&self) -> Option<(&'static str, &str)> {
         [
@@ -224,6 +281,33 @@ impl Target {
             return Err(format!(
                 "notify.targets[{i}].token_file is for ntfy; a {kind} webhook carries its secret in its URL"
             ));
+        }
+        if let Some(q) = &self.quiet {
+            let ok = q.split_once('-').is_some_and(|(a, b)| {
+                clock(a).is_some() && clock(b).is_some() && clock(a) != clock(b)
+            });
+            if !ok {
+                return Err(format!(
+                    "notify.targets[{i}].quiet `{q}`: give hours as HH:MM-HH:MM, e.g. 22:00-07:00"
+                ));
+            }
+        }
+        if let Some(o) = &self.utc_offset
+            && offset(o).is_none()
+        {
+            return Err(format!(
+                "notify.targets[{i}].utc_offset `{o}`: give it as +02:00 or -05:00"
+            ));
+        }
+        if let Some(d) = &self.digest {
+            match crate::duration::parse(d) {
+                Ok(d) if d <= std::time::Duration::from_secs(24 * 3600) => {}
+                _ => {
+                    return Err(format!(
+                        "notify.targets[{i}].digest `{d}`: give a duration up to 24h, e.g. 5m"
+                    ));
+                }
+            }
         }
         for e in &self.events {
             if e != "question" && e != "task_ended" {
@@ -430,6 +514,32 @@ mod tests {
             ("    - { slak: https://a }\n", "unknown field `slak`"),
         ] {
             let e = parse(&format!("notify:\n  targets:\n{bad}")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        // Quiet hours across midnight, in the receiver's own time.
+        let t = Target {
+            slack: Some("https://x".into()),
+            quiet: Some("22:00-07:00".into()),
+            utc_offset: Some("+02:00".into()),
+            ..Default::default()
+        };
+        let at = |h: i64, m: i64| 20_000 * 86_400_000 + (h * 60 + m) * 60_000;
+        // 21:30 UTC is 23:30 there: quiet until 07:00 there, 05:00 UTC the next day.
+        assert_eq!(t.quiet_until(at(21, 30)), Some(at(29, 0)));
+        // 04:59 UTC is 06:59 there: quiet for one more minute.
+        assert_eq!(t.quiet_until(at(4, 59)), Some(at(5, 0)));
+        assert_eq!(t.quiet_until(at(5, 0)), None);
+        assert_eq!(t.quiet_until(at(12, 0)), None);
+        for (bad, says) in [
+            ("quiet: 22-07", "HH:MM-HH:MM"),
+            ("quiet: 07:00-07:00", "HH:MM-HH:MM"),
+            ("utc_offset: 2", "+02:00"),
+            ("digest: 2d", "up to 24h"),
+        ] {
+            let e = parse(&format!(
+                "notify:\n  targets:\n    - slack: https://x\n      {bad}\n"
+            ))
+            .unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
         }
         assert!(

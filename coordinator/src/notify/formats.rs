@@ -65,6 +65,7 @@ fn markdown_escape(s: &str) -> String {
 /// The headline: `` `fix-login` asks (question 002) `` or `` `fix-login` completed ``.
 pub fn headline(n: &Notification) -> String {
     match n.event {
+        "digest" => line(&n.title),
         "question" => format!(
             "`{}` asks ({})",
             line(&n.task),
@@ -76,7 +77,7 @@ pub fn headline(n: &Notification) -> String {
 
 /// The body: the question (or why the task ended).
 fn body(n: &Notification) -> &str {
-    if n.event == "question" {
+    if n.event == "question" || n.event == "digest" {
         &n.question
     } else {
         &n.reason
@@ -101,6 +102,41 @@ fn context(m: &Message) -> String {
 /// Items done and in all, when the plan has any.
 fn progress(n: &Notification) -> Option<(u32, u32)> {
     (n.items > 0).then_some((n.items_done, n.items))
+}
+
+/// What the button to the dashboard says.
+fn open_label(n: &Notification) -> &'static str {
+    if n.event == "digest" {
+        "Open the inbox"
+    } else {
+        "Open the task"
+    }
+}
+
+/// What many held notifications become: one, listing each headline and its first line, with
+/// the dashboard's inbox as its link (the answer links of what it holds are not repeated).
+pub fn digest(held: &[std::sync::Arc<Message>], inbox: Option<String>) -> Message {
+    let questions = held.iter().filter(|m| m.n.event == "question").count();
+    let ended = held.len() - questions;
+    let title = match (questions, ended) {
+        (q, 0) => format!("{q} questions while you were away"),
+        (0, e) => format!("{e} tasks ended while you were away"),
+        (q, e) => format!("{q} questions and {e} ended tasks while you were away"),
+    };
+    let lines: Vec<String> = held
+        .iter()
+        .map(|m| format!("• {}: {}", headline(&m.n), cut(&line(body(&m.n)), 200)))
+        .collect();
+    Message {
+        n: Notification {
+            event: "digest",
+            title,
+            question: cut(&lines.join("\n"), 3000),
+            ..Default::default()
+        },
+        answer_link: None,
+        task_link: inbox,
+    }
 }
 
 /// What an answer button says.
@@ -138,7 +174,7 @@ pub fn slack(m: &Message) -> Value {
     }
     if let Some(url) = m.task_link.as_deref().filter(|u| u.len() <= 3000) {
         buttons.push(
-            json!({"type": "button", "text": {"type": "plain_text", "text": "Open the task"}, "url": url}),
+            json!({"type": "button", "text": {"type": "plain_text", "text": open_label(n)}, "url": url}),
         );
     }
     if !buttons.is_empty() {
@@ -215,7 +251,7 @@ pub fn teams(m: &Message) -> Value {
         actions.push(json!({"type": "Action.OpenUrl", "title": answer_label(n), "url": url}));
     }
     if let Some(url) = &m.task_link {
-        actions.push(json!({"type": "Action.OpenUrl", "title": "Open the task", "url": url}));
+        actions.push(json!({"type": "Action.OpenUrl", "title": open_label(n), "url": url}));
     }
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
@@ -275,6 +311,8 @@ pub fn email(m: &Message) -> (String, String, String) {
             "\n{}: {url}\n(the link works once, for this question only)\n",
             answer_label(n)
         ));
+    } else if let Some(url) = m.task_link.as_ref().filter(|_| n.event == "digest") {
+        text.push_str(&format!("\n{}: {url}\n", open_label(n)));
     }
     let esc = |s: &str| {
         s.replace('&', "&amp;")

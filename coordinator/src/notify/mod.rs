@@ -232,12 +232,12 @@ fn start_target(
         let to = mail::Mailer::address(url)
             .map_err(|e| format!("notify.targets[{i}].email `{url}`: {e}"))?;
         let smtp = smtp.clone();
-        let (tx, mut rx) = mpsc::channel::<std::sync::Arc<formats::Message>>(QUEUE);
-        tokio::spawn(async move {
-            while let Some(m) = rx.recv().await {
-                retry("notify email", &m.n, || smtp.send(&to, &m)).await;
-            }
-        });
+        let (tx, rx) = mpsc::channel::<std::sync::Arc<formats::Message>>(QUEUE);
+        let post = move |m: std::sync::Arc<formats::Message>| {
+            let (smtp, to) = (smtp.clone(), to.clone());
+            async move { retry("notify email", &m.n, || smtp.send(&to, &m)).await }
+        };
+        tokio::spawn(pace(t.clone(), rx, post));
         return Ok(tx);
     }
     let what = format!("notify.targets[{i}].{kind}");
@@ -248,7 +248,7 @@ fn start_target(
     } else {
         (url.to_string(), String::new())
     };
-    let hook = Webhook::to(&post_url, &what, t.ca.as_deref(), None)?;
+    let hook = std::sync::Arc::new(Webhook::to(&post_url, &what, t.ca.as_deref(), None)?);
     let token = match &t.token_file {
         Some(f) => {
             let token = std::fs::read_to_string(f)
@@ -263,10 +263,12 @@ fn start_target(
         }
         None => None,
     };
-    let (tx, mut rx) = mpsc::channel::<std::sync::Arc<formats::Message>>(QUEUE);
+    let (tx, rx) = mpsc::channel::<std::sync::Arc<formats::Message>>(QUEUE);
     let label = format!("notify {kind}");
-    tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
+    let post = move |m: std::sync::Arc<formats::Message>| {
+        let hook = std::sync::Arc::clone(&hook);
+        let (topic, token, label) = (topic.clone(), token.clone(), label.clone());
+        async move {
             let body = match kind {
                 "slack" => formats::slack(&m),
                 "discord" => formats::discord(&m),
@@ -279,8 +281,75 @@ fn start_target(
             })
             .await;
         }
-    });
+    };
+    tokio::spawn(pace(t.clone(), rx, post));
     Ok(tx)
+}
+
+/// Feeds one receiver: each message at once, except in its quiet hours and, after a post,
+/// within its digest window — what comes then is held and sent as one digest when they end.
+async fn pace<F, Fut>(
+    t: dispatch_core::notify::Target,
+    mut rx: mpsc::Receiver<std::sync::Arc<formats::Message>>,
+    post: F,
+) where
+    F: Fn(std::sync::Arc<formats::Message>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let digest = t.digest();
+    let mut held: Vec<std::sync::Arc<formats::Message>> = Vec::new();
+    // When what is held goes (ms since the epoch), and when the last post went.
+    let mut flush_at: Option<i64> = None;
+    let mut last_post: Option<i64> = None;
+    loop {
+        let wait = flush_at.map(|at| Duration::from_millis((at - crate::now_ms()).max(0) as u64));
+        let next = match wait {
+            Some(w) => match tokio::time::timeout(w, rx.recv()).await {
+                Ok(m) => m.map(Some),
+                Err(_) => Some(None),
+            },
+            None => rx.recv().await.map(Some),
+        };
+        let Some(next) = next else {
+            return;
+        };
+        let now = crate::now_ms();
+        if let Some(m) = next {
+            let quiet = t.quiet_until(now);
+            let window = digest
+                .zip(last_post)
+                .map(|(d, at)| at + d.as_millis() as i64)
+                .filter(|end| *end > now);
+            if let Some(until) = quiet.or(window) {
+                flush_at = Some(flush_at.map_or(until, |f| f.max(until)));
+                held.push(m);
+                continue;
+            }
+            last_post = Some(now);
+            post(m).await;
+            continue;
+        }
+        // Time to send what is held (unless quiet hours began meanwhile).
+        if let Some(until) = t.quiet_until(now) {
+            flush_at = Some(until);
+            continue;
+        }
+        flush_at = None;
+        let inbox = held.first().and_then(|m| {
+            m.task_link
+                .as_deref()
+                .and_then(|l| l.rsplit_once("/task/"))
+                .map(|(base, _)| format!("{base}/inbox"))
+        });
+        let out = match held.len() {
+            0 => continue,
+            1 => held.pop().unwrap_or_default(),
+            _ => std::sync::Arc::new(formats::digest(&held, inbox)),
+        };
+        held.clear();
+        last_post = Some(now);
+        post(out).await;
+    }
 }
 
 async fn retry<F, Fut>(what: &str, n: &Notification, mut f: F)
@@ -703,5 +772,98 @@ mod tests {
         assert!(Webhook::new("https://u:p@hooks.example/", &cfg).is_err());
         assert!(Webhook::new("https://hooks.example:http/", &cfg).is_err());
         assert!(Webhook::new("ftp://x", &cfg).is_err());
+    }
+}
+
+#[cfg(test)]
+mod pacing {
+    use super::*;
+    use std::sync::Arc;
+
+    fn question(task: &str, seq: u32) -> Arc<formats::Message> {
+        Arc::new(formats::Message {
+            n: Notification::question(task, "", "box", seq, "which one?"),
+            answer_link: Some(format!("https://d.example/a/{task}{seq}")),
+            task_link: Some(format!("https://d.example/task/{task}")),
+        })
+    }
+
+    /// Runs `pace` for `t`, collecting what it posts.
+    fn paced(
+        t: dispatch_core::notify::Target,
+    ) -> (
+        mpsc::Sender<Arc<formats::Message>>,
+        mpsc::UnboundedReceiver<Arc<formats::Message>>,
+    ) {
+        let (tx, rx) = mpsc::channel(16);
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        tokio::spawn(pace(t, rx, move |m| {
+            let out = out_tx.clone();
+            async move {
+                let _ = out.send(m);
+            }
+        }));
+        (tx, out_rx)
+    }
+
+    #[tokio::test]
+    async fn repeats_within_the_digest_window_go_as_one_digest() {
+        let (tx, mut posted) = paced(dispatch_core::notify::Target {
+            slack: Some("https://x".into()),
+            digest: Some("400ms".into()),
+            ..Default::default()
+        });
+        tx.send(question("a", 1)).await.unwrap();
+        let first = posted.recv().await.unwrap();
+        assert_eq!(first.n.task, "a", "the first goes at once");
+        tx.send(question("b", 1)).await.unwrap();
+        tx.send(question("c", 2)).await.unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(10), posted.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.n.event, "digest");
+        assert_eq!(d.n.title, "2 questions while you were away");
+        assert!(
+            d.n.question.contains("`b` asks (question 001): which one?"),
+            "{}",
+            d.n.question
+        );
+        assert!(
+            d.n.question.contains("`c` asks (question 002)"),
+            "{}",
+            d.n.question
+        );
+        assert_eq!(d.task_link.as_deref(), Some("https://d.example/inbox"));
+        assert!(d.answer_link.is_none());
+        let slack = formats::slack(&d);
+        assert_eq!(
+            slack["blocks"][0]["text"]["text"],
+            "2 questions while you were away"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_goes_in_quiet_hours() {
+        // Quiet from a minute ago to the same time tomorrow less a minute.
+        let now_min = (crate::now_ms().rem_euclid(86_400_000) / 60_000 + 1439) % 1440;
+        let hhmm = |m: i64| format!("{:02}:{:02}", m / 60, m % 60);
+        let (tx, mut posted) = paced(dispatch_core::notify::Target {
+            slack: Some("https://x".into()),
+            quiet: Some(format!(
+                "{}-{}",
+                hhmm(now_min),
+                hhmm((now_min + 1438) % 1440)
+            )),
+            ..Default::default()
+        });
+        tx.send(question("a", 1)).await.unwrap();
+        tx.send(question("b", 1)).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), posted.recv())
+                .await
+                .is_err(),
+            "held while quiet"
+        );
     }
 }
