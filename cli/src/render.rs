@@ -262,23 +262,12 @@ pub(crate) fn checklist(t: &v1::Task, fancy: bool) -> Vec<String> {
 }
 
 fn budget_of(b: &v1::Budget) -> dispatch_core::budget::Budget {
-    dispatch_core::budget::Budget {
-        usd_micros: b.usd_micros,
-        tokens: b.tokens,
-    }
+    dispatch_proto::convert::budget_from_proto(b)
 }
 
 /// `spend: $0.42 (estimated) of $5.00 budget` (or what it spent, with no budget).
 pub(crate) fn spend_line(t: &v1::Task) -> Option<String> {
-    let spent = t
-        .spend
-        .as_ref()
-        .map(|s| dispatch_core::budget::Spend {
-            usd_micros: s.usd_micros,
-            tokens: s.tokens,
-            estimated: s.estimated,
-        })
-        .unwrap_or_default();
+    let spent = dispatch_proto::convert::spend_from_proto(t.spend.as_ref());
     match &t.budget {
         Some(b) => {
             let b = budget_of(b);

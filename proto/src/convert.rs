@@ -183,6 +183,24 @@ pub fn failure_from_proto(f: Option<&v1::CliFailure>) -> Option<dispatch_core::s
     })
 }
 
+/// A wire budget in domain terms.
+pub fn budget_from_proto(b: &v1::Budget) -> dispatch_core::budget::Budget {
+    dispatch_core::budget::Budget {
+        usd_micros: b.usd_micros,
+        tokens: b.tokens,
+    }
+}
+
+/// A task's spend in domain terms (none: nothing spent).
+pub fn spend_from_proto(s: Option<&v1::Spend>) -> dispatch_core::budget::Spend {
+    s.map(|s| dispatch_core::budget::Spend {
+        usd_micros: s.usd_micros,
+        tokens: s.tokens,
+        estimated: s.estimated,
+    })
+    .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

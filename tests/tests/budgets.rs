@@ -169,13 +169,8 @@ done
 touch "$(dirname "$plan")/ipc/.done"
 "#;
 
-/// A CLI with no hook is stopped after the item at which it reached its budget; the task is
-/// blocked with the budget question, and yes resumes it on the same node with a new worker
-/// that finishes the unchecked items (past its raised budget at its last item: a worker that
-/// checked its last item is left to finish).
-#[test]
-fn a_cli_without_a_hook_is_stopped_after_an_item_and_yes_resumes_it() {
-    let mut c = Cluster::new();
+/// Node `box` with backend `mine`: [`NO_HOOK_WORKER`], its stream read as Claude Code's.
+fn no_hook_node(c: &mut Cluster) {
     let script = c.dir.path().join("no-hook-worker");
     std::fs::write(&script, NO_HOOK_WORKER).unwrap();
     let cfg = c.dir.path().join("box.yaml");
@@ -190,6 +185,16 @@ fn a_cli_without_a_hook_is_stopped_after_an_item_and_yes_resumes_it() {
     let mut o = dispatch_tests::AgentOpts::new("box", 2);
     o.config = Some(cfg);
     c.add_agent(o);
+}
+
+/// A CLI with no hook is stopped after the item at which it reached its budget; the task is
+/// blocked with the budget question, and yes resumes it on the same node with a new worker
+/// that finishes the unchecked items (past its raised budget at its last item: a worker that
+/// checked its last item is left to finish).
+#[test]
+fn a_cli_without_a_hook_is_stopped_after_an_item_and_yes_resumes_it() {
+    let mut c = Cluster::new();
+    no_hook_node(&mut c);
     c.ok(&[
         "--backend",
         "mine",
@@ -251,20 +256,7 @@ fn a_cli_without_a_hook_is_stopped_after_an_item_and_yes_resumes_it() {
 #[test]
 fn a_tokens_budgets_apply_to_its_submits() {
     let mut c = Cluster::new();
-    let script = c.dir.path().join("no-hook-worker");
-    std::fs::write(&script, NO_HOOK_WORKER).unwrap();
-    let cfg = c.dir.path().join("box.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "backends:\n  mine: {{ command: sh {}, structured: claude-stream-json }}\n",
-            script.display()
-        ),
-    )
-    .unwrap();
-    let mut o = dispatch_tests::AgentOpts::new("box", 2);
-    o.config = Some(cfg);
-    c.add_agent(o);
+    no_hook_node(&mut c);
     let out = c.ok(&[
         "token",
         "create",

@@ -126,19 +126,8 @@ pub(super) fn task_card(t: &v1::Task, can_answer: bool, full: bool) -> String {
         let _ = write!(out, "<p class=\"doing\">doing: {}</p>", esc(&t.activity));
     }
     if let Some(b) = &t.budget {
-        let limit = dispatch_core::budget::Budget {
-            usd_micros: b.usd_micros,
-            tokens: b.tokens,
-        };
-        let spent = t
-            .spend
-            .as_ref()
-            .map(|s| dispatch_core::budget::Spend {
-                usd_micros: s.usd_micros,
-                tokens: s.tokens,
-                estimated: s.estimated,
-            })
-            .unwrap_or_default();
+        let limit = dispatch_proto::convert::budget_from_proto(b);
+        let spent = dispatch_proto::convert::spend_from_proto(t.spend.as_ref());
         let _ = write!(
             out,
             "<p class=\"budget{}\">budget: {}</p>",
