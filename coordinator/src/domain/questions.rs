@@ -267,6 +267,28 @@ impl Coordinator {
     }
 }
 
+/// The decision on the tool call `q` asked about, as the command for `t`'s node (its hook waits
+/// for it).
+fn decision(
+    t: &TaskRecord,
+    q: &QuestionRecord,
+    call: &crate::model::ToolCallRecord,
+    allow: bool,
+    reason: String,
+) -> (String, NodeCommand) {
+    (
+        t.node.clone(),
+        NodeCommand::ToolDecision {
+            task_id: t.id.clone(),
+            attempt: call.attempt,
+            call: call.call,
+            allow,
+            reason,
+            seq: q.seq,
+        },
+    )
+}
+
 /// A person's answer to an approval question: the decision goes to the node as a command
 /// (its hook waits for it); "always" also allows the same call for the rest of the task.
 fn approve(
@@ -297,17 +319,7 @@ fn approve(
         ),
     };
     Ok(Transition {
-        commands: vec![(
-            t.node.clone(),
-            NodeCommand::ToolDecision {
-                task_id: id.clone(),
-                attempt: call.attempt,
-                call: call.call,
-                allow,
-                reason,
-                seq: q.seq,
-            },
-        )],
+        commands: vec![decision(t, q, call, allow, reason)],
         kind: Some(ChangeKind::Answer),
         ..Default::default()
     })
@@ -390,19 +402,7 @@ fn go_on(
             "the worker run of `{id}` that asked to go on past its budget has ended; nothing waits for the answer (`dispatch retry {id}` runs the task again)"
         )));
     }
-    let decision = |allow: bool, reason: String| {
-        (
-            t.node.clone(),
-            NodeCommand::ToolDecision {
-                task_id: id.clone(),
-                attempt: call.attempt,
-                call: call.call,
-                allow,
-                reason,
-                seq: q.seq,
-            },
-        )
-    };
+    let decision = |allow: bool, reason: String| decision(t, q, call, allow, reason);
     if yes {
         return Ok(Transition {
             set: TaskUpdate {

@@ -598,31 +598,28 @@ impl Webhook {
     async fn post(&self, n: &Notification) -> Result<(), String> {
         let body = serde_json::to_vec(n).map_err(|e| e.to_string())?;
         let id = n.delivery_id();
-        let tcp = tokio::net::TcpStream::connect(&self.addr)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
-        match &self.tls {
-            Some(connector) => {
-                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())
-                    .map_err(|e| format!("`{}` is not a TLS server name: {e}", self.host))?;
-                let stream = connector
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS with {}: {e}", self.addr))?;
-                self.exchange(stream, &id, &body).await
-            }
-            None => self.exchange(tcp, &id, &body).await,
-        }
+        self.deliver(&self.path, Some(&id), &body, None).await
     }
 
     /// One HTTP/1.1 POST of `body` (JSON) in a receiver's own format, with a bearer token
     /// when given; any 2xx status is success.
     async fn post_json(&self, path: &str, body: &[u8], bearer: Option<&str>) -> Result<(), String> {
+        let bearer = bearer.map(|b| format!("Bearer {b}"));
+        let extra = bearer.as_deref().map(|b| ("authorization", b));
+        self.deliver(path, None, body, extra).await
+    }
+
+    /// Connects (TCP, then TLS for an https:// receiver) and sends one POST.
+    async fn deliver(
+        &self,
+        path: &str,
+        id: Option<&str>,
+        body: &[u8],
+        extra: Option<(&str, &str)>,
+    ) -> Result<(), String> {
         let tcp = tokio::net::TcpStream::connect(&self.addr)
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
-        let bearer = bearer.map(|b| format!("Bearer {b}"));
-        let extra = bearer.as_deref().map(|b| ("authorization", b));
         match &self.tls {
             Some(connector) => {
                 let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())
@@ -631,19 +628,10 @@ impl Webhook {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS with {}: {e}", self.addr))?;
-                self.send(stream, path, None, body, extra).await
+                self.send(stream, path, id, body, extra).await
             }
-            None => self.send(tcp, path, None, body, extra).await,
+            None => self.send(tcp, path, id, body, extra).await,
         }
-    }
-
-    /// The POST itself, over `stream` (TCP or TLS), by hyper's HTTP/1.1 client: the
-    /// delivery's id and timestamp headers, and its signatures when a secret is set.
-    async fn exchange<S>(&self, stream: S, id: &str, body: &[u8]) -> Result<(), String>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        self.send(stream, &self.path, Some(id), body, None).await
     }
 
     /// A POST of `body` to `path`: as a signed delivery when `id` is given, with one more
