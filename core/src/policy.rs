@@ -109,9 +109,10 @@ pub struct PolicySpec {
 }
 
 /// The `policy:` section of a coordinator's config (`--config FILE`), or of the local user's
-/// `config.yaml`: rules for every task, and more for tasks of a pool or a user. A task gets
-/// the rules of every scope that names it, together (a deny of any scope wins); its default is
-/// the user's, else the pool's, else the section's, else `ask`.
+/// `config.yaml`: rules for every task, and more for tasks of a pool, a user or the token they
+/// were submitted with. A task gets the rules of every scope that names it, together (a deny
+/// of any scope wins); its default is the token's, else the user's, else the pool's, else the
+/// section's, else `ask`.
 ///
 /// Its first four fields repeat [`PolicySpec`]'s on purpose: serde cannot deny unknown fields
 /// through `#[serde(flatten)]`, and a misspelt key in a security policy (`alow:`) must be an
@@ -133,6 +134,16 @@ pub struct PolicyConfig {
     /// Per user (a token's user; `local` for the local daemon's).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub users: std::collections::BTreeMap<String, PolicySpec>,
+    /// Per token, by its id (`dispatch token list`; the part after `dsp_`): the tasks
+    /// submitted with that token (a CI token that may only run tests, say).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tokens: std::collections::BTreeMap<String, PolicySpec>,
+}
+
+/// Whether `id` can be a token's id (what `policy.tokens` is keyed by): 1 to 64 ASCII
+/// letters and digits.
+pub fn is_token_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 impl PolicyConfig {
@@ -164,6 +175,7 @@ impl PolicyConfig {
             default: base.default,
             pools: scopes(&self.pools, &other.pools),
             users: scopes(&self.users, &other.users),
+            tokens: scopes(&self.tokens, &other.tokens),
         }
     }
 
@@ -207,6 +219,14 @@ impl PolicyConfig {
         for (u, p) in &self.users {
             Policy::parse(p).map_err(|e| PolicyError(format!("policy.users.{u}: {e}")))?;
         }
+        for (t, p) in &self.tokens {
+            if !is_token_id(t) {
+                return Err(PolicyError(format!(
+                    "policy.tokens: `{t}` is not a token id (the part after `dsp_` that `dispatch token list` shows)"
+                )));
+            }
+            Policy::parse(p).map_err(|e| PolicyError(format!("policy.tokens.{t}: {e}")))?;
+        }
         Ok(())
     }
 
@@ -219,16 +239,24 @@ impl PolicyConfig {
         }
     }
 
-    /// Whether any scope names a task of `owner` with pool selector `pool` (it then runs under
-    /// tool approvals) — without parsing a rule, for the scheduler's every assignment.
-    pub fn applies(&self, owner: &str, pool: &std::collections::BTreeMap<String, String>) -> bool {
-        !self.scopes(owner, pool).is_empty()
+    /// Whether any scope names a task of `owner` submitted with token `token` ("" for none)
+    /// with pool selector `pool` (it then runs under tool approvals) — without parsing a rule,
+    /// for the scheduler's every assignment.
+    pub fn applies(
+        &self,
+        owner: &str,
+        token: &str,
+        pool: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        !self.scopes(owner, token, pool).is_empty()
     }
 
-    /// The scopes that name a task of `owner` with pool selector `pool`, section first.
+    /// The scopes that name a task of `owner` submitted with `token`, with pool selector
+    /// `pool`: section first, token last.
     fn scopes(
         &self,
         owner: &str,
+        token: &str,
         pool: &std::collections::BTreeMap<String, String>,
     ) -> Vec<PolicySpec> {
         let mut scopes = Vec::new();
@@ -244,18 +272,23 @@ impl PolicyConfig {
         if let Some(p) = self.users.get(owner) {
             scopes.push(p.clone());
         }
+        if let Some(p) = self.tokens.get(token).filter(|_| !token.is_empty()) {
+            scopes.push(p.clone());
+        }
         scopes
     }
 
-    /// The policy a task of `owner` with pool selector `pool` (`key=value` pairs) runs under;
-    /// None when no scope names it (no tool approvals). Rules that do not parse are left out
-    /// (a config is validated when it is loaded).
+    /// The policy a task of `owner` submitted with `token` ("" for none), with pool selector
+    /// `pool` (`key=value` pairs), runs under; None when no scope names it (no tool
+    /// approvals). Rules that do not parse are left out (a config is validated when it is
+    /// loaded).
     pub fn for_task(
         &self,
         owner: &str,
+        token: &str,
         pool: &std::collections::BTreeMap<String, String>,
     ) -> Option<Policy> {
-        let scopes = self.scopes(owner, pool);
+        let scopes = self.scopes(owner, token, pool);
         if scopes.is_empty() {
             return None;
         }
@@ -1325,6 +1358,58 @@ mod tests {
     fn approvals_are_named_apart_from_questions() {
         assert_eq!(question_label(7), "question 007");
         assert_eq!(question_label(APPROVAL_SEQ_BASE + 2), "approval 2");
+    }
+
+    /// A task gets every scope that names it: the section's, its pool's, its owner's and its
+    /// submitting token's; a deny of any wins, the most specific default holds, and a token
+    /// scope names only the tasks submitted with that token.
+    #[test]
+    fn scopes_by_pool_user_and_token_add_up() {
+        let c = parse_section(
+            "policy:\n  allow: ['Bash(cargo test:*)']\n  pools:\n    gpu=true:\n      deny: ['Bash(nvidia-smi -r:*)']\n  users:\n    ann:\n      allow: ['Bash(git push:*)']\n      default: allow\n  tokens:\n    8b63ccce3a8f:\n      deny: ['Bash(git push:*)']\n      default: deny\n",
+        )
+        .unwrap();
+        let pool: std::collections::BTreeMap<String, String> =
+            [("gpu".to_string(), "true".to_string())].into();
+        let none = std::collections::BTreeMap::new();
+        let ann = c.for_task("ann", "", &none).unwrap();
+        assert_eq!(bash(&ann, "git push"), Decision::Allow);
+        assert_eq!(bash(&ann, "ls"), Decision::Allow, "ann's default");
+        let ci = c.for_task("ann", "8b63ccce3a8f", &none).unwrap();
+        assert_eq!(
+            bash(&ci, "git push"),
+            Decision::Deny,
+            "the token's deny wins"
+        );
+        assert_eq!(
+            bash(&ci, "ls"),
+            Decision::Deny,
+            "the token's default is the most specific"
+        );
+        assert_eq!(bash(&ci, "cargo test"), Decision::Allow);
+        let bob = c.for_task("bob", "", &pool).unwrap();
+        assert_eq!(bash(&bob, "nvidia-smi -r -i 0"), Decision::Deny);
+        assert_eq!(bash(&bob, "ls"), Decision::Ask, "no scope sets a default");
+        assert!(c.applies("bob", "", &none), "the section names every task");
+        let only_tokens =
+            parse_section("policy:\n  tokens:\n    8b63ccce3a8f:\n      ask: ['Bash(*)']\n")
+                .unwrap();
+        assert!(only_tokens.applies("ann", "8b63ccce3a8f", &none));
+        assert!(!only_tokens.applies("ann", "0000aaaa1111", &none));
+        assert!(
+            !only_tokens.applies("ann", "", &none),
+            "a local task has no token"
+        );
+        let merged = only_tokens.merged(&c);
+        assert_eq!(merged.tokens["8b63ccce3a8f"].ask.len(), 1);
+        assert_eq!(merged.tokens["8b63ccce3a8f"].deny.len(), 1);
+        let e =
+            parse_section("policy:\n  tokens:\n    dsp_8b63_secret:\n      deny: ['Bash(*)']\n")
+                .unwrap_err();
+        assert!(e.contains("is not a token id"), "{e}");
+        let e = parse_section("policy:\n  tokens:\n    8b63ccce3a8f:\n      deny: ['Bash(']\n")
+            .unwrap_err();
+        assert!(e.contains("policy.tokens.8b63ccce3a8f"), "{e}");
     }
 
     proptest::proptest! {

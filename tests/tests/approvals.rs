@@ -21,9 +21,24 @@ fn claude_asks_before_a_push_and_the_policy_allows_and_denies_the_rest() {
     let path = config.path().join("coordinator.yaml");
     std::fs::write(&path, POLICY).unwrap();
     let mut c = Cluster::with_coordinator_args(&["--config", path.to_str().unwrap()]);
+    // A CI token of its own: its tasks may not push at all (a scope by token id).
+    let made: serde_json::Value = serde_json::from_str(&c.ok(&[
+        "token", "create", "--user", "ci", "--role", "member", "--json",
+    ]))
+    .unwrap();
+    let ci_token = made["token"].as_str().unwrap().to_string();
+    let ci_id = made["id"].as_str().unwrap();
     let asks = config.path().join("asks.yaml");
-    std::fs::write(&asks, "ask: [\"Bash(git push:*)\"]\n").unwrap();
+    std::fs::write(
+        &asks,
+        format!(
+            "ask: [\"Bash(git push:*)\"]\ntokens:\n  {ci_id}: {{ deny: [\"Bash(git push:*)\"] }}\n"
+        ),
+    )
+    .unwrap();
     c.ok(&["policy", "set", asks.to_str().unwrap()]);
+    let shown = c.ok(&["policy", "show"]);
+    assert!(shown.contains(ci_id), "{shown}");
     let mock = MockModels::start();
     let o = real_clis::node(&c, "box", 4, &clis.bin, &mock);
     c.add_agent(o);
@@ -47,6 +62,23 @@ fn claude_asks_before_a_push_and_the_policy_allows_and_denies_the_rest() {
         "wipe",
         &["clean up (run: rm -rf /tmp/dispatch-approval-test)"],
     );
+    let out = c
+        .cli()
+        .env("DISPATCH_TOKEN", &ci_token)
+        .args([
+            "--backend",
+            "claude",
+            "--remote",
+            "box",
+            "--id",
+            "ci-push",
+            "--step",
+            "publish (run: git push origin main)",
+            "do the work",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
 
     // The first push is asked about, shaped as an approval.
     let out = c.run(&["wait", "push", "--timeout", "90s"]);
@@ -96,6 +128,19 @@ fn claude_asks_before_a_push_and_the_policy_allows_and_denies_the_rest() {
     let out = c.run(&["wait", "wipe", "--timeout", "90s"]);
     assert_exit(&out, 12);
     let t = c.status("wipe");
+    assert_eq!(t["questions"].as_array().unwrap().len(), 0, "{t}");
+    assert!(
+        t["items"][0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("tool policy denies this call"),
+        "{t}"
+    );
+    // The CI token's task is refused the push its scope denies, though its user's other
+    // tasks (and everyone else's) would be asked.
+    let out = c.run(&["wait", "ci-push", "--timeout", "90s"]);
+    assert_exit(&out, 12);
+    let t = c.status("ci-push");
     assert_eq!(t["questions"].as_array().unwrap().len(), 0, "{t}");
     assert!(
         t["items"][0]["note"]

@@ -33,7 +33,7 @@ impl EventRules for Rules {
         call: &dispatch_core::policy::ToolCall<'_>,
         granted: &[String],
     ) -> dispatch_core::policy::Verdict {
-        match self.policy.for_task(&t.owner, &t.pool) {
+        match self.policy.for_task(&t.owner, &t.token, &t.pool) {
             Some(p) => p.decide_with(call, granted),
             // The policy that put this run under approvals was taken away since: the task
             // runs as one without a policy does.

@@ -30,7 +30,7 @@ impl Coordinator {
 
     /// Whether `task` runs under tool approvals (some scope of the policy names it).
     pub fn under_approvals(&self, task: &TaskRecord) -> bool {
-        self.policy().applies(&task.owner, &task.pool)
+        self.policy().applies(&task.owner, &task.token, &task.pool)
     }
 
     /// Reads the stored policy and makes the effective one (at start: a replica that takes
@@ -91,12 +91,13 @@ impl Coordinator {
             Some(p) => (
                 "policy-set",
                 format!(
-                    "{} allow, {} ask, {} deny rules; {} pool and {} user scopes",
+                    "{} allow, {} ask, {} deny rules; {} pool, {} user and {} token scopes",
                     p.allow.len(),
                     p.ask.len(),
                     p.deny.len(),
                     p.pools.len(),
-                    p.users.len()
+                    p.users.len(),
+                    p.tokens.len()
                 ),
             ),
             None => ("policy-clear", String::new()),

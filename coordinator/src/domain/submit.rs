@@ -697,6 +697,7 @@ fn new_record(
         pool,
         repo,
         owner: who.name(),
+        token: who.token_id().to_string(),
         allowed_nodes,
         ..Default::default()
     })

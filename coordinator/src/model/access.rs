@@ -70,6 +70,14 @@ impl Principal {
         }
     }
 
+    /// The id of the user token it presented ("" for the local user and nodes).
+    pub fn token_id(&self) -> &str {
+        match self {
+            Principal::User { token, .. } => token,
+            _ => "",
+        }
+    }
+
     /// True for the local owner and admins: every task is theirs.
     pub fn is_admin(&self) -> bool {
         matches!(

@@ -120,6 +120,9 @@ pub struct TaskRecord {
     pub reset_resumes: u32,
     /// Its budget (None: none): a worker that reaches it is paused and its owner asked.
     pub budget: Option<dispatch_core::budget::TaskBudget>,
+    /// The id of the token it was submitted with ("" for the local daemon's): the tool
+    /// policy's `tokens:` scope for it applies.
+    pub token: String,
 }
 
 /// A node as stored (its last Hello and session).

@@ -802,6 +802,25 @@ async fn a_task_past_its_budget_asks_and_its_spend_is_counted_once(kind: Kind) {
         dispatch_core::budget::Budget::parse("1k").unwrap(),
     ));
     let _ = s.insert_task(&t, None, None, None).await.unwrap();
+    // The submitting token's id is kept with the task (the policy's `tokens:` scopes).
+    t.token = "8b63ccce3a8f".into();
+    let _ = s
+        .insert_task(
+            &{
+                let mut u = t.clone();
+                u.id = "tok".into();
+                u
+            },
+            None,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_task("tok").await.unwrap().unwrap().token,
+        "8b63ccce3a8f"
+    );
     let w = AssignWrite {
         task_id: "t".into(),
         node: "n1".into(),

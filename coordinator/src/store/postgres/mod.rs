@@ -104,10 +104,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         22,
         include_str!("../../../migrations/postgres/0022_answer_links.sql"),
     ),
+    (
+        23,
+        include_str!("../../../migrations/postgres/0023_task_tokens.sql"),
+    ),
 ];
 
 /// The store version this coordinator writes (the same number as SQLite's).
-pub const SCHEMA_VERSION: i64 = 22;
+pub const SCHEMA_VERSION: i64 = 23;
 
 /// Advisory lock key held while migrating (two replicas starting at once migrate once).
 const MIGRATION_LOCK: i64 = 0x6469_7370_6d69_6772; // "dispmigr"

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 /// The task columns an insert binds, in [`bind_new_task`]'s order. The prompt and worker prompt
 /// live in `task_texts` (migration 7).
-pub(super) const TASK_COLUMNS: [&str; 45] = [
+pub(super) const TASK_COLUMNS: [&str; 46] = [
     "id",
     "state",
     "title",
@@ -53,6 +53,7 @@ pub(super) const TASK_COLUMNS: [&str; 45] = [
     "notes",
     "reset_resumes",
     "budget",
+    "token",
 ];
 
 /// `INSERT INTO tasks (<every column>, submit_order) VALUES ($1, …, next order)`.
@@ -115,6 +116,7 @@ pub(super) fn bind_new_task<'q>(
         .bind(notes_json(&t.notes))
         .bind(i64::from(t.reset_resumes))
         .bind(budget_json(&t.budget))
+        .bind(t.token.clone())
 }
 
 /// A task's budget as stored on its row ("" for none).
@@ -234,6 +236,7 @@ pub(super) fn task_from_row(r: &DbRow) -> Result<TaskRecord> {
         trouble: r.try_get("trouble")?,
         limit_until_ms: r.try_get("limit_until_ms")?,
         reset_resumes: r.try_get::<i64, _>("reset_resumes")? as u32,
+        token: r.try_get("token")?,
         budget: match r.try_get::<String, _>("budget")?.as_str() {
             "" => None,
             j => Some(

@@ -60,6 +60,7 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/0020_reset_resumes.sql"),
     include_str!("../../../migrations/0021_budgets.sql"),
     include_str!("../../../migrations/0022_answer_links.sql"),
+    include_str!("../../../migrations/0023_task_tokens.sql"),
 ];
 
 /// The SQLite store.
