@@ -1,5 +1,6 @@
 //! Tool approvals on this node (issue 25): a worker run under approvals has its CLI call a
-//! hook before every tool call (Claude Code's `PreToolUse`, set with `--settings`); the hook
+//! hook before every tool call (Claude Code's `PreToolUse`, set with `--settings`; Codex's,
+//! set with `-c hooks.PreToolUse=…` and `--dangerously-bypass-hook-trust`); the hook
 //! asks this agent over a socket of the run's own, the agent reports the call to the
 //! coordinator (`ToolCall`), whose policy — or a person it asks — decides (`ToolDecision`),
 //! and the hook tells the CLI.
@@ -67,6 +68,17 @@ impl Pending {
         Some((call, rx))
     }
 
+    /// A call waiting, as the hook's would be (tests elsewhere in the crate).
+    #[cfg(test)]
+    pub(crate) fn wait_for_test(&self) -> Option<(u64, oneshot::Receiver<Decision>)> {
+        self.wait()
+    }
+
+    /// How many tool calls of this run its hook has asked about.
+    pub fn calls(&self) -> u64 {
+        self.next.load(Ordering::SeqCst)
+    }
+
     fn forget(&self, call: u64) {
         self.waiting.lock().unwrap().remove(&call);
     }
@@ -105,6 +117,33 @@ pub fn claude_settings(exe: &str, socket: &str) -> String {
         },
     })
     .to_string()
+}
+
+/// The arguments a Codex worker under approvals runs with: hooks on (a user's
+/// `[features] hooks = false` notwithstanding), a `PreToolUse` hook on every tool that runs
+/// `exe approve-hook --socket NAME --cli codex`, and the flag that runs it without the trust a
+/// person gives hooks in Codex's own UI (the hook is the node's, written for this run).
+///
+/// Codex lets a call through when its hook fails (a crash, a timeout, output it cannot
+/// read), so the hook never does: it always answers, and Codex's limit on it is above its own.
+pub fn codex_args(exe: &str, socket: &str) -> Vec<String> {
+    let command = format!(
+        "{} approve-hook --socket {} --cli codex",
+        crate::backends::shell_quote(exe),
+        crate::backends::shell_quote(socket)
+    );
+    // A TOML basic string: JSON's escapes (\", \\, \n, \uXXXX) are TOML's too.
+    let quoted = serde_json::Value::String(command).to_string();
+    vec![
+        "--dangerously-bypass-hook-trust".into(),
+        "-c".into(),
+        "features.hooks=true".into(),
+        "-c".into(),
+        format!(
+            "hooks.PreToolUse=[{{hooks=[{{type=\"command\",command={quoted},timeout={}}}]}}]",
+            APPROVAL_TIMEOUT.as_secs() + 60
+        ),
+    ]
 }
 
 /// What the hook sends the agent: one JSON line.
@@ -239,28 +278,47 @@ async fn one_call(
     write.write_all(&out).await.map_err(|e| e.to_string())
 }
 
-/// `approve-hook --socket NAME`: what a worker's CLI runs before each tool call. It reads the
-/// CLI's hook input on stdin, asks the agent, and prints the decision the way Claude Code
-/// reads a `PreToolUse` hook's. It always prints a decision and exits 0: a failure is a denial
-/// that says what failed (a hook that exits otherwise would let the call through).
+/// `approve-hook --socket NAME [--cli codex]`: what a worker's CLI runs before each tool
+/// call. It reads the CLI's hook input on stdin, asks the agent, and prints the decision the
+/// way the CLI reads a `PreToolUse` hook's. It always exits 0 with a decision a failure is a
+/// denial of, saying what failed (a hook that exits otherwise would let the call through).
 pub fn hook_main(args: &[String]) -> i32 {
-    let reply = match args {
-        [flag, socket] if flag == "--socket" => ask(socket, APPROVAL_TIMEOUT),
-        _ => Err("usage: approve-hook --socket NAME (run by the worker's CLI, not by hand)".into()),
-    }
-    .unwrap_or_else(|e| Reply {
+    let (reply, codex) = match args {
+        [flag, socket] if flag == "--socket" => (ask(socket, APPROVAL_TIMEOUT), false),
+        [flag, socket, cli, name] if flag == "--socket" && cli == "--cli" && name == "codex" => {
+            (ask(socket, APPROVAL_TIMEOUT), true)
+        }
+        _ => (
+            Err("usage: approve-hook --socket NAME [--cli codex] (run by the worker's CLI, not by hand)".into()),
+            false,
+        ),
+    };
+    let reply = reply.unwrap_or_else(|e| Reply {
         allow: false,
         reason: format!("dispatch could not have this tool call approved: {e}"),
     });
-    let out = serde_json::json!({
-        "hookSpecificOutput": {
-            "hookEventName": "PreToolUse",
-            "permissionDecision": if reply.allow { "allow" } else { "deny" },
-            "permissionDecisionReason": reply.reason,
-        }
-    });
-    println!("{out}");
+    if let Some(out) = hook_output(&reply, codex) {
+        println!("{out}");
+    }
     0
+}
+
+/// What the hook prints for `reply`: Claude Code reads `allow` or `deny`; Codex reads only
+/// `deny` (an `allow` is an error to it), so a call it may make gets no output at all.
+fn hook_output(reply: &Reply, codex: bool) -> Option<String> {
+    if codex && reply.allow {
+        return None;
+    }
+    Some(
+        serde_json::json!({
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse",
+                "permissionDecision": if reply.allow { "allow" } else { "deny" },
+                "permissionDecisionReason": reply.reason,
+            }
+        })
+        .to_string(),
+    )
 }
 
 fn ask(socket: &str, timeout: Duration) -> Result<Reply, String> {
@@ -354,6 +412,54 @@ mod tests {
         assert!(p.wait().is_none());
         p.forget(held[0].0);
         assert!(p.wait().is_some());
+    }
+
+    /// Codex's `-c` value is TOML that names the hook with the path and socket quoted twice
+    /// over (shell in TOML), and its limit is above the hook's own.
+    #[test]
+    fn codex_gets_its_hook_as_toml_and_reads_its_decisions() {
+        let a = codex_args("/opt/my \"agent\"/dispatch-agent", "s-1");
+        assert_eq!(a[0], "--dangerously-bypass-hook-trust");
+        assert_eq!(a[1..3], ["-c", "features.hooks=true"]);
+        let (key, value) = a[4].split_once('=').unwrap();
+        assert_eq!(key, "hooks.PreToolUse");
+        let t: toml_edit::DocumentMut = format!("v = {value}").parse().unwrap();
+        let group = t["v"]
+            .as_array()
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .as_inline_table()
+            .unwrap();
+        assert!(group.get("matcher").is_none(), "no matcher: every tool");
+        let hook = group["hooks"]
+            .as_array()
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .as_inline_table()
+            .unwrap();
+        assert_eq!(hook["type"].as_str(), Some("command"));
+        assert_eq!(
+            hook["command"].as_str().unwrap(),
+            "'/opt/my \"agent\"/dispatch-agent' approve-hook --socket s-1 --cli codex"
+        );
+        assert!(hook["timeout"].as_integer().unwrap() as u64 > APPROVAL_TIMEOUT.as_secs());
+        let yes = Reply {
+            allow: true,
+            reason: "allowed by Bash".into(),
+        };
+        let no = Reply {
+            allow: false,
+            reason: "the tool policy denies this call".into(),
+        };
+        assert_eq!(hook_output(&yes, true), None);
+        let denied: serde_json::Value =
+            serde_json::from_str(&hook_output(&no, true).unwrap()).unwrap();
+        assert_eq!(denied["hookSpecificOutput"]["permissionDecision"], "deny");
+        let allowed: serde_json::Value =
+            serde_json::from_str(&hook_output(&yes, false).unwrap()).unwrap();
+        assert_eq!(allowed["hookSpecificOutput"]["permissionDecision"], "allow");
     }
 
     #[test]

@@ -39,14 +39,17 @@ pub struct BackendSpec {
     pub pass_model: bool,
     /// The flags that turn on its structured stream, as its version has them.
     pub stream_flags: Option<&'static str>,
+    /// Its CLI runs a `PreToolUse` hook the node sets up per run (tool approvals).
+    pub hooks: bool,
 }
 
 impl BackendSpec {
     /// A backend that runs `command` (a custom one, or `sim`).
     pub fn custom(name: &str, command: String) -> BackendSpec {
+        let cli = Cli::of(name, &command);
         BackendSpec {
             name: name.into(),
-            cli: Cli::of(name, &command),
+            cli,
             command,
             program: None,
             models: vec![],
@@ -57,6 +60,9 @@ impl BackendSpec {
             outside_git: vec![],
             pass_model: false,
             stream_flags: None,
+            // A command of one's own that runs Claude Code takes `--settings` as it always
+            // has; any other is not known to run a hook.
+            hooks: cli == Some(Cli::Claude),
         }
     }
 }
@@ -251,6 +257,7 @@ fn builtin(
         outside_git: d.outside_git.clone(),
         pass_model: dispatch_core::backend::appends_model(b.name),
         stream_flags: d.stream_flags,
+        hooks: d.hooks,
     }
 }
 

@@ -408,9 +408,10 @@ pub(crate) enum Command {
         action: TokenAction,
     },
 
-    /// The tool policy (tool approvals): which tool calls of Claude Code workers run, which a
-    /// person approves (`dispatch answer ID yes|no|always`) and which are refused. Tasks run
-    /// under the coordinator's config file's `policy:` section and the one set here, together.
+    /// The tool policy (tool approvals): which tool calls of Claude Code and Codex workers
+    /// run, which a person approves (`dispatch answer ID yes|no|always`) and which are refused.
+    /// Tasks run under the coordinator's config file's `policy:` section and the one set here,
+    /// together.
     #[command(
         after_help = "Examples:\n  dispatch policy show\n  dispatch policy set policy.yaml\n  dispatch policy clear\n\nA policy file (the `policy:` section's content):\n  allow: [Read, Grep, Glob, \"Bash(cargo test:*)\", \"Edit(src/**)\"]\n  ask: [\"Bash(git push:*)\"]\n  deny: [\"Bash(rm -rf /*)\"]\n  users:\n    alice: { allow: [\"Bash(make:*)\"] }\n  tokens:        # by token id (`dispatch token list`)\n    8b63ccce3a8f: { deny: [\"Bash(git push:*)\"], default: deny }"
     )]

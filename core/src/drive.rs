@@ -37,6 +37,10 @@ pub struct Drive {
     pub outside_git: Vec<String>,
     /// Why this node cannot run it ("" when it can).
     pub error: String,
+    /// Its version runs a `PreToolUse` hook that dispatch sets up for one run, so its tool
+    /// calls can go through tool approvals: Claude Code (`--settings`), Codex 0.124 and later
+    /// (`-c hooks.PreToolUse=…` with `--dangerously-bypass-hook-trust`).
+    pub hooks: bool,
 }
 
 /// The help's usage of `exec` (Codex), as the node reads it.
@@ -101,6 +105,7 @@ fn claude(p: &Probe) -> Drive {
     let mut d = Drive {
         command: default_command("claude"),
         stream_flags: Some("--output-format stream-json --verbose"),
+        hooks: true,
         ..Drive::default()
     };
     // Not the real Claude Code (a wrapper, a stub): drive it as the seed does.
@@ -173,6 +178,11 @@ fn codex(p: &Probe) -> Drive {
     if !has(help, "--skip-git-repo-check") {
         d.outside_git.clear();
     }
+    // Hooks run only once trusted, and trust is kept per hook in the user's config: a run's
+    // own hook needs the flag that waives it for that run (0.124+ has hooks; the flag came
+    // with trust).
+    d.hooks =
+        has(help, "--dangerously-bypass-hook-trust") && (has(help, "-c") || has(help, "--config"));
     d
 }
 
@@ -227,6 +237,7 @@ mod tests {
         assert_eq!(d.stream_flags, Some("--json"));
         assert_eq!(d.outside_git, ["--skip-git-repo-check"]);
         assert_eq!(d.error, "");
+        assert!(d.hooks, "0.171 runs a hook set up for one run");
     }
 
     #[test]
@@ -241,6 +252,7 @@ mod tests {
         assert_eq!(d.version, "0.0.2505291458");
         assert_eq!(d.command, "codex exec --full-auto -C \"$(pwd)\"");
         assert_eq!(d.stream_flags, None);
+        assert!(!d.hooks, "no hooks before 0.124");
         assert!(structured_error("codex", &d).contains("codex-cli 0.0.2505291458 does not have"));
         let none = drive(
             "codex",

@@ -152,9 +152,28 @@ fn claude_asks_before_a_push_and_the_policy_allows_and_denies_the_rest() {
     // Who decided is in the audit.
     let audit = c.ok(&["audit", "--task", "push"]);
     assert!(audit.contains("answer"), "{audit}");
+}
 
-    // Codex's own hooks are not driven yet: its task under the policy fails at start, saying
-    // why, instead of running with every check off.
+/// Codex 0.124+ runs the node's `PreToolUse` hook for the run (`-c hooks.PreToolUse=…`, trust
+/// waived for it): a push is asked about and goes on once allowed, a denied command never
+/// runs, and each decision reaches the real Codex CLI in its hook's shape.
+#[test]
+#[ignore = "needs the real agent CLIs; run with --run-ignored all (.ci/run does)"]
+fn codex_asks_through_its_own_hook() {
+    let Some(clis) = RealClis::installed() else {
+        return;
+    };
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("coordinator.yaml");
+    std::fs::write(
+        &path,
+        "policy:\n  allow: [Bash]\n  ask: [\"Bash(git push:*)\"]\n  deny: [\"Bash(rm -rf /*)\"]\n",
+    )
+    .unwrap();
+    let mut c = Cluster::with_coordinator_args(&["--config", path.to_str().unwrap()]);
+    let mock = MockModels::start();
+    let o = real_clis::node(&c, "box", 4, &clis.bin, &mock);
+    c.add_agent(o);
     c.ok(&[
         "--backend",
         "codex",
@@ -163,21 +182,36 @@ fn claude_asks_before_a_push_and_the_policy_allows_and_denies_the_rest() {
         "--id",
         "codex-push",
         "--step",
-        "one",
-        "x",
+        "publish (run: git push origin main)",
+        "--step",
+        "clean up (run: rm -rf /tmp/dispatch-approval-test)",
+        "do the work",
     ]);
+    let out = c.run(&["wait", "codex-push", "--timeout", "90s"]);
+    assert_exit(&out, 10);
+    let asked = text(&out.stdout);
+    assert!(
+        asked.contains("Allow Bash: git push origin main"),
+        "{asked}"
+    );
+    c.ok(&["answer", "codex-push", "yes"]);
     let out = c.run(&["wait", "codex-push", "--timeout", "90s"]);
     assert_exit(&out, 12);
     let t = c.status("codex-push");
+    let items = t["items"].as_array().unwrap();
+    assert_eq!(items[0]["status"], "done", "the allowed push ran: {t}");
+    assert_eq!(items[1]["status"], "error", "{t}");
     assert!(
-        t["reason"]
+        items[1]["note"]
             .as_str()
             .unwrap()
-            .contains("cannot run under tool approvals yet"),
-        "{t}"
+            .contains("tool policy denies this call"),
+        "Codex told its model why: {t}"
     );
+    assert_eq!(t["questions"].as_array().unwrap().len(), 1, "{t}");
     assert!(
-        mock.seen_for(dispatch_tests::mock_models::Api::OpenAi, "codex-push")
+        !mock
+            .seen_for(dispatch_tests::mock_models::Api::OpenAi, "codex-push")
             .is_empty()
     );
 }

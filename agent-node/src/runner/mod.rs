@@ -308,14 +308,22 @@ fn prepare(
         ));
     }
     // The sim worker makes no tool calls: nothing to approve.
-    if assign.approvals
-        && backend.cli != Some(dispatch_core::signals::Cli::Claude)
-        && backend.name != "sim"
-    {
-        return Err(format!(
-            "backend `{}` on node `{node}` cannot run under tool approvals yet: dispatch drives Claude Code's PreToolUse hook only (Codex 0.124+ has hooks of its own that dispatch does not set up yet; Cursor's `agent -p` has none); run the task on claude, or without a policy",
-            backend.name
-        ));
+    if assign.approvals && !backend.hooks && backend.name != "sim" {
+        return Err(match backend.cli {
+            Some(dispatch_core::signals::Cli::Codex) => format!(
+                "backend `{}` on node `{node}` cannot run under tool approvals: {} has no hook dispatch can set up for one run (Codex 0.124 and later with `exec --dangerously-bypass-hook-trust` have); update it (npm install -g @openai/codex), run the task on claude, or without a policy",
+                backend.name,
+                if backend.version.is_empty() {
+                    "its command is not one the node could check as the real Codex CLI".to_string()
+                } else {
+                    format!("codex-cli {}", backend.version)
+                }
+            ),
+            _ => format!(
+                "backend `{}` on node `{node}` cannot run under tool approvals: its CLI has no tool hook dispatch drives (Claude Code and Codex 0.124+ have; Cursor's `agent -p` has none); run the task on claude or codex, or without a policy",
+                backend.name
+            ),
+        });
     }
     // A budget needs the CLI's token counts: a built-in CLI streams them for this task; a
     // command that prints none cannot run one.
@@ -400,7 +408,7 @@ async fn run(
             &assign.task,
             assign.attempt,
             ctx.events.clone(),
-            approvals,
+            Arc::clone(&approvals),
         )
         .map_err(|e| {
             format!(
@@ -460,10 +468,16 @@ async fn run(
     )
     .with_notes(notes)
     .with_stream(backend.stream, backend.cli);
+    // Codex runs a tool whose hook failed or never loaded (hooks forced off by a managed
+    // requirements.toml): a plan this run changed while its hook asked about nothing was
+    // changed by a tool nobody approved.
+    let hook_guard = (assign.approvals && backend.cli == Some(dispatch_core::signals::Cli::Codex))
+        .then(|| Arc::clone(&approvals));
     let after = AfterExit {
         fresh: Some((initial_plan, backend.name)),
         changes,
         drained,
+        hook_guard,
     };
     supervise(ctx, w, attempt, Exit::Child(child), pid, cancel, after).await
 }
@@ -593,6 +607,7 @@ fn worker_command(
     // this node before every tool call; with a budget only, the hook and its permission mode
     // as without approvals. (The sim worker makes no tool calls: it runs as it always does.)
     let claude = backend.cli == Some(dispatch_core::signals::Cli::Claude);
+    let codex = backend.cli == Some(dispatch_core::signals::Cli::Codex) && backend.hooks;
     let approvals = assign.approvals && claude;
     let hook = hooked(assign, backend) && claude;
     let command = if approvals {
@@ -613,6 +628,15 @@ fn worker_command(
         cmd.arg("--settings")
             .arg(crate::approvals::claude_settings(&exe, socket));
         shown.push_str(" --settings <tool-approval hook>");
+    }
+    // Codex under approvals: the run's own PreToolUse hook, in force without the trust a
+    // person gives a hook in Codex's UI (the node wrote it; nothing of the user's changes).
+    if assign.approvals && codex {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "dispatch-agent".into());
+        cmd.args(crate::approvals::codex_args(&exe, socket));
+        shown.push_str(" --dangerously-bypass-hook-trust -c hooks.PreToolUse=<tool-approval hook>");
     }
     // Codex refuses to run outside a git repository unless told it may.
     if !backend.outside_git.is_empty() && !in_git_repo(workdir) {

@@ -114,6 +114,22 @@ pub(super) struct AfterExit {
     pub(super) changes: Option<crate::changes::Spec>,
     /// Set when a cancel stops it because the node drains.
     pub(super) drained: Arc<std::sync::atomic::AtomicBool>,
+    /// A worker under tool approvals whose CLI lets a call through when its hook does not
+    /// run (Codex): the run's hook calls, to stop it if it acts without asking.
+    pub(super) hook_guard: Option<Arc<crate::approvals::Pending>>,
+}
+
+/// Why a worker under approvals is stopped: it changed its plan — which only a tool call can
+/// do — while its hook had asked about no call at all, so its CLI runs tools without it.
+fn unhooked(
+    guard: Option<&crate::approvals::Pending>,
+    before: &[u8],
+    after: &[u8],
+) -> Option<String> {
+    let guard = guard?;
+    (before != after && guard.calls() == 0).then(|| {
+        "its CLI ran a tool without dispatch's approval hook (Codex skips a hook that an administrator's requirements.toml turns off, or that fails to start); run the task on claude, or without a policy, or let the node's Codex run hooks".to_string()
+    })
 }
 
 /// How a supervised worker's end is observed.
@@ -176,6 +192,8 @@ pub fn reattach(ctx: RunContext, record: RunRecord, log_offset: u64) -> TaskHand
                 fresh: None,
                 changes,
                 drained,
+                // The calls a re-attached run made before the restart are not counted here.
+                hook_guard: None,
             },
         )
         .await
@@ -324,12 +342,22 @@ pub(super) async fn supervise(
         cancelled,
         mut fault,
         cli_stop,
-    } = watch_to_end(&ctx, w, attempt, exit, pid, &cancel).await;
+    } = watch_to_end(
+        &ctx,
+        w,
+        attempt,
+        exit,
+        pid,
+        &cancel,
+        after.hook_guard.as_deref(),
+    )
+    .await;
     if fault.is_none() {
         w.exited = true;
+        let before = w.last_plan.clone();
         let (next, f) = scan(&ctx, w, attempt, None).await;
         w = next;
-        fault = f;
+        fault = f.or_else(|| unhooked(after.hook_guard.as_deref(), &before, &w.last_plan));
     }
     RunRecord::remove(&ctx.run_dir, &w.task);
     let (exit_code, signal) = status.map_err(|e| format!("lost track of the worker: {e}"))?;
@@ -435,6 +463,7 @@ async fn watch_to_end(
     mut exit: Exit,
     pid: u32,
     cancel: &Notify,
+    hook_guard: Option<&crate::approvals::Pending>,
 ) -> Ended {
     let (wake_tx, mut wake_rx) = mpsc::channel(1);
     let dir = dispatch_core::fs::TaskDir::open(&w.workdir, &w.task, false)
@@ -488,9 +517,10 @@ async fn watch_to_end(
         if let Some(targets) = scan_now
             && fault.is_none()
         {
+            let before = w.last_plan.clone();
             let (next, f) = scan(ctx, w, attempt, targets).await;
             w = next;
-            if let Some(f) = f {
+            if let Some(f) = f.or_else(|| unhooked(hook_guard, &before, &w.last_plan)) {
                 tracing::warn!(task = %w.task, fault = %f, "the task directory broke a rule; stopping the worker");
                 stop("stopping it", &mut kill_at);
                 fault = Some(f);
@@ -564,4 +594,24 @@ fn not_started(
             log_tail(&w.log)
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Codex run under approvals that changes its plan before its hook asked about any call
+    /// is stopped; once the hook has asked, plan changes are the worker's approved work; a run
+    /// with no guard (Claude, or no approvals) is never stopped for it.
+    #[test]
+    fn a_plan_changed_by_an_unhooked_tool_stops_the_run() {
+        let guard = crate::approvals::Pending::default();
+        assert!(unhooked(Some(&guard), b"- [ ] a", b"- [ ] a").is_none());
+        let why = unhooked(Some(&guard), b"- [ ] a", b"- [x] a").unwrap();
+        assert!(why.contains("without dispatch's approval hook"), "{why}");
+        assert!(unhooked(None, b"- [ ] a", b"- [x] a").is_none());
+        let _waiting = guard.wait_for_test();
+        assert_eq!(guard.calls(), 1);
+        assert!(unhooked(Some(&guard), b"- [ ] a", b"- [x] a").is_none());
+    }
 }
