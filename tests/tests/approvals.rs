@@ -216,6 +216,110 @@ fn codex_asks_through_its_own_hook() {
     );
 }
 
+/// Issue 25 (the dashboard as a place to work): in chromium, the inbox lists the question
+/// waiting longest first; a tool approval of the real Claude Code is three buttons and a
+/// budget question two, and pressing Allow and Continue lets both workers finish.
+#[test]
+#[ignore = "needs the real agent CLIs, Chromium and Python test clients; run with --run-ignored all (.ci/run does)"]
+fn the_dashboard_decides_approvals_and_budgets_with_buttons() {
+    let Some(clis) = RealClis::installed() else {
+        return;
+    };
+    let (Some(python), Some(chromium)) = (
+        dispatch_tests::python_with(&["playwright"]),
+        dispatch_tests::chromium(),
+    ) else {
+        return;
+    };
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("policy.yaml");
+    let mut c = Cluster::with_coordinator_args(&["--http-listen", "127.0.0.1:0"]);
+    // Only the tasks of ann's token run under the policy (the budget task is asked about its
+    // budget alone).
+    let made: serde_json::Value = serde_json::from_str(&c.ok(&[
+        "token", "create", "--user", "ann", "--role", "member", "--json",
+    ]))
+    .unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "tokens:\n  {}:\n    allow: [Bash]\n    ask: [\"Bash(git push:*)\"]\n",
+            made["id"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    c.ok(&["policy", "set", path.to_str().unwrap()]);
+    let mock = MockModels::start();
+    let o = real_clis::node(&c, "box", 4, &clis.bin, &mock);
+    c.add_agent(o);
+    let out = c
+        .cli()
+        .env("DISPATCH_TOKEN", made["token"].as_str().unwrap())
+        .args([
+            "--backend",
+            "claude",
+            "--remote",
+            "box",
+            "--id",
+            "push",
+            "--step",
+            "publish (run: git push origin main)",
+            "do the work",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_exit(&c.run(&["wait", "push", "--timeout", "90s"]), 10);
+    // Asked after the push's approval, so it has waited less.
+    c.ok(&[
+        "--backend",
+        "claude",
+        "--remote",
+        "box",
+        "--id",
+        "spend",
+        "--budget",
+        "1k",
+        "--step",
+        "one (run: echo one)",
+        "do the work",
+    ]);
+    assert_exit(&c.run(&["wait", "spend", "--timeout", "90s"]), 10);
+    let url = std::fs::read_to_string(c.dir.path().join("coordinator/http.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let artifacts =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("dashboard-decisions.png");
+    let (code, said) = dispatch_tests::run_python(
+        &python,
+        "dashboard_decisions.py",
+        &[
+            &url,
+            &c.admin_token,
+            "push",
+            "spend",
+            shot.to_str().unwrap(),
+            chromium.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("decisions ok"), "{said}");
+    for id in ["push", "spend"] {
+        let out = c.run(&["wait", id, "--timeout", "90s"]);
+        assert_exit(&out, 0);
+    }
+    let t = c.status("spend");
+    assert!(
+        t["budget"]["tokens"].as_u64().unwrap() > 1000,
+        "raised by Continue: {t}"
+    );
+    let audit = c.ok(&["audit", "--task", "push"]);
+    assert!(audit.contains("answer"), "{audit}");
+}
+
 /// A policy whose rules cannot be used stops the coordinator at start, naming the file and the
 /// rule, and creates nothing.
 #[test]

@@ -897,6 +897,12 @@ async fn a_task_past_its_budget_asks_and_its_spend_is_counted_once(kind: Kind) {
     let asked = qs[0].tool_call().unwrap();
     assert_eq!(asked.call, 3);
     assert_eq!(asked.budget.unwrap().spent.tokens, 1200);
+    // The inbox (every open question) reads it as a budget question too, with its task's node.
+    let open = s.open_questions().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].question.kind(), "budget");
+    assert_eq!(open[0].node, "n1");
+    assert_eq!(open[0].owner, "ann");
 }
 
 /// Issue 25 (answer links): of many uses of one link at once, exactly one takes it, on either

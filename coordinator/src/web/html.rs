@@ -350,19 +350,26 @@ pub(super) fn nodes(nodes: &[v1::Node]) -> String {
     out
 }
 
-/// The inbox: every waiting question.
-pub(super) fn inbox(questions: &[v1::PendingQuestion], can_answer: bool) -> String {
+/// The inbox: every waiting question, the one waiting longest first, with how long it has
+/// waited.
+pub(super) fn inbox(questions: &[v1::PendingQuestion], can_answer: bool, now_ms: i64) -> String {
     if questions.is_empty() {
         return "<p class=\"empty\">No worker is waiting for an answer.</p>".into();
     }
+    let mut sorted: Vec<&v1::PendingQuestion> = questions.iter().collect();
+    sorted.sort_by_key(|q| (q.asked_at_ms, q.task_id.clone(), q.seq));
     let mut out = String::from("<div class=\"cards\">");
-    for q in questions {
+    for q in sorted {
         let _ = write!(
             out,
-            r#"<article class="task state-waiting"><h3><a href="/task/{id}">{id}</a> <span class="meta">{title} · on {node}</span></h3>{block}</article>"#,
+            r#"<article class="task state-waiting" id="inbox-{id}-{seq}"><h3><a href="/task/{id}">{id}</a> <span class="meta">{title} · on {node} · <span class="waited" title="asked at {at} ms since the epoch">waiting {waited}</span></span></h3>{block}</article>"#,
             id = esc(&q.task_id),
+            seq = q.seq,
             title = esc(&q.title),
             node = esc(&q.node),
+            at = q.asked_at_ms,
+            waited =
+                esc(dispatch_core::duration::ago(q.asked_at_ms, now_ms).trim_end_matches(" ago")),
             block = question_block(&q.task_id, q.seq, &q.kind, &q.text, can_answer)
         );
     }
@@ -420,5 +427,30 @@ mod tests {
             "{b}"
         );
         assert!(!b.contains("always"), "{b}");
+    }
+
+    /// The inbox shows the question waiting longest first, and for how long.
+    #[test]
+    fn the_inbox_puts_the_longest_wait_first() {
+        let q = |task: &str, at: i64| v1::PendingQuestion {
+            task_id: task.into(),
+            seq: 1,
+            text: "which?".into(),
+            asked_at_ms: at,
+            ..Default::default()
+        };
+        let now = 10_000_000;
+        let page = inbox(
+            &[q("newer", now - 5_000), q("older", now - 600_000)],
+            true,
+            now,
+        );
+        let (older, newer) = (
+            page.find("inbox-older-1").unwrap(),
+            page.find("inbox-newer-1").unwrap(),
+        );
+        assert!(older < newer, "{page}");
+        assert!(page.contains("waiting 10m"), "{page}");
+        assert!(page.contains("waiting 5s"), "{page}");
     }
 }

@@ -725,7 +725,7 @@ async fn inbox(State(app): State<App>, headers: HeaderMap) -> Response {
             let qs = r.into_inner().questions;
             let body = format!(
                 "<h2>Waiting for an answer</h2>{}",
-                html::inbox(&qs, permit(&who, Rpc::Act).is_ok())
+                html::inbox(&qs, permit(&who, Rpc::Act).is_ok(), crate::now_ms())
             );
             v.html(html::page("Inbox", Some(&who), None, &body))
         }

@@ -195,23 +195,31 @@ impl TaskStore for Backend {
     }
 
     async fn open_questions(&self) -> Result<Vec<OpenQuestion>> {
-        let rows = sqlx::query(
-            "SELECT q.task_id, q.seq, q.text, q.asked_ms, q.answer, q.answered_ms, t.node, t.title, t.state, t.owner \
+        // The question's columns first, as `question_from_row` reads them (the tool call too:
+        // it says whether a question is an approval or a budget's).
+        let question = rows::QUESTION_COLUMNS
+            .split(", ")
+            .map(|c| format!("q.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Column names of our own: nothing a caller sent is in this text.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {question}, t.node, t.title, t.state, t.owner \
              FROM questions q JOIN tasks t ON t.id = q.task_id \
              WHERE q.answer IS NULL AND t.state IN ('running', 'waiting', 'unreachable', 'blocked') \
-             ORDER BY q.asked_ms, q.task_id, q.seq",
-        )
+             ORDER BY q.asked_ms, q.task_id, q.seq"
+        )))
         .fetch_all(&self.reader)
         .await?;
         rows.iter()
             .map(|r| {
-                let state: String = r.try_get(8)?;
+                let state: String = r.try_get(9)?;
                 Ok(OpenQuestion {
                     question: rows::question_from_row(r)?,
-                    node: r.try_get(6)?,
-                    title: r.try_get(7)?,
+                    node: r.try_get(7)?,
+                    title: r.try_get(8)?,
                     state: state.parse().map_err(CoordinatorError::Corrupt)?,
-                    owner: r.try_get(9)?,
+                    owner: r.try_get(10)?,
                 })
             })
             .collect()
