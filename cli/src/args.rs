@@ -309,7 +309,8 @@ pub(crate) enum Command {
         id: String,
     },
 
-    /// Run a failed, lost, cancelled or blocked task again: its unchecked items, same plan.
+    /// Run a failed, lost, cancelled or blocked task again: its unchecked items, same plan. A
+    /// task waiting for a usage limit's reset runs now instead of at the reset.
     #[command(after_help = "Example:\n  dispatch retry fix-login --backend codex")]
     Retry {
         /// Task to retry.

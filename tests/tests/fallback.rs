@@ -194,7 +194,28 @@ fn other_failures_and_no_fallback_fail_as_before() {
     assert_eq!(t["state"], "queued", "{t}");
     assert_eq!(t["fallback"], "", "{t}");
     assert_eq!(s.calls(), ["box claude"]);
-    s.c.ok(&["cancel", "stays"]);
+    // A retry while it waits runs it now, here on another backend, as a new worker run.
+    s.c.ok(&["retry", "stays", "--backend", "codex"]);
+    let t = s.ended("stays");
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(s.calls(), ["box claude", "box codex"]);
+    // And a cancel ends the wait.
+    s.c.ok(&[
+        "--backend",
+        "claude",
+        "--no-fallback",
+        "--id",
+        "stops",
+        "--step",
+        "a",
+        "x",
+    ]);
+    s.c.wait_task("stops", "the wait for the reset", |t| {
+        t.reason.contains("waiting for the reset")
+    });
+    s.c.ok(&["cancel", "stops"]);
+    assert_eq!(s.c.status("stops")["state"], "cancelled");
+    assert_eq!(s.calls(), ["box claude", "box codex", "box claude"]);
 
     // A config that names something unknown is refused before anything is sent.
     let s = Setup::new(

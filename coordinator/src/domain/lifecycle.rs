@@ -107,11 +107,14 @@ impl Coordinator {
             TaskState::Failed | TaskState::Lost | TaskState::Cancelled | TaskState::Blocked => {
                 Ok(())
             }
+            // Waiting for a usage limit's reset: a retry runs it now instead (on another
+            // backend or node, say), as a new worker run.
+            TaskState::Queued if t.limit_until_ms > 0 && t.reset_resumes > 0 => Ok(()),
             TaskState::Completed => Err(CoordinatorError::FailedPrecondition(format!(
                 "task `{id}` completed; there is nothing to retry (dispatch a new task instead)"
             ))),
             s => Err(CoordinatorError::FailedPrecondition(format!(
-                "task `{id}` is {s}; only a failed, lost, cancelled or blocked task can be retried"
+                "task `{id}` is {s}; only a failed, lost, cancelled or blocked task, or one waiting for a usage limit's reset, can be retried"
             ))),
         };
         retryable(&seen)?;
@@ -182,7 +185,9 @@ impl Coordinator {
             Ok(Transition {
                 set: TaskUpdate {
                     state: Some(TaskState::Queued),
-                    plan_md: Some(plan.render()),
+                    // A task waiting for a reset is still active: its plan is the event
+                    // path's to write, and it stays as its last run left it.
+                    plan_md: (t.state != TaskState::Queued).then(|| plan.render()),
                     worker_prompt: Some(prompt::worker_prompt(
                         &t.id,
                         &prompt::retry_context(&t.prompt, !t.signer.is_empty()),
