@@ -424,21 +424,18 @@ mod tests {
         let (key, value) = a[4].split_once('=').unwrap();
         assert_eq!(key, "hooks.PreToolUse");
         let t: toml_edit::DocumentMut = format!("v = {value}").parse().unwrap();
-        let group = t["v"]
-            .as_array()
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .as_inline_table()
-            .unwrap();
+        let first = |v: &toml_edit::Value| -> toml_edit::InlineTable {
+            v.as_array()
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .as_inline_table()
+                .unwrap()
+                .clone()
+        };
+        let group = first(t["v"].as_value().unwrap());
         assert!(group.get("matcher").is_none(), "no matcher: every tool");
-        let hook = group["hooks"]
-            .as_array()
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .as_inline_table()
-            .unwrap();
+        let hook = first(&group["hooks"]);
         assert_eq!(hook["type"].as_str(), Some("command"));
         assert_eq!(
             hook["command"].as_str().unwrap(),

@@ -125,33 +125,28 @@ fn claude_asks_before_a_push_and_the_policy_allows_and_denies_the_rest() {
     assert_eq!(questions.len(), 2, "asked twice, not three times: {t}");
 
     // A denied command never runs: the policy refuses it without asking anyone.
-    let out = c.run(&["wait", "wipe", "--timeout", "90s"]);
-    assert_exit(&out, 12);
-    let t = c.status("wipe");
-    assert_eq!(t["questions"].as_array().unwrap().len(), 0, "{t}");
-    assert!(
-        t["items"][0]["note"]
-            .as_str()
-            .unwrap()
-            .contains("tool policy denies this call"),
-        "{t}"
-    );
+    refused_without_asking(&c, "wipe");
     // The CI token's task is refused the push its scope denies, though its user's other
     // tasks (and everyone else's) would be asked.
-    let out = c.run(&["wait", "ci-push", "--timeout", "90s"]);
-    assert_exit(&out, 12);
-    let t = c.status("ci-push");
-    assert_eq!(t["questions"].as_array().unwrap().len(), 0, "{t}");
-    assert!(
-        t["items"][0]["note"]
-            .as_str()
-            .unwrap()
-            .contains("tool policy denies this call"),
-        "{t}"
-    );
+    refused_without_asking(&c, "ci-push");
     // Who decided is in the audit.
     let audit = c.ok(&["audit", "--task", "push"]);
     assert!(audit.contains("answer"), "{audit}");
+}
+
+/// Waits for task `id` to fail, its first item refused by the policy with no one asked.
+fn refused_without_asking(c: &Cluster, id: &str) {
+    let out = c.run(&["wait", id, "--timeout", "90s"]);
+    assert_exit(&out, 12);
+    let t = c.status(id);
+    assert_eq!(t["questions"].as_array().unwrap().len(), 0, "{t}");
+    assert!(
+        t["items"][0]["note"]
+            .as_str()
+            .unwrap()
+            .contains("tool policy denies this call"),
+        "{t}"
+    );
 }
 
 /// Codex 0.124+ runs the node's `PreToolUse` hook for the run (`-c hooks.PreToolUse=…`, trust
